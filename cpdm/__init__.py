@@ -1,0 +1,9 @@
+"""cpdm: measure how much text-to-image diffusion models copy artists' work.
+
+The public entry points live in the submodules: ``cpdm.workspace`` (open a
+workspace), ``cpdm.images`` (ingest images), ``cpdm.metric`` and
+``cpdm.scoring`` (the CM metric), ``cpdm.assignment`` (who rates what next),
+``cpdm.analysis`` (agreement, correlation, calibration).
+"""
+
+__version__ = "0.1.0"

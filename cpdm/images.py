@@ -1,0 +1,160 @@
+"""Safe image ingest: check the format, bound the size, hash, store once.
+
+Every image in a workspace is stored once, under ``images/<aa>/<sha256>.<ext>``
+where ``<aa>`` is the first two hex digits of the file's sha256. Files are
+checked before anything is written: the bytes must decode fully as PNG, JPEG
+or WebP, and the pixel count must stay under ``MAX_PIXELS`` (a decompression
+bomb is refused before it is decoded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from cpdm.errors import CpdmError
+
+# 64 megapixels: far above any anchor or Stable Diffusion output (512-1024 px
+# a side), far below what would exhaust memory when decoded.
+MAX_PIXELS = 64_000_000
+MAX_BYTES = 100 * 1024 * 1024
+ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+class ImageError(CpdmError):
+    """A file that is not an acceptable image; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What we know about a checked image, before or after it is stored."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str  # PNG, JPEG or WEBP
+    bytes: int
+
+    @property
+    def suffix(self) -> str:
+        return ALLOWED_FORMATS[self.format]
+
+
+def check_image_bytes(data: bytes, name: str = "image") -> ImageInfo:
+    """Validate raw image bytes and describe them, or raise ImageError naming ``name``.
+
+    Refuses: empty files, files over MAX_BYTES, formats other than PNG/JPEG/
+    WebP, images over MAX_PIXELS (checked from the header, before decoding)
+    and truncated or corrupt files (the whole image is decoded).
+    """
+    if len(data) == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: file is {len(data) / 2**20:.0f} MiB, above the {MAX_BYTES // 2**20} MiB limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format
+                width, height = img.size
+                if fmt not in ALLOWED_FORMATS:
+                    raise ImageError(f"{name}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{name}: {width}x{height} pixels is above the limit of {MAX_PIXELS:,} "
+                        "(possible decompression bomb)"
+                    )
+                img.load()  # decodes every byte: catches truncation and corruption
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: image too large to decode safely (possible decompression bomb)") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image (or a format cpdm does not read)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
+    return ImageInfo(hashlib.sha256(data).hexdigest(), width, height, fmt, len(data))
+
+
+def relative_image_path(info: ImageInfo) -> str:
+    """Where an image lives inside the workspace (content-addressed)."""
+    return f"images/{info.sha256[:2]}/{info.sha256}.{info.suffix}"
+
+
+def write_image_file(root: Path, info: ImageInfo, data: bytes) -> Path:
+    """Write the bytes to their content-addressed place atomically (no-op if present)."""
+    target = Path(root) / relative_image_path(info)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def insert_image_row(conn, info: ImageInfo) -> bool:
+    """Record an image in the ``images`` table; returns False if it was already there."""
+    cursor = conn.execute(
+        "INSERT INTO images (sha256, path, width, height, format, bytes) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(sha256) DO NOTHING",
+        (info.sha256, relative_image_path(info), info.width, info.height, info.format, info.bytes),
+    )
+    return cursor.rowcount == 1
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes of a PIL image (deterministic for the same pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def store_image_bytes(ws, data: bytes, name: str = "image") -> ImageInfo:
+    """Check, write and record one image in an open workspace.
+
+    The file is written before the row, so a row never points at a missing
+    file; the caller decides the transaction (a file without a row is
+    harmless and is reused by the next store of the same bytes).
+    """
+    info = check_image_bytes(data, name)
+    write_image_file(ws.root, info, data)
+    insert_image_row(ws.conn, info)
+    return info
+
+
+def store_pil_image(ws, image: Image.Image, name: str = "image") -> ImageInfo:
+    """Store a PIL image as PNG in the workspace (used by the demo and generation)."""
+    return store_image_bytes(ws, encode_png(image.convert("RGB")), name)
+
+
+def load_image(ws, sha256: str) -> Image.Image:
+    """Open a stored image as RGB, with a clear error if its file is gone or unreadable."""
+    path = ws.image_path(sha256)
+    if not path.exists():
+        raise ImageError(f"{path}: image file is missing from the workspace (image {sha256[:12]})")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: unreadable image ({exc})") from exc
+
+
+def thumbnail(image: Image.Image, size: int = 256) -> Image.Image:
+    """A copy no larger than ``size`` on its longer side."""
+    copy = image.copy()
+    copy.thumbnail((size, size))
+    return copy

@@ -1,0 +1,358 @@
+"""The workspace: one folder holding the SQLite database and the image files.
+
+Layout::
+
+    WORKSPACE/
+      cpdm.db              SQLite (WAL, foreign keys, busy timeout)
+      images/ab/abcd….png  image files, stored once, named by sha256
+      exports/             reports and exported files (default output place)
+
+The schema lives in ``MIGRATIONS``: a list of functions, the n-th of which
+upgrades a database at schema version n-1 to version n. The version is kept in
+``PRAGMA user_version``. Opening an older workspace runs the missing migrations
+in one transaction; opening a workspace made by a newer cpdm refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlite_utils
+
+from cpdm.errors import CpdmError
+
+DEFAULT_WORKSPACE = Path("annotations") / "workspace"
+DB_NAME = "cpdm.db"
+BUSY_TIMEOUT_MS = 10_000
+
+ANCHOR_CATEGORIES = ("style", "portrait", "character", "illustration")
+PROMPT_ORIGINS = ("interrogator", "llm", "template", "manual")
+PAIR_KINDS = ("normal", "check_identical", "check_unrelated")
+ROLES = ("artist", "lay", "researcher")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+SCHEMA_V1 = f"""
+CREATE TABLE images (
+    sha256 TEXT PRIMARY KEY,
+    path TEXT NOT NULL,              -- relative to the workspace
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE anchors (
+    id INTEGER PRIMARY KEY,
+    image TEXT NOT NULL REFERENCES images(sha256),
+    artist TEXT,
+    title TEXT,
+    category TEXT NOT NULL DEFAULT 'style' CHECK (category IN {_in(ANCHOR_CATEGORIES)}),
+    source TEXT,
+    license TEXT,
+    UNIQUE (image)
+);
+CREATE TABLE variants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,       -- short label: original, esd, uce, ...
+    base_model TEXT NOT NULL,
+    method TEXT NOT NULL,            -- 'original' when nothing was unlearned
+    concept TEXT,
+    params TEXT NOT NULL DEFAULT '{{}}',
+    weights_path TEXT
+);
+CREATE TABLE prompts (
+    id INTEGER PRIMARY KEY,
+    anchor INTEGER NOT NULL REFERENCES anchors(id),
+    text TEXT NOT NULL,
+    origin TEXT NOT NULL CHECK (origin IN {_in(PROMPT_ORIGINS)}),
+    params TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE generations (
+    id INTEGER PRIMARY KEY,
+    prompt INTEGER NOT NULL REFERENCES prompts(id),
+    variant INTEGER NOT NULL REFERENCES variants(id),
+    seed INTEGER,
+    steps INTEGER,
+    guidance REAL,
+    image TEXT NOT NULL REFERENCES images(sha256),
+    params TEXT NOT NULL DEFAULT '{{}}'
+);
+-- A pair is what a rater judges and what the metric scores: the anchor
+-- ("original") against a second image. For normal pairs that image is a
+-- generation's. Attention checks show the anchor itself (check_identical) or
+-- an unrelated image (check_unrelated) and have no generation.
+CREATE TABLE pairs (
+    id INTEGER PRIMARY KEY,
+    anchor INTEGER NOT NULL REFERENCES anchors(id),
+    generation INTEGER REFERENCES generations(id),
+    image TEXT NOT NULL REFERENCES images(sha256),
+    kind TEXT NOT NULL DEFAULT 'normal' CHECK (kind IN {_in(PAIR_KINDS)}),
+    UNIQUE (anchor, image, kind)
+);
+CREATE TABLE features (
+    image TEXT NOT NULL REFERENCES images(sha256),
+    backbone TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (image, backbone)
+);
+CREATE TABLE scores (
+    pair INTEGER NOT NULL REFERENCES pairs(id),
+    semantic TEXT NOT NULL,          -- e.g. ViT-L-14/openai
+    style TEXT NOT NULL,             -- e.g. vgg19
+    m_sem REAL NOT NULL,
+    m_style REAL NOT NULL,
+    scored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (pair, semantic, style)
+);
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    protocol TEXT NOT NULL,          -- the protocol's TOML text, frozen at creation
+    overlap TEXT NOT NULL DEFAULT '{{"artist": 3, "lay": 3}}',  -- JSON: ratings per pair per role
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE campaign_pairs (
+    campaign INTEGER NOT NULL REFERENCES campaigns(id),
+    pair INTEGER NOT NULL REFERENCES pairs(id),
+    PRIMARY KEY (campaign, pair)
+);
+CREATE TABLE raters (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN {_in(ROLES)}),
+    token_hash TEXT NOT NULL UNIQUE, -- sha256 of the invite token (the token itself is never stored)
+    disabled INTEGER NOT NULL DEFAULT 0,
+    simulated INTEGER NOT NULL DEFAULT 0,
+    consented_at TEXT,
+    flagged INTEGER NOT NULL DEFAULT 0,
+    flag_reason TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE assignments (
+    campaign INTEGER NOT NULL REFERENCES campaigns(id),
+    pair INTEGER NOT NULL REFERENCES pairs(id),
+    rater INTEGER NOT NULL REFERENCES raters(id),
+    status TEXT NOT NULL DEFAULT 'assigned' CHECK (status IN ('assigned', 'done', 'skipped', 'expired')),
+    assigned_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (campaign, pair, rater)
+);
+CREATE INDEX assignments_by_rater ON assignments (campaign, rater, status);
+CREATE TABLE ratings (
+    id INTEGER PRIMARY KEY,
+    campaign INTEGER NOT NULL REFERENCES campaigns(id),
+    pair INTEGER NOT NULL REFERENCES pairs(id),
+    rater INTEGER NOT NULL REFERENCES raters(id),
+    question TEXT NOT NULL,
+    value INTEGER,                   -- NULL when the rater skipped the pair
+    skip_reason TEXT,
+    shown_at TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    seconds REAL,                    -- submitted_at - shown_at
+    too_fast INTEGER NOT NULL DEFAULT 0,
+    nonce TEXT NOT NULL,             -- one per submit: a resent submit is a no-op
+    UNIQUE (nonce, question),
+    UNIQUE (campaign, pair, rater, question)
+);
+CREATE INDEX ratings_by_pair ON ratings (campaign, pair);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{{}}',
+    status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT,
+    worker TEXT,
+    heartbeat_at TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE TABLE calibrations (
+    id INTEGER PRIMARY KEY,
+    campaign INTEGER NOT NULL REFERENCES campaigns(id),
+    target TEXT NOT NULL,            -- the protocol question fitted, e.g. copy
+    rater_group TEXT NOT NULL,       -- artists, lay or all
+    w REAL NOT NULL,
+    ref_scale REAL NOT NULL,
+    stats TEXT NOT NULL DEFAULT '{{}}',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+
+def _migrate_to_1(conn: sqlite3.Connection) -> None:
+    for statement in _split_sql(SCHEMA_V1):
+        conn.execute(statement)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a schema script into statements (it has no semicolons inside them).
+
+    ``executescript`` would commit the open migration transaction, so each
+    statement is run on its own.
+    """
+    return [statement for statement in script.split(";") if statement.strip()]
+
+
+# MIGRATIONS[n-1] upgrades a database from version n-1 to version n. Append
+# new functions; never edit one that has shipped.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+
+
+def schema_version() -> int:
+    """The schema version this cpdm writes."""
+    return len(MIGRATIONS)
+
+
+class WorkspaceError(CpdmError):
+    """A workspace that is missing, unreadable or from a newer cpdm."""
+
+
+class Workspace:
+    """An open workspace: ``ws.db`` is a sqlite_utils Database.
+
+    Use :func:`open_workspace` or :func:`init_workspace` rather than calling
+    this directly.
+    """
+
+    def __init__(self, root: Path, conn: sqlite3.Connection):
+        self.root = Path(root)
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    def image_path(self, sha256: str) -> Path:
+        """Absolute path of a stored image, from its hash."""
+        row = self.conn.execute("SELECT path FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            raise CpdmError(f"image {sha256[:12]} is not in the workspace")
+        return self.root / row[0]
+
+    @contextmanager
+    def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        """A short write transaction; rolls back on any error.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers that
+        read-then-write (claiming work, say) never interleave.
+        """
+        self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def is_demo(self) -> bool:
+        return self.get_meta("demo") == "1"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def resolve_workspace_path(path: str | os.PathLike | None = None) -> Path:
+    """The workspace folder: the argument, else $CPDM_WORKSPACE, else the default."""
+    if path:
+        return Path(path)
+    return Path(os.environ.get("CPDM_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we manage transactions ourselves (see Workspace.transaction).
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    target = schema_version()
+    if current > target:
+        raise WorkspaceError(
+            f"{db_path} has schema version {current}, newer than this cpdm understands ({target}); "
+            "upgrade cpdm (pip install -U cpdm) to open it"
+        )
+    if current == target:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for version in range(current + 1, target + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def open_workspace(path: str | os.PathLike | None = None, *, create: bool = False) -> Workspace:
+    """Open a workspace, upgrading its schema if it is older than this cpdm.
+
+    With ``create=True`` a missing workspace is created; otherwise a missing
+    one is an error that says how to make it.
+    """
+    root = resolve_workspace_path(path)
+    db_path = root / DB_NAME
+    if not db_path.exists():
+        if not create:
+            raise WorkspaceError(f"no workspace at {root} (run `cpdm init --workspace {root}` or `cpdm demo` first)")
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connect(db_path)
+        _upgrade(conn, db_path)
+    except sqlite3.DatabaseError as exc:
+        raise WorkspaceError(f"{db_path} is not a readable cpdm database: {exc}") from exc
+    ws = Workspace(root, conn)
+    ws.images_dir.mkdir(parents=True, exist_ok=True)
+    return ws
+
+
+def init_workspace(path: str | os.PathLike | None = None) -> Workspace:
+    """Create (or open and upgrade) a workspace."""
+    return open_workspace(path, create=True)
