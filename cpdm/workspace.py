@@ -210,7 +210,27 @@ def _split_sql(script: str) -> list[str]:
 
 # MIGRATIONS[n-1] upgrades a database from version n-1 to version n. Append
 # new functions; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Rating assignment at scale: a per-pair load counter and an index on open assignments.
+
+    ``pair_load`` holds, for each normal pair of a campaign and each rater
+    role, how many raters of that role hold the pair (rated it, or were
+    assigned it and have not timed out). Choosing a rater's next pair is then
+    an index range scan instead of an aggregate over every assignment.
+    """
+    conn.execute(
+        "CREATE TABLE pair_load ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " role TEXT NOT NULL,"
+        " pair INTEGER NOT NULL REFERENCES pairs(id),"
+        " load INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (campaign, role, pair)) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX pair_load_by_load ON pair_load (campaign, role, load, pair)")
+    conn.execute("CREATE INDEX assignments_open ON assignments (campaign, status, expires_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 
 
 def schema_version() -> int:
