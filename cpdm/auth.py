@@ -96,3 +96,28 @@ def list_raters(ws) -> list[Rater]:
 
 def invite_url(token: str, base_url: str = "http://127.0.0.1:8501") -> str:
     return f"{base_url.rstrip('/')}/?token={token}"
+
+
+def record_consent(ws, rater_id: int) -> Rater:
+    """Record that the rater read the instructions and agreed (the first time only); return the rater."""
+    with ws.transaction() as conn:
+        updated = conn.execute(
+            "UPDATE raters SET consented_at = COALESCE(consented_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+            "WHERE id = ? AND disabled = 0",
+            (rater_id,),
+        ).rowcount
+    if updated == 0:
+        raise CpdmError(f"no active rater with id {rater_id}")
+    return get_rater(ws, rater_id)
+
+
+def rater_by_name_or_id(ws, key: str) -> Rater:
+    """A rater given by numeric id or by exact name (the name must be unique)."""
+    if str(key).isdigit():
+        return get_rater(ws, int(key))
+    rows = ws.conn.execute(f"SELECT {_RATER_COLUMNS} FROM raters WHERE name = ?", (key,)).fetchall()
+    if not rows:
+        raise CpdmError(f"no rater named {key!r}")
+    if len(rows) > 1:
+        raise CpdmError(f"{len(rows)} raters are named {key!r}; give the id instead (cpdm raters list)")
+    return _row_to_rater(rows[0])

@@ -1,14 +1,23 @@
-"""Campaigns: a set of pairs, a frozen protocol, and how many ratings each pair needs per role."""
+"""Campaigns: a set of pairs, a frozen protocol, and how many ratings each pair needs per role.
+
+A campaign holds normal pairs (an anchor against a generation) and, when
+asked, attention-check pairs (the anchor against itself, or against an
+unrelated anchor). Its protocol's TOML text is stored with it, so later
+edits to the file do not change a running campaign.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
+from cpdm.protocol import Protocol, parse_protocol
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "annotations" / "protocols"
 DEFAULT_OVERLAP = {"artist": 3, "lay": 3}
+RATING_ROLES = ("artist", "lay")
 
 
 def default_protocol_path() -> Path:
@@ -19,6 +28,103 @@ def default_protocol_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "protocols" / "default.toml"
 
 
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    name: str
+    protocol: Protocol
+    protocol_text: str
+    overlap: dict[str, int]
+    status: str
+
+
+def parse_overlap(text: str) -> dict[str, int]:
+    """Parse ``artist=3,lay=3`` into ``{"artist": 3, "lay": 3}`` (roles left out need no ratings)."""
+    overlap: dict[str, int] = {}
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        role, sep, count = part.partition("=")
+        role = role.strip()
+        if not sep or not count.strip().isdigit():
+            raise CpdmError(f"overlap must look like artist=3,lay=3; cannot read {part!r}")
+        overlap[role] = int(count)
+    return validate_overlap(overlap)
+
+
+def validate_overlap(overlap: dict) -> dict[str, int]:
+    """Check an overlap mapping: roles artist/lay, counts from 0 (role not asked) to 100."""
+    if not overlap:
+        raise CpdmError("overlap must name at least one role, e.g. artist=3,lay=3")
+    checked: dict[str, int] = {}
+    for role, count in overlap.items():
+        if role not in RATING_ROLES:
+            raise CpdmError(f"overlap role must be artist or lay, got {role!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100:
+            raise CpdmError(f"overlap for {role} must be a count from 0 to 100, got {count!r}")
+        checked[role] = count
+    if not any(checked.values()):
+        raise CpdmError("overlap asks no role for any rating; give at least one role a positive count")
+    return checked
+
+
+def select_pairs(ws, *, categories=(), artists=(), variants=()) -> list[int]:
+    """Normal pairs whose anchor category, anchor artist and generation variant match the filters.
+
+    Each filter is a list of accepted values; an empty filter accepts all.
+    """
+    sql = (
+        "SELECT p.id FROM pairs p JOIN anchors a ON a.id = p.anchor "
+        "JOIN generations g ON g.id = p.generation JOIN variants v ON v.id = g.variant "
+        "WHERE p.kind = 'normal'"
+    )
+    params: list = []
+    for column, values in (("a.category", categories), ("a.artist", artists), ("v.name", variants)):
+        values = [v for v in values if v]
+        if values:
+            sql += f" AND {column} IN ({', '.join('?' * len(values))})"
+            params.extend(values)
+    return [row[0] for row in ws.conn.execute(sql + " ORDER BY p.id", params)]
+
+
+def pair_filter_options(ws) -> dict[str, list[str]]:
+    """The values the pair filters can take in this workspace (for menus)."""
+    q = ws.conn.execute
+    return {
+        "category": [r[0] for r in q("SELECT DISTINCT category FROM anchors ORDER BY category")],
+        "artist": [r[0] for r in q("SELECT DISTINCT artist FROM anchors WHERE artist IS NOT NULL ORDER BY artist")],
+        "variant": [r[0] for r in q("SELECT name FROM variants ORDER BY id")],
+    }
+
+
+def ensure_check_pairs(ws, anchor_ids: list[int]) -> list[int]:
+    """Attention-check pairs for these anchors, created where missing; returns their ids.
+
+    Each anchor gets an identical check (the anchor against itself) and, when
+    there are at least two anchors, an unrelated check (the anchor against
+    the next anchor in the list).
+    """
+    anchor_ids = sorted(set(anchor_ids))
+    with ws.transaction() as conn:
+        images = dict(conn.execute(
+            f"SELECT id, image FROM anchors WHERE id IN ({', '.join('?' * len(anchor_ids))})", anchor_ids
+        ).fetchall()) if anchor_ids else {}
+        wanted = []
+        for i, anchor in enumerate(anchor_ids):
+            wanted.append((anchor, images[anchor], "check_identical"))
+            if len(anchor_ids) > 1:
+                other = anchor_ids[(i + 1) % len(anchor_ids)]
+                if images[other] != images[anchor]:
+                    wanted.append((anchor, images[other], "check_unrelated"))
+        conn.executemany(
+            "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, ?) "
+            "ON CONFLICT (anchor, image, kind) DO NOTHING",
+            wanted,
+        )
+        return [
+            conn.execute("SELECT id FROM pairs WHERE anchor = ? AND image = ? AND kind = ?", w).fetchone()[0]
+            for w in wanted
+        ]
+
+
 def create_campaign(
     ws,
     name: str,
@@ -26,14 +132,14 @@ def create_campaign(
     *,
     protocol_text: str | None = None,
     overlap: dict[str, int] | None = None,
+    include_checks: bool = False,
 ) -> int:
     """Create a campaign over ``pair_ids`` and return its id.
 
-    The protocol's TOML text is stored in the campaign, so later edits to the
-    file do not change a running campaign.
+    With ``include_checks`` attention-check pairs for the pairs' anchors are
+    added (and created where missing). The protocol's TOML text is stored in
+    the campaign, so later edits to the file do not change a running campaign.
     """
-    from cpdm import protocol as protocol_module
-
     name = name.strip()
     if not name:
         raise CpdmError("a campaign needs a name")
@@ -41,27 +147,76 @@ def create_campaign(
         raise CpdmError(f"campaign {name!r} would have no pairs")
     if protocol_text is None:
         protocol_text = default_protocol_path().read_text(encoding="utf-8")
-    protocol_module.parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
-    overlap = dict(DEFAULT_OVERLAP if overlap is None else overlap)
-    for role, count in overlap.items():
-        if role not in ("artist", "lay") or not isinstance(count, int) or count < 1:
-            raise CpdmError(f"overlap must map artist/lay to a positive count, got {role}={count!r}")
+    parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
+    overlap = validate_overlap(dict(DEFAULT_OVERLAP if overlap is None else overlap))
+    pair_ids = sorted(set(int(p) for p in pair_ids))
+    if include_checks:
+        anchors = _anchors_of_pairs(ws, pair_ids)
+        pair_ids = sorted(set(pair_ids) | set(ensure_check_pairs(ws, anchors)))
     with ws.transaction() as conn:
         if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
             raise CpdmError(f"a campaign named {name!r} already exists")
+        known = {row[0]: row[1] for row in conn.execute("SELECT id, kind FROM pairs")}
+        missing = [p for p in pair_ids if p not in known]
+        if missing:
+            raise CpdmError(f"pairs not in the workspace: {missing[:10]}")
+        if not any(known[p] == "normal" for p in pair_ids):
+            raise CpdmError(f"campaign {name!r} would have only attention checks and no pairs to rate")
         campaign_id = conn.execute(
             "INSERT INTO campaigns (name, protocol, overlap) VALUES (?, ?, ?)",
             (name, protocol_text, json.dumps(overlap)),
         ).lastrowid
-        known = {row[0] for row in conn.execute("SELECT id FROM pairs")}
-        missing = sorted(set(pair_ids) - known)
-        if missing:
-            raise CpdmError(f"pairs not in the workspace: {missing[:10]}")
         conn.executemany(
             "INSERT INTO campaign_pairs (campaign, pair) VALUES (?, ?)",
-            [(campaign_id, pair_id) for pair_id in sorted(set(pair_ids))],
+            [(campaign_id, pair_id) for pair_id in pair_ids],
+        )
+        conn.executemany(
+            "INSERT INTO pair_load (campaign, role, pair, load) VALUES (?, ?, ?, 0)",
+            [(campaign_id, role, p) for p in pair_ids if known[p] == "normal" for role in RATING_ROLES],
         )
     return campaign_id
+
+
+def _anchors_of_pairs(ws, pair_ids: list[int]) -> list[int]:
+    anchors: set[int] = set()
+    for start in range(0, len(pair_ids), 500):
+        chunk = pair_ids[start:start + 500]
+        anchors.update(r[0] for r in ws.conn.execute(
+            f"SELECT DISTINCT anchor FROM pairs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+        ))
+    return sorted(anchors)
+
+
+def get_campaign(ws, campaign_id: int) -> Campaign:
+    """A campaign with its parsed protocol."""
+    row = ws.conn.execute(
+        "SELECT id, name, protocol, overlap, status FROM campaigns WHERE id = ?", (campaign_id,)
+    ).fetchone()
+    if row is None:
+        raise CpdmError(f"no campaign with id {campaign_id}")
+    return Campaign(row[0], row[1], parse_protocol(row[2]), row[2], json.loads(row[3]), row[4])
+
+
+def set_overlap(ws, campaign_id: int, overlap: dict[str, int]) -> None:
+    """Change how many ratings per role each pair of a campaign needs."""
+    overlap = validate_overlap(dict(overlap))
+    with ws.transaction() as conn:
+        if conn.execute("UPDATE campaigns SET overlap = ? WHERE id = ?", (json.dumps(overlap), campaign_id)).rowcount == 0:
+            raise CpdmError(f"no campaign with id {campaign_id}")
+
+
+def set_campaign_status(ws, campaign_id: int, status: str) -> None:
+    """Open or close a campaign; raters only get pairs from open campaigns."""
+    if status not in ("open", "closed"):
+        raise CpdmError(f"campaign status must be open or closed, got {status!r}")
+    with ws.transaction() as conn:
+        if conn.execute("UPDATE campaigns SET status = ? WHERE id = ?", (status, campaign_id)).rowcount == 0:
+            raise CpdmError(f"no campaign with id {campaign_id}")
+
+
+def open_campaign_ids(ws) -> list[int]:
+    """Open campaigns, oldest first: the order raters work through them."""
+    return [r[0] for r in ws.conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")]
 
 
 def campaign_id_by_name(ws, name: str) -> int:

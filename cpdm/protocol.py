@@ -1,21 +1,237 @@
 """Rating protocols: questions, scales, instructions, attention checks (TOML).
 
-Placeholder parser; the full validation lives here once the rating app lands.
+A protocol is a TOML file in ``annotations/protocols/``. It is parsed and
+validated into a :class:`Protocol`; every problem is reported as one
+:class:`~cpdm.errors.CpdmError` naming the field (``questions[2].scale``,
+``timing.min_seconds``, ...). A campaign stores the protocol's text, frozen
+when the campaign is created.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 
 from cpdm.errors import CpdmError
 
+QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
+MAX_SCALE_POINTS = 9
 
-def parse_protocol(text: str) -> dict:
-    """Parse protocol TOML; raise CpdmError naming the bad field."""
+
+class ProtocolError(CpdmError):
+    """A malformed protocol; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question asked on every pair, answered on an integer scale."""
+
+    id: str
+    text: str
+    scale: tuple[int, int]
+    low: str
+    high: str
+
+    @property
+    def values(self) -> list[int]:
+        return list(range(self.scale[0], self.scale[1] + 1))
+
+
+@dataclass(frozen=True)
+class AttentionChecks:
+    """How attention-check pairs are mixed in and judged."""
+
+    rate: float
+    question: str
+    identical_min: int
+    unrelated_max: int
+    max_failures: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    min_seconds: float
+    assignment_timeout_minutes: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: int
+    instructions: str
+    consent: str
+    questions: tuple[Question, ...]
+    attention_checks: AttentionChecks
+    timing: Timing
+
+    def question(self, question_id: str) -> Question:
+        for question in self.questions:
+            if question.id == question_id:
+                return question
+        raise ProtocolError(f"protocol {self.name!r} has no question {question_id!r}")
+
+    @property
+    def question_ids(self) -> list[str]:
+        return [question.id for question in self.questions]
+
+
+DEFAULT_ATTENTION_CHECKS = {"rate": 0.1, "identical_min": 4, "unrelated_max": 2, "max_failures": 1}
+DEFAULT_TIMING = {"min_seconds": 2.0, "assignment_timeout_minutes": 30}
+
+
+def _text(table: dict, key: str, field: str, *, required: bool = True, default: str = "") -> str:
+    value = table.get(key, None)
+    if value is None:
+        if required:
+            raise ProtocolError(f"protocol field '{field}' is missing")
+        return default
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ProtocolError(f"protocol field '{field}' must be a non-empty string")
+    return value.strip()
+
+
+def _number(table: dict, key: str, field: str, default, *, integer: bool = False, low=None, high=None):
+    value = table.get(key, default)
+    # bool is an int subclass in Python; `true` is never a valid number here.
+    allowed = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        kind = "an integer" if integer else "a number"
+        raise ProtocolError(f"protocol field '{field}' must be {kind}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ProtocolError(f"protocol field '{field}' must be between {low} and {high}, got {value!r}")
+    return value
+
+
+def _parse_question(raw, index: int) -> Question:
+    field = f"questions[{index}]"
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"protocol field '{field}' must be a table ([[questions]])")
+    question_id = _text(raw, "id", f"{field}.id")
+    if not QUESTION_ID_PATTERN.match(question_id):
+        raise ProtocolError(
+            f"protocol field '{field}.id' must be lower-case letters, digits and _ (starting with a letter), "
+            f"got {question_id!r}"
+        )
+    scale = raw.get("scale")
+    if (
+        not isinstance(scale, list)
+        or len(scale) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in scale)
+    ):
+        raise ProtocolError(f"protocol field '{field}.scale' must be two integers [low, high], got {scale!r}")
+    low, high = scale
+    if not 0 <= low < high or high - low + 1 > MAX_SCALE_POINTS:
+        raise ProtocolError(
+            f"protocol field '{field}.scale' must satisfy 0 <= low < high with at most "
+            f"{MAX_SCALE_POINTS} points, got {scale!r}"
+        )
+    return Question(
+        id=question_id,
+        text=_text(raw, "text", f"{field}.text"),
+        scale=(low, high),
+        low=_text(raw, "low", f"{field}.low"),
+        high=_text(raw, "high", f"{field}.high"),
+    )
+
+
+def _parse_questions(data: dict) -> tuple[Question, ...]:
+    raw_questions = data.get("questions")
+    if not raw_questions:
+        raise ProtocolError("protocol field 'questions' is missing or empty")
+    if not isinstance(raw_questions, list):
+        raise ProtocolError("protocol field 'questions' must be an array of tables ([[questions]])")
+    questions = tuple(_parse_question(raw, i) for i, raw in enumerate(raw_questions))
+    seen: set[str] = set()
+    for i, question in enumerate(questions):
+        if question.id in seen:
+            raise ProtocolError(f"protocol field 'questions[{i}].id' repeats {question.id!r}")
+        seen.add(question.id)
+    return questions
+
+
+def _parse_attention_checks(data: dict, questions: tuple[Question, ...]) -> AttentionChecks:
+    raw = data.get("attention_checks", {})
+    if not isinstance(raw, dict):
+        raise ProtocolError("protocol field 'attention_checks' must be a table")
+    f = "attention_checks."
+    question_id = raw.get("question", questions[-1].id)
+    by_id = {q.id: q for q in questions}
+    if question_id not in by_id:
+        raise ProtocolError(
+            f"protocol field '{f}question' must name a question ({', '.join(by_id)}), got {question_id!r}"
+        )
+    low, high = by_id[question_id].scale
+    d = DEFAULT_ATTENTION_CHECKS
+    return AttentionChecks(
+        rate=float(_number(raw, "rate", f + "rate", d["rate"], low=0, high=0.5)),
+        question=question_id,
+        identical_min=_number(raw, "identical_min", f + "identical_min", min(d["identical_min"], high),
+                              integer=True, low=low, high=high),
+        unrelated_max=_number(raw, "unrelated_max", f + "unrelated_max", max(d["unrelated_max"], low),
+                              integer=True, low=low, high=high),
+        max_failures=_number(raw, "max_failures", f + "max_failures", d["max_failures"], integer=True, low=0),
+    )
+
+
+def _parse_timing(data: dict) -> Timing:
+    raw = data.get("timing", {})
+    if not isinstance(raw, dict):
+        raise ProtocolError("protocol field 'timing' must be a table")
+    d = DEFAULT_TIMING
+    return Timing(
+        min_seconds=float(_number(raw, "min_seconds", "timing.min_seconds", d["min_seconds"], low=0, high=3600)),
+        assignment_timeout_minutes=float(
+            _number(raw, "assignment_timeout_minutes", "timing.assignment_timeout_minutes",
+                    d["assignment_timeout_minutes"], low=0.1, high=7 * 24 * 60)
+        ),
+    )
+
+
+def parse_protocol(text: str) -> Protocol:
+    """Parse and validate protocol TOML; raise ProtocolError naming the bad field."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CpdmError(f"protocol is not valid TOML: {exc}") from exc
-    if not data.get("questions"):
-        raise CpdmError("protocol field 'questions' is missing or empty")
-    return data
+        raise ProtocolError(f"protocol is not valid TOML: {exc}") from exc
+    questions = _parse_questions(data)
+    version = _number(data, "version", "version", 1, integer=True, low=1)
+    return Protocol(
+        name=_text(data, "name", "name"),
+        version=version,
+        instructions=_text(data, "instructions", "instructions"),
+        consent=_text(data, "consent", "consent"),
+        questions=questions,
+        attention_checks=_parse_attention_checks(data, questions),
+        timing=_parse_timing(data),
+    )
+
+
+def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:
+    """Read and validate a protocol file; return its text and the parsed protocol.
+
+    Errors name the file as well as the field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"cannot read protocol {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"protocol {path} is not UTF-8 text") from exc
+    try:
+        return text, parse_protocol(text)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{path}: {exc}") from exc
+
+
+def list_protocol_files(directory: str | Path | None = None) -> list[Path]:
+    """The protocol files shipped in (or added to) ``annotations/protocols/``."""
+    if directory is None:
+        from cpdm.campaigns import PROTOCOLS_DIR
+
+        directory = PROTOCOLS_DIR
+    directory = Path(directory)
+    return sorted(directory.glob("*.toml")) if directory.is_dir() else []

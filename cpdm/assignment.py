@@ -1,0 +1,281 @@
+"""Which pair a rater sees next.
+
+Rules (see the campaign's protocol and overlap):
+
+- A rater's *current item* is their one assignment with status ``assigned``;
+  asking again (a refresh, a new browser session days later) returns it
+  unchanged, with its original ``assigned_at`` (the time it was first shown).
+- Otherwise the next normal pair is one that still needs ratings from the
+  rater's role (its load is below the role's overlap), that this rater has
+  not rated or been assigned, least-loaded first; among equally loaded pairs
+  the choice is random, seeded by campaign, rater and how many pairs the
+  rater has seen, so every rater walks the pool in their own order.
+- A pair's load for a role (table ``pair_load``) counts the raters of that
+  role who rated it or hold an unexpired assignment for it. Assignments not
+  submitted within the protocol's timeout expire and return to the pool.
+- Attention-check pairs are mixed in at the protocol's rate and never count
+  toward normal pairs' overlap. When a rater's role has no normal pairs left
+  for them, they get nothing (the app shows a thank-you page).
+
+Every claim runs inside ``ws.transaction()`` (BEGIN IMMEDIATE), so two raters
+never take the last open slot of a pair at the same time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from cpdm.campaigns import RATING_ROLES, get_campaign, open_campaign_ids
+from cpdm.protocol import Protocol, parse_protocol
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_time(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds; such strings sort in time order."""
+    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Item:
+    """A pair assigned to a rater: what the rating page shows.
+
+    ``kind`` is kept for the server's bookkeeping; the page never shows it.
+    """
+
+    campaign: int
+    pair: int
+    anchor_image: str  # sha256 of the "original"
+    shown_image: str  # sha256 of the image judged against it
+    assigned_at: str
+    expires_at: str
+    kind: str
+
+
+@functools.lru_cache(maxsize=64)
+def _protocol_from_text(text: str) -> Protocol:
+    return parse_protocol(text)
+
+
+def _campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:
+    import json
+
+    row = conn.execute("SELECT overlap, protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    return json.loads(row[0]), _protocol_from_text(row[1])
+
+
+def expire_stale(conn, campaign_id: int, now_text: str) -> int:
+    """Expire assignments past their deadline and give their slots back; returns how many."""
+    expired = conn.execute(
+        "UPDATE assignments SET status = 'expired' "
+        "WHERE campaign = ? AND status = 'assigned' AND expires_at <= ? RETURNING pair, rater",
+        (campaign_id, now_text),
+    ).fetchall()
+    for pair, rater in expired:
+        conn.execute(
+            "UPDATE pair_load SET load = load - 1 "
+            "WHERE campaign = ? AND pair = ? AND role = (SELECT role FROM raters WHERE id = ?) AND load > 0",
+            (campaign_id, pair, rater),
+        )
+    return len(expired)
+
+
+def _item_for(conn, campaign_id: int, pair_id: int, rater_id: int) -> Item:
+    row = conn.execute(
+        "SELECT an.image, p.image, p.kind, a.assigned_at, a.expires_at FROM assignments a "
+        "JOIN pairs p ON p.id = a.pair JOIN anchors an ON an.id = p.anchor "
+        "WHERE a.campaign = ? AND a.pair = ? AND a.rater = ?",
+        (campaign_id, pair_id, rater_id),
+    ).fetchone()
+    return Item(campaign_id, pair_id, row[0], row[1], row[3], row[4], row[2])
+
+
+def current_pair(conn, campaign_id: int, rater_id: int) -> int | None:
+    """The pair the rater holds (assigned, not yet submitted), if any."""
+    row = conn.execute(
+        "SELECT pair FROM assignments WHERE campaign = ? AND rater = ? AND status = 'assigned' "
+        "ORDER BY assigned_at LIMIT 1",
+        (campaign_id, rater_id),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def _seen_counts(conn, campaign_id: int, rater_id: int) -> tuple[int, int]:
+    """(pairs seen, checks seen) by the rater in the campaign, expired assignments left out."""
+    row = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(p.kind != 'normal'), 0) FROM assignments a JOIN pairs p ON p.id = a.pair "
+        "WHERE a.campaign = ? AND a.rater = ? AND a.status IN ('assigned', 'done', 'skipped')",
+        (campaign_id, rater_id),
+    ).fetchone()
+    return row[0], row[1]
+
+
+_UNSEEN_BY_RATER = (
+    "NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = pl.campaign AND a.pair = pl.pair "
+    "AND a.rater = :rater AND a.status != 'expired') "
+    "AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.campaign = pl.campaign AND r.pair = pl.pair "
+    "AND r.rater = :rater)"
+)
+
+
+def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, rng: random.Random) -> int | None:
+    """The next normal pair for the rater: lowest load first, random among equals."""
+    top = conn.execute(
+        "SELECT MAX(pair) FROM pair_load WHERE campaign = ? AND role = ?", (campaign_id, role)
+    ).fetchone()[0]
+    if top is None:
+        return None
+    start = rng.randint(0, top)
+    params = {"campaign": campaign_id, "role": role, "rater": rater_id, "start": start}
+    for load in range(needed):
+        params["load"] = load
+        # Walk the level from a random pair id, wrapping around once.
+        for condition in ("pl.pair >= :start", "pl.pair < :start"):
+            row = conn.execute(
+                "SELECT pl.pair FROM pair_load pl WHERE pl.campaign = :campaign AND pl.role = :role "
+                f"AND pl.load = :load AND {condition} AND {_UNSEEN_BY_RATER} ORDER BY pl.pair LIMIT 1",
+                params,
+            ).fetchone()
+            if row is not None:
+                return row[0]
+    return None
+
+
+def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random) -> int | None:
+    """An attention-check pair of the campaign that the rater has not seen yet."""
+    rows = conn.execute(
+        "SELECT cp.pair FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
+        "WHERE cp.campaign = ? AND p.kind != 'normal' AND NOT EXISTS (SELECT 1 FROM assignments a "
+        "WHERE a.campaign = cp.campaign AND a.pair = cp.pair AND a.rater = ? AND a.status != 'expired') "
+        "ORDER BY cp.pair",
+        (campaign_id, rater_id),
+    ).fetchall()
+    return rng.choice(rows)[0] if rows else None
+
+
+def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate: float) -> bool:
+    """Whether the rater's next pair should be an attention check.
+
+    Checks are spread evenly at ``rate`` (one in ten for 0.1), with a
+    per-rater offset so raters do not all meet their first check at the
+    same position.
+    """
+    if rate <= 0:
+        return False
+    offset = random.Random(f"check-offset:{campaign_id}:{rater_id}").random()
+    return checks_seen < math.floor(rate * (seen + 1) + offset)
+
+
+def ensure_pair_load(conn, campaign_id: int, now_text: str) -> None:
+    """Build the campaign's load counters if it has none (a campaign made outside create_campaign)."""
+    if conn.execute("SELECT 1 FROM pair_load WHERE campaign = ? LIMIT 1", (campaign_id,)).fetchone() is None:
+        _rebuild_pair_load(conn, campaign_id, now_text)
+
+
+def _rebuild_pair_load(conn, campaign_id: int, now_text: str) -> None:
+    conn.execute("DELETE FROM pair_load WHERE campaign = ?", (campaign_id,))
+    roles = " UNION ALL ".join(f"SELECT '{role}' AS role" for role in RATING_ROLES)
+    conn.execute(
+        f"""
+        WITH holders AS (
+            SELECT pair, rater FROM assignments WHERE campaign = :campaign
+              AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))
+            UNION
+            SELECT pair, rater FROM ratings WHERE campaign = :campaign AND value IS NOT NULL
+        ), counts AS (
+            SELECT h.pair, r.role, COUNT(*) AS n FROM holders h JOIN raters r ON r.id = h.rater
+            GROUP BY h.pair, r.role
+        )
+        INSERT INTO pair_load (campaign, role, pair, load)
+        SELECT cp.campaign, roles.role, cp.pair, COALESCE(c.n, 0)
+        FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal'
+        CROSS JOIN ({roles}) AS roles
+        LEFT JOIN counts c ON c.pair = cp.pair AND c.role = roles.role
+        WHERE cp.campaign = :campaign
+        """,
+        {"campaign": campaign_id, "now": now_text},
+    )
+
+
+def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None:
+    """Recount every pair's load from assignments and ratings.
+
+    Needed only after ratings were written by hand (SQL, imports) rather than
+    through :func:`cpdm.rating.submit`.
+    """
+    with ws.transaction() as conn:
+        _rebuild_pair_load(conn, campaign_id, format_time(now or utc_now()))
+
+
+def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
+    """The rater's current item in this campaign, or a newly assigned one, or None when done."""
+    if rater.role not in RATING_ROLES:
+        return None
+    now = now or utc_now()
+    now_text = format_time(now)
+    with ws.transaction() as conn:
+        ensure_pair_load(conn, campaign_id, now_text)
+        expire_stale(conn, campaign_id, now_text)
+        held = current_pair(conn, campaign_id, rater.id)
+        if held is not None:
+            return _item_for(conn, campaign_id, held, rater.id)
+        overlap, protocol = _campaign_settings(conn, campaign_id)
+        needed = int(overlap.get(rater.role, 0))
+        if needed <= 0:
+            return None
+        seen, checks_seen = _seen_counts(conn, campaign_id, rater.id)
+        rng = random.Random(f"order:{campaign_id}:{rater.id}:{seen}")
+        pair = _pick_normal(conn, campaign_id, rater.role, rater.id, needed, rng)
+        if pair is None:
+            return None  # the role's work, as far as this rater can help, is complete
+        is_check = False
+        if check_due(campaign_id, rater.id, seen, checks_seen, protocol.attention_checks.rate):
+            check = _pick_check(conn, campaign_id, rater.id, rng)
+            if check is not None:
+                pair, is_check = check, True
+        expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
+        conn.execute(
+            "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
+            "VALUES (?, ?, ?, 'assigned', ?, ?) ON CONFLICT (campaign, pair, rater) DO UPDATE SET "
+            "status = 'assigned', assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
+            (campaign_id, pair, rater.id, now_text, format_time(expires)),
+        )
+        if not is_check:
+            conn.execute(
+                "UPDATE pair_load SET load = load + 1 WHERE campaign = ? AND role = ? AND pair = ?",
+                (campaign_id, rater.role, pair),
+            )
+        return _item_for(conn, campaign_id, pair, rater.id)
+
+
+def next_item(ws, rater, now: datetime | None = None) -> Item | None:
+    """The rater's item across open campaigns (oldest first), or None when nothing is left for them."""
+    campaigns = open_campaign_ids(ws)
+    # A pair the rater already holds comes first, whichever campaign it is in.
+    held = ws.conn.execute(
+        "SELECT campaign FROM assignments WHERE rater = ? AND status = 'assigned' ORDER BY assigned_at",
+        (rater.id,),
+    ).fetchall()
+    held_open = [row[0] for row in held if row[0] in campaigns]
+    for campaign_id in held_open[:1] + campaigns:
+        item = claim_next(ws, campaign_id, rater, now)
+        if item is not None:
+            return item
+    return None
+
+
+def protocol_for(ws, campaign_id: int) -> Protocol:
+    """The campaign's (frozen) protocol."""
+    return get_campaign(ws, campaign_id).protocol

@@ -1,0 +1,293 @@
+"""Saving a rater's answers, resuming, and progress.
+
+A submit saves every question's answer for one pair in one transaction,
+together with the time from when the pair was first shown (the assignment
+time, so a refresh does not reset it). Each submit carries a nonce made when
+the page was drawn: a double click or a resent request with the same nonce,
+or a second submit for a pair already answered, changes nothing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+from cpdm.assignment import _campaign_settings, format_time, parse_time, utc_now
+from cpdm.errors import CpdmError
+
+MAX_SKIP_REASON = 500
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """``saved`` for a new answer, ``duplicate`` when this submit (or this pair) was already saved."""
+
+    status: str
+    seconds: float | None = None
+    too_fast: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # pairs answered (rated or skipped)
+    total: int  # done + what is still open to this rater
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+def validate_answers(protocol, answers: dict) -> dict[str, int]:
+    """Check one value per protocol question, each on its scale; return them as ints."""
+    if not isinstance(answers, dict):
+        raise CpdmError("answers must map question ids to values")
+    unknown = sorted(set(answers) - set(protocol.question_ids))
+    if unknown:
+        raise CpdmError(f"unknown question(s) {', '.join(map(str, unknown))}")
+    checked: dict[str, int] = {}
+    for question in protocol.questions:
+        value = answers.get(question.id)
+        if value is None:
+            raise CpdmError(f"question {question.id!r} has no answer")
+        if isinstance(value, bool) or not isinstance(value, int) or value not in question.values:
+            low, high = question.scale
+            raise CpdmError(f"answer to {question.id!r} must be a whole number from {low} to {high}, got {value!r}")
+        checked[question.id] = value
+    return checked
+
+
+def _validate_nonce(nonce: str) -> str:
+    if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
+        raise CpdmError("a submit needs a nonce of 8 to 128 characters")
+    return nonce
+
+
+def submit(
+    ws,
+    rater,
+    campaign_id: int,
+    pair_id: int,
+    answers: dict | None,
+    *,
+    nonce: str,
+    skip_reason: str | None = None,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Save the rater's answers to one pair (or a skip with its reason).
+
+    ``answers=None`` with a ``skip_reason`` records "skip: cannot judge": one
+    row per question with a NULL value. The pair must be assigned to this
+    rater; a submit for anyone else's pair is refused.
+    """
+    nonce = _validate_nonce(nonce)
+    skipping = answers is None
+    if skipping:
+        skip_reason = (skip_reason or "").strip()
+        if not skip_reason:
+            raise CpdmError("a skipped pair needs a reason")
+        skip_reason = skip_reason[:MAX_SKIP_REASON]
+    now = now or utc_now()
+    with ws.transaction() as conn:
+        row = conn.execute(
+            "SELECT status, assigned_at FROM assignments WHERE campaign = ? AND pair = ? AND rater = ?",
+            (campaign_id, pair_id, rater.id),
+        ).fetchone()
+        if row is None:
+            raise CpdmError(f"pair {pair_id} is not assigned to this rater")
+        status, assigned_at = row
+        if status in ("done", "skipped") or conn.execute(
+            "SELECT 1 FROM ratings WHERE nonce = ? LIMIT 1", (nonce,)
+        ).fetchone():
+            return SubmitResult("duplicate")
+        _overlap, protocol = _campaign_settings(conn, campaign_id)
+        values = {q: None for q in protocol.question_ids} if skipping else validate_answers(protocol, answers)
+        seconds = max(0.0, (now - parse_time(assigned_at)).total_seconds())
+        too_fast = (not skipping) and seconds < protocol.timing.min_seconds
+        now_text = format_time(now)
+        conn.executemany(
+            "INSERT INTO ratings (campaign, pair, rater, question, value, skip_reason, shown_at, submitted_at, "
+            "seconds, too_fast, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (campaign_id, pair_id, rater.id, question, value, skip_reason if skipping else None,
+                 assigned_at, now_text, seconds, int(too_fast), nonce)
+                for question, value in values.items()
+            ],
+        )
+        conn.execute(
+            "UPDATE assignments SET status = ? WHERE campaign = ? AND pair = ? AND rater = ?",
+            ("skipped" if skipping else "done", campaign_id, pair_id, rater.id),
+        )
+        _update_load(conn, campaign_id, pair_id, rater.role, status, skipping)
+        kind = conn.execute("SELECT kind FROM pairs WHERE id = ?", (pair_id,)).fetchone()[0]
+        if kind != "normal" and not skipping:
+            _judge_attention_checks(conn, campaign_id, rater.id, protocol)
+    return SubmitResult("saved", seconds, too_fast)
+
+
+def _update_load(conn, campaign_id: int, pair_id: int, role: str, old_status: str, skipping: bool) -> None:
+    """Keep pair_load right: a skip frees the slot; a late answer to an expired assignment retakes one."""
+    if skipping and old_status == "assigned":
+        delta = -1
+    elif not skipping and old_status == "expired":
+        delta = 1
+    else:
+        return
+    conn.execute(
+        "UPDATE pair_load SET load = MAX(load + ?, 0) WHERE campaign = ? AND role = ? AND pair = ?",
+        (delta, campaign_id, role, pair_id),
+    )
+
+
+def attention_check_failures(conn, campaign_id: int, rater_id: int, protocol) -> tuple[int, int]:
+    """(failed, answered) attention checks of a rater in a campaign, judged by the protocol's rule."""
+    rule = protocol.attention_checks
+    rows = conn.execute(
+        "SELECT p.kind, r.value FROM ratings r JOIN pairs p ON p.id = r.pair "
+        "WHERE r.campaign = ? AND r.rater = ? AND r.question = ? AND p.kind != 'normal' AND r.value IS NOT NULL",
+        (campaign_id, rater_id, rule.question),
+    ).fetchall()
+    failed = sum(
+        1 for kind, value in rows
+        if (kind == "check_identical" and value < rule.identical_min)
+        or (kind == "check_unrelated" and value > rule.unrelated_max)
+    )
+    return failed, len(rows)
+
+
+def _judge_attention_checks(conn, campaign_id: int, rater_id: int, protocol) -> None:
+    failed, answered = attention_check_failures(conn, campaign_id, rater_id, protocol)
+    if failed > protocol.attention_checks.max_failures:
+        conn.execute(
+            "UPDATE raters SET flagged = 1, flag_reason = ? WHERE id = ? AND flagged = 0",
+            (f"failed {failed} of {answered} attention checks", rater_id),
+        )
+
+
+def rater_progress(ws, rater, campaign_id: int) -> Progress:
+    """Pairs the rater answered in the campaign, of those answered plus those still open to them.
+
+    "Still open" counts the normal pairs their role still needs that they
+    have not answered, capped by what they could do, plus the checks due.
+    """
+    conn = ws.conn
+    done = conn.execute(
+        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
+        (campaign_id, rater.id),
+    ).fetchone()[0]
+    overlap, protocol = _campaign_settings(conn, campaign_id)
+    needed = int(overlap.get(rater.role, 0))
+    open_normal = conn.execute(
+        "SELECT COUNT(*) FROM pair_load pl WHERE pl.campaign = ? AND pl.role = ? AND "
+        "(pl.load < ? OR EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = pl.campaign AND a.pair = pl.pair "
+        " AND a.rater = ? AND a.status = 'assigned')) "
+        "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = pl.campaign AND a.pair = pl.pair "
+        " AND a.rater = ? AND a.status IN ('done', 'skipped'))",
+        (campaign_id, rater.role, needed, rater.id, rater.id),
+    ).fetchone()[0] if needed > 0 else 0
+    rate = protocol.attention_checks.rate
+    checks_ahead = round(open_normal * rate / (1 - rate)) if open_normal else 0
+    return Progress(done, done + open_normal + checks_ahead)
+
+
+def rater_overall_progress(ws, rater) -> Progress:
+    """Progress summed over every campaign the rater has worked in or can work in."""
+    from cpdm.campaigns import open_campaign_ids
+
+    campaigns = set(open_campaign_ids(ws)) | {
+        row[0] for row in ws.conn.execute("SELECT DISTINCT campaign FROM assignments WHERE rater = ?", (rater.id,))
+    }
+    parts = [rater_progress(ws, rater, c) for c in sorted(campaigns)]
+    return Progress(sum(p.done for p in parts), sum(p.total for p in parts))
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def campaign_status(ws, campaign_id: int) -> dict:
+    """Progress of a campaign for researchers.
+
+    Returns ``{"per_role": [...], "per_rater": [...], "pairs": N}``. Per role:
+    ratings needed, done, percent complete, raters, flagged raters, median
+    seconds per pair. Per rater: name, role, pairs done, skipped, checks
+    failed, flagged, too-fast answers, median seconds per pair.
+    """
+    conn = ws.conn
+    overlap, protocol = _campaign_settings(conn, campaign_id)
+    n_pairs = conn.execute(
+        "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair WHERE cp.campaign = ? AND p.kind = 'normal'",
+        (campaign_id,),
+    ).fetchone()[0]
+    per_pair = conn.execute(
+        "SELECT r.rater, r.pair, p.kind, MAX(r.value IS NULL), MAX(r.seconds), MAX(r.too_fast) "
+        "FROM ratings r JOIN pairs p ON p.id = r.pair WHERE r.campaign = ? GROUP BY r.rater, r.pair",
+        (campaign_id,),
+    ).fetchall()
+    by_rater: dict[int, list] = {}
+    for rater_id, _pair, kind, skipped, seconds, too_fast in per_pair:
+        by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
+    raters = conn.execute(
+        "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
+        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR disabled = 0) ORDER BY id",
+        (campaign_id,),
+    ).fetchall()
+    per_rater = []
+    for rater_id, name, role, flagged, reason, disabled, simulated in raters:
+        items = by_rater.get(rater_id, [])
+        normal_done = [s for kind, skipped, s, _ in items if kind == "normal" and not skipped]
+        failed, answered = attention_check_failures(conn, campaign_id, rater_id, protocol)
+        per_rater.append({
+            "rater": rater_id, "name": name, "role": role,
+            "done": len(normal_done),
+            "skipped": sum(1 for kind, skipped, _, _ in items if skipped),
+            "checks": f"{answered - failed}/{answered} passed",
+            "too_fast": sum(1 for _, skipped, _, fast in items if fast and not skipped),
+            "median_seconds": _median([s for s in normal_done if s is not None]),
+            "flagged": bool(flagged), "flag_reason": reason or "",
+            "revoked": bool(disabled), "simulated": bool(simulated),
+        })
+    per_role = []
+    for role in ("artist", "lay"):
+        rows = [r for r in per_rater if r["role"] == role]
+        needed = n_pairs * int(overlap.get(role, 0))
+        done = sum(r["done"] for r in rows)
+        seconds = [s for rid in (r["rater"] for r in rows) for kind, skipped, s, _ in by_rater.get(rid, [])
+                   if kind == "normal" and not skipped and s is not None]
+        per_role.append({
+            "role": role, "overlap": int(overlap.get(role, 0)), "needed": needed, "done": done,
+            "percent": round(100 * min(done, needed) / needed, 1) if needed else 100.0,
+            "raters": len(rows), "flagged": sum(r["flagged"] for r in rows),
+            "median_seconds": _median(seconds),
+        })
+    return {"pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
+
+
+def role_complete(ws, campaign_id: int, role: str) -> bool:
+    """Whether every normal pair has all the ratings the role's overlap asks for."""
+    overlap, _ = _campaign_settings(ws.conn, campaign_id)
+    needed = int(overlap.get(role, 0))
+    if needed == 0:
+        return True
+    row = ws.conn.execute(
+        "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
+        "WHERE cp.campaign = ? AND (SELECT COUNT(DISTINCT r.rater) FROM ratings r JOIN raters x ON x.id = r.rater "
+        " WHERE r.campaign = cp.campaign AND r.pair = cp.pair AND x.role = ? AND r.value IS NOT NULL) < ?",
+        (campaign_id, role, needed),
+    ).fetchone()
+    return row[0] == 0
+
+
+def answers_of(ws, rater, campaign_id: int, pair_id: int) -> dict[str, int | None]:
+    """The rater's own saved answers to one pair (empty when none); never another rater's."""
+    rows = ws.conn.execute(
+        "SELECT question, value FROM ratings WHERE campaign = ? AND pair = ? AND rater = ?",
+        (campaign_id, pair_id, rater.id),
+    ).fetchall()
+    return dict(rows)
+
+
+__all__ = [
+    "Progress", "SubmitResult", "answers_of", "attention_check_failures", "campaign_status",
+    "rater_overall_progress", "rater_progress", "role_complete", "submit", "validate_answers",
+]

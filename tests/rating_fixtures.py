@@ -1,0 +1,99 @@
+"""Small rating workspaces for tests: anchors, generations, pairs and a campaign.
+
+Images are tiny generated PNGs with distinct colours, so every anchor and
+generation has its own hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from cpdm.campaigns import create_campaign
+from cpdm.images import store_pil_image
+
+ARTISTS = ("Ada Painter", "Bo Etcher", "Cy Drawer")
+CATEGORIES = ("style", "character", "portrait")
+
+
+@dataclass
+class RatingWorld:
+    anchors: list[int]
+    pairs: list[int]  # normal pairs
+    campaign: int | None
+
+
+def tiny_image(seed: int, size: int = 48) -> Image.Image:
+    """A small image whose colours and pattern depend on the seed."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    pixels = np.clip(rng.normal(base, 30, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("original", "esd")) -> tuple[list, list]:
+    """Anchors with generations from each variant, and one normal pair per generation."""
+    conn = ws.conn
+    variant_ids = []
+    for name in variants:
+        conn.execute(
+            "INSERT INTO variants (name, base_model, method) VALUES (?, 'tiny-sd', ?) ON CONFLICT(name) DO NOTHING",
+            (name, name),
+        )
+        variant_ids.append(conn.execute("SELECT id FROM variants WHERE name = ?", (name,)).fetchone()[0])
+    anchors, pairs = [], []
+    seed = 1000 * (1 + conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+    for a in range(n_anchors):
+        anchor_image = store_pil_image(ws, tiny_image(seed := seed + 1)).sha256
+        anchor_id = conn.execute(
+            "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
+            (anchor_image, ARTISTS[a % len(ARTISTS)], f"Work {a}", CATEGORIES[a % len(CATEGORIES)]),
+        ).lastrowid
+        anchors.append(anchor_id)
+        prompt = conn.execute(
+            "INSERT INTO prompts (anchor, text, origin) VALUES (?, ?, 'manual')", (anchor_id, f"a painting {a}")
+        ).lastrowid
+        for g in range(gens_per_anchor):
+            variant = variant_ids[g % len(variant_ids)]
+            image = store_pil_image(ws, tiny_image(seed := seed + 1)).sha256
+            generation = conn.execute(
+                "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)",
+                (prompt, variant, g, image),
+            ).lastrowid
+            pairs.append(conn.execute(
+                "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, 'normal')",
+                (anchor_id, generation, image),
+            ).lastrowid)
+    return anchors, pairs
+
+
+def make_world(ws, n_anchors=3, gens_per_anchor=2, *, overlap=None, include_checks=False,
+               protocol_text=None, name="study") -> RatingWorld:
+    """A workspace with pairs and one open campaign over all of them."""
+    anchors, pairs = add_pairs(ws, n_anchors, gens_per_anchor)
+    campaign = create_campaign(
+        ws, name, pairs, overlap=overlap, include_checks=include_checks, protocol_text=protocol_text
+    )
+    return RatingWorld(anchors, pairs, campaign)
+
+
+def protocol_with(**timing_and_checks) -> str:
+    """The default protocol with some [timing] / [attention_checks] values replaced."""
+    from cpdm.campaigns import default_protocol_path
+
+    text = default_protocol_path().read_text(encoding="utf-8")
+    for key, value in timing_and_checks.items():
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(f"{key} ="):
+                lines[i] = f"{key} = {value}"
+                break
+        else:
+            raise KeyError(key)
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+ANSWERS = {"content": 3, "style": 4, "copy": 2}
