@@ -1,0 +1,292 @@
+"""Stable Diffusion pipelines: real weights from disk, or a tiny random model.
+
+Two ways to get a :class:`diffusers.StableDiffusionPipeline`:
+
+* :func:`load_sd_pipeline` loads real weights from a local folder or from the
+  Hugging Face cache. It never downloads: when the weights are absent it
+  raises :class:`~cpdm.errors.MissingWeightsError` saying how to get them.
+* :func:`tiny_sd_pipeline` builds a pipeline of the same architecture from
+  tiny, randomly initialised parts (as diffusers' own tests do). It needs no
+  files and no network, runs in about a second on a CPU, and is what tests,
+  CI and the offline demo use. Its images are noise-like but deterministic.
+
+:func:`generate` turns a prompt into one image with a seeded generator, with
+the CPDM paper's defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cpdm.errors import CpdmError, MissingWeightsError
+
+DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
+# runwayml took its repository down; the same files live on under this id.
+SD15_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The CPDM paper's generation settings.
+PAPER_STEPS = 50
+PAPER_GUIDANCE = 9.0
+PAPER_SEED = 23
+
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+TOKENIZER_MAX_LENGTH = 77  # as in Stable Diffusion's CLIP tokenizer
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters.
+
+    Byte-level BPE works on these characters, so a vocabulary that holds all
+    256 of them can encode any text without unknown tokens.
+    """
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {byte: chr(code) for byte, code in zip(printable, codes)}
+
+
+def tiny_tokenizer_vocab() -> dict[str, int]:
+    """A 514-token CLIP vocabulary: every byte character, alone and word-final, plus BOS/EOS.
+
+    With no merges, every word is spelled out byte by byte; that is all a
+    random-initialised text encoder needs, and prompts never hit unknown tokens.
+    """
+    characters = list(_bytes_to_unicode().values())
+    tokens = characters + [character + "</w>" for character in characters] + [BOS_TOKEN, EOS_TOKEN]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def write_tiny_tokenizer_files(folder: str | os.PathLike) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` of the tiny tokenizer into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(tiny_tokenizer_vocab(), ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return folder
+
+
+def tiny_clip_tokenizer():
+    """A CLIPTokenizer read from freshly written tiny vocabulary files (no hub access)."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="cpdm-tiny-tokenizer-") as folder:
+        write_tiny_tokenizer_files(folder)
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True, model_max_length=TOKENIZER_MAX_LENGTH)
+
+
+def _tiny_parts(vocab: dict[str, int]) -> dict:
+    """The random-initialised UNet, VAE, text encoder and scheduler (diffusers' test sizes)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    text_config = CLIPTextConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=1000,
+        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        bos_token_id=vocab[BOS_TOKEN],
+        eos_token_id=vocab[EOS_TOKEN],
+        pad_token_id=vocab[EOS_TOKEN],
+        layer_norm_eps=1e-5,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,  # as in Stable Diffusion v1's scheduler config
+    )
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
+
+
+def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A Stable Diffusion pipeline from tiny random-initialised parts; the same seed gives the same weights.
+
+    The global torch random state is left as it was. Height and width must be
+    multiples of 8 (64x64 by default; 32x32 is enough for tests).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = tiny_clip_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        parts = _tiny_parts(tokenizer.get_vocab())
+    pipeline = StableDiffusionPipeline(
+        **parts,
+        tokenizer=tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+        module.eval()
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def _looks_like_path(model: str) -> bool:
+    """True for an existing folder, or a name that can only be one (./x, /x, ~/x), not a hub id."""
+    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
+
+
+def _missing_weights_message(model: str) -> str:
+    """Say which weights are missing, where we looked, and how to get them."""
+    message = (
+        f"Stable Diffusion weights for {model!r} are not on this machine (looked in the Hugging Face cache "
+        f"{_hf_cache_dir()}). On a machine with a network run `hf download {model}` "
+        "(older huggingface_hub: `huggingface-cli download`) and copy the cache here, or pass a local folder "
+        "in diffusers layout; --offline-tiny uses a tiny random model instead"
+    )
+    if model == DEFAULT_SD_MODEL:
+        message += f" (the {model} repository is mirrored as {SD15_MIRROR})"
+    return message
+
+
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, then HF_HOME).
+
+    huggingface_hub reads these once at import; reading them per call lets a
+    process (or a test) point at another cache after diffusers was imported.
+    """
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def load_sd_pipeline(
+    model: str = DEFAULT_SD_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    offline_tiny: bool = False,
+):
+    """Load a Stable Diffusion pipeline without ever downloading.
+
+    ``model`` is a local folder in diffusers layout or a Hugging Face model id
+    already in the local cache. With ``offline_tiny`` the tiny random pipeline
+    is returned instead (``model`` is ignored). Missing weights raise
+    :class:`MissingWeightsError` naming the model and how to get it; nothing
+    is substituted silently. The safety checker is not loaded: generations
+    are compared with artworks, not shown to the public.
+    """
+    if offline_tiny:
+        return tiny_sd_pipeline(device=device)
+    from diffusers import StableDiffusionPipeline
+
+    torch_dtype = _resolve_dtype(dtype, device)
+    kwargs = {
+        "dtype": torch_dtype,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+        "local_files_only": True,
+        "cache_dir": _hf_cache_dir(),
+    }
+    if _looks_like_path(model):
+        folder = Path(model).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise MissingWeightsError(
+                f"{model}: not a Stable Diffusion folder (no model_index.json); "
+                f"pass a folder saved by diffusers, or a model id such as {DEFAULT_SD_MODEL}"
+            )
+        source = str(folder)
+    else:
+        source = model
+    try:
+        pipeline = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        # diffusers/huggingface_hub report a cache miss as OSError (LocalEntryNotFoundError)
+        # or EnvironmentError; a partial download surfaces as a missing component file.
+        if source is model:
+            raise MissingWeightsError(_missing_weights_message(model)) from exc
+        raise MissingWeightsError(f"{source}: could not load Stable Diffusion weights ({exc})") from exc
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
+    """float16 on CUDA and float32 elsewhere, unless a dtype is given ("float16", torch.bfloat16, ...)."""
+    if dtype is None:
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise CpdmError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
+    return resolved
+
+
+def generate(
+    pipeline,
+    prompt: str,
+    seed: int = PAPER_SEED,
+    steps: int = PAPER_STEPS,
+    guidance: float = PAPER_GUIDANCE,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+) -> Image.Image:
+    """One image for ``prompt``; the same pipeline, prompt and settings give the same image.
+
+    The starting noise comes from a torch Generator seeded with ``seed`` on
+    the pipeline's device. ``height``/``width`` default to the model's native
+    size and must be multiples of 8.
+    """
+    for label, value in (("height", height), ("width", width)):
+        if value is not None and (value <= 0 or value % 8):
+            raise CpdmError(f"{label} must be a positive multiple of 8, got {value}")
+    if steps < 1:
+        raise CpdmError(f"steps must be at least 1, got {steps}")
+    generator_device = "cpu" if pipeline.device.type == "mps" else pipeline.device
+    generator = torch.Generator(device=generator_device).manual_seed(int(seed))
+    with torch.inference_mode():
+        output = pipeline(
+            prompt,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            negative_prompt=negative_prompt,
+            generator=generator,
+            output_type="pil",
+        )
+    return output.images[0]
