@@ -230,7 +230,26 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX assignments_open ON assignments (campaign, status, expires_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Reference distances for the metric's scale: anchors against other anchors' generations.
+
+    ``cpdm score`` stores, per backbone pair, the distances of each anchor to
+    a bounded sample of generations of OTHER anchors; their median is the
+    reference scale x_ref of CM's Norm (see cpdm.metric).
+    """
+    conn.execute(
+        "CREATE TABLE reference_distances ("
+        " anchor INTEGER NOT NULL REFERENCES anchors(id),"
+        " image TEXT NOT NULL REFERENCES images(sha256),"
+        " semantic TEXT NOT NULL,"
+        " style TEXT NOT NULL,"
+        " m_sem REAL NOT NULL,"
+        " m_style REAL NOT NULL,"
+        " PRIMARY KEY (anchor, image, semantic, style))"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 
 
 def schema_version() -> int:
