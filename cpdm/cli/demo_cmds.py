@@ -1,0 +1,104 @@
+"""Commands that build the demo and serve the app: demo, serve."""
+
+from __future__ import annotations
+
+import click
+
+from cpdm.cli import cli, cpdm_command, workspace_option
+from cpdm.serve import DEFAULT_HOST, DEFAULT_PORT
+
+
+def _echo_links(links, heading: str) -> None:
+    """Print the researcher link first, then one line per rater."""
+    click.echo(heading)
+    for link in links:
+        label = "researcher" if link.role == "researcher" else f"{link.role} rater"
+        click.echo(f"  {label:<14} {link.name:<18} {link.url}")
+
+
+@cli.command()
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the procedural images.")
+@click.option("--no-serve", is_flag=True, help="Build the workspace and exit without starting the app.")
+@click.option("--force", is_flag=True, help="Replace an existing demo workspace (a real workspace is never replaced).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port of the app.")
+@workspace_option
+@cpdm_command
+def demo(seed, no_serve, force, port, workspace):
+    """Build an offline demo workspace and open the rating app on it.
+
+    Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
+    works each, four "unlearned" variants (original = near-copy, esd = style
+    erased, uce = content changed, sld = unrelated), normal pairs and
+    attention checks, a campaign "demo", and invite links for one researcher,
+    two artists and two lay raters. No network and no model weights needed.
+    The links are also written to WORKSPACE/demo_links.txt.
+
+    \b
+    Examples:
+      cpdm demo                          build and serve on http://127.0.0.1:8501
+      cpdm demo --no-serve --seed 7      build only, other images
+      cpdm demo --force --port 8502      rebuild an existing demo, serve on 8502
+    """
+    from cpdm.demo import base_url_for, build_demo
+    from cpdm.workspace import resolve_workspace_path
+
+    root = resolve_workspace_path(workspace)
+    base_url = base_url_for(DEFAULT_HOST, port)
+    info = build_demo(root, seed, force=force, base_url=base_url)
+    counts = ", ".join(f"{count} {kind}" for kind, count in sorted(info.pairs.items()))
+    click.echo(
+        f"demo workspace built at {info.workspace} (seed {info.seed}): {len(info.artists)} artists x "
+        f"{info.anchors // len(info.artists)} works, {len(info.relations)} variants "
+        f"({', '.join(info.relations)}), {info.generations} generations, pairs: {counts}; "
+        f"campaign {info.campaign_name!r}"
+    )
+    if no_serve:
+        _echo_links(info.links, f"invite links (open once the app runs: cpdm serve --workspace {info.workspace}):")
+        return
+    _serve(info.workspace, DEFAULT_HOST, port)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port to listen on.")
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 makes the app reachable from other machines.",
+)
+@workspace_option
+@cpdm_command
+def serve(port, host, workspace):
+    """Start the rating and analysis app (Streamlit) on a workspace.
+
+    The app reads the workspace from CPDM_WORKSPACE, which this command sets.
+    Raters open their invite link (`cpdm raters add` prints it); on a demo
+    workspace the demo links are printed here. Stop with Ctrl-C.
+
+    \b
+    Examples:
+      cpdm serve --workspace studies/monet
+      cpdm serve --host 0.0.0.0 --port 8600
+    """
+    from cpdm.workspace import resolve_workspace_path
+
+    _serve(resolve_workspace_path(workspace).absolute(), host, port)
+
+
+def _serve(root, host: str, port: int) -> None:
+    """Run the app in the foreground, printing the links to open once it answers."""
+    from cpdm.demo import demo_links
+    from cpdm.serve import serve_forever
+    from cpdm.workspace import open_workspace
+
+    with open_workspace(root) as ws:
+        seed = ws.get_meta("demo_seed") if ws.is_demo else None
+
+    def on_ready(server) -> None:
+        click.echo(f"app running at {server.url} on workspace {root} (Ctrl-C to stop)")
+        if seed is not None and seed.isdigit():
+            _echo_links(demo_links(int(seed), server.url), "open one of these links:")
+
+    status = serve_forever(root, host=host, port=port, on_ready=on_ready)
+    if status not in (0, -15, None):
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,220 @@
+"""Start and stop the Streamlit app (``app.py`` at the repository root) against a workspace.
+
+The app finds its workspace through the environment variable
+``CPDM_WORKSPACE`` (an absolute path), so one app file serves any workspace.
+The server runs in its own process group: stopping it stops Streamlit and
+anything it started, and a server started here never outlives the
+:func:`running_app` block (or the ``cpdm serve`` command) that started it.
+
+Example::
+
+    with running_app("annotations/workspace", port=8502) as server:
+        print(server.url)         # http://127.0.0.1:8502
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from cpdm.errors import CpdmError
+from cpdm.workspace import open_workspace, resolve_workspace_path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+def find_app(repo_root: Path | None = None) -> Path:
+    """The Streamlit entry ``app.py`` next to the cpdm package, or a clear error if it is absent."""
+    root = Path(repo_root) if repo_root is not None else REPO_ROOT
+    app = root / "app.py"
+    if not app.is_file():
+        raise CpdmError(
+            f"the app is not installed: {app} not found. `cpdm serve` runs the Streamlit app from a source "
+            "checkout of cpdm (clone the repository and `pip install -e .` in it)"
+        )
+    return app
+
+
+def streamlit_command(app: Path, host: str, port: int) -> list[str]:
+    """The command line that serves ``app`` headless on ``host:port`` with usage statistics off."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(port),
+        "--server.address", host,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before Streamlit fails on it less clearly."""
+    if not 1 <= port <= 65535:
+        raise CpdmError(f"--port must be between 1 and 65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CpdmError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (is another app running? use --port)") from exc
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class AppServer:
+    """A running Streamlit server: its process (leader of its own process group) and URL."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    workspace: Path
+
+    @property
+    def url(self) -> str:
+        from cpdm.demo import base_url_for
+
+        return base_url_for(self.host, self.port)
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+
+def start_app(
+    workspace,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    app: Path | None = None,
+    stdout=None,
+) -> AppServer:
+    """Start Streamlit on ``app`` for ``workspace`` in a new process group and return at once.
+
+    The workspace must exist (it is opened, and upgraded if old, first so a
+    bad one fails here with a clear message rather than inside the app).
+    ``stdout`` receives the server's output (default: this process's).
+    """
+    app = Path(app) if app is not None else find_app()
+    root = resolve_workspace_path(workspace).absolute()
+    open_workspace(root).close()
+    check_port_free(host, port)
+    env = dict(os.environ, CPDM_WORKSPACE=str(root))
+    process = subprocess.Popen(
+        streamlit_command(app, host, port),
+        cwd=app.parent,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not None else None,
+        start_new_session=True,
+    )
+    return AppServer(process, host, port, root)
+
+
+def health(url: str, timeout: float = 2.0) -> str | None:
+    """The body of ``GET url/_stcore/health`` ("ok" when the server is up), or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as response:
+            return response.read().decode("utf-8", "replace").strip()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return None
+
+
+def wait_until_ready(server: AppServer, timeout: float = STARTUP_TIMEOUT_S) -> None:
+    """Wait until the server's health check answers ok; raise if it exits or takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.is_running():
+            raise CpdmError(f"the app exited during startup with status {server.process.returncode} (see its output above)")
+        if health(server.url) == "ok":
+            return
+        time.sleep(0.25)
+    raise CpdmError(f"the app did not answer on {server.url} within {timeout:.0f} s")
+
+
+def stop_app(server: AppServer, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop the server's whole process group: SIGTERM, then SIGKILL if it lingers."""
+    pgid = server.process.pid  # leader of its own session, so its pid is the group id
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            server.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(pgid):
+            break
+    server.process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def running_app(
+    workspace,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    app: Path | None = None,
+    stdout=None,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> Iterator[AppServer]:
+    """Start the app, wait until it is ready, and stop it when the block ends, whatever happens."""
+    server = start_app(workspace, host=host, port=port, app=app, stdout=stdout)
+    try:
+        wait_until_ready(server, timeout)
+        yield server
+    finally:
+        stop_app(server)
+
+
+def serve_forever(workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, on_ready=None) -> int:
+    """Serve until the server exits or this process is interrupted (Ctrl-C or SIGTERM); returns an exit status.
+
+    ``on_ready(server)`` is called once the app answers, e.g. to print links.
+    """
+    server = start_app(workspace, host=host, port=port)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        wait_until_ready(server)
+        if on_ready is not None:
+            on_ready(server)
+        return server.process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_app(server)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
