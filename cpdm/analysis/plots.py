@@ -1,0 +1,137 @@
+"""Figures for the analysis: the app pages and the report folder use these same functions.
+
+Figures are built with matplotlib's object API (no pyplot state), so they
+are safe to make from Streamlit's threads.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+GROUP_COLOURS = {"artists": "#c2410c", "lay": "#1d4ed8", "all": "#374151"}
+
+
+def figure_png(figure: Figure, dpi: int = 120) -> bytes:
+    """A figure as PNG bytes (for downloads and report files)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def scatter_figure(
+    pairs: pd.DataFrame,
+    metric: str,
+    human_columns: dict[str, str],
+    correlations: pd.DataFrame | None = None,
+    ylabel: str = "human score",
+) -> Figure:
+    """Metric against human score, one panel per group, with the least-squares line and Spearman ρ."""
+    groups = list(human_columns)
+    figure = Figure(figsize=(4.2 * max(len(groups), 1), 3.8))
+    axes = figure.subplots(1, max(len(groups), 1), squeeze=False)[0]
+    for axis, group in zip(axes, groups):
+        sub = pairs[[metric, human_columns[group]]].dropna()
+        x = sub[metric].to_numpy(dtype=float)
+        y = sub[human_columns[group]].to_numpy(dtype=float)
+        colour = GROUP_COLOURS.get(group, "#374151")
+        axis.scatter(x, y, s=12, alpha=0.6, color=colour, edgecolors="none")
+        if len(x) >= 2 and np.ptp(x) > 0:
+            slope, intercept = np.polyfit(x, y, 1)
+            line_x = np.linspace(x.min(), x.max(), 50)
+            axis.plot(line_x, slope * line_x + intercept, color="black", linewidth=1.2)
+        title = f"{group} (n = {len(x)})"
+        if correlations is not None:
+            match = correlations[
+                (correlations["group"] == group) & (correlations["metric"] == metric)
+                & (correlations["method"] == "spearman")
+            ]
+            if len(match):
+                row = match.iloc[0]
+                title = f"{group}: ρ = {_fmt(row['r'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], n = {len(x)}"
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel(metric)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.5) -> Figure:
+    """Out-of-fold Spearman ρ against w with its bootstrap band; marks at the chosen w and at the paper's 0.5."""
+    figure = Figure(figsize=(6.0, 3.8))
+    axis = figure.subplots()
+    axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
+    axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
+    axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=f"chosen w = {chosen_w:g}")
+    axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
+    axis.set_xlabel("w (0 = style only, 1 = semantic only)")
+    axis.set_ylabel("Spearman ρ with humans")
+    axis.set_xlim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -> Figure:
+    """Per-variant benchmark: mean metric with its CI (left), share judged a copy per group (right)."""
+    figure = Figure(figsize=(9.0, 3.8))
+    left, right = figure.subplots(1, 2)
+    positions = np.arange(len(table))
+    means = table[f"mean_{metric}"].to_numpy(dtype=float)
+    errors = np.vstack([
+        means - table[f"{metric}_ci_low"].to_numpy(dtype=float),
+        table[f"{metric}_ci_high"].to_numpy(dtype=float) - means,
+    ])
+    left.bar(positions, means, yerr=np.nan_to_num(errors), color="#6b7280", capsize=3)
+    left.set_xticks(positions, table["variant"], rotation=20)
+    left.set_ylabel(f"mean {metric}")
+    left.set_title(f"{metric} by variant (higher = closer to the original)", fontsize=10)
+    width = 0.8 / max(len(groups), 1)
+    for index, group in enumerate(groups):
+        column = f"share_copy_{group}"
+        if column not in table:
+            continue
+        right.bar(positions + (index - (len(groups) - 1) / 2) * width, table[column].to_numpy(dtype=float), width,
+                  label=group, color=GROUP_COLOURS.get(group, "#374151"))
+    right.set_xticks(positions, table["variant"], rotation=20)
+    right.set_ylim(0, 1)
+    right.set_ylabel("share judged a copy (mean ≥ 4)")
+    right.set_title("human judgement by variant", fontsize=10)
+    if groups:
+        right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    return figure
+
+
+def agreement_figure(table: pd.DataFrame) -> Figure:
+    """Krippendorff's alpha per question and group with bootstrap intervals."""
+    figure = Figure(figsize=(6.5, 3.6))
+    axis = figure.subplots()
+    questions = list(dict.fromkeys(table["question"]))
+    groups = list(dict.fromkeys(table["group"]))
+    width = 0.8 / max(len(groups), 1)
+    positions = np.arange(len(questions))
+    for index, group in enumerate(groups):
+        sub = table[table["group"] == group].set_index("question").reindex(questions)
+        alpha = sub["alpha"].to_numpy(dtype=float)
+        errors = np.vstack([alpha - sub["ci_low"].to_numpy(dtype=float), sub["ci_high"].to_numpy(dtype=float) - alpha])
+        axis.bar(positions + (index - (len(groups) - 1) / 2) * width, alpha, width, yerr=np.nan_to_num(errors),
+                 capsize=3, label=group, color=GROUP_COLOURS.get(group, "#374151"))
+    axis.set_xticks(positions, questions)
+    axis.set_ylabel("Krippendorff's α")
+    axis.axhline(0.667, color="#6b7280", linestyle=":", linewidth=1, label="α = 0.667")
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

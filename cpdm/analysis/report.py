@@ -1,0 +1,463 @@
+"""The whole analysis of a campaign, its report folder, and calibrated weights.
+
+:func:`run_analysis` gathers everything the researcher pages and
+``cpdm analyze`` show; :func:`write_report` writes it as CSV tables, PNG plots
+and a Markdown summary; :func:`calibrate_campaign` produces the weights that
+``cpdm calibrate`` exports and ``cpdm score --weights`` reads back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cpdm.analysis import data as data_module
+from cpdm.analysis.agreement import agreement_table, check_level
+from cpdm.analysis.calibration import CalibrationResult, calibrate
+from cpdm.analysis.correlation import correlation_table, split_half_ceiling
+from cpdm.analysis.plots import (
+    agreement_figure,
+    calibration_figure,
+    figure_png,
+    scatter_figure,
+    variant_figure,
+)
+from cpdm.analysis.variants import variant_benchmark
+from cpdm.errors import CpdmError
+
+DEFAULT_TARGET = "copy"
+DEFAULT_CALIBRATION_GROUP = "artists"
+
+
+@dataclass
+class AnalysisOptions:
+    """What to analyse and how; the defaults are the issue's (copy question, artists, flagged raters out)."""
+
+    groups: tuple[str, ...] = ("artists", "lay", "all")
+    strict_groups: bool = False          # True when the user named the group(s): a group without ratings is an error
+    target: str = DEFAULT_TARGET
+    calibration_group: str = DEFAULT_CALIBRATION_GROUP
+    include_flagged: bool = False
+    include_simulated: bool = True
+    zscore: bool = False
+    level: str = "ordinal"
+    n_boot: int = 1000
+    seed: int = 0
+    semantic: str | None = None
+    style: str | None = None
+    folds: int = 5
+    step: float = 0.05
+
+
+@dataclass
+class CampaignData:
+    """The ratings and pairs of one campaign, filtered as the options say."""
+
+    campaign: str
+    campaign_id: int
+    all_ratings: pd.DataFrame
+    ratings: pd.DataFrame
+    pairs: pd.DataFrame
+    backbones: tuple[str, str] | None
+    reference: pd.DataFrame | None
+    questions: list[str]
+    counts: dict
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis of a campaign produced."""
+
+    data: CampaignData
+    options: AnalysisOptions
+    groups: list[str]
+    pairs: pd.DataFrame                  # one row per normal pair: distances, metrics, human scores per group
+    metrics: list[str]
+    x_ref: float | None
+    x_ref_source: str | None
+    agreement: pd.DataFrame
+    correlations: pd.DataFrame
+    ceiling: pd.DataFrame
+    calibration: CalibrationResult | None
+    variants: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+
+    def human_columns(self) -> dict[str, str]:
+        return {group: f"human_{group}" for group in self.groups}
+
+    def figures(self) -> dict:
+        """Named matplotlib figures (file stem -> Figure)."""
+        figures = {}
+        if len(self.agreement):
+            figures["agreement"] = agreement_figure(self.agreement)
+        ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
+        for metric in self.metrics:
+            figures[f"scatter_{_file_stem(metric)}"] = scatter_figure(
+                self.pairs, metric, self.human_columns(), self.correlations, ylabel=ylabel
+            )
+        if self.calibration is not None:
+            figures["calibration"] = calibration_figure(self.calibration.curve, self.calibration.chosen_w)
+        if self.variants is not None and len(self.variants):
+            figures["variants"] = variant_figure(self.variants, self.groups)
+        return figures
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Named tables (file stem -> DataFrame)."""
+        tables = {"agreement": self.agreement, "correlations": self.correlations, "noise_ceiling": self.ceiling,
+                  "pairs": self.pairs}
+        if self.calibration is not None:
+            tables["calibration_curve"] = self.calibration.curve
+            tables["calibration_summary"] = self.calibration.summary
+        if self.variants is not None:
+            tables["variants"] = self.variants
+        return tables
+
+
+def _file_stem(name: str) -> str:
+    return name.replace("-", "neg_").replace(" ", "_")
+
+
+def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
+    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
+    import tomllib
+
+    try:
+        ids = [str(q["id"]) for q in tomllib.loads(protocol_text).get("questions", [])]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        ids = []
+    seen = list(dict.fromkeys(all_ratings["question"]))
+    return [q for q in ids if q in seen] + [q for q in seen if q not in ids]
+
+
+def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
+    """Ratings and pairs of a campaign by name, with clear errors for an unknown or unrated campaign."""
+    from cpdm.campaigns import campaign_id_by_name
+
+    campaign_id = campaign_id_by_name(ws, campaign)
+    check_level(options.level)
+    for group in options.groups:
+        data_module.check_group(group)
+    all_ratings = data_module.load_ratings(ws, campaign_id)
+    if all_ratings["value"].notna().sum() == 0:
+        raise CpdmError(f"campaign {campaign!r} has no ratings yet (invite raters, or add simulated ones for a demo)")
+    ratings = data_module.analysis_ratings(all_ratings, options.include_flagged, options.include_simulated)
+    normal = all_ratings[all_ratings["kind"] == "normal"]
+    counts = {
+        "ratings": int(len(all_ratings)),
+        "answered_normal": int(normal["value"].notna().sum()),
+        "skipped": int(all_ratings["value"].isna().sum()),
+        "flagged_raters": int(all_ratings.loc[all_ratings["flagged"], "rater"].nunique()),
+        "excluded_flagged": 0 if options.include_flagged else int((normal["flagged"] & normal["value"].notna()).sum()),
+        "simulated_raters": int(all_ratings.loc[all_ratings["simulated"], "rater"].nunique()),
+        "used": int(len(ratings)),
+        "raters_used": int(ratings["rater"].nunique()),
+    }
+    if len(ratings) == 0:
+        raise CpdmError(
+            f"campaign {campaign!r} has no usable ratings of normal pairs "
+            f"({counts['excluded_flagged']} excluded from flagged raters; --include-flagged keeps them)"
+        )
+    backbones = data_module.choose_backbones(ws, campaign_id, options.semantic, options.style)
+    pairs = data_module.pair_table(ws, campaign_id, backbones)
+    reference = data_module.reference_distances(ws, backbones)
+    protocol_text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    return CampaignData(campaign, campaign_id, all_ratings, ratings, pairs, backbones, reference,
+                        _questions_of(all_ratings, protocol_text), counts)
+
+
+def _groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
+    groups = []
+    for group in options.groups:
+        if len(data_module.select_group(data.ratings, group)) == 0:
+            message = f"no usable ratings from the {group} group in campaign {data.campaign!r}"
+            if options.strict_groups:
+                raise CpdmError(message)
+            notes.append(message + "; left out")
+        else:
+            groups.append(group)
+    if not groups:
+        raise CpdmError(f"no rater group has usable ratings in campaign {data.campaign!r}")
+    return groups
+
+
+def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[float | None, str | None]:
+    """x_ref for the paper's CM: the reference pairs' median product, else the campaign's own pairs'."""
+    from cpdm.metric import reference_scale
+
+    if reference is not None and len(reference):
+        return reference_scale(reference["m_sem"], reference["m_style"]), "reference pairs"
+    scored = pairs.dropna(subset=["m_sem", "m_style"])
+    if len(scored) == 0:
+        return None, None
+    product = float(np.median(scored["m_sem"] * scored["m_style"]))
+    return (product, "campaign pairs") if product > 0 else (None, None)
+
+
+def _check_target(data: CampaignData, target: str) -> None:
+    if target not in data.questions:
+        raise CpdmError(f"no ratings for question {target!r} in campaign {data.campaign!r} "
+                        f"(questions: {', '.join(data.questions)})")
+
+
+def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
+    """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
+    from cpdm.metric import cm_paper, cm_weighted
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, options.target)
+    notes: list[str] = []
+    groups = _groups_with_ratings(data, options, notes)
+    by_group = data_module.split_groups(data.ratings, groups)
+
+    agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,
+                                value_domain=None, n_boot=options.n_boot, seed=options.seed)
+
+    pairs = data.pairs.copy()
+    for group in groups:
+        scores = data_module.human_scores(by_group[group], options.target, zscore=options.zscore)
+        pairs = pairs.merge(scores.rename(columns={"human": f"human_{group}", "n_ratings": f"n_{group}"}),
+                            on="pair", how="left")
+
+    metrics: list[str] = []
+    x_ref, x_ref_source = _paper_scale(pairs, data.reference)
+    calibration = None
+    if data.backbones is None:
+        notes.append("no metric scores for this campaign's pairs (run `cpdm score`); correlations and "
+                     "calibration are left out")
+    elif x_ref is None:
+        notes.append("the reference scale is 0 (all distances are 0); correlations are left out")
+    else:
+        if x_ref_source == "campaign pairs":
+            notes.append("no reference (mismatched) distances: x_ref is the median over the campaign's own pairs")
+        scored = pairs["m_sem"].notna() & pairs["m_style"].notna()
+        pairs.loc[scored, "CM"] = cm_paper(pairs.loc[scored, "m_sem"].to_numpy(), pairs.loc[scored, "m_style"].to_numpy(), x_ref)
+        metrics.append("CM")
+        calibration_group = options.calibration_group if options.calibration_group in groups else groups[0]
+        if calibration_group != options.calibration_group:
+            notes.append(f"calibrated on the {calibration_group} group ({options.calibration_group} has no ratings)")
+        try:
+            calibration = calibrate(
+                pairs.rename(columns={f"human_{calibration_group}": "human"}),
+                data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot, seed=options.seed,
+            )
+            calibration.stats["rater_group"] = calibration_group
+            pairs.loc[scored, "CM_w"] = cm_weighted(pairs.loc[scored, "m_sem"].to_numpy(),
+                                                    pairs.loc[scored, "m_style"].to_numpy(),
+                                                    calibration.chosen_w, calibration.x_ref)
+            metrics.append("CM_w")
+        except CpdmError as exc:
+            notes.append(f"calibration left out: {exc}")
+        pairs["-m_sem"] = -pairs["m_sem"]
+        pairs["-m_style"] = -pairs["m_style"]
+        metrics += ["-m_sem", "-m_style"]
+
+    human_columns = {group: f"human_{group}" for group in groups}
+    correlations = correlation_table(pairs, metrics, human_columns, n_boot=options.n_boot, seed=options.seed) \
+        if metrics else pd.DataFrame(columns=["group", "metric", "method", "r", "ci_low", "ci_high", "n"])
+    ceiling = pd.DataFrame([
+        {"group": group, **split_half_ceiling(by_group[group][by_group[group]["question"] == options.target],
+                                              seed=options.seed)}
+        for group in groups
+    ])
+
+    variants = None
+    if pairs["variant"].notna().any():
+        raw_copy = {group: data_module.human_scores(by_group[group], options.target) for group in groups}
+        metric = "CM" if "CM" in pairs else None
+        if metric is None:
+            pairs_for_table = pairs.assign(CM=np.nan)
+            metric = "CM"
+        else:
+            pairs_for_table = pairs
+        variants = variant_benchmark(pairs_for_table, raw_copy, metric=metric, n_boot=options.n_boot, seed=options.seed)
+
+    return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
+                    calibration, variants, notes)
+
+
+def _json_safe(value):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def calibrate_campaign(
+    ws,
+    campaign: str,
+    target: str = DEFAULT_TARGET,
+    group: str = DEFAULT_CALIBRATION_GROUP,
+    options: AnalysisOptions | None = None,
+    record: bool = True,
+):
+    """Calibrate w on one campaign, target question and rater group; returns (CalibrationResult, Weights).
+
+    With ``record`` the result is also stored in the workspace's
+    ``calibrations`` table.
+    """
+    from cpdm.metric import Weights
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, target)
+    data_module.check_group(group)
+    group_ratings = data_module.select_group(data.ratings, group)
+    if len(group_ratings) == 0:
+        raise CpdmError(f"no usable ratings from the {group} group in campaign {campaign!r}")
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    target_ratings = group_ratings[group_ratings["question"] == target]
+    scores = data_module.human_scores(target_ratings, target, zscore=options.zscore)
+    pairs = data.pairs.merge(scores, on="pair", how="inner")
+    result = calibrate(pairs, data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot,
+                       seed=options.seed)
+    used_pairs = set(pairs.dropna(subset=["m_sem", "m_style", "human"])["pair"])
+    used = target_ratings[target_ratings["pair"].isin(used_pairs)]
+    result.stats["rater_group"] = group
+    result.stats["zscore"] = options.zscore
+    result.stats["include_flagged"] = options.include_flagged
+    result.stats["include_simulated"] = options.include_simulated
+    result.stats["campaign"] = campaign
+    result.stats["curve"] = result.curve[["w", "rho_oof", "ci_low", "ci_high"]].to_dict(orient="list")
+    weights = Weights(
+        w=float(result.chosen_w),
+        x_ref=float(result.x_ref),
+        semantic=data.backbones[0],
+        style=data.backbones[1],
+        target=target,
+        rater_group=group,
+        stats=_json_safe(result.stats),
+        n_pairs=int(result.n_pairs),
+        n_raters=int(used["rater"].nunique()),
+        n_ratings=int(len(used)),
+        ratings_sha256=data_module.ratings_sha256(used),
+        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    if record:
+        import json
+
+        with ws.transaction() as conn:
+            conn.execute(
+                "INSERT INTO calibrations (campaign, target, rater_group, w, ref_scale, stats) VALUES (?, ?, ?, ?, ?, ?)",
+                (data.campaign_id, target, group, weights.w, weights.x_ref, json.dumps(weights.to_dict())),
+            )
+    return result, weights
+
+
+def save_weights(weights, path) -> Path:
+    """Write weights JSON; an unwritable path is a clear error."""
+    path = data_module.ensure_writable(Path(path))
+    try:
+        return weights.save(path)
+    except OSError as exc:
+        raise CpdmError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a GitHub Markdown table (numbers rounded)."""
+    if frame is None or len(frame) == 0:
+        return "_(none)_\n"
+
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            return "" if not math.isfinite(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def summary_markdown(analysis: Analysis) -> str:
+    """The report's short Markdown summary."""
+    data, options = analysis.data, analysis.options
+    counts = data.counts
+    lines = [
+        f"# Analysis of campaign `{data.campaign}`",
+        "",
+        f"- Ratings: {counts['ratings']} in all, {counts['used']} used (answered, normal pairs) from "
+        f"{counts['raters_used']} raters; {counts['skipped']} skipped; "
+        + (f"{counts['excluded_flagged']} from {counts['flagged_raters']} flagged raters excluded"
+           if not options.include_flagged else "flagged raters included")
+        + f"; {counts['simulated_raters']} simulated raters"
+        + (" excluded." if not options.include_simulated else " included."),
+        f"- Target question: `{options.target}`; human score = "
+        + ("mean of per-rater z-scores." if options.zscore else "mean rating per pair."),
+        f"- Backbones: {analysis.data.backbones[0]} + {analysis.data.backbones[1]}" if analysis.data.backbones
+        else "- Backbones: none (no scores)",
+    ]
+    if analysis.x_ref is not None:
+        lines.append(f"- Paper CM reference scale x_ref = {analysis.x_ref:.4g} (from {analysis.x_ref_source}).")
+    lines.append(f"- Intervals: 95% percentile bootstrap, {options.n_boot} resamples (alpha: over pairs; "
+                 "correlations: over pairs; calibration: over anchors).")
+    lines += ["", "## Agreement (Krippendorff's alpha, " + options.level + ")", "",
+              markdown_table(analysis.agreement[["question", "group", "alpha", "ci_low", "ci_high", "pairs",
+                                                 "pairs_excluded", "raters"]])]
+    if len(analysis.correlations):
+        spearman = analysis.correlations[analysis.correlations["method"] == "spearman"]
+        lines += ["## Metric vs human (Spearman ρ)", "",
+                  "Distances are negated (`-m_sem`, `-m_style`) so that higher means closer, like CM.", "",
+                  markdown_table(spearman[["group", "metric", "r", "ci_low", "ci_high", "n"]]),
+                  "Kendall τ-b and Pearson are in `tables/correlations.csv`.", ""]
+    lines += ["## Noise ceiling (split-half, Spearman–Brown)", "",
+              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "ci_low", "ci_high", "pairs"]])]
+    if analysis.calibration is not None:
+        cal = analysis.calibration
+        lines += [
+            "## Calibration of w",
+            "",
+            f"Chosen w = **{cal.chosen_w:g}** (highest ρ on all pairs; x_ref = {cal.x_ref:.4g} from {cal.x_ref_source}); "
+            f"per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV grouped by anchor "
+            f"over {cal.n_anchors} anchors and {cal.n_pairs} pairs; group `{cal.stats.get('rater_group')}`.",
+            "",
+            markdown_table(cal.summary),
+        ]
+    if analysis.variants is not None and len(analysis.variants):
+        columns = ["variant", "pairs", "mean_CM"] + [c for c in analysis.variants.columns
+                                                      if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
+        lines += ["## Benchmark by model variant", "",
+                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ 4.", "",
+                  markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
+    if analysis.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
+    return "\n".join(lines)
+
+
+def write_report(analysis: Analysis, out_dir) -> list[Path]:
+    """Write tables/*.csv, plots/*.png and summary.md under ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CpdmError(f"cannot write the report to {out_dir}: it is a file")
+    written = []
+    try:
+        (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+        (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+        for name, table in analysis.tables().items():
+            path = out_dir / "tables" / f"{_file_stem(name)}.csv"
+            table.to_csv(path, index=False)
+            written.append(path)
+        for name, figure in analysis.figures().items():
+            path = out_dir / "plots" / f"{name}.png"
+            path.write_bytes(figure_png(figure))
+            written.append(path)
+        summary = out_dir / "summary.md"
+        summary.write_text(summary_markdown(analysis), encoding="utf-8")
+        written.append(summary)
+    except OSError as exc:
+        raise CpdmError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from exc
+    return written

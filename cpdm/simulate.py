@@ -1,0 +1,379 @@
+"""Simulated raters: ratings for demos and synthetic studies for tests and benchmarks.
+
+Simulated raters are ordinary rows in ``raters`` with ``simulated = 1`` and
+names like "simulated artist 1", so analysis can include or exclude them.
+Their answers follow what is known about each pair, plus a per-rater
+leniency and per-answer noise:
+
+* when the pair has metric scores, content follows semantic closeness and
+  style follows style closeness (each as a rank within the campaign, so the
+  scale of the backbone does not matter);
+* otherwise the variant's known effect in the demo: ``original`` copies
+  content and style, ``esd`` keeps content but loses style, ``uce`` keeps
+  style but loses content, ``sld`` loses both;
+* the "copy" answer mixes the two, with artists weighting style more than
+  lay raters do;
+* attention checks get the expected answer: identical pairs 5, unrelated 1.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from cpdm.errors import CpdmError
+
+# (content closeness, style closeness) in [0, 1] per demo variant.
+VARIANT_CLOSENESS = {
+    "original": (0.85, 0.85),
+    "esd": (0.8, 0.25),
+    "uce": (0.25, 0.8),
+    "sld": (0.2, 0.2),
+}
+UNKNOWN_VARIANT_CLOSENESS = (0.5, 0.5)
+# Weight of content (vs style) in a rater's "copy" judgement, by role.
+COPY_CONTENT_WEIGHT = {"artist": 0.35, "lay": 0.65}
+LENIENCY_SD = 0.35
+NOISE_SD = 0.6
+SKIP_PROBABILITY = 0.02
+START_TIME = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float = 0.0, noise=0.0) -> np.ndarray:
+    """Map a closeness in [0, 1] to an integer answer on [low, high], after leniency and noise."""
+    raw = low + (high - low) * np.asarray(latent) + offset + noise
+    return np.clip(np.rint(raw), low, high).astype(int)
+
+
+def _questions(protocol_text: str) -> list[tuple[str, int, int]]:
+    """(id, low, high) of each question of a campaign's frozen protocol."""
+    try:
+        data = tomllib.loads(protocol_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CpdmError(f"the campaign's protocol is not valid TOML: {exc}") from exc
+    questions = []
+    for question in data.get("questions", []):
+        low, high = question.get("scale", [1, 5])
+        questions.append((str(question["id"]), int(low), int(high)))
+    if not questions:
+        raise CpdmError("the campaign's protocol has no questions")
+    min_seconds = float(data.get("timing", {}).get("min_seconds", 2.0))
+    return questions, min_seconds
+
+
+def _closeness_rank(values: pd.Series) -> pd.Series:
+    """1 for the closest pair (smallest distance), 0 for the farthest; ties share a rank."""
+    ranks = values.rank(method="average")
+    if len(values.dropna()) <= 1:
+        return pd.Series(0.5, index=values.index)
+    return 1 - (ranks - 1) / (len(values.dropna()) - 1)
+
+
+def _campaign_pairs(ws, campaign_id: int) -> pd.DataFrame:
+    """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances."""
+    pairs = pd.read_sql_query(
+        "SELECT p.id AS pair, p.kind, v.name AS variant FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
+        "LEFT JOIN generations g ON g.id = p.generation LEFT JOIN variants v ON v.id = g.variant "
+        "WHERE cp.campaign = ? ORDER BY p.id",
+        ws.conn,
+        params=(campaign_id,),
+    )
+    best = ws.conn.execute(
+        "SELECT s.semantic, s.style FROM scores s JOIN campaign_pairs cp ON cp.pair = s.pair AND cp.campaign = ? "
+        "GROUP BY s.semantic, s.style ORDER BY COUNT(*) DESC, s.semantic, s.style LIMIT 1",
+        (campaign_id,),
+    ).fetchone()
+    if best is None:
+        pairs["m_sem"] = np.nan
+        pairs["m_style"] = np.nan
+        return pairs
+    scores = pd.read_sql_query(
+        "SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", ws.conn, params=best
+    )
+    return pairs.merge(scores, on="pair", how="left")
+
+
+def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Content and style closeness in [0, 1] for each pair (columns pair, kind, variant, m_sem, m_style)."""
+    out = pairs.copy()
+    normal = out["kind"] == "normal"
+    scored = normal & out["m_sem"].notna() & out["m_style"].notna()
+    content = pd.Series(np.nan, index=out.index)
+    style = pd.Series(np.nan, index=out.index)
+    if scored.any():
+        content[scored] = _closeness_rank(out.loc[scored, "m_sem"])
+        style[scored] = _closeness_rank(out.loc[scored, "m_style"])
+    by_variant = normal & ~scored
+    for index in out.index[by_variant]:
+        content[index], style[index] = VARIANT_CLOSENESS.get(out.at[index, "variant"], UNKNOWN_VARIANT_CLOSENESS)
+    content[out["kind"] == "check_identical"] = 1.0
+    style[out["kind"] == "check_identical"] = 1.0
+    content[out["kind"] == "check_unrelated"] = 0.0
+    style[out["kind"] == "check_unrelated"] = 0.0
+    out["content"] = content
+    out["style"] = style
+    return out
+
+
+def _simulated_raters(ws, n_artists: int, n_lay: int) -> list[tuple[int, str]]:
+    """(id, role) of the simulated raters, reusing ones that already exist under the same names."""
+    from cpdm.auth import create_rater
+
+    raters = []
+    for role, count, label in (("artist", n_artists, "artist"), ("lay", n_lay, "lay rater")):
+        for number in range(1, count + 1):
+            name = f"simulated {label} {number}"
+            row = ws.conn.execute(
+                "SELECT id FROM raters WHERE name = ? AND simulated = 1 AND role = ?", (name, role)
+            ).fetchone()
+            rater_id = row[0] if row else create_rater(ws, name, role, simulated=True)[0].id
+            raters.append((rater_id, role))
+    return raters
+
+
+def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 4, n_lay: int = 4) -> dict:
+    """Fill a campaign with ratings from simulated raters; returns counts of what was added.
+
+    Each pair (normal and attention check) is rated by as many raters of each
+    role as the campaign's overlap asks (at most all of them), rotating
+    through the raters so that every rater sees a different subset. Values
+    are deterministic for a seed. Running it again adds nothing (the same
+    raters, nonces and UNIQUE constraints).
+    """
+    row = ws.conn.execute("SELECT protocol, overlap FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    if row is None:
+        raise CpdmError(f"no campaign with id {campaign_id}")
+    if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
+        raise CpdmError("simulated ratings need at least one simulated rater")
+    questions, min_seconds = _questions(row[0])
+    overlap = json.loads(row[1])
+    pairs = pair_closeness(_campaign_pairs(ws, campaign_id))
+    if len(pairs) == 0:
+        raise CpdmError(f"campaign {campaign_id} has no pairs")
+    raters = _simulated_raters(ws, n_artists, n_lay)
+
+    rng = np.random.default_rng(seed)
+    leniency = {rater_id: rng.normal(0, LENIENCY_SD) for rater_id, _ in raters}
+    rows, assignments = [], []
+    clock = START_TIME
+    for role in ("artist", "lay"):
+        group = [rater_id for rater_id, r in raters if r == role]
+        if not group:
+            continue
+        per_pair = min(int(overlap.get(role, len(group))), len(group))
+        for position, pair in enumerate(pairs.itertuples(index=False)):
+            for offset in range(per_pair):
+                rater_id = group[(position + offset) % len(group)]
+                seconds = float(np.round(rng.lognormal(np.log(9.0), 0.5), 2))
+                shown = clock
+                clock = clock + timedelta(seconds=seconds + 1)
+                skipped = pair.kind == "normal" and rng.random() < SKIP_PROBABILITY
+                nonce = f"sim-{campaign_id}-{pair.pair}-{rater_id}"
+                assignments.append((campaign_id, pair.pair, rater_id, "skipped" if skipped else "done", _iso(shown),
+                                    _iso(shown + timedelta(minutes=30))))
+                for question, low, high in questions:
+                    value = None
+                    if not skipped:
+                        value = int(_answer(pair, role, question, low, high, leniency[rater_id], rng))
+                    rows.append((campaign_id, pair.pair, rater_id, question, value,
+                                 "cannot judge (simulated)" if skipped else None, _iso(shown),
+                                 _iso(shown + timedelta(seconds=seconds)), seconds, int(seconds < min_seconds), nonce))
+    with ws.transaction() as conn:
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT INTO ratings (campaign, pair, rater, question, value, skip_reason, shown_at, submitted_at, "
+            "seconds, too_fast, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows,
+        )
+        added = conn.total_changes - before
+        conn.executemany(
+            "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            assignments,
+        )
+    return {
+        "raters": len(raters),
+        "pairs": int((pairs["kind"] == "normal").sum()),
+        "checks": int((pairs["kind"] != "normal").sum()),
+        "ratings": int(added),
+        "scored_pairs": int(pairs["m_sem"].notna().sum()),
+    }
+
+
+def _answer(pair, role: str, question: str, low: int, high: int, leniency: float, rng) -> int:
+    """One simulated answer to one question on one pair."""
+    if pair.kind == "check_identical":
+        return high
+    if pair.kind == "check_unrelated":
+        return low
+    weight = COPY_CONTENT_WEIGHT.get(role, 0.5)
+    if question == "content":
+        latent = pair.content
+    elif question == "style":
+        latent = pair.style
+    else:
+        latent = weight * pair.content + (1 - weight) * pair.style
+    return int(to_scale(latent, low, high, leniency, rng.normal(0, NOISE_SD)))
+
+
+def synthetic_study(
+    n_pairs: int = 300,
+    n_anchors: int = 30,
+    n_raters: int = 10,
+    ratings_per_pair: int = 5,
+    w_true: float = 0.5,
+    noise_sd: float = NOISE_SD,
+    questions=("content", "style", "copy"),
+    n_reference: int = 500,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A study with known truth: (pairs, ratings, reference distances) as DataFrames.
+
+    Distances are log-normal and independent, so the weight is identifiable.
+    Every rater's "copy" answer follows CM_{w_true} (scaled to 1–5) plus
+    leniency and noise; content follows semantic, style follows style
+    closeness. Half of the raters are artists, half lay. The frames have the
+    columns the analysis functions expect.
+    """
+    rng = np.random.default_rng(seed)
+    anchors = np.sort(rng.integers(0, n_anchors, n_pairs))
+    anchors[:n_anchors] = np.arange(n_anchors) if n_pairs >= n_anchors else anchors[:n_anchors]
+    m_sem = np.exp(rng.normal(np.log(0.5), 0.6, n_pairs))
+    m_style = np.exp(rng.normal(np.log(0.02), 0.9, n_pairs))
+    reference = pd.DataFrame({
+        "m_sem": np.exp(rng.normal(np.log(0.9), 0.4, n_reference)),
+        "m_style": np.exp(rng.normal(np.log(0.05), 0.6, n_reference)),
+    })
+    x_ref = np.median(reference["m_sem"] ** w_true * reference["m_style"] ** (1 - w_true))
+    cm_true = 1 - np.minimum(m_sem**w_true * m_style ** (1 - w_true) / x_ref, 1) ** 2
+    variants = np.array(["original", "esd", "uce", "sld"])[rng.integers(0, 4, n_pairs)]
+    pairs = pd.DataFrame({
+        "pair": np.arange(1, n_pairs + 1), "anchor": anchors, "variant": variants,
+        "m_sem": m_sem, "m_style": m_style, "cm_true": cm_true,
+    })
+    sem_close = 1 - (pd.Series(m_sem).rank() - 1) / max(n_pairs - 1, 1)
+    style_close = 1 - (pd.Series(m_style).rank() - 1) / max(n_pairs - 1, 1)
+    latent = {"content": sem_close.to_numpy(), "style": style_close.to_numpy(), "copy": cm_true}
+
+    roles = np.where(np.arange(n_raters) < n_raters // 2, "artist", "lay")
+    leniency = rng.normal(0, LENIENCY_SD, n_raters)
+    per_pair = min(ratings_per_pair, n_raters)
+    rater_of = (np.arange(n_pairs)[:, None] + np.arange(per_pair)[None, :] * max(n_raters // per_pair, 1)) % n_raters
+    pair_idx = np.repeat(np.arange(n_pairs), per_pair)
+    rater_idx = rater_of.ravel()
+    frames = []
+    for question in questions:
+        base = latent.get(question, cm_true)[pair_idx]
+        values = to_scale(base, 1, 5, leniency[rater_idx], rng.normal(0, noise_sd, len(pair_idx)))
+        frames.append(pd.DataFrame({
+            "pair": pairs["pair"].to_numpy()[pair_idx], "anchor": anchors[pair_idx], "rater": rater_idx + 1,
+            "role": roles[rater_idx], "question": question, "value": values.astype(float),
+        }))
+    ratings = pd.concat(frames, ignore_index=True)
+    ratings["kind"] = "normal"
+    ratings["flagged"] = False
+    ratings["simulated"] = True
+    return pairs, ratings, reference
+
+
+# Typical distances per demo variant (m_sem, m_style): small = close to the anchor.
+VARIANT_DISTANCES = {
+    "original": (0.25, 0.004),
+    "esd": (0.3, 0.04),
+    "uce": (1.0, 0.005),
+    "sld": (1.1, 0.05),
+}
+
+
+def _tiny_png(rng: np.random.Generator) -> bytes:
+    """A distinct 8×8 PNG (its content does not matter, only that it is a valid, unique image)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create_synthetic_campaign(
+    ws,
+    name: str = "synthetic",
+    n_anchors: int = 10,
+    variants=("original", "esd", "uce", "sld"),
+    seeds_per_variant: int = 1,
+    scored: bool = True,
+    semantic: str = "tiny:clip",
+    style: str = "tiny:vgg19",
+    checks: bool = True,
+    seed: int = 0,
+) -> int:
+    """A small study with synthetic images, pairs, (optionally) scores and a campaign; returns the campaign id.
+
+    For trying the analysis without a real study and for tests: every anchor
+    gets one generation per variant and seed, distances follow the variant's
+    typical effect (``VARIANT_DISTANCES``) with log-normal spread, and each
+    anchor gets an identical and an unrelated attention check.
+    """
+    from cpdm.campaigns import create_campaign
+    from cpdm.images import store_image_bytes
+
+    rng = np.random.default_rng(seed)
+    pair_ids = []
+    with ws.transaction() as conn:
+        variant_ids = {}
+        for variant in variants:
+            row = conn.execute("SELECT id FROM variants WHERE name = ?", (variant,)).fetchone()
+            variant_ids[variant] = row[0] if row else conn.execute(
+                "INSERT INTO variants (name, base_model, method) VALUES (?, 'synthetic', ?)", (variant, variant)
+            ).lastrowid
+        anchor_images = []
+        for number in range(n_anchors):
+            image = store_image_bytes(ws, _tiny_png(rng), f"anchor {number}").sha256
+            anchor_images.append(image)
+            anchor = conn.execute(
+                "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, 'style')",
+                (image, f"artist {number % 4 + 1}", f"work {number}"),
+            ).lastrowid
+            prompt = conn.execute(
+                "INSERT INTO prompts (anchor, text, origin) VALUES (?, ?, 'template')", (anchor, f"work {number}")
+            ).lastrowid
+            for variant in variants:
+                for generation_seed in range(seeds_per_variant):
+                    image = store_image_bytes(ws, _tiny_png(rng), f"generation {number}").sha256
+                    generation = conn.execute(
+                        "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)",
+                        (prompt, variant_ids[variant], generation_seed, image),
+                    ).lastrowid
+                    pair = conn.execute(
+                        "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, 'normal')",
+                        (anchor, generation, image),
+                    ).lastrowid
+                    pair_ids.append(pair)
+                    if scored:
+                        typical_sem, typical_style = VARIANT_DISTANCES.get(variant, (0.6, 0.02))
+                        conn.execute(
+                            "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
+                            (pair, semantic, style, float(typical_sem * np.exp(rng.normal(0, 0.3))),
+                             float(typical_style * np.exp(rng.normal(0, 0.5)))),
+                        )
+            if checks:
+                pair_ids.append(conn.execute(
+                    "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_identical')", (anchor, anchor_images[-1])
+                ).lastrowid)
+        if checks and n_anchors > 1:
+            anchors = [r[0] for r in conn.execute("SELECT id FROM anchors ORDER BY id").fetchall()][-n_anchors:]
+            for index, anchor in enumerate(anchors):
+                other = anchor_images[(index + 1) % n_anchors]
+                pair_ids.append(conn.execute(
+                    "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_unrelated')", (anchor, other)
+                ).lastrowid)
+    return create_campaign(ws, name, pair_ids)
