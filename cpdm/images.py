@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from cpdm.errors import CpdmError
 MAX_PIXELS = 64_000_000
 MAX_BYTES = 100 * 1024 * 1024
 ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+# Pillow reads phone and camera JPEGs that carry a second (preview) picture as
+# "MPO"; they are JPEG files, stored and reported as such.
+FORMAT_ALIASES = {"MPO": "JPEG"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
@@ -63,25 +67,55 @@ def check_image_bytes(data: bytes, name: str = "image") -> ImageInfo:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                fmt = img.format
+                fmt = FORMAT_ALIASES.get(img.format, img.format)
                 width, height = img.size
                 if fmt not in ALLOWED_FORMATS:
                     raise ImageError(f"{name}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
                 if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"{name}: {width}x{height} pixels is above the limit of {MAX_PIXELS:,} "
-                        "(possible decompression bomb)"
-                    )
+                    raise ImageError(_too_many_pixels(name, f"{width}x{height} pixels"))
                 img.load()  # decodes every byte: catches truncation and corruption
+            if fmt == "PNG":
+                # Decoding stops once the pixels are read; verify() also checks
+                # every chunk's CRC and that the file reaches its IEND chunk.
+                with Image.open(io.BytesIO(data)) as img:
+                    img.verify()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: image too large to decode safely (possible decompression bomb)") from exc
+        # Pillow refuses before decoding; its message carries the claimed pixel count.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "image size"
+        raise ImageError(_too_many_pixels(name, size)) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not an image (or a format cpdm does not read)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
     return ImageInfo(hashlib.sha256(data).hexdigest(), width, height, fmt, len(data))
+
+
+def read_image_file(path: str | os.PathLike, name: str | None = None) -> tuple[bytes, ImageInfo]:
+    """Read and check an image file; its size is checked before it is read into memory.
+
+    ``name`` is how errors refer to the file (default: the path as given).
+    """
+    path = Path(path)
+    name = name or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ImageError(f"{name}: file is {size / 2**20:.0f} MiB, above the {MAX_BYTES // 2**20} MiB limit")
+        data = path.read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageError(f"{name}: is a folder, not an image file") from exc
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: no such file") from exc
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+    return data, check_image_bytes(data, name)
+
+
+def _too_many_pixels(name: str, size: str) -> str:
+    return f"{name}: {size} is above the limit of {MAX_PIXELS:,} pixels (possible decompression bomb)"
 
 
 def relative_image_path(info: ImageInfo) -> str:

@@ -1,10 +1,19 @@
-"""Workspace commands: init, anchors import/list."""
+"""Workspace commands: init, info, anchors import/list."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import click
 
+from cpdm.anchors import import_anchors, list_anchors
 from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.workspace import ANCHOR_CATEGORIES
+
+# The tables `cpdm info` counts, in the order the workflow fills them.
+INFO_TABLES = ("anchors", "variants", "prompts", "generations", "pairs", "scores", "campaigns", "raters", "ratings")
 
 
 @cli.command()
@@ -19,3 +28,132 @@ def init(workspace):
     """
     ws = open_ws(workspace, create=True)
     click.echo(f"workspace ready at {ws.root} (schema version {ws.conn.execute('PRAGMA user_version').fetchone()[0]})")
+
+
+def workspace_counts(ws) -> dict[str, int]:
+    """Rows in each of the main tables (what `cpdm info` prints)."""
+    return {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in INFO_TABLES}
+
+
+@cli.command()
+@workspace_option
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@cpdm_command
+def info(workspace, output_format):
+    """Show where the workspace is and how many anchors, generations, ratings... it holds.
+
+    \b
+    Example:
+      cpdm info --workspace studies/monet
+      cpdm info --format json
+    """
+    ws = open_ws(workspace)
+    version = ws.conn.execute("PRAGMA user_version").fetchone()[0]
+    counts = workspace_counts(ws)
+    if output_format == "json":
+        click.echo(json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo, "counts": counts}))
+        return
+    width = max(len(name) for name in (*INFO_TABLES, "workspace")) + 2
+    click.echo(f"{'workspace':<{width}}{ws.root}{'  (demo)' if ws.is_demo else ''}")
+    click.echo(f"{'schema':<{width}}version {version}")
+    for table, count in counts.items():
+        click.echo(f"{table:<{width}}{count}")
+
+
+@cli.group()
+def anchors():
+    """Anchor images: the artworks that generated images are compared with.
+
+    \b
+    Examples:
+      cpdm anchors import artworks/ --meta artworks/anchors.csv
+      cpdm anchors list --artist "Claude Monet"
+    """
+
+
+@anchors.command("import")
+@workspace_option
+@click.argument("folder", type=click.Path(path_type=str))
+@click.option(
+    "--meta",
+    "meta_csv",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="CSV naming exactly the files to import: column file (relative to FOLDER), "
+    "optional artist, title, category, source, license.",
+)
+@click.option("--skip-bad", is_flag=True, help="Report bad files and import the rest (default: import nothing).")
+@click.option(
+    "--category",
+    type=click.Choice(ANCHOR_CATEGORIES),
+    default="style",
+    show_default=True,
+    help="Category of files the CSV gives none for (all files, without --meta).",
+)
+@cpdm_command
+def import_cmd(workspace, folder, meta_csv, skip_bad, category):
+    """Import anchor images from FOLDER (PNG, JPEG or WebP, searched recursively).
+
+    Every file is checked before anything is written: a file that is not a
+    complete image, is too large, or lies outside FOLDER stops the import
+    with nothing imported (unless --skip-bad). An image already in the
+    workspace is reported as a duplicate and stored once, so importing the
+    same folder again adds nothing.
+
+    \b
+    Examples:
+      cpdm anchors import artworks/
+      cpdm anchors import artworks/ --meta artworks/anchors.csv --skip-bad
+      cpdm anchors import portraits/ --category portrait
+
+    \b
+    anchors.csv:
+      file,artist,title,category,source,license
+      monet/lilies.jpg,Claude Monet,Water Lilies,style,wikiart,public domain
+    """
+    ws = open_ws(workspace)
+    report = import_anchors(ws, folder, meta_csv=meta_csv, skip_bad=skip_bad, default_category=category)
+    for note in report.skipped:
+        click.echo(f"skipped {note}", err=True)
+    for note in report.duplicates:
+        click.echo(f"duplicate {note}", err=True)
+    click.echo(report.summary())
+
+
+@anchors.command("list")
+@workspace_option
+@click.option("--artist", help="Only this artist's anchors (case-insensitive).")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@cpdm_command
+def list_cmd(workspace, artist, output_format):
+    """List anchors: id, artist, title, category, size and the image's sha256 prefix.
+
+    \b
+    Examples:
+      cpdm anchors list
+      cpdm anchors list --artist "Claude Monet" --format csv > monet.csv
+    """
+    ws = open_ws(workspace)
+    rows = list_anchors(ws, artist=artist)
+    columns = ("id", "artist", "title", "category", "size", "sha")
+    records = [{**{c: row.get(c) for c in columns[:-1]}, "sha": row["sha256"][:12]} for row in rows]
+    if output_format == "json":
+        click.echo(json.dumps([{**row, "sha256": row["sha256"]} for row in rows], indent=1))
+    elif output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        _print_table(records, columns)
+        if not records:
+            click.echo("no anchors" + (f" by {artist}" if artist else "") + " (add some with `cpdm anchors import FOLDER`)", err=True)
+
+
+def _print_table(records: list[dict], columns: tuple[str, ...]) -> None:
+    """Aligned plain-text columns; empty values print as '-'."""
+    cells = [[("-" if r[c] in (None, "") else str(r[c])) for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
