@@ -381,9 +381,9 @@ def _paint_waves(labels: np.ndarray, style: ArtistStyle, rng: np.random.Generato
 def perturb(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     """A near-copy: shift by a few pixels (edges repeated), add noise, jitter each colour channel."""
     pixels = np.asarray(image, dtype=np.float32)
-    dy, dx = (int(v) for v in rng.integers(-4, 5, 2))
+    dy, dx = (int(v) for v in rng.integers(-3, 4, 2))
     if dy == 0 and dx == 0:
-        dx = 3
+        dx = 2
     padded = np.pad(pixels, ((4, 4), (4, 4), (0, 0)), mode="edge")
     shifted = padded[4 - dy : 4 - dy + SIZE, 4 - dx : 4 - dx + SIZE]
     gain = rng.uniform(0.94, 1.06, 3)

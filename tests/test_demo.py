@@ -1,0 +1,357 @@
+"""The offline demo workspace: contents, determinism, the variants' relations, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cpdm import demo
+from cpdm.auth import hash_token, rater_for_token
+from cpdm.cli import cli
+from cpdm.errors import CpdmError
+from cpdm.images import load_image
+from cpdm.workspace import open_workspace
+
+
+def _build_with_cli(path: Path, *args: str):
+    result = CliRunner().invoke(cli, ["demo", "--no-serve", "--workspace", str(path), *args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    """One demo workspace (seed 0) built through the CLI, shared by this module's read-only tests."""
+    path = tmp_path_factory.mktemp("demo") / "ws"
+    result = _build_with_cli(path)
+    assert result.exit_code == 0, result.output
+    return path, result.output
+
+
+@pytest.fixture
+def demo_ws(demo_build):
+    ws = open_workspace(demo_build[0])
+    yield ws
+    ws.close()
+
+
+def _rows(ws, sql, *params):
+    return ws.conn.execute(sql, params).fetchall()
+
+
+def _generations_by_anchor(ws):
+    """anchor id -> variant name -> list of (seed, image sha, params)."""
+    out = defaultdict(lambda: defaultdict(list))
+    for anchor, variant, seed, image, params in _rows(
+        ws,
+        "SELECT p.anchor, v.name, g.seed, g.image, g.params FROM generations g "
+        "JOIN prompts p ON p.id = g.prompt JOIN variants v ON v.id = g.variant ORDER BY g.id",
+    ):
+        out[anchor][variant].append((seed, image, json.loads(params)))
+    return out
+
+
+# -- contents ---------------------------------------------------------------
+
+
+def test_artists_and_anchors(demo_ws):
+    per_artist = Counter(artist for (artist,) in _rows(demo_ws, "SELECT artist FROM anchors"))
+    assert len(per_artist) >= 4
+    assert all(count >= 5 for count in per_artist.values())
+    for (sha,) in _rows(demo_ws, "SELECT image FROM anchors"):
+        image = load_image(demo_ws, sha)
+        assert image.size == (256, 256)
+        assert demo_ws.image_path(sha).suffix == ".png"
+        assert hashlib.sha256(demo_ws.image_path(sha).read_bytes()).hexdigest() == sha
+
+
+def test_variants_prompts_and_generations(demo_ws):
+    variants = {row[0]: row[1:] for row in _rows(demo_ws, "SELECT name, base_model, method FROM variants")}
+    assert set(variants) == {"original", "esd", "uce", "sld"}
+    assert all(base == "demo/procedural" and method == name for name, (base, method) in variants.items())
+    prompts = _rows(demo_ws, "SELECT a.artist, p.text, p.origin FROM prompts p JOIN anchors a ON a.id = p.anchor")
+    assert prompts and all(origin == "template" and text.endswith(f"in the style of {artist}") for artist, text, origin in prompts)
+    generations = _generations_by_anchor(demo_ws)
+    (anchor_count,) = _rows(demo_ws, "SELECT COUNT(*) FROM anchors")[0]
+    assert len(generations) == anchor_count
+    for by_variant in generations.values():
+        assert set(by_variant) == set(variants)
+        for gens in by_variant.values():
+            seeds = [seed for seed, _, _ in gens]
+            assert len(gens) >= 2 and len(set(seeds)) == len(seeds)
+            assert len({image for _, image, _ in gens}) == len(gens)  # different seeds, different images
+
+
+def test_pairs_cover_generations_and_checks(demo_ws):
+    kinds = dict(_rows(demo_ws, "SELECT kind, COUNT(*) FROM pairs GROUP BY kind"))
+    (generations,) = _rows(demo_ws, "SELECT COUNT(*) FROM generations")[0]
+    (anchors,) = _rows(demo_ws, "SELECT COUNT(*) FROM anchors")[0]
+    assert kinds == {"normal": generations, "check_identical": anchors, "check_unrelated": anchors}
+    # normal pairs show their generation's image, against the generation's own anchor
+    assert _rows(
+        demo_ws,
+        "SELECT COUNT(*) FROM pairs x JOIN generations g ON g.id = x.generation JOIN prompts p ON p.id = g.prompt "
+        "WHERE x.kind = 'normal' AND x.image = g.image AND x.anchor = p.anchor",
+    )[0][0] == generations
+    # identical checks show the anchor itself
+    assert _rows(
+        demo_ws,
+        "SELECT COUNT(*) FROM pairs x JOIN anchors a ON a.id = x.anchor "
+        "WHERE x.kind = 'check_identical' AND x.image = a.image AND x.generation IS NULL",
+    )[0][0] == anchors
+    # unrelated checks show a work of another artist, with another subject
+    rows = _rows(
+        demo_ws,
+        "SELECT a.artist, a.title, o.artist, o.title FROM pairs x JOIN anchors a ON a.id = x.anchor "
+        "JOIN anchors o ON o.image = x.image WHERE x.kind = 'check_unrelated' AND x.generation IS NULL",
+    )
+    assert len(rows) == anchors
+    for artist, title, other_artist, other_title in rows:
+        assert other_artist != artist
+        assert other_title.split(" no. ")[0] != title.split(" no. ")[0]
+
+
+def test_campaign_raters_and_meta(demo_ws):
+    (campaign_id, protocol, overlap, status), = _rows(demo_ws, "SELECT id, protocol, overlap, status FROM campaigns WHERE name = 'demo'")
+    assert json.loads(overlap) == {"artist": 2, "lay": 2} and status == "open"
+    assert "[[questions]]" in protocol
+    in_campaign = {pair for (pair,) in _rows(demo_ws, "SELECT pair FROM campaign_pairs WHERE campaign = ?", campaign_id)}
+    assert in_campaign == {pair for (pair,) in _rows(demo_ws, "SELECT id FROM pairs")}
+    roles = Counter(role for (role,) in _rows(demo_ws, "SELECT role FROM raters WHERE disabled = 0"))
+    assert roles == {"researcher": 1, "artist": 2, "lay": 2}
+    assert demo_ws.is_demo and demo_ws.get_meta("demo") == "1"
+    assert demo_ws.get_meta("demo_seed") == "0"
+
+
+def test_links_work_and_tokens_are_stored_hashed(demo_build, demo_ws):
+    path, output = demo_build
+    links = demo.demo_links(0)
+    assert [link.role for link in links] == ["researcher", "artist", "artist", "lay", "lay"]
+    stored_hashes = {h for (h,) in _rows(demo_ws, "SELECT token_hash FROM raters")}
+    db_bytes = (path / "cpdm.db").read_bytes()
+    for link in links:
+        rater = rater_for_token(demo_ws, link.token)
+        assert rater is not None and (rater.role, rater.name) == (link.role, link.name)
+        assert hash_token(link.token) in stored_hashes
+        assert link.token.encode() not in db_bytes  # never stored in clear
+        assert link.url == f"http://127.0.0.1:8501/?token={link.token}"
+        assert link.url in output  # printed by `cpdm demo`
+    lines = [line.split("\t") for line in (path / demo.LINKS_FILE).read_text().splitlines() if not line.startswith("#")]
+    assert lines == [[link.role, link.name, link.url] for link in links]
+
+
+def test_links_follow_the_port_and_the_seed(tmp_path):
+    assert demo.demo_links(0, demo.base_url_for("0.0.0.0", 8600))[0].url.startswith("http://127.0.0.1:8600/?token=")
+    assert demo.demo_links(0)[1].token == demo.demo_links(0)[1].token
+    assert demo.demo_links(0)[1].token != demo.demo_links(1)[1].token
+    assert len({link.token for link in demo.demo_links(0)}) == len(demo.DEMO_PEOPLE)
+
+
+# -- the variants' documented relations, measured ----------------------------
+
+
+def _pixels(ws, sha, size=32):
+    """The image box-downsampled to size x size: compares layout and colour, not texture phase."""
+    return np.asarray(load_image(ws, sha).resize((size, size), Image.BOX), dtype=np.float64)
+
+
+def _colour_histogram(ws, sha):
+    """Normalised 8x8x8 RGB histogram."""
+    quantised = np.asarray(load_image(ws, sha)).astype(int) // 32
+    index = quantised[..., 0] * 64 + quantised[..., 1] * 8 + quantised[..., 2]
+    counts = np.bincount(index.ravel(), minlength=512).astype(float)
+    return counts / counts.sum()
+
+
+def test_original_is_a_near_copy_in_pixels(demo_ws):
+    anchors = dict(_rows(demo_ws, "SELECT id, image FROM anchors"))
+    for anchor_id, by_variant in _generations_by_anchor(demo_ws).items():
+        anchor = _pixels(demo_ws, anchors[anchor_id])
+        mae = {v: [np.abs(anchor - _pixels(demo_ws, image)).mean() for _, image, _ in gens] for v, gens in by_variant.items()}
+        assert max(mae["original"]) < min(mae["esd"]), (anchor_id, mae)
+        assert max(mae["original"]) < min(mae["sld"]), (anchor_id, mae)
+        assert max(mae["original"]) < min(mae["uce"]), (anchor_id, mae)
+
+
+def test_uce_keeps_the_palette_and_esd_loses_it(demo_ws):
+    anchors = dict(_rows(demo_ws, "SELECT id, image FROM anchors"))
+    for anchor_id, by_variant in _generations_by_anchor(demo_ws).items():
+        anchor = _colour_histogram(demo_ws, anchors[anchor_id])
+        l1 = {v: [np.abs(anchor - _colour_histogram(demo_ws, image)).sum() for _, image, _ in by_variant[v]] for v in ("uce", "esd", "sld")}
+        assert max(l1["uce"]) < min(l1["esd"]), (anchor_id, l1)
+        assert max(l1["uce"]) < min(l1["sld"]), (anchor_id, l1)
+
+
+def test_generation_params_match_the_relation_table(demo_ws):
+    anchors = {row[0]: row[1:] for row in _rows(demo_ws, "SELECT id, artist, title FROM anchors")}
+    for anchor_id, by_variant in _generations_by_anchor(demo_ws).items():
+        artist = anchors[anchor_id][0]
+        anchor_content = by_variant["original"][0][2]["content_seed"]
+        for relation in demo.VARIANTS:
+            for _, _, params in by_variant[relation.name]:
+                name = relation.name
+                assert (params["style"] == artist) == (relation.style == "same"), (name, params)
+                assert (params["content_seed"] == anchor_content) == (relation.content == "same"), (name, params)
+                if relation.content == "other":
+                    assert demo.subject_for(params["content_seed"]) != demo.subject_for(anchor_content)
+
+
+# -- the generator ---------------------------------------------------------
+
+
+def _region_recovery(image: Image.Image, labels: np.ndarray) -> float:
+    """Share of 8x8 blocks (border excluded) whose colour is nearest the mean colour of their own region.
+
+    High when the image shows the regions of ``labels`` (whatever the style);
+    near chance when it shows another content.
+    """
+    blocks = np.asarray(image.resize((32, 32), Image.BOX), dtype=float)[3:-3, 3:-3].reshape(-1, 3)
+    block_labels = labels[4::8, 4::8][3:-3, 3:-3].ravel()
+    regions = np.unique(block_labels)
+    means = np.array([blocks[block_labels == r].mean(axis=0) for r in regions])
+    nearest = regions[np.argmin(((blocks[:, None, :] - means[None]) ** 2).sum(axis=-1), axis=1)]
+    return float((nearest == block_labels).mean())
+
+
+def test_render_separates_content_from_style():
+    dots = demo.artist_by_name("Mira Dotwell")
+    assert np.array_equal(np.asarray(demo.render(5, dots, 1)), np.asarray(demo.render(5, dots, 1)))
+    assert not np.array_equal(np.asarray(demo.render(5, dots, 1)), np.asarray(demo.render(5, dots, 2)))
+    assert not np.array_equal(demo.make_content(5).labels, demo.make_content(6).labels)
+    for content_seed in (0, 5, 7):
+        labels = demo.make_content(content_seed).labels
+        for style in demo.ARTISTS:
+            own = _region_recovery(demo.render(content_seed, style), labels)
+            other = _region_recovery(demo.render(content_seed + 100, style), labels)
+            # Every style shows the content's regions; another content does not match them.
+            assert own > 0.65 and own > other + 0.2, (content_seed, style.name, own, other)
+
+
+def test_unknown_artist_is_named():
+    with pytest.raises(CpdmError, match="no demo artist named 'Nobody'"):
+        demo.artist_by_name("Nobody")
+
+
+def test_bad_seed_is_refused(tmp_path):
+    with pytest.raises(CpdmError, match="non-negative integer"):
+        demo.build_demo(tmp_path / "ws", seed=-1)
+    assert not (tmp_path / "ws").exists()
+    result = CliRunner().invoke(cli, ["demo", "--no-serve", "--seed", "-3", "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 2 and not (tmp_path / "ws").exists()
+
+
+# -- determinism -------------------------------------------------------------
+
+
+def _table_contents(ws) -> dict[str, list[tuple]]:
+    """Every table's rows, ordered, without the columns that record when a row was written."""
+    tables = [row[0] for row in ws.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    contents = {}
+    for table in tables:
+        columns = [row[1] for row in ws.conn.execute(f"PRAGMA table_info({table})") if not row[1].endswith("_at")]
+        selected = ", ".join(columns)
+        contents[table] = ws.conn.execute(f"SELECT {selected} FROM {table} ORDER BY {selected}").fetchall()
+    return contents
+
+
+def _image_files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((path / "images").rglob("*.png"))}
+
+
+def test_anchors_are_deterministic_per_seed(tmp_path):
+    """The anchor step alone, three times: same seed, same bytes and rows; another seed, other images."""
+    shas = {}
+    for label, seed in (("a", 0), ("b", 0), ("c", 1)):
+        ws = open_workspace(tmp_path / label, create=True)
+        anchors = demo.add_anchors(ws, seed)
+        shas[label] = [anchor.image for anchor in anchors]
+        ws.close()
+    assert shas["a"] == shas["b"]
+    assert _image_files(tmp_path / "a") == _image_files(tmp_path / "b")
+    assert not set(shas["a"]) & set(shas["c"])
+
+
+@pytest.mark.slow
+def test_full_build_is_deterministic(demo_build, tmp_path):
+    again = tmp_path / "again"
+    demo.build_demo(again, seed=0)
+    with open_workspace(demo_build[0]) as first, open_workspace(again) as second:
+        assert _table_contents(first) == _table_contents(second)
+    assert _image_files(demo_build[0]) == _image_files(again)
+    assert (demo_build[0] / demo.LINKS_FILE).read_text() == (again / demo.LINKS_FILE).read_text()
+
+
+# -- rebuilding --------------------------------------------------------------
+
+
+def _snapshot(path: Path) -> dict[str, str]:
+    """Hash of every file under ``path`` (the database included)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_rebuild_without_force_refuses_and_changes_nothing(demo_build):
+    path = demo_build[0]
+    before = _snapshot(path)
+    with pytest.raises(CpdmError, match=r"already exists .*seed 0.*--force"):
+        demo.build_demo(path, seed=3)
+    result = _build_with_cli(path, "--seed", "3")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: a demo workspace already exists") and "--force" in result.output
+    assert _snapshot(path) == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".ws.building-")]
+
+
+def test_real_workspace_and_foreign_folder_are_never_overwritten(tmp_path):
+    real = open_workspace(tmp_path / "real", create=True)
+    real.close()
+    before = _snapshot(tmp_path / "real")
+    with pytest.raises(CpdmError, match="real workspace, not a demo"):
+        demo.build_demo(tmp_path / "real", force=True)
+    assert _snapshot(tmp_path / "real") == before
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("keep me")
+    with pytest.raises(CpdmError, match="not empty and holds no cpdm workspace"):
+        demo.build_demo(foreign, force=True)
+    assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
+
+
+def test_failed_build_leaves_the_old_demo_in_place(demo_build, tmp_path, monkeypatch):
+    path = tmp_path / "ws"
+    shutil.copytree(demo_build[0], path)
+    before = _snapshot(path)
+
+    def broken(*args, **kwargs):
+        raise CpdmError("disk full while drawing")
+
+    monkeypatch.setattr(demo, "add_generations", broken)
+    with pytest.raises(CpdmError, match="disk full"):
+        demo.build_demo(path, seed=5, force=True)
+    assert _snapshot(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"]  # no staging folder left behind
+
+
+@pytest.mark.slow
+def test_force_rebuild_replaces_the_demo_without_mixing(demo_build, tmp_path):
+    path = tmp_path / "ws"
+    shutil.copytree(demo_build[0], path)
+    (path / "notes.txt").write_text("mine")
+    old_images = set(_image_files(path))
+    info = demo.build_demo(path, seed=1, force=True)
+    assert info.seed == 1 and info.workspace == path.absolute()
+    new_images = set(_image_files(path))
+    assert not old_images & new_images  # another seed: other images, and none of the old ones left
+    with open_workspace(path) as ws:
+        assert ws.get_meta("demo_seed") == "1"
+        stored = {Path(p).name for (p,) in ws.conn.execute("SELECT path FROM images")}
+        assert stored == new_images
+        assert ws.conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0] == len(demo.DEMO_PEOPLE)
+    assert (path / "notes.txt").read_text() == "mine"  # files that are not the workspace's stay
+    assert demo.demo_links(1)[0].url in (path / demo.LINKS_FILE).read_text()
