@@ -128,7 +128,7 @@ def find_cached_checkpoint(model: str, tag: str) -> Path | None:
         if filename.endswith((".bin", ".pth")):
             candidates.insert(0, filename[:-4] + ".safetensors")
         for candidate in candidates:
-            found = try_to_load_from_cache(repo_id, candidate)
+            found = try_to_load_from_cache(repo_id, candidate, cache_dir=hf_hub_cache())
             if isinstance(found, str) and Path(found).is_file():
                 return Path(found)
     url = cfg.get("url", "")
@@ -139,15 +139,22 @@ def find_cached_checkpoint(model: str, tag: str) -> Path | None:
     return None
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
 def missing_clip_message(model: str, tag: str) -> str:
     """How to get the weights, for the error raised when they are not here."""
     import open_clip
-    from huggingface_hub import constants
 
     cfg = open_clip.get_pretrained_cfg(model, tag)
     places = []
     if cfg.get("hf_hub"):
-        places.append(f"the Hugging Face cache {constants.HF_HUB_CACHE} (repo {cfg['hf_hub'].rstrip('/')})")
+        places.append(f"the Hugging Face cache {hf_hub_cache()} (repo {cfg['hf_hub'].rstrip('/')})")
     if cfg.get("url"):
         places.append(f"{OPENCLIP_URL_CACHE.expanduser() / os.path.basename(cfg['url'])}")
     return (
