@@ -177,6 +177,33 @@ def create_campaign(
     return campaign_id
 
 
+def create_campaign_from_filters(
+    ws,
+    name: str,
+    *,
+    categories=(),
+    artists=(),
+    variants=(),
+    protocol_text: str | None = None,
+    overlap: dict[str, int] | None = None,
+    include_checks: bool = True,
+) -> tuple[int, int]:
+    """Create a campaign over the normal pairs matching the filters; return (campaign id, pairs).
+
+    The error for an empty selection names the filters, so the user knows
+    what matched nothing.
+    """
+    pair_ids = select_pairs(ws, categories=categories, artists=artists, variants=variants)
+    if not pair_ids:
+        filters = [f"{label} in {list(values)}" for label, values in
+                   (("category", categories), ("artist", artists), ("variant", variants)) if values]
+        raise CpdmError("no pairs match " + (" and ".join(filters) if filters else "(the workspace has no pairs)"))
+    campaign_id = create_campaign(
+        ws, name, pair_ids, protocol_text=protocol_text, overlap=overlap, include_checks=include_checks
+    )
+    return campaign_id, len(pair_ids)
+
+
 def _anchors_of_pairs(ws, pair_ids: list[int]) -> list[int]:
     anchors: set[int] = set()
     for start in range(0, len(pair_ids), 500):

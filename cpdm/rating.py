@@ -287,7 +287,24 @@ def answers_of(ws, rater, campaign_id: int, pair_id: int) -> dict[str, int | Non
     return dict(rows)
 
 
+def protocol_for_rater(ws, rater):
+    """The protocol a rater works under: their current campaign's, else the first open one's, else the default."""
+    from cpdm.campaigns import default_protocol_path, open_campaign_ids
+    from cpdm.protocol import parse_protocol
+
+    row = ws.conn.execute(
+        "SELECT a.campaign FROM assignments a JOIN campaigns c ON c.id = a.campaign "
+        "WHERE a.rater = ? AND a.status = 'assigned' AND c.status = 'open' ORDER BY a.assigned_at LIMIT 1",
+        (rater.id,),
+    ).fetchone()
+    campaigns = [row[0]] if row else open_campaign_ids(ws)
+    if campaigns:
+        return _campaign_settings(ws.conn, campaigns[0])[1]
+    return parse_protocol(default_protocol_path().read_text(encoding="utf-8"))
+
+
 __all__ = [
+    "protocol_for_rater",
     "Progress", "SubmitResult", "answers_of", "attention_check_failures", "campaign_status",
     "rater_overall_progress", "rater_progress", "role_complete", "submit", "validate_answers",
 ]

@@ -1,0 +1,72 @@
+"""cpdm rating app (Streamlit entry point): login by invite token, pages by role.
+
+Run with ``cpdm serve`` or ``streamlit run app.py``; the workspace comes from
+$CPDM_WORKSPACE (default annotations/workspace). Every visitor needs an invite
+link ``http://HOST:8501/?token=…``:
+
+- artists and lay raters see the instructions and consent once, then the
+  rating page;
+- researchers see the pages in RESEARCHER_PAGES;
+- anyone else sees only "this link is not valid".
+
+Pages read the open workspace and the signed-in rater from
+``st.session_state["cpdm_ws"]`` and ``st.session_state["cpdm_rater"]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from cpdm.auth import rater_for_token
+from cpdm.errors import CpdmError
+from cpdm.workspace import DEFAULT_WORKSPACE, open_workspace
+
+st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
+
+# Researcher menu: one line per page.
+RESEARCHER_PAGES = [
+    st.Page("pages/campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns", default=True),
+    st.Page("pages/raters.py", title="Raters", icon=":material/group:", url_path="raters"),
+    st.Page("pages/progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
+]
+RATER_PAGE = st.Page("pages/rate.py", title="Rate", url_path="rate", default=True)
+CONSENT_PAGE = st.Page("pages/consent.py", title="Welcome", url_path="welcome", default=True)
+INVALID_PAGE = st.Page("pages/invalid.py", title="Link not valid", url_path="invalid", default=True)
+
+
+def workspace():
+    """This session's open workspace (one SQLite connection per browser session)."""
+    path = os.environ.get("CPDM_WORKSPACE") or str(DEFAULT_WORKSPACE)
+    ws = st.session_state.get("cpdm_ws")
+    if ws is None or st.session_state.get("cpdm_ws_path") != path:
+        ws = open_workspace(path)
+        st.session_state["cpdm_ws"], st.session_state["cpdm_ws_path"] = ws, path
+    return ws
+
+
+def pages_for(rater) -> tuple[list, str]:
+    """The pages a visitor may reach, and where the menu goes."""
+    if rater is None:
+        return [INVALID_PAGE], "hidden"
+    if rater.role == "researcher":
+        return RESEARCHER_PAGES, "sidebar"
+    if rater.consented_at is None:
+        return [CONSENT_PAGE], "hidden"
+    return [RATER_PAGE], "hidden"
+
+
+try:
+    ws = workspace()
+except CpdmError as exc:
+    st.error(f"The rating app cannot open its workspace: {exc}")
+    st.stop()
+
+rater = rater_for_token(ws, st.query_params.get("token"))
+st.session_state["cpdm_rater"] = rater
+if ws.is_demo:
+    st.info("**Demo workspace**: tiny offline models and made-up ratings; nothing here is a real study.",
+            icon=":material/science:")
+pages, position = pages_for(rater)
+st.navigation(pages, position=position).run()

@@ -1,0 +1,20 @@
+"""First visit: the protocol's instructions and a consent confirmation."""
+
+import streamlit as st
+
+from cpdm.auth import record_consent
+from cpdm.rating import protocol_for_rater
+
+ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+protocol = protocol_for_rater(ws, rater)
+
+st.title(f"Welcome, {rater.name}")
+st.subheader("How this works")
+st.markdown(protocol.instructions)
+st.markdown("**Keyboard:** press a digit to answer the highlighted question, **Enter** to submit the pair.")
+st.subheader("Consent")
+st.markdown(protocol.consent)
+agreed = st.checkbox("I have read the above and agree", key="consent_agree")
+if st.button("Start rating", type="primary", disabled=not agreed):
+    record_consent(ws, rater.id)
+    st.rerun()

@@ -1,0 +1,36 @@
+"""Researcher page: a campaign's progress per role and per rater, as tables and a chart."""
+
+import pandas as pd
+import streamlit as st
+
+from cpdm.campaigns import list_campaigns
+from cpdm.rating import campaign_status
+
+ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+if rater is None or rater.role != "researcher":
+    st.error("This page is for researchers.")
+    st.stop()
+
+st.title("Progress")
+campaigns = list_campaigns(ws)
+if not campaigns:
+    st.info("No campaigns yet.")
+    st.stop()
+by_name = {c["name"]: c["id"] for c in campaigns}
+name = st.selectbox("Campaign", list(by_name), index=len(by_name) - 1)
+status = campaign_status(ws, by_name[name])
+
+st.subheader("Per role")
+roles = pd.DataFrame(status["per_role"])
+st.dataframe(roles, hide_index=True, width="stretch")
+for row in status["per_role"]:
+    if row["needed"]:
+        st.progress(min(row["percent"] / 100, 1.0), text=f"{row['role']}: {row['done']} of {row['needed']} ratings")
+
+st.subheader("Per rater")
+per_rater = pd.DataFrame(status["per_rater"])
+if per_rater.empty:
+    st.info("No raters have started yet.")
+else:
+    st.dataframe(per_rater, hide_index=True, width="stretch")
+    st.bar_chart(per_rater, x="name", y="done", color="role", x_label="rater", y_label="pairs done")
