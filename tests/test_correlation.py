@@ -1,0 +1,144 @@
+"""Correlations and their bootstrap intervals against scipy; the split-half noise ceiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cpdm.analysis.correlation import (
+    cluster_bootstrap_counts,
+    correlate,
+    correlation_table,
+    counts_from_indices,
+    spearman_brown,
+    split_half_ceiling,
+    weighted_kendall_tau_b,
+    weighted_pearson,
+    weighted_spearman,
+)
+
+
+def tied_data(n=60, seed=0):
+    """A metric with ties (like CM clipped at 0) and a coarse human score (many ties)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    y = np.round(2 * x + rng.normal(size=n))
+    x[: n // 6] = 0.0
+    return x, y
+
+
+def test_point_estimates_equal_scipy():
+    x, y = tied_data()
+    result = correlate(x, y, n_boot=0)
+    assert result["spearman"]["r"] == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert result["kendall"]["r"] == pytest.approx(stats.kendalltau(x, y, variant="b").statistic, abs=1e-12)
+    assert result["pearson"]["r"] == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
+
+
+def test_each_resample_equals_scipy_on_the_resampled_data():
+    x, y = tied_data()
+    rng = np.random.default_rng(5)
+    indices = rng.integers(0, len(x), size=(12, len(x)))
+    weights = counts_from_indices(indices, len(x))
+    spearman = weighted_spearman(x, y, weights)
+    kendall = weighted_kendall_tau_b(x, y, weights)
+    pearson = weighted_pearson(x, y, weights)
+    for row, index in enumerate(indices):
+        assert spearman[row] == pytest.approx(stats.spearmanr(x[index], y[index]).statistic, abs=1e-10)
+        assert kendall[row] == pytest.approx(stats.kendalltau(x[index], y[index], variant="b").statistic, abs=1e-6)
+        assert pearson[row] == pytest.approx(stats.pearsonr(x[index], y[index]).statistic, abs=1e-10)
+
+
+def test_kendall_blocks_give_the_same_answer(monkeypatch):
+    from cpdm.analysis import correlation
+
+    x, y = tied_data(n=50)
+    weights = counts_from_indices(np.random.default_rng(1).integers(0, 50, size=(4, 50)), 50)
+    whole = weighted_kendall_tau_b(x, y, weights)
+    monkeypatch.setattr(correlation, "_KENDALL_BLOCK", 7)
+    np.testing.assert_allclose(weighted_kendall_tau_b(x, y, weights), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall", "pearson"])
+def test_intervals_agree_with_scipy_bootstrap(method):
+    x, y = tied_data(n=80, seed=2)
+    ours = correlate(x, y, n_boot=3000, seed=0)[method]
+    statistic = {
+        "spearman": lambda a, b: stats.spearmanr(a, b).statistic,
+        "kendall": lambda a, b: stats.kendalltau(a, b).statistic,
+        "pearson": lambda a, b, axis=-1: stats.pearsonr(a, b, axis=axis).statistic,
+    }[method]
+    reference = stats.bootstrap((x, y), statistic, paired=True, vectorized=method == "pearson", n_resamples=3000,
+                                method="percentile", random_state=np.random.default_rng(1)).confidence_interval
+    # Different random draws: the two Monte Carlo intervals agree to within their noise.
+    assert ours["ci_low"] == pytest.approx(reference.low, abs=0.03)
+    assert ours["ci_high"] == pytest.approx(reference.high, abs=0.03)
+    assert ours["ci_low"] < ours["r"] < ours["ci_high"]
+
+
+def test_cluster_bootstrap_keeps_clusters_whole():
+    clusters = np.array([3, 3, 8, 8, 8, 1])
+    counts = cluster_bootstrap_counts(clusters, 50, np.random.default_rng(0))
+    assert counts.shape == (50, 6)
+    # Every pair of one anchor appears equally often in a resample; totals are whole clusters.
+    assert (counts[:, 0] == counts[:, 1]).all()
+    assert (counts[:, 2] == counts[:, 3]).all() and (counts[:, 3] == counts[:, 4]).all()
+    anchors_drawn = counts[:, 0] + counts[:, 2] + counts[:, 5]
+    assert (anchors_drawn == 3).all()
+
+
+def test_nan_rows_are_dropped_and_counted():
+    x, y = tied_data()
+    x = x.copy()
+    x[:5] = np.nan
+    result = correlate(x, y, n_boot=50)
+    assert result["spearman"]["n"] == len(x) - 5
+    assert result["spearman"]["r"] == pytest.approx(stats.spearmanr(x[5:], y[5:]).statistic)
+
+
+def test_constant_input_gives_nan_not_an_error():
+    result = correlate(np.ones(10), np.arange(10.0), n_boot=20)
+    assert np.isnan(result["spearman"]["r"]) and np.isnan(result["spearman"]["ci_low"])
+
+
+def test_correlation_table_rows():
+    x, y = tied_data()
+    frame = pd.DataFrame({"CM": x, "-m_sem": -x + 0.1, "human_artists": y, "human_lay": y[::-1]})
+    table = correlation_table(frame, ["CM", "-m_sem"], {"artists": "human_artists", "lay": "human_lay"}, n_boot=20)
+    assert len(table) == 2 * 2 * 3
+    row = table[(table["group"] == "lay") & (table["metric"] == "CM") & (table["method"] == "spearman")].iloc[0]
+    assert row["r"] == pytest.approx(stats.spearmanr(x, y[::-1]).statistic)
+
+
+def test_spearman_brown():
+    assert spearman_brown(0.5) == pytest.approx(2 / 3)
+    assert spearman_brown(0.6, factor=3) == pytest.approx(1.8 / 2.2)
+
+
+def test_split_half_ceiling_reflects_rating_noise():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=150)
+
+    def ratings(noise):
+        rows = [(pair, rater, truth[pair] + rng.normal(0, noise)) for pair in range(150) for rater in range(6)]
+        return pd.DataFrame(rows, columns=["pair", "rater", "value"])
+
+    quiet = split_half_ceiling(ratings(0.3), n_splits=30)
+    noisy = split_half_ceiling(ratings(2.0), n_splits=30)
+    assert 0.9 < quiet["ceiling"] <= 1.0
+    assert noisy["ceiling"] < quiet["ceiling"] - 0.1
+    # Spearman–Brown raises the half-length reliability.
+    assert noisy["ceiling"] > noisy["split_half"]
+    assert noisy["ci_low"] <= noisy["ceiling"] <= noisy["ci_high"]
+    assert quiet["pairs"] == 150 and quiet["splits"] == 30
+
+
+def test_split_half_ignores_pairs_with_one_rating():
+    frame = pd.DataFrame({"pair": [1, 1, 2, 2, 3, 3, 4, 5], "rater": [1, 2, 1, 2, 1, 2, 1, 1],
+                          "value": [1.0, 2.0, 3.0, 3.0, 5.0, 4.0, 2.0, 1.0]})
+    result = split_half_ceiling(frame, n_splits=5)
+    assert result["pairs"] == 3
+    # Two raters per pair: every split compares rater halves of the same three pairs.
+    assert np.isfinite(result["ceiling"])
