@@ -132,3 +132,4 @@ def cpdm_command(func):
 from cpdm.cli import workspace_cmds  # noqa: E402,F401
 from cpdm.cli import demo_cmds  # noqa: E402,F401
 from cpdm.cli import score_cmds  # noqa: E402,F401
+from cpdm.cli import analysis_cmds  # noqa: E402,F401
