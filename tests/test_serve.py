@@ -1,0 +1,143 @@
+"""Serving the app: the Streamlit server starts on a workspace, answers, and never outlives its starter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cpdm import serve
+from cpdm.cli import cli
+from cpdm.demo import build_demo, demo_links
+from cpdm.errors import CpdmError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _answers(port: int) -> bool:
+    """Whether anything accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def demo_workspace(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "ws"
+    build_demo(path, seed=0)
+    return path
+
+
+@pytest.fixture
+def app_server(demo_workspace, tmp_path):
+    """The repository's app.py served on a free loopback port; stopped (whole process group) whatever happens."""
+    log = open(tmp_path / "streamlit.log", "wb")
+    server = serve.start_app(demo_workspace, host="127.0.0.1", port=serve.free_port(), stdout=log)
+    try:
+        serve.wait_until_ready(server, timeout=90)
+        yield server
+    finally:
+        serve.stop_app(server)
+        log.close()
+
+
+@pytest.mark.slow
+def test_app_answers_health_and_root(app_server, demo_workspace):
+    assert app_server.process.args[1:4] == ["-m", "streamlit", "run"]
+    assert Path(app_server.process.args[4]) == REPO_ROOT / "app.py"
+    assert serve.health(app_server.url) == "ok"
+    with urllib.request.urlopen(f"{app_server.url}/", timeout=10) as response:
+        assert response.status == 200
+        assert "text/html" in response.headers.get("Content-Type", "")
+        assert b"<html" in response.read().lower()
+    assert app_server.workspace == demo_workspace.absolute()
+
+
+@pytest.mark.slow
+def test_stopping_ends_the_whole_process_group(demo_workspace, tmp_path):
+    with open(tmp_path / "log", "wb") as log:
+        with serve.running_app(demo_workspace, port=serve.free_port(), stdout=log, timeout=90) as server:
+            pgid = server.process.pid
+            port = server.port
+            assert _answers(port)
+    assert server.process.poll() is not None
+    assert _group_gone(pgid)
+    assert not _answers(port)
+
+
+@pytest.mark.slow
+def test_cpdm_serve_prints_demo_links_and_stops_with_its_command(demo_workspace, tmp_path):
+    """`cpdm serve` in a child process: it prints the demo links for its port, and SIGTERM stops the app too."""
+    port = serve.free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CPDM_WORKSPACE", None)
+    command = [sys.executable, "-c", "from cpdm.cli import main; main()", "serve", "--port", str(port), "--workspace", str(demo_workspace)]
+    out_path = tmp_path / "out"
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            expected = demo_links(0, f"http://127.0.0.1:{port}")[0].url
+            deadline = time.monotonic() + 90
+            while expected not in out_path.read_text() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.25)
+            assert expected in out_path.read_text(), out_path.read_text()
+            assert _answers(port)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    deadline = time.monotonic() + 10
+    while _answers(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _answers(port), "the app outlived `cpdm serve`"
+
+
+def test_missing_app_is_reported_clearly(tmp_path):
+    with pytest.raises(CpdmError, match=r"app is not installed: .*app\.py not found"):
+        serve.find_app(tmp_path)
+    assert serve.find_app(REPO_ROOT) == REPO_ROOT / "app.py"
+
+
+def test_streamlit_command_line():
+    command = serve.streamlit_command(Path("/x/app.py"), "127.0.0.1", 8600)
+    assert command[:5] == [sys.executable, "-m", "streamlit", "run", "/x/app.py"]
+    options = dict(zip(command[5::2], command[6::2]))
+    assert options == {
+        "--server.port": "8600",
+        "--server.address": "127.0.0.1",
+        "--server.headless": "true",
+        "--browser.gatherUsageStats": "false",
+    }
+
+
+def test_busy_port_is_refused_before_starting(ws):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CpdmError, match=f"cannot serve on 127.0.0.1:{port}.*--port"):
+            serve.start_app(ws.root, port=port)
+
+
+def test_serve_refuses_a_missing_workspace(runner, tmp_path):
+    result = runner.invoke(cli, ["serve", "--workspace", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: no workspace at") and "Traceback" not in result.output
+    assert not (tmp_path / "nowhere").exists()
