@@ -98,20 +98,23 @@ def pair_filter_options(ws) -> dict[str, list[str]]:
 def ensure_check_pairs(ws, anchor_ids: list[int]) -> list[int]:
     """Attention-check pairs for these anchors, created where missing; returns their ids.
 
-    Each anchor gets an identical check (the anchor against itself) and, when
-    there are at least two anchors, an unrelated check (the anchor against
-    the next anchor in the list).
+    Each anchor gets an identical check (the anchor against itself) and an
+    unrelated check: the anchor against the next anchor in the list, or,
+    when the list has a single anchor, the next anchor in the workspace
+    (no unrelated check when the workspace has only one anchor).
     """
     anchor_ids = sorted(set(anchor_ids))
     with ws.transaction() as conn:
-        images = dict(conn.execute(
-            f"SELECT id, image FROM anchors WHERE id IN ({', '.join('?' * len(anchor_ids))})", anchor_ids
-        ).fetchall()) if anchor_ids else {}
+        images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
+        unknown = [a for a in anchor_ids if a not in images]
+        if unknown:
+            raise CpdmError(f"anchors not in the workspace: {unknown[:10]}")
+        others = anchor_ids if len(anchor_ids) > 1 else sorted(images)
         wanted = []
-        for i, anchor in enumerate(anchor_ids):
+        for anchor in anchor_ids:
             wanted.append((anchor, images[anchor], "check_identical"))
-            if len(anchor_ids) > 1:
-                other = anchor_ids[(i + 1) % len(anchor_ids)]
+            if len(others) > 1:
+                other = others[(others.index(anchor) + 1) % len(others)]
                 if images[other] != images[anchor]:
                     wanted.append((anchor, images[other], "check_unrelated"))
         conn.executemany(

@@ -66,3 +66,37 @@ def test_lookup_by_name_or_id_and_invite_url(ws):
     with pytest.raises(CpdmError, match="no rater named 'Zed'"):
         rater_by_name_or_id(ws, "Zed")
     assert invite_url(token, "http://host:8501/") == f"http://host:8501/?token={token}"
+
+
+# --- the `cpdm raters` commands ----------------------------------------------------------------
+
+
+def invoke(runner, ws, *args):
+    from cpdm.cli import cli
+
+    return runner.invoke(cli, [*args, "--workspace", str(ws.root)])
+
+
+def test_cli_invite_prints_a_working_link_once(ws, runner):
+    result = invoke(runner, ws, "raters", "invite", "--name", "Ada", "--role", "artist", "--base-url", "http://h:9/")
+    assert result.exit_code == 0, result.output
+    link = result.output.strip().splitlines()[-1]
+    assert link.startswith("http://h:9/?token=")
+    rater = rater_for_token(ws, link.split("=", 1)[1])
+    assert (rater.name, rater.role) == ("Ada", "artist")
+    listing = invoke(runner, ws, "raters", "list").output
+    assert "Ada" in listing and link.split("=", 1)[1] not in listing
+    assert invoke(runner, ws, "raters", "revoke", "Ada").exit_code == 0
+    assert rater_for_token(ws, link.split("=", 1)[1]) is None
+    row = invoke(runner, ws, "raters", "list").output.splitlines()[1].split()
+    assert row == ["1", "Ada", "artist", "no", "no", "yes", "no"]
+
+
+def test_cli_rater_errors(ws, runner):
+    bad_role = invoke(runner, ws, "raters", "invite", "--name", "x", "--role", "boss")
+    assert bad_role.exit_code == 2 and "'boss' is not one of" in bad_role.output
+    empty = invoke(runner, ws, "raters", "invite", "--name", " ", "--role", "lay")
+    assert empty.exit_code == 1 and empty.output.strip() == "error: a rater needs a non-empty name"
+    missing = invoke(runner, ws, "raters", "revoke", "7")
+    assert missing.exit_code == 1 and missing.output.strip() == "error: no rater with id 7"
+    assert list_raters(ws) == []

@@ -147,3 +147,72 @@ def test_campaign_status_per_role_and_rater(ws, world):
     rows = {r["name"]: r for r in status["per_rater"]}
     assert (rows["ann"]["done"], rows["ann"]["median_seconds"], rows["ann"]["skipped"]) == (3, 6.0, 0)
     assert (rows["bob"]["done"], rows["bob"]["skipped"], rows["bob"]["median_seconds"]) == (1, 1, 3.0)
+
+
+# --- the `cpdm campaign` commands -------------------------------------------------------------
+
+
+def invoke(runner, ws, *args):
+    from cpdm.cli import cli
+
+    return runner.invoke(cli, [*args, "--workspace", str(ws.root)])
+
+
+def test_cli_campaign_create_list_status(ws, runner):
+    from tests.rating_fixtures import add_pairs
+
+    add_pairs(ws, 3, 2)
+    result = invoke(runner, ws, "campaign", "create", "chars", "--category", "character", "--overlap", "artist=2,lay=1")
+    assert result.exit_code == 0, result.output
+    assert "2 pairs, 2 attention checks, overlap artist=2,lay=1" in result.output
+    result = invoke(runner, ws, "campaign", "create", "plain", "--variant", "esd", "--no-include-checks")
+    assert "3 pairs, 0 attention checks, overlap artist=3,lay=3" in result.output
+    listing = invoke(runner, ws, "campaign", "list").output.splitlines()
+    assert listing[0].split() == ["id", "name", "status", "pairs", "overlap"]
+    assert listing[1].split() == ["1", "chars", "open", "4", "artist=2,lay=1"]
+    rater, _ = create_rater(ws, "ann", "artist")
+    item = next_item(ws, rater)
+    submit(ws, rater, item.campaign, item.pair, ANSWERS, nonce=uuid.uuid4().hex)
+    status = invoke(runner, ws, "campaign", "status", "chars")
+    assert status.exit_code == 0, status.output
+    artist_line = next(line for line in status.output.splitlines() if line.startswith("artist"))
+    normal = int(item.kind == "normal")  # an attention check does not count as done work
+    assert artist_line.split()[:6] == ["artist", "2", "4", str(normal), "25.0" if normal else "0.0", "1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["campaign", "create", "x", "--overlap", "artist=three"], "overlap must look like artist=3,lay=3"),
+        (["campaign", "create", "x", "--overlap", "admin=2"], "overlap role must be artist or lay"),
+        (["campaign", "create", "x", "--overlap", "artist=0,lay=0"], "asks no role"),
+        (["campaign", "create", "x", "--artist", "Nobody"], "no pairs match artist in ['Nobody']"),
+        (["campaign", "create", "x", "--protocol", "missing.toml"], "cannot read protocol missing.toml"),
+        (["campaign", "status", "nope"], "no campaign named 'nope' (known: first)"),
+        (["campaign", "create", "first"], "a campaign named 'first' already exists"),
+    ],
+)
+def test_cli_campaign_errors_are_one_line(ws, runner, args, message):
+    from tests.rating_fixtures import add_pairs
+
+    _, pairs = add_pairs(ws, 2, 1)
+    from cpdm.campaigns import create_campaign
+
+    create_campaign(ws, "first", pairs)
+    before = ws.conn.execute("SELECT COUNT(*) FROM campaigns").fetchone()[0]
+    result = invoke(runner, ws, *args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: {message}"] or message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert ws.conn.execute("SELECT COUNT(*) FROM campaigns").fetchone()[0] == before
+
+
+def test_cli_bad_protocol_file_names_file_and_field(ws, runner, tmp_path):
+    from tests.rating_fixtures import add_pairs, protocol_with
+
+    add_pairs(ws, 2, 1)
+    bad = tmp_path / "strict.toml"
+    bad.write_text(protocol_with(min_seconds='"soon"'), encoding="utf-8")
+    result = invoke(runner, ws, "campaign", "create", "x", "--protocol", str(bad))
+    assert result.exit_code == 1
+    assert "strict.toml" in result.output and "'timing.min_seconds'" in result.output
