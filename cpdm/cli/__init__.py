@@ -131,5 +131,6 @@ def cpdm_command(func):
 # Register the commands of each area (imported for their side effect on `cli`).
 from cpdm.cli import workspace_cmds  # noqa: E402,F401
 from cpdm.cli import demo_cmds  # noqa: E402,F401
-from cpdm.cli import score_cmds  # noqa: E402,F401
 from cpdm.cli import analysis_cmds  # noqa: E402,F401
+from cpdm.cli import score_cmds  # noqa: E402,F401
+from cpdm.cli import rating_cmds  # noqa: E402,F401
