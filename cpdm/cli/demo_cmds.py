@@ -42,7 +42,12 @@ def demo(seed, no_serve, force, port, workspace):
     from cpdm.demo import base_url_for, build_demo
     from cpdm.workspace import resolve_workspace_path
 
+    from cpdm.serve import check_port_free, find_app
+
     root = resolve_workspace_path(workspace)
+    if not no_serve:  # fail before building, not after
+        find_app()
+        check_port_free(DEFAULT_HOST, port)
     base_url = base_url_for(DEFAULT_HOST, port)
     info = build_demo(root, seed, force=force, base_url=base_url)
     counts = ", ".join(f"{count} {kind}" for kind, count in sorted(info.pairs.items()))
@@ -72,7 +77,7 @@ def serve(port, host, workspace):
     """Start the rating and analysis app (Streamlit) on a workspace.
 
     The app reads the workspace from CPDM_WORKSPACE, which this command sets.
-    Raters open their invite link (`cpdm raters add` prints it); on a demo
+    Raters open their invite link (`cpdm raters invite` prints it); on a demo
     workspace the demo links are printed here. Stop with Ctrl-C.
 
     \b
