@@ -141,3 +141,14 @@ def test_serve_refuses_a_missing_workspace(runner, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("error: no workspace at") and "Traceback" not in result.output
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_demo_refuses_a_busy_port_before_building(runner, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(cli, ["demo", "--port", str(port), "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot serve on 127.0.0.1:{port}")
+    assert not (tmp_path / "ws").exists()
