@@ -153,6 +153,47 @@ def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, 
     return None
 
 
+def true_load(conn, campaign_id: int, pair_id: int, role: str, now_text: str) -> int:
+    """A pair's load for a role counted from assignments and ratings (what pair_load caches)."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM raters x WHERE x.role = :role AND ("
+        " EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = :campaign AND a.pair = :pair AND a.rater = x.id"
+        "  AND (a.status = 'done' OR (a.status = 'assigned' AND a.expires_at > :now)))"
+        " OR EXISTS (SELECT 1 FROM ratings r WHERE r.campaign = :campaign AND r.pair = :pair AND r.rater = x.id"
+        "  AND r.value IS NOT NULL))",
+        {"campaign": campaign_id, "pair": pair_id, "role": role, "now": now_text},
+    ).fetchone()[0]
+
+
+# After this many stale counters in one claim, recount the whole campaign.
+MAX_LOAD_CORRECTIONS = 20
+
+
+def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_text) -> int | None:
+    """Pick a normal pair and check its cached load against the truth before handing it out.
+
+    Ratings written around :func:`cpdm.rating.submit` (bulk imports,
+    simulations) leave pair_load behind; a stale counter is corrected on the
+    spot and the pick repeated, so overlap holds even then.
+    """
+    for _ in range(MAX_LOAD_CORRECTIONS):
+        pair = _pick_normal(conn, campaign_id, role, rater_id, needed, rng)
+        if pair is None:
+            return None
+        cached = conn.execute(
+            "SELECT load FROM pair_load WHERE campaign = ? AND role = ? AND pair = ?", (campaign_id, role, pair)
+        ).fetchone()[0]
+        actual = true_load(conn, campaign_id, pair, role, now_text)
+        if actual == cached:
+            return pair
+        conn.execute(
+            "UPDATE pair_load SET load = ? WHERE campaign = ? AND role = ? AND pair = ?",
+            (actual, campaign_id, role, pair),
+        )
+    _rebuild_pair_load(conn, campaign_id, now_text)
+    return _pick_normal(conn, campaign_id, role, rater_id, needed, rng)
+
+
 def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random) -> int | None:
     """An attention-check pair of the campaign that the rater has not seen yet."""
     rows = conn.execute(
@@ -237,7 +278,7 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
             return None
         seen, checks_seen = _seen_counts(conn, campaign_id, rater.id)
         rng = random.Random(f"order:{campaign_id}:{rater.id}:{seen}")
-        pair = _pick_normal(conn, campaign_id, rater.role, rater.id, needed, rng)
+        pair = _pick_verified_normal(conn, campaign_id, rater.role, rater.id, needed, rng, now_text)
         if pair is None:
             return None  # the role's work, as far as this rater can help, is complete
         is_check = False

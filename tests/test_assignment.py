@@ -203,3 +203,23 @@ def test_campaign_without_load_rows_is_counted_on_first_use(ws):
     b, _ = create_rater(ws, "b", "artist")
     seen, _ = rate_all(ws, b, now)
     assert item.pair not in seen and len(seen) == 3
+
+
+def test_ratings_written_around_submit_are_noticed_and_overlap_still_holds(ws):
+    """Simulations and imports insert ratings directly; stale load counters are corrected on use."""
+    world = make_world(ws, 3, 2, overlap={"artist": 1})
+    outsider, _ = create_rater(ws, "imported", "artist")
+    now = utc_now()
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for pair in world.pairs[:4]:
+        for question, value in ANSWERS.items():
+            ws.conn.execute(
+                "INSERT INTO ratings (campaign, pair, rater, question, value, shown_at, submitted_at, nonce) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (world.campaign, pair, outsider.id, question, value, stamp, stamp, f"import-{pair}"),
+            )
+    assert set(loads(ws, world.campaign, "artist").values()) == {0}  # counters do not know yet
+    rater, _ = create_rater(ws, "ann", "artist")
+    seen, _ = rate_all(ws, rater, now)
+    assert sorted(seen) == sorted(world.pairs[4:])
+    assert loads(ws, world.campaign, "artist") == {p: 1 for p in world.pairs}
