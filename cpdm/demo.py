@@ -756,7 +756,7 @@ def build_demo(ws_path, seed: int = 0, *, force: bool = False, base_url: str = D
         info = _build_into(staging, seed, base_url)
         _move_into_place(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful move
     info.workspace = target
     return info
 
@@ -796,7 +796,6 @@ def _move_into_place(staging: Path, target: Path) -> None:
     """Replace the target's workspace entries with the staged ones (other files in the folder stay)."""
     if not target.exists():
         os.replace(staging, target)
-        staging.mkdir()  # so the caller's cleanup has something to remove
         return
     _remove_workspace_entries(target)
     for entry in sorted(staging.iterdir()):
