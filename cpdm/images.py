@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cpdm.errors import CpdmError
 
@@ -68,7 +68,7 @@ def check_image_bytes(data: bytes, name: str = "image") -> ImageInfo:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt = FORMAT_ALIASES.get(img.format, img.format)
-                width, height = img.size
+                width, height = _upright_size(img)
                 if fmt not in ALLOWED_FORMATS:
                     raise ImageError(f"{name}: unsupported image format {fmt} (use PNG, JPEG or WebP)")
                 if width * height > MAX_PIXELS:
@@ -91,6 +91,21 @@ def check_image_bytes(data: bytes, name: str = "image") -> ImageInfo:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
     return ImageInfo(hashlib.sha256(data).hexdigest(), width, height, fmt, len(data))
+
+
+# EXIF orientations 5-8 rotate the picture by 90 degrees: width and height swap.
+_QUARTER_TURN_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as the picture is meant to be seen, after its EXIF orientation."""
+    width, height = img.size
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block does not make the pixels unusable
+        orientation = 1
+    return (height, width) if orientation in _QUARTER_TURN_ORIENTATIONS else (width, height)
 
 
 def read_image_file(path: str | os.PathLike, name: str | None = None) -> tuple[bytes, ImageInfo]:
@@ -176,13 +191,17 @@ def store_pil_image(ws, image: Image.Image, name: str = "image") -> ImageInfo:
 
 
 def load_image(ws, sha256: str) -> Image.Image:
-    """Open a stored image as RGB, with a clear error if its file is gone or unreadable."""
+    """Open a stored image as upright RGB, with a clear error if its file is gone or unreadable.
+
+    Photos from phones and cameras are often stored sideways with an EXIF
+    orientation tag; they are turned upright here, as every viewer shows them.
+    """
     path = ws.image_path(sha256)
     if not path.exists():
         raise ImageError(f"{path}: image file is missing from the workspace (image {sha256[:12]})")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: unreadable image ({exc})") from exc
 

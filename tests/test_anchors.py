@@ -493,3 +493,15 @@ def test_cli_list_empty_says_how_to_add(runner, ws):
     result = run(runner, "anchors", "list", "-w", ws.root)
     assert result.exit_code == 0
     assert "cpdm anchors import" in result.stderr
+
+
+def test_cli_reimport_of_a_big_folder_lists_a_few_duplicates(runner, ws, tmp_path):
+    art = tmp_path / "art"
+    for seed in range(25):
+        write_png(art / f"{seed:02d}.png", seed=seed, size=(8, 8))
+    assert run(runner, "anchors", "import", art, "-w", ws.root).exit_code == 0
+    again = run(runner, "anchors", "import", art, "-w", ws.root)
+    lines = again.stderr.splitlines()
+    assert sum(line.startswith("duplicate ") for line in lines) == 20
+    assert lines[-1] == "... and 5 more duplicates"
+    assert "imported 0, duplicates 25, skipped 0; nothing new was added" in again.stdout

@@ -153,3 +153,18 @@ def test_thumbnail_keeps_aspect_and_never_upscales():
     assert wide.size == (1000, 500)
     small = Image.new("RGB", (50, 40))
     assert thumbnail(small, 256).size == (50, 40)
+
+
+def test_sideways_camera_photo_is_sized_and_loaded_upright(ws):
+    pixels = Image.new("RGB", (40, 20), "white")
+    pixels.paste((255, 0, 0), (0, 0, 10, 20))  # a red band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="JPEG", exif=exif, quality=95)
+    info = store_image_bytes(ws, buffer.getvalue(), "phone.jpg")
+    assert (info.width, info.height) == (20, 40)
+    upright = load_image(ws, info.sha256)
+    assert upright.size == (20, 40)
+    red, green, _ = upright.getpixel((10, 2))  # the band is now along the top edge
+    assert red > 200 and green < 60

@@ -14,6 +14,8 @@ from cpdm.workspace import ANCHOR_CATEGORIES
 
 # The tables `cpdm info` counts, in the order the workflow fills them.
 INFO_TABLES = ("anchors", "variants", "prompts", "generations", "pairs", "scores", "campaigns", "raters", "ratings")
+# Re-importing a big folder makes every file a duplicate: list a few, count the rest.
+MAX_DUPLICATES_SHOWN = 20
 
 
 @cli.command()
@@ -114,8 +116,11 @@ def import_cmd(workspace, folder, meta_csv, skip_bad, category):
     report = import_anchors(ws, folder, meta_csv=meta_csv, skip_bad=skip_bad, default_category=category)
     for note in report.skipped:
         click.echo(f"skipped {note}", err=True)
-    for note in report.duplicates:
+    for note in report.duplicates[:MAX_DUPLICATES_SHOWN]:
         click.echo(f"duplicate {note}", err=True)
+    hidden = len(report.duplicates) - MAX_DUPLICATES_SHOWN
+    if hidden > 0:
+        click.echo(f"... and {hidden} more duplicates", err=True)
     click.echo(report.summary())
 
 
