@@ -40,7 +40,8 @@ A campaign named ``demo`` covers every pair (two ratings per pair per role),
 and invite links are made for one researcher, two artists and two lay raters.
 
 Everything is deterministic for a given seed: the same seed gives
-byte-identical images and the same rows. Invite tokens are derived from the
+byte-identical images and the same rows (with the same numpy and Pillow;
+another build of them may round a few pixels differently). Invite tokens are derived from the
 seed and the rater's name (so documented links stay valid) and, as for any
 rater, only their hashes are stored. That makes demo links guessable by
 anyone who knows the seed: a demo workspace is for trying cpdm on your own
