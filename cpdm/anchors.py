@@ -30,7 +30,15 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from cpdm.errors import CpdmError
-from cpdm.images import IMAGE_SUFFIXES, ImageError, ImageInfo, insert_image_row, read_image_file, relative_image_path, write_image_file
+from cpdm.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    ImageInfo,
+    insert_image_row,
+    read_image_file,
+    relative_image_path,
+    write_image_file,
+)
 from cpdm.workspace import ANCHOR_CATEGORIES, Workspace
 
 META_COLUMNS = ("file", "artist", "title", "category", "source", "license")
@@ -191,7 +199,9 @@ def _read_meta_rows(meta_csv: Path) -> list[tuple[int, dict[str, str]]]:
             if not any(value.strip() for value in values):
                 continue  # blank line
             if len(values) > len(columns):
-                raise AnchorImportError(f"{meta_csv} line {line}: {len(values)} fields but the header has {len(columns)}")
+                raise AnchorImportError(
+                    f"{meta_csv} line {line}: {len(values)} fields but the header has {len(columns)}"
+                )
             values = values + [""] * (len(columns) - len(values))
             rows.append((line, {column: value.strip() for column, value in zip(columns, values)}))
     except csv.Error as exc:
@@ -367,7 +377,9 @@ def import_anchors(
         raise AnchorImportError(f"category {default_category!r} is not one of {', '.join(ANCHOR_CATEGORIES)}")
     folder_arg = Path(folder)
     if not folder_arg.is_dir():
-        raise AnchorImportError(f"{folder_arg}: no such folder" if not folder_arg.exists() else f"{folder_arg}: not a folder")
+        raise AnchorImportError(
+            f"{folder_arg}: no such folder" if not folder_arg.exists() else f"{folder_arg}: not a folder"
+        )
     root = folder_arg.resolve()
     problems = _Problems(skip_bad)
     report = ImportReport()

@@ -16,6 +16,7 @@ from cpdm.cli import cli
 from cpdm.images import store_image_bytes
 from tests.conftest import png_bytes, write_png
 
+
 def dump(ws) -> dict[str, list[tuple]]:
     """Every row of every table, for before/after comparisons."""
     tables = [r[0] for r in ws.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
@@ -78,7 +79,7 @@ def test_imports_every_image_recursively_by_suffix(ws, tmp_path):
     assert len(report.imported) == 4 and report.duplicates == [] and report.skipped == []
     assert report.ignored == 1
     rows = ws.conn.execute(
-        "SELECT i.format, i.width, i.height, a.category FROM anchors a JOIN images i ON i.sha256 = a.image ORDER BY a.id"
+        "SELECT i.format, i.width, i.height, a.category FROM anchors a JOIN images i ON i.sha256 = a.image"
     ).fetchall()
     assert sorted(rows) == sorted(
         [("PNG", 32, 24, "style"), ("JPEG", 32, 24, "style"), ("JPEG", 32, 24, "style"), ("WEBP", 40, 30, "style")]
@@ -115,7 +116,13 @@ def test_meta_csv_imports_exactly_its_rows_with_metadata(ws, tmp_path):
     assert len(report.imported) == 2
     rows = [{k: r[k] for k in ("artist", "title", "category", "source", "license")} for r in list_anchors(ws)]
     assert rows == [
-        {"artist": "Claude Monet", "title": "Water Lilies", "category": "style", "source": "wikiart", "license": "public domain"},
+        {
+            "artist": "Claude Monet",
+            "title": "Water Lilies",
+            "category": "style",
+            "source": "wikiart",
+            "license": "public domain",
+        },
         {"artist": "Frida Kahlo", "title": "Self-Portrait", "category": "portrait", "source": None, "license": None},
     ]
 

@@ -107,7 +107,9 @@ def test_version_1_workspace_is_upgraded_to_current_with_data_kept(tmp_path, mon
 
 def schema_sql(conn) -> list[tuple]:
     """Every table and index definition: an upgraded database must match a fresh one."""
-    return conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
+    return conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
+    ).fetchall()
 
 
 def test_an_appended_migration_runs_once_on_open(tmp_path, monkeypatch):

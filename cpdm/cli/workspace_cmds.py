@@ -53,7 +53,9 @@ def info(workspace, output_format):
     version = ws.conn.execute("PRAGMA user_version").fetchone()[0]
     counts = workspace_counts(ws)
     if output_format == "json":
-        click.echo(json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo, "counts": counts}))
+        click.echo(
+            json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo, "counts": counts})
+        )
         return
     width = max(len(name) for name in (*INFO_TABLES, "workspace")) + 2
     click.echo(f"{'workspace':<{width}}{ws.root}{'  (demo)' if ws.is_demo else ''}")
@@ -127,7 +129,9 @@ def import_cmd(workspace, folder, meta_csv, skip_bad, category):
 @anchors.command("list")
 @workspace_option
 @click.option("--artist", help="Only this artist's anchors (case-insensitive).")
-@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
 @cpdm_command
 def list_cmd(workspace, artist, output_format):
     """List anchors: id, artist, title, category, size and the image's sha256 prefix.
@@ -152,7 +156,10 @@ def list_cmd(workspace, artist, output_format):
     else:
         _print_table(records, columns)
         if not records:
-            click.echo("no anchors" + (f" by {artist}" if artist else "") + " (add some with `cpdm anchors import FOLDER`)", err=True)
+            click.echo(
+                "no anchors" + (f" by {artist}" if artist else "") + " (add some with `cpdm anchors import FOLDER`)",
+                err=True,
+            )
 
 
 def _print_table(records: list[dict], columns: tuple[str, ...]) -> None:
