@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -314,6 +315,7 @@ def create_synthetic_campaign(
     semantic: str = "tiny:clip",
     style: str = "tiny:vgg19",
     checks: bool = True,
+    reference: bool = False,
     seed: int = 0,
 ) -> int:
     """A small study with synthetic images, pairs, (optionally) scores and a campaign; returns the campaign id.
@@ -321,12 +323,15 @@ def create_synthetic_campaign(
     For trying the analysis without a real study and for tests: every anchor
     gets one generation per variant and seed, distances follow the variant's
     typical effect (``VARIANT_DISTANCES``) with log-normal spread, and each
-    anchor gets an identical and an unrelated attention check.
+    anchor gets an identical and an unrelated attention check. With
+    ``reference`` (and ``scored``), every anchor also gets reference distances
+    to the generations of the next two anchors, as ``cpdm score`` stores them.
     """
     from cpdm.campaigns import create_campaign
     from cpdm.images import store_image_bytes
 
-    rng = np.random.default_rng(seed)
+    # The name enters the seed, so two synthetic campaigns in one workspace get different images.
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
     pair_ids = []
     with ws.transaction() as conn:
         variant_ids = {}
@@ -376,4 +381,30 @@ def create_synthetic_campaign(
                 pair_ids.append(conn.execute(
                     "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_unrelated')", (anchor, other)
                 ).lastrowid)
+        if reference and scored:
+            _add_reference_distances(conn, rng, semantic, style)
     return create_campaign(ws, name, pair_ids)
+
+
+def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:
+    """Mismatched distances: each anchor against the generations of the next two anchors."""
+    anchors = [r[0] for r in conn.execute("SELECT id FROM anchors ORDER BY id")]
+    images = {
+        anchor: [r[0] for r in conn.execute(
+            "SELECT g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE p.anchor = ?", (anchor,))]
+        for anchor in anchors
+    }
+    rows = []
+    for index, anchor in enumerate(anchors):
+        for step in (1, 2):
+            other = anchors[(index + step) % len(anchors)]
+            if other == anchor:
+                continue
+            for image in images[other]:
+                rows.append((anchor, image, semantic, style, float(1.2 * np.exp(rng.normal(0, 0.2))),
+                             float(0.06 * np.exp(rng.normal(0, 0.3)))))
+    conn.executemany(
+        "INSERT OR IGNORE INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )

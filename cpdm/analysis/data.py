@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,10 @@ def reference_distances(ws, backbones: tuple[str, str] | None) -> pd.DataFrame |
         from cpdm.scoring import load_reference_distances
     except ImportError:
         return None
-    frame = load_reference_distances(ws, backbones[0], backbones[1])
+    try:
+        frame = load_reference_distances(ws, backbones[0], backbones[1])
+    except sqlite3.OperationalError:
+        return None  # a workspace from before reference distances were stored
     if frame is None or len(frame) == 0:
         return None
     return frame[["m_sem", "m_style"]].astype(float)

@@ -18,7 +18,7 @@ GROUP_COLOURS = {"artists": "#c2410c", "lay": "#1d4ed8", "all": "#374151"}
 def figure_png(figure: Figure, dpi: int = 120) -> bytes:
     """A figure as PNG bytes (for downloads and report files)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -35,7 +35,7 @@ def scatter_figure(
 ) -> Figure:
     """Metric against human score, one panel per group, with the least-squares line and Spearman ρ."""
     groups = list(human_columns)
-    figure = Figure(figsize=(4.2 * max(len(groups), 1), 3.8))
+    figure = Figure(figsize=(4.2 * max(len(groups), 1), 3.8), layout="constrained")
     axes = figure.subplots(1, max(len(groups), 1), squeeze=False)[0]
     for axis, group in zip(axes, groups):
         sub = pairs[[metric, human_columns[group]]].dropna()
@@ -60,13 +60,13 @@ def scatter_figure(
         axis.set_xlabel(metric)
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+
     return figure
 
 
 def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.5) -> Figure:
     """Out-of-fold Spearman ρ against w with its bootstrap band; marks at the chosen w and at the paper's 0.5."""
-    figure = Figure(figsize=(6.0, 3.8))
+    figure = Figure(figsize=(6.0, 3.8), layout="constrained")
     axis = figure.subplots()
     axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
     axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
@@ -77,13 +77,13 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     axis.set_xlim(0, 1)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="best")
-    figure.tight_layout()
+
     return figure
 
 
 def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -> Figure:
     """Per-variant benchmark: mean metric with its CI (left), share judged a copy per group (right)."""
-    figure = Figure(figsize=(9.0, 3.8))
+    figure = Figure(figsize=(9.0, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
     positions = np.arange(len(table))
     means = table[f"mean_{metric}"].to_numpy(dtype=float)
@@ -110,13 +110,13 @@ def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -
         right.legend(fontsize=8)
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
+
     return figure
 
 
 def agreement_figure(table: pd.DataFrame) -> Figure:
     """Krippendorff's alpha per question and group with bootstrap intervals."""
-    figure = Figure(figsize=(6.5, 3.6))
+    figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axis = figure.subplots()
     questions = list(dict.fromkeys(table["question"]))
     groups = list(dict.fromkeys(table["group"]))
@@ -133,5 +133,5 @@ def agreement_figure(table: pd.DataFrame) -> Figure:
     axis.axhline(0.667, color="#6b7280", linestyle=":", linewidth=1, label="α = 0.667")
     axis.grid(alpha=0.3, axis="y")
     axis.legend(fontsize=8)
-    figure.tight_layout()
+
     return figure
