@@ -105,7 +105,7 @@ def _print_variant_summary(frame) -> None:
     )
     click.echo(f"{'variant':<24} {'pairs':>6} {'m_sem':>10} {'m_style':>12} {'mean CM':>8}")
     for group, row in summary.iterrows():
-        click.echo(f"{group:<24} {row.pairs:>6d} {row.m_sem:>10.4f} {row.m_style:>12.6g} {_fmt(row.cm):>8}")
+        click.echo(f"{group:<24} {int(row.pairs):>6d} {row.m_sem:>10.4f} {row.m_style:>12.6g} {_fmt(row.cm):>8}")
 
 
 def _fmt(value: float) -> str:

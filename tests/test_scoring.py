@@ -1,0 +1,456 @@
+"""The scoring engine: feature cache, reference distances, errors that keep scores intact, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+from torchvision.models import inception_v3
+
+from cpdm import metric
+from cpdm.backbones import load_semantic, load_style
+from cpdm.campaigns import create_campaign
+from cpdm.cli import cli
+from cpdm.errors import CpdmError
+from cpdm.images import load_image, store_image_bytes
+from cpdm.scoring import (
+    REFERENCE_SAMPLE,
+    SCORE_COLUMNS,
+    LayerGram,
+    Scorer,
+    ScoringEngine,
+    available_backbones,
+    choose_precision,
+    decode_style,
+    describe_layer,
+    encode_style,
+    layer_distance,
+    load_reference_distances,
+    load_scores,
+    reference_scale_for,
+    score_pairs,
+)
+from tests.conftest import png_bytes
+
+SEM, STYLE = "tiny:ViT-L-14/openai", "tiny:vgg19"
+
+
+def add_anchor(ws, seed: int, n_generations: int, variant: str = "original", size=(32, 32), artist=None) -> dict:
+    """An anchor with one prompt and ``n_generations`` generated images, each with a normal pair."""
+    with ws.transaction() as conn:
+        anchor_image = store_image_bytes(ws, png_bytes(seed, size)).sha256
+        anchor = conn.execute(
+            "INSERT INTO anchors (image, artist, title) VALUES (?, ?, ?)",
+            (anchor_image, artist or f"artist {seed}", f"work {seed}"),
+        ).lastrowid
+        prompt = conn.execute("INSERT INTO prompts (anchor, text, origin) VALUES (?, 'a painting', 'manual')", (anchor,)).lastrowid
+        pairs = add_generations(ws, anchor, prompt, seed, n_generations, variant, size)
+    return {"anchor": anchor, "image": anchor_image, "prompt": prompt, "pairs": pairs}
+
+
+def add_generations(ws, anchor: int, prompt: int, seed: int, count: int, variant: str, size=(32, 32)) -> list[int]:
+    conn = ws.conn
+    row = conn.execute("SELECT id FROM variants WHERE name = ?", (variant,)).fetchone()
+    variant_id = row[0] if row else conn.execute(
+        "INSERT INTO variants (name, base_model, method) VALUES (?, 'sd-tiny', ?)", (variant, variant)
+    ).lastrowid
+    pairs = []
+    for index in range(count):
+        image = store_image_bytes(ws, png_bytes(seed * 1000 + index + 1 + 100 * variant_id, size)).sha256
+        generation = conn.execute(
+            "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)", (prompt, variant_id, index, image)
+        ).lastrowid
+        pairs.append(
+            conn.execute("INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (anchor, generation, image)).lastrowid
+        )
+    return pairs
+
+
+def add_check(ws, anchor: dict) -> int:
+    with ws.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_identical')", (anchor["anchor"], anchor["image"])
+        ).lastrowid
+
+
+@pytest.fixture(scope="module")
+def tiny_backbones():
+    """The tiny backbones, built once for the module (they are read-only)."""
+    return load_semantic("ViT-L-14/openai", mode="tiny"), load_style("vgg19", mode="tiny")
+
+
+def engine_for(ws, tiny_backbones, batch_size=16) -> ScoringEngine:
+    return ScoringEngine(ws, *tiny_backbones, batch_size=batch_size)
+
+
+def scores_by_pair(ws) -> dict[int, tuple[float, float]]:
+    frame = load_scores(ws, SEM, STYLE)
+    return {int(row.pair): (row.m_sem, row.m_style) for row in frame.itertuples()}
+
+
+def test_scores_every_pair_and_embeds_each_image_once(ws, tiny_backbones):
+    anchors = [add_anchor(ws, seed, 9) for seed in (1, 2)]
+    check = add_check(ws, anchors[0])
+    report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.pairs_scored == 19
+    assert report.images_computed == 20  # 2 anchors + 18 generations: the anchor once, not 9 times
+    assert (report.semantic, report.style) == (SEM, STYLE)
+    features = ws.conn.execute("SELECT backbone, COUNT(*) FROM features GROUP BY backbone ORDER BY backbone").fetchall()
+    assert features == [(SEM, 20), (STYLE, 20)]
+    scores = scores_by_pair(ws)
+    assert scores[check] == (0.0, 0.0)  # identical images: M_sem = M_style = 0
+    assert all(sem > 0 and style > 0 for pair, (sem, style) in scores.items() if pair != check)
+    assert all(0 <= sem <= 4 for sem, _ in scores.values())
+
+
+def test_rescoring_touches_only_new_images(ws, tiny_backbones):
+    study = add_anchor(ws, 1, 9)
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    before = scores_by_pair(ws)
+    again = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert (again.pairs_scored, again.images_computed, again.pairs_already_scored) == (0, 0, 9)
+    # A new unlearning run: 9 new generations for the same anchor.
+    with ws.transaction():
+        new_pairs = add_generations(ws, study["anchor"], study["prompt"], 1, 9, "esd")
+    report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.pairs_scored == 9
+    assert report.images_computed == 9  # only the new generations; the anchor came from the cache
+    after = scores_by_pair(ws)
+    assert {pair: after[pair] for pair in before} == before
+    assert set(after) == set(before) | set(new_pairs)
+
+
+def test_cached_and_uncached_paths_give_the_same_numbers(ws, tiny_backbones, tmp_path):
+    study = add_anchor(ws, 3, 4)
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    first = scores_by_pair(ws)
+    # Scores again from cached features only.
+    with ws.transaction() as conn:
+        conn.execute("DELETE FROM scores")
+    report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.images_computed == 0 and report.images_cached == 5
+    assert scores_by_pair(ws) == first
+    # And without any workspace, through the direct API.
+    scorer = Scorer(offline_tiny=True)
+    anchor = load_image(ws, study["image"])
+    generations = [load_image(ws, sha) for (sha,) in ws.conn.execute("SELECT image FROM pairs ORDER BY id")]
+    direct = scorer.score_batch([anchor] * len(generations), generations)
+    for pair, score in zip(sorted(first), direct):
+        assert score.m_sem == pytest.approx(first[pair][0], abs=1e-7)
+        assert score.m_style == pytest.approx(first[pair][1], rel=1e-6)
+
+
+def test_engine_agrees_with_the_metric_computed_directly(ws, tiny_backbones):
+    study = add_anchor(ws, 4, 3)
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    clip, vgg = tiny_backbones
+    anchor = load_image(ws, study["image"])
+    for pair, (sem, style) in scores_by_pair(ws).items():
+        (sha,) = ws.conn.execute("SELECT image FROM pairs WHERE id = ?", (pair,)).fetchone()
+        generated = load_image(ws, sha)
+        embeddings = clip.embed([anchor, generated])
+        grams_a = vgg.grams([anchor])
+        grams_g = vgg.grams([generated])
+        assert sem == pytest.approx(metric.m_sem(embeddings[0], embeddings[1]), abs=1e-6)
+        assert style == pytest.approx(metric.m_style(grams_a, grams_g, vgg.layer_weights), rel=1e-5)
+
+
+def test_batch_size_changes_results_by_less_than_1e_5(tmp_path, tiny_backbones):
+    from cpdm.workspace import init_workspace
+
+    results = []
+    for batch_size in (1, 7):
+        with init_workspace(tmp_path / f"ws{batch_size}") as ws:
+            for seed in (5, 6):
+                add_anchor(ws, seed, 5)
+            score_pairs(ws, engine=engine_for(ws, tiny_backbones, batch_size), progress=False)
+            results.append(load_scores(ws, SEM, STYLE)[["m_sem", "m_style"]].to_numpy())
+    one, seven = results
+    assert np.all(np.abs(one[:, 0] - seven[:, 0]) < 1e-5)
+    assert np.all(np.abs(one[:, 1] - seven[:, 1]) <= 1e-5 * np.abs(one[:, 1]))
+
+
+def test_reference_distances_pair_anchors_with_other_anchors_generations(ws, tiny_backbones):
+    studies = [add_anchor(ws, seed, 6) for seed in (7, 8, 9)]
+    report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.reference_distances_added == 3 * REFERENCE_SAMPLE
+    rows = ws.conn.execute("SELECT anchor, image, semantic, style FROM reference_distances").fetchall()
+    owner = {sha: anchor for anchor, sha in ws.conn.execute("SELECT anchor, image FROM pairs")}
+    for anchor, image, semantic, style in rows:
+        assert owner[image] != anchor  # always another anchor's generation
+        assert (semantic, style) == (SEM, STYLE)
+    reference = load_reference_distances(ws, SEM, STYLE)
+    assert list(reference.columns) == ["m_sem", "m_style"] and len(reference) == 3 * REFERENCE_SAMPLE
+    x_ref = reference_scale_for(ws, SEM, STYLE)
+    assert x_ref == pytest.approx(float(np.median(reference.m_sem * reference.m_style)))
+    # Deterministic and bounded: a re-run adds none.
+    assert score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False).reference_distances_added == 0
+    # The stored value is the distance between the two images' features.
+    anchor, image = rows[0][0], rows[0][1]
+    anchor_image = next(s["image"] for s in studies if s["anchor"] == anchor)
+    scorer = Scorer(offline_tiny=True)
+    direct = scorer(load_image(ws, anchor_image), load_image(ws, image))
+    stored = ws.conn.execute(
+        "SELECT m_sem, m_style FROM reference_distances WHERE anchor = ? AND image = ?", (anchor, image)
+    ).fetchone()
+    assert stored == pytest.approx((direct.m_sem, direct.m_style), rel=1e-6)
+
+
+def test_no_reference_scale_with_a_single_anchor(ws, tiny_backbones):
+    add_anchor(ws, 10, 3)
+    report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.reference_distances_added == 0
+    with pytest.raises(CpdmError, match="at least two anchors"):
+        reference_scale_for(ws, SEM, STYLE)
+
+
+def test_load_scores_columns_campaign_filter_and_backbones(ws, tiny_backbones):
+    first = add_anchor(ws, 11, 2, artist="Ada")
+    second = add_anchor(ws, 12, 2)
+    check = add_check(ws, first)
+    campaign = create_campaign(ws, "pilot", first["pairs"] + [check])
+    report = score_pairs(ws, campaign_id=campaign, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert report.pairs_scored == 3
+    frame = load_scores(ws)
+    assert list(frame.columns) == SCORE_COLUMNS
+    assert set(frame.pair) == set(first["pairs"]) | {check}
+    checks = frame[frame.kind == "check_identical"]
+    assert checks.variant.tolist() == [None] and checks.generation.tolist() == [None]
+    assert set(frame[frame.kind == "normal"].variant) == {"original"}
+    assert set(frame.artist) == {"Ada"}
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert len(load_scores(ws, SEM, STYLE)) == 5
+    assert len(load_scores(ws, campaign_id=campaign)) == 3
+    assert load_scores(ws, semantic="ViT-L-14/openai").empty  # real and tiny never mix
+    assert available_backbones(ws) == [(SEM, STYLE)]
+    assert set(second["pairs"]) <= set(load_scores(ws).pair)
+
+
+def test_missing_image_file_names_the_file_and_keeps_earlier_scores(ws, tiny_backbones):
+    add_anchor(ws, 13, 3)
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    before = scores_by_pair(ws)
+    features_before = ws.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    second = add_anchor(ws, 14, 3)
+    third = add_anchor(ws, 15, 3)
+    (broken,) = ws.conn.execute("SELECT image FROM pairs WHERE id = ?", (third["pairs"][1],)).fetchone()
+    path = ws.image_path(broken)
+    path.unlink()
+    with pytest.raises(CpdmError) as info:
+        score_pairs(ws, engine=engine_for(ws, tiny_backbones, batch_size=2), progress=False)
+    assert str(path) in str(info.value) and "missing" in str(info.value)
+    after = scores_by_pair(ws)
+    assert {pair: after[pair] for pair in before} == before
+    # Work done before the error is kept (the second anchor came first) ...
+    assert set(second["pairs"]) <= set(after)
+    assert not set(third["pairs"]) & set(after)
+    assert ws.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0] > features_before
+    # ... and nothing points at the broken image.
+    assert ws.conn.execute("SELECT COUNT(*) FROM features WHERE image = ?", (broken,)).fetchone()[0] == 0
+
+
+def test_unreadable_image_is_a_clear_error(ws, tiny_backbones):
+    study = add_anchor(ws, 16, 2)
+    path = ws.image_path(study["image"])
+    path.write_bytes(b"this is not a png")
+    with pytest.raises(CpdmError, match="unreadable image") as info:
+        score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    assert str(path) in str(info.value)
+    assert ws.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+
+
+def test_bad_arguments_are_refused_before_any_work(ws):
+    add_anchor(ws, 17, 1)
+    with pytest.raises(CpdmError, match="unknown style backbone 'vgg16'"):
+        score_pairs(ws, style="vgg16", offline_tiny=True, progress=False)
+    with pytest.raises(CpdmError, match="no model 'nope'"):
+        score_pairs(ws, semantic="nope/openai", offline_tiny=True, progress=False)
+    with pytest.raises(CpdmError, match="pairs not in the workspace: \\[999\\]"):
+        score_pairs(ws, pair_ids=[999], offline_tiny=True, progress=False)
+    with pytest.raises(CpdmError, match="batch size"):
+        score_pairs(ws, batch_size=0, offline_tiny=True, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(CpdmError, match="CUDA is not available"):
+            score_pairs(ws, device="cuda", offline_tiny=True, progress=False)
+    assert ws.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+
+
+def test_layer_gram_factor_form_matches_the_dense_form():
+    torch.manual_seed(0)
+    few_positions = torch.randn(2, 6, 1, 2)  # H·W = 2 < C = 6: stored as a factor
+    many_positions = torch.randn(2, 3, 4, 4)  # stored as a Gram matrix
+    factor_a, factor_g = describe_layer(few_positions)
+    assert factor_a.factor is not None and factor_a.gram is None
+    dense_a, dense_g = (LayerGram(gram=layer.dense().astype(np.float32)) for layer in (factor_a, factor_g))
+    expected = float(((metric.gram_matrix(few_positions)[0] - metric.gram_matrix(few_positions)[1]) ** 2).sum())
+    assert layer_distance(factor_a, factor_g) == pytest.approx(expected, rel=1e-5)
+    assert layer_distance(dense_a, dense_g) == pytest.approx(expected, rel=1e-5)
+    assert layer_distance(factor_a, dense_g) == pytest.approx(expected, rel=1e-5)
+    assert layer_distance(factor_a, factor_a) == 0.0
+    gram_layers = describe_layer(many_positions)
+    descriptor = [factor_a, gram_layers[0]]
+    restored = decode_style(encode_style(descriptor), "test")
+    assert np.array_equal(restored[0].factor, factor_a.factor) and restored[0].norm == factor_a.norm
+    assert np.array_equal(restored[1].gram, gram_layers[0].gram)
+    with pytest.raises(CpdmError, match="unreadable"):
+        decode_style(b"garbage", "image abc")
+
+
+def test_half_precision_is_kept_only_within_tolerance():
+    exact = [np.array([0.0]), np.array([1.0]), np.array([3.0])]
+
+    def compute_with(offset):
+        return lambda dtype: exact if dtype == torch.float32 else [x + offset * i for i, x in enumerate(exact)]
+
+    def distance(features, i, j):
+        return float(abs(features[i] - features[j])[0])
+
+    assert choose_precision(compute_with(1e-4), distance, torch.float16, relative=False) == torch.float16
+    assert choose_precision(compute_with(1e-2), distance, torch.float16, relative=False) == torch.float32
+    # Relative tolerance: 1e-4 on distances of about 1-3 passes, 1e-2 does not.
+    assert choose_precision(compute_with(1e-4), distance, torch.float16, relative=True) == torch.float16
+    assert choose_precision(compute_with(1e-2), distance, torch.float16, relative=True) == torch.float32
+
+
+def test_scorer_on_paths_and_identical_images(tmp_path):
+    from tests.conftest import write_png
+
+    a = write_png(tmp_path / "a.png", seed=1, size=(40, 40))
+    b = write_png(tmp_path / "b.png", seed=2, size=(40, 40))
+    scorer = Scorer(offline_tiny=True, x_ref=1e-3)
+    same = scorer(a, a)
+    assert (same.m_sem, same.m_style, same.cm) == (0.0, 0.0, 1.0)
+    different = scorer(a, b)
+    assert different.m_sem > 0 and different.m_style > 0 and 0.0 <= different.cm < 1.0
+    assert Scorer(offline_tiny=True)(a, b).cm is None
+    with pytest.raises(CpdmError, match="no such image file"):
+        scorer(a, tmp_path / "missing.png")
+    with pytest.raises(CpdmError, match="2 anchors but 1 generations"):
+        scorer.score_batch([a, b], [a])
+    with pytest.raises(CpdmError, match="x_ref"):
+        Scorer(offline_tiny=True, x_ref=0.0)
+    weights = metric.Weights(w=0.5, x_ref=1.0, semantic="ViT-L-14/openai", style="vgg19")
+    with pytest.raises(CpdmError, match="calibrated for"):
+        Scorer(offline_tiny=True, weights=weights)
+
+
+def _released_inception_style_loss(image_a, image_g) -> float:
+    """The authors' style loss, written out from its definition (InceptionV3 blocks 0-3)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the tiny backbone's seed
+        net = inception_v3(weights=None, aux_logits=False, init_weights=True).eval()
+    blocks = [
+        [net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.maxpool1],
+        [net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, net.maxpool2],
+        [net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e],
+        [net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, net.avgpool],
+    ]
+    weights = [0.5, 0.1, 6e4, 40.0]
+
+    def grams(image):
+        x = transforms.ToTensor()(image).unsqueeze(0)
+        x = x - x.mean()
+        out = []
+        with torch.no_grad():
+            for block in blocks:
+                for module in block:
+                    x = module(x)
+                _, c, h, w = x.shape
+                f = x.reshape(c, h * w).double()
+                out.append(f @ f.T / (c * h * w))
+        return out
+
+    return float(sum(wt * ((ga - gg) ** 2).sum() for wt, ga, gg in zip(weights, grams(image_a), grams(image_g))))
+
+
+@pytest.mark.slow
+def test_cpdm_inception_matches_the_released_formula(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import write_png
+
+    # Different native sizes: the anchor and the generation are not resized.
+    a = Image.open(write_png(tmp_path / "a.png", seed=21, size=(96, 80))).convert("RGB")
+    g = Image.open(write_png(tmp_path / "g.png", seed=22, size=(88, 100))).convert("RGB")
+    scorer = Scorer(style="cpdm-inception", offline_tiny=True)
+    engine_value = scorer(a, g).m_style
+    reference = _released_inception_style_loss(a, g)
+    assert engine_value == pytest.approx(reference, rel=1e-4)
+    assert scorer(a, a).m_style == 0.0
+
+
+def _write_weights(path, **changes):
+    data = {"format": "cpdm-weights/1", "w": 0.5, "x_ref": 1e-4, "semantic": SEM, "style": STYLE}
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_cli_score_and_list(ws, runner, tmp_path):
+    for seed in (31, 32):
+        add_anchor(ws, seed, 2)
+    args = ["--workspace", str(ws.root)]
+    result = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args])
+    assert result.exit_code == 0, result.output
+    assert "scored 4 pairs" in result.output and "features computed for 6 images" in result.output
+    assert "x_ref=" in result.output and "original" in result.output
+    again = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args])
+    assert "scored 0 pairs (4 already scored)" in again.output
+
+    listed = runner.invoke(cli, ["scores", "list", *args, "--csv", str(tmp_path / "s.csv")])
+    assert listed.exit_code == 0, listed.output
+    x_ref = reference_scale_for(ws, SEM, STYLE)
+    assert f"x_ref={x_ref:.6g}" in listed.output
+    assert "semantic=tiny:ViT-L-14/openai style=tiny:vgg19: 4 scored pairs" in listed.output
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "s.csv")
+    expected = metric.cm_paper(table.m_sem.to_numpy(), table.m_style.to_numpy(), x_ref)
+    assert np.allclose(table.cm, expected)
+
+    weights = _write_weights(tmp_path / "w.json")
+    weighted = runner.invoke(cli, ["scores", "list", *args, "--weights", str(weights)])
+    assert weighted.exit_code == 0 and "CM_w with w=0.5, x_ref=0.0001" in weighted.output
+    scored = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", "--weights", str(weights), *args])
+    assert scored.exit_code == 0 and "CM_w with w=0.5" in scored.output
+
+
+@pytest.mark.parametrize(
+    "extra, message, code",
+    [
+        (["--weights", "{bad}"], "not valid JSON", 1),
+        (["--weights", "{other}"], "calibrated for semantic=tiny:ViT-L-14/openai style=tiny:cpdm-inception", 1),
+        (["--semantic", "ViT-Q-9/openai"], "no model 'ViT-Q-9'", 1),
+        (["--style", "vgg16"], "vgg16", 2),
+        (["--campaign", "nope"], "no campaign named 'nope'", 1),
+    ],
+)
+def test_cli_bad_input_keeps_scores(ws, runner, tmp_path, extra, message, code):
+    add_anchor(ws, 33, 2)
+    args = ["--workspace", str(ws.root)]
+    assert runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args]).exit_code == 0
+    before = scores_by_pair(ws)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    other = _write_weights(tmp_path / "other.json", style="tiny:cpdm-inception")
+    extra = [str(bad) if x == "{bad}" else str(other) if x == "{other}" else x for x in extra]
+    scope = [] if "--campaign" in extra else ["--all"]
+    result = runner.invoke(cli, ["score", *scope, "--offline-tiny", "-q", *extra, *args])
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert scores_by_pair(ws) == before
+
+
+def test_cli_needs_a_scope_and_cuda(ws, runner):
+    args = ["--workspace", str(ws.root)]
+    result = runner.invoke(cli, ["score", "--offline-tiny", *args])
+    assert result.exit_code == 2 and "--campaign NAME or --all" in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(cli, ["score", "--all", "--offline-tiny", "--device", "cuda", *args])
+        assert result.exit_code == 1 and "CUDA is not available" in result.output
+    result = runner.invoke(cli, ["scores", "list", *args])
+    assert result.exit_code == 1 and "no scores yet" in result.output
