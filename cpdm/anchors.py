@@ -5,8 +5,8 @@ a real PNG/JPEG/WebP, complete, not a decompression bomb, metadata valid);
 only when all pass are the image files written and every row inserted in one
 transaction. With ``skip_bad`` the bad files are reported and left out and the
 rest is imported. The same image twice (in the folder, or already an anchor)
-is stored once and reported as a duplicate, so re-importing a folder adds
-nothing.
+is stored once (with the first file's metadata) and reported as a duplicate,
+so re-importing a folder adds nothing.
 
 The optional metadata CSV names exactly the files to import, one per row::
 

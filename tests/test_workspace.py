@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
 import cpdm.workspace as workspace_module
+from cpdm.anchors import import_anchors
 from cpdm.cli import cli
 from cpdm.workspace import (
     BUSY_TIMEOUT_MS,
@@ -18,7 +20,7 @@ from cpdm.workspace import (
     resolve_workspace_path,
     schema_version,
 )
-from tests.conftest import png_bytes
+from tests.conftest import png_bytes, write_png
 
 # Every table of DESIGN.md's data model.
 DESIGN_TABLES = {
@@ -199,11 +201,6 @@ def test_workspace_path_resolution(monkeypatch, tmp_path):
 
 
 def test_info_counts_every_table(runner, ws, tmp_path):
-    import json
-
-    from cpdm.anchors import import_anchors
-    from tests.conftest import write_png
-
     write_png(tmp_path / "art" / "a.png", seed=1)
     write_png(tmp_path / "art" / "b.png", seed=2)
     import_anchors(ws, tmp_path / "art")
