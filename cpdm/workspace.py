@@ -364,8 +364,13 @@ def _upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
         for version in range(current + 1, target + 1):
             MIGRATIONS[version - 1](conn)
             conn.execute(f"PRAGMA user_version = {version}")
-    except BaseException:
+    except BaseException as exc:
         conn.execute("ROLLBACK")
+        if isinstance(exc, Exception):
+            raise WorkspaceError(
+                f"{db_path}: upgrading the schema from version {current} to {target} failed "
+                f"at version {version} ({exc}); the workspace was left unchanged"
+            ) from exc
         raise
     conn.execute("COMMIT")
 
@@ -377,16 +382,25 @@ def open_workspace(path: str | os.PathLike | None = None, *, create: bool = Fals
     one is an error that says how to make it.
     """
     root = resolve_workspace_path(path)
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"{root} is a file, not a workspace folder")
     db_path = root / DB_NAME
     if not db_path.exists():
         if not create:
             raise WorkspaceError(f"no workspace at {root} (run `cpdm init --workspace {root}` or `cpdm demo` first)")
         root.mkdir(parents=True, exist_ok=True)
+    conn = None
     try:
         conn = _connect(db_path)
         _upgrade(conn, db_path)
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
         raise WorkspaceError(f"{db_path} is not a readable cpdm database: {exc}") from exc
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
     ws = Workspace(root, conn)
     ws.images_dir.mkdir(parents=True, exist_ok=True)
     return ws

@@ -141,7 +141,7 @@ def test_a_failing_migration_leaves_the_old_database_intact(tmp_path, monkeypatc
         raise sqlite3.OperationalError("migration bug")
 
     monkeypatch.setattr(workspace_module, "MIGRATIONS", [*MIGRATIONS, half_done])
-    with pytest.raises(WorkspaceError, match="not a readable cpdm database: migration bug"):
+    with pytest.raises(WorkspaceError, match="upgrading the schema .* failed .*migration bug.*left unchanged"):
         open_workspace(root)
     conn = sqlite3.connect(root / DB_NAME)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
