@@ -30,6 +30,8 @@ RESEARCHER_PAGES = [
     st.Page("pages/campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns", default=True),
     st.Page("pages/raters.py", title="Raters", icon=":material/group:", url_path="raters"),
     st.Page("pages/progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
+    st.Page("pages/analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
 ]
 RATER_PAGE = st.Page("pages/rate.py", title="Rate", url_path="rate", default=True)
 CONSENT_PAGE = st.Page("pages/consent.py", title="Welcome", url_path="welcome", default=True)

@@ -12,6 +12,8 @@ from cpdm.analysis.report import (
     Analysis,
     AnalysisOptions,
     calibrate_campaign,
+    campaign_fingerprint,
+    record_calibration,
     run_analysis,
     save_weights,
     write_report,
@@ -20,7 +22,7 @@ from cpdm.analysis.variants import variant_benchmark
 
 __all__ = [
     "AlphaResult", "Analysis", "AnalysisOptions", "CalibrationResult", "GROUPS", "agreement_table",
-    "calibrate", "calibrate_campaign", "correlate", "correlation_table", "export_frame", "grouped_folds",
+    "calibrate", "calibrate_campaign", "campaign_fingerprint", "record_calibration", "correlate", "correlation_table", "export_frame", "grouped_folds",
     "human_scores", "krippendorff_alpha", "load_ratings", "run_analysis", "save_weights", "split_half_ceiling",
     "variant_benchmark", "weight_grid", "write_report", "write_table",
 ]

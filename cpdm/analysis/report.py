@@ -86,25 +86,44 @@ class Analysis:
     calibration: CalibrationResult | None
     variants: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
+    _png: dict = field(default_factory=dict, repr=False)
 
     def human_columns(self) -> dict[str, str]:
         return {group: f"human_{group}" for group in self.groups}
 
-    def figures(self) -> dict:
-        """Named matplotlib figures (file stem -> Figure)."""
-        figures = {}
-        if len(self.agreement):
-            figures["agreement"] = agreement_figure(self.agreement)
-        ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
-        for metric in self.metrics:
-            figures[f"scatter_{_file_stem(metric)}"] = scatter_figure(
-                self.pairs, metric, self.human_columns(), self.correlations, ylabel=ylabel
-            )
+    def figure_names(self) -> list[str]:
+        """File stems of the figures this analysis has (agreement, scatter_<metric>, calibration, variants)."""
+        names = ["agreement"] if len(self.agreement) else []
+        names += [scatter_name(metric) for metric in self.metrics]
         if self.calibration is not None:
-            figures["calibration"] = calibration_figure(self.calibration.curve, self.calibration.chosen_w)
+            names.append("calibration")
         if self.variants is not None and len(self.variants):
-            figures["variants"] = variant_figure(self.variants, self.groups)
-        return figures
+            names.append("variants")
+        return names
+
+    def figure(self, name: str):
+        """Build one named figure."""
+        if name == "agreement":
+            return agreement_figure(self.agreement)
+        if name == "calibration":
+            return calibration_figure(self.calibration.curve, self.calibration.chosen_w)
+        if name == "variants":
+            return variant_figure(self.variants, self.groups)
+        for metric in self.metrics:
+            if name == scatter_name(metric):
+                ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
+                return scatter_figure(self.pairs, metric, self.human_columns(), self.correlations, ylabel=ylabel)
+        raise KeyError(name)
+
+    def png(self, name: str) -> bytes:
+        """One figure as PNG bytes, rendered once and kept (pages show and offer the same bytes)."""
+        if name not in self._png:
+            self._png[name] = figure_png(self.figure(name))
+        return self._png[name]
+
+    def figures(self) -> dict:
+        """All named matplotlib figures (file stem -> Figure)."""
+        return {name: self.figure(name) for name in self.figure_names()}
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Named tables (file stem -> DataFrame)."""
@@ -120,6 +139,11 @@ class Analysis:
 
 def _file_stem(name: str) -> str:
     return name.replace("-", "neg_").replace(" ", "_")
+
+
+def scatter_name(metric: str) -> str:
+    """File stem of a metric's scatter plot: scatter_CM, scatter_neg_m_sem, …"""
+    return f"scatter_{_file_stem(metric)}"
 
 
 def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
@@ -348,14 +372,29 @@ def calibrate_campaign(
         created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     if record:
-        import json
-
-        with ws.transaction() as conn:
-            conn.execute(
-                "INSERT INTO calibrations (campaign, target, rater_group, w, ref_scale, stats) VALUES (?, ?, ?, ?, ?, ?)",
-                (data.campaign_id, target, group, weights.w, weights.x_ref, json.dumps(weights.to_dict())),
-            )
+        record_calibration(ws, data.campaign_id, weights)
     return result, weights
+
+
+def record_calibration(ws, campaign_id: int, weights) -> int:
+    """Store a calibration in the workspace's ``calibrations`` table (stats = the whole weights document)."""
+    import json
+
+    with ws.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO calibrations (campaign, target, rater_group, w, ref_scale, stats) VALUES (?, ?, ?, ?, ?, ?)",
+            (campaign_id, weights.target, weights.rater_group, weights.w, weights.x_ref, json.dumps(weights.to_dict())),
+        ).lastrowid
+
+
+def campaign_fingerprint(ws, campaign: str) -> tuple:
+    """Changes whenever the campaign's ratings, raters' flags or scores change (a cache key for pages)."""
+    ratings = ws.conn.execute(
+        "SELECT COUNT(*), MAX(r.id), TOTAL(r.value) FROM ratings r JOIN campaigns c ON c.id = r.campaign "
+        "WHERE c.name = ?", (campaign,)).fetchone()
+    flags = ws.conn.execute("SELECT TOTAL(flagged), COUNT(*) FROM raters").fetchone()
+    scores = ws.conn.execute("SELECT COUNT(*), MAX(scored_at) FROM scores").fetchone()
+    return (campaign, *ratings, *flags, *scores)
 
 
 def save_weights(weights, path) -> Path:
@@ -451,9 +490,9 @@ def write_report(analysis: Analysis, out_dir) -> list[Path]:
             path = out_dir / "tables" / f"{_file_stem(name)}.csv"
             table.to_csv(path, index=False)
             written.append(path)
-        for name, figure in analysis.figures().items():
+        for name in analysis.figure_names():
             path = out_dir / "plots" / f"{name}.png"
-            path.write_bytes(figure_png(figure))
+            path.write_bytes(analysis.png(name))
             written.append(path)
         summary = out_dir / "summary.md"
         summary.write_text(summary_markdown(analysis), encoding="utf-8")

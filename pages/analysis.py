@@ -1,0 +1,108 @@
+"""Researcher page: agreement, metric vs human scatter plots, per-variant benchmark (UI only; logic in cpdm.analysis)."""
+
+from dataclasses import astuple
+
+import streamlit as st
+
+from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_analysis, scatter_name
+from cpdm.campaigns import list_campaigns
+from cpdm.errors import CpdmError
+
+ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+if rater is None or rater.role != "researcher":
+    st.error("This page is for researchers.")
+    st.stop()
+
+st.title("Analysis")
+campaigns = list_campaigns(ws)
+if not campaigns:
+    st.info("No campaigns yet.")
+    st.stop()
+names = [c["name"] for c in campaigns]
+campaign = st.selectbox("Campaign", names, index=len(names) - 1, key="analysis_campaign")
+
+with st.expander("Which ratings, and how", expanded=False):
+    left, right = st.columns(2)
+    include_flagged = left.checkbox("Include raters flagged by attention checks", key="analysis_flagged")
+    exclude_simulated = left.checkbox("Leave out simulated raters", key="analysis_no_sim")
+    zscore = left.checkbox("Z-score each rater before averaging (removes leniency)", key="analysis_z")
+    level = right.selectbox("Level of measurement (alpha)", ["ordinal", "interval", "nominal", "ratio"],
+                            key="analysis_level")
+    n_boot = right.number_input("Bootstrap resamples", 0, 10_000, 1000, step=100, key="analysis_boot")
+
+options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, zscore=zscore,
+                          level=level, n_boot=int(n_boot))
+cache_key = (campaign_fingerprint(ws, campaign), astuple(options))
+cache = st.session_state.setdefault("analysis_cache", {})
+if cache_key not in cache:
+    try:
+        with st.spinner("Analysing…"):
+            cache.clear()
+            cache[cache_key] = run_analysis(ws, campaign, options)
+    except CpdmError as exc:
+        st.error(str(exc))
+        st.stop()
+analysis = cache[cache_key]
+figure_names = analysis.figure_names()
+counts = analysis.data.counts
+st.caption(
+    f"{counts['used']} ratings used from {counts['raters_used']} raters; {counts['skipped']} skipped; "
+    f"{counts['excluded_flagged']} from flagged raters excluded; {counts['simulated_raters']} simulated raters "
+    f"{'excluded' if exclude_simulated else 'included'}. Intervals: 95% bootstrap, {options.n_boot} resamples."
+)
+for note in analysis.notes:
+    st.warning(note)
+
+
+def show_plot(stem: str) -> None:
+    """A plot, from the same PNG bytes its download button offers."""
+    st.image(analysis.png(stem))
+
+
+def downloads(stem: str, table=None, plot: bool = False) -> None:
+    """CSV and PNG download buttons for one table and/or plot."""
+    columns = st.columns(4)
+    if table is not None:
+        columns[0].download_button("Table (CSV)", table.to_csv(index=False), f"{campaign}-{stem}.csv", "text/csv",
+                                   key=f"csv_{stem}", icon=":material/download:")
+    if plot:
+        columns[1].download_button("Plot (PNG)", analysis.png(stem), f"{campaign}-{stem}.png", "image/png",
+                                   key=f"png_{stem}", icon=":material/download:")
+
+
+st.header("Agreement")
+st.markdown(f"Krippendorff's alpha ({options.level}) per question and rater group; pairs with fewer than two "
+            "ratings are left out and counted.")
+st.dataframe(analysis.agreement, hide_index=True, width="stretch")
+if "agreement" in figure_names:
+    show_plot("agreement")
+downloads("agreement", analysis.agreement, plot="agreement" in figure_names)
+
+st.header("Metric vs human judgement")
+if analysis.metrics:
+    metric = st.radio("Metric", analysis.metrics, horizontal=True, key="analysis_metric",
+                      help="-m_sem and -m_style are the distances negated, so higher means closer, like CM.")
+    stem = scatter_name(metric)
+    show_plot(stem)
+    downloads(stem, None, plot=True)
+    st.subheader("Correlations")
+    method = st.radio("Method", ["spearman", "kendall", "pearson"], horizontal=True, key="analysis_method")
+    st.dataframe(analysis.correlations[analysis.correlations["method"] == method], hide_index=True, width="stretch")
+    downloads("correlations", analysis.correlations)
+else:
+    st.info("No metric scores for this campaign yet (run `cpdm score`).")
+st.subheader("Noise ceiling")
+st.markdown("Split-half reliability of the mean human score, corrected with Spearman–Brown: the best correlation "
+            "any metric can be expected to reach.")
+st.dataframe(analysis.ceiling, hide_index=True, width="stretch")
+downloads("noise_ceiling", analysis.ceiling)
+
+st.header("Benchmark by model variant")
+if analysis.variants is not None and len(analysis.variants):
+    st.markdown("Did unlearning reduce infringement? Mean CM and the human 'copy' judgement per variant; a pair is "
+                "judged a copy when its mean rating is at least 4.")
+    st.dataframe(analysis.variants, hide_index=True, width="stretch")
+    show_plot("variants")
+    downloads("variants", analysis.variants, plot=True)
+else:
+    st.info("The campaign's pairs have no model variants.")

@@ -1,0 +1,74 @@
+"""Researcher page: calibrate the semantic/style weight w of CM_w and download the weights (UI only)."""
+
+import streamlit as st
+
+from cpdm.analysis.plots import calibration_figure, figure_png
+from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
+from cpdm.campaigns import campaign_id_by_name, list_campaigns
+from cpdm.errors import CpdmError
+
+ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+if rater is None or rater.role != "researcher":
+    st.error("This page is for researchers.")
+    st.stop()
+
+st.title("Calibration")
+st.markdown(
+    "CM_w weighs semantic against style distance: `D_w = m_sem^w · m_style^(1−w)`, `CM_w = 1 − min(D_w / x_ref, 1)²`. "
+    "w is chosen on a grid over [0, 1] to best match the raters; cross-validation grouped by anchor shows how well "
+    "the choice carries over to unseen anchors, next to the paper's w = 0.5."
+)
+campaigns = list_campaigns(ws)
+if not campaigns:
+    st.info("No campaigns yet.")
+    st.stop()
+names = [c["name"] for c in campaigns]
+left, middle, right = st.columns(3)
+campaign = left.selectbox("Campaign", names, index=len(names) - 1, key="cal_campaign")
+target = middle.selectbox("Target question", ["copy", "content", "style"], key="cal_target")
+group = right.selectbox("Rater group", ["artists", "lay", "all"], key="cal_group")
+with st.expander("Settings", expanded=False):
+    a, b = st.columns(2)
+    folds = a.number_input("Folds", 2, 20, 5, key="cal_folds")
+    n_boot = a.number_input("Bootstrap resamples (over anchors)", 0, 10_000, 1000, step=100, key="cal_boot")
+    step = b.selectbox("Grid step", [0.05, 0.025, 0.01], key="cal_step")
+    include_flagged = b.checkbox("Include flagged raters", key="cal_flagged")
+    exclude_simulated = b.checkbox("Leave out simulated raters", key="cal_no_sim")
+
+options = AnalysisOptions(folds=int(folds), n_boot=int(n_boot), step=float(step), include_flagged=include_flagged,
+                          include_simulated=not exclude_simulated)
+cache_key = (campaign_fingerprint(ws, campaign), target, group, folds, n_boot, step, include_flagged, exclude_simulated)
+cache = st.session_state.setdefault("calibration_cache", {})
+if cache_key not in cache:
+    try:
+        with st.spinner("Calibrating…"):
+            cache.clear()
+            result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options,
+                                                 record=False)
+            cache[cache_key] = (result, weights, figure_png(calibration_figure(result.curve, result.chosen_w)))
+    except CpdmError as exc:
+        st.error(str(exc))
+        st.stop()
+result, weights, curve_png = cache[cache_key]
+
+st.metric("Chosen w", f"{result.chosen_w:g}",
+          help="The grid value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5).")
+st.caption(f"x_ref = {result.x_ref:.4g} (from {result.x_ref_source}); {result.n_pairs} pairs, {result.n_anchors} "
+           f"anchors, {weights.n_raters} raters, {weights.n_ratings} ratings; per-fold choices "
+           f"{', '.join(f'{w:g}' for w in result.fold_w)}.")
+if result.x_ref_source != "reference pairs":
+    st.warning("No reference (mismatched) distances: x_ref is the median over the campaign's own pairs.")
+st.dataframe(result.summary, hide_index=True, width="stretch")
+
+st.image(curve_png)
+columns = st.columns(4)
+columns[0].download_button("Curve (CSV)", result.curve.to_csv(index=False), f"{campaign}-calibration.csv", "text/csv",
+                           key="cal_csv", icon=":material/download:")
+columns[1].download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", "image/png",
+                           key="cal_png", icon=":material/download:")
+columns[2].download_button("Weights (JSON)", weights.to_json(), f"{campaign}-weights.json", "application/json",
+                           key="cal_json", icon=":material/download:",
+                           help="Score with it: cpdm score --weights FILE")
+if columns[3].button("Record in workspace", key="cal_record", icon=":material/save:"):
+    calibration_id = record_calibration(ws, campaign_id_by_name(ws, campaign), weights)
+    st.success(f"Calibration {calibration_id} recorded.")

@@ -1,0 +1,111 @@
+"""The researcher analysis and calibration pages, through Streamlit's AppTest (no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cpdm.auth import create_rater
+from cpdm.simulate import add_simulated_ratings, create_synthetic_campaign
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_page(ws, page: str, role: str = "researcher", **state) -> AppTest:
+    rater, _ = create_rater(ws, f"{role} {page}", role)
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
+    at.session_state["cpdm_ws"] = ws
+    at.session_state["cpdm_rater"] = rater
+    for key, value in state.items():  # widget values before the first run (few resamples keep tests fast)
+        at.session_state[key] = value
+    return at.run()
+
+
+def text(at) -> str:
+    parts = [e.value for kind in ("title", "markdown", "caption", "header", "subheader", "info", "error", "warning",
+                                  "success") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture
+def study(ws):
+    campaign = create_synthetic_campaign(ws, "study", n_anchors=8, reference=True, seed=4)
+    add_simulated_ratings(ws, campaign, seed=2)
+    return ws
+
+
+def test_analysis_page_shows_tables_plots_and_downloads(study):
+    at = open_page(study, "analysis.py", analysis_boot=20)
+    assert not at.exception, at.exception
+    assert [h.value for h in at.header] == ["Agreement", "Metric vs human judgement", "Benchmark by model variant"]
+    frames = [df.value for df in at.dataframe]
+    agreement = frames[0]
+    assert set(agreement["group"]) == {"artists", "lay", "all"}
+    assert set(agreement["question"]) == {"content", "style", "copy"}
+    assert any("variant" in frame.columns and "original" in set(frame["variant"]) for frame in frames)
+    assert at.radio(key="analysis_metric").options == ["CM", "CM_w", "-m_sem", "-m_style"]
+    # Every plot and table has its download.
+    labels = [element.proto.label for element in at.get("download_button")]
+    assert labels.count("Plot (PNG)") == 3 and labels.count("Table (CSV)") == 4
+
+
+def test_analysis_page_switches_metric_and_method(study):
+    at = open_page(study, "analysis.py", analysis_boot=10)
+    at.radio(key="analysis_metric").set_value("-m_style").run()
+    at.radio(key="analysis_method").set_value("kendall").run()
+    assert not at.exception, at.exception
+    correlations = next(df.value for df in at.dataframe if "method" in df.value.columns)
+    assert set(correlations["method"]) == {"kendall"}
+
+
+def test_analysis_page_reports_a_campaign_without_ratings(ws):
+    create_synthetic_campaign(ws, "empty", n_anchors=2)
+    at = open_page(ws, "analysis.py")
+    assert not at.exception, at.exception
+    assert "campaign 'empty' has no ratings yet" in text(at)
+
+
+def test_analysis_page_is_for_researchers_only(study):
+    at = open_page(study, "analysis.py", role="artist")
+    assert "This page is for researchers." in text(at)
+    assert not at.dataframe
+
+
+def test_calibration_page_shows_curve_and_exports_weights(study):
+    at = open_page(study, "calibration.py", cal_boot=20)
+    assert not at.exception, at.exception
+    assert at.metric[0].label == "Chosen w"
+    summary = at.dataframe[0].value
+    assert list(summary["setting"]) == ["calibrated (out-of-fold)", "paper w=0.5", "semantic only w=1",
+                                        "style only w=0"]
+    labels = [element.proto.label for element in at.get("download_button")]
+    assert labels == ["Curve (CSV)", "Plot (PNG)", "Weights (JSON)"]
+    at.button(key="cal_record").click().run()
+    assert "recorded" in text(at)
+    assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 1
+
+
+def test_calibration_page_explains_a_group_without_raters(ws):
+    campaign = create_synthetic_campaign(ws, "lay-only", n_anchors=6)
+    add_simulated_ratings(ws, campaign, n_artists=0, n_lay=2)
+    at = open_page(ws, "calibration.py", cal_boot=10)
+    assert not at.exception, at.exception
+    assert "no usable ratings from the artists group" in text(at)
+    at.selectbox(key="cal_group").set_value("lay").run()
+    assert not at.exception, at.exception
+    assert at.metric[0].label == "Chosen w"
+
+
+def test_pages_are_in_the_researcher_menu(study, monkeypatch):
+    monkeypatch.setenv("CPDM_WORKSPACE", str(study.root))
+    _, token = create_rater(study, "lead", "researcher")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["token"] = token
+    at.session_state["cal_boot"] = 10
+    at.run()
+    at.switch_page("pages/calibration.py").run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Calibration"]
+    assert at.metric[0].label == "Chosen w"
