@@ -1,0 +1,216 @@
+"""Scoring speed: the engine (batched, feature cache) against the one-pair-at-a-time approach.
+
+Both approaches score the same pairs (anchors × generations, random images)
+with the same full-size, random-weight backbones:
+
+(a) reference: for every pair, load both images and run both through CLIP
+    and the style network at batch size 1 in fp32, then apply cpdm.metric;
+    an anchor with 9 generations is embedded 9 times.
+(b) engine: ``cpdm.scoring.score_pairs`` (each image once, batched, features
+    cached in the workspace, fp16 on CUDA where it keeps scores within 1e-3).
+
+The script checks that both give the same numbers, then prints pairs/s for
+each, their ratio, images/s of the engine and peak memory (resident memory
+on the CPU, allocated GPU memory on CUDA).
+
+    python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + VGG19
+    python benchmarks/bench_scoring.py --quick    # under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py --device cuda --anchors 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cpdm import metric  # noqa: E402
+from cpdm.backbones import load_semantic, load_style  # noqa: E402
+from cpdm.images import load_image, store_pil_image  # noqa: E402
+from cpdm.scoring import ScoringEngine, load_scores, score_pairs  # noqa: E402
+from cpdm.workspace import init_workspace  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 anchors x 3 generations, 128x128, ViT-B-32 (under a minute on 2 cores)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--anchors", type=int, default=None, help="anchors (default 8; quick 2)")
+    parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9; quick 3)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 128)")
+    parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
+    parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
+    parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.anchors = args.anchors or (2 if quick else 8)
+    args.generations = args.generations or (3 if quick else 9)
+    args.size = args.size or (128 if quick else 512)
+    args.semantic = args.semantic or ("ViT-B-32/openai" if quick else "ViT-L-14/openai")
+    args.batch_size = args.batch_size or (64 if args.device.startswith("cuda") else 16)
+    return args
+
+
+class PeakMemory:
+    """Peak resident memory (CPU, sampled) or peak allocated GPU memory during a block, in MiB."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+
+    def _rss_mib(self) -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self._rss_mib())
+            time.sleep(0.02)
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_mib = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def build_workspace(root: Path, anchors: int, generations: int, size: int):
+    """A workspace of random images: anchors × generations normal pairs."""
+    ws = init_workspace(root)
+    rng = np.random.default_rng(0)
+
+    def random_image() -> Image.Image:
+        # Smooth colour fields plus noise: closer to real images than pure noise.
+        base = rng.uniform(0, 255, size=(8, 8, 3)).astype(np.uint8)
+        image = Image.fromarray(base).resize((size, size), Image.BICUBIC)
+        noise = rng.normal(0, 12, size=(size, size, 3))
+        return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
+
+    with ws.transaction() as conn:
+        variant = conn.execute("INSERT INTO variants (name, base_model, method) VALUES ('original', 'sd', 'original')").lastrowid
+        for a in range(anchors):
+            anchor_image = store_pil_image(ws, random_image()).sha256
+            anchor = conn.execute("INSERT INTO anchors (image, artist) VALUES (?, ?)", (anchor_image, f"artist {a}")).lastrowid
+            prompt = conn.execute("INSERT INTO prompts (anchor, text, origin) VALUES (?, 'x', 'manual')", (anchor,)).lastrowid
+            for g in range(generations):
+                image = store_pil_image(ws, random_image()).sha256
+                generation = conn.execute(
+                    "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)", (prompt, variant, g, image)
+                ).lastrowid
+                conn.execute("INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (anchor, generation, image))
+    return ws
+
+
+def reference_scores(ws, clip, style) -> dict[int, tuple[float, float]]:
+    """One pair at a time, both images embedded for every pair, batch size 1, fp32."""
+    rows = ws.conn.execute("SELECT p.id, a.image, p.image FROM pairs p JOIN anchors a ON a.id = p.anchor ORDER BY p.id")
+    results = {}
+    with torch.no_grad():
+        for pair, anchor_sha, image_sha in rows.fetchall():
+            anchor, generated = load_image(ws, anchor_sha), load_image(ws, image_sha)
+            emb_a = clip.embed([anchor])[0]
+            emb_g = clip.embed([generated])[0]
+            grams_a = [gram[0] for gram in style.grams([anchor])]
+            grams_g = [gram[0] for gram in style.grams([generated])]
+            results[pair] = (
+                float(metric.m_sem(emb_a, emb_g)),
+                float(metric.m_style(grams_a, grams_g, style.layer_weights)),
+            )
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = args.device
+    style_size = args.size if args.style == "vgg19" else None
+    print(
+        f"device={device} threads={torch.get_num_threads()} pairs={args.anchors}x{args.generations} "
+        f"size={args.size} semantic={args.semantic} style={args.style} (random weights, full-size) batch={args.batch_size}"
+    )
+    started = time.perf_counter()
+    clip = load_semantic(args.semantic, mode="random", device=device)
+    style = load_style(args.style, mode="random", device=device, image_size=style_size)
+    print(f"built backbones in {time.perf_counter() - started:.1f} s")
+
+    with tempfile.TemporaryDirectory(prefix="cpdm-bench-") as folder:
+        ws = build_workspace(Path(folder) / "ws", args.anchors, args.generations, args.size)
+        n_pairs = args.anchors * args.generations
+
+        # Warm-up outside the timings (first-call allocations, cuDNN autotuning).
+        warm = load_image(ws, ws.conn.execute("SELECT image FROM anchors LIMIT 1").fetchone()[0])
+        clip.embed([warm])
+        style.grams([warm])
+
+        with PeakMemory(device) as reference_memory:
+            t0 = time.perf_counter()
+            reference = reference_scores(ws, clip, style)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            reference_seconds = time.perf_counter() - t0
+
+        engine = ScoringEngine(ws, clip, style, batch_size=args.batch_size)
+        with PeakMemory(device) as engine_memory:
+            t0 = time.perf_counter()
+            report = score_pairs(ws, engine=engine, progress=False)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            engine_seconds = time.perf_counter() - t0
+
+        frame = load_scores(ws, clip.key, style.key)
+        engine_values = {int(row.pair): (row.m_sem, row.m_style) for row in frame.itertuples()}
+        ws.close()
+
+    sem_diff = max(abs(engine_values[p][0] - reference[p][0]) for p in reference)
+    style_rel = max(abs(engine_values[p][1] - reference[p][1]) / max(abs(reference[p][1]), 1e-30) for p in reference)
+    tolerance = 1e-3 if device.startswith("cuda") else 1e-4
+    same = len(engine_values) == len(reference) and sem_diff <= tolerance and style_rel <= tolerance
+
+    reference_rate = n_pairs / reference_seconds
+    engine_rate = n_pairs / engine_seconds
+    speedup = engine_rate / reference_rate
+    images_rate = report.images_computed / engine_seconds
+    target = 10.0 if device.startswith("cuda") else 2.0
+    print(f"{'approach':<34} {'seconds':>8} {'pairs/s':>9} {'peak MiB':>9}")
+    print(f"{'(a) reference: per pair, batch 1':<34} {reference_seconds:>8.2f} {reference_rate:>9.2f} {reference_memory.peak_mib:>9.0f}")
+    print(f"{'(b) engine: cached, batched':<34} {engine_seconds:>8.2f} {engine_rate:>9.2f} {engine_memory.peak_mib:>9.0f}")
+    print(
+        f"engine / reference = {speedup:.2f}x (target {target:g}x on {'CUDA' if target == 10 else 'CPU'}); "
+        f"engine images/s = {images_rate:.2f} ({report.images_computed} images); precision {report.precision}"
+    )
+    print(
+        f"same numbers: {'yes' if same else 'NO'} (max |dM_sem| = {sem_diff:.2e}, max relative dM_style = {style_rel:.2e}, "
+        f"tolerance {tolerance:g})"
+    )
+    print(
+        f"RESULT reference_pairs_per_s={reference_rate:.3f} engine_pairs_per_s={engine_rate:.3f} speedup={speedup:.2f} "
+        f"engine_images_per_s={images_rate:.3f} same_numbers={int(same)} max_sem_diff={sem_diff:.2e} "
+        f"max_style_rel_diff={style_rel:.2e} peak_mib_reference={reference_memory.peak_mib:.0f} "
+        f"peak_mib_engine={engine_memory.peak_mib:.0f}"
+    )
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
