@@ -69,6 +69,14 @@ flash = st.session_state.pop("rate_flash", None)
 if flash and flash[0] == "error":
     st.error(flash[1])
 
+# Keep both images as large as the window allows while leaving the questions in view.
+st.html(
+    "<style>"
+    "[data-testid='stImage'] img {max-height: 50vh; object-fit: contain;}"
+    "[data-testid='stMainBlockContainer'] {padding-top: 3.5rem;}"
+    ".cpdm-scale p {margin: 0;}"
+    "</style>"
+)
 left, right = st.columns(2, gap="large")
 with left:
     st.markdown("#### Original")
@@ -83,11 +91,13 @@ unanswered = [q.id for q in protocol.questions if q.id not in answers]
 current = unanswered[0] if unanswered else None
 
 for number, question in enumerate(protocol.questions, start=1):
+    # One row per question: the question, the low label, one button per value, the high label.
+    columns = st.columns([5, 2] + [1] * len(question.values) + [2], vertical_alignment="center")
     marker = "▶ " if question.id == current else ""
-    st.markdown(f"**{marker}{number}. {question.text}**")
-    columns = st.columns([3] + [1] * len(question.values) + [3], vertical_alignment="center")
-    columns[0].markdown(f"<div style='text-align:right'>{question.low}</div>", unsafe_allow_html=True)
-    for column, value in zip(columns[1:-1], question.values):
+    columns[0].markdown(f"**{marker}{number}. {question.text}**")
+    columns[1].markdown(f"<div class='cpdm-scale' style='text-align:right'><p>{question.low}</p></div>",
+                        unsafe_allow_html=True)
+    for column, value in zip(columns[2:-1], question.values):
         column.button(
             str(value),
             key=f"q:{item.campaign}:{item.pair}:{question.id}:{value}",
@@ -97,7 +107,7 @@ for number, question in enumerate(protocol.questions, start=1):
             args=(key, question.id, value),
             width="stretch",
         )
-    columns[-1].markdown(question.high)
+    columns[-1].markdown(f"<div class='cpdm-scale'><p>{question.high}</p></div>", unsafe_allow_html=True)
 
 complete = not unanswered
 st.button(

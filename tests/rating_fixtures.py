@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from cpdm.campaigns import create_campaign
 from cpdm.images import store_pil_image
@@ -26,14 +26,22 @@ class RatingWorld:
 
 
 def tiny_image(seed: int, size: int = 48) -> Image.Image:
-    """A small image whose colours and pattern depend on the seed."""
+    """A small picture (a colour gradient with a few shapes) that depends on the seed."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=3)
-    pixels = np.clip(rng.normal(base, 30, size=(size, size, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
+    top, bottom = rng.integers(0, 256, size=(2, 3))
+    ramp = np.linspace(0, 1, size)[:, None, None]
+    pixels = (top * (1 - ramp) + bottom * ramp).repeat(size, axis=1).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x, y = rng.integers(0, size, size=2)
+        r = int(rng.integers(size // 10, size // 4 + 1))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(v) for v in rng.integers(0, 256, size=3)))
+    return image
 
 
-def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("original", "esd")) -> tuple[list, list]:
+def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("original", "esd"),
+              image_size: int = 48) -> tuple[list, list]:
     """Anchors with generations from each variant, and one normal pair per generation."""
     conn = ws.conn
     variant_ids = []
@@ -46,7 +54,7 @@ def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("origi
     anchors, pairs = [], []
     seed = 1000 * (1 + conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
     for a in range(n_anchors):
-        anchor_image = store_pil_image(ws, tiny_image(seed := seed + 1)).sha256
+        anchor_image = store_pil_image(ws, tiny_image(seed := seed + 1, image_size)).sha256
         anchor_id = conn.execute(
             "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
             (anchor_image, ARTISTS[a % len(ARTISTS)], f"Work {a}", CATEGORIES[a % len(CATEGORIES)]),
@@ -57,7 +65,7 @@ def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("origi
         ).lastrowid
         for g in range(gens_per_anchor):
             variant = variant_ids[g % len(variant_ids)]
-            image = store_pil_image(ws, tiny_image(seed := seed + 1)).sha256
+            image = store_pil_image(ws, tiny_image(seed := seed + 1, image_size)).sha256
             generation = conn.execute(
                 "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)",
                 (prompt, variant, g, image),
@@ -70,9 +78,9 @@ def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("origi
 
 
 def make_world(ws, n_anchors=3, gens_per_anchor=2, *, overlap=None, include_checks=False,
-               protocol_text=None, name="study") -> RatingWorld:
+               protocol_text=None, name="study", image_size=48) -> RatingWorld:
     """A workspace with pairs and one open campaign over all of them."""
-    anchors, pairs = add_pairs(ws, n_anchors, gens_per_anchor)
+    anchors, pairs = add_pairs(ws, n_anchors, gens_per_anchor, image_size=image_size)
     campaign = create_campaign(
         ws, name, pairs, overlap=overlap, include_checks=include_checks, protocol_text=protocol_text
     )
