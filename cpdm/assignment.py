@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import math
 import random
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -62,6 +64,27 @@ class Item:
     assigned_at: str
     expires_at: str
     kind: str
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def rating_write(ws):
+    """A write transaction for rating work, queued behind this process's other rating writes.
+
+    SQLite lets one writer in at a time and makes the others poll with
+    growing sleeps, which under many raters leaves a few waiting for
+    seconds. Queuing the writers of one process (the app server) on a lock
+    first keeps the wait short and fair; other processes still meet SQLite's
+    own lock and busy timeout.
+    """
+    key = str(ws.db_path.resolve())
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+    with lock, ws.transaction() as conn:
+        yield conn
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,11 +179,11 @@ def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, 
 def true_load(conn, campaign_id: int, pair_id: int, role: str, now_text: str) -> int:
     """A pair's load for a role counted from assignments and ratings (what pair_load caches)."""
     return conn.execute(
-        "SELECT COUNT(*) FROM raters x WHERE x.role = :role AND ("
-        " EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = :campaign AND a.pair = :pair AND a.rater = x.id"
-        "  AND (a.status = 'done' OR (a.status = 'assigned' AND a.expires_at > :now)))"
-        " OR EXISTS (SELECT 1 FROM ratings r WHERE r.campaign = :campaign AND r.pair = :pair AND r.rater = x.id"
-        "  AND r.value IS NOT NULL))",
+        "SELECT COUNT(*) FROM ("
+        " SELECT rater FROM assignments WHERE campaign = :campaign AND pair = :pair"
+        "  AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))"
+        " UNION SELECT rater FROM ratings WHERE campaign = :campaign AND pair = :pair AND value IS NOT NULL"
+        ") AS holders JOIN raters x ON x.id = holders.rater WHERE x.role = :role",
         {"campaign": campaign_id, "pair": pair_id, "role": role, "now": now_text},
     ).fetchone()[0]
 
@@ -195,15 +218,24 @@ def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_te
 
 
 def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random) -> int | None:
-    """An attention-check pair of the campaign that the rater has not seen yet."""
-    rows = conn.execute(
-        "SELECT cp.pair FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
-        "WHERE cp.campaign = ? AND p.kind != 'normal' AND NOT EXISTS (SELECT 1 FROM assignments a "
-        "WHERE a.campaign = cp.campaign AND a.pair = cp.pair AND a.rater = ? AND a.status != 'expired') "
-        "ORDER BY cp.pair",
-        (campaign_id, rater_id),
-    ).fetchall()
-    return rng.choice(rows)[0] if rows else None
+    """A random attention-check pair of the campaign that the rater has not seen yet.
+
+    Walks the pairs_by_kind index from a random pair id (wrapping around
+    once), so the cost does not grow with the campaign's size.
+    """
+    top = conn.execute("SELECT MAX(id) FROM pairs").fetchone()[0] or 0
+    params = {"campaign": campaign_id, "rater": rater_id, "start": rng.randint(0, top)}
+    for condition in ("p.id >= :start", "p.id < :start"):
+        row = conn.execute(
+            "SELECT p.id FROM pairs p INDEXED BY pairs_by_kind WHERE p.kind IN ('check_identical', 'check_unrelated') "
+            f"AND {condition} AND EXISTS (SELECT 1 FROM campaign_pairs cp WHERE cp.campaign = :campaign "
+            "AND cp.pair = p.id) AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = :campaign "
+            "AND a.pair = p.id AND a.rater = :rater AND a.status != 'expired') ORDER BY p.id LIMIT 1",
+            params,
+        ).fetchone()
+        if row is not None:
+            return row[0]
+    return None
 
 
 def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate: float) -> bool:
@@ -266,7 +298,7 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
         return None
     now = now or utc_now()
     now_text = format_time(now)
-    with ws.transaction() as conn:
+    with rating_write(ws) as conn:
         ensure_pair_load(conn, campaign_id, now_text)
         expire_stale(conn, campaign_id, now_text)
         held = current_pair(conn, campaign_id, rater.id)

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from cpdm.assignment import _campaign_settings, format_time, parse_time, utc_now
+from cpdm.assignment import _campaign_settings, format_time, parse_time, rating_write, utc_now
 from cpdm.errors import CpdmError
 
 MAX_SKIP_REASON = 500
@@ -88,7 +88,7 @@ def submit(
             raise CpdmError("a skipped pair needs a reason")
         skip_reason = skip_reason[:MAX_SKIP_REASON]
     now = now or utc_now()
-    with ws.transaction() as conn:
+    with rating_write(ws) as conn:
         row = conn.execute(
             "SELECT status, assigned_at FROM assignments WHERE campaign = ? AND pair = ? AND rater = ?",
             (campaign_id, pair_id, rater.id),

@@ -249,7 +249,12 @@ def _migrate_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    """An index on pair kind, so a rater's next attention check is found without scanning every pair."""
+    conn.execute("CREATE INDEX pairs_by_kind ON pairs (kind, id)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4]
 
 
 def schema_version() -> int:

@@ -1,0 +1,272 @@
+"""Rating under load: next-pair and submit latency with many raters on one workspace.
+
+Builds a workspace with a campaign of 20,000 pairs (overlap artist=3, lay=3)
+that already holds 100,000 submitted pair ratings (300,000 answer rows, from
+200 earlier raters), then lets 50 simulated raters (threads, each with its own
+SQLite connection, half artists, half lay) loop next-pair + submit for a
+fixed time. Every tenth submit is sent twice with the same nonce, as a
+double click would.
+
+Two phases run on the same workspace, one after the other:
+
+- paced: each rater looks at a pair for 2 to 4 s before submitting (2 s is
+  the protocol's fastest answer not flagged as too fast), starting at a
+  random moment; this is the load 50 quick humans put on the server;
+- saturated: no pause at all; every rater hammers next-pair + submit, which
+  measures throughput (latency there is mostly queueing: with one SQLite
+  writer, 50 clients wait about 50 x the time of one write).
+
+Prints p50/p95/p99 latency of next-pair and of submit for each phase,
+ratings per second, and the number of lost or duplicated ratings (must be 0).
+Target: p95 of both under 50 ms.
+
+    python benchmarks/bench_rating.py            # 20,000 pairs, 100,000 ratings, 50 raters, 20 s per phase
+    python benchmarks/bench_rating.py --quick    # 5,000 pairs, 20,000 ratings, 50 raters, 8 s per phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cpdm.assignment import format_time, next_item, rebuild_pair_load, utc_now  # noqa: E402
+from cpdm.auth import create_rater, get_rater  # noqa: E402
+from cpdm.campaigns import create_campaign  # noqa: E402
+from cpdm.rating import submit  # noqa: E402
+from cpdm.workspace import init_workspace, open_workspace  # noqa: E402
+
+TARGET_P95_MS = 50.0
+QUESTIONS = ("content", "style", "copy")
+EARLIER_RATERS_PER_ROLE = 100
+
+
+def fake_sha(i: int) -> str:
+    return hashlib.sha256(f"bench-image-{i}".encode()).hexdigest()
+
+
+def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
+    """A workspace with one campaign of ``n_pairs`` pairs and ``n_ratings`` earlier pair ratings."""
+    ws = init_workspace(root)
+    conn = ws.conn
+    n_anchors = max(1, n_pairs // 10)
+    with ws.transaction():
+        # Image rows only: next-pair and submit never open the files.
+        conn.executemany(
+            "INSERT INTO images (sha256, path, width, height, format, bytes) VALUES (?, ?, 512, 512, 'PNG', 1000)",
+            [(fake_sha(i), f"images/{i}.png") for i in range(n_anchors + n_pairs)],
+        )
+        conn.executemany("INSERT INTO anchors (id, image, artist) VALUES (?, ?, 'bench')",
+                         [(a + 1, fake_sha(a)) for a in range(n_anchors)])
+        conn.execute("INSERT INTO variants (id, name, base_model, method) VALUES (1, 'original', 'sd', 'original')")
+        conn.executemany("INSERT INTO prompts (id, anchor, text, origin) VALUES (?, ?, 'p', 'manual')",
+                         [(a + 1, a + 1) for a in range(n_anchors)])
+        conn.executemany(
+            "INSERT INTO generations (id, prompt, variant, image) VALUES (?, ?, 1, ?)",
+            [(g + 1, g % n_anchors + 1, fake_sha(n_anchors + g)) for g in range(n_pairs)],
+        )
+        conn.executemany(
+            "INSERT INTO pairs (id, anchor, generation, image) VALUES (?, ?, ?, ?)",
+            [(g + 1, g % n_anchors + 1, g + 1, fake_sha(n_anchors + g)) for g in range(n_pairs)],
+        )
+    campaign = create_campaign(ws, "bench", list(range(1, n_pairs + 1)), overlap={"artist": 3, "lay": 3})
+    earlier = {role: [create_rater(ws, f"earlier-{role}-{i}", role, simulated=True)[0].id
+                      for i in range(EARLIER_RATERS_PER_ROLE)] for role in ("artist", "lay")}
+    # Rounds over all pairs, roles alternating (artist first on even pairs, lay first on odd ones):
+    # both roles keep free slots and no pair gets more than its overlap.
+    stamp = format_time(utc_now())
+    rng = np.random.default_rng(0)
+    rating_rows, assignment_rows = [], []
+    for k in range(n_ratings):
+        pair, round_ = k % n_pairs + 1, k // n_pairs
+        role = "artist" if (round_ + pair) % 2 == 0 else "lay"
+        rater = earlier[role][(pair + 37 * round_) % EARLIER_RATERS_PER_ROLE]
+        nonce = f"earlier-{k}"
+        for question, value in zip(QUESTIONS, rng.integers(1, 6, size=3)):
+            rating_rows.append((campaign, pair, rater, question, int(value), stamp, stamp, 5.0, nonce))
+        assignment_rows.append((campaign, pair, rater, stamp, stamp))
+    with ws.transaction():
+        conn.executemany(
+            "INSERT INTO ratings (campaign, pair, rater, question, value, shown_at, submitted_at, seconds, nonce) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rating_rows)
+        conn.executemany(
+            "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
+            "VALUES (?, ?, ?, 'done', ?, ?)", assignment_rows)
+    rebuild_pair_load(ws, campaign)
+    conn.execute("ANALYZE")
+    ws.close()
+    return campaign
+
+
+def rater_loop(root, rater_id, stop_at, think_s, out, errors):
+    """One simulated rater: next pair, look at it, submit, until time is up (or nothing is left).
+
+    With ``think_s`` the rater starts at a random moment within the first
+    ``think_s`` seconds and looks at each pair for ``think_s`` to twice that,
+    as people do: they neither start nor answer in lockstep.
+    """
+    rng = random.Random(rater_id)
+    ws = open_workspace(root)
+    rater = get_rater(ws, rater_id)
+    next_ms, submit_ms, saved, resent = [], [], {}, 0
+    try:
+        if think_s:
+            time.sleep(rng.uniform(0, think_s))
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            item = next_item(ws, rater)
+            t1 = time.perf_counter()
+            next_ms.append((t1 - t0) * 1000)
+            if item is None:
+                break
+            if think_s:
+                time.sleep(rng.uniform(think_s, 2 * think_s))
+            answers = {q: 1 + (item.pair + i + rater_id) % 5 for i, q in enumerate(QUESTIONS)}
+            nonce = uuid.uuid4().hex
+            t2 = time.perf_counter()
+            result = submit(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
+            submit_ms.append((time.perf_counter() - t2) * 1000)
+            if result.status == "saved":
+                saved[item.pair] = answers
+            if len(submit_ms) % 10 == 0:  # a double click: the same request again
+                resent += 1
+                submit(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
+    except Exception as exc:
+        errors.append(f"rater {rater_id}: {exc!r}")
+    finally:
+        ws.close()
+    out[rater_id] = (next_ms, submit_ms, saved, resent)
+
+
+def check_integrity(root, campaign, results) -> tuple[int, int, int]:
+    """(lost, duplicated, over-overlap pairs) after the run."""
+    ws = open_workspace(root)
+    conn = ws.conn
+    lost = 0
+    merged: dict[int, dict] = {}
+    for rater_id, (_, _, saved, _) in results:
+        merged.setdefault(rater_id, {}).update(saved)
+    for rater_id, saved in merged.items():
+        stored = {}
+        for pair, question, value in conn.execute(
+            "SELECT pair, question, value FROM ratings WHERE rater = ?", (rater_id,)
+        ):
+            stored.setdefault(pair, {})[question] = value
+        lost += sum(1 for pair, answers in saved.items() if stored.get(pair) != answers)
+        lost += sum(1 for pair in stored if pair not in saved)  # rows nobody was told were saved
+    duplicated = conn.execute(
+        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM ratings "
+        "GROUP BY campaign, pair, rater, question HAVING n > 1)"
+    ).fetchone()[0]
+    over = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT r.pair, x.role, COUNT(DISTINCT r.rater) AS n FROM ratings r "
+        "JOIN raters x ON x.id = r.rater WHERE r.campaign = ? GROUP BY r.pair, x.role HAVING n > 3)",
+        (campaign,),
+    ).fetchone()[0]
+    ws.close()
+    return lost, duplicated, over
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    if not values:
+        return (float("nan"),) * 3
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
+def run_phase(root, raters, seconds, think_s) -> dict:
+    """Run every rater in its own thread for ``seconds``; return latencies and what was saved."""
+    results, errors = {}, []
+    stop_at = time.monotonic() + seconds
+    threads = [threading.Thread(target=rater_loop, args=(root, r, stop_at, think_s, results, errors)) for r in raters]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {
+        "next": percentiles([v for r in results.values() for v in r[0]]),
+        "submit": percentiles([v for r in results.values() for v in r[1]]),
+        "calls": (sum(len(r[0]) for r in results.values()), sum(len(r[1]) for r in results.values())),
+        "saved": sum(len(r[2]) for r in results.values()),
+        "resent": sum(r[3] for r in results.values()),
+        "rate": sum(len(r[2]) for r in results.values()) / elapsed,
+        "elapsed": elapsed, "errors": errors, "results": list(results.items()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller campaign, shorter run (under a minute)")
+    parser.add_argument("--pairs", type=int, help="pairs in the campaign (default 20000; quick 5000)")
+    parser.add_argument("--ratings", type=int, help="earlier pair ratings (default 100000; quick 20000)")
+    parser.add_argument("--raters", type=int, default=50, help="simulated concurrent raters (default 50)")
+    parser.add_argument("--seconds", type=float, help="run time of each phase (default 20; quick 8)")
+    parser.add_argument("--think", type=float, default=2.0, help="least seconds per pair in the paced phase (default 2; each pair takes 1-2x this)")
+    args = parser.parse_args()
+    n_pairs = args.pairs or (5_000 if args.quick else 20_000)
+    n_ratings = args.ratings or (20_000 if args.quick else 100_000)
+    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    if n_ratings > 5 * n_pairs:
+        parser.error("--ratings may be at most 5 x --pairs (overlap artist=3, lay=3 leaves room for new raters)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        t0 = time.perf_counter()
+        campaign = build_workspace(root, n_pairs, n_ratings)
+        build_s = time.perf_counter() - t0
+        ws = open_workspace(root)
+        raters = [create_rater(ws, f"bench-{i}", "artist" if i % 2 == 0 else "lay", simulated=True)[0].id
+                  for i in range(args.raters)]
+        ws.close()
+        print(f"workspace: {n_pairs:,} pairs, {n_ratings:,} earlier ratings ({3 * n_ratings:,} rows), "
+              f"built in {build_s:.1f} s")
+        print(f"{args.raters} raters (threads, one connection each), {seconds:.0f} s per phase")
+        paced = run_phase(root, raters, seconds, args.think)
+        saturated = run_phase(root, raters, seconds, 0.0)
+        lost, duplicated, over = check_integrity(root, campaign, paced["results"] + saturated["results"])
+
+    print()
+    print(f"{'':24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95/target':>12}{'calls':>8}")
+    for label, phase in ((f"paced ({args.think:g} s/pair)", paced), ("saturated (no pause)", saturated)):
+        for i, name in enumerate(("next-pair", "submit")):
+            p50, p95, p99 = phase["next" if i == 0 else "submit"]
+            print(f"{name + ', ' + label.split(' ')[0]:24}{p50:9.2f}{p95:9.2f}{p99:9.2f}"
+                  f"{p95 / TARGET_P95_MS:12.2f}{phase['calls'][i]:8d}")
+    print()
+    for label, phase in (("paced", paced), ("saturated", saturated)):
+        print(f"{label:10} ratings saved: {phase['saved']:,} in {phase['elapsed']:.1f} s = {phase['rate']:.0f} ratings/s; "
+              f"resent submits (same nonce): {phase['resent']}")
+    print(f"lost ratings: {lost}; duplicated ratings: {duplicated}; pairs over their overlap: {over}")
+    errors = paced["errors"] + saturated["errors"]
+    if errors:
+        print(f"errors ({len(errors)}): {errors[:3]}")
+    ok = lost == 0 and duplicated == 0 and over == 0 and not errors
+    meets = paced["next"][1] < TARGET_P95_MS and paced["submit"][1] < TARGET_P95_MS
+    print(f"target p95 < {TARGET_P95_MS:.0f} ms for both (paced raters): {'met' if meets else 'NOT met'}; "
+          f"saturated p95/target: next {saturated['next'][1] / TARGET_P95_MS:.2f}, "
+          f"submit {saturated['submit'][1] / TARGET_P95_MS:.2f}")
+    print(
+        f"RESULT next_p50_ms={paced['next'][0]:.2f} next_p95_ms={paced['next'][1]:.2f} "
+        f"next_p99_ms={paced['next'][2]:.2f} submit_p50_ms={paced['submit'][0]:.2f} "
+        f"submit_p95_ms={paced['submit'][1]:.2f} submit_p99_ms={paced['submit'][2]:.2f} "
+        f"saturated_next_p95_ms={saturated['next'][1]:.2f} saturated_submit_p95_ms={saturated['submit'][1]:.2f} "
+        f"ratings_per_s={saturated['rate']:.1f} lost={lost} duplicated={duplicated} over_overlap={over} "
+        f"raters={args.raters} pairs={n_pairs} earlier_ratings={n_ratings}"
+    )
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
