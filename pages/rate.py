@@ -43,8 +43,10 @@ def send(campaign: int, pair: int, nonce: str, skipping: bool = False) -> None:
         st.session_state["rate_flash"] = ("error", str(exc))
         return
     st.session_state.pop(f"answers:{campaign}:{pair}", None)
-    st.session_state["rate_flash"] = ("ok", "Skipped." if answers is None else "Saved.") if result.status == "saved" \
-        else ("ok", "Already saved.")
+    if result.status == "saved":
+        st.session_state["rate_flash"] = ("ok", "Skipped." if skipping else "Saved.")
+    else:
+        st.session_state["rate_flash"] = ("ok", "Already saved: this pair was answered before.")
 
 
 def thank_you() -> None:
@@ -68,6 +70,8 @@ st.progress(progress.fraction, text=f"{progress.done} of {progress.total} pairs 
 flash = st.session_state.pop("rate_flash", None)
 if flash and flash[0] == "error":
     st.error(flash[1])
+elif flash:
+    st.toast(flash[1])
 
 # Keep both images as large as the window allows while leaving the questions in view.
 st.html(

@@ -110,6 +110,7 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
         at.button(key=f"q:1:{pending}:{question}:{value}").click().run()
     answer_and_submit(second, pending)
     at.button(key=f"submit:1:{pending}").click().run()
+    assert [t.value for t in at.toast] == ["Already saved: this pair was answered before."]
     assert not at.exception
     assert current_pair(ws, rater) != pending
     saved = ratings(ws, rater)
