@@ -50,13 +50,18 @@ def find_app(repo_root: Path | None = None) -> Path:
 
 
 def streamlit_command(app: Path, host: str, port: int) -> list[str]:
-    """The command line that serves ``app`` headless on ``host:port`` with usage statistics off."""
+    """The command line that serves ``app`` headless on ``host:port``.
+
+    Usage statistics are off (no network), and the toolbar is in viewer mode
+    so raters see no developer menu or "Deploy" button.
+    """
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(port),
         "--server.address", host,
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
 
 
