@@ -112,9 +112,10 @@ def test_bootstrap_resamples_equal_alpha_of_explicitly_resampled_units():
     counts = counts_of(PUBLISHED, domain)
     counts = counts[counts.sum(axis=1) >= 2]
     alphas, low, high = bootstrap_alpha(counts, "ordinal", domain, n_boot=20, seed=7)
-    # Re-draw the same multinomial weights and compute each resample the slow way.
-    rng = np.random.default_rng(7)
-    weights = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=20)
+    # Re-draw the same resample counts and compute each resample the slow way.
+    from cpdm.analysis.correlation import pair_bootstrap_counts
+
+    weights = pair_bootstrap_counts(len(counts), 20, np.random.default_rng(7)).astype(int)
     for row, alpha in zip(weights, alphas):
         resampled = np.repeat(counts, row, axis=0)
         expected = krippendorff.alpha(value_counts=resampled, value_domain=domain, level_of_measurement="ordinal") \

@@ -51,14 +51,35 @@ def test_each_resample_equals_scipy_on_the_resampled_data():
         assert pearson[row] == pytest.approx(stats.pearsonr(x[index], y[index]).statistic, abs=1e-10)
 
 
-def test_kendall_blocks_give_the_same_answer(monkeypatch):
+def test_kendall_concordance_equals_the_pairwise_definition():
+    from cpdm.analysis.correlation import _concordance
+
+    x, y = tied_data(n=120)
+    weights = counts_from_indices(np.random.default_rng(1).integers(0, 120, size=(6, 120)), 120)
+    pairwise = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
+    expected = np.einsum("bi,ij,bj->b", weights, pairwise, weights) / 2
+    np.testing.assert_allclose(_concordance(x, y, weights), expected)
+    np.testing.assert_allclose(_concordance(y, x, weights), expected)
+
+
+@pytest.mark.parametrize("kind", ["few human levels", "few metric levels", "both continuous", "long tie run"])
+def test_kendall_equals_scipy_whatever_the_ties(kind, monkeypatch):
     from cpdm.analysis import correlation
 
-    x, y = tied_data(n=50)
-    weights = counts_from_indices(np.random.default_rng(1).integers(0, 50, size=(4, 50)), 50)
-    whole = weighted_kendall_tau_b(x, y, weights)
-    monkeypatch.setattr(correlation, "_KENDALL_BLOCK", 7)
-    np.testing.assert_allclose(weighted_kendall_tau_b(x, y, weights), whole, atol=1e-6)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=90)
+    y = x + rng.normal(size=90)
+    if kind == "few human levels":
+        y = np.round(y)
+    elif kind == "few metric levels":
+        x = np.round(x)
+    elif kind == "long tie run":
+        x[x < 0.3] = 0.0  # like CM clipped at 0: one run longer than a chunk
+    monkeypatch.setattr(correlation, "_KENDALL_CHUNK", 7)  # many chunks, runs longer than a chunk
+    indices = rng.integers(0, 90, size=(5, 90))
+    tau = weighted_kendall_tau_b(x, y, counts_from_indices(indices, 90))
+    for row, index in enumerate(indices):
+        assert tau[row] == pytest.approx(stats.kendalltau(x[index], y[index]).statistic, abs=1e-6)
 
 
 @pytest.mark.parametrize("method", ["spearman", "kendall", "pearson"])
@@ -142,3 +163,14 @@ def test_split_half_ignores_pairs_with_one_rating():
     assert result["pairs"] == 3
     # Two raters per pair: every split compares rater halves of the same three pairs.
     assert np.isfinite(result["ceiling"])
+
+
+def test_pair_bootstrap_counts_are_resamples_of_every_size():
+    from cpdm.analysis.correlation import pair_bootstrap_counts
+
+    counts = pair_bootstrap_counts(50, 400, np.random.default_rng(0))
+    assert counts.shape == (400, 50)
+    assert (counts.sum(axis=1) == 50).all()
+    # Each item's count is Binomial(50, 1/50): mean 1, variance 0.98.
+    assert counts.mean() == pytest.approx(1.0, abs=0.02)
+    assert counts.var() == pytest.approx(0.98, abs=0.08)

@@ -137,15 +137,16 @@ def bootstrap_alpha(
 ) -> tuple[np.ndarray, float, float]:
     """Alpha of ``n_boot`` resamples of the (pairable) units, and the percentile interval.
 
-    All resamples are computed at once: weights (n_boot × units) drawn from a
-    multinomial times the per-unit coincidences (units × V²).
+    All resamples are computed at once: resample counts (n_boot × units, a
+    multinomial draw per row) times the per-unit coincidences (units × V²).
     """
     per_unit = unit_coincidences(value_counts)
     n_units, V, _ = per_unit.shape
     if n_boot <= 0 or n_units == 0:
         return np.empty(0), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
+    from cpdm.analysis.correlation import pair_bootstrap_counts
+
+    weights = pair_bootstrap_counts(n_units, n_boot, np.random.default_rng(seed))
     resampled = (weights @ per_unit.reshape(n_units, V * V)).reshape(n_boot, V, V)
     alphas = alpha_from_coincidences(resampled, level, value_domain)
     tail = (1 - confidence) / 2 * 100

@@ -19,8 +19,9 @@ from scipy import stats
 from cpdm.errors import CpdmError
 
 METHODS = ("spearman", "kendall", "pearson")
-# Pairs per block when building Kendall's sign matrix (memory: n × block floats).
-_KENDALL_BLOCK = 1024
+# Items per chunk in Kendall's τ sweep (see _concordance). Small chunks keep the in-chunk products
+# (16 × 16 × resamples) small enough that BLAS runs them on one thread: no thread wake-ups per chunk.
+_KENDALL_CHUNK = 16
 
 
 def counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
@@ -33,16 +34,21 @@ def counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
 
 
 def pair_bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts for ``n_boot`` ordinary bootstrap resamples of n items."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    """Counts (n_boot × n) for ordinary bootstrap resamples of n items.
+
+    Each row counts n uniform draws with replacement, which is a
+    multinomial(n, 1/n) draw; counting draws is several times faster than
+    numpy's multinomial sampler for large n.
+    """
+    draws = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
 
 
 def cluster_bootstrap_counts(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Counts for resamples of whole clusters (e.g. anchors): every item gets its cluster's multiplicity."""
     _, cluster_index = np.unique(clusters, return_inverse=True)
-    n_clusters = cluster_index.max() + 1
-    cluster_counts = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
-    return cluster_counts[:, cluster_index].astype(np.float64)
+    cluster_counts = pair_bootstrap_counts(int(cluster_index.max()) + 1, n_boot, rng)
+    return cluster_counts[:, cluster_index]
 
 
 def _tie_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,16 +78,30 @@ def weighted_midranks(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, n
 
 
 def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Pearson r of each weighted resample; x and y may be (n,) or (B × n)."""
+    """Pearson r of each weighted resample; x and y may be (n,) or (B × n).
+
+    Computed from weighted sums (one pass each, no B × n temporaries), after
+    centring x and y on their unweighted means so the sums stay small.
+    """
     weights = np.atleast_2d(weights)
-    total = weights.sum(axis=1, keepdims=True)
-    mean_x = (weights * x).sum(axis=1, keepdims=True) / total
-    mean_y = (weights * y).sum(axis=1, keepdims=True) / total
-    dx, dy = x - mean_x, y - mean_y
-    cov = (weights * dx * dy).sum(axis=1)
-    var = (weights * dx * dx).sum(axis=1) * (weights * dy * dy).sum(axis=1)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    spec = "bi,bi->b" if x.ndim == 2 else "bi,i->b"
+    total = weights.sum(axis=1)
+    sum_x = np.einsum(spec, weights, x)
+    sum_y = np.einsum(spec, weights, y)
+    wx = weights * x
+    sum_xx = np.einsum(spec, wx, x) if x.ndim == 2 else np.einsum("bi,i->b", wx, x)
+    sum_xy = np.einsum("bi,bi->b", wx, np.broadcast_to(y, weights.shape))
+    sum_yy = np.einsum("bi,bi->b", weights * y, np.broadcast_to(y, weights.shape))
+    cov = sum_xy - sum_x * sum_y / total
+    var = (sum_xx - sum_x**2 / total) * (sum_yy - sum_y**2 / total)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+        # A resample with (numerically) no spread has no correlation.
+        defined = var > 1e-12 * (sum_xx * sum_yy + 1e-300)
+        return np.where(defined, cov / np.sqrt(np.where(defined, var, 1.0)), np.nan)
 
 
 def weighted_spearman(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -96,38 +116,102 @@ def _tied_pairs(run_totals: np.ndarray) -> np.ndarray:
     return (run_totals * (run_totals - 1) / 2).sum(axis=1)
 
 
-def weighted_kendall_tau_b(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _x_chunks(starts: np.ndarray, n: int, size: int) -> list[tuple[int, int, bool]]:
+    """Split x-sorted positions into chunks of whole tie runs, about ``size`` long: (start, stop, one_run)."""
+    bounds = np.append(starts, n)
+    chunks, lo, runs = [], 0, 0
+    for index in range(1, len(bounds)):
+        runs += 1
+        if bounds[index] - lo >= size or index == len(bounds) - 1:
+            chunks.append((lo, int(bounds[index]), runs == 1))
+            lo, runs = int(bounds[index]), 0
+    return chunks
+
+
+def _concordance(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """S = Σ_{i<j} c_i c_j sign(x_i − x_j) sign(y_i − y_j) for every row of weights at once.
+
+    Items are visited in x order, in chunks of whole tie runs. Against all
+    earlier chunks (strictly smaller x) an item gains the weight of earlier
+    items with smaller y and loses that of items with larger y; a running
+    histogram of weight per distinct y value gives both by a cumulative sum.
+    Pairs inside a chunk come from a small sign matrix (x ties give 0 there;
+    a chunk that is one tie run has no pairs to count). Costs about
+    B·n·(chunk + distinct y values · n / chunk) operations, with a Python loop
+    over chunks only, never over resamples.
+    """
+    order, starts, _ = _tie_groups(x)
+    xs, ys = x[order], y[order]
+    # Items × resamples, so that a chunk of items is one contiguous block (BLAS is much faster on those).
+    ordered = np.ascontiguousarray(weights.T[order])
+    levels = np.unique(ys, return_inverse=True)[1]
+    histogram = np.zeros((levels.max() + 1, weights.shape[0]))
+    concordance = np.zeros(weights.shape[0])
+    for lo, hi, one_run in _x_chunks(starts, len(x), _KENDALL_CHUNK):
+        chunk, chunk_levels = ordered[lo:hi], levels[lo:hi]
+        if lo > 0:
+            at_or_below = np.cumsum(histogram, axis=0)
+            below = at_or_below[chunk_levels] - histogram[chunk_levels]
+            above = at_or_below[-1:] - at_or_below[chunk_levels]
+            concordance += (chunk * (below - above)).sum(axis=0)
+        if not one_run:
+            signs = np.sign(xs[lo:hi, None] - xs[None, lo:hi]) * np.sign(ys[lo:hi, None] - ys[None, lo:hi])
+            concordance += ((signs @ chunk) * chunk).sum(axis=0) / 2  # each unordered pair counted twice
+        _add_to_histogram(histogram, chunk_levels, chunk)
+    return concordance
+
+
+def _add_to_histogram(histogram: np.ndarray, levels: np.ndarray, chunk: np.ndarray) -> None:
+    """histogram[levels[i]] += chunk[i] for every item i of a chunk (levels may repeat)."""
+    order = np.argsort(levels, kind="stable")
+    sorted_levels = levels[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_levels[1:] != sorted_levels[:-1]]))
+    histogram[sorted_levels[starts]] += np.add.reduceat(chunk[order], starts, axis=0)
+
+
+def weighted_kendall_tau_b(x: np.ndarray, y: np.ndarray, weights: np.ndarray, runs=None) -> np.ndarray:
     """Kendall's τ-b of each weighted resample.
 
     The signed concordance S = Σ_{i<j} c_i c_j sign(x_i − x_j) sign(y_i − y_j)
-    is a quadratic form in the counts c, computed for all resamples with one
-    matrix product per block of items; copies of one item tie on both
-    variables and add nothing to S. Tied pairs come from the run totals.
+    is computed for all resamples at once (see :func:`_concordance`); copies
+    of one item tie on both variables and add nothing to S. Tied pairs come
+    from the run totals (``runs``: those of x and y from
+    :func:`weighted_midranks`, when already at hand).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     weights = np.atleast_2d(weights)
-    n = len(x)
-    concordance = np.zeros(weights.shape[0])
-    for start in range(0, n, _KENDALL_BLOCK):
-        block = slice(start, min(start + _KENDALL_BLOCK, n))
-        signs = (np.sign(x[:, None] - x[None, block]) * np.sign(y[:, None] - y[None, block])).astype(np.float32)
-        concordance += ((weights.astype(np.float32) @ signs) * weights[:, block]).sum(axis=1)
-    concordance /= 2  # the quadratic form counts each unordered pair twice
+    if runs is None:
+        runs = (weighted_midranks(x, weights)[1], weighted_midranks(y, weights)[1])
+    runs_x, runs_y = runs
+    # The histogram runs over the variable with fewer distinct values (S is symmetric in x and y).
+    concordance = _concordance(y, x, weights) if runs_x.shape[1] < runs_y.shape[1] else _concordance(x, y, weights)
     total = weights.sum(axis=1)
     all_pairs = total * (total - 1) / 2
-    _, runs_x = weighted_midranks(x, weights)
-    _, runs_y = weighted_midranks(y, weights)
     denominator = (all_pairs - _tied_pairs(runs_x)) * (all_pairs - _tied_pairs(runs_y))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, concordance / np.sqrt(np.where(denominator > 0, denominator, 1.0)), np.nan)
 
 
-STATISTICS = {
-    "spearman": weighted_spearman,
-    "kendall": weighted_kendall_tau_b,
-    "pearson": lambda x, y, w: weighted_pearson(np.asarray(x, float), np.asarray(y, float), w),
-}
+def bootstrap_statistics(x, y, weights: np.ndarray, methods=METHODS, ranked_y=None) -> dict[str, np.ndarray]:
+    """Every requested statistic for every weighted resample, sharing the rank work between them.
+
+    ``ranked_y`` is ``weighted_midranks(y, weights)`` when the caller already
+    has it (one human score against several metrics).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = {}
+    if "spearman" in methods or "kendall" in methods:
+        rank_x, runs_x = weighted_midranks(x, weights)
+        rank_y, runs_y = ranked_y if ranked_y is not None else weighted_midranks(y, weights)
+        if "spearman" in methods:
+            out["spearman"] = weighted_pearson(rank_x, rank_y, weights)
+        if "kendall" in methods:
+            out["kendall"] = weighted_kendall_tau_b(x, y, weights, runs=(runs_x, runs_y))
+    if "pearson" in methods:
+        out["pearson"] = weighted_pearson(x, y, weights)
+    return out
 
 
 def point_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -161,11 +245,14 @@ def correlate(
     confidence: float = 0.95,
     clusters=None,
     methods=METHODS,
+    _shared: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Each correlation with its percentile bootstrap interval.
 
     Resamples pairs, or whole clusters when ``clusters`` (e.g. the anchor of
     each pair) is given. Returns ``{method: {"r", "ci_low", "ci_high", "n"}}``.
+    ``_shared`` lets :func:`correlation_table` reuse one set of resamples (and
+    the human score's ranks) for every metric compared with the same score.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -174,19 +261,25 @@ def correlate(
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     point = point_correlations(x, y)
-    rng = np.random.default_rng(seed)
-    if len(x) >= 3 and n_boot > 0:
-        if clusters is None:
-            weights = pair_bootstrap_counts(len(x), n_boot, rng)
+    boot: dict[str, np.ndarray] = {}
+    if len(x) >= 3 and n_boot > 0 and any(np.isfinite(point[m]) for m in methods):
+        key = (keep.tobytes(), y.tobytes())
+        if _shared is not None and key in _shared:
+            weights, ranked_y = _shared[key]
         else:
-            weights = cluster_bootstrap_counts(np.asarray(clusters)[keep], n_boot, rng)
-    else:
-        weights = None
+            rng = np.random.default_rng(seed)
+            if clusters is None:
+                weights = pair_bootstrap_counts(len(x), n_boot, rng)
+            else:
+                weights = cluster_bootstrap_counts(np.asarray(clusters)[keep], n_boot, rng)
+            ranked_y = weighted_midranks(y, weights)
+            if _shared is not None:
+                _shared.clear()
+                _shared[key] = (weights, ranked_y)
+        boot = bootstrap_statistics(x, y, weights, [m for m in methods if np.isfinite(point[m])], ranked_y)
     result = {}
     for method in methods:
-        low = high = float("nan")
-        if weights is not None and np.isfinite(point[method]):
-            low, high = percentile_interval(STATISTICS[method](x, y, weights), confidence)
+        low, high = percentile_interval(boot[method], confidence) if method in boot else (float("nan"), float("nan"))
         result[method] = {"r": point[method], "ci_low": low, "ci_high": high, "n": int(len(x))}
     return result
 
@@ -202,13 +295,15 @@ def correlation_table(
     """Correlations of each metric column with each human-score column.
 
     ``human_columns`` maps a group name to the column of ``pairs`` holding
-    that group's score. One row per (group, metric, method).
+    that group's score. One row per (group, metric, method). Metrics compared
+    with one group's score over the same pairs share their resamples.
     """
     rows = []
     for group, column in human_columns.items():
+        shared: dict = {}
         for metric in metrics:
-            sub = pairs[[metric, column]].dropna()
-            result = correlate(sub[metric], sub[column], n_boot=n_boot, seed=seed, methods=methods)
+            result = correlate(pairs[metric], pairs[column], n_boot=n_boot, seed=seed, methods=methods,
+                               _shared=shared)
             for method in methods:
                 rows.append({"group": group, "metric": metric, "method": method, **result[method]})
     return pd.DataFrame(rows)
