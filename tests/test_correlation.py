@@ -152,7 +152,7 @@ def test_split_half_ceiling_reflects_rating_noise():
     assert noisy["ceiling"] < quiet["ceiling"] - 0.1
     # Spearman–Brown raises the half-length reliability.
     assert noisy["ceiling"] > noisy["split_half"]
-    assert noisy["ci_low"] <= noisy["ceiling"] <= noisy["ci_high"]
+    assert noisy["split_low"] <= noisy["ceiling"] <= noisy["split_high"]
     assert quiet["pairs"] == 150 and quiet["splits"] == 30
 
 

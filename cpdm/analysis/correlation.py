@@ -326,7 +326,9 @@ def split_half_ceiling(
     are divided at random into two halves; the Spearman correlation between
     the half means across pairs, corrected with Spearman–Brown (k = 2), is the
     reliability of the full mean. Pairs with fewer than two ratings take no
-    part. Reports the mean over splits and the spread of the splits.
+    part. Reports the mean over splits and, as ``split_low``/``split_high``,
+    the range of the central ``confidence`` share of the random splits (how
+    much the estimate depends on the split, not a sampling interval).
     """
     rated = ratings.dropna(subset=["value"])
     pair_codes, pair_index = np.unique(rated["pair"].to_numpy(), return_inverse=True)
@@ -335,8 +337,8 @@ def split_half_ceiling(
     usable = per_pair[pair_index] >= 2
     pair_index, values = pair_index[usable], values[usable]
     n_pairs = int((per_pair >= 2).sum())
-    empty = {"split_half": float("nan"), "ceiling": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-             "pairs": n_pairs, "splits": 0}
+    empty = {"split_half": float("nan"), "ceiling": float("nan"), "split_low": float("nan"),
+             "split_high": float("nan"), "pairs": n_pairs, "splits": 0}
     if n_pairs < 3:
         return empty
     rng = np.random.default_rng(seed)
@@ -367,8 +369,8 @@ def split_half_ceiling(
     return {
         "split_half": float(halves.mean()),
         "ceiling": float(corrected.mean()),
-        "ci_low": low,
-        "ci_high": high,
+        "split_low": low,
+        "split_high": high,
         "pairs": n_pairs,
         "splits": int(len(halves)),
     }

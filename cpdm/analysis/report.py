@@ -454,7 +454,9 @@ def summary_markdown(analysis: Analysis) -> str:
                   markdown_table(spearman[["group", "metric", "r", "ci_low", "ci_high", "n"]]),
                   "Kendall τ-b and Pearson are in `tables/correlations.csv`.", ""]
     lines += ["## Noise ceiling (split-half, Spearman–Brown)", "",
-              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "ci_low", "ci_high", "pairs"]])]
+              "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score (mean over random splits; "
+              "`split_low`–`split_high`: the middle 95% of the splits).", "",
+              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "split_low", "split_high", "pairs"]])]
     if analysis.calibration is not None:
         cal = analysis.calibration
         lines += [

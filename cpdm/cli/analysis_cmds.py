@@ -20,8 +20,11 @@ def analysis_options(func):
         click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data)."),
         click.option("--zscore", is_flag=True,
                      help="Z-score each rater's ratings before averaging per pair (removes leniency)."),
-        click.option("--semantic", default=None, help="Semantic backbone of the scores to use (default: most pairs)."),
-        click.option("--style", default=None, help="Style backbone of the scores to use (default: most pairs)."),
+        click.option("--semantic", default=None,
+                     help="Semantic backbone of the scores, as stored (e.g. ViT-L-14/openai, tiny:ViT-L-14/openai); "
+                          "default: the backbones that scored most pairs."),
+        click.option("--style", default=None,
+                     help="Style backbone of the scores, as stored (e.g. vgg19, tiny:vgg19)."),
         click.option("--n-boot", type=click.IntRange(0, 100_000), default=1000, show_default=True,
                      help="Bootstrap resamples for the 95% intervals."),
         click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
