@@ -146,6 +146,8 @@ def test_pairs_with_fewer_than_two_ratings_are_excluded_and_counted():
     assert result.n_units == 2
     assert result.n_excluded == 1  # pair 4 has no answered rating at all, so it is not a unit
     assert result.n_ratings == 4
+    # Knowing how many pairs the campaign has, unrated pairs count as excluded too.
+    assert krippendorff_alpha(frame, n_boot=10, n_pairs=6).n_excluded == 4
 
 
 def test_agreement_table_per_question_and_group():

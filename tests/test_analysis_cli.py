@@ -272,3 +272,16 @@ def test_unscored_campaign(ws, runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no metric scores" in result.output
     assert (tmp_path / "r" / "plots" / "agreement.png").exists()
+
+
+def test_agreement_counts_pairs_nobody_rated_twice(study):
+    """Pairs with fewer than two answers (skips included) are excluded from alpha and counted."""
+    pair = study.conn.execute("SELECT id FROM pairs WHERE kind = 'normal' ORDER BY id LIMIT 1").fetchone()[0]
+    with study.transaction() as conn:
+        conn.execute("UPDATE ratings SET value = NULL, skip_reason = 'cannot judge' WHERE pair = ?", (pair,))
+    analysis = run_analysis(study, "study", AnalysisOptions(n_boot=5, groups=("all",)))
+    row = analysis.agreement.query("question == 'copy'").iloc[0]
+    answers = analysis.data.ratings.query("question == 'copy'").groupby("pair").size()
+    assert pair not in answers.index
+    assert row["pairs"] == int((answers >= 2).sum())
+    assert row["pairs"] + row["pairs_excluded"] == 40

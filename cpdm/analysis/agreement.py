@@ -164,11 +164,14 @@ def krippendorff_alpha(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    n_pairs: int | None = None,
 ) -> AlphaResult:
     """Alpha over long-form ratings (columns ``pair``, ``rater``, ``value``; NaN values are skipped).
 
     The point estimate comes from the ``krippendorff`` package; the interval
-    from :func:`bootstrap_alpha` over pairs.
+    from :func:`bootstrap_alpha` over pairs. ``n_pairs``, the number of pairs
+    that could have been rated, lets pairs with no rating at all count as
+    excluded too (otherwise only pairs with a single rating are counted).
     """
     check_level(level)
     rated = ratings.dropna(subset=["value"])
@@ -176,11 +179,11 @@ def krippendorff_alpha(
         value_domain = np.unique(rated["value"].to_numpy(dtype=np.float64))
     value_domain = np.asarray(value_domain, dtype=np.float64)
     if len(rated) == 0:
-        return AlphaResult(float("nan"), float("nan"), float("nan"), 0, 0, 0, 0)
+        return AlphaResult(float("nan"), float("nan"), float("nan"), 0, int(n_pairs or 0), 0, 0)
     counts = value_counts_from_long(rated["pair"].to_numpy(), rated["value"].to_numpy(dtype=np.float64), value_domain)
     m = counts.sum(axis=1)
     pairable = counts[m >= 2]
-    n_excluded = int((m < 2).sum())
+    n_excluded = int((m < 2).sum()) if n_pairs is None else int(n_pairs - len(pairable))
     pairable_pairs = np.unique(rated["pair"].to_numpy())[m >= 2]
     used = rated[rated["pair"].isin(pairable_pairs)]
     n_raters = int(used["rater"].nunique())
@@ -200,12 +203,14 @@ def agreement_table(
     value_domain=None,
     n_boot: int = 1000,
     seed: int = 0,
+    n_pairs: int | None = None,
 ) -> pd.DataFrame:
     """Alpha per question and rater group.
 
     ``groups`` maps a group name to its slice of ``ratings`` (see
     :func:`cpdm.analysis.data.split_groups`); without it, all ratings form one
-    group ``all``. Returns one row per (question, group).
+    group ``all``. ``n_pairs`` is the number of pairs in the campaign (see
+    :func:`krippendorff_alpha`). Returns one row per (question, group).
     """
     if groups is None:
         groups = {"all": ratings}
@@ -215,7 +220,8 @@ def agreement_table(
     for question in questions:
         for group, frame in groups.items():
             sub = frame[frame["question"] == question]
-            result = krippendorff_alpha(sub, level=level, value_domain=value_domain, n_boot=n_boot, seed=seed)
+            result = krippendorff_alpha(sub, level=level, value_domain=value_domain, n_boot=n_boot, seed=seed,
+                                        n_pairs=n_pairs)
             rows.append(
                 {
                     "question": question,

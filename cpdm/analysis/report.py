@@ -164,7 +164,7 @@ def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
 
     campaign_id = campaign_id_by_name(ws, campaign)
     check_level(options.level)
-    for group in options.groups:
+    for group in (*options.groups, options.calibration_group):
         data_module.check_group(group)
     all_ratings = data_module.load_ratings(ws, campaign_id)
     if all_ratings["value"].notna().sum() == 0:
@@ -240,7 +240,8 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
     by_group = data_module.split_groups(data.ratings, groups)
 
     agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,
-                                value_domain=None, n_boot=options.n_boot, seed=options.seed)
+                                value_domain=None, n_boot=options.n_boot, seed=options.seed,
+                                n_pairs=len(data.pairs))
 
     pairs = data.pairs.copy()
     for group in groups:
