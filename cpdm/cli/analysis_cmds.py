@@ -25,7 +25,7 @@ def analysis_options(func):
                           "default: the backbones that scored most pairs."),
         click.option("--style", default=None,
                      help="Style backbone of the scores, as stored (e.g. vgg19, tiny:vgg19)."),
-        click.option("--n-boot", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+        click.option("--n-boot", type=click.IntRange(0, 10_000), default=1000, show_default=True,
                      help="Bootstrap resamples for the 95% intervals."),
         click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
                      help="Cross-validation folds (grouped by anchor)."),
