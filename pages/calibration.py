@@ -61,7 +61,9 @@ if result.x_ref_source != "reference pairs":
 st.dataframe(result.summary, hide_index=True, width="stretch")
 
 st.image(curve_png)
-columns = st.columns(4)
+columns = st.columns(5)
+columns[4].download_button("Summary (CSV)", result.summary.to_csv(index=False), f"{campaign}-calibration-summary.csv",
+                           "text/csv", key="cal_summary_csv", icon=":material/download:")
 columns[0].download_button("Curve (CSV)", result.curve.to_csv(index=False), f"{campaign}-calibration.csv", "text/csv",
                            key="cal_csv", icon=":material/download:")
 columns[1].download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", "image/png",

@@ -81,7 +81,7 @@ def test_calibration_page_shows_curve_and_exports_weights(study):
     assert list(summary["setting"]) == ["calibrated (out-of-fold)", "paper w=0.5", "semantic only w=1",
                                         "style only w=0"]
     labels = [element.proto.label for element in at.get("download_button")]
-    assert labels == ["Curve (CSV)", "Plot (PNG)", "Weights (JSON)"]
+    assert sorted(labels) == ["Curve (CSV)", "Plot (PNG)", "Summary (CSV)", "Weights (JSON)"]
     at.button(key="cal_record").click().run()
     assert "recorded" in text(at)
     assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 1
