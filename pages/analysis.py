@@ -8,7 +8,8 @@ from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_anal
 from cpdm.campaigns import list_campaigns
 from cpdm.errors import CpdmError
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+# .get: a page opened without going through app.py (no sign-in) gets the refusal below, not a KeyError.
+ws, rater = st.session_state.get("cpdm_ws"), st.session_state.get("cpdm_rater")
 if rater is None or rater.role != "researcher":
     st.error("This page is for researchers.")
     st.stop()
@@ -92,8 +93,9 @@ if analysis.metrics:
 else:
     st.info("No metric scores for this campaign yet (run `cpdm score`).")
 st.subheader("Noise ceiling")
-st.markdown("Split-half reliability of the mean human score, corrected with Spearman–Brown: the best correlation "
-            "any metric can be expected to reach.")
+st.markdown("Split-half reliability of the mean human score, corrected with Spearman–Brown: how well a second, "
+            "equally large panel of raters would agree with this one. A metric that correlates this well with the "
+            "raters matches them as well as raters match each other.")
 st.dataframe(analysis.ceiling, hide_index=True, width="stretch")
 downloads("noise_ceiling", analysis.ceiling)
 

@@ -7,7 +7,8 @@ from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_f
 from cpdm.campaigns import campaign_id_by_name, list_campaigns
 from cpdm.errors import CpdmError
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+# .get: a page opened without going through app.py (no sign-in) gets the refusal below, not a KeyError.
+ws, rater = st.session_state.get("cpdm_ws"), st.session_state.get("cpdm_rater")
 if rater is None or rater.role != "researcher":
     st.error("This page is for researchers.")
     st.stop()

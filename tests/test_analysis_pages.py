@@ -109,3 +109,10 @@ def test_pages_are_in_the_researcher_menu(study, monkeypatch):
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == ["Calibration"]
     assert at.metric[0].label == "Chosen w"
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py"])
+def test_page_opened_without_signing_in_is_refused(page):
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert "This page is for researchers." in text(at)

@@ -60,7 +60,6 @@ def scatter_figure(
         axis.set_xlabel(metric)
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
-
     return figure
 
 
@@ -77,7 +76,6 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     axis.set_xlim(0, 1)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="best")
-
     return figure
 
 
@@ -110,7 +108,6 @@ def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -
         right.legend(fontsize=8)
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
-
     return figure
 
 
@@ -132,6 +129,6 @@ def agreement_figure(table: pd.DataFrame) -> Figure:
     axis.set_ylabel("Krippendorff's α")
     axis.axhline(0.667, color="#6b7280", linestyle=":", linewidth=1, label="α = 0.667")
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=8)
-
+    # Below the axes: inside, the legend would hide bars.
+    axis.legend(fontsize=8, ncol=len(groups) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return figure

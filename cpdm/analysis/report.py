@@ -455,8 +455,9 @@ def summary_markdown(analysis: Analysis) -> str:
                   markdown_table(spearman[["group", "metric", "r", "ci_low", "ci_high", "n"]]),
                   "Kendall τ-b and Pearson are in `tables/correlations.csv`.", ""]
     lines += ["## Noise ceiling (split-half, Spearman–Brown)", "",
-              "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score (mean over random splits; "
-              "`split_low`–`split_high`: the middle 95% of the splits).", "",
+              "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score, i.e. how well a second "
+              "panel of the same size would agree with this one (mean over random splits; `split_low`–`split_high`: "
+              "the middle 95% of the splits).", "",
               markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "split_low", "split_high", "pairs"]])]
     if analysis.calibration is not None:
         cal = analysis.calibration
