@@ -65,8 +65,17 @@ except CpdmError as exc:
     st.error(f"The rating app cannot open its workspace: {exc}")
     st.stop()
 
-rater = rater_for_token(ws, st.query_params.get("token"))
+# The token comes from the invite link. Moving between pages drops the URL's
+# query string, so the session remembers the token and puts it back in the
+# URL (a refresh then still signs in). It is checked again on every run, so a
+# revoked link stops working at once.
+token = st.query_params.get("token") or st.session_state.get("cpdm_token")
+rater = rater_for_token(ws, token)
 st.session_state["cpdm_rater"] = rater
+if rater is not None:
+    st.session_state["cpdm_token"] = token
+    if st.query_params.get("token") != token:
+        st.query_params["token"] = token
 if ws.is_demo:
     st.info("**Demo workspace**: tiny offline models and made-up ratings; nothing here is a real study.",
             icon=":material/science:")
