@@ -124,6 +124,7 @@ def test_streamlit_command_line():
         "--server.address": "127.0.0.1",
         "--server.headless": "true",
         "--browser.gatherUsageStats": "false",
+        "--client.toolbarMode": "viewer",
     }
 
 
