@@ -78,6 +78,7 @@ def test_tiny_vgg19_is_deterministic_for_a_seed():
     assert not all(torch.allclose(x, y) for x, y in zip(a, c))
 
 
+@pytest.mark.slow
 def test_tiny_inception_is_deterministic():
     first = load_style("cpdm-inception", mode="tiny", seed=0)
     second = load_style("cpdm-inception", mode="tiny", seed=0)

@@ -144,7 +144,7 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
       cpdm scores list --style cpdm-inception --csv exports/scores.csv
       cpdm scores list --weights exports/weights.json --limit 0
     """
-    from cpdm.scoring import available_backbones, backbone_keys, load_scores
+    from cpdm.scoring import available_backbones, load_scores
 
     ws = open_ws(workspace)
     semantic_key, style_key = _choose_backbones(available_backbones(ws), semantic, style, offline_tiny)
