@@ -382,6 +382,28 @@ def test_cpdm_inception_matches_the_released_formula(tmp_path):
     assert scorer(a, a).m_style == 0.0
 
 
+@pytest.mark.slow
+def test_engine_with_cpdm_inception_caches_native_size_features(ws):
+    # Anchors and generations of different native sizes go through the cache and back.
+    studies = [add_anchor(ws, 41, 2, size=(96, 80)), add_anchor(ws, 42, 2, size=(80, 100))]
+    scorer = Scorer(style="cpdm-inception", offline_tiny=True)
+    engine = ScoringEngine(ws, scorer.semantic_backbone, scorer.style_backbone, batch_size=3)
+    report = score_pairs(ws, engine=engine, progress=False)
+    assert report.pairs_scored == 4 and report.style == "tiny:cpdm-inception"
+    (blob,) = ws.conn.execute(
+        "SELECT blob FROM features WHERE backbone = 'tiny:cpdm-inception' AND image = ?", (studies[0]["image"],)
+    ).fetchone()
+    layers = decode_style(blob, "test")
+    # At ~90 px, blocks 1-3 have fewer positions than channels: stored as factors.
+    assert [layer.factor is not None for layer in layers] == [False, True, True, True]
+    frame = load_scores(ws, "tiny:ViT-L-14/openai", "tiny:cpdm-inception")
+    for row in frame.itertuples():
+        anchor_sha = next(s["image"] for s in studies if s["anchor"] == row.anchor)
+        direct = scorer(load_image(ws, anchor_sha), load_image(ws, row.image))
+        assert row.m_sem == pytest.approx(direct.m_sem, abs=1e-7)
+        assert row.m_style == pytest.approx(direct.m_style, rel=1e-6)
+
+
 def _write_weights(path, **changes):
     data = {"format": "cpdm-weights/1", "w": 0.5, "x_ref": 1e-4, "semantic": SEM, "style": STYLE}
     data.update(changes)
