@@ -476,3 +476,30 @@ def test_cli_needs_a_scope_and_cuda(ws, runner):
         assert result.exit_code == 1 and "CUDA is not available" in result.output
     result = runner.invoke(cli, ["scores", "list", *args])
     assert result.exit_code == 1 and "no scores yet" in result.output
+
+
+def test_threaded_image_preparation_gives_the_same_scores(tmp_path, tiny_backbones):
+    """The CUDA path decodes and prepares images in threads; forced on here, it must change nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cpdm.workspace import init_workspace
+
+    results = []
+    for threaded in (False, True):
+        with init_workspace(tmp_path / f"ws{int(threaded)}") as ws:
+            for seed in (51, 52):
+                add_anchor(ws, seed, 4)
+            engine = engine_for(ws, tiny_backbones, batch_size=5)
+            if threaded:
+                engine.extractor._pool = ThreadPoolExecutor(max_workers=3)
+            score_pairs(ws, engine=engine, progress=False)
+            results.append(scores_by_pair(ws))
+            if threaded:
+                study = add_anchor(ws, 53, 3)
+                (sha,) = ws.conn.execute("SELECT image FROM pairs WHERE id = ?", (study["pairs"][2],)).fetchone()
+                path = ws.image_path(sha)
+                path.unlink()
+                with pytest.raises(CpdmError, match="missing") as info:
+                    score_pairs(ws, engine=engine, progress=False)
+                assert str(path) in str(info.value)
+    assert results[0] == results[1]
