@@ -43,10 +43,10 @@ from cpdm.workspace import init_workspace  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 anchors x 3 generations, 128x128, ViT-B-32 (under a minute on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="2 anchors x 9 generations, 128x128, ViT-B-32 (under a minute on 2 cores)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--anchors", type=int, default=None, help="anchors (default 8; quick 2)")
-    parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9; quick 3)")
+    parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 128)")
     parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
     parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.anchors = args.anchors or (2 if quick else 8)
-    args.generations = args.generations or (3 if quick else 9)
+    args.generations = args.generations or 9
     args.size = args.size or (128 if quick else 512)
     args.semantic = args.semantic or ("ViT-B-32/openai" if quick else "ViT-L-14/openai")
     args.batch_size = args.batch_size or (64 if args.device.startswith("cuda") else 16)
