@@ -477,14 +477,16 @@ class ScoringEngine:
     def _compute_and_store(self, shas: list[str], have_sem: set[str], have_style: set[str]) -> dict[str, ImageFeatures]:
         paths = {sha: self.ws.image_path(sha) for sha in shas}  # the database is read from this thread only
         images = self.extractor.map(lambda sha: _open_image_file(paths[sha], sha), shas)
-        embeddings = self.extractor.embeddings(images)
-        descriptors = self.extractor.style_descriptors(images)
+        # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
+        need_sem = [i for i, sha in enumerate(shas) if sha not in have_sem]
+        need_style = [i for i, sha in enumerate(shas) if sha not in have_style]
         rows = []
-        for sha, embedding, descriptor in zip(shas, embeddings, descriptors):
-            if sha not in have_sem:
-                rows.append((sha, self.semantic_key, encode_embedding(embedding)))
-            if sha not in have_style:
-                rows.append((sha, self.style_key, encode_style(descriptor)))
+        if need_sem:
+            embeddings = self.extractor.embeddings([images[i] for i in need_sem])
+            rows += [(shas[i], self.semantic_key, encode_embedding(e)) for i, e in zip(need_sem, embeddings)]
+        if need_style:
+            descriptors = self.extractor.style_descriptors([images[i] for i in need_style])
+            rows += [(shas[i], self.style_key, encode_style(d)) for i, d in zip(need_style, descriptors)]
         store_features(self.ws, rows)
         # Read back what the cache holds so that cached and fresh paths agree exactly.
         return {sha: load_features(self.ws, sha, self.semantic_key, self.style_key) for sha in shas}

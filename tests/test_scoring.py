@@ -503,3 +503,23 @@ def test_threaded_image_preparation_gives_the_same_scores(tmp_path, tiny_backbon
                     score_pairs(ws, engine=engine, progress=False)
                 assert str(path) in str(info.value)
     assert results[0] == results[1]
+
+
+def test_a_new_style_backbone_reuses_cached_embeddings(ws, tiny_backbones):
+    add_anchor(ws, 61, 3)
+    clip, vgg = tiny_backbones
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    other_style = load_style("vgg19", mode="tiny", image_size=48)
+    assert other_style.key == "tiny:vgg19@48"
+    engine = ScoringEngine(ws, clip, other_style)
+    embedded = []
+    original = engine.extractor.embeddings
+    engine.extractor.embeddings = lambda images: embedded.append(len(images)) or original(images)
+    report = score_pairs(ws, engine=engine, progress=False)
+    assert report.pairs_scored == 3 and report.images_computed == 4
+    assert embedded == []  # CLIP never ran: its embeddings came from the cache
+    assert available_backbones(ws) == [(SEM, "tiny:vgg19"), (SEM, "tiny:vgg19@48")]
+    first = load_scores(ws, SEM, "tiny:vgg19").set_index("pair")
+    second = load_scores(ws, SEM, "tiny:vgg19@48").set_index("pair")
+    assert np.array_equal(first.m_sem, second.m_sem)
+    assert not np.allclose(first.m_style, second.m_style)
