@@ -38,6 +38,10 @@ checks: ``check_identical`` (the anchor against itself) and
 ``check_unrelated`` (against a work by another artist with other content).
 A campaign named ``demo`` covers every pair (two ratings per pair per role),
 and invite links are made for one researcher, two artists and two lay raters.
+A second, closed campaign ``demo-simulated`` over the same pairs is rated by
+simulated raters (``raters.simulated = 1``), and every pair is scored with the
+tiny random-initialised models, so the analysis pages and ``cpdm analyze`` /
+``cpdm calibrate --campaign demo-simulated`` have data on a fresh clone.
 
 Everything is deterministic for a given seed: the same seed gives
 byte-identical images and the same rows (with the same numpy and Pillow;
@@ -77,6 +81,8 @@ GENERATION_SEEDS = (23, 24)  # 23 is the paper's seed; a second one shows seed-t
 WORKS_PER_ARTIST = 5
 CAMPAIGN_NAME = "demo"
 CAMPAIGN_OVERLAP = {"artist": 2, "lay": 2}
+SIMULATED_CAMPAIGN_NAME = "demo-simulated"
+SIMULATED_OVERLAP = {"artist": 3, "lay": 3}
 LINKS_FILE = "demo_links.txt"
 DEFAULT_BASE_URL = "http://127.0.0.1:8501"
 
@@ -672,6 +678,36 @@ def add_campaign(ws, pair_ids: list[int]) -> int:
     return create_campaign(ws, CAMPAIGN_NAME, pair_ids, overlap=dict(CAMPAIGN_OVERLAP))
 
 
+def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
+    """Step 6: the closed campaign ``demo-simulated``, fully rated by simulated raters.
+
+    It holds the same pairs as ``demo`` but is closed, so the live demo
+    raters never get its pairs and still have the whole ``demo`` campaign to
+    rate. Simulated answers follow each variant's known relation to its
+    anchor (they are made before any score exists), so the analysis pages
+    compare the metric with judgements it did not produce.
+    """
+    from cpdm.campaigns import create_campaign, set_campaign_status
+    from cpdm.simulate import add_simulated_ratings
+
+    campaign_id = create_campaign(ws, SIMULATED_CAMPAIGN_NAME, pair_ids, overlap=dict(SIMULATED_OVERLAP))
+    set_campaign_status(ws, campaign_id, "closed")
+    add_simulated_ratings(ws, campaign_id, seed=seed, n_artists=SIMULATED_OVERLAP["artist"] + 1,
+                          n_lay=SIMULATED_OVERLAP["lay"] + 1)
+    return campaign_id
+
+
+def add_tiny_scores(ws) -> None:
+    """Step 7: score every pair with the tiny random-initialised models (``tiny:`` backbones).
+
+    Their numbers only show the pipeline working; real studies score with
+    real weights (``cpdm score``).
+    """
+    from cpdm.scoring import score_pairs
+
+    score_pairs(ws, offline_tiny=True, progress=False)
+
+
 def add_raters(ws, seed: int, base_url: str = DEFAULT_BASE_URL) -> list[DemoLink]:
     """Step 5: invite the demo people (tokens derived from the seed); returns their links."""
     from cpdm.auth import create_rater
@@ -735,8 +771,13 @@ def _remove_workspace_entries(path: Path) -> None:
             entry.unlink()
 
 
-def build_demo(ws_path, seed: int = 0, *, force: bool = False, base_url: str = DEFAULT_BASE_URL) -> DemoInfo:
+def build_demo(
+    ws_path, seed: int = 0, *, force: bool = False, base_url: str = DEFAULT_BASE_URL, analysis_data: bool = True
+) -> DemoInfo:
     """Build the demo workspace at ``ws_path`` (see the module docstring for what it holds).
+
+    ``analysis_data=False`` leaves out the simulated ratings and the
+    tiny-model scores (a faster build when only the rating app is wanted).
 
     An existing demo there is refused unless ``force`` (then it is replaced);
     a real workspace or a non-empty foreign folder is always refused. The
@@ -754,7 +795,7 @@ def build_demo(ws_path, seed: int = 0, *, force: bool = False, base_url: str = D
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        info = _build_into(staging, seed, base_url)
+        info = _build_into(staging, seed, base_url, analysis_data)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful move
@@ -762,7 +803,7 @@ def build_demo(ws_path, seed: int = 0, *, force: bool = False, base_url: str = D
     return info
 
 
-def _build_into(root: Path, seed: int, base_url: str) -> DemoInfo:
+def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True) -> DemoInfo:
     """Run every build step on a fresh workspace at ``root`` and close it cleanly."""
     ws = open_workspace(root, create=True)
     try:
@@ -774,6 +815,9 @@ def _build_into(root: Path, seed: int, base_url: str) -> DemoInfo:
         pair_ids = add_pairs(ws, anchors)
         campaign_id = add_campaign(ws, pair_ids)
         links = add_raters(ws, seed, base_url)
+        if analysis_data:
+            add_simulated_campaign(ws, pair_ids, seed)
+            add_tiny_scores(ws)
         pair_counts = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind ORDER BY kind").fetchall())
         ws.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in cpdm.db before the folder moves
     finally:

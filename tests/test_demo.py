@@ -124,10 +124,31 @@ def test_campaign_raters_and_meta(demo_ws):
     assert "[[questions]]" in protocol
     in_campaign = {pair for (pair,) in _rows(demo_ws, "SELECT pair FROM campaign_pairs WHERE campaign = ?", campaign_id)}
     assert in_campaign == {pair for (pair,) in _rows(demo_ws, "SELECT id FROM pairs")}
-    roles = Counter(role for (role,) in _rows(demo_ws, "SELECT role FROM raters WHERE disabled = 0"))
+    roles = Counter(role for (role,) in _rows(demo_ws, "SELECT role FROM raters WHERE disabled = 0 AND simulated = 0"))
     assert roles == {"researcher": 1, "artist": 2, "lay": 2}
     assert demo_ws.is_demo and demo_ws.get_meta("demo") == "1"
     assert demo_ws.get_meta("demo_seed") == "0"
+
+
+def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_ws):
+    (simulated_id, status), = _rows(demo_ws, "SELECT id, status FROM campaigns WHERE name = 'demo-simulated'")
+    assert status == "closed"  # live raters never get its pairs
+    raters_with_ratings = _rows(
+        demo_ws, "SELECT DISTINCT r.simulated, ra.campaign FROM ratings ra JOIN raters r ON r.id = ra.rater"
+    )
+    assert raters_with_ratings == [(1, simulated_id)]
+    n_pairs = _rows(demo_ws, "SELECT COUNT(*) FROM pairs")[0][0]
+    scored = _rows(demo_ws, "SELECT semantic, style, COUNT(*) FROM scores GROUP BY semantic, style")
+    assert scored == [("tiny:ViT-L-14/openai", "tiny:vgg19", n_pairs)]
+    # A live demo artist still has the whole live campaign to rate.
+    from cpdm.assignment import next_item
+    from cpdm.auth import rater_for_token
+
+    artist = rater_for_token(demo_ws, next(link for link in demo.demo_links(0) if link.role == "artist").token)
+    item = next_item(demo_ws, artist)
+    assert item is not None
+    live_id = _rows(demo_ws, "SELECT id FROM campaigns WHERE name = 'demo'")[0][0]
+    assert _rows(demo_ws, "SELECT campaign FROM assignments WHERE rater = ?", artist.id) == [(live_id,)]
 
 
 def test_links_work_and_tokens_are_stored_hashed(demo_build, demo_ws):
@@ -251,12 +272,18 @@ def test_bad_seed_is_refused(tmp_path):
 
 
 def _table_contents(ws) -> dict[str, list[tuple]]:
-    """Every table's rows, ordered, without the columns that record when a row was written."""
+    """Every table's rows, ordered, without the columns that record when a row was written.
+
+    Simulated raters never sign in, so their tokens are random (not derived
+    from the seed): their token hashes are left out.
+    """
     tables = [row[0] for row in ws.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     contents = {}
     for table in tables:
         columns = [row[1] for row in ws.conn.execute(f"PRAGMA table_info({table})") if not row[1].endswith("_at")]
         selected = ", ".join(columns)
+        if table == "raters":
+            selected = selected.replace("token_hash", "CASE WHEN simulated THEN NULL ELSE token_hash END")
         contents[table] = ws.conn.execute(f"SELECT {selected} FROM {table} ORDER BY {selected}").fetchall()
     return contents
 
@@ -300,7 +327,7 @@ def test_rebuild_without_force_refuses_and_changes_nothing(demo_build):
     path = demo_build[0]
     before = _snapshot(path)
     with pytest.raises(CpdmError, match=r"already exists .*seed 0.*--force"):
-        demo.build_demo(path, seed=3)
+        demo.build_demo(path, seed=3, analysis_data=False)
     result = _build_with_cli(path, "--seed", "3")
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: a demo workspace already exists") and "--force" in result.output
@@ -333,7 +360,7 @@ def test_failed_build_leaves_the_old_demo_in_place(demo_build, tmp_path, monkeyp
 
     monkeypatch.setattr(demo, "add_generations", broken)
     with pytest.raises(CpdmError, match="disk full"):
-        demo.build_demo(path, seed=5, force=True)
+        demo.build_demo(path, seed=5, force=True, analysis_data=False)
     assert _snapshot(path) == before
     assert [p.name for p in tmp_path.iterdir()] == ["ws"]  # no staging folder left behind
 
@@ -344,7 +371,7 @@ def test_force_rebuild_replaces_the_demo_without_mixing(demo_build, tmp_path):
     shutil.copytree(demo_build[0], path)
     (path / "notes.txt").write_text("mine")
     old_images = set(_image_files(path))
-    info = demo.build_demo(path, seed=1, force=True)
+    info = demo.build_demo(path, seed=1, force=True, analysis_data=False)
     assert info.seed == 1 and info.workspace == path.absolute()
     new_images = set(_image_files(path))
     assert not old_images & new_images  # another seed: other images, and none of the old ones left

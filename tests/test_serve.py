@@ -39,7 +39,7 @@ def _group_gone(pgid: int) -> bool:
 @pytest.fixture(scope="module")
 def demo_workspace(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serve") / "ws"
-    build_demo(path, seed=0)
+    build_demo(path, seed=0, analysis_data=False)
     return path
 
 

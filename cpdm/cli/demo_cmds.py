@@ -21,23 +21,33 @@ def _echo_links(links, heading: str) -> None:
 @click.option("--no-serve", is_flag=True, help="Build the workspace and exit without starting the app.")
 @click.option("--force", is_flag=True, help="Replace an existing demo workspace (a real workspace is never replaced).")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port of the app.")
+@click.option(
+    "--analysis-data/--no-analysis-data",
+    default=True,
+    show_default=True,
+    help="Add the simulated-ratings campaign and tiny-model scores that the analysis pages show.",
+)
 @workspace_option
 @cpdm_command
-def demo(seed, no_serve, force, port, workspace):
+def demo(seed, no_serve, force, port, analysis_data, workspace):
     """Build an offline demo workspace and open the rating app on it.
 
     Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
     works each, four "unlearned" variants (original = near-copy, esd = style
     erased, uce = content changed, sld = unrelated), normal pairs and
     attention checks, a campaign "demo", and invite links for one researcher,
-    two artists and two lay raters. No network and no model weights needed.
-    The links are also written to WORKSPACE/demo_links.txt.
+    two artists and two lay raters. A second, closed campaign
+    "demo-simulated" is rated by simulated raters and every pair is scored
+    with tiny random-initialised models, so the analysis pages, `cpdm
+    analyze` and `cpdm calibrate` have data at once. No network and no model
+    weights needed. The links are also written to WORKSPACE/demo_links.txt.
 
     \b
     Examples:
       cpdm demo                          build and serve on http://127.0.0.1:8501
       cpdm demo --no-serve --seed 7      build only, other images
       cpdm demo --force --port 8502      rebuild an existing demo, serve on 8502
+      cpdm analyze --campaign demo-simulated --out reports/demo
     """
     from cpdm.demo import base_url_for, build_demo
     from cpdm.workspace import resolve_workspace_path
@@ -49,7 +59,7 @@ def demo(seed, no_serve, force, port, workspace):
         find_app()
         check_port_free(DEFAULT_HOST, port)
     base_url = base_url_for(DEFAULT_HOST, port)
-    info = build_demo(root, seed, force=force, base_url=base_url)
+    info = build_demo(root, seed, force=force, base_url=base_url, analysis_data=analysis_data)
     counts = ", ".join(f"{count} {kind}" for kind, count in sorted(info.pairs.items()))
     click.echo(
         f"demo workspace built at {info.workspace} (seed {info.seed}): {len(info.artists)} artists x "
