@@ -4,15 +4,12 @@ from dataclasses import astuple
 
 import streamlit as st
 
+from cpdm.ui import require_researcher
 from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_analysis, scatter_name
 from cpdm.campaigns import list_campaigns
 from cpdm.errors import CpdmError
 
-# .get: a page opened without going through app.py (no sign-in) gets the refusal below, not a KeyError.
-ws, rater = st.session_state.get("cpdm_ws"), st.session_state.get("cpdm_rater")
-if rater is None or rater.role != "researcher":
-    st.error("This page is for researchers.")
-    st.stop()
+ws, rater = require_researcher()
 
 st.title("Analysis")
 campaigns = list_campaigns(ws)

@@ -2,16 +2,13 @@
 
 import streamlit as st
 
+from cpdm.ui import require_researcher
 from cpdm.analysis.plots import calibration_figure, figure_png
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
 from cpdm.campaigns import campaign_id_by_name, list_campaigns
 from cpdm.errors import CpdmError
 
-# .get: a page opened without going through app.py (no sign-in) gets the refusal below, not a KeyError.
-ws, rater = st.session_state.get("cpdm_ws"), st.session_state.get("cpdm_rater")
-if rater is None or rater.role != "researcher":
-    st.error("This page is for researchers.")
-    st.stop()
+ws, rater = require_researcher()
 
 st.title("Calibration")
 st.markdown(

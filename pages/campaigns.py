@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from cpdm.ui import require_researcher
 from cpdm.campaigns import (
     DEFAULT_OVERLAP, create_campaign_from_filters, list_campaigns, pair_filter_options, select_pairs,
     set_campaign_status, set_overlap,
@@ -10,10 +11,7 @@ from cpdm.campaigns import (
 from cpdm.errors import CpdmError
 from cpdm.protocol import list_protocol_files, load_protocol_file, parse_protocol
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
-if rater is None or rater.role != "researcher":
-    st.error("This page is for researchers.")
-    st.stop()
+ws, rater = require_researcher()
 
 st.title("Campaigns")
 campaigns = list_campaigns(ws)

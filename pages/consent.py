@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from cpdm.ui import require_rater
 from cpdm.auth import record_consent
 from cpdm.rating import protocol_for_rater
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+ws, rater = require_rater()
 protocol = protocol_for_rater(ws, rater)
 
 st.title(f"Welcome, {rater.name}")

@@ -3,13 +3,11 @@
 import pandas as pd
 import streamlit as st
 
+from cpdm.ui import require_researcher
 from cpdm.campaigns import list_campaigns
 from cpdm.rating import campaign_status
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
-if rater is None or rater.role != "researcher":
-    st.error("This page is for researchers.")
-    st.stop()
+ws, rater = require_researcher()
 
 st.title("Progress")
 campaigns = list_campaigns(ws)

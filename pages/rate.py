@@ -10,11 +10,12 @@ import uuid
 
 import streamlit as st
 
+from cpdm.ui import require_rater
 from cpdm.assignment import next_item, protocol_for
 from cpdm.errors import CpdmError
 from cpdm.rating import rater_overall_progress, submit
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
+ws, rater = require_rater()
 
 
 def answers_key(item) -> str:

@@ -3,13 +3,11 @@
 import pandas as pd
 import streamlit as st
 
+from cpdm.ui import require_researcher
 from cpdm.auth import create_rater, invite_url, list_raters, revoke_rater
 from cpdm.errors import CpdmError
 
-ws, rater = st.session_state["cpdm_ws"], st.session_state["cpdm_rater"]
-if rater is None or rater.role != "researcher":
-    st.error("This page is for researchers.")
-    st.stop()
+ws, rater = require_researcher()
 
 
 def default_base_url() -> str:

@@ -1,0 +1,33 @@
+"""What every Streamlit page needs before it renders: the workspace and who is signed in.
+
+``app.py`` signs the visitor in and puts the open workspace and the rater in
+``st.session_state``; pages call one of these guards first. ``.get`` keeps a
+page opened without going through ``app.py`` to a polite refusal.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def signed_in():
+    """The open workspace and the signed-in rater (None when nobody is signed in)."""
+    return st.session_state.get("cpdm_ws"), st.session_state.get("cpdm_rater")
+
+
+def require_researcher():
+    """The workspace and rater, or stop the page with a refusal unless a researcher is signed in."""
+    ws, rater = signed_in()
+    if ws is None or rater is None or rater.role != "researcher":
+        st.error("This page is for researchers.")
+        st.stop()
+    return ws, rater
+
+
+def require_rater():
+    """The workspace and rater, or stop the page unless someone with a valid link is signed in."""
+    ws, rater = signed_in()
+    if ws is None or rater is None:
+        st.error("This link is not valid.")
+        st.stop()
+    return ws, rater
