@@ -130,7 +130,7 @@ def test_campaign_raters_and_meta(demo_ws):
     assert demo_ws.get_meta("demo_seed") == "0"
 
 
-def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_ws):
+def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_build, demo_ws, tmp_path):
     (simulated_id, status), = _rows(demo_ws, "SELECT id, status FROM campaigns WHERE name = 'demo-simulated'")
     assert status == "closed"  # live raters never get its pairs
     raters_with_ratings = _rows(
@@ -140,15 +140,18 @@ def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_
     n_pairs = _rows(demo_ws, "SELECT COUNT(*) FROM pairs")[0][0]
     scored = _rows(demo_ws, "SELECT semantic, style, COUNT(*) FROM scores GROUP BY semantic, style")
     assert scored == [("tiny:ViT-L-14/openai", "tiny:vgg19", n_pairs)]
-    # A live demo artist still has the whole live campaign to rate.
-    from cpdm.assignment import next_item
-    from cpdm.auth import rater_for_token
 
-    artist = rater_for_token(demo_ws, next(link for link in demo.demo_links(0) if link.role == "artist").token)
-    item = next_item(demo_ws, artist)
-    assert item is not None
-    live_id = _rows(demo_ws, "SELECT id FROM campaigns WHERE name = 'demo'")[0][0]
-    assert _rows(demo_ws, "SELECT campaign FROM assignments WHERE rater = ?", artist.id) == [(live_id,)]
+    # A live demo artist still has the whole live campaign to rate (on a copy:
+    # claiming a pair writes, and the shared demo must stay as built).
+    from cpdm.assignment import next_item
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_build[0], copy)
+    with open_workspace(copy) as ws:
+        artist = rater_for_token(ws, next(link for link in demo.demo_links(0) if link.role == "artist").token)
+        assert next_item(ws, artist) is not None
+        live_id = _rows(ws, "SELECT id FROM campaigns WHERE name = 'demo'")[0][0]
+        assert _rows(ws, "SELECT campaign FROM assignments WHERE rater = ?", artist.id) == [(live_id,)]
 
 
 def test_links_work_and_tokens_are_stored_hashed(demo_build, demo_ws):
