@@ -23,10 +23,12 @@ never take the last open slot of a pair at the same time.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import random
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -66,8 +68,59 @@ class Item:
     kind: str
 
 
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
+class FairLock:
+    """A lock handed over to its waiters in the order they asked for it.
+
+    ``threading.Lock`` lets whichever thread the scheduler wakes first take
+    it, so under many raters some wait far longer than others. Handing the
+    lock to the longest waiter keeps every rater's wait close to the mean.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held = False
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+
+    def acquire(self) -> None:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        waiter.acquire()  # released by the previous holder, who passes the lock on to us
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+    def __enter__(self) -> "FairLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+_WRITE_LOCKS: dict[str, FairLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
+# The lock of each open workspace, found once: resolving its path costs more than a claim.
+_LOCK_OF_WORKSPACE: "weakref.WeakKeyDictionary[object, FairLock]" = weakref.WeakKeyDictionary()
+
+
+def _write_lock(ws) -> FairLock:
+    """The process-wide lock of the workspace's database (one per file, shared by every connection)."""
+    lock = _LOCK_OF_WORKSPACE.get(ws)
+    if lock is None:
+        key = str(ws.db_path.resolve())
+        with _WRITE_LOCKS_GUARD:
+            lock = _WRITE_LOCKS.setdefault(key, FairLock())
+            _LOCK_OF_WORKSPACE[ws] = lock
+    return lock
 
 
 @contextmanager
@@ -76,14 +129,11 @@ def rating_write(ws):
 
     SQLite lets one writer in at a time and makes the others poll with
     growing sleeps, which under many raters leaves a few waiting for
-    seconds. Queuing the writers of one process (the app server) on a lock
-    first keeps the wait short and fair; other processes still meet SQLite's
-    own lock and busy timeout.
+    seconds. Queuing the writers of one process (the app server) on a fair
+    lock first keeps the wait short and even; other processes still meet
+    SQLite's own lock and busy timeout.
     """
-    key = str(ws.db_path.resolve())
-    with _WRITE_LOCKS_GUARD:
-        lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
-    with lock, ws.transaction() as conn:
+    with _write_lock(ws), ws.transaction() as conn:
         yield conn
 
 
