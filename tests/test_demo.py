@@ -338,6 +338,18 @@ def test_rebuild_without_force_refuses_and_changes_nothing(demo_build):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".ws.building-")]
 
 
+def test_running_demo_again_with_the_same_seed_reuses_it(demo_build):
+    """`make demo` twice: the second run keeps the demo (and any ratings made in it) and prints the links."""
+    path = demo_build[0]
+    before = _snapshot(path)
+    result = _build_with_cli(path)
+    assert result.exit_code == 0, result.output
+    assert "already built" in result.output and "--force rebuilds it" in result.output
+    for link in demo.demo_links(0):
+        assert link.url in result.output
+    assert _snapshot(path) == before
+
+
 def test_real_workspace_and_foreign_folder_are_never_overwritten(tmp_path):
     real = open_workspace(tmp_path / "real", create=True)
     real.close()

@@ -42,14 +42,18 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
     analyze` and `cpdm calibrate` have data at once. No network and no model
     weights needed. The links are also written to WORKSPACE/demo_links.txt.
 
+    Run again with the same seed, it serves the demo already built (with the
+    ratings made so far); --force rebuilds it from scratch.
+
     \b
     Examples:
       cpdm demo                          build and serve on http://127.0.0.1:8501
       cpdm demo --no-serve --seed 7      build only, other images
       cpdm demo --force --port 8502      rebuild an existing demo, serve on 8502
       cpdm analyze --campaign demo-simulated --out reports/demo
+
     """
-    from cpdm.demo import base_url_for, build_demo
+    from cpdm.demo import base_url_for, build_demo, demo_links, existing_demo_seed
     from cpdm.workspace import resolve_workspace_path
 
     from cpdm.serve import check_port_free, find_app
@@ -59,6 +63,14 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
         find_app()
         check_port_free(DEFAULT_HOST, port)
     base_url = base_url_for(DEFAULT_HOST, port)
+    if not force and existing_demo_seed(root) == str(seed):
+        # Running `make demo` again serves the demo already built (and rated so far).
+        click.echo(f"demo workspace already built at {root.absolute()} (seed {seed}); --force rebuilds it")
+        if no_serve:
+            _echo_links(demo_links(seed, base_url), f"invite links (open once the app runs: cpdm serve --workspace {root}):")
+            return
+        _serve(root.absolute(), DEFAULT_HOST, port)
+        return
     info = build_demo(root, seed, force=force, base_url=base_url, analysis_data=analysis_data)
     counts = ", ".join(f"{count} {kind}" for kind, count in sorted(info.pairs.items()))
     click.echo(
