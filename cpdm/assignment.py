@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from cpdm.campaigns import RATING_ROLES, get_campaign, open_campaign_ids
+from cpdm.campaigns import RATING_ROLES, get_campaign
 from cpdm.protocol import Protocol, parse_protocol
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -205,14 +205,17 @@ _UNSEEN_BY_RATER = (
 
 def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, rng: random.Random) -> int | None:
     """The next normal pair for the rater: lowest load first, random among equals."""
-    top = conn.execute(
-        "SELECT MAX(pair) FROM pair_load WHERE campaign = ? AND role = ?", (campaign_id, role)
-    ).fetchone()[0]
+    # Both bounds are one index lookup each: the lowest load present and the highest pair id.
+    lowest, top = conn.execute(
+        "SELECT (SELECT MIN(load) FROM pair_load WHERE campaign = :campaign AND role = :role), "
+        "(SELECT MAX(pair) FROM pair_load WHERE campaign = :campaign AND role = :role)",
+        {"campaign": campaign_id, "role": role},
+    ).fetchone()
     if top is None:
         return None
     start = rng.randint(0, top)
     params = {"campaign": campaign_id, "role": role, "rater": rater_id, "start": start}
-    for load in range(needed):
+    for load in range(lowest, needed):  # levels below the lowest present are empty
         params["load"] = load
         # Walk the level from a random pair id, wrapping around once.
         for condition in ("pl.pair >= :start", "pl.pair < :start"):
@@ -342,61 +345,116 @@ def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None
         _rebuild_pair_load(conn, campaign_id, format_time(now or utc_now()))
 
 
+_HELD_ITEM = (
+    "SELECT a.campaign, a.pair, an.image, p.image, p.kind, a.assigned_at, a.expires_at FROM assignments a "
+    "JOIN pairs p ON p.id = a.pair JOIN anchors an ON an.id = p.anchor "
+)
+
+
+def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | None:
+    """The rater's unexpired current item in the campaign, read without taking the write lock."""
+    row = conn.execute(
+        _HELD_ITEM + "WHERE a.campaign = ? AND a.rater = ? AND a.status = 'assigned' ORDER BY a.assigned_at LIMIT 1",
+        (campaign_id, rater_id),
+    ).fetchone()
+    if row is None or row[6] <= now_text:
+        return None  # nothing held, or it timed out: only a write transaction may expire it
+    return Item(row[0], row[1], row[2], row[3], row[5], row[6], row[4])
+
+
+def claim_in(conn, campaign_id: int, rater, now: datetime) -> Item | None:
+    """:func:`claim_next` inside the caller's write transaction (see :func:`rating_write`)."""
+    if rater.role not in RATING_ROLES:
+        return None
+    now_text = format_time(now)
+    ensure_pair_load(conn, campaign_id, now_text)
+    expire_stale(conn, campaign_id, now_text)
+    held = current_pair(conn, campaign_id, rater.id)
+    if held is not None:
+        return _item_for(conn, campaign_id, held, rater.id)
+    overlap, protocol = _campaign_settings(conn, campaign_id)
+    needed = int(overlap.get(rater.role, 0))
+    if needed <= 0:
+        return None
+    seen, checks_seen = _seen_counts(conn, campaign_id, rater.id)
+    rng = random.Random(f"order:{campaign_id}:{rater.id}:{seen}")
+    pair = _pick_verified_normal(conn, campaign_id, rater.role, rater.id, needed, rng, now_text)
+    if pair is None:
+        return None  # the role's work, as far as this rater can help, is complete
+    is_check = False
+    if check_due(campaign_id, rater.id, seen, checks_seen, protocol.attention_checks.rate):
+        check = _pick_check(conn, campaign_id, rater.id, rng)
+        if check is not None:
+            pair, is_check = check, True
+    expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
+    conn.execute(
+        "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
+        "VALUES (?, ?, ?, 'assigned', ?, ?) ON CONFLICT (campaign, pair, rater) DO UPDATE SET "
+        "status = 'assigned', assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
+        (campaign_id, pair, rater.id, now_text, format_time(expires)),
+    )
+    if not is_check:
+        conn.execute(
+            "UPDATE pair_load SET load = load + 1 WHERE campaign = ? AND role = ? AND pair = ?",
+            (campaign_id, rater.role, pair),
+        )
+    return _item_for(conn, campaign_id, pair, rater.id)
+
+
 def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
-    """The rater's current item in this campaign, or a newly assigned one, or None when done."""
+    """The rater's current item in this campaign, or a newly assigned one, or None when done.
+
+    A current item that has not timed out is returned by a plain read: page
+    reruns (every click on an answer) then never queue for the write lock.
+    """
     if rater.role not in RATING_ROLES:
         return None
     now = now or utc_now()
-    now_text = format_time(now)
+    held = _held_item(ws.conn, campaign_id, rater.id, format_time(now))
+    if held is not None:
+        return held
     with rating_write(ws) as conn:
-        ensure_pair_load(conn, campaign_id, now_text)
-        expire_stale(conn, campaign_id, now_text)
-        held = current_pair(conn, campaign_id, rater.id)
-        if held is not None:
-            return _item_for(conn, campaign_id, held, rater.id)
-        overlap, protocol = _campaign_settings(conn, campaign_id)
-        needed = int(overlap.get(rater.role, 0))
-        if needed <= 0:
-            return None
-        seen, checks_seen = _seen_counts(conn, campaign_id, rater.id)
-        rng = random.Random(f"order:{campaign_id}:{rater.id}:{seen}")
-        pair = _pick_verified_normal(conn, campaign_id, rater.role, rater.id, needed, rng, now_text)
-        if pair is None:
-            return None  # the role's work, as far as this rater can help, is complete
-        is_check = False
-        if check_due(campaign_id, rater.id, seen, checks_seen, protocol.attention_checks.rate):
-            check = _pick_check(conn, campaign_id, rater.id, rng)
-            if check is not None:
-                pair, is_check = check, True
-        expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
-        conn.execute(
-            "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
-            "VALUES (?, ?, ?, 'assigned', ?, ?) ON CONFLICT (campaign, pair, rater) DO UPDATE SET "
-            "status = 'assigned', assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
-            (campaign_id, pair, rater.id, now_text, format_time(expires)),
-        )
-        if not is_check:
-            conn.execute(
-                "UPDATE pair_load SET load = load + 1 WHERE campaign = ? AND role = ? AND pair = ?",
-                (campaign_id, rater.role, pair),
-            )
-        return _item_for(conn, campaign_id, pair, rater.id)
+        return claim_in(conn, campaign_id, rater, now)
 
 
-def next_item(ws, rater, now: datetime | None = None) -> Item | None:
-    """The rater's item across open campaigns (oldest first), or None when nothing is left for them."""
-    campaigns = open_campaign_ids(ws)
+def _oldest_held(conn, rater_id: int) -> tuple[list[int], tuple | None]:
+    """(open campaigns oldest first, the rater's oldest current assignment in one of them as an item row)."""
+    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")]
+    held = conn.execute(
+        _HELD_ITEM + "JOIN campaigns c ON c.id = a.campaign AND c.status = 'open' "
+        "WHERE a.rater = ? AND a.status = 'assigned' ORDER BY a.assigned_at LIMIT 1",
+        (rater_id,),
+    ).fetchone()
+    return campaigns, held
+
+
+def next_item_in(conn, rater, now: datetime) -> Item | None:
+    """:func:`next_item` inside the caller's write transaction (see :func:`rating_write`)."""
+    if rater.role not in RATING_ROLES:
+        return None
+    campaigns, held = _oldest_held(conn, rater.id)
     # A pair the rater already holds comes first, whichever campaign it is in.
-    held = ws.conn.execute(
-        "SELECT campaign FROM assignments WHERE rater = ? AND status = 'assigned' ORDER BY assigned_at",
-        (rater.id,),
-    ).fetchall()
-    held_open = [row[0] for row in held if row[0] in campaigns]
-    for campaign_id in held_open[:1] + campaigns:
-        item = claim_next(ws, campaign_id, rater, now)
+    for campaign_id in ([held[0]] if held else []) + campaigns:
+        item = claim_in(conn, campaign_id, rater, now)
         if item is not None:
             return item
     return None
+
+
+def next_item(ws, rater, now: datetime | None = None) -> Item | None:
+    """The rater's item across open campaigns (oldest first), or None when nothing is left for them.
+
+    The rater's current item, while it has not timed out, is found by one
+    read; claiming a new pair takes one write transaction for all campaigns.
+    """
+    if rater.role not in RATING_ROLES:
+        return None
+    now = now or utc_now()
+    _campaigns, held = _oldest_held(ws.conn, rater.id)
+    if held is not None and held[6] > format_time(now):
+        return Item(held[0], held[1], held[2], held[3], held[5], held[6], held[4])
+    with rating_write(ws) as conn:
+        return next_item_in(conn, rater, now)
 
 
 def protocol_for(ws, campaign_id: int) -> Protocol:
