@@ -20,10 +20,13 @@ their plain name (``ViT-L-14/openai``, ``vgg19``), the others carry a prefix
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 
 from cpdm.errors import CpdmError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `cpdm --help` stays fast
+    import torch
 
 DEFAULT_SEMANTIC = "ViT-L-14/openai"
 DEFAULT_STYLE = "vgg19"
@@ -56,6 +59,8 @@ def check_mode(mode: str) -> str:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """A torch device, refusing CUDA on a machine without it (clear message, no traceback)."""
+    import torch
+
     text = str(device)
     if text.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -70,6 +75,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def torch_hub_checkpoint_dir() -> Path:
     """Where torchvision keeps downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
