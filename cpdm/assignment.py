@@ -185,25 +185,39 @@ def current_pair(conn, campaign_id: int, rater_id: int) -> int | None:
     return None if row is None else row[0]
 
 
-def _seen_counts(conn, campaign_id: int, rater_id: int) -> tuple[int, int]:
-    """(pairs seen, checks seen) by the rater in the campaign, expired assignments left out.
+_LOAD_BOUNDS = (
+    "(SELECT MIN(load) FROM pair_load WHERE campaign = :campaign AND role = :role), "
+    "(SELECT MAX(pair) FROM pair_load WHERE campaign = :campaign AND role = :role)"
+)
+
+
+@dataclass(frozen=True)
+class _ClaimFacts:
+    seen: int  # pairs the rater was given in the campaign, expired assignments left out
+    checks_seen: int  # of which attention checks
+    lowest_load: int | None  # lowest load among the role's counters (None: the campaign has none)
+    top_load_pair: int | None  # highest pair id among the role's counters
+    top_pair: int  # highest pair id of the workspace
+
+
+def _claim_facts(conn, campaign_id: int, role: str, rater_id: int) -> _ClaimFacts:
+    """Everything a claim counts, in one round trip; each part is an index lookup or range.
 
     Pairs seen are counted in the assignments_by_rater index alone; checks
-    seen by probing the rater's assignment of each check pair (there are few),
-    so neither reads a pairs row per pair the rater has seen (CROSS JOIN
-    keeps the few check pairs as the outer loop).
+    seen by probing the rater's assignment of each check pair (there are few;
+    CROSS JOIN keeps them the outer loop), so neither reads a row per pair
+    the rater has seen.
     """
-    seen = conn.execute(
-        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('assigned', 'done', 'skipped')",
-        (campaign_id, rater_id),
-    ).fetchone()[0]
-    checks = conn.execute(
-        "SELECT COUNT(*) FROM pairs p INDEXED BY pairs_by_kind CROSS JOIN assignments a "
-        "ON a.campaign = ? AND a.pair = p.id AND a.rater = ? "
-        "WHERE p.kind IN ('check_identical', 'check_unrelated') AND a.status IN ('assigned', 'done', 'skipped')",
-        (campaign_id, rater_id),
-    ).fetchone()[0]
-    return seen, checks
+    row = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM assignments WHERE campaign = :campaign AND rater = :rater"
+        "  AND status IN ('assigned', 'done', 'skipped')), "
+        "(SELECT COUNT(*) FROM pairs p INDEXED BY pairs_by_kind CROSS JOIN assignments a"
+        "  ON a.campaign = :campaign AND a.pair = p.id AND a.rater = :rater"
+        "  WHERE p.kind IN ('check_identical', 'check_unrelated') AND a.status IN ('assigned', 'done', 'skipped')), "
+        f"{_LOAD_BOUNDS}, (SELECT MAX(id) FROM pairs)",
+        {"campaign": campaign_id, "rater": rater_id, "role": role},
+    ).fetchone()
+    return _ClaimFacts(row[0], row[1], row[2], row[3], row[4] or 0)
 
 
 _UNSEEN_BY_RATER = (
@@ -214,18 +228,20 @@ _UNSEEN_BY_RATER = (
 )
 
 
-def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, rng: random.Random) -> int | None:
-    """The next normal pair for the rater: lowest load first, random among equals."""
-    # Both bounds are one index lookup each: the lowest load present and the highest pair id.
-    lowest, top = conn.execute(
-        "SELECT (SELECT MIN(load) FROM pair_load WHERE campaign = :campaign AND role = :role), "
-        "(SELECT MAX(pair) FROM pair_load WHERE campaign = :campaign AND role = :role)",
-        {"campaign": campaign_id, "role": role},
-    ).fetchone()
+def _pick_normal(
+    conn, campaign_id: int, role: str, rater_id: int, needed: int, rng: random.Random,
+    bounds: tuple[int | None, int | None] | None = None,
+) -> int | None:
+    """The next normal pair for the rater: lowest load first, random among equals.
+
+    ``bounds`` is (lowest load, highest pair id) of the role's counters, as
+    :func:`_claim_facts` found them; without it they are looked up.
+    """
+    params = {"campaign": campaign_id, "role": role, "rater": rater_id}
+    lowest, top = bounds if bounds is not None else conn.execute(f"SELECT {_LOAD_BOUNDS}", params).fetchone()
     if top is None:
         return None
-    start = rng.randint(0, top)
-    params = {"campaign": campaign_id, "role": role, "rater": rater_id, "start": start}
+    params["start"] = rng.randint(0, top)
     for load in range(lowest, needed):  # levels below the lowest present are empty
         params["load"] = load
         # Walk the level from a random pair id, wrapping around once.
@@ -240,15 +256,19 @@ def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, 
     return None
 
 
+_TRUE_LOAD = (
+    "SELECT COUNT(*) FROM ("
+    " SELECT rater FROM assignments WHERE campaign = :campaign AND pair = :pair"
+    "  AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))"
+    " UNION SELECT rater FROM ratings WHERE campaign = :campaign AND pair = :pair AND value IS NOT NULL"
+    ") AS holders JOIN raters x ON x.id = holders.rater WHERE x.role = :role"
+)
+
+
 def true_load(conn, campaign_id: int, pair_id: int, role: str, now_text: str) -> int:
     """A pair's load for a role counted from assignments and ratings (what pair_load caches)."""
     return conn.execute(
-        "SELECT COUNT(*) FROM ("
-        " SELECT rater FROM assignments WHERE campaign = :campaign AND pair = :pair"
-        "  AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))"
-        " UNION SELECT rater FROM ratings WHERE campaign = :campaign AND pair = :pair AND value IS NOT NULL"
-        ") AS holders JOIN raters x ON x.id = holders.rater WHERE x.role = :role",
-        {"campaign": campaign_id, "pair": pair_id, "role": role, "now": now_text},
+        _TRUE_LOAD, {"campaign": campaign_id, "pair": pair_id, "role": role, "now": now_text}
     ).fetchone()[0]
 
 
@@ -256,7 +276,7 @@ def true_load(conn, campaign_id: int, pair_id: int, role: str, now_text: str) ->
 MAX_LOAD_CORRECTIONS = 20
 
 
-def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_text) -> int | None:
+def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_text, bounds=None) -> int | None:
     """Pick a normal pair and check its cached load against the truth before handing it out.
 
     Ratings written around :func:`cpdm.rating.submit` (bulk imports,
@@ -264,42 +284,40 @@ def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_te
     spot and the pick repeated, so overlap holds even then.
     """
     for _ in range(MAX_LOAD_CORRECTIONS):
-        pair = _pick_normal(conn, campaign_id, role, rater_id, needed, rng)
+        pair = _pick_normal(conn, campaign_id, role, rater_id, needed, rng, bounds)
         if pair is None:
             return None
-        cached = conn.execute(
-            "SELECT load FROM pair_load WHERE campaign = ? AND role = ? AND pair = ?", (campaign_id, role, pair)
-        ).fetchone()[0]
-        actual = true_load(conn, campaign_id, pair, role, now_text)
+        cached, actual = conn.execute(
+            f"SELECT (SELECT load FROM pair_load WHERE campaign = :campaign AND role = :role AND pair = :pair), "
+            f"({_TRUE_LOAD})",
+            {"campaign": campaign_id, "pair": pair, "role": role, "now": now_text},
+        ).fetchone()
         if actual == cached:
             return pair
         conn.execute(
             "UPDATE pair_load SET load = ? WHERE campaign = ? AND role = ? AND pair = ?",
             (actual, campaign_id, role, pair),
         )
+        bounds = None  # a corrected counter can move the lowest load
     _rebuild_pair_load(conn, campaign_id, now_text)
     return _pick_normal(conn, campaign_id, role, rater_id, needed, rng)
 
 
-def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random) -> int | None:
+def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random, top_pair: int) -> int | None:
     """A random attention-check pair of the campaign that the rater has not seen yet.
 
-    Walks the pairs_by_kind index from a random pair id (wrapping around
-    once), so the cost does not grow with the campaign's size.
+    Takes the first such pair from a random pair id on, wrapping around to
+    the lowest; it walks only the check pairs (pairs_by_kind index), so the
+    cost does not grow with the campaign's size.
     """
-    top = conn.execute("SELECT MAX(id) FROM pairs").fetchone()[0] or 0
-    params = {"campaign": campaign_id, "rater": rater_id, "start": rng.randint(0, top)}
-    for condition in ("p.id >= :start", "p.id < :start"):
-        row = conn.execute(
-            "SELECT p.id FROM pairs p INDEXED BY pairs_by_kind WHERE p.kind IN ('check_identical', 'check_unrelated') "
-            f"AND {condition} AND EXISTS (SELECT 1 FROM campaign_pairs cp WHERE cp.campaign = :campaign "
-            "AND cp.pair = p.id) AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = :campaign "
-            "AND a.pair = p.id AND a.rater = :rater AND a.status != 'expired') ORDER BY p.id LIMIT 1",
-            params,
-        ).fetchone()
-        if row is not None:
-            return row[0]
-    return None
+    row = conn.execute(
+        "SELECT p.id FROM pairs p INDEXED BY pairs_by_kind WHERE p.kind IN ('check_identical', 'check_unrelated') "
+        "AND EXISTS (SELECT 1 FROM campaign_pairs cp WHERE cp.campaign = :campaign AND cp.pair = p.id) "
+        "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign = :campaign "
+        "AND a.pair = p.id AND a.rater = :rater AND a.status != 'expired') ORDER BY p.id < :start, p.id LIMIT 1",
+        {"campaign": campaign_id, "rater": rater_id, "start": rng.randint(0, top_pair)},
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate: float) -> bool:
@@ -315,10 +333,17 @@ def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate
     return checks_seen < math.floor(rate * (seen + 1) + offset)
 
 
-def ensure_pair_load(conn, campaign_id: int, now_text: str) -> None:
-    """Build the campaign's load counters if it has none (a campaign made outside create_campaign)."""
+def ensure_pair_load(conn, campaign_id: int, now_text: str) -> bool:
+    """Build the campaign's load counters if it has none (a campaign made outside create_campaign).
+
+    Returns whether it built them. Run it after :func:`expire_stale`: the
+    count leaves timed-out assignments out, which expiring them again would
+    subtract a second time.
+    """
     if conn.execute("SELECT 1 FROM pair_load WHERE campaign = ? LIMIT 1", (campaign_id,)).fetchone() is None:
         _rebuild_pair_load(conn, campaign_id, now_text)
+        return True
+    return False
 
 
 def _rebuild_pair_load(conn, campaign_id: int, now_text: str) -> None:
@@ -370,31 +395,39 @@ def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | N
     ).fetchone()
     if row is None or row[6] <= now_text:
         return None  # nothing held, or it timed out: only a write transaction may expire it
-    return Item(row[0], row[1], row[2], row[3], row[5], row[6], row[4])
+    return _row_item(row)
 
 
-def claim_in(conn, campaign_id: int, rater, now: datetime) -> Item | None:
-    """:func:`claim_next` inside the caller's write transaction (see :func:`rating_write`)."""
+def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False) -> Item | None:
+    """:func:`claim_next` inside the caller's write transaction (see :func:`rating_write`).
+
+    ``holds_nothing`` says the caller saw, in this transaction, that the
+    rater holds no current item in any open campaign.
+    """
     if rater.role not in RATING_ROLES:
         return None
     now_text = format_time(now)
-    ensure_pair_load(conn, campaign_id, now_text)
     expire_stale(conn, campaign_id, now_text)
-    held = current_pair(conn, campaign_id, rater.id)
-    if held is not None:
-        return _item_for(conn, campaign_id, held, rater.id)
+    if not holds_nothing:
+        held = current_pair(conn, campaign_id, rater.id)
+        if held is not None:
+            return _item_for(conn, campaign_id, held, rater.id)
     overlap, protocol = _campaign_settings(conn, campaign_id)
     needed = int(overlap.get(rater.role, 0))
     if needed <= 0:
         return None
-    seen, checks_seen = _seen_counts(conn, campaign_id, rater.id)
-    rng = random.Random(f"order:{campaign_id}:{rater.id}:{seen}")
-    pair = _pick_verified_normal(conn, campaign_id, rater.role, rater.id, needed, rng, now_text)
+    facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
+    if facts.top_load_pair is None and ensure_pair_load(conn, campaign_id, now_text):
+        facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
+    rng = random.Random(f"order:{campaign_id}:{rater.id}:{facts.seen}")
+    pair = _pick_verified_normal(
+        conn, campaign_id, rater.role, rater.id, needed, rng, now_text, (facts.lowest_load, facts.top_load_pair)
+    )
     if pair is None:
         return None  # the role's work, as far as this rater can help, is complete
     is_check = False
-    if check_due(campaign_id, rater.id, seen, checks_seen, protocol.attention_checks.rate):
-        check = _pick_check(conn, campaign_id, rater.id, rng)
+    if check_due(campaign_id, rater.id, facts.seen, facts.checks_seen, protocol.attention_checks.rate):
+        check = _pick_check(conn, campaign_id, rater.id, rng, facts.top_pair)
         if check is not None:
             pair, is_check = check, True
     expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
@@ -428,25 +461,29 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
         return claim_in(conn, campaign_id, rater, now)
 
 
-def _oldest_held(conn, rater_id: int) -> tuple[list[int], tuple | None]:
-    """(open campaigns oldest first, the rater's oldest current assignment in one of them as an item row)."""
-    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")]
-    held = conn.execute(
+def _oldest_held(conn, rater_id: int) -> tuple | None:
+    """The rater's oldest current assignment in an open campaign, as an item row (see :func:`_row_item`)."""
+    return conn.execute(
         _HELD_ITEM + "JOIN campaigns c ON c.id = a.campaign AND c.status = 'open' "
         "WHERE a.rater = ? AND a.status = 'assigned' ORDER BY a.assigned_at LIMIT 1",
         (rater_id,),
     ).fetchone()
-    return campaigns, held
+
+
+def _row_item(row) -> Item:
+    """An Item from a row of ``_HELD_ITEM``."""
+    return Item(row[0], row[1], row[2], row[3], row[5], row[6], row[4])
 
 
 def next_item_in(conn, rater, now: datetime) -> Item | None:
     """:func:`next_item` inside the caller's write transaction (see :func:`rating_write`)."""
     if rater.role not in RATING_ROLES:
         return None
-    campaigns, held = _oldest_held(conn, rater.id)
+    held = _oldest_held(conn, rater.id)
+    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")]
     # A pair the rater already holds comes first, whichever campaign it is in.
     for campaign_id in ([held[0]] if held else []) + campaigns:
-        item = claim_in(conn, campaign_id, rater, now)
+        item = claim_in(conn, campaign_id, rater, now, holds_nothing=held is None)
         if item is not None:
             return item
     return None
@@ -461,9 +498,9 @@ def next_item(ws, rater, now: datetime | None = None) -> Item | None:
     if rater.role not in RATING_ROLES:
         return None
     now = now or utc_now()
-    _campaigns, held = _oldest_held(ws.conn, rater.id)
+    held = _oldest_held(ws.conn, rater.id)
     if held is not None and held[6] > format_time(now):
-        return Item(held[0], held[1], held[2], held[3], held[5], held[6], held[4])
+        return _row_item(held)
     with rating_write(ws) as conn:
         return next_item_in(conn, rater, now)
 

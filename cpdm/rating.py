@@ -125,16 +125,16 @@ def submit_and_next(
 def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now) -> SubmitResult:
     """The body of :func:`submit`, inside the caller's write transaction (nonce and skip reason already checked)."""
     skipping = answers is None
+    # The assignment, the pair's kind and whether this nonce was saved before: one round trip.
     row = conn.execute(
-        "SELECT status, assigned_at FROM assignments WHERE campaign = ? AND pair = ? AND rater = ?",
-        (campaign_id, pair_id, rater.id),
+        "SELECT a.status, a.assigned_at, p.kind, EXISTS (SELECT 1 FROM ratings WHERE nonce = ?) "
+        "FROM assignments a JOIN pairs p ON p.id = a.pair WHERE a.campaign = ? AND a.pair = ? AND a.rater = ?",
+        (nonce, campaign_id, pair_id, rater.id),
     ).fetchone()
     if row is None:
         raise CpdmError(f"pair {pair_id} is not assigned to this rater")
-    status, assigned_at = row
-    if status in ("done", "skipped") or conn.execute(
-        "SELECT 1 FROM ratings WHERE nonce = ? LIMIT 1", (nonce,)
-    ).fetchone():
+    status, assigned_at, kind, nonce_saved = row
+    if status in ("done", "skipped") or nonce_saved:
         return SubmitResult("duplicate")
     _overlap, protocol = _campaign_settings(conn, campaign_id)
     values = {q: None for q in protocol.question_ids} if skipping else validate_answers(protocol, answers)
@@ -155,7 +155,6 @@ def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
         ("skipped" if skipping else "done", campaign_id, pair_id, rater.id),
     )
     _update_load(conn, campaign_id, pair_id, rater.role, status, skipping)
-    kind = conn.execute("SELECT kind FROM pairs WHERE id = ?", (pair_id,)).fetchone()[0]
     if kind != "normal" and not skipping:
         _judge_attention_checks(conn, campaign_id, rater.id, protocol)
     return SubmitResult("saved", seconds, too_fast)
