@@ -44,12 +44,19 @@ def utc_now() -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    """ISO-8601 UTC with microseconds; such strings sort in time order."""
-    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+    """ISO-8601 UTC with microseconds (``TIME_FORMAT``); such strings sort in time order.
+
+    Formatted by hand: strftime costs more than the rest of a claim's Python.
+    """
+    t = moment.astimezone(timezone.utc)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+    """The moment a ``TIME_FORMAT`` string names (strptime is slow; fromisoformat reads the same text)."""
+    if len(text) == 27 and text.endswith("Z"):
+        return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)  # anything else, as strictly as ever
 
 
 @dataclass(frozen=True)
