@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 
 from cpdm.campaigns import RATING_ROLES, get_campaign
 from cpdm.protocol import Protocol, parse_protocol
+from cpdm.workspace import open_workspace
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -113,21 +114,59 @@ class FairLock:
         self.release()
 
 
-_WRITE_LOCKS: dict[str, FairLock] = {}
-_WRITE_LOCKS_GUARD = threading.Lock()
-# The lock of each open workspace, found once: resolving its path costs more than a claim.
-_LOCK_OF_WORKSPACE: "weakref.WeakKeyDictionary[object, FairLock]" = weakref.WeakKeyDictionary()
+class _Writer:
+    """The fair lock and the one connection through which this process writes rating work to one database file.
+
+    Every rater's page has its own connection, but SQLite admits one writer
+    at a time anyway. Writing through one connection keeps its page cache
+    warm: a connection that another one wrote behind must reread every page
+    it touches, which costs more than the claim itself.
+    """
+
+    def __init__(self, root) -> None:
+        self.root = root
+        self.lock = FairLock()
+        self.ws = None  # opened on first use, under the lock
+        self.users = 0  # live Workspace objects of this file
 
 
-def _write_lock(ws) -> FairLock:
-    """The process-wide lock of the workspace's database (one per file, shared by every connection)."""
-    lock = _LOCK_OF_WORKSPACE.get(ws)
-    if lock is None:
+_WRITERS: dict[str, _Writer] = {}
+_WRITERS_GUARD = threading.Lock()
+# Found once per Workspace object: resolving its path costs more than a claim.
+_WRITER_OF_WORKSPACE: "weakref.WeakKeyDictionary[object, _Writer]" = weakref.WeakKeyDictionary()
+# Files whose Workspace objects were collected; handled under the guard at the next lookup, never
+# inside the garbage collector (which may run while this thread holds the guard).
+_RELEASED: collections.deque[str] = collections.deque()
+
+
+def _release_writers() -> None:
+    """Close the writers of files no live Workspace uses any more (call with the guard held)."""
+    while _RELEASED:
+        key = _RELEASED.popleft()
+        writer = _WRITERS.get(key)
+        if writer is None:
+            continue
+        writer.users -= 1
+        if writer.users <= 0:
+            del _WRITERS[key]
+            if writer.ws is not None:
+                writer.ws.close()
+
+
+def _writer(ws) -> _Writer:
+    """The process-wide writer of the workspace's database (one per file, shared by its Workspace objects)."""
+    writer = _WRITER_OF_WORKSPACE.get(ws)
+    if writer is None:
         key = str(ws.db_path.resolve())
-        with _WRITE_LOCKS_GUARD:
-            lock = _WRITE_LOCKS.setdefault(key, FairLock())
-            _LOCK_OF_WORKSPACE[ws] = lock
-    return lock
+        with _WRITERS_GUARD:
+            _release_writers()
+            writer = _WRITERS.get(key)
+            if writer is None:
+                writer = _WRITERS[key] = _Writer(ws.root)
+            writer.users += 1
+            _WRITER_OF_WORKSPACE[ws] = writer
+        weakref.finalize(ws, _RELEASED.append, key)
+    return writer
 
 
 @contextmanager
@@ -138,10 +177,16 @@ def rating_write(ws):
     growing sleeps, which under many raters leaves a few waiting for
     seconds. Queuing the writers of one process (the app server) on a fair
     lock first keeps the wait short and even; other processes still meet
-    SQLite's own lock and busy timeout.
+    SQLite's own lock and busy timeout. The transaction runs on the file's
+    shared writer connection (see :class:`_Writer`), not on ``ws.conn``:
+    what it commits, ``ws.conn`` reads at once.
     """
-    with _write_lock(ws), ws.transaction() as conn:
-        yield conn
+    writer = _writer(ws)
+    with writer.lock:
+        if writer.ws is None:
+            writer.ws = open_workspace(writer.root)
+        with writer.ws.transaction() as conn:
+            yield conn
 
 
 @functools.lru_cache(maxsize=64)
