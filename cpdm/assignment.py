@@ -128,8 +128,13 @@ class _Writer:
         self.lock = FairLock()
         self.ws = None  # opened on first use, under the lock
         self.users = 0  # live Workspace objects of this file
+        self.commits = 0  # since the last checkpoint
+        self.checkpointing = threading.Lock()
+        self.finish_checkpoint = False  # a checkpoint ran outside the lock: complete it inside
 
 
+# Rating commits between two checkpoints of the write-ahead log (each adds about a dozen pages to it).
+CHECKPOINT_EVERY = 100
 _WRITERS: dict[str, _Writer] = {}
 _WRITERS_GUARD = threading.Lock()
 # Found once per Workspace object: resolving its path costs more than a claim.
@@ -185,8 +190,25 @@ def rating_write(ws):
     with writer.lock:
         if writer.ws is None:
             writer.ws = open_workspace(writer.root)
+            # Checkpoints run outside the lock (below), not inside whichever commit fills the log.
+            writer.ws.conn.execute("PRAGMA wal_autocheckpoint = 0")
         with writer.ws.transaction() as conn:
             yield conn
+        writer.commits += 1
+        due = writer.commits >= CHECKPOINT_EVERY
+        if writer.finish_checkpoint:
+            # Copy the few pages written since, with no writer adding more, so the log is
+            # wholly checkpointed and the next write can start it over instead of growing it.
+            writer.finish_checkpoint = False
+            writer.ws.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    if due and writer.checkpointing.acquire(blocking=False):
+        try:
+            writer.commits = 0
+            # The bulk of the copying, while the next writers go on, on this caller's own connection.
+            ws.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            writer.finish_checkpoint = True
+        finally:
+            writer.checkpointing.release()
 
 
 @functools.lru_cache(maxsize=64)
