@@ -5,6 +5,9 @@ together with the time from when the pair was first shown (the assignment
 time, so a refresh does not reset it). Each submit carries a nonce made when
 the page was drawn: a double click or a resent request with the same nonce,
 or a second submit for a pair already answered, changes nothing.
+
+:func:`submit_and_next` saves a submit and claims the rater's next pair in
+one transaction, for a page that shows the next pair right after a submit.
 """
 
 from __future__ import annotations
