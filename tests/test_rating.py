@@ -216,3 +216,53 @@ def test_cli_bad_protocol_file_names_file_and_field(ws, runner, tmp_path):
     result = invoke(runner, ws, "campaign", "create", "x", "--protocol", str(bad))
     assert result.exit_code == 1
     assert "strict.toml" in result.output and "'timing.min_seconds'" in result.output
+
+
+def _state(ws):
+    """Ratings, assignments and load counters: what a submit and a claim change."""
+    return [
+        ws.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
+        for table in ("ratings", "assignments", "pair_load")
+    ]
+
+
+def test_submit_and_next_is_submit_then_next_item(tmp_path):
+    """The one-transaction flow leaves the same ratings, assignments and counters as the two calls."""
+    from cpdm.rating import submit_and_next
+    from cpdm.workspace import init_workspace
+
+    now = utc_now()
+    states, items = [], []
+    for label in ("separate", "combined"):
+        ws = init_workspace(tmp_path / label)
+        make_world(ws, 2, 2, overlap={"artist": 2, "lay": 1})
+        rater, _ = create_rater(ws, "ann", "artist")
+        first = next_item(ws, rater, now=now)
+        later = now + timedelta(seconds=5)
+        if label == "separate":
+            result = submit(ws, rater, first.campaign, first.pair, ANSWERS, nonce="nonce-00001", now=later)
+            following = next_item(ws, rater, now=later)
+        else:
+            result, following = submit_and_next(ws, rater, first.campaign, first.pair, ANSWERS, nonce="nonce-00001", now=later)
+        assert result.status == "saved" and following is not None and following.pair != first.pair
+        items.append((first.pair, following.pair))
+        states.append(_state(ws))
+        ws.close()
+    assert items[0] == items[1]
+    assert states[0] == states[1]
+
+
+def test_submit_and_next_resent_returns_the_held_pair_and_refusal_claims_nothing(ws, world):
+    from cpdm.rating import submit_and_next
+
+    rater, _ = create_rater(ws, "ann", "artist")
+    first = next_item(ws, rater)
+    saved, held = submit_and_next(ws, rater, first.campaign, first.pair, ANSWERS, nonce="nonce-00002")
+    resent, held_again = submit_and_next(ws, rater, first.campaign, first.pair, ANSWERS, nonce="nonce-00002")
+    assert (saved.status, resent.status) == ("saved", "duplicate")
+    assert held_again.pair == held.pair and n_ratings(ws) == len(ANSWERS)
+
+    before = _state(ws)
+    with pytest.raises(CpdmError):
+        submit_and_next(ws, rater, held.campaign, held.pair, {"content": 9, "style": 1, "copy": 1}, nonce="nonce-00003")
+    assert _state(ws) == before  # nothing saved, nothing claimed
