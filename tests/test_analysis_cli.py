@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -168,6 +169,13 @@ def test_export_long_form_with_pseudonymous_raters(study, runner, tmp_path, fmt)
     assert not names & set(frame["rater"])
     assert frame["value"].isna().sum() == study.conn.execute(
         "SELECT COUNT(*) FROM ratings WHERE value IS NULL").fetchone()[0]
+    # Answers come back as the whole points the raters chose, as written in the database.
+    exported = sorted(frame.dropna(subset=["value"])["value"].astype(int).tolist())
+    stored = sorted(v for (v,) in study.conn.execute("SELECT value FROM ratings WHERE value IS NOT NULL"))
+    assert exported == stored
+    if fmt == "csv":  # written as 4, not 4.0
+        values = [row["value"] for row in csv.DictReader(path.open()) if row["value"]]
+        assert values and all(value.isdigit() for value in values)
 
 
 def test_export_pseudonyms_are_stable(study, runner, tmp_path):

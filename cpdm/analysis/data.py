@@ -215,7 +215,8 @@ def export_frame(ws, campaign_id: int) -> pd.DataFrame:
     """Ratings of a campaign in long form, with pseudonymous rater ids (no names, no database ids)."""
     ratings = load_ratings(ws, campaign_id)
     pseudonyms = rater_pseudonyms(ws, ratings["rater"])
-    out = ratings.assign(rater=ratings["rater"].map(pseudonyms))
+    # Answers are whole points on the scale; Int64 keeps them whole (and empty for skips) in every format.
+    out = ratings.assign(rater=ratings["rater"].map(pseudonyms), value=ratings["value"].astype("Int64"))
     return out[EXPORT_COLUMNS]
 
 
