@@ -14,18 +14,14 @@ Each turn of a rater is what the rating page does: draw the page
 ``submit``; the next page draw claims the following pair. Each of the two is
 one write transaction.
 
-Three phases run, each on a fresh copy of the same workspace:
+Two phases run, each on a fresh copy of the same workspace:
 
 - paced: each rater looks at a pair for 2 to 4 s before submitting (2 s is
   the protocol's fastest answer not flagged as too fast), starting at a
   random moment; this is the load 50 quick humans put on the server;
 - saturated: no pause at all; every rater hammers next-pair + submit, which
   measures throughput (latency there is mostly queueing: with one SQLite
-  writer, 50 clients wait about 50 x the time of one write);
-- combined: the same without pause, with ``submit_and_next``, which saves
-  the answers and claims the following pair in one write transaction, so
-  the next page draw only reads the pair the rater holds. One queue turn per
-  rated pair instead of two, each about twice as long.
+  writer, 50 clients wait about 50 x the time of one write).
 
 Prints p50/p95/p99 latency of next-pair and of submit for each phase, and of
 "click to next pair" (a submit plus the next page draw: what a rater waits
@@ -57,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cpdm.assignment import format_time, next_item, rebuild_pair_load, utc_now  # noqa: E402
 from cpdm.auth import create_rater, get_rater  # noqa: E402
 from cpdm.campaigns import create_campaign  # noqa: E402
-from cpdm.rating import submit, submit_and_next  # noqa: E402
+from cpdm.rating import submit  # noqa: E402
 from cpdm.workspace import init_workspace, open_workspace  # noqa: E402
 
 TARGET_P95_MS = 50.0
@@ -123,13 +119,12 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
     return campaign
 
 
-def rater_loop(root, rater_id, stop_at, think_s, combined, out, errors):
+def rater_loop(root, rater_id, stop_at, think_s, out, errors):
     """One simulated rater: next pair, look at it, submit, until time is up (or nothing is left).
 
     With ``think_s`` the rater starts at a random moment within the first
     ``think_s`` seconds and looks at each pair for ``think_s`` to twice that,
-    as people do: they neither start nor answer in lockstep. With
-    ``combined`` each submit also claims the next pair (``submit_and_next``).
+    as people do: they neither start nor answer in lockstep.
     """
     rng = random.Random(rater_id)
     ws = open_workspace(root)
@@ -150,16 +145,13 @@ def rater_loop(root, rater_id, stop_at, think_s, combined, out, errors):
             answers = {q: 1 + (item.pair + i + rater_id) % 5 for i, q in enumerate(QUESTIONS)}
             nonce = uuid.uuid4().hex
             t2 = time.perf_counter()
-            send = submit_and_next if combined else submit
-            result = send(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
+            result = submit(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
             submit_ms.append((time.perf_counter() - t2) * 1000)
-            if combined:
-                result = result[0]
             if result.status == "saved":
                 saved[item.pair] = answers
             if len(submit_ms) % 10 == 0:  # a double click: the same request again
                 resent += 1
-                send(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
+                submit(ws, rater, item.campaign, item.pair, answers, nonce=nonce)
     except Exception as exc:
         errors.append(f"rater {rater_id}: {exc!r}")
     finally:
@@ -203,11 +195,11 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     return float(p50), float(p95), float(p99)
 
 
-def run_phase(root, raters, seconds, think_s, combined=False) -> dict:
+def run_phase(root, raters, seconds, think_s) -> dict:
     """Run every rater in its own thread for ``seconds``; return latencies and what was saved."""
     results, errors = {}, []
     stop_at = time.monotonic() + seconds
-    threads = [threading.Thread(target=rater_loop, args=(root, r, stop_at, think_s, combined, results, errors))
+    threads = [threading.Thread(target=rater_loop, args=(root, r, stop_at, think_s, results, errors))
                for r in raters]
     started = time.perf_counter()
     for thread in threads:
@@ -228,13 +220,13 @@ def run_phase(root, raters, seconds, think_s, combined=False) -> dict:
     }
 
 
-def run_phase_on_copy(base, root, campaign, raters, seconds, think_s, combined=False) -> dict:
+def run_phase_on_copy(base, root, campaign, raters, seconds, think_s) -> dict:
     """:func:`run_phase` on a copy of the workspace at ``base``, so every phase starts from the same ratings.
 
     Adds ``integrity``: (lost, duplicated, over-overlap pairs) of the phase.
     """
     shutil.copytree(base, root)
-    phase = run_phase(root, raters, seconds, think_s, combined)
+    phase = run_phase(root, raters, seconds, think_s)
     phase["integrity"] = check_integrity(root, campaign, phase["results"])
     return phase
 
@@ -269,12 +261,10 @@ def main() -> None:
               "each phase on a fresh copy of the workspace")
         paced = run_phase_on_copy(root, Path(tmp) / "paced", campaign, raters, seconds, args.think)
         saturated = run_phase_on_copy(root, Path(tmp) / "saturated", campaign, raters, seconds, 0.0)
-        combined = run_phase_on_copy(root, Path(tmp) / "combined", campaign, raters, seconds, 0.0, combined=True)
-        lost, duplicated, over = (sum(phase["integrity"][i] for phase in (paced, saturated, combined))
+        lost, duplicated, over = (sum(phase["integrity"][i] for phase in (paced, saturated))
                                   for i in range(3))
 
-    phases = ((f"paced ({args.think:g} s/pair)", "paced", paced), ("saturated (no pause)", "saturated", saturated),
-              ("saturated, submit_and_next", "combined", combined))
+    phases = ((f"paced ({args.think:g} s/pair)", "paced", paced), ("saturated (no pause)", "saturated", saturated))
     print()
     print(f"{'':26}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95/target':>12}{'calls':>8}")
     for _label, short, phase in phases:
@@ -289,7 +279,7 @@ def main() -> None:
               f"resent submits (same nonce): {phase['resent']}; lost {phase['integrity'][0]}, "
               f"duplicated {phase['integrity'][1]}, pairs over their overlap {phase['integrity'][2]}")
     print(f"lost ratings: {lost}; duplicated ratings: {duplicated}; pairs over their overlap: {over}")
-    errors = paced["errors"] + saturated["errors"] + combined["errors"]
+    errors = paced["errors"] + saturated["errors"]
     if errors:
         print(f"errors ({len(errors)}): {errors[:3]}")
     ok = lost == 0 and duplicated == 0 and over == 0 and not errors
@@ -302,8 +292,7 @@ def main() -> None:
         f"next_p99_ms={paced['next'][2]:.2f} submit_p50_ms={paced['submit'][0]:.2f} "
         f"submit_p95_ms={paced['submit'][1]:.2f} submit_p99_ms={paced['submit'][2]:.2f} "
         f"saturated_next_p95_ms={saturated['next'][1]:.2f} saturated_submit_p95_ms={saturated['submit'][1]:.2f} "
-        f"saturated_click_p95_ms={saturated['click'][1]:.2f} combined_click_p95_ms={combined['click'][1]:.2f} "
-        f"ratings_per_s={saturated['rate']:.1f} combined_ratings_per_s={combined['rate']:.1f} "
+        f"saturated_click_p95_ms={saturated['click'][1]:.2f} ratings_per_s={saturated['rate']:.1f} "
         f"lost={lost} duplicated={duplicated} over_overlap={over} "
         f"raters={args.raters} pairs={n_pairs} earlier_ratings={n_ratings}"
     )

@@ -5,9 +5,6 @@ together with the time from when the pair was first shown (the assignment
 time, so a refresh does not reset it). Each submit carries a nonce made when
 the page was drawn: a double click or a resent request with the same nonce,
 or a second submit for a pair already answered, changes nothing.
-
-:func:`submit_and_next` saves a submit and claims the rater's next pair in
-one transaction, for a page that shows the next pair right after a submit.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from cpdm.assignment import Item, _campaign_settings, format_time, next_item_in, parse_time, rating_write, utc_now
+from cpdm.assignment import _campaign_settings, format_time, parse_time, rating_write, utc_now
 from cpdm.errors import CpdmError
 
 MAX_SKIP_REASON = 500
@@ -98,31 +95,6 @@ def submit(
     now = now or utc_now()
     with rating_write(ws) as conn:
         return save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
-
-
-def submit_and_next(
-    ws,
-    rater,
-    campaign_id: int,
-    pair_id: int,
-    answers: dict | None,
-    *,
-    nonce: str,
-    skip_reason: str | None = None,
-    now: datetime | None = None,
-) -> tuple[SubmitResult, Item | None]:
-    """:func:`submit`, then the rater's next item (as :func:`cpdm.assignment.next_item`), in one transaction.
-
-    What the rating page needs after a click on submit, for one turn of the
-    write lock instead of two. A resent submit (``duplicate``) changes
-    nothing and returns the item the rater already holds. A refused submit
-    raises before anything is saved or claimed.
-    """
-    nonce, skip_reason = _checked_skip(nonce, answers, skip_reason)
-    now = now or utc_now()
-    with rating_write(ws) as conn:
-        result = save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
-        return result, next_item_in(conn, rater, now)
 
 
 def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now) -> SubmitResult:
@@ -344,5 +316,5 @@ def protocol_for_rater(ws, rater):
 __all__ = [
     "protocol_for_rater",
     "Progress", "SubmitResult", "answers_of", "attention_check_failures", "campaign_status",
-    "rater_overall_progress", "rater_progress", "role_complete", "submit", "submit_and_next", "validate_answers",
+    "rater_overall_progress", "rater_progress", "role_complete", "submit", "validate_answers",
 ]
