@@ -50,6 +50,11 @@ def parse_overlap(text: str) -> dict[str, int]:
     return validate_overlap(overlap)
 
 
+def format_overlap(overlap: dict[str, int]) -> str:
+    """``{"artist": 3, "lay": 3}`` as ``artist=3,lay=3``: the form :func:`parse_overlap` reads."""
+    return ",".join(f"{role}={count}" for role, count in overlap.items())
+
+
 def validate_overlap(overlap: dict) -> dict[str, int]:
     """Check an overlap mapping: roles artist/lay, counts from 0 (role not asked) to 100."""
     if not overlap:

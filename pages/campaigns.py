@@ -5,7 +5,7 @@ import streamlit as st
 
 from cpdm.ui import require_researcher
 from cpdm.campaigns import (
-    DEFAULT_OVERLAP, create_campaign_from_filters, list_campaigns, pair_filter_options, select_pairs,
+    DEFAULT_OVERLAP, create_campaign_from_filters, format_overlap, list_campaigns, pair_filter_options, select_pairs,
     set_campaign_status, set_overlap,
 )
 from cpdm.errors import CpdmError
@@ -17,7 +17,7 @@ st.title("Campaigns")
 campaigns = list_campaigns(ws)
 if campaigns:
     st.dataframe(
-        pd.DataFrame([{**c, "overlap": ", ".join(f"{k}={v}" for k, v in c["overlap"].items())} for c in campaigns]),
+        pd.DataFrame([{**c, "overlap": format_overlap(c["overlap"])} for c in campaigns]),
         hide_index=True, width="stretch",
     )
 else:

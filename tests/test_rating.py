@@ -217,3 +217,10 @@ def test_cli_bad_protocol_file_names_file_and_field(ws, runner, tmp_path):
     assert result.exit_code == 1
     assert "strict.toml" in result.output and "'timing.min_seconds'" in result.output
 
+
+
+def test_overlap_text_round_trips():
+    from cpdm.campaigns import format_overlap, parse_overlap
+
+    assert format_overlap({"artist": 3, "lay": 0}) == "artist=3,lay=0"
+    assert parse_overlap(format_overlap({"artist": 3, "lay": 2})) == {"artist": 3, "lay": 2}

@@ -6,15 +6,11 @@ import click
 
 from cpdm.auth import create_rater, invite_url, list_raters, rater_by_name_or_id, revoke_rater
 from cpdm.campaigns import (
-    DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, list_campaigns, parse_overlap,
+    DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
 from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
 from cpdm.protocol import load_protocol_file
 from cpdm.rating import campaign_status
-
-
-def _overlap_text(overlap: dict) -> str:
-    return ",".join(f"{role}={count}" for role, count in overlap.items())
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:
@@ -42,7 +38,7 @@ def campaign():
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
               help="Protocol TOML file (default: annotations/protocols/default.toml).")
-@click.option("--overlap", default=_overlap_text(DEFAULT_OVERLAP), show_default=True,
+@click.option("--overlap", default=format_overlap(DEFAULT_OVERLAP), show_default=True,
               help="Ratings each pair needs per role.")
 @click.option("--category", "categories", multiple=True, help="Only anchors of this category (repeatable).")
 @click.option("--artist", "artists", multiple=True, help="Only anchors by this artist (repeatable).")
@@ -73,7 +69,7 @@ def campaign_create(name, protocol_file, overlap, categories, artists, variants,
     total = next(c["pairs"] for c in list_campaigns(ws) if c["id"] == campaign_id)
     click.echo(
         f"campaign {name.strip()!r} (id {campaign_id}): {n_pairs} pairs, {total - n_pairs} attention checks, "
-        f"overlap {_overlap_text(overlap_counts)}"
+        f"overlap {format_overlap(overlap_counts)}"
     )
 
 
@@ -91,7 +87,7 @@ def campaign_list(workspace):
     if not rows:
         click.echo("no campaigns (create one with `cpdm campaign create NAME`)")
         return
-    _table([{**r, "overlap": _overlap_text(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
+    _table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
 
 
 @campaign.command("status")
