@@ -31,3 +31,17 @@ def require_rater():
         st.error("This link is not valid.")
         st.stop()
     return ws, rater
+
+
+def session_cached(name: str, key, compute):
+    """``compute()``, kept in this browser session under ``name`` until ``key`` changes.
+
+    Analyses take seconds; the pages rerun on every click. Only the latest
+    result per ``name`` is kept, so memory stays bounded.
+    """
+    cache = st.session_state.setdefault(name, {})
+    if key not in cache:
+        value = compute()
+        cache.clear()
+        cache[key] = value
+    return cache[key]

@@ -4,10 +4,10 @@ from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.ui import require_researcher
 from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_analysis, scatter_name
 from cpdm.campaigns import list_campaigns
 from cpdm.errors import CpdmError
+from cpdm.ui import require_researcher, session_cached
 
 ws, rater = require_researcher()
 
@@ -30,17 +30,13 @@ with st.expander("Which ratings, and how", expanded=False):
 
 options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, zscore=zscore,
                           level=level, n_boot=int(n_boot))
-cache_key = (campaign_fingerprint(ws, campaign), astuple(options))
-cache = st.session_state.setdefault("analysis_cache", {})
-if cache_key not in cache:
-    try:
-        with st.spinner("Analysing…"):
-            cache.clear()
-            cache[cache_key] = run_analysis(ws, campaign, options)
-    except CpdmError as exc:
-        st.error(str(exc))
-        st.stop()
-analysis = cache[cache_key]
+try:
+    with st.spinner("Analysing…"):
+        analysis = session_cached("analysis_cache", (campaign_fingerprint(ws, campaign), astuple(options)),
+                                  lambda: run_analysis(ws, campaign, options))
+except CpdmError as exc:
+    st.error(str(exc))
+    st.stop()
 figure_names = analysis.figure_names()
 counts = analysis.data.counts
 st.caption(

@@ -1,12 +1,14 @@
 """Researcher page: calibrate the semantic/style weight w of CM_w and download the weights (UI only)."""
 
+from dataclasses import astuple
+
 import streamlit as st
 
-from cpdm.ui import require_researcher
 from cpdm.analysis.plots import calibration_figure, figure_png
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
 from cpdm.campaigns import campaign_id_by_name, list_campaigns
 from cpdm.errors import CpdmError
+from cpdm.ui import require_researcher, session_cached
 
 ws, rater = require_researcher()
 
@@ -35,19 +37,20 @@ with st.expander("Settings", expanded=False):
 
 options = AnalysisOptions(folds=int(folds), n_boot=int(n_boot), step=float(step), include_flagged=include_flagged,
                           include_simulated=not exclude_simulated)
-cache_key = (campaign_fingerprint(ws, campaign), target, group, folds, n_boot, step, include_flagged, exclude_simulated)
-cache = st.session_state.setdefault("calibration_cache", {})
-if cache_key not in cache:
-    try:
-        with st.spinner("Calibrating…"):
-            cache.clear()
-            result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options,
-                                                 record=False)
-            cache[cache_key] = (result, weights, figure_png(calibration_figure(result.curve, result.chosen_w)))
-    except CpdmError as exc:
-        st.error(str(exc))
-        st.stop()
-result, weights, curve_png = cache[cache_key]
+
+
+def calibrate_and_plot():
+    result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
+    return result, weights, figure_png(calibration_figure(result.curve, result.chosen_w))
+
+
+cache_key = (campaign_fingerprint(ws, campaign), target, group, astuple(options))
+try:
+    with st.spinner("Calibrating…"):
+        result, weights, curve_png = session_cached("calibration_cache", cache_key, calibrate_and_plot)
+except CpdmError as exc:
+    st.error(str(exc))
+    st.stop()
 
 st.metric("Chosen w", f"{result.chosen_w:g}",
           help="The grid value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5).")

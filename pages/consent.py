@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from cpdm.ui import require_rater
 from cpdm.auth import record_consent
 from cpdm.rating import protocol_for_rater
+from cpdm.ui import require_rater
 
 ws, rater = require_rater()
 protocol = protocol_for_rater(ws, rater)

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from cpdm.ui import require_researcher
 from cpdm.campaigns import list_campaigns
 from cpdm.rating import campaign_status
+from cpdm.ui import require_researcher
 
 ws, rater = require_researcher()
 

@@ -10,10 +10,10 @@ import uuid
 
 import streamlit as st
 
-from cpdm.ui import require_rater
 from cpdm.assignment import next_item, protocol_for
 from cpdm.errors import CpdmError
 from cpdm.rating import rater_overall_progress, submit
+from cpdm.ui import require_rater
 
 ws, rater = require_rater()
 

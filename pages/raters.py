@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from cpdm.ui import require_researcher
 from cpdm.auth import create_rater, invite_url, list_raters, revoke_rater
 from cpdm.errors import CpdmError
+from cpdm.ui import require_researcher
 
 ws, rater = require_researcher()
 
