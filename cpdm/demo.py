@@ -705,7 +705,7 @@ def add_tiny_scores(ws) -> None:
     """
     from cpdm.scoring import score_pairs
 
-    score_pairs(ws, offline_tiny=True, progress=False)
+    score_pairs(ws, offline_tiny=True, progress=False, precision="fp32")  # the same scores on every machine
 
 
 def add_raters(ws, seed: int, base_url: str = DEFAULT_BASE_URL) -> list[DemoLink]:

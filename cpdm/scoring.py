@@ -22,10 +22,12 @@ fewer positions than channels (H·W < C, e.g. InceptionV3's pooled block 3),
 the feature maps themselves, from which the Gram matrix follows exactly and
 which are smaller. Blobs are numpy ``.npz`` archives, read without pickle.
 
-On CUDA the engine runs in inference mode and tries half precision on the
-first batch of each backbone: it keeps fp16 only if every distance among that
-batch's images stays within 1e-3 of fp32 (absolute for M_sem, relative for
-M_style), else it stays in fp32. On the CPU it always uses fp32.
+The engine runs in inference mode. With ``precision="auto"`` (the default)
+it tries the device's reduced precision (fp16 on CUDA, bf16 matrix products
+on CPUs that have bf16 instructions) on the first batch of each backbone and
+keeps it only if every distance among a probe of that batch's images stays
+within 1e-3 of fp32 (absolute for M_sem, relative for M_style); see
+``cpdm.precision``. ``precision="fp32"`` always computes in fp32.
 """
 
 from __future__ import annotations
@@ -57,10 +59,18 @@ from cpdm.backbones import (
 )
 from cpdm.errors import CpdmError
 from cpdm.images import ImageError
+from cpdm.precision import (
+    FP32,
+    PRECISION_CHOICES,
+    PROBE_IMAGES,
+    choose_precision,
+    computing_in,
+    reduced_precision_for,
+)
 
 REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
 PREPARE_THREADS = 8  # image decoding threads on CUDA
-HALF_TOLERANCE = 1e-3  # fp16 is used only if distances move less than this
+CPU_STYLE_PIXELS = 512 * 512  # the style network's input pixels per forward pass on the CPU
 SCORE_COLUMNS = [
     "pair", "anchor", "artist", "category", "image", "generation", "variant",
     "kind", "semantic", "style", "m_sem", "m_style",
@@ -216,23 +226,30 @@ class ImageFeatures:
 
 
 class FeatureExtractor:
-    """Both backbones, batched, with the precision choice described in the module docstring.
+    """Both backbones, batched, in the precision chosen as described in ``cpdm.precision``.
+
+    ``precision="auto"`` tries the device's reduced precision on the first
+    batch of two or more images, per backbone; ``"fp32"`` never does.
 
     On CUDA, images are decoded and prepared (resized, normalised) by a few
     threads, so that the CPU work of one batch does not leave the GPU idle for
     long; on the CPU, torch already uses every core and this stays sequential.
+    On the CPU the style network also runs on at most ``CPU_STYLE_PIXELS``
+    pixels at a time: a 512×512 VGG19 pass is fastest one image at a time
+    there, as larger batches of its big feature maps fall out of the caches.
     """
 
-    def __init__(self, semantic_backbone, style_backbone, allow_half: bool | None = None):
+    def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
+        if precision not in PRECISION_CHOICES:
+            raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
         self.semantic = semantic_backbone
         self.style = style_backbone
-        device = semantic_backbone.device
-        self._pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS) if device.type == "cuda" else None
-        self.allow_half = device.type == "cuda" if allow_half is None else allow_half
-        self.half_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        # None until decided on the first batch of two or more images.
-        self.semantic_dtype: torch.dtype | None = None if self.allow_half else torch.float32
-        self.style_dtype: torch.dtype | None = None if self.allow_half else torch.float32
+        self.device = semantic_backbone.device
+        self._pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS) if self.device.type == "cuda" else None
+        self.reduced = reduced_precision_for(self.device) if precision == "auto" else None
+        # Per backbone: None until chosen on the first batch of two or more images.
+        undecided = None if self.reduced else FP32
+        self.precision: dict[str, str | None] = {"semantic": undecided, "style": undecided}
 
     def map(self, function, items: Sequence) -> list:
         """``[function(item) for item in items]``, in threads on CUDA; the first error is raised, in order."""
@@ -243,14 +260,13 @@ class FeatureExtractor:
     def embeddings(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """L2-normalised CLIP embeddings, one float32 vector per image."""
         batch = torch.stack(self.map(self.semantic.prepare, images))
-        if self.semantic_dtype is None and len(images) > 1:
-            self.semantic_dtype = self._choose(
-                lambda dtype: self.semantic.embed_batch(batch, dtype).numpy(),
-                lambda e, i, j: metric.m_sem(e[i], e[j]),
-                relative=False,
-            )
-        out = self.semantic.embed_batch(batch, self.semantic_dtype or torch.float32).numpy()
-        return [out[i].copy() for i in range(len(images))]
+        return self._run(
+            "semantic",
+            lambda part: list(self.semantic.embed_batch(part).numpy()),
+            batch,
+            distance=lambda e, i, j: metric.m_sem(e[i], e[j]),
+            relative=False,
+        )
 
     def style_descriptors(self, images: Sequence[Image.Image]) -> list[list[LayerGram]]:
         """One style descriptor (a LayerGram per layer) per image; batches by input size."""
@@ -259,50 +275,46 @@ class FeatureExtractor:
         by_shape: dict[tuple, list[int]] = {}
         for index, tensor in enumerate(prepared):
             by_shape.setdefault(tuple(tensor.shape), []).append(index)
+        weights = self.style.layer_weights
         for indices in by_shape.values():
             batch = torch.stack([prepared[i] for i in indices])
-            for index, descriptor in zip(indices, self._describe(batch)):
+            descriptors = self._run(
+                "style",
+                self._describe,
+                batch,
+                distance=lambda d, i, j: style_distance(d[i], d[j], weights),
+                relative=True,
+            )
+            for index, descriptor in zip(indices, descriptors):
                 results[index] = descriptor
         return results  # type: ignore[return-value]
 
     def _describe(self, batch: torch.Tensor) -> list[list[LayerGram]]:
-        if self.style_dtype is None and batch.shape[0] > 1:
-            weights = self.style.layer_weights
-            self.style_dtype = self._choose(
-                lambda dtype: self._describe_as(batch, dtype),
-                lambda d, i, j: style_distance(d[i], d[j], weights),
-                relative=True,
+        """Style descriptors of a prepared batch, in parts of at most CPU_STYLE_PIXELS on the CPU."""
+        per_part = len(batch)
+        if self.device.type == "cpu":
+            per_part = max(1, CPU_STYLE_PIXELS // (batch.shape[-1] * batch.shape[-2]))
+        descriptors = []
+        for part in batch.split(per_part):
+            per_layer = [describe_layer(maps) for maps in self.style.feature_maps(part)]
+            descriptors += [list(layers) for layers in zip(*per_layer)]
+        return descriptors
+
+    def _run(self, backbone: str, forward, batch: torch.Tensor, distance, relative: bool) -> list:
+        """``forward(batch)`` in the backbone's precision, choosing it on a probe of this batch if undecided."""
+        precision = self.precision[backbone]
+        if precision is None and len(batch) >= 2:
+            probe, rest = batch[:PROBE_IMAGES], batch[PROBE_IMAGES:]
+            precision, probe_out = choose_precision(
+                lambda candidate: self._forward_in(candidate, forward, probe), distance, self.reduced, relative
             )
-        return self._describe_as(batch, self.style_dtype or torch.float32)
+            self.precision[backbone] = precision
+            return list(probe_out) + (self._forward_in(precision, forward, rest) if len(rest) else [])
+        return self._forward_in(precision or FP32, forward, batch)
 
-    def _describe_as(self, batch: torch.Tensor, dtype: torch.dtype) -> list[list[LayerGram]]:
-        per_layer = [describe_layer(maps) for maps in self.style.feature_maps(batch, dtype)]
-        return [list(layers) for layers in zip(*per_layer)]
-
-    def _choose(self, compute, distance, relative: bool) -> torch.dtype:
-        """fp16 if every pairwise distance of this batch stays within HALF_TOLERANCE of fp32."""
-        return choose_precision(compute, distance, self.half_dtype, relative)
-
-
-def choose_precision(compute, distance, half_dtype: torch.dtype, relative: bool, tolerance: float = HALF_TOLERANCE):
-    """Compare distances among a batch's images computed in fp32 and in ``half_dtype``.
-
-    ``compute(dtype)`` returns per-image features; ``distance(features, i, j)``
-    a distance. Returns ``half_dtype`` if every distance moves by at most
-    ``tolerance`` (times the fp32 value when ``relative``), else float32.
-    """
-    exact = compute(torch.float32)
-    try:
-        approx = compute(half_dtype)
-    except RuntimeError:  # an op without a half kernel on this device
-        return torch.float32
-    for i, j in itertools.combinations(range(len(exact)), 2):
-        reference = distance(exact, i, j)
-        error = abs(distance(approx, i, j) - reference)
-        limit = tolerance * abs(reference) if relative else tolerance
-        if not error <= limit:
-            return torch.float32
-    return half_dtype
+    def _forward_in(self, precision: str, forward, batch: torch.Tensor) -> list:
+        with computing_in(precision, self.device):
+            return forward(batch)
 
 
 # --------------------------------------------------------------------------
@@ -443,11 +455,11 @@ def _open_image_file(path: Path, sha: str) -> Image.Image:
 class ScoringEngine:
     """Backbones plus the workspace: computes, caches and scores. ``score_pairs`` drives it."""
 
-    def __init__(self, ws, semantic_backbone, style_backbone, batch_size: int = 16, allow_half: bool | None = None):
+    def __init__(self, ws, semantic_backbone, style_backbone, batch_size: int = 16, precision: str = "auto"):
         if batch_size < 1:
             raise ScoringError(f"batch size must be at least 1, got {batch_size}")
         self.ws = ws
-        self.extractor = FeatureExtractor(semantic_backbone, style_backbone, allow_half)
+        self.extractor = FeatureExtractor(semantic_backbone, style_backbone, precision)
         self.semantic_key = semantic_backbone.key
         self.style_key = style_backbone.key
         self.layer_weights = style_backbone.layer_weights
@@ -588,16 +600,19 @@ def build_engine(
     offline_tiny: bool = False,
     mode: str | None = None,
     style_image_size: int | None = None,
+    precision: str = "auto",
 ) -> ScoringEngine:
-    """Load both backbones (checking names and device first) and wrap them in an engine."""
+    """Load both backbones (checking names, device and precision first) and wrap them in an engine."""
     check_style_name(style)
     resolve_device(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
+    if precision not in PRECISION_CHOICES:
+        raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     mode = mode or ("tiny" if offline_tiny else "real")
     semantic_backbone = load_semantic(semantic, mode=mode, device=device)
     style_backbone = load_style(style, mode=mode, device=device, image_size=style_image_size)
-    return ScoringEngine(ws, semantic_backbone, style_backbone, batch_size=batch_size)
+    return ScoringEngine(ws, semantic_backbone, style_backbone, batch_size=batch_size, precision=precision)
 
 
 def score_pairs(
@@ -611,16 +626,19 @@ def score_pairs(
     offline_tiny: bool = False,
     progress: bool = True,
     engine: ScoringEngine | None = None,
+    precision: str = "auto",
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that has no score for these backbones.
 
     Re-running scores only what is new. ``engine`` reuses loaded backbones
-    (its backbones then decide semantic/style/device).
+    (its backbones then decide semantic/style/device, and it its precision).
+    ``precision`` is ``auto`` (reduced precision where it keeps scores within
+    1e-3 of fp32, see ``cpdm.precision``) or ``fp32``.
     """
     started = time.perf_counter()
     scope = _selected_pair_ids(ws, pair_ids, campaign_id)
     if engine is None:
-        engine = build_engine(ws, semantic, style, device, batch_size, offline_tiny)
+        engine = build_engine(ws, semantic, style, device, batch_size, offline_tiny, precision=precision)
     report = ScoreReport(semantic=engine.semantic_key, style=engine.style_key)
     pairs = _pairs_in_scope(ws, scope)
     done = _scored_pair_ids(ws, engine.semantic_key, engine.style_key)
@@ -634,8 +652,7 @@ def score_pairs(
             bar.update(len(chunk))
     report.reference_distances_added = engine.add_reference_distances(pairs)
     report.precision = {
-        "semantic": str(engine.extractor.semantic_dtype or torch.float32).removeprefix("torch."),
-        "style": str(engine.extractor.style_dtype or torch.float32).removeprefix("torch."),
+        backbone: chosen or FP32 for backbone, chosen in engine.extractor.precision.items()
     }
     report.seconds = time.perf_counter() - started
     return report
@@ -723,7 +740,8 @@ class Scorer:
 
     With ``weights`` (a :class:`cpdm.metric.Weights`) CM is the weighted form
     at its w and x_ref; with only ``x_ref`` it is the paper form; with
-    neither, ``cm`` is None.
+    neither, ``cm`` is None. ``precision="auto"`` allows reduced precision
+    where it keeps distances within 1e-3 of fp32 (see ``cpdm.precision``).
     """
 
     def __init__(
@@ -734,6 +752,7 @@ class Scorer:
         offline_tiny: bool = False,
         x_ref: float | None = None,
         weights: metric.Weights | None = None,
+        precision: str = "fp32",
     ):
         check_style_name(style)
         mode = "tiny" if offline_tiny else "real"
@@ -745,7 +764,7 @@ class Scorer:
             metric.normalise(0.0, x_ref)  # refuses x_ref <= 0 now, not at the first call
         self.weights = weights
         self.x_ref = x_ref
-        self.extractor = FeatureExtractor(self.semantic_backbone, self.style_backbone, allow_half=False)
+        self.extractor = FeatureExtractor(self.semantic_backbone, self.style_backbone, precision)
 
     def features(self, images: Sequence) -> list[ImageFeatures]:
         pil = [_as_pil(image) for image in images]

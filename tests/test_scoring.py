@@ -23,7 +23,6 @@ from cpdm.scoring import (
     Scorer,
     ScoringEngine,
     available_backbones,
-    choose_precision,
     decode_style,
     describe_layer,
     encode_style,
@@ -83,7 +82,8 @@ def tiny_backbones():
 
 
 def engine_for(ws, tiny_backbones, batch_size=16) -> ScoringEngine:
-    return ScoringEngine(ws, *tiny_backbones, batch_size=batch_size)
+    """An fp32 engine: the exact invariants below hold in fp32 (reduced precision: see test_precision)."""
+    return ScoringEngine(ws, *tiny_backbones, batch_size=batch_size, precision="fp32")
 
 
 def scores_by_pair(ws) -> dict[int, tuple[float, float]]:
@@ -299,22 +299,6 @@ def test_layer_gram_factor_form_matches_the_dense_form():
         decode_style(b"garbage", "image abc")
 
 
-def test_half_precision_is_kept_only_within_tolerance():
-    exact = [np.array([0.0]), np.array([1.0]), np.array([3.0])]
-
-    def compute_with(offset):
-        return lambda dtype: exact if dtype == torch.float32 else [x + offset * i for i, x in enumerate(exact)]
-
-    def distance(features, i, j):
-        return float(abs(features[i] - features[j])[0])
-
-    assert choose_precision(compute_with(1e-4), distance, torch.float16, relative=False) == torch.float16
-    assert choose_precision(compute_with(1e-2), distance, torch.float16, relative=False) == torch.float32
-    # Relative tolerance: 1e-4 on distances of about 1-3 passes, 1e-2 does not.
-    assert choose_precision(compute_with(1e-4), distance, torch.float16, relative=True) == torch.float16
-    assert choose_precision(compute_with(1e-2), distance, torch.float16, relative=True) == torch.float32
-
-
 def test_scorer_on_paths_and_identical_images(tmp_path):
     from tests.conftest import write_png
 
@@ -387,7 +371,7 @@ def test_engine_with_cpdm_inception_caches_native_size_features(ws):
     # Anchors and generations of different native sizes go through the cache and back.
     studies = [add_anchor(ws, 41, 2, size=(96, 80)), add_anchor(ws, 42, 2, size=(80, 100))]
     scorer = Scorer(style="cpdm-inception", offline_tiny=True)
-    engine = ScoringEngine(ws, scorer.semantic_backbone, scorer.style_backbone, batch_size=3)
+    engine = ScoringEngine(ws, scorer.semantic_backbone, scorer.style_backbone, batch_size=3, precision="fp32")
     report = score_pairs(ws, engine=engine, progress=False)
     assert report.pairs_scored == 4 and report.style == "tiny:cpdm-inception"
     (blob,) = ws.conn.execute(
@@ -523,3 +507,24 @@ def test_a_new_style_backbone_reuses_cached_embeddings(ws, tiny_backbones):
     second = load_scores(ws, SEM, "tiny:vgg19@48").set_index("pair")
     assert np.array_equal(first.m_sem, second.m_sem)
     assert not np.allclose(first.m_style, second.m_style)
+
+
+def test_cpu_style_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
+    """On the CPU the style network sees at most CPU_STYLE_PIXELS input pixels per pass."""
+    from cpdm import scoring
+    from cpdm.workspace import init_workspace
+
+    _, vgg = tiny_backbones
+    passes = []
+    original = vgg.feature_maps
+    monkeypatch.setattr(vgg, "feature_maps", lambda batch: passes.append(len(batch)) or original(batch))
+    results = []
+    for pixels in (10**9, 2 * 32 * 32):
+        monkeypatch.setattr(scoring, "CPU_STYLE_PIXELS", pixels)
+        passes.clear()
+        with init_workspace(tmp_path / f"ws{pixels}") as ws:
+            add_anchor(ws, 95, 4)
+            score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+            results.append(load_scores(ws, SEM, STYLE)["m_style"].to_numpy())
+        assert passes == ([5] if pixels > 10**6 else [2, 2, 1])
+    assert np.all(np.abs(results[0] - results[1]) <= 1e-5 * np.abs(results[0]))

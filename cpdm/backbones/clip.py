@@ -58,15 +58,9 @@ class ClipBackbone:
         return self.preprocess(image.convert("RGB"))
 
     @torch.inference_mode()
-    def embed_batch(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings (N, D), float32 on the CPU, of a prepared batch."""
-        batch = batch.to(self.device)
-        if dtype == torch.float32:
-            features = self.model.encode_image(batch)
-        else:
-            with torch.autocast(device_type=self.device.type, dtype=dtype):
-                features = self.model.encode_image(batch)
-        features = features.float()
+        features = self.model.encode_image(batch.to(self.device)).float()
         return torch.nn.functional.normalize(features, dim=-1).cpu()
 
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -107,15 +107,14 @@ class StyleBackbone:
         return tensor
 
     @torch.inference_mode()
-    def feature_maps(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    def feature_maps(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """Each style layer's feature maps (N, C, H, W) as float32, on the backbone's device."""
         # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their faster convolution kernels.
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         outputs = []
-        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            for stage in self.stages:
-                x = stage(x)
-                outputs.append(x.float())
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x.float())  # fp16 under autocast
         return outputs
 
     def grams(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:

@@ -48,11 +48,19 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON from `cpdm calibrate`: report CM_w at its w and x_ref.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward pass.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp16 on CUDA, bf16 matrix products on CPUs with bf16 instructions, each kept only where "
+    "distances stay within 1e-3 of fp32 on a probe batch; fp32: always fp32.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size, quiet, offline_tiny, workspace):
+def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
     """Score pairs with the CM metric (CLIP semantics x Gram-matrix style).
 
     Scores every pair in scope that has no score yet for these backbones;
@@ -66,6 +74,7 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
       cpdm score --all --device cuda
       cpdm score --campaign pilot --style cpdm-inception
       cpdm score --all --weights exports/weights.json
+      cpdm score --all --precision fp32        # never reduced precision
       cpdm score --all --offline-tiny          # tiny random models, no weights needed
     """
     from cpdm.scoring import backbone_keys, load_scores, score_pairs
@@ -87,6 +96,7 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
         batch_size=batch_size,
         offline_tiny=offline_tiny,
         progress=not quiet,
+        precision=precision,
     )
     click.echo(report.summary())
     click.echo(f"precision: semantic {report.precision['semantic']}, style {report.precision['style']}")

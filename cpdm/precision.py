@@ -1,0 +1,112 @@
+"""Reduced precision for feature extraction, kept only where scores stay within 1e-3 of fp32.
+
+Two precisions per device:
+
+``float32``
+    Plain fp32 everywhere. Always available; ``--precision fp32`` forces it.
+``float16`` (CUDA)
+    fp16 autocast: matrix products and convolutions on tensor cores.
+``bf16-matmul`` (CPU)
+    Tensors stay fp32, but oneDNN computes matrix products and convolutions
+    from inputs rounded to bfloat16, accumulating in fp32 (what TF32 is on
+    GPUs). Offered only on CPUs with bf16 instructions (AMX or AVX512-BF16):
+    elsewhere oneDNN would emulate them, slower than fp32.
+
+The engine does not trust either blindly. ``choose_precision`` runs a probe
+batch both ways and keeps the reduced precision only if every distance among
+the probe's images moves by at most ``TOLERANCE / PROBE_MARGIN`` (absolute
+for M_sem, relative for M_style). The margin is there because the probe sees
+only a few distances and the promise is for all of them: the largest error
+over hundreds of pairs is typically two to three times the largest among six.
+The choice is made per backbone, with the real weights and the user's own
+images, and is the same on every run with them.
+
+The CPU setting is process-wide in torch, so ``computing_in`` restores it on
+leaving; scoring runs from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+FP32 = "float32"
+CUDA_REDUCED = "float16"
+CPU_REDUCED = "bf16-matmul"
+PRECISION_CHOICES = ("auto", "fp32")
+TOLERANCE = 1e-3  # the most any distance may move when reduced precision is used
+PROBE_IMAGES = 4  # images compared both ways: 6 distances
+PROBE_MARGIN = 4.0  # on the probe, errors must stay under TOLERANCE / PROBE_MARGIN
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AMX-BF16 or AVX512-BF16; Linux only)."""
+    try:
+        flags = cpuinfo.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def reduced_precision_for(device: torch.device) -> str | None:
+    """The reduced precision worth trying on ``device``, or None if there is none."""
+    if device.type == "cuda":
+        return CUDA_REDUCED
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return CPU_REDUCED
+    return None
+
+
+@contextmanager
+def computing_in(precision: str, device: torch.device):
+    """Run the block's forward passes in ``precision`` (one of the names above)."""
+    if precision == FP32:
+        yield
+    elif precision == CUDA_REDUCED:
+        with torch.autocast(device_type=device.type, dtype=torch.float16):
+            yield
+    elif precision == CPU_REDUCED:
+        settings = (torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
+        before = [setting.fp32_precision for setting in settings]
+        for setting in settings:
+            setting.fp32_precision = "bf16"
+        try:
+            yield
+        finally:
+            for setting, value in zip(settings, before):
+                setting.fp32_precision = value
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
+
+
+def choose_precision(
+    compute: Callable[[str], Sequence],
+    distance: Callable[[Sequence, int, int], float],
+    reduced: str,
+    relative: bool,
+    tolerance: float = TOLERANCE / PROBE_MARGIN,
+) -> tuple[str, Sequence]:
+    """Compare distances among a probe's images computed in fp32 and in ``reduced``.
+
+    ``compute(precision)`` returns the probe's per-image features;
+    ``distance(features, i, j)`` a distance between two of them. Returns the
+    chosen precision and the features computed in it (they are results, not
+    waste): ``reduced`` if every distance moves by at most ``tolerance``
+    (times the fp32 value when ``relative``), else fp32.
+    """
+    exact = compute(FP32)
+    try:
+        approx = compute(reduced)
+    except RuntimeError:  # an op without a reduced-precision kernel on this device
+        return FP32, exact
+    for i, j in itertools.combinations(range(len(exact)), 2):
+        reference = distance(exact, i, j)
+        error = abs(distance(approx, i, j) - reference)
+        limit = tolerance * abs(reference) if relative else tolerance
+        if not error <= limit:
+            return FP32, exact
+    return reduced, approx
