@@ -70,7 +70,7 @@ from cpdm.precision import (
 
 REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
 PREPARE_THREADS = 8  # image decoding threads on CUDA
-CPU_STYLE_PIXELS = 512 * 512  # the style network's input pixels per forward pass on the CPU
+CPU_PIXELS_PER_PASS = 512 * 512  # input pixels per forward pass on the CPU (see FeatureExtractor)
 SCORE_COLUMNS = [
     "pair", "anchor", "artist", "category", "image", "generation", "variant",
     "kind", "semantic", "style", "m_sem", "m_style",
@@ -234,9 +234,10 @@ class FeatureExtractor:
     On CUDA, images are decoded and prepared (resized, normalised) by a few
     threads, so that the CPU work of one batch does not leave the GPU idle for
     long; on the CPU, torch already uses every core and this stays sequential.
-    On the CPU the style network also runs on at most ``CPU_STYLE_PIXELS``
-    pixels at a time: a 512×512 VGG19 pass is fastest one image at a time
-    there, as larger batches of its big feature maps fall out of the caches.
+    On the CPU each forward pass sees at most ``CPU_PIXELS_PER_PASS`` input
+    pixels (one 512×512 VGG19 input, five 224×224 CLIP inputs): on a few
+    cores larger batches are slower per image, as their activations fall
+    out of the caches.
     """
 
     def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
@@ -290,15 +291,9 @@ class FeatureExtractor:
         return results  # type: ignore[return-value]
 
     def _describe(self, batch: torch.Tensor) -> list[list[LayerGram]]:
-        """Style descriptors of a prepared batch, in parts of at most CPU_STYLE_PIXELS on the CPU."""
-        per_part = len(batch)
-        if self.device.type == "cpu":
-            per_part = max(1, CPU_STYLE_PIXELS // (batch.shape[-1] * batch.shape[-2]))
-        descriptors = []
-        for part in batch.split(per_part):
-            per_layer = [describe_layer(maps) for maps in self.style.feature_maps(part)]
-            descriptors += [list(layers) for layers in zip(*per_layer)]
-        return descriptors
+        """Style descriptors of a prepared batch."""
+        per_layer = [describe_layer(maps) for maps in self.style.feature_maps(batch)]
+        return [list(layers) for layers in zip(*per_layer)]
 
     def _run(self, backbone: str, forward, batch: torch.Tensor, distance, relative: bool) -> list:
         """``forward(batch)`` in the backbone's precision, choosing it on a probe of this batch if undecided."""
@@ -313,8 +308,15 @@ class FeatureExtractor:
         return self._forward_in(precision or FP32, forward, batch)
 
     def _forward_in(self, precision: str, forward, batch: torch.Tensor) -> list:
+        """``forward`` on the batch in ``precision``, in passes of at most CPU_PIXELS_PER_PASS on the CPU."""
+        per_pass = len(batch)
+        if self.device.type == "cpu":
+            per_pass = max(1, CPU_PIXELS_PER_PASS // (batch.shape[-1] * batch.shape[-2]))
+        results = []
         with computing_in(precision, self.device):
-            return forward(batch)
+            for part in batch.split(per_pass):
+                results += forward(part)
+        return results
 
 
 # --------------------------------------------------------------------------

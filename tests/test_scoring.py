@@ -509,8 +509,8 @@ def test_a_new_style_backbone_reuses_cached_embeddings(ws, tiny_backbones):
     assert not np.allclose(first.m_style, second.m_style)
 
 
-def test_cpu_style_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
-    """On the CPU the style network sees at most CPU_STYLE_PIXELS input pixels per pass."""
+def test_cpu_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
+    """On the CPU each forward pass sees at most CPU_PIXELS_PER_PASS input pixels."""
     from cpdm import scoring
     from cpdm.workspace import init_workspace
 
@@ -520,11 +520,12 @@ def test_cpu_style_passes_are_split_by_pixels_without_changing_results(tmp_path,
     monkeypatch.setattr(vgg, "feature_maps", lambda batch: passes.append(len(batch)) or original(batch))
     results = []
     for pixels in (10**9, 2 * 32 * 32):
-        monkeypatch.setattr(scoring, "CPU_STYLE_PIXELS", pixels)
+        monkeypatch.setattr(scoring, "CPU_PIXELS_PER_PASS", pixels)
         passes.clear()
         with init_workspace(tmp_path / f"ws{pixels}") as ws:
             add_anchor(ws, 95, 4)
             score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
-            results.append(load_scores(ws, SEM, STYLE)["m_style"].to_numpy())
+            results.append(load_scores(ws, SEM, STYLE)[["m_sem", "m_style"]].to_numpy())
         assert passes == ([5] if pixels > 10**6 else [2, 2, 1])
-    assert np.all(np.abs(results[0] - results[1]) <= 1e-5 * np.abs(results[0]))
+    assert np.all(np.abs(results[0][:, 0] - results[1][:, 0]) < 1e-5)
+    assert np.all(np.abs(results[0][:, 1] - results[1][:, 1]) <= 1e-5 * np.abs(results[0][:, 1]))
