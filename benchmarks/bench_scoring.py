@@ -6,21 +6,23 @@ with the same full-size, random-weight backbones:
 (a) reference: for every pair, load both images and run both through CLIP
     and the style network at batch size 1 in fp32, then apply cpdm.metric;
     an anchor with 9 generations is embedded 9 times.
-(b) engine in fp32: ``cpdm.scoring.score_pairs`` with ``precision="fp32"``
-    (each image once, batched, features cached in the workspace): what
-    caching and batching alone give;
-(c) engine as shipped (``precision="auto"``): (b) plus reduced precision
-    (fp16 on CUDA, bf16 matrix products on CPUs with bf16 instructions) for
-    each backbone whose distances it keeps within 1e-3 of fp32.
+(b) the engine: ``cpdm.scoring.score_pairs`` (each image once, batched,
+    features cached in the workspace), once per ``--precisions`` entry:
+    ``auto`` is the default of ``cpdm score`` (fp16 on CUDA for each backbone
+    whose distances it keeps within 1e-3 of fp32, fp32 on the CPU), ``fp32``
+    shows what caching and batching alone give on CUDA, ``reduced`` also
+    tries bf16 on CPUs with bf16 instructions.
 
-Each engine starts from an empty feature cache. The script checks that (b)
-gives the reference's numbers (within 1e-4) and (c) stays within 1e-3, then
-prints pairs/s for each, the ratios, images/s and peak memory (resident
-memory on the CPU, allocated GPU memory on CUDA). The target is for (c).
+Each engine run starts from an empty feature cache. The script checks that
+fp32 runs give the reference's numbers (within 1e-4) and the others stay
+within 1e-3, then prints pairs/s for each, the ratios, images/s and peak
+memory (resident memory on the CPU, allocated GPU memory on CUDA). The
+target is for the default, ``auto``.
 
     python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + VGG19
     python benchmarks/bench_scoring.py --quick    # under a minute on 2 CPU cores
-    python benchmarks/bench_scoring.py --device cuda --anchors 16
+    python benchmarks/bench_scoring.py --device cuda --anchors 16     # fp32 and auto (fp16) engines
+    python benchmarks/bench_scoring.py --precisions auto,reduced       # CPU: also try bf16
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cpdm import metric  # noqa: E402
 from cpdm.backbones import load_semantic, load_style  # noqa: E402
 from cpdm.images import load_image, store_pil_image  # noqa: E402
-from cpdm.precision import TOLERANCE  # noqa: E402
+from cpdm.precision import PRECISION_CHOICES, TOLERANCE  # noqa: E402
 from cpdm.scoring import ScoringEngine, load_scores, score_pairs  # noqa: E402
 from cpdm.workspace import init_workspace  # noqa: E402
 
@@ -57,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
     parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
     parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
+    parser.add_argument("--precisions", default=None, help="engine runs, comma-separated (default: auto on CPU, fp32,auto on CUDA)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.anchors = args.anchors or (2 if quick else 8)
@@ -64,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.size = args.size or (128 if quick else 512)
     args.semantic = args.semantic or ("ViT-B-32/openai" if quick else "ViT-L-14/openai")
     args.batch_size = args.batch_size or (64 if args.device.startswith("cuda") else 16)
+    args.precisions = (args.precisions or ("fp32,auto" if args.device.startswith("cuda") else "auto")).split(",")
+    unknown = set(args.precisions) - set(PRECISION_CHOICES)
+    if unknown or "auto" not in args.precisions:
+        parser.error(f"--precisions takes {', '.join(PRECISION_CHOICES)} and must include auto (the target's)")
     return args
 
 
@@ -197,7 +204,7 @@ def main(argv=None) -> int:
         ws.close()
         # Each engine starts from an empty feature cache (its own copy of the same images).
         runs = {}
-        for precision in ("fp32", "auto"):
+        for precision in args.precisions:
             ws = build_workspace(Path(folder) / precision, args.anchors, args.generations, args.size)
             runs[precision] = time_engine(ws, clip, style, args.batch_size, precision, device)
             ws.close()
@@ -209,7 +216,8 @@ def main(argv=None) -> int:
         f"{'(a) reference: per pair, batch 1, fp32':<40} {reference_seconds:>8.2f} {reference_rate:>9.3f} "
         f"{1:>7.2f}x {reference_memory.peak_mib:>9.0f}  float32/float32"
     )
-    labels = {"fp32": "(b) engine, --precision fp32", "auto": "(c) engine, --precision auto (default)"}
+    labels = {choice: f"(b) engine, --precision {choice}" for choice in args.precisions}
+    labels["auto"] += " (default)"
     all_same = True
     for precision, (seconds, report, values, peak) in runs.items():
         rate = n_pairs / seconds
@@ -217,7 +225,7 @@ def main(argv=None) -> int:
             f"{labels[precision]:<40} {seconds:>8.2f} {rate:>9.3f} {rate / reference_rate:>7.2f}x {peak:>9.0f}  "
             f"{report.precision['semantic']}/{report.precision['style']}"
         )
-    print(f"target: the default engine (c) at least {target:g}x the reference on {'CUDA' if target == 10 else 'CPU'}")
+    print(f"target: the default engine (auto) at least {target:g}x the reference on {'CUDA' if target == 10 else 'CPU'}")
     for precision, (seconds, report, values, peak) in runs.items():
         # fp32 must reproduce the reference; auto may move distances by the 1e-3 it promises.
         tolerance = 1e-4 if precision == "fp32" else TOLERANCE
@@ -229,13 +237,12 @@ def main(argv=None) -> int:
             f"max relative dM_style = {style_rel:.2e}, tolerance {tolerance:g}); "
             f"{report.images_computed} images at {report.images_computed / seconds:.2f} images/s"
         )
-    fp32_seconds, _, _, _ = runs["fp32"]
     auto_seconds, auto_report, auto_values, auto_peak = runs["auto"]
     sem_diff, style_rel = differences(auto_values, reference)
+    others = "".join(f"speedup_{choice}={reference_seconds / runs[choice][0]:.2f} " for choice in runs if choice != "auto")
     print(
-        f"RESULT reference_pairs_per_s={reference_rate:.3f} engine_fp32_pairs_per_s={n_pairs / fp32_seconds:.3f} "
-        f"engine_pairs_per_s={n_pairs / auto_seconds:.3f} speedup_fp32={reference_seconds / fp32_seconds:.2f} "
-        f"speedup={reference_seconds / auto_seconds:.2f} "
+        f"RESULT reference_pairs_per_s={reference_rate:.3f} engine_pairs_per_s={n_pairs / auto_seconds:.3f} "
+        f"speedup={reference_seconds / auto_seconds:.2f} {others}"
         f"engine_images_per_s={auto_report.images_computed / auto_seconds:.3f} same_numbers={int(all_same)} "
         f"max_sem_diff={sem_diff:.2e} max_style_rel_diff={style_rel:.2e} "
         f"precision={auto_report.precision['semantic']}/{auto_report.precision['style']} "

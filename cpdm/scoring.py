@@ -23,11 +23,11 @@ the feature maps themselves, from which the Gram matrix follows exactly and
 which are smaller. Blobs are numpy ``.npz`` archives, read without pickle.
 
 The engine runs in inference mode. With ``precision="auto"`` (the default)
-it tries the device's reduced precision (fp16 on CUDA, bf16 matrix products
-on CPUs that have bf16 instructions) on the first batch of each backbone and
-keeps it only if every distance among a probe of that batch's images stays
-within 1e-3 of fp32 (absolute for M_sem, relative for M_style); see
-``cpdm.precision``. ``precision="fp32"`` always computes in fp32.
+it tries fp16 on CUDA on the first batch of each backbone and keeps it only
+if every distance among a probe of that batch's images stays within 1e-3 of
+fp32 (absolute for M_sem, relative for M_style); on the CPU it computes in
+fp32. ``precision="reduced"`` also tries bf16 matrix products on CPUs that
+have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.precision``.
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ from cpdm.precision import (
     PROBE_IMAGES,
     choose_precision,
     computing_in,
-    reduced_precision_for,
+    precision_to_try,
 )
 
 REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
 PREPARE_THREADS = 8  # image decoding threads on CUDA
+CPU_WORKERS = 2  # threads sharing the cores on the CPU, each running part of a batch
 CPU_PIXELS_PER_PASS = 512 * 512  # input pixels per forward pass on the CPU (see FeatureExtractor)
 SCORE_COLUMNS = [
     "pair", "anchor", "artist", "category", "image", "generation", "variant",
@@ -79,6 +80,13 @@ SCORE_COLUMNS = [
 
 class ScoringError(CpdmError):
     """A problem while scoring: bad pair ids, a broken feature blob, ..."""
+
+
+def check_precision(choice: str) -> str:
+    """Refuse a precision choice other than those of ``cpdm.precision.PRECISION_CHOICES``."""
+    if choice not in PRECISION_CHOICES:
+        raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {choice!r}")
+    return choice
 
 
 # --------------------------------------------------------------------------
@@ -142,6 +150,8 @@ def layer_distance(a: LayerGram, g: LayerGram) -> float:
     never builds the C×C matrices (2048×2048 for InceptionV3's block 3).
     """
     if a.factor is not None and g.factor is not None:
+        if a.norm == g.norm and np.array_equal(a.factor, g.factor):
+            return 0.0  # exactly; the expansion below can cancel to a rounding residue
         fa = a.factor.astype(np.float64)
         fg = g.factor.astype(np.float64)
         aa = np.sum((fa.T @ fa) ** 2) / a.norm**2
@@ -228,8 +238,8 @@ class ImageFeatures:
 class FeatureExtractor:
     """Both backbones, batched, in the precision chosen as described in ``cpdm.precision``.
 
-    ``precision="auto"`` tries the device's reduced precision on the first
-    batch of two or more images, per backbone; ``"fp32"`` never does.
+    ``precision`` says which reduced precision to try (``precision_to_try``):
+    it is chosen per backbone on the first batch of two or more images.
 
     On CUDA, images are decoded and prepared (resized, normalised) by a few
     threads, so that the CPU work of one batch does not leave the GPU idle for
@@ -237,17 +247,21 @@ class FeatureExtractor:
     On the CPU each forward pass sees at most ``CPU_PIXELS_PER_PASS`` input
     pixels (one 512×512 VGG19 input, five 224×224 CLIP inputs): on a few
     cores larger batches are slower per image, as their activations fall
-    out of the caches.
+    out of the caches. And a batch is split between ``CPU_WORKERS`` threads
+    that each run their half on their share of the cores: two passes on one
+    core each finish sooner than the same passes one after the other on two
+    cores, since no pass scales perfectly across cores.
     """
 
     def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
-        if precision not in PRECISION_CHOICES:
-            raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+        check_precision(precision)
         self.semantic = semantic_backbone
         self.style = style_backbone
         self.device = semantic_backbone.device
         self._pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS) if self.device.type == "cuda" else None
-        self.reduced = reduced_precision_for(self.device) if precision == "auto" else None
+        self.cpu_workers = min(CPU_WORKERS, torch.get_num_threads()) if self.device.type == "cpu" else 1
+        self._cpu_pool = ThreadPoolExecutor(max_workers=self.cpu_workers) if self.cpu_workers > 1 else None
+        self.reduced = precision_to_try(precision, self.device)
         # Per backbone: None until chosen on the first batch of two or more images.
         undecided = None if self.reduced else FP32
         self.precision: dict[str, str | None] = {"semantic": undecided, "style": undecided}
@@ -308,14 +322,31 @@ class FeatureExtractor:
         return self._forward_in(precision or FP32, forward, batch)
 
     def _forward_in(self, precision: str, forward, batch: torch.Tensor) -> list:
-        """``forward`` on the batch in ``precision``, in passes of at most CPU_PIXELS_PER_PASS on the CPU."""
-        per_pass = len(batch)
-        if self.device.type == "cpu":
-            per_pass = max(1, CPU_PIXELS_PER_PASS // (batch.shape[-1] * batch.shape[-2]))
-        results = []
+        """``forward`` on the batch in ``precision``; on the CPU split between workers, in small passes."""
+        # The precision setting is process-wide, so it is set here, around every worker's share.
         with computing_in(precision, self.device):
-            for part in batch.split(per_pass):
-                results += forward(part)
+            if self.device.type != "cpu":
+                return forward(batch)
+            if self._cpu_pool is None or len(batch) < 2:
+                return self._cpu_passes(forward, batch, torch.get_num_threads())
+            cores = torch.get_num_threads()
+            shares = batch.tensor_split(self.cpu_workers)
+            try:
+                results = list(
+                    self._cpu_pool.map(lambda share: self._cpu_passes(forward, share, cores // self.cpu_workers), shares)
+                )
+            finally:
+                torch.set_num_threads(cores)  # torch also keeps the last count globally, for threads started later
+            return [item for share in results for item in share]
+
+    @staticmethod
+    def _cpu_passes(forward, batch: torch.Tensor, threads: int) -> list:
+        """``forward`` on passes of at most CPU_PIXELS_PER_PASS input pixels, using ``threads`` cores."""
+        torch.set_num_threads(threads)  # per calling thread (OpenMP), so each worker keeps its share
+        per_pass = max(1, CPU_PIXELS_PER_PASS // (batch.shape[-1] * batch.shape[-2]))
+        results = []
+        for part in batch.split(per_pass):
+            results += forward(part)
         return results
 
 
@@ -609,8 +640,7 @@ def build_engine(
     resolve_device(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
-    if precision not in PRECISION_CHOICES:
-        raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+    check_precision(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
     semantic_backbone = load_semantic(semantic, mode=mode, device=device)
     style_backbone = load_style(style, mode=mode, device=device, image_size=style_image_size)
@@ -634,8 +664,8 @@ def score_pairs(
 
     Re-running scores only what is new. ``engine`` reuses loaded backbones
     (its backbones then decide semantic/style/device, and it its precision).
-    ``precision`` is ``auto`` (reduced precision where it keeps scores within
-    1e-3 of fp32, see ``cpdm.precision``) or ``fp32``.
+    ``precision`` is ``auto`` (fp16 on CUDA where it keeps scores within 1e-3
+    of fp32), ``reduced`` (the CPU's bf16 too) or ``fp32``; see ``cpdm.precision``.
     """
     started = time.perf_counter()
     scope = _selected_pair_ids(ws, pair_ids, campaign_id)
@@ -742,8 +772,8 @@ class Scorer:
 
     With ``weights`` (a :class:`cpdm.metric.Weights`) CM is the weighted form
     at its w and x_ref; with only ``x_ref`` it is the paper form; with
-    neither, ``cm`` is None. ``precision="auto"`` allows reduced precision
-    where it keeps distances within 1e-3 of fp32 (see ``cpdm.precision``).
+    neither, ``cm`` is None. ``precision`` is ``fp32`` (default), ``auto``
+    or ``reduced`` as in ``score_pairs``.
     """
 
     def __init__(

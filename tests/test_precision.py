@@ -9,6 +9,7 @@ import torch
 from cpdm import precision, scoring
 from cpdm.backbones import load_semantic, load_style
 from cpdm.cli import cli
+from cpdm.errors import CpdmError
 from cpdm.precision import CPU_REDUCED, CUDA_REDUCED, FP32, choose_precision, computing_in
 from cpdm.scoring import ScoringEngine, load_scores, score_pairs
 from tests.test_scoring import SEM, STYLE, add_anchor
@@ -91,12 +92,21 @@ def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, expected):
     assert precision.cpu_has_native_bf16(tmp_path / "absent") is False
 
 
-def test_reduced_precision_offered_per_device(monkeypatch):
-    assert precision.reduced_precision_for(torch.device("cuda")) == CUDA_REDUCED
+def test_reduced_precision_offered_per_device_and_choice(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision.reduced_precision_for(cuda) == CUDA_REDUCED
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert precision.reduced_precision_for(torch.device("cpu")) == CPU_REDUCED
+    assert precision.reduced_precision_for(cpu) == CPU_REDUCED
+    # auto tries fp16 on CUDA but not bf16 on the CPU; reduced tries both; fp32 neither.
+    assert precision.precision_to_try("auto", cuda) == CUDA_REDUCED
+    assert precision.precision_to_try("auto", cpu) is None
+    assert precision.precision_to_try("reduced", cpu) == CPU_REDUCED
+    assert precision.precision_to_try("fp32", cuda) is None
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert precision.reduced_precision_for(torch.device("cpu")) is None
+    assert precision.reduced_precision_for(cpu) is None
+    assert precision.precision_to_try("reduced", cpu) is None
+    with pytest.raises(ValueError, match="precision must be one of auto, reduced, fp32"):
+        precision.precision_to_try("fast", cpu)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +127,11 @@ def scored(tmp_path, name, tiny_backbones, chosen_precision, monkeypatch=None):
     return values, report
 
 
-def test_auto_keeps_scores_within_1e_3_of_fp32(tmp_path, tiny_backbones, monkeypatch):
+def test_reduced_keeps_scores_within_1e_3_of_fp32(tmp_path, tiny_backbones, monkeypatch):
     # Offer the CPU mode even where bf16 is emulated, so that the chooser runs on every machine.
-    monkeypatch.setattr(scoring, "reduced_precision_for", lambda device: CPU_REDUCED)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     exact, exact_report = scored(tmp_path, "fp32", tiny_backbones, "fp32")
-    auto, report = scored(tmp_path, "auto", tiny_backbones, "auto")
+    auto, report = scored(tmp_path, "reduced", tiny_backbones, "reduced")
     assert exact_report.precision == {"semantic": FP32, "style": FP32}
     assert set(report.precision.values()) <= {FP32, CPU_REDUCED}
     assert np.all(np.abs(auto[:, 0] - exact[:, 0]) <= 1e-3)
@@ -129,18 +139,19 @@ def test_auto_keeps_scores_within_1e_3_of_fp32(tmp_path, tiny_backbones, monkeyp
 
 
 def test_a_rejected_reduced_precision_gives_exactly_the_fp32_scores(tmp_path, tiny_backbones, monkeypatch):
-    monkeypatch.setattr(scoring, "reduced_precision_for", lambda device: CPU_REDUCED)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     strict = lambda *args, **kwargs: choose_precision(*args, **kwargs, tolerance=0.0)  # noqa: E731
     monkeypatch.setattr(scoring, "choose_precision", strict)
     exact, _ = scored(tmp_path, "fp32", tiny_backbones, "fp32")
-    auto, report = scored(tmp_path, "auto", tiny_backbones, "auto")
+    auto, report = scored(tmp_path, "reduced", tiny_backbones, "reduced")
     assert report.precision == {"semantic": FP32, "style": FP32}
     assert np.array_equal(auto, exact)
 
 
 def test_the_probe_is_reused_and_chosen_once(tmp_path, tiny_backbones, monkeypatch):
     """Only the probe's images run twice (once per precision); later batches never probe again."""
-    monkeypatch.setattr(scoring, "reduced_precision_for", lambda device: CPU_REDUCED)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(scoring, "CPU_WORKERS", 1)  # one pass per share: the counts below stay simple
     clip, _ = tiny_backbones
     embedded = []
     original = clip.embed_batch
@@ -150,7 +161,8 @@ def test_the_probe_is_reused_and_chosen_once(tmp_path, tiny_backbones, monkeypat
     with init_workspace(tmp_path / "ws") as ws:
         for seed in (81, 82):
             add_anchor(ws, seed, 7)  # 8 images per anchor: two batches of 8
-        report = score_pairs(ws, engine=ScoringEngine(ws, *tiny_backbones, batch_size=8), progress=False)
+        engine = ScoringEngine(ws, *tiny_backbones, batch_size=8, precision="reduced")
+        report = score_pairs(ws, engine=engine, progress=False)
     assert report.images_computed == 16
     assert embedded == [precision.PROBE_IMAGES, precision.PROBE_IMAGES, 8 - precision.PROBE_IMAGES, 8]
 
@@ -166,3 +178,15 @@ def test_cli_precision_option(tmp_path, runner, tiny_backbones):
     assert "precision: semantic float32, style float32" in result.output
     result = runner.invoke(cli, [*args, "--precision", "fp8"])
     assert result.exit_code == 2 and "fp8" in result.output
+    with pytest.raises(CpdmError, match="precision must be one of"):
+        ScoringEngine(None, *tiny_backbones, precision="fp8")
+
+
+def test_auto_does_not_probe_on_the_cpu(tmp_path, tiny_backbones, monkeypatch):
+    """bf16 rarely keeps CPU distances within 1e-3, so auto does not spend a probe on it."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(scoring, "choose_precision", lambda *args, **kwargs: pytest.fail("auto probed on the CPU"))
+    exact, _ = scored(tmp_path, "fp32", tiny_backbones, "fp32")
+    auto, report = scored(tmp_path, "auto", tiny_backbones, "auto")
+    assert report.precision == {"semantic": FP32, "style": FP32}
+    assert np.array_equal(auto, exact)

@@ -50,11 +50,11 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward pass.")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32"]),
+    type=click.Choice(["auto", "reduced", "fp32"]),
     default="auto",
     show_default=True,
-    help="auto: fp16 on CUDA, bf16 matrix products on CPUs with bf16 instructions, each kept only where "
-    "distances stay within 1e-3 of fp32 on a probe batch; fp32: always fp32.",
+    help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
+    "fp32 on the CPU. reduced: also try bf16 matrix products on CPUs with bf16 instructions. fp32: always fp32.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @offline_tiny_option
