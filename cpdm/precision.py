@@ -15,10 +15,10 @@ Two precisions per device:
 What the user asks for (``--precision``):
 
 ``auto`` (default)
-    Try fp16 on CUDA; fp32 on the CPU. bf16's 8-bit mantissa moves VGG19's
-    M_style by 0.1-0.3 % and ViT-L-14's M_sem by up to 9e-4 (measured on
-    512×512 images), so on the CPU the probe below nearly always rejects it,
-    and running the probe would cost more than it saves.
+    Try fp16 on CUDA; fp32 on the CPU. bf16's 8-bit mantissa moved VGG19's
+    M_style by up to 0.24 % and ViT-L-14's M_sem by up to 9e-4 (full-size
+    random-weight models, 512×512 images), so on the CPU the probe below
+    nearly always rejects it, and running the probe costs more than it saves.
 ``reduced``
     Try the device's reduced precision, the CPU's included.
 ``fp32``
