@@ -799,10 +799,16 @@ class Scorer:
         self.extractor = FeatureExtractor(self.semantic_backbone, self.style_backbone, precision)
 
     def features(self, images: Sequence) -> list[ImageFeatures]:
-        pil = [_as_pil(image) for image in images]
+        """Features of each image; an image given twice (same object or path) is computed once."""
+        keys = [_identity(image) for image in images]
+        first: dict[tuple, object] = {}
+        for key, image in zip(keys, images):
+            first.setdefault(key, image)
+        pil = [_as_pil(image) for image in first.values()]
         embeddings = self.extractor.embeddings(pil)
         descriptors = self.extractor.style_descriptors(pil)
-        return [ImageFeatures(e, d) for e, d in zip(embeddings, descriptors)]
+        computed = {key: ImageFeatures(e, d) for key, e, d in zip(first, embeddings, descriptors)}
+        return [computed[key] for key in keys]
 
     def score_batch(self, anchors: Sequence, generations: Sequence) -> list[PairScore]:
         """Score anchors[i] against generations[i]; each distinct image is embedded once."""
@@ -827,6 +833,13 @@ class Scorer:
         if self.x_ref is not None:
             return float(metric.cm_paper(sem, style, self.x_ref))
         return None
+
+
+def _identity(image) -> tuple:
+    """What makes two inputs one image: the same PIL object, or the same resolved path."""
+    if isinstance(image, Image.Image):
+        return ("pil", id(image))
+    return ("path", str(Path(image).resolve()))
 
 
 def _as_pil(image) -> Image.Image:

@@ -300,6 +300,8 @@ def test_layer_gram_factor_form_matches_the_dense_form():
 
 
 def test_scorer_on_paths_and_identical_images(tmp_path):
+    from PIL import Image
+
     from tests.conftest import write_png
 
     a = write_png(tmp_path / "a.png", seed=1, size=(40, 40))
@@ -307,6 +309,10 @@ def test_scorer_on_paths_and_identical_images(tmp_path):
     scorer = Scorer(offline_tiny=True, x_ref=1e-3)
     same = scorer(a, a)
     assert (same.m_sem, same.m_style, same.cm) == (0.0, 0.0, 1.0)
+    # Identical inputs in a batch, as paths or PIL objects, wherever they fall in it.
+    pil_a = Image.open(a).convert("RGB")
+    for pair in scorer.score_batch([a, b, pil_a, b], [b, a, pil_a, str(b)])[2:]:
+        assert (pair.m_sem, pair.m_style, pair.cm) == (0.0, 0.0, 1.0)
     different = scorer(a, b)
     assert different.m_sem > 0 and different.m_style > 0 and 0.0 <= different.cm < 1.0
     assert Scorer(offline_tiny=True)(a, b).cm is None
