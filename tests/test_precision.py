@@ -190,3 +190,8 @@ def test_auto_does_not_probe_on_the_cpu(tmp_path, tiny_backbones, monkeypatch):
     auto, report = scored(tmp_path, "auto", tiny_backbones, "auto")
     assert report.precision == {"semantic": FP32, "style": FP32}
     assert np.array_equal(auto, exact)
+
+
+def test_cli_offers_exactly_the_library_choices():
+    option = next(param for param in cli.commands["score"].params if param.name == "precision")
+    assert tuple(option.type.choices) == precision.PRECISION_CHOICES

@@ -47,10 +47,10 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
 @click.option("--style", type=click.Choice(STYLE_BACKBONES), default=DEFAULT_STYLE, show_default=True, help="Style backbone.")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON from `cpdm calibrate`: report CM_w at its w and x_ref.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "reduced", "fp32"]),
+    type=click.Choice(["auto", "reduced", "fp32"]),  # cpdm.precision.PRECISION_CHOICES, without importing torch
     default="auto",
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
