@@ -45,3 +45,20 @@ def session_cached(name: str, key, compute):
         cache.clear()
         cache[key] = value
     return cache[key]
+
+
+def pick_campaign(ws, key: str, container=None) -> dict:
+    """The campaign chosen in a select box (the newest preselected); stops the page when there is none.
+
+    ``container`` is where the box goes (a column, say); the page by default.
+    Returns the campaign's row as ``cpdm.campaigns.list_campaigns`` gives it.
+    """
+    from cpdm.campaigns import list_campaigns
+
+    campaigns = list_campaigns(ws)
+    if not campaigns:
+        st.info("No campaigns yet.")
+        st.stop()
+    names = [c["name"] for c in campaigns]
+    name = (container or st).selectbox("Campaign", names, index=len(names) - 1, key=key)
+    return campaigns[names.index(name)]

@@ -5,19 +5,13 @@ from dataclasses import astuple
 import streamlit as st
 
 from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_analysis, scatter_name
-from cpdm.campaigns import list_campaigns
 from cpdm.errors import CpdmError
-from cpdm.ui import require_researcher, session_cached
+from cpdm.ui import pick_campaign, require_researcher, session_cached
 
 ws, rater = require_researcher()
 
 st.title("Analysis")
-campaigns = list_campaigns(ws)
-if not campaigns:
-    st.info("No campaigns yet.")
-    st.stop()
-names = [c["name"] for c in campaigns]
-campaign = st.selectbox("Campaign", names, index=len(names) - 1, key="analysis_campaign")
+campaign = pick_campaign(ws, key="analysis_campaign")["name"]
 
 with st.expander("Which ratings, and how", expanded=False):
     left, right = st.columns(2)

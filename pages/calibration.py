@@ -6,9 +6,8 @@ import streamlit as st
 
 from cpdm.analysis.plots import calibration_figure, figure_png
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
-from cpdm.campaigns import campaign_id_by_name, list_campaigns
 from cpdm.errors import CpdmError
-from cpdm.ui import require_researcher, session_cached
+from cpdm.ui import pick_campaign, require_researcher, session_cached
 
 ws, rater = require_researcher()
 
@@ -18,13 +17,9 @@ st.markdown(
     "w is chosen on a grid over [0, 1] to best match the raters; cross-validation grouped by anchor shows how well "
     "the choice carries over to unseen anchors, next to the paper's w = 0.5."
 )
-campaigns = list_campaigns(ws)
-if not campaigns:
-    st.info("No campaigns yet.")
-    st.stop()
-names = [c["name"] for c in campaigns]
 left, middle, right = st.columns(3)
-campaign = left.selectbox("Campaign", names, index=len(names) - 1, key="cal_campaign")
+chosen = pick_campaign(ws, key="cal_campaign", container=left)
+campaign = chosen["name"]
 target = middle.selectbox("Target question", ["copy", "content", "style"], key="cal_target")
 group = right.selectbox("Rater group", ["artists", "lay", "all"], key="cal_group")
 with st.expander("Settings", expanded=False):
@@ -73,5 +68,5 @@ columns[2].download_button("Weights (JSON)", weights.to_json(), f"{campaign}-wei
                            key="cal_json", icon=":material/download:",
                            help="Score with it: cpdm score --weights FILE")
 if columns[3].button("Record in workspace", key="cal_record", icon=":material/save:"):
-    calibration_id = record_calibration(ws, campaign_id_by_name(ws, campaign), weights)
+    calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")

@@ -3,20 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from cpdm.campaigns import list_campaigns
 from cpdm.rating import campaign_status
-from cpdm.ui import require_researcher
+from cpdm.ui import pick_campaign, require_researcher
 
 ws, rater = require_researcher()
 
 st.title("Progress")
-campaigns = list_campaigns(ws)
-if not campaigns:
-    st.info("No campaigns yet.")
-    st.stop()
-by_name = {c["name"]: c["id"] for c in campaigns}
-name = st.selectbox("Campaign", list(by_name), index=len(by_name) - 1)
-status = campaign_status(ws, by_name[name])
+status = campaign_status(ws, pick_campaign(ws, key="progress_campaign")["id"])
 
 st.subheader("Per role")
 roles = pd.DataFrame(status["per_role"])

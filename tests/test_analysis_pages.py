@@ -116,3 +116,21 @@ def test_page_opened_without_signing_in_is_refused(page):
     at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60).run()
     assert not at.exception, at.exception
     assert "This page is for researchers." in text(at)
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py", "progress.py"])
+def test_campaign_pages_without_campaigns_say_so(ws, page):
+    at = open_page(ws, page)
+    assert not at.exception, at.exception
+    assert "No campaigns yet." in text(at)
+    assert not at.dataframe
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py", "progress.py"])
+def test_campaign_pages_preselect_the_newest_campaign(ws, page):
+    create_synthetic_campaign(ws, "older", n_anchors=2)
+    create_synthetic_campaign(ws, "newer", n_anchors=2, seed=1)
+    at = open_page(ws, page)
+    assert not at.exception, at.exception
+    picker = next(box for box in at.selectbox if box.label == "Campaign")
+    assert picker.options == ["older", "newer"] and picker.value == "newer"
