@@ -46,6 +46,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from cpdm.errors import CpdmError
+
 FP32 = "float32"
 CUDA_REDUCED = "float16"
 CPU_REDUCED = "bf16-matmul"
@@ -53,6 +55,17 @@ PRECISION_CHOICES = ("auto", "reduced", "fp32")
 TOLERANCE = 1e-3  # the most any distance may move when reduced precision is used
 PROBE_IMAGES = 4  # images compared both ways: 6 distances
 PROBE_MARGIN = 4.0  # on the probe, errors must stay under TOLERANCE / PROBE_MARGIN
+
+
+class PrecisionError(CpdmError, ValueError):
+    """A precision choice or name that this module does not know."""
+
+
+def check_choice(choice: str) -> str:
+    """Refuse a ``--precision`` choice other than those of ``PRECISION_CHOICES``."""
+    if choice not in PRECISION_CHOICES:
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {choice!r}")
+    return choice
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -75,8 +88,7 @@ def reduced_precision_for(device: torch.device) -> str | None:
 
 def precision_to_try(choice: str, device: torch.device) -> str | None:
     """The reduced precision to probe for the user's ``choice`` on ``device``, or None for fp32 only."""
-    if choice not in PRECISION_CHOICES:
-        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {choice!r}")
+    check_choice(choice)
     if choice == "reduced" or (choice == "auto" and device.type == "cuda"):
         return reduced_precision_for(device)
     return None
@@ -101,7 +113,7 @@ def computing_in(precision: str, device: torch.device):
             for setting, value in zip(settings, before):
                 setting.fp32_precision = value
     else:
-        raise ValueError(f"unknown precision {precision!r}")
+        raise PrecisionError(f"unknown precision {precision!r}")
 
 
 def choose_precision(

@@ -61,8 +61,8 @@ from cpdm.errors import CpdmError
 from cpdm.images import ImageError
 from cpdm.precision import (
     FP32,
-    PRECISION_CHOICES,
     PROBE_IMAGES,
+    check_choice,
     choose_precision,
     computing_in,
     precision_to_try,
@@ -80,13 +80,6 @@ SCORE_COLUMNS = [
 
 class ScoringError(CpdmError):
     """A problem while scoring: bad pair ids, a broken feature blob, ..."""
-
-
-def check_precision(choice: str) -> str:
-    """Refuse a precision choice other than those of ``cpdm.precision.PRECISION_CHOICES``."""
-    if choice not in PRECISION_CHOICES:
-        raise ScoringError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {choice!r}")
-    return choice
 
 
 # --------------------------------------------------------------------------
@@ -254,7 +247,7 @@ class FeatureExtractor:
     """
 
     def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
-        check_precision(precision)
+        check_choice(precision)
         self.semantic = semantic_backbone
         self.style = style_backbone
         self.device = semantic_backbone.device
@@ -640,7 +633,7 @@ def build_engine(
     resolve_device(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
-    check_precision(precision)
+    check_choice(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
     semantic_backbone = load_semantic(semantic, mode=mode, device=device)
     style_backbone = load_style(style, mode=mode, device=device, image_size=style_image_size)
