@@ -19,9 +19,9 @@ import os
 
 import streamlit as st
 
-from cpdm.auth import rater_for_token
+from cpdm.rating.auth import rater_for_token
 from cpdm.errors import CpdmError
-from cpdm.workspace import DEFAULT_WORKSPACE, open_workspace
+from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
 
 st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
 

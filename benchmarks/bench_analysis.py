@@ -38,7 +38,7 @@ from cpdm.analysis.correlation import (  # noqa: E402
     weighted_spearman,
 )
 from cpdm.analysis.data import human_scores, split_groups  # noqa: E402
-from cpdm.simulate import synthetic_study  # noqa: E402
+from cpdm.demo.simulate import synthetic_study  # noqa: E402
 
 LOOP_RESAMPLES = 20
 

@@ -50,11 +50,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.assignment import format_time, next_item, rebuild_pair_load, utc_now  # noqa: E402
-from cpdm.auth import create_rater, get_rater  # noqa: E402
-from cpdm.campaigns import create_campaign  # noqa: E402
-from cpdm.rating import submit  # noqa: E402
-from cpdm.workspace import init_workspace, open_workspace  # noqa: E402
+from cpdm.rating.assignment import format_time, next_item, rebuild_pair_load, utc_now  # noqa: E402
+from cpdm.rating.auth import create_rater, get_rater  # noqa: E402
+from cpdm.rating.campaigns import create_campaign  # noqa: E402
+from cpdm.rating.submit import submit  # noqa: E402
+from cpdm.store.workspace import init_workspace, open_workspace  # noqa: E402
 
 TARGET_P95_MS = 50.0
 QUESTIONS = ("content", "style", "copy")

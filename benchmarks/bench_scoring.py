@@ -46,10 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpdm import metric  # noqa: E402
 from cpdm.backbones import load_semantic, load_style  # noqa: E402
-from cpdm.images import load_image, store_pil_image  # noqa: E402
-from cpdm.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
-from cpdm.scoring import ScoringEngine, load_scores, score_pairs  # noqa: E402
-from cpdm.workspace import init_workspace  # noqa: E402
+from cpdm.store.images import load_image, store_pil_image  # noqa: E402
+from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
+from cpdm.scoring.engine import ScoringEngine, load_scores, score_pairs  # noqa: E402
+from cpdm.store.workspace import init_workspace  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """cpdm: measure how much text-to-image diffusion models copy artists' work.
 
-The public entry points live in the submodules: ``cpdm.workspace`` (open a
-workspace), ``cpdm.images`` (ingest images), ``cpdm.metric`` and
-``cpdm.scoring`` (the CM metric), ``cpdm.assignment`` (who rates what next),
+The public entry points live in the submodules: ``cpdm.store.workspace`` (open a
+workspace), ``cpdm.store.images`` (ingest images), ``cpdm.metric`` and
+``cpdm.scoring.engine`` (the CM metric), ``cpdm.rating.assignment`` (who rates what next),
 ``cpdm.analysis`` (agreement, correlation, calibration).
 """
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cpdm.errors import CpdmError
-from cpdm.workspace import open_workspace, resolve_workspace_path
+from cpdm.store.workspace import open_workspace, resolve_workspace_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOST = "127.0.0.1"
@@ -96,7 +96,7 @@ class AppServer:
 
     @property
     def url(self) -> str:
-        from cpdm.demo import base_url_for
+        from cpdm.demo.build import base_url_for
 
         return base_url_for(self.host, self.port)
 

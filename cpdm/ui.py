@@ -53,7 +53,7 @@ def pick_campaign(ws, key: str, container=None) -> dict:
     ``container`` is where the box goes (a column, say); the page by default.
     Returns the campaign's row as ``cpdm.campaigns.list_campaigns`` gives it.
     """
-    from cpdm.campaigns import list_campaigns
+    from cpdm.rating.campaigns import list_campaigns
 
     campaigns = list_campaigns(ws)
     if not campaigns:

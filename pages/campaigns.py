@@ -3,12 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from cpdm.campaigns import (
+from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, create_campaign_from_filters, format_overlap, list_campaigns, pair_filter_options, select_pairs,
     set_campaign_status, set_overlap,
 )
 from cpdm.errors import CpdmError
-from cpdm.protocol import list_protocol_files, load_protocol_file, parse_protocol
+from cpdm.rating.protocol import list_protocol_files, load_protocol_file, parse_protocol
 from cpdm.ui import require_researcher
 
 ws, rater = require_researcher()

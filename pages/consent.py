@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from cpdm.auth import record_consent
-from cpdm.rating import protocol_for_rater
+from cpdm.rating.auth import record_consent
+from cpdm.rating.submit import protocol_for_rater
 from cpdm.ui import require_rater
 
 ws, rater = require_rater()

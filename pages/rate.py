@@ -10,9 +10,9 @@ import uuid
 
 import streamlit as st
 
-from cpdm.assignment import next_item, protocol_for
+from cpdm.rating.assignment import next_item, protocol_for
 from cpdm.errors import CpdmError
-from cpdm.rating import rater_overall_progress, submit
+from cpdm.rating.submit import rater_overall_progress, submit
 from cpdm.ui import require_rater
 
 ws, rater = require_rater()

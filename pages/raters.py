@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from cpdm.auth import create_rater, invite_url, list_raters, revoke_rater
+from cpdm.rating.auth import create_rater, invite_url, list_raters, revoke_rater
 from cpdm.errors import CpdmError
 from cpdm.ui import require_researcher
 

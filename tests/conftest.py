@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cpdm.workspace import init_workspace
+from cpdm.store.workspace import init_workspace
 
 
 @pytest.fixture

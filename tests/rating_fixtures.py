@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cpdm.campaigns import create_campaign
-from cpdm.images import store_pil_image
+from cpdm.rating.campaigns import create_campaign
+from cpdm.store.images import store_pil_image
 
 ARTISTS = ("Ada Painter", "Bo Etcher", "Cy Drawer")
 CATEGORIES = ("style", "character", "portrait")
@@ -89,7 +89,7 @@ def make_world(ws, n_anchors=3, gens_per_anchor=2, *, overlap=None, include_chec
 
 def protocol_with(**timing_and_checks) -> str:
     """The default protocol with some [timing] / [attention_checks] values replaced."""
-    from cpdm.campaigns import default_protocol_path
+    from cpdm.rating.protocol import default_protocol_path
 
     text = default_protocol_path().read_text(encoding="utf-8")
     for key, value in timing_and_checks.items():

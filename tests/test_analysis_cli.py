@@ -11,7 +11,7 @@ import pytest
 
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, run_analysis
 from cpdm.cli import cli
-from cpdm.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

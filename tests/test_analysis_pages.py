@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cpdm.auth import create_rater
-from cpdm.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.rating.auth import create_rater
+from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 

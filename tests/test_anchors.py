@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import cpdm.anchors as anchors_module
-from cpdm.anchors import AnchorImportError, import_anchors, list_anchors
+import cpdm.curation.anchors as anchors_module
+from cpdm.curation.anchors import AnchorImportError, import_anchors, list_anchors
 from cpdm.cli import cli
-from cpdm.images import store_image_bytes
+from cpdm.store.images import store_image_bytes
 from tests.conftest import png_bytes, write_png
 
 

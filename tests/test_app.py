@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cpdm.auth import create_rater, list_raters, rater_for_token, revoke_rater
-from cpdm.campaigns import list_campaigns
+from cpdm.rating.auth import create_rater, list_raters, rater_for_token, revoke_rater
+from cpdm.rating.campaigns import list_campaigns
 from tests.rating_fixtures import make_world
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

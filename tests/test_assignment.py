@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from cpdm.assignment import claim_next, next_item, rebuild_pair_load, utc_now
-from cpdm.auth import create_rater, get_rater
-from cpdm.campaigns import set_campaign_status, set_overlap
-from cpdm.rating import role_complete, submit
+from cpdm.rating.assignment import claim_next, next_item, rebuild_pair_load, utc_now
+from cpdm.rating.auth import create_rater, get_rater
+from cpdm.rating.campaigns import set_campaign_status, set_overlap
+from cpdm.rating.submit import role_complete, submit
 from tests.rating_fixtures import ANSWERS, make_world, protocol_with
 
 
@@ -149,7 +149,7 @@ def test_rater_failing_checks_is_flagged_and_keeps_ratings(ws):
 
     rate_all(ws, careful, utc_now(), answers=honest)
     # The careful rater took every normal pair (overlap 1): give the careless one its own campaign.
-    from cpdm.campaigns import create_campaign
+    from cpdm.rating.campaigns import create_campaign
 
     pairs = [p for p, k in kinds.items() if k == "normal"]
     set_campaign_status(ws, 1, "closed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cpdm.auth import (
+from cpdm.rating.auth import (
     create_rater, hash_token, invite_url, list_raters, rater_by_name_or_id, rater_for_token, record_consent,
     revoke_rater,
 )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm.backbones import diffusion
-from cpdm.backbones.diffusion import (
+from cpdm.generation import pipeline as diffusion
+from cpdm.generation.pipeline import (
     DEFAULT_SD_MODEL,
     generate,
     load_sd_pipeline,

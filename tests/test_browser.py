@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cpdm.auth import create_rater
+from cpdm.rating.auth import create_rater
 from tests.rating_fixtures import make_world
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

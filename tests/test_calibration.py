@@ -18,7 +18,7 @@ from cpdm.analysis.calibration import (
 )
 from cpdm.analysis.data import human_scores
 from cpdm.errors import CpdmError
-from cpdm.simulate import synthetic_study
+from cpdm.demo.simulate import synthetic_study
 
 
 def study_pairs(w_true: float, seed: int = 0, **kwargs):

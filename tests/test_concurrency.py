@@ -6,16 +6,16 @@ import threading
 import uuid
 from collections import Counter
 
-from cpdm.assignment import next_item
-from cpdm.auth import create_rater
-from cpdm.workspace import open_workspace
+from cpdm.rating.assignment import next_item
+from cpdm.rating.auth import create_rater
+from cpdm.store.workspace import open_workspace
 from tests.rating_fixtures import make_world
 
 N_RATERS = 20
 
 
 def resend(root, rater, item, answers, nonce, out):
-    from cpdm.rating import submit
+    from cpdm.rating.submit import submit
 
     with open_workspace(root) as ws:
         out["status"] = submit(ws, rater, item.campaign, item.pair, answers, nonce=nonce).status
@@ -23,7 +23,7 @@ def resend(root, rater, item, answers, nonce, out):
 
 def rater_worker(root, rater, barrier, record, errors):
     """One rater in its own connection: claim, submit twice at once (a resent request), repeat."""
-    from cpdm.rating import submit
+    from cpdm.rating.submit import submit
 
     ws = open_workspace(root)
     try:

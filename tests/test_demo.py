@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cpdm import demo
-from cpdm.auth import hash_token, rater_for_token
+from cpdm.demo import build as demo
+from cpdm.rating.auth import hash_token, rater_for_token
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.images import load_image
-from cpdm.workspace import open_workspace
+from cpdm.store.images import load_image
+from cpdm.store.workspace import open_workspace
 
 
 def _build_with_cli(path: Path, *args: str):
@@ -143,7 +143,7 @@ def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_
 
     # A live demo artist still has the whole live campaign to rate (on a copy:
     # claiming a pair writes, and the shared demo must stay as built).
-    from cpdm.assignment import next_item
+    from cpdm.rating.assignment import next_item
 
     copy = tmp_path / "copy"
     shutil.copytree(demo_build[0], copy)

@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-import cpdm.images as images_module
-from cpdm.images import (
+import cpdm.store.images as images_module
+from cpdm.store.images import (
     ImageError,
     check_image_bytes,
     encode_png,

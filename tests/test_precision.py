@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm import precision, scoring
+from cpdm.scoring import engine as scoring
+from cpdm.scoring import precision
 from cpdm.backbones import load_semantic, load_style
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.precision import CPU_REDUCED, CUDA_REDUCED, FP32, choose_precision, computing_in
-from cpdm.scoring import ScoringEngine, load_scores, score_pairs
+from cpdm.scoring.precision import CPU_REDUCED, CUDA_REDUCED, FP32, choose_precision, computing_in
+from cpdm.scoring.engine import ScoringEngine, load_scores, score_pairs
 from tests.test_scoring import SEM, STYLE, add_anchor
 
 EXACT = [np.array([0.0]), np.array([1.0]), np.array([3.0])]
@@ -116,7 +117,7 @@ def tiny_backbones():
 
 def scored(tmp_path, name, tiny_backbones, chosen_precision, monkeypatch=None):
     """Scores (m_sem, m_style) of a fixed study, and the report, with one engine precision."""
-    from cpdm.workspace import init_workspace
+    from cpdm.store.workspace import init_workspace
 
     with init_workspace(tmp_path / name) as ws:
         for seed in (71, 72, 73):
@@ -156,7 +157,7 @@ def test_the_probe_is_reused_and_chosen_once(tmp_path, tiny_backbones, monkeypat
     embedded = []
     original = clip.embed_batch
     monkeypatch.setattr(clip, "embed_batch", lambda batch: embedded.append(len(batch)) or original(batch))
-    from cpdm.workspace import init_workspace
+    from cpdm.store.workspace import init_workspace
 
     with init_workspace(tmp_path / "ws") as ws:
         for seed in (81, 82):
@@ -168,7 +169,7 @@ def test_the_probe_is_reused_and_chosen_once(tmp_path, tiny_backbones, monkeypat
 
 
 def test_cli_precision_option(tmp_path, runner, tiny_backbones):
-    from cpdm.workspace import init_workspace
+    from cpdm.store.workspace import init_workspace
 
     with init_workspace(tmp_path / "ws") as ws:
         add_anchor(ws, 91, 3)

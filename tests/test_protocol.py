@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cpdm.campaigns import default_protocol_path
-from cpdm.protocol import ProtocolError, list_protocol_files, load_protocol_file, parse_protocol
+from cpdm.rating.protocol import default_protocol_path
+from cpdm.rating.protocol import ProtocolError, list_protocol_files, load_protocol_file, parse_protocol
 
 DEFAULT_TEXT = default_protocol_path().read_text(encoding="utf-8")
 

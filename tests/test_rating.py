@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from cpdm.assignment import format_time, next_item, utc_now
-from cpdm.auth import create_rater
+from cpdm.rating.assignment import format_time, next_item, utc_now
+from cpdm.rating.auth import create_rater
 from cpdm.errors import CpdmError
-from cpdm.rating import answers_of, campaign_status, rater_overall_progress, rater_progress, submit
+from cpdm.rating.submit import answers_of, campaign_status, rater_overall_progress, rater_progress, submit
 from tests.rating_fixtures import ANSWERS, make_world
 
 
@@ -196,7 +196,7 @@ def test_cli_campaign_errors_are_one_line(ws, runner, args, message):
     from tests.rating_fixtures import add_pairs
 
     _, pairs = add_pairs(ws, 2, 1)
-    from cpdm.campaigns import create_campaign
+    from cpdm.rating.campaigns import create_campaign
 
     create_campaign(ws, "first", pairs)
     before = ws.conn.execute("SELECT COUNT(*) FROM campaigns").fetchone()[0]
@@ -220,7 +220,7 @@ def test_cli_bad_protocol_file_names_file_and_field(ws, runner, tmp_path):
 
 
 def test_overlap_text_round_trips():
-    from cpdm.campaigns import format_overlap, parse_overlap
+    from cpdm.rating.campaigns import format_overlap, parse_overlap
 
     assert format_overlap({"artist": 3, "lay": 0}) == "artist=3,lay=0"
     assert parse_overlap(format_overlap({"artist": 3, "lay": 2})) == {"artist": 3, "lay": 2}

@@ -12,11 +12,11 @@ from torchvision.models import inception_v3
 
 from cpdm import metric
 from cpdm.backbones import load_semantic, load_style
-from cpdm.campaigns import create_campaign
+from cpdm.rating.campaigns import create_campaign
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.images import load_image, store_image_bytes
-from cpdm.scoring import (
+from cpdm.store.images import load_image, store_image_bytes
+from cpdm.scoring.engine import (
     REFERENCE_SAMPLE,
     SCORE_COLUMNS,
     LayerGram,
@@ -159,7 +159,7 @@ def test_engine_agrees_with_the_metric_computed_directly(ws, tiny_backbones):
 
 
 def test_batch_size_changes_results_by_less_than_1e_5(tmp_path, tiny_backbones):
-    from cpdm.workspace import init_workspace
+    from cpdm.store.workspace import init_workspace
 
     results = []
     for batch_size in (1, 7):
@@ -473,7 +473,7 @@ def test_threaded_image_preparation_gives_the_same_scores(tmp_path, tiny_backbon
     """The CUDA path decodes and prepares images in threads; forced on here, it must change nothing."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cpdm.workspace import init_workspace
+    from cpdm.store.workspace import init_workspace
 
     results = []
     for threaded in (False, True):
@@ -518,8 +518,8 @@ def test_a_new_style_backbone_reuses_cached_embeddings(ws, tiny_backbones):
 
 def test_cpu_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
     """On the CPU each forward pass sees at most CPU_PIXELS_PER_PASS input pixels."""
-    from cpdm import scoring
-    from cpdm.workspace import init_workspace
+    from cpdm.scoring import engine as scoring
+    from cpdm.store.workspace import init_workspace
 
     _, vgg = tiny_backbones
     passes = []
@@ -541,8 +541,8 @@ def test_cpu_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_
 
 def test_cpu_workers_share_the_cores_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
     """Two workers, each on its share of the cores, give the scores of one; torch's thread count is restored."""
-    from cpdm import scoring
-    from cpdm.workspace import init_workspace
+    from cpdm.scoring import engine as scoring
+    from cpdm.store.workspace import init_workspace
 
     threads_before = torch.get_num_threads()
     results = []

@@ -15,7 +15,7 @@ import pytest
 
 from cpdm import serve
 from cpdm.cli import cli
-from cpdm.demo import build_demo, demo_links
+from cpdm.demo.build import build_demo, demo_links
 from cpdm.errors import CpdmError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from cpdm.errors import CpdmError
-from cpdm.simulate import add_simulated_ratings, create_synthetic_campaign, synthetic_study
-from cpdm.workspace import init_workspace
+from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign, synthetic_study
+from cpdm.store.workspace import init_workspace
 
 
 def ratings_frame(ws, campaign_id):

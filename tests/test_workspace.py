@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-import cpdm.workspace as workspace_module
-from cpdm.anchors import import_anchors
+import cpdm.store.workspace as workspace_module
+from cpdm.curation.anchors import import_anchors
 from cpdm.cli import cli
-from cpdm.workspace import (
+from cpdm.store.workspace import (
     BUSY_TIMEOUT_MS,
     DB_NAME,
     MIGRATIONS,

@@ -160,7 +160,7 @@ def reference_distances(ws, backbones: tuple[str, str] | None) -> pd.DataFrame |
     if backbones is None:
         return None
     try:
-        from cpdm.scoring import load_reference_distances
+        from cpdm.scoring.engine import load_reference_distances
     except ImportError:
         return None
     try:

@@ -160,7 +160,7 @@ def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
 
 def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
     """Ratings and pairs of a campaign by name, with clear errors for an unknown or unrated campaign."""
-    from cpdm.campaigns import campaign_id_by_name
+    from cpdm.rating.campaigns import campaign_id_by_name
 
     campaign_id = campaign_id_by_name(ws, campaign)
     check_level(options.level)

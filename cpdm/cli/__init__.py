@@ -17,7 +17,7 @@ import click
 
 from cpdm import __version__
 from cpdm.errors import CpdmError
-from cpdm.workspace import Workspace, open_workspace
+from cpdm.store.workspace import Workspace, open_workspace
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

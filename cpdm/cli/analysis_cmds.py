@@ -159,7 +159,7 @@ def export_ratings(workspace, campaign, fmt, out):
       cpdm export --campaign demo --format parquet --out ratings.parquet
     """
     from cpdm.analysis.data import export_frame, write_table
-    from cpdm.campaigns import campaign_id_by_name
+    from cpdm.rating.campaigns import campaign_id_by_name
     from cpdm.errors import CpdmError
 
     ws = open_ws(workspace)
@@ -190,8 +190,8 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
     Example:
       cpdm simulate-ratings --campaign demo --artists 4 --lay 4
     """
-    from cpdm.campaigns import campaign_id_by_name
-    from cpdm.simulate import add_simulated_ratings
+    from cpdm.rating.campaigns import campaign_id_by_name
+    from cpdm.demo.simulate import add_simulated_ratings
 
     ws = open_ws(workspace)
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)

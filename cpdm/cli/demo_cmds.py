@@ -53,8 +53,8 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
       cpdm analyze --campaign demo-simulated --out reports/demo
 
     """
-    from cpdm.demo import base_url_for, build_demo, demo_links, existing_demo_seed
-    from cpdm.workspace import resolve_workspace_path
+    from cpdm.demo.build import base_url_for, build_demo, demo_links, existing_demo_seed
+    from cpdm.store.workspace import resolve_workspace_path
 
     from cpdm.serve import check_port_free, find_app
 
@@ -107,16 +107,16 @@ def serve(port, host, workspace):
       cpdm serve --workspace studies/monet
       cpdm serve --host 0.0.0.0 --port 8600
     """
-    from cpdm.workspace import resolve_workspace_path
+    from cpdm.store.workspace import resolve_workspace_path
 
     _serve(resolve_workspace_path(workspace).absolute(), host, port)
 
 
 def _serve(root, host: str, port: int) -> None:
     """Run the app in the foreground, printing the links to open once it answers."""
-    from cpdm.demo import demo_links
+    from cpdm.demo.build import demo_links
     from cpdm.serve import serve_forever
-    from cpdm.workspace import open_workspace
+    from cpdm.store.workspace import open_workspace
 
     with open_workspace(root) as ws:
         seed = ws.get_meta("demo_seed") if ws.is_demo else None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from cpdm.auth import create_rater, invite_url, list_raters, rater_by_name_or_id, revoke_rater
-from cpdm.campaigns import (
+from cpdm.rating.auth import create_rater, invite_url, list_raters, rater_by_name_or_id, revoke_rater
+from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
 from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
-from cpdm.protocol import load_protocol_file
-from cpdm.rating import campaign_status
+from cpdm.rating.protocol import load_protocol_file
+from cpdm.rating.submit import campaign_status
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:

@@ -8,9 +8,9 @@ import json
 
 import click
 
-from cpdm.anchors import import_anchors, list_anchors
+from cpdm.curation.anchors import import_anchors, list_anchors
 from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
-from cpdm.workspace import ANCHOR_CATEGORIES
+from cpdm.store.workspace import ANCHOR_CATEGORIES
 
 # The tables `cpdm info` counts, in the order the workflow fills them.
 INFO_TABLES = ("anchors", "variants", "prompts", "generations", "pairs", "scores", "campaigns", "raters", "ratings")

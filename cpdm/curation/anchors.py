@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from cpdm.errors import CpdmError
-from cpdm.images import (
+from cpdm.store.images import (
     IMAGE_SUFFIXES,
     ImageError,
     ImageInfo,
@@ -39,7 +39,7 @@ from cpdm.images import (
     relative_image_path,
     write_image_file,
 )
-from cpdm.workspace import ANCHOR_CATEGORIES, Workspace
+from cpdm.store.workspace import ANCHOR_CATEGORIES, Workspace
 
 META_COLUMNS = ("file", "artist", "title", "category", "source", "license")
 REQUIRED_COLUMNS = ("file",)

@@ -73,7 +73,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cpdm.errors import CpdmError
-from cpdm.workspace import DB_NAME, open_workspace
+from cpdm.store.workspace import DB_NAME, open_workspace
 
 SIZE = 256
 BASE_MODEL = "demo/procedural"
@@ -482,7 +482,7 @@ def demo_token(seed: int, name: str) -> str:
 
 def demo_links(seed: int, base_url: str = DEFAULT_BASE_URL) -> list[DemoLink]:
     """The demo's invite links for a server at ``base_url`` (recomputed from the seed, nothing read)."""
-    from cpdm.auth import invite_url
+    from cpdm.rating.auth import invite_url
 
     links = []
     for role, name in DEMO_PEOPLE:
@@ -549,7 +549,7 @@ def _store(ws, image: Image.Image, name: str):
     """Store a demo image as PNG; zlib level 1 because the textured images barely compress further."""
     import io
 
-    from cpdm.images import store_image_bytes
+    from cpdm.store.images import store_image_bytes
 
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG", compress_level=1)
@@ -609,7 +609,7 @@ def add_variants(ws) -> dict[str, int]:
 
 def add_generations(ws, seed: int, anchors: list[DemoAnchor], variant_ids: dict[str, int]) -> list[int]:
     """Step 2b: a template prompt per anchor, and GENERATION_SEEDS generations of it per variant."""
-    from cpdm.images import load_image
+    from cpdm.store.images import load_image
 
     generation_ids = []
     with ws.transaction() as conn:
@@ -673,7 +673,7 @@ def _unrelated_anchor(anchor: DemoAnchor, anchors: list[DemoAnchor]) -> DemoAnch
 
 def add_campaign(ws, pair_ids: list[int]) -> int:
     """Step 4: the campaign ``demo`` over every pair, default protocol, two ratings per pair per role."""
-    from cpdm.campaigns import create_campaign
+    from cpdm.rating.campaigns import create_campaign
 
     return create_campaign(ws, CAMPAIGN_NAME, pair_ids, overlap=dict(CAMPAIGN_OVERLAP))
 
@@ -687,8 +687,8 @@ def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
     anchor (they are made before any score exists), so the analysis pages
     compare the metric with judgements it did not produce.
     """
-    from cpdm.campaigns import create_campaign, set_campaign_status
-    from cpdm.simulate import add_simulated_ratings
+    from cpdm.rating.campaigns import create_campaign, set_campaign_status
+    from cpdm.demo.simulate import add_simulated_ratings
 
     campaign_id = create_campaign(ws, SIMULATED_CAMPAIGN_NAME, pair_ids, overlap=dict(SIMULATED_OVERLAP))
     set_campaign_status(ws, campaign_id, "closed")
@@ -703,14 +703,14 @@ def add_tiny_scores(ws) -> None:
     Their numbers only show the pipeline working; real studies score with
     real weights (``cpdm score``).
     """
-    from cpdm.scoring import score_pairs
+    from cpdm.scoring.engine import score_pairs
 
     score_pairs(ws, offline_tiny=True, progress=False, precision="fp32")  # the same scores on every machine
 
 
 def add_raters(ws, seed: int, base_url: str = DEFAULT_BASE_URL) -> list[DemoLink]:
     """Step 5: invite the demo people (tokens derived from the seed); returns their links."""
-    from cpdm.auth import create_rater
+    from cpdm.rating.auth import create_rater
 
     links = demo_links(seed, base_url)
     for link in links:

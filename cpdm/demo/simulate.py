@@ -126,7 +126,7 @@ def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def _simulated_raters(ws, n_artists: int, n_lay: int) -> list[tuple[int, str]]:
     """(id, role) of the simulated raters, reusing ones that already exist under the same names."""
-    from cpdm.auth import create_rater
+    from cpdm.rating.auth import create_rater
 
     raters = []
     for role, count, label in (("artist", n_artists, "artist"), ("lay", n_lay, "lay rater")):
@@ -327,8 +327,8 @@ def create_synthetic_campaign(
     ``reference`` (and ``scored``), every anchor also gets reference distances
     to the generations of the next two anchors, as ``cpdm score`` stores them.
     """
-    from cpdm.campaigns import create_campaign
-    from cpdm.images import store_image_bytes
+    from cpdm.rating.campaigns import create_campaign
+    from cpdm.store.images import store_image_bytes
 
     # The name enters the seed, so two synthetic campaigns in one workspace get different images.
     rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])

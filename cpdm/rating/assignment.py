@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from cpdm.campaigns import RATING_ROLES, get_campaign
-from cpdm.protocol import Protocol, parse_protocol
-from cpdm.workspace import open_workspace
+from cpdm.rating.campaigns import RATING_ROLES, get_campaign
+from cpdm.rating.protocol import Protocol, parse_protocol
+from cpdm.store.workspace import open_workspace
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
-from cpdm.workspace import ROLES
+from cpdm.store.workspace import ROLES
 
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 

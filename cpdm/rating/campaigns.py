@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
-from cpdm.protocol import Protocol, parse_protocol
+from cpdm.rating.protocol import Protocol, default_protocol_path, parse_protocol
 
-PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "annotations" / "protocols"
 DEFAULT_OVERLAP = {"artist": 3, "lay": 3}
 RATING_ROLES = ("artist", "lay")
-
-
-def default_protocol_path() -> Path:
-    """The protocol that ships with cpdm (annotations/protocols/default.toml, or the packaged copy)."""
-    shipped = PROTOCOLS_DIR / "default.toml"
-    if shipped.exists():
-        return shipped
-    return Path(__file__).resolve().parent / "data" / "protocols" / "default.toml"
 
 
 @dataclass(frozen=True)

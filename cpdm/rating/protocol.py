@@ -1,6 +1,6 @@
 """Rating protocols: questions, scales, instructions, attention checks (TOML).
 
-A protocol is a TOML file in ``annotations/protocols/``. It is parsed and
+A protocol is a TOML file; the ones cpdm ships lie in ``cpdm/rating/protocols/``. It is parsed and
 validated into a :class:`Protocol`; every problem is reported as one
 :class:`~cpdm.errors.CpdmError` naming the field (``questions[2].scale``,
 ``timing.min_seconds``, ...). A campaign stores the protocol's text, frozen
@@ -19,6 +19,8 @@ from cpdm.errors import CpdmError
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
 MAX_SCALE_POINTS = 9
+# The protocols that ship with cpdm (package data); `cpdm campaign create --protocol FILE` takes any other.
+PROTOCOLS_DIR = Path(__file__).resolve().parent / "protocols"
 
 
 class ProtocolError(CpdmError):
@@ -227,11 +229,14 @@ def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:
         raise ProtocolError(f"{path}: {exc}") from exc
 
 
-def list_protocol_files(directory: str | Path | None = None) -> list[Path]:
-    """The protocol files shipped in (or added to) ``annotations/protocols/``."""
-    if directory is None:
-        from cpdm.campaigns import PROTOCOLS_DIR
+def default_protocol_path() -> Path:
+    """The default protocol, shipped inside the package (``cpdm/rating/protocols/default.toml``)."""
+    return PROTOCOLS_DIR / "default.toml"
 
+
+def list_protocol_files(directory: str | Path | None = None) -> list[Path]:
+    """The protocol files in ``directory``, by default those shipped in ``cpdm/rating/protocols/``."""
+    if directory is None:
         directory = PROTOCOLS_DIR
     directory = Path(directory)
     return sorted(directory.glob("*.toml")) if directory.is_dir() else []

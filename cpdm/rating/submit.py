@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from cpdm.assignment import _campaign_settings, format_time, parse_time, rating_write, utc_now
+from cpdm.rating.assignment import _campaign_settings, format_time, parse_time, rating_write, utc_now
 from cpdm.errors import CpdmError
 
 MAX_SKIP_REASON = 500
@@ -202,7 +202,7 @@ def rater_progress(ws, rater, campaign_id: int) -> Progress:
 
 def rater_overall_progress(ws, rater) -> Progress:
     """Progress summed over every campaign the rater has worked in or can work in."""
-    from cpdm.campaigns import open_campaign_ids
+    from cpdm.rating.campaigns import open_campaign_ids
 
     campaigns = set(open_campaign_ids(ws)) | {
         row[0] for row in ws.conn.execute("SELECT DISTINCT campaign FROM assignments WHERE rater = ?", (rater.id,))
@@ -299,8 +299,8 @@ def answers_of(ws, rater, campaign_id: int, pair_id: int) -> dict[str, int | Non
 
 def protocol_for_rater(ws, rater):
     """The protocol a rater works under: their current campaign's, else the first open one's, else the default."""
-    from cpdm.campaigns import default_protocol_path, open_campaign_ids
-    from cpdm.protocol import parse_protocol
+    from cpdm.rating.campaigns import open_campaign_ids
+    from cpdm.rating.protocol import default_protocol_path, parse_protocol
 
     row = ws.conn.execute(
         "SELECT a.campaign FROM assignments a JOIN campaigns c ON c.id = a.campaign "

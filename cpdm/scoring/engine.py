@@ -27,7 +27,7 @@ it tries fp16 on CUDA on the first batch of each backbone and keeps it only
 if every distance among a probe of that batch's images stays within 1e-3 of
 fp32 (absolute for M_sem, relative for M_style); on the CPU it computes in
 fp32. ``precision="reduced"`` also tries bf16 matrix products on CPUs that
-have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.precision``.
+have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.scoring.precision``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ from cpdm.backbones import (
     resolve_device,
 )
 from cpdm.errors import CpdmError
-from cpdm.images import ImageError
-from cpdm.precision import (
+from cpdm.store.images import ImageError
+from cpdm.scoring.precision import (
     FP32,
     PROBE_IMAGES,
     check_choice,
@@ -229,7 +229,7 @@ class ImageFeatures:
 
 
 class FeatureExtractor:
-    """Both backbones, batched, in the precision chosen as described in ``cpdm.precision``.
+    """Both backbones, batched, in the precision chosen as described in ``cpdm.scoring.precision``.
 
     ``precision`` says which reduced precision to try (``precision_to_try``):
     it is chosen per backbone on the first batch of two or more images.
@@ -658,7 +658,7 @@ def score_pairs(
     Re-running scores only what is new. ``engine`` reuses loaded backbones
     (its backbones then decide semantic/style/device, and it its precision).
     ``precision`` is ``auto`` (fp16 on CUDA where it keeps scores within 1e-3
-    of fp32), ``reduced`` (the CPU's bf16 too) or ``fp32``; see ``cpdm.precision``.
+    of fp32), ``reduced`` (the CPU's bf16 too) or ``fp32``; see ``cpdm.scoring.precision``.
     """
     started = time.perf_counter()
     scope = _selected_pair_ids(ws, pair_ids, campaign_id)

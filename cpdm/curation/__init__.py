@@ -1,0 +1,1 @@
+"""Bringing anchors (and later prompts) into a workspace."""

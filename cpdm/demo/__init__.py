@@ -1,0 +1,1 @@
+"""The offline demo: procedural images, the demo workspace build and simulated raters."""

@@ -1,0 +1,1 @@
+"""Diffusion pipelines that turn a variant and a prompt into images."""

@@ -1,0 +1,1 @@
+"""Human rating: protocols, campaigns, assignment rules, submitting answers and rater auth."""

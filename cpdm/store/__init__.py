@@ -1,0 +1,1 @@
+"""The workspace: SQLite schema and migrations, content-addressed images, the serialised writer and time helpers."""
