@@ -50,7 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.rating.assignment import format_time, next_item, rebuild_pair_load, utc_now  # noqa: E402
+from cpdm.rating.assignment import next_item, rebuild_pair_load  # noqa: E402
+from cpdm.store.time import format_time, utc_now  # noqa: E402
 from cpdm.rating.auth import create_rater, get_rater  # noqa: E402
 from cpdm.rating.campaigns import create_campaign  # noqa: E402
 from cpdm.rating.submit import submit  # noqa: E402

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from cpdm.rating.assignment import claim_next, next_item, rebuild_pair_load, utc_now
+from cpdm.rating.assignment import claim_next, next_item, rebuild_pair_load
+from cpdm.store.time import format_time, utc_now
 from cpdm.rating.auth import create_rater, get_rater
 from cpdm.rating.campaigns import set_campaign_status, set_overlap
 from cpdm.rating.submit import role_complete, submit
@@ -210,7 +211,7 @@ def test_ratings_written_around_submit_are_noticed_and_overlap_still_holds(ws):
     world = make_world(ws, 3, 2, overlap={"artist": 1})
     outsider, _ = create_rater(ws, "imported", "artist")
     now = utc_now()
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = format_time(now)
     for pair in world.pairs[:4]:
         for question, value in ANSWERS.items():
             ws.conn.execute(

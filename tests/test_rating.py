@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from cpdm.rating.assignment import format_time, next_item, utc_now
+from cpdm.rating.assignment import next_item
+from cpdm.store.time import format_time, utc_now
 from cpdm.rating.auth import create_rater
 from cpdm.errors import CpdmError
 from cpdm.rating.submit import answers_of, campaign_status, rater_overall_progress, rater_progress, submit

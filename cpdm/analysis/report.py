@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,8 @@ from cpdm.analysis.plots import (
 )
 from cpdm.analysis.variants import variant_benchmark
 from cpdm.errors import CpdmError
+from cpdm.rating.protocol import ProtocolError, parse_protocol
+from cpdm.store.time import format_time, utc_now
 
 DEFAULT_TARGET = "copy"
 DEFAULT_CALIBRATION_GROUP = "artists"
@@ -148,11 +149,9 @@ def scatter_name(metric: str) -> str:
 
 def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
     """Question ids in protocol order (falling back to the order they appear in the ratings)."""
-    import tomllib
-
     try:
-        ids = [str(q["id"]) for q in tomllib.loads(protocol_text).get("questions", [])]
-    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        ids = parse_protocol(protocol_text).question_ids
+    except ProtocolError:
         ids = []
     seen = list(dict.fromkeys(all_ratings["question"]))
     return [q for q in ids if q in seen] + [q for q in seen if q not in ids]
@@ -370,7 +369,7 @@ def calibrate_campaign(
         n_raters=int(used["rater"].nunique()),
         n_ratings=int(len(used)),
         ratings_sha256=data_module.ratings_sha256(used),
-        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=format_time(utc_now()),
     )
     if record:
         record_calibration(ws, data.campaign_id, weights)

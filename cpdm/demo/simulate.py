@@ -19,7 +19,6 @@ leniency and per-answer noise:
 from __future__ import annotations
 
 import json
-import tomllib
 import zlib
 from datetime import datetime, timedelta, timezone
 
@@ -27,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from cpdm.errors import CpdmError
+from cpdm.rating.protocol import parse_protocol
+from cpdm.store.time import format_time
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
 VARIANT_CLOSENESS = {
@@ -44,30 +45,17 @@ SKIP_PROBABILITY = 0.02
 START_TIME = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float = 0.0, noise=0.0) -> np.ndarray:
     """Map a closeness in [0, 1] to an integer answer on [low, high], after leniency and noise."""
     raw = low + (high - low) * np.asarray(latent) + offset + noise
     return np.clip(np.rint(raw), low, high).astype(int)
 
 
-def _questions(protocol_text: str) -> list[tuple[str, int, int]]:
-    """(id, low, high) of each question of a campaign's frozen protocol."""
-    try:
-        data = tomllib.loads(protocol_text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CpdmError(f"the campaign's protocol is not valid TOML: {exc}") from exc
-    questions = []
-    for question in data.get("questions", []):
-        low, high = question.get("scale", [1, 5])
-        questions.append((str(question["id"]), int(low), int(high)))
-    if not questions:
-        raise CpdmError("the campaign's protocol has no questions")
-    min_seconds = float(data.get("timing", {}).get("min_seconds", 2.0))
-    return questions, min_seconds
+def _questions(protocol_text: str) -> tuple[list[tuple[str, int, int]], float]:
+    """(id, low, high) of each question of a campaign's frozen protocol, and its too-fast threshold in seconds."""
+    protocol = parse_protocol(protocol_text)
+    questions = [(question.id, *question.scale) for question in protocol.questions]
+    return questions, protocol.timing.min_seconds
 
 
 def _closeness_rank(values: pd.Series) -> pd.Series:
@@ -178,15 +166,15 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
                 clock = clock + timedelta(seconds=seconds + 1)
                 skipped = pair.kind == "normal" and rng.random() < SKIP_PROBABILITY
                 nonce = f"sim-{campaign_id}-{pair.pair}-{rater_id}"
-                assignments.append((campaign_id, pair.pair, rater_id, "skipped" if skipped else "done", _iso(shown),
-                                    _iso(shown + timedelta(minutes=30))))
+                assignments.append((campaign_id, pair.pair, rater_id, "skipped" if skipped else "done", format_time(shown),
+                                    format_time(shown + timedelta(minutes=30))))
                 for question, low, high in questions:
                     value = None
                     if not skipped:
                         value = int(_answer(pair, role, question, low, high, leniency[rater_id], rng))
                     rows.append((campaign_id, pair.pair, rater_id, question, value,
-                                 "cannot judge (simulated)" if skipped else None, _iso(shown),
-                                 _iso(shown + timedelta(seconds=seconds)), seconds, int(seconds < min_seconds), nonce))
+                                 "cannot judge (simulated)" if skipped else None, format_time(shown),
+                                 format_time(shown + timedelta(seconds=seconds)), seconds, int(seconds < min_seconds), nonce))
     with ws.transaction() as conn:
         before = conn.total_changes
         conn.executemany(

@@ -18,7 +18,7 @@ Rules (see the campaign's protocol and overlap):
   for them, they get nothing (the app shows a thank-you page).
 
 Every claim runs inside one write transaction (BEGIN IMMEDIATE, see
-:func:`rating_write`), so two raters never take the last open slot of a pair
+:func:`write_transaction`), so two raters never take the last open slot of a pair
 at the same time. Showing the item a rater already holds is a plain read.
 
 Speed: one claim or submit is a few dozen index lookups; with many raters
@@ -30,42 +30,16 @@ and all of a process's rating writes share one connection and a fair lock
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 import random
-import threading
-import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from cpdm.rating.campaigns import RATING_ROLES, get_campaign
 from cpdm.rating.protocol import Protocol, parse_protocol
-from cpdm.store.workspace import open_workspace
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def format_time(moment: datetime) -> str:
-    """ISO-8601 UTC with microseconds (``TIME_FORMAT``); such strings sort in time order.
-
-    Formatted by hand: strftime costs more than the rest of a claim's Python.
-    """
-    t = moment.astimezone(timezone.utc)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond)
-
-
-def parse_time(text: str) -> datetime:
-    """The moment a ``TIME_FORMAT`` string names (strptime is slow; fromisoformat reads the same text)."""
-    if len(text) == 27 and text.endswith("Z"):
-        return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)  # anything else, as strictly as ever
-
+from cpdm.store.time import format_time, utc_now
+from cpdm.store.writer import write_transaction
 
 @dataclass(frozen=True)
 class Item:
@@ -81,141 +55,6 @@ class Item:
     assigned_at: str
     expires_at: str
     kind: str
-
-
-class FairLock:
-    """A lock handed over to its waiters in the order they asked for it.
-
-    ``threading.Lock`` lets whichever thread the scheduler wakes first take
-    it, so under many raters some wait far longer than others. Handing the
-    lock to the longest waiter keeps every rater's wait close to the mean.
-    """
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._held = False
-        self._waiters: collections.deque[threading.Lock] = collections.deque()
-
-    def acquire(self) -> None:
-        with self._guard:
-            if not self._held:
-                self._held = True
-                return
-            waiter = threading.Lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-        waiter.acquire()  # released by the previous holder, who passes the lock on to us
-
-    def release(self) -> None:
-        with self._guard:
-            if self._waiters:
-                self._waiters.popleft().release()
-            else:
-                self._held = False
-
-    def __enter__(self) -> "FairLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-class _Writer:
-    """The fair lock and the one connection through which this process writes rating work to one database file.
-
-    Every rater's page has its own connection, but SQLite admits one writer
-    at a time anyway. Writing through one connection keeps its page cache
-    warm: a connection that another one wrote behind must reread every page
-    it touches, which costs more than the claim itself.
-    """
-
-    def __init__(self, root) -> None:
-        self.root = root
-        self.lock = FairLock()
-        self.ws = None  # opened on first use, under the lock
-        self.users = 0  # live Workspace objects of this file
-        self.commits = 0  # since the last checkpoint
-        self.checkpointing = threading.Lock()
-        self.finish_checkpoint = False  # a checkpoint ran outside the lock: complete it inside
-
-
-# Rating commits between two checkpoints of the write-ahead log (each adds about a dozen pages to it).
-CHECKPOINT_EVERY = 100
-_WRITERS: dict[str, _Writer] = {}
-_WRITERS_GUARD = threading.Lock()
-# Found once per Workspace object: resolving its path costs more than a claim.
-_WRITER_OF_WORKSPACE: "weakref.WeakKeyDictionary[object, _Writer]" = weakref.WeakKeyDictionary()
-# Files whose Workspace objects were collected; handled under the guard at the next lookup, never
-# inside the garbage collector (which may run while this thread holds the guard).
-_RELEASED: collections.deque[str] = collections.deque()
-
-
-def _release_writers() -> None:
-    """Close the writers of files no live Workspace uses any more (call with the guard held)."""
-    while _RELEASED:
-        key = _RELEASED.popleft()
-        writer = _WRITERS.get(key)
-        if writer is None:
-            continue
-        writer.users -= 1
-        if writer.users <= 0:
-            del _WRITERS[key]
-            if writer.ws is not None:
-                writer.ws.close()
-
-
-def _writer(ws) -> _Writer:
-    """The process-wide writer of the workspace's database (one per file, shared by its Workspace objects)."""
-    writer = _WRITER_OF_WORKSPACE.get(ws)
-    if writer is None:
-        key = str(ws.db_path.resolve())
-        with _WRITERS_GUARD:
-            _release_writers()
-            writer = _WRITERS.get(key)
-            if writer is None:
-                writer = _WRITERS[key] = _Writer(ws.root)
-            writer.users += 1
-            _WRITER_OF_WORKSPACE[ws] = writer
-        weakref.finalize(ws, _RELEASED.append, key)
-    return writer
-
-
-@contextmanager
-def rating_write(ws):
-    """A write transaction for rating work, queued behind this process's other rating writes.
-
-    SQLite lets one writer in at a time and makes the others poll with
-    growing sleeps, which under many raters leaves a few waiting for
-    seconds. Queuing the writers of one process (the app server) on a fair
-    lock first keeps the wait short and even; other processes still meet
-    SQLite's own lock and busy timeout. The transaction runs on the file's
-    shared writer connection (see :class:`_Writer`), not on ``ws.conn``:
-    what it commits, ``ws.conn`` reads at once.
-    """
-    writer = _writer(ws)
-    with writer.lock:
-        if writer.ws is None:
-            writer.ws = open_workspace(writer.root)
-            # Checkpoints run outside the lock (below), not inside whichever commit fills the log.
-            writer.ws.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        with writer.ws.transaction() as conn:
-            yield conn
-        writer.commits += 1
-        due = writer.commits >= CHECKPOINT_EVERY
-        if writer.finish_checkpoint:
-            # Copy the few pages written since, with no writer adding more, so the log is
-            # wholly checkpointed and the next write can start it over instead of growing it.
-            writer.finish_checkpoint = False
-            writer.ws.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    if due and writer.checkpointing.acquire(blocking=False):
-        try:
-            writer.commits = 0
-            # The bulk of the copying, while the next writers go on, on this caller's own connection.
-            ws.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            writer.finish_checkpoint = True
-        finally:
-            writer.checkpointing.release()
 
 
 @functools.lru_cache(maxsize=64)
@@ -480,7 +319,7 @@ def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | N
 
 
 def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False) -> Item | None:
-    """:func:`claim_next` inside the caller's write transaction (see :func:`rating_write`).
+    """:func:`claim_next` inside the caller's write transaction (see :func:`write_transaction`).
 
     ``holds_nothing`` says the caller saw, in this transaction, that the
     rater holds no current item in any open campaign.
@@ -538,7 +377,7 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
     held = _held_item(ws.conn, campaign_id, rater.id, format_time(now))
     if held is not None:
         return held
-    with rating_write(ws) as conn:
+    with write_transaction(ws) as conn:
         return claim_in(conn, campaign_id, rater, now)
 
 
@@ -557,7 +396,7 @@ def _row_item(row) -> Item:
 
 
 def next_item_in(conn, rater, now: datetime) -> Item | None:
-    """:func:`next_item` inside the caller's write transaction (see :func:`rating_write`)."""
+    """:func:`next_item` inside the caller's write transaction (see :func:`write_transaction`)."""
     if rater.role not in RATING_ROLES:
         return None
     held = _oldest_held(conn, rater.id)
@@ -582,7 +421,7 @@ def next_item(ws, rater, now: datetime | None = None) -> Item | None:
     held = _oldest_held(ws.conn, rater.id)
     if held is not None and held[6] > format_time(now):
         return _row_item(held)
-    with rating_write(ws) as conn:
+    with write_transaction(ws) as conn:
         return next_item_in(conn, rater, now)
 
 

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
+from cpdm.store.time import SQL_NOW
 from cpdm.store.workspace import ROLES
 
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
@@ -102,7 +103,7 @@ def record_consent(ws, rater_id: int) -> Rater:
     """Record that the rater read the instructions and agreed (the first time only); return the rater."""
     with ws.transaction() as conn:
         updated = conn.execute(
-            "UPDATE raters SET consented_at = COALESCE(consented_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+            f"UPDATE raters SET consented_at = COALESCE(consented_at, {SQL_NOW}) "
             "WHERE id = ? AND disabled = 0",
             (rater_id,),
         ).rowcount

@@ -13,8 +13,10 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from cpdm.rating.assignment import _campaign_settings, format_time, parse_time, rating_write, utc_now
 from cpdm.errors import CpdmError
+from cpdm.rating.assignment import _campaign_settings
+from cpdm.store.time import format_time, parse_time, utc_now
+from cpdm.store.writer import write_transaction
 
 MAX_SKIP_REASON = 500
 
@@ -93,7 +95,7 @@ def submit(
     """
     nonce, skip_reason = _checked_skip(nonce, answers, skip_reason)
     now = now or utc_now()
-    with rating_write(ws) as conn:
+    with write_transaction(ws) as conn:
         return save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
 
 

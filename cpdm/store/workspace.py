@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import sqlite_utils
 
 from cpdm.errors import CpdmError
+from cpdm.store.time import SQL_NOW
 
 DEFAULT_WORKSPACE = Path("annotations") / "workspace"
 DB_NAME = "cpdm.db"
@@ -108,7 +109,7 @@ CREATE TABLE scores (
     style TEXT NOT NULL,             -- e.g. vgg19
     m_sem REAL NOT NULL,
     m_style REAL NOT NULL,
-    scored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    scored_at TEXT NOT NULL DEFAULT ({SQL_NOW}),
     PRIMARY KEY (pair, semantic, style)
 );
 CREATE TABLE campaigns (
@@ -117,7 +118,7 @@ CREATE TABLE campaigns (
     protocol TEXT NOT NULL,          -- the protocol's TOML text, frozen at creation
     overlap TEXT NOT NULL DEFAULT '{{"artist": 3, "lay": 3}}',  -- JSON: ratings per pair per role
     status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    created_at TEXT NOT NULL DEFAULT ({SQL_NOW})
 );
 CREATE TABLE campaign_pairs (
     campaign INTEGER NOT NULL REFERENCES campaigns(id),
@@ -134,7 +135,7 @@ CREATE TABLE raters (
     consented_at TEXT,
     flagged INTEGER NOT NULL DEFAULT 0,
     flag_reason TEXT,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    created_at TEXT NOT NULL DEFAULT ({SQL_NOW})
 );
 CREATE TABLE assignments (
     campaign INTEGER NOT NULL REFERENCES campaigns(id),
@@ -173,7 +174,7 @@ CREATE TABLE jobs (
     worker TEXT,
     heartbeat_at TEXT,
     error TEXT,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    created_at TEXT NOT NULL DEFAULT ({SQL_NOW}),
     started_at TEXT,
     finished_at TEXT
 );
@@ -185,7 +186,7 @@ CREATE TABLE calibrations (
     w REAL NOT NULL,
     ref_scale REAL NOT NULL,
     stats TEXT NOT NULL DEFAULT '{{}}',
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    created_at TEXT NOT NULL DEFAULT ({SQL_NOW})
 );
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -209,7 +210,8 @@ def _split_sql(script: str) -> list[str]:
 
 
 # MIGRATIONS[n-1] upgrades a database from version n-1 to version n. Append
-# new functions; never edit one that has shipped.
+# new functions; never edit one that has shipped. (Version 1's time defaults
+# were milliseconds before SQL_NOW; parse_time reads both.)
 def _migrate_to_2(conn: sqlite3.Connection) -> None:
     """Rating assignment at scale: a per-pair load counter and an index on open assignments.
 
