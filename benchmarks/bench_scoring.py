@@ -48,7 +48,8 @@ from cpdm import metric  # noqa: E402
 from cpdm.backbones import load_semantic, load_style  # noqa: E402
 from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
-from cpdm.scoring.engine import ScoringEngine, load_scores, score_pairs  # noqa: E402
+from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
+from cpdm.scoring.reader import load_scores  # noqa: E402
 from cpdm.store.workspace import init_workspace  # noqa: E402
 
 

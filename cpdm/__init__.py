@@ -2,7 +2,7 @@
 
 The public entry points live in the submodules: ``cpdm.store.workspace`` (open a
 workspace), ``cpdm.store.images`` (ingest images), ``cpdm.metric`` and
-``cpdm.scoring.engine`` (the CM metric), ``cpdm.rating.assignment`` (who rates what next),
+``cpdm.scoring`` (the CM metric on stored pairs), ``cpdm.rating.assignment`` (who rates what next),
 ``cpdm.analysis`` (agreement, correlation, calibration).
 """
 

@@ -88,13 +88,15 @@ def m_sem(emb_a, emb_g):
     return _scalar_or_array(np.sum((a - g) ** 2, axis=-1))
 
 
-def m_style(grams_a: Sequence, grams_g: Sequence, layer_weights: Sequence[float]):
+def m_style(grams_a: Sequence, grams_g: Sequence, layer_weights: Sequence[float], layer_distance=None):
     """Style distance ``Σ_l λ_l ‖G_l(a) − G_l(g)‖²_F``.
 
     ``grams_a`` and ``grams_g`` list one Gram matrix per layer, each (C, C)
     or batched (N, C, C); ``layer_weights`` holds λ_l, one per layer.
     Accumulated in float64 (deep layers' Gram entries are tiny and λ can be
-    6e4, so float32 sums would lose digits).
+    6e4, so float32 sums would lose digits). ``layer_distance(a_l, g_l)``,
+    when given, computes ``‖G_l(a) − G_l(g)‖²_F`` from another form of the
+    layer (the scoring engine's compact cached descriptors).
     """
     if not (len(grams_a) == len(grams_g) == len(layer_weights)):
         raise MetricError(
@@ -103,6 +105,9 @@ def m_style(grams_a: Sequence, grams_g: Sequence, layer_weights: Sequence[float]
         )
     total = np.float64(0.0)
     for gram_a, gram_g, weight in zip(grams_a, grams_g, layer_weights):
+        if layer_distance is not None:
+            total = total + float(weight) * np.float64(layer_distance(gram_a, gram_g))
+            continue
         diff = _as_numpy(gram_a) - _as_numpy(gram_g)
         total = total + float(weight) * np.sum(diff**2, axis=(-2, -1))
     return _scalar_or_array(np.asarray(total))

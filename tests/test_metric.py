@@ -231,3 +231,16 @@ def test_weights_refuse_other_backbones():
         weights.check_backbones("ViT-L-14/openai", "cpdm-inception")
     with pytest.raises(MetricError, match="calibrated for"):
         weights.check_backbones("tiny:ViT-L-14/openai", "tiny:vgg19")
+
+
+def test_scoring_computes_m_style_with_the_metric_function(monkeypatch):
+    """The engine's style distance is metric.m_style on its compact descriptors, not a second formula."""
+    from cpdm.scoring.features import LayerGram, style_distance
+
+    a = [LayerGram(gram=np.eye(2)), LayerGram(gram=np.zeros((3, 3)))]
+    g = [LayerGram(gram=np.zeros((2, 2))), LayerGram(gram=np.ones((3, 3)))]
+    expected = metric.m_style([np.eye(2), np.zeros((3, 3))], [np.zeros((2, 2)), np.ones((3, 3))], [0.5, 2.0])
+    assert style_distance(a, g, [0.5, 2.0]) == pytest.approx(expected) == pytest.approx(0.5 * 2 + 2.0 * 9)
+    calls = []
+    monkeypatch.setattr(metric, "m_style", lambda *args, **kwargs: calls.append(args) or 7.0)
+    assert style_distance(a, g, [0.5, 2.0]) == 7.0 and len(calls) == 1

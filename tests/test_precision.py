@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm.scoring import engine as scoring
+from cpdm.scoring import features
 from cpdm.scoring import precision
 from cpdm.backbones import load_semantic, load_style
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.scoring.precision import CPU_REDUCED, CUDA_REDUCED, FP32, choose_precision, computing_in
-from cpdm.scoring.engine import ScoringEngine, load_scores, score_pairs
+from cpdm.scoring.engine import ScoringEngine, score_pairs
+from cpdm.scoring.reader import load_scores
 from tests.test_scoring import SEM, STYLE, add_anchor
 
 EXACT = [np.array([0.0]), np.array([1.0]), np.array([3.0])]
@@ -142,7 +143,7 @@ def test_reduced_keeps_scores_within_1e_3_of_fp32(tmp_path, tiny_backbones, monk
 def test_a_rejected_reduced_precision_gives_exactly_the_fp32_scores(tmp_path, tiny_backbones, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     strict = lambda *args, **kwargs: choose_precision(*args, **kwargs, tolerance=0.0)  # noqa: E731
-    monkeypatch.setattr(scoring, "choose_precision", strict)
+    monkeypatch.setattr(features, "choose_precision", strict)
     exact, _ = scored(tmp_path, "fp32", tiny_backbones, "fp32")
     auto, report = scored(tmp_path, "reduced", tiny_backbones, "reduced")
     assert report.precision == {"semantic": FP32, "style": FP32}
@@ -152,7 +153,7 @@ def test_a_rejected_reduced_precision_gives_exactly_the_fp32_scores(tmp_path, ti
 def test_the_probe_is_reused_and_chosen_once(tmp_path, tiny_backbones, monkeypatch):
     """Only the probe's images run twice (once per precision); later batches never probe again."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(scoring, "CPU_WORKERS", 1)  # one pass per share: the counts below stay simple
+    monkeypatch.setattr(features, "CPU_WORKERS", 1)  # one pass per share: the counts below stay simple
     clip, _ = tiny_backbones
     embedded = []
     original = clip.embed_batch
@@ -186,7 +187,7 @@ def test_cli_precision_option(tmp_path, runner, tiny_backbones):
 def test_auto_does_not_probe_on_the_cpu(tmp_path, tiny_backbones, monkeypatch):
     """bf16 rarely keeps CPU distances within 1e-3, so auto does not spend a probe on it."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(scoring, "choose_precision", lambda *args, **kwargs: pytest.fail("auto probed on the CPU"))
+    monkeypatch.setattr(features, "choose_precision", lambda *args, **kwargs: pytest.fail("auto probed on the CPU"))
     exact, _ = scored(tmp_path, "fp32", tiny_backbones, "fp32")
     auto, report = scored(tmp_path, "auto", tiny_backbones, "auto")
     assert report.precision == {"semantic": FP32, "style": FP32}

@@ -16,21 +16,14 @@ from cpdm.rating.campaigns import create_campaign
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image, store_image_bytes
-from cpdm.scoring.engine import (
-    REFERENCE_SAMPLE,
+from cpdm.scoring.engine import REFERENCE_SAMPLE, Scorer, ScoringEngine, score_pairs
+from cpdm.scoring.features import LayerGram, decode_style, describe_layer, encode_style, layer_distance
+from cpdm.scoring.reader import (
     SCORE_COLUMNS,
-    LayerGram,
-    Scorer,
-    ScoringEngine,
     available_backbones,
-    decode_style,
-    describe_layer,
-    encode_style,
-    layer_distance,
     load_reference_distances,
     load_scores,
     reference_scale_for,
-    score_pairs,
 )
 from tests.conftest import png_bytes
 
@@ -518,7 +511,7 @@ def test_a_new_style_backbone_reuses_cached_embeddings(ws, tiny_backbones):
 
 def test_cpu_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
     """On the CPU each forward pass sees at most CPU_PIXELS_PER_PASS input pixels."""
-    from cpdm.scoring import engine as scoring
+    from cpdm.scoring import features as scoring
     from cpdm.store.workspace import init_workspace
 
     _, vgg = tiny_backbones
@@ -541,7 +534,7 @@ def test_cpu_passes_are_split_by_pixels_without_changing_results(tmp_path, tiny_
 
 def test_cpu_workers_share_the_cores_without_changing_results(tmp_path, tiny_backbones, monkeypatch):
     """Two workers, each on its share of the cores, give the scores of one; torch's thread count is restored."""
-    from cpdm.scoring import engine as scoring
+    from cpdm.scoring import features as scoring
     from cpdm.store.workspace import init_workspace
 
     threads_before = torch.get_num_threads()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cpdm.errors import CpdmError
+from cpdm.scoring.reader import load_reference_distances
 
 # Rater groups: the name used in reports -> the roles it holds (None: every role).
 GROUPS: dict[str, tuple[str, ...] | None] = {"artists": ("artist",), "lay": ("lay",), "all": None}
@@ -158,10 +159,6 @@ def pair_table(ws, campaign_id: int, backbones: tuple[str, str] | None) -> pd.Da
 def reference_distances(ws, backbones: tuple[str, str] | None) -> pd.DataFrame | None:
     """Distances of anchors against other anchors' generations (for x_ref), or None when there are none."""
     if backbones is None:
-        return None
-    try:
-        from cpdm.scoring.engine import load_reference_distances
-    except ImportError:
         return None
     try:
         frame = load_reference_distances(ws, backbones[0], backbones[1])

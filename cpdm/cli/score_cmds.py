@@ -18,7 +18,7 @@ def _campaign_id(ws, campaign: str | None) -> int | None:
 
 def _add_cm(frame, ws, semantic_key: str, style_key: str, weights: metric.Weights | None):
     """Add a ``cm`` column (CM_w with weights, else the paper CM) and say which x_ref it used."""
-    from cpdm.scoring.engine import reference_scale_for
+    from cpdm.scoring.reader import reference_scale_for
 
     if weights is not None:
         frame["cm"] = weights.cm(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy()) if len(frame) else []
@@ -77,7 +77,8 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
       cpdm score --all --precision fp32        # never reduced precision
       cpdm score --all --offline-tiny          # tiny random models, no weights needed
     """
-    from cpdm.scoring.engine import backbone_keys, load_scores, score_pairs
+    from cpdm.scoring.engine import score_pairs
+    from cpdm.scoring.reader import backbone_keys, load_scores
 
     if campaign is not None and all_pairs:
         raise click.UsageError("give --campaign NAME or --all, not both")
@@ -154,7 +155,7 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
       cpdm scores list --style cpdm-inception --csv exports/scores.csv
       cpdm scores list --weights exports/weights.json --limit 0
     """
-    from cpdm.scoring.engine import available_backbones, load_scores
+    from cpdm.scoring.reader import available_backbones, load_scores
 
     ws = open_ws(workspace)
     semantic_key, style_key = _choose_backbones(available_backbones(ws), semantic, style, offline_tiny)
@@ -178,7 +179,7 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
 
 def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, str]:
     """The stored backbone names to list: as given, or the only pair that has scores."""
-    from cpdm.scoring.engine import backbone_keys
+    from cpdm.scoring.reader import backbone_keys
 
     if semantic is not None and style is not None:
         return backbone_keys(semantic, style, offline_tiny)

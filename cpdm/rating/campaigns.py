@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import Protocol, default_protocol_path, parse_protocol

@@ -1,11 +1,11 @@
-"""The scoring engine: batched feature extraction, a per-image feature cache, scores per pair.
+"""The scoring engine: scores per pair from cached features (``score_pairs``), and ``Scorer`` for two images.
 
 ``score_pairs`` scores every pair that has no score yet for a (semantic,
 style) backbone pair:
 
 1. Pairs are taken anchor by anchor, in chunks of about ``batch_size`` pairs.
 2. For each chunk, the images whose features are not in the ``features``
-   table yet are decoded once, batched (same-size images together) and run
+   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size images together) and run
    through both backbones; their features are written in one short
    transaction per batch. An anchor with 9 generations is embedded once, and
    after a new unlearning run only the new generations are.
@@ -15,12 +15,6 @@ style) backbone pair:
 4. Finally each anchor gets up to ``REFERENCE_SAMPLE`` mismatched pairs (the
    anchor against generations of other anchors, a deterministic sample),
    computed from cached features, for the reference scale x_ref of CM.
-
-Stored features: the L2-normalised CLIP embedding (float32), and per style
-layer either the Gram matrix's upper triangle (float32) or, when the layer has
-fewer positions than channels (H·W < C, e.g. InceptionV3's pooled block 3),
-the feature maps themselves, from which the Gram matrix follows exactly and
-which are smaller. Blobs are numpy ``.npz`` archives, read without pickle.
 
 The engine runs in inference mode. With ``precision="auto"`` (the default)
 it tries fp16 on CUDA on the first batch of each backbone and keeps it only
@@ -33,358 +27,37 @@ have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.scoring.precision``
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
-import pandas as pd
-import torch
 from PIL import Image
 
 from cpdm import metric
 from cpdm.backbones import (
     DEFAULT_SEMANTIC,
     DEFAULT_STYLE,
-    backbone_key,
     check_style_name,
     load_semantic,
     load_style,
     resolve_device,
 )
-from cpdm.errors import CpdmError
-from cpdm.store.images import ImageError
-from cpdm.scoring.precision import (
-    FP32,
-    PROBE_IMAGES,
-    check_choice,
-    choose_precision,
-    computing_in,
-    precision_to_try,
+from cpdm.scoring.cache import cached_images, load_features, store_features
+from cpdm.scoring.features import (
+    FeatureExtractor,
+    ImageFeatures,
+    encode_embedding,
+    encode_style,
+    style_distance,
 )
+from cpdm.scoring.precision import FP32, check_choice
+from cpdm.scoring.reader import ScoringError
+from cpdm.store.images import open_image, open_stored_image
 
 REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
-PREPARE_THREADS = 8  # image decoding threads on CUDA
-CPU_WORKERS = 2  # threads sharing the cores on the CPU, each running part of a batch
-CPU_PIXELS_PER_PASS = 512 * 512  # input pixels per forward pass on the CPU (see FeatureExtractor)
-SCORE_COLUMNS = [
-    "pair", "anchor", "artist", "category", "image", "generation", "variant",
-    "kind", "semantic", "style", "m_sem", "m_style",
-]  # fmt: skip
-
-
-class ScoringError(CpdmError):
-    """A problem while scoring: bad pair ids, a broken feature blob, ..."""
-
-
-# --------------------------------------------------------------------------
-# Style descriptors: Gram matrices in a compact, exactly reproducible form
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class LayerGram:
-    """One layer's Gram matrix, held either densely or as its factor ``G = F Fᵀ / norm``."""
-
-    gram: np.ndarray | None = None  # (C, C) float32, exactly symmetric
-    factor: np.ndarray | None = None  # (C, K) float32 with K = H·W < C
-    norm: float = 1.0  # C·H·W, for the factor form
-
-    def dense(self) -> np.ndarray:
-        """The Gram matrix as float64 (C, C)."""
-        if self.gram is not None:
-            return self.gram.astype(np.float64)
-        factor = self.factor.astype(np.float64)
-        return factor @ factor.T / self.norm
-
-    @property
-    def channels(self) -> int:
-        return (self.gram if self.gram is not None else self.factor).shape[0]
-
-
-def symmetric_from_upper(upper: np.ndarray, channels: int) -> np.ndarray:
-    """A symmetric (C, C) matrix from its upper triangle (row-major, diagonal included)."""
-    rows, cols = np.triu_indices(channels)
-    matrix = np.empty((channels, channels), dtype=upper.dtype)
-    matrix[rows, cols] = upper
-    matrix[cols, rows] = upper
-    return matrix
-
-
-def channels_from_upper_length(length: int) -> int:
-    """C such that C·(C+1)/2 == length."""
-    channels = int(round((np.sqrt(8 * length + 1) - 1) / 2))
-    if channels * (channels + 1) // 2 != length:
-        raise ScoringError(f"a stored Gram matrix has {length} entries, not a triangle")
-    return channels
-
-
-def describe_layer(maps: torch.Tensor) -> list[LayerGram]:
-    """Each image's LayerGram for one layer's feature maps (N, C, H, W)."""
-    n, c, h, w = maps.shape
-    if h * w < c:
-        flat = maps.reshape(n, c, h * w).float().cpu().numpy()
-        return [LayerGram(factor=flat[i].copy(), norm=float(c * h * w)) for i in range(n)]
-    grams = metric.gram_matrix(maps.float()).cpu().numpy()
-    rows, cols = np.triu_indices(c)
-    # Symmetrise through the upper triangle, exactly as a cached copy will be.
-    return [LayerGram(gram=symmetric_from_upper(grams[i][rows, cols], c)) for i in range(n)]
-
-
-def layer_distance(a: LayerGram, g: LayerGram) -> float:
-    """``‖G(a) − G(g)‖²_F`` in float64.
-
-    Two factors use ``‖AᵀA‖²/na² + ‖GᵀG‖²/ng² − 2‖AᵀG‖²/(na·ng)``, which
-    never builds the C×C matrices (2048×2048 for InceptionV3's block 3).
-    """
-    if a.factor is not None and g.factor is not None:
-        if a.norm == g.norm and np.array_equal(a.factor, g.factor):
-            return 0.0  # exactly; the expansion below can cancel to a rounding residue
-        fa = a.factor.astype(np.float64)
-        fg = g.factor.astype(np.float64)
-        aa = np.sum((fa.T @ fa) ** 2) / a.norm**2
-        gg = np.sum((fg.T @ fg) ** 2) / g.norm**2
-        ag = np.sum((fa.T @ fg) ** 2) / (a.norm * g.norm)
-        return max(float(aa + gg - 2.0 * ag), 0.0)
-    return float(np.sum((a.dense() - g.dense()) ** 2))
-
-
-def style_distance(a: Sequence[LayerGram], g: Sequence[LayerGram], layer_weights: Sequence[float]) -> float:
-    """M_style between two images' descriptors: ``Σ_l λ_l ‖G_l(a) − G_l(g)‖²_F``."""
-    if len(a) != len(g) or len(a) != len(layer_weights):
-        raise ScoringError("style descriptors with different numbers of layers cannot be compared")
-    return float(sum(weight * layer_distance(la, lg) for la, lg, weight in zip(a, g, layer_weights)))
-
-
-def encode_style(layers: Sequence[LayerGram]) -> bytes:
-    """A style descriptor as an .npz blob (see the module docstring)."""
-    arrays = {}
-    for index, layer in enumerate(layers):
-        if layer.gram is not None:
-            rows, cols = np.triu_indices(layer.channels)
-            arrays[f"gram{index}"] = layer.gram[rows, cols]
-        else:
-            arrays[f"factor{index}"] = layer.factor
-            arrays[f"norm{index}"] = np.float64(layer.norm)
-    return _to_npz(arrays)
-
-
-def decode_style(blob: bytes, label: str) -> list[LayerGram]:
-    arrays = _from_npz(blob, label)
-    layers = []
-    for index in itertools.count():
-        if f"gram{index}" in arrays:
-            upper = arrays[f"gram{index}"]
-            layers.append(LayerGram(gram=symmetric_from_upper(upper, channels_from_upper_length(upper.size))))
-        elif f"factor{index}" in arrays:
-            layers.append(LayerGram(factor=arrays[f"factor{index}"], norm=float(arrays[f"norm{index}"])))
-        else:
-            break
-    if not layers:
-        raise ScoringError(f"{label}: cached style features hold no layers")
-    return layers
-
-
-def encode_embedding(embedding: np.ndarray) -> bytes:
-    return _to_npz({"embedding": np.asarray(embedding, dtype=np.float32)})
-
-
-def decode_embedding(blob: bytes, label: str) -> np.ndarray:
-    arrays = _from_npz(blob, label)
-    if "embedding" not in arrays:
-        raise ScoringError(f"{label}: cached semantic features hold no embedding")
-    return arrays["embedding"]
-
-
-def _to_npz(arrays: dict) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _from_npz(blob: bytes, label: str) -> dict:
-    try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except Exception as exc:  # a blob written by something else
-        raise ScoringError(f"{label}: cached features are unreadable ({exc}); delete them to recompute") from exc
-
-
-# --------------------------------------------------------------------------
-# Feature extraction with both backbones
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class ImageFeatures:
-    """What the metric needs of one image."""
-
-    embedding: np.ndarray | None = None
-    style: list[LayerGram] | None = None
-
-
-class FeatureExtractor:
-    """Both backbones, batched, in the precision chosen as described in ``cpdm.scoring.precision``.
-
-    ``precision`` says which reduced precision to try (``precision_to_try``):
-    it is chosen per backbone on the first batch of two or more images.
-
-    On CUDA, images are decoded and prepared (resized, normalised) by a few
-    threads, so that the CPU work of one batch does not leave the GPU idle for
-    long; on the CPU, torch already uses every core and this stays sequential.
-    On the CPU each forward pass sees at most ``CPU_PIXELS_PER_PASS`` input
-    pixels (one 512×512 VGG19 input, five 224×224 CLIP inputs): on a few
-    cores larger batches are slower per image, as their activations fall
-    out of the caches. And a batch is split between ``CPU_WORKERS`` threads
-    that each run their half on their share of the cores: two passes on one
-    core each finish sooner than the same passes one after the other on two
-    cores, since no pass scales perfectly across cores.
-    """
-
-    def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
-        check_choice(precision)
-        self.semantic = semantic_backbone
-        self.style = style_backbone
-        self.device = semantic_backbone.device
-        self._pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS) if self.device.type == "cuda" else None
-        self.cpu_workers = min(CPU_WORKERS, torch.get_num_threads()) if self.device.type == "cpu" else 1
-        self._cpu_pool = ThreadPoolExecutor(max_workers=self.cpu_workers) if self.cpu_workers > 1 else None
-        self.reduced = precision_to_try(precision, self.device)
-        # Per backbone: None until chosen on the first batch of two or more images.
-        undecided = None if self.reduced else FP32
-        self.precision: dict[str, str | None] = {"semantic": undecided, "style": undecided}
-
-    def map(self, function, items: Sequence) -> list:
-        """``[function(item) for item in items]``, in threads on CUDA; the first error is raised, in order."""
-        if self._pool is None or len(items) < 2:
-            return [function(item) for item in items]
-        return list(self._pool.map(function, items))
-
-    def embeddings(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """L2-normalised CLIP embeddings, one float32 vector per image."""
-        batch = torch.stack(self.map(self.semantic.prepare, images))
-        return self._run(
-            "semantic",
-            lambda part: list(self.semantic.embed_batch(part).numpy()),
-            batch,
-            distance=lambda e, i, j: metric.m_sem(e[i], e[j]),
-            relative=False,
-        )
-
-    def style_descriptors(self, images: Sequence[Image.Image]) -> list[list[LayerGram]]:
-        """One style descriptor (a LayerGram per layer) per image; batches by input size."""
-        prepared = self.map(self.style.prepare, images)
-        results: list[list[LayerGram] | None] = [None] * len(images)
-        by_shape: dict[tuple, list[int]] = {}
-        for index, tensor in enumerate(prepared):
-            by_shape.setdefault(tuple(tensor.shape), []).append(index)
-        weights = self.style.layer_weights
-        for indices in by_shape.values():
-            batch = torch.stack([prepared[i] for i in indices])
-            descriptors = self._run(
-                "style",
-                self._describe,
-                batch,
-                distance=lambda d, i, j: style_distance(d[i], d[j], weights),
-                relative=True,
-            )
-            for index, descriptor in zip(indices, descriptors):
-                results[index] = descriptor
-        return results  # type: ignore[return-value]
-
-    def _describe(self, batch: torch.Tensor) -> list[list[LayerGram]]:
-        """Style descriptors of a prepared batch."""
-        per_layer = [describe_layer(maps) for maps in self.style.feature_maps(batch)]
-        return [list(layers) for layers in zip(*per_layer)]
-
-    def _run(self, backbone: str, forward, batch: torch.Tensor, distance, relative: bool) -> list:
-        """``forward(batch)`` in the backbone's precision, choosing it on a probe of this batch if undecided."""
-        precision = self.precision[backbone]
-        if precision is None and len(batch) >= 2:
-            probe, rest = batch[:PROBE_IMAGES], batch[PROBE_IMAGES:]
-            precision, probe_out = choose_precision(
-                lambda candidate: self._forward_in(candidate, forward, probe), distance, self.reduced, relative
-            )
-            self.precision[backbone] = precision
-            return list(probe_out) + (self._forward_in(precision, forward, rest) if len(rest) else [])
-        return self._forward_in(precision or FP32, forward, batch)
-
-    def _forward_in(self, precision: str, forward, batch: torch.Tensor) -> list:
-        """``forward`` on the batch in ``precision``; on the CPU split between workers, in small passes."""
-        # The precision setting is process-wide, so it is set here, around every worker's share.
-        with computing_in(precision, self.device):
-            if self.device.type != "cpu":
-                return forward(batch)
-            if self._cpu_pool is None or len(batch) < 2:
-                return self._cpu_passes(forward, batch, torch.get_num_threads())
-            cores = torch.get_num_threads()
-            shares = batch.tensor_split(self.cpu_workers)
-            try:
-                results = list(
-                    self._cpu_pool.map(lambda share: self._cpu_passes(forward, share, cores // self.cpu_workers), shares)
-                )
-            finally:
-                torch.set_num_threads(cores)  # torch also keeps the last count globally, for threads started later
-            return [item for share in results for item in share]
-
-    @staticmethod
-    def _cpu_passes(forward, batch: torch.Tensor, threads: int) -> list:
-        """``forward`` on passes of at most CPU_PIXELS_PER_PASS input pixels, using ``threads`` cores."""
-        torch.set_num_threads(threads)  # per calling thread (OpenMP), so each worker keeps its share
-        per_pass = max(1, CPU_PIXELS_PER_PASS // (batch.shape[-1] * batch.shape[-2]))
-        results = []
-        for part in batch.split(per_pass):
-            results += forward(part)
-        return results
-
-
-# --------------------------------------------------------------------------
-# The feature cache
-# --------------------------------------------------------------------------
-
-
-def cached_images(ws, backbone: str, shas: Iterable[str]) -> set[str]:
-    """Which of these images already have features for ``backbone``."""
-    shas = list(dict.fromkeys(shas))
-    found: set[str] = set()
-    for start in range(0, len(shas), 500):
-        chunk = shas[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = ws.conn.execute(
-            f"SELECT image FROM features WHERE backbone = ? AND image IN ({marks})", [backbone, *chunk]
-        )
-        found.update(row[0] for row in rows)
-    return found
-
-
-def load_feature_blob(ws, sha: str, backbone: str) -> bytes | None:
-    row = ws.conn.execute("SELECT blob FROM features WHERE image = ? AND backbone = ?", (sha, backbone)).fetchone()
-    return None if row is None else row[0]
-
-
-def load_features(ws, sha: str, semantic_key: str, style_key: str) -> ImageFeatures | None:
-    """An image's cached features for both backbones, or None if either is missing."""
-    sem_blob = load_feature_blob(ws, sha, semantic_key)
-    style_blob = load_feature_blob(ws, sha, style_key)
-    if sem_blob is None or style_blob is None:
-        return None
-    label = f"image {sha[:12]}"
-    return ImageFeatures(decode_embedding(sem_blob, label), decode_style(style_blob, label))
-
-
-def store_features(ws, rows: list[tuple[str, str, bytes]]) -> None:
-    """Write (image, backbone, blob) rows in one short transaction."""
-    with ws.transaction() as conn:
-        conn.executemany(
-            "INSERT INTO features (image, backbone, blob) VALUES (?, ?, ?) "
-            "ON CONFLICT(image, backbone) DO UPDATE SET blob = excluded.blob",
-            rows,
-        )
 
 
 # --------------------------------------------------------------------------
@@ -467,17 +140,6 @@ def _chunks_by_anchor(pairs: list[_Pair], size: int) -> list[list[_Pair]]:
     return chunks
 
 
-def _open_image_file(path: Path, sha: str) -> Image.Image:
-    """Decode a stored image for scoring; missing and unreadable files name their path."""
-    if not path.exists():
-        raise ImageError(f"{path}: image file is missing from the workspace (image {sha[:12]})")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable image ({exc})") from exc
-
-
 class ScoringEngine:
     """Backbones plus the workspace: computes, caches and scores. ``score_pairs`` drives it."""
 
@@ -514,7 +176,7 @@ class ScoringEngine:
 
     def _compute_and_store(self, shas: list[str], have_sem: set[str], have_style: set[str]) -> dict[str, ImageFeatures]:
         paths = {sha: self.ws.image_path(sha) for sha in shas}  # the database is read from this thread only
-        images = self.extractor.map(lambda sha: _open_image_file(paths[sha], sha), shas)
+        images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), shas)
         # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
         need_sem = [i for i, sha in enumerate(shas) if sha not in have_sem]
         need_style = [i for i, sha in enumerate(shas) if sha not in have_style]
@@ -684,68 +346,6 @@ def score_pairs(
 
 
 # --------------------------------------------------------------------------
-# Reading scores back
-# --------------------------------------------------------------------------
-
-
-def backbone_keys(semantic: str, style: str, offline_tiny: bool = False) -> tuple[str, str]:
-    """The stored names of a backbone pair (``tiny:`` prefixed with --offline-tiny)."""
-    mode = "tiny" if offline_tiny else "real"
-    return backbone_key(semantic, mode), backbone_key(style, mode)
-
-
-def load_scores(ws, semantic: str | None = None, style: str | None = None, campaign_id: int | None = None) -> pd.DataFrame:
-    """Stored scores joined with what they are about (columns: ``SCORE_COLUMNS``).
-
-    ``semantic``/``style`` are stored names (``tiny:`` included); None means any.
-    ``variant`` is the variant's name, None for attention-check pairs.
-    """
-    query = (
-        "SELECT s.pair, p.anchor, a.artist, a.category, p.image, p.generation, v.name AS variant, p.kind, "
-        "s.semantic, s.style, s.m_sem, s.m_style "
-        "FROM scores s JOIN pairs p ON p.id = s.pair JOIN anchors a ON a.id = p.anchor "
-        "LEFT JOIN generations g ON g.id = p.generation LEFT JOIN variants v ON v.id = g.variant "
-        "WHERE (:semantic IS NULL OR s.semantic = :semantic) AND (:style IS NULL OR s.style = :style) "
-        "AND (:campaign IS NULL OR s.pair IN (SELECT pair FROM campaign_pairs WHERE campaign = :campaign)) "
-        "ORDER BY s.pair, s.semantic, s.style"
-    )
-    params = {"semantic": semantic, "style": style, "campaign": campaign_id}
-    rows = ws.conn.execute(query, params).fetchall()
-    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    for column in ("artist", "variant", "generation"):
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    frame["m_sem"] = frame["m_sem"].astype(float)
-    frame["m_style"] = frame["m_style"].astype(float)
-    return frame
-
-
-def load_reference_distances(ws, semantic: str, style: str) -> pd.DataFrame:
-    """Mismatched-pair distances stored for a backbone pair (columns m_sem, m_style)."""
-    rows = ws.conn.execute(
-        "SELECT m_sem, m_style FROM reference_distances WHERE semantic = ? AND style = ? ORDER BY anchor, image",
-        (semantic, style),
-    ).fetchall()
-    return pd.DataFrame(rows, columns=["m_sem", "m_style"], dtype=float)
-
-
-def reference_scale_for(ws, semantic: str, style: str, w: float | None = None) -> float:
-    """x_ref from the stored mismatched pairs (paper form with w=None, else D_w at w)."""
-    reference = load_reference_distances(ws, semantic, style)
-    if reference.empty:
-        raise ScoringError(
-            f"no reference distances for semantic={semantic} style={style}: "
-            "score pairs of at least two anchors (cpdm score) to get a reference scale"
-        )
-    return metric.reference_scale(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy(), w)
-
-
-def available_backbones(ws) -> list[tuple[str, str]]:
-    """The (semantic, style) backbone pairs that have scores, in a stable order."""
-    rows = ws.conn.execute("SELECT DISTINCT semantic, style FROM scores ORDER BY semantic, style")
-    return [(row[0], row[1]) for row in rows]
-
-
-# --------------------------------------------------------------------------
 # A small direct API: score two images without a workspace
 # --------------------------------------------------------------------------
 
@@ -836,13 +436,7 @@ def _identity(image) -> tuple:
 
 
 def _as_pil(image) -> Image.Image:
+    """A PIL image as RGB, or an image file opened upright (:func:`cpdm.store.images.open_image`)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    path = Path(image)
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable image ({exc})") from exc
+    return open_image(image)

@@ -190,20 +190,32 @@ def store_pil_image(ws, image: Image.Image, name: str = "image") -> ImageInfo:
     return store_image_bytes(ws, encode_png(image.convert("RGB")), name)
 
 
-def load_image(ws, sha256: str) -> Image.Image:
-    """Open a stored image as upright RGB, with a clear error if its file is gone or unreadable.
+def open_image(path: str | Path, missing: str | None = None) -> Image.Image:
+    """Open an image file as upright RGB: the one way cpdm decodes images (import, scoring, the app).
 
     Photos from phones and cameras are often stored sideways with an EXIF
-    orientation tag; they are turned upright here, as every viewer shows them.
+    orientation tag; they are turned upright here, as every viewer shows them
+    and as import measured their size. ``missing`` words the error for an
+    absent file.
     """
-    path = ws.image_path(sha256)
+    path = Path(path)
     if not path.exists():
-        raise ImageError(f"{path}: image file is missing from the workspace (image {sha256[:12]})")
+        raise ImageError(missing or f"{path}: no such image file")
     try:
         with Image.open(path) as img:
             return ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: unreadable image ({exc})") from exc
+
+
+def open_stored_image(path: Path, sha256: str) -> Image.Image:
+    """:func:`open_image` for a file of the workspace's image store (safe to call from worker threads)."""
+    return open_image(path, missing=f"{path}: image file is missing from the workspace (image {sha256[:12]})")
+
+
+def load_image(ws, sha256: str) -> Image.Image:
+    """Open a stored image as upright RGB, with a clear error if its file is gone or unreadable."""
+    return open_stored_image(ws.image_path(sha256), sha256)
 
 
 def thumbnail(image: Image.Image, size: int = 256) -> Image.Image:

@@ -1,0 +1,46 @@
+"""The per-image feature cache (table ``features``): computed once per image and backbone, reused by every pair."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cpdm.scoring.features import ImageFeatures, decode_embedding, decode_style
+
+
+def cached_images(ws, backbone: str, shas: Iterable[str]) -> set[str]:
+    """Which of these images already have features for ``backbone``."""
+    shas = list(dict.fromkeys(shas))
+    found: set[str] = set()
+    for start in range(0, len(shas), 500):
+        chunk = shas[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = ws.conn.execute(
+            f"SELECT image FROM features WHERE backbone = ? AND image IN ({marks})", [backbone, *chunk]
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def load_feature_blob(ws, sha: str, backbone: str) -> bytes | None:
+    row = ws.conn.execute("SELECT blob FROM features WHERE image = ? AND backbone = ?", (sha, backbone)).fetchone()
+    return None if row is None else row[0]
+
+
+def load_features(ws, sha: str, semantic_key: str, style_key: str) -> ImageFeatures | None:
+    """An image's cached features for both backbones, or None if either is missing."""
+    sem_blob = load_feature_blob(ws, sha, semantic_key)
+    style_blob = load_feature_blob(ws, sha, style_key)
+    if sem_blob is None or style_blob is None:
+        return None
+    label = f"image {sha[:12]}"
+    return ImageFeatures(decode_embedding(sem_blob, label), decode_style(style_blob, label))
+
+
+def store_features(ws, rows: list[tuple[str, str, bytes]]) -> None:
+    """Write (image, backbone, blob) rows in one short transaction."""
+    with ws.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO features (image, backbone, blob) VALUES (?, ?, ?) "
+            "ON CONFLICT(image, backbone) DO UPDATE SET blob = excluded.blob",
+            rows,
+        )
