@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cpdm.demo import build as demo
+from cpdm.demo import painter
 from cpdm.rating.auth import hash_token, rater_for_token
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
@@ -224,7 +225,7 @@ def test_generation_params_match_the_relation_table(demo_ws):
                 assert (params["style"] == artist) == (relation.style == "same"), (name, params)
                 assert (params["content_seed"] == anchor_content) == (relation.content == "same"), (name, params)
                 if relation.content == "other":
-                    assert demo.subject_for(params["content_seed"]) != demo.subject_for(anchor_content)
+                    assert painter.subject_for(params["content_seed"]) != painter.subject_for(anchor_content)
 
 
 # -- the generator ---------------------------------------------------------
@@ -245,22 +246,22 @@ def _region_recovery(image: Image.Image, labels: np.ndarray) -> float:
 
 
 def test_render_separates_content_from_style():
-    dots = demo.artist_by_name("Mira Dotwell")
-    assert np.array_equal(np.asarray(demo.render(5, dots, 1)), np.asarray(demo.render(5, dots, 1)))
-    assert not np.array_equal(np.asarray(demo.render(5, dots, 1)), np.asarray(demo.render(5, dots, 2)))
-    assert not np.array_equal(demo.make_content(5).labels, demo.make_content(6).labels)
+    dots = painter.artist_by_name("Mira Dotwell")
+    assert np.array_equal(np.asarray(painter.render(5, dots, 1)), np.asarray(painter.render(5, dots, 1)))
+    assert not np.array_equal(np.asarray(painter.render(5, dots, 1)), np.asarray(painter.render(5, dots, 2)))
+    assert not np.array_equal(painter.make_content(5).labels, painter.make_content(6).labels)
     for content_seed in (0, 5, 7):
-        labels = demo.make_content(content_seed).labels
-        for style in demo.ARTISTS:
-            own = _region_recovery(demo.render(content_seed, style), labels)
-            other = _region_recovery(demo.render(content_seed + 100, style), labels)
+        labels = painter.make_content(content_seed).labels
+        for style in painter.ARTISTS:
+            own = _region_recovery(painter.render(content_seed, style), labels)
+            other = _region_recovery(painter.render(content_seed + 100, style), labels)
             # Every style shows the content's regions; another content does not match them.
             assert own > 0.65 and own > other + 0.2, (content_seed, style.name, own, other)
 
 
 def test_unknown_artist_is_named():
     with pytest.raises(CpdmError, match="no demo artist named 'Nobody'"):
-        demo.artist_by_name("Nobody")
+        painter.artist_by_name("Nobody")
 
 
 def test_bad_seed_is_refused(tmp_path):
