@@ -6,7 +6,7 @@ with the same full-size, random-weight backbones:
 (a) reference: for every pair, load both images and run both through CLIP
     and the style network at batch size 1 in fp32, then apply cpdm.metric;
     an anchor with 9 generations is embedded 9 times.
-(b) the engine: ``cpdm.scoring.score_pairs`` (each image once, batched,
+(b) the engine: ``cpdm.scoring.engine.score_pairs`` (each image once, batched,
     features cached in the workspace), once per ``--precisions`` entry:
     ``auto`` is the default of ``cpdm score`` (fp16 on CUDA for each backbone
     whose distances it keeps within 1e-3 of fp32, fp32 on the CPU), ``fp32``

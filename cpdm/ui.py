@@ -51,7 +51,7 @@ def pick_campaign(ws, key: str, container=None) -> dict:
     """The campaign chosen in a select box (the newest preselected); stops the page when there is none.
 
     ``container`` is where the box goes (a column, say); the page by default.
-    Returns the campaign's row as ``cpdm.campaigns.list_campaigns`` gives it.
+    Returns the campaign's row as ``cpdm.rating.campaigns.list_campaigns`` gives it.
     """
     from cpdm.rating.campaigns import list_campaigns
 

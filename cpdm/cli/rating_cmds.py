@@ -37,7 +37,7 @@ def campaign():
 @campaign.command("create")
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
-              help="Protocol TOML file (default: annotations/protocols/default.toml).")
+              help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml).")
 @click.option("--overlap", default=format_overlap(DEFAULT_OVERLAP), show_default=True,
               help="Ratings each pair needs per role.")
 @click.option("--category", "categories", multiple=True, help="Only anchors of this category (repeatable).")
@@ -57,7 +57,7 @@ def campaign_create(name, protocol_file, overlap, categories, artists, variants,
     \b
     Example:
       cpdm campaign create portraits --category portrait --overlap artist=3,lay=5 \\
-          --protocol annotations/protocols/default.toml
+          --protocol my_protocol.toml
     """
     overlap_counts = parse_overlap(overlap)
     protocol_text = load_protocol_file(protocol_file)[0] if protocol_file else None

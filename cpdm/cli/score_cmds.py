@@ -50,7 +50,7 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "reduced", "fp32"]),  # cpdm.precision.PRECISION_CHOICES, without importing torch
+    type=click.Choice(["auto", "reduced", "fp32"]),  # cpdm.scoring.precision.PRECISION_CHOICES, without importing torch
     default="auto",
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
