@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -38,15 +39,28 @@ STOP_TIMEOUT_S = 10.0
 
 
 def find_app(repo_root: Path | None = None) -> Path:
-    """The Streamlit entry ``app.py`` next to the cpdm package, or a clear error if it is absent."""
-    root = Path(repo_root) if repo_root is not None else REPO_ROOT
-    app = root / "app.py"
-    if not app.is_file():
-        raise CpdmError(
-            f"the app is not installed: {app} not found. `cpdm serve` runs the Streamlit app from a source "
-            "checkout of cpdm (clone the repository and `pip install -e .` in it)"
-        )
-    return app
+    """The Streamlit entry ``app.py``: next to the cpdm package in a checkout, else the installed ``cpdm_app``.
+
+    A source checkout keeps ``app.py`` and ``pages/`` at the top of the
+    repository; ``pip install .`` installs the same files as the package
+    ``cpdm_app`` (see pyproject.toml). ``repo_root`` looks in that folder only.
+    """
+    roots = [Path(repo_root)] if repo_root is not None else [REPO_ROOT, *_installed_app_dirs()]
+    for root in roots:
+        if (root / "app.py").is_file() and (root / "pages").is_dir():
+            return root / "app.py"
+    raise CpdmError(
+        f"the app is not installed: {roots[0] / 'app.py'} not found. Reinstall cpdm (`pip install .` in a "
+        "checkout installs the app with the package)"
+    )
+
+
+def _installed_app_dirs() -> list[Path]:
+    """Where an installed ``cpdm_app`` package lies (none in a checkout that was never installed)."""
+    spec = importlib.util.find_spec("cpdm_app")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
 
 
 def streamlit_command(app: Path, host: str, port: int) -> list[str]:
