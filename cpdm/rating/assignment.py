@@ -62,7 +62,8 @@ def _protocol_from_text(text: str) -> Protocol:
     return parse_protocol(text)
 
 
-def _campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:
+def campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:
+    """A campaign's overlap (ratings per pair per role) and its frozen protocol, read inside a transaction."""
     import json
 
     row = conn.execute("SELECT overlap, protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
@@ -332,7 +333,7 @@ def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: boo
         held = current_pair(conn, campaign_id, rater.id)
         if held is not None:
             return _item_for(conn, campaign_id, held, rater.id)
-    overlap, protocol = _campaign_settings(conn, campaign_id)
+    overlap, protocol = campaign_settings(conn, campaign_id)
     needed = int(overlap.get(rater.role, 0))
     if needed <= 0:
         return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cpdm.errors import CpdmError
-from cpdm.rating.assignment import _campaign_settings
+from cpdm.rating.assignment import campaign_settings
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.writer import write_transaction
 
@@ -113,7 +113,7 @@ def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
     status, assigned_at, kind, nonce_saved = row
     if status in ("done", "skipped") or nonce_saved:
         return SubmitResult("duplicate")
-    _overlap, protocol = _campaign_settings(conn, campaign_id)
+    _overlap, protocol = campaign_settings(conn, campaign_id)
     values = {q: None for q in protocol.question_ids} if skipping else validate_answers(protocol, answers)
     seconds = max(0.0, (now - parse_time(assigned_at)).total_seconds())
     too_fast = (not skipping) and seconds < protocol.timing.min_seconds
@@ -187,7 +187,7 @@ def rater_progress(ws, rater, campaign_id: int) -> Progress:
         "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
         (campaign_id, rater.id),
     ).fetchone()[0]
-    overlap, protocol = _campaign_settings(conn, campaign_id)
+    overlap, protocol = campaign_settings(conn, campaign_id)
     needed = int(overlap.get(rater.role, 0))
     open_normal = conn.execute(
         "SELECT COUNT(*) FROM pair_load pl WHERE pl.campaign = ? AND pl.role = ? AND "
@@ -226,7 +226,7 @@ def campaign_status(ws, campaign_id: int) -> dict:
     failed, flagged, too-fast answers, median seconds per pair.
     """
     conn = ws.conn
-    overlap, protocol = _campaign_settings(conn, campaign_id)
+    overlap, protocol = campaign_settings(conn, campaign_id)
     n_pairs = conn.execute(
         "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair WHERE cp.campaign = ? AND p.kind = 'normal'",
         (campaign_id,),
@@ -277,7 +277,7 @@ def campaign_status(ws, campaign_id: int) -> dict:
 
 def role_complete(ws, campaign_id: int, role: str) -> bool:
     """Whether every normal pair has all the ratings the role's overlap asks for."""
-    overlap, _ = _campaign_settings(ws.conn, campaign_id)
+    overlap, _ = campaign_settings(ws.conn, campaign_id)
     needed = int(overlap.get(role, 0))
     if needed == 0:
         return True
@@ -311,7 +311,7 @@ def protocol_for_rater(ws, rater):
     ).fetchone()
     campaigns = [row[0]] if row else open_campaign_ids(ws)
     if campaigns:
-        return _campaign_settings(ws.conn, campaigns[0])[1]
+        return campaign_settings(ws.conn, campaigns[0])[1]
     return parse_protocol(default_protocol_path().read_text(encoding="utf-8"))
 
 
