@@ -552,3 +552,31 @@ def test_cpu_workers_share_the_cores_without_changing_results(tmp_path, tiny_bac
     one, two = results
     assert np.all(np.abs(one[:, 0] - two[:, 0]) < 1e-5)
     assert np.all(np.abs(one[:, 1] - two[:, 1]) <= 1e-5 * np.abs(one[:, 1]))
+
+
+def test_a_sideways_stored_photo_is_scored_upright(ws, tiny_backbones):
+    """A generation stored sideways with an EXIF orientation tag is scored as viewers show it: like its upright twin."""
+    import io
+
+    from PIL import Image
+
+    study = add_anchor(ws, 6, 1, size=(40, 24))
+    upright = load_image(ws, study["image"])
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="PNG", exif=exif)
+    sideways = store_image_bytes(ws, buffer.getvalue(), "phone.png").sha256
+    with ws.transaction() as conn:
+        generation = conn.execute("SELECT id, prompt, variant FROM generations ORDER BY id").fetchone()
+        twin = conn.execute(
+            "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, 99, ?)", (generation[1], generation[2], sideways)
+        ).lastrowid
+        pair = conn.execute(
+            "INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (study["anchor"], twin, sideways)
+        ).lastrowid
+    score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
+    scores = scores_by_pair(ws)
+    other = scores[study["pairs"][0]]  # the anchor against a different image: what "not the same" looks like
+    assert other[0] > 1e-4 and other[1] > 0
+    assert scores[pair][0] <= 1e-6 * other[0] and scores[pair][1] <= 1e-6 * other[1]
