@@ -161,6 +161,11 @@ def export_ratings(workspace, campaign, fmt, out):
     skip_reason, shown_at, submitted_at, seconds, too_fast, flagged,
     simulated. Rater names never leave the workspace.
 
+    In CSV, a text cell that starts with = + - @, a tab or a carriage return
+    (e.g. a skip reason "=HYPERLINK(...)") gets a leading apostrophe, so a
+    spreadsheet shows it as text instead of running it as a formula. Numbers
+    are written as numbers; parquet and jsonl keep text exactly as typed.
+
     \b
     Example:
       cpdm export --campaign demo --format parquet --out ratings.parquet
