@@ -7,7 +7,28 @@ page opened without going through ``app.py`` to a polite refusal.
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
+
+# Every ASCII punctuation character: CommonMark lets a backslash make any of them
+# literal, which also disarms Streamlit's own syntax (:red[…], :material/…:, $…$).
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Streamlit also turns bare http://…, www.… and name@host.tld into links after parsing, escapes
+# or not; an invisible word joiner after "http", "www" or "@" keeps them text.
+_AUTOLINK_STARTS = re.compile(r"(?i)(https?(?=:)|www(?=\.)|@)")
+WORD_JOINER = "\u2060"
+
+
+def plain(text) -> str:
+    """``text`` escaped for any Streamlit element that reads Markdown, so it shows exactly as typed.
+
+    For what people typed (rater names): ``[x](http://…)`` must not become a link,
+    nor ``**x**`` bold. Line breaks become spaces (titles and messages are one line);
+    a bare address gets an invisible word joiner that keeps it from becoming a link.
+    """
+    text = _AUTOLINK_STARTS.sub(rf"\1{WORD_JOINER}", " ".join(str(text).split()))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def signed_in():
