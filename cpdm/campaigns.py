@@ -272,6 +272,19 @@ def campaign_id_by_name(ws, name: str) -> int:
     return row[0]
 
 
+def busiest_campaign_id(ws) -> int | None:
+    """The campaign a researcher most likely means: open before closed, then most ratings, then newest.
+
+    None when there are no campaigns. (The newest alone is often a closed or
+    simulated campaign while the study under way is another.)
+    """
+    row = ws.conn.execute(
+        "SELECT c.id FROM campaigns c LEFT JOIN ratings r ON r.campaign = c.id GROUP BY c.id "
+        "ORDER BY c.status = 'open' DESC, COUNT(r.id) DESC, c.id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def list_campaigns(ws) -> list[dict]:
     rows = ws.conn.execute(
         "SELECT c.id, c.name, c.status, c.overlap, COUNT(cp.pair) FROM campaigns c "

@@ -69,17 +69,20 @@ def session_cached(name: str, key, compute):
 
 
 def pick_campaign(ws, key: str, container=None) -> dict:
-    """The campaign chosen in a select box (the newest preselected); stops the page when there is none.
+    """The campaign chosen in a select box; stops the page when there is none.
 
-    ``container`` is where the box goes (a column, say); the page by default.
-    Returns the campaign's row as ``cpdm.campaigns.list_campaigns`` gives it.
+    Preselected: the open campaign with the most ratings (see
+    ``cpdm.campaigns.busiest_campaign_id``). ``container`` is where the box
+    goes (a column, say); the page by default. Returns the campaign's row as
+    ``cpdm.campaigns.list_campaigns`` gives it.
     """
-    from cpdm.campaigns import list_campaigns
+    from cpdm.campaigns import busiest_campaign_id, list_campaigns
 
     campaigns = list_campaigns(ws)
     if not campaigns:
         st.info("No campaigns yet.")
         st.stop()
     names = [c["name"] for c in campaigns]
-    name = (container or st).selectbox("Campaign", names, index=len(names) - 1, key=key)
+    preselected = [c["id"] for c in campaigns].index(busiest_campaign_id(ws))
+    name = (container or st).selectbox("Campaign", names, index=preselected, key=key)
     return campaigns[names.index(name)]
