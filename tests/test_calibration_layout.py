@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,10 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from cpdm.analysis.plots import calibration_figure
 from cpdm.auth import create_rater
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+from tests.browser_support import chromium_page
 
 
 def _curve() -> pd.DataFrame:
@@ -41,20 +37,14 @@ def test_chosen_w_mark_lies_inside_the_frame_and_the_legend_covers_no_data(chose
 @pytest.mark.browser
 @pytest.mark.slow
 def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
-    from playwright.sync_api import sync_playwright
-
     from cpdm import serve
     from cpdm.simulate import add_simulated_ratings, create_synthetic_campaign
 
     campaign = create_synthetic_campaign(ws, "study", n_anchors=8, reference=True, seed=4)
     add_simulated_ratings(ws, campaign, seed=2)
     _, token = create_rater(ws, "Res", "researcher")
-    with serve.running_app(ws.root, port=serve.free_port(), stdout=open(ws.root / "app.log", "wb")) as server:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
+    with open(ws.root / "app.log", "wb") as log, serve.running_app(ws.root, port=serve.free_port(), stdout=log) as server:
+        with chromium_page(1280, 720) as page:
             page.goto(f"{server.url}/calibration?token={token}")
             page.get_by_role("button", name="Record in workspace").wait_for(timeout=120_000)
             time.sleep(1)
@@ -64,7 +54,6 @@ def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
                     cut: [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1),
                 }))"""
             )
-            browser.close()
     shown = {label["text"].splitlines()[-1]: label["cut"] for label in labels if label["text"]}
     assert {"Weights (JSON)", "Curve (CSV)", "Summary (CSV)", "Plot (PNG)", "Record in workspace"} <= set(shown)
     assert not any(shown.values()), shown

@@ -21,12 +21,10 @@ from cpdm import serve
 from cpdm.auth import record_consent, rater_for_token
 from cpdm.demo import build_demo, demo_links
 from cpdm.workspace import open_workspace
+from tests.browser_support import chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration"]
 
 
@@ -72,14 +70,8 @@ def cpdm_serve(workspace: Path, log: Path):
 
 @pytest.fixture
 def browser_page():
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
-        browser.close()
+    with chromium_page() as page:
+        yield page
 
 
 def _wait_for_idle_app(page) -> None:
@@ -107,19 +99,14 @@ def test_researcher_deep_link_as_first_visitor_gets_the_raters_page(demo_ws, tmp
         assert _sidebar_links(browser_page) == RESEARCHER_MENU  # the app's menu, not a list of page files
 
 
-def test_rater_deep_link_as_first_visitor_gets_the_rating_page(demo_ws, tmp_path, browser_page):
+@pytest.mark.parametrize("name, their_page", [
+    ("Demo artist 1", lambda page: page.locator("[data-testid='stMain'] img").nth(1)),  # the pair's two images
+    ("Demo artist 2", lambda page: page.get_by_role("heading", name="Welcome, Demo artist 2")),  # not consented yet
+])
+def test_rater_deep_link_as_first_visitor_gets_their_page(demo_ws, tmp_path, browser_page, name, their_page):
     with cpdm_serve(demo_ws, tmp_path / "log") as base:
-        browser_page.goto(f"{base}/rate?token={_token('Demo artist 1')}")
-        browser_page.locator("[data-testid='stMain'] img").nth(1).wait_for(timeout=30_000)  # the pair's two images
-        _wait_for_idle_app(browser_page)
-        assert browser_page.get_by_text("This link is not valid").count() == 0
-        assert browser_page.locator("[data-testid='stSidebarNav']").count() == 0
-
-
-def test_rater_who_has_not_consented_gets_the_welcome_page_from_a_deep_link(demo_ws, tmp_path, browser_page):
-    with cpdm_serve(demo_ws, tmp_path / "log") as base:
-        browser_page.goto(f"{base}/rate?token={_token('Demo artist 2')}")
-        browser_page.get_by_role("heading", name="Welcome, Demo artist 2").wait_for(timeout=30_000)
+        browser_page.goto(f"{base}/rate?token={_token(name)}")
+        their_page(browser_page).wait_for(timeout=30_000)
         _wait_for_idle_app(browser_page)
         assert browser_page.get_by_text("This link is not valid").count() == 0
         assert browser_page.locator("[data-testid='stSidebarNav']").count() == 0
