@@ -202,6 +202,8 @@ def test_a_dead_app_makes_serve_and_demo_exit_non_zero_saying_why(demo_workspace
                 time.sleep(0.25)
             assert "app running at" in out_path.read_text(), out_path.read_text()
             (app_pid,) = _child_pids(process.pid)
+            app_args = Path(f"/proc/{app_pid}/cmdline").read_bytes().decode().split("\0")
+            assert "--server.fileWatcherType\0none" in "\0".join(app_args)  # raters' servers watch no files
             os.killpg(app_pid, signal.SIGKILL)  # the app leads its own process group
             status = process.wait(timeout=30)
         finally:
