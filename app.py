@@ -1,8 +1,11 @@
 """cpdm rating app (Streamlit entry point): login by invite token, pages by role.
 
-Run with ``cpdm serve`` or ``streamlit run app.py``; the workspace comes from
-$CPDM_WORKSPACE (default annotations/workspace). Every visitor needs an invite
-link ``http://HOST:8501/?token=…``:
+Run with ``cpdm serve``; the workspace comes from $CPDM_WORKSPACE (default
+annotations/workspace). ``cpdm serve`` runs this file from a main script that
+has no ``pages/`` beside it (``streamlit run app.py`` would let Streamlit serve
+page files without this sign-in until someone opened ``/``), so page files are
+named by absolute paths. Every visitor needs an invite link
+``http://HOST:8501/?token=…`` (deep links such as ``/rate?token=…`` work too):
 
 - artists and lay raters see the instructions and consent once, then the
   rating page;
@@ -16,6 +19,7 @@ Pages read the open workspace and the signed-in rater from
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -25,17 +29,20 @@ from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
 
 st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
 
+# Page files, by absolute path: Streamlit's main script may live in another folder.
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
 # Researcher menu: one line per page.
 RESEARCHER_PAGES = [
-    st.Page("pages/campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns", default=True),
-    st.Page("pages/raters.py", title="Raters", icon=":material/group:", url_path="raters"),
-    st.Page("pages/progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
-    st.Page("pages/analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
-    st.Page("pages/calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
+    st.Page(PAGES_DIR / "campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns", default=True),
+    st.Page(PAGES_DIR / "raters.py", title="Raters", icon=":material/group:", url_path="raters"),
+    st.Page(PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
+    st.Page(PAGES_DIR / "analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
+    st.Page(PAGES_DIR / "calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
 ]
-RATER_PAGE = st.Page("pages/rate.py", title="Rate", url_path="rate", default=True)
-CONSENT_PAGE = st.Page("pages/consent.py", title="Welcome", url_path="welcome", default=True)
-INVALID_PAGE = st.Page("pages/invalid.py", title="Link not valid", url_path="invalid", default=True)
+RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate", default=True)
+CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome", default=True)
+INVALID_PAGE = st.Page(PAGES_DIR / "invalid.py", title="Link not valid", url_path="invalid", default=True)
 
 
 def workspace():

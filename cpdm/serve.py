@@ -2,6 +2,11 @@
 
 The app finds its workspace through the environment variable
 ``CPDM_WORKSPACE`` (an absolute path), so one app file serves any workspace.
+Streamlit's main script is not ``app.py`` itself but ``cpdm/app_entry/main.py``,
+which runs the app file named by ``CPDM_APP``: with ``pages/`` beside its main
+script Streamlit would serve its automatic page list, running page files
+without the app's sign-in, until someone opened ``/``.
+Raters' servers run without Streamlit's file watcher; ``dev=True`` turns it on.
 The server runs in its own process group: stopping it stops Streamlit and
 anything it started, and a server started here never outlives the
 :func:`running_app` block (or the ``cpdm serve`` command) that started it.
@@ -32,6 +37,7 @@ from cpdm.errors import CpdmError
 from cpdm.store.workspace import open_workspace, resolve_workspace_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_ENV = "CPDM_APP"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 STARTUP_TIMEOUT_S = 60.0
@@ -63,19 +69,45 @@ def _installed_app_dirs() -> list[Path]:
     return [Path(location) for location in spec.submodule_search_locations]
 
 
-def streamlit_command(app: Path, host: str, port: int) -> list[str]:
-    """The command line that serves ``app`` headless on ``host:port``.
+def entry_script() -> Path:
+    """Streamlit's main script: ``main.py`` of :mod:`cpdm.app_entry`, a folder with no ``pages/`` in it."""
+    import cpdm.app_entry
+
+    return Path(cpdm.app_entry.__file__).resolve().parent / "main.py"
+
+
+def run_app_file(app: str | os.PathLike | None = None) -> None:
+    """Run the app file (default: $CPDM_APP) as this Streamlit script run, with its own ``__file__``.
+
+    Read on every run, so an edited app file takes effect at the next rerun.
+    """
+    path = Path(app if app is not None else os.environ[APP_ENV])
+    code = compile(path.read_bytes(), str(path), "exec")
+    exec(code, {"__name__": "__main__", "__file__": str(path)})  # noqa: S102
+
+
+def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False) -> list[str]:
+    """The command line that serves ``script`` headless on ``host:port``.
 
     Usage statistics are off (no network), and the toolbar is in viewer mode
-    so raters see no developer menu or "Deploy" button.
+    so raters see no developer menu or "Deploy" button. The file watcher is
+    off: watching a checkout (with its virtual environment) costs raters
+    several times the CPU and floods the terminal. ``dev`` turns it on, with
+    reruns on save, watching the cpdm package and the app's pages.
     """
+    if dev:
+        watch = ["--server.fileWatcherType", "auto", "--server.runOnSave", "true",
+                 "--server.folderWatchList", str(Path(__file__).resolve().parent)]
+    else:
+        watch = ["--server.fileWatcherType", "none", "--server.runOnSave", "false"]
     return [
-        sys.executable, "-m", "streamlit", "run", str(app),
+        sys.executable, "-m", "streamlit", "run", str(script),
         "--server.port", str(port),
         "--server.address", host,
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "viewer",
+        *watch,
     ]  # fmt: skip
 
 
@@ -125,20 +157,22 @@ def start_app(
     port: int = DEFAULT_PORT,
     app: Path | None = None,
     stdout=None,
+    dev: bool = False,
 ) -> AppServer:
     """Start Streamlit on ``app`` for ``workspace`` in a new process group and return at once.
 
     The workspace must exist (it is opened, and upgraded if old, first so a
     bad one fails here with a clear message rather than inside the app).
-    ``stdout`` receives the server's output (default: this process's).
+    ``stdout`` receives the server's output (default: this process's);
+    ``dev`` turns on Streamlit's file watcher.
     """
-    app = Path(app) if app is not None else find_app()
+    app = (Path(app) if app is not None else find_app()).resolve()
     root = resolve_workspace_path(workspace).absolute()
     open_workspace(root).close()
     check_port_free(host, port)
-    env = dict(os.environ, CPDM_WORKSPACE=str(root))
+    env = dict(os.environ, CPDM_WORKSPACE=str(root), **{APP_ENV: str(app)})
     process = subprocess.Popen(
-        streamlit_command(app, host, port),
+        streamlit_command(entry_script(), host, port, dev=dev),
         cwd=app.parent,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -163,7 +197,7 @@ def wait_until_ready(server: AppServer, timeout: float = STARTUP_TIMEOUT_S) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.is_running():
-            raise CpdmError(f"the app exited during startup with status {server.process.returncode} (see its output above)")
+            raise CpdmError(f"the app exited during startup ({describe_exit(server.process.returncode)}); see its output above")
         if health(server.url) == "ok":
             return
         time.sleep(0.25)
@@ -216,23 +250,38 @@ def running_app(
         stop_app(server)
 
 
-def serve_forever(workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, on_ready=None) -> int:
-    """Serve until the server exits or this process is interrupted (Ctrl-C or SIGTERM); returns an exit status.
+def serve_forever(workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, on_ready=None,
+                  dev: bool = False) -> None:
+    """Serve until this process is interrupted (Ctrl-C or SIGTERM), then stop the app.
 
     ``on_ready(server)`` is called once the app answers, e.g. to print links.
+    The app stopping by itself (a crash, a kill) is a :class:`CpdmError`
+    saying how it ended. ``dev`` turns on Streamlit's file watcher.
     """
-    server = start_app(workspace, host=host, port=port)
+    server = start_app(workspace, host=host, port=port, dev=dev)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         wait_until_ready(server)
         if on_ready is not None:
             on_ready(server)
-        return server.process.wait()
+        status = server.process.wait()
     except KeyboardInterrupt:
-        return 0
+        return
     finally:
         stop_app(server)
         signal.signal(signal.SIGTERM, previous)
+    raise CpdmError(f"the app stopped unexpectedly ({describe_exit(status)}); see its output above")
+
+
+def describe_exit(status: int) -> str:
+    """A process's exit status in words: ``exit status 3``, ``killed by signal SIGKILL``."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = str(-status)
+        return f"killed by signal {name}"
+    return f"exit status {status}"
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -7,7 +7,28 @@ page opened without going through ``app.py`` to a polite refusal.
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
+
+# Every ASCII punctuation character: CommonMark lets a backslash make any of them
+# literal, which also disarms Streamlit's own syntax (:red[…], :material/…:, $…$).
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Streamlit also turns bare http://…, www.… and name@host.tld into links after parsing, escapes
+# or not; an invisible word joiner after "http", "www" or "@" keeps them text.
+_AUTOLINK_STARTS = re.compile(r"(?i)(https?(?=:)|www(?=\.)|@)")
+WORD_JOINER = "\u2060"
+
+
+def plain(text) -> str:
+    """``text`` escaped for any Streamlit element that reads Markdown, so it shows exactly as typed.
+
+    For what people typed (rater names): ``[x](http://…)`` must not become a link,
+    nor ``**x**`` bold. Line breaks become spaces (titles and messages are one line);
+    a bare address gets an invisible word joiner that keeps it from becoming a link.
+    """
+    text = _AUTOLINK_STARTS.sub(rf"\1{WORD_JOINER}", " ".join(str(text).split()))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def signed_in():
@@ -48,17 +69,20 @@ def session_cached(name: str, key, compute):
 
 
 def pick_campaign(ws, key: str, container=None) -> dict:
-    """The campaign chosen in a select box (the newest preselected); stops the page when there is none.
+    """The campaign chosen in a select box; stops the page when there is none.
 
-    ``container`` is where the box goes (a column, say); the page by default.
-    Returns the campaign's row as ``cpdm.rating.campaigns.list_campaigns`` gives it.
+    Preselected: the open campaign with the most ratings (see
+    ``cpdm.rating.campaigns.busiest_campaign_id``). ``container`` is where the box
+    goes (a column, say); the page by default. Returns the campaign's row as
+    ``cpdm.rating.campaigns.list_campaigns`` gives it.
     """
-    from cpdm.rating.campaigns import list_campaigns
+    from cpdm.rating.campaigns import busiest_campaign_id, list_campaigns
 
     campaigns = list_campaigns(ws)
     if not campaigns:
         st.info("No campaigns yet.")
         st.stop()
     names = [c["name"] for c in campaigns]
-    name = (container or st).selectbox("Campaign", names, index=len(names) - 1, key=key)
+    preselected = [c["id"] for c in campaigns].index(busiest_campaign_id(ws))
+    name = (container or st).selectbox("Campaign", names, index=preselected, key=key)
     return campaigns[names.index(name)]

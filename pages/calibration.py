@@ -57,16 +57,16 @@ if result.x_ref_source != "reference pairs":
 st.dataframe(result.summary, hide_index=True, width="stretch")
 
 st.image(curve_png)
-columns = st.columns(5)
-columns[4].download_button("Summary (CSV)", result.summary.to_csv(index=False), f"{campaign}-calibration-summary.csv",
-                           "text/csv", key="cal_summary_csv", icon=":material/download:")
-columns[0].download_button("Curve (CSV)", result.curve.to_csv(index=False), f"{campaign}-calibration.csv", "text/csv",
-                           key="cal_csv", icon=":material/download:")
-columns[1].download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", "image/png",
-                           key="cal_png", icon=":material/download:")
-columns[2].download_button("Weights (JSON)", weights.to_json(), f"{campaign}-weights.json", "application/json",
-                           key="cal_json", icon=":material/download:",
-                           help="Score with it: cpdm score --weights FILE")
-if columns[3].button("Record in workspace", key="cal_record", icon=":material/save:"):
+# One row that sizes each button to its label (and wraps), so no label is cut off.
+buttons = st.container(horizontal=True)
+buttons.download_button("Weights (JSON)", weights.to_json(), f"{campaign}-weights.json", "application/json",
+                        key="cal_json", icon=":material/download:", help="Score with it: cpdm score --weights FILE")
+buttons.download_button("Curve (CSV)", result.curve.to_csv(index=False), f"{campaign}-calibration.csv", "text/csv",
+                        key="cal_csv", icon=":material/download:")
+buttons.download_button("Summary (CSV)", result.summary.to_csv(index=False), f"{campaign}-calibration-summary.csv",
+                        "text/csv", key="cal_summary_csv", icon=":material/download:")
+buttons.download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", "image/png",
+                        key="cal_png", icon=":material/download:")
+if buttons.button("Record in workspace", key="cal_record", icon=":material/save:"):
     calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")

@@ -4,12 +4,12 @@ import streamlit as st
 
 from cpdm.rating.auth import record_consent
 from cpdm.rating.submit import protocol_for_rater
-from cpdm.ui import require_rater
+from cpdm.ui import plain, require_rater
 
 ws, rater = require_rater()
 protocol = protocol_for_rater(ws, rater)
 
-st.title(f"Welcome, {rater.name}")
+st.title(f"Welcome, {plain(rater.name)}")
 st.subheader("How this works")
 st.markdown(protocol.instructions)
 st.markdown("**Keyboard:** press a digit to answer the highlighted question, **Enter** to submit the pair.")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from cpdm.rating.auth import create_rater, invite_url, list_raters, revoke_rater
 from cpdm.errors import CpdmError
-from cpdm.ui import require_researcher
+from cpdm.ui import plain, require_researcher
 
 ws, rater = require_researcher()
 
@@ -30,7 +30,7 @@ if invited:
     except CpdmError as exc:
         st.error(str(exc))
     else:
-        st.success(f"Invite link for {new_rater.name} ({new_rater.role}). Copy it now: it is shown only once.")
+        st.success(f"Invite link for {plain(new_rater.name)} ({new_rater.role}). Copy it now: it is shown only once.")
         st.code(invite_url(token, base_url), language=None)
 
 raters = list_raters(ws)

@@ -293,3 +293,13 @@ def test_agreement_counts_pairs_nobody_rated_twice(study):
     assert pair not in answers.index
     assert row["pairs"] == int((answers >= 2).sum())
     assert row["pairs"] + row["pairs_excluded"] == 40
+
+
+def test_calibrate_to_an_unwritable_path_records_no_calibration(study, runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "w.json"
+    result = invoke(runner, study, "calibrate", "--campaign", "study", "--out", str(out), "--n-boot", "5")
+    assert result.exit_code == 1 and f"error: cannot write {out}" in result.output
+    assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 0
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "ws"]

@@ -134,3 +134,20 @@ def test_campaign_pages_preselect_the_newest_campaign(ws, page):
     assert not at.exception, at.exception
     picker = next(box for box in at.selectbox if box.label == "Campaign")
     assert picker.options == ["older", "newer"] and picker.value == "newer"
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py", "progress.py"])
+def test_campaign_pages_preselect_the_open_campaign_with_the_most_ratings(ws, page):
+    from cpdm.rating.campaigns import set_campaign_status
+
+    quiet = create_synthetic_campaign(ws, "open-quiet", n_anchors=2)
+    add_simulated_ratings(ws, quiet, n_artists=1, n_lay=0, seed=1)
+    busy = create_synthetic_campaign(ws, "open-busy", n_anchors=2, seed=1)
+    add_simulated_ratings(ws, busy, seed=2)
+    closed = create_synthetic_campaign(ws, "closed-busiest", n_anchors=3, seed=2)
+    add_simulated_ratings(ws, closed, n_artists=6, n_lay=6, seed=3)
+    set_campaign_status(ws, closed, "closed")
+    create_synthetic_campaign(ws, "open-newest-empty", n_anchors=2, seed=3)
+    at = open_page(ws, page, analysis_boot=0, cal_boot=0)
+    picker = next(box for box in at.selectbox if box.label == "Campaign")
+    assert picker.value == "open-busy"

@@ -296,12 +296,17 @@ def test_missing_folder_and_csv_are_clear_errors(ws, tmp_path):
     assert ws.conn.execute("SELECT COUNT(*) FROM anchors").fetchone()[0] == 0
 
 
-def test_error_counts_the_other_bad_files(ws, tmp_path):
+def test_error_lists_every_bad_file_with_its_reason(ws, tmp_path):
     art = good_folder(tmp_path / "art")
-    for name in ("a.png", "b.png", "c.png"):
+    for name in ("a.png", "b.png"):
         (art / name).write_bytes(b"")
-    with pytest.raises(AnchorImportError, match=r"a.png: empty file .*\(and 2 more bad files\); nothing was imported"):
+    (art / "c.png").write_bytes(b"oops")
+    with pytest.raises(AnchorImportError) as refused:
         import_anchors(ws, art)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "3 bad files; nothing was imported (--skip-bad imports the rest):"
+    assert lines[1:3] == [f"  {art / 'a.png'}: empty file (0 bytes)", f"  {art / 'b.png'}: empty file (0 bytes)"]
+    assert lines[3].startswith(f"  {art / 'c.png'}: ") and len(lines) == 4
 
 
 def test_good_files_beside_a_bad_one_are_not_written(ws, tmp_path):
@@ -512,3 +517,19 @@ def test_cli_reimport_of_a_big_folder_lists_a_few_duplicates(runner, ws, tmp_pat
     assert sum(line.startswith("duplicate ") for line in lines) == 20
     assert lines[-1] == "... and 5 more duplicates"
     assert "imported 0, duplicates 25, skipped 0; nothing new was added" in again.stdout
+
+
+def test_error_lists_twenty_bad_files_then_counts_the_rest(ws, runner, tmp_path):
+    from cpdm.cli import cli
+
+    art = good_folder(tmp_path / "art")
+    names = [f"bad{i:02d}.png" for i in range(23)]
+    for name in names:
+        (art / name).write_bytes(b"")
+    result = runner.invoke(cli, ["anchors", "import", str(art), "--workspace", str(ws.root)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "error: 23 bad files; nothing was imported (--skip-bad imports the rest):"
+    assert lines[1:21] == [f"  {art / name}: empty file (0 bytes)" for name in names[:20]]
+    assert lines[21:] == ["  and 3 more"]
+    assert ws.conn.execute("SELECT COUNT(*) FROM anchors").fetchone()[0] == 0

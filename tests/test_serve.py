@@ -59,7 +59,7 @@ def app_server(demo_workspace, tmp_path):
 @pytest.mark.slow
 def test_app_answers_health_and_root(app_server, demo_workspace):
     assert app_server.process.args[1:4] == ["-m", "streamlit", "run"]
-    assert Path(app_server.process.args[4]) == REPO_ROOT / "app.py"
+    assert Path(app_server.process.args[4]) == serve.entry_script()
     assert serve.health(app_server.url) == "ok"
     with urllib.request.urlopen(f"{app_server.url}/", timeout=10) as response:
         assert response.status == 200
@@ -125,6 +125,8 @@ def test_streamlit_command_line():
         "--server.headless": "true",
         "--browser.gatherUsageStats": "false",
         "--client.toolbarMode": "viewer",
+        "--server.fileWatcherType": "none",
+        "--server.runOnSave": "false",
     }
 
 
@@ -153,3 +155,61 @@ def test_demo_refuses_a_busy_port_before_building(runner, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith(f"error: cannot serve on 127.0.0.1:{port}")
     assert not (tmp_path / "ws").exists()
+
+
+def test_dev_command_line_turns_the_file_watcher_on():
+    command = serve.streamlit_command(Path("/x/main.py"), "127.0.0.1", 8600, dev=True)
+    options = dict(zip(command[5::2], command[6::2]))
+    assert options["--server.fileWatcherType"] == "auto" and options["--server.runOnSave"] == "true"
+    assert options["--server.folderWatchList"] == str(REPO_ROOT / "cpdm")
+
+
+def test_entry_script_has_no_pages_folder_beside_it():
+    entry = serve.entry_script()
+    assert entry.is_file() and entry.parent != REPO_ROOT
+    assert not (entry.parent / "pages").exists()
+
+
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--dev"], ["demo"], ["demo", "--dev"]])
+def test_serve_and_demo_pass_dev_to_the_server(runner, demo_workspace, monkeypatch, command):
+    calls = []
+    monkeypatch.setattr(serve, "serve_forever", lambda root, **kwargs: calls.append(kwargs))
+    result = runner.invoke(cli, [*command, "--port", str(serve.free_port()), "--workspace", str(demo_workspace)])
+    assert result.exit_code == 0, result.output
+    assert [call["dev"] for call in calls] == ["--dev" in command]
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_dead_app_makes_serve_and_demo_exit_non_zero_saying_why(demo_workspace, tmp_path, command):
+    """The app killed under `cpdm serve` / `cpdm demo` (as an OOM kill would): the command says so and exits 1."""
+    port = serve.free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CPDM_WORKSPACE", None)
+    args = [sys.executable, "-c", "from cpdm.cli import main; main()", command, "--port", str(port),
+            "--workspace", str(demo_workspace)]
+    out_path = tmp_path / "out"
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 90
+            while "app running at" not in out_path.read_text() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.25)
+            assert "app running at" in out_path.read_text(), out_path.read_text()
+            (app_pid,) = _child_pids(process.pid)
+            app_args = Path(f"/proc/{app_pid}/cmdline").read_bytes().decode().split("\0")
+            assert "--server.fileWatcherType\0none" in "\0".join(app_args)  # raters' servers watch no files
+            os.killpg(app_pid, signal.SIGKILL)  # the app leads its own process group
+            status = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    output = out_path.read_text()
+    assert status == 1, output
+    assert "error: the app stopped unexpectedly (killed by signal SIGKILL)" in output

@@ -229,14 +229,38 @@ def ensure_writable(path: Path) -> Path:
     return path
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (tab and CR too,
+# since some strip them first); raters' free text must never run as one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that a spreadsheet would run as a formula start with an apostrophe.
+
+    Only text columns change: numbers, including negative ones, stay numbers.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+            )
+    return out
+
+
 def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
-    """Write a frame as csv, parquet or jsonl; an unwritable path is a CpdmError."""
+    """Write a frame as csv, parquet or jsonl; an unwritable path is a CpdmError.
+
+    In CSV, text cells that a spreadsheet would run as a formula get a leading
+    apostrophe (see :func:`neutralise_formulas`); parquet and jsonl keep text as is.
+    """
     if fmt not in EXPORT_FORMATS:
         raise CpdmError(f"unknown export format {fmt!r} (choose one of {', '.join(EXPORT_FORMATS)})")
     path = ensure_writable(Path(path))
     try:
         if fmt == "csv":
-            frame.to_csv(path, index=False)
+            # CRLF rows (RFC 4180) also make the writer quote a text's own CR, which "\n" rows leave bare.
+            neutralise_formulas(frame).to_csv(path, index=False, lineterminator="\r\n")
         elif fmt == "parquet":
             frame.to_parquet(path, index=False)
         else:

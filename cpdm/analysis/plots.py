@@ -73,9 +73,11 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
     axis.set_xlabel("w (0 = style only, 1 = semantic only)")
     axis.set_ylabel("Spearman ρ with humans")
-    axis.set_xlim(0, 1)
+    # A margin on both sides: a chosen w of 0 or 1 (common) would otherwise lie on the frame.
+    axis.set_xlim(-0.04, 1.04)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="best")
+    # Below the axes: inside, the legend would hide the curve or the marks.
+    axis.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return figure
 
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning CpdmError into one clean line."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("CPDM_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="cpdm", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="cpdm", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    # Without standalone mode click returns, not raises, the status of a command that exits.
+    if type(status) is int and status != 0:
+        sys.exit(status)
 
 
 class UserError(click.ClickException):

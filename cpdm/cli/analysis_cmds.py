@@ -125,12 +125,19 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
     Example:
       cpdm calibrate --campaign demo --group artists --out weights.json
     """
-    from cpdm.analysis.report import calibrate_campaign, save_weights
+    from cpdm.analysis.report import calibrate_campaign, record_calibration, save_weights
+    from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
     options = _options([group], group, strict=True, target=target, **kwargs)
-    result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options)
+    result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
+    # The file first, the workspace's record only once the file is written: a failure leaves neither.
     path = save_weights(weights, out)
+    try:
+        record_calibration(ws, campaign_id_by_name(ws, campaign), weights)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     row = result.summary.iloc[0]
     click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
@@ -153,6 +160,11 @@ def export_ratings(workspace, campaign, fmt, out):
     within this workspace), role, question, value (empty when skipped),
     skip_reason, shown_at, submitted_at, seconds, too_fast, flagged,
     simulated. Rater names never leave the workspace.
+
+    In CSV, a text cell that starts with = + - @, a tab or a carriage return
+    (e.g. a skip reason "=HYPERLINK(...)") gets a leading apostrophe, so a
+    spreadsheet shows it as text instead of running it as a formula. Numbers
+    are written as numbers; parquet and jsonl keep text exactly as typed.
 
     \b
     Example:

@@ -8,6 +8,15 @@ from cpdm.cli import cli, cpdm_command, workspace_option
 from cpdm.serve import DEFAULT_HOST, DEFAULT_PORT
 
 
+def dev_option(func):
+    """Add ``--dev``: Streamlit's file watcher on, rerunning the app when its code is saved."""
+    return click.option(
+        "--dev",
+        is_flag=True,
+        help="Watch the code and rerun the app on save (for developing cpdm; off by default, as it costs CPU).",
+    )(func)
+
+
 def _echo_links(links, heading: str) -> None:
     """Print the researcher link first, then one line per rater."""
     click.echo(heading)
@@ -27,9 +36,10 @@ def _echo_links(links, heading: str) -> None:
     show_default=True,
     help="Add the simulated-ratings campaign and tiny-model scores that the analysis pages show.",
 )
+@dev_option
 @workspace_option
 @cpdm_command
-def demo(seed, no_serve, force, port, analysis_data, workspace):
+def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     """Build an offline demo workspace and open the rating app on it.
 
     Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
@@ -69,7 +79,7 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
         if no_serve:
             _echo_links(demo_links(seed, base_url), f"invite links (open once the app runs: cpdm serve --workspace {root}):")
             return
-        _serve(root.absolute(), DEFAULT_HOST, port)
+        _serve(root.absolute(), DEFAULT_HOST, port, dev)
         return
     info = build_demo(root, seed, force=force, base_url=base_url, analysis_data=analysis_data)
     counts = ", ".join(f"{count} {kind}" for kind, count in sorted(info.pairs.items()))
@@ -82,7 +92,7 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
     if no_serve:
         _echo_links(info.links, f"invite links (open once the app runs: cpdm serve --workspace {info.workspace}):")
         return
-    _serve(info.workspace, DEFAULT_HOST, port)
+    _serve(info.workspace, DEFAULT_HOST, port, dev)
 
 
 @cli.command()
@@ -93,14 +103,16 @@ def demo(seed, no_serve, force, port, analysis_data, workspace):
     show_default=True,
     help="Address to listen on; 0.0.0.0 makes the app reachable from other machines.",
 )
+@dev_option
 @workspace_option
 @cpdm_command
-def serve(port, host, workspace):
+def serve(port, host, dev, workspace):
     """Start the rating and analysis app (Streamlit) on a workspace.
 
     The app reads the workspace from CPDM_WORKSPACE, which this command sets.
     Raters open their invite link (`cpdm raters invite` prints it); on a demo
-    workspace the demo links are printed here. Stop with Ctrl-C.
+    workspace the demo links are printed here. Stop with Ctrl-C. If the app
+    stops by itself, the command says how and exits with status 1.
 
     \b
     Examples:
@@ -109,10 +121,10 @@ def serve(port, host, workspace):
     """
     from cpdm.store.workspace import resolve_workspace_path
 
-    _serve(resolve_workspace_path(workspace).absolute(), host, port)
+    _serve(resolve_workspace_path(workspace).absolute(), host, port, dev)
 
 
-def _serve(root, host: str, port: int) -> None:
+def _serve(root, host: str, port: int, dev: bool) -> None:
     """Run the app in the foreground, printing the links to open once it answers."""
     from cpdm.demo.build import demo_links
     from cpdm.serve import serve_forever
@@ -126,6 +138,4 @@ def _serve(root, host: str, port: int) -> None:
         if seed is not None and seed.isdigit():
             _echo_links(demo_links(int(seed), server.url), "open one of these links:")
 
-    status = serve_forever(root, host=host, port=port, on_ready=on_ready)
-    if status not in (0, -15, None):
-        raise click.exceptions.Exit(1)
+    serve_forever(root, host=host, port=port, on_ready=on_ready, dev=dev)

@@ -45,6 +45,8 @@ META_COLUMNS = ("file", "artist", "title", "category", "source", "license")
 REQUIRED_COLUMNS = ("file",)
 # Folders with at least this many images get a progress bar on stderr.
 PROGRESS_MIN_FILES = 50
+# A refused import lists this many bad files, then says how many more there are.
+LISTED_BAD_FILES = 20
 
 
 class AnchorImportError(CpdmError):
@@ -112,11 +114,17 @@ class _Problems:
         self.notes.append(FileNote(name, reason))
 
     def raise_unless_skipping(self) -> None:
-        if self.notes and not self.skip_bad:
-            first = self.notes[0]
-            more = len(self.notes) - 1
-            tail = f" (and {more} more bad file{'s' if more > 1 else ''})" if more else ""
-            raise AnchorImportError(f"{first}{tail}; nothing was imported (--skip-bad imports the rest)")
+        """Refuse the import, naming every bad file with its reason (up to ``LISTED_BAD_FILES``)."""
+        if not self.notes or self.skip_bad:
+            return
+        outcome = "nothing was imported (--skip-bad imports the rest)"
+        if len(self.notes) == 1:
+            raise AnchorImportError(f"{self.notes[0]}; {outcome}")
+        lines = [f"{len(self.notes)} bad files; {outcome}:"]
+        lines += [f"  {note}" for note in self.notes[:LISTED_BAD_FILES]]
+        if len(self.notes) > LISTED_BAD_FILES:
+            lines.append(f"  and {len(self.notes) - LISTED_BAD_FILES} more")
+        raise AnchorImportError("\n".join(lines))
 
 
 def _display_name(folder_arg: Path, relative: str) -> str:
@@ -366,8 +374,9 @@ def import_anchors(
 ) -> ImportReport:
     """Import anchor images from ``folder`` (all of them, or exactly the rows of ``meta_csv``).
 
-    Raises :class:`AnchorImportError` naming the first bad file (and how many
-    more there are) with nothing written, unless ``skip_bad``: then bad files
+    Raises :class:`AnchorImportError` naming each bad file with its reason
+    (the first ``LISTED_BAD_FILES``, then how many more) with nothing written,
+    unless ``skip_bad``: then bad files
     are listed in ``report.skipped`` and the rest is imported.
     ``default_category`` applies to files without a category in the CSV.
     ``progress`` shows bars on stderr (default: for folders of

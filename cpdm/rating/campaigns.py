@@ -98,29 +98,34 @@ def ensure_check_pairs(ws, anchor_ids: list[int]) -> list[int]:
     when the list has a single anchor, the next anchor in the workspace
     (no unrelated check when the workspace has only one anchor).
     """
-    anchor_ids = sorted(set(anchor_ids))
     with ws.transaction() as conn:
-        images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
-        unknown = [a for a in anchor_ids if a not in images]
-        if unknown:
-            raise CpdmError(f"anchors not in the workspace: {unknown[:10]}")
-        others = anchor_ids if len(anchor_ids) > 1 else sorted(images)
-        wanted = []
-        for anchor in anchor_ids:
-            wanted.append((anchor, images[anchor], "check_identical"))
-            if len(others) > 1:
-                other = others[(others.index(anchor) + 1) % len(others)]
-                if images[other] != images[anchor]:
-                    wanted.append((anchor, images[other], "check_unrelated"))
-        conn.executemany(
-            "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, ?) "
-            "ON CONFLICT (anchor, image, kind) DO NOTHING",
-            wanted,
-        )
-        return [
-            conn.execute("SELECT id FROM pairs WHERE anchor = ? AND image = ? AND kind = ?", w).fetchone()[0]
-            for w in wanted
-        ]
+        return _ensure_check_pairs_in(conn, anchor_ids)
+
+
+def _ensure_check_pairs_in(conn, anchor_ids: list[int]) -> list[int]:
+    """The body of :func:`ensure_check_pairs`, inside the caller's write transaction."""
+    anchor_ids = sorted(set(anchor_ids))
+    images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
+    unknown = [a for a in anchor_ids if a not in images]
+    if unknown:
+        raise CpdmError(f"anchors not in the workspace: {unknown[:10]}")
+    others = anchor_ids if len(anchor_ids) > 1 else sorted(images)
+    wanted = []
+    for anchor in anchor_ids:
+        wanted.append((anchor, images[anchor], "check_identical"))
+        if len(others) > 1:
+            other = others[(others.index(anchor) + 1) % len(others)]
+            if images[other] != images[anchor]:
+                wanted.append((anchor, images[other], "check_unrelated"))
+    conn.executemany(
+        "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, ?) "
+        "ON CONFLICT (anchor, image, kind) DO NOTHING",
+        wanted,
+    )
+    return [
+        conn.execute("SELECT id FROM pairs WHERE anchor = ? AND image = ? AND kind = ?", w).fetchone()[0]
+        for w in wanted
+    ]
 
 
 def create_campaign(
@@ -137,6 +142,8 @@ def create_campaign(
     With ``include_checks`` attention-check pairs for the pairs' anchors are
     added (and created where missing). The protocol's TOML text is stored in
     the campaign, so later edits to the file do not change a running campaign.
+    Everything is checked before anything is written, in one transaction: a
+    refused campaign leaves the workspace as it was (no check pairs either).
     """
     name = name.strip()
     if not name:
@@ -148,9 +155,6 @@ def create_campaign(
     parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
     overlap = validate_overlap(dict(DEFAULT_OVERLAP if overlap is None else overlap))
     pair_ids = sorted(set(int(p) for p in pair_ids))
-    if include_checks:
-        anchors = _anchors_of_pairs(ws, pair_ids)
-        pair_ids = sorted(set(pair_ids) | set(ensure_check_pairs(ws, anchors)))
     with ws.transaction() as conn:
         if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
             raise CpdmError(f"a campaign named {name!r} already exists")
@@ -160,6 +164,10 @@ def create_campaign(
             raise CpdmError(f"pairs not in the workspace: {missing[:10]}")
         if not any(known[p] == "normal" for p in pair_ids):
             raise CpdmError(f"campaign {name!r} would have only attention checks and no pairs to rate")
+        if include_checks:
+            checks = _ensure_check_pairs_in(conn, _anchors_of_pairs(ws, pair_ids))
+            known.update((p, "check") for p in checks if p not in known)
+            pair_ids = sorted(set(pair_ids) | set(checks))
         campaign_id = conn.execute(
             "INSERT INTO campaigns (name, protocol, overlap) VALUES (?, ?, ?)",
             (name, protocol_text, json.dumps(overlap)),
@@ -252,6 +260,19 @@ def campaign_id_by_name(ws, name: str) -> int:
         hint = f" (known: {', '.join(known)})" if known else " (there are no campaigns yet)"
         raise CpdmError(f"no campaign named {name!r}{hint}")
     return row[0]
+
+
+def busiest_campaign_id(ws) -> int | None:
+    """The campaign a researcher most likely means: open before closed, then most ratings, then newest.
+
+    None when there are no campaigns. (The newest alone is often a closed or
+    simulated campaign while the study under way is another.)
+    """
+    row = ws.conn.execute(
+        "SELECT c.id FROM campaigns c LEFT JOIN ratings r ON r.campaign = c.id GROUP BY c.id "
+        "ORDER BY c.status = 'open' DESC, COUNT(r.id) DESC, c.id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def list_campaigns(ws) -> list[dict]:

@@ -91,7 +91,9 @@ def submit(
 
     ``answers=None`` with a ``skip_reason`` records "skip: cannot judge": one
     row per question with a NULL value. The pair must be assigned to this
-    rater; a submit for anyone else's pair is refused.
+    rater; a submit for anyone else's pair is refused, and so is one from a
+    rater whose link was revoked (checked in the saving transaction, so a page
+    drawn before the revocation cannot save).
     """
     nonce, skip_reason = _checked_skip(nonce, answers, skip_reason)
     now = now or utc_now()
@@ -102,15 +104,19 @@ def submit(
 def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now) -> SubmitResult:
     """The body of :func:`submit`, inside the caller's write transaction (nonce and skip reason already checked)."""
     skipping = answers is None
-    # The assignment, the pair's kind and whether this nonce was saved before: one round trip.
+    # The assignment, the pair's kind, whether this nonce was saved before and whether the
+    # rater is revoked now (the caller's rater object may predate a revocation): one round trip.
     row = conn.execute(
-        "SELECT a.status, a.assigned_at, p.kind, EXISTS (SELECT 1 FROM ratings WHERE nonce = ?) "
-        "FROM assignments a JOIN pairs p ON p.id = a.pair WHERE a.campaign = ? AND a.pair = ? AND a.rater = ?",
+        "SELECT a.status, a.assigned_at, p.kind, EXISTS (SELECT 1 FROM ratings WHERE nonce = ?), x.disabled "
+        "FROM assignments a JOIN pairs p ON p.id = a.pair JOIN raters x ON x.id = a.rater "
+        "WHERE a.campaign = ? AND a.pair = ? AND a.rater = ?",
         (nonce, campaign_id, pair_id, rater.id),
     ).fetchone()
     if row is None:
         raise CpdmError(f"pair {pair_id} is not assigned to this rater")
-    status, assigned_at, kind, nonce_saved = row
+    status, assigned_at, kind, nonce_saved, disabled = row
+    if disabled:
+        raise CpdmError("this rating link has been revoked; the answer was not saved")
     if status in ("done", "skipped") or nonce_saved:
         return SubmitResult("duplicate")
     _overlap, protocol = campaign_settings(conn, campaign_id)

@@ -1,0 +1,59 @@
+"""The calibration page's plot and buttons show everything: the chosen-w mark off the frame, no label cut off."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from cpdm.analysis.plots import calibration_figure
+from cpdm.rating.auth import create_rater
+from tests.browser_support import chromium_page
+
+
+def _curve() -> pd.DataFrame:
+    w = np.round(np.arange(0, 1.0001, 0.05), 2)
+    rho = 0.6 + 0.2 * w
+    return pd.DataFrame({"w": w, "rho_oof": rho, "ci_low": rho - 0.08, "ci_high": rho + 0.08})
+
+
+@pytest.mark.parametrize("chosen_w", [0.0, 0.35, 1.0])
+def test_chosen_w_mark_lies_inside_the_frame_and_the_legend_covers_no_data(chosen_w):
+    figure = calibration_figure(_curve(), chosen_w)
+    FigureCanvasAgg(figure).draw()
+    axis = figure.axes[0]
+    low, high = axis.get_xlim()
+    assert low < 0 and high > 1  # a mark at 0 or 1 is not drawn on the frame itself
+    (chosen,) = [line for line in axis.get_lines() if line.get_label().startswith("chosen w")]
+    assert low < chosen.get_xdata()[0] < high
+    legend = axis.get_legend().get_window_extent()
+    assert not legend.overlaps(axis.get_window_extent())
+    assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1 and figure.bbox.y0 <= legend.y0
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
+    from cpdm import serve
+    from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+
+    campaign = create_synthetic_campaign(ws, "study", n_anchors=8, reference=True, seed=4)
+    add_simulated_ratings(ws, campaign, seed=2)
+    _, token = create_rater(ws, "Res", "researcher")
+    with open(ws.root / "app.log", "wb") as log, serve.running_app(ws.root, port=serve.free_port(), stdout=log) as server:
+        with chromium_page(1280, 720) as page:
+            page.goto(f"{server.url}/calibration?token={token}")
+            page.get_by_role("button", name="Record in workspace").wait_for(timeout=120_000)
+            time.sleep(1)
+            labels = page.locator("[data-testid='stMain'] button").evaluate_all(
+                """buttons => buttons.map(b => ({
+                    text: b.innerText.trim(),
+                    cut: [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1),
+                }))"""
+            )
+    shown = {label["text"].splitlines()[-1]: label["cut"] for label in labels if label["text"]}
+    assert {"Weights (JSON)", "Curve (CSV)", "Summary (CSV)", "Plot (PNG)", "Record in workspace"} <= set(shown)
+    assert not any(shown.values()), shown

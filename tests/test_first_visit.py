@@ -1,0 +1,112 @@
+"""The very first visitor after `cpdm serve` starts, on a deep link, goes through app.py's sign-in and routing.
+
+Streamlit serves its automatic page list, running page files without the
+app's sign-in, while its main script has a `pages/` folder beside it and no
+one has opened `/` yet; each case here is the first visitor of a fresh server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from cpdm import serve
+from cpdm.rating.auth import record_consent, rater_for_token
+from cpdm.demo.build import build_demo, demo_links
+from cpdm.store.workspace import open_workspace
+from tests.browser_support import chromium_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration"]
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory) -> Path:
+    """A demo workspace whose first artist has consented (so /rate is their page) and whose second has not."""
+    path = tmp_path_factory.mktemp("first-visit") / "ws"
+    build_demo(path, seed=0, analysis_data=False)
+    with open_workspace(path) as ws:
+        record_consent(ws, rater_for_token(ws, _token("Demo artist 1")).id)
+    return path
+
+
+def _token(name: str) -> str:
+    return next(link.token for link in demo_links(0) if link.name == name)
+
+
+@contextmanager
+def cpdm_serve(workspace: Path, log: Path):
+    """`cpdm serve` in a child process on a free port; yields the base URL once the app answers, stops it after."""
+    port = serve.free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CPDM_WORKSPACE", None)
+    command = [sys.executable, "-c", "from cpdm.cli import main; main()", "serve", "--port", str(port),
+               "--workspace", str(workspace)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while "app running at" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert serve.health(base) == "ok", log.read_text()
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def browser_page():
+    with chromium_page() as page:
+        yield page
+
+
+def _wait_for_idle_app(page) -> None:
+    """Wait until the app's script run has finished (Streamlit's running indicator is gone)."""
+    page.wait_for_selector("[data-testid='stApp']")
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")"
+        " && document.querySelector(\"[data-testid='stMain']\")?.innerText.trim().length > 0",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(500)
+
+
+def _sidebar_links(page) -> list[str]:
+    """The labels of the sidebar menu's links (the last line: the first may be an icon's name)."""
+    return [text.strip().splitlines()[-1] for text in page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()]
+
+
+def test_researcher_deep_link_as_first_visitor_gets_the_raters_page(demo_ws, tmp_path, browser_page):
+    with cpdm_serve(demo_ws, tmp_path / "log") as base:
+        browser_page.goto(f"{base}/raters?token={_token('Demo researcher')}")
+        browser_page.get_by_role("heading", name="Invite a rater").wait_for(timeout=30_000)
+        _wait_for_idle_app(browser_page)
+        assert browser_page.get_by_text("This page is for researchers").count() == 0
+        assert _sidebar_links(browser_page) == RESEARCHER_MENU  # the app's menu, not a list of page files
+
+
+@pytest.mark.parametrize("name, their_page", [
+    ("Demo artist 1", lambda page: page.locator("[data-testid='stMain'] img").nth(1)),  # the pair's two images
+    ("Demo artist 2", lambda page: page.get_by_role("heading", name="Welcome, Demo artist 2")),  # not consented yet
+])
+def test_rater_deep_link_as_first_visitor_gets_their_page(demo_ws, tmp_path, browser_page, name, their_page):
+    with cpdm_serve(demo_ws, tmp_path / "log") as base:
+        browser_page.goto(f"{base}/rate?token={_token(name)}")
+        their_page(browser_page).wait_for(timeout=30_000)
+        _wait_for_idle_app(browser_page)
+        assert browser_page.get_by_text("This link is not valid").count() == 0
+        assert browser_page.locator("[data-testid='stSidebarNav']").count() == 0
