@@ -73,3 +73,27 @@ def app_server(workspace_root: Path):
 def launch_chromium(playwright):
     """Headless Debian chromium through Playwright."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+# The rating panel on screen, once it is ready for answers (Playwright's CSS selectors pierce its shadow root).
+PANEL_READY = '.cpdm-panel[data-state="answering"]'
+
+
+def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int = 256):
+    """A demo-like workspace: PNG pairs in one open campaign and a consented artist; returns (rater, token)."""
+    from cpdm.auth import create_rater, record_consent
+    from tests.rating_fixtures import make_world
+
+    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size)
+    ws.set_meta("demo", "1")  # the banner takes room above the panel, as in the demo
+    rater, token = create_rater(ws, "Ada", "artist")
+    record_consent(ws, rater.id)
+    return rater, token
+
+
+def shown_pair(page, not_pair: int | None = None, timeout_ms: float = 30_000) -> int:
+    """The pair the panel shows once it is ready for answers (a pair other than ``not_pair``)."""
+    selector = PANEL_READY + (f':not([data-pair="{not_pair}"])' if not_pair is not None else "")
+    panel = page.locator(selector)
+    panel.wait_for(timeout=timeout_ms)
+    return int(panel.get_attribute("data-pair"))
