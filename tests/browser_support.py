@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -43,11 +44,12 @@ def app_server(workspace_root: Path):
     port = free_port()
     env = {**os.environ, "CPDM_WORKSPACE": str(workspace_root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe that fills up would stall the server
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
          "--client.toolbarMode", "viewer"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -58,7 +60,8 @@ def app_server(workspace_root: Path):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}")
+                    log.seek(0)
+                    raise RuntimeError(f"streamlit did not start: {log.read().decode(errors='replace')[-2000:]}")
                 time.sleep(0.3)
         yield Server(url, process)
     finally:
@@ -68,6 +71,7 @@ def app_server(workspace_root: Path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 def launch_chromium(playwright):

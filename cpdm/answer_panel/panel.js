@@ -166,9 +166,11 @@ export default function (component) {
     fit();
   }
 
+  // With nothing to report, the status line says how to work the panel from the keyboard.
   function say(text, kind) {
-    status.textContent = text;
-    status.dataset.kind = kind;
+    status.textContent = text || "Keys: a number answers the highlighted question · Enter submits · " +
+      "↑↓ or a click picks a question · " + data.images.map((i) => i.shortcut.toUpperCase()).join("/") + " enlarges";
+    status.dataset.kind = text ? kind : "hint";
   }
 
   // A key or click that cannot be applied: shake the row it was meant for and say why.
@@ -278,7 +280,7 @@ export default function (component) {
     if (root.style.getPropertyValue("--image-height") !== value) root.style.setProperty("--image-height", value);
   }
 
-  if (data.notice) say(data.notice.text, data.notice.kind);
+  say(data.notice ? data.notice.text : "", data.notice ? data.notice.kind : "");
   render();
   renderSkip();
   fit();
