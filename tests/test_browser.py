@@ -138,11 +138,15 @@ def test_keys_apply_only_to_the_highlighted_question_and_refusals_are_visible(ws
     page.keyboard.press("4")  # nothing highlighted: refused, nothing changes
     assert "Every question is answered" in status(page)
     assert chosen(page) == {"content": 5, "style": 1, "copy": 2}
+    page.keyboard.press("ArrowUp")  # the keyboard picks a question too: from none, up is the last
+    assert highlighted(page) == "copy"
+    page.keyboard.press("4")
+    assert chosen(page) == {"content": 5, "style": 1, "copy": 4} and highlighted(page) is None
     assert stored(ws, rater) == {}
 
     page.keyboard.press("Enter")  # at once after the last answer
     shown_pair(page, not_pair=pair)
-    assert stored(ws, rater) == {pair: {"content": 5, "style": 1, "copy": 2}}
+    assert stored(ws, rater) == {pair: {"content": 5, "style": 1, "copy": 4}}
 
 
 def test_enter_right_after_the_last_digit_submits(ws, server, page):

@@ -266,8 +266,9 @@ export default function (component) {
     }
     if ((key === "ArrowDown" || key === "ArrowUp") && overlay.hidden) {
       event.preventDefault();
-      const step = key === "ArrowDown" ? 1 : questions.length - 1;
-      return highlight(((draft.current ?? -1) + step + questions.length) % questions.length);
+      const count = questions.length, step = key === "ArrowDown" ? 1 : -1;
+      const from = draft.current ?? (step > 0 ? -1 : count); // from nothing: down picks the first, up the last
+      return highlight((from + step + count) % count);
     }
   }
 

@@ -49,7 +49,7 @@ def media_url(data: bytes, mimetype: str, slot: str) -> str:
 
 def _on_submit(ws, rater) -> None:
     """Save the panel's submit before the page runs again, and keep what the rater must be told."""
-    event = st.session_state[PANEL_KEY].get("submit")
+    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
     if event is None:
         return
     st.session_state[NOTICE_KEY] = handle_event(ws, rater, event)
