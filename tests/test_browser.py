@@ -120,7 +120,9 @@ def test_keys_apply_only_to_the_highlighted_question_and_refusals_are_visible(ws
     assert "9 is not on this scale (1 to 5)" in status(page)
     assert chosen(page) == {} and highlighted(page) == "content"
 
-    page.keyboard.press("3")
+    page.keyboard.down("3")
+    page.keyboard.down("3")  # held down: the browser repeats the key, the rater chose once
+    page.keyboard.up("3")
     assert chosen(page) == {"content": 3} and highlighted(page) == "style"  # moved before the next key
     page.keyboard.press("Enter")  # two questions unanswered
     assert "Answer question 2 first" in status(page) and highlighted(page) == "style"
