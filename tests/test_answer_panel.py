@@ -148,3 +148,10 @@ def test_stored_images_are_served_byte_for_byte_in_their_own_format(ws, fmt, mim
 def test_an_unknown_image_is_a_clear_error(ws):
     with pytest.raises(CpdmError, match="not in the workspace"):
         stored_image(ws, "0" * 64)
+
+
+def test_an_image_file_gone_from_disk_is_a_clear_error(ws):
+    info = store_image_bytes(ws, png_bytes(seed=4))
+    ws.image_path(info.sha256).unlink()
+    with pytest.raises(CpdmError, match=f"image {info.sha256[:12]} cannot be read"):
+        stored_image(ws, info.sha256)

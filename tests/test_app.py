@@ -236,3 +236,18 @@ def test_rater_token_cannot_reach_researcher_pages(ws, world):
         direct.session_state["cpdm_rater"] = rater
         direct.run()
         assert [e.value for e in direct.error] == ["This page is for researchers."] and not direct.dataframe
+
+
+def test_a_pair_whose_image_file_is_gone_is_shown_without_it_and_can_be_skipped(ws, world):
+    rater, token = create_rater(ws, "ann", "artist")
+    at = consent(open_app(token))
+    pair = current_pair(ws, rater)
+    anchor_image = ws.conn.execute(
+        "SELECT an.image FROM pairs p JOIN anchors an ON an.id = p.anchor WHERE p.id = ?", (pair,)).fetchone()[0]
+    ws.image_path(anchor_image).unlink()
+    at.run()
+    assert not at.exception
+    assert [(i["key"], i["url"] is None) for i in panel(at)["images"]] == [("original", True), ("generated", False)]
+    send_from_panel(at, skip_event(panel(at), "the original does not load"))
+    assert ws.conn.execute("SELECT DISTINCT pair, skip_reason FROM ratings").fetchall() == [
+        (pair, "the original does not load")]

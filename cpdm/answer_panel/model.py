@@ -104,15 +104,20 @@ def stored_image(ws, sha256: str) -> tuple[bytes, str]:
     row = ws.conn.execute("SELECT format FROM images WHERE sha256 = ?", (sha256,)).fetchone()
     if row is None:
         raise CpdmError(f"image {sha256[:12]} is not in the workspace")
-    return ws.image_path(sha256).read_bytes(), MIME_TYPES[row[0]]
+    path = ws.image_path(sha256)
+    try:
+        return path.read_bytes(), MIME_TYPES[row[0]]
+    except OSError as exc:
+        raise CpdmError(f"image {sha256[:12]} cannot be read from {path}: {exc.strerror or exc}") from exc
 
 
-def panel_data(item, protocol, progress, image_urls: dict[str, str], nonce: str,
+def panel_data(item, protocol, progress, image_urls: dict[str, str | None], nonce: str,
                notice: Notice | None = None, round_: int = 0) -> dict:
     """Everything the panel shows for one pair, as JSON-ready data.
 
     ``image_urls`` maps "original" and "generated" to URLs of the stored
-    bytes. ``round_`` counts the submits handled in this session, so a
+    bytes (None for an image that cannot be read: the panel says so, and the
+    rater can skip the pair). ``round_`` counts the submits handled in this session, so a
     second refusal with the same notice still reaches the panel.
     """
     return {

@@ -68,7 +68,10 @@ export default function (component) {
                               onclick: () => closeOverlay() }, overlayImage, overlayCaption);
   const imageRow = el("div", { class: "images" });
   for (const image of data.images) {
-    const img = el("img", { src: image.url, alt: image.label, "data-image": image.key, draggable: "false" });
+    const img = image.url
+      ? el("img", { src: image.url, alt: image.label, "data-image": image.key, draggable: "false" })
+      : el("div", { class: "missing", "data-image": image.key,
+                    text: "This image cannot be shown. Please skip this pair (Skip: cannot judge)." });
     const figure = el("figure", { class: "image", title: `Click or press ${image.shortcut.toUpperCase()} to enlarge`,
                                    onclick: () => openOverlay(image) },
       el("figcaption", {}, el("span", { class: "label", text: image.label }),
@@ -78,6 +81,7 @@ export default function (component) {
   }
 
   function openOverlay(image) {
+    if (!image.url) return refuse(`${image.label}: this image cannot be shown.`);
     overlayImage.src = image.url;
     overlayImage.alt = image.label;
     overlay.dataset.image = image.key;

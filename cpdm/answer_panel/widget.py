@@ -16,6 +16,7 @@ from importlib.resources import files
 import streamlit as st
 
 from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, stored_image
+from cpdm.errors import CpdmError
 
 COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"
@@ -47,6 +48,14 @@ def media_url(data: bytes, mimetype: str, slot: str) -> str:
     return f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def image_url(ws, sha256: str, slot: str) -> str | None:
+    """The URL of a stored image for the panel, or None when its file cannot be read."""
+    try:
+        return media_url(*stored_image(ws, sha256), slot)
+    except CpdmError:
+        return None
+
+
 def _on_submit(ws, rater) -> None:
     """Save the panel's submit before the page runs again, and keep what the rater must be told."""
     event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
@@ -61,10 +70,8 @@ def show_pair(ws, rater, item) -> None:
     from cpdm.assignment import protocol_for
     from cpdm.rating import rater_overall_progress
 
-    urls = {
-        slot: media_url(*stored_image(ws, sha256), slot)
-        for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))
-    }
+    urls = {slot: image_url(ws, sha256, slot)
+            for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
     data = panel_data(
         item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), urls, nonce_for(item, rater),
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
