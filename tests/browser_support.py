@@ -1,15 +1,56 @@
-"""Headless chromium for browser tests: Debian's /usr/bin/chromium driven by Playwright (never a download)."""
+"""Driving the app in headless chromium: a Streamlit server on a free loopback port, and the browser.
+
+Shared by the browser tests and ``benchmarks/bench_browser.py``. Chromium is
+Debian's (/usr/bin/chromium); Playwright never downloads a browser.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
+STARTUP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Server:
+    """A running app: its base URL and process (whose CPU time a benchmark reads)."""
+
+    url: str
+    process: subprocess.Popen
+
+
+@contextmanager
+def app_server(workspace_root: Path):
+    """Serve the app over the workspace on a free loopback port, as ``cpdm serve`` does; stop it when the block ends."""
+    from cpdm.serve import free_port, start_app, stop_app, wait_until_ready
+
+    log = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe that fills up would stall the server
+    server = start_app(workspace_root, host="127.0.0.1", port=free_port(), stdout=log)
+    try:
+        try:
+            wait_until_ready(server, timeout=STARTUP_TIMEOUT_S)
+        except Exception as exc:
+            log.seek(0)
+            raise RuntimeError(f"the app did not start: {exc}\n{log.read().decode(errors='replace')[-2000:]}") from exc
+        yield Server(server.url.rstrip("/"), server.process)
+    finally:
+        stop_app(server)
+        log.close()
+
+
+def launch_chromium(playwright):
+    """Headless Debian chromium through Playwright."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
 @contextmanager
@@ -20,8 +61,32 @@ def chromium_page(width: int = 1366, height: int = 900):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             yield browser.new_context(viewport={"width": width, "height": height}).new_page()
         finally:
             browser.close()
+
+
+# The rating panel on screen, once it is ready for answers (Playwright's CSS selectors pierce its shadow root).
+PANEL_READY = '.cpdm-panel[data-state="answering"]'
+
+
+def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int = 256):
+    """A demo-like workspace: PNG pairs in one open campaign and a consented artist; returns (rater, token)."""
+    from cpdm.rating.auth import create_rater, record_consent
+    from tests.rating_fixtures import make_world
+
+    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size)
+    ws.set_meta("demo", "1")  # the banner takes room above the panel, as in the demo
+    rater, token = create_rater(ws, "Ada", "artist")
+    record_consent(ws, rater.id)
+    return rater, token
+
+
+def shown_pair(page, not_pair: int | None = None, timeout_ms: float = 30_000) -> int:
+    """The pair the panel shows once it is ready for answers (a pair other than ``not_pair``)."""
+    selector = PANEL_READY + (f':not([data-pair="{not_pair}"])' if not_pair is not None else "")
+    panel = page.locator(selector)
+    panel.wait_for(timeout=timeout_ms)
+    return int(panel.get_attribute("data-pair"))

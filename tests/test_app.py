@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from cpdm.rating.auth import create_rater, list_raters, rater_for_token, revoke_rater
 from cpdm.rating.campaigns import list_campaigns
+from tests.panel_support import answers_event, panel, send_from_panel, skip_event
 from tests.rating_fixtures import make_world
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -50,9 +52,10 @@ def consent(at) -> AppTest:
 
 
 def answer_and_submit(at, pair: int, answers=ANSWERS, campaign: int = 1) -> AppTest:
-    for question, value in answers.items():
-        at.button(key=f"q:{campaign}:{pair}:{question}:{value}").click().run()
-    at.button(key=f"submit:{campaign}:{pair}").click().run()
+    """Submit a full answer set from the panel, which must be showing ``pair``."""
+    data = panel(at)
+    assert (data["campaign"], data["pair"]) == (campaign, pair)
+    send_from_panel(at, answers_event(data, answers))
     assert not at.exception, at.exception
     return at
 
@@ -71,7 +74,7 @@ def test_invalid_links_show_only_the_not_valid_page(ws, world, token_kind):
     token = {"none": None, "wrong": "x" * 43, "malformed": "<script>", "revoked": token}[token_kind]
     at = open_app(token)
     assert titles(at) == ["This link is not valid"]
-    assert not at.button and not at.checkbox and not at.dataframe and not at.get("image")
+    assert not at.button and not at.checkbox and not at.dataframe and not at.get("image") and panel(at) is None
     assert ws.conn.execute("SELECT COUNT(*) FROM assignments").fetchone()[0] == 0
 
 
@@ -85,8 +88,11 @@ def test_first_visit_asks_consent_then_shows_the_rating_page(ws, world):
     consent(at)
     assert rater_for_token(ws, token).consented_at is not None
     assert current_pair(ws, rater) is not None
-    assert [b.label for b in at.button][:5] == ["1", "2", "3", "4", "5"]
-    assert len(at.get("image")) == 2
+    data = panel(at)
+    assert [q["id"] for q in data["questions"]] == ["content", "style", "copy"]
+    assert all(q["values"] == [1, 2, 3, 4, 5] for q in data["questions"])
+    assert [i["label"] for i in data["images"]] == ["Original", "AI image"]
+    assert all(i["url"].startswith("/mock/media/") for i in data["images"])  # served as stored, not via st.image
     # A new session (another day) goes straight to rating.
     assert titles(open_app(token)) == []
 
@@ -100,17 +106,16 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
         answer_and_submit(at, pair)
         done.append(pair)
         assert current_pair(ws, rater) not in done  # the next pair is shown at once
-    assert at.get("progress")[0].proto.text == "2 of 4 pairs done"
-    # Resume: a new session shows the same pair the first one left on screen.
+    assert panel(at)["progress"] == {"done": 2, "total": 4}
+    # Resume: a new session shows the same pair, with the same nonce, that the first one left on screen.
     pending = current_pair(ws, rater)
     second = open_app(token)
-    assert second.button(key=f"submit:1:{pending}") is not None
+    assert panel(second)["pair"] == pending and panel(second)["nonce"] == panel(at)["nonce"]
     # Both sessions answer the same pair; the first tab submits last and changes nothing.
-    for question, value in {"content": 1, "style": 1, "copy": 5}.items():
-        at.button(key=f"q:1:{pending}:{question}:{value}").click().run()
+    first_tab = panel(at)
     answer_and_submit(second, pending)
-    at.button(key=f"submit:1:{pending}").click().run()
-    assert [t.value for t in at.toast] == ["Already saved: this pair was answered before."]
+    send_from_panel(at, answers_event(first_tab, {"content": 1, "style": 1, "copy": 5}))
+    assert panel(at)["notice"] == {"kind": "info", "text": "Already saved: this pair was answered before."}
     assert not at.exception
     assert current_pair(ws, rater) != pending
     saved = ratings(ws, rater)
@@ -119,24 +124,22 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
     assert sorted({p for p, _, _ in saved}) == sorted(done + [pending])
 
 
-def test_submit_is_disabled_until_every_question_is_answered(ws, world):
+def test_an_incomplete_answer_set_is_refused_and_the_pair_stays(ws, world):
     rater, token = create_rater(ws, "ann", "artist")
     at = consent(open_app(token))
     pair = current_pair(ws, rater)
-    at.button(key=f"q:1:{pair}:content:3").click().run()
-    submit = at.button(key=f"submit:1:{pair}")
-    assert submit.disabled and submit.label == "Submit (answer 2 more)"
+    send_from_panel(at, answers_event(panel(at), {"content": 3}))
+    assert panel(at)["notice"] == {"kind": "error", "text": "question 'style' has no answer"}
+    assert panel(at)["pair"] == pair and current_pair(ws, rater) == pair
     assert ratings(ws, rater) == []
 
 
 def test_skip_with_reason_and_thank_you_when_done(ws, world):
     lay, token = create_rater(ws, "lee", "lay")
     at = consent(open_app(token))
-    pair = current_pair(ws, lay)
-    at.button(key=f"skip:1:{pair}").click().run()
-    assert "needs a reason" in all_text(at) and ratings(ws, lay) == []
-    at.text_input(key=f"skip_reason:1:{pair}").input("the image is blank").run()
-    at.button(key=f"skip:1:{pair}").click().run()
+    send_from_panel(at, skip_event(panel(at), "   "))
+    assert "needs a reason" in panel(at)["notice"]["text"] and ratings(ws, lay) == []
+    send_from_panel(at, skip_event(panel(at), "the image is blank"))
     assert ws.conn.execute("SELECT DISTINCT skip_reason FROM ratings").fetchall() == [("the image is blank",)]
     while (pair := current_pair(ws, lay)) is not None:
         answer_and_submit(at, pair)
@@ -149,12 +152,14 @@ def test_rating_page_hides_method_prompt_and_other_answers(ws, world):
     answer_and_submit(consent(open_app(other_token)), current_pair(ws, other))
     rater, token = create_rater(ws, "ann", "artist")
     at = consent(open_app(token))
-    text = all_text(at).lower()
+    shown = panel(at)
+    text = (all_text(at) + json.dumps(shown)).lower()
     for secret in ("esd", "original, esd", "tiny-sd", "a painting", "bob"):
         assert secret not in text
-    assert "ann" not in [b.label for b in at.button]
-    # Bob's answers appear nowhere on Ann's page: no answer button starts selected.
-    assert all(b.proto.type == "secondary" for b in at.button if b.key and b.key.startswith("q:"))
+    # Bob's answers appear nowhere on Ann's page: the panel is given questions, never answers.
+    assert set(shown) == {"campaign", "pair", "nonce", "questions", "images", "progress", "notice",
+                          "max_skip_reason", "round"}
+    assert shown["notice"] is None
 
 
 def test_demo_workspace_shows_a_banner(ws, world):
@@ -231,3 +236,18 @@ def test_rater_token_cannot_reach_researcher_pages(ws, world):
         direct.session_state["cpdm_rater"] = rater
         direct.run()
         assert [e.value for e in direct.error] == ["This page is for researchers."] and not direct.dataframe
+
+
+def test_a_pair_whose_image_file_is_gone_is_shown_without_it_and_can_be_skipped(ws, world):
+    rater, token = create_rater(ws, "ann", "artist")
+    at = consent(open_app(token))
+    pair = current_pair(ws, rater)
+    anchor_image = ws.conn.execute(
+        "SELECT an.image FROM pairs p JOIN anchors an ON an.id = p.anchor WHERE p.id = ?", (pair,)).fetchone()[0]
+    ws.image_path(anchor_image).unlink()
+    at.run()
+    assert not at.exception
+    assert [(i["key"], i["url"] is None) for i in panel(at)["images"]] == [("original", True), ("generated", False)]
+    send_from_panel(at, skip_event(panel(at), "the original does not load"))
+    assert ws.conn.execute("SELECT DISTINCT pair, skip_reason FROM ratings").fetchall() == [
+        (pair, "the original does not load")]

@@ -1,89 +1,62 @@
-"""End to end in headless chromium: open a rater link, rate with the keyboard, reload, continue.
+"""End to end in headless chromium: what a rater types is what is stored, the page fits, images are the stored bytes.
 
 The app runs as a real Streamlit server on a free loopback port over a
-temporary workspace. A screenshot of the rating page is saved to
-test-artifacts/rating_page.png.
+temporary workspace (see ``tests/browser_support.py``). Screenshots of the
+rating page are saved under test-artifacts/.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import random
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from cpdm.rating.auth import create_rater
+from tests.browser_support import (
+    CHROMIUM, PANEL_READY, ROOT, app_server, launch_chromium, rater_world, shown_pair,
+)
 from tests.rating_fixtures import make_world
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+QUESTIONS = ("content", "style", "copy")
 
 
 @pytest.fixture
 def server(ws):
-    """A Streamlit server for the app on the test workspace; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "CPDM_WORKSPACE": str(ws.root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--client.toolbarMode", "viewer"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}")
-                time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with app_server(ws.root) as running:
+        yield running.url
 
 
 @pytest.fixture
-def page():
+def browser():
     if not CHROMIUM.exists():
         pytest.skip("chromium is not installed (run `make browser-deps`)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1366, "height": 900})
-        yield context.new_page()
-        browser.close()
+        chromium = launch_chromium(p)
+        yield chromium
+        chromium.close()
 
 
-def rating_rows(ws, rater) -> list[tuple]:
-    return ws.conn.execute(
+@pytest.fixture
+def page(browser):
+    return browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+
+
+def stored(ws, rater) -> dict[int, dict]:
+    """The rater's stored values, pair by pair, in the order they were saved."""
+    by_pair: dict[int, dict] = {}
+    for pair, question, value in ws.conn.execute(
         "SELECT pair, question, value FROM ratings WHERE rater = ? ORDER BY id", (rater.id,)
-    ).fetchall()
+    ):
+        by_pair.setdefault(pair, {})[question] = value
+    return by_pair
 
 
 def held_pair(ws, rater):
@@ -91,32 +64,180 @@ def held_pair(ws, rater):
     return None if row is None else row[0]
 
 
-def wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def type_keys(page, keys: list[str], gap_s: float) -> None:
+    """Press each key in turn with ``gap_s`` seconds between presses."""
+    for index, key in enumerate(keys):
+        if index:
+            time.sleep(gap_s)
+        page.keyboard.press(key)
 
 
-def rate_with_keyboard(page, ws, rater, digits: str) -> int:
-    """Answer the pair on screen by pressing one digit per question, then Enter; return the pair."""
-    pair = held_pair(ws, rater)
-    count = len(rating_rows(ws, rater))
-    page.get_by_role("button", name="Submit (answer 3 more)").wait_for()
-    for done, digit in enumerate(digits, start=1):
-        page.keyboard.press(digit)
-        # The accessible name also holds the shortcut hint ("Enter"), so match the label's start.
-        label = r"^Submit(?! \()" if done == len(digits) else rf"^Submit \(answer {len(digits) - done} more\)"
-        page.get_by_role("button", name=re.compile(label)).wait_for()
-    page.keyboard.press("Enter")
-    wait_for(lambda: len(rating_rows(ws, rater)) == count + 3, what="the ratings to be saved")
-    wait_for(lambda: held_pair(ws, rater) not in (None, pair), what="the next pair")
-    return pair
+def highlighted(page) -> str | None:
+    """The id of the question the panel highlights (None when none is)."""
+    row = page.locator(".cpdm-panel .question.current")
+    return row.get_attribute("data-question") if row.count() else None
 
 
-def test_rater_link_keyboard_rating_reload_and_continue(ws, server, page):
+def chosen(page) -> dict[str, int]:
+    """The answers the panel shows as chosen."""
+    answers = {}
+    for question in QUESTIONS:
+        selected = page.locator(f'.cpdm-panel .question[data-question="{question}"] button.selected')
+        if selected.count():
+            answers[question] = int(selected.get_attribute("data-value"))
+    return answers
+
+
+def status(page) -> str:
+    return page.locator(".cpdm-panel .status").inner_text()
+
+
+def test_typed_answers_are_stored_exactly_at_any_typing_speed(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=21)  # 42 pairs
+    page.goto(f"{server}/?token={token}")
+    pair = shown_pair(page)
+    rng = random.Random(7)
+    typed: dict[int, dict] = {}
+    for gap_ms in (30, 80, 250, 1000):  # 10 pairs each, keys and Enter at that gap
+        for _ in range(10):
+            digits = [str(rng.randint(1, 5)) for _ in QUESTIONS]
+            type_keys(page, digits + ["Enter"], gap_ms / 1000)
+            typed[pair] = {q: int(d) for q, d in zip(QUESTIONS, digits)}
+            pair = shown_pair(page, not_pair=pair)
+    assert stored(ws, rater) == typed  # every pair, every value, in the order typed
+
+
+def test_keys_apply_only_to_the_highlighted_question_and_refusals_are_visible(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=2)
+    page.goto(f"{server}/?token={token}")
+    pair = shown_pair(page)
+    assert highlighted(page) == "content"
+    # The highlighted row shows each digit of its scale once, on its buttons.
+    scale = page.locator('.cpdm-panel .question.current .scale').inner_text()
+    assert re.findall(r"\d", scale) == ["1", "2", "3", "4", "5"]
+
+    page.keyboard.press("9")  # not on the 1-5 scale
+    assert "9 is not on this scale (1 to 5)" in status(page)
+    assert chosen(page) == {} and highlighted(page) == "content"
+
+    page.keyboard.down("3")
+    page.keyboard.down("3")  # held down: the browser repeats the key, the rater chose once
+    page.keyboard.up("3")
+    assert chosen(page) == {"content": 3} and highlighted(page) == "style"  # moved before the next key
+    page.keyboard.press("Enter")  # two questions unanswered
+    assert "Answer question 2 first" in status(page) and highlighted(page) == "style"
+
+    # Clicking a question makes it the highlighted one, so an answer can be changed.
+    page.locator('.cpdm-panel .question[data-question="content"] .text').click()
+    assert highlighted(page) == "content"
+    page.keyboard.press("5")
+    assert chosen(page) == {"content": 5} and highlighted(page) == "style"
+    page.locator('.cpdm-panel .question[data-question="copy"] button[data-value="2"]').click()
+    assert chosen(page) == {"content": 5, "copy": 2} and highlighted(page) == "style"
+    page.keyboard.press("1")
+    assert chosen(page) == {"content": 5, "style": 1, "copy": 2} and highlighted(page) is None
+
+    page.keyboard.press("4")  # nothing highlighted: refused, nothing changes
+    assert "Every question is answered" in status(page)
+    assert chosen(page) == {"content": 5, "style": 1, "copy": 2}
+    page.keyboard.press("ArrowUp")  # the keyboard picks a question too: from none, up is the last
+    assert highlighted(page) == "copy"
+    page.keyboard.press("4")
+    assert chosen(page) == {"content": 5, "style": 1, "copy": 4} and highlighted(page) is None
+    assert stored(ws, rater) == {}
+
+    page.keyboard.press("Enter")  # at once after the last answer
+    shown_pair(page, not_pair=pair)
+    assert stored(ws, rater) == {pair: {"content": 5, "style": 1, "copy": 4}}
+
+
+def test_enter_right_after_the_last_digit_submits(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=2)
+    page.goto(f"{server}/?token={token}")
+    pair = shown_pair(page)
+    page.evaluate("""() => {  // four keys in one task: no time at all between the last digit and Enter
+      for (const key of ["2", "4", "1", "Enter"]) document.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true}));
+    }""")
+    shown_pair(page, not_pair=pair)
+    assert stored(ws, rater) == {pair: {"content": 2, "style": 4, "copy": 1}}
+
+
+def test_the_images_shown_are_the_stored_files_byte_for_byte(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=2, image_size=320)
+    page.goto(f"{server}/?token={token}")
+    pair = shown_pair(page)
+    anchor_sha, shown_sha = ws.conn.execute(
+        "SELECT an.image, p.image FROM pairs p JOIN anchors an ON an.id = p.anchor WHERE p.id = ?", (pair,)
+    ).fetchone()
+    for key, sha in (("original", anchor_sha), ("generated", shown_sha)):
+        url = page.locator(f'.cpdm-panel img[data-image="{key}"]').get_attribute("src")
+        response = page.request.get(f"{server}{url}" if url.startswith("/") else url)
+        assert response.headers["content-type"] == "image/png"
+        assert hashlib.sha256(response.body()).hexdigest() == sha
+        assert response.body() == ws.image_path(sha).read_bytes()
+
+
+@pytest.mark.parametrize("width, height", [(1280, 720), (1366, 768)])
+def test_both_images_all_questions_and_submit_fit_the_screen(ws, server, browser, width, height):
+    rater, token = rater_world(ws, n_anchors=2, image_size=512)
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(f"{server}/?token={token}")
+    shown_pair(page)
+    page.wait_for_function("""() => {
+      const root = document.querySelector('[data-testid=stBidiComponentIsolated]').shadowRoot;
+      return [...root.querySelectorAll('.images img')].every(img => img.complete && img.naturalWidth > 0);
+    }""")
+    page.wait_for_timeout(300)  # let the panel settle its image size after the last layout change
+    boxes = {"original": page.locator('.cpdm-panel img[data-image="original"]').bounding_box(),
+             "generated": page.locator('.cpdm-panel img[data-image="generated"]').bounding_box(),
+             "submit": page.locator(".cpdm-panel button.submit").bounding_box()}
+    for question in QUESTIONS:
+        boxes[question] = page.locator(f'.cpdm-panel .question[data-question="{question}"]').bounding_box()
+    for name, box in boxes.items():
+        assert box["x"] >= 0 and box["y"] >= 0, name
+        assert box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, (name, box)
+    # The images take what the rest leaves: the panel ends near the bottom of the window.
+    assert boxes["submit"]["y"] + boxes["submit"]["height"] > height - 40
+    assert min(boxes["original"]["height"], boxes["generated"]["height"]) > 0.4 * height
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"rating_page_{width}x{height}.png"))
+
+    # A larger view of either image is one click or one key away; Escape closes it.
+    overlay = page.locator(".cpdm-panel .overlay")
+    page.locator('.cpdm-panel img[data-image="original"]').click()
+    assert overlay.is_visible() and overlay.get_attribute("data-image") == "original"
+    big = page.locator(".cpdm-panel .overlay-image").bounding_box()
+    assert big["height"] > boxes["original"]["height"]
+    page.keyboard.press("Escape")
+    assert not overlay.is_visible()
+    page.keyboard.press("g")
+    assert overlay.is_visible() and overlay.get_attribute("data-image") == "generated"
+    page.keyboard.press("3")  # no answer while the large view hides the questions
+    assert chosen(page) == {}
+    page.keyboard.press("Escape")
+    assert not overlay.is_visible()
+
+
+def test_a_too_long_skip_reason_is_kept_and_refused_until_shortened(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=2)
+    page.goto(f"{server}/?token={token}")
+    pair = shown_pair(page)
+    page.get_by_role("button", name="Skip: cannot judge").click()
+    reason = "The generated image did not load for me. " * 15  # 615 characters, as if pasted
+    box = page.get_by_role("textbox", name="Why can you not judge this pair?")
+    box.fill(reason)
+    assert "615 / 500 characters: 115 too many" in page.locator(".cpdm-panel .skip-counter").inner_text()
+    page.get_by_role("button", name="Skip this pair").click()
+    assert "shorten it to 500" in status(page)
+    assert box.input_value() == reason and stored(ws, rater) == {}
+    box.fill(reason[:500])
+    page.get_by_role("button", name="Skip this pair").click()
+    shown_pair(page, not_pair=pair)
+    assert ws.conn.execute("SELECT DISTINCT skip_reason FROM ratings WHERE rater = ?", (rater.id,)).fetchall() == [
+        (reason[:500],)]
+
+
+def test_rater_link_consent_rating_reload_and_continue(ws, server, page):
     make_world(ws, 3, 2, overlap={"artist": 2, "lay": 2}, image_size=384)
     rater, token = create_rater(ws, "Ada", "artist")
 
@@ -126,29 +247,25 @@ def test_rater_link_keyboard_rating_reload_and_continue(ws, server, page):
     page.goto(f"{server}/?token={token}")
     page.get_by_text("I have read the above and agree").click()
     page.get_by_role("button", name="Start rating").click()
-    page.get_by_role("heading", name="AI image").wait_for()
-
-    answers = ["421", "355", "114"]
-    rated = [rate_with_keyboard(page, ws, rater, digits) for digits in answers]
+    pair = shown_pair(page)
+    typed = {}
+    for digits in ("421", "355", "114"):
+        page.keyboard.type(digits)
+        page.keyboard.press("Enter")
+        typed[pair] = dict(zip(QUESTIONS, map(int, digits)))
+        pair = shown_pair(page, not_pair=pair)
     page.get_by_text("3 of 6 pairs done").wait_for()
 
     page.reload()
+    assert shown_pair(page) == pair == held_pair(ws, rater)  # the reload resumed the same pair
     page.get_by_text("3 of 6 pairs done").wait_for()
-    shown_before_reload = held_pair(ws, rater)
-    page.wait_for_timeout(500)
-    assert held_pair(ws, rater) == shown_before_reload  # the reload resumed the same pair
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "rating_page.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "rating_page.png"))
 
-    rated.append(rate_with_keyboard(page, ws, rater, "532"))
-    answers.append("532")
-
-    rows = rating_rows(ws, rater)
-    by_pair: dict[int, dict] = {}
-    for pair, question, value in rows:
-        by_pair.setdefault(pair, {})[question] = value
-    assert list(by_pair) == rated and len(rows) == 12
-    for pair, digits in zip(rated, answers):
-        assert by_pair[pair] == {"content": int(digits[0]), "style": int(digits[1]), "copy": int(digits[2])}
+    page.keyboard.type("532")
+    page.keyboard.press("Enter")
+    typed[pair] = {"content": 5, "style": 3, "copy": 2}
+    shown_pair(page, not_pair=pair)
+    assert stored(ws, rater) == typed
     seconds = [s for (s,) in ws.conn.execute("SELECT seconds FROM ratings WHERE rater = ?", (rater.id,))]
     assert all(s is not None and s > 0 for s in seconds)

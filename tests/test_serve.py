@@ -125,6 +125,7 @@ def test_streamlit_command_line():
         "--server.headless": "true",
         "--browser.gatherUsageStats": "false",
         "--client.toolbarMode": "viewer",
+        "--runner.postScriptGC": "false",
         "--server.fileWatcherType": "none",
         "--server.runOnSave": "false",
     }

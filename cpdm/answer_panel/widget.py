@@ -1,0 +1,80 @@
+"""The rating panel in a Streamlit page: a ``st.components.v2`` component from ``panel.js`` and ``panel.css``.
+
+The page calls :func:`show_pair` with the rater's current item. Images go to
+the browser as the stored files' bytes, unchanged, through Streamlit's media
+file server (``st.image`` would re-encode them as JPEG). A submit from the
+panel reaches :func:`cpdm.answer_panel.model.handle_event` in a callback, so
+the same run that saves it draws the next pair.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from importlib.resources import files
+
+import streamlit as st
+
+from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, stored_image
+from cpdm.errors import CpdmError
+
+COMPONENT_NAME = "cpdm_answer_panel"
+PANEL_KEY = "cpdm_answer_panel"
+NOTICE_KEY = "cpdm_answer_panel_notice"
+ROUND_KEY = "cpdm_answer_panel_round"
+PANEL_HTML = '<div class="cpdm-panel"></div>'
+# Streamlit leaves 6rem above the first element; the panel needs that room for the images.
+PAGE_CSS = "<style>[data-testid='stMainBlockContainer'] {padding-top: 3.25rem; padding-bottom: 1rem;}</style>"
+
+
+@functools.cache
+def _panel():
+    """The registered component (once per process; Streamlit copies it onto each runtime that mounts it)."""
+    asset = files(__package__)
+    return st.components.v2.component(
+        COMPONENT_NAME,
+        html=PANEL_HTML,
+        css=asset.joinpath("panel.css").read_text(encoding="utf-8"),
+        js=asset.joinpath("panel.js").read_text(encoding="utf-8"),
+    )
+
+
+def media_url(data: bytes, mimetype: str, slot: str) -> str:
+    """A URL that serves ``data`` byte for byte with ``mimetype`` (a data URI when no server runs)."""
+    from streamlit import runtime
+
+    if runtime.exists():
+        return runtime.get_instance().media_file_mgr.add(data, mimetype, f"{COMPONENT_NAME}.{slot}")
+    return f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def image_url(ws, sha256: str, slot: str) -> str | None:
+    """The URL of a stored image for the panel, or None when its file cannot be read."""
+    try:
+        return media_url(*stored_image(ws, sha256), slot)
+    except CpdmError:
+        return None
+
+
+def _on_submit(ws, rater) -> None:
+    """Save the panel's submit before the page runs again, and keep what the rater must be told."""
+    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
+    if event is None:
+        return
+    st.session_state[NOTICE_KEY] = handle_event(ws, rater, event)
+    st.session_state[ROUND_KEY] = st.session_state.get(ROUND_KEY, 0) + 1
+
+
+def show_pair(ws, rater, item) -> None:
+    """Draw the rating panel for the rater's current item."""
+    from cpdm.rating.assignment import protocol_for
+    from cpdm.rating.submit import rater_overall_progress
+
+    urls = {slot: image_url(ws, sha256, slot)
+            for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
+    data = panel_data(
+        item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), urls, nonce_for(item, rater),
+        notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
+    )
+    st.html(PAGE_CSS)
+    _panel()(key=PANEL_KEY, data=data, on_submit_change=functools.partial(_on_submit, ws, rater))

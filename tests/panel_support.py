@@ -1,0 +1,40 @@
+"""The rating panel under AppTest: read what the page gave the panel, send what the panel would send.
+
+AppTest has no browser, so the panel's JavaScript never runs; a submit is
+delivered the way the browser delivers it, as the component's trigger value
+on the next run, so the page's real callback handles it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+PANEL_EVENT = "submit"
+
+
+def panel(at: AppTest) -> dict | None:
+    """The data the page gave the rating panel on the last run (None when no panel is shown)."""
+    found = at.get("bidi_component")
+    return json.loads(found[0].proto.json) if found else None
+
+
+def send_from_panel(at: AppTest, value: dict) -> AppTest:
+    """Run the page again with ``value`` as the panel's submit event, as the browser would send it."""
+    component_id = at.get("bidi_component")[0].proto.id
+    states = at._tree.get_widget_states()
+    trigger = states.widgets.add()
+    trigger.id = f"$$STREAMLIT_INTERNAL_KEY_{component_id}__events"
+    trigger.json_trigger_value = json.dumps([{"event": PANEL_EVENT, "value": value}])
+    return at._run(states)
+
+
+def answers_event(data: dict, answers: dict) -> dict:
+    """The event the panel sends on Submit for the pair in ``data``."""
+    return {"campaign": data["campaign"], "pair": data["pair"], "nonce": data["nonce"], "answers": answers}
+
+
+def skip_event(data: dict, reason: str) -> dict:
+    """The event the panel sends on Skip for the pair in ``data``."""
+    return {"campaign": data["campaign"], "pair": data["pair"], "nonce": data["nonce"], "skip_reason": reason}
