@@ -172,7 +172,11 @@ def _rating_count(ws, campaign_id: int) -> int:
 
 
 def _rate_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, questions, leniency: dict, rng) -> None:
-    """Let the raters claim and submit in turns until none of them is given a pair."""
+    """Let the raters claim and submit in turns until none of them is given a pair.
+
+    A rater given nothing waits until a skip frees a slot (nothing else
+    frees one here: every claim is answered at once, none times out).
+    """
     from cpdm.rating.assignment import claim_next
     from cpdm.rating.submit import submit
 
@@ -190,6 +194,7 @@ def _rate_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, ques
             nonce = f"sim-{campaign_id}-{item.pair}-{rater.id}"
             if pair.kind == "normal" and rng.random() < SKIP_PROBABILITY:
                 submit(ws, rater, campaign_id, item.pair, None, nonce=nonce, skip_reason=SKIP_REASON, now=submitted)
+                active = list(raters)  # a freed slot: every rater may claim again
             else:
                 answers = {question: _answer(pair, rater.role, question, low, high, leniency[rater.id], rng)
                            for question, low, high in questions}
