@@ -39,6 +39,11 @@ BASELINE_METHOD = "original"  # the variant method of a model nothing was unlear
 ROLES = ("artist", "lay", "researcher")
 
 
+def canonical_json(value) -> str:
+    """The one text form of stored params: keys sorted, so equal params compare equal as text."""
+    return json.dumps(value, sort_keys=True)
+
+
 def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
@@ -317,8 +322,6 @@ def _upgrade_variants_to_5(conn: sqlite3.Connection) -> None:
 
 def _upgrade_generations_to_5(conn: sqlite3.Connection) -> None:
     """Canonical params, duplicates removed or refused, and the unique key (see :func:`_migrate_to_5`)."""
-    from cpdm.store.rows import canonical_json
-
     for generation_id, params in conn.execute("SELECT id, params FROM generations").fetchall():
         try:
             canonical = canonical_json(json.loads(params))
