@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpdm.rating.assignment import claim_next
+from cpdm.rating.assignment import claim_next, rebuild_pair_load
 from cpdm.rating.auth import create_rater
 from cpdm.store.rows import GenerationRow, add_generations, find_generation, get_variant, list_variants, make_pairs
 from cpdm.store.workspace import DB_NAME, WorkspaceError, open_workspace
@@ -92,6 +92,21 @@ def test_opening_it_migrates_every_row_and_fills_the_new_columns(v4_root):
     # jobs: the finished one was attempted once, the new columns are there.
     job = conn.execute("SELECT attempts, lease_expires_at, result, device FROM jobs").fetchone()
     assert job == (1, None, None, None)
+    ws.close()
+
+
+def test_load_counters_left_behind_by_old_simulated_ratings_are_recounted(v4_root):
+    conn = raw(v4_root)
+    # As the old simulator left them until a claim happened to repair them: ratings the counters do not know.
+    conn.execute("UPDATE pair_load SET load = 0")
+    conn.commit()
+    conn.close()
+    ws = open_workspace(v4_root)
+    query = "SELECT campaign, role, pair, load FROM pair_load ORDER BY campaign, role, pair"
+    migrated = ws.conn.execute(query).fetchall()
+    assert sum(row[3] for row in migrated) > 0
+    rebuild_pair_load(ws, migrated[0][0])
+    assert ws.conn.execute(query).fetchall() == migrated
     ws.close()
 
 

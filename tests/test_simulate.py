@@ -127,3 +127,21 @@ def test_synthetic_study_shapes():
     assert len(reference) == 500 and (reference > 0).all().all()
     copy = ratings[ratings["question"] == "copy"].groupby("pair")["value"].mean()
     assert stats.spearmanr(pairs.set_index("pair").loc[copy.index, "cm_true"], copy).statistic > 0.7
+
+
+def test_simulated_ratings_keep_the_load_counters_a_later_rater_relies_on(ws):
+    """They go through claim and submit: the counters match a recount, and a new rater gets only open pairs."""
+    from cpdm.rating.assignment import claim_next, rebuild_pair_load
+    from cpdm.rating.auth import create_rater
+
+    campaign = create_synthetic_campaign(ws, n_anchors=3, scored=False)
+    add_simulated_ratings(ws, campaign, n_artists=2, n_lay=4)  # overlap 3: artists leave every pair open
+    query = "SELECT pair, role, load FROM pair_load WHERE campaign = ? ORDER BY pair, role"
+    counters = ws.conn.execute(query, (campaign,)).fetchall()
+    rebuild_pair_load(ws, campaign)
+    assert ws.conn.execute(query, (campaign,)).fetchall() == counters
+    artist, _ = create_rater(ws, "late artist", "artist")
+    lay, _ = create_rater(ws, "late lay rater", "lay")
+    assert claim_next(ws, campaign, lay) is None  # four simulated lay raters filled every pair
+    item = claim_next(ws, campaign, artist)
+    assert item is not None and dict(((p, r), n) for p, r, n in counters)[item.pair, "artist"] < 3

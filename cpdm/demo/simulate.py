@@ -23,7 +23,6 @@ and submits with :func:`cpdm.rating.submit.submit`, on a simulated clock.
 
 from __future__ import annotations
 
-import json
 import zlib
 from datetime import datetime, timedelta, timezone
 

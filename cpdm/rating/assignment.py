@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from cpdm.rating.campaigns import RATING_ROLES, get_campaign
 from cpdm.rating.protocol import Protocol, parse_protocol
 from cpdm.store.time import format_time, utc_now
+from cpdm.store.workspace import recount_pair_load
 from cpdm.store.writer import write_transaction
 
 @dataclass(frozen=True)
@@ -215,34 +216,9 @@ def ensure_pair_load(conn, campaign_id: int, now_text: str) -> bool:
     subtract a second time.
     """
     if conn.execute("SELECT 1 FROM pair_load WHERE campaign = ? LIMIT 1", (campaign_id,)).fetchone() is None:
-        _rebuild_pair_load(conn, campaign_id, now_text)
+        recount_pair_load(conn, campaign_id, now_text)
         return True
     return False
-
-
-def _rebuild_pair_load(conn, campaign_id: int, now_text: str) -> None:
-    conn.execute("DELETE FROM pair_load WHERE campaign = ?", (campaign_id,))
-    roles = " UNION ALL ".join(f"SELECT '{role}' AS role" for role in RATING_ROLES)
-    conn.execute(
-        f"""
-        WITH holders AS (
-            SELECT pair, rater FROM assignments WHERE campaign = :campaign
-              AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))
-            UNION
-            SELECT pair, rater FROM ratings WHERE campaign = :campaign AND value IS NOT NULL
-        ), counts AS (
-            SELECT h.pair, r.role, COUNT(*) AS n FROM holders h JOIN raters r ON r.id = h.rater
-            GROUP BY h.pair, r.role
-        )
-        INSERT INTO pair_load (campaign, role, pair, load)
-        SELECT cp.campaign, roles.role, cp.pair, COALESCE(c.n, 0)
-        FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal'
-        CROSS JOIN ({roles}) AS roles
-        LEFT JOIN counts c ON c.pair = cp.pair AND c.role = roles.role
-        WHERE cp.campaign = :campaign
-        """,
-        {"campaign": campaign_id, "now": now_text},
-    )
 
 
 def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None:
@@ -254,7 +230,7 @@ def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None
     counters behind: run this afterwards, or overlap is not kept.
     """
     with ws.transaction() as conn:
-        _rebuild_pair_load(conn, campaign_id, format_time(now or utc_now()))
+        recount_pair_load(conn, campaign_id, format_time(now or utc_now()))
 
 
 _HELD_ITEM = (

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import Protocol, default_protocol_path, parse_protocol
 from cpdm.store.rows import make_check_pairs_in
+from cpdm.store.workspace import RATING_ROLES
 
 DEFAULT_OVERLAP = {"artist": 3, "lay": 3}
-RATING_ROLES = ("artist", "lay")
 
 
 @dataclass(frozen=True)

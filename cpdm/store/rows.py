@@ -8,7 +8,7 @@ and writes in one short transaction: on an error nothing is written.
 Adding generations and making pairs is idempotent: a resumed run gets the
 ids of the rows it made before and adds nothing twice. A generation is
 identified by (prompt, variant, seed, steps, guidance, params), params
-compared as canonical JSON (:func:`canonical_json`).
+compared as canonical JSON (:func:`cpdm.store.workspace.canonical_json`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from typing import Iterable, Mapping, Sequence
 
 from cpdm.errors import CpdmError
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.workspace import BASELINE_METHOD, PROMPT_ORIGINS, VARIANT_STATUSES
+from cpdm.store.workspace import BASELINE_METHOD, PROMPT_ORIGINS, VARIANT_STATUSES, canonical_json
 
 # Who writes a prompt of an origin when the caller does not say (interrogator and LLM prompts name their model).
 DEFAULT_AUTHORS = {"template": "template", "manual": "manual"}
-
-
-def canonical_json(value) -> str:
-    """The one text form of a JSON value: keys sorted, so equal params compare equal as text."""
-    return json.dumps(value, sort_keys=True)
 
 
 def _params_json(params, what: str) -> str:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import sqlite_utils
 
 from cpdm.errors import CpdmError
-from cpdm.store.time import SQL_NOW
+from cpdm.store.time import SQL_NOW, format_time, utc_now
 
 DEFAULT_WORKSPACE = Path("annotations") / "workspace"
 DB_NAME = "cpdm.db"
@@ -37,6 +37,12 @@ PAIR_KINDS = ("normal", "check_identical", "check_unrelated")
 VARIANT_STATUSES = ("pending", "training", "ready", "failed")
 BASELINE_METHOD = "original"  # the variant method of a model nothing was unlearned from
 ROLES = ("artist", "lay", "researcher")
+RATING_ROLES = ("artist", "lay")  # the roles that rate pairs
+
+
+def canonical_json(value) -> str:
+    """The one text form of stored params: keys sorted, so equal params compare equal as text."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -278,6 +284,8 @@ def _migrate_to_5(conn: sqlite3.Connection) -> None:
       their ratings.
     * jobs: ``attempts``, ``lease_expires_at``, ``result`` (JSON) and
       ``device`` (what the job needs; NULL for any).
+    * pair_load: recounted for every campaign. Claims now trust the
+      counters, and earlier simulated ratings were written around them.
     """
     _upgrade_variants_to_5(conn)
     conn.execute("ALTER TABLE prompts ADD COLUMN parent INTEGER REFERENCES prompts(id)")
@@ -292,6 +300,9 @@ def _migrate_to_5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN result TEXT")
     conn.execute("ALTER TABLE jobs ADD COLUMN device TEXT")
     conn.execute("UPDATE jobs SET attempts = 1 WHERE status != 'queued' OR started_at IS NOT NULL")
+    now_text = format_time(utc_now())
+    for (campaign_id,) in conn.execute("SELECT id FROM campaigns").fetchall():
+        recount_pair_load(conn, campaign_id, now_text)
 
 
 def _upgrade_variants_to_5(conn: sqlite3.Connection) -> None:
@@ -317,8 +328,6 @@ def _upgrade_variants_to_5(conn: sqlite3.Connection) -> None:
 
 def _upgrade_generations_to_5(conn: sqlite3.Connection) -> None:
     """Canonical params, duplicates removed or refused, and the unique key (see :func:`_migrate_to_5`)."""
-    from cpdm.store.rows import canonical_json
-
     for generation_id, params in conn.execute("SELECT id, params FROM generations").fetchall():
         try:
             canonical = canonical_json(json.loads(params))
@@ -349,6 +358,37 @@ _SAME_GENERATION_KEY = (
     "k.prompt = g.prompt AND k.variant = g.variant AND k.seed IS g.seed AND k.steps IS g.steps "
     "AND k.guidance IS g.guidance AND k.params = g.params"
 )
+
+
+def recount_pair_load(conn: sqlite3.Connection, campaign_id: int, now_text: str) -> None:
+    """Rebuild a campaign's ``pair_load`` rows (see :func:`_migrate_to_2`) from its assignments and ratings.
+
+    A rater holds a pair who rated it, or holds an assignment to it that has
+    not timed out at ``now_text``.
+    """
+    conn.execute("DELETE FROM pair_load WHERE campaign = ?", (campaign_id,))
+    roles = " UNION ALL ".join(f"SELECT '{role}' AS role" for role in RATING_ROLES)
+    conn.execute(
+        f"""
+        WITH holders AS (
+            SELECT pair, rater FROM assignments WHERE campaign = :campaign
+              AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))
+            UNION
+            SELECT pair, rater FROM ratings WHERE campaign = :campaign AND value IS NOT NULL
+        ), counts AS (
+            SELECT h.pair, r.role, COUNT(*) AS n FROM holders h JOIN raters r ON r.id = h.rater
+            GROUP BY h.pair, r.role
+        )
+        INSERT INTO pair_load (campaign, role, pair, load)
+        SELECT cp.campaign, roles.role, cp.pair, COALESCE(c.n, 0)
+        FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal'
+        CROSS JOIN ({roles}) AS roles
+        LEFT JOIN counts c ON c.pair = cp.pair AND c.role = roles.role
+        WHERE cp.campaign = :campaign
+        """,
+        {"campaign": campaign_id, "now": now_text},
+    )
+
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
