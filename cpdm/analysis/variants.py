@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.correlation import pair_bootstrap_counts, percentile_interval
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
 
 COPY_THRESHOLD = 4.0
 BASELINE_VARIANT = "original"
 
 
-def _mean_interval(values: np.ndarray, n_boot: int, rng, confidence: float) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (all resamples at once)."""
-    values = values[np.isfinite(values)]
+def _mean_interval(values: np.ndarray, anchors: np.ndarray, n_boot: int, seed: int, confidence: float,
+                   resample: str) -> tuple[float, float]:
+    """Bootstrap interval of a mean over anchors (or pairs); all resamples at once."""
+    finite = np.isfinite(values)
+    values, anchors = values[finite], anchors[finite]
     if len(values) < 2 or n_boot <= 0:
         return float("nan"), float("nan")
-    weights = pair_bootstrap_counts(len(values), n_boot, rng)
-    return percentile_interval(weights @ values / len(values), confidence)
+    resamples = make_resamples(anchors, n_boot, seed, resample)
+    return resamples.interval(resamples.weights @ values / resamples.weights.sum(axis=1), confidence)
 
 
 def variant_benchmark(
@@ -28,25 +30,26 @@ def variant_benchmark(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> pd.DataFrame:
     """One row per model variant: mean metric (with CI) and, per rater group, the mean "copy" score and
     the share of pairs judged a copy (group mean ≥ ``threshold``).
 
-    ``pairs`` has columns pair, variant and ``metric``; ``copy_scores`` maps
+    The metric's interval resamples the variant's anchors (``resample``).
+    ``pairs`` has columns pair, anchor, variant and ``metric``; ``copy_scores`` maps
     a group to its per-pair scores (columns pair, human) on the raw scale.
     When an ``original`` variant is present, every other variant also gets
     its change against it and whether that change is a reduction by the
     metric and by each group.
     """
-    rng = np.random.default_rng(seed)
-    frame = pairs[["pair", "variant", metric]].copy()
+    frame = pairs[["pair", "anchor", "variant", metric]].copy()
     frame["variant"] = frame["variant"].fillna("(none)")
     for group, scores in copy_scores.items():
         frame = frame.merge(scores[["pair", "human"]].rename(columns={"human": f"copy_{group}"}), on="pair", how="left")
     rows = []
-    for variant, sub in frame.groupby("variant", sort=True):
+    for index, (variant, sub) in enumerate(frame.groupby("variant", sort=True)):
         metric_values = sub[metric].to_numpy(dtype=np.float64)
-        low, high = _mean_interval(metric_values, n_boot, rng, confidence)
+        low, high = _mean_interval(metric_values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
         row = {
             "variant": variant,
             "pairs": int(len(sub)),
