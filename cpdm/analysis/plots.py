@@ -134,3 +134,29 @@ def agreement_figure(table: pd.DataFrame) -> Figure:
     # Below the axes: inside, the legend would hide bars.
     axis.legend(fontsize=8, ncol=len(groups) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return figure
+
+
+def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
+    """Each group's Spearman ρ(w) on all pairs with its bootstrap band, each group's chosen w, and the paper's w."""
+    figure = Figure(figsize=(6.0, 3.9), layout="constrained")
+    axis = figure.subplots()
+    for group in comparison.groups:
+        curve = comparison.curves[group]
+        colour = GROUP_COLOURS.get(group, "#374151")
+        low, high = comparison.w_ci[group]
+        axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
+        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=1.4,
+                     label=f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]")
+    axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
+    first, second = comparison.groups
+    low, high = comparison.difference_ci
+    axis.set_title(f"'{comparison.question}': w {first} − w {second} = {comparison.difference:+.2f} "
+                   f"[{_fmt(low)}, {_fmt(high)}], {comparison.n_anchors} anchors", fontsize=10)
+    axis.set_xlabel("w (0 = style only, 1 = semantic only)")
+    axis.set_ylabel("Spearman ρ with the group")
+    axis.set_xlim(-0.04, 1.04)
+    axis.grid(alpha=0.3)
+    # Below the axes, like the calibration plot: inside, it would hide the curves.
+    axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    return figure

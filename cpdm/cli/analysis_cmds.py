@@ -27,6 +27,9 @@ def analysis_options(func):
                      help="Style backbone of the scores, as stored (e.g. vgg19, tiny:vgg19)."),
         click.option("--n-boot", type=click.IntRange(0, 10_000), default=1000, show_default=True,
                      help="Bootstrap resamples for the 95% intervals."),
+        click.option("--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
+                     help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
+                          "single pairs (too narrow; for comparison only)."),
         click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
                      help="Cross-validation folds (grouped by anchor)."),
         click.option("--step", type=click.FloatRange(0.001, 0.05), default=0.05, show_default=True,
@@ -54,6 +57,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
         folds=kwargs["folds"],
         step=kwargs["step"],
         seed=kwargs["seed"],
+        resample=kwargs["resample"],
         level=kwargs.get("level", "ordinal"),
         target=kwargs.get("target", "copy"),
     )
@@ -93,11 +97,12 @@ def analyze(workspace, campaign, group, out, **kwargs):
     out_dir = Path(out) if out else ws.exports_dir / f"report-{campaign}"
     written = write_report(analysis, out_dir)
     click.echo(f"report for campaign {campaign!r} written to {out_dir} ({len(written)} files)")
+    click.echo(f"intervals: {options.intervals()}")
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated w = {cal.chosen_w:g}: out-of-fold Spearman {row['rho']:.3f} "
-                   f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        click.echo(f"calibrated w = {cal.chosen_w:g} [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}]: out-of-fold Spearman "
+                   f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
     for note in analysis.notes:
         click.echo(f"note: {note}")
 
@@ -140,6 +145,8 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         raise
     row = result.summary.iloc[0]
     click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
+    click.echo(f"95% interval for w: [{result.w_ci[0]:g}, {result.w_ci[1]:g}] (the whole choice of w, bootstrapped)")
+    click.echo(f"intervals: {result.interval}")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
