@@ -81,7 +81,7 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     return figure
 
 
-def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -> Figure:
+def variant_figure(table: pd.DataFrame, groups: list[str], threshold: float, metric: str = "CM") -> Figure:
     """Per-variant benchmark: mean metric with its CI (left), share judged a copy per group (right)."""
     figure = Figure(figsize=(9.0, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
@@ -104,7 +104,7 @@ def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -
                   label=group, color=GROUP_COLOURS.get(group, "#374151"))
     right.set_xticks(positions, table["variant"], rotation=20)
     right.set_ylim(0, 1)
-    right.set_ylabel("share judged a copy (mean ≥ 4)")
+    right.set_ylabel(f"share judged a copy (mean ≥ {threshold:g})")
     right.set_title("human judgement by variant", fontsize=10)
     if groups:
         right.legend(fontsize=8)

@@ -29,7 +29,7 @@ from cpdm.analysis.plots import (
     variant_figure,
 )
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals
-from cpdm.analysis.variants import variant_benchmark
+from cpdm.analysis.variants import copy_threshold, variant_benchmark
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import ProtocolError, parse_protocol
 from cpdm.store.time import format_time, utc_now
@@ -76,6 +76,18 @@ class CampaignData:
     reference: pd.DataFrame | None
     questions: list[str]
     counts: dict
+    scales: dict[str, tuple[int, int]] = field(default_factory=dict)   # question -> (low, high)
+
+    def scale(self, question: str) -> tuple[int, int]:
+        """The question's scale from the protocol; for a question it lacks, the lowest and highest answers given."""
+        if question in self.scales:
+            return self.scales[question]
+        values = self.all_ratings.loc[self.all_ratings["question"] == question, "value"].dropna()
+        return (int(values.min()), int(values.max())) if len(values) else (1, 5)
+
+    def copy_threshold(self, question: str) -> float:
+        """The mean rating from which a pair counts as judged a copy on ``question`` (see variants.copy_threshold)."""
+        return copy_threshold(self.scale(question))
 
 
 @dataclass
@@ -119,7 +131,7 @@ class Analysis:
         if name == "calibration":
             return calibration_figure(self.calibration.curve, self.calibration.chosen_w)
         if name == "variants":
-            return variant_figure(self.variants, self.groups)
+            return variant_figure(self.variants, self.groups, self.data.copy_threshold(self.options.target))
         for comparison in self.group_comparisons:
             if name == group_figure_name(comparison.question):
                 return group_curves_figure(comparison)
@@ -171,14 +183,18 @@ def scatter_name(metric: str) -> str:
     return f"scatter_{_file_stem(metric)}"
 
 
-def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
-    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
+def _protocol_questions(protocol_text: str) -> dict[str, tuple[int, int]]:
+    """The protocol's questions in order, each with its scale (none when the text does not parse)."""
     try:
-        ids = parse_protocol(protocol_text).question_ids
+        return {question.id: question.scale for question in parse_protocol(protocol_text).questions}
     except ProtocolError:
-        ids = []
+        return {}
+
+
+def _questions_of(all_ratings: pd.DataFrame, protocol_ids: list[str]) -> list[str]:
+    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
     seen = list(dict.fromkeys(all_ratings["question"]))
-    return [q for q in ids if q in seen] + [q for q in seen if q not in ids]
+    return [q for q in protocol_ids if q in seen] + [q for q in seen if q not in protocol_ids]
 
 
 def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
@@ -214,8 +230,9 @@ def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
     pairs = data_module.pair_table(ws, campaign_id, backbones)
     reference = data_module.reference_distances(ws, backbones)
     protocol_text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    scales = _protocol_questions(protocol_text)
     return CampaignData(campaign, campaign_id, all_ratings, ratings, pairs, backbones, reference,
-                        _questions_of(all_ratings, protocol_text), counts)
+                        _questions_of(all_ratings, list(scales)), counts, scales)
 
 
 def _groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
@@ -327,12 +344,22 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
             metric = "CM"
         else:
             pairs_for_table = pairs
-        variants = variant_benchmark(pairs_for_table, raw_copy, metric=metric, n_boot=options.n_boot, seed=options.seed,
-                                     resample=options.resample)
+        variants = variant_benchmark(pairs_for_table, raw_copy, data.copy_threshold(options.target), metric=metric,
+                                     n_boot=options.n_boot, seed=options.seed, resample=options.resample)
 
     comparisons = compare_questions(data, options, notes) if data.backbones is not None else []
     return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
                     calibration, variants, notes, comparisons)
+
+
+def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
+    """(comparisons, notes): artists' w against lay raters' w on every question of a campaign."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    notes: list[str] = []
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    return compare_questions(data, options, notes), notes
 
 
 def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[GroupComparison]:
@@ -425,6 +452,40 @@ def calibrate_campaign(
     if record:
         record_calibration(ws, data.campaign_id, weights)
     return result, weights
+
+
+def calibration_choices(ws, campaign_id: int) -> tuple[list[str], list[str]]:
+    """The target questions and rater groups a campaign offers: its protocol's questions (then any other
+    question its ratings hold), and the groups its overlap asks ratings from or whose raters rated it, then "all".
+    """
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, campaign_id)
+    rated = ws.conn.execute(
+        "SELECT DISTINCT r.question, ra.role FROM ratings r JOIN raters ra ON ra.id = r.rater WHERE r.campaign = ?",
+        (campaign_id,)).fetchall()
+    questions = list(dict.fromkeys([*campaign.protocol.question_ids, *(question for question, _ in rated)]))
+    roles = set(campaign.overlap) | {role for _, role in rated}
+    groups = [group for group, members in data_module.GROUPS.items()
+              if members is not None and roles.intersection(members)]
+    return questions, groups + ["all"]
+
+
+def plan_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, options: AnalysisOptions | None = None,
+                  replicates: int = 200):
+    """A :class:`~cpdm.analysis.planning.Plan` from a pilot campaign's scored, rated pairs on ``target``."""
+    from cpdm.analysis.planning import plan_study
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, target)
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    ratings = data.ratings[data.ratings["question"] == target]
+    by_group = data_module.split_groups(ratings, COMPARED_GROUPS)
+    grouped = pd.concat([frame.assign(group=group) for group, frame in by_group.items()], ignore_index=True)
+    return plan_study(data.pairs, grouped[["pair", "group", "value"]], data.reference, scale=data.scale(target),
+                      replicates=replicates, step=options.step, seed=options.seed)
 
 
 def record_calibration(ws, campaign_id: int, weights) -> int:
@@ -532,7 +593,9 @@ def summary_markdown(analysis: Analysis) -> str:
         columns = ["variant", "pairs", "mean_CM"] + [c for c in analysis.variants.columns
                                                       if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
         lines += ["## Benchmark by model variant", "",
-                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ 4.", "",
+                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ "
+                  f"{data.copy_threshold(options.target):g} (the first point above the middle of its "
+                  f"{data.scale(options.target)[0]}–{data.scale(options.target)[1]} scale).", "",
                   markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]

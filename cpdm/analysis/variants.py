@@ -7,8 +7,18 @@ import pandas as pd
 
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
 
-COPY_THRESHOLD = 4.0
 BASELINE_VARIANT = "original"
+
+
+def copy_threshold(scale: tuple[int, int]) -> float:
+    """The mean rating from which a pair counts as "judged a copy" on a question answered on ``scale``.
+
+    The first scale point above the scale's midpoint: 4 on a 1–5 scale, 5 on
+    1–7, 6 on 1–9, 3 on 1–4. A pair is judged a copy when its raters lean,
+    on average, to the "copy" side of the scale by at least that much.
+    """
+    low, high = scale
+    return float((low + high) // 2 + 1)
 
 
 def _mean_interval(values: np.ndarray, anchors: np.ndarray, n_boot: int, seed: int, confidence: float,
@@ -25,15 +35,15 @@ def _mean_interval(values: np.ndarray, anchors: np.ndarray, n_boot: int, seed: i
 def variant_benchmark(
     pairs: pd.DataFrame,
     copy_scores: dict[str, pd.DataFrame],
+    threshold: float,
     metric: str = "CM",
-    threshold: float = COPY_THRESHOLD,
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
     resample: str = DEFAULT_RESAMPLE,
 ) -> pd.DataFrame:
     """One row per model variant: mean metric (with CI) and, per rater group, the mean "copy" score and
-    the share of pairs judged a copy (group mean ≥ ``threshold``).
+    the share of pairs judged a copy (group mean ≥ ``threshold``; see :func:`copy_threshold`).
 
     The metric's interval resamples the variant's anchors (``resample``).
     ``pairs`` has columns pair, anchor, variant and ``metric``; ``copy_scores`` maps
