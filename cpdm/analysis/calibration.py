@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.correlation import weighted_midranks, weighted_pearson
+from cpdm.analysis.correlation import weighted_midranks, weighted_pearson, weighted_spearman_rows
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, Resamples, make_resamples
 from cpdm.errors import CpdmError
 
@@ -153,15 +153,14 @@ def choice_bootstrap(grid, distances, human, reference_grid, resamples: Resample
     if resamples is None or resamples.n_boot == 0:
         return ChoiceBootstrap(rho, scales, chosen, np.empty((len(grid), 0)), np.empty(0))
     weights = resamples.weights
-    rank_human = weighted_midranks(human, weights)[0]
-    rho_boot = np.empty((len(grid), len(weights)))
-    for row in range(len(grid)):
-        if reference_grid is not None:
-            rank_cm = weighted_midranks(cm_from_distances(distances[row : row + 1], scales[row : row + 1])[0],
-                                        weights)[0]
-        else:
+    if reference_grid is not None:
+        rho_boot = weighted_spearman_rows(cm_from_distances(distances, scales), human, weights)
+    else:
+        rank_human = weighted_midranks(human, weights)[0]
+        rho_boot = np.empty((len(grid), len(weights)))
+        for row in range(len(grid)):
             rank_cm = clipped_cm_ranks(distances[row], weighted_median(distances[row], weights), weights)
-        rho_boot[row] = weighted_pearson(rank_cm, rank_human, weights)
+            rho_boot[row] = weighted_pearson(rank_cm, rank_human, weights)
     return ChoiceBootstrap(rho, scales, chosen, rho_boot, best_w_columns(grid, rho_boot))
 
 
@@ -291,15 +290,13 @@ def calibrate(
     def spread(values) -> tuple[float, float]:
         return resamples.interval(values, confidence) if resamples is not None else (float("nan"), float("nan"))
 
-    def oof_boot(cm_row):
-        weights = resamples.weights
-        return weighted_pearson(weighted_midranks(cm_row, weights)[0], rank_human, weights)
-
-    rank_human = weighted_midranks(human, resamples.weights)[0] if resamples is not None else None
+    # The out-of-fold curve's rows and the calibrated predictions, on the same resamples.
+    oof_boot = (weighted_spearman_rows(np.vstack([cm_oof, calibrated[None, :]]), human, resamples.weights)
+                if resamples is not None else np.full((len(grid) + 1, 0), np.nan))
     rho_oof = spearman_rows(cm_oof, human)
     curve_rows = []
     for row, w in enumerate(grid):
-        low, high = spread(oof_boot(cm_oof[row])) if resamples is not None else (float("nan"), float("nan"))
+        low, high = spread(oof_boot[row])
         all_low, all_high = spread(choice.rho_boot[row])
         curve_rows.append(
             {"w": float(w), "rho_all": float(choice.rho[row]), "rho_oof": float(rho_oof[row]), "ci_low": low,
@@ -309,7 +306,7 @@ def calibrate(
 
     w_ci = spread(choice.w_boot)
     rho_calibrated = float(spearman_rows(calibrated[None, :], human)[0])
-    low, high = spread(oof_boot(calibrated)) if resamples is not None else (float("nan"), float("nan"))
+    low, high = spread(oof_boot[-1])
     nan = float("nan")
     summary_rows = [
         {"setting": "calibrated (out-of-fold)", "w": chosen_w, "w_ci_low": w_ci[0], "w_ci_high": w_ci[1],
