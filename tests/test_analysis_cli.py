@@ -327,16 +327,6 @@ def test_analyze_says_how_its_intervals_were_made(study, runner, tmp_path, resam
     assert (out / "plots" / "groups_copy.png").read_bytes().startswith(PNG_MAGIC)
 
 
-def test_anchor_intervals_are_wider_than_pair_intervals(study):
-    """Pairs of one anchor move together: resampling them singly understates the uncertainty."""
-    widths = {}
-    for unit in ("anchors", "pairs"):
-        analysis = run_analysis(study, "study", AnalysisOptions(n_boot=400, resample=unit))
-        spearman = analysis.correlations[analysis.correlations["method"] == "spearman"]
-        widths[unit] = float((spearman["ci_high"] - spearman["ci_low"]).mean())
-    assert widths["anchors"] > widths["pairs"]
-
-
 def test_unknown_resampling_unit(study, runner):
     result = invoke(runner, study, "analyze", "--campaign", "study", "--resample", "raters")
     assert result.exit_code == 2 and "Invalid value for '--resample'" in result.output
