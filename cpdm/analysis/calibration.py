@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.correlation import weighted_midranks, weighted_pearson, weighted_spearman_rows
+from cpdm.analysis.correlation import resampled_spearman_rows, weighted_midranks, weighted_pearson
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, Resamples, make_resamples
 from cpdm.errors import CpdmError
 
@@ -154,7 +154,7 @@ def choice_bootstrap(grid, distances, human, reference_grid, resamples: Resample
         return ChoiceBootstrap(rho, scales, chosen, np.empty((len(grid), 0)), np.empty(0))
     weights = resamples.weights
     if reference_grid is not None:
-        rho_boot = weighted_spearman_rows(cm_from_distances(distances, scales), human, weights)
+        rho_boot = resampled_spearman_rows(cm_from_distances(distances, scales), human, resamples)
     else:
         rank_human = weighted_midranks(human, weights)[0]
         rho_boot = np.empty((len(grid), len(weights)))
@@ -291,7 +291,7 @@ def calibrate(
         return resamples.interval(values, confidence) if resamples is not None else (float("nan"), float("nan"))
 
     # The out-of-fold curve's rows and the calibrated predictions, on the same resamples.
-    oof_boot = (weighted_spearman_rows(np.vstack([cm_oof, calibrated[None, :]]), human, resamples.weights)
+    oof_boot = (resampled_spearman_rows(np.vstack([cm_oof, calibrated[None, :]]), human, resamples)
                 if resamples is not None else np.full((len(grid) + 1, 0), np.nan))
     rho_oof = spearman_rows(cm_oof, human)
     curve_rows = []

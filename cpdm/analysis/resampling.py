@@ -82,6 +82,8 @@ class Resamples:
     unit: str
     weights: np.ndarray                 # B × n counts
     n_clusters: int                     # anchors resampled (pairs, for the pairs bootstrap)
+    cluster_of: np.ndarray | None = None        # over anchors: each item's anchor number (n)
+    cluster_counts: np.ndarray | None = None    # over anchors: each anchor's multiplicity (B × anchors)
 
     @property
     def n_boot(self) -> int:
@@ -98,7 +100,8 @@ class Resamples:
 
     def subset(self, keep: np.ndarray) -> "Resamples":
         """The same resamples restricted to the items in ``keep`` (a boolean mask)."""
-        return Resamples(self.unit, self.weights[:, keep], self.n_clusters)
+        cluster_of = self.cluster_of[keep] if self.cluster_of is not None else None
+        return Resamples(self.unit, self.weights[:, keep], self.n_clusters, cluster_of, self.cluster_counts)
 
 
 def make_resamples(anchors, n_boot: int, seed: int = 0, unit: str = DEFAULT_RESAMPLE) -> Resamples:
@@ -108,7 +111,9 @@ def make_resamples(anchors, n_boot: int, seed: int = 0, unit: str = DEFAULT_RESA
     rng = np.random.default_rng(seed)
     if unit == "pairs":
         return Resamples(unit, pair_bootstrap_counts(len(anchors), n_boot, rng), len(anchors))
-    return Resamples(unit, cluster_bootstrap_counts(anchors, n_boot, rng), len(np.unique(anchors)))
+    _, cluster_of = np.unique(anchors, return_inverse=True)
+    counts = pair_bootstrap_counts(int(cluster_of.max()) + 1 if len(anchors) else 0, n_boot, rng)
+    return Resamples(unit, counts[:, cluster_of], counts.shape[1], cluster_of, counts)
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
