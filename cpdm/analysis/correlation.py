@@ -155,25 +155,26 @@ def clustered_spearman_rows(x_rows: np.ndarray, y: np.ndarray, cluster_of: np.nd
     sum_x = total * (total + 1) / 2
     one_hot = np.zeros((len(cluster_of), n_clusters))
     one_hot[np.arange(len(cluster_of)), cluster_of] = 1.0
-    out = np.empty((len(x_rows), counts.shape[0]))
-    for row, x in enumerate(np.asarray(x_rows, dtype=np.float64)):
+    x_rows = np.asarray(x_rows, dtype=np.float64)
+    # Every row's basis side by side (n × rows·clusters): one large matrix product serves all rows.
+    bases = np.empty((len(cluster_of), len(x_rows), n_clusters))
+    spreads_x = np.empty((len(x_rows), counts.shape[0]))
+    for row, x in enumerate(x_rows):
         order, starts, run_of_sorted = _tie_groups(x)
         through_run = np.cumsum(one_hot[order], axis=0)[np.append(starts[1:], len(x)) - 1]   # runs × clusters
         in_run = np.diff(through_run, axis=0, prepend=0.0)
-        basis = np.empty((len(x), n_clusters))
-        basis[order] = (through_run - in_run / 2)[run_of_sorted]
-        cross = np.einsum("bg,bg->b", counts, weighted_rank_y @ basis) + sum_y / 2
+        bases[order, row] = (through_run - in_run / 2)[run_of_sorted]
         # A run of one item totals its cluster's multiplicity; only runs of several items need a product.
         sizes = in_run.sum(axis=1)
-        single = (in_run[sizes == 1].sum(axis=0))                                            # clusters
         shared = counts @ in_run[sizes > 1].T                                                # B × tied runs
-        ties = (counts**3 - counts) @ single + (shared**3 - shared).sum(axis=1)
-        spread_x = (total**3 - total - ties) / 12
-        with np.errstate(invalid="ignore", divide="ignore"):
-            defined = (spread_x > 1e-9 * total**3) & (spread_y > 1e-9 * total**3)
-            out[row] = np.where(defined, (cross - sum_x * sum_y / total) / np.sqrt(np.where(defined, spread_x * spread_y, 1.0)),
-                                np.nan)
-    return out
+        ties = (counts**3 - counts) @ in_run[sizes == 1].sum(axis=0) + (shared**3 - shared).sum(axis=1)
+        spreads_x[row] = (total**3 - total - ties) / 12
+    products = (weighted_rank_y @ bases.reshape(len(cluster_of), -1)).reshape(len(counts), len(x_rows), n_clusters)
+    cross = np.einsum("bg,brg->rb", counts, products) + sum_y / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        defined = (spreads_x > 1e-9 * total**3) & (spread_y > 1e-9 * total**3)
+        return np.where(defined, (cross - sum_x * sum_y / total) / np.sqrt(np.where(defined, spreads_x * spread_y, 1.0)),
+                        np.nan)
 
 
 def resampled_spearman_rows(x_rows: np.ndarray, y: np.ndarray, resamples: Resamples) -> np.ndarray:
