@@ -7,6 +7,7 @@ import streamlit as st
 
 from cpdm.analysis.plots import calibration_figure, figure_png, group_curves_figure
 from cpdm.analysis.report import (
+    DEFAULT_TARGET,
     AnalysisOptions,
     calibrate_campaign,
     calibration_choices,
@@ -31,6 +32,7 @@ chosen = pick_campaign(ws, key="cal_campaign", container=left)
 campaign = chosen["name"]
 questions, groups = calibration_choices(ws, chosen["id"])
 target = middle.selectbox("Target question", questions, key="cal_target",
+                          index=questions.index(DEFAULT_TARGET) if DEFAULT_TARGET in questions else 0,
                           help="The questions of the campaign's protocol.")
 group = right.selectbox("Rater group", groups, key="cal_group", help="The groups the campaign asks ratings from.")
 with st.expander("Settings", expanded=False):

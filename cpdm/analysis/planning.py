@@ -71,8 +71,9 @@ class Plan:
                 lines.append(f"To {label}: no simulated design reaches it (up to {max(ANCHOR_CHOICES)} anchors, "
                              f"{max(RATER_CHOICES)} raters per pair per group).")
             else:
-                lines.append(f"To {label}: {design['anchors']} anchors, {design['raters_per_pair']} raters per pair "
-                             f"per group ({design['ratings']} ratings per group).")
+                raters = design["raters_per_pair"]
+                lines.append(f"To {label}: {design['anchors']} anchors, {raters} rater{'s' if raters > 1 else ''} "
+                             f"per pair per group ({design['ratings']} ratings per group).")
         return lines
 
 

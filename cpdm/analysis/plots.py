@@ -140,13 +140,14 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
     """Each group's Spearman ρ(w) on all pairs with its bootstrap band, each group's chosen w, and the paper's w."""
     figure = Figure(figsize=(6.0, 3.9), layout="constrained")
     axis = figure.subplots()
-    for group in comparison.groups:
+    # The second group's mark is dotted, so that two groups choosing the same w both stay visible.
+    for group, style in zip(comparison.groups, ("-", ":")):
         curve = comparison.curves[group]
         colour = GROUP_COLOURS.get(group, "#374151")
         low, high = comparison.w_ci[group]
         axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color=colour, alpha=0.15, linewidth=0)
         axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
-        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=1.4,
+        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=2.0, linestyle=style,
                      label=f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]")
     axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
     first, second = comparison.groups
