@@ -70,15 +70,20 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
     axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
     axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=f"chosen w = {chosen_w:g}")
+    _frame_w_axis(axis, paper_w, "Spearman ρ with humans", legend_columns=4)
+    return figure
+
+
+def _frame_w_axis(axis, paper_w: float, ylabel: str, legend_columns: int) -> None:
+    """The paper's w as a dashed mark, the w axis with its margins, and the legend below the axes."""
     axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
     axis.set_xlabel("w (0 = style only, 1 = semantic only)")
-    axis.set_ylabel("Spearman ρ with humans")
+    axis.set_ylabel(ylabel)
     # A margin on both sides: a chosen w of 0 or 1 (common) would otherwise lie on the frame.
     axis.set_xlim(-0.04, 1.04)
     axis.grid(alpha=0.3)
-    # Below the axes: inside, the legend would hide the curve or the marks.
-    axis.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    return figure
+    # Below the axes: inside, the legend would hide the curves or the marks.
+    axis.legend(fontsize=8, ncol=legend_columns, loc="upper center", bbox_to_anchor=(0.5, -0.2))
 
 
 def variant_figure(table: pd.DataFrame, groups: list[str], threshold: float, metric: str = "CM") -> Figure:
@@ -149,15 +154,9 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
         axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
         axis.axvline(comparison.chosen_w[group], color=colour, linewidth=2.0, linestyle=style,
                      label=f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]")
-    axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
     first, second = comparison.groups
     low, high = comparison.difference_ci
     axis.set_title(f"'{comparison.question}': w {first} − w {second} = {comparison.difference:+.2f} "
                    f"[{_fmt(low)}, {_fmt(high)}], {comparison.n_anchors} anchors", fontsize=10)
-    axis.set_xlabel("w (0 = style only, 1 = semantic only)")
-    axis.set_ylabel("Spearman ρ with the group")
-    axis.set_xlim(-0.04, 1.04)
-    axis.grid(alpha=0.3)
-    # Below the axes, like the calibration plot: inside, it would hide the curves.
-    axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    _frame_w_axis(axis, paper_w, "Spearman ρ with the group", legend_columns=2)
     return figure
