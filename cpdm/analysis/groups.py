@@ -93,7 +93,8 @@ def compare_groups(
     reference_grid = reference_grid_of(reference, grid)
     distances = distance_grid(data["m_sem"].to_numpy(), data["m_style"].to_numpy(), grid)
     # One set of resamples for both groups: the interval of the difference is paired.
-    resamples = make_resamples(data["anchor"].to_numpy(), n_boot, seed + 2, resample)
+    # seed + 1, as calibration: on the same anchors a group gets the same interval for w in both places.
+    resamples = make_resamples(data["anchor"].to_numpy(), n_boot, seed + 1, resample)
     chosen, w_ci, w_boot, curves, n_pairs = {}, {}, {}, {}, {}
     for group, column in human_columns.items():
         rated = data[column].notna().to_numpy()
