@@ -173,8 +173,8 @@ def clustered_spearman_rows(x_rows: np.ndarray, y: np.ndarray, cluster_of: np.nd
     cross = np.einsum("bg,brg->rb", counts, products) + sum_y / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         defined = (spreads_x > 1e-9 * total**3) & (spread_y > 1e-9 * total**3)
-        return np.where(defined, (cross - sum_x * sum_y / total) / np.sqrt(np.where(defined, spreads_x * spread_y, 1.0)),
-                        np.nan)
+        rho = (cross - sum_x * sum_y / total) / np.sqrt(np.where(defined, spreads_x * spread_y, 1.0))
+        return np.where(defined, rho, np.nan)
 
 
 def resampled_spearman_rows(x_rows: np.ndarray, y: np.ndarray, resamples: Resamples) -> np.ndarray:
@@ -428,7 +428,7 @@ def split_half_ceiling(
     if n_pairs < 3:
         return empty
     # Renumber the usable pairs 0..n_pairs-1; every one of them has ratings in both halves.
-    kept_codes, pair_index = np.unique(pair_index[usable], return_inverse=True)
+    pair_index = np.unique(pair_index[usable], return_inverse=True)[1]
     values = values[usable]
     sizes = np.bincount(pair_index)
     if "anchor" in rated and resample == "anchors":
@@ -441,8 +441,8 @@ def split_half_ceiling(
     rows_per_split = np.array_split(np.arange(n_boot), n_splits)
     for split in range(n_splits):
         in_first = _random_halves(pair_index, sizes, rng)
-        mean_a = np.bincount(pair_index[in_first], values[in_first], n_pairs) / np.bincount(pair_index[in_first], minlength=n_pairs)
-        mean_b = np.bincount(pair_index[~in_first], values[~in_first], n_pairs) / np.bincount(pair_index[~in_first], minlength=n_pairs)
+        mean_a, mean_b = (np.bincount(pair_index[half], values[half], n_pairs)
+                          / np.bincount(pair_index[half], minlength=n_pairs) for half in (in_first, ~in_first))
         if np.ptp(mean_a) == 0 or np.ptp(mean_b) == 0:
             continue
         halves.append(stats.spearmanr(mean_a, mean_b).statistic)

@@ -152,7 +152,8 @@ def plan_study(
         raise CpdmError("the pilot has no ratings from artists or lay raters on scored pairs")
     rated_anchors = pairs.loc[pairs["pair"].isin(ratings["pair"]), "anchor"].unique()
     if len(rated_anchors) < MIN_PILOT_ANCHORS:
-        raise CpdmError(f"planning needs a pilot with at least {MIN_PILOT_ANCHORS} rated anchors; got {len(rated_anchors)}")
+        raise CpdmError(f"planning needs a pilot with at least {MIN_PILOT_ANCHORS} rated anchors; "
+                        f"got {len(rated_anchors)}")
     pairs = pairs[pairs["anchor"].isin(rated_anchors)].reset_index(drop=True)
     means, residuals = _pilot_frames(pairs, ratings, groups)
     grid = weight_grid(step)

@@ -44,7 +44,7 @@ def check_resample(unit: str) -> str:
 
 
 def describe_intervals(unit: str, n_boot: int, confidence: float = 0.95) -> str:
-    """One line saying how the intervals were made, e.g. '95% expanded percentile bootstrap over anchors, 1000 resamples'."""
+    """How the intervals were made, in one line: '95% expanded percentile bootstrap over anchors, 1000 resamples'."""
     return f"{confidence:.0%} {INTERVAL_METHOD[check_resample(unit)]} bootstrap over {unit}, {n_boot} resamples"
 
 
