@@ -4,7 +4,7 @@ from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, run_analysis, scatter_name
+from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, group_figure_name, run_analysis, scatter_name
 from cpdm.errors import CpdmError
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 
@@ -21,9 +21,12 @@ with st.expander("Which ratings, and how", expanded=False):
     level = right.selectbox("Level of measurement (alpha)", ["ordinal", "interval", "nominal", "ratio"],
                             key="analysis_level")
     n_boot = right.number_input("Bootstrap resamples", 0, 10_000, 1000, step=100, key="analysis_boot")
+    resample = right.selectbox("Intervals resample", ["anchors", "pairs"], key="analysis_resample",
+                               help="Whole anchors (their pairs are not independent), or single pairs: too narrow, "
+                                    "for comparison only.")
 
 options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, zscore=zscore,
-                          level=level, n_boot=int(n_boot))
+                          level=level, n_boot=int(n_boot), resample=resample)
 try:
     with st.spinner("Analysing…"):
         analysis = session_cached("analysis_cache", (campaign_fingerprint(ws, campaign), astuple(options)),
@@ -36,7 +39,7 @@ counts = analysis.data.counts
 st.caption(
     f"{counts['used']} ratings used from {counts['raters_used']} raters; {counts['skipped']} skipped; "
     f"{counts['excluded_flagged']} from flagged raters excluded; {counts['simulated_raters']} simulated raters "
-    f"{'excluded' if exclude_simulated else 'included'}. Intervals: 95% bootstrap, {options.n_boot} resamples."
+    f"{'excluded' if exclude_simulated else 'included'}. Intervals: {options.intervals()}."
 )
 for note in analysis.notes:
     st.warning(note)
@@ -86,10 +89,21 @@ st.markdown("Split-half reliability of the mean human score, corrected with Spea
 st.dataframe(analysis.ceiling, hide_index=True, width="stretch")
 downloads("noise_ceiling", analysis.ceiling)
 
+if analysis.group_comparisons:
+    st.header("Artists vs lay raters")
+    st.markdown("Each group's w for every protocol question, and the difference with its paired bootstrap interval "
+                "(anchors both groups rated).")
+    st.dataframe(analysis.group_table(), hide_index=True, width="stretch")
+    downloads("group_comparison", analysis.group_table())
+    for comparison in analysis.group_comparisons:
+        show_plot(group_figure_name(comparison.question))
+        downloads(group_figure_name(comparison.question), None, plot=True)
+
 st.header("Benchmark by model variant")
 if analysis.variants is not None and len(analysis.variants):
     st.markdown("Did unlearning reduce infringement? Mean CM and the human 'copy' judgement per variant; a pair is "
-                "judged a copy when its mean rating is at least 4.")
+                f"judged a copy when its mean rating is at least {analysis.data.copy_threshold(options.target):g} "
+                "(the first point above the middle of the question's scale).")
     st.dataframe(analysis.variants, hide_index=True, width="stretch")
     show_plot("variants")
     downloads("variants", analysis.variants, plot=True)

@@ -1,11 +1,21 @@
-"""Researcher page: calibrate the semantic/style weight w of CM_w and download the weights (UI only)."""
+"""Researcher page: calibrate the semantic/style weight w of CM_w, compare artists with lay raters, plan a study
+(UI only)."""
 
 from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.analysis.plots import calibration_figure, figure_png
-from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
+from cpdm.analysis.plots import calibration_figure, figure_png, group_curves_figure
+from cpdm.analysis.report import (
+    DEFAULT_TARGET,
+    AnalysisOptions,
+    calibrate_campaign,
+    calibration_choices,
+    campaign_fingerprint,
+    campaign_group_comparisons,
+    plan_campaign,
+    record_calibration,
+)
 from cpdm.errors import CpdmError
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 
@@ -20,18 +30,24 @@ st.markdown(
 left, middle, right = st.columns(3)
 chosen = pick_campaign(ws, key="cal_campaign", container=left)
 campaign = chosen["name"]
-target = middle.selectbox("Target question", ["copy", "content", "style"], key="cal_target")
-group = right.selectbox("Rater group", ["artists", "lay", "all"], key="cal_group")
+questions, groups = calibration_choices(ws, chosen["id"])
+target = middle.selectbox("Target question", questions, key="cal_target",
+                          index=questions.index(DEFAULT_TARGET) if DEFAULT_TARGET in questions else 0,
+                          help="The questions of the campaign's protocol.")
+group = right.selectbox("Rater group", groups, key="cal_group", help="The groups the campaign asks ratings from.")
 with st.expander("Settings", expanded=False):
     a, b = st.columns(2)
     folds = a.number_input("Folds", 2, 20, 5, key="cal_folds")
-    n_boot = a.number_input("Bootstrap resamples (over anchors)", 0, 10_000, 1000, step=100, key="cal_boot")
+    n_boot = a.number_input("Bootstrap resamples", 0, 10_000, 1000, step=100, key="cal_boot")
+    resample = a.selectbox("Intervals resample", ["anchors", "pairs"], key="cal_resample",
+                           help="Whole anchors (their pairs are not independent), or single pairs: too narrow, "
+                                "for comparison only.")
     step = b.selectbox("Grid step", [0.05, 0.025, 0.01], key="cal_step")
     include_flagged = b.checkbox("Include flagged raters", key="cal_flagged")
     exclude_simulated = b.checkbox("Leave out simulated raters", key="cal_no_sim")
 
 options = AnalysisOptions(folds=int(folds), n_boot=int(n_boot), step=float(step), include_flagged=include_flagged,
-                          include_simulated=not exclude_simulated)
+                          include_simulated=not exclude_simulated, resample=resample)
 
 
 def calibrate_and_plot():
@@ -39,7 +55,8 @@ def calibrate_and_plot():
     return result, weights, figure_png(calibration_figure(result.curve, result.chosen_w))
 
 
-cache_key = (campaign_fingerprint(ws, campaign), target, group, astuple(options))
+fingerprint = campaign_fingerprint(ws, campaign)
+cache_key = (fingerprint, target, group, astuple(options))
 try:
     with st.spinner("Calibrating…"):
         result, weights, curve_png = session_cached("calibration_cache", cache_key, calibrate_and_plot)
@@ -47,11 +64,17 @@ except CpdmError as exc:
     st.error(str(exc))
     st.stop()
 
-st.metric("Chosen w", f"{result.chosen_w:g}",
-          help="The grid value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5).")
+calibrated = result.summary.iloc[0]
+first, second = st.columns(2)
+first.metric("Chosen w", f"{result.chosen_w:g}  [{result.w_ci[0]:g}, {result.w_ci[1]:g}]",
+             help="The grid value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5), "
+                  "with the 95% interval of the whole choice bootstrapped over anchors.")
+second.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}  [{calibrated['ci_low']:.3f}, "
+                                        f"{calibrated['ci_high']:.3f}]",
+              help="How well CM_w at the chosen w ranks pairs of anchors it was not fitted on.")
 st.caption(f"x_ref = {result.x_ref:.4g} (from {result.x_ref_source}); {result.n_pairs} pairs, {result.n_anchors} "
            f"anchors, {weights.n_raters} raters, {weights.n_ratings} ratings; per-fold choices "
-           f"{', '.join(f'{w:g}' for w in result.fold_w)}.")
+           f"{', '.join(f'{w:g}' for w in result.fold_w)}. Intervals: {result.interval}.")
 if result.x_ref_source != "reference pairs":
     st.warning("No reference (mismatched) distances: x_ref is the median over the campaign's own pairs.")
 st.dataframe(result.summary, hide_index=True, width="stretch")
@@ -70,3 +93,40 @@ buttons.download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", 
 if buttons.button("Record in workspace", key="cal_record", icon=":material/save:"):
     calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")
+
+st.header("Artists vs lay raters")
+st.markdown("Each group's w, chosen the same way on all pairs, for every protocol question; the difference's "
+            "interval is a paired bootstrap (the same resamples of anchors for both groups), on the anchors both "
+            "groups rated.")
+try:
+    with st.spinner("Comparing groups…"):
+        comparisons, notes = session_cached("groups_cache", (fingerprint, astuple(options)),
+                                            lambda: campaign_group_comparisons(ws, campaign, options))
+except CpdmError as exc:
+    comparisons, notes = [], [str(exc)]
+for note in notes:
+    st.info(note)
+if comparisons:
+    st.dataframe([comparison.row() for comparison in comparisons], hide_index=True, width="stretch")
+    shown = next((c for c in comparisons if c.question == target), comparisons[0])
+    st.image(figure_png(group_curves_figure(shown)))
+elif not notes:
+    st.info("The comparison needs ratings from both artists and lay raters.")
+
+st.header("Plan a study from this pilot")
+st.markdown("How many anchors and raters per pair pin w to ±0.1, and detect an artist–lay difference of 0.2 with "
+            "80% power? Each design is simulated by resampling this campaign (its anchors, and new ratings from "
+            "each pair's mean plus the group's rating noise).")
+if st.button("Simulate designs", key="cal_plan", icon=":material/calculate:"):
+    st.session_state["cal_plan_key"] = (fingerprint, target, astuple(options))
+if st.session_state.get("cal_plan_key") == (fingerprint, target, astuple(options)):
+    try:
+        with st.spinner("Simulating studies…"):
+            plan = session_cached("plan_cache", st.session_state["cal_plan_key"],
+                                  lambda: plan_campaign(ws, campaign, target=target, options=options))
+    except CpdmError as exc:
+        st.error(str(exc))
+    else:
+        for line in plan.summary_lines():
+            st.markdown(f"- {line}")
+        st.dataframe(plan.table, hide_index=True, width="stretch")

@@ -129,6 +129,11 @@ def test_calibrate_writes_weights_that_score_reads_back(study, runner, tmp_path)
     assert stats["spearman_oof_ci"][0] <= stats["spearman_oof"] <= stats["spearman_oof_ci"][1]
     assert set(stats["baselines"]) == {"paper w=0.5", "semantic only w=1", "style only w=0"}
     assert len(stats["fold_w"]) == 5
+    # The interval for w, beside the out-of-fold rho, in the file and in the output.
+    assert stats["w_ci"][0] <= weights.w <= stats["w_ci"][1]
+    assert stats["bootstrap"] == "95% expanded percentile bootstrap over anchors, 30 resamples"
+    assert f"95% interval for w: [{stats['w_ci'][0]:g}, {stats['w_ci'][1]:g}]" in result.output
+    assert "intervals: 95% expanded percentile bootstrap over anchors, 30 resamples" in result.output
     row = study.conn.execute("SELECT target, rater_group, w FROM calibrations").fetchone()
     assert row == ("copy", "artists", weights.w)
     listed = invoke(runner, study, "scores", "list", "--weights", str(path), "--limit", "3")
@@ -305,3 +310,50 @@ def test_calibrate_to_an_unwritable_path_records_no_calibration(study, runner, t
     assert result.exit_code == 1 and f"error: cannot write {out}" in result.output
     assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 0
     assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "ws"]
+
+
+@pytest.mark.parametrize(("resample", "described"), [
+    ([], "95% expanded percentile bootstrap over anchors, 40 resamples"),
+    (["--resample", "pairs"], "95% percentile bootstrap over pairs, 40 resamples"),
+])
+def test_analyze_says_how_its_intervals_were_made(study, runner, tmp_path, resample, described):
+    out = tmp_path / "report"
+    result = invoke(runner, study, "analyze", "--campaign", "study", "--out", str(out), "--n-boot", "40", *resample)
+    assert result.exit_code == 0, result.output
+    assert f"intervals: {described}" in result.output
+    assert f"Intervals: {described}" in (out / "summary.md").read_text()
+    for table in ("agreement", "correlations", "noise_ceiling"):
+        assert set(pd.read_csv(out / "tables" / f"{table}.csv")["interval"]) == {described}
+    groups = pd.read_csv(out / "tables" / "group_comparison.csv")
+    assert list(groups["question"]) == ["content", "style", "copy"]
+    assert (out / "plots" / "groups_copy.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_unknown_resampling_unit(study, runner):
+    result = invoke(runner, study, "analyze", "--campaign", "study", "--resample", "raters")
+    assert result.exit_code == 2 and "Invalid value for '--resample'" in result.output
+    with pytest.raises(Exception, match="unknown resampling unit 'raters'"):
+        run_analysis(study, "study", AnalysisOptions(n_boot=10, resample="raters"))
+
+
+def test_plan_prints_designs_and_recommendations(study, runner):
+    result = invoke(runner, study, "plan", "--campaign", "study", "--replicates", "20")
+    assert result.exit_code == 0, result.output
+    assert "pilot 'study': 10 anchors; 20 simulated studies per design" in result.output
+    header = next(line for line in result.output.splitlines() if "raters_per_pair" in line)
+    assert header.split()[:4] == ["anchors", "raters_per_pair", "pairs", "ratings"]
+    assert "power" in header
+    assert "To pin w to ±0.1 (artists, lay):" in result.output
+    assert "To detect an artist–lay difference of 0.2 with 80% power:" in result.output
+
+
+def test_plan_refuses_a_pilot_it_cannot_use(ws, runner):
+    campaign = create_synthetic_campaign(ws, "tiny", n_anchors=3)
+    add_simulated_ratings(ws, campaign)
+    result = invoke(runner, ws, "plan", "--campaign", "tiny", "--replicates", "20")
+    assert result.exit_code == 1
+    assert "error: planning needs a pilot with at least 5 rated anchors; got 3" in result.output
+    result = invoke(runner, ws, "plan", "--campaign", "tiny", "--target", "beauty")
+    assert result.exit_code == 1 and "no ratings for question 'beauty'" in result.output
+    result = invoke(runner, ws, "plan", "--campaign", "nope")
+    assert result.exit_code == 1 and "no campaign named 'nope'" in result.output

@@ -39,8 +39,13 @@ def study(ws):
 def test_analysis_page_shows_tables_plots_and_downloads(study):
     at = open_page(study, "analysis.py", analysis_boot=20)
     assert not at.exception, at.exception
-    assert [h.value for h in at.header] == ["Agreement", "Metric vs human judgement", "Benchmark by model variant"]
+    assert [h.value for h in at.header] == ["Agreement", "Metric vs human judgement", "Artists vs lay raters",
+                                            "Benchmark by model variant"]
+    assert "Intervals: 95% expanded percentile bootstrap over anchors, 20 resamples" in text(at)
     frames = [df.value for df in at.dataframe]
+    groups = next(frame for frame in frames if "difference (artists - lay)" in frame.columns)
+    assert list(groups["question"]) == ["content", "style", "copy"]
+    assert (groups["difference_ci_low"] <= groups["difference (artists - lay)"]).all()
     agreement = frames[0]
     assert set(agreement["group"]) == {"artists", "lay", "all"}
     assert set(agreement["question"]) == {"content", "style", "copy"}
@@ -48,7 +53,7 @@ def test_analysis_page_shows_tables_plots_and_downloads(study):
     assert at.radio(key="analysis_metric").options == ["CM", "CM_w", "-m_sem", "-m_style"]
     # Every plot and table has its download.
     labels = [element.proto.label for element in at.get("download_button")]
-    assert labels.count("Plot (PNG)") == 3 and labels.count("Table (CSV)") == 4
+    assert labels.count("Plot (PNG)") == 6 and labels.count("Table (CSV)") == 5
 
 
 def test_analysis_page_switches_metric_and_method(study):

@@ -174,3 +174,19 @@ def test_pair_bootstrap_counts_are_resamples_of_every_size():
     # Each item's count is Binomial(50, 1/50): mean 1, variance 0.98.
     assert counts.mean() == pytest.approx(1.0, abs=0.02)
     assert counts.var() == pytest.approx(0.98, abs=0.08)
+
+
+@pytest.mark.parametrize("unit", ["anchors", "pairs"])
+def test_many_rows_at_once_equal_one_row_at_a_time(unit):
+    """The fast routes for many metric rows give what weighted_spearman gives, ties and clipped blocks included."""
+    from cpdm.analysis.correlation import resampled_spearman_rows, weighted_spearman
+    from cpdm.analysis.resampling import make_resamples
+
+    rng = np.random.default_rng(3)
+    x_rows = rng.normal(size=(4, 120))
+    x_rows[1] = np.round(x_rows[1])            # many ties
+    x_rows[2, :50] = 0.0                       # a clipped block, like CM_w beyond x_ref
+    y = np.round(rng.normal(size=120) * 2) / 2
+    resamples = make_resamples(rng.permutation(np.repeat(np.arange(12), 10)), 60, seed=1, unit=unit)
+    expected = np.array([weighted_spearman(x, y, resamples.weights) for x in x_rows])
+    np.testing.assert_allclose(resampled_spearman_rows(x_rows, y, resamples), expected, rtol=0, atol=1e-12)

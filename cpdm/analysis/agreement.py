@@ -8,8 +8,9 @@ and ``n = Σ n_c``::
     alpha = 1 − (n − 1) · Σ o_ck δ²_ck / Σ n_c n_k δ²_ck
 
 Units with fewer than two ratings are not pairable: they are dropped and
-counted. The bootstrap resamples units: each unit's coincidence matrix is
-computed once, and a resample is a multinomial-weighted sum of them, so all
+counted. The bootstrap resamples the units' anchors (whole anchors, like
+every interval in :mod:`cpdm.analysis`): each anchor's coincidence matrix is
+computed once, and a resample is a count-weighted sum of them, so all
 resamples are one matrix product (no Python loop per resample). Ordinal
 distances depend on the marginals, so they are recomputed per resample, also
 vectorised.
@@ -23,6 +24,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, describe_intervals, make_resamples
 from cpdm.errors import CpdmError
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
@@ -134,27 +136,30 @@ def bootstrap_alpha(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    clusters: np.ndarray | None = None,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> tuple[np.ndarray, float, float]:
-    """Alpha of ``n_boot`` resamples of the (pairable) units, and the percentile interval.
+    """Alpha of ``n_boot`` resamples and its interval (see :mod:`cpdm.analysis.resampling`).
 
-    All resamples are computed at once: resample counts (n_boot × units, a
-    multinomial draw per row) times the per-unit coincidences (units × V²).
+    With ``clusters`` (the anchor of each unit) whole anchors are resampled
+    (``resample="anchors"``); otherwise single units. All resamples are
+    computed at once: resample counts (n_boot × clusters) times the
+    coincidences summed per cluster (clusters × V²).
     """
     per_unit = unit_coincidences(value_counts)
     n_units, V, _ = per_unit.shape
     if n_boot <= 0 or n_units == 0:
         return np.empty(0), float("nan"), float("nan")
-    from cpdm.analysis.correlation import pair_bootstrap_counts
-
-    weights = pair_bootstrap_counts(n_units, n_boot, np.random.default_rng(seed))
-    resampled = (weights @ per_unit.reshape(n_units, V * V)).reshape(n_boot, V, V)
+    unit = resample if clusters is not None else "pairs"
+    labels = np.asarray(clusters) if unit == "anchors" else np.arange(n_units)
+    cluster_codes, cluster_index = np.unique(labels, return_inverse=True)
+    per_cluster = np.zeros((len(cluster_codes), V * V))
+    np.add.at(per_cluster, cluster_index, per_unit.reshape(n_units, V * V))
+    resamples = make_resamples(cluster_codes, n_boot, seed, unit)
+    resampled = (resamples.weights @ per_cluster).reshape(n_boot, V, V)
     alphas = alpha_from_coincidences(resampled, level, value_domain)
-    tail = (1 - confidence) / 2 * 100
-    finite = alphas[np.isfinite(alphas)]
-    if len(finite) == 0:
-        return alphas, float("nan"), float("nan")
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return alphas, float(low), float(high)
+    low, high = resamples.interval(alphas, confidence)
+    return alphas, low, high
 
 
 def krippendorff_alpha(
@@ -165,11 +170,13 @@ def krippendorff_alpha(
     seed: int = 0,
     confidence: float = 0.95,
     n_pairs: int | None = None,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> AlphaResult:
     """Alpha over long-form ratings (columns ``pair``, ``rater``, ``value``; NaN values are skipped).
 
     The point estimate comes from the ``krippendorff`` package; the interval
-    from :func:`bootstrap_alpha` over pairs. ``n_pairs``, the number of pairs
+    from :func:`bootstrap_alpha`, over the pairs' anchors when the frame has
+    an ``anchor`` column (else over pairs). ``n_pairs``, the number of pairs
     that could have been rated, lets pairs with no rating at all count as
     excluded too (otherwise only pairs with a single rating are counted).
     """
@@ -191,7 +198,12 @@ def krippendorff_alpha(
         # Fewer than two pairable units' worth of data, or one value only: alpha is undefined.
         return AlphaResult(float("nan"), float("nan"), float("nan"), len(pairable), n_excluded, len(used), n_raters)
     point = float(krippendorff.alpha(value_counts=pairable, value_domain=value_domain, level_of_measurement=level))
-    _, low, high = bootstrap_alpha(pairable, level, value_domain, n_boot=n_boot, seed=seed, confidence=confidence)
+    clusters = None
+    if "anchor" in rated:
+        anchor_of_pair = rated.groupby("pair")["anchor"].first()
+        clusters = anchor_of_pair.loc[pairable_pairs].to_numpy()
+    _, low, high = bootstrap_alpha(pairable, level, value_domain, n_boot=n_boot, seed=seed, confidence=confidence,
+                                   clusters=clusters, resample=resample)
     return AlphaResult(point, low, high, len(pairable), n_excluded, len(used), n_raters)
 
 
@@ -204,13 +216,15 @@ def agreement_table(
     n_boot: int = 1000,
     seed: int = 0,
     n_pairs: int | None = None,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> pd.DataFrame:
     """Alpha per question and rater group.
 
     ``groups`` maps a group name to its slice of ``ratings`` (see
     :func:`cpdm.analysis.data.split_groups`); without it, all ratings form one
     group ``all``. ``n_pairs`` is the number of pairs in the campaign (see
-    :func:`krippendorff_alpha`). Returns one row per (question, group).
+    :func:`krippendorff_alpha`). Returns one row per (question, group), its
+    ``interval`` column saying how the interval was made.
     """
     if groups is None:
         groups = {"all": ratings}
@@ -221,7 +235,7 @@ def agreement_table(
         for group, frame in groups.items():
             sub = frame[frame["question"] == question]
             result = krippendorff_alpha(sub, level=level, value_domain=value_domain, n_boot=n_boot, seed=seed,
-                                        n_pairs=n_pairs)
+                                        n_pairs=n_pairs, resample=resample)
             rows.append(
                 {
                     "question": question,
@@ -234,6 +248,7 @@ def agreement_table(
                     "pairs_excluded": result.n_excluded,
                     "ratings": result.n_ratings,
                     "raters": result.n_raters,
+                    "interval": describe_intervals(resample if "anchor" in sub else "pairs", n_boot),
                 }
             )
     return pd.DataFrame(rows)

@@ -15,13 +15,18 @@ Procedure (grouped K-fold cross-validation, no anchor in both fit and test):
    highest Spearman ρ against the human score (ties: the w closest to the
    paper's 0.5). Score the test fold's pairs with that w.
 3. The out-of-fold ρ is the Spearman correlation of the pooled out-of-fold
-   CM values with the human score; its 95% interval is a percentile
-   bootstrap over anchors (pairs of one anchor are resampled together,
-   since they share the anchor image).
+   CM values with the human score; its 95% interval is a bootstrap over
+   anchors (pairs of one anchor are resampled together, since they share the
+   anchor image; see :mod:`cpdm.analysis.resampling` for the interval).
 4. The same pooled out-of-fold ρ is reported for every fixed w on the grid
    (the calibration curve) and in particular for w = 0.5, 1 and 0.
 5. The exported w is the one with the highest ρ on all pairs (same tie
    rule); the spread of the per-fold choices is reported alongside.
+6. The interval for w bootstraps the whole choice: on every resample of
+   anchors, ρ(w) on all pairs is recomputed for every w on the grid
+   (x_ref too, when it comes from the campaign's own pairs) and the best w
+   taken; the interval is made from those choices. The same resamples give
+   the band of the ρ(w) curve on all pairs.
 """
 
 from __future__ import annotations
@@ -31,12 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.correlation import (
-    cluster_bootstrap_counts,
-    percentile_interval,
-    weighted_midranks,
-    weighted_pearson,
-)
+from cpdm.analysis.correlation import resampled_spearman_rows, weighted_midranks, weighted_pearson
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, Resamples, make_resamples
 from cpdm.errors import CpdmError
 
 MIN_PAIRS = 10
@@ -90,11 +91,77 @@ def spearman_rows(scores: np.ndarray, human: np.ndarray) -> np.ndarray:
 
 def best_w(grid: np.ndarray, rho: np.ndarray) -> float:
     """The grid w with the highest ρ; among equals (to 1e-12) the one closest to the paper's 0.5."""
+    return float(best_w_columns(grid, np.asarray(rho, dtype=np.float64)[:, None])[0])
+
+
+def best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """:func:`best_w` for every column of ``rho`` (G × B) at once; a column with no finite ρ gives 0.5."""
     rho = np.where(np.isfinite(rho), rho, -np.inf)
-    if not np.isfinite(rho).any():
-        return PAPER_W
-    best = np.flatnonzero(rho >= rho.max() - 1e-12)
-    return float(grid[best[np.argmin(np.abs(grid[best] - PAPER_W))]])
+    top = rho.max(axis=0)
+    near = rho >= top - 1e-12
+    # Among the best, the smallest distance to the paper's w wins (argmin finds the first, lowest w on a tie).
+    distance = np.where(near, np.abs(grid - PAPER_W)[:, None], np.inf)
+    chosen = np.asarray(grid)[np.argmin(distance, axis=0)]
+    return np.where(np.isfinite(top), chosen, PAPER_W)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The median of ``values`` in each weighted resample (B × n counts), as np.median of the resampled data."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    cumulative = np.cumsum(weights[:, order], axis=1)
+    total = cumulative[:, -1]
+    low = ((cumulative <= np.floor((total - 1) / 2)[:, None]).sum(axis=1))
+    high = ((cumulative <= np.floor(total / 2)[:, None]).sum(axis=1))
+    last = len(values) - 1
+    return (sorted_values[np.minimum(low, last)] + sorted_values[np.minimum(high, last)]) / 2
+
+
+def clipped_cm_ranks(distances: np.ndarray, x_ref: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mid-ranks of CM_w in each resample when x_ref differs between resamples (one D_w row, B scales).
+
+    CM_w falls as D_w grows and is 0 (tied, lowest) from D_w ≥ x_ref on; so an
+    unclipped pair's rank is its rank by descending distance, and every
+    clipped pair shares the mid-rank of the clipped block.
+    """
+    rank_descending, _ = weighted_midranks(-distances, weights)
+    clipped = distances[None, :] >= x_ref[:, None]
+    clipped_total = (weights * clipped).sum(axis=1)
+    return np.where(clipped, ((clipped_total + 1) / 2)[:, None], rank_descending)
+
+
+@dataclass
+class ChoiceBootstrap:
+    """ρ(w) on all pairs and the choice of w, on the data and on every resample of anchors."""
+
+    rho: np.ndarray          # G
+    scales: np.ndarray       # x_ref(w), G
+    chosen_w: float
+    rho_boot: np.ndarray     # G × B
+    w_boot: np.ndarray       # B
+
+
+def choice_bootstrap(grid, distances, human, reference_grid, resamples: Resamples | None) -> ChoiceBootstrap:
+    """The choice of w on all pairs, repeated on every resample (see step 6 of the module docstring).
+
+    ``reference_grid`` is x_ref(w) from reference pairs, or None to take it
+    from the pairs themselves (then it is recomputed in each resample).
+    """
+    scales = reference_grid if reference_grid is not None else np.median(distances, axis=1)
+    rho = spearman_rows(cm_from_distances(distances, scales), human)
+    chosen = best_w(grid, rho)
+    if resamples is None or resamples.n_boot == 0:
+        return ChoiceBootstrap(rho, scales, chosen, np.empty((len(grid), 0)), np.empty(0))
+    weights = resamples.weights
+    if reference_grid is not None:
+        rho_boot = resampled_spearman_rows(cm_from_distances(distances, scales), human, resamples)
+    else:
+        rank_human = weighted_midranks(human, weights)[0]
+        rho_boot = np.empty((len(grid), len(weights)))
+        for row in range(len(grid)):
+            rank_cm = clipped_cm_ranks(distances[row], weighted_median(distances[row], weights), weights)
+            rho_boot[row] = weighted_pearson(rank_cm, rank_human, weights)
+    return ChoiceBootstrap(rho, scales, chosen, rho_boot, best_w_columns(grid, rho_boot))
 
 
 def grouped_folds(anchors: np.ndarray, n_folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -129,14 +196,16 @@ class CalibrationResult:
     chosen_w: float
     x_ref: float                     # x_ref at chosen_w
     x_ref_source: str                # "reference pairs" or "campaign pairs"
-    curve: pd.DataFrame              # w, rho_all, rho_oof, ci_low, ci_high, x_ref
-    summary: pd.DataFrame            # setting, w, rho, ci_low, ci_high
+    curve: pd.DataFrame              # w, rho_all, rho_oof, ci_low, ci_high, x_ref, all_ci_low, all_ci_high
+    summary: pd.DataFrame            # setting, w, w_ci_low, w_ci_high, rho, ci_low, ci_high
     fold_w: list[float]
     fold_rho: list[float]
     n_pairs: int
     n_anchors: int
     n_folds: int
     n_boot: int
+    w_ci: tuple[float, float] = (float("nan"), float("nan"))
+    interval: str = "none"           # how every interval was made
     stats: dict = field(default_factory=dict)
 
 
@@ -147,6 +216,40 @@ def _fold_scales(distances, folds, fold, reference_scale_grid):
     return np.median(distances[:, folds != fold], axis=1)
 
 
+def reference_grid_of(reference: pd.DataFrame | None, grid: np.ndarray) -> np.ndarray | None:
+    """x_ref(w) from reference (mismatched) pairs, or None when there are none."""
+    if reference is None or len(reference) == 0:
+        return None
+    return reference_scales(distance_grid(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy(), grid))
+
+
+def check_calibration_pairs(data: pd.DataFrame) -> None:
+    """Refuse data calibration cannot use: too few pairs, or one human score for all."""
+    if len(data) < MIN_PAIRS:
+        raise CpdmError(f"calibration needs at least {MIN_PAIRS} pairs that are both scored and rated; got {len(data)}")
+    if np.ptp(data["human"].to_numpy()) == 0:
+        raise CpdmError("every pair has the same human score; there is nothing to calibrate against")
+
+
+def _cross_validate(grid, distances, human, folds, n_folds, reference_grid):
+    """Out-of-fold CM for every w (G × n), the calibrated out-of-fold CM (n), and each fold's w and ρ."""
+    cm_oof = np.empty_like(distances)
+    calibrated = np.empty(distances.shape[1])
+    fold_w, fold_rho = [], []
+    for fold in range(n_folds):
+        test = folds == fold
+        fit = ~test
+        scales = _fold_scales(distances, folds, fold, reference_grid)
+        chosen = best_w(grid, spearman_rows(cm_from_distances(distances[:, fit], scales), human[fit]))
+        cm_test = cm_from_distances(distances[:, test], scales)
+        cm_oof[:, test] = cm_test
+        row = int(np.argmin(np.abs(grid - chosen)))
+        calibrated[test] = cm_test[row]
+        fold_w.append(chosen)
+        fold_rho.append(float(spearman_rows(cm_test[row : row + 1], human[test])[0]) if test.sum() >= 3 else float("nan"))
+    return cm_oof, calibrated, fold_w, fold_rho
+
+
 def calibrate(
     pairs: pd.DataFrame,
     reference: pd.DataFrame | None = None,
@@ -155,93 +258,71 @@ def calibrate(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> CalibrationResult:
     """Choose w for CM_w from ``pairs`` (columns anchor, m_sem, m_style, human).
 
     ``reference`` holds m_sem, m_style of mismatched pairs for x_ref(w); when
     it is None or empty, x_ref falls back to the median over the campaign's
     own pairs (fit folds only inside cross-validation), and the result says so.
+    ``resample`` is what the intervals resample: anchors (the default) or
+    single pairs (for comparison; too narrow).
     """
     data = pairs.dropna(subset=["m_sem", "m_style", "human"])
-    if len(data) < MIN_PAIRS:
-        raise CpdmError(f"calibration needs at least {MIN_PAIRS} pairs that are both scored and rated; got {len(data)}")
-    if np.ptp(data["human"].to_numpy()) == 0:
-        raise CpdmError("every pair has the same human score; there is nothing to calibrate against")
+    check_calibration_pairs(data)
     grid = weight_grid(step)
     anchors = data["anchor"].to_numpy()
     folds = grouped_folds(anchors, n_folds, seed)
     human = data["human"].to_numpy(dtype=np.float64)
     distances = distance_grid(data["m_sem"].to_numpy(), data["m_style"].to_numpy(), grid)
+    reference_grid = reference_grid_of(reference, grid)
+    source = "reference pairs" if reference_grid is not None else "campaign pairs"
 
-    if reference is not None and len(reference) > 0:
-        reference_grid = reference_scales(distance_grid(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy(), grid))
-        source = "reference pairs"
-    else:
-        reference_grid = None
-        source = "campaign pairs"
+    cm_oof, calibrated, fold_w, fold_rho = _cross_validate(grid, distances, human, folds, n_folds, reference_grid)
 
-    # Out-of-fold CM for every w, and the per-fold choice of w.
-    cm_oof = np.empty_like(distances)
-    calibrated = np.empty(len(data))
-    fold_w, fold_rho = [], []
-    for fold in range(n_folds):
-        test = folds == fold
-        fit = ~test
-        scales = _fold_scales(distances, folds, fold, reference_grid)
-        cm_fit = cm_from_distances(distances[:, fit], scales)
-        chosen = best_w(grid, spearman_rows(cm_fit, human[fit]))
-        cm_test = cm_from_distances(distances[:, test], scales)
-        cm_oof[:, test] = cm_test
-        row = int(np.argmin(np.abs(grid - chosen)))
-        calibrated[test] = cm_test[row]
-        fold_w.append(chosen)
-        fold_rho.append(float(spearman_rows(cm_test[row : row + 1], human[test])[0]) if test.sum() >= 3 else float("nan"))
-
-    # Choice on all pairs (what is exported).
-    scales_all = reference_grid if reference_grid is not None else np.median(distances, axis=1)
-    rho_all = spearman_rows(cm_from_distances(distances, scales_all), human)
-    chosen_w = best_w(grid, rho_all)
+    # Every interval shares one set of resamples of anchors.
+    resamples = make_resamples(anchors, n_boot, seed + 1, resample) if n_boot > 0 else None
+    choice = choice_bootstrap(grid, distances, human, reference_grid, resamples)
+    chosen_w = choice.chosen_w
     chosen_row = int(np.argmin(np.abs(grid - chosen_w)))
+    interval = resamples.describe(confidence) if resamples is not None else "none"
 
-    # Bootstrap over anchors: every curve point and the calibrated predictions share the resamples.
-    rng = np.random.default_rng(seed + 1)
-    weights = cluster_bootstrap_counts(anchors, n_boot, rng) if n_boot > 0 else None
-    curve_rows, boot = [], {}
-    rank_human = weighted_midranks(human, weights)[0] if weights is not None else None
+    def spread(values) -> tuple[float, float]:
+        return resamples.interval(values, confidence) if resamples is not None else (float("nan"), float("nan"))
+
+    # The out-of-fold curve's rows and the calibrated predictions, on the same resamples.
+    oof_boot = (resampled_spearman_rows(np.vstack([cm_oof, calibrated[None, :]]), human, resamples)
+                if resamples is not None else np.full((len(grid) + 1, 0), np.nan))
     rho_oof = spearman_rows(cm_oof, human)
+    curve_rows = []
     for row, w in enumerate(grid):
-        low = high = float("nan")
-        if weights is not None:
-            rank_cm = weighted_midranks(cm_oof[row], weights)[0]
-            boot[row] = weighted_pearson(rank_cm, rank_human, weights)
-            low, high = percentile_interval(boot[row], confidence)
+        low, high = spread(oof_boot[row])
+        all_low, all_high = spread(choice.rho_boot[row])
         curve_rows.append(
-            {"w": float(w), "rho_all": float(rho_all[row]), "rho_oof": float(rho_oof[row]), "ci_low": low,
-             "ci_high": high, "x_ref": float(scales_all[row])}
+            {"w": float(w), "rho_all": float(choice.rho[row]), "rho_oof": float(rho_oof[row]), "ci_low": low,
+             "ci_high": high, "x_ref": float(choice.scales[row]), "all_ci_low": all_low, "all_ci_high": all_high}
         )
     curve = pd.DataFrame(curve_rows)
 
+    w_ci = spread(choice.w_boot)
     rho_calibrated = float(spearman_rows(calibrated[None, :], human)[0])
-    low = high = float("nan")
-    if weights is not None:
-        low, high = percentile_interval(
-            weighted_pearson(weighted_midranks(calibrated, weights)[0], rank_human, weights), confidence
-        )
+    low, high = spread(oof_boot[-1])
+    nan = float("nan")
     summary_rows = [
-        {"setting": "calibrated (out-of-fold)", "w": chosen_w, "rho": rho_calibrated, "ci_low": low, "ci_high": high}
+        {"setting": "calibrated (out-of-fold)", "w": chosen_w, "w_ci_low": w_ci[0], "w_ci_high": w_ci[1],
+         "rho": rho_calibrated, "ci_low": low, "ci_high": high}
     ]
     for label, w in (("paper w=0.5", 0.5), ("semantic only w=1", 1.0), ("style only w=0", 0.0)):
-        row = int(np.argmin(np.abs(grid - w)))
-        point = curve.iloc[row]
-        summary_rows.append(
-            {"setting": label, "w": w, "rho": point["rho_oof"], "ci_low": point["ci_low"], "ci_high": point["ci_high"]}
-        )
+        point = curve.iloc[int(np.argmin(np.abs(grid - w)))]
+        summary_rows.append({"setting": label, "w": w, "w_ci_low": nan, "w_ci_high": nan, "rho": point["rho_oof"],
+                             "ci_low": point["ci_low"], "ci_high": point["ci_high"]})
     summary = pd.DataFrame(summary_rows)
 
     stats = {
+        "w_ci": list(w_ci),
         "spearman_oof": rho_calibrated,
         "spearman_oof_ci": [low, high],
-        "spearman_all_at_w": float(rho_all[chosen_row]),
+        "spearman_all_at_w": float(choice.rho[chosen_row]),
         "spearman_fold_mean": float(np.nanmean(fold_rho)),
         "fold_w": fold_w,
         "baselines": {
@@ -250,14 +331,15 @@ def calibrate(
         },
         "folds": n_folds,
         "grid_step": step,
-        "bootstrap": f"{n_boot} resamples of anchors, percentile {int(confidence * 100)}% interval",
+        "bootstrap": interval,
+        "w_interval": "the whole choice of w (best ρ on all pairs) repeated on every resample; " + interval,
         "x_ref_source": source,
         "selection": "w maximising Spearman on all pairs; out-of-fold figures from grouped-by-anchor CV",
     }
     return CalibrationResult(
         grid=grid,
         chosen_w=chosen_w,
-        x_ref=float(scales_all[chosen_row]),
+        x_ref=float(choice.scales[chosen_row]),
         x_ref_source=source,
         curve=curve,
         summary=summary,
@@ -267,5 +349,7 @@ def calibrate(
         n_anchors=int(len(np.unique(anchors))),
         n_folds=n_folds,
         n_boot=n_boot,
+        w_ci=w_ci,
+        interval=interval,
         stats=stats,
     )

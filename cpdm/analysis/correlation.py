@@ -16,39 +16,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cpdm.analysis.resampling import (  # noqa: F401  (the resampling helpers are also reached from here)
+    DEFAULT_RESAMPLE,
+    Resamples,
+    cluster_bootstrap_counts,
+    counts_from_indices,
+    make_resamples,
+    pair_bootstrap_counts,
+    percentile_interval,
+)
 from cpdm.errors import CpdmError
 
 METHODS = ("spearman", "kendall", "pearson")
 # Items per chunk in Kendall's τ sweep (see _concordance). Small chunks keep the in-chunk products
 # (16 × 16 × resamples) small enough that BLAS runs them on one thread: no thread wake-ups per chunk.
 _KENDALL_CHUNK = 16
-
-
-def counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
-    """Resample counts (B × n) from resample index rows (B × k)."""
-    indices = np.atleast_2d(indices)
-    rows = np.repeat(np.arange(indices.shape[0]), indices.shape[1])
-    counts = np.zeros((indices.shape[0], n), dtype=np.float64)
-    np.add.at(counts, (rows, indices.ravel()), 1.0)
-    return counts
-
-
-def pair_bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts (n_boot × n) for ordinary bootstrap resamples of n items.
-
-    Each row counts n uniform draws with replacement, which is a
-    multinomial(n, 1/n) draw; counting draws is several times faster than
-    numpy's multinomial sampler for large n.
-    """
-    draws = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
-    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
-
-
-def cluster_bootstrap_counts(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts for resamples of whole clusters (e.g. anchors): every item gets its cluster's multiplicity."""
-    _, cluster_index = np.unique(clusters, return_inverse=True)
-    cluster_counts = pair_bootstrap_counts(int(cluster_index.max()) + 1, n_boot, rng)
-    return cluster_counts[:, cluster_index]
 
 
 def _tie_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,6 +91,97 @@ def weighted_spearman(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
     rank_x, _ = weighted_midranks(np.asarray(x, dtype=np.float64), weights)
     rank_y, _ = weighted_midranks(np.asarray(y, dtype=np.float64), weights)
     return weighted_pearson(rank_x, rank_y, weights)
+
+
+def weighted_spearman_rows(x_rows: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Spearman ρ of each row of ``x_rows`` (G × n) with ``y`` in every weighted resample: G × B.
+
+    The same numbers as :func:`weighted_spearman` row by row, with less work:
+    y's ranks are taken once, and each x row's sums are formed in its sorted
+    order from per-run totals (Σ c·rank and Σ c·rank² need only the runs),
+    so one row costs two gathers of the weights instead of a rank matrix.
+    """
+    weights = np.atleast_2d(weights)
+    rank_y, _ = weighted_midranks(np.asarray(y, dtype=np.float64), weights)
+    weighted_rank_y = weights * rank_y
+    total = weights.sum(axis=1)
+    sum_y = weighted_rank_y.sum(axis=1)
+    spread_y = np.einsum("bi,bi->b", weighted_rank_y, rank_y) - sum_y**2 / total
+    # Items × resamples: gathering items in a row's sorted order then copies whole contiguous rows.
+    items_weights = np.ascontiguousarray(weights.T)
+    items_rank_y = np.ascontiguousarray(weighted_rank_y.T)
+    out = np.empty((len(x_rows), weights.shape[0]))
+    for row, x in enumerate(np.asarray(x_rows, dtype=np.float64)):
+        order, starts, _ = _tie_groups(x)
+        if len(starts) == len(x):      # no ties: every item is its own run
+            run_totals, run_rank_y = items_weights[order], items_rank_y[order]
+        else:
+            run_totals = np.add.reduceat(items_weights[order], starts, axis=0)
+            run_rank_y = np.add.reduceat(items_rank_y[order], starts, axis=0)
+        run_ranks = np.cumsum(run_totals, axis=0) - (run_totals - 1) / 2
+        weighted_ranks = run_totals * run_ranks
+        sum_x = weighted_ranks.sum(axis=0)
+        spread_x = np.einsum("ib,ib->b", weighted_ranks, run_ranks) - sum_x**2 / total
+        cross = np.einsum("ib,ib->b", run_ranks, run_rank_y) - sum_x * sum_y / total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            defined = (spread_x > 1e-9 * total**3) & (spread_y > 1e-9 * total**3)
+            out[row] = np.where(defined, cross / np.sqrt(np.where(defined, spread_x * spread_y, 1.0)), np.nan)
+    return out
+
+
+def clustered_spearman_rows(x_rows: np.ndarray, y: np.ndarray, cluster_of: np.ndarray,
+                            cluster_counts: np.ndarray) -> np.ndarray:
+    """:func:`weighted_spearman_rows` when every resample repeats whole clusters (anchors): G × B.
+
+    With c the clusters' multiplicities in a resample, an item's mid-rank is
+    linear in c: for the item in tie run k, r = c·U_k + ½ with
+    U_k = (items of each cluster in runs 1..k) − (items of each cluster in
+    run k) / 2. So Σ c·r·s over items, for every resample at once, is one
+    matrix product of the y side (counts × y ranks, B × n) with U (n ×
+    clusters). The spread of mid-ranks has the closed form
+    (T³ − T − Σ_runs (t³ − t)) / 12 (T: items in the resample, t: a run's
+    total), and Σ r = T(T + 1)/2. Fast when there are far fewer clusters
+    than items.
+    """
+    cluster_of = np.asarray(cluster_of)
+    counts = np.asarray(cluster_counts, dtype=np.float64)
+    n_clusters = counts.shape[1]
+    weights = counts[:, cluster_of]
+    total = weights.sum(axis=1)
+    rank_y, runs_y = weighted_midranks(np.asarray(y, dtype=np.float64), weights)
+    weighted_rank_y = weights * rank_y
+    sum_y = weighted_rank_y.sum(axis=1)
+    spread_y = (total**3 - total - (runs_y**3 - runs_y).sum(axis=1)) / 12
+    sum_x = total * (total + 1) / 2
+    one_hot = np.zeros((len(cluster_of), n_clusters))
+    one_hot[np.arange(len(cluster_of)), cluster_of] = 1.0
+    x_rows = np.asarray(x_rows, dtype=np.float64)
+    # Every row's basis side by side (n × rows·clusters): one large matrix product serves all rows.
+    bases = np.empty((len(cluster_of), len(x_rows), n_clusters))
+    spreads_x = np.empty((len(x_rows), counts.shape[0]))
+    for row, x in enumerate(x_rows):
+        order, starts, run_of_sorted = _tie_groups(x)
+        through_run = np.cumsum(one_hot[order], axis=0)[np.append(starts[1:], len(x)) - 1]   # runs × clusters
+        in_run = np.diff(through_run, axis=0, prepend=0.0)
+        bases[order, row] = (through_run - in_run / 2)[run_of_sorted]
+        # A run of one item totals its cluster's multiplicity; only runs of several items need a product.
+        sizes = in_run.sum(axis=1)
+        shared = counts @ in_run[sizes > 1].T                                                # B × tied runs
+        ties = (counts**3 - counts) @ in_run[sizes == 1].sum(axis=0) + (shared**3 - shared).sum(axis=1)
+        spreads_x[row] = (total**3 - total - ties) / 12
+    products = (weighted_rank_y @ bases.reshape(len(cluster_of), -1)).reshape(len(counts), len(x_rows), n_clusters)
+    cross = np.einsum("bg,brg->rb", counts, products) + sum_y / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        defined = (spreads_x > 1e-9 * total**3) & (spread_y > 1e-9 * total**3)
+        rho = (cross - sum_x * sum_y / total) / np.sqrt(np.where(defined, spreads_x * spread_y, 1.0))
+        return np.where(defined, rho, np.nan)
+
+
+def resampled_spearman_rows(x_rows: np.ndarray, y: np.ndarray, resamples: Resamples) -> np.ndarray:
+    """Spearman ρ of each row of ``x_rows`` with ``y`` on every resample (G × B), by the faster route available."""
+    if resamples.cluster_counts is not None and 4 * resamples.cluster_counts.shape[1] <= len(y):
+        return clustered_spearman_rows(x_rows, y, resamples.cluster_of, resamples.cluster_counts)
+    return weighted_spearman_rows(x_rows, y, resamples.weights)
 
 
 def _tied_pairs(run_totals: np.ndarray) -> np.ndarray:
@@ -227,16 +300,6 @@ def point_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The percentile bootstrap interval, ignoring undefined resamples."""
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return float("nan"), float("nan")
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def correlate(
     x,
     y,
@@ -245,14 +308,19 @@ def correlate(
     confidence: float = 0.95,
     clusters=None,
     methods=METHODS,
+    resample: str = DEFAULT_RESAMPLE,
     _shared: dict | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Each correlation with its percentile bootstrap interval.
+    """Each correlation with its bootstrap interval.
 
-    Resamples pairs, or whole clusters when ``clusters`` (e.g. the anchor of
-    each pair) is given. Returns ``{method: {"r", "ci_low", "ci_high", "n"}}``.
-    ``_shared`` lets :func:`correlation_table` reuse one set of resamples (and
-    the human score's ranks) for every metric compared with the same score.
+    ``clusters`` (the anchor of each pair) lets the bootstrap resample whole
+    anchors (``resample="anchors"``, the default; see
+    :mod:`cpdm.analysis.resampling`); without it, or with
+    ``resample="pairs"``, single pairs are resampled. Returns
+    ``{method: {"r", "ci_low", "ci_high", "n", "interval"}}``, ``interval``
+    saying how the interval was made. ``_shared`` lets
+    :func:`correlation_table` reuse one set of resamples (and the human
+    score's ranks) for every metric compared with the same score.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -261,26 +329,27 @@ def correlate(
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     point = point_correlations(x, y)
+    unit = resample if clusters is not None else "pairs"
+    items = np.asarray(clusters)[keep] if clusters is not None else np.arange(len(x))
     boot: dict[str, np.ndarray] = {}
+    resamples = None
     if len(x) >= 3 and n_boot > 0 and any(np.isfinite(point[m]) for m in methods):
         key = (keep.tobytes(), y.tobytes())
         if _shared is not None and key in _shared:
-            weights, ranked_y = _shared[key]
+            resamples, ranked_y = _shared[key]
         else:
-            rng = np.random.default_rng(seed)
-            if clusters is None:
-                weights = pair_bootstrap_counts(len(x), n_boot, rng)
-            else:
-                weights = cluster_bootstrap_counts(np.asarray(clusters)[keep], n_boot, rng)
-            ranked_y = weighted_midranks(y, weights)
+            resamples = make_resamples(items, n_boot, seed, unit)
+            ranked_y = weighted_midranks(y, resamples.weights)
             if _shared is not None:
                 _shared.clear()
-                _shared[key] = (weights, ranked_y)
-        boot = bootstrap_statistics(x, y, weights, [m for m in methods if np.isfinite(point[m])], ranked_y)
+                _shared[key] = (resamples, ranked_y)
+        boot = bootstrap_statistics(x, y, resamples.weights, [m for m in methods if np.isfinite(point[m])], ranked_y)
+    description = resamples.describe(confidence) if resamples is not None else "none"
     result = {}
     for method in methods:
-        low, high = percentile_interval(boot[method], confidence) if method in boot else (float("nan"), float("nan"))
-        result[method] = {"r": point[method], "ci_low": low, "ci_high": high, "n": int(len(x))}
+        low, high = resamples.interval(boot[method], confidence) if method in boot else (float("nan"), float("nan"))
+        result[method] = {"r": point[method], "ci_low": low, "ci_high": high, "n": int(len(x)),
+                          "interval": description}
     return result
 
 
@@ -291,19 +360,22 @@ def correlation_table(
     n_boot: int = 1000,
     seed: int = 0,
     methods=METHODS,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> pd.DataFrame:
     """Correlations of each metric column with each human-score column.
 
     ``human_columns`` maps a group name to the column of ``pairs`` holding
-    that group's score. One row per (group, metric, method). Metrics compared
-    with one group's score over the same pairs share their resamples.
+    that group's score; the ``anchor`` column (when present) is what the
+    bootstrap resamples. One row per (group, metric, method). Metrics
+    compared with one group's score over the same pairs share their resamples.
     """
+    clusters = pairs["anchor"].to_numpy() if "anchor" in pairs else None
     rows = []
     for group, column in human_columns.items():
         shared: dict = {}
         for metric in metrics:
-            result = correlate(pairs[metric], pairs[column], n_boot=n_boot, seed=seed, methods=methods,
-                               _shared=shared)
+            result = correlate(pairs[metric], pairs[column], n_boot=n_boot, seed=seed, clusters=clusters,
+                               methods=methods, resample=resample, _shared=shared)
             for method in methods:
                 rows.append({"group": group, "metric": metric, "method": method, **result[method]})
     return pd.DataFrame(rows)
@@ -314,63 +386,83 @@ def spearman_brown(r: float | np.ndarray, factor: float = 2.0):
     return factor * r / (1 + (factor - 1) * r)
 
 
+def _random_halves(pair_index: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Whether each rating falls in the first half of its pair's ratings, after a random shuffle within pairs."""
+    order = np.lexsort((rng.random(len(pair_index)), pair_index))
+    first_of_pair = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.empty(len(pair_index), dtype=np.int64)
+    position[order] = np.arange(len(pair_index)) - first_of_pair[pair_index[order]]
+    return position < sizes[pair_index] // 2
+
+
 def split_half_ceiling(
     ratings: pd.DataFrame,
     n_splits: int = 100,
     seed: int = 0,
     confidence: float = 0.95,
+    n_boot: int = 1000,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> dict[str, float]:
-    """Split-half noise ceiling of the per-pair mean rating.
+    """Split-half noise ceiling of the per-pair mean rating, with a bootstrap interval.
 
     For each random split, every pair's ratings (columns ``pair``, ``value``)
     are divided at random into two halves; the Spearman correlation between
     the half means across pairs, corrected with Spearman–Brown (k = 2), is the
     reliability of the full mean. Pairs with fewer than two ratings take no
-    part. Reports the mean over splits and, as ``split_low``/``split_high``,
-    the range of the central ``confidence`` share of the random splits (how
-    much the estimate depends on the split, not a sampling interval).
+    part. ``ceiling`` is the mean over splits; ``split_low``/``split_high``
+    the range of the central ``confidence`` share of the splits (how much the
+    estimate depends on the split alone). ``ci_low``/``ci_high`` is the
+    sampling interval: each bootstrap resample of anchors (the ``anchor``
+    column; single pairs with ``resample="pairs"`` or without that column)
+    is scored on one of the splits in turn, so it carries both sources of spread.
     """
     rated = ratings.dropna(subset=["value"])
     pair_codes, pair_index = np.unique(rated["pair"].to_numpy(), return_inverse=True)
     values = rated["value"].to_numpy(dtype=np.float64)
     per_pair = np.bincount(pair_index, minlength=len(pair_codes))
     usable = per_pair[pair_index] >= 2
-    pair_index, values = pair_index[usable], values[usable]
     n_pairs = int((per_pair >= 2).sum())
     empty = {"split_half": float("nan"), "ceiling": float("nan"), "split_low": float("nan"),
-             "split_high": float("nan"), "pairs": n_pairs, "splits": 0}
+             "split_high": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "pairs": n_pairs,
+             "splits": 0, "interval": "none"}
     if n_pairs < 3:
         return empty
+    # Renumber the usable pairs 0..n_pairs-1; every one of them has ratings in both halves.
+    pair_index = np.unique(pair_index[usable], return_inverse=True)[1]
+    values = values[usable]
+    sizes = np.bincount(pair_index)
+    if "anchor" in rated and resample == "anchors":
+        anchors = rated["anchor"].to_numpy()[usable][np.unique(pair_index, return_index=True)[1]]
+        resamples = make_resamples(anchors, n_boot, seed + 1, "anchors")
+    else:
+        resamples = make_resamples(np.arange(n_pairs), n_boot, seed + 1, "pairs")
     rng = np.random.default_rng(seed)
-    sizes = np.bincount(pair_index, minlength=len(pair_codes))
-    halves = []
-    for _ in range(n_splits):
-        # Position of each rating within its pair after a random shuffle.
-        order = np.lexsort((rng.random(len(values)), pair_index))
-        first_of_pair = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        position = np.empty(len(values), dtype=np.int64)
-        position[order] = np.arange(len(values)) - first_of_pair[pair_index[order]]
-        in_first = position < sizes[pair_index] // 2
-        half_a = np.bincount(pair_index[in_first], values[in_first], len(pair_codes))
-        half_b = np.bincount(pair_index[~in_first], values[~in_first], len(pair_codes))
-        count_a = np.bincount(pair_index[in_first], minlength=len(pair_codes))
-        count_b = np.bincount(pair_index[~in_first], minlength=len(pair_codes))
-        keep = (count_a > 0) & (count_b > 0)
-        mean_a = half_a[keep] / count_a[keep]
-        mean_b = half_b[keep] / count_b[keep]
+    halves, boot = [], []
+    rows_per_split = np.array_split(np.arange(n_boot), n_splits)
+    for split in range(n_splits):
+        in_first = _random_halves(pair_index, sizes, rng)
+        mean_a, mean_b = (np.bincount(pair_index[half], values[half], n_pairs)
+                          / np.bincount(pair_index[half], minlength=n_pairs) for half in (in_first, ~in_first))
         if np.ptp(mean_a) == 0 or np.ptp(mean_b) == 0:
             continue
         halves.append(stats.spearmanr(mean_a, mean_b).statistic)
+        if len(rows_per_split[split]):
+            boot.append(weighted_spearman(mean_a, mean_b, resamples.weights[rows_per_split[split]]))
     if not halves:
         return empty
     halves = np.asarray(halves)
     corrected = spearman_brown(halves)
     low, high = percentile_interval(corrected, confidence)
+    ci_low, ci_high = resamples.interval(spearman_brown(np.concatenate(boot)), confidence) if boot else (
+        float("nan"), float("nan"))
     return {
         "split_half": float(halves.mean()),
         "ceiling": float(corrected.mean()),
         "split_low": low,
         "split_high": high,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
         "pairs": n_pairs,
         "splits": int(len(halves)),
+        "interval": resamples.describe(confidence) if boot else "none",
     }

@@ -70,18 +70,23 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
     axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
     axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=f"chosen w = {chosen_w:g}")
-    axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
-    axis.set_xlabel("w (0 = style only, 1 = semantic only)")
-    axis.set_ylabel("Spearman ρ with humans")
-    # A margin on both sides: a chosen w of 0 or 1 (common) would otherwise lie on the frame.
-    axis.set_xlim(-0.04, 1.04)
-    axis.grid(alpha=0.3)
-    # Below the axes: inside, the legend would hide the curve or the marks.
-    axis.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    _frame_w_axis(axis, paper_w, "Spearman ρ with humans", legend_columns=4)
     return figure
 
 
-def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -> Figure:
+def _frame_w_axis(axis, paper_w: float, ylabel: str, legend_columns: int) -> None:
+    """The paper's w as a dashed mark, the w axis with its margins, and the legend below the axes."""
+    axis.axvline(paper_w, color="#6b7280", linestyle="--", linewidth=1.0, label=f"paper w = {paper_w:g}")
+    axis.set_xlabel("w (0 = style only, 1 = semantic only)")
+    axis.set_ylabel(ylabel)
+    # A margin on both sides: a chosen w of 0 or 1 (common) would otherwise lie on the frame.
+    axis.set_xlim(-0.04, 1.04)
+    axis.grid(alpha=0.3)
+    # Below the axes: inside, the legend would hide the curves or the marks.
+    axis.legend(fontsize=8, ncol=legend_columns, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+
+
+def variant_figure(table: pd.DataFrame, groups: list[str], threshold: float, metric: str = "CM") -> Figure:
     """Per-variant benchmark: mean metric with its CI (left), share judged a copy per group (right)."""
     figure = Figure(figsize=(9.0, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
@@ -104,7 +109,7 @@ def variant_figure(table: pd.DataFrame, groups: list[str], metric: str = "CM") -
                   label=group, color=GROUP_COLOURS.get(group, "#374151"))
     right.set_xticks(positions, table["variant"], rotation=20)
     right.set_ylim(0, 1)
-    right.set_ylabel("share judged a copy (mean ≥ 4)")
+    right.set_ylabel(f"share judged a copy (mean ≥ {threshold:g})")
     right.set_title("human judgement by variant", fontsize=10)
     if groups:
         right.legend(fontsize=8)
@@ -133,4 +138,25 @@ def agreement_figure(table: pd.DataFrame) -> Figure:
     axis.grid(alpha=0.3, axis="y")
     # Below the axes: inside, the legend would hide bars.
     axis.legend(fontsize=8, ncol=len(groups) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    return figure
+
+
+def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
+    """Each group's Spearman ρ(w) on all pairs with its bootstrap band, each group's chosen w, and the paper's w."""
+    figure = Figure(figsize=(6.0, 3.9), layout="constrained")
+    axis = figure.subplots()
+    # The second group's mark is dotted, so that two groups choosing the same w both stay visible.
+    for group, style in zip(comparison.groups, ("-", ":")):
+        curve = comparison.curves[group]
+        colour = GROUP_COLOURS.get(group, "#374151")
+        low, high = comparison.w_ci[group]
+        axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
+        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=2.0, linestyle=style,
+                     label=f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]")
+    first, second = comparison.groups
+    low, high = comparison.difference_ci
+    axis.set_title(f"'{comparison.question}': w {first} − w {second} = {comparison.difference:+.2f} "
+                   f"[{_fmt(low)}, {_fmt(high)}], {comparison.n_anchors} anchors", fontsize=10)
+    _frame_w_axis(axis, paper_w, "Spearman ρ with the group", legend_columns=2)
     return figure

@@ -19,14 +19,17 @@ from cpdm.analysis import data as data_module
 from cpdm.analysis.agreement import agreement_table, check_level
 from cpdm.analysis.calibration import CalibrationResult, calibrate
 from cpdm.analysis.correlation import correlation_table, split_half_ceiling
+from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison, compare_groups
 from cpdm.analysis.plots import (
     agreement_figure,
     calibration_figure,
     figure_png,
+    group_curves_figure,
     scatter_figure,
     variant_figure,
 )
-from cpdm.analysis.variants import variant_benchmark
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals
+from cpdm.analysis.variants import copy_threshold, variant_benchmark
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import ProtocolError, parse_protocol
 from cpdm.store.time import format_time, utc_now
@@ -53,6 +56,11 @@ class AnalysisOptions:
     style: str | None = None
     folds: int = 5
     step: float = 0.05
+    resample: str = DEFAULT_RESAMPLE     # what intervals resample: anchors, or pairs (for comparison only)
+
+    def intervals(self) -> str:
+        """How every interval of the analysis is made, in words."""
+        return describe_intervals(self.resample, self.n_boot)
 
 
 @dataclass
@@ -68,6 +76,18 @@ class CampaignData:
     reference: pd.DataFrame | None
     questions: list[str]
     counts: dict
+    scales: dict[str, tuple[int, int]] = field(default_factory=dict)   # question -> (low, high)
+
+    def scale(self, question: str) -> tuple[int, int]:
+        """The question's scale from the protocol; for a question it lacks, the lowest and highest answers given."""
+        if question in self.scales:
+            return self.scales[question]
+        values = self.all_ratings.loc[self.all_ratings["question"] == question, "value"].dropna()
+        return (int(values.min()), int(values.max())) if len(values) else (1, 5)
+
+    def copy_threshold(self, question: str) -> float:
+        """The mean rating from which a pair counts as judged a copy on ``question`` (see variants.copy_threshold)."""
+        return copy_threshold(self.scale(question))
 
 
 @dataclass
@@ -87,6 +107,7 @@ class Analysis:
     calibration: CalibrationResult | None
     variants: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
+    group_comparisons: list[GroupComparison] = field(default_factory=list)
     _png: dict = field(default_factory=dict, repr=False)
 
     def human_columns(self) -> dict[str, str]:
@@ -98,6 +119,7 @@ class Analysis:
         names += [scatter_name(metric) for metric in self.metrics]
         if self.calibration is not None:
             names.append("calibration")
+        names += [group_figure_name(comparison.question) for comparison in self.group_comparisons]
         if self.variants is not None and len(self.variants):
             names.append("variants")
         return names
@@ -109,7 +131,10 @@ class Analysis:
         if name == "calibration":
             return calibration_figure(self.calibration.curve, self.calibration.chosen_w)
         if name == "variants":
-            return variant_figure(self.variants, self.groups)
+            return variant_figure(self.variants, self.groups, self.data.copy_threshold(self.options.target))
+        for comparison in self.group_comparisons:
+            if name == group_figure_name(comparison.question):
+                return group_curves_figure(comparison)
         for metric in self.metrics:
             if name == scatter_name(metric):
                 ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
@@ -133,13 +158,24 @@ class Analysis:
         if self.calibration is not None:
             tables["calibration_curve"] = self.calibration.curve
             tables["calibration_summary"] = self.calibration.summary
+        if self.group_comparisons:
+            tables["group_comparison"] = self.group_table()
         if self.variants is not None:
             tables["variants"] = self.variants
         return tables
 
+    def group_table(self) -> pd.DataFrame:
+        """Artists' w against lay raters' w, one row per protocol question."""
+        return pd.DataFrame([comparison.row() for comparison in self.group_comparisons])
+
 
 def _file_stem(name: str) -> str:
     return name.replace("-", "neg_").replace(" ", "_")
+
+
+def group_figure_name(question: str) -> str:
+    """File stem of one question's artists-vs-lay plot: groups_copy, …"""
+    return f"groups_{_file_stem(question)}"
 
 
 def scatter_name(metric: str) -> str:
@@ -147,14 +183,18 @@ def scatter_name(metric: str) -> str:
     return f"scatter_{_file_stem(metric)}"
 
 
-def _questions_of(all_ratings: pd.DataFrame, protocol_text: str) -> list[str]:
-    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
+def _protocol_questions(protocol_text: str) -> dict[str, tuple[int, int]]:
+    """The protocol's questions in order, each with its scale (none when the text does not parse)."""
     try:
-        ids = parse_protocol(protocol_text).question_ids
+        return {question.id: question.scale for question in parse_protocol(protocol_text).questions}
     except ProtocolError:
-        ids = []
+        return {}
+
+
+def _questions_of(all_ratings: pd.DataFrame, protocol_ids: list[str]) -> list[str]:
+    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
     seen = list(dict.fromkeys(all_ratings["question"]))
-    return [q for q in ids if q in seen] + [q for q in seen if q not in ids]
+    return [q for q in protocol_ids if q in seen] + [q for q in seen if q not in protocol_ids]
 
 
 def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
@@ -163,6 +203,7 @@ def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
 
     campaign_id = campaign_id_by_name(ws, campaign)
     check_level(options.level)
+    check_resample(options.resample)
     for group in (*options.groups, options.calibration_group):
         data_module.check_group(group)
     all_ratings = data_module.load_ratings(ws, campaign_id)
@@ -189,8 +230,9 @@ def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
     pairs = data_module.pair_table(ws, campaign_id, backbones)
     reference = data_module.reference_distances(ws, backbones)
     protocol_text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    scales = _protocol_questions(protocol_text)
     return CampaignData(campaign, campaign_id, all_ratings, ratings, pairs, backbones, reference,
-                        _questions_of(all_ratings, protocol_text), counts)
+                        _questions_of(all_ratings, list(scales)), counts, scales)
 
 
 def _groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
@@ -240,7 +282,7 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
 
     agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,
                                 value_domain=None, n_boot=options.n_boot, seed=options.seed,
-                                n_pairs=len(data.pairs))
+                                n_pairs=len(data.pairs), resample=options.resample)
 
     pairs = data.pairs.copy()
     for group in groups:
@@ -269,6 +311,7 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
             calibration = calibrate(
                 pairs.rename(columns={f"human_{calibration_group}": "human"}),
                 data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot, seed=options.seed,
+                resample=options.resample,
             )
             calibration.stats["rater_group"] = calibration_group
             pairs.loc[scored, "CM_w"] = cm_weighted(pairs.loc[scored, "m_sem"].to_numpy(),
@@ -282,11 +325,13 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
         metrics += ["-m_sem", "-m_style"]
 
     human_columns = {group: f"human_{group}" for group in groups}
-    correlations = correlation_table(pairs, metrics, human_columns, n_boot=options.n_boot, seed=options.seed) \
+    correlations = correlation_table(pairs, metrics, human_columns, n_boot=options.n_boot, seed=options.seed,
+                                     resample=options.resample) \
         if metrics else pd.DataFrame(columns=["group", "metric", "method", "r", "ci_low", "ci_high", "n"])
     ceiling = pd.DataFrame([
         {"group": group, **split_half_ceiling(by_group[group][by_group[group]["question"] == options.target],
-                                              seed=options.seed)}
+                                              seed=options.seed, n_boot=options.n_boot,
+                                              resample=options.resample)}
         for group in groups
     ])
 
@@ -299,10 +344,43 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
             metric = "CM"
         else:
             pairs_for_table = pairs
-        variants = variant_benchmark(pairs_for_table, raw_copy, metric=metric, n_boot=options.n_boot, seed=options.seed)
+        variants = variant_benchmark(pairs_for_table, raw_copy, data.copy_threshold(options.target), metric=metric,
+                                     n_boot=options.n_boot, seed=options.seed, resample=options.resample)
 
+    comparisons = compare_questions(data, options, notes) if data.backbones is not None else []
     return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
-                    calibration, variants, notes)
+                    calibration, variants, notes, comparisons)
+
+
+def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
+    """(comparisons, notes): artists' w against lay raters' w on every question of a campaign."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    notes: list[str] = []
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    return compare_questions(data, options, notes), notes
+
+
+def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[GroupComparison]:
+    """Artists' w against lay raters' w for every protocol question both groups answered (see groups.py)."""
+    by_group = data_module.split_groups(data.ratings, COMPARED_GROUPS)
+    if any(len(frame) == 0 for frame in by_group.values()):
+        return []
+    comparisons = []
+    for question in data.questions:
+        pairs = data.pairs
+        for group, frame in by_group.items():
+            scores = data_module.human_scores(frame, question, zscore=options.zscore)
+            pairs = pairs.merge(scores[["pair", "human"]].rename(columns={"human": f"human_{group}"}), on="pair",
+                                how="left")
+        try:
+            comparisons.append(compare_groups(pairs, {g: f"human_{g}" for g in COMPARED_GROUPS}, data.reference,
+                                              question=question, step=options.step, n_boot=options.n_boot,
+                                              seed=options.seed, resample=options.resample))
+        except CpdmError as exc:
+            notes.append(f"artists vs lay on '{question}' left out: {exc}")
+    return comparisons
 
 
 def _json_safe(value):
@@ -348,7 +426,7 @@ def calibrate_campaign(
     scores = data_module.human_scores(target_ratings, target, zscore=options.zscore)
     pairs = data.pairs.merge(scores, on="pair", how="inner")
     result = calibrate(pairs, data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot,
-                       seed=options.seed)
+                       seed=options.seed, resample=options.resample)
     used_pairs = set(pairs.dropna(subset=["m_sem", "m_style", "human"])["pair"])
     used = target_ratings[target_ratings["pair"].isin(used_pairs)]
     result.stats["rater_group"] = group
@@ -374,6 +452,40 @@ def calibrate_campaign(
     if record:
         record_calibration(ws, data.campaign_id, weights)
     return result, weights
+
+
+def calibration_choices(ws, campaign_id: int) -> tuple[list[str], list[str]]:
+    """The target questions and rater groups a campaign offers: its protocol's questions (then any other
+    question its ratings hold), and the groups its overlap asks ratings from or whose raters rated it, then "all".
+    """
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, campaign_id)
+    rated = ws.conn.execute(
+        "SELECT DISTINCT r.question, ra.role FROM ratings r JOIN raters ra ON ra.id = r.rater WHERE r.campaign = ?",
+        (campaign_id,)).fetchall()
+    questions = list(dict.fromkeys([*campaign.protocol.question_ids, *(question for question, _ in rated)]))
+    roles = set(campaign.overlap) | {role for _, role in rated}
+    groups = [group for group, members in data_module.GROUPS.items()
+              if members is not None and roles.intersection(members)]
+    return questions, groups + ["all"]
+
+
+def plan_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, options: AnalysisOptions | None = None,
+                  replicates: int = 200):
+    """A :class:`~cpdm.analysis.planning.Plan` from a pilot campaign's scored, rated pairs on ``target``."""
+    from cpdm.analysis.planning import plan_study
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, target)
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    ratings = data.ratings[data.ratings["question"] == target]
+    by_group = data_module.split_groups(ratings, COMPARED_GROUPS)
+    grouped = pd.concat([frame.assign(group=group) for group, frame in by_group.items()], ignore_index=True)
+    return plan_study(data.pairs, grouped[["pair", "group", "value"]], data.reference, scale=data.scale(target),
+                      replicates=replicates, step=options.step, seed=options.seed)
 
 
 def record_calibration(ws, campaign_id: int, weights) -> int:
@@ -442,8 +554,8 @@ def summary_markdown(analysis: Analysis) -> str:
     ]
     if analysis.x_ref is not None:
         lines.append(f"- Paper CM reference scale x_ref = {analysis.x_ref:.4g} (from {analysis.x_ref_source}).")
-    lines.append(f"- Intervals: 95% percentile bootstrap, {options.n_boot} resamples (alpha: over pairs; "
-                 "correlations: over pairs; calibration: over anchors).")
+    lines.append(f"- Intervals: {options.intervals()} (every interval: alpha, correlations, noise ceiling, "
+                 "calibration and the benchmark by variant).")
     lines += ["", "## Agreement (Krippendorff's alpha, " + options.level + ")", "",
               markdown_table(analysis.agreement[["question", "group", "alpha", "ci_low", "ci_high", "pairs",
                                                  "pairs_excluded", "raters"]])]
@@ -457,23 +569,33 @@ def summary_markdown(analysis: Analysis) -> str:
               "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score, i.e. how well a second "
               "panel of the same size would agree with this one (mean over random splits; `split_low`–`split_high`: "
               "the middle 95% of the splits).", "",
-              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "split_low", "split_high", "pairs"]])]
+              "`ci_low`–`ci_high`: the sampling interval (resamples of anchors, each on its own split).", "",
+              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "ci_low", "ci_high", "split_low",
+                                               "split_high", "pairs"]])]
     if analysis.calibration is not None:
         cal = analysis.calibration
         lines += [
             "## Calibration of w",
             "",
-            f"Chosen w = **{cal.chosen_w:g}** (highest ρ on all pairs; x_ref = {cal.x_ref:.4g} from {cal.x_ref_source}); "
+            f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}] (the whole choice "
+            f"bootstrapped over anchors; highest ρ on all pairs; x_ref = {cal.x_ref:.4g} from {cal.x_ref_source}); "
             f"per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV grouped by anchor "
             f"over {cal.n_anchors} anchors and {cal.n_pairs} pairs; group `{cal.stats.get('rater_group')}`.",
             "",
             markdown_table(cal.summary),
         ]
+    if analysis.group_comparisons:
+        lines += ["## Artists vs lay raters: w per question", "",
+                  "Each group's w chosen as calibration chooses it (on all pairs); the difference's interval is a "
+                  "paired bootstrap (the same resamples of anchors for both groups), on anchors both groups rated.",
+                  "", markdown_table(analysis.group_table().drop(columns=["interval"]))]
     if analysis.variants is not None and len(analysis.variants):
         columns = ["variant", "pairs", "mean_CM"] + [c for c in analysis.variants.columns
                                                       if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
         lines += ["## Benchmark by model variant", "",
-                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ 4.", "",
+                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ "
+                  f"{data.copy_threshold(options.target):g} (the first point above the middle of its "
+                  f"{data.scale(options.target)[0]}–{data.scale(options.target)[1]} scale).", "",
                   markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]

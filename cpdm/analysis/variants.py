@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.correlation import pair_bootstrap_counts, percentile_interval
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
 from cpdm.store.workspace import BASELINE_METHOD
 
 
@@ -20,31 +20,44 @@ def baseline_variant(pairs: pd.DataFrame) -> str | None:
     names = set(pairs.loc[pairs["variant_method"] == BASELINE_METHOD, "variant"].dropna())
     return names.pop() if len(names) == 1 else None
 
-COPY_THRESHOLD = 4.0
+
+def copy_threshold(scale: tuple[int, int]) -> float:
+    """The mean rating from which a pair counts as "judged a copy" on a question answered on ``scale``.
+
+    The first scale point above the scale's midpoint: 4 on a 1–5 scale, 5 on
+    1–7, 6 on 1–9, 3 on 1–4. A pair is judged a copy when its raters lean,
+    on average, to the "copy" side of the scale by at least that much.
+    """
+    low, high = scale
+    return float((low + high) // 2 + 1)
 
 
-def _mean_interval(values: np.ndarray, n_boot: int, rng, confidence: float) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (all resamples at once)."""
-    values = values[np.isfinite(values)]
+def _mean_interval(values: np.ndarray, anchors: np.ndarray, n_boot: int, seed: int, confidence: float,
+                   resample: str) -> tuple[float, float]:
+    """Bootstrap interval of a mean over anchors (or pairs); all resamples at once."""
+    finite = np.isfinite(values)
+    values, anchors = values[finite], anchors[finite]
     if len(values) < 2 or n_boot <= 0:
         return float("nan"), float("nan")
-    weights = pair_bootstrap_counts(len(values), n_boot, rng)
-    return percentile_interval(weights @ values / len(values), confidence)
+    resamples = make_resamples(anchors, n_boot, seed, resample)
+    return resamples.interval(resamples.weights @ values / resamples.weights.sum(axis=1), confidence)
 
 
 def variant_benchmark(
     pairs: pd.DataFrame,
     copy_scores: dict[str, pd.DataFrame],
+    threshold: float,
     metric: str = "CM",
-    threshold: float = COPY_THRESHOLD,
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> pd.DataFrame:
     """One row per model variant: mean metric (with CI) and, per rater group, the mean "copy" score and
-    the share of pairs judged a copy (group mean ≥ ``threshold``).
+    the share of pairs judged a copy (group mean ≥ ``threshold``; see :func:`copy_threshold`).
 
-    ``pairs`` has columns pair, variant, ``metric`` and optionally
+    The metric's interval resamples the variant's anchors (``resample``).
+    ``pairs`` has columns pair, anchor, variant, ``metric`` and optionally
     variant_method; ``copy_scores`` maps a group to its per-pair scores
     (columns pair, human) on the raw scale. When the baseline variant (method
     ``original``, see :func:`baseline_variant`) is present, every other
@@ -52,15 +65,14 @@ def variant_benchmark(
     reduction by the metric and by each group.
     """
     baseline = baseline_variant(pairs)
-    rng = np.random.default_rng(seed)
-    frame = pairs[["pair", "variant", metric]].copy()
+    frame = pairs[["pair", "anchor", "variant", metric]].copy()
     frame["variant"] = frame["variant"].fillna("(none)")
     for group, scores in copy_scores.items():
         frame = frame.merge(scores[["pair", "human"]].rename(columns={"human": f"copy_{group}"}), on="pair", how="left")
     rows = []
-    for variant, sub in frame.groupby("variant", sort=True):
+    for index, (variant, sub) in enumerate(frame.groupby("variant", sort=True)):
         metric_values = sub[metric].to_numpy(dtype=np.float64)
-        low, high = _mean_interval(metric_values, n_boot, rng, confidence)
+        low, high = _mean_interval(metric_values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
         row = {
             "variant": variant,
             "pairs": int(len(sub)),

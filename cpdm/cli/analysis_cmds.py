@@ -1,4 +1,5 @@
-"""Analysis commands: analyze (report folder), calibrate (weights JSON), export (ratings), simulate-ratings."""
+"""Analysis commands: analyze (report folder), calibrate (weights JSON), plan (study size from a pilot),
+export (ratings), simulate-ratings."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def analysis_options(func):
                      help="Style backbone of the scores, as stored (e.g. vgg19, tiny:vgg19)."),
         click.option("--n-boot", type=click.IntRange(0, 10_000), default=1000, show_default=True,
                      help="Bootstrap resamples for the 95% intervals."),
+        click.option("--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
+                     help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
+                          "single pairs (too narrow; for comparison only)."),
         click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
                      help="Cross-validation folds (grouped by anchor)."),
         click.option("--step", type=click.FloatRange(0.001, 0.05), default=0.05, show_default=True,
@@ -54,6 +58,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
         folds=kwargs["folds"],
         step=kwargs["step"],
         seed=kwargs["seed"],
+        resample=kwargs["resample"],
         level=kwargs.get("level", "ordinal"),
         target=kwargs.get("target", "copy"),
     )
@@ -93,11 +98,12 @@ def analyze(workspace, campaign, group, out, **kwargs):
     out_dir = Path(out) if out else ws.exports_dir / f"report-{campaign}"
     written = write_report(analysis, out_dir)
     click.echo(f"report for campaign {campaign!r} written to {out_dir} ({len(written)} files)")
+    click.echo(f"intervals: {options.intervals()}")
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated w = {cal.chosen_w:g}: out-of-fold Spearman {row['rho']:.3f} "
-                   f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        click.echo(f"calibrated w = {cal.chosen_w:g} [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}]: out-of-fold Spearman "
+                   f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
     for note in analysis.notes:
         click.echo(f"note: {note}")
 
@@ -140,10 +146,47 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         raise
     row = result.summary.iloc[0]
     click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
+    click.echo(f"95% interval for w: [{result.w_ci[0]:g}, {result.w_ci[1]:g}] (the whole choice of w, bootstrapped)")
+    click.echo(f"intervals: {result.interval}")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
         click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+
+
+@cli.command()
+@workspace_option
+@click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
+@click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
+@click.option("--replicates", type=click.IntRange(20, 5000), default=200, show_default=True,
+              help="Simulated studies per design.")
+@click.option("--include-flagged", is_flag=True, help="Keep ratings of raters flagged by attention checks.")
+@click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
+@cpdm_command
+def plan(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
+    """Estimate, from a pilot campaign, how many anchors and raters per pair a study needs.
+
+    Two targets: pin the calibrated w to +/-0.1 (95% of studies choose a w
+    that close to what they estimate), and detect a difference of 0.2
+    between artists' and lay raters' w with 80% power. Every design in the
+    table (anchors x raters per pair per group) is simulated by resampling
+    the pilot: its anchors with their pairs, and new ratings made from each
+    pair's pilot mean plus the group's rating noise.
+
+    \b
+    Example:
+      cpdm plan --campaign pilot
+    """
+    from cpdm.analysis.report import AnalysisOptions, plan_campaign
+
+    ws = open_ws(workspace)
+    options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, seed=seed)
+    result = plan_campaign(ws, campaign, target=target, options=options, replicates=replicates)
+    click.echo(f"pilot {campaign!r}: {result.pilot_anchors} anchors; {result.replicates} simulated studies per design")
+    click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for line in result.summary_lines():
+        click.echo(line)
 
 
 @cli.command("export")

@@ -1,0 +1,120 @@
+"""Do artists and lay raters weigh semantics against style differently?
+
+For one protocol question, each group's w is chosen as calibration chooses
+it (the grid w with the highest Spearman ρ of CM_w against the group's mean
+rating, on all pairs), and the difference ``w_artists − w_lay`` gets a
+*paired* bootstrap interval: every resample of anchors is applied to both
+groups at once, so what the two groups share (the anchors, their images and
+their distances) is held together. Only anchors that both groups rated take
+part, so the groups are compared on the same images. Each w lies on the
+calibration grid, so the difference moves in steps of the grid: its interval
+is conservative (with equal true weights it included 0 in all 200 seeded
+simulated studies of the test suite, where 95% is nominal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cpdm.analysis.calibration import (
+    MAX_STEP,
+    check_calibration_pairs,
+    choice_bootstrap,
+    distance_grid,
+    reference_grid_of,
+    weight_grid,
+)
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
+from cpdm.errors import CpdmError
+
+COMPARED_GROUPS = ("artists", "lay")
+
+
+@dataclass
+class GroupComparison:
+    """Each group's w with its interval, their difference with its paired interval, and the ρ(w) curves."""
+
+    question: str
+    groups: tuple[str, str]
+    chosen_w: dict[str, float]
+    w_ci: dict[str, tuple[float, float]]
+    difference: float                       # w of the first group minus w of the second
+    difference_ci: tuple[float, float]
+    curves: dict[str, pd.DataFrame]         # per group: w, rho, ci_low, ci_high
+    n_anchors: int
+    n_pairs: dict[str, int]
+    interval: str
+
+    def row(self) -> dict:
+        """One row of the comparison table."""
+        first, second = self.groups
+        row = {"question": self.question}
+        for group in self.groups:
+            row[f"w_{group}"] = self.chosen_w[group]
+            row[f"w_{group}_ci_low"], row[f"w_{group}_ci_high"] = self.w_ci[group]
+        row[f"difference ({first} - {second})"] = self.difference
+        row["difference_ci_low"], row["difference_ci_high"] = self.difference_ci
+        row["anchors"] = self.n_anchors
+        for group in self.groups:
+            row[f"pairs_{group}"] = self.n_pairs[group]
+        row["interval"] = self.interval
+        return row
+
+
+def compare_groups(
+    pairs: pd.DataFrame,
+    human_columns: dict[str, str],
+    reference: pd.DataFrame | None = None,
+    question: str = "copy",
+    step: float = MAX_STEP,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    resample: str = DEFAULT_RESAMPLE,
+) -> GroupComparison:
+    """Compare two groups' w on ``pairs`` (anchor, m_sem, m_style and one score column per group).
+
+    ``human_columns`` maps each of the two groups, in order, to its score
+    column; pairs a group did not rate have NaN there.
+    """
+    if len(human_columns) != 2:
+        raise CpdmError("the group comparison needs exactly two rater groups")
+    groups = tuple(human_columns)
+    scored = pairs.dropna(subset=["m_sem", "m_style"])
+    common = set.intersection(*(set(scored.loc[scored[column].notna(), "anchor"]) for column in human_columns.values()))
+    data = scored[scored["anchor"].isin(common)].reset_index(drop=True)
+    if len(common) < 2:
+        raise CpdmError(f"comparing {groups[0]} with {groups[1]} needs anchors that both groups rated; "
+                        f"{len(common)} found")
+    grid = weight_grid(step)
+    reference_grid = reference_grid_of(reference, grid)
+    distances = distance_grid(data["m_sem"].to_numpy(), data["m_style"].to_numpy(), grid)
+    # One set of resamples for both groups: the interval of the difference is paired.
+    # seed + 1, as calibration: on the same anchors a group gets the same interval for w in both places.
+    resamples = make_resamples(data["anchor"].to_numpy(), n_boot, seed + 1, resample)
+    chosen, w_ci, w_boot, curves, n_pairs = {}, {}, {}, {}, {}
+    for group, column in human_columns.items():
+        rated = data[column].notna().to_numpy()
+        check_calibration_pairs(data[rated].rename(columns={column: "human"}))
+        choice = choice_bootstrap(grid, distances[:, rated], data.loc[rated, column].to_numpy(dtype=np.float64),
+                                  reference_grid, resamples.subset(rated))
+        chosen[group], w_boot[group], n_pairs[group] = choice.chosen_w, choice.w_boot, int(rated.sum())
+        w_ci[group] = resamples.interval(choice.w_boot, confidence)
+        bands = np.array([resamples.interval(row, confidence) for row in choice.rho_boot]).reshape(len(grid), 2)
+        curves[group] = pd.DataFrame({"w": grid, "rho": choice.rho, "ci_low": bands[:, 0], "ci_high": bands[:, 1]})
+    first, second = groups
+    return GroupComparison(
+        question=question,
+        groups=groups,
+        chosen_w=chosen,
+        w_ci=w_ci,
+        difference=chosen[first] - chosen[second],
+        difference_ci=resamples.interval(w_boot[first] - w_boot[second], confidence),
+        curves=curves,
+        n_anchors=len(common),
+        n_pairs=n_pairs,
+        interval=resamples.describe(confidence),
+    )
