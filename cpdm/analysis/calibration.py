@@ -138,6 +138,7 @@ class CalibrationResult:
     n_folds: int
     n_boot: int
     stats: dict = field(default_factory=dict)
+    out_of_fold: pd.Series | None = None  # calibrated CM_w per pair, each from the fold that did not fit it
 
 
 def _fold_scales(distances, folds, fold, reference_scale_grid):
@@ -268,4 +269,5 @@ def calibrate(
         n_folds=n_folds,
         n_boot=n_boot,
         stats=stats,
+        out_of_fold=pd.Series(calibrated, index=data.index),
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis.agreement import agreement_table, check_level
 from cpdm.analysis.calibration import CalibrationResult, calibrate
+from cpdm.analysis.combinations import CombinationComparison, compare_loaded
 from cpdm.analysis.correlation import correlation_table, split_half_ceiling
 from cpdm.analysis.plots import (
     agreement_figure,
@@ -88,6 +89,7 @@ class Analysis:
     variants: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
     _png: dict = field(default_factory=dict, repr=False)
+    combinations: CombinationComparison | None = None  # when the campaign was scored with several backbone pairs
 
     def human_columns(self) -> dict[str, str]:
         return {group: f"human_{group}" for group in self.groups}
@@ -100,6 +102,8 @@ class Analysis:
             names.append("calibration")
         if self.variants is not None and len(self.variants):
             names.append("variants")
+        if self.combinations is not None and len(self.combinations.table):
+            names.append("combinations")
         return names
 
     def figure(self, name: str):
@@ -110,6 +114,8 @@ class Analysis:
             return calibration_figure(self.calibration.curve, self.calibration.chosen_w)
         if name == "variants":
             return variant_figure(self.variants, self.groups)
+        if name == "combinations":
+            return self.combinations.figure()
         for metric in self.metrics:
             if name == scatter_name(metric):
                 ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
@@ -135,6 +141,8 @@ class Analysis:
             tables["calibration_summary"] = self.calibration.summary
         if self.variants is not None:
             tables["variants"] = self.variants
+        if self.combinations is not None:
+            tables["combinations"] = self.combinations.table
         return tables
 
 
@@ -301,8 +309,13 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
             pairs_for_table = pairs
         variants = variant_benchmark(pairs_for_table, raw_copy, metric=metric, n_boot=options.n_boot, seed=options.seed)
 
+    combinations = None
+    if data.backbones is not None:
+        combinations = compare_loaded(ws, data, by_group, options.target, options)
+        notes += combinations.notes if combinations is not None else []
+
     return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
-                    calibration, variants, notes)
+                    calibration, variants, notes, combinations=combinations)
 
 
 def _json_safe(value):
@@ -475,6 +488,11 @@ def summary_markdown(analysis: Analysis) -> str:
         lines += ["## Benchmark by model variant", "",
                   f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ 4.", "",
                   markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
+    if analysis.combinations is not None and len(analysis.combinations.table):
+        lines += ["## Backbone combinations", "",
+                  "Calibrated w and out-of-fold Spearman ρ per (semantic, style) combination on the pairs all of them "
+                  "scored; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
+                  "", markdown_table(analysis.combinations.table)]
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
     return "\n".join(lines)
