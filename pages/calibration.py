@@ -4,6 +4,7 @@ from dataclasses import astuple
 
 import streamlit as st
 
+from cpdm.analysis.combinations import compare_campaign_combinations
 from cpdm.analysis.plots import calibration_figure, figure_png
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
 from cpdm.errors import CpdmError
@@ -21,7 +22,8 @@ left, middle, right = st.columns(3)
 chosen = pick_campaign(ws, key="cal_campaign", container=left)
 campaign = chosen["name"]
 target = middle.selectbox("Target question", ["copy", "content", "style"], key="cal_target")
-group = right.selectbox("Rater group", ["artists", "lay", "all"], key="cal_group")
+GROUPS = ("artists", "lay", "all")
+group = right.selectbox("Rater group", GROUPS, key="cal_group")
 with st.expander("Settings", expanded=False):
     a, b = st.columns(2)
     folds = a.number_input("Folds", 2, 20, 5, key="cal_folds")
@@ -70,3 +72,16 @@ buttons.download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", 
 if buttons.button("Record in workspace", key="cal_record", icon=":material/save:"):
     calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")
+
+# A campaign scored with several (semantic, style) backbone combinations: all of them side by side.
+comparison = session_cached(
+    "combination_cache", cache_key, lambda: compare_campaign_combinations(ws, campaign, target, options, GROUPS)
+)
+if comparison is not None:
+    st.subheader("Backbone combinations")
+    st.caption("Calibrated w and out-of-fold Spearman ρ (95% CI over anchors) per combination and rater group, on the "
+               "pairs every combination scored; diff_vs_paper: ρ minus the paper's combination's, paired bootstrap.")
+    st.dataframe(comparison.table, hide_index=True, width="stretch")
+    st.image(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
+    for note in comparison.notes:
+        st.caption(note)

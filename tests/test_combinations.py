@@ -115,3 +115,14 @@ def test_calibrate_picks_one_combination_and_score_refuses_others(study, runner,
     assert result.exit_code == 1
     assert "calibrated for semantic=tiny:ViT-L-14/openai style=tiny:cpdm-inception" in result.output
     assert study.conn.execute("SELECT COUNT(*), TOTAL(m_sem) FROM scores").fetchone() == before
+
+
+def test_calibration_page_shows_the_combination_table(study):
+    from tests.test_analysis_pages import open_page, text
+
+    at = open_page(study, "calibration.py", cal_boot=20)
+    assert not at.exception, at.exception
+    assert "Backbone combinations" in text(at)
+    tables = [frame.value for frame in at.dataframe]
+    combos = next(t for t in tables if "diff_vs_paper" in t.columns)
+    assert len(combos) == 9 and set(combos["group"]) == {"artists", "lay", "all"}
