@@ -86,7 +86,7 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @workspace_option
 @cpdm_command
 def score(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
-    """Score pairs with the CM metric (CLIP semantics x Gram-matrix style).
+    """Score pairs with the CM metric (a semantic and a style backbone; `cpdm backbones list`).
 
     Scores every pair in scope that has no score yet for these backbones;
     re-running scores only what is new. Each image's features are computed

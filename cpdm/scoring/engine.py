@@ -1,13 +1,15 @@
 """The scoring engine: scores per pair from cached features (``score_pairs``), and ``Scorer`` for two images.
 
 ``score_pairs`` scores every pair that has no score yet for a (semantic,
-style) backbone pair:
+style) backbone combination; given several semantic and style backbones it
+scores every combination in the same pass:
 
 1. Pairs are taken anchor by anchor, in chunks of about ``batch_size`` pairs.
 2. For each chunk, the images whose features are not in the ``features``
-   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size images together) and run
-   through both backbones; their features are written in one short
-   transaction per batch. An anchor with 9 generations is embedded once, and
+   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size
+   images together) and run through each backbone that lacks them, once per
+   image whatever the number of combinations; their features are written in
+   one short transaction per batch. An anchor with 9 generations is embedded once, and
    after a new unlearning run only the new generations are.
 3. The chunk's pairs are scored from the features and written in one short
    transaction, so an error later (a missing file, say) leaves every score
