@@ -1,5 +1,12 @@
 """CLIP image encoders (open_clip) for the semantic distance M_sem.
 
+M_sem is the squared L2 distance of L2-normalised ``encode_image`` features
+after open_clip's own preprocessing for the model (``ViT-L-14/openai``:
+shorter side resized to 224, bicubic; centre crop; OpenAI's mean and std),
+the transform ``create_model_and_transforms`` returns. The CPDM release's
+interrogator (clip-interrogator) embeds images the same way: its
+``clip_preprocess`` is that transform and it normalises the features.
+
 Real weights are looked up, never downloaded, in this order:
 
 1. ``TAG`` itself, when it is a path to a checkpoint file
