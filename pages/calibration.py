@@ -4,9 +4,9 @@ from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.analysis.combinations import compare_campaign_combinations
 from cpdm.analysis.plots import calibration_figure, figure_png
-from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_fingerprint, record_calibration
+from cpdm.analysis.report import (AnalysisOptions, calibrate_campaign, campaign_fingerprint,
+                                  compare_campaign_combinations, record_calibration)
 from cpdm.errors import CpdmError
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpdm.analysis.combinations import compare_campaign_combinations, paper_combination, plain_name
-from cpdm.analysis.report import AnalysisOptions, run_analysis
+from cpdm.analysis.combinations import paper_combination, plain_name
+from cpdm.analysis.report import AnalysisOptions, compare_campaign_combinations, run_analysis
 from cpdm.cli import cli
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 

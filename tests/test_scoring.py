@@ -383,7 +383,7 @@ def test_cli_score_and_list(ws, runner, tmp_path):
         (["--weights", "{bad}"], "not valid JSON", 1),
         (["--weights", "{other}"], "calibrated for semantic=tiny:ViT-L-14/openai style=tiny:cpdm-inception", 1),
         (["--semantic", "ViT-Q-9/openai"], "no model 'ViT-Q-9'", 1),
-        (["--style", "vgg16"], "unknown style backbone 'vgg16'", 1),
+        (["--style", "vgg16"], "unknown style backbone 'vgg16'", 2),
         (["--campaign", "nope"], "no campaign named 'nope'", 1),
     ],
 )

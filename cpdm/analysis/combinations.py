@@ -117,22 +117,13 @@ def compare_group(
     return rows
 
 
-def compare_campaign_combinations(ws, campaign: str, target: str = "copy", options=None, groups=None):
-    """The side-by-side comparison of every combination that scored the campaign, or None if only one did.
-
-    ``options`` (an :class:`cpdm.analysis.report.AnalysisOptions`) says which
-    ratings count and how to resample; ``groups`` defaults to its groups.
-    """
-    from cpdm.analysis.report import AnalysisOptions, load_campaign
-
-    options = options or AnalysisOptions()
-    data = load_campaign(ws, campaign, options)
-    return compare_loaded(ws, data, data_module.split_groups(data.ratings, list(groups or options.groups)),
-                          target, options)
-
-
 def compare_loaded(ws, data, by_group: dict[str, pd.DataFrame], target: str, options) -> CombinationComparison | None:
-    """:func:`compare_campaign_combinations` on an already loaded campaign (``cpdm analyze`` reuses its load)."""
+    """Every combination that scored a loaded campaign side by side, or None if only one did.
+
+    ``data`` is a :class:`cpdm.analysis.report.CampaignData`, ``by_group`` its
+    usable ratings per rater group, ``options`` an ``AnalysisOptions`` (which
+    ratings count, folds, grid step, resamples, seed).
+    """
     combinations = [(s, t) for s, t, _ in data_module.scored_backbones(ws, data.campaign_id)]
     if len(combinations) < 2:
         return None

@@ -318,6 +318,14 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
                     calibration, variants, notes, combinations=combinations)
 
 
+def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGET, options=None, groups=None):
+    """The campaign's backbone combinations side by side (:mod:`cpdm.analysis.combinations`), or None if only one."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    by_group = data_module.split_groups(data.ratings, list(groups or options.groups))
+    return compare_loaded(ws, data, by_group, target, options)
+
+
 def _json_safe(value):
     """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
     if isinstance(value, dict):

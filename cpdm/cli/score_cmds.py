@@ -50,13 +50,31 @@ def _weights_for_combinations(path: str | None, combinations: list[tuple[str, st
     return weights
 
 
+def _registered(role: str):
+    """A click callback refusing a name the registry does not know for this role (a usage error, status 2)."""
+
+    def check(ctx, param, value):
+        if value is not None:
+            try:
+                lookup(value, role)
+            except CpdmError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
+
+
 def split_backbones(text: str) -> tuple[list[str], list[str]]:
     """``--backbones a,b,c`` -> (semantic names, style names), each name's role from the registry."""
     semantic, style = [], []
     for name in dict.fromkeys(part.strip() for part in text.split(",")):
         if not name:
             raise click.BadParameter("an empty name in the list", param_hint="--backbones")
-        (semantic if lookup(name).role == "semantic" else style).append(name)
+        try:
+            role = lookup(name).role
+        except CpdmError as exc:
+            raise click.BadParameter(str(exc), param_hint="--backbones") from None
+        (semantic if role == "semantic" else style).append(name)
     if not semantic or not style:
         raise click.BadParameter(
             "name at least one semantic and one style backbone (see `cpdm backbones list`)", param_hint="--backbones"
@@ -67,8 +85,8 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @cli.command()
 @click.option("--campaign", default=None, help="Score the pairs of this campaign.")
 @click.option("--all", "all_pairs", is_flag=True, help="Score every pair in the workspace.")
-@click.option("--semantic", default=None, help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
-@click.option("--style", default=None, help=f"Style backbone: {', '.join(names('style'))}. [default: {DEFAULT_STYLE}]")
+@click.option("--semantic", default=None, callback=_registered("semantic"), help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
+@click.option("--style", default=None, callback=_registered("style"), help=f"Style backbone: {', '.join(names('style'))}. [default: {DEFAULT_STYLE}]")
 @click.option("--backbones", default=None, help="Several backbones, comma-separated: every semantic x style combination is scored in one pass (each image decoded once, each backbone run once per image).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON from `cpdm calibrate`: report CM_w at its w and x_ref.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
@@ -246,12 +264,18 @@ def backbones():
 
 
 @backbones.command("list")
+@workspace_option
 @cpdm_command
-def backbones_list():
+def backbones_list(workspace):
     """List the registered backbones: role, what each needs, whether real weights are on this machine, its tiny mode.
 
     Any open_clip MODEL/TAG is a semantic backbone too; `csd/PATH` and
     `dinov2/REPO-OR-DIR` name other checkpoints of those backbones.
+    Weights are machine-wide (caches), so --workspace changes nothing here.
+
+    \b
+    Example:
+      cpdm backbones list
     """
     from cpdm.backbones import registry_status
 
