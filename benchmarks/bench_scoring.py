@@ -26,6 +26,21 @@ target is for the default, ``auto``.
     python benchmarks/bench_scoring.py --quick    # under a minute on 2 CPU cores
     python benchmarks/bench_scoring.py --device cuda --anchors 16     # fp32 and auto (fp16) engines
     python benchmarks/bench_scoring.py --precisions auto,reduced       # CPU: also try bf16
+    python benchmarks/bench_scoring.py --backbone-table-only           # only the per-backbone table
+
+It also prints a per-backbone table: every registered backbone's images/s
+through the engine's feature extraction (``FeatureExtractor.descriptors``,
+preparation included) with tiny and with full-size random weights, its
+FLOPs per image (counted by ``torch.utils.flop_counter`` on one forward
+pass with autograd on, so that attention is counted: 2 per multiply-add,
+matrix products, convolutions and attention only), and the
+fraction of the device's peak those FLOPs/s reach. The CPU's peak is an
+estimate: cores × the clock /proc/cpuinfo reports × 64 fp32 FLOPs per cycle
+with AVX-512 (two FMA units), 32 with AVX2 (``--peak-gflops`` overrides it).
+On CUDA the table is printed in fp32 and in the precision ``auto`` picks,
+against the GPU's datasheet peak for that precision (a small table of known
+GPUs, else ``--peak-gflops``). ``--quick`` times the tiny models and only
+``cpdm-inception`` at full size (building ViT-H alone takes longer than a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -45,7 +60,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpdm import metric  # noqa: E402
-from cpdm.backbones import load_semantic, load_style  # noqa: E402
+from cpdm.backbones import REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
+from cpdm.scoring.features import FeatureExtractor  # noqa: E402
 from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
@@ -65,6 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
     parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
     parser.add_argument("--precisions", default=None, help="engine runs, comma-separated (default: auto on CPU, fp32,auto on CUDA)")
+    parser.add_argument("--backbone-table-only", action="store_true", help="only the per-backbone table")
+    parser.add_argument("--full-size", default=None, help="backbones timed at full size, comma-separated (default: all registered; quick: cpdm-inception)")
+    parser.add_argument("--table-images", type=int, default=None, help="images timed per backbone (default 4; quick 2)")
+    parser.add_argument("--peak-gflops", type=float, default=None, help="the device's peak GFLOP/s for the fraction (default: estimated)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.anchors = args.anchors or (2 if quick else 8)
@@ -73,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.semantic = args.semantic or ("ViT-B-32/openai" if quick else "ViT-L-14/openai")
     args.batch_size = args.batch_size or (64 if args.device.startswith("cuda") else 16)
     args.precisions = (args.precisions or ("fp32,auto" if args.device.startswith("cuda") else "auto")).split(",")
+    args.full_size = (args.full_size or ("cpdm-inception" if quick else ",".join(e.name for e in REGISTRY))).split(",")
+    args.table_images = args.table_images or (2 if quick else 4)
     unknown = set(args.precisions) - set(PRECISION_CHOICES)
     if unknown or "auto" not in args.precisions:
         parser.error(f"--precisions takes {', '.join(PRECISION_CHOICES)} and must include auto (the target's)")
@@ -181,8 +203,108 @@ def differences(values: dict, reference: dict) -> tuple[float, float]:
     return sem, style
 
 
+# Datasheet dense peaks in TFLOP/s: (fp32, fp16 tensor cores).
+GPU_PEAKS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0),
+             "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0)}
+
+
+def cpu_peak_gflops() -> tuple[float, str]:
+    """An fp32 peak for the cores torch uses: cores x clock x FLOPs per cycle (an estimate, stated as such)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    clocks = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
+    ghz = (max(clocks) / 1000) if clocks else 2.0
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    cores = torch.get_num_threads()
+    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle (estimate)"
+
+
+def device_peak_gflops(device: str, precision: str, override: float | None) -> tuple[float | None, str]:
+    """The device's peak for a precision, and where the figure comes from."""
+    if override:
+        return override, "--peak-gflops"
+    if not device.startswith("cuda"):
+        return cpu_peak_gflops()
+    name = torch.cuda.get_device_name(torch.device(device))
+    for key, (fp32, fp16) in GPU_PEAKS.items():
+        if key in name:
+            return (fp16 if precision == "float16" else fp32) * 1000, f"{name} datasheet, dense {precision}"
+    return None, f"{name}: no known peak (give --peak-gflops)"
+
+
+def flops_per_image(backbone, image: Image.Image) -> float:
+    """FLOPs of one forward pass on one image (matrix products and convolutions, 2 per multiply-add).
+
+    Counted with autograd on: in inference mode torch runs attention through a
+    fused kernel (``_native_multi_head_attention``) that the counter does not
+    see, which would leave out a third of a ViT's work.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = backbone.prepare(image).unsqueeze(0).to(backbone.device)
+    network = backbone.forward if backbone.descriptor == "embedding" else backbone.network
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        network(batch)
+    return float(counter.get_total_flops())
+
+
+def time_backbone(backbone, images: list, device: str, precision: str) -> tuple[float, str]:
+    """Images/s of the engine's feature extraction for one backbone, after one warm-up image; and the precision used."""
+    extractor = FeatureExtractor([backbone], precision)
+    extractor.descriptors(backbone, images[:1])  # warm-up: first-call allocations, cuDNN autotuning
+    if precision == "auto" and extractor.precision[backbone.key] is None and len(images) >= 2:
+        extractor.descriptors(backbone, images[:2])  # the probe that chooses the precision, outside the timing
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    extractor.descriptors(backbone, images)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - started), extractor.precision[backbone.key] or FP32
+
+
+def backbone_table(args) -> dict[str, float]:
+    """Print images/s per backbone (tiny and full-size random weights), FLOPs per image and fraction of peak."""
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, size=(args.size, args.size, 3), dtype=np.uint8))
+              for _ in range(args.table_images)]
+    precisions = ["fp32", "auto"] if args.device.startswith("cuda") else ["fp32"]
+    print(f"\nper-backbone feature extraction, {args.table_images} images of {args.size}x{args.size} "
+          f"(device={args.device}{'' if args.device.startswith('cuda') else ', no GPU measured'})")
+    print(f"{'backbone':<28} {'weights':<7} {'precision':<10} {'images/s':>9} {'GFLOP/img':>10} {'GFLOP/s':>9} {'of peak':>8}")
+    results = {}
+    for entry in REGISTRY:
+        for mode in ("tiny", "random"):
+            if mode == "random" and entry.name not in args.full_size:
+                continue
+            started = time.perf_counter()
+            backbone = load_backbone(entry.name, mode=mode, device=args.device)
+            built = time.perf_counter() - started
+            gflop = flops_per_image(backbone, images[0]) / 1e9
+            for precision in precisions:
+                rate, used = time_backbone(backbone, images, args.device, precision)
+                peak, source = device_peak_gflops(args.device, used, args.peak_gflops)
+                achieved = gflop * rate
+                fraction = f"{achieved / peak:.1%}" if peak else "n/a"
+                label = "full" if mode == "random" else "tiny"
+                print(f"{entry.name:<28} {label:<7} {used:<10} {rate:>9.3f} {gflop:>10.3f} {achieved:>9.1f} {fraction:>8}"
+                      f"   (built in {built:.1f} s)")
+                if mode == "random":
+                    key = entry.name.replace("/", "_").replace("-", "_")
+                    results[f"ips_{key}_{used}"] = rate
+                    results[f"gflop_{key}"] = gflop
+            del backbone
+    peak, source = device_peak_gflops(args.device, FP32, args.peak_gflops)
+    print(f"peak used for the fraction: {f'{peak:.0f} GFLOP/s' if peak else 'unknown'} ({source})")
+    return results
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.backbone_table_only:
+        table = backbone_table(args)
+        print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in table.items()))
+        return 0
     device = args.device
     style_size = args.size if args.style == "vgg19" else None
     print(
@@ -237,7 +359,7 @@ def main(argv=None) -> int:
         rate = n_pairs / seconds
         print(
             f"{labels[precision]:<40} {seconds:>8.2f} {rate:>9.3f} {rate / reference_rate:>7.2f}x {peak:>9.0f}  "
-            f"{report.precision['semantic']}/{report.precision['style']}"
+            f"{'/'.join(report.precision.values())}"
         )
     print(f"target: the default engine (auto) at least {target:g}x the reference on {'CUDA' if target == 10 else 'CPU'}")
     # Caching alone: the reference runs 2 images per pair, the engine each image once.
@@ -258,6 +380,7 @@ def main(argv=None) -> int:
             f"max relative dM_style = {style_rel:.2e}, tolerance {tolerance:g}); "
             f"{report.images_computed} images at {report.images_computed / seconds:.2f} images/s"
         )
+    table = backbone_table(args)
     auto_seconds, auto_report, auto_values, auto_peak = runs["auto"]
     sem_diff, style_rel = differences(auto_values, reference)
     others = "".join(f"speedup_{choice}={reference_seconds / runs[choice][0]:.2f} " for choice in runs if choice != "auto")
@@ -266,8 +389,9 @@ def main(argv=None) -> int:
         f"speedup={reference_seconds / auto_seconds:.2f} {others}"
         f"engine_images_per_s={auto_report.images_computed / auto_seconds:.3f} same_numbers={int(all_same)} "
         f"max_sem_diff={sem_diff:.2e} max_style_rel_diff={style_rel:.2e} "
-        f"precision={auto_report.precision['semantic']}/{auto_report.precision['style']} "
-        f"peak_mib_reference={reference_peak:.0f} peak_mib_engine={auto_peak:.0f}"
+        f"precision={'/'.join(auto_report.precision.values())} "
+        f"peak_mib_reference={reference_peak:.0f} peak_mib_engine={auto_peak:.0f} "
+        + " ".join(f"{k}={v:.3f}" for k, v in table.items())
     )
     return 0 if all_same else 1
 

@@ -88,6 +88,15 @@ def m_sem(emb_a, emb_g):
     return _scalar_or_array(np.sum((a - g) ** 2, axis=-1))
 
 
+def cosine_distance(emb_a, emb_g):
+    """``1 − cos(f(a), f(g))``, computed as ``‖f(a) − f(g)‖² / 2`` of the normalised embeddings.
+
+    The two are equal; the second is exactly 0 for identical embeddings and
+    never negative (CSD's style distance).
+    """
+    return _scalar_or_array(np.asarray(m_sem(emb_a, emb_g)) / 2.0)
+
+
 def m_style(grams_a: Sequence, grams_g: Sequence, layer_weights: Sequence[float], layer_distance=None):
     """Style distance ``Σ_l λ_l ‖G_l(a) − G_l(g)‖²_F``.
 

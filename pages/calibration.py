@@ -13,6 +13,7 @@ from cpdm.analysis.report import (
     calibration_choices,
     campaign_fingerprint,
     campaign_group_comparisons,
+    compare_campaign_combinations,
     plan_campaign,
     record_calibration,
 )
@@ -93,6 +94,19 @@ buttons.download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", 
 if buttons.button("Record in workspace", key="cal_record", icon=":material/save:"):
     calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")
+
+# A campaign scored with several (semantic, style) backbone combinations: all of them side by side.
+comparison = session_cached(
+    "combination_cache", cache_key, lambda: compare_campaign_combinations(ws, campaign, target, options, groups)
+)
+if comparison is not None:
+    st.header("Backbone combinations")
+    st.caption("Calibrated w and out-of-fold Spearman ρ (95% CI over anchors) per combination and rater group, on the "
+               "pairs every combination scored; diff_vs_paper: ρ minus the paper's combination's, paired bootstrap.")
+    st.dataframe(comparison.table, hide_index=True, width="stretch")
+    st.image(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
+    for note in comparison.notes:
+        st.caption(note)
 
 st.header("Artists vs lay raters")
 st.markdown("Each group's w, chosen the same way on all pairs, for every protocol question; the difference's "

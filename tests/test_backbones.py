@@ -60,7 +60,7 @@ def test_tiny_vgg19_keeps_the_vgg19_layer_indices():
 
     tiny = load_style("vgg19", mode="tiny")
     full = make_layers(VGG19_LAYOUT)[: VGG19_STYLE_LAYERS["relu5_1"] + 1]
-    tiny_layers = [layer for stage in tiny.stages for layer in stage]
+    tiny_layers = [layer for stage in tiny.network.stages for layer in stage]
     assert [type(layer) for layer in tiny_layers] == [type(layer) for layer in full]
     for name, index in VGG19_STYLE_LAYERS.items():
         assert isinstance(tiny_layers[index], nn.ReLU), name
@@ -82,24 +82,23 @@ def test_tiny_vgg19_is_deterministic_for_a_seed():
 def test_tiny_inception_is_deterministic():
     first = load_style("cpdm-inception", mode="tiny", seed=0)
     second = load_style("cpdm-inception", mode="tiny", seed=0)
-    for p, q in zip(first.stages.parameters(), second.stages.parameters()):
+    for p, q in zip(first.network.parameters(), second.network.parameters()):
         assert torch.equal(p, q)
 
 
-def test_cpdm_inception_blocks_and_native_resolution():
+def test_cpdm_inception_input_is_to_tensor_minus_its_mean_at_any_size():
     backbone = load_style("cpdm-inception", mode="tiny")
-    assert backbone.layer_weights == (0.5, 0.1, 6e4, 40.0)
-    prepared = backbone.prepare(_image(0, size=(80, 96)))
-    assert prepared.shape == (3, 96, 80)  # native size, no resize
-    assert abs(float(prepared.mean())) < 1e-6  # ToTensor minus its mean
-    grams = backbone.grams([_image(0, size=(80, 96))])
+    # The release's mean over the four blocks, as weights lambda / 4.
+    assert backbone.layer_weights == (0.125, 0.025, 1.5e4, 10.0)
+    prepared = backbone.prepare(_image(0, size=(60, 96)))
+    assert prepared.shape == (3, 96, 60)  # the network resizes to 299x299 itself, after the mean is taken
+    assert abs(float(prepared.mean())) < 1e-6
+    grams = backbone.grams([_image(0, size=(60, 96))])
     assert [g.shape[-1] for g in grams] == [64, 192, 768, 2048]
-    with pytest.raises(CpdmError, match="at least 75 pixels"):
-        backbone.prepare(_image(0, size=(60, 96)))
 
 
 def test_unknown_backbone_names():
-    with pytest.raises(BackboneError, match="unknown style backbone 'vgg16'"):
+    with pytest.raises(BackboneError, match="unknown style backbone 'vgg16'.*cpdm-inception"):
         load_style("vgg16", mode="tiny")
     with pytest.raises(BackboneError, match="no model 'ViT-Q-99'"):
         load_semantic("ViT-Q-99/openai", mode="tiny")
@@ -127,7 +126,7 @@ def test_missing_torchvision_weights_say_which_file(empty_caches):
     message = str(info.value)
     assert "vgg19-dcbb9e9d.pth" in message and str(empty_caches / "torch" / "hub" / "checkpoints") in message
     assert "IMAGENET1K_V1" in message
-    with pytest.raises(MissingWeightsError, match="inception_v3_google-0cc3c7bd.pth"):
+    with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         load_style("cpdm-inception", mode="real")
     assert not (empty_caches / "torch" / "hub" / "checkpoints").exists()  # nothing was downloaded
 

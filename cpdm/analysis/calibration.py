@@ -207,6 +207,7 @@ class CalibrationResult:
     w_ci: tuple[float, float] = (float("nan"), float("nan"))
     interval: str = "none"           # how every interval was made
     stats: dict = field(default_factory=dict)
+    out_of_fold: pd.Series | None = None  # calibrated CM_w per pair, each from the fold that did not fit it
 
 
 def _fold_scales(distances, folds, fold, reference_scale_grid):
@@ -352,4 +353,5 @@ def calibrate(
         w_ci=w_ci,
         interval=interval,
         stats=stats,
+        out_of_fold=pd.Series(calibrated, index=data.index),
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis.agreement import agreement_table, check_level
 from cpdm.analysis.calibration import CalibrationResult, calibrate
+from cpdm.analysis.combinations import CombinationComparison, compare_loaded
 from cpdm.analysis.correlation import correlation_table, split_half_ceiling
 from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison, compare_groups
 from cpdm.analysis.plots import (
@@ -109,6 +110,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     group_comparisons: list[GroupComparison] = field(default_factory=list)
     _png: dict = field(default_factory=dict, repr=False)
+    combinations: CombinationComparison | None = None  # when the campaign was scored with several backbone pairs
 
     def human_columns(self) -> dict[str, str]:
         return {group: f"human_{group}" for group in self.groups}
@@ -122,6 +124,8 @@ class Analysis:
         names += [group_figure_name(comparison.question) for comparison in self.group_comparisons]
         if self.variants is not None and len(self.variants):
             names.append("variants")
+        if self.combinations is not None and len(self.combinations.table):
+            names.append("combinations")
         return names
 
     def figure(self, name: str):
@@ -135,6 +139,8 @@ class Analysis:
         for comparison in self.group_comparisons:
             if name == group_figure_name(comparison.question):
                 return group_curves_figure(comparison)
+        if name == "combinations":
+            return self.combinations.figure()
         for metric in self.metrics:
             if name == scatter_name(metric):
                 ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
@@ -162,6 +168,8 @@ class Analysis:
             tables["group_comparison"] = self.group_table()
         if self.variants is not None:
             tables["variants"] = self.variants
+        if self.combinations is not None:
+            tables["combinations"] = self.combinations.table
         return tables
 
     def group_table(self) -> pd.DataFrame:
@@ -348,8 +356,14 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
                                      n_boot=options.n_boot, seed=options.seed, resample=options.resample)
 
     comparisons = compare_questions(data, options, notes) if data.backbones is not None else []
+    combinations = None
+    if data.backbones is not None:
+        combinations = compare_loaded(ws, data, by_group, options.target, options)
+        notes += combinations.notes if combinations is not None else []
+
     return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
-                    calibration, variants, notes, comparisons)
+                    calibration, variants, notes, comparisons, combinations=combinations)
+
 
 
 def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
@@ -381,6 +395,15 @@ def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[
         except CpdmError as exc:
             notes.append(f"artists vs lay on '{question}' left out: {exc}")
     return comparisons
+
+
+
+def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGET, options=None, groups=None):
+    """The campaign's backbone combinations side by side (:mod:`cpdm.analysis.combinations`), or None if only one."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    by_group = data_module.split_groups(data.ratings, list(groups or options.groups))
+    return compare_loaded(ws, data, by_group, target, options)
 
 
 def _json_safe(value):
@@ -597,6 +620,11 @@ def summary_markdown(analysis: Analysis) -> str:
                   f"{data.copy_threshold(options.target):g} (the first point above the middle of its "
                   f"{data.scale(options.target)[0]}–{data.scale(options.target)[1]} scale).", "",
                   markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
+    if analysis.combinations is not None and len(analysis.combinations.table):
+        lines += ["## Backbone combinations", "",
+                  "Calibrated w and out-of-fold Spearman ρ per (semantic, style) combination on the pairs all of them "
+                  "scored; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
+                  "", markdown_table(analysis.combinations.table)]
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
     return "\n".join(lines)

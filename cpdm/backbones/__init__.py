@@ -1,4 +1,14 @@
-"""Models behind the metric: CLIP (semantics) and VGG19 / InceptionV3 (style).
+"""Models behind the metric, looked up by name in one registry (:data:`REGISTRY`).
+
+Semantic backbones give one embedding per image, compared by the squared L2
+distance of L2-normalised embeddings (M_sem). Style backbones give Gram
+matrices of feature maps (``vgg19``, ``cpdm-inception``) or a style
+embedding compared by cosine distance (``csd``); their distance is M_style.
+
+Each backbone is one file in this package offering ``load(name, mode,
+device, seed, image_size)``, ``find_weights(name)`` (the local weights file
+or None), ``PACKAGE`` (what it needs installed) and ``TINY`` (how its tiny
+mode runs), plus one line in :data:`REGISTRY`.
 
 Every backbone comes in three modes:
 
@@ -19,9 +29,9 @@ their plain name (``ViT-L-14/openai``, ``vgg19``), the others carry a prefix
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
 
 from cpdm.errors import CpdmError
 
@@ -30,7 +40,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: `cpdm --help` stays fas
 
 DEFAULT_SEMANTIC = "ViT-L-14/openai"
 DEFAULT_STYLE = "vgg19"
-STYLE_BACKBONES = ("vgg19", "cpdm-inception")
 MODES = ("real", "tiny", "random")
 MODE_PREFIXES = {"real": "", "tiny": "tiny:", "random": "random:"}
 DEFAULT_SEED = 0
@@ -80,15 +89,82 @@ def torch_hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def load_semantic(name: str = DEFAULT_SEMANTIC, mode: str = "real", device="cpu", seed: int = DEFAULT_SEED):
-    """A CLIP image encoder (:class:`cpdm.backbones.clip.ClipBackbone`).
+@dataclass(frozen=True)
+class Entry:
+    """One registry line: a name users type, its role, and the file (``cpdm.backbones.<module>``) that builds it.
 
-    ``name`` is ``MODEL/TAG`` as open_clip spells them (``ViT-L-14/openai``);
-    TAG may also be a path to a local checkpoint file (``ViT-L-14/ckpt/vitl.bin``).
+    ``family`` entries also take ``NAME/ARGUMENT`` (a checkpoint path, a
+    Hugging Face repo): ``csd/ckpt/csd.pth``, ``dinov2/facebook/dinov2-large``.
     """
-    from cpdm.backbones.clip import load_clip
 
-    return load_clip(name, mode=mode, device=device, seed=seed)
+    name: str
+    role: str  # "semantic" or "style"
+    module: str
+    note: str = ""
+    family: bool = False
+
+
+REGISTRY: tuple[Entry, ...] = (
+    Entry("ViT-L-14/openai", "semantic", "clip", "the paper's CLIP (its interrogator's model)"),
+    Entry("ViT-H-14/laion2b_s32b_b79k", "semantic", "clip", "the release's other interrogator model"),
+    Entry("dinov2", "semantic", "dinov2", "DINOv2 ViT-B/14 CLS embedding, trained without text", family=True),
+    Entry("vgg19", "style", "vision", "Gatys et al. Gram matrices, relu1_1..relu5_1"),
+    Entry("cpdm-inception", "style", "inception", "the CPDM release's style term, exactly (pytorch-fid InceptionV3)"),
+    Entry("csd", "style", "csd", "CSD style embedding (Somepalli et al. 2024), cosine distance", family=True),
+)
+# Any other open_clip MODEL/TAG is a semantic backbone too (the "clip" file checks it against open_clip).
+OPEN_CLIP_FAMILY = Entry("MODEL/TAG", "semantic", "clip", "any open_clip model and pretrained tag, or MODEL/CHECKPOINT")
+
+
+def lookup(name: str, role: str | None = None) -> Entry:
+    """The registry entry for a backbone name; ``role`` refuses a backbone of the other kind."""
+    if not isinstance(name, str) or not name:
+        raise BackboneError(f"a backbone name must be a non-empty string, got {name!r}")
+    entry = next((e for e in REGISTRY if e.name == name), None)
+    if entry is None:
+        head = name.partition("/")[0]
+        entry = next((e for e in REGISTRY if e.family and e.name == head), None)
+    if entry is None and "/" in name:
+        entry = OPEN_CLIP_FAMILY
+    if entry is None:
+        known = ", ".join(e.name for e in REGISTRY if role in (None, e.role))
+        kind = f"{role} backbone" if role else "backbone"
+        clip_hint = "" if role == "style" else "; or an open_clip MODEL/TAG"
+        raise BackboneError(f"unknown {kind} {name!r} (use one of: {known}{clip_hint})")
+    if role is not None and entry.role != role:
+        raise BackboneError(f"{name} is a {entry.role} backbone, not a {role} one")
+    return entry
+
+
+def names(role: str | None = None) -> tuple[str, ...]:
+    """Registered backbone names (of one role)."""
+    return tuple(e.name for e in REGISTRY if role in (None, e.role))
+
+
+def backbone_module(entry: Entry):
+    """The file that builds an entry's backbone."""
+    import importlib
+
+    return importlib.import_module(f"cpdm.backbones.{entry.module}")
+
+
+def load_backbone(
+    name: str, mode: str = "real", device="cpu", seed: int = DEFAULT_SEED, image_size: int | None = None,
+    role: str | None = None,
+):
+    """Build the backbone ``name`` in eval mode on ``device``; ``role`` checks its kind first."""
+    entry = lookup(name, role)
+    check_mode(mode)
+    return backbone_module(entry).load(name, mode=mode, device=device, seed=seed, image_size=image_size)
+
+
+def load_semantic(name: str = DEFAULT_SEMANTIC, mode: str = "real", device="cpu", seed: int = DEFAULT_SEED):
+    """A semantic backbone (:class:`cpdm.backbones.embedding.EmbeddingBackbone`).
+
+    ``name`` is a registry name, or ``MODEL/TAG`` as open_clip spells them
+    (``ViT-L-14/openai``); TAG may also be a path to a local checkpoint file.
+    """
+    return load_backbone(name, mode=mode, device=device, seed=seed, role="semantic")
 
 
 def load_style(
@@ -98,14 +174,51 @@ def load_style(
     seed: int = DEFAULT_SEED,
     image_size: int | None = None,
 ):
-    """A style feature extractor (:class:`cpdm.backbones.vision.StyleBackbone`): ``vgg19`` or ``cpdm-inception``."""
-    from cpdm.backbones.vision import load_style_backbone
-
-    return load_style_backbone(name, mode=mode, device=device, seed=seed, image_size=image_size)
+    """A style backbone: ``vgg19``, ``cpdm-inception`` or ``csd`` (see :data:`REGISTRY`)."""
+    return load_backbone(name, mode=mode, device=device, seed=seed, image_size=image_size, role="style")
 
 
 def check_style_name(name: str) -> str:
-    """Refuse an unknown style backbone name, listing the known ones."""
-    if name not in STYLE_BACKBONES:
-        raise BackboneError(f"unknown style backbone {name!r} (use one of: {', '.join(STYLE_BACKBONES)})")
+    """Refuse a name that is not a style backbone, listing the known ones."""
+    lookup(name, "style")
     return name
+
+
+def check_semantic_name(name: str) -> str:
+    """Refuse a name that is not a semantic backbone (open_clip names are checked when loaded)."""
+    lookup(name, "semantic")
+    return name
+
+
+@dataclass
+class BackboneStatus:
+    """One row of ``cpdm backbones list``."""
+
+    name: str
+    role: str
+    package: str
+    installed: bool
+    weights: str  # the local weights file, or "missing"
+    tiny: str
+    note: str
+
+
+def registry_status() -> list[BackboneStatus]:
+    """Every registered backbone: what it needs, whether that is installed and real weights are here."""
+    import importlib.util
+
+    rows = []
+    for entry in REGISTRY:
+        module = backbone_module(entry)
+        distribution = module.PACKAGE.split()[0]
+        import_name = {"open_clip_torch": "open_clip", "pytorch-fid": "pytorch_fid"}.get(distribution, distribution)
+        installed = importlib.util.find_spec(import_name) is not None
+        try:
+            found = module.find_weights(entry.name) if installed else None
+        except CpdmError:
+            found = None
+        rows.append(
+            BackboneStatus(entry.name, entry.role, module.PACKAGE, installed, str(found) if found else "missing",
+                           module.TINY, entry.note)
+        )
+    return rows

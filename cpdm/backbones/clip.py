@@ -1,5 +1,12 @@
 """CLIP image encoders (open_clip) for the semantic distance M_sem.
 
+M_sem is the squared L2 distance of L2-normalised ``encode_image`` features
+after open_clip's own preprocessing for the model (``ViT-L-14/openai``:
+shorter side resized to 224, bicubic; centre crop; OpenAI's mean and std),
+the transform ``create_model_and_transforms`` returns. The CPDM release's
+interrogator (clip-interrogator) embeds images the same way: its
+``clip_preprocess`` is that transform and it normalises the features.
+
 Real weights are looked up, never downloaded, in this order:
 
 1. ``TAG`` itself, when it is a path to a checkpoint file
@@ -19,14 +26,12 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
-from PIL import Image
 
 from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device
+from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
 
 TINY_CLIP_NAME = "cpdm-tiny-clip"
@@ -43,29 +48,8 @@ OPENCLIP_URL_CACHE = Path("~/.cache/clip")
 _tiny_registered = False
 
 
-@dataclass
-class ClipBackbone:
-    """A CLIP image encoder with its preprocessing, ready for batched inference."""
-
-    name: str
-    key: str
-    model: torch.nn.Module
-    preprocess: Callable[[Image.Image], torch.Tensor]
-    device: torch.device
-
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        """One image as the (3, S, S) tensor the model expects (resize, crop, normalise)."""
-        return self.preprocess(image.convert("RGB"))
-
-    @torch.inference_mode()
-    def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings (N, D), float32 on the CPU, of a prepared batch."""
-        features = self.model.encode_image(batch.to(self.device)).float()
-        return torch.nn.functional.normalize(features, dim=-1).cpu()
-
-    def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """L2-normalised embeddings (N, D) of PIL images (one batch)."""
-        return self.embed_batch(torch.stack([self.prepare(image) for image in images]))
+# A CLIP image encoder is an embedding backbone whose forward is ``encode_image``.
+ClipBackbone = EmbeddingBackbone
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -92,7 +76,7 @@ def check_clip_name(name: str) -> tuple[str, str]:
     return model, tag
 
 
-def _register_tiny_config() -> None:
+def register_tiny_config() -> None:
     """Make the tiny config known to open_clip (once per process)."""
     global _tiny_registered
     if _tiny_registered:
@@ -159,7 +143,7 @@ def missing_clip_message(model: str, tag: str) -> str:
     )
 
 
-def _build_model(model_name: str, pretrained, seed: int, **kwargs):
+def build_model(model_name: str, pretrained, seed: int, **kwargs):
     import open_clip
 
     # open_clip logs a warning when it builds a model without weights; in the
@@ -187,10 +171,10 @@ def load_clip(name: str, mode: str = "real", device="cpu", seed: int = 0) -> Cli
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     quick_gelu = bool(cfg.get("quick_gelu", False))
     if mode == "tiny":
-        _register_tiny_config()
-        model, preprocess = _build_model(TINY_CLIP_NAME, None, seed)
+        register_tiny_config()
+        model, preprocess = build_model(TINY_CLIP_NAME, None, seed)
     elif mode == "random":
-        model, preprocess = _build_model(model_name, None, seed, force_quick_gelu=quick_gelu)
+        model, preprocess = build_model(model_name, None, seed, force_quick_gelu=quick_gelu)
     else:
         checkpoint = find_cached_checkpoint(model_name, tag)
         if checkpoint is None:
@@ -198,6 +182,27 @@ def load_clip(name: str, mode: str = "real", device="cpu", seed: int = 0) -> Cli
         extra = {}
         if cfg.get("mean"):
             extra = {"image_mean": cfg["mean"], "image_std": cfg["std"]}
-        model, preprocess = _build_model(model_name, str(checkpoint), seed, force_quick_gelu=quick_gelu, **extra)
+        model, preprocess = build_model(model_name, str(checkpoint), seed, force_quick_gelu=quick_gelu, **extra)
     model = model.to(torch_device).eval()
-    return ClipBackbone(name=name, key=backbone_key(name, mode), model=model, preprocess=preprocess, device=torch_device)
+    return EmbeddingBackbone(
+        name=name, key=backbone_key(name, mode), model=model, forward=model.encode_image, preprocess=preprocess,
+        device=torch_device,
+    )
+
+
+# --- the registry's interface (see cpdm.backbones) ---
+PACKAGE = "open_clip_torch"
+TINY = "a 2-layer ViT on 32x32 inputs, 16-d embeddings, seeded random weights"
+
+
+def load(name: str, mode: str = "real", device="cpu", seed: int = 0, image_size: int | None = None) -> EmbeddingBackbone:
+    """The registry's entry point: :func:`load_clip` (CLIP takes no input-size override)."""
+    if image_size is not None:
+        raise BackboneError(f"{name} uses open_clip's own preprocessing; it takes no image_size")
+    return load_clip(name, mode=mode, device=device, seed=seed)
+
+
+def find_weights(name: str) -> Path | None:
+    """The local file holding the weights of ``name`` (MODEL/TAG), or None."""
+    model, tag = check_clip_name(name)
+    return find_cached_checkpoint(model, tag)

@@ -1,11 +1,11 @@
-"""Scoring commands: ``cpdm score`` and ``cpdm scores list``."""
+"""Scoring commands: ``cpdm score``, ``cpdm scores list`` and ``cpdm backbones list``."""
 
 from __future__ import annotations
 
 import click
 
 from cpdm import metric
-from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, STYLE_BACKBONES
+from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
 
@@ -40,11 +40,54 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
     return weights
 
 
+def _weights_for_combinations(path: str | None, combinations: list[tuple[str, str]]) -> metric.Weights | None:
+    """Weights that apply to one of the combinations being scored; else the weights' own backbone error."""
+    if path is None:
+        return None
+    weights = metric.load_weights(path)
+    if (weights.semantic, weights.style) not in combinations:
+        weights.check_backbones(*combinations[0], source=str(path))
+    return weights
+
+
+def _registered(role: str):
+    """A click callback refusing a name the registry does not know for this role (a usage error, status 2)."""
+
+    def check(ctx, param, value):
+        if value is not None:
+            try:
+                lookup(value, role)
+            except CpdmError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
+
+
+def split_backbones(text: str) -> tuple[list[str], list[str]]:
+    """``--backbones a,b,c`` -> (semantic names, style names), each name's role from the registry."""
+    semantic, style = [], []
+    for name in dict.fromkeys(part.strip() for part in text.split(",")):
+        if not name:
+            raise click.BadParameter("an empty name in the list", param_hint="--backbones")
+        try:
+            role = lookup(name).role
+        except CpdmError as exc:
+            raise click.BadParameter(str(exc), param_hint="--backbones") from None
+        (semantic if role == "semantic" else style).append(name)
+    if not semantic or not style:
+        raise click.BadParameter(
+            "name at least one semantic and one style backbone (see `cpdm backbones list`)", param_hint="--backbones"
+        )
+    return semantic, style
+
+
 @cli.command()
 @click.option("--campaign", default=None, help="Score the pairs of this campaign.")
 @click.option("--all", "all_pairs", is_flag=True, help="Score every pair in the workspace.")
-@click.option("--semantic", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG (TAG may be a checkpoint file).")
-@click.option("--style", type=click.Choice(STYLE_BACKBONES), default=DEFAULT_STYLE, show_default=True, help="Style backbone.")
+@click.option("--semantic", default=None, callback=_registered("semantic"), help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
+@click.option("--style", default=None, callback=_registered("style"), help=f"Style backbone: {', '.join(names('style'))}. [default: {DEFAULT_STYLE}]")
+@click.option("--backbones", default=None, help="Several backbones, comma-separated: every semantic x style combination is scored in one pass (each image decoded once, each backbone run once per image).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON from `cpdm calibrate`: report CM_w at its w and x_ref.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
@@ -60,8 +103,8 @@ def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> me
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
-    """Score pairs with the CM metric (CLIP semantics x Gram-matrix style).
+def score(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
+    """Score pairs with the CM metric (a semantic and a style backbone; `cpdm backbones list`).
 
     Scores every pair in scope that has no score yet for these backbones;
     re-running scores only what is new. Each image's features are computed
@@ -73,6 +116,7 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
     Examples:
       cpdm score --all --device cuda
       cpdm score --campaign pilot --style cpdm-inception
+      cpdm score --all --backbones ViT-L-14/openai,dinov2,vgg19,cpdm-inception,csd
       cpdm score --all --weights exports/weights.json
       cpdm score --all --precision fp32        # never reduced precision
       cpdm score --all --offline-tiny          # tiny random models, no weights needed
@@ -84,15 +128,21 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
         raise click.UsageError("give --campaign NAME or --all, not both")
     if campaign is None and not all_pairs:
         raise click.UsageError("say which pairs to score: --campaign NAME or --all")
-    semantic_key, style_key = backbone_keys(semantic, style, offline_tiny)
-    weights = _load_weights_for(weights_path, semantic_key, style_key)  # before any model is loaded
+    if backbones is not None and (semantic is not None or style is not None):
+        raise click.UsageError("give --backbones, or --semantic/--style, not both")
+    if backbones is not None:
+        semantics, styles = split_backbones(backbones)
+    else:
+        semantics, styles = [semantic or DEFAULT_SEMANTIC], [style or DEFAULT_STYLE]
+    combinations = [backbone_keys(sem, sty, offline_tiny) for sem in semantics for sty in styles]
+    weights = _weights_for_combinations(weights_path, combinations)  # before any model is loaded
     ws = open_ws(workspace)
     campaign_id = _campaign_id(ws, campaign)
     report = score_pairs(
         ws,
         campaign_id=campaign_id,
-        semantic=semantic,
-        style=style,
+        semantic=semantics,
+        style=styles,
         device=device,
         batch_size=batch_size,
         offline_tiny=offline_tiny,
@@ -100,10 +150,14 @@ def score(campaign, all_pairs, semantic, style, weights_path, device, batch_size
         precision=precision,
     )
     click.echo(report.summary())
-    click.echo(f"precision: semantic {report.precision['semantic']}, style {report.precision['style']}")
-    frame = load_scores(ws, semantic_key, style_key, campaign_id)
-    click.echo(_add_cm(frame, ws, semantic_key, style_key, weights))
-    _print_variant_summary(frame)
+    click.echo("precision: " + ", ".join(f"{key} {chosen}" for key, chosen in report.precision.items()))
+    for semantic_key, style_key in combinations:
+        frame = load_scores(ws, semantic_key, style_key, campaign_id)
+        if len(combinations) > 1:
+            click.echo(f"\n== semantic={semantic_key} style={style_key}")
+        applies = weights if weights is not None and (weights.semantic, weights.style) == (semantic_key, style_key) else None
+        click.echo(_add_cm(frame, ws, semantic_key, style_key, applies))
+        _print_variant_summary(frame)
 
 
 def _print_variant_summary(frame) -> None:
@@ -136,7 +190,7 @@ def scores():
 @scores.command("list")
 @click.option("--campaign", default=None, help="Only the pairs of this campaign.")
 @click.option("--semantic", default=None, help="Semantic backbone (default: the only one scored).")
-@click.option("--style", type=click.Choice(STYLE_BACKBONES), default=None, help="Style backbone (default: the only one scored).")
+@click.option("--style", default=None, help="Style backbone (default: the only one scored).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON: show CM_w at its w and x_ref.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table to this CSV file.")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Rows to print (0: all).")
@@ -197,3 +251,36 @@ def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, st
         names = "; ".join(f"--semantic {s} --style {t}" for s, t in candidates)
         raise CpdmError(f"scores exist for several backbones, choose one: {names}")
     return candidates[0]
+
+
+@cli.group()
+def backbones():
+    """The metric's backbones.
+
+    \b
+    Example:
+      cpdm backbones list
+    """
+
+
+@backbones.command("list")
+@workspace_option
+@cpdm_command
+def backbones_list(workspace):
+    """List the registered backbones: role, what each needs, whether real weights are on this machine, its tiny mode.
+
+    Any open_clip MODEL/TAG is a semantic backbone too; `csd/PATH` and
+    `dinov2/REPO-OR-DIR` name other checkpoints of those backbones.
+    Weights are machine-wide (caches), so --workspace changes nothing here.
+
+    \b
+    Example:
+      cpdm backbones list
+    """
+    from cpdm.backbones import registry_status
+
+    for row in registry_status():
+        click.echo(f"{row.name}  [{row.role}]  {row.note}")
+        click.echo(f"    needs: {row.package} ({'installed' if row.installed else 'NOT installed'})")
+        click.echo(f"    real weights: {row.weights}")
+        click.echo(f"    tiny mode: {row.tiny}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cpdm.scoring.features import ImageFeatures, decode_embedding, decode_style
+from cpdm.scoring.features import decode_descriptor
 
 
 def cached_images(ws, backbone: str, shas: Iterable[str]) -> set[str]:
@@ -26,14 +26,10 @@ def load_feature_blob(ws, sha: str, backbone: str) -> bytes | None:
     return None if row is None else row[0]
 
 
-def load_features(ws, sha: str, semantic_key: str, style_key: str) -> ImageFeatures | None:
-    """An image's cached features for both backbones, or None if either is missing."""
-    sem_blob = load_feature_blob(ws, sha, semantic_key)
-    style_blob = load_feature_blob(ws, sha, style_key)
-    if sem_blob is None or style_blob is None:
-        return None
-    label = f"image {sha[:12]}"
-    return ImageFeatures(decode_embedding(sem_blob, label), decode_style(style_blob, label))
+def load_descriptor(ws, sha: str, backbone):
+    """An image's cached descriptor for one backbone, or None."""
+    blob = load_feature_blob(ws, sha, backbone.key)
+    return None if blob is None else decode_descriptor(backbone, blob, f"image {sha[:12]}")
 
 
 def store_features(ws, rows: list[tuple[str, str, bytes]]) -> None:

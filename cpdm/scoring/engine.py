@@ -1,13 +1,15 @@
 """The scoring engine: scores per pair from cached features (``score_pairs``), and ``Scorer`` for two images.
 
 ``score_pairs`` scores every pair that has no score yet for a (semantic,
-style) backbone pair:
+style) backbone combination; given several semantic and style backbones it
+scores every combination in the same pass:
 
 1. Pairs are taken anchor by anchor, in chunks of about ``batch_size`` pairs.
 2. For each chunk, the images whose features are not in the ``features``
-   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size images together) and run
-   through both backbones; their features are written in one short
-   transaction per batch. An anchor with 9 generations is embedded once, and
+   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size
+   images together) and run through each backbone that lacks them, once per
+   image whatever the number of combinations; their features are written in
+   one short transaction per batch. An anchor with 9 generations is embedded once, and
    after a new unlearning run only the new generations are.
 3. The chunk's pairs are scored from the features and written in one short
    transaction, so an error later (a missing file, say) leaves every score
@@ -40,18 +42,18 @@ from cpdm import metric
 from cpdm.backbones import (
     DEFAULT_SEMANTIC,
     DEFAULT_STYLE,
+    check_semantic_name,
     check_style_name,
     load_semantic,
     load_style,
     resolve_device,
 )
-from cpdm.scoring.cache import cached_images, load_features, store_features
+from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
     ImageFeatures,
-    encode_embedding,
-    encode_style,
-    style_distance,
+    descriptor_distance,
+    encode_descriptor,
 )
 from cpdm.scoring.precision import FP32, check_choice
 from cpdm.scoring.reader import ScoringError
@@ -67,11 +69,19 @@ REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
 
 @dataclass
 class ScoreReport:
-    """What one ``score_pairs`` run did."""
+    """What one ``score_pairs`` run did.
+
+    ``semantic`` and ``style`` are the stored backbone keys (comma-separated
+    when several were scored in one pass); ``pairs_scored`` counts pairs that
+    got at least one new score, ``scores_written`` the (pair, combination)
+    scores written; ``precision`` maps each backbone key to its precision.
+    """
 
     semantic: str
     style: str
+    combinations: list = field(default_factory=list)
     pairs_scored: int = 0
+    scores_written: int = 0
     pairs_already_scored: int = 0
     images_computed: int = 0
     images_cached: int = 0
@@ -80,9 +90,14 @@ class ScoreReport:
     precision: dict = field(default_factory=dict)
 
     def summary(self) -> str:
+        if len(self.combinations) > 1:
+            backbones = f"{len(self.combinations)} combinations of semantic={self.semantic} x style={self.style} " \
+                        f"({self.scores_written} scores)"
+        else:
+            backbones = f"semantic={self.semantic} style={self.style}"
         return (
             f"scored {self.pairs_scored} pairs ({self.pairs_already_scored} already scored) with "
-            f"semantic={self.semantic} style={self.style}: features computed for {self.images_computed} images, "
+            f"{backbones}: features computed for {self.images_computed} images, "
             f"{self.images_cached} from the cache; {self.reference_distances_added} reference distances added "
             f"in {self.seconds:.1f} s"
         )
@@ -127,6 +142,10 @@ def _scored_pair_ids(ws, semantic_key: str, style_key: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def _as_list(backbones) -> list:
+    return list(backbones) if isinstance(backbones, (list, tuple)) else [backbones]
+
+
 def _chunks_by_anchor(pairs: list[_Pair], size: int) -> list[list[_Pair]]:
     """Consecutive whole anchors, about ``size`` pairs per chunk (an anchor is never split)."""
     chunks, current = [], []
@@ -141,120 +160,152 @@ def _chunks_by_anchor(pairs: list[_Pair], size: int) -> list[list[_Pair]]:
 
 
 class ScoringEngine:
-    """Backbones plus the workspace: computes, caches and scores. ``score_pairs`` drives it."""
+    """Backbones plus the workspace: computes, caches and scores. ``score_pairs`` drives it.
 
-    def __init__(self, ws, semantic_backbone, style_backbone, batch_size: int = 16, precision: str = "auto"):
+    ``semantic_backbones`` and ``style_backbones`` are one backbone each or
+    lists of them; every (semantic, style) combination is scored, and each
+    backbone runs once per image whatever the number of combinations.
+    """
+
+    def __init__(self, ws, semantic_backbones, style_backbones, batch_size: int = 16, precision: str = "auto"):
         if batch_size < 1:
             raise ScoringError(f"batch size must be at least 1, got {batch_size}")
+        semantics, styles = _as_list(semantic_backbones), _as_list(style_backbones)
+        for backbone, role in [(b, "semantic") for b in semantics] + [(b, "style") for b in styles]:
+            if backbone.role != role:
+                raise ScoringError(f"{backbone.name} is a {backbone.role} backbone, not a {role} one")
         self.ws = ws
-        self.extractor = FeatureExtractor(semantic_backbone, style_backbone, precision)
-        self.semantic_key = semantic_backbone.key
-        self.style_key = style_backbone.key
-        self.layer_weights = style_backbone.layer_weights
+        self.extractor = FeatureExtractor(semantics + styles, precision)
+        self.backbones = self.extractor.backbones
+        by_key = {b.key: b for b in self.backbones}
+        keys = dict.fromkeys((sem.key, style.key) for sem in semantics for style in styles)
+        self.combinations = [(by_key[sem], by_key[style]) for sem, style in keys]
         self.batch_size = batch_size
 
-    def features_for(self, shas: Sequence[str], report: ScoreReport | None = None) -> dict[str, ImageFeatures]:
-        """Features of these images: cached ones read back, the others computed in batches and cached."""
+    @property
+    def semantic_key(self) -> str:
+        """The first combination's semantic key (the only one, usually)."""
+        return self.combinations[0][0].key
+
+    @property
+    def style_key(self) -> str:
+        return self.combinations[0][1].key
+
+    def combination_keys(self) -> list[tuple[str, str]]:
+        return [(sem.key, style.key) for sem, style in self.combinations]
+
+    def features_for(self, shas: Sequence[str], report: ScoreReport | None = None) -> dict[str, dict]:
+        """Descriptors of these images, ``{sha: {backbone key: descriptor}}``: cached ones read back, the others
+        computed in batches (each image decoded once, each backbone run only where its feature is missing)."""
         shas = list(dict.fromkeys(shas))
-        have_sem = cached_images(self.ws, self.semantic_key, shas)
-        have_style = cached_images(self.ws, self.style_key, shas)
-        result: dict[str, ImageFeatures] = {}
-        to_compute = []
-        for sha in shas:
-            if sha in have_sem and sha in have_style:
-                result[sha] = load_features(self.ws, sha, self.semantic_key, self.style_key)
-            else:
-                to_compute.append(sha)
+        have = {b.key: cached_images(self.ws, b.key, shas) for b in self.backbones}
+        to_compute = [sha for sha in shas if any(sha not in have[b.key] for b in self.backbones)]
         if report is not None:
             report.images_cached += len(shas) - len(to_compute)
         for start in range(0, len(to_compute), self.batch_size):
             batch = to_compute[start : start + self.batch_size]
-            result.update(self._compute_and_store(batch, have_sem, have_style))
+            self._compute_and_store(batch, have)
             if report is not None:
                 report.images_computed += len(batch)
-        return result
+        # Read back what the cache holds so that cached and fresh paths agree exactly.
+        return {sha: self._cached_descriptors(sha) for sha in shas}
 
-    def _compute_and_store(self, shas: list[str], have_sem: set[str], have_style: set[str]) -> dict[str, ImageFeatures]:
+    def _cached_descriptors(self, sha: str) -> dict | None:
+        """Every backbone's cached descriptor of an image, or None if one is missing."""
+        found = {b.key: load_descriptor(self.ws, sha, b) for b in self.backbones}
+        return None if any(value is None for value in found.values()) else found
+
+    def _compute_and_store(self, shas: list[str], have: dict[str, set[str]]) -> None:
         paths = {sha: self.ws.image_path(sha) for sha in shas}  # the database is read from this thread only
         images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), shas)
-        # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
-        need_sem = [i for i, sha in enumerate(shas) if sha not in have_sem]
-        need_style = [i for i, sha in enumerate(shas) if sha not in have_style]
         rows = []
-        if need_sem:
-            embeddings = self.extractor.embeddings([images[i] for i in need_sem])
-            rows += [(shas[i], self.semantic_key, encode_embedding(e)) for i, e in zip(need_sem, embeddings)]
-        if need_style:
-            descriptors = self.extractor.style_descriptors([images[i] for i in need_style])
-            rows += [(shas[i], self.style_key, encode_style(d)) for i, d in zip(need_style, descriptors)]
+        for backbone in self.backbones:
+            # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
+            need = [i for i, sha in enumerate(shas) if sha not in have[backbone.key]]
+            if need:
+                described = self.extractor.descriptors(backbone, [images[i] for i in need])
+                rows += [(shas[i], backbone.key, encode_descriptor(backbone, d)) for i, d in zip(need, described)]
         store_features(self.ws, rows)
-        # Read back what the cache holds so that cached and fresh paths agree exactly.
-        return {sha: load_features(self.ws, sha, self.semantic_key, self.style_key) for sha in shas}
 
-    def distances(self, a: ImageFeatures, g: ImageFeatures) -> tuple[float, float]:
-        """(M_sem, M_style) of two images' features."""
-        return float(metric.m_sem(a.embedding, g.embedding)), style_distance(a.style, g.style, self.layer_weights)
+    @staticmethod
+    def distances(combination, a: dict, g: dict) -> tuple[float, float]:
+        """(M_sem, M_style) of two images' descriptors under one (semantic, style) combination."""
+        sem, style = combination
+        return (
+            descriptor_distance(sem, a[sem.key], g[sem.key]),
+            descriptor_distance(style, a[style.key], g[style.key]),
+        )
 
-    def score_chunk(self, pairs: list[_Pair], report: ScoreReport) -> None:
-        """Features for the chunk's images, then its scores in one transaction."""
+    def score_chunk(self, pairs: list[_Pair], report: ScoreReport, done: dict | None = None) -> None:
+        """Descriptors for the chunk's images, then its missing scores in one transaction.
+
+        ``done`` maps a combination's keys to the pair ids already scored with it.
+        """
+        done = done or {}
         images = [sha for pair in pairs for sha in (pair.anchor_image, pair.image)]
         features = self.features_for(images, report)
-        rows = []
+        rows, scored = [], set()
         for pair in pairs:
-            sem, style = self.distances(features[pair.anchor_image], features[pair.image])
-            rows.append((pair.id, self.semantic_key, self.style_key, sem, style))
+            for combination, keys in zip(self.combinations, self.combination_keys()):
+                if pair.id in done.get(keys, ()):
+                    continue
+                sem, style = self.distances(combination, features[pair.anchor_image], features[pair.image])
+                rows.append((pair.id, *keys, sem, style))
+                scored.add(pair.id)
         with self.ws.transaction() as conn:
             conn.executemany(
                 "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(pair, semantic, style) DO NOTHING",
                 rows,
             )
-        report.pairs_scored += len(rows)
+        report.pairs_scored += len(scored)
+        report.scores_written += len(rows)
 
     def add_reference_distances(self, pairs: list[_Pair]) -> int:
-        """Up to REFERENCE_SAMPLE mismatched pairs per anchor, from cached features; returns how many were added."""
+        """Up to REFERENCE_SAMPLE mismatched pairs per anchor and combination, from cached features."""
         generation_images = self._generation_images(pairs)
         own_images: dict[int, set[str]] = {}
         anchor_image: dict[int, str] = {}
         for pair in pairs:
             own_images.setdefault(pair.anchor, set()).add(pair.image)
             anchor_image[pair.anchor] = pair.anchor_image
-        features_cache: OrderedDict[str, ImageFeatures | None] = OrderedDict()
+        features_cache: OrderedDict[str, dict | None] = OrderedDict()
         added = 0
-        for anchor, image in anchor_image.items():
-            existing = {
-                row[0]
-                for row in self.ws.conn.execute(
-                    "SELECT image FROM reference_distances WHERE anchor = ? AND semantic = ? AND style = ?",
-                    (anchor, self.semantic_key, self.style_key),
-                )
-            }
-            needed = REFERENCE_SAMPLE - len(existing)
-            if needed <= 0:
-                continue
-            excluded = own_images[anchor] | {image} | existing
-            candidates = [sha for sha, owner in generation_images.items() if owner != anchor and sha not in excluded]
-            candidates.sort(key=lambda sha: hashlib.sha256(f"{anchor}:{sha}".encode()).hexdigest())
-            anchor_features = self._cached(image, features_cache)
-            if anchor_features is None:
-                continue
-            rows = []
-            for sha in candidates:
-                if len(rows) == needed:
-                    break
-                other = self._cached(sha, features_cache)
-                if other is None:
-                    continue
-                sem, style = self.distances(anchor_features, other)
-                rows.append((anchor, sha, self.semantic_key, self.style_key, sem, style))
-            if rows:
-                with self.ws.transaction() as conn:
-                    conn.executemany(
-                        "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        rows,
+        for combination, (sem_key, style_key) in zip(self.combinations, self.combination_keys()):
+            for anchor, image in anchor_image.items():
+                existing = {
+                    row[0]
+                    for row in self.ws.conn.execute(
+                        "SELECT image FROM reference_distances WHERE anchor = ? AND semantic = ? AND style = ?",
+                        (anchor, sem_key, style_key),
                     )
-                added += len(rows)
+                }
+                needed = REFERENCE_SAMPLE - len(existing)
+                if needed <= 0:
+                    continue
+                excluded = own_images[anchor] | {image} | existing
+                candidates = [sha for sha, owner in generation_images.items() if owner != anchor and sha not in excluded]
+                candidates.sort(key=lambda sha: hashlib.sha256(f"{anchor}:{sha}".encode()).hexdigest())
+                anchor_features = self._cached(image, features_cache)
+                if anchor_features is None:
+                    continue
+                rows = []
+                for sha in candidates:
+                    if len(rows) == needed:
+                        break
+                    other = self._cached(sha, features_cache)
+                    if other is None:
+                        continue
+                    sem, style = self.distances(combination, anchor_features, other)
+                    rows.append((anchor, sha, sem_key, style_key, sem, style))
+                if rows:
+                    with self.ws.transaction() as conn:
+                        conn.executemany(
+                            "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            rows,
+                        )
+                    added += len(rows)
         return added
 
     def _generation_images(self, pairs: list[_Pair]) -> dict[str, int]:
@@ -267,12 +318,12 @@ class ScoringEngine:
                 owners.setdefault(image, anchor)
         return owners
 
-    def _cached(self, sha: str, memo: OrderedDict, limit: int = 64) -> ImageFeatures | None:
-        """Cached features through a small LRU (reference sampling revisits images)."""
+    def _cached(self, sha: str, memo: OrderedDict, limit: int = 64) -> dict | None:
+        """Cached descriptors through a small LRU (reference sampling revisits images)."""
         if sha in memo:
             memo.move_to_end(sha)
             return memo[sha]
-        value = load_features(self.ws, sha, self.semantic_key, self.style_key)
+        value = self._cached_descriptors(sha)
         memo[sha] = value
         if len(memo) > limit:
             memo.popitem(last=False)
@@ -281,8 +332,8 @@ class ScoringEngine:
 
 def build_engine(
     ws,
-    semantic: str = DEFAULT_SEMANTIC,
-    style: str = DEFAULT_STYLE,
+    semantic: str | Sequence[str] = DEFAULT_SEMANTIC,
+    style: str | Sequence[str] = DEFAULT_STYLE,
     device: str = "cpu",
     batch_size: int = 16,
     offline_tiny: bool = False,
@@ -290,24 +341,35 @@ def build_engine(
     style_image_size: int | None = None,
     precision: str = "auto",
 ) -> ScoringEngine:
-    """Load both backbones (checking names, device and precision first) and wrap them in an engine."""
-    check_style_name(style)
+    """Load the backbones (checking names, device and precision first) and wrap them in an engine.
+
+    ``semantic`` and ``style`` are a name each, or lists of names: every
+    (semantic, style) combination is then scored in one pass.
+    """
+    semantics, styles = _as_list(semantic), _as_list(style)
+    for name in semantics:
+        check_semantic_name(name)
+    for name in styles:
+        check_style_name(name)
     resolve_device(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
     check_choice(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
-    semantic_backbone = load_semantic(semantic, mode=mode, device=device)
-    style_backbone = load_style(style, mode=mode, device=device, image_size=style_image_size)
-    return ScoringEngine(ws, semantic_backbone, style_backbone, batch_size=batch_size, precision=precision)
+    semantic_backbones = [load_semantic(name, mode=mode, device=device) for name in semantics]
+    style_backbones = [
+        load_style(name, mode=mode, device=device, image_size=style_image_size if name == "vgg19" else None)
+        for name in styles
+    ]
+    return ScoringEngine(ws, semantic_backbones, style_backbones, batch_size=batch_size, precision=precision)
 
 
 def score_pairs(
     ws,
     pair_ids: Sequence[int] | None = None,
     campaign_id: int | None = None,
-    semantic: str = DEFAULT_SEMANTIC,
-    style: str = DEFAULT_STYLE,
+    semantic: str | Sequence[str] = DEFAULT_SEMANTIC,
+    style: str | Sequence[str] = DEFAULT_STYLE,
     device: str = "cpu",
     batch_size: int = 16,
     offline_tiny: bool = False,
@@ -315,32 +377,38 @@ def score_pairs(
     engine: ScoringEngine | None = None,
     precision: str = "auto",
 ) -> ScoreReport:
-    """Score every pair in scope (all, ``pair_ids`` or a campaign's) that has no score for these backbones.
+    """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 
-    Re-running scores only what is new. ``engine`` reuses loaded backbones
-    (its backbones then decide semantic/style/device, and it its precision).
-    ``precision`` is ``auto`` (fp16 on CUDA where it keeps scores within 1e-3
-    of fp32), ``reduced`` (the CPU's bf16 too) or ``fp32``; see ``cpdm.scoring.precision``.
+    ``semantic`` and ``style`` may list several backbones: every combination
+    is scored in the same pass, each image decoded once and each backbone run
+    once per image. Re-running scores only what is new. ``engine`` reuses
+    loaded backbones (its backbones then decide semantic/style/device, and it
+    its precision). ``precision`` is ``auto`` (fp16 on CUDA where it keeps
+    scores within 1e-3 of fp32), ``reduced`` (the CPU's bf16 too) or
+    ``fp32``; see ``cpdm.scoring.precision``.
     """
     started = time.perf_counter()
     scope = _selected_pair_ids(ws, pair_ids, campaign_id)
     if engine is None:
         engine = build_engine(ws, semantic, style, device, batch_size, offline_tiny, precision=precision)
-    report = ScoreReport(semantic=engine.semantic_key, style=engine.style_key)
+    keys = engine.combination_keys()
+    report = ScoreReport(
+        semantic=",".join(dict.fromkeys(sem for sem, _ in keys)),
+        style=",".join(dict.fromkeys(style for _, style in keys)),
+        combinations=keys,
+    )
     pairs = _pairs_in_scope(ws, scope)
-    done = _scored_pair_ids(ws, engine.semantic_key, engine.style_key)
-    todo = [pair for pair in pairs if pair.id not in done]
+    done = {combination: _scored_pair_ids(ws, *combination) for combination in keys}
+    todo = [pair for pair in pairs if any(pair.id not in scored for scored in done.values())]
     report.pairs_already_scored = len(pairs) - len(todo)
     from tqdm import tqdm
 
     with tqdm(total=len(todo), unit="pair", desc="scoring", disable=not progress or not todo) as bar:
         for chunk in _chunks_by_anchor(todo, engine.batch_size):
-            engine.score_chunk(chunk, report)
+            engine.score_chunk(chunk, report, done)
             bar.update(len(chunk))
     report.reference_distances_added = engine.add_reference_distances(pairs)
-    report.precision = {
-        backbone: chosen or FP32 for backbone, chosen in engine.extractor.precision.items()
-    }
+    report.precision = {key: chosen or FP32 for key, chosen in engine.extractor.precision.items()}
     report.seconds = time.perf_counter() - started
     return report
 
@@ -379,6 +447,7 @@ class Scorer:
         weights: metric.Weights | None = None,
         precision: str = "fp32",
     ):
+        check_semantic_name(semantic)
         check_style_name(style)
         mode = "tiny" if offline_tiny else "real"
         self.semantic_backbone = load_semantic(semantic, mode=mode, device=device)
@@ -389,7 +458,7 @@ class Scorer:
             metric.normalise(0.0, x_ref)  # refuses x_ref <= 0 now, not at the first call
         self.weights = weights
         self.x_ref = x_ref
-        self.extractor = FeatureExtractor(self.semantic_backbone, self.style_backbone, precision)
+        self.extractor = FeatureExtractor([self.semantic_backbone, self.style_backbone], precision)
 
     def features(self, images: Sequence) -> list[ImageFeatures]:
         """Features of each image; an image given twice (same object or path) is computed once."""
@@ -398,8 +467,8 @@ class Scorer:
         for key, image in zip(keys, images):
             first.setdefault(key, image)
         pil = [_as_pil(image) for image in first.values()]
-        embeddings = self.extractor.embeddings(pil)
-        descriptors = self.extractor.style_descriptors(pil)
+        embeddings = self.extractor.descriptors(self.semantic_backbone, pil)
+        descriptors = self.extractor.descriptors(self.style_backbone, pil)
         computed = {key: ImageFeatures(e, d) for key, e, d in zip(first, embeddings, descriptors)}
         return [computed[key] for key in keys]
 
@@ -412,8 +481,8 @@ class Scorer:
         scores = []
         for i in range(n):
             a, g = features[i], features[n + i]
-            sem = float(metric.m_sem(a.embedding, g.embedding))
-            style = style_distance(a.style, g.style, self.style_backbone.layer_weights)
+            sem = descriptor_distance(self.semantic_backbone, a.embedding, g.embedding)
+            style = descriptor_distance(self.style_backbone, a.style, g.style)
             scores.append(PairScore(sem, style, self._cm(sem, style)))
         return scores
 

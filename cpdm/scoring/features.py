@@ -1,7 +1,8 @@
-"""Features of one image for the metric: extraction with both backbones, and their stored form.
+"""Features of one image for the metric: extraction with any backbones, and their stored form.
 
-Stored features: the L2-normalised CLIP embedding (float32), and per style
-layer either the Gram matrix's upper triangle (float32) or, when the layer has
+Stored features: an L2-normalised embedding (float32) for embedding
+backbones (CLIP, DINOv2, CSD), and for Gram backbones, per style layer
+either the Gram matrix's upper triangle (float32) or, when the layer has
 fewer positions than channels (H·W < C, e.g. InceptionV3's pooled block 3),
 the feature maps themselves, from which the Gram matrix follows exactly and
 which are smaller. Blobs are numpy ``.npz`` archives, read without pickle.
@@ -169,20 +170,43 @@ def _from_npz(blob: bytes, label: str) -> dict:
 
 
 # --------------------------------------------------------------------------
-# Feature extraction with both backbones
+# Any backbone's descriptor: stored form and distance
+# --------------------------------------------------------------------------
+
+
+def encode_descriptor(backbone, descriptor) -> bytes:
+    """A descriptor as the blob cached in ``features`` (an embedding, or Gram layers)."""
+    return encode_style(descriptor) if backbone.descriptor == "gram" else encode_embedding(descriptor)
+
+
+def decode_descriptor(backbone, blob: bytes, label: str):
+    return decode_style(blob, label) if backbone.descriptor == "gram" else decode_embedding(blob, label)
+
+
+def descriptor_distance(backbone, a, g) -> float:
+    """The backbone's distance: Gram style distance, squared L2 (M_sem) or cosine distance of embeddings."""
+    if backbone.descriptor == "gram":
+        return style_distance(a, g, backbone.layer_weights)
+    if backbone.comparison == "cosine":
+        return float(metric.cosine_distance(a, g))
+    return float(metric.m_sem(a, g))
+
+
+# --------------------------------------------------------------------------
+# Feature extraction with any number of backbones
 # --------------------------------------------------------------------------
 
 
 @dataclass
 class ImageFeatures:
-    """What the metric needs of one image."""
+    """What the metric needs of one image for one (semantic, style) combination."""
 
     embedding: np.ndarray | None = None
-    style: list[LayerGram] | None = None
+    style: list[LayerGram] | np.ndarray | None = None
 
 
 class FeatureExtractor:
-    """Both backbones, batched, in the precision chosen as described in ``cpdm.scoring.precision``.
+    """Backbones, batched, each in the precision chosen as described in ``cpdm.scoring.precision``.
 
     ``precision`` says which reduced precision to try (``precision_to_try``):
     it is chosen per backbone on the first batch of two or more images.
@@ -199,18 +223,19 @@ class FeatureExtractor:
     cores, since no pass scales perfectly across cores.
     """
 
-    def __init__(self, semantic_backbone, style_backbone, precision: str = "auto"):
+    def __init__(self, backbones: Sequence, precision: str = "auto"):
         check_choice(precision)
-        self.semantic = semantic_backbone
-        self.style = style_backbone
-        self.device = semantic_backbone.device
+        self.backbones = list(dict((b.key, b) for b in backbones).values())
+        if not self.backbones:
+            raise ScoringError("feature extraction needs at least one backbone")
+        self.device = self.backbones[0].device
         self._pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS) if self.device.type == "cuda" else None
         self.cpu_workers = min(CPU_WORKERS, torch.get_num_threads()) if self.device.type == "cpu" else 1
         self._cpu_pool = ThreadPoolExecutor(max_workers=self.cpu_workers) if self.cpu_workers > 1 else None
         self.reduced = precision_to_try(precision, self.device)
-        # Per backbone: None until chosen on the first batch of two or more images.
+        # Per backbone key: None until chosen on the first batch of two or more images.
         undecided = None if self.reduced else FP32
-        self.precision: dict[str, str | None] = {"semantic": undecided, "style": undecided}
+        self.precision: dict[str, str | None] = {b.key: undecided for b in self.backbones}
 
     def map(self, function, items: Sequence) -> list:
         """``[function(item) for item in items]``, in threads on CUDA; the first error is raised, in order."""
@@ -218,55 +243,47 @@ class FeatureExtractor:
             return [function(item) for item in items]
         return list(self._pool.map(function, items))
 
-    def embeddings(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """L2-normalised CLIP embeddings, one float32 vector per image."""
-        batch = torch.stack(self.map(self.semantic.prepare, images))
-        return self._run(
-            "semantic",
-            lambda part: list(self.semantic.embed_batch(part).numpy()),
-            batch,
-            distance=lambda e, i, j: metric.m_sem(e[i], e[j]),
-            relative=False,
-        )
-
-    def style_descriptors(self, images: Sequence[Image.Image]) -> list[list[LayerGram]]:
-        """One style descriptor (a LayerGram per layer) per image; batches by input size."""
-        prepared = self.map(self.style.prepare, images)
-        results: list[list[LayerGram] | None] = [None] * len(images)
+    def descriptors(self, backbone, images: Sequence[Image.Image]) -> list:
+        """One descriptor per image (an embedding, or a LayerGram per layer); batches by input size."""
+        prepared = self.map(backbone.prepare, images)
+        results: list = [None] * len(images)
         by_shape: dict[tuple, list[int]] = {}
         for index, tensor in enumerate(prepared):
             by_shape.setdefault(tuple(tensor.shape), []).append(index)
-        weights = self.style.layer_weights
+        if backbone.descriptor == "gram":
+            forward = lambda batch: self._describe(backbone, batch)  # noqa: E731
+        else:
+            forward = lambda batch: list(backbone.embed_batch(batch).numpy())  # noqa: E731
         for indices in by_shape.values():
             batch = torch.stack([prepared[i] for i in indices])
-            descriptors = self._run(
-                "style",
-                self._describe,
+            described = self._run(
+                backbone.key,
+                forward,
                 batch,
-                distance=lambda d, i, j: style_distance(d[i], d[j], weights),
-                relative=True,
+                distance=lambda d, i, j: descriptor_distance(backbone, d[i], d[j]),
+                relative=backbone.descriptor == "gram",
             )
-            for index, descriptor in zip(indices, descriptors):
+            for index, descriptor in zip(indices, described):
                 results[index] = descriptor
-        return results  # type: ignore[return-value]
+        return results
 
-    def _describe(self, batch: torch.Tensor) -> list[list[LayerGram]]:
+    @staticmethod
+    def _describe(backbone, batch: torch.Tensor) -> list[list[LayerGram]]:
         """Style descriptors of a prepared batch."""
-        per_layer = [describe_layer(maps) for maps in self.style.feature_maps(batch)]
+        per_layer = [describe_layer(maps) for maps in backbone.feature_maps(batch)]
         return [list(layers) for layers in zip(*per_layer)]
 
-    def _run(self, backbone: str, forward, batch: torch.Tensor, distance, relative: bool) -> list:
+    def _run(self, key: str, forward, batch: torch.Tensor, distance, relative: bool) -> list:
         """``forward(batch)`` in the backbone's precision, choosing it on a probe of this batch if undecided."""
-        precision = self.precision[backbone]
+        precision = self.precision[key]
         if precision is None and len(batch) >= 2:
             probe, rest = batch[:PROBE_IMAGES], batch[PROBE_IMAGES:]
             precision, probe_out = choose_precision(
                 lambda candidate: self._forward_in(candidate, forward, probe), distance, self.reduced, relative
             )
-            self.precision[backbone] = precision
+            self.precision[key] = precision
             return list(probe_out) + (self._forward_in(precision, forward, rest) if len(rest) else [])
         return self._forward_in(precision or FP32, forward, batch)
-
     def _forward_in(self, precision: str, forward, batch: torch.Tensor) -> list:
         """``forward`` on the batch in ``precision``; on the CPU split between workers, in small passes."""
         # The precision setting is process-wide, so it is set here, around every worker's share.
