@@ -243,6 +243,21 @@ def load_sd_pipeline(
     return pipeline.to(device)
 
 
+def variant_pipeline(variant, *, root=None, device: str | torch.device = "cpu", dtype=None, offline_tiny: bool = False):
+    """The pipeline that generates as ``variant`` (a registered model variant): its base model with the
+    variant's unlearning applied (an artifact's weights, or SLD's guidance).
+
+    The base is the tiny random model when ``offline_tiny`` is set or the
+    variant was made on it. ``root`` is the workspace folder that relative
+    artifact paths start from.
+    """
+    from cpdm.unlearning.runner import TINY_BASE, apply_variant
+
+    tiny = offline_tiny or variant.base_model == TINY_BASE
+    pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
+    return apply_variant(pipeline, variant, root)
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
     """float16 on CUDA and float32 elsewhere, unless a dtype is given ("float16", torch.bfloat16, ...)."""
     if dtype is None:
