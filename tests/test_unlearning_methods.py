@@ -207,3 +207,162 @@ def test_sld_pipeline_matches_diffusers_safe_pipeline(preset):
     plain = pipe("a portrait of a woman", generator=torch.Generator().manual_seed(5), **kwargs).images
     assert abs(ours - plain).max() > 0  # safety guidance changed the image
     assert abs(ours - expected).max() < 1e-5
+
+
+# --- Concept Ablation ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ablation_closes_the_gap_to_the_anchor_prediction_and_its_target_has_no_gradient():
+    from cpdm.unlearning.ablation import ablation_loss
+    from cpdm.unlearning.uce import projection_names
+
+    pipe = tiny_sd_pipeline(seed=0)
+    unet = pipe.unet
+    original = copy.deepcopy(unet).requires_grad_(False)
+    anchor, _ = encode_text(pipe, ["a painting of a house"])
+    target, _ = encode_text(pipe, ["a painting of a house in the style of claude monet"])
+    generator = torch.Generator().manual_seed(0)
+    x_t, t = torch.randn(1, 4, 8, 8, generator=generator), torch.tensor(300)
+
+    def gap():
+        with torch.no_grad():
+            return float((unet(x_t, t, encoder_hidden_states=target).sample
+                          - original(x_t, t, encoder_hidden_states=anchor).sample).norm())
+
+    parameters = named_parameters(unet, projection_names(unet))
+    # The target carries no gradient: the gradient is that of a regression onto a constant.
+    ablation_loss(unet, x_t, t, target, anchor).backward()
+    ours = {name: p.grad.clone() for name, p in parameters.items()}
+    for p in parameters.values():
+        p.grad = None
+    constant = unet(x_t, t, encoder_hidden_states=anchor).sample.detach()
+    torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=target).sample, constant).backward()
+    for name, p in parameters.items():
+        torch.testing.assert_close(ours[name], p.grad)
+        p.grad = None
+
+    start = gap()
+    optimizer = torch.optim.Adam(parameters.values(), lr=3e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        ablation_loss(unet, x_t, t, target, anchor).backward()
+        optimizer.step()
+    assert gap() < 0.5 * start
+
+
+def test_ablation_changes_exactly_the_cross_attention_keys_and_values():
+    before, after, tensors, names = _run("ablation", {"iterations": 2, "batch_size": 2, "lr": 1e-3, "anchor_images": 2,
+                                                      "anchor_steps": 1})
+    assert all(name.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")) for name in names)
+    _assert_changes_exactly(before, after, tensors, names)
+
+
+# --- gradient ascent -------------------------------------------------------------------------------
+
+def _forget_images(folder, count=2):
+    from tests.conftest import write_png
+
+    return tuple(write_png(folder / f"forget{i}.png", seed=i, size=(64, 64)) for i in range(count))
+
+
+def _forget_loss(pipe, images):
+    from cpdm.unlearning.base import diffusion_loss, image_latents, training_scheduler
+
+    x0 = image_latents(pipe, images)
+    context, _ = encode_text(pipe, [CONCEPT])
+    with torch.no_grad():
+        return sum(float(diffusion_loss(pipe.unet, training_scheduler(pipe), x0, context.expand(len(x0), -1, -1),
+                                        torch.Generator().manual_seed(seed))) for seed in range(4))
+
+
+@pytest.mark.slow
+def test_gradient_ascent_raises_the_forget_loss_and_changes_every_unet_parameter(tmp_path):
+    images = _forget_images(tmp_path)
+    pipe = tiny_sd_pipeline(seed=0)
+    method = get_method("gradient-ascent")
+    params = method.resolve_params({"iterations": 3, "lr": 1e-3, "batch_size": 2, "retain_images": 1,
+                                    "retain_steps": 1})
+    before_state, before_loss = _state(pipe.unet), _forget_loss(pipe, images)
+    request = UnlearnRequest(concepts=(CONCEPT,), images=images, params=params)
+    tensors = method.run(pipe, request, params, TrainingOptions(progress=False))
+    assert _forget_loss(pipe, images) > before_loss
+    assert sorted(tensors) == sorted(before_state)
+    assert request.record["steps_run"] == 3
+
+
+def test_gradient_ascent_stops_on_divergence_and_on_nan(tmp_path, monkeypatch):
+    from cpdm.unlearning import gradient_ascent
+    from cpdm.unlearning.base import NonFiniteLoss
+
+    images = _forget_images(tmp_path)
+    method = get_method("gradient-ascent")
+    params = method.resolve_params({"iterations": 6, "lr": 0.5, "batch_size": 2, "retain_images": 1,
+                                    "retain_steps": 1, "divergence": 1.5})
+    request = UnlearnRequest(concepts=(CONCEPT,), images=images, params=params)
+    method.run(tiny_sd_pipeline(seed=0), request, params, TrainingOptions(progress=False))
+    assert 1 <= request.record["stopped_early_at_step"] < 6
+    assert request.record["steps_run"] == request.record["stopped_early_at_step"]
+
+    real = gradient_ascent.diffusion_loss
+    monkeypatch.setattr(gradient_ascent, "diffusion_loss", lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(NonFiniteLoss, match="at step 0"):
+        method.run(tiny_sd_pipeline(seed=0), UnlearnRequest(concepts=(CONCEPT,), images=images, params=params),
+                   params, TrainingOptions(progress=False))
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+
+def test_pruning_chooses_a_planted_concept_specific_channel():
+    from cpdm.unlearning.pruning import choose_channels
+
+    generator = torch.Generator().manual_seed(0)
+    neutral = torch.rand(200, generator=generator)
+    concept = neutral + 0.01 * torch.rand(200, generator=generator)
+    concept[137] += 1.0  # fires on the concept's prompts only
+    concept[12] += 0.5
+    assert choose_channels(concept, neutral, 0.005).tolist() == [137]
+    assert choose_channels(concept, neutral, 0.01).tolist() == [12, 137]
+
+
+def test_pruning_records_activations_of_every_feed_forward_channel():
+    from cpdm.unlearning.pruning import channel_activations, ffn_layers
+
+    pipe = tiny_sd_pipeline(seed=0)
+    contexts, _ = encode_text(pipe, [CONCEPT, "a photo"])
+    activations = channel_activations(pipe.unet, contexts[:, None], torch.randn(1, 4, 8, 8), [500])
+    layers = ffn_layers(pipe.unet)
+    assert set(activations) == set(layers) and layers
+    for name, values in activations.items():
+        assert values.shape == (layers[name].in_features,) and (values > 0).all()
+
+
+def test_pruning_zeroes_exactly_the_asked_fraction_and_its_mask_is_idempotent():
+    from cpdm.unlearning.pruning import apply_mask
+
+    pipe = tiny_sd_pipeline(seed=0)
+    method = get_method("pruning")
+    params = method.resolve_params({"channel_fraction": 0.25, "weight_fraction": 0.5, "timesteps": 1,
+                                    "concept_images": 1, "concept_steps": 1})
+    before = _state(pipe.unet)
+    request = UnlearnRequest(concepts=(CONCEPT,), params=params)
+    tensors = method.run(pipe, request, params, TrainingOptions(progress=False))
+    after = _state(pipe.unet)
+    names = method.trainable_names(pipe.unet, params)
+    _assert_changes_exactly(before, after, tensors, names)
+    for name in names:
+        module = name.removesuffix(".weight")
+        channels = request.record["channels"][module]
+        rows, hidden = before[name].shape
+        assert len(channels) == round(0.25 * hidden)
+        zeroed = torch.tensor(request.record["mask"][name], dtype=torch.long)
+        assert len(zeroed) == round(0.5 * rows * len(channels))
+        flat_before, flat_after = before[name].flatten(), after[name].flatten()
+        assert (flat_after[zeroed] == 0).all()
+        kept = torch.ones_like(flat_after, dtype=torch.bool)
+        kept[zeroed] = False
+        assert torch.equal(flat_after[kept], flat_before[kept])
+        assert set((zeroed % hidden).tolist()) <= set(channels)  # only inside the chosen channels
+        mask = torch.zeros_like(flat_after, dtype=torch.bool)
+        mask[zeroed] = True
+        mask = mask.view_as(after[name])
+        assert torch.equal(apply_mask(apply_mask(after[name], mask), mask), after[name])

@@ -164,6 +164,9 @@ def test_a_nan_loss_stops_the_run_and_marks_the_variant_failed_with_the_step(ws,
         ({"method_name": "no-such-method"}, "unknown unlearning method 'no-such-method'"),
         ({"concepts": ["   "]}, "tokenises to nothing"),
         ({"concepts": []}, "at least one concept"),
+        ({"method_name": "gradient-ascent"}, "gradient-ascent needs images of the concept"),
+        ({"method_name": "gradient-ascent", "images_dir": "EMPTY_FOLDER"}, "needs images of the concept"),
+        ({"method_name": "gradient-ascent", "images_dir": "NO_FOLDER"}, "no such folder of images"),
         ({"preserve": [""]}, "concept to preserve '' tokenises to nothing"),
         ({"offline_tiny": False, "base": "NOT_A_FOLDER"}, "not a Stable Diffusion folder"),
         ({"device": "cuda"}, "no CUDA device"),
@@ -178,6 +181,10 @@ def test_bad_requests_are_refused_clearly_with_nothing_registered(ws, tmp_path, 
                  "offline_tiny": True, "progress": False, **kwargs}
     if arguments["base"] == "NOT_A_FOLDER":
         arguments["base"] = str(tmp_path)
+    if arguments.get("images_dir") == "EMPTY_FOLDER":
+        arguments["images_dir"] = tmp_path
+    if arguments.get("images_dir") == "NO_FOLDER":
+        arguments["images_dir"] = tmp_path / "missing"
     with pytest.raises(CpdmError, match=message):
         unlearn(ws, arguments.pop("method_name"), arguments.pop("variant_name"), **arguments)
     assert list_variants(ws) == []

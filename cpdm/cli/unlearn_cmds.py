@@ -13,6 +13,9 @@ METHOD_HELP = """\b
 Methods (hyperparameters and their defaults: `cpdm variants methods`):
   esd-x, esd-u   ESD (Gandikota et al. 2023): cross-attention / the rest
   uce            Unified Concept Editing: closed-form edit of attn2 K/V
+  ablation       Concept Ablation (model-based): target captions -> anchor
+  gradient-ascent  ascent on the concept's images (--images), retain term
+  pruning        zero concept-specific feed-forward weights
   sld            Safe Latent Diffusion: guidance at inference (no weights)
 """
 

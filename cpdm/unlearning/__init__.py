@@ -12,11 +12,15 @@ from cpdm.errors import CpdmError
 
 
 def _methods() -> dict:
+    from cpdm.unlearning.ablation import ConceptAblation
     from cpdm.unlearning.esd import ESDU, ESDX
+    from cpdm.unlearning.gradient_ascent import GradientAscent
+    from cpdm.unlearning.pruning import Pruning
     from cpdm.unlearning.sld import SLD
     from cpdm.unlearning.uce import UCE
 
-    return {method.name: method for method in (ESDX(), ESDU(), UCE(), SLD())}
+    methods = (ESDX(), ESDU(), UCE(), ConceptAblation(), GradientAscent(), Pruning(), SLD())
+    return {method.name: method for method in methods}
 
 
 METHODS = _methods()

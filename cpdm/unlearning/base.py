@@ -40,6 +40,8 @@ class UnlearnRequest:
     images: tuple[Path, ...] = ()
     params: dict = field(default_factory=dict)
     seed: int = 0
+    # Facts a method reports about its run (chosen channels, an early stop); saved in the artifact's JSON.
+    record: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -256,12 +258,14 @@ def train_loop(
     description: str = "unlearn",
     clip_grad_norm: float | None = None,
     after_step: Callable[[int], None] | None = None,
+    stop_before: Callable[[int, float], bool] | None = None,
 ) -> list[float]:
     """Run ``steps`` optimisation steps of ``step_loss(step)``; return the loss of every step.
 
     A NaN or Inf loss raises :class:`NonFiniteLoss` naming the step, before
-    that step changes anything. With ``options.resume`` and a checkpoint on
-    disk the run continues from it.
+    that step changes anything. ``stop_before(step, loss)`` returning True
+    ends the run early, before that step is applied (a divergence guard).
+    With ``options.resume`` and a checkpoint on disk the run continues from it.
     """
     from tqdm.auto import tqdm
 
@@ -278,6 +282,8 @@ def train_loop(
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
+            if stop_before is not None and stop_before(step, value):
+                break
             loss.backward()
             if clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(list(parameters.values()), clip_grad_norm)
@@ -305,3 +311,86 @@ def unet_latent_shape(unet, batch: int = 1) -> tuple[int, int, int, int]:
     """The latent shape the UNet was trained at (its config's sample size)."""
     size = unet.config.sample_size
     return (batch, unet.config.in_channels, size, size)
+
+
+# --- data for methods that train on images ----------------------------------------------------------
+
+def image_latents(pipe, paths, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE latents (scaled as the UNet sees them) of image files, resized to the model's native size."""
+    import numpy as np
+    from PIL import Image
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    batch = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
+        except OSError as exc:
+            raise CpdmError(f"{path}: not a readable image ({exc})") from exc
+        batch.append(torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0)
+    pixels = torch.stack(batch).to(pipe.vae.device, pipe.vae.dtype)
+    with torch.no_grad():
+        encoded = pipe.vae.encode(pixels).latent_dist
+    noise = randn(encoded.mean.shape, generator or torch.Generator().manual_seed(0), encoded.mean.device)
+    return ((encoded.mean + encoded.std * noise) * pipe.vae.config.scaling_factor).float()
+
+
+@torch.no_grad()
+def generated_latents(pipe, prompts, seed: int, steps: int, guidance: float) -> torch.Tensor:
+    """Clean latents x_0 the base model generates for ``prompts`` (DDIM, classifier-free guidance).
+
+    Methods that need images of a concept can use the base model's own
+    generations; staying in latent space skips a VAE decode and re-encode.
+    """
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps, device=pipe.unet.device)
+    uncond, _ = encode_text(pipe, [""])
+    latents = []
+    for index, prompt in enumerate(prompts):
+        context, _ = encode_text(pipe, [prompt])
+        x = randn(unet_latent_shape(pipe.unet), step_generator(seed, -1 - index), pipe.unet.device)
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = pipe.unet(scheduler.scale_model_input(torch.cat([x, x]), t), t,
+                            encoder_hidden_states=torch.cat([uncond, context])).sample
+            eps_uncond, eps_text = eps.chunk(2)
+            x = scheduler.step(eps_uncond + guidance * (eps_text - eps_uncond), t, x).prev_sample
+        latents.append(x)
+    return torch.cat(latents)
+
+
+def noised(scheduler, x0: torch.Tensor, generator: torch.Generator):
+    """(x_t, t, regression target) for the standard diffusion loss at a random training timestep."""
+    count = scheduler.config.num_train_timesteps
+    t = torch.randint(0, count, (x0.shape[0],), generator=generator).to(x0.device)
+    noise = randn(x0.shape, generator, x0.device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    if scheduler.config.prediction_type == "v_prediction":  # SD 2.x 768 models
+        return x_t, t, scheduler.get_velocity(x0, noise, t)
+    return x_t, t, noise
+
+
+def diffusion_loss(unet, scheduler, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator,
+                   compute_dtype=None) -> torch.Tensor:
+    """L_DM: the mean squared error of the UNet's prediction on x_0 noised to random timesteps."""
+    import torch.nn.functional as F
+
+    x_t, t, target = noised(scheduler, x0, generator)
+    with autocast(x0.device, compute_dtype):
+        prediction = unet(x_t, t, encoder_hidden_states=context).sample
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def training_scheduler(pipe):
+    """A DDPM scheduler with the pipeline's noise schedule, for adding noise during training."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def batch_indices(count: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch`` indices drawn with replacement from ``range(count)``."""
+    return torch.randint(0, count, (batch,), generator=generator)

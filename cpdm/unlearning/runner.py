@@ -186,6 +186,7 @@ def unlearn(
         "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
         "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
         "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
+        "run": request.record,
     }
     weights = folder / f"{folder.name}.safetensors"
     sha256 = save_artifact(weights, tensors, meta)
