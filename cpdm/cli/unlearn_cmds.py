@@ -132,3 +132,46 @@ def variants_methods():
         click.echo(f"{method.name}: {method.summary}")
         for key, value in method.defaults.items():
             click.echo(f"    {key} = {value!r}")
+
+
+@cli.group()
+def unlearning():
+    """Did unlearning work? Reports over variants."""
+
+
+@unlearning.command("report")
+@click.option("--variant", "variant_name", required=True, help="The unlearned variant.")
+@click.option("--vs", "baseline", default="original", show_default=True, help="The variant to compare with.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Generation seed (repeatable; default 23).")
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--guidance", type=float, default=9.0, show_default=True)
+@click.option("--size", type=int, default=None, help="Image side in pixels (a multiple of 8; default: the model's).")
+@click.option("--max-prompts", type=click.IntRange(min=1), default=None, help="At most this many prompts per set.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
+                              output_format, quiet, offline_tiny, workspace):
+    """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
+
+    \b
+    Example:
+      cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
+    """
+    from cpdm.unlearning.report import ReportSettings, format_report, unlearning_report
+    from cpdm.unlearning.runner import check_device
+
+    settings = ReportSettings(seeds=tuple(seeds) or (23,), steps=steps, guidance=guidance, size=size,
+                              max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
+                              progress=not quiet)
+    table = unlearning_report(open_ws(workspace), variant_name, baseline, settings)
+    if output_format == "json":
+        click.echo(table.to_json(orient="records", indent=2))
+    elif output_format == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        click.echo(format_report(table))
