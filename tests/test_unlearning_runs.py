@@ -13,7 +13,7 @@ from cpdm.errors import CpdmError
 from cpdm.generation.pipeline import tiny_sd_pipeline, variant_pipeline
 from cpdm.unlearning import esd as esd_module
 from cpdm.unlearning.artifacts import ArtifactError, apply_artifact, json_path_of
-from cpdm.unlearning.registry import get_variant, list_variants
+from cpdm.store.rows import get_variant, list_variants
 from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
 
 CONCEPT = "claude monet"
@@ -206,4 +206,4 @@ def test_cli_unlearn_then_variants_list_and_show(ws, runner):
                                   "-w", str(ws.root)])
     assert refused.exit_code == 1 and "unknown unlearning method" in refused.output
     missing = runner.invoke(cli, ["variants", "show", "nope", "-w", str(ws.root)])
-    assert missing.exit_code == 1 and "no variant 'nope'" in missing.output
+    assert missing.exit_code == 1 and "unknown variant 'nope'" in missing.output

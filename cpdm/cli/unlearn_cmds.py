@@ -86,7 +86,7 @@ def variants():
 @cpdm_command
 def variants_list(workspace, output_format):
     """List the variants with their method, concepts and status."""
-    from cpdm.unlearning.registry import list_variants
+    from cpdm.store.rows import list_variants
     from cpdm.unlearning.runner import describe
 
     found = list_variants(open_ws(workspace))
@@ -110,11 +110,11 @@ def variants_list(workspace, output_format):
 def variants_show(name_or_id, workspace):
     """Everything about one variant (JSON), with its artifact's record when it has one."""
     from cpdm.unlearning.artifacts import json_path_of
-    from cpdm.unlearning.registry import get_variant
+    from cpdm.store.rows import get_variant
     from cpdm.unlearning.runner import describe
 
     ws = open_ws(workspace)
-    variant = get_variant(ws, name_or_id)
+    variant = get_variant(ws, int(name_or_id) if name_or_id.isdigit() else name_or_id)
     data = describe(variant)
     if variant.artifact_path:
         record = json_path_of(ws.root / variant.artifact_path)

@@ -27,7 +27,7 @@ from cpdm.errors import CpdmError
 from cpdm.unlearning import get_method
 from cpdm.unlearning.artifacts import apply_artifact, save_artifact
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
-from cpdm.unlearning.registry import add_variant, get_variant, set_variant_status
+from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 TINY_BASE = "offline-tiny"
 UNLEARNING_DIR = "unlearning"
