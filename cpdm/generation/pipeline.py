@@ -34,6 +34,9 @@ PAPER_STEPS = 50
 PAPER_GUIDANCE = 9.0
 PAPER_SEED = 23
 
+# The base model name of variants made on the tiny random pipeline (--offline-tiny).
+TINY_BASE = "offline-tiny"
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 TOKENIZER_MAX_LENGTH = 77  # as in Stable Diffusion's CLIP tokenizer
@@ -251,7 +254,7 @@ def variant_pipeline(variant, *, root=None, device: str | torch.device = "cpu", 
     variant was made on it. ``root`` is the workspace folder that relative
     artifact paths start from.
     """
-    from cpdm.unlearning.runner import TINY_BASE, apply_variant
+    from cpdm.unlearning.apply import apply_variant
 
     tiny = offline_tiny or variant.base_model == TINY_BASE
     pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)

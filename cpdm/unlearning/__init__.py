@@ -2,8 +2,9 @@
 
 :data:`METHODS` maps each method's command-line name to its implementation
 (a :class:`~cpdm.unlearning.base.Method`). :mod:`cpdm.unlearning.runner`
-runs a method and registers the variant; :func:`cpdm.unlearning.runner.apply_variant`
-puts a variant onto a base pipeline for generation.
+runs a method and registers the variant; :func:`cpdm.unlearning.apply.apply_variant`
+puts a variant onto a base pipeline for generation; :mod:`cpdm.unlearning.report`
+tells whether it worked.
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ and marks the variant ``ready``, or ``failed`` with the reason (a NaN or Inf
 loss names its step). A run killed midway resumes from its last checkpoint
 with ``resume=True``.
 
-:func:`apply_variant` puts a variant onto a freshly loaded base pipeline:
-the artifact's weights (strictly), or SLD's guidance.
+Generation applies a variant with :func:`cpdm.unlearning.apply.apply_variant`.
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ import torch
 from cpdm import __version__
 from cpdm.errors import CpdmError
 from cpdm.unlearning import get_method
-from cpdm.unlearning.artifacts import apply_artifact, save_artifact
+from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
+from cpdm.unlearning.artifacts import save_artifact
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
-TINY_BASE = "offline-tiny"
 UNLEARNING_DIR = "unlearning"
 CHECKPOINT_NAME = "checkpoint.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,8 +64,6 @@ def image_files(folder) -> tuple[Path, ...]:
 
 def load_base(base: str, device: str, offline_tiny: bool):
     """The base pipeline in float32 (master weights; reduced precision is an autocast during training)."""
-    from cpdm.generation.pipeline import load_sd_pipeline
-
     return load_sd_pipeline(base, device=device, dtype=torch.float32, offline_tiny=offline_tiny)
 
 
@@ -193,30 +190,6 @@ def unlearn(
     options.checkpoint_path.unlink(missing_ok=True)
     set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)), artifact_sha256=sha256)
     return get_variant(ws, variant_id)
-
-
-def apply_variant(pipe, variant, root: Path | None = None):
-    """The pipeline that generates as ``variant``: ``pipe`` with its artifact applied, or wrapped for SLD.
-
-    ``pipe`` must be the variant's base model, freshly loaded (artifacts are
-    applied in place). A variant that is not ready is refused.
-    """
-    if variant.method == "original":
-        return pipe
-    if variant.status != "ready":
-        raise CpdmError(f"variant {variant.name!r} is {variant.status}, not ready; it cannot generate")
-    method = get_method(variant.method)
-    if method.inference_time:
-        from cpdm.unlearning.sld import SLDPipeline, safety_concept, settings_from_params
-
-        return SLDPipeline(pipe, safety_concept(variant.concepts), settings_from_params(variant.params["hyperparameters"]))
-    if not variant.artifact_path:
-        raise CpdmError(f"variant {variant.name!r} has no artifact")
-    path = Path(variant.artifact_path)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
-    apply_artifact(pipe.unet, path, variant.artifact_sha256)
-    return pipe
 
 
 def describe(variant) -> dict:
