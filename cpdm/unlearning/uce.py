@@ -28,8 +28,10 @@ the preserve set, which protects the unconditional branch of
 classifier-free guidance.
 
 Departures from the authors' code: the solve runs in float64 (the release
-uses float32; the d×d systems, d = 768 or 1024, cost nothing either way) and
-through a linear solve instead of an explicit inverse, for accuracy.
+uses float32; the d×d systems, d = 768 or 1024, cost little either way),
+through a Cholesky factor instead of an explicit inverse, for accuracy; the
+factor is computed once and shared by every projection, since the right-hand
+matrix depends only on the embeddings.
 """
 
 from __future__ import annotations
@@ -39,6 +41,32 @@ import torch
 from cpdm.unlearning.base import Method, TrainingOptions, UnlearnRequest, encode_text, replaced_tensors, require
 
 GUIDE_OF_TYPE = {"style": "art", "object": ""}
+
+
+def uce_gram_factor(edit_keys, preserve_keys, lamb: float, erase_scale: float, preserve_scale: float) -> torch.Tensor:
+    """The Cholesky factor of λI + s_e Σ c_i c_iᵀ + s_p Σ c_j c_jᵀ (float64).
+
+    It depends only on the embeddings, so one factor serves every projection
+    with the same input width (all of SD's cross-attention K/V).
+    """
+    edits = edit_keys.detach().to(torch.float64)
+    keep = preserve_keys.detach().to(torch.float64)
+    dim = edits.shape[1]
+    gram = lamb * torch.eye(dim, dtype=torch.float64, device=edits.device)
+    gram = gram + erase_scale * edits.T @ edits + preserve_scale * keep.T @ keep
+    return torch.linalg.cholesky(gram)
+
+
+def uce_solve(w0, edit_keys, guide_keys, preserve_keys, factor, lamb: float, erase_scale: float,
+              preserve_scale: float) -> torch.Tensor:
+    """W = (λW₀ + s_e Σ v*_i c_iᵀ + s_p Σ W₀ c_j c_jᵀ) · gram⁻¹ with the gram's Cholesky ``factor``; W₀'s dtype."""
+    w0_64 = w0.detach().to(torch.float64)
+    edits = edit_keys.detach().to(w0_64)
+    guides = guide_keys.detach().to(w0_64)
+    keep = preserve_keys.detach().to(w0_64)
+    numerator = lamb * w0_64 + erase_scale * (w0_64 @ guides.T) @ edits + preserve_scale * (w0_64 @ keep.T) @ keep
+    # gram is symmetric: W = numerator · gram⁻¹ solves gram · Wᵀ = numeratorᵀ.
+    return torch.cholesky_solve(numerator.T, factor).T.to(w0.dtype)
 
 
 def uce_closed_form(
@@ -55,16 +83,8 @@ def uce_closed_form(
     ``edit_keys`` and ``guide_keys`` are (n, d), ``preserve_keys`` (m, d);
     the result has W₀'s dtype.
     """
-    w0_64 = w0.detach().to(torch.float64)
-    edits = edit_keys.detach().to(w0_64)
-    guides = guide_keys.detach().to(w0_64)
-    keep = preserve_keys.detach().to(w0_64)
-    dim = w0_64.shape[1]
-    numerator = lamb * w0_64 + erase_scale * (w0_64 @ guides.T) @ edits + preserve_scale * (w0_64 @ keep.T) @ keep
-    gram = lamb * torch.eye(dim, dtype=torch.float64, device=w0_64.device)
-    gram = gram + erase_scale * edits.T @ edits + preserve_scale * keep.T @ keep
-    # W = numerator · gram⁻¹, and gram is symmetric: solve gram · Wᵀ = numeratorᵀ.
-    return torch.linalg.solve(gram, numerator.T).T.to(w0.dtype)
+    factor = uce_gram_factor(edit_keys.to(w0.device), preserve_keys.to(w0.device), lamb, erase_scale, preserve_scale)
+    return uce_solve(w0, edit_keys, guide_keys, preserve_keys, factor, lamb, erase_scale, preserve_scale)
 
 
 def aligned_spans(hidden_a, mask_a, hidden_b, mask_b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,8 +137,9 @@ class UCE(Method):
         preserve_keys, _ = concept_keys(pipe, preserved, preserved)
         names = self.trainable_names(pipe.unet, params)
         parameters = dict(pipe.unet.named_parameters())
+        scales = (params["lamb"], params["erase_scale"], params["preserve_scale"])
+        factor = uce_gram_factor(edit_keys, preserve_keys, *scales)
         for name in names:
             weight = parameters[name]
-            weight.copy_(uce_closed_form(weight, edit_keys, guide_keys, preserve_keys,
-                                         params["lamb"], params["erase_scale"], params["preserve_scale"]))
+            weight.copy_(uce_solve(weight, edit_keys, guide_keys, preserve_keys, factor, *scales))
         return replaced_tensors(pipe.unet, names)
