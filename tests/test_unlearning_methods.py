@@ -366,3 +366,21 @@ def test_pruning_zeroes_exactly_the_asked_fraction_and_its_mask_is_idempotent():
         mask[zeroed] = True
         mask = mask.view_as(after[name])
         assert torch.equal(apply_mask(apply_mask(after[name], mask), mask), after[name])
+
+
+def test_esd_in_bfloat16_keeps_float32_master_weights_that_take_small_updates():
+    """Updates of lr 1e-5 vanish in bfloat16 weights (8 significant bits); the float32 masters keep them."""
+    pipe = tiny_sd_pipeline(seed=0)
+    method = get_method("esd-x")
+    params = method.resolve_params({"iterations": 2, "ddim_steps": 1})
+    before = _state(pipe.unet)
+    request = UnlearnRequest(concepts=(CONCEPT,), params=params)
+    tensors = method.run(pipe, request, params, TrainingOptions(progress=False, autocast_dtype=torch.bfloat16))
+    for name, tensor in tensors.items():
+        assert tensor.dtype == torch.float32
+        assert not torch.equal(tensor, before[name])
+        change = (tensor - before[name]).abs()
+        assert change.max() < 1e-4
+        # Stored in bfloat16, most of these weights would not have moved at all.
+        lost_in_bfloat16 = tensor.to(torch.bfloat16) == before[name].to(torch.bfloat16)
+        assert lost_in_bfloat16.float().mean() > 0.5
