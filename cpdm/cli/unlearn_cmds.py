@@ -85,7 +85,13 @@ def variants():
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
 def variants_list(workspace, output_format):
-    """List the variants with their method, concepts and status."""
+    """List the variants of the workspace with their method, base model, concepts and status.
+
+    \b
+    Example:
+      cpdm variants list --workspace studies/monet
+      cpdm variants list --format json
+    """
     from cpdm.store.rows import list_variants
     from cpdm.unlearning.runner import describe
 
@@ -108,7 +114,12 @@ def variants_list(workspace, output_format):
 @workspace_option
 @cpdm_command
 def variants_show(name_or_id, workspace):
-    """Everything about one variant (JSON), with its artifact's record when it has one."""
+    """Everything about one variant (by name or id) as JSON, with its artifact's record when it has one.
+
+    \b
+    Example:
+      cpdm variants show esd-monet --workspace studies/monet
+    """
     from cpdm.unlearning.artifacts import json_path_of
     from cpdm.store.rows import get_variant
     from cpdm.unlearning.runner import describe
@@ -123,9 +134,16 @@ def variants_show(name_or_id, workspace):
 
 
 @variants.command("methods")
+@workspace_option
 @cpdm_command
-def variants_methods():
-    """The unlearning methods and their hyperparameters' defaults."""
+def variants_methods(workspace):
+    """The unlearning methods `cpdm unlearn` knows, and each one's hyperparameters with their defaults.
+
+    \b
+    Example:
+      cpdm variants methods
+      cpdm unlearn esd-x -p iterations=500 ...   # override a default
+    """
     from cpdm.unlearning import METHODS
 
     for method in METHODS.values():
