@@ -28,10 +28,11 @@ Defaults (the original release, rohitgandikota/erasing, train-esd.py):
 DDIM 50 steps, start guidance 3.
 
 η convention. This module exposes the original release's η, in the target
-ε*(∅) − η(ε*(c) − ε*(∅)); η = 1 is the published default. The newer
-diffusers-based release parametrises its guidance so that its default of 2
-there yields this same target when the erased (source) concept is also the
-concept the target is built from; give η here in the original's terms.
+ε*(∅) − η(ε*(c) − ε*(∅)); η = 1 is the published default and a run with
+η = 1 reproduces the original objective. The newer diffusers-based release
+defaults to 2 in its own parametrisation, whose target is reported to equal
+this one at η = 1 when the source and target concept are the same; its
+values are not η here and must not be passed unconverted.
 
 Departures from the authors' code, and why.
     * x_t comes from the frozen model. The original samples x_t with the
