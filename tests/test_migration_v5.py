@@ -163,3 +163,24 @@ def test_duplicates_that_pairs_use_stop_the_upgrade_and_change_nothing(v4_root):
     assert "concept" in columns(conn, "variants")
     assert json.loads(conn.execute("SELECT params FROM generations WHERE id = ?", (copy,)).fetchone()[0]) == {}
     conn.close()
+
+
+def test_values_cached_for_the_old_inception_backbone_are_dropped(v4_root):
+    """cpdm-inception became the release's network: its old features and scores must not mix with new ones."""
+    conn = raw(v4_root)
+    image = conn.execute("SELECT sha256 FROM images LIMIT 1").fetchone()[0]
+    pair = conn.execute("SELECT id FROM pairs LIMIT 1").fetchone()[0]
+    kept_features = conn.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    kept_scores = conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+    for key in ("cpdm-inception", "tiny:cpdm-inception", "random:cpdm-inception@512"):
+        conn.execute("INSERT INTO features (image, backbone, blob) VALUES (?, ?, x'00')", (image, key))
+        conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, 'ViT-L-14/openai', ?, 1, 1)",
+                     (pair, key))
+    conn.commit()
+    conn.close()
+
+    with open_workspace(v4_root) as ws:
+        assert ws.conn.execute("SELECT COUNT(*) FROM features WHERE backbone LIKE '%inception%'").fetchone()[0] == 0
+        assert ws.conn.execute("SELECT COUNT(*) FROM scores WHERE style LIKE '%inception%'").fetchone()[0] == 0
+        assert ws.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0] == kept_features
+        assert ws.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == kept_scores

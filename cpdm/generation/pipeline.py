@@ -34,6 +34,9 @@ PAPER_STEPS = 50
 PAPER_GUIDANCE = 9.0
 PAPER_SEED = 23
 
+# The base model name of variants made on the tiny random pipeline (--offline-tiny).
+TINY_BASE = "offline-tiny"
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 TOKENIZER_MAX_LENGTH = 77  # as in Stable Diffusion's CLIP tokenizer
@@ -241,6 +244,21 @@ def load_sd_pipeline(
         raise MissingWeightsError(f"{source}: could not load Stable Diffusion weights ({exc})") from exc
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def variant_pipeline(variant, *, root=None, device: str | torch.device = "cpu", dtype=None, offline_tiny: bool = False):
+    """The pipeline that generates as ``variant`` (a registered model variant): its base model with the
+    variant's unlearning applied (an artifact's weights, or SLD's guidance).
+
+    The base is the tiny random model when ``offline_tiny`` is set or the
+    variant was made on it. ``root`` is the workspace folder that relative
+    artifact paths start from.
+    """
+    from cpdm.unlearning.apply import apply_variant
+
+    tiny = offline_tiny or variant.base_model == TINY_BASE
+    pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
+    return apply_variant(pipeline, variant, root)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:

@@ -286,6 +286,11 @@ def _migrate_to_5(conn: sqlite3.Connection) -> None:
       ``device`` (what the job needs; NULL for any).
     * pair_load: recounted for every campaign. Claims now trust the
       counters, and earlier simulated ratings were written around them.
+    * features, scores and reference distances of ``cpdm-inception`` are
+      deleted: the backbone of that name became the CPDM release's own
+      network (pytorch-fid's InceptionV3 at 299×299, mean over blocks), so
+      values cached under it by earlier versions would mix with new ones.
+      ``cpdm score`` computes them again.
     """
     _upgrade_variants_to_5(conn)
     conn.execute("ALTER TABLE prompts ADD COLUMN parent INTEGER REFERENCES prompts(id)")
@@ -303,6 +308,19 @@ def _migrate_to_5(conn: sqlite3.Connection) -> None:
     now_text = format_time(utc_now())
     for (campaign_id,) in conn.execute("SELECT id FROM campaigns").fetchall():
         recount_pair_load(conn, campaign_id, now_text)
+    _forget_old_inception(conn)
+
+
+# Keys of the cpdm-inception backbone in any mode or forced size ("tiny:cpdm-inception@512", say).
+_OLD_INCEPTION_KEYS = "(backbone_column = 'cpdm-inception' OR backbone_column LIKE '%:cpdm-inception%' " \
+                      "OR backbone_column LIKE 'cpdm-inception@%')"
+
+
+def _forget_old_inception(conn: sqlite3.Connection) -> None:
+    """Delete what earlier versions cached for ``cpdm-inception`` (see :func:`_migrate_to_5`)."""
+    conn.execute(f"DELETE FROM features WHERE {_OLD_INCEPTION_KEYS.replace('backbone_column', 'backbone')}")
+    for table in ("scores", "reference_distances"):
+        conn.execute(f"DELETE FROM {table} WHERE {_OLD_INCEPTION_KEYS.replace('backbone_column', 'style')}")
 
 
 def _upgrade_variants_to_5(conn: sqlite3.Connection) -> None:

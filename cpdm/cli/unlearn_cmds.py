@@ -1,0 +1,195 @@
+"""Unlearning commands: ``cpdm unlearn METHOD ...`` and ``cpdm variants list|show``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.errors import CpdmError
+
+METHOD_HELP = """\b
+Methods (hyperparameters and their defaults: `cpdm variants methods`):
+  esd-x, esd-u   ESD (Gandikota et al. 2023): cross-attention / the rest
+  uce            Unified Concept Editing: closed-form edit of attn2 K/V
+  ablation       Concept Ablation (model-based): target captions -> anchor
+  gradient-ascent  ascent on the concept's images (--images), retain term
+  pruning        zero concept-specific feed-forward weights
+  sld            Safe Latent Diffusion: guidance at inference (no weights)
+"""
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict (values stay text; the method converts them)."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CpdmError(f"--param takes KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+@cli.command(epilog=METHOD_HELP)
+@click.argument("method")
+@click.option("--variant-name", required=True, help="Name of the new variant (what generation and reports use).")
+@click.option("--base", default=None, help="Base model: a local diffusers folder or a cached Hugging Face id.")
+@click.option("--concept", "concepts", multiple=True, required=True, help="A concept to erase (repeatable).")
+@click.option("--preserve", "preserve", multiple=True, help="A concept to keep as it is (repeatable).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of images of the concept (methods that train on images).")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A hyperparameter, e.g. -p iterations=1000 -p lr=1e-5 (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N).")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="Compute precision of training passes (weights stay float32).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Save a resumable checkpoint every N steps.")
+@click.option("--resume", is_flag=True, help="Continue the variant's interrupted run from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, seed, device, precision,
+            checkpoint_every, resume, quiet, offline_tiny, workspace):
+    """Erase concepts from a Stable Diffusion model with METHOD and register the result as a variant.
+
+    \b
+    Examples:
+      cpdm unlearn esd-x --variant-name esd-monet --base runwayml/stable-diffusion-v1-5 \\
+          --concept "Claude Monet" --device cuda
+      cpdm unlearn uce --variant-name uce-monet --offline-tiny --concept "Claude Monet"
+    """
+    from cpdm.generation.pipeline import DEFAULT_SD_MODEL
+    from cpdm.unlearning.runner import unlearn as run_unlearning
+
+    ws = open_ws(workspace)
+    variant = run_unlearning(
+        ws, method, variant_name, base=base or DEFAULT_SD_MODEL, concepts=concepts, preserve=preserve,
+        images_dir=images_dir, params=parse_params(params), seed=seed, device=device, precision=precision,
+        offline_tiny=offline_tiny, resume=resume, checkpoint_every=checkpoint_every, progress=not quiet,
+    )
+    where = f" -> {variant.artifact_path}" if variant.artifact_path else " (inference-time settings, no weights)"
+    click.echo(f"variant {variant.name} ({variant.method}) ready{where}")
+
+
+@cli.group()
+def variants():
+    """Model variants: the original model and what unlearning made of it."""
+
+
+@variants.command("list")
+@workspace_option
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@cpdm_command
+def variants_list(workspace, output_format):
+    """List the variants of the workspace with their method, base model, concepts and status.
+
+    \b
+    Example:
+      cpdm variants list --workspace studies/monet
+      cpdm variants list --format json
+    """
+    from cpdm.store.rows import list_variants
+    from cpdm.unlearning.runner import describe
+
+    found = list_variants(open_ws(workspace))
+    if output_format == "json":
+        click.echo(json.dumps([describe(v) for v in found], indent=2))
+        return
+    if not found:
+        click.echo("no variants yet (make one with `cpdm unlearn`)")
+        return
+    rows = [("id", "name", "method", "status", "base", "concepts")]
+    rows += [(str(v.id), v.name, v.method, v.status, v.base_model, ", ".join(v.concepts)) for v in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@variants.command("show")
+@click.argument("name_or_id")
+@workspace_option
+@cpdm_command
+def variants_show(name_or_id, workspace):
+    """Everything about one variant (by name or id) as JSON, with its artifact's record when it has one.
+
+    \b
+    Example:
+      cpdm variants show esd-monet --workspace studies/monet
+    """
+    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.store.rows import get_variant
+    from cpdm.unlearning.runner import describe
+
+    ws = open_ws(workspace)
+    variant = get_variant(ws, int(name_or_id) if name_or_id.isdigit() else name_or_id)
+    data = describe(variant)
+    if variant.artifact_path:
+        record = json_path_of(ws.root / variant.artifact_path)
+        data["artifact"] = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    click.echo(json.dumps(data, indent=2))
+
+
+@variants.command("methods")
+@workspace_option
+@cpdm_command
+def variants_methods(workspace):
+    """The unlearning methods `cpdm unlearn` knows, and each one's hyperparameters with their defaults.
+
+    \b
+    Example:
+      cpdm variants methods
+      cpdm unlearn esd-x -p iterations=500 ...   # override a default
+    """
+    from cpdm.unlearning import METHODS
+
+    for method in METHODS.values():
+        click.echo(f"{method.name}: {method.summary}")
+        for key, value in method.defaults.items():
+            click.echo(f"    {key} = {value!r}")
+
+
+@cli.group()
+def unlearning():
+    """Did unlearning work? Reports over variants."""
+
+
+@unlearning.command("report")
+@click.option("--variant", "variant_name", required=True, help="The unlearned variant.")
+@click.option("--vs", "baseline", default="original", show_default=True, help="The variant to compare with.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Generation seed (repeatable; default 23).")
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--guidance", type=float, default=9.0, show_default=True)
+@click.option("--size", type=int, default=None, help="Image side in pixels (a multiple of 8; default: the model's).")
+@click.option("--max-prompts", type=click.IntRange(min=1), default=None, help="At most this many prompts per set.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
+                              output_format, quiet, offline_tiny, workspace):
+    """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
+
+    \b
+    Example:
+      cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
+    """
+    from cpdm.unlearning.report import ReportSettings, format_report, unlearning_report
+    from cpdm.unlearning.runner import check_device
+
+    settings = ReportSettings(seeds=tuple(seeds) or (23,), steps=steps, guidance=guidance, size=size,
+                              max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
+                              progress=not quiet)
+    table = unlearning_report(open_ws(workspace), variant_name, baseline, settings)
+    if output_format == "json":
+        click.echo(table.to_json(orient="records", indent=2))
+    elif output_format == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        click.echo(format_report(table))

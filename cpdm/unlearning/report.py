@@ -1,0 +1,207 @@
+"""Did unlearning work? The per-variant table: CM on the target concept and on the retain set.
+
+For a variant and a baseline (``original`` by default) the report generates
+from the target concept's prompts and from the other anchors' prompts (the
+retain set) with the same seeds and settings, pairs each generation with
+its anchor, scores the pairs, and reports per set:
+
+* the mean CM of each variant, with a bootstrap interval (target: lower is
+  better; retain: it should stay);
+* the variant's change against the baseline, paired by prompt and seed,
+  with a bootstrap interval;
+* where campaigns rated these pairs, the human "copy" mean beside each.
+
+In UnlearnCanvas's terms, the target row is unlearning accuracy and the
+retain row retained accuracy, measured by the CPDM metric. Generation skips
+what the workspace already holds, so a rerun only scores and tabulates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cpdm.errors import CpdmError
+
+COPY_QUESTION = "copy"
+SETS = ("target", "retain")
+
+
+@dataclass
+class ReportSettings:
+    """How the report generates and scores (the paper's generation settings by default)."""
+
+    seeds: tuple[int, ...] = (23,)
+    steps: int = 50
+    guidance: float = 9.0
+    size: int | None = None
+    max_prompts: int | None = None
+    device: str = "cpu"
+    offline_tiny: bool = False
+    semantic: str | None = None
+    style: str | None = None
+    n_boot: int = 1000
+    progress: bool = True
+
+
+def concept_matches(artist: str | None, title: str | None, concepts) -> bool:
+    """True when an anchor's artist (or title) and one of the concepts name each other (case-insensitive)."""
+    for text in (artist, title):
+        if not text:
+            continue
+        lowered = text.lower()
+        if any(c.lower() in lowered or lowered in c.lower() for c in concepts if c.strip()):
+            return True
+    return False
+
+
+def split_prompts(ws, concepts, max_prompts: int | None = None) -> dict[str, list[tuple[int, int, str]]]:
+    """(prompt id, anchor id, text) of the target concept's anchors and of the others, oldest first."""
+    rows = ws.conn.execute(
+        "SELECT p.id, p.anchor, p.text, a.artist, a.title FROM prompts p JOIN anchors a ON a.id = p.anchor "
+        "ORDER BY p.id"
+    ).fetchall()
+    split = {name: [] for name in SETS}
+    for prompt_id, anchor_id, text, artist, title in rows:
+        split["target" if concept_matches(artist, title, concepts) else "retain"].append((prompt_id, anchor_id, text))
+    if max_prompts is not None:
+        split = {name: found[:max_prompts] for name, found in split.items()}
+    if not split["target"]:
+        raise CpdmError(f"no prompts of anchors by {', '.join(concepts)}: import its anchors and prompts first")
+    if not split["retain"]:
+        raise CpdmError("no prompts of other anchors: the retain set is empty")
+    return split
+
+
+def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int]:
+    """Generation ids of ``variant`` for every prompt and seed, generating only what is missing."""
+    from tqdm.auto import tqdm
+
+    from cpdm.generation.pipeline import generate, variant_pipeline
+    from cpdm.store.images import store_pil_image
+    from cpdm.store.rows import GenerationRow, add_generations, find_generation
+
+    params = {"size": settings.size} if settings.size else {}
+    ids, pipe = [], None
+    todo = [(prompt, seed) for prompt in prompts for seed in settings.seeds]
+    for (prompt_id, _, text), seed in tqdm(todo, desc=f"generating {variant.name}", disable=not settings.progress):
+        found = find_generation(ws, prompt_id, variant.id, seed, settings.steps, settings.guidance, params)
+        if found is None:
+            if pipe is None:
+                pipe = variant_pipeline(variant, root=ws.root, device=settings.device, offline_tiny=settings.offline_tiny)
+            image = generate(pipe, text, seed=seed, steps=settings.steps, guidance=settings.guidance,
+                             height=settings.size, width=settings.size)
+            info = store_pil_image(ws, image, f"{variant.name} generation")
+            row = GenerationRow(prompt_id, variant.id, seed, settings.steps, settings.guidance, info.sha256, params)
+            found = add_generations(ws, [row])[0]
+        ids.append(found)
+    return ids
+
+
+def _pair_frame(ws, generation_ids: list[int], semantic_key: str, style_key: str) -> pd.DataFrame:
+    """Each generation's normal pair with its scores (columns generation, pair, prompt, seed, m_sem, m_style)."""
+    marks = ",".join("?" * len(generation_ids))
+    rows = ws.conn.execute(
+        f"SELECT g.id, p.id, g.prompt, g.seed, s.m_sem, s.m_style FROM generations g "
+        f"JOIN pairs p ON p.generation = g.id AND p.kind = 'normal' "
+        f"JOIN scores s ON s.pair = p.id AND s.semantic = ? AND s.style = ? WHERE g.id IN ({marks})",
+        (semantic_key, style_key, *generation_ids),
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["generation", "pair", "prompt", "seed", "m_sem", "m_style"])
+
+
+def copy_means(ws, pair_ids) -> dict[int, float]:
+    """Mean human "copy" rating per pair, from raters not flagged, where any campaign rated it."""
+    pair_ids = [int(p) for p in pair_ids]
+    if not pair_ids:
+        return {}
+    marks = ",".join("?" * len(pair_ids))
+    rows = ws.conn.execute(
+        f"SELECT r.pair, AVG(r.value) FROM ratings r JOIN raters x ON x.id = r.rater "
+        f"WHERE r.question = ? AND r.value IS NOT NULL AND x.flagged = 0 AND r.pair IN ({marks}) GROUP BY r.pair",
+        (COPY_QUESTION, *pair_ids),
+    ).fetchall()
+    return {int(pair): float(mean) for pair, mean in rows}
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its 95% percentile bootstrap interval (NaNs dropped)."""
+    from cpdm.analysis.correlation import pair_bootstrap_counts, percentile_interval
+
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    if len(values) < 2 or n_boot <= 0:
+        return float(values.mean()), float("nan"), float("nan")
+    counts = pair_bootstrap_counts(len(values), n_boot, np.random.default_rng(seed))
+    low, high = percentile_interval(counts @ values / len(values))
+    return float(values.mean()), low, high
+
+
+def unlearning_report(ws, variant_name: str, vs: str = "original", settings: ReportSettings | None = None) -> pd.DataFrame:
+    """One row per set (target, retain): CM of the variant and the baseline, the change, human copy means."""
+    from cpdm import metric
+    from cpdm.scoring.engine import score_pairs
+    from cpdm.scoring.reader import reference_scale_for
+    from cpdm.store.rows import get_variant, make_pairs
+
+    settings = settings or ReportSettings()
+    variant, baseline = get_variant(ws, variant_name), get_variant(ws, vs)
+    if variant.id == baseline.id:
+        raise CpdmError("compare a variant with another one (--vs)")
+    concepts = variant.concepts or baseline.concepts
+    if not concepts:
+        raise CpdmError(f"variant {variant.name!r} names no concept: nothing tells the target set from the retain set")
+    split = split_prompts(ws, concepts, settings.max_prompts)
+    generations = {(name, model.name): generate_variant(ws, model, split[name], settings)
+                   for name in SETS for model in (variant, baseline)}
+    pair_ids = make_pairs(ws, [g for ids in generations.values() for g in ids])
+    score_kwargs = {key: value for key, value in (("semantic", settings.semantic), ("style", settings.style)) if value}
+    scored = score_pairs(ws, pair_ids, device=settings.device, offline_tiny=settings.offline_tiny,
+                         progress=settings.progress, **score_kwargs)
+    x_ref = reference_scale_for(ws, scored.semantic, scored.style)
+    rows = []
+    for name in SETS:
+        frames = {}
+        for model in (variant, baseline):
+            frame = _pair_frame(ws, generations[(name, model.name)], scored.semantic, scored.style)
+            frame["cm"] = metric.cm_paper(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy(), x_ref)
+            frame["copy"] = frame["pair"].map(copy_means(ws, frame["pair"]))
+            frames[model.name] = frame
+        ours, theirs = frames[variant.name], frames[baseline.name]
+        matched = ours.merge(theirs, on=["prompt", "seed"], suffixes=("", "_base"))
+        mean, low, high = bootstrap_mean(ours["cm"].to_numpy(float), settings.n_boot)
+        base_mean, base_low, base_high = bootstrap_mean(theirs["cm"].to_numpy(float), settings.n_boot)
+        change, change_low, change_high = bootstrap_mean((matched["cm"] - matched["cm_base"]).to_numpy(float),
+                                                         settings.n_boot)
+        rows.append({
+            "set": name, "variant": variant.name, "baseline": baseline.name, "prompts": len(split[name]),
+            "generations": len(ours), "cm": mean, "cm_low": low, "cm_high": high,
+            "cm_baseline": base_mean, "cm_baseline_low": base_low, "cm_baseline_high": base_high,
+            "change": change, "change_low": change_low, "change_high": change_high,
+            "copy": float(ours["copy"].mean()) if ours["copy"].notna().any() else float("nan"),
+            "copy_baseline": float(theirs["copy"].mean()) if theirs["copy"].notna().any() else float("nan"),
+            "rated": int(ours["copy"].notna().sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def format_report(table: pd.DataFrame) -> str:
+    """The report as aligned text: one line per set."""
+    lines = [f"{'set':<7} {'CM variant [95% CI]':<26} {'CM baseline [95% CI]':<26} {'change [95% CI]':<28} "
+             f"{'copy':>6} {'copy base':>9}  n"]
+    for row in table.itertuples():
+        def cell(mean, low, high, signed=False):
+            text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+            return text + (f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else "")
+
+        lines.append(
+            f"{row.set:<7} {cell(row.cm, row.cm_low, row.cm_high):<26} "
+            f"{cell(row.cm_baseline, row.cm_baseline_low, row.cm_baseline_high):<26} "
+            f"{cell(row.change, row.change_low, row.change_high, signed=True):<28} "
+            f"{row.copy:6.2f} {row.copy_baseline:9.2f}  {row.generations}"
+        )
+    lines.append("target: lower CM is better (the concept is copied less); retain: CM should stay.")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Run an unlearning method on a base model and register the result as a variant; apply a variant.
+
+:func:`unlearn` checks everything it can before it registers anything (the
+method, the concepts, the images, the base model, the device), then
+registers the variant as ``training``, runs the method, writes the artifact
+and marks the variant ``ready``, or ``failed`` with the reason (a NaN or Inf
+loss names its step). A run killed midway resumes from its last checkpoint
+with ``resume=True``.
+
+Generation applies a variant with :func:`cpdm.unlearning.apply.apply_variant`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cpdm import __version__
+from cpdm.errors import CpdmError
+from cpdm.unlearning import get_method
+from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
+from cpdm.unlearning.artifacts import save_artifact
+from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
+from cpdm.store.rows import add_variant, get_variant, set_variant_status
+
+UNLEARNING_DIR = "unlearning"
+CHECKPOINT_NAME = "checkpoint.pt"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def variant_dir(root: Path, name: str) -> Path:
+    """Where a variant's artifact and checkpoint live inside the workspace."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "variant"
+    return Path(root) / UNLEARNING_DIR / safe
+
+
+def check_device(device: str) -> str:
+    """Refuse CUDA when this machine has none (and any device torch does not know)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise CpdmError(f"unknown device {device!r} (use cpu or cuda)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise CpdmError(f"--device {device} was asked for, but this machine has no CUDA device; use --device cpu")
+    return device
+
+
+def image_files(folder) -> tuple[Path, ...]:
+    """The image files in ``folder`` (sorted); a missing folder is refused."""
+    if folder is None:
+        return ()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CpdmError(f"{folder}: no such folder of images")
+    return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+
+
+def load_base(base: str, device: str, offline_tiny: bool):
+    """The base pipeline in float32 (master weights; reduced precision is an autocast during training)."""
+    return load_sd_pipeline(base, device=device, dtype=torch.float32, offline_tiny=offline_tiny)
+
+
+def hub_revision(base: str) -> str | None:
+    """The commit of a Hugging Face model in the local cache (refs/main), or None for folders and the tiny model."""
+    if base == TINY_BASE or Path(base).expanduser().exists() or "/" not in base:
+        return None
+    from cpdm.generation.pipeline import _hf_cache_dir
+
+    ref = Path(_hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def _peak_memory(device: str) -> dict:
+    """Peak memory of the run: CUDA's allocator peak on a GPU, the process's max RSS on a CPU."""
+    if torch.device(device).type == "cuda":
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated()), "peak_memory_kind": "cuda_allocated"}
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"peak_memory_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale,
+            "peak_memory_kind": "process_max_rss"}
+
+
+def _versions() -> dict:
+    import diffusers
+
+    return {"diffusers": diffusers.__version__, "torch": torch.__version__, "cpdm": __version__}
+
+
+def _resumable(ws, name: str, method: str):
+    """The registered variant a resumed run continues, or None when there is none yet."""
+    try:
+        variant = get_variant(ws, name)
+    except CpdmError:
+        return None
+    if variant.method != method:
+        raise CpdmError(f"variant {name!r} was made by {variant.method}, not {method}; nothing to resume")
+    if variant.status == "ready":
+        raise CpdmError(f"variant {name!r} is already ready; nothing to resume")
+    return variant
+
+
+def unlearn(
+    ws,
+    method_name: str,
+    variant_name: str,
+    *,
+    base: str,
+    concepts,
+    preserve=(),
+    images_dir=None,
+    params: dict | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    precision: str = "float32",
+    offline_tiny: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+):
+    """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready)."""
+    method = get_method(method_name)
+    concepts = tuple(str(c) for c in concepts)
+    preserve = tuple(str(p) for p in preserve)
+    if not variant_name or not variant_name.strip():
+        raise CpdmError("give the new variant a name (--variant-name)")
+    if not concepts:
+        raise CpdmError("name at least one concept to erase (--concept)")
+    if precision not in PRECISIONS:
+        raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+    resolved = method.resolve_params(params)
+    images = image_files(images_dir)
+    if method.needs_images and not images:
+        raise CpdmError(f"{method.name} needs images of the concept: pass --images DIR (a folder of image files)")
+    check_device(device)
+    existing = _resumable(ws, variant_name, method.name) if resume else None
+    if existing is None:
+        try:
+            get_variant(ws, variant_name)
+        except CpdmError:
+            pass
+        else:
+            raise CpdmError(f"a variant named {variant_name!r} already exists (use --resume to continue its run)")
+    base_id = TINY_BASE if offline_tiny else base
+    pipe = load_base(base, device, offline_tiny)
+    check_concepts(pipe.tokenizer, concepts)
+    check_concepts(pipe.tokenizer, preserve, label="concept to preserve")
+
+    request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
+    record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
+    if existing is None:
+        variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
+                                 params=record, status="training")
+    else:
+        variant_id = existing.id
+        set_variant_status(ws, variant_id, "training")
+    folder = variant_dir(ws.root, variant_name)
+    options = TrainingOptions(checkpoint_path=folder / CHECKPOINT_NAME, checkpoint_every=checkpoint_every,
+                              resume=resume, progress=progress, autocast_dtype=PRECISIONS[precision])
+    started = time.perf_counter()
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        tensors = method.run(pipe, request, resolved, options)
+    except NonFiniteLoss as exc:
+        set_variant_status(ws, variant_id, "failed", message=f"step {exc.step}: {exc}")
+        raise
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        set_variant_status(ws, variant_id, "failed", message=f"{reason} (--resume continues from the last checkpoint)")
+        raise
+    wall = time.perf_counter() - started
+    if method.inference_time:
+        set_variant_status(ws, variant_id, "ready")
+        return get_variant(ws, variant_id)
+    meta = {
+        "method": method.name, "base_model": base_id, "base_revision": hub_revision(base_id),
+        "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
+        "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
+        "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
+        "run": request.record,
+    }
+    weights = folder / f"{folder.name}.safetensors"
+    sha256 = save_artifact(weights, tensors, meta)
+    options.checkpoint_path.unlink(missing_ok=True)
+    set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)), artifact_sha256=sha256)
+    return get_variant(ws, variant_id)
+
+
+def describe(variant) -> dict:
+    """A variant as plain data for ``cpdm variants show`` (JSON-ready)."""
+    data = {key: getattr(variant, key, None) for key in (
+        "id", "name", "base_model", "method", "concepts", "params", "parent", "status",
+        "artifact_path", "artifact_sha256", "job", "created_at", "message")}
+    data["concepts"] = list(data["concepts"] or ())
+    return json.loads(json.dumps(data, default=str))
