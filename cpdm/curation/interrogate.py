@@ -126,7 +126,7 @@ def save_bank_embeddings(path: Path, embeddings) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="incoming-", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(embeddings.contiguous(), tmp)

@@ -50,8 +50,8 @@ class GenerationRow:
     prompt: int
     variant: int
     seed: int
-    steps: int
-    guidance: float
+    steps: int | None
+    guidance: float | None
     image: str
     params: dict = field(default_factory=dict)
 
@@ -143,14 +143,19 @@ def prompt_author_parent(params_text: str) -> tuple[str | None, int | None, dict
 
 
 def _generation_key(row: GenerationRow) -> tuple:
-    return (row.prompt, row.variant, row.seed, row.steps, float(row.guidance), canonical_json(row.params))
+    guidance = None if row.guidance is None else float(row.guidance)
+    return (row.prompt, row.variant, row.seed, row.steps, guidance, canonical_json(row.params))
+
+
+_FIND_GENERATION = (
+    "SELECT id FROM generations WHERE prompt = ? AND variant = ? AND IFNULL(seed, -1) = IFNULL(?, -1) "
+    "AND IFNULL(steps, -1) = IFNULL(?, -1) AND IFNULL(guidance, -1) = IFNULL(?, -1) AND params = ?"
+)
 
 
 def find_generation(ws, prompt, variant, seed, steps, guidance, params) -> int | None:
     found = ws.conn.execute(
-        "SELECT id FROM generations WHERE prompt = ? AND variant = ? AND seed = ? AND steps = ? AND guidance = ? "
-        "AND params = ?",
-        (prompt, variant, seed, steps, float(guidance), canonical_json(params)),
+        _FIND_GENERATION, _generation_key(GenerationRow(prompt, variant, seed, steps, guidance, "-", params))
     ).fetchone()
     return None if found is None else found[0]
 
@@ -161,10 +166,7 @@ def add_generations(ws, rows: Sequence[GenerationRow]) -> list[int]:
     with ws.transaction() as conn:
         for row in rows:
             key = _generation_key(row)
-            found = conn.execute(
-                "SELECT id FROM generations WHERE prompt = ? AND variant = ? AND seed = ? AND steps = ? "
-                "AND guidance = ? AND params = ?", key,
-            ).fetchone()
+            found = conn.execute(_FIND_GENERATION, key).fetchone()
             if found:
                 ids.append(found[0])
                 continue
