@@ -250,6 +250,10 @@ def export_dataset_cmd(workspace, folder):
 
     FOLDER must be new or empty. The layout is described in the README
     (Dataset exchange); `cpdm import-dataset FOLDER` reads it back.
+
+    \b
+    Example:
+      cpdm export-dataset exports/monet-2026-12
     """
     from cpdm.curation.dataset import export_dataset
 
@@ -275,6 +279,11 @@ def import_dataset_cmd(workspace, folder, variant, base_model):
       FOLDER/generations/NAME/*.png  the images generated for anchor NAME
     Files are taken in sorted order. Everything is checked before anything
     is written.
+
+    \b
+    Examples:
+      cpdm import-dataset exports/monet-2026-12 --workspace studies/copy
+      cpdm import-dataset cpdm-release/ --variant sd21 --base-model stabilityai/stable-diffusion-2-1
     """
     from cpdm.curation.dataset import import_dataset
 

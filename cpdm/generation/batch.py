@@ -104,12 +104,21 @@ class GenerationReport:
                 f"{self.pairs} pairs, {self.check_pairs} attention-check pairs")
 
 
+@dataclass(frozen=True)
+class _NewBaseline:
+    """The baseline variant before it is recorded (recorded only once its model has loaded)."""
+
+    name: str
+    base_model: str
+    method: str = "original"
+
+
 def resolve_variant(ws, name: str, base_model: str | None, offline_tiny: bool):
-    """The variant to generate for; the baseline ``original`` is created when the workspace has none."""
+    """The variant to generate for, or a :class:`_NewBaseline` when the workspace has no ``original`` yet."""
     if name == BASELINE_VARIANT and all(v.name != name for v in list_variants(ws)):
         model = TINY_BASE_MODEL if offline_tiny and base_model is None else (base_model or PAPER_SD_MODEL)
-        add_variant(ws, name, base_model=model, method="original")
-    elif base_model is not None:
+        return _NewBaseline(name, model)
+    if base_model is not None:
         raise CpdmError("--base-model applies only when the baseline variant 'original' is first created")
     variant = get_variant(ws, name)
     if variant.status != "ready":
@@ -210,6 +219,8 @@ def run_generation(
     if pipeline is None:
         pipeline = pipeline_for_variant(chosen, device=torch_device, dtype=dtype, scheduler=settings.scheduler,
                                         offline_tiny=offline_tiny)
+    if isinstance(chosen, _NewBaseline):  # its model loaded: record it
+        chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method="original"))
     items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
     done, todo = [], []
     for item in items:
