@@ -35,7 +35,7 @@ def curated_once(tmp_path_factory, pipeline):
                    params={"refiner": "openai"})
     settings = GenerationSettings(per_prompt=2, steps=1, height=32, width=32)
     run_generation(ws, settings=settings, offline_tiny=True, progress=False, pipeline=pipeline, check_rate=0.3)
-    add_variant(ws, "esd-artist-0", base_model="cpdm-tiny-sd", method="esd", concepts=("Artist 0",),
+    add_variant(ws, "esd-artist-0", base_model="offline-tiny", method="esd", concepts=("Artist 0",),
                 params={"lr": 1e-5})
     run_generation(ws, variant="esd-artist-0", settings=settings, offline_tiny=True, progress=False,
                    pipeline=pipeline)

@@ -17,7 +17,7 @@ from cpdm.curation.prompts import add_manual_prompt
 from cpdm.curation.writepath_standin import add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
-from cpdm.generation.pipeline import generate_images, pipeline_for_variant, tiny_sd_pipeline
+from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors
 
@@ -161,7 +161,7 @@ def test_cuda_on_a_machine_without_it_is_a_clear_error(prompted):
 
 def test_a_variant_that_is_not_ready_or_unknown_is_refused(prompted):
     ws, _, _ = prompted
-    add_variant(ws, "esd-artist-0", base_model="cpdm-tiny-sd", method="esd", status="training")
+    add_variant(ws, "esd-artist-0", base_model="offline-tiny", method="esd", status="training")
     with pytest.raises(CpdmError, match="is training, not ready"):
         run_generation(ws, variant="esd-artist-0", settings=SMALL, offline_tiny=True, progress=False)
     with pytest.raises(CpdmError, match="no-such-variant"):
@@ -171,17 +171,18 @@ def test_a_variant_that_is_not_ready_or_unknown_is_refused(prompted):
 def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_variant(monkeypatch):
     import types
 
-    baseline = types.SimpleNamespace(base_model="cpdm-tiny-sd", method="original")
-    pipe = pipeline_for_variant(baseline, scheduler="euler")
+    baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
+    pipe = variant_pipeline(baseline, scheduler="euler")
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
     applied = []
-    fake = types.ModuleType("cpdm.unlearning")
-    fake.apply_variant = lambda pipeline, variant: applied.append(variant.method)
-    monkeypatch.setitem(sys.modules, "cpdm.unlearning", fake)
-    pipeline_for_variant(baseline)
+    runner = types.ModuleType("cpdm.unlearning.runner")
+    runner.apply_variant = lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited"
+    monkeypatch.setitem(sys.modules, "cpdm.unlearning", types.ModuleType("cpdm.unlearning"))
+    monkeypatch.setitem(sys.modules, "cpdm.unlearning.runner", runner)
+    variant_pipeline(baseline)
     assert applied == []
-    pipeline_for_variant(types.SimpleNamespace(base_model="cpdm-tiny-sd", method="esd"))
-    assert applied == ["esd"]
+    edited = variant_pipeline(types.SimpleNamespace(base_model="offline-tiny", method="esd"), root="/ws")
+    assert applied == [("esd", "/ws")] and edited == "edited"
 
 
 def _count(db: Path, sql: str) -> int:

@@ -42,7 +42,7 @@ from cpdm.generation.pipeline import (
     TOKENIZER_MAX_LENGTH,
     resolve_dtype,
     generate_images,
-    pipeline_for_variant,
+    variant_pipeline,
     prompt_token_count,
 )
 
@@ -217,8 +217,8 @@ def run_generation(
     if not prompts:
         raise CpdmError("no prompts to generate from (cpdm prompts interrogate, or cpdm prompts add ANCHOR TEXT)")
     if pipeline is None:
-        pipeline = pipeline_for_variant(chosen, device=torch_device, dtype=dtype, scheduler=settings.scheduler,
-                                        offline_tiny=offline_tiny)
+        pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
+                                    offline_tiny=offline_tiny, scheduler=settings.scheduler)
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method="original"))
     items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)

@@ -10,7 +10,7 @@ Two ways to get a :class:`diffusers.StableDiffusionPipeline`:
   files and no network, runs in about a second on a CPU, and is what tests,
   CI and the offline demo use. Its images are noise-like but deterministic.
 
-:func:`pipeline_for_variant` builds the pipeline of a variant (the one place
+:func:`variant_pipeline` builds the pipeline of a variant (the one place
 where an unlearned variant changes the model); :func:`generate_images` turns
 prompts into images, each from its own seeded generator, with the CPDM paper's
 defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
@@ -303,7 +303,7 @@ SCHEDULERS = {
 }
 DTYPES = ("float16", "bfloat16", "float32")
 # The base model of variants made with --offline-tiny: always the tiny random pipeline.
-TINY_BASE_MODEL = "cpdm-tiny-sd"
+TINY_BASE_MODEL = "offline-tiny"
 
 
 def set_scheduler(pipeline, name: str) -> None:
@@ -316,13 +316,14 @@ def set_scheduler(pipeline, name: str) -> None:
     pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
 
 
-def pipeline_for_variant(variant, *, device="cpu", dtype: str | None = None, scheduler: str = "ddim",
-                         offline_tiny: bool = False):
-    """The pipeline that generates for ``variant``: its base model, then whatever the variant changes.
+def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = None, offline_tiny: bool = False,
+                     scheduler: str = "ddim"):
+    """The pipeline that generates as ``variant``: its base model, then whatever the variant changes.
 
     The base model is a local diffusers folder or a model id in the Hugging
     Face cache (never downloaded); ``offline_tiny`` (or a variant whose base
-    model is ``TINY_BASE_MODEL``) gives the tiny random pipeline. On CUDA the
+    model is ``TINY_BASE_MODEL``) gives the tiny random pipeline. ``root`` is
+    the workspace folder that relative artifact paths start from. On CUDA the
     attention runs through PyTorch's scaled-dot-product attention.
     """
     tiny = offline_tiny or variant.base_model == TINY_BASE_MODEL
@@ -336,12 +337,12 @@ def pipeline_for_variant(variant, *, device="cpu", dtype: str | None = None, sch
         pipeline.unet.set_attn_processor(AttnProcessor2_0())
     # The one place a variant changes the model: an unlearning method's artifact
     # (replaced UNet parameters) or inference-time settings. The baseline
-    # ("original") is used exactly as loaded. apply_variant may return a new
-    # pipeline (an inference-time method that wraps the loaded one).
+    # ("original") is used exactly as loaded. apply_variant returns the pipeline to
+    # use (an inference-time method wraps the loaded one).
     if variant.method != "original":
-        from cpdm.unlearning import apply_variant
+        from cpdm.unlearning.runner import apply_variant
 
-        pipeline = apply_variant(pipeline, variant) or pipeline
+        pipeline = apply_variant(pipeline, variant, root)
     return pipeline
 
 
