@@ -55,6 +55,7 @@ from cpdm.store.time import format_time, utc_now  # noqa: E402
 from cpdm.rating.auth import create_rater, get_rater  # noqa: E402
 from cpdm.rating.campaigns import create_campaign  # noqa: E402
 from cpdm.rating.submit import submit  # noqa: E402
+from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
 from cpdm.store.workspace import init_workspace, open_workspace  # noqa: E402
 
 TARGET_P95_MS = 50.0
@@ -80,18 +81,12 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
         )
         conn.executemany("INSERT INTO anchors (id, image, artist) VALUES (?, ?, 'bench')",
                          [(a + 1, fake_sha(a)) for a in range(n_anchors)])
-        conn.execute("INSERT INTO variants (id, name, base_model, method) VALUES (1, 'original', 'sd', 'original')")
-        conn.executemany("INSERT INTO prompts (id, anchor, text, origin) VALUES (?, ?, 'p', 'manual')",
-                         [(a + 1, a + 1) for a in range(n_anchors)])
-        conn.executemany(
-            "INSERT INTO generations (id, prompt, variant, image) VALUES (?, ?, 1, ?)",
-            [(g + 1, g % n_anchors + 1, fake_sha(n_anchors + g)) for g in range(n_pairs)],
-        )
-        conn.executemany(
-            "INSERT INTO pairs (id, anchor, generation, image) VALUES (?, ?, ?, ?)",
-            [(g + 1, g % n_anchors + 1, g + 1, fake_sha(n_anchors + g)) for g in range(n_pairs)],
-        )
-    campaign = create_campaign(ws, "bench", list(range(1, n_pairs + 1)), overlap={"artist": OVERLAP, "lay": OVERLAP})
+    variant = add_variant(ws, "original", base_model="sd", method="original")
+    prompts = [add_prompt(ws, a + 1, "p", origin="manual") for a in range(n_anchors)]
+    generations = add_generations(ws, [GenerationRow(prompts[g % n_anchors], variant, g, None, None,
+                                                     fake_sha(n_anchors + g)) for g in range(n_pairs)])
+    pair_ids = make_pairs(ws, generations)
+    campaign = create_campaign(ws, "bench", pair_ids, overlap={"artist": OVERLAP, "lay": OVERLAP})
     earlier = {role: [create_rater(ws, f"earlier-{role}-{i}", role, simulated=True)[0].id
                       for i in range(EARLIER_RATERS_PER_ROLE)] for role in ("artist", "lay")}
     # Rounds over all pairs, roles alternating (artist first on even pairs, lay first on odd ones):

@@ -50,6 +50,7 @@ from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
 from cpdm.scoring.reader import load_scores  # noqa: E402
+from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
 from cpdm.store.workspace import init_workspace  # noqa: E402
 
 
@@ -125,18 +126,15 @@ def build_workspace(root: Path, anchors: int, generations: int, size: int):
         noise = rng.normal(0, 12, size=(size, size, 3))
         return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
 
-    with ws.transaction() as conn:
-        variant = conn.execute("INSERT INTO variants (name, base_model, method) VALUES ('original', 'sd', 'original')").lastrowid
-        for a in range(anchors):
-            anchor_image = store_pil_image(ws, random_image()).sha256
+    variant = add_variant(ws, "original", base_model="sd", method="original")
+    for a in range(anchors):
+        anchor_image = store_pil_image(ws, random_image()).sha256
+        with ws.transaction() as conn:
             anchor = conn.execute("INSERT INTO anchors (image, artist) VALUES (?, ?)", (anchor_image, f"artist {a}")).lastrowid
-            prompt = conn.execute("INSERT INTO prompts (anchor, text, origin) VALUES (?, 'x', 'manual')", (anchor,)).lastrowid
-            for g in range(generations):
-                image = store_pil_image(ws, random_image()).sha256
-                generation = conn.execute(
-                    "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)", (prompt, variant, g, image)
-                ).lastrowid
-                conn.execute("INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (anchor, generation, image))
+        prompt = add_prompt(ws, anchor, "x", origin="manual")
+        rows = [GenerationRow(prompt, variant, g, None, None, store_pil_image(ws, random_image()).sha256)
+                for g in range(generations)]
+        make_pairs(ws, add_generations(ws, rows))
     return ws
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import create_campaign
 from cpdm.store.images import store_pil_image
+from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_pairs
 
 ARTISTS = ("Ada Painter", "Bo Etcher", "Cy Drawer")
 CATEGORIES = ("style", "character", "portrait")
@@ -40,40 +42,33 @@ def tiny_image(seed: int, size: int = 48) -> Image.Image:
     return image
 
 
+def variant_id(ws, name: str, base_model: str = "tiny-sd") -> int:
+    """The id of the variant called ``name``, added (with method ``name``) if missing."""
+    try:
+        return get_variant(ws, name).id
+    except CpdmError:
+        return add_variant(ws, name, base_model=base_model, method=name)
+
+
 def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("original", "esd"),
               image_size: int = 48) -> tuple[list, list]:
     """Anchors with generations from each variant, and one normal pair per generation."""
-    conn = ws.conn
-    variant_ids = []
-    for name in variants:
-        conn.execute(
-            "INSERT INTO variants (name, base_model, method) VALUES (?, 'tiny-sd', ?) ON CONFLICT(name) DO NOTHING",
-            (name, name),
-        )
-        variant_ids.append(conn.execute("SELECT id FROM variants WHERE name = ?", (name,)).fetchone()[0])
+    variant_ids = [variant_id(ws, name) for name in variants]
     anchors, pairs = [], []
-    seed = 1000 * (1 + conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+    seed = 1000 * (1 + ws.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
     for a in range(n_anchors):
         anchor_image = store_pil_image(ws, tiny_image(seed := seed + 1, image_size)).sha256
-        anchor_id = conn.execute(
+        anchor_id = ws.conn.execute(
             "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
             (anchor_image, ARTISTS[a % len(ARTISTS)], f"Work {a}", CATEGORIES[a % len(CATEGORIES)]),
         ).lastrowid
         anchors.append(anchor_id)
-        prompt = conn.execute(
-            "INSERT INTO prompts (anchor, text, origin) VALUES (?, ?, 'manual')", (anchor_id, f"a painting {a}")
-        ).lastrowid
+        prompt = add_prompt(ws, anchor_id, f"a painting {a}", origin="manual")
+        rows = []
         for g in range(gens_per_anchor):
-            variant = variant_ids[g % len(variant_ids)]
             image = store_pil_image(ws, tiny_image(seed := seed + 1, image_size)).sha256
-            generation = conn.execute(
-                "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)",
-                (prompt, variant, g, image),
-            ).lastrowid
-            pairs.append(conn.execute(
-                "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, 'normal')",
-                (anchor_id, generation, image),
-            ).lastrowid)
+            rows.append(GenerationRow(prompt, variant_ids[g % len(variant_ids)], g, None, None, image))
+        pairs += make_pairs(ws, add_generations(ws, rows))
     return anchors, pairs
 
 

@@ -12,6 +12,7 @@ import pytest
 from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, run_analysis
 from cpdm.cli import cli
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.variants import UNRELATED
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,10 +50,11 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
     assert set(correlations["method"]) == {"spearman", "kendall", "pearson"}
     variants = pd.read_csv(out / "tables" / "variants.csv")
     assert variants["variant"].iloc[0] == "original"
-    # The simulated judgements follow the distances: sld is judged far less of a copy than the original.
+    # The simulated judgements follow the distances: the unrelated stand-in is judged far less of a copy
+    # than the original.
     by_variant = variants.set_index("variant")
-    assert by_variant.loc["sld", "mean_copy_artists"] < by_variant.loc["original", "mean_copy_artists"] - 1
-    assert bool(by_variant.loc["sld", "reduced_by_CM"]) and bool(by_variant.loc["sld", "reduced_by_artists"])
+    assert by_variant.loc[UNRELATED, "mean_copy_artists"] < by_variant.loc["original", "mean_copy_artists"] - 1
+    assert bool(by_variant.loc[UNRELATED, "reduced_by_CM"]) and bool(by_variant.loc[UNRELATED, "reduced_by_artists"])
 
 
 def test_analyze_one_group_and_default_folder(study, runner):

@@ -206,8 +206,8 @@ def test_campaign_without_load_rows_is_counted_on_first_use(ws):
     assert item.pair not in seen and len(seen) == 3
 
 
-def test_ratings_written_around_submit_are_noticed_and_overlap_still_holds(ws):
-    """Simulations and imports insert ratings directly; stale load counters are corrected on use."""
+def test_ratings_written_by_hand_count_once_the_loads_are_rebuilt(ws):
+    """An import that inserts ratings directly then rebuilds the counters: overlap holds."""
     world = make_world(ws, 3, 2, overlap={"artist": 1})
     outsider, _ = create_rater(ws, "imported", "artist")
     now = utc_now()
@@ -220,6 +220,8 @@ def test_ratings_written_around_submit_are_noticed_and_overlap_still_holds(ws):
                 (world.campaign, pair, outsider.id, question, value, stamp, stamp, f"import-{pair}"),
             )
     assert set(loads(ws, world.campaign, "artist").values()) == {0}  # counters do not know yet
+    rebuild_pair_load(ws, world.campaign, now=now)
+    assert loads(ws, world.campaign, "artist") == {p: int(p in world.pairs[:4]) for p in world.pairs}
     rater, _ = create_rater(ws, "ann", "artist")
     seen, _ = rate_all(ws, rater, now)
     assert sorted(seen) == sorted(world.pairs[4:])

@@ -10,7 +10,7 @@ import pytest
 
 from cpdm.curation.dataset import DatasetError, export_dataset, import_dataset
 from cpdm.curation.prompts import add_manual_prompt
-from cpdm.curation.writepath_standin import add_prompt, add_variant
+from cpdm.store.rows import add_prompt, add_variant
 from cpdm.generation.batch import GenerationSettings, run_generation
 from cpdm.generation.pipeline import tiny_sd_pipeline
 from cpdm.store.workspace import init_workspace, open_workspace
@@ -66,7 +66,7 @@ def _snapshot(ws) -> dict:
         "anchors": sorted(ws.conn.execute("SELECT image, artist, title, category, source, license FROM anchors"),
                           key=repr),
         "prompts": sorted(prompts.values()),
-        "variants": sorted(ws.conn.execute("SELECT name, base_model, method, concept, params FROM variants"), key=repr),
+        "variants": sorted(ws.conn.execute("SELECT name, base_model, method, concepts, params, status FROM variants"), key=repr),
         "generations": sorted(generations.values(), key=repr),
         "pairs": sorted(((anchor_sha[a], generations[g][5] if g else "-", image, kind) for a, g, image, kind in
                          ws.conn.execute("SELECT anchor, generation, image, kind FROM pairs")), key=repr),

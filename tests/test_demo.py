@@ -15,10 +15,12 @@ from PIL import Image
 
 from cpdm.demo import build as demo
 from cpdm.demo import painter
+from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
 from cpdm.rating.auth import hash_token, rater_for_token
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image
+from cpdm.store.rows import get_variant
 from cpdm.store.workspace import open_workspace
 
 
@@ -74,9 +76,15 @@ def test_artists_and_anchors(demo_ws):
 
 
 def test_variants_prompts_and_generations(demo_ws):
-    variants = {row[0]: row[1:] for row in _rows(demo_ws, "SELECT name, base_model, method FROM variants")}
-    assert set(variants) == {"original", "esd", "uce", "sld"}
-    assert all(base == "demo/procedural" and method == name for name, (base, method) in variants.items())
+    variants = {row[0]: row[1:] for row in _rows(demo_ws, "SELECT name, base_model, method, params FROM variants")}
+    assert set(variants) == {"original", STYLE_ERASED, CONTENT_CHANGED, UNRELATED}
+    assert all(base == "demo/procedural" for base, _, _ in variants.values())
+    # The stand-ins are recorded as what they are (method demo, saying what they imitate), never as real runs.
+    assert get_variant(demo_ws, "original").is_baseline
+    for name in (STYLE_ERASED, CONTENT_CHANGED, UNRELATED):
+        _, method, params = variants[name]
+        assert method == "demo" and "such as" in json.loads(params)["imitates"]
+    assert not {"esd", "uce", "sld"} & {method for _, method, _ in variants.values()}
     prompts = _rows(demo_ws, "SELECT a.artist, p.text, p.origin FROM prompts p JOIN anchors a ON a.id = p.anchor")
     assert prompts and all(origin == "template" and text.endswith(f"in the style of {artist}") for artist, text, origin in prompts)
     generations = _generations_by_anchor(demo_ws)
@@ -155,6 +163,34 @@ def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_
         assert _rows(ws, "SELECT campaign FROM assignments WHERE rater = ?", artist.id) == [(live_id,)]
 
 
+def test_simulated_raters_kept_the_assignment_rules(demo_ws):
+    """They claimed and submitted like people: overlap met, never a pair twice, load counters right."""
+    (campaign,), = _rows(demo_ws, "SELECT id FROM campaigns WHERE name = 'demo-simulated'")
+    rows = _rows(
+        demo_ws,
+        "SELECT ra.pair, r.role, COUNT(DISTINCT CASE WHEN ra.value IS NOT NULL THEN ra.rater END), "
+        "COUNT(DISTINCT ra.rater) FROM ratings ra JOIN raters r ON r.id = ra.rater "
+        "JOIN pairs p ON p.id = ra.pair AND p.kind = 'normal' WHERE ra.campaign = ? GROUP BY ra.pair, r.role",
+        campaign,
+    )
+    (normal_pairs,), = _rows(demo_ws, "SELECT COUNT(*) FROM pairs WHERE kind = 'normal'")
+    assert len(rows) == 2 * normal_pairs
+    raters_per_role = demo.SIMULATED_OVERLAP["artist"] + 1  # as many per role as add_simulated_campaign makes
+    for pair, role, answered, seen in rows:
+        # The overlap exactly, unless skips left too few raters of the role who had not seen the pair.
+        assert answered == demo.SIMULATED_OVERLAP[role] or (answered < demo.SIMULATED_OVERLAP[role]
+                                                            and seen == raters_per_role), (pair, role, answered)
+    answered = [(pair, role, count) for pair, role, count, _ in rows]
+    assert _rows(demo_ws, "SELECT COUNT(*) FROM (SELECT 1 FROM ratings WHERE campaign = ? "
+                          "GROUP BY pair, rater, question HAVING COUNT(*) > 1)", campaign) == [(0,)]
+    (checks,), = _rows(demo_ws, "SELECT COUNT(*) FROM ratings ra JOIN pairs p ON p.id = ra.pair "
+                                "WHERE ra.campaign = ? AND p.kind != 'normal'", campaign)
+    assert checks > 0  # attention checks were mixed in at the protocol's rate
+    counters = dict(((pair, role), load) for pair, role, load in _rows(
+        demo_ws, "SELECT pair, role, load FROM pair_load WHERE campaign = ? AND load > 0", campaign))
+    assert counters == {(pair, role): count for pair, role, count in answered}
+
+
 def test_links_work_and_tokens_are_stored_hashed(demo_build, demo_ws):
     path, output = demo_build
     links = demo.demo_links(0)
@@ -200,18 +236,18 @@ def test_original_is_a_near_copy_in_pixels(demo_ws):
     for anchor_id, by_variant in _generations_by_anchor(demo_ws).items():
         anchor = _pixels(demo_ws, anchors[anchor_id])
         mae = {v: [np.abs(anchor - _pixels(demo_ws, image)).mean() for _, image, _ in gens] for v, gens in by_variant.items()}
-        assert max(mae["original"]) < min(mae["esd"]), (anchor_id, mae)
-        assert max(mae["original"]) < min(mae["sld"]), (anchor_id, mae)
-        assert max(mae["original"]) < min(mae["uce"]), (anchor_id, mae)
+        assert max(mae["original"]) < min(mae[STYLE_ERASED]), (anchor_id, mae)
+        assert max(mae["original"]) < min(mae[UNRELATED]), (anchor_id, mae)
+        assert max(mae["original"]) < min(mae[CONTENT_CHANGED]), (anchor_id, mae)
 
 
-def test_uce_keeps_the_palette_and_esd_loses_it(demo_ws):
+def test_content_changed_keeps_the_palette_and_style_erased_loses_it(demo_ws):
     anchors = dict(_rows(demo_ws, "SELECT id, image FROM anchors"))
     for anchor_id, by_variant in _generations_by_anchor(demo_ws).items():
         anchor = _colour_histogram(demo_ws, anchors[anchor_id])
-        l1 = {v: [np.abs(anchor - _colour_histogram(demo_ws, image)).sum() for _, image, _ in by_variant[v]] for v in ("uce", "esd", "sld")}
-        assert max(l1["uce"]) < min(l1["esd"]), (anchor_id, l1)
-        assert max(l1["uce"]) < min(l1["sld"]), (anchor_id, l1)
+        l1 = {v: [np.abs(anchor - _colour_histogram(demo_ws, image)).sum() for _, image, _ in by_variant[v]] for v in (CONTENT_CHANGED, STYLE_ERASED, UNRELATED)}
+        assert max(l1[CONTENT_CHANGED]) < min(l1[STYLE_ERASED]), (anchor_id, l1)
+        assert max(l1[CONTENT_CHANGED]) < min(l1[UNRELATED]), (anchor_id, l1)
 
 
 def test_generation_params_match_the_relation_table(demo_ws):

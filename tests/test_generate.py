@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cpdm.curation.prompts import add_manual_prompt
-from cpdm.curation.writepath_standin import add_variant, get_variant
+from cpdm.store.rows import add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
 from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
@@ -95,7 +95,7 @@ def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(p
 
 
 def test_the_default_prompts_are_the_latest_of_each_anchor(prompted, pipeline):
-    from cpdm.curation.writepath_standin import add_prompt
+    from cpdm.store.rows import add_prompt
 
     ws, anchors, prompts = prompted
     refined = add_prompt(ws, anchors[0], "refined", origin="template", author="template", parent=prompts[0])

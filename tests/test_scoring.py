@@ -25,47 +25,41 @@ from cpdm.scoring.reader import (
     load_scores,
     reference_scale_for,
 )
+from cpdm.store.rows import GenerationRow, add_prompt, make_check_pairs, make_pairs
+from cpdm.store.rows import add_generations as add_generation_rows
 from tests.conftest import png_bytes
+from tests.rating_fixtures import variant_id
 
 SEM, STYLE = "tiny:ViT-L-14/openai", "tiny:vgg19"
 
 
 def add_anchor(ws, seed: int, n_generations: int, variant: str = "original", size=(32, 32), artist=None) -> dict:
     """An anchor with one prompt and ``n_generations`` generated images, each with a normal pair."""
+    anchor_image = store_image_bytes(ws, png_bytes(seed, size)).sha256
     with ws.transaction() as conn:
-        anchor_image = store_image_bytes(ws, png_bytes(seed, size)).sha256
         anchor = conn.execute(
             "INSERT INTO anchors (image, artist, title) VALUES (?, ?, ?)",
             (anchor_image, artist or f"artist {seed}", f"work {seed}"),
         ).lastrowid
-        prompt = conn.execute("INSERT INTO prompts (anchor, text, origin) VALUES (?, 'a painting', 'manual')", (anchor,)).lastrowid
-        pairs = add_generations(ws, anchor, prompt, seed, n_generations, variant, size)
+    prompt = add_prompt(ws, anchor, "a painting", origin="manual")
+    pairs = add_generations(ws, anchor, prompt, seed, n_generations, variant, size)
     return {"anchor": anchor, "image": anchor_image, "prompt": prompt, "pairs": pairs}
 
 
 def add_generations(ws, anchor: int, prompt: int, seed: int, count: int, variant: str, size=(32, 32)) -> list[int]:
-    conn = ws.conn
-    row = conn.execute("SELECT id FROM variants WHERE name = ?", (variant,)).fetchone()
-    variant_id = row[0] if row else conn.execute(
-        "INSERT INTO variants (name, base_model, method) VALUES (?, 'sd-tiny', ?)", (variant, variant)
-    ).lastrowid
-    pairs = []
-    for index in range(count):
-        image = store_image_bytes(ws, png_bytes(seed * 1000 + index + 1 + 100 * variant_id, size)).sha256
-        generation = conn.execute(
-            "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)", (prompt, variant_id, index, image)
-        ).lastrowid
-        pairs.append(
-            conn.execute("INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (anchor, generation, image)).lastrowid
-        )
-    return pairs
+    """``count`` generations of the prompt by ``variant``, each with a normal pair; returns the pairs."""
+    variant = variant_id(ws, variant, base_model="sd-tiny")
+    rows = [
+        GenerationRow(prompt, variant, index, None, None,
+                      store_image_bytes(ws, png_bytes(seed * 1000 + index + 1 + 100 * variant, size)).sha256)
+        for index in range(count)
+    ]
+    return make_pairs(ws, add_generation_rows(ws, rows))
 
 
 def add_check(ws, anchor: dict) -> int:
-    with ws.transaction() as conn:
-        return conn.execute(
-            "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_identical')", (anchor["anchor"], anchor["image"])
-        ).lastrowid
+    """The anchor's attention checks (identical, and unrelated when there is another anchor); returns the identical one."""
+    return make_check_pairs(ws, [anchor["anchor"]])[0]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +82,7 @@ def test_scores_every_pair_and_embeds_each_image_once(ws, tiny_backbones):
     anchors = [add_anchor(ws, seed, 9) for seed in (1, 2)]
     check = add_check(ws, anchors[0])
     report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
-    assert report.pairs_scored == 19
+    assert report.pairs_scored == 20  # 18 normal pairs and two checks
     assert report.images_computed == 20  # 2 anchors + 18 generations: the anchor once, not 9 times
     assert (report.semantic, report.style) == (SEM, STYLE)
     features = ws.conn.execute("SELECT backbone, COUNT(*) FROM features GROUP BY backbone ORDER BY backbone").fetchall()
@@ -106,8 +100,7 @@ def test_rescoring_touches_only_new_images(ws, tiny_backbones):
     again = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
     assert (again.pairs_scored, again.images_computed, again.pairs_already_scored) == (0, 0, 9)
     # A new unlearning run: 9 new generations for the same anchor.
-    with ws.transaction():
-        new_pairs = add_generations(ws, study["anchor"], study["prompt"], 1, 9, "esd")
+    new_pairs = add_generations(ws, study["anchor"], study["prompt"], 1, 9, "esd")
     report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
     assert report.pairs_scored == 9
     assert report.images_computed == 9  # only the new generations; the anchor came from the cache
@@ -215,7 +208,7 @@ def test_load_scores_columns_campaign_filter_and_backbones(ws, tiny_backbones):
     assert set(frame[frame.kind == "normal"].variant) == {"original"}
     assert set(frame.artist) == {"Ada"}
     score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
-    assert len(load_scores(ws, SEM, STYLE)) == 5
+    assert len(load_scores(ws, SEM, STYLE)) == 6  # the campaign's 3, the other anchor's 2, the unrelated check
     assert len(load_scores(ws, campaign_id=campaign)) == 3
     assert load_scores(ws, semantic="ViT-L-14/openai").empty  # real and tiny never mix
     assert available_backbones(ws) == [(SEM, STYLE)]
@@ -567,14 +560,9 @@ def test_a_sideways_stored_photo_is_scored_upright(ws, tiny_backbones):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
     upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="PNG", exif=exif)
     sideways = store_image_bytes(ws, buffer.getvalue(), "phone.png").sha256
-    with ws.transaction() as conn:
-        generation = conn.execute("SELECT id, prompt, variant FROM generations ORDER BY id").fetchone()
-        twin = conn.execute(
-            "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, 99, ?)", (generation[1], generation[2], sideways)
-        ).lastrowid
-        pair = conn.execute(
-            "INSERT INTO pairs (anchor, generation, image) VALUES (?, ?, ?)", (study["anchor"], twin, sideways)
-        ).lastrowid
+    generation = ws.conn.execute("SELECT id, prompt, variant FROM generations ORDER BY id").fetchone()
+    twin = add_generation_rows(ws, [GenerationRow(generation[1], generation[2], 99, None, None, sideways)])
+    (pair,) = make_pairs(ws, twin)
     score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
     scores = scores_by_pair(ws)
     other = scores[study["pairs"][0]]  # the anchor against a different image: what "not the same" looks like

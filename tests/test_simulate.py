@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from cpdm.errors import CpdmError
+from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign, synthetic_study
 from cpdm.store.workspace import init_workspace
 
@@ -35,13 +36,17 @@ def test_every_pair_gets_the_campaign_overlap_per_role(ws):
     campaign = create_synthetic_campaign(ws, n_anchors=4, scored=False)  # overlap: 3 artists, 3 lay
     add_simulated_ratings(ws, campaign, n_artists=5, n_lay=2)
     frame = ratings_frame(ws, campaign)
-    per_pair = frame[frame["question"] == "copy"].groupby(["pair", "role"])["rater"].nunique().unstack()
+    answered = frame[(frame["question"] == "copy") & (frame["kind"] == "normal") & frame["value"].notna()]
+    per_pair = answered.groupby(["pair", "role"])["rater"].nunique().unstack()
+    assert len(per_pair) == 16  # every normal pair (a skipped one went to another rater)
     assert (per_pair["artist"] == 3).all()
     assert (per_pair["lay"] == 2).all()   # only two lay raters exist
     assert set(frame["question"]) == {"content", "style", "copy"}
-    # All five artists take part (rotation), none rates a pair twice.
+    # All five artists take part (they take turns), none sees a pair twice.
     assert frame.loc[frame["role"] == "artist", "rater"].nunique() == 5
     assert not frame.duplicated(["pair", "rater", "question"]).any()
+    assignments = ws.conn.execute("SELECT COUNT(*), COUNT(DISTINCT pair || '-' || rater) FROM assignments").fetchone()
+    assert assignments[0] == assignments[1]
 
 
 def test_same_seed_same_ratings_and_rerun_adds_nothing(tmp_path):
@@ -71,13 +76,14 @@ def test_answers_follow_the_variant_when_there_are_no_scores(ws):
     add_simulated_ratings(ws, campaign, n_artists=4, n_lay=4)
     frame = ratings_frame(ws, campaign).dropna(subset=["value"])
     mean = frame.groupby(["variant", "question"])["value"].mean()
-    assert mean["original", "copy"] > mean["esd", "copy"] > mean["sld", "copy"]
-    assert mean["esd", "content"] > mean["esd", "style"] + 1
-    assert mean["uce", "style"] > mean["uce", "content"] + 1
-    # Artists weight style more: they call uce (style kept) more of a copy than lay raters do, esd less.
+    assert mean["original", "copy"] > mean[STYLE_ERASED, "copy"] > mean[UNRELATED, "copy"]
+    assert mean[STYLE_ERASED, "content"] > mean[STYLE_ERASED, "style"] + 1
+    assert mean[CONTENT_CHANGED, "style"] > mean[CONTENT_CHANGED, "content"] + 1
+    # Artists weight style more: they call "content changed" (style kept) more of a copy than lay raters
+    # do, "style erased" less.
     copy = frame[frame["question"] == "copy"].groupby(["variant", "role"])["value"].mean()
-    assert copy["uce", "artist"] > copy["uce", "lay"]
-    assert copy["esd", "artist"] < copy["esd", "lay"]
+    assert copy[CONTENT_CHANGED, "artist"] > copy[CONTENT_CHANGED, "lay"]
+    assert copy[STYLE_ERASED, "artist"] < copy[STYLE_ERASED, "lay"]
 
 
 def test_answers_follow_the_scores_when_present(ws):

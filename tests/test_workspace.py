@@ -10,6 +10,7 @@ import pytest
 import cpdm.store.workspace as workspace_module
 from cpdm.curation.anchors import import_anchors
 from cpdm.cli import cli
+from cpdm.store.rows import add_variant
 from cpdm.store.workspace import (
     BUSY_TIMEOUT_MS,
     DB_NAME,
@@ -205,8 +206,8 @@ def test_info_counts_every_table(runner, ws, tmp_path):
     write_png(tmp_path / "art" / "b.png", seed=2)
     import_anchors(ws, tmp_path / "art")
     with ws.transaction() as conn:
-        conn.execute("INSERT INTO variants (name, base_model, method) VALUES ('original', 'sd15', 'original')")
         conn.execute("INSERT INTO raters (name, role, token_hash) VALUES ('ann', 'artist', 'h1')")
+    add_variant(ws, "original", base_model="sd15", method="original")
     result = runner.invoke(cli, ["info", "-w", str(ws.root), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

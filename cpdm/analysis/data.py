@@ -139,10 +139,11 @@ def choose_backbones(ws, campaign_id: int, semantic: str | None = None, style: s
 
 
 def pair_table(ws, campaign_id: int, backbones: tuple[str, str] | None) -> pd.DataFrame:
-    """The campaign's normal pairs with anchor, artist, category, variant and (when scored) m_sem, m_style."""
+    """The campaign's normal pairs with anchor, artist, category, variant (name and method) and (when scored) m_sem, m_style."""
     semantic, style = backbones if backbones else (None, None)
     frame = pd.read_sql_query(
-        "SELECT p.id AS pair, p.anchor, a.artist, a.category, v.name AS variant, s.m_sem, s.m_style "
+        "SELECT p.id AS pair, p.anchor, a.artist, a.category, v.name AS variant, v.method AS variant_method, "
+        "s.m_sem, s.m_style "
         "FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
         "JOIN anchors a ON a.id = p.anchor "
         "LEFT JOIN generations g ON g.id = p.generation LEFT JOIN variants v ON v.id = g.variant "

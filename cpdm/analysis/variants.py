@@ -6,9 +6,21 @@ import numpy as np
 import pandas as pd
 
 from cpdm.analysis.correlation import pair_bootstrap_counts, percentile_interval
+from cpdm.store.workspace import BASELINE_METHOD
+
+
+def baseline_variant(pairs: pd.DataFrame) -> str | None:
+    """The name of the baseline variant among the pairs: the one variant whose method is ``original``.
+
+    None when the frame has no ``variant_method`` column, or holds no
+    baseline, or several (then no single one to compare against).
+    """
+    if "variant_method" not in pairs:
+        return None
+    names = set(pairs.loc[pairs["variant_method"] == BASELINE_METHOD, "variant"].dropna())
+    return names.pop() if len(names) == 1 else None
 
 COPY_THRESHOLD = 4.0
-BASELINE_VARIANT = "original"
 
 
 def _mean_interval(values: np.ndarray, n_boot: int, rng, confidence: float) -> tuple[float, float]:
@@ -32,12 +44,14 @@ def variant_benchmark(
     """One row per model variant: mean metric (with CI) and, per rater group, the mean "copy" score and
     the share of pairs judged a copy (group mean ≥ ``threshold``).
 
-    ``pairs`` has columns pair, variant and ``metric``; ``copy_scores`` maps
-    a group to its per-pair scores (columns pair, human) on the raw scale.
-    When an ``original`` variant is present, every other variant also gets
-    its change against it and whether that change is a reduction by the
-    metric and by each group.
+    ``pairs`` has columns pair, variant, ``metric`` and optionally
+    variant_method; ``copy_scores`` maps a group to its per-pair scores
+    (columns pair, human) on the raw scale. When the baseline variant (method
+    ``original``, see :func:`baseline_variant`) is present, every other
+    variant also gets its change against it and whether that change is a
+    reduction by the metric and by each group.
     """
+    baseline = baseline_variant(pairs)
     rng = np.random.default_rng(seed)
     frame = pairs[["pair", "variant", metric]].copy()
     frame["variant"] = frame["variant"].fillna("(none)")
@@ -62,9 +76,9 @@ def variant_benchmark(
             row[f"share_copy_{group}"] = float((rated >= threshold).mean()) if len(rated) else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
-    if BASELINE_VARIANT in set(table["variant"]) and len(table):
+    if baseline is not None and len(table):
         # The original model first, then the methods.
-        table = pd.concat([table[table["variant"] == BASELINE_VARIANT], table[table["variant"] != BASELINE_VARIANT]])
+        table = pd.concat([table[table["variant"] == baseline], table[table["variant"] != baseline]])
         table = table.reset_index(drop=True)
         base = table.iloc[0]
         table[f"{metric}_change"] = table[f"mean_{metric}"] - base[f"mean_{metric}"]

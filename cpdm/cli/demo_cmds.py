@@ -43,8 +43,9 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     """Build an offline demo workspace and open the rating app on it.
 
     Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
-    works each, four "unlearned" variants (original = near-copy, esd = style
-    erased, uce = content changed, sld = unrelated), normal pairs and
+    works each, the original (a near-copy) and three demo stand-ins for
+    unlearning (demo-style-erased, demo-content-changed, demo-unrelated:
+    drawn, not trained; method "demo"), normal pairs and
     attention checks, a campaign "demo", and invite links for one researcher,
     two artists and two lay raters. A second, closed campaign
     "demo-simulated" is rated by simulated raters and every pair is scored

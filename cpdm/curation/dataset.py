@@ -38,7 +38,7 @@ from pathlib import Path
 
 from cpdm import __version__
 from cpdm.curation.prompts import prompt_rows
-from cpdm.curation.writepath_standin import (
+from cpdm.store.rows import (
     GenerationRow,
     add_generations,
     add_prompt,
@@ -49,6 +49,7 @@ from cpdm.curation.writepath_standin import (
 )
 from cpdm.errors import CpdmError
 from cpdm.store.images import IMAGE_SUFFIXES, read_image_file, store_image_bytes
+from cpdm.store.workspace import BASELINE_METHOD
 
 FORMAT = "cpdm-dataset"
 FORMAT_VERSION = 1
@@ -373,7 +374,7 @@ def _import_plain(ws, folder: Path, variant: str, base_model: str) -> DatasetImp
     by_sha = dict(ws.conn.execute("SELECT image, id FROM anchors").fetchall())
     anchor_of = {p.stem: by_sha[read_image_file(p)[1].sha256] for p in anchor_files}
     known = {v.name: v.id for v in list_variants(ws)}
-    variant_id = known.get(variant) or add_variant(ws, variant, base_model=base_model, method="original")
+    variant_id = known.get(variant) or add_variant(ws, variant, base_model=base_model, method=BASELINE_METHOD)
     rows = []
     for stem, files in generated.items():
         anchor = anchor_of[stem]

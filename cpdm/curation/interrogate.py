@@ -35,7 +35,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from cpdm.backbones import DEFAULT_SEMANTIC
-from cpdm.curation.writepath_standin import add_prompt
+from cpdm.store.rows import add_prompt
 from cpdm.errors import CpdmError, MissingWeightsError
 
 BANKS = ("mediums", "movements", "artists", "flavors")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
-from cpdm.curation.writepath_standin import add_prompt, prompt_author_parent
 from cpdm.errors import CpdmError
+from cpdm.store.rows import add_prompt
 from cpdm.store.workspace import PROMPT_ORIGINS
 
 
@@ -27,15 +28,14 @@ def prompt_rows(ws, *, anchor_id: int | None = None, origin: str | None = None,
     """Prompts in id order, optionally of one anchor, of one origin, or exactly these ids."""
     if origin is not None and origin not in PROMPT_ORIGINS:
         raise CpdmError(f"prompt origin {origin!r} is not one of {', '.join(PROMPT_ORIGINS)}")
-    query, args = "SELECT id, anchor, text, origin, params FROM prompts WHERE 1 = 1", []
+    query, args = "SELECT id, anchor, text, origin, author, parent, params FROM prompts WHERE 1 = 1", []
     if anchor_id is not None:
         query, args = query + " AND anchor = ?", [*args, anchor_id]
     if origin is not None:
         query, args = query + " AND origin = ?", [*args, origin]
     rows = []
-    for pid, anchor, text, row_origin, params_text in ws.conn.execute(query + " ORDER BY id", args).fetchall():
-        author, parent, params = prompt_author_parent(params_text)
-        rows.append(PromptRow(pid, anchor, text, row_origin, author, parent, params))
+    for pid, anchor, text, row_origin, author, parent, params in ws.conn.execute(query + " ORDER BY id", args):
+        rows.append(PromptRow(pid, anchor, text, row_origin, author, parent, json.loads(params or "{}")))
     if prompt_ids:
         unknown = sorted(set(prompt_ids) - {row.id for row in rows})
         if unknown:

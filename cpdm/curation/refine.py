@@ -35,7 +35,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from cpdm.curation.prompts import PromptRow, prompt_rows
-from cpdm.curation.writepath_standin import add_prompt
+from cpdm.store.rows import add_prompt
 from cpdm.errors import CpdmError
 
 REFINERS = ("template", "openai")

@@ -19,14 +19,18 @@ can draw an anchor's content in another artist's style, or other content in
 the same style. That is how the demo's variants are made, each one
 standing for what an unlearning method would do to the model:
 
-==========  ============================  ============================  ==========================================
-variant     content vs the anchor         style vs the anchor           stands for
-==========  ============================  ============================  ==========================================
-original    same                          same (shift, noise, jitter)   the model before unlearning: a near-copy
-esd         same                          another artist's              style erased, subject kept
-uce         other                         same                          content changed, style kept
-sld         other                         another artist's              unrelated output: nothing left to copy
-==========  ============================  ============================  ==========================================
+====================  ========================  ========================  ======================================
+variant               content vs the anchor     style vs the anchor       stands for
+====================  ========================  ========================  ======================================
+original              same                      same (shift, noise)       the model before unlearning: a near-copy
+demo-style-erased     same                      another artist's          style erased, subject kept (as ESD)
+demo-content-changed  other                     same                      content changed, style kept (as UCE)
+demo-unrelated        other                     another artist's          unrelated output (as SLD at full strength)
+====================  ========================  ========================  ======================================
+
+The three stand-ins are recorded with method ``demo`` (see
+:mod:`cpdm.demo.variants`); the original is the baseline (method
+``original``).
 
 Every variant generates ``GENERATION_SEEDS`` (two seeds) per anchor from one
 template prompt per anchor ("a landscape in the style of Mira Dotwell").
@@ -59,7 +63,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -80,8 +83,12 @@ from cpdm.demo.painter import (
     seeded_rng,
     subject_for,
 )
+from cpdm.demo.variants import RELATIONS, VARIANTS, VariantRelation
 from cpdm.errors import CpdmError
+from cpdm.store.rows import GenerationRow, add_prompt, add_variant, make_check_pairs, make_pairs
+from cpdm.store.rows import add_generations as add_generation_rows
 from cpdm.store.workspace import DB_NAME, open_workspace
+from cpdm.store.writer import close_writer_connection
 
 BASE_MODEL = "demo/procedural"
 GENERATION_SEEDS = (23, 24)  # 23 is the paper's seed; a second one shows seed-to-seed spread
@@ -92,31 +99,6 @@ SIMULATED_CAMPAIGN_NAME = "demo-simulated"
 SIMULATED_OVERLAP = {"artist": 3, "lay": 3}
 LINKS_FILE = "demo_links.txt"
 DEFAULT_BASE_URL = "http://127.0.0.1:8501"
-
-# --------------------------------------------------------------------------
-# The variants and what they keep of the anchor
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VariantRelation:
-    """How a demo variant's generations relate to their anchor."""
-
-    name: str
-    method: str
-    concept: str
-    content: str  # "same" or "other"
-    style: str  # "same" or "other"
-    stands_for: str
-
-
-VARIANTS: tuple[VariantRelation, ...] = (
-    VariantRelation("original", "original", "", "same", "same", "the model before unlearning: a near-copy"),
-    VariantRelation("esd", "esd", "each demo artist's style", "same", "other", "style erased, subject kept"),
-    VariantRelation("uce", "uce", "each demo artist's subjects", "other", "same", "content changed, style kept"),
-    VariantRelation("sld", "sld", "each demo artist", "other", "other", "unrelated output: nothing left to copy"),
-)
-
 
 # --------------------------------------------------------------------------
 # What a build returns
@@ -209,10 +191,6 @@ class DemoAnchor:
     image: str
 
 
-def _json(value) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
 def add_anchors(ws, seed: int) -> list[DemoAnchor]:
     """Step 1: draw WORKS_PER_ARTIST works for each artist and store them as anchors."""
     anchors = []
@@ -289,15 +267,11 @@ def prompt_text(anchor: DemoAnchor) -> str:
 
 def add_variants(ws) -> dict[str, int]:
     """Step 2a: one variants row per demo variant; returns name -> id."""
-    ids = {}
-    with ws.transaction() as conn:
-        for variant in VARIANTS:
-            params = {"content": variant.content, "style": variant.style, "stands_for": variant.stands_for}
-            ids[variant.name] = conn.execute(
-                "INSERT INTO variants (name, base_model, method, concept, params) VALUES (?, ?, ?, ?, ?)",
-                (variant.name, BASE_MODEL, variant.method, variant.concept or None, _json(params)),
-            ).lastrowid
-    return ids
+    return {
+        variant.name: add_variant(ws, variant.name, base_model=BASE_MODEL, method=variant.method,
+                                  params=variant.params())
+        for variant in VARIANTS
+    }
 
 
 def add_generations(ws, seed: int, anchors: list[DemoAnchor], variant_ids: dict[str, int]) -> list[int]:
@@ -305,55 +279,26 @@ def add_generations(ws, seed: int, anchors: list[DemoAnchor], variant_ids: dict[
     from cpdm.store.images import load_image
 
     generation_ids = []
-    with ws.transaction() as conn:
-        for anchor in anchors:
-            prompt_id = conn.execute(
-                "INSERT INTO prompts (anchor, text, origin, params) VALUES (?, ?, 'template', ?)",
-                (anchor.id, prompt_text(anchor), _json({"template": "a {subject} in the style of {artist}"})),
-            ).lastrowid
-            anchor_image = load_image(ws, anchor.image)
-            for variant in VARIANTS:
-                for gen_seed in GENERATION_SEEDS:
-                    image, params = generate_variant_image(anchor, anchor_image, variant, seed, gen_seed)
-                    info = _store(ws, image, f"{variant.name} generation of anchor {anchor.id}")
-                    generation_ids.append(
-                        conn.execute(
-                            "INSERT INTO generations (prompt, variant, seed, image, params) VALUES (?, ?, ?, ?, ?)",
-                            (prompt_id, variant_ids[variant.name], gen_seed, info.sha256, _json(params)),
-                        ).lastrowid
-                    )
+    for anchor in anchors:
+        prompt_id = add_prompt(ws, anchor.id, prompt_text(anchor), origin="template",
+                               params={"template": "a {subject} in the style of {artist}"})
+        anchor_image = load_image(ws, anchor.image)
+        rows = []
+        for variant in VARIANTS:
+            for gen_seed in GENERATION_SEEDS:
+                image, params = generate_variant_image(anchor, anchor_image, variant, seed, gen_seed)
+                info = _store(ws, image, f"{variant.name} generation of anchor {anchor.id}")
+                # Drawn, not sampled: no steps or guidance.
+                rows.append(GenerationRow(prompt_id, variant_ids[variant.name], gen_seed, None, None, info.sha256,
+                                          params))
+        generation_ids += add_generation_rows(ws, rows)
     return generation_ids
 
 
-def add_pairs(ws, anchors: list[DemoAnchor]) -> list[int]:
+def add_pairs(ws, anchors: list[DemoAnchor], generation_ids: list[int]) -> list[int]:
     """Step 3: a normal pair per generation, and an identical and an unrelated check per anchor."""
-    pair_ids = []
-    with ws.transaction() as conn:
-        rows = conn.execute(
-            "SELECT p.anchor, g.id, g.image FROM generations g JOIN prompts p ON p.id = g.prompt ORDER BY g.id"
-        ).fetchall()
-        for anchor_id, generation_id, image in rows:
-            pair_ids.append(
-                conn.execute(
-                    "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, 'normal')",
-                    (anchor_id, generation_id, image),
-                ).lastrowid
-            )
-        for anchor in anchors:
-            pair_ids.append(
-                conn.execute(
-                    "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, 'check_identical')",
-                    (anchor.id, anchor.image),
-                ).lastrowid
-            )
-            unrelated = _unrelated_anchor(anchor, anchors)
-            pair_ids.append(
-                conn.execute(
-                    "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, 'check_unrelated')",
-                    (anchor.id, unrelated.image),
-                ).lastrowid
-            )
-    return pair_ids
+    unrelated = {anchor.id: _unrelated_anchor(anchor, anchors).id for anchor in anchors}
+    return make_pairs(ws, generation_ids) + make_check_pairs(ws, [a.id for a in anchors], unrelated=unrelated)
 
 
 def _unrelated_anchor(anchor: DemoAnchor, anchors: list[DemoAnchor]) -> DemoAnchor:
@@ -505,7 +450,7 @@ def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True
         anchors = add_anchors(ws, seed)
         variant_ids = add_variants(ws)
         generation_ids = add_generations(ws, seed, anchors, variant_ids)
-        pair_ids = add_pairs(ws, anchors)
+        pair_ids = add_pairs(ws, anchors, generation_ids)
         campaign_id = add_campaign(ws, pair_ids)
         links = add_raters(ws, seed, base_url)
         if analysis_data:
@@ -514,6 +459,7 @@ def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True
         pair_counts = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind ORDER BY kind").fetchall())
         ws.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in cpdm.db before the folder moves
     finally:
+        close_writer_connection(ws)  # simulated submits wrote through it; nothing may stay open on the moved files
         ws.close()
     write_links_file(root, seed, links)
     return DemoInfo(
@@ -525,7 +471,7 @@ def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True
         pairs=pair_counts,
         campaign_id=campaign_id,
         campaign_name=CAMPAIGN_NAME,
-        relations={variant.name: variant for variant in VARIANTS},
+        relations=dict(RELATIONS),
         links=links,
     )
 

@@ -8,12 +8,17 @@ leniency and per-answer noise:
 * when the pair has metric scores, content follows semantic closeness and
   style follows style closeness (each as a rank within the campaign, so the
   scale of the backbone does not matter);
-* otherwise the variant's known effect in the demo: ``original`` copies
-  content and style, ``esd`` keeps content but loses style, ``uce`` keeps
-  style but loses content, ``sld`` loses both;
+* otherwise the variant's known effect in the demo (:mod:`cpdm.demo.variants`):
+  ``original`` copies content and style, ``demo-style-erased`` keeps content
+  but loses style, ``demo-content-changed`` keeps style but loses content,
+  ``demo-unrelated`` loses both;
 * the "copy" answer mixes the two, with artists weighting style more than
   lay raters do;
 * attention checks get the expected answer: identical pairs 5, unrelated 1.
+
+Simulated raters rate as people do, through the app's path: each claims its
+next pair with the assignment rules (:func:`cpdm.rating.assignment.claim_next`)
+and submits with :func:`cpdm.rating.submit.submit`, on a simulated clock.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
+from cpdm.demo.variants import CONTENT_CHANGED, DEMO_METHOD, ORIGINAL, RELATIONS, STYLE_ERASED, UNRELATED, VARIANTS
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import parse_protocol
-from cpdm.store.time import format_time
+from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_check_pairs
+from cpdm.store.rows import make_pairs
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
 VARIANT_CLOSENESS = {
-    "original": (0.85, 0.85),
-    "esd": (0.8, 0.25),
-    "uce": (0.25, 0.8),
-    "sld": (0.2, 0.2),
+    ORIGINAL: (0.85, 0.85),
+    STYLE_ERASED: (0.8, 0.25),
+    CONTENT_CHANGED: (0.25, 0.8),
+    UNRELATED: (0.2, 0.2),
 }
 UNKNOWN_VARIANT_CLOSENESS = (0.5, 0.5)
 # Weight of content (vs style) in a rater's "copy" judgement, by role.
@@ -43,6 +50,7 @@ LENIENCY_SD = 0.35
 NOISE_SD = 0.6
 SKIP_PROBABILITY = 0.02
 START_TIME = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
+SKIP_REASON = "cannot judge (simulated)"
 
 
 def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float = 0.0, noise=0.0) -> np.ndarray:
@@ -51,11 +59,9 @@ def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float
     return np.clip(np.rint(raw), low, high).astype(int)
 
 
-def _questions(protocol_text: str) -> tuple[list[tuple[str, int, int]], float]:
-    """(id, low, high) of each question of a campaign's frozen protocol, and its too-fast threshold in seconds."""
-    protocol = parse_protocol(protocol_text)
-    questions = [(question.id, *question.scale) for question in protocol.questions]
-    return questions, protocol.timing.min_seconds
+def _questions(protocol_text: str) -> list[tuple[str, int, int]]:
+    """(id, low, high) of each question of a campaign's frozen protocol."""
+    return [(question.id, *question.scale) for question in parse_protocol(protocol_text).questions]
 
 
 def _closeness_rank(values: pd.Series) -> pd.Series:
@@ -112,9 +118,9 @@ def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _simulated_raters(ws, n_artists: int, n_lay: int) -> list[tuple[int, str]]:
-    """(id, role) of the simulated raters, reusing ones that already exist under the same names."""
-    from cpdm.rating.auth import create_rater
+def _simulated_raters(ws, n_artists: int, n_lay: int) -> list:
+    """The simulated raters (:class:`cpdm.rating.auth.Rater`), reusing ones that already exist under the same names."""
+    from cpdm.rating.auth import create_rater, get_rater
 
     raters = []
     for role, count, label in (("artist", n_artists, "artist"), ("lay", n_lay, "lay rater")):
@@ -123,78 +129,77 @@ def _simulated_raters(ws, n_artists: int, n_lay: int) -> list[tuple[int, str]]:
             row = ws.conn.execute(
                 "SELECT id FROM raters WHERE name = ? AND simulated = 1 AND role = ?", (name, role)
             ).fetchone()
-            rater_id = row[0] if row else create_rater(ws, name, role, simulated=True)[0].id
-            raters.append((rater_id, role))
+            raters.append(get_rater(ws, row[0]) if row else create_rater(ws, name, role, simulated=True)[0])
     return raters
 
 
 def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 4, n_lay: int = 4) -> dict:
     """Fill a campaign with ratings from simulated raters; returns counts of what was added.
 
-    Each pair (normal and attention check) is rated by as many raters of each
-    role as the campaign's overlap asks (at most all of them), rotating
-    through the raters so that every rater sees a different subset. Values
-    are deterministic for a seed. Running it again adds nothing (the same
-    raters, nonces and UNIQUE constraints).
+    The raters take turns, one pair each per turn: each claims its next pair
+    by the assignment rules and submits its answers (or a skip) through the
+    app's submit path, until the rules leave none of them anything to rate.
+    So overlap, "never the same pair twice" and the attention-check rate
+    hold as for people. Times follow a simulated clock from ``START_TIME``,
+    and values are deterministic for a seed. Running it again adds nothing
+    (the same raters find their work done).
     """
-    row = ws.conn.execute("SELECT protocol, overlap FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    row = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
     if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
         raise CpdmError("simulated ratings need at least one simulated rater")
-    questions, min_seconds = _questions(row[0])
-    overlap = json.loads(row[1])
+    questions = _questions(row[0])
     pairs = pair_closeness(_campaign_pairs(ws, campaign_id))
     if len(pairs) == 0:
         raise CpdmError(f"campaign {campaign_id} has no pairs")
     raters = _simulated_raters(ws, n_artists, n_lay)
-
     rng = np.random.default_rng(seed)
-    leniency = {rater_id: rng.normal(0, LENIENCY_SD) for rater_id, _ in raters}
-    rows, assignments = [], []
-    clock = START_TIME
-    for role in ("artist", "lay"):
-        group = [rater_id for rater_id, r in raters if r == role]
-        if not group:
-            continue
-        per_pair = min(int(overlap.get(role, len(group))), len(group))
-        for position, pair in enumerate(pairs.itertuples(index=False)):
-            for offset in range(per_pair):
-                rater_id = group[(position + offset) % len(group)]
-                seconds = float(np.round(rng.lognormal(np.log(9.0), 0.5), 2))
-                shown = clock
-                clock = clock + timedelta(seconds=seconds + 1)
-                skipped = pair.kind == "normal" and rng.random() < SKIP_PROBABILITY
-                nonce = f"sim-{campaign_id}-{pair.pair}-{rater_id}"
-                assignments.append((campaign_id, pair.pair, rater_id, "skipped" if skipped else "done", format_time(shown),
-                                    format_time(shown + timedelta(minutes=30))))
-                for question, low, high in questions:
-                    value = None
-                    if not skipped:
-                        value = int(_answer(pair, role, question, low, high, leniency[rater_id], rng))
-                    rows.append((campaign_id, pair.pair, rater_id, question, value,
-                                 "cannot judge (simulated)" if skipped else None, format_time(shown),
-                                 format_time(shown + timedelta(seconds=seconds)), seconds, int(seconds < min_seconds), nonce))
-    with ws.transaction() as conn:
-        before = conn.total_changes
-        conn.executemany(
-            "INSERT INTO ratings (campaign, pair, rater, question, value, skip_reason, shown_at, submitted_at, "
-            "seconds, too_fast, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            rows,
-        )
-        added = conn.total_changes - before
-        conn.executemany(
-            "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            assignments,
-        )
+    leniency = {rater.id: rng.normal(0, LENIENCY_SD) for rater in raters}
+    before = _rating_count(ws, campaign_id)
+    _rate_in_turns(ws, campaign_id, raters, pairs.set_index("pair"), questions, leniency, rng)
     return {
         "raters": len(raters),
         "pairs": int((pairs["kind"] == "normal").sum()),
         "checks": int((pairs["kind"] != "normal").sum()),
-        "ratings": int(added),
+        "ratings": _rating_count(ws, campaign_id) - before,
         "scored_pairs": int(pairs["m_sem"].notna().sum()),
     }
+
+
+def _rating_count(ws, campaign_id: int) -> int:
+    return ws.conn.execute("SELECT COUNT(*) FROM ratings WHERE campaign = ?", (campaign_id,)).fetchone()[0]
+
+
+def _rate_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, questions, leniency: dict, rng) -> None:
+    """Let the raters claim and submit in turns until none of them is given a pair.
+
+    A rater given nothing waits until a skip frees a slot (nothing else
+    frees one here: every claim is answered at once, none times out).
+    """
+    from cpdm.rating.assignment import claim_next
+    from cpdm.rating.submit import submit
+
+    clock = START_TIME
+    active = list(raters)
+    while active:
+        for rater in list(active):
+            item = claim_next(ws, campaign_id, rater, now=clock)
+            if item is None:
+                active.remove(rater)
+                continue
+            pair = pairs.loc[item.pair]
+            seconds = float(np.round(rng.lognormal(np.log(9.0), 0.5), 2))
+            submitted = clock + timedelta(seconds=seconds)
+            nonce = f"sim-{campaign_id}-{item.pair}-{rater.id}"
+            if pair.kind == "normal" and rng.random() < SKIP_PROBABILITY:
+                submit(ws, rater, campaign_id, item.pair, None, nonce=nonce, skip_reason=SKIP_REASON, now=submitted)
+                active = list(raters)  # a freed slot: every rater may claim again
+            else:
+                answers = {question: _answer(pair, rater.role, question, low, high, leniency[rater.id], rng)
+                           for question, low, high in questions}
+                submit(ws, rater, campaign_id, item.pair, answers, nonce=nonce, now=submitted)
+            clock = submitted + timedelta(seconds=1)
 
 
 def _answer(pair, role: str, question: str, low: int, high: int, leniency: float, rng) -> int:
@@ -243,7 +248,7 @@ def synthetic_study(
     })
     x_ref = np.median(reference["m_sem"] ** w_true * reference["m_style"] ** (1 - w_true))
     cm_true = 1 - np.minimum(m_sem**w_true * m_style ** (1 - w_true) / x_ref, 1) ** 2
-    variants = np.array(["original", "esd", "uce", "sld"])[rng.integers(0, 4, n_pairs)]
+    variants = np.array([variant.name for variant in VARIANTS])[rng.integers(0, 4, n_pairs)]
     pairs = pd.DataFrame({
         "pair": np.arange(1, n_pairs + 1), "anchor": anchors, "variant": variants,
         "m_sem": m_sem, "m_style": m_style, "cm_true": cm_true,
@@ -275,10 +280,10 @@ def synthetic_study(
 
 # Typical distances per demo variant (m_sem, m_style): small = close to the anchor.
 VARIANT_DISTANCES = {
-    "original": (0.25, 0.004),
-    "esd": (0.3, 0.04),
-    "uce": (1.0, 0.005),
-    "sld": (1.1, 0.05),
+    ORIGINAL: (0.25, 0.004),
+    STYLE_ERASED: (0.3, 0.04),
+    CONTENT_CHANGED: (1.0, 0.005),
+    UNRELATED: (1.1, 0.05),
 }
 
 
@@ -297,7 +302,7 @@ def create_synthetic_campaign(
     ws,
     name: str = "synthetic",
     n_anchors: int = 10,
-    variants=("original", "esd", "uce", "sld"),
+    variants=tuple(RELATIONS),
     seeds_per_variant: int = 1,
     scored: bool = True,
     semantic: str = "tiny:clip",
@@ -316,62 +321,62 @@ def create_synthetic_campaign(
     to the generations of the next two anchors, as ``cpdm score`` stores them.
     """
     from cpdm.rating.campaigns import create_campaign
-    from cpdm.store.images import store_image_bytes
 
     # The name enters the seed, so two synthetic campaigns in one workspace get different images.
     rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-    pair_ids = []
-    with ws.transaction() as conn:
-        variant_ids = {}
+    variant_ids = {variant: _synthetic_variant(ws, variant) for variant in variants}
+    anchors, pair_ids, scores = [], [], []
+    for number in range(n_anchors):
+        anchor = _synthetic_anchor(ws, rng, number)
+        anchors.append(anchor)
+        prompt = add_prompt(ws, anchor, f"work {number}", origin="template")
+        rows = []
         for variant in variants:
-            row = conn.execute("SELECT id FROM variants WHERE name = ?", (variant,)).fetchone()
-            variant_ids[variant] = row[0] if row else conn.execute(
-                "INSERT INTO variants (name, base_model, method) VALUES (?, 'synthetic', ?)", (variant, variant)
-            ).lastrowid
-        anchor_images = []
-        for number in range(n_anchors):
-            image = store_image_bytes(ws, _tiny_png(rng), f"anchor {number}").sha256
-            anchor_images.append(image)
-            anchor = conn.execute(
-                "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, 'style')",
-                (image, f"artist {number % 4 + 1}", f"work {number}"),
-            ).lastrowid
-            prompt = conn.execute(
-                "INSERT INTO prompts (anchor, text, origin) VALUES (?, ?, 'template')", (anchor, f"work {number}")
-            ).lastrowid
-            for variant in variants:
-                for generation_seed in range(seeds_per_variant):
-                    image = store_image_bytes(ws, _tiny_png(rng), f"generation {number}").sha256
-                    generation = conn.execute(
-                        "INSERT INTO generations (prompt, variant, seed, image) VALUES (?, ?, ?, ?)",
-                        (prompt, variant_ids[variant], generation_seed, image),
-                    ).lastrowid
-                    pair = conn.execute(
-                        "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, 'normal')",
-                        (anchor, generation, image),
-                    ).lastrowid
-                    pair_ids.append(pair)
-                    if scored:
-                        typical_sem, typical_style = VARIANT_DISTANCES.get(variant, (0.6, 0.02))
-                        conn.execute(
-                            "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
-                            (pair, semantic, style, float(typical_sem * np.exp(rng.normal(0, 0.3))),
-                             float(typical_style * np.exp(rng.normal(0, 0.5)))),
-                        )
-            if checks:
-                pair_ids.append(conn.execute(
-                    "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_identical')", (anchor, anchor_images[-1])
-                ).lastrowid)
-        if checks and n_anchors > 1:
-            anchors = [r[0] for r in conn.execute("SELECT id FROM anchors ORDER BY id").fetchall()][-n_anchors:]
-            for index, anchor in enumerate(anchors):
-                other = anchor_images[(index + 1) % n_anchors]
-                pair_ids.append(conn.execute(
-                    "INSERT INTO pairs (anchor, image, kind) VALUES (?, ?, 'check_unrelated')", (anchor, other)
-                ).lastrowid)
-        if reference and scored:
-            _add_reference_distances(conn, rng, semantic, style)
+            typical_sem, typical_style = VARIANT_DISTANCES.get(variant, (0.6, 0.02))
+            for generation_seed in range(seeds_per_variant):
+                image = _store_tiny_png(ws, rng, f"generation {number}")
+                rows.append(GenerationRow(prompt, variant_ids[variant], generation_seed, None, None, image))
+                if scored:  # drawn per generation, in the order the generations are made
+                    scores.append((float(typical_sem * np.exp(rng.normal(0, 0.3))),
+                                   float(typical_style * np.exp(rng.normal(0, 0.5)))))
+        pair_ids += make_pairs(ws, add_generations(ws, rows))
+    if scored:
+        with ws.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
+                [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)],
+            )
+            if reference:
+                _add_reference_distances(conn, rng, semantic, style)
+    if checks:
+        pair_ids += make_check_pairs(ws, anchors)
     return create_campaign(ws, name, pair_ids)
+
+
+def _synthetic_variant(ws, name: str) -> int:
+    """The id of a synthetic study's variant, added (as its demo relation's method, else ``demo``) if missing."""
+    try:
+        return get_variant(ws, name).id
+    except CpdmError:
+        method = RELATIONS[name].method if name in RELATIONS else DEMO_METHOD
+        return add_variant(ws, name, base_model="synthetic", method=method)
+
+
+def _store_tiny_png(ws, rng: np.random.Generator, label: str) -> str:
+    """Store a distinct tiny PNG; returns its sha256."""
+    from cpdm.store.images import store_image_bytes
+
+    return store_image_bytes(ws, _tiny_png(rng), label).sha256
+
+
+def _synthetic_anchor(ws, rng: np.random.Generator, number: int) -> int:
+    """A synthetic anchor with a tiny random image; returns its id."""
+    image = _store_tiny_png(ws, rng, f"anchor {number}")
+    with ws.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, 'style')",
+            (image, f"artist {number % 4 + 1}", f"work {number}"),
+        ).lastrowid
 
 
 def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from cpdm.curation.prompts import prompt_rows
-from cpdm.curation.writepath_standin import (
+from cpdm.store.rows import (
     GenerationRow,
     add_generations,
     add_variant,
@@ -34,6 +34,7 @@ from cpdm.curation.writepath_standin import (
     make_pairs,
 )
 from cpdm.errors import CpdmError
+from cpdm.store.workspace import BASELINE_METHOD
 from cpdm.generation.pipeline import (
     PAPER_GUIDANCE,
     PAPER_SEED,
@@ -49,7 +50,7 @@ from cpdm.generation.pipeline import (
 PAPER_PER_PROMPT = 9
 # The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
 PAPER_SD_MODEL = "stabilityai/stable-diffusion-2-1"
-BASELINE_VARIANT = "original"
+BASELINE_VARIANT = "original"  # the name of the baseline variant generate creates
 CPU_BATCH = 4
 
 
@@ -110,7 +111,7 @@ class _NewBaseline:
 
     name: str
     base_model: str
-    method: str = "original"
+    method: str = BASELINE_METHOD
 
 
 def resolve_variant(ws, name: str, base_model: str | None, offline_tiny: bool):
@@ -220,7 +221,7 @@ def run_generation(
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
-        chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method="original"))
+        chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
     items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
     done, todo = [], []
     for item in items:

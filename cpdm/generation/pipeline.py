@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.store.workspace import BASELINE_METHOD
 
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 # runwayml took its repository down; the same files live on under this id.
@@ -339,7 +340,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     # (replaced UNet parameters) or inference-time settings. The baseline
     # ("original") is used exactly as loaded. apply_variant returns the pipeline to
     # use (an inference-time method wraps the loaded one).
-    if variant.method != "original":
+    if variant.method != BASELINE_METHOD:
         from cpdm.unlearning.runner import apply_variant
 
         pipeline = apply_variant(pipeline, variant, root)

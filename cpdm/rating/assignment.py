@@ -177,53 +177,6 @@ def _pick_normal(
     return None
 
 
-_TRUE_LOAD = (
-    "SELECT COUNT(*) FROM ("
-    " SELECT rater FROM assignments WHERE campaign = :campaign AND pair = :pair"
-    "  AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))"
-    " UNION SELECT rater FROM ratings WHERE campaign = :campaign AND pair = :pair AND value IS NOT NULL"
-    ") AS holders JOIN raters x ON x.id = holders.rater WHERE x.role = :role"
-)
-
-
-def true_load(conn, campaign_id: int, pair_id: int, role: str, now_text: str) -> int:
-    """A pair's load for a role counted from assignments and ratings (what pair_load caches)."""
-    return conn.execute(
-        _TRUE_LOAD, {"campaign": campaign_id, "pair": pair_id, "role": role, "now": now_text}
-    ).fetchone()[0]
-
-
-# After this many stale counters in one claim, recount the whole campaign.
-MAX_LOAD_CORRECTIONS = 20
-
-
-def _pick_verified_normal(conn, campaign_id, role, rater_id, needed, rng, now_text, bounds=None) -> int | None:
-    """Pick a normal pair and check its cached load against the truth before handing it out.
-
-    Ratings written around :func:`cpdm.rating.submit` (bulk imports,
-    simulations) leave pair_load behind; a stale counter is corrected on the
-    spot and the pick repeated, so overlap holds even then.
-    """
-    for _ in range(MAX_LOAD_CORRECTIONS):
-        pair = _pick_normal(conn, campaign_id, role, rater_id, needed, rng, bounds)
-        if pair is None:
-            return None
-        cached, actual = conn.execute(
-            f"SELECT (SELECT load FROM pair_load WHERE campaign = :campaign AND role = :role AND pair = :pair), "
-            f"({_TRUE_LOAD})",
-            {"campaign": campaign_id, "pair": pair, "role": role, "now": now_text},
-        ).fetchone()
-        if actual == cached:
-            return pair
-        conn.execute(
-            "UPDATE pair_load SET load = ? WHERE campaign = ? AND role = ? AND pair = ?",
-            (actual, campaign_id, role, pair),
-        )
-        bounds = None  # a corrected counter can move the lowest load
-    _rebuild_pair_load(conn, campaign_id, now_text)
-    return _pick_normal(conn, campaign_id, role, rater_id, needed, rng)
-
-
 def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random, top_pair: int) -> int | None:
     """A random attention-check pair of the campaign that the rater has not seen yet.
 
@@ -295,8 +248,10 @@ def _rebuild_pair_load(conn, campaign_id: int, now_text: str) -> None:
 def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None:
     """Recount every pair's load from assignments and ratings.
 
-    Needed only after ratings were written by hand (SQL, imports) rather than
-    through :func:`cpdm.rating.submit`.
+    Claims trust the counters, which claims and :func:`cpdm.rating.submit.submit`
+    keep right (simulated raters go through them too). Ratings or
+    assignments written by hand (SQL, an import from elsewhere) leave the
+    counters behind: run this afterwards, or overlap is not kept.
     """
     with ws.transaction() as conn:
         _rebuild_pair_load(conn, campaign_id, format_time(now or utc_now()))
@@ -341,9 +296,7 @@ def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: boo
     if facts.top_load_pair is None and ensure_pair_load(conn, campaign_id, now_text):
         facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
     rng = random.Random(f"order:{campaign_id}:{rater.id}:{facts.seen}")
-    pair = _pick_verified_normal(
-        conn, campaign_id, rater.role, rater.id, needed, rng, now_text, (facts.lowest_load, facts.top_load_pair)
-    )
+    pair = _pick_normal(conn, campaign_id, rater.role, rater.id, needed, rng, (facts.lowest_load, facts.top_load_pair))
     if pair is None:
         return None  # the role's work, as far as this rater can help, is complete
     is_check = False

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import Protocol, default_protocol_path, parse_protocol
+from cpdm.store.rows import make_check_pairs_in
 
 DEFAULT_OVERLAP = {"artist": 3, "lay": 3}
 RATING_ROLES = ("artist", "lay")
@@ -90,44 +91,6 @@ def pair_filter_options(ws) -> dict[str, list[str]]:
     }
 
 
-def ensure_check_pairs(ws, anchor_ids: list[int]) -> list[int]:
-    """Attention-check pairs for these anchors, created where missing; returns their ids.
-
-    Each anchor gets an identical check (the anchor against itself) and an
-    unrelated check: the anchor against the next anchor in the list, or,
-    when the list has a single anchor, the next anchor in the workspace
-    (no unrelated check when the workspace has only one anchor).
-    """
-    with ws.transaction() as conn:
-        return _ensure_check_pairs_in(conn, anchor_ids)
-
-
-def _ensure_check_pairs_in(conn, anchor_ids: list[int]) -> list[int]:
-    """The body of :func:`ensure_check_pairs`, inside the caller's write transaction."""
-    anchor_ids = sorted(set(anchor_ids))
-    images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
-    unknown = [a for a in anchor_ids if a not in images]
-    if unknown:
-        raise CpdmError(f"anchors not in the workspace: {unknown[:10]}")
-    others = anchor_ids if len(anchor_ids) > 1 else sorted(images)
-    wanted = []
-    for anchor in anchor_ids:
-        wanted.append((anchor, images[anchor], "check_identical"))
-        if len(others) > 1:
-            other = others[(others.index(anchor) + 1) % len(others)]
-            if images[other] != images[anchor]:
-                wanted.append((anchor, images[other], "check_unrelated"))
-    conn.executemany(
-        "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, NULL, ?, ?) "
-        "ON CONFLICT (anchor, image, kind) DO NOTHING",
-        wanted,
-    )
-    return [
-        conn.execute("SELECT id FROM pairs WHERE anchor = ? AND image = ? AND kind = ?", w).fetchone()[0]
-        for w in wanted
-    ]
-
-
 def create_campaign(
     ws,
     name: str,
@@ -165,7 +128,7 @@ def create_campaign(
         if not any(known[p] == "normal" for p in pair_ids):
             raise CpdmError(f"campaign {name!r} would have only attention checks and no pairs to rate")
         if include_checks:
-            checks = _ensure_check_pairs_in(conn, _anchors_of_pairs(ws, pair_ids))
+            checks = make_check_pairs_in(conn, _anchors_of_pairs(ws, pair_ids))
             known.update((p, "check") for p in checks if p not in known)
             pair_ids = sorted(set(pair_ids) | set(checks))
         campaign_id = conn.execute(

@@ -15,6 +15,7 @@ in one transaction; opening a workspace made by a newer cpdm refuses.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ BUSY_TIMEOUT_MS = 10_000
 ANCHOR_CATEGORIES = ("style", "portrait", "character", "illustration")
 PROMPT_ORIGINS = ("interrogator", "llm", "template", "manual")
 PAIR_KINDS = ("normal", "check_identical", "check_unrelated")
+VARIANT_STATUSES = ("pending", "training", "ready", "failed")
+BASELINE_METHOD = "original"  # the variant method of a model nothing was unlearned from
 ROLES = ("artist", "lay", "researcher")
 
 
@@ -256,7 +259,101 @@ def _migrate_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX pairs_by_kind ON pairs (kind, id)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4]
+def _migrate_to_5(conn: sqlite3.Connection) -> None:
+    """Curation, unlearning and jobs: lineage and status of variants and prompts, a key for generations.
+
+    * variants: ``parent`` (the variant it was derived from), ``concepts``
+      (a JSON list; the old single ``concept`` moves into it), ``status``
+      (existing variants are ``ready``), ``status_message``,
+      ``artifact_path`` (the old ``weights_path``) and ``artifact_sha256``,
+      ``job`` (the job that made it) and ``created_at`` (unknown, NULL, for
+      variants made before this version).
+    * prompts: ``parent`` (the prompt it was refined from) and ``author``
+      (the interrogator or LLM model, ``template`` or ``manual``; taken from
+      the origin, or the params' ``model``, where that says it).
+    * generations: one row per (prompt, variant, seed, steps, guidance,
+      params), params as canonical JSON. Duplicates that no pair uses are
+      removed (the lowest id stays); duplicates that pairs use stop the
+      upgrade with a message naming them, since merging them would merge
+      their ratings.
+    * jobs: ``attempts``, ``lease_expires_at``, ``result`` (JSON) and
+      ``device`` (what the job needs; NULL for any).
+    """
+    _upgrade_variants_to_5(conn)
+    conn.execute("ALTER TABLE prompts ADD COLUMN parent INTEGER REFERENCES prompts(id)")
+    conn.execute("ALTER TABLE prompts ADD COLUMN author TEXT")
+    conn.execute(
+        "UPDATE prompts SET author = CASE WHEN origin IN ('template', 'manual') THEN origin "
+        "WHEN json_valid(params) THEN json_extract(params, '$.model') END"
+    )
+    _upgrade_generations_to_5(conn)
+    conn.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN result TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN device TEXT")
+    conn.execute("UPDATE jobs SET attempts = 1 WHERE status != 'queued' OR started_at IS NOT NULL")
+
+
+def _upgrade_variants_to_5(conn: sqlite3.Connection) -> None:
+    """The variants columns of version 5 (see :func:`_migrate_to_5`)."""
+    conn.execute("ALTER TABLE variants ADD COLUMN parent INTEGER REFERENCES variants(id)")
+    conn.execute("ALTER TABLE variants ADD COLUMN concepts TEXT NOT NULL DEFAULT '[]'")
+    conn.execute(
+        "ALTER TABLE variants ADD COLUMN status TEXT NOT NULL DEFAULT 'ready' "
+        f"CHECK (status IN {_in(VARIANT_STATUSES)})"
+    )
+    conn.execute("ALTER TABLE variants ADD COLUMN status_message TEXT")
+    conn.execute("ALTER TABLE variants ADD COLUMN artifact_path TEXT")
+    conn.execute("ALTER TABLE variants ADD COLUMN artifact_sha256 TEXT")
+    conn.execute("ALTER TABLE variants ADD COLUMN job INTEGER REFERENCES jobs(id)")
+    conn.execute("ALTER TABLE variants ADD COLUMN created_at TEXT")
+    conn.execute(
+        "UPDATE variants SET artifact_path = weights_path, "
+        "concepts = CASE WHEN TRIM(IFNULL(concept, '')) = '' THEN '[]' ELSE json_array(concept) END"
+    )
+    conn.execute("ALTER TABLE variants DROP COLUMN concept")
+    conn.execute("ALTER TABLE variants DROP COLUMN weights_path")
+
+
+def _upgrade_generations_to_5(conn: sqlite3.Connection) -> None:
+    """Canonical params, duplicates removed or refused, and the unique key (see :func:`_migrate_to_5`)."""
+    from cpdm.store.rows import canonical_json
+
+    for generation_id, params in conn.execute("SELECT id, params FROM generations").fetchall():
+        try:
+            canonical = canonical_json(json.loads(params))
+        except ValueError:
+            continue  # not JSON: kept as written, compared as text
+        if canonical != params:
+            conn.execute("UPDATE generations SET params = ? WHERE id = ?", (canonical, generation_id))
+    duplicates = conn.execute(
+        f"SELECT g.id, EXISTS (SELECT 1 FROM pairs p WHERE p.generation = g.id), "
+        f"(SELECT MIN(k.id) FROM generations k WHERE {_SAME_GENERATION_KEY}) "
+        f"FROM generations g WHERE EXISTS (SELECT 1 FROM generations k WHERE k.id < g.id AND {_SAME_GENERATION_KEY})"
+    ).fetchall()
+    in_use = [(duplicate, kept) for duplicate, used, kept in duplicates if used]
+    if in_use:
+        listed = ", ".join(f"{duplicate} (same as {kept})" for duplicate, kept in in_use[:10])
+        raise WorkspaceError(
+            f"generations {listed} repeat another generation's prompt, variant, seed, steps, guidance and params "
+            "and have pairs; delete the repeated generations' pairs (and their ratings and scores) with the "
+            "cpdm that made them, then open the workspace again"
+        )
+    conn.executemany("DELETE FROM generations WHERE id = ?", [(duplicate,) for duplicate, _, _ in duplicates])
+    conn.execute(f"CREATE UNIQUE INDEX generations_key ON generations ({GENERATION_KEY})")
+
+
+# The columns that identify a generation; NULL steps or guidance (no sampler) compare equal.
+GENERATION_KEY = "prompt, variant, IFNULL(seed, -1), IFNULL(steps, -1), IFNULL(guidance, -1), params"
+_SAME_GENERATION_KEY = (
+    "k.prompt = g.prompt AND k.variant = g.variant AND k.seed IS g.seed AND k.steps IS g.steps "
+    "AND k.guidance IS g.guidance AND k.params = g.params"
+)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5,
+]
 
 
 def schema_version() -> int:

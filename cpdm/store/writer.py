@@ -148,3 +148,16 @@ def write_transaction(ws):
             writer.finish_checkpoint = True
         finally:
             writer.checkpointing.release()
+
+
+def close_writer_connection(ws) -> None:
+    """Close the shared writer connection of the workspace's file; the next write opens it again.
+
+    For code that is about to move or delete a workspace's files (the demo
+    build), so no connection is left open on them.
+    """
+    writer = _writer(ws)
+    with writer.lock:
+        if writer.ws is not None:
+            writer.ws.close()
+            writer.ws = None

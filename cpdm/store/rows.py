@@ -1,0 +1,405 @@
+"""The one write path for curation rows: variants, prompts, generations and pairs.
+
+Everything that adds these rows (curation, generation, unlearning, the demo,
+the simulator, tests and benchmarks) calls these functions, so each rule is
+checked in one place. Every function validates its input before it writes,
+and writes in one short transaction: on an error nothing is written.
+
+Adding generations and making pairs is idempotent: a resumed run gets the
+ids of the rows it made before and adds nothing twice. A generation is
+identified by (prompt, variant, seed, steps, guidance, params), params
+compared as canonical JSON (:func:`canonical_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from cpdm.errors import CpdmError
+from cpdm.store.time import format_time, utc_now
+from cpdm.store.workspace import BASELINE_METHOD, PROMPT_ORIGINS, VARIANT_STATUSES
+
+# Who writes a prompt of an origin when the caller does not say (interrogator and LLM prompts name their model).
+DEFAULT_AUTHORS = {"template": "template", "manual": "manual"}
+
+
+def canonical_json(value) -> str:
+    """The one text form of a JSON value: keys sorted, so equal params compare equal as text."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _params_json(params, what: str) -> str:
+    """Canonical JSON of a params mapping (None is ``{}``), or a CpdmError naming ``what``."""
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise CpdmError(f"{what} params must be a mapping of names to values, got {type(params).__name__}")
+    try:
+        return canonical_json(dict(params))
+    except (TypeError, ValueError) as exc:
+        raise CpdmError(f"{what} params are not JSON: {exc}") from exc
+
+
+def _text(value, what: str) -> str:
+    """A non-empty, stripped string, or a CpdmError."""
+    if not isinstance(value, str) or not value.strip():
+        raise CpdmError(f"{what} must be non-empty text, got {value!r}")
+    return value.strip()
+
+
+# --------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A diffusion model variant: a base model and how (and whether) a concept was unlearned from it."""
+
+    id: int
+    name: str
+    base_model: str
+    method: str  # BASELINE_METHOD ("original") for the model nothing was unlearned from
+    concepts: tuple[str, ...]
+    params: dict
+    parent: int | None  # id of the variant it was derived from
+    status: str  # one of VARIANT_STATUSES
+    artifact_path: str | None
+    artifact_sha256: str | None
+    job: int | None  # id of the job that made it
+    created_at: str | None  # None for variants made before schema version 5
+    message: str | None = None  # what the last status change said (a failure's reason)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == BASELINE_METHOD
+
+
+_VARIANT_COLUMNS = (
+    "id, name, base_model, method, concepts, params, parent, status, artifact_path, artifact_sha256, job, "
+    "created_at, status_message"
+)
+
+
+def _variant_from_row(row) -> Variant:
+    return Variant(
+        id=row[0], name=row[1], base_model=row[2], method=row[3], concepts=tuple(json.loads(row[4])),
+        params=json.loads(row[5]), parent=row[6], status=row[7], artifact_path=row[8], artifact_sha256=row[9],
+        job=row[10], created_at=row[11], message=row[12],
+    )
+
+
+def _check_status(status) -> str:
+    if status not in VARIANT_STATUSES:
+        raise CpdmError(f"variant status must be one of {', '.join(VARIANT_STATUSES)}, got {status!r}")
+    return status
+
+
+def _check_sha256(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise CpdmError(f"an artifact sha256 must be 64 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _check_concepts(concepts) -> list[str]:
+    if isinstance(concepts, str):
+        raise CpdmError("concepts must be a list of names, not one string")
+    return [_text(concept, "a concept") for concept in concepts]
+
+
+def _variant_id(conn, name_or_id) -> int:
+    """The id of a variant given by name or id, or a CpdmError."""
+    if isinstance(name_or_id, bool):
+        raise CpdmError(f"unknown variant {name_or_id!r}")
+    if isinstance(name_or_id, int):
+        row = conn.execute("SELECT id FROM variants WHERE id = ?", (name_or_id,)).fetchone()
+    else:
+        row = conn.execute("SELECT id FROM variants WHERE name = ?", (name_or_id,)).fetchone()
+    if row is None:
+        raise CpdmError(f"unknown variant {name_or_id!r}")
+    return row[0]
+
+
+def add_variant(
+    ws,
+    name: str,
+    *,
+    base_model: str,
+    method: str,
+    concepts: Sequence[str] = (),
+    params: Mapping | None = None,
+    parent: int | str | None = None,
+    status: str = "ready",
+    artifact_path: str | None = None,
+    artifact_sha256: str | None = None,
+    job: int | None = None,
+) -> int:
+    """Add a variant and return its id; ``method="original"`` is the baseline. A taken name is refused."""
+    name = _text(name, "a variant name")
+    row = (
+        name, _text(base_model, "a base model"), _text(method, "a variant method"),
+        json.dumps(_check_concepts(concepts)), _params_json(params, f"variant {name!r}"), _check_status(status),
+        artifact_path, _check_sha256(artifact_sha256), job, format_time(utc_now()),
+    )
+    with ws.transaction() as conn:
+        if conn.execute("SELECT 1 FROM variants WHERE name = ?", (name,)).fetchone():
+            raise CpdmError(f"a variant named {name!r} already exists")
+        parent_id = None if parent is None else _variant_id(conn, parent)
+        if job is not None and not conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone():
+            raise CpdmError(f"unknown job {job!r}")
+        return conn.execute(
+            "INSERT INTO variants (name, base_model, method, concepts, params, status, artifact_path, "
+            "artifact_sha256, job, created_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, parent_id),
+        ).lastrowid
+
+
+def set_variant_status(
+    ws,
+    variant_id: int,
+    status: str,
+    *,
+    artifact_path: str | None = None,
+    artifact_sha256: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Record a variant's new status (and, when given, its artifact); ``message`` says why, for a failure."""
+    _check_status(status)
+    _check_sha256(artifact_sha256)
+    with ws.transaction() as conn:
+        variant_id = _variant_id(conn, variant_id)
+        conn.execute(
+            "UPDATE variants SET status = ?, status_message = ?, artifact_path = COALESCE(?, artifact_path), "
+            "artifact_sha256 = COALESCE(?, artifact_sha256) WHERE id = ?",
+            (status, message, artifact_path, artifact_sha256, variant_id),
+        )
+
+
+def get_variant(ws, name_or_id: int | str) -> Variant:
+    """A variant by name or id, or a CpdmError."""
+    variant_id = _variant_id(ws.conn, name_or_id)
+    return _variant_from_row(
+        ws.conn.execute(f"SELECT {_VARIANT_COLUMNS} FROM variants WHERE id = ?", (variant_id,)).fetchone()
+    )
+
+
+def list_variants(ws) -> list[Variant]:
+    """Every variant, in the order they were added."""
+    return [_variant_from_row(row) for row in ws.conn.execute(f"SELECT {_VARIANT_COLUMNS} FROM variants ORDER BY id")]
+
+
+# --------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------
+
+
+def add_prompt(
+    ws,
+    anchor_id: int,
+    text: str,
+    *,
+    origin: str,
+    author: str | None = None,
+    parent: int | None = None,
+    params: Mapping | None = None,
+) -> int:
+    """Add a prompt for an anchor and return its id.
+
+    ``origin`` is how it was made (interrogator, llm, template, manual);
+    ``author`` who made it: the interrogator or LLM model, or ``template`` /
+    ``manual`` (the default for those two origins). ``parent`` is the prompt
+    it was refined from, which must be a prompt of the same anchor.
+    """
+    text = _text(text, "a prompt")
+    if origin not in PROMPT_ORIGINS:
+        raise CpdmError(f"prompt origin must be one of {', '.join(PROMPT_ORIGINS)}, got {origin!r}")
+    author = DEFAULT_AUTHORS.get(origin) if author is None else _text(author, "a prompt author")
+    params_text = _params_json(params, "prompt")
+    with ws.transaction() as conn:
+        if not conn.execute("SELECT 1 FROM anchors WHERE id = ?", (anchor_id,)).fetchone():
+            raise CpdmError(f"unknown anchor {anchor_id!r}")
+        if parent is not None:
+            row = conn.execute("SELECT anchor FROM prompts WHERE id = ?", (parent,)).fetchone()
+            if row is None:
+                raise CpdmError(f"unknown parent prompt {parent!r}")
+            if row[0] != anchor_id:
+                raise CpdmError(f"parent prompt {parent} belongs to anchor {row[0]}, not {anchor_id}")
+        return conn.execute(
+            "INSERT INTO prompts (anchor, text, origin, author, parent, params) VALUES (?, ?, ?, ?, ?, ?)",
+            (anchor_id, text, origin, author, parent, params_text),
+        ).lastrowid
+
+
+# --------------------------------------------------------------------------
+# Generations
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """One generated image: which prompt and variant made it, how, and the stored image's sha256.
+
+    ``steps`` and ``guidance`` are None for images made without a sampler.
+    """
+
+    prompt: int
+    variant: int
+    seed: int
+    steps: int | None
+    guidance: float | None
+    image: str
+    params: Mapping | None = field(default=None)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_generation(row: GenerationRow) -> tuple:
+    """The key and image of a generation row, validated (ids are checked against the database later)."""
+    if not isinstance(row, GenerationRow):
+        raise CpdmError(f"generations are given as GenerationRow, got {type(row).__name__}")
+    if not _is_whole(row.seed) or row.seed < 0:
+        raise CpdmError(f"a generation's seed must be a whole number ≥ 0, got {row.seed!r}")
+    if row.steps is not None and (not _is_whole(row.steps) or row.steps < 1):
+        raise CpdmError(f"a generation's steps must be a whole number ≥ 1, got {row.steps!r}")
+    guidance = row.guidance
+    if guidance is not None:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or guidance < 0:
+            raise CpdmError(f"a generation's guidance must be a finite number ≥ 0, got {guidance!r}")
+        guidance = float(guidance)
+    if not isinstance(row.image, str) or not row.image:
+        raise CpdmError(f"a generation's image must be a stored image's sha256, got {row.image!r}")
+    key = (row.prompt, row.variant, row.seed, row.steps, guidance, _params_json(row.params, "generation"))
+    return key, row.image
+
+
+_FIND_GENERATION = (
+    "SELECT id FROM generations WHERE prompt = ? AND variant = ? AND IFNULL(seed, -1) = IFNULL(?, -1) "
+    "AND IFNULL(steps, -1) = IFNULL(?, -1) AND IFNULL(guidance, -1) = IFNULL(?, -1) AND params = ?"
+)
+
+
+def _check_generation_refs(conn, keys_and_images: list[tuple]) -> None:
+    """Refuse unknown prompts, variants and images, naming the first of each."""
+    for column, table, position in (("id", "prompts", 0), ("id", "variants", 1)):
+        for key, _ in keys_and_images:
+            if not conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (key[position],)).fetchone():
+                raise CpdmError(f"unknown {table[:-1]} {key[position]!r}")
+    for _, image in keys_and_images:
+        if not conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (image,)).fetchone():
+            raise CpdmError(f"image {image[:12]} is not in the workspace (store it first)")
+
+
+def add_generations(ws, rows: Iterable[GenerationRow]) -> list[int]:
+    """Add generations and return their ids, in order; a row already there returns its existing id.
+
+    Idempotent on (prompt, variant, seed, steps, guidance, params), so a
+    resumed run adds only what it had not made yet. A row repeating an
+    earlier one with another image keeps the first image.
+    """
+    checked = [_checked_generation(row) for row in rows]
+    ids = []
+    with ws.transaction() as conn:
+        _check_generation_refs(conn, checked)
+        for key, image in checked:
+            existing = conn.execute(_FIND_GENERATION, key).fetchone()
+            if existing is not None:
+                ids.append(existing[0])
+                continue
+            ids.append(conn.execute(
+                "INSERT INTO generations (prompt, variant, seed, steps, guidance, params, image) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, image),
+            ).lastrowid)
+    return ids
+
+
+def find_generation(ws, prompt: int, variant: int, seed: int, steps: int | None, guidance: float | None,
+                    params: Mapping | None) -> int | None:
+    """The id of the generation with this key, or None (so a resumed run can skip work already done)."""
+    key, _ = _checked_generation(GenerationRow(prompt, variant, seed, steps, guidance, "-", params))
+    row = ws.conn.execute(_FIND_GENERATION, key).fetchone()
+    return None if row is None else row[0]
+
+
+# --------------------------------------------------------------------------
+# Pairs
+# --------------------------------------------------------------------------
+
+
+def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]]) -> list[int]:
+    """Ids of the pairs (anchor, generation, image, kind), inserted where missing, in order."""
+    ids = []
+    for anchor, generation, image, kind in wanted:
+        row = conn.execute(
+            "SELECT id FROM pairs WHERE anchor = ? AND image = ? AND kind = ?", (anchor, image, kind)
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, ?) RETURNING id",
+                (anchor, generation, image, kind),
+            ).fetchone()
+        ids.append(row[0])
+    return ids
+
+
+def make_pairs(ws, generation_ids: Iterable[int]) -> list[int]:
+    """A normal pair (the generation's anchor against the generation) per generation; returns their ids.
+
+    Idempotent: an existing pair's id is returned. Unknown generations are
+    refused before anything is written.
+    """
+    generation_ids = list(generation_ids)
+    with ws.transaction() as conn:
+        wanted = []
+        for generation in generation_ids:
+            row = conn.execute(
+                "SELECT p.anchor, g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE g.id = ?",
+                (generation,),
+            ).fetchone()
+            if row is None:
+                raise CpdmError(f"unknown generation {generation!r}")
+            wanted.append((row[0], generation, row[1], "normal"))
+        return _ensure_pairs(conn, wanted)
+
+
+def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None) -> list[int]:
+    """:func:`make_check_pairs` inside the caller's write transaction."""
+    anchor_ids = sorted(set(anchor_ids))
+    images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
+    unknown = [a for a in [*anchor_ids, *(unrelated or {}).values()] if a not in images]
+    if unknown:
+        raise CpdmError(f"anchors not in the workspace: {unknown[:10]}")
+    others = anchor_ids if len(anchor_ids) > 1 else sorted(images)
+    wanted = []
+    for anchor in anchor_ids:
+        wanted.append((anchor, None, images[anchor], "check_identical"))
+        if unrelated and anchor in unrelated:
+            other = unrelated[anchor]
+        elif len(others) > 1:
+            other = others[(others.index(anchor) + 1) % len(others)]
+        else:
+            continue
+        if images[other] != images[anchor]:
+            wanted.append((anchor, None, images[other], "check_unrelated"))
+    return _ensure_pairs(conn, wanted)
+
+
+def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, int] | None = None) -> list[int]:
+    """Attention-check pairs for these anchors, made where missing; returns their ids.
+
+    Each anchor gets an identical check (the anchor against itself) and an
+    unrelated check: the anchor against another anchor's image, by default
+    the next anchor in the list (or, for a single anchor, the next anchor in
+    the workspace; none when the workspace has only one), or the one
+    ``unrelated`` names for it. Ids come per anchor, identical first.
+    """
+    with ws.transaction() as conn:
+        return make_check_pairs_in(conn, anchor_ids, unrelated)
