@@ -72,6 +72,7 @@ def test_a_rerun_adds_nothing_and_other_settings_add_new_images(prompted, pipeli
     pairs = ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
     report = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
     assert report.generated == [] and report.skipped == 6
+    assert (report.pairs, report.check_pairs) == (0, 0)
     assert _generations(ws) == before
     assert ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == pairs
     more = GenerationSettings(per_prompt=4, steps=2, height=32, width=32)
@@ -89,6 +90,7 @@ def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(p
     kinds = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind").fetchall())
     # 6 normal pairs at rate 0.1 need one check; checks come per anchor (identical + unrelated).
     assert kinds == {"normal": 6, "check_identical": 1, "check_unrelated": 1}
+    assert (report.pairs, report.check_pairs) == (6, 2)
     assert ensure_check_rate(ws, 0.1) == 0
     assert ensure_check_rate(ws, 0.4) == 2  # 4 checks are needed now: the second anchor gets its two
     assert ensure_check_rate(ws, 0.0) == 0

@@ -35,8 +35,9 @@ from typing import Callable
 from tqdm import tqdm
 
 from cpdm.backbones import DEFAULT_SEMANTIC
-from cpdm.store.rows import add_prompt
+from cpdm.curation.prompts import prompt_rows
 from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.store.rows import add_prompt
 
 BANKS = ("mediums", "movements", "artists", "flavors")
 # How each bank's terms are put to CLIP (the artists read "by NAME", as clip-interrogator does).
@@ -238,8 +239,6 @@ def _anchors(ws, anchor_ids) -> list[tuple]:
 
 
 def _interrogated(ws, anchor_id: int, author: str) -> bool:
-    from cpdm.curation.prompts import prompt_rows
-
     return any(p.author == author for p in prompt_rows(ws, anchor_id=anchor_id, origin="interrogator"))
 
 

@@ -96,13 +96,13 @@ class _Item:
 class GenerationReport:
     generated: list[int] = field(default_factory=list)  # ids of generations made by this run
     skipped: int = 0  # images already in the workspace
-    pairs: int = 0
-    check_pairs: int = 0
+    pairs: int = 0  # normal pairs this run added
+    check_pairs: int = 0  # attention-check pairs this run added
     notes: list[str] = field(default_factory=list)  # warnings for the user (truncations, anchors without prompts)
 
     def summary(self) -> str:
         return (f"generated {len(self.generated)} images, skipped {self.skipped} already made; "
-                f"{self.pairs} pairs, {self.check_pairs} attention-check pairs")
+                f"added {self.pairs} pairs and {self.check_pairs} attention-check pairs")
 
 
 @dataclass(frozen=True)
@@ -228,9 +228,10 @@ def run_generation(
         found = find_generation(ws, item.prompt_id, chosen.id, item.seed, settings.steps, settings.guidance, item.params)
         (done if found is not None else todo).append(found if found is not None else item)
     report.skipped = len(done)
+    normal_before, checks_before = _pair_counts(ws)
     if done:  # a run killed after recording generations but before pairing them
-        report.pairs += len(make_pairs(ws, done))
-        report.check_pairs += ensure_check_rate(ws, check_rate)
+        make_pairs(ws, done)
+        ensure_check_rate(ws, check_rate)
     size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
     bar = tqdm(total=len(todo), desc=f"generating ({chosen.name})", unit="img", file=sys.stderr, disable=not progress)
     try:
@@ -245,13 +246,22 @@ def run_generation(
                 size //= 2
                 continue
             report.generated += ids
-            report.pairs += len(make_pairs(ws, ids))
-            report.check_pairs += ensure_check_rate(ws, check_rate)
+            make_pairs(ws, ids)
+            ensure_check_rate(ws, check_rate)
             bar.update(len(batch))
             start += len(batch)
     finally:
         bar.close()
+        normal_after, checks_after = _pair_counts(ws)
+        report.pairs, report.check_pairs = normal_after - normal_before, checks_after - checks_before
     return report
+
+
+def _pair_counts(ws) -> tuple[int, int]:
+    """(normal pairs, attention-check pairs) in the workspace."""
+    return ws.conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE kind = 'normal'), COUNT(*) FILTER (WHERE kind != 'normal') FROM pairs"
+    ).fetchone()
 
 
 class _OutOfMemory(Exception):
