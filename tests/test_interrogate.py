@@ -153,3 +153,39 @@ def test_the_command_interrogates_with_the_tiny_model(setup, runner):
     assert "no caption with --offline-tiny" in result.output
     result = runner.invoke(cli, args)
     assert "interrogated 0 anchors, skipped 3" in result.output
+
+
+def _write_tiny_blip(folder):
+    """A random-initialised BLIP captioner with a 45-word vocabulary, saved like a downloaded one."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    folder.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]
+    (folder / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    tokenizer.bos_token = "[CLS]"
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, encoder_hidden_size=16, bos_token_id=2,
+                         sep_token_id=3, pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow  # transformers' BLIP classes take a minute to import and build on 2 shared cores
+def test_a_local_blip_caption_lands_in_the_prompt(setup, clip):
+    ws, anchors, banks_dir = setup
+    blip = _write_tiny_blip(ws.root.parent / "blip")
+    report = interrogate_anchors(ws, [anchors[0]], banks_dir=banks_dir, clip=clip, caption_model=str(blip),
+                                 progress=False)
+    [prompt] = prompt_rows(ws, prompt_ids=report.added)
+    caption = prompt.params["caption"]
+    assert caption and caption.split()[0].startswith("w")
+    assert prompt.text.startswith(f"Work 0, by Artist 0, {caption}, mediums term ")
+    assert prompt.params["caption_model"] == str(blip)
