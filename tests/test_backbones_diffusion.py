@@ -157,8 +157,8 @@ def test_broken_local_folder_is_a_clear_error(tmp_path):
 
 
 def test_dtype_resolution():
-    assert diffusion._resolve_dtype(None, "cpu") is torch.float32
-    assert diffusion._resolve_dtype(None, "cuda:0") is torch.float16
-    assert diffusion._resolve_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert diffusion.resolve_dtype(None, "cpu") is torch.float32
+    assert diffusion.resolve_dtype(None, "cuda:0") is torch.float16
+    assert diffusion.resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     with pytest.raises(CpdmError, match="unknown dtype 'float13'"):
-        diffusion._resolve_dtype("float13", "cpu")
+        diffusion.resolve_dtype("float13", "cpu")

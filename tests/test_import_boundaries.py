@@ -89,7 +89,10 @@ def module_imports(name: str) -> set[str]:
 
 
 def _is_package(name: str) -> bool:
-    spec = importlib.util.find_spec(name)
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # a package this checkout does not hold (yet)
+        return False
     return spec is not None and spec.submodule_search_locations is not None
 
 

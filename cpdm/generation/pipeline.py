@@ -10,8 +10,10 @@ Two ways to get a :class:`diffusers.StableDiffusionPipeline`:
   files and no network, runs in about a second on a CPU, and is what tests,
   CI and the offline demo use. Its images are noise-like but deterministic.
 
-:func:`generate` turns a prompt into one image with a seeded generator, with
-the CPDM paper's defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
+:func:`variant_pipeline` builds the pipeline of a variant (the one place
+where an unlearned variant changes the model); :func:`generate_images` turns
+prompts into images, each from its own seeded generator, with the CPDM paper's
+defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from PIL import Image
 
 from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.store.workspace import BASELINE_METHOD
 
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 # runwayml took its repository down; the same files live on under this id.
@@ -163,6 +166,42 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     return pipeline.to(device)
 
 
+def full_size_random_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Stable Diffusion v1's architecture (860M-parameter UNet, 512x512) with random weights, for speed measurements.
+
+    Its images are noise; only its cost is that of the real model. The tiny
+    tokenizer stands in for CLIP's (token ids only index the embedding table).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    vocab = tokenizer.get_vocab()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=512,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+            num_hidden_layers=12, max_position_embeddings=TOKENIZER_MAX_LENGTH, hidden_act="quick_gelu",
+            bos_token_id=vocab[BOS_TOKEN], eos_token_id=vocab[EOS_TOKEN], pad_token_id=vocab[EOS_TOKEN],
+        ))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device, dtype=dtype)
+
+
 def _looks_like_path(model: str) -> bool:
     """True for an existing folder, or a name that can only be one (./x, /x, ~/x), not a hub id."""
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
@@ -215,7 +254,7 @@ def load_sd_pipeline(
         return tiny_sd_pipeline(device=device)
     from diffusers import StableDiffusionPipeline
 
-    torch_dtype = _resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device)
     kwargs = {
         "dtype": torch_dtype,
         "safety_checker": None,
@@ -246,22 +285,7 @@ def load_sd_pipeline(
     return pipeline.to(device)
 
 
-def variant_pipeline(variant, *, root=None, device: str | torch.device = "cpu", dtype=None, offline_tiny: bool = False):
-    """The pipeline that generates as ``variant`` (a registered model variant): its base model with the
-    variant's unlearning applied (an artifact's weights, or SLD's guidance).
-
-    The base is the tiny random model when ``offline_tiny`` is set or the
-    variant was made on it. ``root`` is the workspace folder that relative
-    artifact paths start from.
-    """
-    from cpdm.unlearning.apply import apply_variant
-
-    tiny = offline_tiny or variant.base_model == TINY_BASE
-    pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
-    return apply_variant(pipeline, variant, root)
-
-
-def _resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
     """float16 on CUDA and float32 elsewhere, unless a dtype is given ("float16", torch.bfloat16, ...)."""
     if dtype is None:
         return torch.float16 if str(device).startswith("cuda") else torch.float32
@@ -271,6 +295,103 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) 
     if not isinstance(resolved, torch.dtype):
         raise CpdmError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
     return resolved
+
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+}
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+def set_scheduler(pipeline, name: str) -> None:
+    """Swap the pipeline's sampler for ``name`` (ddim, pndm, lms, euler, euler-a, dpm), keeping its config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise CpdmError(f"unknown scheduler {name!r} (use one of: {', '.join(SCHEDULERS)})")
+    scheduler_class = getattr(diffusers, SCHEDULERS[name])
+    pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
+
+
+def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = None, offline_tiny: bool = False,
+                     scheduler: str = "ddim"):
+    """The pipeline that generates as ``variant``: its base model, then whatever the variant changes.
+
+    The base model is a local diffusers folder or a model id in the Hugging
+    Face cache (never downloaded); ``offline_tiny`` (or a variant whose base
+    model is ``TINY_BASE``) gives the tiny random pipeline. ``root`` is
+    the workspace folder that relative artifact paths start from. On CUDA the
+    attention runs through PyTorch's scaled-dot-product attention.
+    """
+    tiny = offline_tiny or variant.base_model == TINY_BASE
+    pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
+    if tiny and dtype:
+        pipeline = pipeline.to(dtype=resolve_dtype(dtype, device))
+    set_scheduler(pipeline, scheduler)
+    if str(device).startswith("cuda"):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    # The one place a variant changes the model: an unlearning method's artifact
+    # (replaced UNet parameters) or inference-time settings. The baseline
+    # ("original") is used exactly as loaded. apply_variant returns the pipeline to
+    # use (an inference-time method wraps the loaded one).
+    if variant.method != BASELINE_METHOD:
+        from cpdm.unlearning.apply import apply_variant
+
+        pipeline = apply_variant(pipeline, variant, root)
+    return pipeline
+
+
+def prompt_token_count(pipeline, text: str) -> int:
+    """Tokens the pipeline's text encoder would need for ``text`` (with start and end tokens)."""
+    return len(pipeline.tokenizer(text, truncation=False, verbose=False).input_ids)
+
+
+def generate_images(
+    pipeline,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = PAPER_STEPS,
+    guidance: float = PAPER_GUIDANCE,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+) -> list[Image.Image]:
+    """One image per (prompt, seed), in one batch; image i depends only on its prompt, seed and settings.
+
+    Each image's starting noise comes from its own torch Generator seeded
+    with its seed, so an image made in a batch can be made again alone (on
+    the CPU bit for bit up to the batch's arithmetic order, which may move a
+    pixel value by one). ``height``/``width`` default to the model's native
+    size and must be multiples of 8.
+    """
+    for label, value in (("height", height), ("width", width)):
+        if value is not None and (value <= 0 or value % 8):
+            raise CpdmError(f"{label} must be a positive multiple of 8, got {value}")
+    if steps < 1:
+        raise CpdmError(f"steps must be at least 1, got {steps}")
+    if len(prompts) != len(seeds) or not prompts:
+        raise CpdmError(f"one seed per prompt is needed, got {len(prompts)} prompts and {len(seeds)} seeds")
+    generator_device = "cpu" if pipeline.device.type == "mps" else pipeline.device
+    generators = [torch.Generator(device=generator_device).manual_seed(int(seed)) for seed in seeds]
+    with torch.inference_mode():
+        output = pipeline(
+            list(prompts),
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            negative_prompt=[negative_prompt] * len(prompts) if negative_prompt else None,
+            generator=generators,
+            output_type="pil",
+        )
+    return list(output.images)
 
 
 def generate(
@@ -283,28 +404,5 @@ def generate(
     width: int | None = None,
     negative_prompt: str | None = None,
 ) -> Image.Image:
-    """One image for ``prompt``; the same pipeline, prompt and settings give the same image.
-
-    The starting noise comes from a torch Generator seeded with ``seed`` on
-    the pipeline's device. ``height``/``width`` default to the model's native
-    size and must be multiples of 8.
-    """
-    for label, value in (("height", height), ("width", width)):
-        if value is not None and (value <= 0 or value % 8):
-            raise CpdmError(f"{label} must be a positive multiple of 8, got {value}")
-    if steps < 1:
-        raise CpdmError(f"steps must be at least 1, got {steps}")
-    generator_device = "cpu" if pipeline.device.type == "mps" else pipeline.device
-    generator = torch.Generator(device=generator_device).manual_seed(int(seed))
-    with torch.inference_mode():
-        output = pipeline(
-            prompt,
-            height=height,
-            width=width,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            negative_prompt=negative_prompt,
-            generator=generator,
-            output_type="pil",
-        )
-    return output.images[0]
+    """One image for ``prompt``; the same pipeline, prompt and settings give the same image."""
+    return generate_images(pipeline, [prompt], [seed], steps, guidance, height, width, negative_prompt)[0]

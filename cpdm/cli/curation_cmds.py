@@ -1,0 +1,292 @@
+"""Curation commands: prompts (interrogate, refine, list, add), generate, export-dataset, import-dataset."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cpdm.backbones import DEFAULT_SEMANTIC
+from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.workspace_cmds import _print_table
+from cpdm.errors import CpdmError
+from cpdm.store.workspace import PROMPT_ORIGINS
+
+# Prompts longer than this are shortened in `cpdm prompts list`'s table (never in JSON).
+LIST_TEXT_WIDTH = 80
+
+
+def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
+    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else."""
+    ids = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not part.isdigit():
+                raise CpdmError(f"{what} must be ids separated by commas, got {part!r}")
+            ids.append(int(part))
+    return ids or None
+
+
+def quiet_option(func):
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(func)
+
+
+def _echo_notes(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@cli.group()
+def prompts():
+    """Prompts for each anchor: CLIP interrogation, refinement, manual prompts.
+
+    \b
+    The paper's path:
+      cpdm prompts interrogate            CLIP ranks term banks against each anchor
+      cpdm prompts refine                 rewrite them to elicit close imitation
+      cpdm generate                       9 images per prompt
+    """
+
+
+@prompts.command("interrogate")
+@workspace_option
+@click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
+@click.option("--model", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG ranking the terms.")
+@click.option("--caption-model", default=None,
+              help="BLIP caption weights (folder or cached model id); default: Salesforce/blip-image-captioning-large when cached.")
+@click.option("--banks", "banks_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (default: clip-interrogator's).")
+@click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Flavour terms in each prompt.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@offline_tiny_option
+@quiet_option
+@cpdm_command
+def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
+    """Write a first prompt for each anchor from CLIP-ranked term banks (the paper's recipe).
+
+    The prompt reads "{title}, by {artist}, {caption}, {medium}, {movement},
+    {flavours}". Anchors already interrogated with this CLIP model are
+    skipped, so the command can be rerun after an interruption. Each bank's
+    text embeddings are cached in the workspace per CLIP model.
+
+    \b
+    Examples:
+      cpdm prompts interrogate
+      cpdm prompts interrogate --anchors 3,4 --caption-model models/blip-large
+    """
+    from cpdm.curation.interrogate import interrogate_anchors
+
+    ws = open_ws(workspace)
+    report = interrogate_anchors(
+        ws, parse_ids(anchor_ids, "--anchors"), model=model, offline_tiny=offline_tiny, device=device,
+        caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
+    )
+    _echo_notes(report.notes)
+    click.echo(report.summary())
+
+
+@prompts.command("refine")
+@workspace_option
+@click.option("--refiner", type=click.Choice(["template", "openai"]), default="template", show_default=True,
+              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
+@click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
+@click.option("--prompts", "prompt_ids", multiple=True,
+              help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds to wait for each answer (openai).")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
+@quiet_option
+@cpdm_command
+def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+    """Rewrite prompts so they elicit close imitation of their anchor.
+
+    Each refined prompt records its parent prompt and its author (template,
+    or the LLM model). Prompts already refined by the same refiner and model
+    are skipped; LLM answers are cached in the workspace, so a rerun asks
+    nothing twice. An unreachable endpoint or a malformed answer stops the
+    command with an error (prompts refined before it are kept); there is no
+    fallback to the template.
+
+    \b
+    Environment (openai):
+      CPDM_LLM_BASE_URL  (or OPENAI_BASE_URL; default https://api.openai.com/v1)
+      CPDM_LLM_MODEL     (or OPENAI_MODEL; --model overrides)
+      CPDM_LLM_API_KEY   (or OPENAI_API_KEY; not needed by local servers)
+
+    \b
+    Examples:
+      cpdm prompts refine
+      CPDM_LLM_BASE_URL=http://127.0.0.1:8000/v1 cpdm prompts refine --refiner openai --model llama-3.1-8b
+    """
+    from cpdm.curation.refine import make_refiner, refine_prompts
+
+    ws = open_ws(workspace)
+    extra = {"timeout_s": timeout_s, "max_retries": retries} if refiner == "openai" else {}
+    chosen = make_refiner(refiner, ws, model=model, **extra)
+    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet)
+    click.echo(report.summary())
+
+
+@prompts.command("list")
+@workspace_option
+@click.option("--anchor", "anchor_id", type=int, default=None, help="Only this anchor's prompts.")
+@click.option("--origin", type=click.Choice(PROMPT_ORIGINS), default=None, help="Only prompts of this origin.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@cpdm_command
+def prompts_list(workspace, anchor_id, origin, output_format):
+    """List prompts: id, anchor, origin, author, parent and text.
+
+    \b
+    Examples:
+      cpdm prompts list --anchor 3
+      cpdm prompts list --origin llm --format json
+    """
+    from cpdm.curation.prompts import anchors_without_prompts, prompt_rows
+
+    ws = open_ws(workspace)
+    rows = prompt_rows(ws, anchor_id=anchor_id, origin=origin)
+    if output_format == "json":
+        click.echo(json.dumps([row.__dict__ for row in rows], indent=1, ensure_ascii=False))
+        return
+    records = [
+        {"id": r.id, "anchor": r.anchor, "origin": r.origin, "author": r.author, "parent": r.parent,
+         "text": r.text if len(r.text) <= LIST_TEXT_WIDTH else r.text[: LIST_TEXT_WIDTH - 3] + "..."}
+        for r in rows
+    ]
+    _print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
+    missing = anchors_without_prompts(ws) if anchor_id is None and origin is None else []
+    if missing:
+        click.echo(f"anchors without a prompt: {', '.join(map(str, missing))}", err=True)
+
+
+@prompts.command("add")
+@workspace_option
+@click.argument("anchor_id", metavar="ANCHOR", type=int)
+@click.argument("text")
+@cpdm_command
+def prompts_add(workspace, anchor_id, text):
+    """Add a manual prompt for anchor ANCHOR (its id, see `cpdm anchors list`).
+
+    \b
+    Example:
+      cpdm prompts add 3 "water lilies on a pond at dusk, by Claude Monet, oil on canvas"
+    """
+    from cpdm.curation.prompts import add_manual_prompt
+
+    ws = open_ws(workspace)
+    click.echo(f"added prompt {add_manual_prompt(ws, anchor_id, text)} for anchor {anchor_id}")
+
+
+@cli.command()
+@workspace_option
+@click.option("--variant", default="original", show_default=True,
+              help="Variant to generate with ('original', the baseline, is created when missing).")
+@click.option("--base-model", default=None,
+              help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
+                   "default stabilityai/stable-diffusion-2-1, the CPDM release's).")
+@click.option("--prompts", "prompt_ids", multiple=True,
+              help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
+@click.option("--per-prompt", type=int, default=9, show_default=True, help="Images per prompt; image k uses seed + k.")
+@click.option("--steps", type=int, default=50, show_default=True, help="Sampling steps.")
+@click.option("--guidance", type=float, default=9.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=23, show_default=True, help="Seed of each prompt's first image.")
+@click.option("--scheduler", default="ddim", show_default=True, help="ddim, pndm, lms, euler, euler-a or dpm.")
+@click.option("--negative", default=None, help="Negative prompt.")
+@click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
+@click.option("--width", type=int, default=None, help="Image width, a multiple of 8 (default: the model's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per batch (default: 4 on the CPU; on CUDA the prompt's images, halved when memory runs out).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None,
+              help="Weights' precision (default: float16 on CUDA, float32 on the CPU).")
+@click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Protocol whose attention_checks.rate sets the share of check pairs (default: the default protocol).")
+@offline_tiny_option
+@quiet_option
+@cpdm_command
+def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
+             height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
+    """Generate images for the prompts with a variant, and make the pairs raters judge.
+
+    The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
+    guidance 9, seed 23. Every image is stored with its seed and settings.
+    Images already made with the same settings are skipped, so a run that
+    was stopped (even killed) can be started again.
+
+    \b
+    Examples:
+      cpdm generate --device cuda
+      cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
+      cpdm generate --offline-tiny --steps 2 --height 64 --width 64
+    """
+    from cpdm.generation.batch import GenerationSettings, run_generation
+    from cpdm.rating.protocol import default_protocol_path, load_protocol_file
+
+    _, protocol = load_protocol_file(protocol_file or default_protocol_path())
+    settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
+                                  scheduler=scheduler, negative=negative, height=height, width=width)
+    settings.check()
+    ws = open_ws(workspace)
+    report = run_generation(
+        ws, variant=variant, prompt_ids=parse_ids(prompt_ids, "--prompts"), settings=settings, device=device,
+        dtype=dtype, batch_size=batch_size, offline_tiny=offline_tiny, base_model=base_model,
+        check_rate=protocol.attention_checks.rate, progress=not quiet,
+    )
+    _echo_notes(report.notes)
+    click.echo(report.summary())
+
+
+@cli.command("export-dataset")
+@workspace_option
+@click.argument("folder", type=click.Path(file_okay=False))
+@cpdm_command
+def export_dataset_cmd(workspace, folder):
+    """Write anchors, prompts, variants, generations and pairs to FOLDER (CSV + image files).
+
+    FOLDER must be new or empty. The layout is described in the README
+    (Dataset exchange); `cpdm import-dataset FOLDER` reads it back.
+
+    \b
+    Example:
+      cpdm export-dataset exports/monet-2026-12
+    """
+    from cpdm.curation.dataset import export_dataset
+
+    ws = open_ws(workspace)
+    counts = export_dataset(ws, folder)
+    click.echo(f"exported to {folder}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+@cli.command("import-dataset")
+@workspace_option
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.option("--variant", default="original", show_default=True,
+              help="Plain layout only: the variant the generated images are recorded under.")
+@click.option("--base-model", default="unknown", show_default=True,
+              help="Plain layout only: base model of that variant when it is created.")
+@cpdm_command
+def import_dataset_cmd(workspace, folder, variant, base_model):
+    """Import a dataset FOLDER: cpdm's exported layout, or the CPDM release's plain layout.
+
+    \b
+    Plain layout (the CPDM release):
+      FOLDER/anchors/NAME.png        one anchor per file
+      FOLDER/generations/NAME/*.png  the images generated for anchor NAME
+    Files are taken in sorted order. Everything is checked before anything
+    is written.
+
+    \b
+    Examples:
+      cpdm import-dataset exports/monet-2026-12 --workspace studies/copy
+      cpdm import-dataset cpdm-release/ --variant sd21 --base-model stabilityai/stable-diffusion-2-1
+    """
+    from cpdm.curation.dataset import import_dataset
+
+    ws = open_ws(workspace, create=True)
+    report = import_dataset(ws, folder, variant=variant, base_model=base_model)
+    click.echo(report.summary())

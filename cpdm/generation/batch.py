@@ -1,0 +1,288 @@
+"""Batched, resumable generation for a variant: images stored, generations recorded, pairs made as they land.
+
+For each prompt, image k uses seed ``seed + k``, so any single image can be
+made again alone. A generation is identified by (prompt, variant, seed,
+steps, guidance, params); what is already in the workspace is skipped, so a
+rerun after a crash (even SIGKILL) makes only what is missing. Each batch is
+written in this order: image files (atomically), then the generation rows in
+one transaction, then their pairs; a run killed in between leaves at most
+image files without rows (harmless, reused by the rerun) or generations
+without pairs (made at the start of the rerun).
+
+Attention-check pairs (an anchor against itself, and against another anchor)
+are added as generations land, so that they make up the protocol's share
+(``attention_checks.rate``) of the pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from cpdm.curation.prompts import prompt_rows
+from cpdm.store.rows import (
+    GenerationRow,
+    add_generations,
+    add_variant,
+    find_generation,
+    get_variant,
+    list_variants,
+    make_check_pairs,
+    make_pairs,
+)
+from cpdm.errors import CpdmError
+from cpdm.store.workspace import BASELINE_METHOD
+from cpdm.generation.pipeline import (
+    PAPER_GUIDANCE,
+    PAPER_SEED,
+    PAPER_STEPS,
+    TINY_BASE,
+    TOKENIZER_MAX_LENGTH,
+    resolve_dtype,
+    generate_images,
+    variant_pipeline,
+    prompt_token_count,
+)
+
+PAPER_PER_PROMPT = 9
+# The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
+PAPER_SD_MODEL = "stabilityai/stable-diffusion-2-1"
+BASELINE_VARIANT = "original"  # the name of the baseline variant generate creates
+CPU_BATCH = 4
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How images are made (the paper's defaults); everything here is recorded with each image."""
+
+    per_prompt: int = PAPER_PER_PROMPT
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
+    seed: int = PAPER_SEED
+    scheduler: str = "ddim"
+    negative: str | None = None
+    height: int | None = None
+    width: int | None = None
+
+    def check(self) -> None:
+        """Refuse settings that cannot make an image, before any model is loaded."""
+        if self.per_prompt < 1:
+            raise CpdmError(f"--per-prompt must be at least 1, got {self.per_prompt}")
+        if self.steps < 1:
+            raise CpdmError(f"--steps must be at least 1, got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise CpdmError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
+        if self.seed < 0:
+            raise CpdmError(f"--seed must be ≥ 0, got {self.seed}")
+        for label, value in (("height", self.height), ("width", self.width)):
+            if value is not None and (value <= 0 or value % 8):
+                raise CpdmError(f"--{label} must be a positive multiple of 8, got {value}")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image to make: its prompt, seed and the params that identify it."""
+
+    prompt_id: int
+    text: str
+    seed: int
+    params: dict
+
+
+@dataclass
+class GenerationReport:
+    generated: list[int] = field(default_factory=list)  # ids of generations made by this run
+    skipped: int = 0  # images already in the workspace
+    pairs: int = 0  # normal pairs this run added
+    check_pairs: int = 0  # attention-check pairs this run added
+    notes: list[str] = field(default_factory=list)  # warnings for the user (truncations, anchors without prompts)
+
+    def summary(self) -> str:
+        return (f"generated {len(self.generated)} images, skipped {self.skipped} already made; "
+                f"added {self.pairs} pairs and {self.check_pairs} attention-check pairs")
+
+
+@dataclass(frozen=True)
+class _NewBaseline:
+    """The baseline variant before it is recorded (recorded only once its model has loaded)."""
+
+    name: str
+    base_model: str
+    method: str = BASELINE_METHOD
+
+
+def resolve_variant(ws, name: str, base_model: str | None, offline_tiny: bool):
+    """The variant to generate for, or a :class:`_NewBaseline` when the workspace has no ``original`` yet."""
+    if name == BASELINE_VARIANT and all(v.name != name for v in list_variants(ws)):
+        model = TINY_BASE if offline_tiny and base_model is None else (base_model or PAPER_SD_MODEL)
+        return _NewBaseline(name, model)
+    if base_model is not None:
+        raise CpdmError("--base-model applies only when the baseline variant 'original' is first created")
+    variant = get_variant(ws, name)
+    if variant.status != "ready":
+        raise CpdmError(f"variant {variant.name!r} is {variant.status}, not ready; generate when it is ready")
+    return variant
+
+
+def leaf_prompts(ws, prompt_ids: list[int] | None = None):
+    """The prompts to generate from: the given ones, else each anchor's prompts that nothing was refined from."""
+    rows = prompt_rows(ws, prompt_ids=prompt_ids)
+    if prompt_ids:
+        return rows
+    parents = {row.parent for row in rows if row.parent is not None}
+    return [row for row in rows if row.id not in parents]
+
+
+def _base_params(settings: GenerationSettings, dtype: str, offline_tiny: bool) -> dict:
+    params = {"scheduler": settings.scheduler, "negative": settings.negative, "height": settings.height,
+              "width": settings.width, "dtype": dtype}
+    if offline_tiny:
+        params["pipeline"] = "tiny"  # never mixed with images of the real model
+    return params
+
+
+def _plan(pipeline, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
+    """Every image the run should end with; truncated prompts are warned about and recorded."""
+    items = []
+    limit = getattr(pipeline.tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
+    for prompt in prompts:
+        params = dict(base_params)
+        tokens = prompt_token_count(pipeline, prompt.text)
+        if tokens > limit:
+            params["truncated"] = {"tokens": tokens, "kept": limit}
+            report.notes.append(
+                f"prompt {prompt.id} has {tokens} tokens; the text encoder reads the first {limit}, "
+                "the rest is cut (recorded with its images)"
+            )
+        items += [_Item(prompt.id, prompt.text, settings.seed + k, params) for k in range(settings.per_prompt)]
+    return items
+
+
+def ensure_check_rate(ws, rate: float) -> int:
+    """Add attention-check pairs until they are ``rate`` of all pairs (anchors in id order); returns how many were added."""
+    if rate <= 0:
+        return 0
+    normal = ws.conn.execute("SELECT COUNT(*) FROM pairs WHERE kind = 'normal'").fetchone()[0]
+    checks = ws.conn.execute("SELECT COUNT(*) FROM pairs WHERE kind != 'normal'").fetchone()[0]
+    needed = math.ceil(rate / (1 - rate) * normal - 1e-9)
+    if checks >= needed:
+        return 0
+    candidates = [row[0] for row in ws.conn.execute(
+        "SELECT DISTINCT anchor FROM pairs WHERE kind = 'normal' AND anchor NOT IN "
+        "(SELECT anchor FROM pairs WHERE kind = 'check_identical') ORDER BY anchor"
+    ).fetchall()]
+    chosen = candidates[: math.ceil((needed - checks) / 2)]
+    return len(make_check_pairs(ws, chosen)) if chosen else 0
+
+
+def _auto_batch_size(device, per_prompt: int) -> int:
+    return per_prompt if str(device).startswith("cuda") else min(CPU_BATCH, per_prompt)
+
+
+def run_generation(
+    ws,
+    *,
+    variant: str = BASELINE_VARIANT,
+    prompt_ids: list[int] | None = None,
+    settings: GenerationSettings = GenerationSettings(),
+    device="cpu",
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    offline_tiny: bool = False,
+    base_model: str | None = None,
+    check_rate: float = 0.0,
+    progress: bool = True,
+    pipeline=None,
+) -> GenerationReport:
+    """Make every missing image of the chosen prompts for ``variant``, storing and pairing them as they land.
+
+    ``batch_size`` None: as many as fit (on CUDA a batch that runs out of
+    memory is split in half and tried again). ``pipeline`` lets a caller
+    (tests, benchmarks) pass one already built for this variant.
+    """
+    from cpdm.backbones import resolve_device
+    from cpdm.curation.prompts import anchors_without_prompts
+
+    settings.check()
+    torch_device = resolve_device(device)
+    dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
+    chosen = resolve_variant(ws, variant, base_model, offline_tiny)
+    report = GenerationReport()
+    missing = anchors_without_prompts(ws)
+    if missing:
+        report.notes.append(f"anchors without a prompt (nothing generated for them): {', '.join(map(str, missing))}")
+    prompts = leaf_prompts(ws, prompt_ids)
+    if not prompts:
+        raise CpdmError("no prompts to generate from (cpdm prompts interrogate, or cpdm prompts add ANCHOR TEXT)")
+    if pipeline is None:
+        pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
+                                    offline_tiny=offline_tiny, scheduler=settings.scheduler)
+    if isinstance(chosen, _NewBaseline):  # its model loaded: record it
+        chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
+    items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
+    done, todo = [], []
+    for item in items:
+        found = find_generation(ws, item.prompt_id, chosen.id, item.seed, settings.steps, settings.guidance, item.params)
+        (done if found is not None else todo).append(found if found is not None else item)
+    report.skipped = len(done)
+    normal_before, checks_before = _pair_counts(ws)
+    if done:  # a run killed after recording generations but before pairing them
+        make_pairs(ws, done)
+        ensure_check_rate(ws, check_rate)
+    size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
+    bar = tqdm(total=len(todo), desc=f"generating ({chosen.name})", unit="img", file=sys.stderr, disable=not progress)
+    try:
+        start = 0
+        while start < len(todo):
+            batch = todo[start : start + size]
+            try:
+                ids = _generate_batch(ws, pipeline, chosen.id, batch, settings)
+            except _OutOfMemory:
+                if size == 1 or batch_size:
+                    raise CpdmError(f"out of GPU memory at batch size {size}; try a smaller --batch-size or --height/--width") from None
+                size //= 2
+                continue
+            report.generated += ids
+            make_pairs(ws, ids)
+            ensure_check_rate(ws, check_rate)
+            bar.update(len(batch))
+            start += len(batch)
+    finally:
+        bar.close()
+        normal_after, checks_after = _pair_counts(ws)
+        report.pairs, report.check_pairs = normal_after - normal_before, checks_after - checks_before
+    return report
+
+
+def _pair_counts(ws) -> tuple[int, int]:
+    """(normal pairs, attention-check pairs) in the workspace."""
+    return ws.conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE kind = 'normal'), COUNT(*) FILTER (WHERE kind != 'normal') FROM pairs"
+    ).fetchone()
+
+
+class _OutOfMemory(Exception):
+    pass
+
+
+def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings: GenerationSettings) -> list[int]:
+    """Make, store and record one batch; returns the generation ids."""
+    import torch
+
+    from cpdm.store.images import store_pil_image
+
+    try:
+        images = generate_images(pipeline, [item.text for item in batch], [item.seed for item in batch],
+                                 settings.steps, settings.guidance, settings.height, settings.width, settings.negative)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise _OutOfMemory() from None
+    rows = []
+    for item, image in zip(batch, images):
+        info = store_pil_image(ws, image, f"generation of prompt {item.prompt_id} seed {item.seed}")
+        rows.append(GenerationRow(item.prompt_id, variant_id, item.seed, settings.steps, float(settings.guidance),
+                                  info.sha256, item.params))
+    return add_generations(ws, rows)

@@ -1,0 +1,245 @@
+"""Generation for a variant: determinism per seed, resumability (also after SIGKILL), pairs, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpdm.curation.prompts import add_manual_prompt
+from cpdm.store.rows import add_variant, get_variant
+from cpdm.errors import CpdmError
+from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
+from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
+from cpdm.store.images import load_image
+from tests.curation_support import add_anchors
+
+SMALL = GenerationSettings(per_prompt=3, steps=2, height=32, width=32)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return tiny_sd_pipeline()
+
+
+@pytest.fixture
+def prompted(ws, tmp_path):
+    """A workspace with two anchors and one manual prompt each."""
+    anchors = add_anchors(ws, tmp_path / "anchors", count=2)
+    prompts = [add_manual_prompt(ws, anchor, f"a painting number {anchor}") for anchor in anchors]
+    return ws, anchors, prompts
+
+
+def _generations(ws) -> list[tuple]:
+    return ws.conn.execute("SELECT prompt, variant, seed, steps, guidance, image, params FROM generations ORDER BY id").fetchall()
+
+
+def test_image_k_uses_seed_plus_k_and_the_same_seed_gives_the_same_image(prompted, pipeline):
+    ws, anchors, prompts = prompted
+    report = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    rows = _generations(ws)
+    assert len(report.generated) == 6
+    assert [(r[0], r[2]) for r in rows] == [(p, 23 + k) for p in prompts for k in range(3)]
+    assert len({r[5] for r in rows}) == 6
+    again = generate_images(pipeline, ["a painting number 1"], [24], steps=2, height=32, width=32)[0]
+    stored = load_image(ws, rows[1][5])
+    difference = np.abs(np.asarray(again, dtype=int) - np.asarray(stored, dtype=int))
+    assert difference.max() <= 1  # made alone vs in a batch of three: the same image
+
+
+def test_every_image_is_stored_with_its_seed_and_settings(prompted, pipeline):
+    ws, _, _ = prompted
+    settings = GenerationSettings(per_prompt=1, steps=2, guidance=7.5, seed=5, negative="blurry", height=32, width=32)
+    run_generation(ws, settings=settings, offline_tiny=True, progress=False, pipeline=pipeline)
+    prompt, variant, seed, steps, guidance, image, params = _generations(ws)[0]
+    assert (seed, steps, guidance) == (5, 2, 7.5)
+    assert '"negative": "blurry"' in params.replace('":"', '": "') and '"scheduler"' in params
+    assert get_variant(ws, variant).name == "original" and get_variant(ws, variant).method == "original"
+
+
+def test_a_rerun_adds_nothing_and_other_settings_add_new_images(prompted, pipeline):
+    ws, _, _ = prompted
+    run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    before = _generations(ws)
+    pairs = ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    report = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert report.generated == [] and report.skipped == 6
+    assert (report.pairs, report.check_pairs) == (0, 0)
+    assert _generations(ws) == before
+    assert ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == pairs
+    more = GenerationSettings(per_prompt=4, steps=2, height=32, width=32)
+    assert len(run_generation(ws, settings=more, offline_tiny=True, progress=False, pipeline=pipeline).generated) == 2
+
+
+def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(prompted, pipeline):
+    ws, anchors, _ = prompted
+    report = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline, check_rate=0.1)
+    normal = ws.conn.execute(
+        "SELECT p.generation, p.anchor, g.image, pr.anchor FROM pairs p JOIN generations g ON g.id = p.generation "
+        "JOIN prompts pr ON pr.id = g.prompt WHERE p.kind = 'normal'").fetchall()
+    assert sorted(r[0] for r in normal) == sorted(report.generated)
+    assert all(anchor == prompt_anchor for _, anchor, _, prompt_anchor in normal)
+    kinds = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind").fetchall())
+    # 6 normal pairs at rate 0.1 need one check; checks come per anchor (identical + unrelated).
+    assert kinds == {"normal": 6, "check_identical": 1, "check_unrelated": 1}
+    assert (report.pairs, report.check_pairs) == (6, 2)
+    assert ensure_check_rate(ws, 0.1) == 0
+    assert ensure_check_rate(ws, 0.4) == 2  # 4 checks are needed now: the second anchor gets its two
+    assert ensure_check_rate(ws, 0.0) == 0
+
+
+def test_the_default_prompts_are_the_latest_of_each_anchor(prompted, pipeline):
+    from cpdm.store.rows import add_prompt
+
+    ws, anchors, prompts = prompted
+    refined = add_prompt(ws, anchors[0], "refined", origin="template", author="template", parent=prompts[0])
+    run_generation(ws, settings=GenerationSettings(per_prompt=1, steps=1, height=32, width=32), offline_tiny=True,
+                   progress=False, pipeline=pipeline)
+    assert sorted(r[0] for r in _generations(ws)) == [prompts[1], refined]
+
+
+def test_a_prompt_longer_than_77_tokens_is_truncated_with_a_warning_and_recorded(prompted, pipeline):
+    ws, anchors, _ = prompted
+    long_id = add_manual_prompt(ws, anchors[0], "word " * 100)
+    report = run_generation(ws, prompt_ids=[long_id], settings=GenerationSettings(per_prompt=1, steps=1, height=32,
+                            width=32), offline_tiny=True, progress=False, pipeline=pipeline)
+    assert any(note.startswith(f"prompt {long_id} has ") and "first 77" in note for note in report.notes)
+    params = ws.conn.execute("SELECT params FROM generations WHERE prompt = ?", (long_id,)).fetchone()[0]
+    assert '"truncated"' in params and '"kept": 77' in params.replace('":', '": ').replace(':  ', ': ')
+
+
+def test_an_anchor_without_a_prompt_is_reported(prompted, pipeline, tmp_path):
+    ws, _, _ = prompted
+    from tests.conftest import write_png
+    from cpdm.curation.anchors import import_anchors
+
+    write_png(tmp_path / "lonely" / "x.png", seed=999)
+    lonely = import_anchors(ws, tmp_path / "lonely").imported[0].anchor_id
+    report = run_generation(ws, settings=GenerationSettings(per_prompt=1, steps=1, height=32, width=32),
+                            offline_tiny=True, progress=False, pipeline=pipeline)
+    assert f"anchors without a prompt (nothing generated for them): {lonely}" in report.notes
+
+
+@pytest.mark.parametrize("settings, message", [
+    (GenerationSettings(per_prompt=0), "--per-prompt must be at least 1"),
+    (GenerationSettings(steps=0), "--steps must be at least 1"),
+    (GenerationSettings(guidance=float("nan")), "--guidance must be a finite number"),
+    (GenerationSettings(height=30), "--height must be a positive multiple of 8"),
+    (GenerationSettings(scheduler="warp-drive"), "unknown scheduler 'warp-drive'"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(prompted, settings, message):
+    ws, _, _ = prompted
+    with pytest.raises(CpdmError, match=message):
+        run_generation(ws, settings=settings, offline_tiny=True, progress=False)
+    assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
+    assert _generations(ws) == []
+
+
+def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused_and_no_variant_is_recorded(prompted, tmp_path):
+    ws, _, _ = prompted
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(CpdmError, match="not a Stable Diffusion folder"):
+        run_generation(ws, settings=SMALL, base_model=str(tmp_path / "not-a-model"), progress=False)
+    assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(prompted):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    ws, _, _ = prompted
+    with pytest.raises(CpdmError, match="CUDA is not available"):
+        run_generation(ws, settings=SMALL, device="cuda", offline_tiny=True, progress=False)
+
+
+def test_a_variant_that_is_not_ready_or_unknown_is_refused(prompted):
+    ws, _, _ = prompted
+    add_variant(ws, "esd-artist-0", base_model="offline-tiny", method="esd", status="training")
+    with pytest.raises(CpdmError, match="is training, not ready"):
+        run_generation(ws, variant="esd-artist-0", settings=SMALL, offline_tiny=True, progress=False)
+    with pytest.raises(CpdmError, match="no-such-variant"):
+        run_generation(ws, variant="no-such-variant", settings=SMALL, offline_tiny=True, progress=False)
+
+
+def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_variant(monkeypatch):
+    import types
+
+    baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
+    pipe = variant_pipeline(baseline, scheduler="euler")
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    applied = []
+    runner = types.ModuleType("cpdm.unlearning.runner")
+    runner.apply_variant = lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited"
+    monkeypatch.setitem(sys.modules, "cpdm.unlearning", types.ModuleType("cpdm.unlearning"))
+    monkeypatch.setitem(sys.modules, "cpdm.unlearning.runner", runner)
+    variant_pipeline(baseline)
+    assert applied == []
+    edited = variant_pipeline(types.SimpleNamespace(base_model="offline-tiny", method="esd"), root="/ws")
+    assert applied == [("esd", "/ws")] and edited == "edited"
+
+
+def _count(db: Path, sql: str) -> int:
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow  # two cpdm processes load torch and diffusers: over a minute on 2 shared cores
+def test_sigkill_mid_run_then_rerun_leaves_no_duplicates_and_no_half_written_rows(prompted, tmp_path):
+    ws, _, _ = prompted
+    args = [sys.executable, "-c", "from cpdm.cli import main; main()", "generate", "--workspace", str(ws.root),
+            "--offline-tiny", "--per-prompt", "8", "--steps", "2", "--height", "32", "--width", "32",
+            "--batch-size", "2", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _count(ws.db_path, "SELECT COUNT(*) FROM generations") < 2 and process.poll() is None:
+            assert time.monotonic() < deadline, "the generation never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    made = _count(ws.db_path, "SELECT COUNT(*) FROM generations")
+    assert 2 <= made < 16
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"generated {16 - made} images, skipped {made}" in rerun.stdout
+    rows = ws.conn.execute("SELECT prompt, variant, seed, steps, guidance, params, image FROM generations").fetchall()
+    assert len(rows) == 16 and len({row[:6] for row in rows}) == 16
+    assert sorted((r[0], r[2]) for r in rows) == sorted((p, 23 + k) for p in (1, 2) for k in range(8))
+    for *_, image in rows:
+        assert load_image(ws, image).size == (32, 32)  # every row's file is there and complete
+    unpaired = ws.conn.execute(
+        "SELECT COUNT(*) FROM generations WHERE id NOT IN (SELECT generation FROM pairs WHERE kind = 'normal')"
+    ).fetchone()[0]
+    assert unpaired == 0
+    assert ws.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_generate_command_reports_progress_and_bad_input(prompted, runner):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    base = ["generate", "--workspace", str(ws.root), "--offline-tiny", "--steps", "1", "--height", "32", "--width", "32"]
+    result = runner.invoke(cli, [*base, "--per-prompt", "2"])
+    assert result.exit_code == 0, result.output
+    assert "generated 4 images" in result.output and "img/s" in result.output.replace("s/img", "img/s")
+    result = runner.invoke(cli, [*base, "--scheduler", "nope"])
+    assert result.exit_code == 1 and "error: unknown scheduler 'nope'" in result.output
+    result = runner.invoke(cli, [*base, "--prompts", "1,x"])
+    assert result.exit_code == 1 and "--prompts must be ids" in result.output
