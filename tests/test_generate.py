@@ -176,11 +176,11 @@ def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_varia
     baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
     pipe = variant_pipeline(baseline, scheduler="euler")
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    from cpdm.unlearning import apply
+
     applied = []
-    runner = types.ModuleType("cpdm.unlearning.runner")
-    runner.apply_variant = lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited"
-    monkeypatch.setitem(sys.modules, "cpdm.unlearning", types.ModuleType("cpdm.unlearning"))
-    monkeypatch.setitem(sys.modules, "cpdm.unlearning.runner", runner)
+    monkeypatch.setattr(apply, "apply_variant",
+                        lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited")
     variant_pipeline(baseline)
     assert applied == []
     edited = variant_pipeline(types.SimpleNamespace(base_model="offline-tiny", method="esd"), root="/ws")

@@ -91,7 +91,7 @@ def module_imports(name: str) -> set[str]:
 def _is_package(name: str) -> bool:
     try:
         spec = importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # a package this checkout does not hold (yet)
+    except ModuleNotFoundError:  # a parent that is a module, not a package
         return False
     return spec is not None and spec.submodule_search_locations is not None
 

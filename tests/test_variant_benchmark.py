@@ -11,14 +11,14 @@ def pairs_frame(names_and_methods: dict[str, str]) -> pd.DataFrame:
     rows = []
     for index, (name, method) in enumerate(names_and_methods.items()):
         for k in range(4):
-            rows.append({"pair": 10 * index + k, "variant": name, "variant_method": method, "CM": 0.9 - 0.3 * index})
+            rows.append({"pair": 10 * index + k, "anchor": k, "variant": name, "variant_method": method, "CM": 0.9 - 0.3 * index})
     return pd.DataFrame(rows)
 
 
 def test_the_baseline_is_the_variant_whose_method_is_original():
     pairs = pairs_frame({"original": "esd", "sd15": "original", "uce-run": "uce"})
     assert baseline_variant(pairs) == "sd15"
-    table = variant_benchmark(pairs, {}, n_boot=0)
+    table = variant_benchmark(pairs, {}, threshold=4.0, n_boot=0)
     assert table["variant"].tolist()[0] == "sd15"
     changes = dict(zip(table["variant"], table["CM_change"].round(6)))
     assert changes == {"sd15": 0.0, "original": 0.3, "uce-run": -0.3}
@@ -28,5 +28,5 @@ def test_no_baseline_no_comparison():
     for pairs in (pairs_frame({"original": "demo", "esd": "esd"}),  # a variant called original is not the baseline
                   pairs_frame({"a": "original", "b": "original"}),  # two baselines: none to compare against
                   pairs_frame({"original": "original"}).drop(columns="variant_method")):
-        table = variant_benchmark(pairs, {}, n_boot=0)
+        table = variant_benchmark(pairs, {}, threshold=4.0, n_boot=0)
         assert "CM_change" not in table
