@@ -22,6 +22,17 @@ def ws(tmp_path):
 
 
 @pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """Point every model-weight cache (torch hub, Hugging Face, open_clip) at empty folders."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def runner():
     return CliRunner()
 

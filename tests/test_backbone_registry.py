@@ -20,16 +20,6 @@ SEMANTIC = ["ViT-L-14/openai", "ViT-H-14/laion2b_s32b_b79k", "dinov2"]
 STYLE = ["vgg19", "cpdm-inception", "csd"]
 
 
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    return tmp_path
-
-
 def test_every_registered_name_resolves_to_its_role():
     assert set(SEMANTIC + STYLE) == {entry.name for entry in registry.REGISTRY}
     for name in SEMANTIC:

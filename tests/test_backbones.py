@@ -19,17 +19,6 @@ def _image(seed: int, size=(80, 96)) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
 
 
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    """Point every weight cache at empty folders."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    return tmp_path
-
-
 def test_tiny_clip_is_deterministic_for_a_seed():
     images = [_image(0), _image(1)]
     first = load_semantic("ViT-L-14/openai", mode="tiny", seed=0).embed(images)
