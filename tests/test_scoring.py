@@ -368,6 +368,10 @@ def test_cli_score_and_list(ws, runner, tmp_path):
     assert weighted.exit_code == 0 and "CM_w with w=0.5, x_ref=0.0001" in weighted.output
     scored = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", "--weights", str(weights), *args])
     assert scored.exit_code == 0 and "CM_w with w=0.5" in scored.output
+    other = _write_weights(tmp_path / "other.json", style="tiny:cpdm-inception")
+    refused = runner.invoke(cli, ["scores", "list", *args, "--weights", str(other)])
+    assert refused.exit_code == 1
+    assert "calibrated for semantic=tiny:ViT-L-14/openai style=tiny:cpdm-inception" in refused.output
 
 
 @pytest.mark.parametrize(

@@ -32,14 +32,6 @@ def _add_cm(frame, ws, semantic_key: str, style_key: str, weights: metric.Weight
     return f"paper CM = 1 - Norm(M_sem*M_style)^2 with x_ref={x_ref:.6g} (median over stored mismatched pairs)"
 
 
-def _load_weights_for(path: str | None, semantic_key: str, style_key: str) -> metric.Weights | None:
-    if path is None:
-        return None
-    weights = metric.load_weights(path)
-    weights.check_backbones(semantic_key, style_key, source=str(path))
-    return weights
-
-
 def _weights_for_combinations(path: str | None, combinations: list[tuple[str, str]]) -> metric.Weights | None:
     """Weights that apply to one of the combinations being scored; else the weights' own backbone error."""
     if path is None:
@@ -213,7 +205,7 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
 
     ws = open_ws(workspace)
     semantic_key, style_key = _choose_backbones(available_backbones(ws), semantic, style, offline_tiny)
-    weights = _load_weights_for(weights_path, semantic_key, style_key)
+    weights = _weights_for_combinations(weights_path, [(semantic_key, style_key)])
     frame = load_scores(ws, semantic_key, style_key, _campaign_id(ws, campaign))
     click.echo(f"semantic={semantic_key} style={style_key}: {len(frame)} scored pairs")
     click.echo(_add_cm(frame, ws, semantic_key, style_key, weights))
