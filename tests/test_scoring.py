@@ -410,6 +410,8 @@ def test_cli_needs_a_scope_and_cuda(ws, runner):
         assert result.exit_code == 1 and "CUDA is not available" in result.output
     result = runner.invoke(cli, ["scores", "list", *args])
     assert result.exit_code == 1 and "no scores yet" in result.output
+    result = runner.invoke(cli, ["scores", "list", "--semantic", "ViT-L-14/openai", "--style", "vgg16", *args])
+    assert result.exit_code == 1 and "no scores for --semantic ViT-L-14/openai --style vgg16" in result.output
 
 
 def test_threaded_image_preparation_gives_the_same_scores(tmp_path, tiny_backbones):

@@ -228,7 +228,11 @@ def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, st
     from cpdm.scoring.reader import backbone_keys
 
     if semantic is not None and style is not None:
-        return backbone_keys(semantic, style, offline_tiny)
+        chosen = backbone_keys(semantic, style, offline_tiny)
+        if chosen not in available:
+            scored = "; ".join(f"--semantic {s} --style {t}" for s, t in available) or "none yet"
+            raise CpdmError(f"no scores for --semantic {chosen[0]} --style {chosen[1]} (scored: {scored})")
+        return chosen
     candidates = available
     if semantic is not None or style is not None:
         sem_key, style_key = backbone_keys(semantic or "", style or "", offline_tiny)
