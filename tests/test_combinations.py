@@ -126,3 +126,17 @@ def test_calibration_page_shows_the_combination_table(study):
     tables = [frame.value for frame in at.dataframe]
     combos = next(t for t in tables if "diff_vs_paper" in t.columns)
     assert len(combos) == 9 and set(combos["group"]) == {"artists", "lay", "all"}
+
+
+def test_combination_intervals_follow_the_analysis_resampling(study):
+    """Like every interval of the report: over anchors by default, over single pairs on request."""
+
+    def table(resample):
+        options = AnalysisOptions(n_boot=200, groups=("artists",), resample=resample)
+        return compare_campaign_combinations(study, "study", options=options).table.set_index("style")
+
+    anchors, pairs = table("anchors"), table("pairs")
+    assert (anchors["rho_oof"] == pairs["rho_oof"]).all()  # the estimates do not depend on the resampling
+    for frame in (anchors, pairs):
+        assert (frame["ci_low"] <= frame["rho_oof"]).all() and (frame["rho_oof"] <= frame["ci_high"]).all()
+    assert not np.allclose(anchors[["ci_low", "ci_high"]].to_numpy(), pairs[["ci_low", "ci_high"]].to_numpy())

@@ -10,8 +10,10 @@ scored with. For every combination and rater group:
    (grouped-by-anchor cross-validation, x_ref from the combination's own
    reference distances); ``w`` is the choice on all pairs.
 3. ρ: Spearman correlation of the out-of-fold calibrated CM_w with the
-   group's mean rating, with a 95% percentile bootstrap interval over
-   anchors (all pairs of an anchor are resampled together).
+   group's mean rating, with a 95% bootstrap interval made as every other
+   interval of the analysis (:mod:`cpdm.analysis.resampling`: by default the
+   expanded percentile interval over anchors, all pairs of an anchor
+   resampled together).
 4. Δρ: the paired difference of ρ against the paper's combination, each
    resample of anchors shared by both, so the interval reflects the
    difference itself rather than two independent uncertainties.
@@ -29,7 +31,8 @@ from matplotlib.figure import Figure
 
 from cpdm.analysis import data as data_module
 from cpdm.analysis.calibration import calibrate
-from cpdm.analysis.correlation import cluster_bootstrap_counts, percentile_interval, weighted_spearman
+from cpdm.analysis.correlation import weighted_spearman
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
 from cpdm.errors import CpdmError
 
 PAPER_COMBINATION = ("ViT-L-14/openai", "cpdm-inception")
@@ -82,6 +85,7 @@ def compare_group(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    resample: str = DEFAULT_RESAMPLE,
 ) -> list[dict]:
     """The table's rows for one rater group (``human``: columns pair, human)."""
     common = _common_pairs(pair_tables, human)
@@ -89,7 +93,7 @@ def compare_group(
         raise CpdmError(f"no pair was both scored by every combination and rated by the {group} group")
     anchors = common["anchor"].to_numpy()
     human_scores = common["human"].to_numpy(dtype=np.float64)
-    counts = cluster_bootstrap_counts(anchors, n_boot, np.random.default_rng(seed + 2)) if n_boot > 0 else None
+    resamples = make_resamples(anchors, n_boot, seed + 2, resample) if n_boot > 0 else None
     rows, resampled = [], {}
     for index, combination in enumerate(pair_tables):
         pairs = common[["anchor", "human"]].assign(m_sem=common[f"m_sem_{index}"], m_style=common[f"m_style_{index}"])
@@ -97,9 +101,9 @@ def compare_group(
         result = calibrate(pairs, references[combination], step=step, n_folds=folds, n_boot=0, seed=seed)
         oof = result.out_of_fold.to_numpy()
         low = high = float("nan")
-        if counts is not None:
-            resampled[combination] = weighted_spearman(oof, human_scores, counts)
-            low, high = percentile_interval(resampled[combination], confidence)
+        if resamples is not None:
+            resampled[combination] = weighted_spearman(oof, human_scores, resamples.weights)
+            low, high = resamples.interval(resampled[combination], confidence)
         rows.append({
             "group": group, "semantic": combination[0], "style": combination[1], "paper": combination == paper,
             "w": result.chosen_w, "rho_oof": result.stats["spearman_oof"], "ci_low": low, "ci_high": high,
@@ -110,8 +114,8 @@ def compare_group(
         combination = (row["semantic"], row["style"])
         row["diff_vs_paper"] = row["rho_oof"] - paper_rho if paper_rho is not None else float("nan")
         row["diff_low"] = row["diff_high"] = float("nan")
-        if paper is not None and counts is not None and combination != paper:
-            row["diff_low"], row["diff_high"] = percentile_interval(resampled[combination] - resampled[paper], confidence)
+        if paper is not None and resamples is not None and combination != paper:
+            row["diff_low"], row["diff_high"] = resamples.interval(resampled[combination] - resampled[paper], confidence)
         elif combination == paper:
             row["diff_low"] = row["diff_high"] = 0.0
     return rows
@@ -137,7 +141,8 @@ def compare_loaded(ws, data, by_group: dict[str, pd.DataFrame], target: str, opt
         human = data_module.human_scores(ratings, target, zscore=options.zscore)
         try:
             rows += compare_group(pair_tables, references, human, group, paper, folds=options.folds,
-                                  step=options.step, n_boot=options.n_boot, seed=options.seed)
+                                  step=options.step, n_boot=options.n_boot, seed=options.seed,
+                                  resample=options.resample)
         except CpdmError as exc:
             notes.append(f"{group}: left out ({exc})")
     return CombinationComparison(pd.DataFrame(rows, columns=COLUMNS), paper, options.n_boot, notes)
