@@ -103,47 +103,20 @@ def tiny_table(quick: bool) -> list[dict]:
     return rows
 
 
-def sd15_random_pipeline(device: str):
-    """Stable Diffusion 1.x's architecture with random weights (no download)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from cpdm.generation.pipeline import tiny_clip_tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # SD 1.x config
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=512,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=2)
-    tokenizer = tiny_clip_tokenizer()
-    vocab = tokenizer.get_vocab()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-        vocab_size=49408, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"], hidden_act="quick_gelu"))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
 def full_size(device: str, iterations: int) -> dict:
     """Seconds per ESD-x training pass, per guided sampling step, UCE in total, on the SD 1.x architecture."""
     import copy
 
     import torch
 
+    from cpdm.generation.pipeline import full_size_random_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text
     from cpdm.unlearning.esd import sample_partway
 
     cuda = device.startswith("cuda")
     start = time.perf_counter()
-    pipe = sd15_random_pipeline(device)
+    pipe = full_size_random_sd_pipeline(device=device)
     figures = {"load_seconds": time.perf_counter() - start}
     print(f"built SD 1.x architecture on {device} in {figures['load_seconds']:.1f} s", flush=True)
 
