@@ -204,8 +204,12 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
     from cpdm.scoring.reader import available_backbones, load_scores
 
     ws = open_ws(workspace)
-    semantic_key, style_key = _choose_backbones(available_backbones(ws), semantic, style, offline_tiny)
+    available = available_backbones(ws)
+    semantic_key, style_key = _choose_backbones(available, semantic, style, offline_tiny)
     weights = _weights_for_combinations(weights_path, [(semantic_key, style_key)])
+    if (semantic_key, style_key) not in available:
+        scored = "; ".join(f"--semantic {s} --style {t}" for s, t in available) or "none yet"
+        raise CpdmError(f"no scores for --semantic {semantic_key} --style {style_key} (scored: {scored})")
     frame = load_scores(ws, semantic_key, style_key, _campaign_id(ws, campaign))
     click.echo(f"semantic={semantic_key} style={style_key}: {len(frame)} scored pairs")
     click.echo(_add_cm(frame, ws, semantic_key, style_key, weights))
@@ -228,11 +232,7 @@ def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, st
     from cpdm.scoring.reader import backbone_keys
 
     if semantic is not None and style is not None:
-        chosen = backbone_keys(semantic, style, offline_tiny)
-        if chosen not in available:
-            scored = "; ".join(f"--semantic {s} --style {t}" for s, t in available) or "none yet"
-            raise CpdmError(f"no scores for --semantic {chosen[0]} --style {chosen[1]} (scored: {scored})")
-        return chosen
+        return backbone_keys(semantic, style, offline_tiny)
     candidates = available
     if semantic is not None or style is not None:
         sem_key, style_key = backbone_keys(semantic or "", style or "", offline_tiny)
