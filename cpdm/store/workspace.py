@@ -409,8 +409,35 @@ def recount_pair_load(conn: sqlite3.Connection, campaign_id: int, now_text: str)
 
 
 
+def _migrate_to_6(conn: sqlite3.Connection) -> None:
+    """The job queue: retry caps, cancel requests, ETA, the device a job ran on, and dependencies.
+
+    * jobs: ``title`` (a short human label), ``max_attempts`` (how many
+      claims a job may have before a failure is final), ``cancel_requested``
+      (set by ``cpdm jobs cancel``; the running job stops at its next step),
+      ``eta_seconds`` (the running job's estimate) and ``ran_on`` (the device
+      the worker ran it on; ``device`` stays what the job asked for).
+    * job_dependencies: one row per (job, parent): a queued job is claimed
+      only once every parent is done; a parent that fails or is cancelled
+      fails its waiting children.
+    """
+    conn.execute("ALTER TABLE jobs ADD COLUMN title TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 3")
+    conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE jobs ADD COLUMN eta_seconds REAL")
+    conn.execute("ALTER TABLE jobs ADD COLUMN ran_on TEXT")
+    conn.execute(
+        "CREATE TABLE job_dependencies ("
+        " job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " parent INTEGER NOT NULL REFERENCES jobs(id),"
+        " PRIMARY KEY (job, parent), CHECK (job != parent))"
+    )
+    conn.execute("CREATE INDEX job_dependencies_parent ON job_dependencies(parent)")
+    conn.execute("CREATE INDEX jobs_status ON jobs(status, id)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5,
+    _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5, _migrate_to_6,
 ]
 
 

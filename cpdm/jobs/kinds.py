@@ -1,0 +1,1 @@
+"""The library's job kinds: each runs the function its CLI command runs, reporting through the job's context."""

@@ -1,0 +1,72 @@
+"""The job kinds a worker can run, looked up by name.
+
+A kind is a function ``run(ws, params, context) -> result`` (a JSON-able
+dict) plus what it needs: whether it wants a GPU by default, and a checker
+that turns user parameters into complete ones (so errors show when the job
+is enqueued, not when a worker claims it). The real kinds (generate,
+unlearn, score, …) live in :mod:`cpdm.jobs.kinds`, each calling the library
+function its CLI command calls; they register themselves on import.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cpdm.errors import CpdmError
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: its name, what it does, and the function a worker calls."""
+
+    name: str
+    summary: str
+    run: Callable  # run(ws, params: dict, context: JobContext) -> dict
+    check_params: Callable[[dict], dict] = field(default=lambda params: dict(params))
+    wants_gpu: bool = False
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register_kind(kind: JobKind) -> JobKind:
+    """Add (or replace) a kind in the registry; return it."""
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def _load_builtin_kinds() -> None:
+    import cpdm.jobs.kinds  # noqa: F401  (registers the library's kinds)
+
+
+def get_kind(name: str) -> JobKind:
+    """The kind called ``name``; a clear error naming the known kinds otherwise."""
+    _load_builtin_kinds()
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise CpdmError(f"unknown job kind {name!r} (known: {', '.join(sorted(_KINDS))})") from None
+
+
+def all_kinds() -> list[JobKind]:
+    """Every registered kind, by name."""
+    _load_builtin_kinds()
+    return [_KINDS[name] for name in sorted(_KINDS)]
+
+
+def _run_noop(ws, params: dict, context) -> dict:
+    """Do nothing for ``params['seconds']`` (default 0) in ``params['steps']`` steps: queue benchmarks and tests."""
+    from cpdm.progress import progress_bar
+
+    steps = int(params.get("steps", 1))
+    pause = float(params.get("seconds", 0)) / max(steps, 1)
+    with progress_bar(steps, "waiting", enabled=False) as bar:
+        for _ in range(steps):
+            time.sleep(pause)
+            bar.update(1)
+    return {"steps": steps}
+
+
+register_kind(JobKind("noop", "do nothing (queue benchmarks and tests)", _run_noop))
