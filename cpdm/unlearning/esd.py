@@ -30,9 +30,13 @@ DDIM 50 steps, start guidance 3.
 η convention. This module exposes the original release's η, in the target
 ε*(∅) − η(ε*(c) − ε*(∅)); η = 1 is the published default and a run with
 η = 1 reproduces the original objective. The newer diffusers-based release
-defaults to 2 in its own parametrisation, whose target is reported to equal
-this one at η = 1 when the source and target concept are the same; its
-values are not η here and must not be passed unconverted.
+(the same repository's ``esd_sd.py``) writes its target as
+ε*(x_t, c_from, t) − η'(ε*(c) − ε*(∅)), where c_from is the concept to
+erase from and defaults to c. With c_from = c that target is
+ε*(∅) − (η' − 1)(ε*(c) − ε*(∅)): η' = η + 1, and its default η' = 2 is this
+module's η = 1. Its other defaults (200 iterations, lr 5e-5, bfloat16
+weights) are not this module's; the original release's are kept because
+they are the published ones.
 
 Departures from the authors' code, and why.
     * x_t comes from the frozen model. The original samples x_t with the
