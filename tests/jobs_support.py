@@ -90,12 +90,13 @@ def worker_env(label: str = "") -> dict:
     return env
 
 
-def start_worker(workspace: Path, *args: str, label: str = "") -> subprocess.Popen:
-    """Start ``python -m cpdm worker`` on a workspace in another process."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "cpdm", "worker", "--workspace", str(workspace), *args],
-        cwd=ROOT, env=worker_env(label), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def start_worker(workspace: Path, *args: str, label: str = "", output: Path) -> subprocess.Popen:
+    """Start ``python -m cpdm worker`` on a workspace in another process, its stdout and stderr into ``output``."""
+    with open(output, "w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cpdm", "worker", "--workspace", str(workspace), *args],
+            cwd=ROOT, env=worker_env(label), stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )
 
 
 def wait_for(condition, timeout: float = 30.0, every: float = 0.05, what: str = "condition"):
