@@ -188,6 +188,15 @@ def test_requeue_gives_the_job_back_without_counting_the_attempt(ws):
     assert claim(ws, "next").id == job_id
 
 
+def test_requeue_of_a_job_someone_cancelled_cancels_it(ws):
+    job_id = enqueue(ws, "noop")
+    claim(ws, "stopping")
+    cancel(ws, job_id)
+    assert queue.requeue(ws, job_id, "stopping", "queued again")
+    assert get_job(ws, job_id).status == "cancelled"
+    assert queue.requeue(ws, job_id, "stopping", "queued again") is False
+
+
 # --- dependencies ----------------------------------------------------------------------------------------------
 
 

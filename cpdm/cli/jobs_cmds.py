@@ -75,7 +75,9 @@ def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle
     """
     from cpdm.jobs.worker import Worker
 
-    runner = Worker(open_ws(workspace).root, name=name, device=device, kinds=_split_kinds(kinds),
+    with open_ws(workspace) as ws:
+        root = ws.root
+    runner = Worker(root, name=name, device=device, kinds=_split_kinds(kinds),
                     executor=_make_executor(executor, address), lease_seconds=lease_seconds)
     with runner, runner.handle_signals():
         click.echo(f"worker {runner.name} on {device}: waiting for jobs", err=True)

@@ -382,15 +382,25 @@ def record_cancelled(ws, job_id: int, worker: str) -> bool:
 
 
 def requeue(ws, job_id: int, worker: str, reason: str) -> bool:
-    """Give a running job back to the queue (its worker is shutting down); the claim's attempt is not counted."""
+    """Give a running job back to the queue (its worker is shutting down); the claim's attempt is not counted.
+
+    A job someone asked to cancel meanwhile is cancelled instead. False if
+    this worker no longer holds the job.
+    """
     with ws.transaction() as conn:
-        cursor = conn.execute(
+        row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ? AND worker = ? AND status = 'running'",
+                           (job_id, worker)).fetchone()
+        if row is None:
+            return False
+        if row[0]:
+            _end(conn, job_id, "cancelled", _now_text(), message="cancelled")
+            return True
+        conn.execute(
             "UPDATE jobs SET status = 'queued', worker = NULL, lease_expires_at = NULL, heartbeat_at = NULL, "
-            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), message = ? "
-            "WHERE id = ? AND worker = ? AND status = 'running'",
-            (reason, job_id, worker),
+            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), message = ? WHERE id = ?",
+            (reason, job_id),
         )
-        return cursor.rowcount == 1
+        return True
 
 
 def cancel(ws, job_id: int) -> Job:
