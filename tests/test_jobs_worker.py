@@ -251,7 +251,7 @@ def test_two_workers_run_twenty_jobs_each_exactly_once(tmp_path, ws):
 
 
 def test_a_killed_workers_job_finishes_on_the_other_worker_without_duplicates(tmp_path, ws):
-    workers = dict((name, spawn(tmp_path, ws, name, "--lease", "1.5")[0]) for name in ("one", "two"))
+    workers = {name: spawn(tmp_path, ws, name, "--lease", "3")[0] for name in ("one", "two")}
     try:
         for name in workers:
             wait_for(lambda: started(tmp_path / f"{name}.out"), what="a worker to start")
