@@ -9,6 +9,7 @@ through ``CPDM_EXTRA_KINDS=tests.jobs_support`` (see :func:`worker_env`).
   a step run twice shows as a duplicate row.
 * ``explode``: raises after logging and printing a little.
 * ``chatty``: prints, logs and reports progress, then returns a result.
+* ``gpu_noop`` wants a GPU; ``returns_a_set`` returns a result that is not JSON.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def _run_chatty(ws, params: dict, context) -> dict:
 register_kind(JobKind("steps", "record one row per step (resumable)", _run_steps, _check_steps_params))
 register_kind(JobKind("explode", "raise an error", _run_explode))
 register_kind(JobKind("chatty", "print, log and report progress", _run_chatty))
+register_kind(JobKind("gpu_noop", "a kind that wants a GPU", lambda ws, params, context: {}, wants_gpu=True))
+register_kind(JobKind("returns_a_set", "return something JSON cannot hold", lambda ws, params, context: {"ids": {1}}))
 
 
 def step_rows(ws, job_id: int) -> list[int]:

@@ -16,14 +16,10 @@ from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.jobs import queue
 from cpdm.jobs.queue import cancel, claim, enqueue, fail, finish, get_job, heartbeat, list_jobs, retry
-from cpdm.jobs.registry import JobKind, register_kind
 from tests.jobs_support import ROOT, worker_env
 
 # Short enough that a test waits little for a lease to lapse.
 SHORT_LEASE = 0.05
-
-register_kind(JobKind("gpu_noop", "a kind that wants a GPU", lambda ws, params, context: {}, wants_gpu=True))
-
 
 def table_counts(ws) -> tuple[int, int]:
     return (ws.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0],
@@ -122,18 +118,23 @@ def test_concurrent_claims_never_take_a_job_twice(tmp_path):
     with open_workspace(tmp_path / "ws") as ws:
         ids = [enqueue(ws, "noop") for _ in range(60)]
     taken: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
 
     def take(name: str) -> None:
         with open_workspace(tmp_path / "ws") as own:
             taken[name] = []
-            while (job := claim(own, name)) is not None:
-                taken[name].append(job.id)
+            try:
+                while (job := claim(own, name)) is not None:
+                    taken[name].append(job.id)
+            except BaseException as exc:  # a claim that errors under contention fails the test
+                errors.append(exc)
 
     threads = [threading.Thread(target=take, args=(f"w{n}",)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
     claimed = [job_id for jobs in taken.values() for job_id in jobs]
     assert sorted(claimed) == ids
 
