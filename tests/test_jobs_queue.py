@@ -71,6 +71,13 @@ def test_a_job_cannot_wait_for_a_failed_parent(ws):
     assert table_counts(ws) == (1, 0)
 
 
+def test_extra_kinds_module_that_cannot_be_imported_is_a_clear_error(ws, monkeypatch):
+    monkeypatch.setenv("CPDM_EXTRA_KINDS", "tests.jobs_support, no_such_module_of_kinds")
+    with pytest.raises(CpdmError, match="CPDM_EXTRA_KINDS names 'no_such_module_of_kinds', which cannot be imported"):
+        enqueue(ws, "noop")
+    assert table_counts(ws) == (0, 0)
+
+
 def test_list_jobs_newest_first_by_status_and_limit(ws):
     ids = [enqueue(ws, "noop") for _ in range(4)]
     claim(ws, "w")

@@ -139,6 +139,20 @@ def test_cancel_stops_a_running_job_at_its_next_step_and_keeps_what_it_stored(ws
     assert step_rows(ws, job_id) == list(range(60))
 
 
+def test_heartbeats_keep_a_job_longer_than_its_lease_with_its_worker(ws):
+    job_id = enqueue(ws, "steps", {"steps": 15, "seconds": 0.1})
+    with Worker(ws.root, name="steady", lease_seconds=0.5, heartbeat_seconds=0.1) as steady:
+        thread, ended = run_in_thread(steady)
+        rival_claims = []
+        while thread.is_alive():
+            rival_claims.append(queue.claim(ws, "rival"))
+            time.sleep(0.05)
+        thread.join()
+    assert rival_claims and all(claimed is None for claimed in rival_claims)
+    assert (ended["job"].status, ended["job"].attempts) == ("done", 1)
+    assert step_rows(ws, job_id) == list(range(15))
+
+
 def test_a_worker_that_loses_its_lease_stops_and_writes_nothing_more(ws, worker):
     job_id = enqueue(ws, "steps", {"steps": 80, "seconds": 0.05})
     thread, ended = run_in_thread(worker)
