@@ -12,7 +12,7 @@ import pytest
 from cpdm.rating.assignment import claim_next, rebuild_pair_load
 from cpdm.rating.auth import create_rater
 from cpdm.store.rows import GenerationRow, add_generations, find_generation, get_variant, list_variants, make_pairs
-from cpdm.store.workspace import DB_NAME, WorkspaceError, open_workspace
+from cpdm.store.workspace import DB_NAME, WorkspaceError, open_workspace, schema_version
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema_v4_workspace.zip"
 TABLES = ("images", "anchors", "variants", "prompts", "generations", "pairs", "scores", "reference_distances",
@@ -58,7 +58,7 @@ def test_opening_it_migrates_every_row_and_fills_the_new_columns(v4_root):
 
     ws = open_workspace(v4_root)
     conn = ws.conn
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version()
     assert snapshot(conn) == before
     assert conn.execute("SELECT * FROM ratings ORDER BY id").fetchall() == ratings_before
     assert conn.execute("SELECT * FROM scores ORDER BY pair").fetchall() == scores_before
@@ -120,7 +120,7 @@ def test_the_migrated_workspace_keeps_working(v4_root):
     item = claim_next(ws, campaign, rater)
     assert item is not None and item.pair != pair  # the new pair is in no campaign yet
     ws.close()
-    assert open_workspace(v4_root).conn.execute("PRAGMA user_version").fetchone()[0] == 5  # opens again as is
+    assert open_workspace(v4_root).conn.execute("PRAGMA user_version").fetchone()[0] == schema_version()  # opens again as is
 
 
 def _duplicate_generation(conn, with_pair: bool) -> tuple[int, int]:
