@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cpdm.errors import CpdmError
+from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 
 COPY_QUESTION = "copy"
 SETS = ("target", "retain")
@@ -33,9 +34,9 @@ SETS = ("target", "retain")
 class ReportSettings:
     """How the report generates and scores (the paper's generation settings by default)."""
 
-    seeds: tuple[int, ...] = (23,)
-    steps: int = 50
-    guidance: float = 9.0
+    seeds: tuple[int, ...] = (PAPER_SEED,)
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
     size: int | None = None
     max_prompts: int | None = None
     device: str = "cpu"
@@ -77,16 +78,15 @@ def split_prompts(ws, concepts, max_prompts: int | None = None) -> dict[str, lis
 
 def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int]:
     """Generation ids of ``variant`` for every prompt and seed, generating only what is missing."""
-    from tqdm.auto import tqdm
-
     from cpdm.generation.pipeline import generate, variant_pipeline
+    from cpdm.progress import track
     from cpdm.store.images import store_pil_image
     from cpdm.store.rows import GenerationRow, add_generations, find_generation
 
     params = {"size": settings.size} if settings.size else {}
     ids, pipe = [], None
     todo = [(prompt, seed) for prompt in prompts for seed in settings.seeds]
-    for (prompt_id, _, text), seed in tqdm(todo, desc=f"generating {variant.name}", disable=not settings.progress):
+    for (prompt_id, _, text), seed in track(todo, f"generating {variant.name}", enabled=settings.progress):
         found = find_generation(ws, prompt_id, variant.id, seed, settings.steps, settings.guidance, params)
         if found is None:
             if pipe is None:
