@@ -151,7 +151,7 @@ def variants_methods(workspace):
     for method in METHODS.values():
         click.echo(f"{method.name}: {method.summary}")
         for key, value in method.defaults.items():
-            click.echo(f"    {key} = {value!r}")
+            click.echo(f"    {key} = {value!r}    {method.help.get(key, '')}".rstrip())
 
 
 @cli.group()

@@ -67,13 +67,15 @@ class Method:
     """Base class of the unlearning methods; subclasses set the class attributes and :meth:`run`.
 
     ``defaults`` maps each hyperparameter to its default (its type is the
-    type a given value is converted to). ``needs_images`` methods refuse a
-    request without images. ``inference_time`` methods change no weights.
+    type a given value is converted to) and ``help`` to one line saying what
+    it does. ``needs_images`` methods refuse a request without images.
+    ``inference_time`` methods change no weights.
     """
 
     name: str = ""
     summary: str = ""
     defaults: dict = {}
+    help: dict = {}
     needs_images: bool = False
     inference_time: bool = False
     iterative: bool = False
