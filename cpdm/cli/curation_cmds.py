@@ -21,6 +21,7 @@ from cpdm.generation.settings import (
     PAPER_STEPS,
     DEFAULT_SCHEDULER,
     SCHEDULERS,
+    UNKNOWN_BASE,
 )
 from cpdm.store.workspace import PROMPT_ORIGINS
 
@@ -282,7 +283,7 @@ def export_dataset_cmd(workspace, folder):
 @click.argument("folder", type=click.Path(file_okay=False, exists=True))
 @click.option("--variant", default="original", show_default=True,
               help="Plain layout only: the variant the generated images are recorded under.")
-@click.option("--base-model", default="unknown", show_default=True,
+@click.option("--base-model", default=UNKNOWN_BASE, show_default=True,
               help="Plain layout only: base model of that variant when it is created.")
 @cpdm_command
 def import_dataset_cmd(workspace, folder, variant, base_model):

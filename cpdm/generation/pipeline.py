@@ -35,12 +35,11 @@ from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model lo
     PAPER_SEED,
     PAPER_STEPS,
     SCHEDULERS,
+    TINY_BASE,
 )
 
 # runwayml took its repository down; the same files live on under this id.
 SD15_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-# The base model name of variants made on the tiny random pipeline (--offline-tiny).
-TINY_BASE = "offline-tiny"
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"

@@ -15,6 +15,10 @@ DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 # The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
 PAPER_SD_MODEL = "stabilityai/stable-diffusion-2-1"
 BASELINE_VARIANT = "original"  # the name of the baseline variant generate creates
+# The base model name of variants made on the tiny random pipeline (--offline-tiny).
+TINY_BASE = "offline-tiny"
+# The base model recorded for imported generations whose model nobody named.
+UNKNOWN_BASE = "unknown"
 
 # The CPDM paper's generation settings.
 PAPER_PER_PROMPT = 9

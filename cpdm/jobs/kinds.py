@@ -570,6 +570,7 @@ def _report_parameters() -> list[Parameter]:
         Parameter("guidance", "float", PAPER_GUIDANCE, "classifier-free guidance scale", minimum=0),
         Parameter("size", "int", None, "image side in pixels, a multiple of 8 (default: the model's)", minimum=8),
         Parameter("max_prompts", "int", None, "at most this many prompts per set", minimum=1),
+        Parameter("max_retain_prompts", "int", None, "at most this many prompts in the retain set", minimum=1),
         Parameter("semantic", "str", None, "semantic backbone (default: the scoring default)"),
         Parameter("style", "str", None, "style backbone (default: the scoring default)"),
         Parameter("out", "path", None, "CSV file of the table (default: WORKSPACE/exports/unlearning-VARIANT.csv)"),
@@ -598,6 +599,7 @@ def _run_report(ws, params: dict, context) -> dict:
 
     settings = ReportSettings(seeds=tuple(params["seeds"]), steps=params["steps"], guidance=params["guidance"],
                               size=params["size"], max_prompts=params["max_prompts"],
+                              max_retain_prompts=params["max_retain_prompts"],
                               device=check_device(context.device), offline_tiny=params["offline_tiny"],
                               semantic=params["semantic"], style=params["style"])
     table = unlearning_report(ws, params["variant"], params["vs"], settings)
