@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from cpdm.errors import CpdmError
 from cpdm.jobs.context import running
-from cpdm.jobs.registry import JobKind, get_kind, register_kind
+from cpdm.jobs.jobkind import JobKind
 
 # Parameter types: what a value is converted to.
 TYPES = ("str", "int", "float", "bool", "ids", "strings", "mapping", "path")
@@ -205,10 +205,12 @@ class _Spec:
 
 # Each kind's parameters, for its checker and its form.
 _PARAMETERS: dict[str, Callable[[], list[Parameter]]] = {}
+# The kinds :mod:`cpdm.jobs.registry` loads.
+BUILTIN_KINDS: list[JobKind] = []
 
 
 def _register(spec: _Spec) -> None:
-    """Add the kind to the registry with a checker built from its parameters."""
+    """Add the kind to :data:`BUILTIN_KINDS` with a checker built from its parameters."""
     _PARAMETERS[spec.name] = spec.parameters
 
     def check_params(params: dict | None) -> dict:
@@ -222,7 +224,7 @@ def _register(spec: _Spec) -> None:
                 raise CpdmError(message if message.startswith(prefix) else prefix + message) from exc
         return checked
 
-    register_kind(JobKind(spec.name, spec.summary, _job_body(spec.run), check_params, spec.wants_gpu))
+    BUILTIN_KINDS.append(JobKind(spec.name, spec.summary, _job_body(spec.run), check_params, spec.wants_gpu))
 
 
 def kind_parameters(kind_name: str, method: str | None = None) -> list[Parameter]:
@@ -231,11 +233,12 @@ def kind_parameters(kind_name: str, method: str | None = None) -> list[Parameter
     For ``unlearn`` with a ``method``, the method's hyperparameters follow,
     each in the ``hyperparameters`` section with the method's default and help.
     """
-    kind = get_kind(kind_name)  # a clear error for an unknown kind
-    parameters = _PARAMETERS[kind.name]() if kind.name in _PARAMETERS else []
+    if kind_name not in _PARAMETERS:
+        raise CpdmError(f"no form for job kind {kind_name!r} (kinds with forms: {', '.join(sorted(_PARAMETERS))})")
+    parameters = _PARAMETERS[kind_name]()
     if method is not None:
-        if kind.name != "unlearn":
-            raise CpdmError(f"only unlearn jobs take a method, not {kind.name} jobs")
+        if kind_name != "unlearn":
+            raise CpdmError(f"only unlearn jobs take a method, not {kind_name} jobs")
         parameters += method_parameters(method)
     return parameters
 
