@@ -213,18 +213,18 @@ def test_analyze_job_writes_the_report_the_command_writes(ws, twin, runner, tmp_
 @pytest.mark.slow
 def test_report_job_writes_the_table_the_command_prints(ws, twin, runner):
     for workspace in (ws, twin):
-        small_study(workspace)
-        add_variant(workspace, "sld-a", base_model="offline-tiny", method="sld", concepts=["Mira Dotwell"],
-                    params={"hyperparameters": {"preset": "MEDIUM"}})
-    printed = invoke(runner, twin, "unlearning", "report", "--variant", "sld-a", "--offline-tiny", "--steps", "1",
+        artist = small_study(workspace)[0].artist.name
+        run_kind(workspace, "unlearn", {"method": "uce", "variant_name": "uce-a", "concepts": [artist],
+                                        "offline_tiny": True})
+    printed = invoke(runner, twin, "unlearning", "report", "--variant", "uce-a", "--offline-tiny", "--steps", "1",
                      "--size", "16", "--max-prompts", "2", "--quiet", "--format", "json")
-    result, _ = run_kind(ws, "report", {"variant": "sld-a", "steps": 1, "size": 16, "max_prompts": 2,
+    result, _ = run_kind(ws, "report", {"variant": "uce-a", "steps": 1, "size": 16, "max_prompts": 2,
                                         "offline_tiny": True})
     expected = json.loads(printed.output)
     assert [row["set"] for row in result["rows"]] == [row["set"] for row in expected]
     for ours, theirs in zip(result["rows"], expected):
         assert ours["cm"] == pytest.approx(theirs["cm"]) and ours["generations"] == theirs["generations"]
-    assert result["report_path"].endswith("unlearning-sld-a.csv")
+    assert result["report_path"].endswith("unlearning-uce-a.csv")
 
 
 # --- parameters --------------------------------------------------------------------------------------
