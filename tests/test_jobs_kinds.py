@@ -174,6 +174,8 @@ def test_a_cancelled_unlearning_keeps_its_steps_and_the_retried_job_resumes_them
     assert result["resumed"] and result["status"] == "ready"
     assert any("resuming variant esd-x-a" in line for line in context.lines)
     assert not checkpoint.exists()
+    again, _ = run_kind(ws, "unlearn", params, JobContext(job_id=job_id, device="cpu"))  # result lost: run again
+    assert again == {**result, "resumed": False}
     with pytest.raises(CpdmError, match="already exists"):  # another job does not take the variant over
         run_kind(ws, "unlearn", params, JobContext(job_id=None, device="cpu"))
 

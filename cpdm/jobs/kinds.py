@@ -23,6 +23,7 @@ from typing import Any, Callable
 from cpdm.errors import CpdmError
 from cpdm.jobs.context import running
 from cpdm.jobs.jobkind import JobKind
+from cpdm.values import parse_bool
 
 # Parameter types: what a value is converted to.
 TYPES = ("str", "int", "float", "bool", "ids", "strings", "mapping", "path")
@@ -75,17 +76,6 @@ def _as_list(value) -> list:
     raise ValueError
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError
-
-
 _DESCRIBED = {"int": "an integer", "float": "a finite number", "bool": "true or false",
               "ids": "a list of integer ids", "strings": "a list of texts", "mapping": "a mapping of names to values",
               "str": "a text", "path": "a path"}
@@ -97,7 +87,7 @@ def _convert_value(parameter: Parameter, value):
     if kind in ("int", "float"):
         return _as_number(value, integer=kind == "int")
     if kind == "bool":
-        return _as_bool(value)
+        return parse_bool(value)
     if kind == "ids":
         return [_as_number(item, integer=True) for item in _as_list(value)]
     if kind == "strings":
@@ -356,24 +346,38 @@ def _check_unlearn(params: dict) -> None:
         raise CpdmError(f"unlearn job: {method.name} needs images of the concept: set images_dir to a folder of images")
 
 
-def _resumes(ws, variant_name: str, job_id: int | None) -> bool:
-    """Whether an earlier attempt of this job left the variant half made (training or failed): then resume it."""
+def _earlier_attempt(ws, variant_name: str, job_id: int | None):
+    """The variant an earlier attempt of this job registered, or None."""
     from cpdm.store.rows import get_variant
 
     if job_id is None:
-        return False
+        return None
     try:
         variant = get_variant(ws, variant_name)
     except CpdmError:
-        return False
-    return variant.job == job_id and variant.status in ("training", "failed")
+        return None
+    return variant if variant.job == job_id else None
+
+
+def _unlearn_result(variant, resumed: bool) -> dict:
+    return {"variant": variant.name, "variant_id": variant.id, "method": variant.method, "status": variant.status,
+            "artifact_path": variant.artifact_path, "resumed": resumed}
 
 
 def _run_unlearn(ws, params: dict, context) -> dict:
-    """``cpdm unlearn``: erase the concepts and register the variant; a retried job resumes its checkpoint."""
+    """``cpdm unlearn``: erase the concepts and register the variant.
+
+    A job run again after an attempt that stopped (killed, cancelled,
+    failed) resumes the variant from its last checkpoint; after an attempt
+    that made the variant but could not record it, it returns that variant.
+    """
     from cpdm.unlearning.runner import unlearn
 
-    resume = _resumes(ws, params["variant_name"], context.job_id)
+    earlier = _earlier_attempt(ws, params["variant_name"], context.job_id)
+    if earlier is not None and earlier.status == "ready":
+        context.log(f"variant {earlier.name} was made by an earlier attempt of this job")
+        return _unlearn_result(earlier, resumed=False)
+    resume = earlier is not None and earlier.status in ("training", "failed")
     if resume:
         context.log(f"resuming variant {params['variant_name']} from its last checkpoint")
     variant = unlearn(
@@ -384,8 +388,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
         job=context.job_id,
     )
     context.log(f"variant {variant.name} ({variant.method}) {variant.status}")
-    return {"variant": variant.name, "variant_id": variant.id, "method": variant.method, "status": variant.status,
-            "artifact_path": variant.artifact_path, "resumed": resume}
+    return _unlearn_result(variant, resume)
 
 
 # --- score -------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from cpdm.errors import CpdmError
+from cpdm.values import parse_bool
 
 
 @dataclass
@@ -110,14 +111,10 @@ class Method:
 def convert_param(key: str, value, default):
     """Convert a hyperparameter given as text (from the command line) to its default's type."""
     if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise CpdmError(f"{key} must be true or false, got {value!r}")
+        try:
+            return parse_bool(value)
+        except ValueError:
+            raise CpdmError(f"{key} must be true or false, got {value!r}") from None
     try:
         if isinstance(default, int):
             converted = float(value)
