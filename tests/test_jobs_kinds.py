@@ -140,6 +140,19 @@ def test_a_cancelled_generation_stops_after_the_batch_it_stored_and_paired(ws, t
     assert result["generated"] == 2 and result["skipped"] == 2
 
 
+def test_a_cancelled_scoring_keeps_the_chunks_it_stored(ws, tmp_path):
+    prompted(ws, tmp_path / "anchors")
+    run_kind(ws, "generate", TINY_IMAGES)
+    # Report 1 opens the bar, report 2 follows the first chunk: the cancel lands there.
+    with pytest.raises(JobCancelled):
+        run_kind(ws, "score", {"offline_tiny": True, "batch_size": 1}, CancelAt(2, device="cpu"))
+    stored = ws.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+    total = ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    assert 0 < stored < total
+    result, _ = run_kind(ws, "score", {"offline_tiny": True})
+    assert result["pairs_already_scored"] == stored and result["pairs_scored"] == total - stored
+
+
 def test_unlearn_job_registers_the_variant_the_command_registers(ws, twin, runner):
     concept = small_study(ws)[0].artist.name
     small_study(twin)

@@ -17,6 +17,7 @@ from cpdm.generation.settings import (
     DTYPES,
     PAPER_GUIDANCE,
     PAPER_PER_PROMPT,
+    PAPER_SD_MODEL,
     PAPER_SEED,
     PAPER_STEPS,
     DEFAULT_SCHEDULER,
@@ -201,7 +202,7 @@ def prompts_add(workspace, anchor_id, text):
               help="Variant to generate with ('original', the baseline, is created when missing).")
 @click.option("--base-model", default=None,
               help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
-                   "default stabilityai/stable-diffusion-2-1, the CPDM release's).")
+                   f"default {PAPER_SD_MODEL}, the CPDM release's).")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
 @click.option("--per-prompt", type=int, default=PAPER_PER_PROMPT, show_default=True,
