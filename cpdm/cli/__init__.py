@@ -140,3 +140,4 @@ from cpdm.cli import rating_cmds  # noqa: E402,F401
 from cpdm.cli import unlearn_cmds  # noqa: E402,F401
 from cpdm.cli import curation_cmds  # noqa: E402,F401
 from cpdm.cli import jobs_cmds  # noqa: E402,F401
+from cpdm.cli import pipeline_cmds  # noqa: E402,F401

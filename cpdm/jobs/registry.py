@@ -5,7 +5,7 @@ dict) plus what it needs: whether it wants a GPU by default, and a checker
 that turns user parameters into complete ones (so errors show when the job
 is enqueued, not when a worker claims it). The real kinds (generate,
 unlearn, score, …) live in :mod:`cpdm.jobs.kinds`, each calling the library
-function its CLI command calls; they register themselves on import.
+function its CLI command calls; the registry loads them on first use.
 
 The environment variable ``CPDM_EXTRA_KINDS`` names more modules to import
 (comma-separated, e.g. ``tests.jobs_support``), each registering kinds of
@@ -18,24 +18,12 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 from cpdm.errors import CpdmError
-
-
-@dataclass(frozen=True)
-class JobKind:
-    """One kind of job: its name, what it does, and the function a worker calls."""
-
-    name: str
-    summary: str
-    run: Callable  # run(ws, params: dict, context: JobContext) -> dict
-    check_params: Callable[[dict], dict] = field(default=lambda params: dict(params))
-    wants_gpu: bool = False
-
+from cpdm.jobs.jobkind import JobKind
 
 _KINDS: dict[str, JobKind] = {}
+_builtin_loaded = False
 
 
 def register_kind(kind: JobKind) -> JobKind:
@@ -45,7 +33,13 @@ def register_kind(kind: JobKind) -> JobKind:
 
 
 def _load_builtin_kinds() -> None:
-    import cpdm.jobs.kinds  # noqa: F401  (registers the library's kinds)
+    global _builtin_loaded
+    if not _builtin_loaded:
+        from cpdm.jobs.kinds import BUILTIN_KINDS
+
+        for kind in BUILTIN_KINDS:
+            _KINDS.setdefault(kind.name, kind)  # a kind registered under the same name first stays
+        _builtin_loaded = True
 
     for module in filter(None, (name.strip() for name in os.environ.get("CPDM_EXTRA_KINDS", "").split(","))):
         try:
