@@ -18,6 +18,7 @@ from cpdm.analysis.report import (
     record_calibration,
 )
 from cpdm.errors import CpdmError
+from cpdm.rating.campaigns import latest_rated_campaign_id
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 
 ws, rater = require_researcher()
@@ -29,7 +30,7 @@ st.markdown(
     "the choice carries over to unseen anchors, next to the paper's w = 0.5."
 )
 left, middle, right = st.columns(3)
-chosen = pick_campaign(ws, key="cal_campaign", container=left)
+chosen = pick_campaign(ws, key="cal_campaign", container=left, preselect=latest_rated_campaign_id)
 campaign = chosen["name"]
 questions, groups = calibration_choices(ws, chosen["id"])
 target = middle.selectbox("Target question", questions, key="cal_target",
