@@ -122,7 +122,8 @@ except CpdmError as exc:
 for note in notes:
     st.info(note)
 if comparisons:
-    st.dataframe([comparison.row() for comparison in comparisons], hide_index=True, width="stretch")
+    st.dataframe([comparison.screen_row() for comparison in comparisons], hide_index=True, width="stretch")
+    st.caption(f"Brackets: {comparisons[0].interval}.")
     shown = next((c for c in comparisons if c.question == target), comparisons[0])
     st.image(figure_png(group_curves_figure(shown)))
 elif not notes:
