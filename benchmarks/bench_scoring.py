@@ -66,7 +66,7 @@ from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
 from cpdm.scoring.reader import load_scores  # noqa: E402
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
+from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
 from cpdm.store.workspace import init_workspace  # noqa: E402
 
 
@@ -151,8 +151,7 @@ def build_workspace(root: Path, anchors: int, generations: int, size: int):
     variant = add_variant(ws, "original", base_model="sd", method="original")
     for a in range(anchors):
         anchor_image = store_pil_image(ws, random_image()).sha256
-        with ws.transaction() as conn:
-            anchor = conn.execute("INSERT INTO anchors (image, artist) VALUES (?, ?)", (anchor_image, f"artist {a}")).lastrowid
+        anchor = add_anchor(ws, anchor_image, artist=f"artist {a}")
         prompt = add_prompt(ws, anchor, "x", origin="manual")
         rows = [GenerationRow(prompt, variant, g, None, None, store_pil_image(ws, random_image()).sha256)
                 for g in range(generations)]
