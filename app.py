@@ -12,6 +12,10 @@ named by absolute paths. Every visitor needs an invite link
 - researchers see the pages in RESEARCHER_PAGES;
 - anyone else sees only "this link is not valid".
 
+``/`` and any app path that is not one of the visitor's pages (``/rate`` for a
+researcher, ``/rate`` before consent) forward to the visitor's first page, so
+no link to the app brings up Streamlit's "Page not found" notice.
+
 Pages read the open workspace and the signed-in rater from
 ``st.session_state["cpdm_ws"]`` and ``st.session_state["cpdm_rater"]``.
 """
