@@ -12,6 +12,10 @@ named by absolute paths. Every visitor needs an invite link
 - researchers see the pages in RESEARCHER_PAGES;
 - anyone else sees only "this link is not valid".
 
+``/`` and any app path that is not one of the visitor's pages (``/rate`` for a
+researcher, ``/rate`` before consent) forward to the visitor's first page, so
+no link to the app brings up Streamlit's "Page not found" notice.
+
 Pages read the open workspace and the signed-in rater from
 ``st.session_state["cpdm_ws"]`` and ``st.session_state["cpdm_rater"]``.
 """
@@ -32,17 +36,22 @@ st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/com
 # Page files, by absolute path: Streamlit's main script may live in another folder.
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
-# Researcher menu: one line per page.
+# Researcher menu: one line per page; the first is the researchers' home.
 RESEARCHER_PAGES = [
-    st.Page(PAGES_DIR / "campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns", default=True),
+    st.Page(PAGES_DIR / "campaigns.py", title="Campaigns", icon=":material/folder_open:", url_path="campaigns"),
     st.Page(PAGES_DIR / "raters.py", title="Raters", icon=":material/group:", url_path="raters"),
     st.Page(PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
     st.Page(PAGES_DIR / "analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
     st.Page(PAGES_DIR / "calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
 ]
-RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate", default=True)
-CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome", default=True)
-INVALID_PAGE = st.Page(PAGES_DIR / "invalid.py", title="Link not valid", url_path="invalid", default=True)
+RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate")
+CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome")
+INVALID_PAGE = st.Page(PAGES_DIR / "invalid.py", title="Link not valid", url_path="invalid")
+# Every path the app serves to someone. A link to any of them (an old or
+# forwarded link, or one for another role) leads to the visitor's own home page.
+APP_URL_PATHS = [page.url_path for page in [*RESEARCHER_PAGES, RATER_PAGE, CONSENT_PAGE, INVALID_PAGE]]
+# The internal name of the page at "/" (Streamlit serves its default page at the root whatever its url_path).
+ROOT_URL_PATH = "home"
 
 
 def workspace():
@@ -56,7 +65,7 @@ def workspace():
 
 
 def pages_for(rater) -> tuple[list, str]:
-    """The pages a visitor may reach, and where the menu goes."""
+    """The pages a visitor may reach (their home page first), and where the menu goes."""
     if rater is None:
         return [INVALID_PAGE], "hidden"
     if rater.role == "researcher":
@@ -64,6 +73,29 @@ def pages_for(rater) -> tuple[list, str]:
     if rater.consented_at is None:
         return [CONSENT_PAGE], "hidden"
     return [RATER_PAGE], "hidden"
+
+
+def forward_to(home, url_path: str, *, root: bool = False):
+    """A hidden page at ``url_path`` (or at "/" when ``root``) that sends the visitor on to ``home``.
+
+    Streamlit serves its default page at "/" only: a deep link naming that page's
+    own path, or a page this visitor may not see, would otherwise bring up
+    Streamlit's "Page not found" notice over the page. Forwarding also puts the
+    home page's path in the address bar, so the menu marks it.
+    """
+    def forward():
+        st.switch_page(home, query_params=st.query_params.to_dict())  # keeps the token in the address
+
+    return st.Page(forward, title=home.title, url_path=url_path, visibility="hidden", default=root)
+
+
+def navigation_for(rater) -> tuple[list, str]:
+    """The visitor's pages plus forwards from "/" and every other app path to their home page."""
+    pages, position = pages_for(rater)
+    home, own_paths = pages[0], {page.url_path for page in pages}
+    forwards = [forward_to(home, ROOT_URL_PATH, root=True)]
+    forwards += [forward_to(home, path) for path in APP_URL_PATHS if path not in own_paths]
+    return [*pages, *forwards], position
 
 
 try:
@@ -86,5 +118,5 @@ if rater is not None:
 if ws.is_demo:
     st.info("**Demo workspace**: tiny offline models and made-up ratings; nothing here is a real study.",
             icon=":material/science:")
-pages, position = pages_for(rater)
+pages, position = navigation_for(rater)
 st.navigation(pages, position=position).run()

@@ -55,7 +55,7 @@ from cpdm.store.time import format_time, utc_now  # noqa: E402
 from cpdm.rating.auth import create_rater, get_rater  # noqa: E402
 from cpdm.rating.campaigns import create_campaign  # noqa: E402
 from cpdm.rating.submit import submit  # noqa: E402
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
+from cpdm.store.rows import GenerationRow, add_anchor_in, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
 from cpdm.store.workspace import init_workspace, open_workspace  # noqa: E402
 
 TARGET_P95_MS = 50.0
@@ -79,10 +79,9 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
             "INSERT INTO images (sha256, path, width, height, format, bytes) VALUES (?, ?, 512, 512, 'PNG', 1000)",
             [(fake_sha(i), f"images/{i}.png") for i in range(n_anchors + n_pairs)],
         )
-        conn.executemany("INSERT INTO anchors (id, image, artist) VALUES (?, ?, 'bench')",
-                         [(a + 1, fake_sha(a)) for a in range(n_anchors)])
+        anchor_ids = [add_anchor_in(conn, fake_sha(a), artist="bench") for a in range(n_anchors)]
     variant = add_variant(ws, "original", base_model="sd", method="original")
-    prompts = [add_prompt(ws, a + 1, "p", origin="manual") for a in range(n_anchors)]
+    prompts = [add_prompt(ws, anchor, "p", origin="manual") for anchor in anchor_ids]
     generations = add_generations(ws, [GenerationRow(prompts[g % n_anchors], variant, g, None, None,
                                                      fake_sha(n_anchors + g)) for g in range(n_pairs)])
     pair_ids = make_pairs(ws, generations)

@@ -23,7 +23,7 @@ memory (resident memory on the CPU, allocated GPU memory on CUDA). The
 target is for the default, ``auto``.
 
     python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + VGG19
-    python benchmarks/bench_scoring.py --quick    # under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py --quick    # 2 anchors x 3 generations, 64x64, ViT-B-32 + VGG19: under a minute on 2 CPU cores
     python benchmarks/bench_scoring.py --device cuda --anchors 16     # fp32 and auto (fp16) engines
     python benchmarks/bench_scoring.py --precisions auto,reduced       # CPU: also try bf16
     python benchmarks/bench_scoring.py --backbone-table-only           # only the per-backbone table
@@ -39,8 +39,9 @@ estimate: cores × the clock /proc/cpuinfo reports × 64 fp32 FLOPs per cycle
 with AVX-512 (two FMA units), 32 with AVX2 (``--peak-gflops`` overrides it).
 On CUDA the table is printed in fp32 and in the precision ``auto`` picks,
 against the GPU's datasheet peak for that precision (a small table of known
-GPUs, else ``--peak-gflops``). ``--quick`` times the tiny models and only
-``cpdm-inception`` at full size (building ViT-H alone takes longer than a minute on 2 cores).
+GPUs, else ``--peak-gflops``). ``--quick`` times the tiny models on one image and no
+backbone at full size (building ViT-H alone takes longer than a minute on 2 cores), and
+leaves out ``cpdm-inception``, whose tiny twin is the full InceptionV3 (11 GFLOP an image).
 """
 
 from __future__ import annotations
@@ -66,35 +67,51 @@ from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
 from cpdm.scoring.reader import load_scores  # noqa: E402
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
+from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
 from cpdm.store.workspace import init_workspace  # noqa: E402
+
+
+# Left out of the quick table: their tiny twin costs as much as the full network.
+QUICK_TABLE_SKIPS = ("cpdm-inception",)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 anchors x 9 generations, 128x128, ViT-B-32 (under a minute on 2 cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 anchors x 3 generations, 64x64, ViT-B-32, the table on tiny models (under a minute on 2 cores)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--anchors", type=int, default=None, help="anchors (default 8; quick 2)")
-    parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9)")
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 128)")
+    parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9; quick 3)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 64)")
     parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
     parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
     parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
     parser.add_argument("--precisions", default=None, help="engine runs, comma-separated (default: auto on CPU, fp32,auto on CUDA)")
     parser.add_argument("--backbone-table-only", action="store_true", help="only the per-backbone table")
-    parser.add_argument("--full-size", default=None, help="backbones timed at full size, comma-separated (default: all registered; quick: cpdm-inception)")
-    parser.add_argument("--table-images", type=int, default=None, help="images timed per backbone (default 4; quick 2)")
+    parser.add_argument("--full-size", default=None, help="backbones timed at full size, comma-separated (default: all registered; quick: none)")
+    parser.add_argument("--table-backbones", default=None,
+                        help="backbones in the table, comma-separated (default: all registered; quick: all but cpdm-inception)")
+    parser.add_argument("--table-images", type=int, default=None, help="images timed per backbone (default 4; quick 1)")
     parser.add_argument("--peak-gflops", type=float, default=None, help="the device's peak GFLOP/s for the fraction (default: estimated)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.anchors = args.anchors or (2 if quick else 8)
-    args.generations = args.generations or 9
-    args.size = args.size or (128 if quick else 512)
+    args.generations = args.generations or (3 if quick else 9)
+    args.size = args.size or (64 if quick else 512)
     args.semantic = args.semantic or ("ViT-B-32/openai" if quick else "ViT-L-14/openai")
     args.batch_size = args.batch_size or (64 if args.device.startswith("cuda") else 16)
     args.precisions = (args.precisions or ("fp32,auto" if args.device.startswith("cuda") else "auto")).split(",")
-    args.full_size = (args.full_size or ("cpdm-inception" if quick else ",".join(e.name for e in REGISTRY))).split(",")
-    args.table_images = args.table_images or (2 if quick else 4)
+    if args.full_size is None:
+        args.full_size = "" if quick else ",".join(entry.name for entry in REGISTRY)
+    args.full_size = [name for name in args.full_size.split(",") if name]
+    if args.table_backbones is None:
+        args.table_backbones = ",".join(entry.name for entry in REGISTRY if not (quick and entry.name in QUICK_TABLE_SKIPS))
+    args.table_backbones = [name for name in args.table_backbones.split(",") if name]
+    args.table_images = args.table_images or (1 if quick else 4)
+    unnamed = set(args.full_size + args.table_backbones) - {entry.name for entry in REGISTRY}
+    if unnamed:
+        parser.error(f"no registered backbone named {', '.join(sorted(unnamed))} "
+                     f"(registered: {', '.join(entry.name for entry in REGISTRY)})")
     unknown = set(args.precisions) - set(PRECISION_CHOICES)
     if unknown or "auto" not in args.precisions:
         parser.error(f"--precisions takes {', '.join(PRECISION_CHOICES)} and must include auto (the target's)")
@@ -151,8 +168,7 @@ def build_workspace(root: Path, anchors: int, generations: int, size: int):
     variant = add_variant(ws, "original", base_model="sd", method="original")
     for a in range(anchors):
         anchor_image = store_pil_image(ws, random_image()).sha256
-        with ws.transaction() as conn:
-            anchor = conn.execute("INSERT INTO anchors (image, artist) VALUES (?, ?)", (anchor_image, f"artist {a}")).lastrowid
+        anchor = add_anchor(ws, anchor_image, artist=f"artist {a}")
         prompt = add_prompt(ws, anchor, "x", origin="manual")
         rows = [GenerationRow(prompt, variant, g, None, None, store_pil_image(ws, random_image()).sha256)
                 for g in range(generations)]
@@ -274,6 +290,8 @@ def backbone_table(args) -> dict[str, float]:
     print(f"{'backbone':<28} {'weights':<7} {'precision':<10} {'images/s':>9} {'GFLOP/img':>10} {'GFLOP/s':>9} {'of peak':>8}")
     results = {}
     for entry in REGISTRY:
+        if entry.name not in args.table_backbones:
+            continue
         for mode in ("tiny", "random"):
             if mode == "random" and entry.name not in args.full_size:
                 continue

@@ -68,12 +68,13 @@ def session_cached(name: str, key, compute):
     return cache[key]
 
 
-def pick_campaign(ws, key: str, container=None) -> dict:
+def pick_campaign(ws, key: str, container=None, *, preselect=None) -> dict:
     """The campaign chosen in a select box; stops the page when there is none.
 
-    Preselected: the open campaign with the most ratings (see
-    ``cpdm.rating.campaigns.busiest_campaign_id``). ``container`` is where the box
-    goes (a column, say); the page by default. Returns the campaign's row as
+    Preselected: the campaign whose id ``preselect(ws)`` returns; by default the
+    open campaign with the most ratings (``cpdm.rating.campaigns.busiest_campaign_id``).
+    Every campaign stays selectable. ``container`` is where the box goes (a
+    column, say); the page by default. Returns the campaign's row as
     ``cpdm.rating.campaigns.list_campaigns`` gives it.
     """
     from cpdm.rating.campaigns import busiest_campaign_id, list_campaigns
@@ -83,6 +84,6 @@ def pick_campaign(ws, key: str, container=None) -> dict:
         st.info("No campaigns yet.")
         st.stop()
     names = [c["name"] for c in campaigns]
-    preselected = [c["id"] for c in campaigns].index(busiest_campaign_id(ws))
+    preselected = [c["id"] for c in campaigns].index((preselect or busiest_campaign_id)(ws))
     name = (container or st).selectbox("Campaign", names, index=preselected, key=key)
     return campaigns[names.index(name)]

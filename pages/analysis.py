@@ -6,12 +6,13 @@ import streamlit as st
 
 from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, group_figure_name, run_analysis, scatter_name
 from cpdm.errors import CpdmError
+from cpdm.rating.campaigns import latest_rated_campaign_id
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 
 ws, rater = require_researcher()
 
 st.title("Analysis")
-campaign = pick_campaign(ws, key="analysis_campaign")["name"]
+campaign = pick_campaign(ws, key="analysis_campaign", preselect=latest_rated_campaign_id)["name"]
 
 with st.expander("Which ratings, and how", expanded=False):
     left, right = st.columns(2)

@@ -18,6 +18,7 @@ from cpdm.analysis.report import (
     record_calibration,
 )
 from cpdm.errors import CpdmError
+from cpdm.rating.campaigns import latest_rated_campaign_id
 from cpdm.ui import pick_campaign, require_researcher, session_cached
 
 ws, rater = require_researcher()
@@ -29,7 +30,7 @@ st.markdown(
     "the choice carries over to unseen anchors, next to the paper's w = 0.5."
 )
 left, middle, right = st.columns(3)
-chosen = pick_campaign(ws, key="cal_campaign", container=left)
+chosen = pick_campaign(ws, key="cal_campaign", container=left, preselect=latest_rated_campaign_id)
 campaign = chosen["name"]
 questions, groups = calibration_choices(ws, chosen["id"])
 target = middle.selectbox("Target question", questions, key="cal_target",
@@ -121,7 +122,8 @@ except CpdmError as exc:
 for note in notes:
     st.info(note)
 if comparisons:
-    st.dataframe([comparison.row() for comparison in comparisons], hide_index=True, width="stretch")
+    st.dataframe([comparison.screen_row() for comparison in comparisons], hide_index=True, width="stretch")
+    st.caption(f"Brackets: {comparisons[0].interval}.")
     shown = next((c for c in comparisons if c.question == target), comparisons[0])
     st.image(figure_png(group_curves_figure(shown)))
 elif not notes:

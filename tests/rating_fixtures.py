@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import create_campaign
 from cpdm.store.images import store_pil_image
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_pairs
+from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, get_variant, make_pairs
 
 ARTISTS = ("Ada Painter", "Bo Etcher", "Cy Drawer")
 CATEGORIES = ("style", "character", "portrait")
@@ -58,10 +58,8 @@ def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("origi
     seed = 1000 * (1 + ws.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
     for a in range(n_anchors):
         anchor_image = store_pil_image(ws, tiny_image(seed := seed + 1, image_size)).sha256
-        anchor_id = ws.conn.execute(
-            "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
-            (anchor_image, ARTISTS[a % len(ARTISTS)], f"Work {a}", CATEGORIES[a % len(CATEGORIES)]),
-        ).lastrowid
+        anchor_id = add_anchor(ws, anchor_image, artist=ARTISTS[a % len(ARTISTS)], title=f"Work {a}",
+                               category=CATEGORIES[a % len(CATEGORIES)])
         anchors.append(anchor_id)
         prompt = add_prompt(ws, anchor_id, f"a painting {a}", origin="manual")
         rows = []

@@ -141,8 +141,8 @@ def test_campaign_pages_preselect_the_newest_campaign(ws, page):
     assert picker.options == ["older", "newer"] and picker.value == "newer"
 
 
-@pytest.mark.parametrize("page", ["analysis.py", "calibration.py", "progress.py"])
-def test_campaign_pages_preselect_the_open_campaign_with_the_most_ratings(ws, page):
+def _campaigns_with_ratings_and_without(ws) -> None:
+    """Two open campaigns with ratings (few, many), a newer closed one with the most, and a newest unrated one."""
     from cpdm.rating.campaigns import set_campaign_status
 
     quiet = create_synthetic_campaign(ws, "open-quiet", n_anchors=2)
@@ -153,6 +153,43 @@ def test_campaign_pages_preselect_the_open_campaign_with_the_most_ratings(ws, pa
     add_simulated_ratings(ws, closed, n_artists=6, n_lay=6, seed=3)
     set_campaign_status(ws, closed, "closed")
     create_synthetic_campaign(ws, "open-newest-empty", n_anchors=2, seed=3)
-    at = open_page(ws, page, analysis_boot=0, cal_boot=0)
+
+
+def _skip_one_pair(ws, campaign_id: int) -> None:
+    """An artist claims a pair of the campaign and skips it: ratings rows, but no answers."""
+    from cpdm.rating.assignment import claim_next
+    from cpdm.rating.submit import submit
+
+    artist, _ = create_rater(ws, "skipper", "artist")
+    item = claim_next(ws, campaign_id, artist)
+    submit(ws, artist, campaign_id, item.pair, None, nonce="skip-nonce-0001", skip_reason="cannot see it")
+
+
+def test_progress_page_preselects_the_open_campaign_with_the_most_ratings(ws):
+    _campaigns_with_ratings_and_without(ws)
+    at = open_page(ws, "progress.py")
     picker = next(box for box in at.selectbox if box.label == "Campaign")
     assert picker.value == "open-busy"
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py"])
+def test_analysis_pages_preselect_the_newest_campaign_with_ratings_and_offer_all(ws, page):
+    _campaigns_with_ratings_and_without(ws)
+    at = open_page(ws, page, analysis_boot=0, cal_boot=0)
+    picker = next(box for box in at.selectbox if box.label == "Campaign")
+    assert picker.value == "closed-busiest"
+    assert picker.options == ["open-quiet", "open-busy", "closed-busiest", "open-newest-empty"]
+    picker.set_value("open-busy").run()
+    assert not at.exception, at.exception
+    assert next(box for box in at.selectbox if box.label == "Campaign").value == "open-busy"
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py"])
+def test_analysis_pages_pass_over_a_newer_campaign_with_only_skips(ws, page):
+    rated = create_synthetic_campaign(ws, "rated", n_anchors=3)
+    add_simulated_ratings(ws, rated, seed=1)
+    skipped = create_synthetic_campaign(ws, "only-skips", n_anchors=2, seed=1)
+    _skip_one_pair(ws, skipped)
+    assert ws.conn.execute("SELECT COUNT(*) FROM ratings WHERE campaign = ?", (skipped,)).fetchone()[0] > 0
+    at = open_page(ws, page, analysis_boot=0, cal_boot=0)
+    assert next(box for box in at.selectbox if box.label == "Campaign").value == "rated"

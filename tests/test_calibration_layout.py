@@ -1,4 +1,4 @@
-"""The calibration page's plot and buttons show everything: the chosen-w mark off the frame, no label cut off."""
+"""The calibration page shows everything: the chosen-w mark off the frame, no label cut off, no table wider than the page."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from cpdm.analysis.groups import GroupComparison
 from cpdm.analysis.plots import calibration_figure
 from cpdm.rating.auth import create_rater
 from tests.browser_support import chromium_page
@@ -34,9 +35,22 @@ def test_chosen_w_mark_lies_inside_the_frame_and_the_legend_covers_no_data(chose
     assert figure.bbox.x0 <= legend.x0 and legend.x1 <= figure.bbox.x1 and figure.bbox.y0 <= legend.y0
 
 
+def test_the_group_comparison_shows_each_estimate_with_its_interval_in_one_cell():
+    comparison = GroupComparison(
+        question="copy", groups=("artists", "lay"), chosen_w={"artists": 0.375, "lay": 0.65},
+        w_ci={"artists": (0.125, 0.5), "lay": (0.5, 0.91342)}, difference=-0.275, difference_ci=(-0.65, 0.0),
+        curves={}, n_anchors=8, n_pairs={"artists": 32, "lay": 30}, interval="95% percentile bootstrap",
+    )
+    assert comparison.screen_row() == {
+        "question": "copy", "w artists": "0.375 [0.125, 0.5]", "w lay": "0.65 [0.5, 0.913]",
+        "artists − lay": "-0.275 [-0.65, 0]", "anchors": 8, "pairs (artists / lay)": "32 / 30",
+    }
+    assert len(comparison.row()) == 14  # downloads keep every number in its own column
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
+def test_no_button_label_is_cut_off_and_no_table_is_wider_than_the_calibration_page(ws):
     from cpdm import serve
     from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 
@@ -47,7 +61,12 @@ def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
         with chromium_page(1280, 720) as page:
             page.goto(f"{server.url}/calibration?token={token}")
             page.get_by_role("button", name="Record in workspace").wait_for(timeout=120_000)
+            page.get_by_role("heading", name="Artists vs lay raters").wait_for(timeout=120_000)
+            page.get_by_text("Brackets:").wait_for(timeout=120_000)  # the comparison table is drawn
             time.sleep(1)
+            # A table's grid scrolls sideways inside its scroller when its columns are wider than the page.
+            table_widths = page.locator("[data-testid='stMain'] [data-testid='stDataFrame'] .dvn-scroller").evaluate_all(
+                "scrollers => scrollers.map(s => [s.scrollWidth, s.clientWidth])")
             labels = page.locator("[data-testid='stMain'] button").evaluate_all(
                 """buttons => buttons.map(b => ({
                     text: b.innerText.trim(),
@@ -57,3 +76,5 @@ def test_no_button_label_is_cut_off_on_the_calibration_page(ws):
     shown = {label["text"].splitlines()[-1]: label["cut"] for label in labels if label["text"]}
     assert {"Weights (JSON)", "Curve (CSV)", "Summary (CSV)", "Plot (PNG)", "Record in workspace"} <= set(shown)
     assert not any(shown.values()), shown
+    assert len(table_widths) == 2  # the summary and the artists-vs-lay comparison
+    assert all(scroll <= visible + 1 for scroll, visible in table_widths), table_widths

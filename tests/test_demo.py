@@ -434,3 +434,20 @@ def test_force_rebuild_replaces_the_demo_without_mixing(demo_build, tmp_path):
         assert ws.conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0] == len(demo.DEMO_PEOPLE)
     assert (path / "notes.txt").read_text() == "mine"  # files that are not the workspace's stay
     assert demo.demo_links(1)[0].url in (path / demo.LINKS_FILE).read_text()
+
+
+@pytest.mark.parametrize("page", ["analysis.py", "calibration.py"])
+def test_demo_analysis_pages_preselect_the_rated_campaign_and_offer_the_open_one(demo_ws, page):
+    from streamlit.testing.v1 import AppTest
+
+    researcher = next(link for link in demo.demo_links(0) if link.role == "researcher")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / page), default_timeout=120)
+    at.session_state["cpdm_ws"] = demo_ws
+    at.session_state["cpdm_rater"] = rater_for_token(demo_ws, researcher.token)
+    at.session_state["analysis_boot"] = at.session_state["cal_boot"] = 0
+    at.run()
+    assert not at.exception, at.exception
+    picker = next(box for box in at.selectbox if box.label == "Campaign")
+    assert picker.value == demo.SIMULATED_CAMPAIGN_NAME  # the open "demo" campaign has no ratings yet
+    assert demo.CAMPAIGN_NAME in picker.options
+    assert not [e.value for e in at.error] and not any("no ratings yet" in str(i.value) for i in at.info)

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -90,23 +91,54 @@ def _sidebar_links(page) -> list[str]:
     return [text.strip().splitlines()[-1] for text in page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()]
 
 
-def test_researcher_deep_link_as_first_visitor_gets_the_raters_page(demo_ws, tmp_path, browser_page):
+def _assert_shown_without_page_not_found(page, path: str) -> None:
+    """The app is idle on ``path`` (the address bar names the page shown) and Streamlit's notice never came up."""
+    _wait_for_idle_app(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.locator("[role='dialog']:visible").count() == 0  # no modal over the page
+    assert urlsplit(page.url).path == path
+    assert parse_qs(urlsplit(page.url).query)["token"]  # a refresh still signs in
+
+
+@pytest.mark.parametrize("path, shown_at, menu_entry, heading", [
+    ("/raters", "/raters", "Raters", "Invite a rater"),
+    ("/campaigns", "/campaigns", "Campaigns", "Create a campaign"),  # the researchers' home page
+    ("/", "/campaigns", "Campaigns", "Create a campaign"),
+    ("/rate", "/campaigns", "Campaigns", "Create a campaign"),  # a rater's page: the researcher's home instead
+])
+def test_researcher_deep_link_as_first_visitor_gets_that_page(demo_ws, tmp_path, browser_page, path, shown_at,
+                                                               menu_entry, heading):
     with cpdm_serve(demo_ws, tmp_path / "log") as base:
-        browser_page.goto(f"{base}/raters?token={_token('Demo researcher')}")
-        browser_page.get_by_role("heading", name="Invite a rater").wait_for(timeout=30_000)
-        _wait_for_idle_app(browser_page)
+        browser_page.goto(f"{base}{path}?token={_token('Demo researcher')}")
+        browser_page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
+        _assert_shown_without_page_not_found(browser_page, shown_at)
         assert browser_page.get_by_text("This page is for researchers").count() == 0
         assert _sidebar_links(browser_page) == RESEARCHER_MENU  # the app's menu, not a list of page files
+        current = browser_page.locator("[data-testid='stSidebarNav'] a[aria-current='page']")
+        assert current.inner_text().strip().splitlines()[-1] == menu_entry
 
 
-@pytest.mark.parametrize("name, their_page", [
-    ("Demo artist 1", lambda page: page.locator("[data-testid='stMain'] img").nth(1)),  # the pair's two images
-    ("Demo artist 2", lambda page: page.get_by_role("heading", name="Welcome, Demo artist 2")),  # not consented yet
+def _pair_images(page):
+    return page.locator("[data-testid='stMain'] img").nth(1)  # the pair's two images
+
+
+def _welcome(name: str):
+    return lambda page: page.get_by_role("heading", name=f"Welcome, {name}")
+
+
+@pytest.mark.parametrize("name, path, shown_at, their_page", [
+    ("Demo artist 1", "/rate", "/rate", _pair_images),
+    ("Demo artist 1", "/", "/rate", _pair_images),
+    ("Demo artist 1", "/welcome", "/rate", _pair_images),  # consented already: straight to rating
+    ("Demo artist 2", "/rate", "/welcome", _welcome("Demo artist 2")),  # not consented yet
+    ("Demo artist 2", "/welcome", "/welcome", _welcome("Demo artist 2")),
+    ("Demo artist 2", "/campaigns", "/welcome", _welcome("Demo artist 2")),  # a researcher's page
 ])
-def test_rater_deep_link_as_first_visitor_gets_their_page(demo_ws, tmp_path, browser_page, name, their_page):
+def test_rater_deep_link_as_first_visitor_gets_their_page(demo_ws, tmp_path, browser_page, name, path, shown_at,
+                                                         their_page):
     with cpdm_serve(demo_ws, tmp_path / "log") as base:
-        browser_page.goto(f"{base}/rate?token={_token(name)}")
+        browser_page.goto(f"{base}{path}?token={_token(name)}")
         their_page(browser_page).wait_for(timeout=30_000)
-        _wait_for_idle_app(browser_page)
+        _assert_shown_without_page_not_found(browser_page, shown_at)
         assert browser_page.get_by_text("This link is not valid").count() == 0
         assert browser_page.locator("[data-testid='stSidebarNav']").count() == 0

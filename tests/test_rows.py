@@ -11,6 +11,7 @@ from cpdm.errors import CpdmError
 from cpdm.store.images import store_image_bytes
 from cpdm.store.rows import (
     GenerationRow,
+    add_anchor_in,
     add_generations,
     add_prompt,
     add_variant,
@@ -21,6 +22,7 @@ from cpdm.store.rows import (
     make_pairs,
     set_variant_status,
 )
+from cpdm.store.rows import add_anchor as add_anchor_row
 from tests.conftest import png_bytes
 
 CURATION_TABLES = ("variants", "prompts", "generations", "pairs")
@@ -33,8 +35,7 @@ def counts(ws) -> dict[str, int]:
 
 def add_anchor(ws, seed: int) -> int:
     image = store_image_bytes(ws, png_bytes(seed), f"anchor {seed}").sha256
-    with ws.transaction() as conn:
-        return conn.execute("INSERT INTO anchors (image, artist) VALUES (?, 'someone')", (image,)).lastrowid
+    return add_anchor_row(ws, image, artist="someone")
 
 
 @pytest.fixture
@@ -269,13 +270,48 @@ def test_check_pairs_for_unknown_anchors_are_refused(study):
     assert counts(ws) == before
 
 
+# -- anchors -------------------------------------------------------------------
+
+
+def _anchor_rows(ws) -> list[tuple]:
+    return ws.conn.execute("SELECT id, image, artist, title, category, source, license FROM anchors ORDER BY id").fetchall()
+
+
+def test_add_anchor_stores_every_field_and_refuses_an_image_that_is_an_anchor_already(ws):
+    image = store_image_bytes(ws, png_bytes(7), "work").sha256
+    anchor = add_anchor_row(ws, image, artist="Ada", title="Lilies", category="portrait", source="scan",
+                            license="CC0")
+    assert _anchor_rows(ws) == [(anchor, image, "Ada", "Lilies", "portrait", "scan", "CC0")]
+    with pytest.raises(CpdmError, match=rf"is anchor {anchor} already"):
+        add_anchor_row(ws, image, artist="someone else")
+    with ws.transaction() as conn:
+        assert add_anchor_in(conn, image) is None  # an import meeting it again: a duplicate, not an error
+    assert _anchor_rows(ws) == [(anchor, image, "Ada", "Lilies", "portrait", "scan", "CC0")]
+
+
+@pytest.mark.parametrize("image, fields, message", [
+    ("0" * 64, {}, "is not stored in the workspace"),
+    (None, {}, "is not stored in the workspace"),
+    ("stored", {"category": "sculpture"}, "anchor category must be one of style, portrait, character, illustration"),
+    ("stored", {"artist": 3}, "an anchor's artist must be text or nothing, got int"),
+    ("stored", {"license": ["CC0"]}, "an anchor's license must be text or nothing, got list"),
+])
+def test_add_anchor_refuses_bad_input_and_writes_nothing(ws, image, fields, message):
+    stored = store_image_bytes(ws, png_bytes(8), "work").sha256
+    with pytest.raises(CpdmError, match=re.escape(message)):
+        add_anchor_row(ws, stored if image == "stored" else image, **fields)
+    assert _anchor_rows(ws) == []
+
+
 # -- the path stays the only one --------------------------------------------
 
-_INSERT = re.compile(r"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(variants|prompts|generations|pairs)\b", re.IGNORECASE)
-# The write path itself; code that writes into a schema-4 database, which the write path cannot open
-# (the fixture builder runs with that old cpdm; the migration test plants rows to migrate).
+_INSERT = re.compile(r"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(anchors|variants|prompts|generations|pairs)\b",
+                     re.IGNORECASE)
+# The write path itself; code that writes into an older schema's database, which the write path cannot
+# open (the fixture builder runs with that old cpdm; the migration tests plant rows to migrate); the
+# test that the schema's own constraints refuse bad rows.
 _ALLOWED = {Path("cpdm/store/rows.py"), Path("tests/fixtures/build_schema_v4_workspace.py"),
-            Path("tests/test_migration_v5.py")}
+            Path("tests/test_migration_v5.py"), Path("tests/test_workspace.py")}
 
 
 def test_no_code_outside_the_write_path_inserts_curation_rows():

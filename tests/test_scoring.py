@@ -24,6 +24,7 @@ from cpdm.scoring.reader import (
     reference_scale_for,
 )
 from cpdm.store.rows import GenerationRow, add_prompt, make_check_pairs, make_pairs
+from cpdm.store.rows import add_anchor as add_anchor_row
 from cpdm.store.rows import add_generations as add_generation_rows
 from tests.conftest import png_bytes
 from tests.rating_fixtures import variant_id
@@ -34,11 +35,7 @@ SEM, STYLE = "tiny:ViT-L-14/openai", "tiny:vgg19"
 def add_anchor(ws, seed: int, n_generations: int, variant: str = "original", size=(32, 32), artist=None) -> dict:
     """An anchor with one prompt and ``n_generations`` generated images, each with a normal pair."""
     anchor_image = store_image_bytes(ws, png_bytes(seed, size)).sha256
-    with ws.transaction() as conn:
-        anchor = conn.execute(
-            "INSERT INTO anchors (image, artist, title) VALUES (?, ?, ?)",
-            (anchor_image, artist or f"artist {seed}", f"work {seed}"),
-        ).lastrowid
+    anchor = add_anchor_row(ws, anchor_image, artist=artist or f"artist {seed}", title=f"work {seed}")
     prompt = add_prompt(ws, anchor, "a painting", origin="manual")
     pairs = add_generations(ws, anchor, prompt, seed, n_generations, variant, size)
     return {"anchor": anchor, "image": anchor_image, "prompt": prompt, "pairs": pairs}

@@ -63,6 +63,28 @@ class GroupComparison:
         row["interval"] = self.interval
         return row
 
+    def screen_row(self) -> dict:
+        """One row of the table a page shows: each estimate with its interval in one cell, the pair counts in one.
+
+        Narrow enough for a laptop screen; the interval's description, the same
+        for every row, goes beside the table. ``row()`` keeps every number in
+        its own column for downloads.
+        """
+        first, second = self.groups
+        row = {"question": self.question}
+        for group in self.groups:
+            row[f"w {group}"] = with_interval(self.chosen_w[group], self.w_ci[group])
+        row[f"{first} − {second}"] = with_interval(self.difference, self.difference_ci)
+        row["anchors"] = self.n_anchors
+        row[f"pairs ({first} / {second})"] = " / ".join(str(self.n_pairs[group]) for group in self.groups)
+        return row
+
+
+def with_interval(value: float, interval: tuple[float, float]) -> str:
+    """``value [low, high]``, each to at most three decimals: exact for every grid step (0.05, 0.025, 0.01)."""
+    low, high = (f"{round(bound, 3):g}" for bound in interval)
+    return f"{round(value, 3):g} [{low}, {high}]"
+
 
 def compare_groups(
     pairs: pd.DataFrame,

@@ -37,6 +37,7 @@ from cpdm.store.images import (
     relative_image_path,
     write_image_file,
 )
+from cpdm.store.rows import add_anchor_in
 from cpdm.store.workspace import ANCHOR_CATEGORIES, Workspace
 from cpdm.progress import track
 
@@ -352,13 +353,10 @@ def _insert_rows(ws: Workspace, items: list[_Checked], report: ImportReport) -> 
         for item in items:
             c = item.candidate
             insert_image_row(conn, item.info)
-            cursor = conn.execute(
-                "INSERT INTO anchors (image, artist, title, category, source, license) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(image) DO NOTHING",
-                (item.info.sha256, c.artist, c.title, c.category, c.source, c.license),
-            )
-            if cursor.rowcount == 1:
-                report.imported.append(ImportedAnchor(c.name, cursor.lastrowid, item.info.sha256))
+            anchor_id = add_anchor_in(conn, item.info.sha256, artist=c.artist, title=c.title, category=c.category,
+                                      source=c.source, license=c.license)
+            if anchor_id is not None:
+                report.imported.append(ImportedAnchor(c.name, anchor_id, item.info.sha256))
             else:  # another import added it since we looked
                 report.duplicates.append(FileNote(c.name, "already in the workspace"))
 

@@ -85,7 +85,7 @@ from cpdm.demo.painter import (
 )
 from cpdm.demo.variants import RELATIONS, VARIANTS, VariantRelation
 from cpdm.errors import CpdmError
-from cpdm.store.rows import GenerationRow, add_prompt, add_variant, make_check_pairs, make_pairs
+from cpdm.store.rows import GenerationRow, add_anchor_in, add_prompt, add_variant, make_check_pairs, make_pairs
 from cpdm.store.rows import add_generations as add_generation_rows
 from cpdm.store.workspace import DB_NAME, open_workspace
 from cpdm.store.writer import close_writer_connection
@@ -201,17 +201,10 @@ def add_anchors(ws, seed: int) -> list[DemoAnchor]:
                 content = make_content(content_seed)
                 image = render_content(content, artist, texture_seed=derive_int("anchor-texture", seed, artist.name, work))
                 info = _store(ws, image, f"{artist.name} work {work}")
-                anchor_id = conn.execute(
-                    "INSERT INTO anchors (image, artist, title, category, source, license) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        info.sha256,
-                        artist.name,
-                        f"{content.subject.capitalize()} no. {work}",
-                        "style",
-                        f"{BASE_MODEL} seed {seed}",
-                        "CC0 (synthetic demo image)",
-                    ),
-                ).lastrowid
+                anchor_id = add_anchor_in(
+                    conn, info.sha256, artist=artist.name, title=f"{content.subject.capitalize()} no. {work}",
+                    category="style", source=f"{BASE_MODEL} seed {seed}", license="CC0 (synthetic demo image)",
+                )
                 anchors.append(DemoAnchor(anchor_id, artist, content_seed, content.subject, info.sha256))
     return anchors
 

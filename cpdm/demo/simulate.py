@@ -33,7 +33,7 @@ from cpdm.demo.variants import CONTENT_CHANGED, DEMO_METHOD, ORIGINAL, RELATIONS
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import parse_protocol
 from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_check_pairs
-from cpdm.store.rows import make_pairs
+from cpdm.store.rows import add_anchor, make_pairs
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
 VARIANT_CLOSENESS = {
@@ -371,11 +371,7 @@ def _store_tiny_png(ws, rng: np.random.Generator, label: str) -> str:
 def _synthetic_anchor(ws, rng: np.random.Generator, number: int) -> int:
     """A synthetic anchor with a tiny random image; returns its id."""
     image = _store_tiny_png(ws, rng, f"anchor {number}")
-    with ws.transaction() as conn:
-        return conn.execute(
-            "INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, 'style')",
-            (image, f"artist {number % 4 + 1}", f"work {number}"),
-        ).lastrowid
+    return add_anchor(ws, image, artist=f"artist {number % 4 + 1}", title=f"work {number}", category="style")
 
 
 def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:

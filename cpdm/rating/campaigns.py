@@ -238,6 +238,19 @@ def busiest_campaign_id(ws) -> int | None:
     return None if row is None else row[0]
 
 
+def latest_rated_campaign_id(ws) -> int | None:
+    """The campaign an analysis most likely means: the newest with answers (not only skips), else the newest.
+
+    None when there are no campaigns. (The open campaign is often still
+    unrated while an earlier or simulated campaign holds the data.)
+    """
+    row = ws.conn.execute(
+        "SELECT c.id FROM campaigns c ORDER BY EXISTS (SELECT 1 FROM ratings r WHERE r.campaign = c.id "
+        "AND r.value IS NOT NULL) DESC, c.id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def list_campaigns(ws) -> list[dict]:
     rows = ws.conn.execute(
         "SELECT c.id, c.name, c.status, c.overlap, COUNT(cp.pair) FROM campaigns c "

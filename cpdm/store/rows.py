@@ -1,4 +1,4 @@
-"""The one write path for curation rows: variants, prompts, generations and pairs.
+"""The one write path for curation rows: anchors, variants, prompts, generations and pairs.
 
 Everything that adds these rows (curation, generation, unlearning, the demo,
 the simulator, tests and benchmarks) calls these functions, so each rule is
@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 from cpdm.errors import CpdmError
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.workspace import BASELINE_METHOD, PROMPT_ORIGINS, VARIANT_STATUSES, canonical_json
+from cpdm.store.workspace import ANCHOR_CATEGORIES, BASELINE_METHOD, PROMPT_ORIGINS, VARIANT_STATUSES, canonical_json
 
 # Who writes a prompt of an origin when the caller does not say (interrogator and LLM prompts name their model).
 DEFAULT_AUTHORS = {"template": "template", "manual": "manual"}
@@ -43,6 +43,61 @@ def _text(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CpdmError(f"{what} must be non-empty text, got {value!r}")
     return value.strip()
+
+
+def _optional_text(value, what: str) -> str | None:
+    """None, or a string as given; anything else is a CpdmError."""
+    if value is not None and not isinstance(value, str):
+        raise CpdmError(f"{what} must be text or nothing, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Anchors
+# --------------------------------------------------------------------------
+
+
+def add_anchor_in(
+    conn,
+    image: str,
+    *,
+    artist: str | None = None,
+    title: str | None = None,
+    category: str = "style",
+    source: str | None = None,
+    license: str | None = None,  # noqa: A002 (the column's name)
+) -> int | None:
+    """Add an anchor for a stored image inside the caller's transaction.
+
+    Returns its id, or None when the image is an anchor already (an image is
+    one anchor at most; an import that meets it again reports a duplicate).
+    The image must be in the workspace's ``images`` table.
+    """
+    if category not in ANCHOR_CATEGORIES:
+        raise CpdmError(f"anchor category must be one of {', '.join(ANCHOR_CATEGORIES)}, got {category!r}")
+    texts = [_optional_text(value, f"an anchor's {what}") for value, what in
+             ((artist, "artist"), (title, "title"), (source, "source"), (license, "license"))]
+    if not isinstance(image, str) or not conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (image,)).fetchone():
+        raise CpdmError(f"image {image!r} is not stored in the workspace")
+    cursor = conn.execute(
+        "INSERT INTO anchors (image, artist, title, category, source, license) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(image) DO NOTHING",
+        (image, texts[0], texts[1], category, texts[2], texts[3]),
+    )
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+def add_anchor(ws, image: str, **fields) -> int:
+    """Add an anchor for a stored image (see :func:`add_anchor_in` for ``fields``) and return its id.
+
+    An image that is an anchor already is refused, naming that anchor.
+    """
+    with ws.transaction() as conn:
+        anchor_id = add_anchor_in(conn, image, **fields)
+        if anchor_id is None:
+            existing = conn.execute("SELECT id FROM anchors WHERE image = ?", (image,)).fetchone()[0]
+            raise CpdmError(f"image {image[:12]}… is anchor {existing} already")
+        return anchor_id
 
 
 # --------------------------------------------------------------------------
