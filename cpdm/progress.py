@@ -36,9 +36,9 @@ class ProgressBar:
         self.bar.update(n)
         self._report()
 
-    def set_postfix(self, **values) -> None:
-        """Show values beside the bar (a loss, say); inside a job they join its message."""
-        self.bar.set_postfix(**values)
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        """Show values beside the bar (a loss, say) from its next update on; inside a job they join its message."""
+        self.bar.set_postfix(refresh=refresh, **values)
         self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
 
     def _report(self) -> None:

@@ -277,6 +277,11 @@ def _check_target(data: CampaignData, target: str) -> None:
                         f"(questions: {', '.join(data.questions)})")
 
 
+def default_report_dir(ws, campaign: str) -> Path:
+    """Where ``cpdm analyze`` writes a campaign's report unless told otherwise."""
+    return ws.exports_dir / f"report-{campaign}"
+
+
 def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
     """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
     from cpdm.metric import cm_paper, cm_weighted

@@ -139,3 +139,5 @@ from cpdm.cli import score_cmds  # noqa: E402,F401
 from cpdm.cli import rating_cmds  # noqa: E402,F401
 from cpdm.cli import unlearn_cmds  # noqa: E402,F401
 from cpdm.cli import curation_cmds  # noqa: E402,F401
+from cpdm.cli import jobs_cmds  # noqa: E402,F401
+from cpdm.cli import pipeline_cmds  # noqa: E402,F401

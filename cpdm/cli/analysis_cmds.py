@@ -89,13 +89,13 @@ def analyze(workspace, campaign, group, out, **kwargs):
     Example:
       cpdm analyze --campaign demo --group artists --out reports/demo
     """
-    from cpdm.analysis.report import run_analysis, write_report
+    from cpdm.analysis.report import default_report_dir, run_analysis, write_report
 
     ws = open_ws(workspace)
     groups = [group] if group else ["artists", "lay", "all"]
     options = _options(groups, group or "artists", strict=group is not None, **kwargs)
     analysis = run_analysis(ws, campaign, options)
-    out_dir = Path(out) if out else ws.exports_dir / f"report-{campaign}"
+    out_dir = Path(out) if out else default_report_dir(ws, campaign)
     written = write_report(analysis, out_dir)
     click.echo(f"report for campaign {campaign!r} written to {out_dir} ({len(written)} files)")
     click.echo(f"intervals: {options.intervals()}")

@@ -9,7 +9,20 @@ import click
 from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.workspace_cmds import _print_table
+from cpdm.curation.interrogate import TOP_FLAVORS
+from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
 from cpdm.errors import CpdmError
+from cpdm.generation.settings import (
+    BASELINE_VARIANT,
+    DTYPES,
+    PAPER_GUIDANCE,
+    PAPER_PER_PROMPT,
+    PAPER_SEED,
+    PAPER_STEPS,
+    DEFAULT_SCHEDULER,
+    SCHEDULERS,
+    UNKNOWN_BASE,
+)
 from cpdm.store.workspace import PROMPT_ORIGINS
 
 # Prompts longer than this are shortened in `cpdm prompts list`'s table (never in JSON).
@@ -59,7 +72,7 @@ def prompts():
               help="BLIP caption weights (folder or cached model id); default: Salesforce/blip-image-captioning-large when cached.")
 @click.option("--banks", "banks_dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (default: clip-interrogator's).")
-@click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=TOP_FLAVORS, show_default=True,
               help="Flavour terms in each prompt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @offline_tiny_option
@@ -91,14 +104,14 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
 
 @prompts.command("refine")
 @workspace_option
-@click.option("--refiner", type=click.Choice(["template", "openai"]), default="template", show_default=True,
+@click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
               help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
 @click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds to wait for each answer (openai).")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--retries", type=click.IntRange(min=0), default=DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
@@ -184,25 +197,27 @@ def prompts_add(workspace, anchor_id, text):
 
 @cli.command()
 @workspace_option
-@click.option("--variant", default="original", show_default=True,
+@click.option("--variant", default=BASELINE_VARIANT, show_default=True,
               help="Variant to generate with ('original', the baseline, is created when missing).")
 @click.option("--base-model", default=None,
               help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
                    "default stabilityai/stable-diffusion-2-1, the CPDM release's).")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
-@click.option("--per-prompt", type=int, default=9, show_default=True, help="Images per prompt; image k uses seed + k.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, default=9.0, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=23, show_default=True, help="Seed of each prompt's first image.")
-@click.option("--scheduler", default="ddim", show_default=True, help="ddim, pndm, lms, euler, euler-a or dpm.")
+@click.option("--per-prompt", type=int, default=PAPER_PER_PROMPT, show_default=True,
+              help="Images per prompt; image k uses seed + k.")
+@click.option("--steps", type=int, default=PAPER_STEPS, show_default=True, help="Sampling steps.")
+@click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
+              help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
+@click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
 @click.option("--negative", default=None, help="Negative prompt.")
 @click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
 @click.option("--width", type=int, default=None, help="Image width, a multiple of 8 (default: the model's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per batch (default: 4 on the CPU; on CUDA the prompt's images, halved when memory runs out).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None,
+@click.option("--dtype", type=click.Choice(DTYPES), default=None,
               help="Weights' precision (default: float16 on CUDA, float32 on the CPU).")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Protocol whose attention_checks.rate sets the share of check pairs (default: the default protocol).")
@@ -224,7 +239,8 @@ def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guid
       cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
       cpdm generate --offline-tiny --steps 2 --height 64 --width 64
     """
-    from cpdm.generation.batch import GenerationSettings, run_generation
+    from cpdm.generation.batch import run_generation
+    from cpdm.generation.settings import GenerationSettings
     from cpdm.rating.protocol import default_protocol_path, load_protocol_file
 
     _, protocol = load_protocol_file(protocol_file or default_protocol_path())
@@ -267,7 +283,7 @@ def export_dataset_cmd(workspace, folder):
 @click.argument("folder", type=click.Path(file_okay=False, exists=True))
 @click.option("--variant", default="original", show_default=True,
               help="Plain layout only: the variant the generated images are recorded under.")
-@click.option("--base-model", default="unknown", show_default=True,
+@click.option("--base-model", default=UNKNOWN_BASE, show_default=True,
               help="Plain layout only: base model of that variant when it is created.")
 @cpdm_command
 def import_dataset_cmd(workspace, folder, variant, base_model):

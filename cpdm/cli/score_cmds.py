@@ -8,6 +8,7 @@ from cpdm import metric
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
 
 
 def _campaign_id(ws, campaign: str | None) -> int | None:
@@ -82,11 +83,11 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @click.option("--backbones", default=None, help="Several backbones, comma-separated: every semantic x style combination is scored in one pass (each image decoded once, each backbone run once per image).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False), default=None, help="Weights JSON from `cpdm calibrate`: report CM_w at its w and x_ref.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "reduced", "fp32"]),  # cpdm.scoring.precision.PRECISION_CHOICES, without importing torch
-    default="auto",
+    type=click.Choice(PRECISION_CHOICES),
+    default=DEFAULT_PRECISION,
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
     "fp32 on the CPU. reduced: also try bf16 matrix products on CPUs with bf16 instructions. fp32: always fp32.",

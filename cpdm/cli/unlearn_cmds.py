@@ -8,6 +8,8 @@ import click
 
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
+from cpdm.generation.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES
 
 METHOD_HELP = """\b
 Methods (hyperparameters and their defaults: `cpdm variants methods`):
@@ -34,18 +36,19 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @cli.command(epilog=METHOD_HELP)
 @click.argument("method")
 @click.option("--variant-name", required=True, help="Name of the new variant (what generation and reports use).")
-@click.option("--base", default=None, help="Base model: a local diffusers folder or a cached Hugging Face id.")
+@click.option("--base", default=DEFAULT_SD_MODEL, show_default=True,
+              help="Base model: a local diffusers folder or a cached Hugging Face id.")
 @click.option("--concept", "concepts", multiple=True, required=True, help="A concept to erase (repeatable).")
 @click.option("--preserve", "preserve", multiple=True, help="A concept to keep as it is (repeatable).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of images of the concept (methods that train on images).")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="A hyperparameter, e.g. -p iterations=1000 -p lr=1e-5 (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N).")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=DEFAULT_PRECISION,
               show_default=True, help="Compute precision of training passes (weights stay float32).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=DEFAULT_CHECKPOINT_EVERY, show_default=True,
               help="Save a resumable checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue the variant's interrupted run from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -62,12 +65,11 @@ def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, 
           --concept "Claude Monet" --device cuda
       cpdm unlearn uce --variant-name uce-monet --offline-tiny --concept "Claude Monet"
     """
-    from cpdm.generation.pipeline import DEFAULT_SD_MODEL
     from cpdm.unlearning.runner import unlearn as run_unlearning
 
     ws = open_ws(workspace)
     variant = run_unlearning(
-        ws, method, variant_name, base=base or DEFAULT_SD_MODEL, concepts=concepts, preserve=preserve,
+        ws, method, variant_name, base=base, concepts=concepts, preserve=preserve,
         images_dir=images_dir, params=parse_params(params), seed=seed, device=device, precision=precision,
         offline_tiny=offline_tiny, resume=resume, checkpoint_every=checkpoint_every, progress=not quiet,
     )
@@ -149,7 +151,7 @@ def variants_methods(workspace):
     for method in METHODS.values():
         click.echo(f"{method.name}: {method.summary}")
         for key, value in method.defaults.items():
-            click.echo(f"    {key} = {value!r}")
+            click.echo(f"    {key} = {value!r}    {method.help.get(key, '')}".rstrip())
 
 
 @cli.group()
@@ -159,10 +161,10 @@ def unlearning():
 
 @unlearning.command("report")
 @click.option("--variant", "variant_name", required=True, help="The unlearned variant.")
-@click.option("--vs", "baseline", default="original", show_default=True, help="The variant to compare with.")
-@click.option("--seed", "seeds", type=int, multiple=True, help="Generation seed (repeatable; default 23).")
-@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--guidance", type=float, default=9.0, show_default=True)
+@click.option("--vs", "baseline", default=BASELINE_VARIANT, show_default=True, help="The variant to compare with.")
+@click.option("--seed", "seeds", type=int, multiple=True, help=f"Generation seed (repeatable; default {PAPER_SEED}).")
+@click.option("--steps", type=click.IntRange(min=1), default=PAPER_STEPS, show_default=True)
+@click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True)
 @click.option("--size", type=int, default=None, help="Image side in pixels (a multiple of 8; default: the model's).")
 @click.option("--max-prompts", type=click.IntRange(min=1), default=None, help="At most this many prompts per set.")
 @click.option("--device", default="cpu", show_default=True)
@@ -183,7 +185,7 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
     from cpdm.unlearning.report import ReportSettings, format_report, unlearning_report
     from cpdm.unlearning.runner import check_device
 
-    settings = ReportSettings(seeds=tuple(seeds) or (23,), steps=steps, guidance=guidance, size=size,
+    settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
                               progress=not quiet)
     table = unlearning_report(open_ws(workspace), variant_name, baseline, settings)

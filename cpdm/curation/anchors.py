@@ -23,11 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
 
 from cpdm.errors import CpdmError
 from cpdm.store.images import (
@@ -40,6 +38,7 @@ from cpdm.store.images import (
     write_image_file,
 )
 from cpdm.store.workspace import ANCHOR_CATEGORIES, Workspace
+from cpdm.progress import track
 
 META_COLUMNS = ("file", "artist", "title", "category", "source", "license")
 REQUIRED_COLUMNS = ("file",)
@@ -288,7 +287,7 @@ class _Checked:
 def _check_images(candidates: list[Candidate], problems: _Problems, progress: bool) -> list[_Checked]:
     """Read and validate every candidate image (nothing is written)."""
     checked = []
-    for candidate in tqdm(candidates, desc="checking", unit="img", file=sys.stderr, disable=not progress):
+    for candidate in track(candidates, "checking", unit="img", enabled=progress):
         try:
             _, info = read_image_file(candidate.path, candidate.name)
         except ImageError as exc:
@@ -325,7 +324,7 @@ def _write_files(ws: Workspace, items: list[_Checked], progress: bool) -> list[P
     """
     created: list[Path] = []
     try:
-        for item in tqdm(items, desc="storing", unit="img", file=sys.stderr, disable=not progress):
+        for item in track(items, "storing", unit="img", enabled=progress):
             data, info = read_image_file(item.candidate.path, item.candidate.name)
             if info.sha256 != item.info.sha256:
                 raise AnchorImportError(f"{item.candidate.name}: file changed during the import; run it again")

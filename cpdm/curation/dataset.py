@@ -48,6 +48,7 @@ from cpdm.store.rows import (
     make_pairs,
 )
 from cpdm.errors import CpdmError
+from cpdm.generation.settings import UNKNOWN_BASE
 from cpdm.store.images import IMAGE_SUFFIXES, read_image_file, store_image_bytes
 from cpdm.store.workspace import BASELINE_METHOD
 
@@ -167,7 +168,7 @@ class DatasetImportReport:
 
 
 def import_dataset(ws, folder: str | os.PathLike, *, variant: str = "original",
-                   base_model: str = "unknown") -> DatasetImportReport:
+                   base_model: str = UNKNOWN_BASE) -> DatasetImportReport:
     """Import an exported dataset, or the CPDM release's plain layout (``variant``/``base_model`` apply there)."""
     folder = Path(folder)
     if not folder.is_dir():

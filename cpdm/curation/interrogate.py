@@ -26,17 +26,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.curation.prompts import prompt_rows
 from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.progress import track
 from cpdm.store.rows import add_prompt
 
 BANKS = ("mediums", "movements", "artists", "flavors")
@@ -149,8 +148,7 @@ def bank_embeddings(ws, clip: TextImageClip, bank: str, terms: list[str], progre
     texts = [BANK_TEMPLATES[bank].format(term) for term in terms]
     chunks = []
     batches = range(0, len(texts), TEXT_BATCH)
-    bar = tqdm(batches, desc=f"embedding {bank}", unit="batch", file=sys.stderr, disable=not progress or len(batches) < 2)
-    for start in bar:
+    for start in track(batches, f"embedding {bank}", unit="batch", enabled=progress and len(batches) >= 2):
         chunks.append(clip.embed_texts(texts[start : start + TEXT_BATCH]))
     embeddings = torch.cat(chunks)
     save_bank_embeddings(path, embeddings)
@@ -274,8 +272,7 @@ def interrogate_anchors(
         return report
     captioner, caption_name = _choose_captioner(caption_model, offline_tiny, device, report)
     embeddings = {bank: bank_embeddings(ws, clip, bank, terms, progress) for bank, terms in banks.items()}
-    for anchor_id, image_sha, title, artist in tqdm(todo, desc="interrogating", unit="anchor", file=sys.stderr,
-                                                   disable=not progress):
+    for anchor_id, image_sha, title, artist in track(todo, "interrogating", unit="anchor", enabled=progress):
         image = load_image(ws, image_sha)
         image_embedding = clip.embed_images([image])[0]
         best = {bank: rank_terms(image_embedding, embeddings[bank], banks[bank],

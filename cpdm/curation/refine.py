@@ -25,18 +25,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 from cpdm.curation.prompts import PromptRow, prompt_rows
 from cpdm.store.rows import add_prompt
 from cpdm.errors import CpdmError
+from cpdm.progress import track
 
 REFINERS = ("template", "openai")
 INSTRUCTION = (
@@ -257,7 +256,7 @@ def refine_prompts(ws, refiner, prompt_ids: list[int] | None = None, progress: b
     if not sources:
         raise CpdmError("no prompts to refine (run `cpdm prompts interrogate` or `cpdm prompts add` first)")
     meta = {row[0]: row[1:] for row in ws.conn.execute("SELECT id, title, artist FROM anchors").fetchall()}
-    for source in tqdm(sources, desc="refining", unit="prompt", file=sys.stderr, disable=not progress):
+    for source in track(sources, "refining", unit="prompt", enabled=progress):
         if _already_refined(ws, source, refiner.author):
             report.skipped.append(source.id)
             continue

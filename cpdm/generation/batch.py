@@ -17,10 +17,7 @@ are added as generations land, so that they make up the protocol's share
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
-
-from tqdm import tqdm
 
 from cpdm.curation.prompts import prompt_rows
 from cpdm.store.rows import (
@@ -34,11 +31,15 @@ from cpdm.store.rows import (
     make_pairs,
 )
 from cpdm.errors import CpdmError
+from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD
+from cpdm.generation.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
+    BASELINE_VARIANT,
+    PAPER_PER_PROMPT,
+    PAPER_SD_MODEL,
+    GenerationSettings,
+)
 from cpdm.generation.pipeline import (
-    PAPER_GUIDANCE,
-    PAPER_SEED,
-    PAPER_STEPS,
     TINY_BASE,
     TOKENIZER_MAX_LENGTH,
     resolve_dtype,
@@ -47,39 +48,7 @@ from cpdm.generation.pipeline import (
     prompt_token_count,
 )
 
-PAPER_PER_PROMPT = 9
-# The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
-PAPER_SD_MODEL = "stabilityai/stable-diffusion-2-1"
-BASELINE_VARIANT = "original"  # the name of the baseline variant generate creates
 CPU_BATCH = 4
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How images are made (the paper's defaults); everything here is recorded with each image."""
-
-    per_prompt: int = PAPER_PER_PROMPT
-    steps: int = PAPER_STEPS
-    guidance: float = PAPER_GUIDANCE
-    seed: int = PAPER_SEED
-    scheduler: str = "ddim"
-    negative: str | None = None
-    height: int | None = None
-    width: int | None = None
-
-    def check(self) -> None:
-        """Refuse settings that cannot make an image, before any model is loaded."""
-        if self.per_prompt < 1:
-            raise CpdmError(f"--per-prompt must be at least 1, got {self.per_prompt}")
-        if self.steps < 1:
-            raise CpdmError(f"--steps must be at least 1, got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise CpdmError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
-        if self.seed < 0:
-            raise CpdmError(f"--seed must be ≥ 0, got {self.seed}")
-        for label, value in (("height", self.height), ("width", self.width)):
-            if value is not None and (value <= 0 or value % 8):
-                raise CpdmError(f"--{label} must be a positive multiple of 8, got {value}")
 
 
 @dataclass(frozen=True)
@@ -233,7 +202,7 @@ def run_generation(
         make_pairs(ws, done)
         ensure_check_rate(ws, check_rate)
     size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
-    bar = tqdm(total=len(todo), desc=f"generating ({chosen.name})", unit="img", file=sys.stderr, disable=not progress)
+    bar = progress_bar(len(todo), f"generating ({chosen.name})", unit="img", enabled=progress)
     try:
         start = 0
         while start < len(todo):
@@ -248,8 +217,8 @@ def run_generation(
             report.generated += ids
             make_pairs(ws, ids)
             ensure_check_rate(ws, check_rate)
-            bar.update(len(batch))
             start += len(batch)
+            bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
     finally:
         bar.close()
         normal_after, checks_after = _pair_counts(ws)

@@ -28,17 +28,18 @@ from PIL import Image
 
 from cpdm.errors import CpdmError, MissingWeightsError
 from cpdm.store.workspace import BASELINE_METHOD
+from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model loaders' defaults)
+    DEFAULT_SD_MODEL,
+    DTYPES,
+    PAPER_GUIDANCE,
+    PAPER_SEED,
+    PAPER_STEPS,
+    SCHEDULERS,
+    TINY_BASE,
+)
 
-DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 # runwayml took its repository down; the same files live on under this id.
 SD15_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-# The CPDM paper's generation settings.
-PAPER_STEPS = 50
-PAPER_GUIDANCE = 9.0
-PAPER_SEED = 23
-
-# The base model name of variants made on the tiny random pipeline (--offline-tiny).
-TINY_BASE = "offline-tiny"
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -295,17 +296,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -
     if not isinstance(resolved, torch.dtype):
         raise CpdmError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
     return resolved
-
-
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "dpm": "DPMSolverMultistepScheduler",
-}
-DTYPES = ("float16", "bfloat16", "float32")
 
 
 def set_scheduler(pipeline, name: str) -> None:

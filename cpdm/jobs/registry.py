@@ -6,10 +6,17 @@ that turns user parameters into complete ones (so errors show when the job
 is enqueued, not when a worker claims it). The real kinds (generate,
 unlearn, score, …) live in :mod:`cpdm.jobs.kinds`, each calling the library
 function its CLI command calls; they register themselves on import.
+
+The environment variable ``CPDM_EXTRA_KINDS`` names more modules to import
+(comma-separated, e.g. ``tests.jobs_support``), each registering kinds of
+its own: how a worker process started for a test or a plugin learns kinds
+the library does not ship.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -39,6 +46,12 @@ def register_kind(kind: JobKind) -> JobKind:
 
 def _load_builtin_kinds() -> None:
     import cpdm.jobs.kinds  # noqa: F401  (registers the library's kinds)
+
+    for module in filter(None, (name.strip() for name in os.environ.get("CPDM_EXTRA_KINDS", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CpdmError(f"CPDM_EXTRA_KINDS names {module!r}, which cannot be imported: {exc}") from exc
 
 
 def get_kind(name: str) -> JobKind:

@@ -48,6 +48,7 @@ from cpdm.backbones import (
     load_style,
     resolve_device,
 )
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
@@ -335,11 +336,11 @@ def build_engine(
     semantic: str | Sequence[str] = DEFAULT_SEMANTIC,
     style: str | Sequence[str] = DEFAULT_STYLE,
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     offline_tiny: bool = False,
     mode: str | None = None,
     style_image_size: int | None = None,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
@@ -371,11 +372,11 @@ def score_pairs(
     semantic: str | Sequence[str] = DEFAULT_SEMANTIC,
     style: str | Sequence[str] = DEFAULT_STYLE,
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     offline_tiny: bool = False,
     progress: bool = True,
     engine: ScoringEngine | None = None,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 
@@ -401,12 +402,12 @@ def score_pairs(
     done = {combination: _scored_pair_ids(ws, *combination) for combination in keys}
     todo = [pair for pair in pairs if any(pair.id not in scored for scored in done.values())]
     report.pairs_already_scored = len(pairs) - len(todo)
-    from tqdm import tqdm
+    from cpdm.progress import progress_bar
 
-    with tqdm(total=len(todo), unit="pair", desc="scoring", disable=not progress or not todo) as bar:
+    with progress_bar(len(todo), "scoring", unit="pair", enabled=progress and bool(todo)) as bar:
         for chunk in _chunks_by_anchor(todo, engine.batch_size):
             engine.score_chunk(chunk, report, done)
-            bar.update(len(chunk))
+            bar.update(len(chunk))  # a cancelled job stops here, once the chunk's scores are stored
     report.reference_distances_added = engine.add_reference_distances(pairs)
     report.precision = {key: chosen or FP32 for key, chosen in engine.extractor.precision.items()}
     report.seconds = time.perf_counter() - started

@@ -47,11 +47,11 @@ from typing import Callable, Sequence
 import torch
 
 from cpdm.errors import CpdmError
+from cpdm.scoring import PRECISION_CHOICES
 
 FP32 = "float32"
 CUDA_REDUCED = "float16"
 CPU_REDUCED = "bf16-matmul"
-PRECISION_CHOICES = ("auto", "reduced", "fp32")
 TOLERANCE = 1e-3  # the most any distance may move when reduced precision is used
 PROBE_IMAGES = 4  # images compared both ways: 6 distances
 PROBE_MARGIN = 4.0  # on the probe, errors must stay under TOLERANCE / PROBE_MARGIN

@@ -398,3 +398,14 @@ def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, i
     """
     with ws.transaction() as conn:
         return make_check_pairs_in(conn, anchor_ids, unrelated)
+
+
+def variant_pair_ids(ws, variant: int | str) -> list[int]:
+    """The normal pairs of a variant's generations (by variant name or id), in id order."""
+    variant_id = get_variant(ws, variant).id
+    rows = ws.conn.execute(
+        "SELECT p.id FROM pairs p JOIN generations g ON g.id = p.generation "
+        "WHERE g.variant = ? AND p.kind = 'normal' ORDER BY p.id",
+        (variant_id,),
+    ).fetchall()
+    return [row[0] for row in rows]

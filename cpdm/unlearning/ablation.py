@@ -98,6 +98,19 @@ class ConceptAblation(Method):
     defaults = {"iterations": 100, "lr": 2e-6, "scale_lr": True, "weight_decay": 1e-2, "max_grad_norm": 1.0,
                 "batch_size": 8, "anchor": "painting", "concept_type": "style", "anchor_images": 200,
                 "anchor_steps": 50, "anchor_guidance": 6.0}
+    help = {
+        "iterations": "optimisation steps",
+        "lr": "AdamW learning rate (multiplied by batch_size when scale_lr)",
+        "scale_lr": "scale lr by the batch size, as the authors do",
+        "weight_decay": "AdamW weight decay",
+        "max_grad_norm": "gradient clipping norm",
+        "batch_size": "anchor images per step",
+        "anchor": "the concept the target's captions should behave like",
+        "concept_type": "style or object: which caption templates pair the anchor and the target",
+        "anchor_images": "anchor images the base model generates when --images is not given",
+        "anchor_steps": "DDIM steps of those generations",
+        "anchor_guidance": "classifier-free guidance of those generations",
+    }
     iterative = True
 
     def check_params(self, params: dict) -> None:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,13 +67,15 @@ class Method:
     """Base class of the unlearning methods; subclasses set the class attributes and :meth:`run`.
 
     ``defaults`` maps each hyperparameter to its default (its type is the
-    type a given value is converted to). ``needs_images`` methods refuse a
-    request without images. ``inference_time`` methods change no weights.
+    type a given value is converted to) and ``help`` to one line saying what
+    it does. ``needs_images`` methods refuse a request without images.
+    ``inference_time`` methods change no weights.
     """
 
     name: str = ""
     summary: str = ""
     defaults: dict = {}
+    help: dict = {}
     needs_images: bool = False
     inference_time: bool = False
     iterative: bool = False
@@ -267,14 +268,14 @@ def train_loop(
     ends the run early, before that step is applied (a divergence guard).
     With ``options.resume`` and a checkpoint on disk the run continues from it.
     """
-    from tqdm.auto import tqdm
+    from cpdm.jobs.context import JobCancelled
+    from cpdm.progress import progress_bar
 
     start, losses = 0, []
     checkpoint = options.checkpoint_path
     if options.resume and checkpoint is not None and checkpoint.is_file():
         start, losses = load_checkpoint(checkpoint, parameters, optimizer, fingerprint)
-    bar = tqdm(total=steps, initial=start, desc=description, unit="it", file=sys.stderr,
-               disable=not options.progress, dynamic_ncols=True)
+    bar = progress_bar(steps, description, unit="it", enabled=options.progress, initial=start)
     try:
         for step in range(start, steps):
             optimizer.zero_grad(set_to_none=True)
@@ -291,11 +292,17 @@ def train_loop(
             if after_step is not None:
                 after_step(step)
             losses.append(value)
-            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4g}")
             done = step + 1
             if checkpoint is not None and options.checkpoint_every > 0 and done % options.checkpoint_every == 0 and done < steps:
                 save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+            try:
+                bar.update(1)
+            except JobCancelled:
+                # Keep every step made so far: a resumed run continues from this one.
+                if checkpoint is not None and done < steps:
+                    save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+                raise
     finally:
         bar.close()
     return losses

@@ -126,6 +126,13 @@ class ESD(Method):
     """ESD; the subclasses pick the parameters (ESD-x: cross-attention, ESD-u: the rest)."""
 
     defaults = {"iterations": 1000, "lr": 1e-5, "negative_guidance": 1.0, "ddim_steps": 50, "start_guidance": 3.0}
+    help = {
+        "iterations": "optimisation steps (one concept and one sampled x_t each)",
+        "lr": "Adam learning rate",
+        "negative_guidance": "η: how far the target is pushed away from the concept",
+        "ddim_steps": "DDIM steps of the frozen model's sampler that makes x_t",
+        "start_guidance": "classifier-free guidance of that sampler, on the concept",
+    }
     iterative = True
 
     def check_params(self, params: dict) -> None:

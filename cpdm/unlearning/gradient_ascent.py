@@ -60,6 +60,15 @@ class GradientAscent(Method):
     summary = "Gradient ascent on the concept's images, with a retain term (CPDM baseline)"
     defaults = {"iterations": 200, "lr": 1e-5, "alpha": 0.1, "batch_size": 8, "divergence": 10.0,
                 "retain_images": 8, "retain_steps": 50}
+    help = {
+        "iterations": "most optimisation steps (the run may stop earlier on divergence)",
+        "lr": "Adam learning rate",
+        "alpha": "α: weight of the retain loss",
+        "batch_size": "images per step from each set",
+        "divergence": "stop when the forget loss exceeds this multiple of its first value",
+        "retain_images": "retain images the base model generates",
+        "retain_steps": "DDIM steps of those generations",
+    }
     needs_images = True
     iterative = True
 

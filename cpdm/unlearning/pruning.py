@@ -105,6 +105,13 @@ class Pruning(Method):
     summary = "Zero concept-specific feed-forward weights (CPDM baseline)"
     defaults = {"channel_fraction": 0.01, "weight_fraction": 0.5, "timesteps": 5, "concept_images": 8,
                 "concept_steps": 50}
+    help = {
+        "channel_fraction": "share of each feed-forward layer's channels chosen as concept-specific",
+        "weight_fraction": "share of weights zeroed inside the chosen channels (largest gradients first)",
+        "timesteps": "timesteps at which activations and gradients are measured",
+        "concept_images": "concept images the base model generates when --images is not given",
+        "concept_steps": "DDIM steps of those generations",
+    }
 
     def check_params(self, params: dict) -> None:
         for key in ("channel_fraction", "weight_fraction"):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cpdm.errors import CpdmError
+from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 
 COPY_QUESTION = "copy"
 SETS = ("target", "retain")
@@ -33,11 +34,12 @@ SETS = ("target", "retain")
 class ReportSettings:
     """How the report generates and scores (the paper's generation settings by default)."""
 
-    seeds: tuple[int, ...] = (23,)
-    steps: int = 50
-    guidance: float = 9.0
+    seeds: tuple[int, ...] = (PAPER_SEED,)
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
     size: int | None = None
     max_prompts: int | None = None
+    max_retain_prompts: int | None = None  # a tighter limit for the retain set alone
     device: str = "cpu"
     offline_tiny: bool = False
     semantic: str | None = None
@@ -57,8 +59,12 @@ def concept_matches(artist: str | None, title: str | None, concepts) -> bool:
     return False
 
 
-def split_prompts(ws, concepts, max_prompts: int | None = None) -> dict[str, list[tuple[int, int, str]]]:
-    """(prompt id, anchor id, text) of the target concept's anchors and of the others, oldest first."""
+def split_prompts(ws, concepts, max_prompts: int | None = None,
+                  max_retain_prompts: int | None = None) -> dict[str, list[tuple[int, int, str]]]:
+    """(prompt id, anchor id, text) of the target concept's anchors and of the others, oldest first.
+
+    Each set keeps at most ``max_prompts``; the retain set at most ``max_retain_prompts`` too.
+    """
     rows = ws.conn.execute(
         "SELECT p.id, p.anchor, p.text, a.artist, a.title FROM prompts p JOIN anchors a ON a.id = p.anchor "
         "ORDER BY p.id"
@@ -68,6 +74,8 @@ def split_prompts(ws, concepts, max_prompts: int | None = None) -> dict[str, lis
         split["target" if concept_matches(artist, title, concepts) else "retain"].append((prompt_id, anchor_id, text))
     if max_prompts is not None:
         split = {name: found[:max_prompts] for name, found in split.items()}
+    if max_retain_prompts is not None:
+        split["retain"] = split["retain"][:max_retain_prompts]
     if not split["target"]:
         raise CpdmError(f"no prompts of anchors by {', '.join(concepts)}: import its anchors and prompts first")
     if not split["retain"]:
@@ -77,16 +85,15 @@ def split_prompts(ws, concepts, max_prompts: int | None = None) -> dict[str, lis
 
 def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int]:
     """Generation ids of ``variant`` for every prompt and seed, generating only what is missing."""
-    from tqdm.auto import tqdm
-
     from cpdm.generation.pipeline import generate, variant_pipeline
+    from cpdm.progress import track
     from cpdm.store.images import store_pil_image
     from cpdm.store.rows import GenerationRow, add_generations, find_generation
 
     params = {"size": settings.size} if settings.size else {}
     ids, pipe = [], None
     todo = [(prompt, seed) for prompt in prompts for seed in settings.seeds]
-    for (prompt_id, _, text), seed in tqdm(todo, desc=f"generating {variant.name}", disable=not settings.progress):
+    for (prompt_id, _, text), seed in track(todo, f"generating {variant.name}", enabled=settings.progress):
         found = find_generation(ws, prompt_id, variant.id, seed, settings.steps, settings.guidance, params)
         if found is None:
             if pipe is None:
@@ -154,7 +161,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
     concepts = variant.concepts or baseline.concepts
     if not concepts:
         raise CpdmError(f"variant {variant.name!r} names no concept: nothing tells the target set from the retain set")
-    split = split_prompts(ws, concepts, settings.max_prompts)
+    split = split_prompts(ws, concepts, settings.max_prompts, settings.max_retain_prompts)
     generations = {(name, model.name): generate_variant(ws, model, split[name], settings)
                    for name in SETS for model in (variant, baseline)}
     pair_ids = make_pairs(ws, [g for ids in generations.values() for g in ids])

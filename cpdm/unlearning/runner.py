@@ -23,7 +23,8 @@ import torch
 
 from cpdm import __version__
 from cpdm.errors import CpdmError
-from cpdm.unlearning import get_method
+from cpdm.jobs.context import JobCancelled
+from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
 from cpdm.unlearning.artifacts import save_artifact
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
@@ -32,6 +33,7 @@ from cpdm.store.rows import add_variant, get_variant, set_variant_status
 UNLEARNING_DIR = "unlearning"
 CHECKPOINT_NAME = "checkpoint.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# Autocast dtype of each of PRECISION_NAMES (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -105,6 +107,15 @@ def _resumable(ws, name: str, method: str):
     return variant
 
 
+def _stop_reason(exc: BaseException) -> str:
+    """Why a run stopped, as the variant's status message says it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, JobCancelled):
+        return "cancelled"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def unlearn(
     ws,
     method_name: str,
@@ -115,15 +126,19 @@ def unlearn(
     preserve=(),
     images_dir=None,
     params: dict | None = None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str = "cpu",
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     offline_tiny: bool = False,
     resume: bool = False,
-    checkpoint_every: int = 100,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     progress: bool = True,
+    job: int | None = None,
 ):
-    """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready)."""
+    """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready).
+
+    ``job`` is the id of the queued job running it, recorded with the variant.
+    """
     method = get_method(method_name)
     concepts = tuple(str(c) for c in concepts)
     preserve = tuple(str(p) for p in preserve)
@@ -155,7 +170,7 @@ def unlearn(
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
-                                 params=record, status="training")
+                                 params=record, status="training", job=job)
     else:
         variant_id = existing.id
         set_variant_status(ws, variant_id, "training")
@@ -171,7 +186,7 @@ def unlearn(
         set_variant_status(ws, variant_id, "failed", message=f"step {exc.step}: {exc}")
         raise
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        reason = _stop_reason(exc)
         set_variant_status(ws, variant_id, "failed", message=f"{reason} (--resume continues from the last checkpoint)")
         raise
     wall = time.perf_counter() - started

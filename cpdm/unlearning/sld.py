@@ -156,6 +156,14 @@ class SLD(Method):
     name = "sld"
     summary = "Safe Latent Diffusion: guidance away from the concept at inference (presets WEAK..MAX)"
     defaults = {"preset": DEFAULT_PRESET, **asdict(PRESETS[DEFAULT_PRESET])}
+    help = {
+        "preset": f"the paper's settings: {', '.join(PRESETS)} (values given by name override it)",
+        "warmup_steps": "δ: sampling steps before safety guidance starts",
+        "guidance_scale": "s_S: scale of the guidance away from the concept",
+        "threshold": "λ_thr: where in the latent the guidance applies",
+        "momentum_scale": "s_m: scale of the guidance's momentum",
+        "mom_beta": "β_m: how much momentum carries over between steps",
+    }
     inference_time = True
 
     def resolve_params(self, given: dict | None) -> dict:

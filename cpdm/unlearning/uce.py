@@ -115,6 +115,13 @@ class UCE(Method):
     name = "uce"
     summary = "Unified Concept Editing: closed-form edit of cross-attention K/V"
     defaults = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 1.0, "concept_type": "style", "guide": "auto"}
+    help = {
+        "lamb": "λ: weight of staying close to the original projections",
+        "erase_scale": "s_e: weight of mapping the concepts onto their guide",
+        "preserve_scale": "s_p: weight of keeping the preserved concepts' projections",
+        "concept_type": "style (guide \"art\") or object (guide \"\")",
+        "guide": "the text each concept is mapped onto; auto: from concept_type",
+    }
 
     def check_params(self, params: dict) -> None:
         require(params["lamb"] > 0, "lamb must be positive (it keeps the system invertible)")

@@ -1,0 +1,67 @@
+"""How images are generated, without torch: the paper's settings, the samplers, and their checks.
+
+``cpdm generate``, a generate job and the unlearning report read their
+defaults here, so the command line and the app cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cpdm.errors import CpdmError
+
+DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
+# The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
+PAPER_SD_MODEL = "stabilityai/stable-diffusion-2-1"
+BASELINE_VARIANT = "original"  # the name of the baseline variant generate creates
+# The base model name of variants made on the tiny random pipeline (--offline-tiny).
+TINY_BASE = "offline-tiny"
+# The base model recorded for imported generations whose model nobody named.
+UNKNOWN_BASE = "unknown"
+
+# The CPDM paper's generation settings.
+PAPER_PER_PROMPT = 9
+PAPER_STEPS = 50
+PAPER_GUIDANCE = 9.0
+PAPER_SEED = 23
+DEFAULT_SCHEDULER = "ddim"
+
+# Sampler names and the diffusers class each one loads.
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+}
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How images are made (the paper's defaults); everything here is recorded with each image."""
+
+    per_prompt: int = PAPER_PER_PROMPT
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
+    seed: int = PAPER_SEED
+    scheduler: str = DEFAULT_SCHEDULER
+    negative: str | None = None
+    height: int | None = None
+    width: int | None = None
+
+    def check(self) -> None:
+        """Refuse settings that cannot make an image, before any model is loaded."""
+        if self.per_prompt < 1:
+            raise CpdmError(f"--per-prompt must be at least 1, got {self.per_prompt}")
+        if self.steps < 1:
+            raise CpdmError(f"--steps must be at least 1, got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise CpdmError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
+        if self.seed < 0:
+            raise CpdmError(f"--seed must be ≥ 0, got {self.seed}")
+        for label, value in (("height", self.height), ("width", self.width)):
+            if value is not None and (value <= 0 or value % 8):
+                raise CpdmError(f"--{label} must be a positive multiple of 8, got {value}")
