@@ -185,8 +185,10 @@ def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | No
 
     given = {**params, "method": method, HYPERPARAMETERS: dict(hyperparameters or {})}
     concepts = [str(concept).strip() for concept in (given.get("concepts") or []) if str(concept).strip()]
+    if not concepts:
+        raise CpdmError("choose at least one concept to erase")
     given["concepts"] = concepts
-    if not str(given.get("variant_name") or "").strip() and concepts:
+    if not str(given.get("variant_name") or "").strip():
         given["variant_name"] = default_variant_name(method, concepts[0])
     checked = _checked("unlearn", given)
     _refuse_taken_variant(ws, checked["variant_name"])
