@@ -234,5 +234,5 @@ with unlearn_tab:
     unlearn_form()
 with chain_tab:
     chain_form()
-st.header("Queue")
+st.header("Jobs, newest first")
 watch()
