@@ -168,20 +168,10 @@ def enqueue_generation(ws, params: dict, *, score_after: bool = False, device: s
     return ids
 
 
-def _refuse_taken_variant(ws, name: str) -> None:
-    from cpdm.store.rows import get_variant
-
-    try:
-        get_variant(ws, name)
-    except CpdmError:
-        return
-    raise CpdmError(f"a variant named {name!r} already exists: choose another variant name")
-
-
 def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | None = None,
                        device: str | None = None) -> int:
     """Queue an unlearn job; an empty variant name becomes METHOD-CONCEPT (see ``default_variant_name``)."""
-    from cpdm.jobs.pipeline import default_variant_name
+    from cpdm.jobs.pipeline import _refuse_existing_variant, default_variant_name
 
     given = {**params, "method": method, HYPERPARAMETERS: dict(hyperparameters or {})}
     concepts = [str(concept).strip() for concept in (given.get("concepts") or []) if str(concept).strip()]
@@ -191,7 +181,7 @@ def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | No
     if not str(given.get("variant_name") or "").strip():
         given["variant_name"] = default_variant_name(method, concepts[0])
     checked = _checked("unlearn", given)
-    _refuse_taken_variant(ws, checked["variant_name"])
+    _refuse_existing_variant(ws, checked["variant_name"])  # the runner would refuse it only once a worker ran it
     return enqueue(ws, "unlearn", checked, device=device,
                    title=f"unlearn {', '.join(checked['concepts'])} with {method} -> {checked['variant_name']}")
 
