@@ -59,8 +59,9 @@ def queue_request(request) -> None:
         st.error(plain(exc), icon=":material/error:")
         return
     ids = ids if isinstance(ids, list) else [ids]
-    st.success(f"Queued job{'s' if len(ids) > 1 else ''} {', '.join(f'#{job_id}' for job_id in ids)}. "
-               "A worker runs it below.", icon=":material/check:")
+    several = len(ids) > 1
+    st.success(f"Queued job{'s' if several else ''} {', '.join(f'#{job_id}' for job_id in ids)}: "
+               f"{'they show' if several else 'it shows'} in the list below.", icon=":material/check:")
 
 
 def artists() -> list[str]:

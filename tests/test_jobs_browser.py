@@ -72,7 +72,7 @@ def test_a_researcher_queues_a_generation_and_watches_it_reach_100_percent(ws, t
                 page.locator(".st-key-gen_offline_tiny label").click()
                 page.locator(".st-key-gen_score_after label").click()  # the generation alone
                 page.locator(".st-key-gen_submit button").click()
-                page.get_by_text("Queued job #1.").wait_for(timeout=60_000)
+                page.get_by_text("Queued job #1: it shows in the list below.").wait_for(timeout=60_000)
                 assert queue.get_job(ws, 1).params["per_prompt"] == 2
 
                 seen = []

@@ -51,6 +51,7 @@ def test_only_changed_values_override_a_methods_defaults():
     assert forms.changed_values(fields, defaults) == {}  # the preset's own values stay in charge
     assert forms.changed_values(fields, {**defaults, "preset": "STRONG"}) == {"preset": "STRONG"}
     assert forms.changed_values(fields, {**defaults, "warmup_steps": 3}) == {"warmup_steps": 3}
+    assert forms.changed_values(fields, {**defaults, "threshold": None, "preset": ""}) == {}  # emptied boxes
     text_field = forms.Field("negative", "Negative", "text", "", "")
     assert forms.changed_values([text_field], {"negative": "   "}) == {}
 

@@ -64,7 +64,7 @@ def test_a_generation_queued_on_the_page_is_run_by_a_worker_and_its_pairs_scored
     assert not at.exception, at.exception
     assert not errors(at)
     score_job, generate_job = queue.list_jobs(ws)
-    assert [e.value for e in at.success] == [f"Queued jobs #{generate_job.id}, #{score_job.id}. A worker runs it below."]
+    assert [e.value for e in at.success] == [f"Queued jobs #{generate_job.id}, #{score_job.id}: they show in the list below."]
     assert generate_job.kind == "generate" and generate_job.params["prompt_ids"] == prompt_ids
     assert generate_job.params["per_prompt"] == 1 and generate_job.params["offline_tiny"]
     assert generate_job.device == "cpu"  # auto with the offline tiny models: any CPU worker

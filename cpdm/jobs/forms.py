@@ -95,13 +95,13 @@ def hyperparameter_fields(method: str) -> list[Field]:
 
 
 def changed_values(fields: list[Field], values: dict) -> dict:
-    """The values that differ from their field's default; empty text counts as the default."""
+    """The values that differ from their field's default; an empty box means the default."""
     changed = {}
     for field in fields:
-        value = values.get(field.name, field.value)
-        if isinstance(value, str) and not value.strip():
-            value = "" if field.widget == "text" else None
-        if value != field.value and not (value in ("", None) and field.value in ("", None)):
+        value = values.get(field.name)
+        if value is None or isinstance(value, str) and not value.strip():
+            continue
+        if value != field.value:
             changed[field.name] = value
     return changed
 
