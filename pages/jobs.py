@@ -202,14 +202,19 @@ def job_card(job: queue.Job) -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
-def watch() -> None:
-    """The queue as it stands, rerun every few seconds on its own."""
+def worker_notice() -> None:
+    """Whether jobs wait with no worker to run them, and how to start one; rerun on its own."""
     stalled = forms.stalled_queue(ws)
     if stalled is not None:
         count = len(stalled.waiting)
         st.warning(f"{count} job{'s wait' if count > 1 else ' waits'} to run, but no worker has been seen in the "
                    "last minute. Start one in a terminal (one per GPU):", icon=":material/warning:")
         st.code("\n".join(stalled.commands), language="bash")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def watch() -> None:
+    """The queue as it stands, rerun every few seconds on its own."""
     refusal = st.session_state.pop("jobs_refusal", None)
     if refusal:
         st.error(plain(refusal), icon=":material/block:")
@@ -225,6 +230,7 @@ def watch() -> None:
 
 st.title("Jobs")
 st.caption("Queue long work here; `cpdm worker` processes (one per GPU) run it. This page only writes to the queue.")
+worker_notice()
 st.header("Queue a job")
 generate_tab, score_tab, unlearn_tab, chain_tab = st.tabs(["Generate", "Score", "Unlearn", "Unlearning chain"])
 with generate_tab:

@@ -43,6 +43,7 @@ def test_kind_fields_follow_the_kinds_parameters():
         forms.form_fields("generate", ("nonsense",))
     hyper = {field.name: field for field in forms.hyperparameter_fields("esd-x")}
     assert hyper["iterations"].value == 1000 and hyper["lr"].help == "Adam learning rate"
+    assert hyper["negative_guidance"].label == "negative_guidance"  # as `cpdm unlearn -p` names it
 
 
 def test_only_changed_values_override_a_methods_defaults():

@@ -56,9 +56,12 @@ def field_label(name: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def form_field(parameter: Parameter) -> Field:
-    """The widget for a parameter: a checkbox, a choice, a number box, or text (lists comma-separated)."""
-    label, default, help_text = field_label(parameter.name), parameter.default, parameter.help
+def form_field(parameter: Parameter, label: str | None = None) -> Field:
+    """The widget for a parameter: a checkbox, a choice, a number box, or text (lists comma-separated).
+
+    ``label`` defaults to the name in words (``per_prompt`` -> ``Per prompt``).
+    """
+    label, default, help_text = label or field_label(parameter.name), parameter.default, parameter.help
     if parameter.type == "bool":
         return Field(parameter.name, label, "checkbox", bool(default), help_text)
     if parameter.choices:
@@ -89,8 +92,11 @@ def form_fields(kind: str, names: tuple[str, ...] | None = None, skip: tuple[str
 
 
 def hyperparameter_fields(method: str) -> list[Field]:
-    """An unlearning method's hyperparameters as fields, with the method's defaults and help."""
-    return [form_field(parameter) for parameter in kind_parameters("unlearn", method)
+    """An unlearning method's hyperparameters as fields, with the method's defaults and help.
+
+    Labelled by their names as ``cpdm unlearn -p NAME=VALUE`` and the method's docstring give them.
+    """
+    return [form_field(parameter, label=parameter.name) for parameter in kind_parameters("unlearn", method)
             if parameter.section == HYPERPARAMETERS]
 
 
