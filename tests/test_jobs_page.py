@@ -50,6 +50,7 @@ def job_count(ws) -> int:
     return len(queue.list_jobs(ws))
 
 
+@pytest.mark.slow  # the tiny Stable Diffusion, CLIP and VGG load and run one after another: ~45 s on 2 shared cores
 def test_a_generation_queued_on_the_page_is_run_by_a_worker_and_its_pairs_scored(ws, tmp_path):
     prompt_ids = prompted(ws, tmp_path / "anchors")
     at = open_page(ws)
