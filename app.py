@@ -43,6 +43,7 @@ RESEARCHER_PAGES = [
     st.Page(PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:", url_path="progress"),
     st.Page(PAGES_DIR / "analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
     st.Page(PAGES_DIR / "calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
+    st.Page(PAGES_DIR / "jobs.py", title="Jobs", icon=":material/memory:", url_path="jobs"),
 ]
 RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate")
 CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome")

@@ -26,7 +26,7 @@ from tests.browser_support import chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration"]
+RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration", "Jobs"]
 
 
 @pytest.fixture(scope="module")

@@ -7,4 +7,5 @@
   interrogate, refine, analyze, report), each calling the library function
   its CLI command calls.
 * :mod:`cpdm.jobs.worker`: ``cpdm worker``'s loop.
+* :mod:`cpdm.jobs.forms`: the Jobs page's forms and how it describes jobs.
 """
