@@ -140,9 +140,12 @@ def test_cancel_stops_a_running_job_at_its_next_step_and_keeps_what_it_stored(ws
 
 
 def test_heartbeats_keep_a_job_longer_than_its_lease_with_its_worker(ws):
-    job_id = enqueue(ws, "steps", {"steps": 15, "seconds": 0.1})
-    with Worker(ws.root, name="steady", lease_seconds=0.5, heartbeat_seconds=0.1) as steady:
+    # The job lasts three leases; the lease is generous against the heartbeat's period so that a loaded
+    # machine delaying the heartbeat thread does not lose it.
+    job_id = enqueue(ws, "steps", {"steps": 15, "seconds": 0.4})
+    with Worker(ws.root, name="steady", lease_seconds=2.0, heartbeat_seconds=0.1) as steady:
         thread, ended = run_in_thread(steady)
+        wait_for(lambda: get_job(ws, job_id).worker == "steady", what="the steady worker's claim")
         rival_claims = []
         while thread.is_alive():
             rival_claims.append(queue.claim(ws, "rival"))

@@ -86,6 +86,12 @@ class Job:
         """Whether the job has ended (done, failed or cancelled)."""
         return self.status in FINISHED_STATUSES
 
+    @property
+    def label(self) -> str:
+        """The job's title, or its kind when it has none (how the Jobs page and ``cpdm jobs list`` name it)."""
+        return self.title or self.kind
+
+
 def _job_from_row(row: tuple, parents: list[int]) -> Job:
     (job_id, kind, params, status, progress, message, worker, device, ran_on, attempts, max_attempts,
      cancel_requested, eta_seconds, result, error, title, created_at, started_at, finished_at,
