@@ -302,8 +302,9 @@ class RayExecutor:
                                 "(or --height/--width)") from None
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            raise CpdmError(f"a Ray task's worker died {self.max_retries + 1} times; "
-                            f"check the Ray workers' logs ({type(exc).__name__})") from None
+            attempts = self.max_retries + 1
+            raise CpdmError(f"a Ray task's worker process died in each of its {attempts} attempt(s); check the "
+                            f"Ray workers' logs ({type(exc).__name__}); what was stored before stays") from None
 
     def run_in_order(self, function, argument_lists: Iterable[tuple]) -> Iterator:
         """``function(*arguments)`` on the cluster for each argument tuple; results in order, a window in flight."""
