@@ -115,6 +115,34 @@ def test_generation_and_scoring_through_ray_give_the_same_rows_as_in_process(loc
 
 
 @pytest.mark.slow
+def test_an_unlearned_variant_generates_the_same_images_through_ray(local_ray, pair_of_workspaces):
+    from cpdm.unlearning.runner import unlearn
+
+    local, remote = pair_of_workspaces
+    variants = [unlearn(ws, "uce", "uce-monet", base="unused", concepts=["claude monet"], offline_tiny=True,
+                        progress=False) for ws in (local, remote)]
+    assert variants[0].artifact_sha256 == variants[1].artifact_sha256
+    run_generation(local, variant="uce-monet", settings=SMALL, offline_tiny=True, progress=False)
+    # The workers get the artifact's bytes, not its path in the workspace.
+    run_generation(remote, variant="uce-monet", settings=SMALL, offline_tiny=True, progress=False,
+                   executor=RayExecutor(num_gpus=0))
+    assert generation_rows(remote) == generation_rows(local)
+    baseline = tiny_sd_images(remote)
+    assert not {row[6] for row in generation_rows(remote)} & baseline  # the artifact did change the images
+
+
+def tiny_sd_images(ws) -> set[str]:
+    """The sha256s the unedited tiny model makes for the workspace's prompts."""
+    from cpdm.generation.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
+
+    prompts = ws.conn.execute("SELECT text FROM prompts ORDER BY id").fetchall()
+    request = ImageRequest(tuple(text for (text,) in prompts for _ in range(3)),
+                           tuple(SMALL.seed + k for _ in prompts for k in range(3)),
+                           SMALL.steps, SMALL.guidance, SMALL.height, SMALL.width)
+    return {image.sha256 for image in encoded_images(tiny_sd_pipeline(), request)}
+
+
+@pytest.mark.slow
 def test_a_task_whose_worker_dies_is_run_again_and_stored_once(local_ray, tmp_path):
     crash_dir = local_ray
     ws = prompted_workspace(tmp_path)

@@ -170,17 +170,19 @@ def _worker_pipeline(spec: PipelineSpec):
     return _kept("pipeline", spec.cache_key(), build)
 
 
-def _worker_extractor(specs: tuple[BackboneSpec, ...], precision: str):
-    """A feature extractor over these backbones in this Ray worker, built once."""
+def _worker_backbones(specs: tuple[BackboneSpec, ...]) -> list:
+    """These backbones in this Ray worker, loaded once."""
     from cpdm.backbones import load_backbone
+
+    return _kept("backbones", specs, lambda: [
+        load_backbone(s.name, mode=s.mode, device=s.device, image_size=s.image_size, role=s.role) for s in specs])
+
+
+def _worker_extractor(specs: tuple[BackboneSpec, ...], precision: str):
+    """A feature extractor over these backbones in this Ray worker, kept with the precision it chose."""
     from cpdm.scoring.features import FeatureExtractor
 
-    def build():
-        backbones = [load_backbone(s.name, mode=s.mode, device=s.device, image_size=s.image_size, role=s.role)
-                     for s in specs]
-        return FeatureExtractor(backbones, precision)
-
-    return _kept("extractor", (specs, precision), build)
+    return _kept("extractor", (specs, precision), lambda: FeatureExtractor(_worker_backbones(specs), precision))
 
 
 # The task bodies: they run in Ray worker processes.
@@ -200,10 +202,9 @@ def generation_task(spec: PipelineSpec, request):
 
 def backbone_task(specs: tuple[BackboneSpec, ...]) -> list[dict]:
     """What the driver needs of each backbone: its key and how its descriptors compare."""
-    extractor = _worker_extractor(specs, "fp32")
     return [{"name": b.name, "key": b.key, "role": b.role, "descriptor": b.descriptor,
              "comparison": getattr(b, "comparison", None), "layer_weights": getattr(b, "layer_weights", None)}
-            for b in extractor.backbones]
+            for b in _worker_backbones(specs)]
 
 
 def feature_task(specs: tuple[BackboneSpec, ...], precision: str, shas: list[str], images: list[bytes],
