@@ -350,9 +350,9 @@ def build_engine(
     batch_size: int = 16,
     offline_tiny: bool = False,
     mode: str | None = None,
+    executor=None,
     style_image_size: int | None = None,
     precision: str = "auto",
-    executor=None,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
@@ -392,9 +392,9 @@ def score_pairs(
     batch_size: int = 16,
     offline_tiny: bool = False,
     progress: bool = True,
+    executor=None,
     engine: ScoringEngine | None = None,
     precision: str = "auto",
-    executor=None,
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 
