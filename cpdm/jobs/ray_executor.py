@@ -317,12 +317,16 @@ class RayExecutor:
             pending.append(task.remote(*args))
             if len(pending) >= window:
                 break
-        while pending:
-            ref = pending.popleft()
-            following = next(arguments, None)
-            if following is not None:
-                pending.append(task.remote(*following))
-            yield self._get(ref)
+        try:
+            while pending:
+                ref = pending.popleft()
+                following = next(arguments, None)
+                if following is not None:
+                    pending.append(task.remote(*following))
+                yield self._get(ref)
+        finally:  # the caller stopped early (an error, a cancelled job): free the cluster of what it will not read
+            for ref in pending:
+                self._ray.cancel(ref)
 
     # Generation ----------------------------------------------------------
 
