@@ -238,3 +238,17 @@ def test_a_pipeline_and_an_executor_together_are_refused_before_anything_is_writ
                        executor=RayExecutor(num_gpus=0))
     assert generation_rows(ws) == [] and ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
     ws.close()
+
+
+def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sent(tmp_path):
+    pytest.importorskip("ray")
+    from cpdm.store.rows import add_variant
+
+    ws = prompted_workspace(tmp_path)
+    add_variant(ws, "esd-gone", base_model="offline-tiny", method="esd-x", concepts=["claude monet"],
+                artifact_path="variants/esd-gone/unet.safetensors", artifact_sha256="0" * 64)
+    with pytest.raises(CpdmError, match=r"unet.safetensors: the variant 'esd-gone''s artifact file is missing"):
+        run_generation(ws, variant="esd-gone", settings=SMALL, offline_tiny=True, progress=False,
+                       executor=RayExecutor(num_gpus=0))
+    assert generation_rows(ws) == []
+    ws.close()

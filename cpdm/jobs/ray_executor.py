@@ -26,6 +26,8 @@ SQLite database is never opened on another machine.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import tempfile
 from collections import deque
@@ -77,7 +79,7 @@ def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT) -> No
 class Artifact:
     """An unlearned variant's artifact, put into Ray's object store once: its files' bytes by name."""
 
-    sha256: str
+    digest: str  # sha256 of its files' bytes together: names the copy on each node
     weights_name: str
     files: dict  # file name -> ObjectRef of its bytes
 
@@ -95,7 +97,7 @@ class PipelineSpec:
 
     def cache_key(self) -> tuple:
         variant = self.variant
-        return (variant.name, variant.base_model, variant.method, getattr(variant, "artifact_sha256", None),
+        return (variant.name, variant.base_model, variant.method, self.artifact and self.artifact.digest,
                 self.device, self.dtype, self.offline_tiny, self.scheduler)
 
 
@@ -145,14 +147,15 @@ def _kept(kind: str, key, build):
 def _local_artifact_path(artifact: Artifact) -> Path:
     """The artifact's files written once into this machine's temporary folder; the weights file's path."""
     ray = import_ray()
-    folder = Path(tempfile.gettempdir()) / "cpdm-artifacts" / artifact.sha256
+    folder = Path(tempfile.gettempdir()) / "cpdm-artifacts" / artifact.digest
     folder.mkdir(parents=True, exist_ok=True)
     for name, ref in artifact.files.items():
         target = folder / name
-        if not target.exists():
-            partial = folder / f".{name}.incoming"
-            partial.write_bytes(ray.get(ref))
-            partial.replace(target)
+        if not target.exists():  # written under a unique name, then renamed: workers of a node may race
+            handle, partial = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+            with os.fdopen(handle, "wb") as file:
+                file.write(ray.get(ref))
+            os.replace(partial, target)
     return folder / artifact.weights_name
 
 
@@ -346,12 +349,14 @@ class RayExecutor:
         path = Path(path_text)
         if not path.is_absolute() and root is not None:
             path = Path(root) / path
-        files = {}
+        files, digest = {}, hashlib.sha256()
         for file in (path, json_path_of(path)):
             if not file.is_file():
                 raise CpdmError(f"{file}: the variant {variant.name!r}'s artifact file is missing")
-            files[file.name] = self._ray.put(file.read_bytes())
-        return Artifact(variant.artifact_sha256 or "unverified", path.name, files)
+            data = file.read_bytes()
+            digest.update(data)
+            files[file.name] = self._ray.put(data)
+        return Artifact(digest.hexdigest(), path.name, files)
 
     # Scoring -------------------------------------------------------------
 
