@@ -196,6 +196,15 @@ def test_a_task_that_keeps_dying_is_a_clear_error_and_keeps_what_was_stored(loca
     ws.close()
 
 
+@pytest.mark.slow
+def test_asking_for_gpus_on_a_cluster_without_any_is_a_clear_error(local_ray, tmp_path):
+    ws = prompted_workspace(tmp_path)
+    with pytest.raises(CpdmError, match="has no GPUs"):
+        run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, executor=RayExecutor(num_gpus=1))
+    assert generation_rows(ws) == [] and ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
+    ws.close()
+
+
 def test_without_ray_installed_the_executor_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(CpdmError, match=r"pip install 'cpdm\[ray\]'"):

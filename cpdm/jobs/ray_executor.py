@@ -284,10 +284,17 @@ class RayExecutor:
             self._max_in_flight = max(1, 2 * int(slots))
         return self._max_in_flight
 
+    def _check_gpus(self) -> None:
+        """Refuse tasks that ask for GPUs on a cluster that has none (Ray would keep them waiting forever)."""
+        if self.num_gpus > 0 and self._ray.cluster_resources().get("GPU", 0) < self.num_gpus:
+            raise CpdmError(f"the Ray cluster at {self.address or 'this machine'} has no GPUs (see `ray status`); "
+                            "start GPU nodes, or ask for num_gpus=0 to compute on CPUs")
+
     def _task(self, function):
         """``function`` as a Ray remote function with this executor's resources and retries (made once)."""
         if function not in self._remote:
             self.connect()
+            self._check_gpus()
             self._remote[function] = self._ray.remote(function).options(
                 num_gpus=self.num_gpus, max_retries=self.max_retries, retry_exceptions=False)
         return self._remote[function]
