@@ -19,18 +19,18 @@ from cpdm.store.time import parse_time, utc_now
 EXECUTORS = ("local", "ray")
 
 
-def _make_executor(name: str, address: str | None):
+def _make_executor(name: str, address: str | None, ray_gpus: float = 1.0):
     """The executor a worker hands to its jobs: None runs batches in the worker's process."""
     if name == "local":
-        if address:
-            raise click.UsageError("--address is for --executor ray")
+        if address or ray_gpus != 1.0:
+            raise click.UsageError("--address and --ray-gpus are for --executor ray")
         return None
     try:
         from cpdm.jobs.ray_executor import RayExecutor
     except ImportError as exc:
         raise CpdmError(f"the Ray executor is not available ({exc}); install cpdm[ray] "
                         "(pip install 'cpdm[ray]')") from exc
-    return RayExecutor(address=address)
+    return RayExecutor(address=address, num_gpus=ray_gpus)
 
 
 def _split_kinds(text: str | None) -> list[str] | None:
@@ -57,8 +57,11 @@ def _split_kinds(text: str | None) -> list[str] | None:
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="Where generation and scoring batches run: in this process, or on a Ray cluster.")
 @click.option("--address", help="The Ray cluster's address (with --executor ray), e.g. ray://head:10001.")
+@click.option("--ray-gpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="GPUs each Ray task asks for (with --executor ray); 0 on a cluster of CPU machines.")
 @cpdm_command
-def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle_seconds, executor, address):
+def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle_seconds, executor, address,
+           ray_gpus):
     """Run queued jobs (unlearning, generation, scoring, ...) from the workspace's queue.
 
     Start one worker per GPU; they share the workspace and never run a job
@@ -71,14 +74,18 @@ def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle
       cpdm worker --device cuda:0
       cpdm worker --device cuda:1 --kinds generate,score
       cpdm worker --once                      run one job, then exit
-      cpdm worker --executor ray --address ray://head:10001
+      cpdm worker --executor ray --address ray://head:10001 --device cuda
+
+    With --executor ray the worker is the cluster's driver: it claims jobs
+    (--device cuda takes the GPU jobs), sends their generation and scoring
+    batches to the cluster, and alone writes to the workspace.
     """
     from cpdm.jobs.worker import Worker
 
     with open_ws(workspace) as ws:
         root = ws.root
     runner = Worker(root, name=name, device=device, kinds=_split_kinds(kinds),
-                    executor=_make_executor(executor, address), lease_seconds=lease_seconds)
+                    executor=_make_executor(executor, address, ray_gpus), lease_seconds=lease_seconds)
     with runner, runner.handle_signals():
         click.echo(f"worker {runner.name} on {device}: waiting for jobs", err=True)
         if once:

@@ -16,6 +16,7 @@ are added as generations land, so that they make up the protocol's share
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -42,8 +43,9 @@ from cpdm.generation.settings import (  # noqa: F401  (GenerationSettings and th
 from cpdm.generation.pipeline import (
     TINY_BASE,
     TOKENIZER_MAX_LENGTH,
+    ImageRequest,
+    encoded_images,
     resolve_dtype,
-    generate_images,
     variant_pipeline,
     prompt_token_count,
 )
@@ -165,18 +167,25 @@ def run_generation(
     check_rate: float = 0.0,
     progress: bool = True,
     pipeline=None,
+    executor=None,
 ) -> GenerationReport:
     """Make every missing image of the chosen prompts for ``variant``, storing and pairing them as they land.
 
     ``batch_size`` None: as many as fit (on CUDA a batch that runs out of
     memory is split in half and tried again). ``pipeline`` lets a caller
     (tests, benchmarks) pass one already built for this variant.
+    ``executor`` (a :class:`cpdm.jobs.ray_executor.RayExecutor`) makes the
+    images on its workers, on its own device (``device`` is then unused),
+    several batches at once; they are stored and paired here exactly as
+    images made in this process.
     """
     from cpdm.backbones import resolve_device
     from cpdm.curation.prompts import anchors_without_prompts
 
     settings.check()
-    torch_device = resolve_device(device)
+    if executor is not None and pipeline is not None:
+        raise CpdmError("give a pipeline or an executor, not both")
+    torch_device = executor.device if executor is not None else resolve_device(device)
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
     chosen = resolve_variant(ws, variant, base_model, offline_tiny)
     report = GenerationReport()
@@ -186,7 +195,10 @@ def run_generation(
     prompts = leaf_prompts(ws, prompt_ids)
     if not prompts:
         raise CpdmError("no prompts to generate from (cpdm prompts interrogate, or cpdm prompts add ANCHOR TEXT)")
-    if pipeline is None:
+    if executor is not None:  # a handle on the pipeline its workers build
+        pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
+                                     scheduler=settings.scheduler)
+    elif pipeline is None:
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
@@ -205,10 +217,12 @@ def run_generation(
     bar = progress_bar(len(todo), f"generating ({chosen.name})", unit="img", enabled=progress)
     try:
         start = 0
+        if executor is not None:  # every batch goes out now; the workers make several at once
+            pipeline.submit([_request(todo[first : first + size], settings) for first in range(0, len(todo), size)])
         while start < len(todo):
             batch = todo[start : start + size]
             try:
-                ids = _generate_batch(ws, pipeline, chosen.id, batch, settings)
+                ids = _generate_batch(ws, pipeline, chosen.id, batch, settings, remote=executor is not None)
             except _OutOfMemory:
                 if size == 1 or batch_size:
                     raise CpdmError(f"out of GPU memory at batch size {size}; try a smaller --batch-size or --height/--width") from None
@@ -237,21 +251,30 @@ class _OutOfMemory(Exception):
     pass
 
 
-def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings: GenerationSettings) -> list[int]:
-    """Make, store and record one batch; returns the generation ids."""
+def _request(batch: list[_Item], settings: GenerationSettings) -> ImageRequest:
+    """What the pipeline is asked to make for a batch."""
+    return ImageRequest(tuple(item.text for item in batch), tuple(item.seed for item in batch), settings.steps,
+                        settings.guidance, settings.height, settings.width, settings.negative)
+
+
+def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings: GenerationSettings,
+                    remote: bool = False) -> list[int]:
+    """Make (here, or by the workers behind a ``remote`` pipeline), store and record one batch; returns the ids."""
     import torch
 
-    from cpdm.store.images import store_pil_image
+    from cpdm.store.images import store_image_bytes
 
+    request = _request(batch, settings)
     try:
-        images = generate_images(pipeline, [item.text for item in batch], [item.seed for item in batch],
-                                 settings.steps, settings.guidance, settings.height, settings.width, settings.negative)
+        images = pipeline.encoded_images(request) if remote else encoded_images(pipeline, request)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise _OutOfMemory() from None
     rows = []
     for item, image in zip(batch, images):
-        info = store_pil_image(ws, image, f"generation of prompt {item.prompt_id} seed {item.seed}")
+        if hashlib.sha256(image.png).hexdigest() != image.sha256:  # bytes that travelled from another machine
+            raise CpdmError(f"the image of prompt {item.prompt_id} seed {item.seed} arrived damaged (sha256 differs)")
+        info = store_image_bytes(ws, image.png, f"generation of prompt {item.prompt_id} seed {item.seed}")
         rows.append(GenerationRow(item.prompt_id, variant_id, item.seed, settings.steps, float(settings.guidance),
                                   info.sha256, item.params))
     return add_generations(ws, rows)

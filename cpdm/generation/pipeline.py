@@ -18,9 +18,11 @@ defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -382,6 +384,37 @@ def generate_images(
             output_type="pil",
         )
     return list(output.images)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One batch of images to make: :func:`generate_images`'s arguments, small enough to send to another machine."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A generated image as the workspace stores it: PNG bytes and their sha256."""
+
+    sha256: str
+    png: bytes
+
+
+def encoded_images(pipeline, request: ImageRequest) -> list[EncodedImage]:
+    """Make a request's images and encode each as PNG (the bytes the workspace stores, wherever they were made)."""
+    from cpdm.store.images import encode_png
+
+    images = generate_images(pipeline, list(request.prompts), list(request.seeds), request.steps, request.guidance,
+                             request.height, request.width, request.negative_prompt)
+    encoded = [encode_png(image.convert("RGB")) for image in images]
+    return [EncodedImage(hashlib.sha256(data).hexdigest(), data) for data in encoded]
 
 
 def generate(

@@ -302,7 +302,7 @@ def _run_generate(ws, params: dict, context) -> dict:
         ws, variant=params["variant"], prompt_ids=params["prompt_ids"], settings=_generation_settings(params),
         device=context.device, dtype=params["dtype"], batch_size=params["batch_size"],
         offline_tiny=params["offline_tiny"], base_model=params["base_model"],
-        check_rate=_check_rate(params["protocol_file"]),
+        check_rate=_check_rate(params["protocol_file"]), executor=context.executor,
     )
     _log_notes(context, report.notes)
     context.log(report.summary())
@@ -444,7 +444,7 @@ def _run_score(ws, params: dict, context) -> dict:
     pair_ids, campaign_id = _score_scope(ws, params)
     report = score_pairs(ws, pair_ids, campaign_id, semantic=params["semantic"], style=params["style"],
                          device=context.device, batch_size=params["batch_size"], offline_tiny=params["offline_tiny"],
-                         precision=params["precision"])
+                         precision=params["precision"], executor=context.executor)
     context.log(report.summary())
     return {"semantic": report.semantic, "style": report.style, "pairs_scored": report.pairs_scored,
             "pairs_already_scored": report.pairs_already_scored, "scores_written": report.scores_written,

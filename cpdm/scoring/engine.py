@@ -44,6 +44,7 @@ from cpdm.backbones import (
     DEFAULT_STYLE,
     check_semantic_name,
     check_style_name,
+    load_backbone,
     load_semantic,
     load_style,
     resolve_device,
@@ -54,7 +55,7 @@ from cpdm.scoring.features import (
     FeatureExtractor,
     ImageFeatures,
     descriptor_distance,
-    encode_descriptor,
+    feature_rows,
 )
 from cpdm.scoring.precision import FP32, check_choice
 from cpdm.scoring.reader import ScoringError
@@ -166,9 +167,13 @@ class ScoringEngine:
     ``semantic_backbones`` and ``style_backbones`` are one backbone each or
     lists of them; every (semantic, style) combination is scored, and each
     backbone runs once per image whatever the number of combinations.
+    With an ``executor`` (:class:`cpdm.jobs.ray_executor.RayExecutor`) the
+    backbones are its stand-ins and features are computed by its workers,
+    several batches at once; caching and scoring stay here.
     """
 
-    def __init__(self, ws, semantic_backbones, style_backbones, batch_size: int = 16, precision: str = "auto"):
+    def __init__(self, ws, semantic_backbones, style_backbones, batch_size: int = 16, precision: str = "auto",
+                 executor=None):
         if batch_size < 1:
             raise ScoringError(f"batch size must be at least 1, got {batch_size}")
         semantics, styles = _as_list(semantic_backbones), _as_list(style_backbones)
@@ -182,6 +187,12 @@ class ScoringEngine:
         keys = dict.fromkeys((sem.key, style.key) for sem in semantics for style in styles)
         self.combinations = [(by_key[sem], by_key[style]) for sem, style in keys]
         self.batch_size = batch_size
+        self.executor = executor
+
+    @property
+    def pairs_per_chunk(self) -> int:
+        """Pairs scored together: about a feature batch, or with an executor enough to keep its workers busy."""
+        return self.batch_size * (self.executor.batches_in_flight if self.executor is not None else 1)
 
     @property
     def semantic_key(self) -> str:
@@ -203,9 +214,9 @@ class ScoringEngine:
         to_compute = [sha for sha in shas if any(sha not in have[b.key] for b in self.backbones)]
         if report is not None:
             report.images_cached += len(shas) - len(to_compute)
-        for start in range(0, len(to_compute), self.batch_size):
-            batch = to_compute[start : start + self.batch_size]
-            self._compute_and_store(batch, have)
+        batches = [to_compute[start : start + self.batch_size] for start in range(0, len(to_compute), self.batch_size)]
+        for batch, rows in self._computed_batches(batches, have):
+            store_features(self.ws, rows)
             if report is not None:
                 report.images_computed += len(batch)
         # Read back what the cache holds so that cached and fresh paths agree exactly.
@@ -216,17 +227,18 @@ class ScoringEngine:
         found = {b.key: load_descriptor(self.ws, sha, b) for b in self.backbones}
         return None if any(value is None for value in found.values()) else found
 
-    def _compute_and_store(self, shas: list[str], have: dict[str, set[str]]) -> None:
-        paths = {sha: self.ws.image_path(sha) for sha in shas}  # the database is read from this thread only
-        images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), shas)
-        rows = []
-        for backbone in self.backbones:
-            # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
-            need = [i for i, sha in enumerate(shas) if sha not in have[backbone.key]]
-            if need:
-                described = self.extractor.descriptors(backbone, [images[i] for i in need])
-                rows += [(shas[i], backbone.key, encode_descriptor(backbone, d)) for i, d in zip(need, described)]
-        store_features(self.ws, rows)
+    def _computed_batches(self, batches: list[list[str]], have: dict[str, set[str]]):
+        """``(batch, feature rows)`` for each batch of images, in order: computed here, or by the executor."""
+        # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
+        needs = [{b.key: [i for i, sha in enumerate(batch) if sha not in have[b.key]] for b in self.backbones}
+                 for batch in batches]
+        if self.executor is not None:
+            yield from zip(batches, self.executor.feature_rows(self, batches, needs))
+            return
+        for batch, need in zip(batches, needs):
+            paths = {sha: self.ws.image_path(sha) for sha in batch}  # the database is read from this thread only
+            images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), batch)
+            yield batch, feature_rows(self.extractor, batch, images, need)
 
     @staticmethod
     def distances(combination, a: dict, g: dict) -> tuple[float, float]:
@@ -339,30 +351,36 @@ def build_engine(
     batch_size: int = DEFAULT_BATCH_SIZE,
     offline_tiny: bool = False,
     mode: str | None = None,
+    executor=None,
     style_image_size: int | None = None,
     precision: str = DEFAULT_PRECISION,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
     ``semantic`` and ``style`` are a name each, or lists of names: every
-    (semantic, style) combination is then scored in one pass.
+    (semantic, style) combination is then scored in one pass. With an
+    ``executor`` its workers load the backbones, on its device.
     """
     semantics, styles = _as_list(semantic), _as_list(style)
     for name in semantics:
         check_semantic_name(name)
     for name in styles:
         check_style_name(name)
-    resolve_device(device)
+    if executor is None:
+        resolve_device(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
     check_choice(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
-    semantic_backbones = [load_semantic(name, mode=mode, device=device) for name in semantics]
-    style_backbones = [
-        load_style(name, mode=mode, device=device, image_size=style_image_size if name == "vgg19" else None)
-        for name in styles
-    ]
-    return ScoringEngine(ws, semantic_backbones, style_backbones, batch_size=batch_size, precision=precision)
+    wanted = [("semantic", name, None) for name in semantics]
+    wanted += [("style", name, style_image_size if name == "vgg19" else None) for name in styles]
+    if executor is not None:
+        backbones = executor.backbones(wanted, mode)
+    else:
+        backbones = [load_backbone(name, mode=mode, device=device, image_size=size, role=role)
+                     for role, name, size in wanted]
+    return ScoringEngine(ws, backbones[: len(semantics)], backbones[len(semantics) :], batch_size=batch_size,
+                         precision=precision, executor=executor)
 
 
 def score_pairs(
@@ -375,6 +393,7 @@ def score_pairs(
     batch_size: int = DEFAULT_BATCH_SIZE,
     offline_tiny: bool = False,
     progress: bool = True,
+    executor=None,
     engine: ScoringEngine | None = None,
     precision: str = DEFAULT_PRECISION,
 ) -> ScoreReport:
@@ -386,12 +405,16 @@ def score_pairs(
     loaded backbones (its backbones then decide semantic/style/device, and it
     its precision). ``precision`` is ``auto`` (fp16 on CUDA where it keeps
     scores within 1e-3 of fp32), ``reduced`` (the CPU's bf16 too) or
-    ``fp32``; see ``cpdm.scoring.precision``.
+    ``fp32``; see ``cpdm.scoring.precision``. ``executor`` (a
+    :class:`cpdm.jobs.ray_executor.RayExecutor`) computes the features on its
+    workers and device (``device`` is then unused); caching, scores and
+    reference distances are written here exactly as without it.
     """
     started = time.perf_counter()
     scope = _selected_pair_ids(ws, pair_ids, campaign_id)
     if engine is None:
-        engine = build_engine(ws, semantic, style, device, batch_size, offline_tiny, precision=precision)
+        engine = build_engine(ws, semantic, style, device, batch_size, offline_tiny, precision=precision,
+                              executor=executor)
     keys = engine.combination_keys()
     report = ScoreReport(
         semantic=",".join(dict.fromkeys(sem for sem, _ in keys)),
@@ -405,7 +428,7 @@ def score_pairs(
     from cpdm.progress import progress_bar
 
     with progress_bar(len(todo), "scoring", unit="pair", enabled=progress and bool(todo)) as bar:
-        for chunk in _chunks_by_anchor(todo, engine.batch_size):
+        for chunk in _chunks_by_anchor(todo, engine.pairs_per_chunk):
             engine.score_chunk(chunk, report, done)
             bar.update(len(chunk))  # a cancelled job stops here, once the chunk's scores are stored
     report.reference_distances_added = engine.add_reference_distances(pairs)

@@ -225,6 +225,7 @@ class FeatureExtractor:
 
     def __init__(self, backbones: Sequence, precision: str = "auto"):
         check_choice(precision)
+        self.choice = precision  # what was asked for (auto, reduced, fp32); ``precision`` holds what was chosen
         self.backbones = list(dict((b.key, b) for b in backbones).values())
         if not self.backbones:
             raise ScoringError("feature extraction needs at least one backbone")
@@ -311,3 +312,15 @@ class FeatureExtractor:
         for part in batch.split(per_pass):
             results += forward(part)
         return results
+
+
+def feature_rows(extractor: FeatureExtractor, shas: Sequence[str], images: Sequence[Image.Image],
+                 needs: dict[str, list[int]]) -> list[tuple[str, str, bytes]]:
+    """Cache rows ``(sha, backbone key, blob)`` for the images each backbone needs (``needs[key]``: indices)."""
+    rows = []
+    for backbone in extractor.backbones:
+        need = needs.get(backbone.key, [])
+        if need:
+            described = extractor.descriptors(backbone, [images[i] for i in need])
+            rows += [(shas[i], backbone.key, encode_descriptor(backbone, d)) for i, d in zip(need, described)]
+    return rows

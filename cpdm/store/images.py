@@ -201,16 +201,38 @@ def open_image(path: str | Path, missing: str | None = None) -> Image.Image:
     path = Path(path)
     if not path.exists():
         raise ImageError(missing or f"{path}: no such image file")
+    return _upright_rgb(path, str(path))
+
+
+def open_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+    """:func:`open_image` for an image's bytes (sent from another machine): the same decoding, the same pixels."""
+    return _upright_rgb(io.BytesIO(data), name)
+
+
+def _upright_rgb(source, name: str) -> Image.Image:
+    """Decode a file or buffer as upright RGB (EXIF orientation applied)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             return ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable image ({exc})") from exc
+        raise ImageError(f"{name}: unreadable image ({exc})") from exc
+
+
+def _missing_from_store(path: Path, sha256: str) -> str:
+    return f"{path}: image file is missing from the workspace (image {sha256[:12]})"
 
 
 def open_stored_image(path: Path, sha256: str) -> Image.Image:
     """:func:`open_image` for a file of the workspace's image store (safe to call from worker threads)."""
-    return open_image(path, missing=f"{path}: image file is missing from the workspace (image {sha256[:12]})")
+    return open_image(path, missing=_missing_from_store(path, sha256))
+
+
+def read_stored_image(path: Path, sha256: str) -> bytes:
+    """A stored image's file bytes (to send to a machine without the workspace), or the same error as opening it."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(_missing_from_store(path, sha256)) from None
 
 
 def load_image(ws, sha256: str) -> Image.Image:
