@@ -261,3 +261,31 @@ def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sen
                        executor=RayExecutor(num_gpus=0))
     assert generation_rows(ws) == []
     ws.close()
+
+
+@pytest.mark.slow
+def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(local_ray, pair_of_workspaces):
+    """``cpdm worker --executor ray``: the queued jobs' batches go to Ray, and the rows are the in-process ones."""
+    from cpdm.jobs.context import JobContext
+    from cpdm.jobs.queue import enqueue, get_job
+    from cpdm.jobs.registry import get_kind
+    from cpdm.jobs.worker import Worker
+
+    local, remote = pair_of_workspaces
+    job_params = dict(per_prompt=SMALL.per_prompt, steps=SMALL.steps, height=SMALL.height, width=SMALL.width,
+                      offline_tiny=True)
+    score_params = {"semantic": "ViT-L-14/openai", "style": "vgg19", "offline_tiny": True}
+    for kind, params in (("generate", job_params), ("score", score_params)):  # the same jobs, in process
+        job_kind = get_kind(kind)
+        job_kind.run(local, job_kind.check_params(params), JobContext())
+    generate = enqueue(remote, "generate", job_params, device="cpu")
+    score = enqueue(remote, "score", score_params, after=[generate], device="cpu")
+    executor = RayExecutor(num_gpus=0)
+    with Worker(remote.root, name="ray-driver", executor=executor) as driver:
+        assert [driver.run_once().id, driver.run_once().id] == [generate, score]
+    assert get_job(remote, generate).status == get_job(remote, score).status == "done"
+    assert get_job(remote, generate).result["generated"] == 6
+    assert executor.tasks_done > 0  # the batches went through Ray, not the worker's own process
+    assert generation_rows(remote) == generation_rows(local)
+    assert pair_rows(remote) == pair_rows(local)
+    assert_close(score_rows(remote), score_rows(local))

@@ -253,6 +253,7 @@ class RayExecutor:
         self.runtime_env = runtime_env
         self._max_in_flight = max_in_flight
         self._remote: dict = {}
+        self.tasks_done = 0  # results received from the cluster (for progress and tests)
 
     @property
     def device(self) -> str:
@@ -303,7 +304,9 @@ class RayExecutor:
         """A task's result; a cpdm error raised on a worker keeps its message, a dead worker says so."""
         ray = self._ray
         try:
-            return ray.get(ref)
+            result = ray.get(ref)
+            self.tasks_done += 1
+            return result
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, CpdmError):
