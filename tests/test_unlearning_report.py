@@ -98,7 +98,8 @@ def _scored_study(ws) -> dict:
         for anchor in anchors:
             conn.executemany(
                 "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-                "VALUES (?, ?, ?, ?, 1.0, 1.0)", [(anchor, image, semantic, style) for image in images[:REFERENCE_SAMPLE]])
+                "VALUES (?, ?, ?, ?, 1.0, 1.0)",
+                [(anchor, image, semantic, style) for image in images[:REFERENCE_SAMPLE]])
     return pair_of
 
 
@@ -176,7 +177,8 @@ def test_the_report_command_takes_the_resampling_unit(ws, runner):
     assert "intervals: 95% expanded percentile bootstrap over anchors, 200 resamples" in table.output
     pairs = runner.invoke(cli, [*arguments, "--resample", "pairs", "--format", "json"])
     assert pairs.exit_code == 0, pairs.output
-    assert {row["interval"] for row in json.loads(pairs.output)} == {"95% percentile bootstrap over pairs, 200 resamples"}
+    intervals = {row["interval"] for row in json.loads(pairs.output)}
+    assert intervals == {"95% percentile bootstrap over pairs, 200 resamples"}
     wrong = runner.invoke(cli, [*arguments, "--resample", "prompts"])
     assert wrong.exit_code == 2 and "prompts" in wrong.output
 

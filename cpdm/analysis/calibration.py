@@ -122,9 +122,9 @@ def grid_best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
 
 
 def refine_w_columns(grid: np.ndarray, rho: np.ndarray, grid_w: np.ndarray) -> np.ndarray:
-    """The vertex of the least-squares parabola through ρ(w) at the grid points within ``REFINE_HALF_WIDTH`` of ``grid_w``.
+    """The vertex of the least-squares parabola through ρ(w) at the grid points within ``REFINE_HALF_WIDTH``.
 
-    A w that only takes grid values makes its bootstrap distribution lumpy:
+    The window is centred on each column's ``grid_w``. A w that only takes grid values makes its bootstrap distribution lumpy:
     two groups with equal weights then mostly choose the same grid point, and
     the interval of their difference ends on 0 far more often than its
     nominal level says. The vertex moves continuously with the data, and a
@@ -136,7 +136,7 @@ def refine_w_columns(grid: np.ndarray, rho: np.ndarray, grid_w: np.ndarray) -> n
     grid = np.asarray(grid, dtype=np.float64)
     rho = np.asarray(rho, dtype=np.float64)
     grid_w = np.asarray(grid_w, dtype=np.float64)
-    # Offsets from each column's grid w, scaled to [-1, 1] inside the window (keeps the normal equations well-conditioned).
+    # Offsets from each column's grid w, scaled to [-1, 1] inside the window (well-conditioned normal equations).
     offset = (grid[:, None] - grid_w[None, :]) / REFINE_HALF_WIDTH
     inside = (np.abs(offset) <= 1 + 1e-9) & np.isfinite(rho)
     mask = inside.astype(np.float64)
@@ -310,7 +310,8 @@ def _cross_validate(grid, distances, human, folds, n_folds, reference_grid, m_se
         scale_pairs = reference if reference is not None else (m_sem[fit], m_style[fit])
         calibrated[test] = cm_at_w(chosen, m_sem[test], m_style[test], *scale_pairs)[0]
         fold_w.append(chosen)
-        fold_rho.append(float(spearman_rows(calibrated[None, test], human[test])[0]) if test.sum() >= 3 else float("nan"))
+        fold_rho.append(float(spearman_rows(calibrated[None, test], human[test])[0]) if test.sum() >= 3
+                        else float("nan"))
     return cm_oof, calibrated, fold_w, fold_rho
 
 

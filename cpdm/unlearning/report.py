@@ -109,7 +109,10 @@ def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int
 
 
 def _pair_frame(ws, generation_ids: list[int], semantic_key: str, style_key: str) -> pd.DataFrame:
-    """Each generation's normal pair with its scores (columns generation, pair, anchor, prompt, seed, m_sem, m_style)."""
+    """Each generation's normal pair with its scores.
+
+    Columns generation, pair, anchor, prompt, seed, m_sem, m_style.
+    """
     marks = ",".join("?" * len(generation_ids))
     rows = ws.conn.execute(
         f"SELECT g.id, p.id, p.anchor, g.prompt, g.seed, s.m_sem, s.m_style FROM generations g "
@@ -135,7 +138,7 @@ def copy_means(ws, pair_ids) -> dict[int, float]:
 
 
 def mean_with_interval(values, anchors, settings: "ReportSettings", seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of ``values`` (one per generation; NaNs dropped), the interval resampling ``settings.resample``."""
+    """(mean, low, high) of ``values`` (one per generation; NaNs dropped); the interval resamples ``settings.resample``."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
