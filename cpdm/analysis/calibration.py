@@ -124,14 +124,15 @@ def grid_best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
 def refine_w_columns(grid: np.ndarray, rho: np.ndarray, grid_w: np.ndarray) -> np.ndarray:
     """The vertex of the least-squares parabola through ρ(w) at the grid points within ``REFINE_HALF_WIDTH``.
 
-    The window is centred on each column's ``grid_w``. A w that only takes grid values makes its bootstrap distribution lumpy:
-    two groups with equal weights then mostly choose the same grid point, and
-    the interval of their difference ends on 0 far more often than its
-    nominal level says. The vertex moves continuously with the data, and a
-    fit over a window of fixed width (not just the neighbours) smooths the
-    small steps that ranks make in ρ(w), so the bootstrap's spread matches
-    the estimate's. The vertex stays inside the window; where the fit is not
-    concave (a flat curve, a maximum at an end of the grid) the grid w stays.
+    The window is centred on each column's ``grid_w``. A w that only takes
+    grid values makes its bootstrap distribution lumpy: two groups with equal
+    weights then mostly choose the same grid point, and the interval of their
+    difference ends on 0 far more often than its nominal level says. The
+    vertex moves continuously with the data, and a fit over a window of fixed
+    width (not just the neighbours) smooths the small steps that ranks make in
+    ρ(w), so the bootstrap's spread matches the estimate's. The vertex stays
+    inside the window; where the fit is not concave (a flat curve, a maximum
+    at an end of the grid) the grid w stays.
     """
     grid = np.asarray(grid, dtype=np.float64)
     rho = np.asarray(rho, dtype=np.float64)
