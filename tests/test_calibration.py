@@ -8,6 +8,7 @@ import pytest
 
 from cpdm.analysis.calibration import (
     best_w,
+    best_w_columns,
     calibrate,
     cm_from_distances,
     distance_grid,
@@ -124,6 +125,24 @@ def test_ties_in_rho_go_to_the_paper_weight():
     rho[[4, 12]] = 0.9   # w = 0.2 and w = 0.6 tie
     assert best_w(grid, rho) == 0.6
     assert best_w(grid, np.full(21, np.nan)) == 0.5
+
+
+def test_the_chosen_w_lies_between_grid_points_at_the_top_of_the_curve():
+    grid = weight_grid()
+    curves = np.stack([-(grid - 0.33) ** 2,                  # a parabola: its vertex exactly
+                       -np.abs(grid - 0.62),                 # a peak: the fit's vertex, near the peak
+                       -(grid - 0.02) ** 2,                  # near the end of the grid
+                       -(grid + 0.3) ** 2,                   # falling from w = 0: it stays at the end
+                       np.where(grid == 0.7, 1.0, 0.0),      # one grid point alone: the point itself
+                       np.ones_like(grid)], axis=1)          # flat: the paper's w
+    chosen = best_w_columns(grid, curves)
+    assert chosen[0] == 0.33 and abs(chosen[1] - 0.62) < 0.02
+    assert chosen[2] == 0.02 and chosen[3] == 0.0
+    assert chosen[4] == 0.7 and chosen[5] == 0.5
+    assert best_w(weight_grid(0.01), -(weight_grid(0.01) - 0.333) ** 2) == 0.333
+    # The vertex stays within 0.1 of the grid's best w, whatever the fit says.
+    skewed = np.where(grid <= 0.5, grid, 0.5 - 0.001 * (grid - 0.5))
+    assert 0.5 <= best_w(grid, skewed) <= 0.6
 
 
 def test_without_reference_distances_the_scale_comes_from_the_campaign():

@@ -8,7 +8,6 @@ import pytest
 from scipy import stats
 
 from cpdm.analysis.correlation import (
-    cluster_bootstrap_counts,
     correlate,
     correlation_table,
     counts_from_indices,
@@ -18,6 +17,7 @@ from cpdm.analysis.correlation import (
     weighted_pearson,
     weighted_spearman,
 )
+from cpdm.analysis.resampling import make_resamples
 
 
 def tied_data(n=60, seed=0):
@@ -101,7 +101,7 @@ def test_intervals_agree_with_scipy_bootstrap(method):
 
 def test_cluster_bootstrap_keeps_clusters_whole():
     clusters = np.array([3, 3, 8, 8, 8, 1])
-    counts = cluster_bootstrap_counts(clusters, 50, np.random.default_rng(0))
+    counts = make_resamples(clusters, 50, seed=0).weights
     assert counts.shape == (50, 6)
     # Every pair of one anchor appears equally often in a resample; totals are whole clusters.
     assert (counts[:, 0] == counts[:, 1]).all()
@@ -180,7 +180,6 @@ def test_pair_bootstrap_counts_are_resamples_of_every_size():
 def test_many_rows_at_once_equal_one_row_at_a_time(unit):
     """The fast routes for many metric rows give what weighted_spearman gives, ties and clipped blocks included."""
     from cpdm.analysis.correlation import resampled_spearman_rows, weighted_spearman
-    from cpdm.analysis.resampling import make_resamples
 
     rng = np.random.default_rng(3)
     x_rows = rng.normal(size=(4, 120))

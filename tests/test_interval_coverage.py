@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from cpdm.analysis.calibration import (
+    best_w,
     calibrate,
     choice_bootstrap,
     cm_from_distances,
@@ -47,7 +48,7 @@ def population() -> tuple[float, float]:
     grid = weight_grid()
     curve = spearman_rows(cm_from_distances(distance_grid(pairs["m_sem"], pairs["m_style"], grid),
                                             reference_grid_of(reference_frame(), grid)), human)
-    return float(rho), float(grid[np.argmax(curve)])
+    return float(rho), best_w(grid, curve)
 
 
 def replicate(index: int, **kwargs):
@@ -126,12 +127,11 @@ def test_the_group_comparison_counts_only_anchors_both_groups_rated():
 
 
 @pytest.mark.slow
-def test_equal_group_weights_rarely_give_an_interval_that_excludes_zero():
+def test_equal_group_weights_give_an_interval_that_includes_zero_at_the_nominal_rate():
     includes_zero = 0
     for index in range(REPLICATES):
         pairs = group_pairs(*replicate(index))
         comparison = compare_groups(pairs, HUMAN_COLUMNS, reference_frame(), n_boot=N_BOOT, seed=index)
         includes_zero += comparison.difference_ci[0] <= 0 <= comparison.difference_ci[1]
-    # At least nominal: a difference is claimed no more often than 5% (+ simulation noise) of the time.
-    # Grid choices of w move in steps of 0.05, which makes the interval of their difference conservative.
-    assert includes_zero / REPLICATES >= 0.92, includes_zero
+    # Neither a difference claimed too often (under 92%) nor an interval too wide to find one (over 98%).
+    assert 0.92 <= includes_zero / REPLICATES <= 0.98, includes_zero

@@ -7,11 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from cpdm.analysis.resampling import mean_interval
 from cpdm.cli import cli
 from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
-from cpdm.store.rows import add_prompt, add_variant
-from cpdm.unlearning.report import bootstrap_mean, concept_matches, split_prompts
+from cpdm.scoring.engine import REFERENCE_SAMPLE, build_engine
+from cpdm.store.images import store_pil_image
+from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs
+from cpdm.unlearning.report import ReportSettings, concept_matches, split_prompts, unlearning_report
+from tests.rating_fixtures import tiny_image
 
 
 def _small_study(ws):
@@ -43,11 +47,159 @@ def test_split_prompts_separates_the_concept_from_the_retain_set(ws):
         split_prompts(ws, ["Nobody"])
 
 
-def test_bootstrap_mean_brackets_the_mean():
-    values = np.random.default_rng(0).normal(0.3, 0.1, 200)
-    mean, low, high = bootstrap_mean(values, 500)
-    assert low < mean < high and mean == pytest.approx(values.mean())
-    assert np.isnan(bootstrap_mean(np.array([np.nan]), 500)[0])
+SEEDS = (1, 2, 3)
+# Semantic distance of every generation of an anchor, per variant (style distance 1, x_ref 1: CM = 1 − d²).
+# All generations of one anchor are alike, so the anchor, not the generation, is the unit that varies.
+DISTANCES = {
+    ("Ada Target", "original"): (0.0, 0.0, 0.5),     # CM 1, 1, 0.75
+    ("Ada Target", "erased"): (1.0, 0.5, 1.0),       # CM 0, 0.75, 0
+    ("Ben Retain", "original"): (0.5, 0.0, 0.5),     # CM 0.75, 1, 0.75
+    ("Ben Retain", "erased"): (0.5, 0.5, 0.5),       # CM 0.75, 0.75, 0.75
+}
+
+
+def _scored_study(ws) -> dict:
+    """Three anchors of a target artist and three of another, generations of two variants with known scores.
+
+    Every generation of the report's settings is already there and scored, and
+    each anchor has its full sample of reference distances (all 1 × 1, so
+    x_ref = 1): the report generates and scores nothing, and its figures
+    follow from DISTANCES by hand. Returns the normal pair of each
+    (artist, variant, anchor number, seed).
+    """
+    semantic, style = build_engine(ws, offline_tiny=True).combination_keys()[0]
+    variants = {"original": add_variant(ws, "original", base_model="offline-tiny", method="original"),
+                "erased": add_variant(ws, "erased", base_model="offline-tiny", method="uce", concepts=["Ada Target"])}
+    image_seed, pair_of, anchors = 0, {}, []
+    for (artist, variant), distances in DISTANCES.items():
+        for number, distance in enumerate(distances):
+            if variant == "original":
+                image_seed += 1
+                sha = store_pil_image(ws, tiny_image(image_seed)).sha256
+                with ws.transaction() as conn:
+                    anchor = conn.execute("INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
+                                          (sha, artist, f"Work {number}", "style")).lastrowid
+                anchors.append(anchor)
+                add_prompt(ws, anchor, f"a work by {artist}, no. {number}", origin="manual")
+            prompt, anchor = ws.conn.execute(
+                "SELECT p.id, a.id FROM prompts p JOIN anchors a ON a.id = p.anchor WHERE a.artist = ? AND a.title = ?",
+                (artist, f"Work {number}")).fetchone()
+            for seed in SEEDS:
+                image_seed += 1
+                sha = store_pil_image(ws, tiny_image(image_seed)).sha256
+                generation = add_generations(ws, [GenerationRow(prompt, variants[variant], seed, 1, 9.0, sha)])[0]
+                pair = make_pairs(ws, [generation])[0]
+                pair_of[(artist, variant, number, seed)] = pair
+                with ws.transaction() as conn:
+                    conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, 1.0)",
+                                 (pair, semantic, style, distance))
+    images = [row[0] for row in ws.conn.execute("SELECT image FROM generations ORDER BY id")]
+    with ws.transaction() as conn:
+        for anchor in anchors:
+            conn.executemany(
+                "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
+                "VALUES (?, ?, ?, ?, 1.0, 1.0)",
+                [(anchor, image, semantic, style) for image in images[:REFERENCE_SAMPLE]])
+    return pair_of
+
+
+def _rate(ws, ratings: list[tuple[int, str, int]]) -> None:
+    """Store "copy" ratings (pair, rater name, value); rater "flagged" is flagged by the attention checks."""
+    with ws.transaction() as conn:
+        campaign = conn.execute("INSERT INTO campaigns (name, protocol) VALUES ('pilot', '')").lastrowid
+        raters = {name: conn.execute("INSERT INTO raters (name, role, token_hash, flagged) VALUES (?, 'artist', ?, ?)",
+                                     (name, f"hash-{name}", int(name == "flagged"))).lastrowid
+                  for name in sorted({name for _, name, _ in ratings})}
+        for index, (pair, name, value) in enumerate(ratings):
+            conn.execute("INSERT INTO ratings (campaign, pair, rater, question, value, shown_at, submitted_at, nonce) "
+                         "VALUES (?, ?, ?, 'copy', ?, '2026-12-01T10:00:00Z', '2026-12-01T10:00:09Z', ?)",
+                         (campaign, pair, raters[name], value, f"nonce-{index}"))
+
+
+def _report(ws, **settings) -> dict:
+    table = unlearning_report(ws, "erased", "original", ReportSettings(
+        seeds=SEEDS, steps=1, guidance=9.0, offline_tiny=True, progress=False, n_boot=400, **settings))
+    return {row["set"]: row for row in table.to_dict("records")}
+
+
+def test_the_report_gives_the_hand_computed_means_changes_and_copy_ratings(ws):
+    pairs = _scored_study(ws)
+    _rate(ws, [
+        (pairs[("Ada Target", "original", 0, 1)], "alice", 5),
+        (pairs[("Ada Target", "original", 0, 1)], "flagged", 1),   # excluded: a flagged rater
+        (pairs[("Ada Target", "original", 0, 2)], "alice", 4),
+        (pairs[("Ada Target", "original", 0, 2)], "bob", 3),
+        (pairs[("Ada Target", "erased", 0, 1)], "bob", 2),
+    ])
+    generations = ws.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    rows = _report(ws)
+    target, retain = rows["target"], rows["retain"]
+    assert target["cm"] == pytest.approx((0 + 0.75 + 0) / 3)
+    assert target["cm_baseline"] == pytest.approx((1 + 1 + 0.75) / 3)
+    assert target["change"] == pytest.approx(0.25 - 2.75 / 3)
+    assert retain["cm"] == pytest.approx(0.75)
+    assert retain["cm_baseline"] == pytest.approx(2.5 / 3)
+    assert retain["change"] == pytest.approx(0.75 - 2.5 / 3)
+    # Copy means: per pair over raters not flagged, then over the rated pairs of the set.
+    assert target["copy_baseline"] == pytest.approx((5 + 3.5) / 2)
+    assert target["copy"] == pytest.approx(2.0) and target["rated"] == 1
+    assert np.isnan(retain["copy"]) and retain["rated"] == 0
+    assert target["generations"] == retain["generations"] == 9 and target["anchors"] == 3
+    # Nothing was generated: the report used the generations and scores already stored.
+    assert ws.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == generations
+
+
+def test_report_intervals_resample_anchors_and_say_so(ws):
+    _scored_study(ws)
+    by_anchor, by_pair = _report(ws), _report(ws, resample="pairs")
+    assert by_anchor["target"]["interval"] == "95% expanded percentile bootstrap over anchors, 400 resamples"
+    assert by_pair["target"]["interval"] == "95% percentile bootstrap over pairs, 400 resamples"
+    for name in ("target", "retain"):
+        for column in ("cm", "cm_baseline", "change"):
+            anchors, pairs = by_anchor[name], by_pair[name]
+            assert anchors[column] == pairs[column]
+            if anchors[f"{column}_high"] > anchors[f"{column}_low"]:
+                # Generations of one anchor are alike: resampling them as if independent understates the spread.
+                assert anchors[f"{column}_high"] - anchors[f"{column}_low"] > \
+                    pairs[f"{column}_high"] - pairs[f"{column}_low"], (name, column)
+    # A mean over anchors never leaves the range of the anchors' own means (target, erased: 0, 0.75, 0).
+    assert 0 <= by_anchor["target"]["cm_low"] < by_anchor["target"]["cm"] < by_anchor["target"]["cm_high"] <= 0.75
+    # The retain set's variant scores 0.75 everywhere: no spread, whatever is resampled.
+    assert by_anchor["retain"]["cm_low"] == by_anchor["retain"]["cm_high"] == pytest.approx(0.75)
+
+
+def test_the_report_command_takes_the_resampling_unit(ws, runner):
+    _scored_study(ws)
+    arguments = ["unlearning", "report", "--variant", "erased", "--offline-tiny", "--steps", "1", "--seed", "1",
+                 "--seed", "2", "--seed", "3", "--n-boot", "200", "--quiet", "-w", str(ws.root)]
+    table = runner.invoke(cli, arguments)
+    assert table.exit_code == 0, table.output
+    assert "intervals: 95% expanded percentile bootstrap over anchors, 200 resamples" in table.output
+    pairs = runner.invoke(cli, [*arguments, "--resample", "pairs", "--format", "json"])
+    assert pairs.exit_code == 0, pairs.output
+    intervals = {row["interval"] for row in json.loads(pairs.output)}
+    assert intervals == {"95% percentile bootstrap over pairs, 200 resamples"}
+    wrong = runner.invoke(cli, [*arguments, "--resample", "prompts"])
+    assert wrong.exit_code == 2 and "prompts" in wrong.output
+
+
+def test_an_unknown_resampling_unit_is_refused_before_any_work(ws):
+    _scored_study(ws)
+    with pytest.raises(CpdmError, match="unknown resampling unit 'prompts'"):
+        _report(ws, resample="prompts")
+
+
+def test_mean_interval_over_anchors_is_wider_than_over_pairs_when_anchors_differ():
+    anchors = np.repeat(np.arange(20), 9)
+    values = np.repeat(np.random.default_rng(0).normal(0.5, 0.2, 20), 9)   # alike within an anchor
+    by_anchor = mean_interval(values, anchors, 1000, seed=1)
+    by_pair = mean_interval(values, anchors, 1000, seed=1, unit="pairs")
+    assert by_anchor[0] < values.mean() < by_anchor[1]
+    assert by_anchor[1] - by_anchor[0] > 2 * (by_pair[1] - by_pair[0])
+    # NaNs are dropped; one anchor alone gives no interval over anchors.
+    with_nan = mean_interval(np.append(values, np.nan), np.append(anchors, 99), 1000, seed=1)
+    assert with_nan == pytest.approx(by_anchor)
+    assert all(np.isnan(mean_interval(values[:9], anchors[:9], 100)))
 
 
 @pytest.mark.slow

@@ -11,21 +11,23 @@ Procedure (grouped K-fold cross-validation, no anchor in both fit and test):
 1. Split anchors into K folds, balancing the number of pairs per fold.
 2. For each fold: x_ref(w) comes from the reference distances, or, when
    there are none, from the fit folds' own pairs (so the test fold never
-   informs its scale). On the fit folds pick the w on the grid with the
-   highest Spearman ρ against the human score (ties: the w closest to the
-   paper's 0.5). Score the test fold's pairs with that w.
+   informs its scale). On the fit folds choose w: the w on the grid with
+   the highest Spearman ρ against the human score (ties: the w closest to
+   the paper's 0.5), refined to the vertex of a parabola fitted to ρ(w)
+   around it (see :func:`refine_w_columns`). Score the test fold's pairs
+   with that w.
 3. The out-of-fold ρ is the Spearman correlation of the pooled out-of-fold
    CM values with the human score; its 95% interval is a bootstrap over
    anchors (pairs of one anchor are resampled together, since they share the
    anchor image; see :mod:`cpdm.analysis.resampling` for the interval).
 4. The same pooled out-of-fold ρ is reported for every fixed w on the grid
    (the calibration curve) and in particular for w = 0.5, 1 and 0.
-5. The exported w is the one with the highest ρ on all pairs (same tie
-   rule); the spread of the per-fold choices is reported alongside.
+5. The exported w is chosen the same way on all pairs; the spread of the
+   per-fold choices is reported alongside.
 6. The interval for w bootstraps the whole choice: on every resample of
    anchors, ρ(w) on all pairs is recomputed for every w on the grid
-   (x_ref too, when it comes from the campaign's own pairs) and the best w
-   taken; the interval is made from those choices. The same resamples give
+   (x_ref too, when it comes from the campaign's own pairs) and w chosen
+   as above; the interval is made from those choices. The same resamples give
    the band of the ρ(w) curve on all pairs.
 """
 
@@ -43,6 +45,9 @@ from cpdm.errors import CpdmError
 MIN_PAIRS = 10
 PAPER_W = 0.5
 MAX_STEP = 0.05
+# The chosen w is refined from the grid by a parabola over this window on either side (see refine_w_columns).
+REFINE_HALF_WIDTH = 0.1
+W_DECIMALS = 3
 
 
 def weight_grid(step: float = MAX_STEP) -> np.ndarray:
@@ -90,12 +95,23 @@ def spearman_rows(scores: np.ndarray, human: np.ndarray) -> np.ndarray:
 
 
 def best_w(grid: np.ndarray, rho: np.ndarray) -> float:
-    """The grid w with the highest ρ; among equals (to 1e-12) the one closest to the paper's 0.5."""
+    """The chosen w for one ρ(w) curve on the grid: see :func:`best_w_columns`."""
     return float(best_w_columns(grid, np.asarray(rho, dtype=np.float64)[:, None])[0])
 
 
 def best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """:func:`best_w` for every column of ``rho`` (G × B) at once; a column with no finite ρ gives 0.5."""
+    """The chosen w for every column of ``rho`` (G × B) at once: the grid's best w, refined between grid points.
+
+    First the grid w with the highest ρ (among equals, to 1e-12, the one
+    closest to the paper's 0.5; a column with no finite ρ gives 0.5), then
+    the vertex of the parabola fitted to ρ within ``REFINE_HALF_WIDTH`` of it
+    (see :func:`refine_w_columns`), rounded to ``W_DECIMALS``.
+    """
+    return np.round(refine_w_columns(grid, rho, grid_best_w_columns(grid, rho)), W_DECIMALS)
+
+
+def grid_best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """The grid w with the highest ρ in each column of ``rho`` (G × B); ties go to the w closest to 0.5."""
     rho = np.where(np.isfinite(rho), rho, -np.inf)
     top = rho.max(axis=0)
     near = rho >= top - 1e-12
@@ -103,6 +119,44 @@ def best_w_columns(grid: np.ndarray, rho: np.ndarray) -> np.ndarray:
     distance = np.where(near, np.abs(grid - PAPER_W)[:, None], np.inf)
     chosen = np.asarray(grid)[np.argmin(distance, axis=0)]
     return np.where(np.isfinite(top), chosen, PAPER_W)
+
+
+def refine_w_columns(grid: np.ndarray, rho: np.ndarray, grid_w: np.ndarray) -> np.ndarray:
+    """The vertex of the least-squares parabola through ρ(w) at the grid points within ``REFINE_HALF_WIDTH``.
+
+    The window is centred on each column's ``grid_w``. A w that only takes
+    grid values makes its bootstrap distribution lumpy: two groups with equal
+    weights then mostly choose the same grid point, and the interval of their
+    difference ends on 0 far more often than its nominal level says. The
+    vertex moves continuously with the data, and a fit over a window of fixed
+    width (not just the neighbours) smooths the small steps that ranks make in
+    ρ(w), so the bootstrap's spread matches the estimate's. The vertex stays
+    inside the window; where the fit is not concave (a flat curve, a maximum
+    at an end of the grid) the grid w stays.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    rho = np.asarray(rho, dtype=np.float64)
+    grid_w = np.asarray(grid_w, dtype=np.float64)
+    # Offsets from each column's grid w, scaled to [-1, 1] inside the window (well-conditioned normal equations).
+    offset = (grid[:, None] - grid_w[None, :]) / REFINE_HALF_WIDTH
+    inside = (np.abs(offset) <= 1 + 1e-9) & np.isfinite(rho)
+    mask = inside.astype(np.float64)
+    values = np.where(inside, rho, 0.0)
+    power_sums = [(mask * offset**k).sum(axis=0) for k in range(5)]
+    moments = np.stack([(values * offset**k).sum(axis=0) for k in range(3)], axis=-1)       # B × 3
+    normal = np.stack([np.stack(power_sums[row : row + 3], axis=-1) for row in range(3)], axis=-2)  # B × 3 × 3
+    fitted = inside.sum(axis=0) >= 3
+    coefficients = np.zeros_like(moments)
+    if fitted.any():
+        coefficients[fitted] = np.linalg.solve(normal[fitted], moments[fitted][..., None])[..., 0]
+    slope, curvature = coefficients[:, 1], coefficients[:, 2]
+    concave = fitted & (curvature < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(concave, -slope / (2 * np.where(concave, curvature, -1.0)), 0.0)
+    low = np.where(inside, offset, np.inf).min(axis=0)
+    high = np.where(inside, offset, -np.inf).max(axis=0)
+    vertex = np.clip(vertex, np.where(concave, low, 0.0), np.where(concave, high, 0.0))
+    return grid_w + vertex * REFINE_HALF_WIDTH
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -232,8 +286,19 @@ def check_calibration_pairs(data: pd.DataFrame) -> None:
         raise CpdmError("every pair has the same human score; there is nothing to calibrate against")
 
 
-def _cross_validate(grid, distances, human, folds, n_folds, reference_grid):
-    """Out-of-fold CM for every w (G × n), the calibrated out-of-fold CM (n), and each fold's w and ρ."""
+def cm_at_w(w: float, m_sem, m_style, scale_m_sem, scale_m_style) -> tuple[np.ndarray, float]:
+    """CM_w of pairs at one w (between grid points too), and x_ref(w): the median of D_w over the scale's pairs."""
+    x_ref = float(reference_scales(distance_grid(scale_m_sem, scale_m_style, [w]))[0])
+    return cm_from_distances(distance_grid(m_sem, m_style, [w]), [x_ref])[0], x_ref
+
+
+def _cross_validate(grid, distances, human, folds, n_folds, reference_grid, m_sem, m_style, reference):
+    """Out-of-fold CM for every w (G × n), the calibrated out-of-fold CM (n), and each fold's w and ρ.
+
+    ``m_sem``/``m_style`` are the pairs' distances and ``reference`` the
+    reference pairs' (None when x_ref comes from the fit folds): the
+    calibrated CM is scored at each fold's chosen w, which lies between grid points.
+    """
     cm_oof = np.empty_like(distances)
     calibrated = np.empty(distances.shape[1])
     fold_w, fold_rho = [], []
@@ -242,12 +307,12 @@ def _cross_validate(grid, distances, human, folds, n_folds, reference_grid):
         fit = ~test
         scales = _fold_scales(distances, folds, fold, reference_grid)
         chosen = best_w(grid, spearman_rows(cm_from_distances(distances[:, fit], scales), human[fit]))
-        cm_test = cm_from_distances(distances[:, test], scales)
-        cm_oof[:, test] = cm_test
-        row = int(np.argmin(np.abs(grid - chosen)))
-        calibrated[test] = cm_test[row]
+        cm_oof[:, test] = cm_from_distances(distances[:, test], scales)
+        scale_pairs = reference if reference is not None else (m_sem[fit], m_style[fit])
+        calibrated[test] = cm_at_w(chosen, m_sem[test], m_style[test], *scale_pairs)[0]
         fold_w.append(chosen)
-        fold_rho.append(float(spearman_rows(cm_test[row : row + 1], human[test])[0]) if test.sum() >= 3 else float("nan"))
+        fold_rho.append(float(spearman_rows(calibrated[None, test], human[test])[0]) if test.sum() >= 3
+                        else float("nan"))
     return cm_oof, calibrated, fold_w, fold_rho
 
 
@@ -279,13 +344,17 @@ def calibrate(
     reference_grid = reference_grid_of(reference, grid)
     source = "reference pairs" if reference_grid is not None else "campaign pairs"
 
-    cm_oof, calibrated, fold_w, fold_rho = _cross_validate(grid, distances, human, folds, n_folds, reference_grid)
+    m_sem, m_style = data["m_sem"].to_numpy(dtype=np.float64), data["m_style"].to_numpy(dtype=np.float64)
+    reference_pairs = ((reference["m_sem"].to_numpy(dtype=np.float64), reference["m_style"].to_numpy(dtype=np.float64))
+                       if reference_grid is not None else None)
+    cm_oof, calibrated, fold_w, fold_rho = _cross_validate(grid, distances, human, folds, n_folds, reference_grid,
+                                                           m_sem, m_style, reference_pairs)
 
     # Every interval shares one set of resamples of anchors.
     resamples = make_resamples(anchors, n_boot, seed + 1, resample) if n_boot > 0 else None
     choice = choice_bootstrap(grid, distances, human, reference_grid, resamples)
     chosen_w = choice.chosen_w
-    chosen_row = int(np.argmin(np.abs(grid - chosen_w)))
+    cm_chosen, x_ref = cm_at_w(chosen_w, m_sem, m_style, *(reference_pairs or (m_sem, m_style)))
     interval = resamples.describe(confidence) if resamples is not None else "none"
 
     def spread(values) -> tuple[float, float]:
@@ -323,7 +392,7 @@ def calibrate(
         "w_ci": list(w_ci),
         "spearman_oof": rho_calibrated,
         "spearman_oof_ci": [low, high],
-        "spearman_all_at_w": float(choice.rho[chosen_row]),
+        "spearman_all_at_w": float(spearman_rows(cm_chosen[None, :], human)[0]),
         "spearman_fold_mean": float(np.nanmean(fold_rho)),
         "fold_w": fold_w,
         "baselines": {
@@ -340,7 +409,7 @@ def calibrate(
     return CalibrationResult(
         grid=grid,
         chosen_w=chosen_w,
-        x_ref=float(choice.scales[chosen_row]),
+        x_ref=x_ref,
         x_ref_source=source,
         curve=curve,
         summary=summary,

@@ -19,7 +19,6 @@ from scipy import stats
 from cpdm.analysis.resampling import (  # noqa: F401  (the resampling helpers are also reached from here)
     DEFAULT_RESAMPLE,
     Resamples,
-    cluster_bootstrap_counts,
     counts_from_indices,
     make_resamples,
     pair_bootstrap_counts,

@@ -6,10 +6,11 @@ rating, on all pairs), and the difference ``w_artists − w_lay`` gets a
 *paired* bootstrap interval: every resample of anchors is applied to both
 groups at once, so what the two groups share (the anchors, their images and
 their distances) is held together. Only anchors that both groups rated take
-part, so the groups are compared on the same images. Each w lies on the
-calibration grid, so the difference moves in steps of the grid: its interval
-is conservative (with equal true weights it included 0 in all 200 seeded
-simulated studies of the test suite, where 95% is nominal).
+part, so the groups are compared on the same images. Each w is refined
+between grid points (see :func:`cpdm.analysis.calibration.refine_w_columns`):
+were it left on the grid, both groups would mostly pick the same grid point
+and the interval of the difference would hold 0 far more often than its
+nominal level.
 """
 
 from __future__ import annotations

@@ -68,13 +68,6 @@ def pair_bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.n
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
 
 
-def cluster_bootstrap_counts(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts for resamples of whole clusters (e.g. anchors): every item gets its cluster's multiplicity."""
-    _, cluster_index = np.unique(clusters, return_inverse=True)
-    cluster_counts = pair_bootstrap_counts(int(cluster_index.max()) + 1, n_boot, rng)
-    return cluster_counts[:, cluster_index]
-
-
 @dataclass
 class Resamples:
     """Bootstrap weight rows for one set of items, and how to make an interval from the values they give."""
@@ -114,6 +107,22 @@ def make_resamples(anchors, n_boot: int, seed: int = 0, unit: str = DEFAULT_RESA
     _, cluster_of = np.unique(anchors, return_inverse=True)
     counts = pair_bootstrap_counts(int(cluster_of.max()) + 1 if len(anchors) else 0, n_boot, rng)
     return Resamples(unit, counts[:, cluster_of], counts.shape[1], cluster_of, counts)
+
+
+def mean_interval(values, anchors, n_boot: int, seed: int = 0, confidence: float = 0.95,
+                  unit: str = DEFAULT_RESAMPLE) -> tuple[float, float]:
+    """The bootstrap interval of the mean of ``values`` (one per pair; NaNs dropped), by anchor or by single pair.
+
+    NaN when fewer than two values remain, or, over anchors, fewer than two anchors.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    anchors = np.asarray(anchors)
+    finite = np.isfinite(values)
+    values, anchors = values[finite], anchors[finite]
+    if len(values) < 2 or n_boot <= 0:
+        return float("nan"), float("nan")
+    resamples = make_resamples(anchors, n_boot, seed, unit)
+    return resamples.interval(resamples.weights @ values / resamples.weights.sum(axis=1), confidence)
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:

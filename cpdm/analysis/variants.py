@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, mean_interval
 from cpdm.store.workspace import BASELINE_METHOD
 
 
@@ -30,17 +30,6 @@ def copy_threshold(scale: tuple[int, int]) -> float:
     """
     low, high = scale
     return float((low + high) // 2 + 1)
-
-
-def _mean_interval(values: np.ndarray, anchors: np.ndarray, n_boot: int, seed: int, confidence: float,
-                   resample: str) -> tuple[float, float]:
-    """Bootstrap interval of a mean over anchors (or pairs); all resamples at once."""
-    finite = np.isfinite(values)
-    values, anchors = values[finite], anchors[finite]
-    if len(values) < 2 or n_boot <= 0:
-        return float("nan"), float("nan")
-    resamples = make_resamples(anchors, n_boot, seed, resample)
-    return resamples.interval(resamples.weights @ values / resamples.weights.sum(axis=1), confidence)
 
 
 def variant_benchmark(
@@ -72,7 +61,7 @@ def variant_benchmark(
     rows = []
     for index, (variant, sub) in enumerate(frame.groupby("variant", sort=True)):
         metric_values = sub[metric].to_numpy(dtype=np.float64)
-        low, high = _mean_interval(metric_values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
+        low, high = mean_interval(metric_values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
         row = {
             "variant": variant,
             "pairs": int(len(sub)),

@@ -13,6 +13,13 @@ GROUP_CHOICE = click.Choice(["artists", "lay", "all"])
 LEVEL_CHOICE = click.Choice(["nominal", "ordinal", "interval", "ratio"])
 
 
+# What every bootstrap interval resamples (cpdm.analysis.resampling).
+resample_option = click.option(
+    "--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
+    help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
+         "single pairs (too narrow; for comparison only).")
+
+
 def analysis_options(func):
     """Options shared by analyze and calibrate: which ratings count and how intervals are made."""
     options = [
@@ -28,9 +35,7 @@ def analysis_options(func):
                      help="Style backbone of the scores, as stored (e.g. vgg19, tiny:vgg19)."),
         click.option("--n-boot", type=click.IntRange(0, 10_000), default=1000, show_default=True,
                      help="Bootstrap resamples for the 95% intervals."),
-        click.option("--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
-                     help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
-                          "single pairs (too narrow; for comparison only)."),
+        resample_option,
         click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
                      help="Cross-validation folds (grouped by anchor)."),
         click.option("--step", type=click.FloatRange(0.001, 0.05), default=0.05, show_default=True,

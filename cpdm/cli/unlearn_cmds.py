@@ -7,6 +7,7 @@ import json
 import click
 
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.analysis_cmds import resample_option
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES
@@ -170,12 +171,15 @@ def unlearning():
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
+@click.option("--n-boot", type=click.IntRange(0, 10_000), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals.")
+@resample_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @offline_tiny_option
 @workspace_option
 @cpdm_command
 def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
-                              output_format, quiet, offline_tiny, workspace):
+                              output_format, n_boot, resample, quiet, offline_tiny, workspace):
     """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
 
     \b
@@ -187,7 +191,7 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
-                              progress=not quiet)
+                              n_boot=n_boot, resample=resample, progress=not quiet)
     table = unlearning_report(open_ws(workspace), variant_name, baseline, settings)
     if output_format == "json":
         click.echo(table.to_json(orient="records", indent=2))

@@ -11,6 +11,12 @@ its anchor, scores the pairs, and reports per set:
   with a bootstrap interval;
 * where campaigns rated these pairs, the human "copy" mean beside each.
 
+Every interval resamples whole anchors by default (the generations of one
+anchor share its image and prompts) with the analysis's interval method
+(:mod:`cpdm.analysis.resampling`), named in the table's ``interval``
+column; ``resample="pairs"`` resamples single generations instead, for
+comparison only.
+
 In UnlearnCanvas's terms, the target row is unlearning accuracy and the
 retain row retained accuracy, measured by the CPDM metric. Generation skips
 what the workspace already holds, so a rerun only scores and tabulates.
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals, mean_interval
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 
@@ -45,6 +52,7 @@ class ReportSettings:
     semantic: str | None = None
     style: str | None = None
     n_boot: int = 1000
+    resample: str = DEFAULT_RESAMPLE
     progress: bool = True
 
 
@@ -108,15 +116,18 @@ def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int
 
 
 def _pair_frame(ws, generation_ids: list[int], semantic_key: str, style_key: str) -> pd.DataFrame:
-    """Each generation's normal pair with its scores (columns generation, pair, prompt, seed, m_sem, m_style)."""
+    """Each generation's normal pair with its scores.
+
+    Columns generation, pair, anchor, prompt, seed, m_sem, m_style.
+    """
     marks = ",".join("?" * len(generation_ids))
     rows = ws.conn.execute(
-        f"SELECT g.id, p.id, g.prompt, g.seed, s.m_sem, s.m_style FROM generations g "
+        f"SELECT g.id, p.id, p.anchor, g.prompt, g.seed, s.m_sem, s.m_style FROM generations g "
         f"JOIN pairs p ON p.generation = g.id AND p.kind = 'normal' "
         f"JOIN scores s ON s.pair = p.id AND s.semantic = ? AND s.style = ? WHERE g.id IN ({marks})",
         (semantic_key, style_key, *generation_ids),
     ).fetchall()
-    return pd.DataFrame(rows, columns=["generation", "pair", "prompt", "seed", "m_sem", "m_style"])
+    return pd.DataFrame(rows, columns=["generation", "pair", "anchor", "prompt", "seed", "m_sem", "m_style"])
 
 
 def copy_means(ws, pair_ids) -> dict[int, float]:
@@ -133,18 +144,14 @@ def copy_means(ws, pair_ids) -> dict[int, float]:
     return {int(pair): float(mean) for pair, mean in rows}
 
 
-def bootstrap_mean(values: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its 95% percentile bootstrap interval (NaNs dropped)."""
-    from cpdm.analysis.correlation import pair_bootstrap_counts, percentile_interval
-
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+def mean_with_interval(values, anchors, settings: "ReportSettings", seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of ``values`` (one per generation; NaNs dropped); the interval resamples ``settings.resample``."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
         return float("nan"), float("nan"), float("nan")
-    if len(values) < 2 or n_boot <= 0:
-        return float(values.mean()), float("nan"), float("nan")
-    counts = pair_bootstrap_counts(len(values), n_boot, np.random.default_rng(seed))
-    low, high = percentile_interval(counts @ values / len(values))
-    return float(values.mean()), low, high
+    low, high = mean_interval(values, anchors, settings.n_boot, seed, unit=settings.resample)
+    return float(finite.mean()), low, high
 
 
 def unlearning_report(ws, variant_name: str, vs: str = "original", settings: ReportSettings | None = None) -> pd.DataFrame:
@@ -155,6 +162,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
     from cpdm.store.rows import get_variant, make_pairs
 
     settings = settings or ReportSettings()
+    check_resample(settings.resample)
     variant, baseline = get_variant(ws, variant_name), get_variant(ws, vs)
     if variant.id == baseline.id:
         raise CpdmError("compare a variant with another one (--vs)")
@@ -179,10 +187,10 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
             frames[model.name] = frame
         ours, theirs = frames[variant.name], frames[baseline.name]
         matched = ours.merge(theirs, on=["prompt", "seed"], suffixes=("", "_base"))
-        mean, low, high = bootstrap_mean(ours["cm"].to_numpy(float), settings.n_boot)
-        base_mean, base_low, base_high = bootstrap_mean(theirs["cm"].to_numpy(float), settings.n_boot)
-        change, change_low, change_high = bootstrap_mean((matched["cm"] - matched["cm_base"]).to_numpy(float),
-                                                         settings.n_boot)
+        mean, low, high = mean_with_interval(ours["cm"], ours["anchor"], settings)
+        base_mean, base_low, base_high = mean_with_interval(theirs["cm"], theirs["anchor"], settings)
+        change, change_low, change_high = mean_with_interval(matched["cm"] - matched["cm_base"], matched["anchor"],
+                                                             settings)
         rows.append({
             "set": name, "variant": variant.name, "baseline": baseline.name, "prompts": len(split[name]),
             "generations": len(ours), "cm": mean, "cm_low": low, "cm_high": high,
@@ -191,6 +199,8 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
             "copy": float(ours["copy"].mean()) if ours["copy"].notna().any() else float("nan"),
             "copy_baseline": float(theirs["copy"].mean()) if theirs["copy"].notna().any() else float("nan"),
             "rated": int(ours["copy"].notna().sum()),
+            "anchors": int(ours["anchor"].nunique()),
+            "interval": describe_intervals(settings.resample, settings.n_boot),
         })
     return pd.DataFrame(rows)
 
@@ -211,4 +221,6 @@ def format_report(table: pd.DataFrame) -> str:
             f"{row.copy:6.2f} {row.copy_baseline:9.2f}  {row.generations}"
         )
     lines.append("target: lower CM is better (the concept is copied less); retain: CM should stay.")
+    if len(table):
+        lines.append(f"intervals: {table['interval'].iloc[0]}")
     return "\n".join(lines)
