@@ -435,23 +435,39 @@ def result_line(results: dict) -> str:
         f"{name}={value:.2f}" if isinstance(value, float) else f"{name}={value}" for name, value in results.items())
 
 
-def main() -> None:
+def whole_number(text: str, least: int = 1) -> int:
+    """A whole number of at least ``least``, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def parse_sizes(argv=None) -> Sizes:
+    """The sizes the command line asks for."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="200 jobs; 4 repeats of a smaller generation, 1 with a worker process; "
                              "bench_rating's quick load")
-    parser.add_argument("--jobs", type=int, help="how many no-op jobs (default 1,000; 200 with --quick)")
-    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    parser.add_argument("--repeats", type=int, help="repeats of part 2 (default 5; 4 with --quick)")
-    parser.add_argument("--process-repeats", type=int,
+    parser.add_argument("--jobs", type=whole_number, help="how many no-op jobs (default 1,000; 200 with --quick)")
+    parser.add_argument("--workers", type=whole_number, default=4, help="worker processes (default 4)")
+    parser.add_argument("--repeats", type=whole_number, help="repeats of part 2 (default 5; 4 with --quick)")
+    parser.add_argument("--process-repeats", type=lambda text: whole_number(text, least=0),
                         help="repeats of part 2 that also time a cpdm worker --once process "
                              "(default: every one; 1 with --quick; 0: none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or sizes.repeats
     process_repeats = sizes.process_repeats if args.process_repeats is None else args.process_repeats
-    sizes = replace(sizes, jobs=args.jobs or sizes.jobs, workers=args.workers, repeats=repeats,
-                    process_repeats=min(process_repeats, repeats))
+    return replace(sizes, jobs=args.jobs or sizes.jobs, workers=args.workers, repeats=repeats,
+                   process_repeats=min(process_repeats, repeats))
+
+
+def main(argv=None) -> None:
+    sizes = parse_sizes(argv)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as scratch:
         results = run_parts(Path(scratch), sizes)
