@@ -36,6 +36,7 @@ saturated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import random
 import shutil
@@ -44,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,20 @@ TARGET_P95_MS = 50.0
 QUESTIONS = ("content", "style", "copy")
 EARLIER_RATERS_PER_ROLE = 100
 OVERLAP = 5  # ratings per pair per role
+
+
+@dataclass(frozen=True)
+class Load:
+    """The size of a measurement: campaign pairs, earlier pair ratings, concurrent raters, seconds per phase."""
+
+    pairs: int
+    ratings: int
+    raters: int = 50
+    seconds: float = 20.0
+
+
+FULL_LOAD = Load(pairs=20_000, ratings=100_000, seconds=20.0)
+QUICK_LOAD = Load(pairs=5_000, ratings=20_000, seconds=8.0)
 
 
 def fake_sha(i: int) -> str:
@@ -112,6 +128,16 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
     conn.execute("ANALYZE")
     ws.close()
     return campaign
+
+
+def add_raters(root: Path, count: int) -> list[int]:
+    """``count`` simulated raters for the phases, half artists and half lay; their ids."""
+    ws = open_workspace(root)
+    try:
+        return [create_rater(ws, f"bench-{i}", "artist" if i % 2 == 0 else "lay", simulated=True)[0].id
+                for i in range(count)]
+    finally:
+        ws.close()
 
 
 def rater_loop(root, rater_id, stop_at, think_s, out, errors):
@@ -215,29 +241,43 @@ def run_phase(root, raters, seconds, think_s) -> dict:
     }
 
 
-def run_phase_on_copy(base, root, campaign, raters, seconds, think_s) -> dict:
+def run_phase_on_copy(base, root, campaign, raters, seconds, think_s, during=None) -> dict:
     """:func:`run_phase` on a copy of the workspace at ``base``, so every phase starts from the same ratings.
 
-    Adds ``integrity``: (lost, duplicated, over-overlap pairs) of the phase.
+    ``during``, if given, is called with the copy's path and must return a
+    context manager: the phase runs inside it (another process busy on the
+    same workspace, say). Adds ``integrity``: (lost, duplicated, over-overlap
+    pairs) of the phase.
     """
     shutil.copytree(base, root)
-    phase = run_phase(root, raters, seconds, think_s)
+    with during(root) if during else contextlib.nullcontext():
+        phase = run_phase(root, raters, seconds, think_s)
     phase["integrity"] = check_integrity(root, campaign, phase["results"])
     return phase
+
+
+def meets_target(phase: dict) -> bool:
+    """Whether a phase kept next-pair and submit p95 under :data:`TARGET_P95_MS`."""
+    return phase["next"][1] < TARGET_P95_MS and phase["submit"][1] < TARGET_P95_MS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller campaign, shorter run (under a minute)")
-    parser.add_argument("--pairs", type=int, help="pairs in the campaign (default 20000; quick 5000)")
-    parser.add_argument("--ratings", type=int, help="earlier pair ratings (default 100000; quick 20000)")
-    parser.add_argument("--raters", type=int, default=50, help="simulated concurrent raters (default 50)")
-    parser.add_argument("--seconds", type=float, help="run time of each phase (default 20; quick 8)")
+    parser.add_argument("--pairs", type=int,
+                        help=f"pairs in the campaign (default {FULL_LOAD.pairs}; quick {QUICK_LOAD.pairs})")
+    parser.add_argument("--ratings", type=int,
+                        help=f"earlier pair ratings (default {FULL_LOAD.ratings}; quick {QUICK_LOAD.ratings})")
+    parser.add_argument("--raters", type=int, default=FULL_LOAD.raters,
+                        help=f"simulated concurrent raters (default {FULL_LOAD.raters})")
+    parser.add_argument("--seconds", type=float,
+                        help=f"run time of each phase (default {FULL_LOAD.seconds:g}; quick {QUICK_LOAD.seconds:g})")
     parser.add_argument("--think", type=float, default=2.0, help="least seconds per pair in the paced phase (default 2; each pair takes 1-2x this)")
     args = parser.parse_args()
-    n_pairs = args.pairs or (5_000 if args.quick else 20_000)
-    n_ratings = args.ratings or (20_000 if args.quick else 100_000)
-    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    load = QUICK_LOAD if args.quick else FULL_LOAD
+    n_pairs = args.pairs or load.pairs
+    n_ratings = args.ratings or load.ratings
+    seconds = args.seconds or load.seconds
     if n_ratings > 5 * n_pairs:
         parser.error("--ratings may be at most 5 x --pairs (at most 3 earlier ratings per pair and role)")
 
@@ -246,10 +286,7 @@ def main() -> None:
         t0 = time.perf_counter()
         campaign = build_workspace(root, n_pairs, n_ratings)
         build_s = time.perf_counter() - t0
-        ws = open_workspace(root)
-        raters = [create_rater(ws, f"bench-{i}", "artist" if i % 2 == 0 else "lay", simulated=True)[0].id
-                  for i in range(args.raters)]
-        ws.close()
+        raters = add_raters(root, args.raters)
         print(f"workspace: {n_pairs:,} pairs, {n_ratings:,} earlier ratings ({3 * n_ratings:,} rows), "
               f"built in {build_s:.1f} s")
         print(f"{args.raters} raters (threads, one connection each), {seconds:.0f} s per phase, "
@@ -279,9 +316,8 @@ def main() -> None:
         print(f"errors ({len(errors)}): {errors[:3]}")
     ok = lost == 0 and duplicated == 0 and over == 0 and not errors
     for label, _short, phase in phases:
-        meets = phase["next"][1] < TARGET_P95_MS and phase["submit"][1] < TARGET_P95_MS
         print(f"target p95 < {TARGET_P95_MS:.0f} ms for next-pair and submit, {label}: "
-              f"{'met' if meets else 'NOT met'}")
+              f"{'met' if meets_target(phase) else 'NOT met'}")
     print(
         f"RESULT next_p50_ms={paced['next'][0]:.2f} next_p95_ms={paced['next'][1]:.2f} "
         f"next_p99_ms={paced['next'][2]:.2f} submit_p50_ms={paced['submit'][0]:.2f} "
