@@ -209,7 +209,7 @@ def test_cli_worker_until_idle_and_bad_options(runner, ws):
     bad_kind = runner.invoke(cli, ["worker", "--kinds", "noop,bogus", "--workspace", str(ws.root)])
     assert bad_kind.exit_code == 1 and "error: unknown job kind 'bogus'" in bad_kind.output
     address_alone = runner.invoke(cli, ["worker", "--address", "ray://head:10001", "--workspace", str(ws.root)])
-    assert address_alone.exit_code == 2 and "--address is for --executor ray" in address_alone.output
+    assert address_alone.exit_code == 2 and "--address and --ray-gpus are for --executor ray" in address_alone.output
 
 
 def test_cli_worker_with_ray_missing_says_how_to_install_it(runner, ws, monkeypatch):

@@ -13,7 +13,7 @@ from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
 from cpdm.scoring.engine import REFERENCE_SAMPLE, build_engine
 from cpdm.store.images import store_pil_image
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, make_pairs
+from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs
 from cpdm.unlearning.report import ReportSettings, concept_matches, split_prompts, unlearning_report
 from tests.rating_fixtures import tiny_image
 
@@ -76,9 +76,7 @@ def _scored_study(ws) -> dict:
             if variant == "original":
                 image_seed += 1
                 sha = store_pil_image(ws, tiny_image(image_seed)).sha256
-                with ws.transaction() as conn:
-                    anchor = conn.execute("INSERT INTO anchors (image, artist, title, category) VALUES (?, ?, ?, ?)",
-                                          (sha, artist, f"Work {number}", "style")).lastrowid
+                anchor = add_anchor(ws, sha, artist=artist, title=f"Work {number}", category="style")
                 anchors.append(anchor)
                 add_prompt(ws, anchor, f"a work by {artist}, no. {number}", origin="manual")
             prompt, anchor = ws.conn.execute(
