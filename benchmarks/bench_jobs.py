@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import queue as queue_module
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,22 @@ def check_each_job_ran_once(root: Path, jobs: int) -> int:
     return (jobs - len(found)) + sum(1 for job in found if job.status != "done" or job.attempts != 1)
 
 
+def collect_reports(results, processes, timeout_s: float = 600.0) -> list:
+    """One report per worker process; a clear error, not a hang, if a process dies before it reports."""
+    reports, deadline = [], time.monotonic() + timeout_s
+    while len(reports) < len(processes):
+        try:
+            reports.append(results.get(timeout=1.0))
+        except queue_module.Empty:
+            dead = [process for process in processes if process.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a claim worker process exited with code {dead[0].exitcode} before reporting "
+                                   "(its traceback is printed above)") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"claim workers reported {len(reports)} of {len(processes)} in {timeout_s:.0f} s")
+    return reports
+
+
 def part_claims(root: Path, jobs: int, workers: int) -> dict:
     """Claim latency (p50/p95) and throughput of ``workers`` processes emptying a queue of ``jobs`` no-op jobs."""
     build_queue(root, jobs)
@@ -116,7 +133,7 @@ def part_claims(root: Path, jobs: int, workers: int) -> dict:
         process.start()
     time.sleep(1.0)  # let every process import cpdm and open the workspace before the clock starts
     start.set()
-    reports = [results.get(timeout=600) for _ in processes]
+    reports = collect_reports(results, processes)
     for process in processes:
         process.join()
     claims_ms = np.array([seconds for _, claims, _, _ in reports for seconds in claims]) * 1000

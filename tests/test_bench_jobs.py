@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
 from benchmarks import bench_jobs
@@ -32,8 +35,19 @@ def result_fields(line: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in line.removeprefix("RESULT ").split())
 
 
+@pytest.fixture
+def plain_main(monkeypatch):
+    """A ``__main__`` with no file, as in ``python -c``.
+
+    The claim workers are spawned processes, which first re-run the parent's
+    ``__main__`` file; Streamlit's AppTest, run earlier in the same test
+    process, leaves an app script there.
+    """
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+
+
 @pytest.mark.slow
-def test_every_part_reports_its_figures_and_the_counts_add_up(tmp_path, capsys):
+def test_every_part_reports_its_figures_and_the_counts_add_up(tmp_path, capsys, plain_main):
     fields = result_fields(bench_jobs.result_line(bench_jobs.run_parts(tmp_path, SMALLEST)))
     printed = capsys.readouterr().out
 
