@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import queue as queue_module
@@ -304,8 +305,11 @@ def copy_of(base: Path, root: Path) -> Path:
 
 # --- part 3: rating while a worker is busy ---------------------------------------------------------------
 
+BUSY_UNTIL_STOPPED = 100_000  # images per prompt of the busy job: far more than any phase lasts
+
+
 class BusyWorker:
-    """A ``cpdm worker`` process running a long tiny generation on a workspace, for the span of a ``with`` block.
+    """A ``cpdm worker`` process kept generating tiny images on a workspace for the span of a ``with`` block.
 
     :meth:`running` enqueues the job, starts the worker and waits until the
     job has stored its first image; at the end of the block it records how
@@ -314,7 +318,9 @@ class BusyWorker:
     """
 
     def __init__(self, images: TinyImages, prompt_ids: list[int], log: Path):
-        self.images = images
+        # Sized by time, not by count: the job asks for more images than any phase can make, so it runs
+        # until the block ends and the worker is told to stop (a quiet machine must not finish it early).
+        self.images = dataclasses.replace(images, per_prompt=BUSY_UNTIL_STOPPED)
         self.prompt_ids = prompt_ids
         self.log = log
         self.images_during = 0
@@ -383,7 +389,8 @@ def part_rating_busy(scratch: Path, load: Load, think_s: float, busy: TinyImages
     worker = BusyWorker(busy, prompt_ids, scratch / "busy-worker.log")
     print(f"rating while a worker is busy: {load.pairs:,} pairs, {load.ratings:,} earlier ratings, "
           f"{load.raters} raters looking {think_s:g} to {2 * think_s:g} s at each pair, {load.seconds:g} s per phase")
-    print(f"  busy worker: a cpdm worker process generating {busy.describe(len(prompt_ids))}")
+    print(f"  busy worker: a cpdm worker process generating tiny {busy.size}x{busy.size} images "
+          f"({busy.steps} steps) from {len(prompt_ids)} prompts until the phase ends")
     phases = {
         "idle": run_phase_on_copy(base, scratch / "idle", campaign, raters, load.seconds, think_s),
         "busy": run_phase_on_copy(base, scratch / "busy", campaign, raters, load.seconds, think_s,
@@ -427,7 +434,7 @@ class Sizes:
     process_repeats: int = 5  # part 2: repeats that also time a cpdm worker --once process
     load: Load = FULL_LOAD  # part 3: bench_rating's load
     think_s: float = 2.0  # part 3: least seconds a rater looks at a pair
-    busy: TinyImages = TinyImages(per_prompt=100, steps=4, size=64)  # part 3: the busy worker's job (all prompts)
+    busy: TinyImages = TinyImages(per_prompt=1, steps=4, size=64)  # part 3: the busy worker's images (it runs until stopped)
 
 
 FULL = Sizes()

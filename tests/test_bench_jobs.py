@@ -18,7 +18,7 @@ SMALLEST = bench_jobs.Sizes(
     jobs=12, workers=2,
     overhead=bench_jobs.TinyImages(per_prompt=1, steps=1, size=32), repeats=2, process_repeats=1,
     load=Load(pairs=60, ratings=60, raters=4, seconds=3.0), think_s=0.2,
-    busy=bench_jobs.TinyImages(per_prompt=20, steps=1, size=32),
+    busy=bench_jobs.TinyImages(per_prompt=1, steps=1, size=32),  # per_prompt unused: it runs until stopped
 )
 
 FIELDS = {
