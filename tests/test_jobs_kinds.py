@@ -18,6 +18,7 @@ from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
 from cpdm.store.rows import add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
+from cpdm.unlearning.artifacts import variant_dir
 from tests.curation_support import add_anchors, write_banks
 
 TINY_IMAGES = {"per_prompt": 2, "steps": 2, "height": 32, "width": 32, "offline_tiny": True}
@@ -239,7 +240,7 @@ def test_report_job_writes_the_table_the_command_prints(ws, twin, runner):
     assert [row["set"] for row in result["rows"]] == [row["set"] for row in expected]
     for ours, theirs in zip(result["rows"], expected):
         assert ours["cm"] == pytest.approx(theirs["cm"]) and ours["generations"] == theirs["generations"]
-    assert result["report_path"].endswith("unlearning-uce-a.csv")
+    assert result["report_path"] == str(ws.exports_dir / f"unlearning-{variant_dir(ws.root, 'uce-a').name}.csv")
 
 
 # --- parameters --------------------------------------------------------------------------------------

@@ -221,3 +221,26 @@ def test_the_page_is_in_the_researcher_menu(ws, monkeypatch):
     at.switch_page("pages/jobs.py").run()
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == ["Jobs"]
+
+
+def test_two_variants_whose_names_sanitise_alike_queued_on_the_page_keep_their_own_artifacts(ws):
+    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.store.rows import get_variant
+
+    anchors = demo.add_anchors(ws, seed=0)
+    names = ("莫奈", "梵高")  # both reduce to nothing in [A-Za-z0-9._-]
+    at = open_page(ws)
+    at.selectbox(key="unlearn_method").set_value("uce").run()
+    for name, anchor in zip(names, anchors):
+        at.multiselect(key="unlearn_concepts").set_value([anchor.artist.name])
+        at.text_input(key="unlearn_variant_name").input(name)
+        at.checkbox(key="unlearn_offline_tiny").check()
+        at.button(key="unlearn_submit").click().run()
+        assert not at.exception, at.exception
+        assert not errors(at)
+    with Worker(ws.root, name="page-test-worker", device="cpu") as worker:
+        assert [worker.run_once().status for _ in names] == ["done", "done"]
+    first, second = (get_variant(ws, name) for name in names)
+    assert first.artifact_path != second.artifact_path
+    for variant in (first, second):  # each registered sha256 still matches its file
+        variant_pipeline(variant, root=ws.root)

@@ -207,3 +207,44 @@ def test_cli_unlearn_then_variants_list_and_show(ws, runner):
     assert refused.exit_code == 1 and "unknown unlearning method" in refused.output
     missing = runner.invoke(cli, ["variants", "show", "nope", "-w", str(ws.root)])
     assert missing.exit_code == 1 and "unknown variant 'nope'" in missing.output
+
+
+# Two names that reduce to the same characters in [A-Za-z0-9._-]: both were once "unlearning/variant/".
+ALIKE = ("莫奈", "梵高")
+
+
+def test_two_variants_whose_names_sanitise_alike_keep_their_own_artifacts(ws, runner):
+    for name, concept in zip(ALIKE, (CONCEPT, "vincent van gogh")):
+        result = runner.invoke(cli, ["unlearn", "uce", "--variant-name", name, "--offline-tiny", "--concept", concept,
+                                     "--quiet", "-w", str(ws.root)])
+        assert result.exit_code == 0, result.output
+    first, second = (get_variant(ws, name) for name in ALIKE)
+    assert first.artifact_path != second.artifact_path
+    assert first.artifact_sha256 != second.artifact_sha256
+    for variant in (first, second):  # each file is still the one registered: the second run overwrote nothing
+        variant_pipeline(variant, root=ws.root)
+        assert json.loads(json_path_of(ws.root / variant.artifact_path).read_text())["concepts"] == list(variant.concepts)
+
+
+def test_interrupted_runs_of_names_that_sanitise_alike_keep_their_own_checkpoints(ws, monkeypatch):
+    for name in ALIKE:
+        with monkeypatch.context() as patch:
+            _interrupt_at(patch, 3, KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                unlearn(ws, "esd-x", name, base="unused", concepts=[CONCEPT], params=FAST_ESD,
+                        offline_tiny=True, progress=False, checkpoint_every=2)
+    folders = {variant_dir(ws.root, name) for name in ALIKE}
+    assert len(folders) == 2 and all((folder / CHECKPOINT_NAME).is_file() for folder in folders)
+
+
+def test_a_folder_another_variant_owns_is_refused_before_anything_is_registered(ws):
+    made = unlearn(ws, "uce", "uce-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+    weights = ws.root / made.artifact_path
+    kept = weights.read_bytes()
+    # A database that no longer knows the variant (restored from an older copy) beside the unlearning folder:
+    with ws.transaction() as conn:
+        conn.execute("DELETE FROM variants WHERE id = ?", (made.id,))
+    with pytest.raises(CpdmError, match=f"holds the files of variant {made.id} 'uce-monet'.*choose another variant name"):
+        unlearn(ws, "uce", "uce-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+    assert list_variants(ws) == []
+    assert weights.read_bytes() == kept

@@ -579,7 +579,7 @@ def _report_parameters() -> list[Parameter]:
         Parameter("max_retain_prompts", "int", None, "at most this many prompts in the retain set", minimum=1),
         Parameter("semantic", "str", None, "semantic backbone (default: the scoring default)"),
         Parameter("style", "str", None, "style backbone (default: the scoring default)"),
-        Parameter("out", "path", None, "CSV file of the table (default: WORKSPACE/exports/unlearning-VARIANT.csv)"),
+        Parameter("out", "path", None, "CSV file of the table (default: WORKSPACE/exports/unlearning-NAME-HASH.csv)"),
         OFFLINE_TINY,
     ]
 
@@ -592,7 +592,7 @@ def _check_report(params: dict) -> None:
 
 
 def report_path(ws, variant: str) -> Path:
-    """Where a report job writes a variant's table unless told otherwise."""
+    """Where a report job writes a variant's table unless told otherwise (named like the variant's folder)."""
     from cpdm.unlearning.runner import variant_dir
 
     return ws.exports_dir / f"unlearning-{variant_dir(ws.root, variant).name}.csv"

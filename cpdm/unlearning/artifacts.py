@@ -10,6 +10,13 @@ seed, steps, wall time, peak memory and the library versions.
 Loading is strict: every tensor must name a parameter of the UNet with the
 same shape, and every parameter the JSON lists must be in the file.
 ``load_state_dict(strict=False)`` would skip a misnamed key silently.
+
+Each variant's artifact and checkpoint live in a folder of their own,
+``unlearning/NAME-HASH/``: NAME is the variant's name reduced to file-name
+characters, HASH the start of the sha256 of the exact name, so two names
+that reduce alike ("莫奈", "梵高") never share a folder. An ``owner.json``
+there records the variant (id and name) whose folder it is, and cpdm never
+writes into a folder another variant owns.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -24,8 +32,60 @@ import torch
 from cpdm.errors import CpdmError
 
 
+UNLEARNING_DIR = "unlearning"
+OWNER_FILE = "owner.json"
+NAME_HASH_CHARS = 10  # hex digits of the name's sha256 in its folder's name
+
+
 class ArtifactError(CpdmError):
     """An artifact that does not fit the model it is applied to, or is unreadable."""
+
+
+def variant_dir(root: str | os.PathLike, name: str) -> Path:
+    """The folder of a variant's artifact and checkpoint inside the workspace ``root``.
+
+    The readable part keeps only ``[A-Za-z0-9._-]``; the hash of the exact
+    name keeps apart names that keep the same characters.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "variant"
+    name_hash = hashlib.sha256(name.encode("utf-8")).hexdigest()[:NAME_HASH_CHARS]
+    return Path(root) / UNLEARNING_DIR / f"{readable}-{name_hash}"
+
+
+def _owner(folder: Path) -> dict | None:
+    """The variant a folder's ``owner.json`` names ({"id", "name"}), or None when it has none readable."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def check_variant_dir(folder: Path, variant_id: int | None, name: str) -> None:
+    """Refuse a folder that holds another variant's files.
+
+    ``variant_id`` is None for a variant not registered yet: then the folder
+    must be absent or empty. A registered variant may also use a folder its
+    own ``owner.json`` names (a resumed run and its checkpoint).
+    """
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    owner = _owner(folder)
+    if variant_id is not None and owner == {"id": variant_id, "name": name}:
+        return
+    held = (f"the files of variant {owner.get('id')} {owner.get('name')!r}" if owner
+            else "files that no variant claims")
+    raise CpdmError(f"{folder} holds {held}; cpdm never writes into another variant's folder: "
+                    f"move that folder away or choose another variant name")
+
+
+def claim_variant_dir(folder: Path, variant_id: int, name: str) -> Path:
+    """Create the folder (after :func:`check_variant_dir`) and mark it as the variant's own."""
+    check_variant_dir(folder, variant_id, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OWNER_FILE).write_text(json.dumps({"id": variant_id, "name": name}, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    return folder
 
 
 def json_path_of(weights_path: str | os.PathLike) -> Path:

@@ -13,7 +13,6 @@ Generation applies a variant with :func:`cpdm.unlearning.apply.apply_variant`.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import sys
 import time
@@ -26,21 +25,14 @@ from cpdm.errors import CpdmError
 from cpdm.jobs.context import JobCancelled
 from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
-from cpdm.unlearning.artifacts import save_artifact
+from cpdm.unlearning.artifacts import check_variant_dir, claim_variant_dir, save_artifact, variant_dir
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
-UNLEARNING_DIR = "unlearning"
 CHECKPOINT_NAME = "checkpoint.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Autocast dtype of each of PRECISION_NAMES (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def variant_dir(root: Path, name: str) -> Path:
-    """Where a variant's artifact and checkpoint live inside the workspace."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "variant"
-    return Path(root) / UNLEARNING_DIR / safe
 
 
 def check_device(device: str) -> str:
@@ -144,6 +136,7 @@ def unlearn(
     preserve = tuple(str(p) for p in preserve)
     if not variant_name or not variant_name.strip():
         raise CpdmError("give the new variant a name (--variant-name)")
+    variant_name = variant_name.strip()  # as the variant is registered: its folder is named by this name
     if not concepts:
         raise CpdmError("name at least one concept to erase (--concept)")
     if precision not in PRECISIONS:
@@ -161,6 +154,9 @@ def unlearn(
             pass
         else:
             raise CpdmError(f"a variant named {variant_name!r} already exists (use --resume to continue its run)")
+    folder = variant_dir(ws.root, variant_name)
+    if not method.inference_time:
+        check_variant_dir(folder, existing.id if existing else None, variant_name)
     base_id = TINY_BASE if offline_tiny else base
     pipe = load_base(base, device, offline_tiny)
     check_concepts(pipe.tokenizer, concepts)
@@ -174,7 +170,8 @@ def unlearn(
     else:
         variant_id = existing.id
         set_variant_status(ws, variant_id, "training")
-    folder = variant_dir(ws.root, variant_name)
+    if not method.inference_time:
+        claim_variant_dir(folder, variant_id, variant_name)
     options = TrainingOptions(checkpoint_path=folder / CHECKPOINT_NAME, checkpoint_every=checkpoint_every,
                               resume=resume, progress=progress, autocast_dtype=PRECISIONS[precision])
     started = time.perf_counter()
