@@ -188,3 +188,125 @@ def test_the_commands_export_and_import(curated, tmp_path, runner):
     assert "3 new anchors" in result.output
     result = runner.invoke(cli, ["export-dataset", "--workspace", str(curated.root), str(tmp_path / "out")])
     assert result.exit_code == 1 and "not an empty folder" in result.output
+
+
+# --- refusals: nothing outside the dataset is read, and a refused import writes nothing ----------------
+
+
+def _set(dataset, table: str, line: int, column: str, value: str) -> None:
+    """Change one cell of TABLE.csv (``line`` as an editor numbers it, the header is line 1) and its checksum."""
+    import hashlib
+
+    path = dataset / f"{table}.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[line - 2][column] = value
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    metadata = json.loads((dataset / "metadata.json").read_text())
+    metadata["checksums"][f"{table}.csv"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (dataset / "metadata.json").write_text(json.dumps(metadata))
+
+
+def _state(ws) -> dict:
+    """The row count of every table and the files of the image store."""
+    tables = [row[0] for row in ws.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    counts = {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables}
+    return {"rows": counts, "files": sorted(p.relative_to(ws.root).as_posix()
+                                            for p in (ws.root / "images").rglob("*") if p.is_file())}
+
+
+def _refused_leaving_it_as_it_was(ws, dataset, match: str) -> str:
+    """Import ``dataset``, expecting a refusal matching ``match`` and a workspace as it was; returns the message."""
+    before = _state(ws)
+    with pytest.raises(DatasetError, match=match) as refused:
+        import_dataset(ws, dataset)
+    assert _state(ws) == before
+    return str(refused.value)
+
+
+@pytest.fixture
+def exported(curated, tmp_path):
+    export_dataset(curated, tmp_path / "dataset")
+    return tmp_path / "dataset"
+
+
+@pytest.fixture
+def busy(tmp_path):
+    """A workspace that already holds something (two anchors), so 'as it was' is not just 'empty'."""
+    workspace = init_workspace(tmp_path / "busy")
+    add_anchors(workspace, tmp_path / "busy-anchors", count=2)
+    yield workspace
+    workspace.close()
+
+
+def test_a_generation_file_outside_the_dataset_is_refused_with_nothing_imported(exported, busy, tmp_path):
+    outside = tmp_path / "outside.png"
+    shutil.copyfile(exported / "generations" / "1.png", outside)  # the row's sha256 would match
+    _set(exported, "generations", 2, "file", "../outside.png")
+    _refused_leaving_it_as_it_was(busy, exported, r"generations.csv line 2: '../outside.png' is not a path inside")
+    (exported / "generations" / "link.png").symlink_to(outside)
+    _set(exported, "generations", 2, "file", "generations/link.png")
+    _refused_leaving_it_as_it_was(busy, exported, "'generations/link.png' is a symlink that leads outside")
+
+
+def test_an_absolute_path_is_refused_before_it_is_opened(exported, busy, tmp_path):
+    """The refusal reads the same whether the file exists or not: it tells nothing about the machine."""
+    outside = tmp_path / "outside.png"
+    shutil.copyfile(exported / "generations" / "1.png", outside)
+    messages = []
+    for path in (outside, tmp_path / "absent.png"):
+        _set(exported, "generations", 2, "file", str(path))
+        message = _refused_leaving_it_as_it_was(busy, exported, "is not a path inside")
+        messages.append(message.replace(str(path), "PATH"))
+    assert messages[0] == messages[1] and "no such file" not in messages[0]
+
+
+def test_a_duplicate_variant_name_is_refused_and_the_workspace_is_as_it_was(exported, busy):
+    _set(exported, "variants", 3, "name", "original")
+    _refused_leaving_it_as_it_was(busy, exported, "variants.csv line 3: variant name 'original' is also the name at")
+
+
+def _command_refusal(runner, ws, dataset) -> str:
+    """``cpdm import-dataset`` refusing ``dataset``: exit 1, one line, the workspace as it was; returns the line."""
+    from cpdm.cli import cli
+
+    before = _state(ws)
+    result = runner.invoke(cli, ["import-dataset", "--workspace", str(ws.root), str(dataset)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert _state(ws) == before
+    return result.output
+
+
+def test_bad_json_in_params_is_one_line_through_the_command_and_the_workspace_is_as_it_was(exported, busy, runner):
+    _set(exported, "prompts", 7, "params", "{not json")
+    output = _command_refusal(runner, busy, exported)
+    assert f"{exported / 'prompts.csv'} line 7: params is not valid JSON" in output
+    assert "nothing was imported" in output and "Traceback" not in output
+
+
+def test_an_export_without_its_metadata_is_an_error_not_an_empty_import(exported, busy):
+    (exported / "metadata.json").unlink()
+    _refused_leaving_it_as_it_was(busy, exported, "holds anchors.csv.*of a cpdm export but no metadata.json")
+
+
+def test_a_pair_of_unknown_kind_is_an_error(exported, busy):
+    _set(exported, "pairs", 2, "kind", "check_sideways")
+    _refused_leaving_it_as_it_was(busy, exported, "pairs.csv line 2: pair kind 'check_sideways' is not one of")
+
+
+def test_a_row_the_store_refuses_rolls_back_the_images_and_rows_written_before_it(exported, busy):
+    """Prompt origins are checked by the store while writing: by then the images are stored and anchors inserted."""
+    _set(exported, "prompts", 3, "origin", "dream")
+    _refused_leaving_it_as_it_was(busy, exported, "prompts.csv line 3: prompt origin must be one of")
+
+
+def test_a_bad_anchor_row_is_named_in_the_users_file_with_no_option_the_command_lacks(exported, busy, runner):
+    _set(exported, "anchors", 4, "category", "sculpture")
+    output = _command_refusal(runner, busy, exported)
+    assert f"{exported / 'anchors.csv'} line 4: anchor category must be one of" in output
+    assert "--skip-bad" not in output and "cpdm-dataset-" not in output

@@ -35,6 +35,7 @@ from cpdm.store.images import (
     insert_image_row,
     read_image_file,
     relative_image_path,
+    remove_unrecorded,
     write_image_file,
 )
 from cpdm.store.rows import add_anchor_in
@@ -334,17 +335,9 @@ def _write_files(ws: Workspace, items: list[_Checked], progress: bool) -> list[P
                 write_image_file(ws.root, info, data)
                 created.append(target)
     except BaseException:
-        _remove_unreferenced(ws, created)
+        remove_unrecorded(ws, created)
         raise
     return created
-
-
-def _remove_unreferenced(ws: Workspace, files: list[Path]) -> None:
-    """Delete files this import wrote that no ``images`` row points at (after a failed import)."""
-    for path in files:
-        sha = path.stem
-        if ws.conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha,)).fetchone() is None:
-            path.unlink(missing_ok=True)
 
 
 def _insert_rows(ws: Workspace, items: list[_Checked], report: ImportReport) -> None:
@@ -403,7 +396,7 @@ def import_anchors(
     try:
         _insert_rows(ws, fresh, report)
     except BaseException:
-        _remove_unreferenced(ws, created)
+        remove_unrecorded(ws, created)
         raise
     return report
 

@@ -12,17 +12,17 @@
     DIR/generations/ID.EXT generated images, named by generation id
 
 Ids are the exporting workspace's; ``import_dataset`` maps them to new ids
-and keeps every image's bytes (so every hash). It first checks every
-file against metadata.json and every reference between the CSVs; a bad
-dataset is refused with nothing written. Importing the same dataset twice
-adds nothing.
+and keeps every image's bytes (so every hash). It reads and checks the
+whole dataset first (every file against metadata.json, every file inside
+the folder, every value and every reference between the CSVs), then writes
+it in one transaction (:mod:`cpdm.curation.dataset_plan`): a bad dataset is
+refused with nothing written. Importing the same dataset twice adds
+nothing.
 
-``import_dataset`` also reads the CPDM release's plain layout: ``DIR/anchors/``
-holding one image per anchor and, per anchor, a folder named like the
-anchor's file (without suffix) holding its generated images, under
-``DIR/generations/`` (or beside ``anchors/``). The release paired anchors
-and folders in ``os.listdir`` order, which is arbitrary; here files are
-matched by name and taken in sorted order.
+``import_dataset`` also reads folders of plain images
+(:mod:`cpdm.curation.dataset_layouts`); it says which layout it detected.
+A folder holding cpdm's CSVs without metadata.json is refused rather than
+read as another layout.
 """
 
 from __future__ import annotations
@@ -33,24 +33,28 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpdm import __version__
-from cpdm.curation.prompts import prompt_rows
-from cpdm.store.rows import (
-    GenerationRow,
-    add_generations,
-    add_prompt,
-    add_variant,
-    list_variants,
-    make_check_pairs,
-    make_pairs,
+from cpdm.curation.dataset_plan import (
+    AnchorPlan,
+    CheckPlan,
+    DatasetError,
+    DatasetFolder,
+    DatasetImportReport,
+    GenerationPlan,
+    ImportPlan,
+    PromptPlan,
+    SourceImage,
+    VariantPlan,
+    check_variants_against,
+    refused,
+    write_plan,
 )
-from cpdm.errors import CpdmError
+from cpdm.curation.prompts import prompt_rows
 from cpdm.generation.settings import UNKNOWN_BASE
-from cpdm.store.images import IMAGE_SUFFIXES, read_image_file, store_image_bytes
-from cpdm.store.workspace import BASELINE_METHOD
+from cpdm.store.rows import list_variants
+from cpdm.store.workspace import PAIR_KINDS
 
 FORMAT = "cpdm-dataset"
 FORMAT_VERSION = 1
@@ -62,10 +66,6 @@ COLUMNS = {
     "generations": ("id", "prompt", "variant", "seed", "steps", "guidance", "file", "sha256", "params"),
     "pairs": ("id", "anchor", "generation", "image", "kind"),
 }
-
-
-class DatasetError(CpdmError):
-    """A dataset folder that cannot be written or read; nothing was imported."""
 
 
 def _sha256_file(path: Path) -> str:
@@ -156,79 +156,141 @@ def export_dataset(ws, folder: str | os.PathLike) -> dict[str, int]:
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class DatasetImportReport:
-    layout: str
-    counts: dict[str, int] = field(default_factory=dict)  # rows the dataset holds, per table
-    new_anchors: int = 0
-
-    def summary(self) -> str:
-        held = ", ".join(f"{n} {table}" for table, n in self.counts.items())
-        return f"imported the {self.layout} layout: {held} ({self.new_anchors} new anchors)"
-
-
 def import_dataset(ws, folder: str | os.PathLike, *, variant: str = "original",
                    base_model: str = UNKNOWN_BASE) -> DatasetImportReport:
-    """Import an exported dataset, or the CPDM release's plain layout (``variant``/``base_model`` apply there)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder")
-    if (folder / "metadata.json").is_file():
-        return _import_exported(ws, folder)
-    if (folder / "anchors").is_dir():
-        return _import_plain(ws, folder, variant, base_model)
-    raise DatasetError(
-        f"{folder} is neither an exported dataset (no metadata.json) nor the plain layout (no anchors/ folder)"
-    )
+    """Import an exported dataset, or a folder of plain images (``variant``/``base_model`` apply there).
 
+    The whole folder is read and checked first; then everything is written
+    in one transaction. A DatasetError means nothing was written.
+    """
+    from cpdm.curation.dataset_layouts import read_per_anchor_folders
 
-def _read_csv(folder: Path, table: str) -> list[dict]:
-    path = folder / f"{table}.csv"
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        source = DatasetFolder.of(folder)
+        if (source.shown / "metadata.json").is_file():
+            plan = read_exported(source)
+        else:
+            _refuse_export_without_metadata(source)
+            if not (source.shown / "anchors").is_dir():
+                raise DatasetError(f"{source.shown} is neither an exported dataset (no metadata.json) nor a folder "
+                                   f"of plain images (no anchors/ folder)")
+            plan = read_per_anchor_folders(source, variant, base_model)
+        check_variants_against(ws, plan)
+        new_anchors = write_plan(ws, plan)
+    except DatasetError as exc:
+        raise refused(exc) from exc
+    counts = plan.counts or {"anchors": len(plan.anchors), "generations": len(plan.generations)}
+    return DatasetImportReport(plan.layout, counts=counts, new_anchors=new_anchors, warnings=plan.warnings)
+
+
+def _refuse_export_without_metadata(source: DatasetFolder) -> None:
+    """A folder holding an export's CSVs but no metadata.json is a damaged export, not another layout."""
+    found = [f"{table}.csv" for table in COLUMNS if (source.shown / f"{table}.csv").exists()]
+    if found:
+        raise DatasetError(f"{source.shown} holds {', '.join(found)} of a cpdm export but no metadata.json; "
+                           f"export the dataset again, or restore its metadata.json")
+
+
+def _read_csv(source: DatasetFolder, table: str) -> list[dict]:
+    """The rows of TABLE.csv, each with ``_where`` (file and line) for messages."""
+    path = source.shown / f"{table}.csv"
+    try:
+        with open(source.file(f"{table}.csv", str(path)), encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in COLUMNS[table] if c not in (reader.fieldnames or ())]
             if missing:
                 raise DatasetError(f"{path}: missing column {', '.join(missing)}")
-            return [dict(row) for row in reader]
+            return [{**row, "_where": f"{path} line {reader.line_num}"} for row in reader]
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: not a readable UTF-8 CSV ({exc})") from exc
 
 
-def _check_files(folder: Path) -> dict:
+def _check_files(source: DatasetFolder) -> dict:
     """metadata.json, after checking every file it lists against its checksum."""
+    meta_path = source.shown / "metadata.json"
     try:
-        metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads(source.file("metadata.json", str(meta_path)).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{folder / 'metadata.json'}: not readable JSON ({exc})") from exc
+        raise DatasetError(f"{meta_path}: not readable JSON ({exc})") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise DatasetError(f"{folder / 'metadata.json'}: not a {FORMAT} metadata file")
+        raise DatasetError(f"{meta_path}: not a {FORMAT} metadata file")
     if not isinstance(metadata.get("format_version"), int) or metadata["format_version"] > FORMAT_VERSION:
-        raise DatasetError(f"{folder}: dataset format version {metadata.get('format_version')!r} is newer than this "
-                           f"cpdm reads ({FORMAT_VERSION}); upgrade cpdm")
+        raise DatasetError(f"{source.shown}: dataset format version {metadata.get('format_version')!r} is newer "
+                           f"than this cpdm reads ({FORMAT_VERSION}); upgrade cpdm")
     checksums = metadata.get("checksums") or {}
+    if not isinstance(checksums, dict):
+        raise DatasetError(f"{meta_path}: checksums must map file names to sha256")
     bad = []
     for name, expected in sorted(checksums.items()):
-        path = folder / name
-        if ".." in Path(name).parts or Path(name).is_absolute():
-            bad.append(f"{name}: a path outside the dataset")
-        elif not path.is_file():
+        try:
+            path = source.file(name, name)
+        except DatasetError as exc:
+            bad.append(str(exc))
+            continue
+        if not path.is_file():
             bad.append(f"{name}: missing")
         elif _sha256_file(path) != expected:
             bad.append(f"{name}: checksum differs from metadata.json (changed or damaged)")
     if bad:
-        raise DatasetError(f"{folder}: {len(bad)} bad files; nothing was imported:\n  " + "\n  ".join(bad[:20]))
+        raise DatasetError(f"{source.shown}: {len(bad)} bad files\n  " + "\n  ".join(bad[:20]))
     return metadata
 
 
-def _int_or_none(value: str) -> int | None:
-    return int(value) if value not in ("", None) else None
+def _whole(row: dict, column: str, *, required: bool = True, minimum: int | None = None) -> int | None:
+    """A column's whole number (None when empty and not required), or a DatasetError naming the row."""
+    text = (row[column] or "").strip()
+    if not text and not required:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise DatasetError(f"{row['_where']}: {column} must be a whole number, got {row[column]!r}") from None
+    if minimum is not None and value < minimum:
+        raise DatasetError(f"{row['_where']}: {column} must be at least {minimum}, got {value}")
+    return value
 
 
-def _check_references(folder: Path, tables: dict[str, list[dict]]) -> None:
-    """Every id a row points at is in the dataset, and every image matches its sha256."""
+def _number(row: dict, column: str) -> float | None:
+    text = (row[column] or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{row['_where']}: {column} must be a number, got {row[column]!r}") from None
+
+
+def _json(row: dict, column: str, kind: type, default):
+    """A JSON column parsed (``default`` when empty); the wrong JSON or type is a DatasetError naming the row."""
+    text = (row[column] or "").strip()
+    if not text:
+        return default
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{row['_where']}: {column} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, kind):
+        raise DatasetError(f"{row['_where']}: {column} must be a JSON {'object' if kind is dict else 'list'}, "
+                           f"got {type(value).__name__}")
+    return value
+
+
+def _check_ids(tables: dict[str, list[dict]]) -> None:
+    """Every id is a whole number, used once in its table."""
+    for table, rows in tables.items():
+        seen: dict[int, str] = {}
+        for row in rows:
+            row_id = _whole(row, "id")
+            if row_id in seen:
+                raise DatasetError(f"{row['_where']}: id {row_id} is also the id of {seen[row_id]}")
+            seen[row_id] = row["_where"]
+            row["id"] = str(row_id)
+
+
+def _check_references(source: DatasetFolder, tables: dict[str, list[dict]]) -> None:
+    """Every id a row points at is in the dataset (and, for parents, comes before the row)."""
     ids = {table: {row["id"] for row in rows} for table, rows in tables.items()}
     refs = (("prompts", "anchor", "anchors"), ("prompts", "parent", "prompts"), ("generations", "prompt", "prompts"),
             ("generations", "variant", "variants"), ("pairs", "anchor", "anchors"),
@@ -236,159 +298,109 @@ def _check_references(folder: Path, tables: dict[str, list[dict]]) -> None:
     for table, column, target in refs:
         for row in tables[table]:
             if row[column] and row[column] not in ids[target]:
-                raise DatasetError(f"{folder / (table + '.csv')}: row {row['id']} points at {target[:-1]} "
-                                   f"{row[column]}, which the dataset does not hold; nothing was imported")
-    for table in ("anchors", "generations"):
-        for row in tables[table]:
-            data, info = read_image_file(folder / row["file"], f"{folder.name}/{row['file']}")
-            if info.sha256 != row["sha256"]:
-                raise DatasetError(f"{folder / row['file']}: its sha256 is not the one {table}.csv gives")
+                raise DatasetError(f"{row['_where']}: row {row['id']} points at {target[:-1]} {row[column]}, "
+                                   f"which the dataset does not hold")
+            if target == table and row[column] and int(row[column]) >= int(row["id"]):
+                raise DatasetError(f"{row['_where']}: row {row['id']} names {row[column]} as its parent; a parent "
+                                   f"must come before the rows made from it")
 
 
-def _import_exported(ws, folder: Path) -> DatasetImportReport:
-    metadata = _check_files(folder)
-    tables = {table: _read_csv(folder, table) for table in COLUMNS}
-    _check_references(folder, tables)
+def _listed_image(source: DatasetFolder, row: dict) -> SourceImage:
+    """The image file a row names, read and checked against the row's sha256."""
+    image = source.image(row["file"], row["_where"])
+    if image.info.sha256 != row["sha256"]:
+        raise DatasetError(f"{image.shown}: its sha256 is not the one {row['_where']} gives")
+    return image
+
+
+def _anchor_plans(source: DatasetFolder, rows: list[dict]) -> list[AnchorPlan]:
+    plans = []
+    for row in rows:
+        image = _listed_image(source, row)
+        plans.append(AnchorPlan(row["id"], image, row["_where"], artist=row["artist"] or None,
+                                title=row["title"] or None, category=row["category"] or "style",
+                                source=row["source"] or None, license=row["license"] or None))
+    return plans
+
+
+def _variant_plans(rows: list[dict]) -> list[VariantPlan]:
+    """Variants parents first; a name used twice in the dataset is refused."""
+    plans, named = [], {}
+    for row in sorted(rows, key=lambda r: int(r["id"])):
+        name = row["name"].strip()
+        if name in named:
+            raise DatasetError(f"{row['_where']}: variant name {name!r} is also the name at {named[name]}; "
+                               f"variant names are unique")
+        named[name] = row["_where"]
+        concepts = _json(row, "concepts", list, [])
+        if not all(isinstance(concept, str) for concept in concepts):
+            raise DatasetError(f"{row['_where']}: concepts must be a JSON list of texts")
+        plans.append(VariantPlan(
+            row["id"], name, row["_where"], base_model=row["base_model"], method=row["method"],
+            concepts=tuple(concepts), params=_json(row, "params", dict, {}), parent=row["parent"] or None,
+            status=row["status"] or "ready", artifact_path=row["artifact_path"] or None,
+            artifact_sha256=row["artifact_sha256"] or None))
+    return plans
+
+
+def _prompt_plans(rows: list[dict]) -> list[PromptPlan]:
+    """Prompts parents first."""
+    return [PromptPlan(row["id"], row["anchor"], row["text"].strip(), row["origin"], row["_where"],
+                       author=row["author"] or None, parent=row["parent"] or None,
+                       params=_json(row, "params", dict, {}))
+            for row in sorted(rows, key=lambda r: int(r["id"]))]
+
+
+def _generation_plans(source: DatasetFolder, rows: list[dict]) -> list[GenerationPlan]:
+    plans = []
+    for row in rows:
+        image = _listed_image(source, row)
+        plans.append(GenerationPlan(
+            row["id"], row["prompt"], row["variant"], _whole(row, "seed", minimum=0),
+            _whole(row, "steps", required=False, minimum=1), _number(row, "guidance"), image, row["_where"],
+            params=_json(row, "params", dict, {})))
+    return plans
+
+
+def _pair_plans(tables: dict[str, list[dict]], plan: ImportPlan) -> None:
+    """Normal pairs from their generations; checks with the same unrelated anchor as in the dataset."""
+    anchor_of_prompt = {row["id"]: row["anchor"] for row in tables["prompts"]}
+    anchor_of_generation = {row["id"]: anchor_of_prompt[row["prompt"]] for row in tables["generations"]}
+    anchor_by_sha = {row["sha256"]: row["id"] for row in tables["anchors"]}
+    for row in tables["pairs"]:
+        kind, where = row["kind"], row["_where"]
+        if kind not in PAIR_KINDS:
+            raise DatasetError(f"{where}: pair kind {kind!r} is not one of {', '.join(PAIR_KINDS)}")
+        if kind == "normal":
+            if not row["generation"]:
+                raise DatasetError(f"{where}: a normal pair needs its generation")
+            if anchor_of_generation[row["generation"]] != row["anchor"]:
+                raise DatasetError(f"{where}: the pair's anchor {row['anchor']} is not the anchor of generation "
+                                   f"{row['generation']}'s prompt")
+            plan.normal_pairs.append(row["generation"])
+        elif kind == "check_identical":
+            plan.checks.append(CheckPlan(row["anchor"]))
+        elif row["image"] not in anchor_by_sha:
+            raise DatasetError(f"{where}: an unrelated check shows image {row['image'][:12]}…, which is no anchor "
+                               f"of the dataset")
+        else:
+            plan.checks.append(CheckPlan(row["anchor"], anchor_by_sha[row["image"]]))
+
+
+def read_exported(source: DatasetFolder) -> ImportPlan:
+    """A cpdm export, checked in full (files, counts, ids, values, references, images); nothing is written."""
+    metadata = _check_files(source)
+    tables = {table: _read_csv(source, table) for table in COLUMNS}
     for table, rows in tables.items():
         if (metadata.get("counts") or {}).get(table, len(rows)) != len(rows):
-            raise DatasetError(f"{folder / (table + '.csv')}: {len(rows)} rows, but metadata.json counts "
-                               f"{metadata['counts'][table]}; nothing was imported")
-    report = DatasetImportReport("cpdm export", counts={t: len(rows) for t, rows in tables.items()})
-    anchor_ids, report.new_anchors = _import_anchor_rows(ws, folder, tables["anchors"])
-    variant_ids = _import_variants(ws, tables["variants"])
-    prompt_ids = _import_prompts(ws, tables["prompts"], anchor_ids)
-    generation_ids = _import_generations(ws, folder, tables["generations"], prompt_ids, variant_ids)
-    _import_pairs(ws, tables, anchor_ids, generation_ids)
-    return report
-
-
-def _import_anchor_rows(ws, folder: Path, rows: list[dict]) -> tuple[dict[str, int], int]:
-    """Import the anchor images with their metadata; returns (dataset id -> workspace id, new anchors)."""
-    from cpdm.curation.anchors import import_anchors
-
-    with tempfile.TemporaryDirectory(prefix="cpdm-dataset-") as tmp:
-        meta = Path(tmp) / "anchors.csv"
-        with open(meta, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(("file", "artist", "title", "category", "source", "license"))
-            writer.writerows((row["file"], row["artist"], row["title"], row["category"] or "style", row["source"],
-                              row["license"]) for row in rows)
-        report = import_anchors(ws, folder, meta_csv=meta) if rows else None
-    by_sha = dict(ws.conn.execute("SELECT image, id FROM anchors").fetchall())
-    return {row["id"]: by_sha[row["sha256"]] for row in rows}, len(report.imported) if report else 0
-
-
-def _import_variants(ws, rows: list[dict]) -> dict[str, int]:
-    """Variants by name: an existing one of the same name must have the same base model and method."""
-    existing = {v.name: v for v in list_variants(ws)}
-    mapping: dict[str, int] = {}
-    for row in sorted(rows, key=lambda r: int(r["id"])):
-        found = existing.get(row["name"])
-        if found is not None:
-            if (found.base_model, found.method) != (row["base_model"], row["method"]):
-                raise DatasetError(f"variant {row['name']!r} exists here with another base model or method "
-                                   f"({found.base_model}, {found.method}); rename one of them first")
-            mapping[row["id"]] = found.id
-            continue
-        mapping[row["id"]] = add_variant(
-            ws, row["name"], base_model=row["base_model"], method=row["method"],
-            concepts=tuple(json.loads(row["concepts"] or "[]")), params=json.loads(row["params"] or "{}"),
-            parent=mapping.get(row["parent"]), status=row["status"] or "ready",
-            artifact_path=row["artifact_path"] or None, artifact_sha256=row["artifact_sha256"] or None,
-        )
-    return mapping
-
-
-def _import_prompts(ws, rows: list[dict], anchor_ids: dict[str, int]) -> dict[str, int]:
-    """Prompts in id order (parents first); one already here (same anchor, text, origin, author, parent) is reused."""
-    mapping: dict[str, int] = {}
-    for row in sorted(rows, key=lambda r: int(r["id"])):
-        anchor = anchor_ids[row["anchor"]]
-        parent = mapping.get(row["parent"]) if row["parent"] else None
-        author = row["author"] or None
-        same = [p.id for p in prompt_rows(ws, anchor_id=anchor)
-                if (p.text, p.origin, p.author, p.parent) == (row["text"], row["origin"], author, parent)]
-        mapping[row["id"]] = same[0] if same else add_prompt(
-            ws, anchor, row["text"], origin=row["origin"], author=author, parent=parent,
-            params=json.loads(row["params"] or "{}"))
-    return mapping
-
-
-def _import_generations(ws, folder: Path, rows: list[dict], prompt_ids, variant_ids) -> dict[str, int]:
-    """Store each generated image as it is (same bytes, same hash) and record the generations."""
-    records = []
-    for row in rows:
-        data, _ = read_image_file(folder / row["file"], row["file"])
-        info = store_image_bytes(ws, data, row["file"])
-        guidance = float(row["guidance"]) if row["guidance"] else None
-        records.append(GenerationRow(prompt_ids[row["prompt"]], variant_ids[row["variant"]], _int_or_none(row["seed"]),
-                                     _int_or_none(row["steps"]), guidance, info.sha256, json.loads(row["params"] or "{}")))
-    new_ids = add_generations(ws, records) if records else []
-    return {row["id"]: new for row, new in zip(rows, new_ids)}
-
-
-def _import_pairs(ws, tables: dict[str, list[dict]], anchor_ids, generation_ids) -> None:
-    """Normal pairs from their generations; checks with the same unrelated anchor as in the dataset."""
-    pairs = tables["pairs"]
-    make_pairs(ws, [generation_ids[p["generation"]] for p in pairs if p["kind"] == "normal"])
-    anchor_by_sha = {row["sha256"]: anchor_ids[row["id"]] for row in tables["anchors"]}
-    checked = sorted({anchor_ids[p["anchor"]] for p in pairs if p["kind"] == "check_identical"})
-    unrelated = {anchor_ids[p["anchor"]]: anchor_by_sha[p["image"]] for p in pairs if p["kind"] == "check_unrelated"}
-    if checked:
-        make_check_pairs(ws, checked, unrelated=unrelated)
-
-
-def _plain_generation_folders(folder: Path, stems: list[str]) -> dict[str, Path]:
-    """Anchor name -> its folder of generated images; a folder named after no anchor is an error."""
-    root = folder / "generations" if (folder / "generations").is_dir() else folder
-    found = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if sub.name in ("anchors", "generations"):
-            continue
-        if sub.name not in stems:
-            raise DatasetError(f"{sub}: no anchor named {sub.name} in {folder / 'anchors'}; nothing was imported")
-        found[sub.name] = sub
-    return found
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
-
-
-def _import_plain(ws, folder: Path, variant: str, base_model: str) -> DatasetImportReport:
-    """The CPDM release's layout: anchors/NAME.ext and, per anchor, a folder NAME of generated images."""
-    from cpdm.curation.anchors import import_anchors
-
-    anchor_files = _image_files(folder / "anchors")
-    if not anchor_files:
-        raise DatasetError(f"{folder / 'anchors'}: no images")
-    stems = [p.stem for p in anchor_files]
-    repeated = sorted({s for s in stems if stems.count(s) > 1})
-    if repeated:
-        raise DatasetError(f"{folder / 'anchors'}: two anchors named {repeated[0]} (with different suffixes)")
-    folders = _plain_generation_folders(folder, stems)
-    generated = {stem: _image_files(path) for stem, path in folders.items()}
-    checked = {path: read_image_file(path, f"{path.parent.name}/{path.name}") for files in generated.values()
-               for path in files}  # every generated image is checked before anything is written
-    report = import_anchors(ws, folder / "anchors")
-    by_sha = dict(ws.conn.execute("SELECT image, id FROM anchors").fetchall())
-    anchor_of = {p.stem: by_sha[read_image_file(p)[1].sha256] for p in anchor_files}
-    known = {v.name: v.id for v in list_variants(ws)}
-    variant_id = known.get(variant) or add_variant(ws, variant, base_model=base_model, method=BASELINE_METHOD)
-    rows = []
-    for stem, files in generated.items():
-        anchor = anchor_of[stem]
-        text = f"unknown prompt (generations of {stem}, imported from {folder.name})"
-        existing = [p.id for p in prompt_rows(ws, anchor_id=anchor) if p.text == text]
-        prompt = existing[0] if existing else add_prompt(ws, anchor, text, origin="manual", author="cpdm-release",
-                                                         params={"source": "plain layout"})
-        for k, path in enumerate(files):
-            data, _ = checked[path]
-            info = store_image_bytes(ws, data, path.name)
-            rows.append(GenerationRow(prompt, variant_id, k, None, None, info.sha256,
-                                      {"source": "plain layout", "file": f"{stem}/{path.name}"}))
-    ids = add_generations(ws, rows) if rows else []
-    make_pairs(ws, ids)
-    return DatasetImportReport("plain", counts={"anchors": len(anchor_files), "generations": len(rows)},
-                               new_anchors=len(report.imported))
+            raise DatasetError(f"{source.shown / (table + '.csv')}: {len(rows)} rows, but metadata.json counts "
+                               f"{metadata['counts'][table]}")
+    _check_ids(tables)
+    _check_references(source, tables)
+    plan = ImportPlan("cpdm export", counts={table: len(rows) for table, rows in tables.items()})
+    plan.anchors = _anchor_plans(source, tables["anchors"])
+    plan.variants = _variant_plans(tables["variants"])
+    plan.prompts = _prompt_plans(tables["prompts"])
+    plan.generations = _generation_plans(source, tables["generations"])
+    _pair_plans(tables, plan)
+    return plan

@@ -165,6 +165,13 @@ def insert_image_row(conn, info: ImageInfo) -> bool:
     return cursor.rowcount == 1
 
 
+def remove_unrecorded(ws, files: list[Path]) -> None:
+    """Delete those of ``files`` (in the image store) that no ``images`` row points at: after a failed import."""
+    for path in files:
+        if ws.conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (Path(path).stem,)).fetchone() is None:
+            Path(path).unlink(missing_ok=True)
+
+
 def encode_png(image: Image.Image) -> bytes:
     """PNG bytes of a PIL image (deterministic for the same pixels)."""
     buffer = io.BytesIO()

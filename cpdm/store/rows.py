@@ -175,8 +175,8 @@ def _variant_id(conn, name_or_id) -> int:
     return row[0]
 
 
-def add_variant(
-    ws,
+def add_variant_in(
+    conn,
     name: str,
     *,
     base_model: str,
@@ -189,24 +189,33 @@ def add_variant(
     artifact_sha256: str | None = None,
     job: int | None = None,
 ) -> int:
-    """Add a variant and return its id; ``method="original"`` is the baseline. A taken name is refused."""
+    """:func:`add_variant` inside the caller's write transaction."""
     name = _text(name, "a variant name")
     row = (
         name, _text(base_model, "a base model"), _text(method, "a variant method"),
         json.dumps(_check_concepts(concepts)), _params_json(params, f"variant {name!r}"), _check_status(status),
         artifact_path, _check_sha256(artifact_sha256), job, format_time(utc_now()),
     )
+    if conn.execute("SELECT 1 FROM variants WHERE name = ?", (name,)).fetchone():
+        raise CpdmError(f"a variant named {name!r} already exists")
+    parent_id = None if parent is None else _variant_id(conn, parent)
+    if job is not None and not conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone():
+        raise CpdmError(f"unknown job {job!r}")
+    return conn.execute(
+        "INSERT INTO variants (name, base_model, method, concepts, params, status, artifact_path, "
+        "artifact_sha256, job, created_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*row, parent_id),
+    ).lastrowid
+
+
+def add_variant(ws, name: str, **fields) -> int:
+    """Add a variant and return its id; ``method="original"`` is the baseline. A taken name is refused.
+
+    ``fields`` are :func:`add_variant_in`'s: base_model and method (required),
+    concepts, params, parent, status, artifact_path, artifact_sha256, job.
+    """
     with ws.transaction() as conn:
-        if conn.execute("SELECT 1 FROM variants WHERE name = ?", (name,)).fetchone():
-            raise CpdmError(f"a variant named {name!r} already exists")
-        parent_id = None if parent is None else _variant_id(conn, parent)
-        if job is not None and not conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone():
-            raise CpdmError(f"unknown job {job!r}")
-        return conn.execute(
-            "INSERT INTO variants (name, base_model, method, concepts, params, status, artifact_path, "
-            "artifact_sha256, job, created_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row, parent_id),
-        ).lastrowid
+        return add_variant_in(conn, name, **fields)
 
 
 def set_variant_status(
@@ -248,8 +257,8 @@ def list_variants(ws) -> list[Variant]:
 # --------------------------------------------------------------------------
 
 
-def add_prompt(
-    ws,
+def add_prompt_in(
+    conn,
     anchor_id: int,
     text: str,
     *,
@@ -258,31 +267,37 @@ def add_prompt(
     parent: int | None = None,
     params: Mapping | None = None,
 ) -> int:
-    """Add a prompt for an anchor and return its id.
-
-    ``origin`` is how it was made (interrogator, llm, template, manual);
-    ``author`` who made it: the interrogator or LLM model, or ``template`` /
-    ``manual`` (the default for those two origins). ``parent`` is the prompt
-    it was refined from, which must be a prompt of the same anchor.
-    """
+    """:func:`add_prompt` inside the caller's write transaction."""
     text = _text(text, "a prompt")
     if origin not in PROMPT_ORIGINS:
         raise CpdmError(f"prompt origin must be one of {', '.join(PROMPT_ORIGINS)}, got {origin!r}")
     author = DEFAULT_AUTHORS.get(origin) if author is None else _text(author, "a prompt author")
     params_text = _params_json(params, "prompt")
+    if not conn.execute("SELECT 1 FROM anchors WHERE id = ?", (anchor_id,)).fetchone():
+        raise CpdmError(f"unknown anchor {anchor_id!r}")
+    if parent is not None:
+        row = conn.execute("SELECT anchor FROM prompts WHERE id = ?", (parent,)).fetchone()
+        if row is None:
+            raise CpdmError(f"unknown parent prompt {parent!r}")
+        if row[0] != anchor_id:
+            raise CpdmError(f"parent prompt {parent} belongs to anchor {row[0]}, not {anchor_id}")
+    return conn.execute(
+        "INSERT INTO prompts (anchor, text, origin, author, parent, params) VALUES (?, ?, ?, ?, ?, ?)",
+        (anchor_id, text, origin, author, parent, params_text),
+    ).lastrowid
+
+
+def add_prompt(ws, anchor_id: int, text: str, **fields) -> int:
+    """Add a prompt for an anchor and return its id.
+
+    ``fields``: ``origin`` is how it was made (interrogator, llm, template,
+    manual; required); ``author`` who made it: the interrogator or LLM
+    model, or ``template`` / ``manual`` (the default for those two origins).
+    ``parent`` is the prompt it was refined from, which must be a prompt of
+    the same anchor; ``params`` how it was made.
+    """
     with ws.transaction() as conn:
-        if not conn.execute("SELECT 1 FROM anchors WHERE id = ?", (anchor_id,)).fetchone():
-            raise CpdmError(f"unknown anchor {anchor_id!r}")
-        if parent is not None:
-            row = conn.execute("SELECT anchor FROM prompts WHERE id = ?", (parent,)).fetchone()
-            if row is None:
-                raise CpdmError(f"unknown parent prompt {parent!r}")
-            if row[0] != anchor_id:
-                raise CpdmError(f"parent prompt {parent} belongs to anchor {row[0]}, not {anchor_id}")
-        return conn.execute(
-            "INSERT INTO prompts (anchor, text, origin, author, parent, params) VALUES (?, ?, ?, ?, ?, ?)",
-            (anchor_id, text, origin, author, parent, params_text),
-        ).lastrowid
+        return add_prompt_in(conn, anchor_id, text, **fields)
 
 
 # --------------------------------------------------------------------------
@@ -354,20 +369,26 @@ def add_generations(ws, rows: Iterable[GenerationRow]) -> list[int]:
     resumed run adds only what it had not made yet. A row repeating an
     earlier one with another image keeps the first image.
     """
-    checked = [_checked_generation(row) for row in rows]
-    ids = []
+    rows = list(rows)
     with ws.transaction() as conn:
-        _check_generation_refs(conn, checked)
-        for key, image in checked:
-            existing = conn.execute(_FIND_GENERATION, key).fetchone()
-            if existing is not None:
-                ids.append(existing[0])
-                continue
-            ids.append(conn.execute(
-                "INSERT INTO generations (prompt, variant, seed, steps, guidance, params, image) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, image),
-            ).lastrowid)
+        return add_generations_in(conn, rows)
+
+
+def add_generations_in(conn, rows: Iterable[GenerationRow]) -> list[int]:
+    """:func:`add_generations` inside the caller's write transaction."""
+    checked = [_checked_generation(row) for row in rows]
+    _check_generation_refs(conn, checked)
+    ids = []
+    for key, image in checked:
+        existing = conn.execute(_FIND_GENERATION, key).fetchone()
+        if existing is not None:
+            ids.append(existing[0])
+            continue
+        ids.append(conn.execute(
+            "INSERT INTO generations (prompt, variant, seed, steps, guidance, params, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*key, image),
+        ).lastrowid)
     return ids
 
 
@@ -408,16 +429,21 @@ def make_pairs(ws, generation_ids: Iterable[int]) -> list[int]:
     """
     generation_ids = list(generation_ids)
     with ws.transaction() as conn:
-        wanted = []
-        for generation in generation_ids:
-            row = conn.execute(
-                "SELECT p.anchor, g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE g.id = ?",
-                (generation,),
-            ).fetchone()
-            if row is None:
-                raise CpdmError(f"unknown generation {generation!r}")
-            wanted.append((row[0], generation, row[1], "normal"))
-        return _ensure_pairs(conn, wanted)
+        return make_pairs_in(conn, generation_ids)
+
+
+def make_pairs_in(conn, generation_ids: Iterable[int]) -> list[int]:
+    """:func:`make_pairs` inside the caller's write transaction."""
+    wanted = []
+    for generation in generation_ids:
+        row = conn.execute(
+            "SELECT p.anchor, g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE g.id = ?",
+            (generation,),
+        ).fetchone()
+        if row is None:
+            raise CpdmError(f"unknown generation {generation!r}")
+        wanted.append((row[0], generation, row[1], "normal"))
+    return _ensure_pairs(conn, wanted)
 
 
 def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None) -> list[int]:
