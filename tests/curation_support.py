@@ -27,3 +27,12 @@ def add_anchors(ws, folder: Path, count: int = 3) -> list[int]:
     (folder / "meta.csv").write_text("\n".join(meta) + "\n")
     report = import_anchors(ws, folder, meta_csv=folder / "meta.csv")
     return [item.anchor_id for item in report.imported]
+
+
+def workspace_state(ws) -> dict:
+    """The row count of every table and the files of the image store: what a refused import must leave as it was."""
+    tables = [row[0] for row in ws.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    counts = {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables}
+    return {"rows": counts, "files": sorted(p.relative_to(ws.root).as_posix()
+                                            for p in (ws.root / "images").rglob("*") if p.is_file())}

@@ -1,4 +1,7 @@
-"""Dataset exchange: export then import preserves everything; the release's plain layout; bad datasets."""
+"""Dataset exchange: export then import preserves everything; per-anchor folders; bad datasets refused whole.
+
+The release's own layouts are tested in test_dataset_layouts.py.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from cpdm.generation.batch import GenerationSettings, run_generation
 from cpdm.generation.pipeline import tiny_sd_pipeline
 from cpdm.store.workspace import init_workspace, open_workspace
 from tests.conftest import write_png
-from tests.curation_support import add_anchors
+from tests.curation_support import add_anchors, workspace_state
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +135,11 @@ def test_a_dangling_reference_is_refused_with_nothing_imported(curated, tmp_path
 
 def test_a_folder_of_neither_layout_is_a_clear_error(ws, tmp_path):
     (tmp_path / "random").mkdir()
-    with pytest.raises(DatasetError, match="neither an exported dataset"):
+    with pytest.raises(DatasetError, match="none of the layouts cpdm reads.*--anchors and --generated"):
         import_dataset(ws, tmp_path / "random")
 
 
-def _plain_release(root):
+def _per_anchor_folders(root):
     """anchors/a.png, anchors/b.png; generations/a/ with three images (named out of order), none for b."""
     write_png(root / "anchors" / "a.png", seed=1)
     write_png(root / "anchors" / "b.png", seed=2)
@@ -145,12 +148,14 @@ def _plain_release(root):
     return root
 
 
-def test_the_release_plain_layout_imports_with_files_paired_by_name_in_sorted_order(ws, tmp_path):
+def test_per_anchor_folders_import_with_files_paired_by_name_in_sorted_order(ws, tmp_path):
     from cpdm.store.images import read_image_file
 
-    root = _plain_release(tmp_path / "release")
+    root = _per_anchor_folders(tmp_path / "release")
     report = import_dataset(ws, root, variant="sd21", base_model="stabilityai/stable-diffusion-2-1")
-    assert report.layout == "plain" and report.counts == {"anchors": 2, "generations": 3}
+    assert report.layout == "per-anchor folders"
+    assert report.counts == {"anchors": 2, "prompts": 1, "generations": 3}
+    assert report.warnings == [f"no generated images for 1 anchor: {root / 'anchors' / 'b.png'}"]
     rows = ws.conn.execute(
         "SELECT a.image, g.seed, g.image, v.name, v.base_model FROM generations g JOIN prompts p ON p.id = g.prompt "
         "JOIN anchors a ON a.id = p.anchor JOIN variants v ON v.id = g.variant ORDER BY g.seed").fetchall()
@@ -165,15 +170,15 @@ def test_the_release_plain_layout_imports_with_files_paired_by_name_in_sorted_or
     assert ws.conn.execute("SELECT COUNT(*) FROM prompts").fetchone()[0] == 1
 
 
-def test_a_plain_folder_named_after_no_anchor_or_a_bad_image_is_refused_with_nothing_imported(ws, tmp_path):
-    root = _plain_release(tmp_path / "release")
+def test_a_folder_named_after_no_anchor_or_a_bad_image_is_refused_with_nothing_imported(ws, tmp_path):
+    root = _per_anchor_folders(tmp_path / "release")
     write_png(root / "generations" / "c" / "1.png", seed=20)
     with pytest.raises(DatasetError, match="no anchor named c"):
         import_dataset(ws, root)
     (root / "generations" / "c" / "1.png").unlink()
     (root / "generations" / "c").rmdir()
     (root / "generations" / "a" / "3.png").write_bytes(b"not an image")
-    with pytest.raises(Exception, match="3.png"):
+    with pytest.raises(DatasetError, match="3.png"):
         import_dataset(ws, root)
     assert ws.conn.execute("SELECT COUNT(*) FROM anchors").fetchone()[0] == 0
 
@@ -210,21 +215,12 @@ def _set(dataset, table: str, line: int, column: str, value: str) -> None:
     (dataset / "metadata.json").write_text(json.dumps(metadata))
 
 
-def _state(ws) -> dict:
-    """The row count of every table and the files of the image store."""
-    tables = [row[0] for row in ws.conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-    counts = {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables}
-    return {"rows": counts, "files": sorted(p.relative_to(ws.root).as_posix()
-                                            for p in (ws.root / "images").rglob("*") if p.is_file())}
-
-
 def _refused_leaving_it_as_it_was(ws, dataset, match: str) -> str:
     """Import ``dataset``, expecting a refusal matching ``match`` and a workspace as it was; returns the message."""
-    before = _state(ws)
+    before = workspace_state(ws)
     with pytest.raises(DatasetError, match=match) as refused:
         import_dataset(ws, dataset)
-    assert _state(ws) == before
+    assert workspace_state(ws) == before
     return str(refused.value)
 
 
@@ -274,11 +270,11 @@ def _command_refusal(runner, ws, dataset) -> str:
     """``cpdm import-dataset`` refusing ``dataset``: exit 1, one line, the workspace as it was; returns the line."""
     from cpdm.cli import cli
 
-    before = _state(ws)
+    before = workspace_state(ws)
     result = runner.invoke(cli, ["import-dataset", "--workspace", str(ws.root), str(dataset)])
     assert result.exit_code == 1
     assert len(result.output.strip().splitlines()) == 1, result.output
-    assert _state(ws) == before
+    assert workspace_state(ws) == before
     return result.output
 
 

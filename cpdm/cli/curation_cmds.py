@@ -281,29 +281,52 @@ def export_dataset_cmd(workspace, folder):
 
 @cli.command("import-dataset")
 @workspace_option
-@click.argument("folder", type=click.Path(file_okay=False, exists=True))
-@click.option("--variant", default="original", show_default=True,
-              help="Plain layout only: the variant the generated images are recorded under.")
-@click.option("--base-model", default=UNKNOWN_BASE, show_default=True,
-              help="Plain layout only: base model of that variant when it is created.")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, exists=True))
+@click.option("--anchors", "anchors_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Metric layout: the folder of anchor images (with --generated, instead of FOLDER).")
+@click.option("--generated", "generated_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Metric layout: the folder of generated images, paired with --anchors by sorted name.")
+@click.option("--variant", default=BASELINE_VARIANT, show_default=True,
+              help="The variant the generated images are recorded under (all layouts but cpdm's export).")
+@click.option("--base-model", default=None,
+              help=f"Base model of that variant when it is created [default: {PAPER_SD_MODEL} for the "
+                   f"generation layout, {UNKNOWN_BASE} otherwise].")
 @cpdm_command
-def import_dataset_cmd(workspace, folder, variant, base_model):
-    """Import a dataset FOLDER: cpdm's exported layout, or the CPDM release's plain layout.
+def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, base_model):
+    """Import a dataset: FOLDER in one of three layouts, or two folders with --anchors and --generated.
 
     \b
-    Plain layout (the CPDM release):
-      FOLDER/anchors/NAME.png        one anchor per file
-      FOLDER/generations/NAME/*.png  the images generated for anchor NAME
-    Files are taken in sorted order. Everything is checked before anything
-    is written.
+    Layouts (the README's "Dataset exchange" says what each follows):
+      FOLDER/metadata.json + CSVs    cpdm export-dataset's layout
+      FOLDER/caption.csv, anchors/, output/
+                                     the release's generation layout
+                                     (output/STEM_NNNNN.jpg, n = row*9 + k)
+      FOLDER/anchors/NAME.png + FOLDER/generations/NAME/*.png
+                                     cpdm's per-anchor folders
+      --anchors DIR --generated DIR  the release's metric layout: two flat
+                                     folders paired file by file, sorted by name
+    Everything is checked before anything is written, and written at once.
 
     \b
     Examples:
       cpdm import-dataset exports/monet-2026-12 --workspace studies/copy
-      cpdm import-dataset cpdm-release/ --variant sd21 --base-model stabilityai/stable-diffusion-2-1
+      cpdm import-dataset cpdm-release/ --variant sd21
+      cpdm import-dataset --anchors originals/ --generated generated/ --variant esd-monet
     """
-    from cpdm.curation.dataset import import_dataset
+    from cpdm.curation.dataset import import_dataset, import_paired_folders
 
+    paired = anchors_dir is not None or generated_dir is not None
+    if paired and folder is not None:
+        raise click.UsageError("give FOLDER or --anchors and --generated, not both")
+    if paired and (anchors_dir is None or generated_dir is None):
+        raise click.UsageError("--anchors and --generated go together: give both")
+    if not paired and folder is None:
+        raise click.UsageError("give FOLDER, or --anchors and --generated (the metric layout)")
     ws = open_ws(workspace, create=True)
-    report = import_dataset(ws, folder, variant=variant, base_model=base_model)
+    if paired:
+        report = import_paired_folders(ws, anchors_dir, generated_dir, variant=variant, base_model=base_model)
+    else:
+        report = import_dataset(ws, folder, variant=variant, base_model=base_model)
     click.echo(report.summary())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)

@@ -19,10 +19,11 @@ it in one transaction (:mod:`cpdm.curation.dataset_plan`): a bad dataset is
 refused with nothing written. Importing the same dataset twice adds
 nothing.
 
-``import_dataset`` also reads folders of plain images
-(:mod:`cpdm.curation.dataset_layouts`); it says which layout it detected.
-A folder holding cpdm's CSVs without metadata.json is refused rather than
-read as another layout.
+``import_dataset`` also reads the CPDM release's generation layout and
+cpdm's per-anchor folders, and ``import_paired_folders`` the release's
+metric layout (:mod:`cpdm.curation.dataset_layouts`); the report says which
+layout was read. A folder holding cpdm's CSVs without metadata.json is
+refused rather than read as another layout.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from cpdm.curation.dataset_plan import (
     SourceImage,
     VariantPlan,
     check_variants_against,
+    read_csv_rows,
     refused,
     write_plan,
 )
 from cpdm.curation.prompts import prompt_rows
-from cpdm.generation.settings import UNKNOWN_BASE
+from cpdm.generation.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.rows import list_variants
 from cpdm.store.workspace import PAIR_KINDS
 
@@ -156,31 +158,51 @@ def export_dataset(ws, folder: str | os.PathLike) -> dict[str, int]:
 # --------------------------------------------------------------------------
 
 
-def import_dataset(ws, folder: str | os.PathLike, *, variant: str = "original",
-                   base_model: str = UNKNOWN_BASE) -> DatasetImportReport:
-    """Import an exported dataset, or a folder of plain images (``variant``/``base_model`` apply there).
+def import_dataset(ws, folder: str | os.PathLike, *, variant: str = BASELINE_VARIANT,
+                   base_model: str | None = None) -> DatasetImportReport:
+    """Import a dataset folder in whichever layout it holds (see the module docstring and the README).
 
-    The whole folder is read and checked first; then everything is written
-    in one transaction. A DatasetError means nothing was written.
+    ``variant`` and ``base_model`` name the model the images were made with,
+    for layouts that do not say (all but cpdm's export); ``base_model``
+    defaults to Stable Diffusion 2.1 for the release's generation layout,
+    to "unknown" otherwise. A DatasetError means nothing was written.
     """
-    from cpdm.curation.dataset_layouts import read_per_anchor_folders
+    from cpdm.curation.dataset_layouts import read_per_anchor_folders, read_release_generation
 
-    try:
+    def read() -> ImportPlan:
         source = DatasetFolder.of(folder)
         if (source.shown / "metadata.json").is_file():
-            plan = read_exported(source)
-        else:
-            _refuse_export_without_metadata(source)
-            if not (source.shown / "anchors").is_dir():
-                raise DatasetError(f"{source.shown} is neither an exported dataset (no metadata.json) nor a folder "
-                                   f"of plain images (no anchors/ folder)")
-            plan = read_per_anchor_folders(source, variant, base_model)
+            return read_exported(source)
+        _refuse_export_without_metadata(source)
+        if (source.shown / "caption.csv").is_file():
+            return read_release_generation(source, variant, base_model or PAPER_SD_MODEL)
+        if (source.shown / "anchors").is_dir():
+            return read_per_anchor_folders(source, variant, base_model or UNKNOWN_BASE)
+        raise DatasetError(f"{source.shown} is none of the layouts cpdm reads: no metadata.json (a cpdm export), "
+                           f"no caption.csv (the release's generation layout), no anchors/ folder (per-anchor "
+                           f"folders); two folders paired file by file are read with --anchors and --generated")
+
+    return _import(ws, read)
+
+
+def import_paired_folders(ws, anchors: str | os.PathLike, generated: str | os.PathLike, *,
+                          variant: str = BASELINE_VARIANT, base_model: str | None = None) -> DatasetImportReport:
+    """Import the release's metric layout: anchor images and generated images in two folders, paired by sorted name."""
+    from cpdm.curation.dataset_layouts import read_release_metric
+
+    return _import(ws, lambda: read_release_metric(DatasetFolder.of(anchors), DatasetFolder.of(generated), variant,
+                                                   base_model or UNKNOWN_BASE))
+
+
+def _import(ws, read) -> DatasetImportReport:
+    """Read a plan (``read()``), check it against the workspace and write it; a refusal says nothing was imported."""
+    try:
+        plan = read()
         check_variants_against(ws, plan)
         new_anchors = write_plan(ws, plan)
     except DatasetError as exc:
         raise refused(exc) from exc
-    counts = plan.counts or {"anchors": len(plan.anchors), "generations": len(plan.generations)}
-    return DatasetImportReport(plan.layout, counts=counts, new_anchors=new_anchors, warnings=plan.warnings)
+    return DatasetImportReport(plan.layout, counts=plan.counts, new_anchors=new_anchors, warnings=plan.warnings)
 
 
 def _refuse_export_without_metadata(source: DatasetFolder) -> None:
@@ -189,22 +211,6 @@ def _refuse_export_without_metadata(source: DatasetFolder) -> None:
     if found:
         raise DatasetError(f"{source.shown} holds {', '.join(found)} of a cpdm export but no metadata.json; "
                            f"export the dataset again, or restore its metadata.json")
-
-
-def _read_csv(source: DatasetFolder, table: str) -> list[dict]:
-    """The rows of TABLE.csv, each with ``_where`` (file and line) for messages."""
-    path = source.shown / f"{table}.csv"
-    try:
-        with open(source.file(f"{table}.csv", str(path)), encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS[table] if c not in (reader.fieldnames or ())]
-            if missing:
-                raise DatasetError(f"{path}: missing column {', '.join(missing)}")
-            return [{**row, "_where": f"{path} line {reader.line_num}"} for row in reader]
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: not a readable UTF-8 CSV ({exc})") from exc
 
 
 def _check_files(source: DatasetFolder) -> dict:
@@ -390,7 +396,7 @@ def _pair_plans(tables: dict[str, list[dict]], plan: ImportPlan) -> None:
 def read_exported(source: DatasetFolder) -> ImportPlan:
     """A cpdm export, checked in full (files, counts, ids, values, references, images); nothing is written."""
     metadata = _check_files(source)
-    tables = {table: _read_csv(source, table) for table in COLUMNS}
+    tables = {table: read_csv_rows(source, f"{table}.csv", COLUMNS[table]) for table in COLUMNS}
     for table, rows in tables.items():
         if (metadata.get("counts") or {}).get(table, len(rows)) != len(rows):
             raise DatasetError(f"{source.shown / (table + '.csv')}: {len(rows)} rows, but metadata.json counts "

@@ -19,6 +19,8 @@ too.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -105,6 +107,27 @@ class DatasetFolder:
         except CpdmError as exc:
             raise DatasetError(str(exc)) from exc
         return SourceImage(path, shown, info)
+
+
+def read_csv_rows(source: DatasetFolder, name: str, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a CSV file inside the dataset, each with ``_where`` (file and line) for messages."""
+    shown = source.shown / name
+    try:
+        text = source.file(name, str(shown)).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetError(f"{shown}: missing") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in columns if c not in (reader.fieldnames or ())]
+        if missing:
+            raise DatasetError(f"{shown}: missing column {', '.join(missing)} (expected {','.join(columns)})")
+        return [{**row, "_where": f"{shown} line {reader.line_num}"} for row in reader]
+    except csv.Error as exc:
+        raise DatasetError(f"{shown} line {reader.line_num}: malformed CSV ({exc})") from exc
 
 
 @dataclass(frozen=True)
