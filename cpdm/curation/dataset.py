@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from cpdm import __version__
+from cpdm.curation.dataset_layouts import read_per_anchor_folders, read_release_generation, read_release_metric
 from cpdm.curation.dataset_plan import (
     AnchorPlan,
     CheckPlan,
@@ -167,8 +168,6 @@ def import_dataset(ws, folder: str | os.PathLike, *, variant: str = BASELINE_VAR
     defaults to Stable Diffusion 2.1 for the release's generation layout,
     to "unknown" otherwise. A DatasetError means nothing was written.
     """
-    from cpdm.curation.dataset_layouts import read_per_anchor_folders, read_release_generation
-
     def read() -> ImportPlan:
         source = DatasetFolder.of(folder)
         if (source.shown / "metadata.json").is_file():
@@ -188,8 +187,6 @@ def import_dataset(ws, folder: str | os.PathLike, *, variant: str = BASELINE_VAR
 def import_paired_folders(ws, anchors: str | os.PathLike, generated: str | os.PathLike, *,
                           variant: str = BASELINE_VARIANT, base_model: str | None = None) -> DatasetImportReport:
     """Import the release's metric layout: anchor images and generated images in two folders, paired by sorted name."""
-    from cpdm.curation.dataset_layouts import read_release_metric
-
     return _import(ws, lambda: read_release_metric(DatasetFolder.of(anchors), DatasetFolder.of(generated), variant,
                                                    base_model or UNKNOWN_BASE))
 
