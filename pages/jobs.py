@@ -15,6 +15,7 @@ from cpdm.jobs import forms, queue
 from cpdm.rating.campaigns import list_campaigns
 from cpdm.store.rows import list_variants
 from cpdm.ui import plain, require_researcher
+from cpdm.unlearning import REGISTRY as UNLEARNING_METHODS
 
 ws, rater = require_researcher()
 
@@ -116,9 +117,8 @@ def score_form() -> None:
 
 
 def method_choice(key: str) -> str:
-    from cpdm.unlearning import METHODS
-
-    return st.selectbox("Method", list(METHODS), key=key, format_func=lambda name: f"{name}: {METHODS[name].summary}")
+    summaries = {method.name: method.summary for method in UNLEARNING_METHODS}
+    return st.selectbox("Method", list(summaries), key=key, format_func=lambda name: f"{name}: {summaries[name]}")
 
 
 def hyperparameter_inputs(method: str, prefix: str) -> dict:

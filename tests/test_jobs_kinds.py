@@ -324,10 +324,9 @@ def test_job_defaults_are_the_commands_defaults(kind, command, renamed):
 
 
 def test_unlearn_form_lists_the_methods_hyperparameters_with_defaults_and_help():
-    from cpdm.unlearning import METHODS
+    from cpdm.unlearning import REGISTRY
 
-    for method in METHODS.values():
-        assert set(method.help) == set(method.defaults), method.name
+    for method in REGISTRY:
         extra = [p for p in kind_parameters("unlearn", method.name) if p.section == HYPERPARAMETERS]
         assert {p.name: p.default for p in extra} == method.defaults
         assert all(p.help for p in extra)
@@ -355,7 +354,11 @@ def test_the_kinds_and_the_pipeline_load_no_torch():
     from tests.test_import_boundaries import imported_modules
 
     loaded = imported_modules("import cpdm.jobs.kinds, cpdm.jobs.pipeline, cpdm.cli.pipeline_cmds; "
-                              "cpdm.jobs.kinds.kind_parameters('generate')")
+                              "cpdm.jobs.kinds.kind_parameters('generate'); "
+                              "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
+                              "from cpdm.jobs.registry import get_kind; "
+                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', 'concepts': 'A', "
+                              "'hyperparameters': {'lamb': '0.25'}})")
     assert not sorted(name for name in loaded if name.split(".")[0] in ("torch", "diffusers", "open_clip"))
 
 

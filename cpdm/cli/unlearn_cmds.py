@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 
@@ -10,17 +11,22 @@ from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_
 from cpdm.cli.analysis_cmds import resample_option
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES
+from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, REGISTRY
 
-METHOD_HELP = """\b
-Methods (hyperparameters and their defaults: `cpdm variants methods`):
-  esd-x, esd-u   ESD (Gandikota et al. 2023): cross-attention / the rest
-  uce            Unified Concept Editing: closed-form edit of attn2 K/V
-  ablation       Concept Ablation (model-based): target captions -> anchor
-  gradient-ascent  ascent on the concept's images (--images), retain term
-  pruning        zero concept-specific feed-forward weights
-  sld            Safe Latent Diffusion: guidance at inference (no weights)
-"""
+def method_help(width: int = 77) -> str:
+    """The list of methods that ends ``cpdm unlearn --help`` and ``cpdm pipeline run --help``, from the methods' table.
+
+    Lines are wrapped to ``width``; click indents the epilog by two more columns.
+    """
+    lines = ["\b", "Methods (hyperparameters and their defaults: `cpdm variants methods`):"]
+    for entry in REGISTRY:
+        summary = entry.summary + (" (needs --images)" if entry.needs_images else "")
+        lines += textwrap.wrap(summary, width, initial_indent=f"  {entry.name:<17}", subsequent_indent=" " * 19,
+                               break_on_hyphens=False)
+    return "\n".join(lines) + "\n"
+
+
+METHOD_HELP = method_help()
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -147,12 +153,10 @@ def variants_methods(workspace):
       cpdm variants methods
       cpdm unlearn esd-x -p iterations=500 ...   # override a default
     """
-    from cpdm.unlearning import METHODS
-
-    for method in METHODS.values():
+    for method in REGISTRY:
         click.echo(f"{method.name}: {method.summary}")
-        for key, value in method.defaults.items():
-            click.echo(f"    {key} = {value!r}    {method.help.get(key, '')}".rstrip())
+        for hp in method.hyperparameters:
+            click.echo(f"    {hp.name} = {hp.default!r}    {hp.help}".rstrip())
 
 
 @cli.group()

@@ -8,8 +8,9 @@ converted parameters, or refuses them with a clear error before anything is
 queued. ``run(ws, params, context)`` calls the library function on the
 worker's device and returns a small JSON-able result.
 
-Importing this module loads no torch; the unlearning methods (and torch)
-load when an unlearn job is checked or its form is built.
+Importing this module loads no torch, and neither do the checks and the
+forms: an unlearn job's method is checked against the unlearning methods'
+table (:data:`cpdm.unlearning.REGISTRY`), not their code.
 """
 
 from __future__ import annotations
@@ -234,13 +235,11 @@ def kind_parameters(kind_name: str, method: str | None = None) -> list[Parameter
 
 
 def method_parameters(method_name: str) -> list[Parameter]:
-    """An unlearning method's hyperparameters as parameters (type from the default, help from the method)."""
-    from cpdm.unlearning import get_method
+    """An unlearning method's hyperparameters as parameters, with the type, default and help of the methods' table."""
+    from cpdm.unlearning import lookup
 
-    method = get_method(method_name)
-    typed = {bool: "bool", int: "int", float: "float", str: "str"}
-    return [Parameter(key, typed.get(type(default), "str"), default, method.help.get(key, ""), section=HYPERPARAMETERS)
-            for key, default in method.defaults.items()]
+    return [Parameter(hp.name, hp.type, hp.default, hp.help, section=HYPERPARAMETERS)
+            for hp in lookup(method_name).hyperparameters]
 
 
 # --- generate ----------------------------------------------------------------------------------------
@@ -314,10 +313,10 @@ def _run_generate(ws, params: dict, context) -> dict:
 
 def _unlearn_parameters() -> list[Parameter]:
     from cpdm.generation.settings import DEFAULT_SD_MODEL
-    from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, METHODS, PRECISION_NAMES
+    from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, names
 
     return [
-        Parameter("method", "str", None, "unlearning method", choices=tuple(METHODS), required=True),
+        Parameter("method", "str", None, "unlearning method", choices=names(), required=True),
         Parameter("variant_name", "str", None, "name of the new variant", required=True),
         Parameter("base", "str", DEFAULT_SD_MODEL, "base model: a local diffusers folder or a cached Hugging Face id"),
         Parameter("concepts", "strings", None, "concepts to erase", required=True),
@@ -334,11 +333,13 @@ def _unlearn_parameters() -> list[Parameter]:
 
 
 def _check_unlearn(params: dict) -> None:
-    """Resolve the method's hyperparameters now (defaults filled in, bad values refused) and check its inputs."""
-    from cpdm.unlearning import get_method
-    from cpdm.unlearning.runner import image_files
+    """Resolve the method's hyperparameters now (defaults filled in, bad values refused) and check its inputs.
 
-    method = get_method(params["method"])
+    Only the methods' table is read: queueing a job loads no method's code (nor torch).
+    """
+    from cpdm.unlearning import image_files, lookup
+
+    method = lookup(params["method"])
     if not params["variant_name"].strip():
         raise CpdmError("unlearn job: variant_name is required (name of the new variant)")
     params[HYPERPARAMETERS] = method.resolve_params(params[HYPERPARAMETERS])

@@ -49,7 +49,6 @@ from cpdm.unlearning.base import (
     named_parameters,
     noised,
     replaced_tensors,
-    require,
     run_fingerprint,
     step_generator,
     train_loop,
@@ -94,30 +93,6 @@ class ConceptAblation(Method):
     """Concept Ablation: map the target's captions onto the anchor's predictions."""
 
     name = "ablation"
-    summary = "Concept Ablation (model-based): target captions predict like anchor captions"
-    defaults = {"iterations": 100, "lr": 2e-6, "scale_lr": True, "weight_decay": 1e-2, "max_grad_norm": 1.0,
-                "batch_size": 8, "anchor": "painting", "concept_type": "style", "anchor_images": 200,
-                "anchor_steps": 50, "anchor_guidance": 6.0}
-    help = {
-        "iterations": "optimisation steps",
-        "lr": "AdamW learning rate (multiplied by batch_size when scale_lr)",
-        "scale_lr": "scale lr by the batch size, as the authors do",
-        "weight_decay": "AdamW weight decay",
-        "max_grad_norm": "gradient clipping norm",
-        "batch_size": "anchor images per step",
-        "anchor": "the concept the target's captions should behave like",
-        "concept_type": "style or object: which caption templates pair the anchor and the target",
-        "anchor_images": "anchor images the base model generates when --images is not given",
-        "anchor_steps": "DDIM steps of those generations",
-        "anchor_guidance": "classifier-free guidance of those generations",
-    }
-    iterative = True
-
-    def check_params(self, params: dict) -> None:
-        require(params["iterations"] >= 1 and params["batch_size"] >= 1, "iterations and batch_size must be >= 1")
-        require(params["lr"] > 0, "lr must be positive")
-        require(params["concept_type"] in ("style", "object"), "concept_type must be style or object")
-        require(params["anchor_images"] >= 1 and params["anchor_steps"] >= 1, "anchor_images and anchor_steps must be >= 1")
 
     def trainable_names(self, unet, params):
         return projection_names(unet)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import BASELINE_METHOD
-from cpdm.unlearning import get_method
+from cpdm.unlearning import lookup
 from cpdm.unlearning.artifacts import apply_artifact
 
 
@@ -24,8 +24,7 @@ def apply_variant(pipe, variant, root: Path | None = None):
         return pipe
     if variant.status != "ready":
         raise CpdmError(f"variant {variant.name!r} is {variant.status}, not ready; it cannot generate")
-    method = get_method(variant.method)
-    if method.inference_time:
+    if lookup(variant.method).inference_time:
         from cpdm.unlearning.sld import SLDPipeline, safety_concept, settings_from_params
 
         return SLDPipeline(pipe, safety_concept(variant.concepts), settings_from_params(variant.params["hyperparameters"]))

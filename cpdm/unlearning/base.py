@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from cpdm.errors import CpdmError
-from cpdm.values import parse_bool
+from cpdm.unlearning import Entry, lookup
 
 
 @dataclass
@@ -64,36 +64,36 @@ class NonFiniteLoss(CpdmError):
         super().__init__(f"the loss became {value} at step {step}; the run stopped (lower the learning rate?)")
 
 
-class Method:
-    """Base class of the unlearning methods; subclasses set the class attributes and :meth:`run`.
+def _entry_fact(name: str) -> property:
+    """A read-only attribute of a method that its table entry holds (the summary, the defaults, ...)."""
+    return property(lambda method: getattr(method.entry, name), doc=f"The method's {name}, from its table entry.")
 
-    ``defaults`` maps each hyperparameter to its default (its type is the
-    type a given value is converted to) and ``help`` to one line saying what
-    it does. ``needs_images`` methods refuse a request without images.
-    ``inference_time`` methods change no weights.
+
+class Method:
+    """Base class of the unlearning methods; subclasses set ``name`` and implement :meth:`run`.
+
+    What a method is (summary, hyperparameters with their defaults and help,
+    whether it needs images, whether it changes weights) is its entry in
+    :data:`cpdm.unlearning.REGISTRY`, read through the properties below: the
+    table is the one place each default lives.
     """
 
     name: str = ""
-    summary: str = ""
-    defaults: dict = {}
-    help: dict = {}
-    needs_images: bool = False
-    inference_time: bool = False
-    iterative: bool = False
+
+    @property
+    def entry(self) -> Entry:
+        return lookup(self.name)
+
+    summary = _entry_fact("summary")
+    defaults = _entry_fact("defaults")
+    help = _entry_fact("help")
+    needs_images = _entry_fact("needs_images")
+    inference_time = _entry_fact("inference_time")
+    iterative = _entry_fact("iterative")
 
     def resolve_params(self, given: dict | None) -> dict:
-        """The defaults overlaid with ``given`` (converted to the defaults' types); unknown names are refused."""
-        resolved = dict(self.defaults)
-        for key, value in (given or {}).items():
-            if key not in self.defaults:
-                known = ", ".join(sorted(self.defaults)) or "none"
-                raise CpdmError(f"{self.name} has no hyperparameter {key!r} (known: {known})")
-            resolved[key] = convert_param(key, value, self.defaults[key])
-        self.check_params(resolved)
-        return resolved
-
-    def check_params(self, params: dict) -> None:
-        """Refuse values outside their range (subclasses add their checks)."""
+        """The defaults overlaid with ``given`` (converted to the defaults' types); unknown names and bad values are refused."""
+        return self.entry.resolve_params(given)
 
     def steps_of(self, params: dict) -> int:
         """How many optimisation steps a run takes (0 for closed-form and inference-time methods)."""
@@ -106,36 +106,6 @@ class Method:
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
         """Erase the request's concepts from ``pipe``'s UNet (in place); return the replaced parameters."""
         raise NotImplementedError
-
-
-def convert_param(key: str, value, default):
-    """Convert a hyperparameter given as text (from the command line) to its default's type."""
-    if isinstance(default, bool):
-        try:
-            return parse_bool(value)
-        except ValueError:
-            raise CpdmError(f"{key} must be true or false, got {value!r}") from None
-    try:
-        if isinstance(default, int):
-            converted = float(value)
-            if not converted.is_integer():
-                raise ValueError
-            return int(converted)
-        if isinstance(default, float):
-            converted = float(value)
-            if not math.isfinite(converted):
-                raise ValueError
-            return converted
-    except (TypeError, ValueError):
-        kind = "an integer" if isinstance(default, int) else "a finite number"
-        raise CpdmError(f"{key} must be {kind}, got {value!r}") from None
-    return str(value)
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise a CpdmError with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise CpdmError(message)
 
 
 # --- text ------------------------------------------------------------------------------------------

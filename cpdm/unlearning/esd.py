@@ -70,7 +70,6 @@ from cpdm.unlearning.base import (
     randint,
     randn,
     replaced_tensors,
-    require,
     run_fingerprint,
     step_generator,
     train_loop,
@@ -125,21 +124,6 @@ def sample_partway(unet, scheduler, latents, emb_concept, emb_uncond, guidance: 
 class ESD(Method):
     """ESD; the subclasses pick the parameters (ESD-x: cross-attention, ESD-u: the rest)."""
 
-    defaults = {"iterations": 1000, "lr": 1e-5, "negative_guidance": 1.0, "ddim_steps": 50, "start_guidance": 3.0}
-    help = {
-        "iterations": "optimisation steps (one concept and one sampled x_t each)",
-        "lr": "Adam learning rate",
-        "negative_guidance": "η: how far the target is pushed away from the concept",
-        "ddim_steps": "DDIM steps of the frozen model's sampler that makes x_t",
-        "start_guidance": "classifier-free guidance of that sampler, on the concept",
-    }
-    iterative = True
-
-    def check_params(self, params: dict) -> None:
-        require(params["iterations"] >= 1, "iterations must be at least 1")
-        require(params["lr"] > 0, "lr must be positive")
-        require(params["ddim_steps"] >= 1, "ddim_steps must be at least 1")
-
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
         from diffusers import DDIMScheduler
 
@@ -176,7 +160,6 @@ class ESDX(ESD):
     """ESD-x: cross-attention only (styles, specific erasure)."""
 
     name = "esd-x"
-    summary = "ESD on cross-attention (attn2): specific erasure, for styles"
 
     def trainable_names(self, unet, params):
         return cross_attention_names(unet)
@@ -186,7 +169,6 @@ class ESDU(ESD):
     """ESD-u: everything but cross-attention, time embedding and output head (general erasure)."""
 
     name = "esd-u"
-    summary = "ESD on all but cross-attention: general erasure, for objects and nudity"
 
     def trainable_names(self, unet, params):
         return non_cross_attention_names(unet)

@@ -37,7 +37,6 @@ from cpdm.unlearning.base import (
     image_latents,
     named_parameters,
     replaced_tensors,
-    require,
     run_fingerprint,
     step_generator,
     train_loop,
@@ -57,26 +56,6 @@ class GradientAscent(Method):
     """Gradient ascent on the concept's images with a retain term."""
 
     name = "gradient-ascent"
-    summary = "Gradient ascent on the concept's images, with a retain term (CPDM baseline)"
-    defaults = {"iterations": 200, "lr": 1e-5, "alpha": 0.1, "batch_size": 8, "divergence": 10.0,
-                "retain_images": 8, "retain_steps": 50}
-    help = {
-        "iterations": "most optimisation steps (the run may stop earlier on divergence)",
-        "lr": "Adam learning rate",
-        "alpha": "α: weight of the retain loss",
-        "batch_size": "images per step from each set",
-        "divergence": "stop when the forget loss exceeds this multiple of its first value",
-        "retain_images": "retain images the base model generates",
-        "retain_steps": "DDIM steps of those generations",
-    }
-    needs_images = True
-    iterative = True
-
-    def check_params(self, params: dict) -> None:
-        require(params["iterations"] >= 1 and params["batch_size"] >= 1, "iterations and batch_size must be >= 1")
-        require(params["lr"] > 0, "lr must be positive")
-        require(params["divergence"] > 1, "divergence must be above 1 (a multiple of the first forget loss)")
-        require(params["retain_images"] >= 1 and params["retain_steps"] >= 1, "retain_images and retain_steps must be >= 1")
 
     def trainable_names(self, unet, params):
         return [name for name, _ in unet.named_parameters()]

@@ -37,7 +37,6 @@ from cpdm.unlearning.base import (
     image_latents,
     randn,
     replaced_tensors,
-    require,
     step_generator,
     training_scheduler,
     unet_latent_shape,
@@ -102,22 +101,6 @@ class Pruning(Method):
     """Pruning: zero the most forget-relevant weights of the most concept-specific channels."""
 
     name = "pruning"
-    summary = "Zero concept-specific feed-forward weights (CPDM baseline)"
-    defaults = {"channel_fraction": 0.01, "weight_fraction": 0.5, "timesteps": 5, "concept_images": 8,
-                "concept_steps": 50}
-    help = {
-        "channel_fraction": "share of each feed-forward layer's channels chosen as concept-specific",
-        "weight_fraction": "share of weights zeroed inside the chosen channels (largest gradients first)",
-        "timesteps": "timesteps at which activations and gradients are measured",
-        "concept_images": "concept images the base model generates when --images is not given",
-        "concept_steps": "DDIM steps of those generations",
-    }
-
-    def check_params(self, params: dict) -> None:
-        for key in ("channel_fraction", "weight_fraction"):
-            require(0 < params[key] <= 1, f"{key} must lie in (0, 1]")
-        require(params["timesteps"] >= 1 and params["concept_images"] >= 1 and params["concept_steps"] >= 1,
-                "timesteps, concept_images and concept_steps must be >= 1")
 
     def trainable_names(self, unet, params):
         return [f"{name}.weight" for name in ffn_layers(unet)]

@@ -23,14 +23,13 @@ import torch
 from cpdm import __version__
 from cpdm.errors import CpdmError
 from cpdm.jobs.context import JobCancelled
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method
+from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method, image_files
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
 from cpdm.unlearning.artifacts import check_variant_dir, claim_variant_dir, save_artifact, variant_dir
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Autocast dtype of each of PRECISION_NAMES (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,16 +43,6 @@ def check_device(device: str) -> str:
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise CpdmError(f"--device {device} was asked for, but this machine has no CUDA device; use --device cpu")
     return device
-
-
-def image_files(folder) -> tuple[Path, ...]:
-    """The image files in ``folder`` (sorted); a missing folder is refused."""
-    if folder is None:
-        return ()
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CpdmError(f"{folder}: no such folder of images")
-    return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
 
 
 def load_base(base: str, device: str, offline_tiny: bool):

@@ -28,12 +28,13 @@ generations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from cpdm.errors import CpdmError
-from cpdm.unlearning.base import Method, TrainingOptions, UnlearnRequest, convert_param, require
+from cpdm.unlearning import SLD_PRESETS
+from cpdm.unlearning.base import Method, TrainingOptions, UnlearnRequest
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,8 @@ class SLDSettings:
     mom_beta: float
 
 
-PRESETS = {
-    "WEAK": SLDSettings(warmup_steps=15, guidance_scale=20.0, threshold=0.0, momentum_scale=0.0, mom_beta=0.0),
-    "MEDIUM": SLDSettings(warmup_steps=10, guidance_scale=1000.0, threshold=0.01, momentum_scale=0.3, mom_beta=0.4),
-    "STRONG": SLDSettings(warmup_steps=7, guidance_scale=2000.0, threshold=0.025, momentum_scale=0.5, mom_beta=0.7),
-    "MAX": SLDSettings(warmup_steps=0, guidance_scale=5000.0, threshold=1.0, momentum_scale=0.5, mom_beta=0.7),
-}
-DEFAULT_PRESET = "MEDIUM"
+# The paper's presets (values in cpdm.unlearning's table, where the hyperparameters' defaults come from).
+PRESETS = {name: SLDSettings(**values) for name, values in SLD_PRESETS.items()}
 
 
 def sld_guidance(
@@ -154,31 +150,6 @@ class SLD(Method):
     """SLD: safety guidance away from the erased concept at inference; no weights change."""
 
     name = "sld"
-    summary = "Safe Latent Diffusion: guidance away from the concept at inference (presets WEAK..MAX)"
-    defaults = {"preset": DEFAULT_PRESET, **asdict(PRESETS[DEFAULT_PRESET])}
-    help = {
-        "preset": f"the paper's settings: {', '.join(PRESETS)} (values given by name override it)",
-        "warmup_steps": "δ: sampling steps before safety guidance starts",
-        "guidance_scale": "s_S: scale of the guidance away from the concept",
-        "threshold": "λ_thr: where in the latent the guidance applies",
-        "momentum_scale": "s_m: scale of the guidance's momentum",
-        "mom_beta": "β_m: how much momentum carries over between steps",
-    }
-    inference_time = True
-
-    def resolve_params(self, given: dict | None) -> dict:
-        """The preset's values (MEDIUM unless ``preset`` is given), overlaid with any value given by name."""
-        given = dict(given or {})
-        preset = str(given.pop("preset", DEFAULT_PRESET)).upper()
-        require(preset in PRESETS, f"unknown SLD preset {preset!r} (one of {', '.join(PRESETS)})")
-        resolved = {"preset": preset, **asdict(PRESETS[preset])}
-        for key, value in given.items():
-            if key not in resolved:
-                raise CpdmError(f"sld has no hyperparameter {key!r} (known: {', '.join(sorted(resolved))})")
-            resolved[key] = convert_param(key, value, resolved[key])
-        require(resolved["warmup_steps"] >= 0, "warmup_steps must not be negative")
-        require(0 <= resolved["mom_beta"] <= 1, "mom_beta must lie in [0, 1]")
-        return resolved
 
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
         return {}

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from cpdm.unlearning.base import Method, TrainingOptions, UnlearnRequest, encode_text, replaced_tensors, require
+from cpdm.unlearning.base import Method, TrainingOptions, UnlearnRequest, encode_text, replaced_tensors
 
 GUIDE_OF_TYPE = {"style": "art", "object": ""}
 
@@ -113,21 +113,6 @@ class UCE(Method):
     """UCE: closed-form erasure in the cross-attention keys and values."""
 
     name = "uce"
-    summary = "Unified Concept Editing: closed-form edit of cross-attention K/V"
-    defaults = {"lamb": 0.5, "erase_scale": 1.0, "preserve_scale": 1.0, "concept_type": "style", "guide": "auto"}
-    help = {
-        "lamb": "λ: weight of staying close to the original projections",
-        "erase_scale": "s_e: weight of mapping the concepts onto their guide",
-        "preserve_scale": "s_p: weight of keeping the preserved concepts' projections",
-        "concept_type": "style (guide \"art\") or object (guide \"\")",
-        "guide": "the text each concept is mapped onto; auto: from concept_type",
-    }
-
-    def check_params(self, params: dict) -> None:
-        require(params["lamb"] > 0, "lamb must be positive (it keeps the system invertible)")
-        require(params["erase_scale"] >= 0 and params["preserve_scale"] >= 0, "the scales must not be negative")
-        require(params["concept_type"] in GUIDE_OF_TYPE,
-                f"concept_type must be one of {', '.join(GUIDE_OF_TYPE)}, got {params['concept_type']!r}")
 
     def guide_of(self, params: dict) -> str:
         """The concept erased concepts are mapped to: "art" for styles, "" for objects, unless given."""
