@@ -12,12 +12,15 @@ import pytest
 
 from cpdm.curation.prompts import add_manual_prompt, prompt_rows
 from cpdm.curation.refine import (
+    CAPTION_REQUEST,
+    CAPTION_SYSTEM,
     INSTRUCTION,
     OpenAIRefiner,
     RefinerError,
     TemplateRefiner,
     make_refiner,
     refine_prompts,
+    template_captions,
     template_refinement,
 )
 from tests.curation_support import add_anchors
@@ -230,3 +233,42 @@ def test_the_refine_command_uses_a_local_server_from_the_environment(ws, tmp_pat
         assert "refined 0 prompts, skipped 1" in result.output
     assert len(server.requests) == 1
     assert (ws.root / "cache" / "refiner").is_dir()
+
+
+# --- captions of a concept (Concept Ablation's anchor captions) ------------------------------------
+
+def test_the_template_writes_distinct_captions_of_a_style_medium_or_of_an_object():
+    paintings = template_captions("painting", 200, "style")
+    assert len(set(paintings)) == 200 and paintings[0] == "a painting of a house by a river"
+    assert all(c.startswith("a painting of ") for c in paintings)
+    objects = template_captions("umbrella", 200, "object")
+    assert len(set(objects)) == 200 and objects[0] == "a photo of an umbrella in a garden"
+    assert all(" an umbrella " in c and " of an umbrella of " not in c for c in objects)
+    assert template_captions("dog", 3, "object") == ["a photo of a dog in a garden", "a photo of a dog on a beach",
+                                                     "a photo of a dog in a living room"]
+    with pytest.raises(RefinerError, match="writes 1 to 200 object captions, 201 were asked"):
+        template_captions("dog", 201, "object")
+
+
+def test_the_openai_writer_asks_as_the_authors_then_for_the_missing_ones_and_caches_the_list(tmp_path):
+    first = "Here are 3 captions of images containing a dog:\n1. A dog on a sofa.\n2. \"A dog in the snow.\"\n3. A cat."
+    script = [(200, _completion(first), {}), (200, _completion("1. A dog by a lake.\n2. A dog on a sofa."), {})]
+    with FakeChatServer(script) as server:
+        writer = _refiner(server, tmp_path)
+        captions = writer.write_captions("dog", 3, "object")
+        assert captions == ["A dog on a sofa.", "A dog in the snow.", "A dog by a lake."]
+        again = _refiner(server, tmp_path)
+        assert again.write_captions("dog", 3, "object") == captions and again.requests_made == 0
+    first_request, second_request = (r["body"] for r in server.requests)
+    assert first_request["messages"] == [{"role": "system", "content": CAPTION_SYSTEM},
+                                         {"role": "user", "content": CAPTION_REQUEST.format(count=3, anchor="dog")}]
+    assert (first_request["temperature"], first_request["top_p"]) == (0.6, 0.9)
+    assert second_request["messages"][2:] == [{"role": "assistant", "content": first},
+                                              {"role": "user", "content": "Generate 1 more captions"}]
+
+
+def test_an_openai_writer_that_names_nothing_is_a_clear_error(tmp_path):
+    with FakeChatServer([(200, _completion("1. A cat.\n2. A bird."), {})]) as server:
+        with pytest.raises(RefinerError, match="wrote no caption naming 'dog' in 11 answers"):
+            _refiner(server, tmp_path).write_captions("dog", 2, "object")
+    assert len(server.requests) == 11

@@ -18,6 +18,12 @@ The CPDM paper had ChatGPT refine the interrogator's prompts. Two refiners:
 
 Each refined prompt is stored with its parent (the prompt it was refined
 from) and its author (``template``, or the LLM model's name).
+
+The same two backends also write *captions of a concept* (``write_captions``):
+the anchor captions Concept Ablation trains on (:mod:`cpdm.unlearning.ablation`).
+The template writer composes them from fixed subject and scene lists,
+offline; the openai writer asks the endpoint for them as Concept Ablation's
+authors ask their LLM, and keeps the list it got in its cache.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -70,14 +77,113 @@ def template_refinement(text: str, title: str | None, artist: str | None) -> str
     return ", ".join(parts)
 
 
+# --- captions of a concept (Concept Ablation's anchor captions) --------------------------------------
+
+CAPTION_KINDS = ("style", "object")
+# What paintings (or any other medium named as the anchor of a style) show: "a painting of <subject><scene>".
+STYLE_SUBJECTS = (
+    "a house by a river", "a lighthouse on a cliff", "boats in a harbour", "a bridge over water",
+    "a woman reading a letter", "a man in a hat", "a bowl of fruit", "a vase of flowers", "a village street",
+    "a church in a village", "a field of wheat", "a forest path", "mountains above a lake", "a garden with a pond",
+    "a farmhouse", "a windmill", "a railway station", "a market square", "a sailing ship at sea", "an old tree",
+    "a horse in a meadow", "a cat on a windowsill", "children playing on a beach", "a couple dancing",
+    "a musician playing a violin", "a city skyline", "a country road", "a snowy village", "a waterfall",
+    "cows grazing by a stream", "an old woman by a fire", "a young man at a desk", "a table set for dinner",
+    "a bedroom with a bed and a chair", "a cafe terrace", "poppies in a field", "a cathedral", "a fishing village",
+    "a rowing boat on a river", "people walking in a park",
+)
+STYLE_SCENES = ("", " at sunset", " in winter", " on a rainy day", " at night")
+# Where a photo (or drawing) of an object shows it: "<framing> a <object> <place>".
+OBJECT_FRAMINGS = ("a photo of", "a close-up photo of", "a drawing of", "a watercolor painting of",
+                   "a black and white photo of")
+OBJECT_PLACES = (
+    "in a garden", "on a beach", "in a living room", "on a city street", "in the snow", "next to a window",
+    "in a forest", "on a wooden table", "in a park", "by a lake", "on a sofa", "in a field of flowers",
+    "under a tree", "in a kitchen", "on a mountain trail", "at a market", "in the rain", "on a boat",
+    "in front of a house", "on a bed", "in a library", "on a rooftop", "under street lights at night",
+    "in a desert", "next to a bicycle", "on a stone wall", "in a car", "on the beach at sunset", "in tall grass",
+    "near a river", "in a classroom", "on a porch", "with a child", "in an autumn forest", "on a snowy mountain",
+    "in a shop window", "at a train station", "on a green lawn", "next to a cup of coffee",
+    "in a studio with a white background",
+)
+
+
+# The openai caption writer's conversation: Concept Ablation's request to its default LLM
+# (nupurkmr9/concept-ablation, diffusers/utils.py, getanchorprompts, meta-llama), its sampling, at most
+# 11 rounds of "more", each sent with the last 10 messages.
+CAPTION_SYSTEM = ("You can describe any image via text and provide captions for wide variety of images that is "
+                  "possible to generate.")
+CAPTION_REQUEST = (
+    'Generate {count} caption for images containing a {anchor}. The caption should also contain the word '
+    '"{anchor}". DO NOT add any unnecessary adjectives or emotion words in the caption. Please keep the caption '
+    'factual and terse but complete. DO NOT add any unnecessary speculation about the things that are not part of '
+    'the image such as "the image is inspiring to viewers" or "seeing this makes you feel joy". DO NOT add things '
+    'such as "creates a unique and entertaining visual", as these descriptions are interpretations and not a part '
+    'of the image itself. The description should be purely factual, with no subjective speculation.\n\n'
+    'Example captions for the category "cat" are:\n'
+    '1. A photo of a siamese cat playing in a garden.\n'
+    '2. A cat is sitting beside a book in a library.\n'
+    '4. Watercolor style painting of a cat. '
+)
+CAPTION_MORE = "Generate {count} more captions"
+CAPTION_SAMPLING = {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048}
+CAPTION_ROUNDS = 11
+CAPTION_HISTORY = 10
+LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+\s*[.)]|\.+)\s*")
+
+
+def caption_lines(answer: str, anchor: str) -> list[str]:
+    """The captions in an LLM's answer: one per line, list markers and quotes removed, naming ``anchor``.
+
+    A line that ends with a colon introduces the list and is not a caption.
+    """
+    found = []
+    for line in answer.splitlines():
+        caption = LIST_MARKER.sub("", line).replace('"', "").strip()
+        if caption and not caption.endswith(":") and anchor.lower() in caption.lower():
+            found.append(caption)
+    return found
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def template_captions(anchor: str, count: int, kind: str = "style") -> list[str]:
+    """``count`` distinct captions that name ``anchor``, in a fixed order that varies the subject first.
+
+    ``style``: captions of works in the anchor's medium ("a painting of a
+    house by a river at sunset"); ``object``: captions of images that show
+    the anchor ("a photo of a dog in a garden"). Each list offers 200 captions.
+    """
+    anchor = anchor.strip()
+    if not anchor:
+        raise RefinerError("captions of a concept need the concept's name")
+    if kind not in CAPTION_KINDS:
+        raise RefinerError(f"unknown caption kind {kind!r} (one of {', '.join(CAPTION_KINDS)})")
+    if kind == "style":
+        captions = [f"{_article(anchor)} {anchor} of {subject}{scene}"
+                    for scene in STYLE_SCENES for subject in STYLE_SUBJECTS]
+    else:
+        captions = [f"{framing} {_article(anchor)} {anchor} {place}"
+                    for framing in OBJECT_FRAMINGS for place in OBJECT_PLACES]
+    if not 1 <= count <= len(captions):
+        raise RefinerError(f"the template writes 1 to {len(captions)} {kind} captions, {count} were asked for "
+                           "(the openai caption writer writes more)")
+    return captions[:count]
+
+
 class TemplateRefiner:
-    """Offline, deterministic refinement from the anchor's metadata."""
+    """Offline, deterministic refinement from the anchor's metadata, and captions of a concept from fixed lists."""
 
     origin = "template"
     author = "template"
 
     def refine(self, text: str, title: str | None = None, artist: str | None = None) -> str:
         return template_refinement(text, title, artist)
+
+    def write_captions(self, anchor: str, count: int, kind: str = "style") -> list[str]:
+        return template_captions(anchor, count, kind)
 
 
 def _env(*names: str, default: str | None = None) -> str | None:
@@ -135,6 +241,47 @@ class OpenAIRefiner:
         self._store(text, answer)
         return answer
 
+    def write_captions(self, anchor: str, count: int, kind: str = "style") -> list[str]:
+        """Up to ``count`` distinct captions that name ``anchor``, asked as Concept Ablation's authors ask.
+
+        The model is asked for ``count`` captions of images containing the
+        anchor, then for as many more as are missing, for at most
+        :data:`CAPTION_ROUNDS` rounds (fewer captions than asked are returned
+        then, at least one). ``kind`` does not change the request: the
+        authors ask the same for every anchor. The list is cached under
+        (anchor, count, model, endpoint, request), so a rerun asks nothing.
+        """
+        anchor = anchor.strip()
+        if kind not in CAPTION_KINDS:
+            raise RefinerError(f"unknown caption kind {kind!r} (one of {', '.join(CAPTION_KINDS)})")
+        request = CAPTION_REQUEST.format(count=count, anchor=anchor)
+        key = hashlib.sha256(json.dumps([anchor, count, self.model, self.base_url, CAPTION_SYSTEM, request,
+                                         CAPTION_SAMPLING]).encode("utf-8")).hexdigest()
+        path = None if self.cache_dir is None else Path(self.cache_dir) / f"captions-{key}.json"
+        if path is not None and path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))["captions"]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged entry is asked again and rewritten
+        messages = [{"role": "system", "content": CAPTION_SYSTEM}, {"role": "user", "content": request}]
+        captions: list[str] = []
+        for _ in range(CAPTION_ROUNDS):
+            answer = self._chat(messages, **CAPTION_SAMPLING)
+            captions += [c for c in caption_lines(answer, anchor) if c not in captions]
+            if len(captions) >= count:
+                break
+            messages += [{"role": "assistant", "content": answer},
+                         {"role": "user", "content": CAPTION_MORE.format(count=count - len(captions))}]
+            messages = messages[-CAPTION_HISTORY:]
+        if not captions:
+            raise RefinerError(f"{self.base_url}: {self.model} wrote no caption naming {anchor!r} "
+                               f"in {CAPTION_ROUNDS} answers")
+        captions = captions[:count]
+        if path is not None:
+            self._write_json(path, {"anchor": anchor, "model": self.model, "base_url": self.base_url,
+                                    "request": request, "captions": captions})
+        return captions
+
     def _cache_path(self, text: str) -> Path | None:
         return None if self.cache_dir is None else Path(self.cache_dir) / f"{self.cache_key(text)}.json"
 
@@ -154,24 +301,31 @@ class OpenAIRefiner:
         path = self._cache_path(text)
         if path is None:
             return
+        self._write_json(path, {"prompt": text, "model": self.model, "instruction": self.instruction,
+                                "answer": answer})
+
+    @staticmethod
+    def _write_json(path: Path, entry: dict) -> None:
+        """Write a cache entry whole or not at all (a temporary file, then a rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"prompt": text, "model": self.model, "instruction": self.instruction, "answer": answer}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry, handle)
         os.replace(tmp, path)
 
     def _ask(self, text: str) -> str:
+        """The model's answer to ``text`` under the refinement instruction, at temperature 0, on one line."""
+        answer = self._chat([{"role": "system", "content": self.instruction}, {"role": "user", "content": text}],
+                            temperature=0)
+        return " ".join(answer.strip().strip('"').split())
+
+    def _chat(self, messages: list[dict], **sampling) -> str:
         """POST to chat/completions, retrying what may pass (timeouts, 429, 5xx) with exponential backoff."""
         import httpx
 
         url = f"{self.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "messages": [{"role": "system", "content": self.instruction}, {"role": "user", "content": text}],
-        }
+        body = {"model": self.model, **sampling, "messages": messages}
         last, retry_after = "", None
         with httpx.Client(timeout=httpx.Timeout(self.timeout_s)) as client:
             for attempt in range(self.max_retries + 1):
@@ -207,7 +361,7 @@ class OpenAIRefiner:
 
     @staticmethod
     def _answer_text(url: str, response) -> str:
-        """The first choice's message text, or a RefinerError saying what was malformed."""
+        """The first choice's message text as sent, or a RefinerError saying what was malformed."""
         try:
             payload = response.json()
         except ValueError:
@@ -218,7 +372,7 @@ class OpenAIRefiner:
             raise RefinerError(f"malformed answer from {url}: no choices[0].message.content in {str(payload)[:200]}") from None
         if not isinstance(content, str) or not content.strip():
             raise RefinerError(f"malformed answer from {url}: an empty prompt")
-        return " ".join(content.strip().strip('"').split())
+        return content
 
 
 def make_refiner(kind: str, ws=None, model: str | None = None, **kwargs):
