@@ -37,7 +37,7 @@ TINY_PARAMS = {
     "esd-x": {"iterations": 5, "ddim_steps": 5},
     "esd-u": {"iterations": 5, "ddim_steps": 5},
     "uce": {},
-    "ablation": {"iterations": 5, "batch_size": 2, "anchor_images": 4, "anchor_steps": 5},
+    "ablation": {"iterations": 5, "batch_size": 2, "n_images": 4, "anchor_steps": 5},
     "gradient-ascent": {"iterations": 5, "batch_size": 2, "retain_images": 2, "retain_steps": 5},
     "pruning": {"concept_images": 2, "concept_steps": 5, "timesteps": 2},
     "sld": {},

@@ -213,7 +213,7 @@ def test_sld_pipeline_matches_diffusers_safe_pipeline(preset):
 
 @pytest.mark.slow
 def test_ablation_closes_the_gap_to_the_anchor_prediction_and_its_target_has_no_gradient():
-    from cpdm.unlearning.ablation import ablation_loss
+    from cpdm.unlearning.ablation import ablation_loss, region_mse, valid_region
     from cpdm.unlearning.uce import projection_names
 
     pipe = tiny_sd_pipeline(seed=0)
@@ -229,14 +229,15 @@ def test_ablation_closes_the_gap_to_the_anchor_prediction_and_its_target_has_no_
             return float((unet(x_t, t, encoder_hidden_states=target).sample
                           - original(x_t, t, encoder_hidden_states=anchor).sample).norm())
 
+    region = valid_region(8, 8)
     parameters = named_parameters(unet, projection_names(unet))
     # The target carries no gradient: the gradient is that of a regression onto a constant.
-    ablation_loss(unet, x_t, t, target, anchor).backward()
+    ablation_loss(unet, x_t, t, target, anchor, region).backward()
     ours = {name: p.grad.clone() for name, p in parameters.items()}
     for p in parameters.values():
         p.grad = None
     constant = unet(x_t, t, encoder_hidden_states=anchor).sample.detach()
-    torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=target).sample, constant).backward()
+    region_mse(unet(x_t, t, encoder_hidden_states=target).sample, constant, region).backward()
     for name, p in parameters.items():
         torch.testing.assert_close(ours[name], p.grad)
         p.grad = None
@@ -245,14 +246,104 @@ def test_ablation_closes_the_gap_to_the_anchor_prediction_and_its_target_has_no_
     optimizer = torch.optim.Adam(parameters.values(), lr=3e-3)
     for _ in range(15):
         optimizer.zero_grad()
-        ablation_loss(unet, x_t, t, target, anchor).backward()
+        ablation_loss(unet, x_t, t, target, anchor, region).backward()
         optimizer.step()
     assert gap() < 0.5 * start
 
 
+def test_the_ablation_loss_sums_channels_over_the_region_as_the_authors_mask_does():
+    """Their masked error: the 4 channels summed, the region's border left out, divided by the region's size."""
+    from cpdm.unlearning.ablation import region_mse, valid_region
+
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+    region = valid_region(8, 8)
+    assert region.sum() == 36 and region[..., 0, :].sum() == 0 and region[..., :, -1].sum() == 0
+    inner = (prediction - target)[..., 1:7, 1:7] ** 2
+    torch.testing.assert_close(region_mse(prediction, target, region), inner.sum(dim=(1, 2, 3)).mean() / 36)
+    torch.testing.assert_close(region_mse(prediction, target, region), 4 * inner.mean())
+
+
+def test_ablation_style_captions_take_the_authors_three_templates():
+    from cpdm.unlearning.ablation import target_caption
+
+    made = [target_caption("a painting of a house", "claude monet", "style", "painting", k) for k in range(3)]
+    assert made == ["a painting of a house, in the style of claude monet",
+                    "in claude monet's style, a painting of a house", "in claude monet's style, a painting of a house"]
+    assert target_caption("A dog and a Dog", "snoopy", "object", "dog") == "A snoopy and a snoopy"
+
+
+def _recorded_texts(monkeypatch):
+    """Every text the ablation encodes, in order (the anchor captions and their targets)."""
+    from cpdm.unlearning import ablation
+
+    texts = []
+    real = ablation.encode_text
+
+    def recording(pipe, batch):
+        texts.append(list(batch))
+        return real(pipe, batch)
+
+    monkeypatch.setattr(ablation, "encode_text", recording)
+    return texts
+
+
+def test_object_ablation_captions_show_the_object_and_the_target_takes_its_place(monkeypatch):
+    """Object mode trains on captions of the object ("a photo of a dog in a garden"), never "a dog of a house"."""
+    texts = _recorded_texts(monkeypatch)
+    _run("ablation", {"iterations": 2, "batch_size": 2, "concept_type": "object", "anchor": "dog", "n_images": 2,
+                      "anchor_steps": 1, "caption_count": 4}, concepts=("snoopy",))
+    flat = [text for batch in texts for text in batch]
+    anchors = [text for text in flat if "snoopy" not in text]
+    targets = [text for text in flat if "snoopy" in text]
+    assert anchors and targets
+    for text in flat:
+        assert " of a house" not in text and not text.startswith(("a dog of", "a snoopy of"))
+    assert all("dog" in text for text in anchors) and not any("dog" in text for text in targets)
+    assert {text.replace("dog", "snoopy") for text in anchors} >= set(targets)
+
+
+def test_regularization_adds_the_weighted_diffusion_loss_and_doubles_the_scaled_learning_rate(monkeypatch):
+    """As the authors: L + w·L_prior, and scale_lr's rate doubles with the doubled batch."""
+    from cpdm.unlearning import ablation
+
+    first_losses, rates = {}, []
+    real_adamw = torch.optim.AdamW
+
+    def adamw(parameters, lr, **kwargs):
+        rates.append(lr)
+        return real_adamw(parameters, lr=lr, **kwargs)
+
+    def first_loss_only(parameters, optimizer, step_loss, steps, options, fingerprint, **kwargs):
+        first_losses[len(rates)] = float(step_loss(0))
+        return []
+
+    monkeypatch.setattr(torch.optim, "AdamW", adamw)
+    monkeypatch.setattr(ablation, "train_loop", first_loss_only)
+    small = {"batch_size": 2, "n_images": 2, "anchor_steps": 1, "caption_count": 2}
+    for changes in ({}, {"regularization": True, "prior_loss_weight": 0.0}, {"regularization": True},
+                    {"regularization": True, "prior_loss_weight": 2.0}):
+        _run("ablation", {**small, **changes})
+    assert rates == pytest.approx([2e-6 * 2, 2e-6 * 4, 2e-6 * 4, 2e-6 * 4])
+    plain, weight_zero, weight_one, weight_two = (first_losses[i] for i in (1, 2, 3, 4))
+    assert weight_zero == pytest.approx(plain, rel=1e-6)
+    prior = weight_one - plain
+    assert prior > 0 and weight_two - plain == pytest.approx(2 * prior, rel=1e-4)
+
+def test_flips_mirror_about_half_the_images_and_only_when_asked():
+    from cpdm.unlearning.ablation import flipped
+
+    pixels = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5).repeat(50, 1, 1, 1)
+    out = flipped(pixels, torch.Generator().manual_seed(0), enabled=True)
+    mirrored = [torch.equal(o, p.flip(-1)) for o, p in zip(out, pixels)]
+    assert all(m or torch.equal(o, p) for m, o, p in zip(mirrored, out, pixels))
+    assert 30 < sum(mirrored) < 70
+    assert torch.equal(flipped(pixels, torch.Generator().manual_seed(0), enabled=False), pixels)
+
+
 def test_ablation_changes_exactly_the_cross_attention_keys_and_values():
-    before, after, tensors, names = _run("ablation", {"iterations": 2, "batch_size": 2, "lr": 1e-3, "anchor_images": 2,
-                                                      "anchor_steps": 1})
+    before, after, tensors, names = _run("ablation", {"iterations": 2, "batch_size": 2, "lr": 1e-3, "n_images": 2,
+                                                      "anchor_steps": 1, "caption_count": 2})
     assert all(name.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")) for name in names)
     _assert_changes_exactly(before, after, tensors, names)
 

@@ -248,3 +248,41 @@ def test_a_folder_another_variant_owns_is_refused_before_anything_is_registered(
         unlearn(ws, "uce", "uce-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
     assert list_variants(ws) == []
     assert weights.read_bytes() == kept
+
+
+def test_ablation_images_are_made_once_per_base_model_and_caption_set(ws, monkeypatch):
+    """A second run with other training hyperparameters generates nothing; more images or other captions do."""
+    from cpdm.generation import pipeline as generation
+
+    made = []
+    real = generation.generate_images
+
+    def recording(pipe, prompts, seeds, steps, guidance, *args, **kwargs):
+        made.append((type(pipe.scheduler).__name__, len(prompts), steps, guidance))
+        return real(pipe, prompts, seeds, steps, guidance, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_images", recording)
+    small = {"iterations": 1, "batch_size": 2, "n_images": 3, "caption_count": 2, "anchor_steps": 2}
+
+    def run(name, **changes):
+        made.clear()
+        variant = unlearn(ws, "ablation", name, base="unused", concepts=[CONCEPT], params={**small, **changes},
+                          offline_tiny=True, progress=False)
+        return json.loads(json_path_of(ws.root / variant.artifact_path).read_text())["run"]
+
+    first = run("ca-first")
+    # The authors' sampler and settings: DPM-Solver++ at 25 steps (2 here), guidance 6.
+    assert {(kind, steps, guidance) for kind, _, steps, guidance in made} == {("DPMSolverMultistepScheduler", 2, 6.0)}
+    assert sum(count for _, count, _, _ in made) == 3 and first["anchor_images_generated"] == 3
+    folder = ws.root / "cache" / first["anchor_image_cache"]
+    assert sorted(p.name for p in folder.glob("*.jpg")) == ["00000.jpg", "00001.jpg", "00002.jpg"]
+
+    second = run("ca-other-lr", lr=1e-4, iterations=2, hflip=False)
+    assert made == [] and second["anchor_images_generated"] == 0
+    assert second["anchor_image_cache"] == first["anchor_image_cache"]
+
+    more = run("ca-more", n_images=4)
+    assert sum(count for _, count, _, _ in made) == 1 and more["anchor_image_cache"] == first["anchor_image_cache"]
+    other_captions = run("ca-other-captions", caption_count=3)
+    assert other_captions["anchor_images_generated"] == 3
+    assert other_captions["anchor_image_cache"] != first["anchor_image_cache"]

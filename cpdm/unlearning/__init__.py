@@ -176,6 +176,7 @@ _ESD = (
     Hyperparameter("start_guidance", 3.0, "classifier-free guidance of that sampler, on the concept"),
 )
 CONCEPT_TYPES = ("style", "object")
+CAPTION_WRITERS = ("template", "openai")  # the caption writers of cpdm.curation.refine
 
 # SLD's presets, as diffusers ships the paper's (SafetyConfig); MEDIUM is the default.
 SLD_PRESETS = {
@@ -206,19 +207,29 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("ablation", "Concept Ablation (model-based): target captions predict like anchor captions", "ablation",
           "ConceptAblation", (
               Hyperparameter("iterations", 100, "optimisation steps", at_least=1),
-              Hyperparameter("lr", 2e-6, "AdamW learning rate (multiplied by batch_size when scale_lr)", above=0),
-              Hyperparameter("scale_lr", True, "scale lr by the batch size, as the authors do"),
+              Hyperparameter("lr", 2e-6, "AdamW learning rate (multiplied by the batch size when scale_lr)", above=0),
+              Hyperparameter("scale_lr", True, "scale lr by the batch size (twice that with regularization), as the "
+                             "authors do"),
               Hyperparameter("weight_decay", 1e-2, "AdamW weight decay"),
               Hyperparameter("max_grad_norm", 1.0, "gradient clipping norm"),
               Hyperparameter("batch_size", 8, "anchor images per step", at_least=1),
               Hyperparameter("anchor", "painting", "the concept the target's captions should behave like"),
               Hyperparameter("concept_type", "style",
-                             "style or object: which caption templates pair the anchor and the target",
-                             choices=CONCEPT_TYPES),
-              Hyperparameter("anchor_images", 200, "anchor images the base model generates when --images is not given",
-                             at_least=1),
-              Hyperparameter("anchor_steps", 50, "DDIM steps of those generations", at_least=1),
+                             "style (the target's name added to anchor captions) or object (it replaces the "
+                             "anchor's name)", choices=CONCEPT_TYPES),
+              Hyperparameter("captions", "template", "who writes the anchor captions: template (offline) or openai "
+                             "(an OpenAI-compatible endpoint or local server, set up as for `cpdm prompts refine`)",
+                             choices=CAPTION_WRITERS),
+              Hyperparameter("caption_model", "", "the model the openai caption writer asks (empty: CPDM_LLM_MODEL)"),
+              Hyperparameter("caption_count", 200, "anchor captions written", at_least=1),
+              Hyperparameter("n_images", 1000, "anchor images the base model generates when --images is not given "
+                             "(cached per base model and captions)", at_least=1),
+              Hyperparameter("anchor_steps", 25, "DPM-Solver++ steps of those generations", at_least=1),
               Hyperparameter("anchor_guidance", 6.0, "classifier-free guidance of those generations"),
+              Hyperparameter("hflip", True, "mirror each training image left-right with probability 0.5"),
+              Hyperparameter("regularization", False, "also fit anchor images to their own captions with the plain "
+                             "diffusion loss (the authors' --with_prior_preservation)"),
+              Hyperparameter("prior_loss_weight", 1.0, "weight of that regularization term", at_least=0),
           ), iterative=True),
     Entry("gradient-ascent", "Gradient ascent on the concept's images, with a retain term (CPDM baseline)",
           "gradient_ascent", "GradientAscent", (

@@ -40,19 +40,28 @@ class UnlearnRequest:
     images: tuple[Path, ...] = ()
     params: dict = field(default_factory=dict)
     seed: int = 0
+    # The base model as registered (a hub id, a folder, or "tiny") and its hub revision: what a method's
+    # cached data (Concept Ablation's anchor images) is keyed by.
+    base_model: str = ""
+    base_revision: str | None = None
     # Facts a method reports about its run (chosen channels, an early stop); saved in the artifact's JSON.
     record: dict = field(default_factory=dict)
 
 
 @dataclass
 class TrainingOptions:
-    """How an iterative method runs: checkpoints, resumption, the progress bar and reduced precision."""
+    """How a method runs: checkpoints, resumption, the progress bar, reduced precision, and a cache.
+
+    ``cache_dir`` is a folder where a method keeps data that later runs may
+    reuse (Concept Ablation's anchor images); None keeps nothing.
+    """
 
     checkpoint_path: Path | None = None
     checkpoint_every: int = 100
     resume: bool = False
     progress: bool = True
     autocast_dtype: torch.dtype | None = None
+    cache_dir: Path | None = None
 
 
 class NonFiniteLoss(CpdmError):
@@ -289,12 +298,16 @@ def unet_latent_shape(unet, batch: int = 1) -> tuple[int, int, int, int]:
 
 # --- data for methods that train on images ----------------------------------------------------------
 
-def image_latents(pipe, paths, generator: torch.Generator | None = None) -> torch.Tensor:
-    """VAE latents (scaled as the UNet sees them) of image files, resized to the model's native size."""
+def native_image_size(pipe) -> int:
+    """The side in pixels of the images the pipeline's UNet was trained on."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def image_pixels(paths, size: int) -> torch.Tensor:
+    """Image files as a (N, 3, size, size) batch in [-1, 1], resized (bicubic) to ``size``."""
     import numpy as np
     from PIL import Image
 
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     batch = []
     for path in paths:
         try:
@@ -303,11 +316,20 @@ def image_latents(pipe, paths, generator: torch.Generator | None = None) -> torc
         except OSError as exc:
             raise CpdmError(f"{path}: not a readable image ({exc})") from exc
         batch.append(torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1.0)
-    pixels = torch.stack(batch).to(pipe.vae.device, pipe.vae.dtype)
+    return torch.stack(batch)
+
+
+def encode_pixels(pipe, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE latents (scaled as the UNet sees them) of a pixel batch: a sample of the encoder's distribution."""
     with torch.no_grad():
-        encoded = pipe.vae.encode(pixels).latent_dist
+        encoded = pipe.vae.encode(pixels.to(pipe.vae.device, pipe.vae.dtype)).latent_dist
     noise = randn(encoded.mean.shape, generator or torch.Generator().manual_seed(0), encoded.mean.device)
     return ((encoded.mean + encoded.std * noise) * pipe.vae.config.scaling_factor).float()
+
+
+def image_latents(pipe, paths, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE latents (scaled as the UNet sees them) of image files, resized to the model's native size."""
+    return encode_pixels(pipe, image_pixels(paths, native_image_size(pipe)), generator)
 
 
 @torch.no_grad()

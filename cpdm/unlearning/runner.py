@@ -30,6 +30,7 @@ from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest,
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CACHE_NAME = "cache"  # the workspace's folder of reusable data (a method's own under it: cache/ablation/...)
 # Autocast dtype of each of PRECISION_NAMES (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -151,7 +152,8 @@ def unlearn(
     check_concepts(pipe.tokenizer, concepts)
     check_concepts(pipe.tokenizer, preserve, label="concept to preserve")
 
-    request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
+    request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed,
+                             base_model=base_id, base_revision=hub_revision(base_id))
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
@@ -162,7 +164,8 @@ def unlearn(
     if not method.inference_time:
         claim_variant_dir(folder, variant_id, variant_name)
     options = TrainingOptions(checkpoint_path=folder / CHECKPOINT_NAME, checkpoint_every=checkpoint_every,
-                              resume=resume, progress=progress, autocast_dtype=PRECISIONS[precision])
+                              resume=resume, progress=progress, autocast_dtype=PRECISIONS[precision],
+                              cache_dir=ws.root / CACHE_NAME)
     started = time.perf_counter()
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
