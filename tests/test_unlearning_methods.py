@@ -106,6 +106,29 @@ def test_esd_x_and_esd_u_split_the_unet():
     assert left_out and all(name.startswith(("time_embedding.", "conv_norm_out.", "conv_out.")) for name in left_out)
 
 
+def test_esd_u_offers_the_newer_releases_parameter_set_and_records_it():
+    """esd_sd.py's esd-u: every Linear and Conv2d outside attn2 (time embedding and conv_out too), no norms."""
+    from cpdm.unlearning.esd import linear_and_conv_names_outside_cross_attention
+
+    unet = tiny_sd_pipeline(seed=0).unet
+    method = get_method("esd-u")
+    original = set(method.trainable_names(unet, method.resolve_params({})))
+    newer = set(method.trainable_names(unet, method.resolve_params({"parameters": "esd-u-2025"})))
+    assert newer == set(linear_and_conv_names_outside_cross_attention(unet))
+    assert newer - original == {"time_embedding.linear_1.weight", "time_embedding.linear_1.bias",
+                                "time_embedding.linear_2.weight", "time_embedding.linear_2.bias",
+                                "conv_out.weight", "conv_out.bias"}
+    modules = dict(unet.named_modules())
+    left_out = original - newer
+    assert left_out and all(isinstance(modules[name.rsplit(".", 1)[0]], (torch.nn.GroupNorm, torch.nn.LayerNorm))
+                            for name in left_out)
+    assert not any(".attn2." in name for name in newer)
+
+    before, after, tensors, names = _run("esd-u", {"iterations": 1, "ddim_steps": 1, "lr": 1e-3,
+                                                   "parameters": "esd-u-2025"})
+    assert set(names) == newer
+    _assert_changes_exactly(before, after, tensors, names)
+
 @pytest.mark.slow
 def test_esd_pushes_the_concept_prediction_to_negative_guidance():
     """On a fixed (x_t, t) the projection of ε_θ(c) − ε*(∅) on ε*(c) − ε*(∅) falls from 1 toward −η."""

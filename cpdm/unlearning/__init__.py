@@ -175,6 +175,7 @@ _ESD = (
     Hyperparameter("ddim_steps", 50, "DDIM steps of the frozen model's sampler that makes x_t", at_least=1),
     Hyperparameter("start_guidance", 3.0, "classifier-free guidance of that sampler, on the concept"),
 )
+ESD_U_PARAMETER_SETS = ("original", "esd-u-2025")  # the original release's esd-u, and the newer esd_sd.py's
 CONCEPT_TYPES = ("style", "object")
 CAPTION_WRITERS = ("template", "openai")  # the caption writers of cpdm.curation.refine
 
@@ -193,8 +194,12 @@ _SLD_DEFAULTS = SLD_PRESETS[SLD_DEFAULT_PRESET]
 REGISTRY: tuple[Entry, ...] = (
     Entry("esd-x", "ESD on cross-attention (attn2): specific erasure, for styles", "esd", "ESDX", _ESD,
           iterative=True),
-    Entry("esd-u", "ESD on all but cross-attention: general erasure, for objects and nudity", "esd", "ESDU", _ESD,
-          iterative=True),
+    Entry("esd-u", "ESD on all but cross-attention: general erasure, for objects and nudity", "esd", "ESDU", _ESD + (
+        Hyperparameter("parameters", "original", "which layers train: original (train-esd.py: all but attn2, the "
+                       "time embedding and the output head, norms included) or esd-u-2025 (esd_sd.py: every Linear "
+                       "and Conv2d outside attn2, time embedding and conv_out included, no norms)",
+                       choices=ESD_U_PARAMETER_SETS),
+    ), iterative=True),
     Entry("uce", "Unified Concept Editing: closed-form edit of cross-attention K/V", "uce", "UCE", (
         Hyperparameter("lamb", 0.5, "λ: weight of staying close to the original projections", above=0),
         Hyperparameter("erase_scale", 1.0, "s_e: weight of mapping the concepts onto their guide", at_least=0),

@@ -15,22 +15,31 @@ Which parameters change.
       diffusers modules ``*.attn2.*`` (to_q, to_k, to_v, to_out.0; weights
       and biases). Erases the concept only where the text enters, so it
       stays specific to prompts that name it (the authors' choice for
-      artistic styles).
-    * ESD-u (``esd-u``): every UNet parameter except ``*.attn2.*``,
-      ``time_embedding.*`` and the output head ``conv_norm_out.*`` /
-      ``conv_out.*``: conv_in, the ResNet blocks, self-attention ``attn1``,
-      the feed-forwards, norms and projections of the transformer blocks,
-      the down/up samplers. These are the layers of the original release's
-      ``noxattn`` (CompVis names ``time_embed`` and ``out.`` excluded).
+      artistic styles). Both releases train this same set.
+    * ESD-u (``esd-u``), two sets, chosen by ``parameters``:
+        - ``original`` (the default): every UNet parameter except
+          ``*.attn2.*``, ``time_embedding.*`` and the output head
+          ``conv_norm_out.*`` / ``conv_out.*``: conv_in, the ResNet blocks,
+          self-attention ``attn1``, the feed-forwards, norms and projections
+          of the transformer blocks, the down/up samplers. These are the
+          layers of the original release's ``noxattn`` (CompVis names
+          ``time_embed`` and ``out.`` excluded).
+        - ``esd-u-2025``: the newer release's esd-u (``esd_sd.py``,
+          ``get_esd_trainable_parameters``): the weights and biases of every
+          Linear and Conv2d layer outside ``attn2``. It trains the time
+          embedding's two layers and ``conv_out``, which the original leaves
+          out, and no norm layer (GroupNorm, LayerNorm), which the original
+          trains.
+      The chosen set is recorded with the variant's hyperparameters.
 
-Defaults (the original release, rohitgandikota/erasing, train-esd.py):
-1000 iterations, Adam, lr 1e-5, η (``negative_guidance``) = 1, batch 1,
-DDIM 50 steps, start guidance 3.
+Defaults (the original release, rohitgandikota/erasing, train-esd.py as of
+commit 6eb7dc8): 1000 iterations, Adam, lr 1e-5, η (``negative_guidance``)
+= 1, batch 1, DDIM 50 steps, start guidance 3.
 
 η convention. This module exposes the original release's η, in the target
 ε*(∅) − η(ε*(c) − ε*(∅)); η = 1 is the published default and a run with
 η = 1 reproduces the original objective. The newer diffusers-based release
-(the same repository's ``esd_sd.py``) writes its target as
+(the same repository's ``esd_sd.py``, commit 25613d2) writes its target as
 ε*(x_t, c_from, t) − η'(ε*(c) − ε*(∅)), where c_from is the concept to
 erase from and defaults to c. With c_from = c that target is
 ε*(∅) − (η' − 1)(ε*(c) − ε*(∅)): η' = η + 1, and its default η' = 2 is this
@@ -38,14 +47,24 @@ module's η = 1. Its other defaults (200 iterations, lr 5e-5, bfloat16
 weights) are not this module's; the original release's are kept because
 they are the published ones.
 
+Which timestep x_t is paired with. cpdm pairs x_t with exactly the timestep
+it is at: after k DDIM steps from pure noise, x_t sits at the sampler's
+k-th timestep and the loss is taken there, as the newer release does (it
+labels the latent with the scheduler timestep it stopped at). The original
+release labels each latent about 47 DDPM steps noisier than it is, at the
+same end of the schedule. A replay of its sampler: with t_enc = k drawn from
+[0, 50), its CompVis DDIM sampler (timesteps 1, 21, …, 981) stops after the
+step at index k − 1, leaving the latent at DDPM timestep 20k − 39, and the
+loss is taken at a time drawn uniformly from [20k, 20k + 20): 48.5 steps
+noisier on average for k ≥ 2, 29.5 at k = 1, 9.5 at k = 0 (where the
+latent is fully denoised), about 47 over all k.
+
 Departures from the authors' code, and why.
     * x_t comes from the frozen model. The original samples x_t with the
       model being trained; sampling with ε* keeps the training distribution
       fixed, which is what the objective states and what makes a run
       reproducible step by step (and resumable bit for bit).
-    * t is the timestep x_t is at after k DDIM steps, as in the newer
-      release. The original pairs the latent after k steps with a DDPM time
-      drawn near 1000·k/50, which counts from the other end of the schedule.
+    * t is the timestep x_t is at (above), not the original's noisier label.
     * Weights stay float32 ("master weights"); a reduced precision is only
       used for the forward passes (autocast). bfloat16 weights round away
       updates of lr 1e-5.
@@ -85,9 +104,21 @@ def cross_attention_names(unet) -> list[str]:
 
 
 def non_cross_attention_names(unet) -> list[str]:
-    """Names of ESD-u's parameters: all but cross-attention, the time embedding and the output head."""
+    """Names of the original ESD-u's parameters: all but cross-attention, the time embedding and the output head."""
     return [name for name, _ in unet.named_parameters()
             if ".attn2." not in name and not name.startswith(OUTPUT_HEAD)]
+
+
+def linear_and_conv_names_outside_cross_attention(unet) -> list[str]:
+    """Names of the newer release's ESD-u parameters: those of every Linear and Conv2d layer outside attn2.
+
+    Its release picks layers by class name, so diffusers' LoRA-compatible
+    subclasses of Linear and Conv2d count too; norm layers do not.
+    """
+    kinds = (torch.nn.Linear, torch.nn.Conv2d)
+    return [f"{module_name}.{name}" for module_name, module in unet.named_modules()
+            if isinstance(module, kinds) and "attn2" not in module_name
+            for name, _ in module.named_parameters(recurse=False)]
 
 
 def esd_target(eps_uncond: torch.Tensor, eps_concept: torch.Tensor, eta: float) -> torch.Tensor:
@@ -166,9 +197,11 @@ class ESDX(ESD):
 
 
 class ESDU(ESD):
-    """ESD-u: everything but cross-attention, time embedding and output head (general erasure)."""
+    """ESD-u: everything but cross-attention (general erasure), in the original release's set or the newer one's."""
 
     name = "esd-u"
 
     def trainable_names(self, unet, params):
+        if params["parameters"] == "esd-u-2025":
+            return linear_and_conv_names_outside_cross_attention(unet)
         return non_cross_attention_names(unet)
