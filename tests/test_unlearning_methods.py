@@ -482,6 +482,17 @@ def test_pruning_zeroes_exactly_the_asked_fraction_and_its_mask_is_idempotent():
         assert torch.equal(apply_mask(apply_mask(after[name], mask), mask), after[name])
 
 
+def test_pruning_by_default_zeroes_about_a_twentieth_of_each_feed_forward_output_layer():
+    """10x the first default (0.5 %), which left the tiny pipeline's images unchanged (see pruning's docstring)."""
+    pipe = tiny_sd_pipeline(seed=0)
+    method = get_method("pruning")
+    params = method.resolve_params({"timesteps": 1, "concept_images": 1, "concept_steps": 1})
+    request = UnlearnRequest(concepts=(CONCEPT,), params=params)
+    method.run(pipe, request, params, TrainingOptions(progress=False))
+    for name in method.trainable_names(pipe.unet, params):
+        share = len(request.record["mask"][name]) / pipe.unet.get_parameter(name).numel()
+        assert 0.04 < share < 0.06, (name, share)  # 3 of 32 channels, half their weights: 4.7 %
+
 def test_esd_in_bfloat16_keeps_float32_master_weights_that_take_small_updates():
     """Updates of lr 1e-5 vanish in bfloat16 weights (8 significant bits); the float32 masters keep them."""
     pipe = tiny_sd_pipeline(seed=0)

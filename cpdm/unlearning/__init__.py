@@ -249,7 +249,7 @@ REGISTRY: tuple[Entry, ...] = (
               Hyperparameter("retain_steps", 50, "DDIM steps of those generations", at_least=1),
           ), needs_images=True, iterative=True),
     Entry("pruning", "Zero concept-specific feed-forward weights (CPDM baseline)", "pruning", "Pruning", (
-        Hyperparameter("channel_fraction", 0.01, "share of each feed-forward layer's channels chosen as "
+        Hyperparameter("channel_fraction", 0.1, "share of each feed-forward layer's channels chosen as "
                        "concept-specific", above=0, at_most=1),
         Hyperparameter("weight_fraction", 0.5, "share of weights zeroed inside the chosen channels (largest "
                        "gradients first)", above=0, at_most=1),

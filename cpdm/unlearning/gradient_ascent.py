@@ -1,4 +1,4 @@
-r"""Gradient ascent, the CPDM paper's baseline (Ma et al., 2024).
+r"""Gradient ascent, a baseline the CPDM paper names (Ma et al., 2024), as cpdm implements it.
 
 Objective, minimised:
 
@@ -12,14 +12,17 @@ model worse at the concept; the retain term holds the rest in place.
 
 Which parameters change: every UNet parameter.
 
-Defaults (the CPDM paper's baseline): α = 0.1, lr 1e-5, batch 8, Adam. The
-paper gives no step count; cpdm caps the run at ``iterations`` = 200 and
-stops early on divergence: when the forget loss exceeds ``divergence``
-(default 10) times its first value, the run ends before applying that step.
-NaN or Inf stops the run as failed.
-
-Departures: the retain images are the base model's own generations (DDIM,
-``retain_steps`` steps, guidance 7.5), kept as latents.
+Source. The CPDM paper (Ma et al., 2024, arXiv 2403.12052) and its project
+page name gradient ascent as one of their baselines and publish no code or
+settings for it. Everything here is cpdm's own: the retain term and its
+weight α = 0.1, Adam with lr 1e-5, batch 8 from each set, every UNet
+parameter trained, the cap of ``iterations`` = 200 steps, and the
+divergence guard: when the forget loss exceeds ``divergence`` (default 10)
+times its first value, the run ends before applying that step (ascent has
+no natural end; the guard stops it before the model is destroyed). NaN or
+Inf stops the run as failed. The retain images are the base model's own
+generations of the preserved concepts (DDIM, ``retain_steps`` steps,
+guidance 7.5), kept as latents.
 """
 
 from __future__ import annotations
