@@ -353,6 +353,26 @@ def test_regularization_adds_the_weighted_diffusion_loss_and_doubles_the_scaled_
     prior = weight_one - plain
     assert prior > 0 and weight_two - plain == pytest.approx(2 * prior, rel=1e-4)
 
+def test_ablation_captions_from_an_openai_compatible_server(monkeypatch, tmp_path):
+    """captions=openai: the anchor captions are the server's (a local OpenAI-compatible one here)."""
+    from tests.test_refine import FakeChatServer, _completion
+
+    texts = _recorded_texts(monkeypatch)
+    answer = "1. A dog asleep on a rug.\n2. A dog chasing a ball.\n3. A cat."
+    with FakeChatServer([(200, _completion(answer), {})]) as server:
+        monkeypatch.setenv("CPDM_LLM_BASE_URL", server.url)
+        monkeypatch.setenv("CPDM_LLM_MODEL", "local-llm")
+        method = get_method("ablation")
+        params = method.resolve_params({"iterations": 1, "batch_size": 4, "concept_type": "object", "anchor": "dog",
+                                        "n_images": 2, "anchor_steps": 1, "caption_count": 2, "captions": "openai"})
+        request = UnlearnRequest(concepts=("snoopy",), params=params)
+        method.run(tiny_sd_pipeline(seed=0), request, params,
+                   TrainingOptions(progress=False, cache_dir=tmp_path / "cache"))
+    assert [r["body"]["model"] for r in server.requests] == ["local-llm"]
+    anchors = {text for batch in texts for text in batch if "snoopy" not in text}
+    assert anchors <= {"A dog asleep on a rug.", "A dog chasing a ball."} and anchors
+    assert request.record["anchor_captions"] == 2
+
 def test_flips_mirror_about_half_the_images_and_only_when_asked():
     from cpdm.unlearning.ablation import flipped
 

@@ -236,7 +236,8 @@ REGISTRY: tuple[Entry, ...] = (
                              "diffusion loss (the authors' --with_prior_preservation)"),
               Hyperparameter("prior_loss_weight", 1.0, "weight of that regularization term", at_least=0),
           ), iterative=True),
-    Entry("gradient-ascent", "Gradient ascent on the concept's images, with a retain term (CPDM baseline)",
+    Entry("gradient-ascent", "Gradient ascent on the concept's images, with a retain term (a baseline the CPDM paper "
+          "names; cpdm's design)",
           "gradient_ascent", "GradientAscent", (
               Hyperparameter("iterations", 200, "most optimisation steps (the run may stop earlier on divergence)",
                              at_least=1),
@@ -248,7 +249,8 @@ REGISTRY: tuple[Entry, ...] = (
               Hyperparameter("retain_images", 8, "retain images the base model generates", at_least=1),
               Hyperparameter("retain_steps", 50, "DDIM steps of those generations", at_least=1),
           ), needs_images=True, iterative=True),
-    Entry("pruning", "Zero concept-specific feed-forward weights (CPDM baseline)", "pruning", "Pruning", (
+    Entry("pruning", "Zero concept-specific feed-forward weights (a baseline the CPDM paper names; cpdm's design)",
+          "pruning", "Pruning", (
         Hyperparameter("channel_fraction", 0.1, "share of each feed-forward layer's channels chosen as "
                        "concept-specific", above=0, at_most=1),
         Hyperparameter("weight_fraction", 0.5, "share of weights zeroed inside the chosen channels (largest "
