@@ -78,9 +78,9 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +112,7 @@ STYLE_TEMPLATES = (
     "in {target}'s style, {caption}",
 )
 SAMPLER = "DPMSolverMultistepScheduler"
-IMAGES_PER_BATCH = 4  # images generated per pipeline call (each from its own seed, so batching changes nothing)
+IMAGES_PER_BATCH = 4  # images per pipeline call; each has its own seed, so another batch size gives the same images
 CACHE_FOLDER = "ablation"
 
 
@@ -193,10 +193,11 @@ def generate_anchor_images(pipe, folder: Path, captions: list[str], count: int, 
             images = generate_images(pipe, [captions[i % len(captions)] for i in indices],
                                      [anchor_image_seed(seed, i) for i in indices], steps, guidance)
             for index, image in zip(indices, images):
-                path = anchor_image_path(folder, index)
-                partial = path.with_name(f".{path.name}.partial")
-                image.convert("RGB").save(partial, format="JPEG")  # the authors' files: JPEG at PIL's quality 75
-                os.replace(partial, path)
+                # A name of its own, then a rename: two runs filling one folder never see half a file.
+                handle, partial = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".jpg")
+                with os.fdopen(handle, "wb") as file:
+                    image.convert("RGB").save(file, format="JPEG")  # the authors' files: JPEG at PIL's quality 75
+                os.replace(partial, anchor_image_path(folder, index))
             bar.update(len(indices))
     finally:
         pipe.scheduler = original
@@ -207,8 +208,9 @@ def generate_anchor_images(pipe, folder: Path, captions: list[str], count: int, 
 def write_cache_description(folder: Path, key: dict, captions: list[str]) -> None:
     """Say in the folder what its images are (the key and the captions), for whoever looks at it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "captions.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
-    (folder / "key.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if not (folder / "key.json").is_file():
+        (folder / "captions.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+        (folder / "key.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --- the loss -------------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ class ConceptAblation(Method):
             write_cache_description(folder, key, captions)
             request.record["anchor_image_cache"] = str(Path(CACHE_FOLDER) / folder.name)
         else:  # nothing names the base model (or there is no cache): the images live as long as the run
-            folder = Path(stack.enter_context(TemporaryDirectory(prefix="cpdm-ablation-")))
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpdm-ablation-")))
         made = generate_anchor_images(pipe, folder, captions, params["n_images"], request.seed,
                                       params["anchor_steps"], params["anchor_guidance"], options.progress)
         request.record["anchor_images_generated"] = made
