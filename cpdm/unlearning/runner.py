@@ -152,8 +152,9 @@ def unlearn(
     check_concepts(pipe.tokenizer, concepts)
     check_concepts(pipe.tokenizer, preserve, label="concept to preserve")
 
+    revision = hub_revision(base_id)
     request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed,
-                             base_model=base_id, base_revision=hub_revision(base_id))
+                             base_model=base_id, base_revision=revision)
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
@@ -183,7 +184,7 @@ def unlearn(
         set_variant_status(ws, variant_id, "ready")
         return get_variant(ws, variant_id)
     meta = {
-        "method": method.name, "base_model": base_id, "base_revision": hub_revision(base_id),
+        "method": method.name, "base_model": base_id, "base_revision": revision,
         "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
         "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
         "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
