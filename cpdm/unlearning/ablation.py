@@ -36,7 +36,8 @@ c11fb1b, ``diffusers/train.py`` and ``diffusers/utils.py``):
    offline from fixed lists (paintings of subjects for styles, photos of the
    object in places for objects); ``openai`` asks an OpenAI-compatible
    endpoint or local server the authors' question (their LLM answers for
-   objects; for styles they read 199 LAION captions of paintings).
+   objects; for styles they read 200 LAION captions of paintings,
+   ``assets/finetune_prompts/painting.txt``).
 2. Images: ``n_images`` (1000, their ``--num_class_images``) images made by
    the base model, image i from caption i mod N, with diffusers'
    ``DPMSolverMultistepScheduler`` (DPM-Solver++, order 2) made from the
@@ -52,8 +53,8 @@ c11fb1b, ``diffusers/train.py`` and ``diffusers/utils.py``):
 4. c* for a style: one of their three templates, drawn uniformly:
    "{c}, in the style of {target}", "in {target}'s style, {c}" and
    "in {target}'s style, {c}" (their third template repeats the second, so
-   it is drawn two times in three). For an object: c with the anchor word
-   replaced by the target (every occurrence, ignoring case).
+   that wording is drawn two times in three). For an object: c with the
+   anchor word replaced by the target, every occurrence.
 
 Images made here are cached in the workspace (``cache/ablation/``) under
 the base model (id and hub revision), the caption set, the sampler's
@@ -66,10 +67,14 @@ for an LLM offline; captions an LLM writes keep only lines that name the
 anchor (for an object, a caption without it gives c* = c), without
 numbering or quotes, each once. Their random rescaling augmentation (on for
 objects in their README's commands, off with ``--noaug`` for styles) is
-left out. With several target concepts each image's caption takes one at
+left out. The object's name is replaced ignoring case (theirs matches
+case). With several target concepts each image's caption takes one at
 random (theirs cycle by image index). The regularisation's regression target
 is the scheduler's (ε, or v for v-prediction models; their script uses ε
-for both).
+for both). Image i's starting noise comes from its own seed, derived from
+the run's seed and i (theirs from one global seed), and images are made in
+the pipeline's precision (float32 under ``cpdm unlearn``; theirs float16 on
+a GPU).
 """
 
 from __future__ import annotations
