@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -127,6 +128,7 @@ FIDELITY_CONCEPT = "claude monet"
 FIDELITY_TARGET_PROMPTS = ("a painting by claude monet", "water lilies by claude monet",
                            "a garden at giverny, claude monet")
 FIDELITY_RETAIN_PROMPTS = ("a painting by vincent van gogh", "a photo of a dog", "a city street at night")
+FIDELITY_PROMPTS = FIDELITY_TARGET_PROMPTS + FIDELITY_RETAIN_PROMPTS
 FIDELITY_SEED = 23  # the CPDM paper's seed
 FIDELITY_STEPS = 20  # DDIM steps of the images compared: SLD's default preset starts guiding after 10
 FIDELITY_GUIDANCE = 7.5
@@ -197,11 +199,12 @@ class TinyCM:
         from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, load_semantic, load_style
 
         self.metric = metric
+        self.anchor_images = list(anchors)
         self.semantic = load_semantic(DEFAULT_SEMANTIC, mode="tiny")
         self.style = load_style(DEFAULT_STYLE, mode="tiny")
-        self.anchors = self.features(anchors)
+        self.anchor_features = self.features(anchors)
         count = len(anchors)
-        sem, style = zip(*[self.distances(self.anchors, i, self.anchors, j)
+        sem, style = zip(*[self.distances(self.anchor_features, i, self.anchor_features, j)
                            for i in range(count) for j in range(count) if i != j])
         self.x_ref = metric.reference_scale(sem, style)
 
@@ -219,11 +222,40 @@ class TinyCM:
     def cm(self, images) -> list[float]:
         """CM of image i against anchor i."""
         generated = self.features(images)
-        return [float(self.metric.cm_paper(*self.distances(self.anchors, i, generated, i), self.x_ref))
+        return [float(self.metric.cm_paper(*self.distances(self.anchor_features, i, generated, i), self.x_ref))
                 for i in range(len(images))]
 
+    def changes(self, pipe) -> dict:
+        """The pipeline's mean CM change on the target and the retain prompts, and its images' pixel change."""
+        images = sample(pipe, FIDELITY_PROMPTS, FIDELITY_SEED)
+        cm, count = self.cm(images), len(FIDELITY_TARGET_PROMPTS)
+        return {"target": sum(cm[:count]) / count - 1.0, "retain": sum(cm[count:]) / (len(cm) - count) - 1.0,
+                "target_pixels": pixel_change(self.anchor_images[:count], images[:count]),
+                "retain_pixels": pixel_change(self.anchor_images[count:], images[count:])}
 
-def fidelity_row(method_name: str, quick: bool, base, scorer: TinyCM, anchors) -> dict:
+
+@contextmanager
+def one_thread():
+    """One torch thread: the same arithmetic wherever the table runs (on a shared 2-core machine also the fastest)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fidelity_setup():
+    """The tiny base pipeline and the scorer of CM against its own images of the prompts."""
+    from cpdm.generation.pipeline import tiny_sd_pipeline
+
+    base = tiny_sd_pipeline(seed=0)
+    return base, TinyCM(sample(base, FIDELITY_PROMPTS, FIDELITY_SEED))
+
+
+def fidelity_row(method_name: str, quick: bool, base, scorer: TinyCM) -> dict:
     """Run one method on a copy of the base pipeline; its mean CM change on the target and retain prompts."""
     import copy
 
@@ -238,7 +270,7 @@ def fidelity_row(method_name: str, quick: bool, base, scorer: TinyCM, anchors) -
         images = ()
         if method.needs_images:  # the concept's images: its anchors
             images = []
-            for index, image in enumerate(anchors[: len(FIDELITY_TARGET_PROMPTS)]):
+            for index, image in enumerate(scorer.anchor_images[: len(FIDELITY_TARGET_PROMPTS)]):
                 images.append(Path(folder) / f"concept{index}.png")
                 image.save(images[-1])
         request = UnlearnRequest(concepts=(FIDELITY_CONCEPT,), images=tuple(images), params=params, seed=0)
@@ -248,26 +280,17 @@ def fidelity_row(method_name: str, quick: bool, base, scorer: TinyCM, anchors) -
 
         pipe = SLDPipeline(pipe, safety_concept(request.concepts), settings_from_params(params))
     seconds = time.perf_counter() - start
-    count = len(FIDELITY_TARGET_PROMPTS)
-    cm = scorer.cm(sample(pipe, FIDELITY_TARGET_PROMPTS + FIDELITY_RETAIN_PROMPTS, FIDELITY_SEED))
-    return {"method": method_name, "target": sum(cm[:count]) / count - 1.0,
-            "retain": sum(cm[count:]) / (len(cm) - count) - 1.0, "seconds": seconds}
+    return {"method": method_name, **scorer.changes(pipe), "seconds": seconds}
 
 
 def fidelity_table(quick: bool, methods=None) -> list[dict]:
     """Each method's CM change on the target and retain prompts, on the tiny pipeline (one process, one thread)."""
-    import torch
-
-    from cpdm.generation.pipeline import tiny_sd_pipeline
-
-    torch.set_num_threads(1)  # the same arithmetic wherever it runs; on a shared 2-core machine also the fastest
-    base = tiny_sd_pipeline(seed=0)
-    anchors = sample(base, FIDELITY_TARGET_PROMPTS + FIDELITY_RETAIN_PROMPTS, FIDELITY_SEED)
-    scorer = TinyCM(anchors)
     rows = []
-    for method_name in methods or FIDELITY_QUICK_SIZES:
-        rows.append(fidelity_row(method_name, quick, base, scorer, anchors))
-        print(f"fidelity: {method_name} ran in {rows[-1]['seconds']:.1f} s", flush=True)
+    with one_thread():
+        base, scorer = fidelity_setup()
+        for method_name in methods or FIDELITY_QUICK_SIZES:
+            rows.append(fidelity_row(method_name, quick, base, scorer))
+            print(f"fidelity: {method_name} ran in {rows[-1]['seconds']:.1f} s", flush=True)
     return rows
 
 
@@ -280,37 +303,28 @@ def pruning_sweep() -> list[dict]:
     """Pruning at its default sizes with (channel_fraction, weight_fraction) from PRUNING_SWEEP: CM changes."""
     import copy
 
-    import torch
-
-    from cpdm.generation.pipeline import tiny_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
     from cpdm.unlearning.pruning import ffn_layers
 
-    torch.set_num_threads(1)
-    base = tiny_sd_pipeline(seed=0)
-    anchors = sample(base, FIDELITY_TARGET_PROMPTS + FIDELITY_RETAIN_PROMPTS, FIDELITY_SEED)
-    scorer = TinyCM(anchors)
     method = get_method("pruning")
-    weights = sum(layer.weight.numel() for layer in ffn_layers(base.unet).values())
-    rows, count = [], len(FIDELITY_TARGET_PROMPTS)
-    for channel_fraction, weight_fraction in PRUNING_SWEEP:
-        params = method.resolve_params({"channel_fraction": channel_fraction, "weight_fraction": weight_fraction})
-        pipe = copy.deepcopy(base)
-        request = UnlearnRequest(concepts=(FIDELITY_CONCEPT,), params=params, seed=0)
-        method.run(pipe, request, params, TrainingOptions(progress=False))
-        zeroed = sum(len(indices) for indices in request.record["mask"].values()) / weights
-        images = sample(pipe, FIDELITY_TARGET_PROMPTS + FIDELITY_RETAIN_PROMPTS, FIDELITY_SEED)
-        cm = scorer.cm(images)
-        rows.append({"channel_fraction": channel_fraction, "weight_fraction": weight_fraction,
-                     "nominal": channel_fraction * weight_fraction, "zeroed": zeroed,
-                     "target": sum(cm[:count]) / count - 1.0, "retain": sum(cm[count:]) / (len(cm) - count) - 1.0,
-                     "target_pixels": pixel_change(anchors[:count], images[:count]),
-                     "retain_pixels": pixel_change(anchors[count:], images[count:])})
-        row = rows[-1]
-        print(f"channels {channel_fraction:<5g} weights {weight_fraction:<4g} nominal {row['nominal']:6.2%}  "
-              f"zeroed {zeroed:6.2%}  target {row['target']:+.3e} ({row['target_pixels']:.2f} levels)  "
-              f"retain {row['retain']:+.3e} ({row['retain_pixels']:.2f} levels)", flush=True)
+    rows = []
+    with one_thread():
+        base, scorer = fidelity_setup()
+        weights = sum(layer.weight.numel() for layer in ffn_layers(base.unet).values())
+        for channel_fraction, weight_fraction in PRUNING_SWEEP:
+            params = method.resolve_params({"channel_fraction": channel_fraction, "weight_fraction": weight_fraction})
+            pipe = copy.deepcopy(base)
+            request = UnlearnRequest(concepts=(FIDELITY_CONCEPT,), params=params, seed=0)
+            method.run(pipe, request, params, TrainingOptions(progress=False))
+            zeroed = sum(len(indices) for indices in request.record["mask"].values()) / weights
+            row = {"channel_fraction": channel_fraction, "weight_fraction": weight_fraction, "zeroed": zeroed,
+                   **scorer.changes(pipe)}
+            rows.append(row)
+            print(f"channels {channel_fraction:<5g} weights {weight_fraction:<4g} "
+                  f"nominal {channel_fraction * weight_fraction:6.2%}  zeroed {zeroed:6.2%}  "
+                  f"target {row['target']:+.3e} ({row['target_pixels']:.2f} levels)  "
+                  f"retain {row['retain']:+.3e} ({row['retain_pixels']:.2f} levels)", flush=True)
     return rows
 
 
