@@ -286,3 +286,14 @@ def test_ablation_images_are_made_once_per_base_model_and_caption_set(ws, monkey
     other_captions = run("ca-other-captions", caption_count=3)
     assert other_captions["anchor_images_generated"] == 3
     assert other_captions["anchor_image_cache"] != first["anchor_image_cache"]
+
+
+def test_esd_u_with_the_newer_releases_parameter_set_records_it_and_stores_those_parameters(ws):
+    variant = unlearn(ws, "esd-u", "esd-u-2025", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False,
+                      params={"iterations": 1, "ddim_steps": 1, "parameters": "esd-u-2025"})
+    assert variant.params["hyperparameters"]["parameters"] == "esd-u-2025"
+    record = json.loads(json_path_of(ws.root / variant.artifact_path).read_text())
+    assert record["hyperparameters"]["parameters"] == "esd-u-2025"
+    stored = load_file(str(ws.root / variant.artifact_path))
+    assert "time_embedding.linear_1.weight" in stored and "conv_out.weight" in stored
+    assert not any(".norm" in name for name in stored)
