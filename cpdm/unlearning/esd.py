@@ -56,8 +56,8 @@ same end of the schedule. A replay of its sampler: with t_enc = k drawn from
 [0, 50), its CompVis DDIM sampler (timesteps 1, 21, …, 981) stops after the
 step at index k − 1, leaving the latent at DDPM timestep 20k − 39, and the
 loss is taken at a time drawn uniformly from [20k, 20k + 20): 48.5 steps
-noisier on average for k ≥ 2, 29.5 at k = 1, 9.5 at k = 0 (where the
-latent is fully denoised), about 47 over all k.
+noisier on average for k ≥ 2; 29.5 at k = 1 and 9.5 at k = 0, where the
+sampler runs to the end and the latent is fully denoised; about 47 over all k.
 
 Departures from the authors' code, and why.
     * x_t comes from the frozen model. The original samples x_t with the
