@@ -437,9 +437,9 @@ def main() -> None:
         return
     if args.pruning_sweep:
         rows = pruning_sweep()
-        print("RESULT " + " ".join(f"pruning_{r['channel_fraction']:g}x{r['weight_fraction']:g}_target={r['target']:.3e} "
-                                   f"pruning_{r['channel_fraction']:g}x{r['weight_fraction']:g}_retain={r['retain']:.3e}"
-                                   for r in rows))
+        names = [f"pruning_{row['channel_fraction']:g}x{row['weight_fraction']:g}" for row in rows]
+        print("RESULT " + " ".join(f"{name}_target={row['target']:.3e} {name}_retain={row['retain']:.3e}"
+                                   for name, row in zip(names, rows)))
         return
     timing = "" if args.fidelity_only else " ".join(
         f"{row['method']}_s={row['seconds']:.3f} {row['method']}_peak_mb={row['peak_rss_mb']:.0f}"

@@ -11,7 +11,8 @@ def test_every_method_has_quick_sizes_and_a_recorded_before_figure():
     from cpdm.unlearning import names
 
     assert set(bench_unlearning.FIDELITY_QUICK_SIZES) == set(names())
-    assert set(bench_unlearning.FIDELITY_BEFORE["quick"]) == set(bench_unlearning.FIDELITY_BEFORE["default"]) == set(names())
+    before = bench_unlearning.FIDELITY_BEFORE
+    assert set(before["quick"]) == set(before["default"]) == set(names())
     assert bench_unlearning.FIDELITY_BEFORE_COMMIT == "b85dee0"
 
 
