@@ -133,8 +133,8 @@ def caption_writer(params: dict, cache_dir: Path | None):
         return OpenAIRefiner.from_env(model=params["caption_model"] or None,
                                       cache_dir=None if cache_dir is None else Path(cache_dir) / "captions")
     except RefinerError as exc:
-        raise RefinerError(f"captions=openai: {exc} (for the ablation, -p caption_model=NAME names the model)") \
-            from None
+        message = f"captions=openai: {exc} (for the ablation, -p caption_model=NAME names the model)"
+        raise RefinerError(message) from None
 
 
 def target_caption(caption: str, concept: str, concept_type: str, anchor: str, template: int = 0) -> str:
