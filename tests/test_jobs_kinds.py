@@ -357,8 +357,8 @@ def test_the_kinds_and_the_pipeline_load_no_torch():
                               "cpdm.jobs.kinds.kind_parameters('generate'); "
                               "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
                               "from cpdm.jobs.registry import get_kind; "
-                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', 'concepts': 'A', "
-                              "'hyperparameters': {'lamb': '0.25'}})")
+                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', "
+                              "'concepts': 'A', 'hyperparameters': {'lamb': '0.25'}})")
     assert not sorted(name for name in loaded if name.split(".")[0] in ("torch", "diffusers", "open_clip"))
 
 

@@ -127,7 +127,7 @@ def generation_params(settings: GenerationSettings, dtype: str, tiny: bool) -> d
 
 
 def _plan(tokenizer, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
-    """Every image the run should end with; truncated prompts (by the model's ``tokenizer``) are warned about and recorded."""
+    """Every image the run should end with; prompts the model's ``tokenizer`` truncates are warned about and recorded."""
     items = []
     limit = getattr(tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
     for prompt in prompts:
@@ -147,7 +147,8 @@ def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSe
     """(prompt, seed) -> generation id of the planned images the workspace already holds."""
     made = {}
     for item in items:
-        found = find_generation(ws, item.prompt_id, variant_id, item.seed, settings.steps, settings.guidance, item.params)
+        key = (item.prompt_id, variant_id, item.seed, settings.steps, settings.guidance, item.params)
+        found = find_generation(ws, *key)
         if found is not None:
             made[(item.prompt_id, item.seed)] = found
     return made
