@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -77,6 +78,67 @@ def test_a_rerun_adds_nothing_and_other_settings_add_new_images(prompted, pipeli
     assert ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == pairs
     more = GenerationSettings(per_prompt=4, steps=2, height=32, width=32)
     assert len(run_generation(ws, settings=more, offline_tiny=True, progress=False, pipeline=pipeline).generated) == 2
+
+
+def test_the_report_gives_every_images_generation_made_now_or_before(prompted, pipeline):
+    ws, _, prompts = prompted
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert first.ids == {(row[0], row[2]): generation for row, generation in zip(_generations(ws), first.generated)}
+    more = GenerationSettings(per_prompt=4, steps=2, height=32, width=32)
+    second = run_generation(ws, settings=more, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert len(second.generated) == 2 and len(second.ids) == 8
+    assert {key: second.ids[key] for key in first.ids} == first.ids
+    assert {second.ids[(prompt, 26)] for prompt in prompts} == set(second.generated)
+
+
+def test_a_run_with_nothing_left_to_make_loads_no_model(prompted, pipeline, monkeypatch):
+    import cpdm.generation.batch as batch
+
+    ws, _, _ = prompted
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded, though every image was made")
+
+    monkeypatch.setattr(batch, "variant_pipeline", no_model)
+    again = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False)
+    assert again.generated == [] and again.skipped == 6 and again.ids == first.ids
+
+
+def test_the_tokenizer_of_a_model_folder_is_read_without_the_model(pipeline, tmp_path):
+    import types
+
+    from cpdm.errors import MissingWeightsError
+    from cpdm.generation.pipeline import variant_tokenizer
+
+    pipeline.save_pretrained(tmp_path / "sd")
+    tokenizer = variant_tokenizer(types.SimpleNamespace(base_model=str(tmp_path / "sd")))
+    assert tokenizer("a painting by nobody").input_ids == pipeline.tokenizer("a painting by nobody").input_ids
+    with pytest.raises(MissingWeightsError, match="not a Stable Diffusion folder"):
+        variant_tokenizer(types.SimpleNamespace(base_model=str(tmp_path)))
+
+
+def _marks(ws, generation_ids) -> set:
+    """The ``pipeline`` entry of these generations' params (None where there is none)."""
+    rows = ws.conn.execute(f"SELECT params FROM generations WHERE id IN ({', '.join('?' * len(generation_ids))})",
+                           list(generation_ids)).fetchall()
+    return {json.loads(params).get("pipeline") for (params,) in rows}
+
+
+def test_tiny_images_are_marked_and_a_real_run_never_takes_one_for_its_own(prompted, pipeline):
+    ws, _, _ = prompted
+    add_variant(ws, "original", base_model="stabilityai/stable-diffusion-2-1", method="original")
+    tiny = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert _marks(ws, tiny.generated) == {"tiny"}
+    # A run with real weights (the tiny pipeline stands in for them: test machines have none) makes its own images.
+    real = run_generation(ws, settings=SMALL, progress=False, pipeline=pipeline)
+    assert real.skipped == 0 and len(real.generated) == 6 and not set(real.generated) & set(tiny.generated)
+    assert _marks(ws, real.generated) == {None}
+    assert run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline).skipped == 6
+    # A variant made on the tiny base generates with the tiny pipeline, --offline-tiny or not: marked too.
+    add_variant(ws, "uce-tiny", base_model="offline-tiny", method="uce", concepts=["Artist 0"])
+    made = run_generation(ws, variant="uce-tiny", settings=SMALL, progress=False, pipeline=pipeline)
+    assert _marks(ws, made.generated) == {"tiny"}
 
 
 def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(prompted, pipeline):

@@ -11,6 +11,7 @@ from cpdm.cli import cli
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
+from cpdm.generation.batch import GenerationSettings, generation_params
 from cpdm.jobs import queue
 from cpdm.jobs.context import JobCancelled, JobContext
 from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
@@ -357,8 +358,8 @@ def test_the_kinds_and_the_pipeline_load_no_torch():
                               "cpdm.jobs.kinds.kind_parameters('generate'); "
                               "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
                               "from cpdm.jobs.registry import get_kind; "
-                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', 'concepts': 'A', "
-                              "'hyperparameters': {'lamb': '0.25'}})")
+                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', "
+                              "'concepts': 'A', 'hyperparameters': {'lamb': '0.25'}})")
     assert not sorted(name for name in loaded if name.split(".")[0] in ("torch", "diffusers", "open_clip"))
 
 
@@ -445,9 +446,15 @@ def test_a_worker_runs_the_whole_chain_on_tiny_models(ws):
     assert all(job.progress == 1.0 for job in jobs)
     name = default_variant_name("uce", artist)
     assert get_variant(ws, name).status == "ready" and get_variant(ws, name).job == ids[0]
-    made = ws.conn.execute("SELECT COUNT(*) FROM generations g JOIN variants v ON v.id = g.variant "
-                           "WHERE v.name = ? AND g.steps = 1", (name,)).fetchone()[0]
-    assert jobs[1].result["generated"] == len(jobs[1].params["prompt_ids"]) * 2 <= made
+    made = dict(ws.conn.execute("SELECT v.name, COUNT(*) FROM generations g JOIN variants v ON v.id = g.variant "
+                                "GROUP BY v.name").fetchall())
+    # Each image is made once: the report found the generate job's images (it asks for them with the same
+    # settings) and made only the baseline's, one per prompt at the paper's seed.
+    prompts = len(jobs[1].params["prompt_ids"])
+    assert made == {name: prompts * 2, "original": prompts}
+    assert jobs[1].result["generated"] == prompts * 2
+    recorded = [json.loads(params) for (params,) in ws.conn.execute("SELECT DISTINCT params FROM generations")]
+    assert recorded == [generation_params(GenerationSettings(steps=1, height=16, width=16), "float32", tiny=True)]
     assert jobs[2].result["pairs_scored"] >= jobs[1].result["pairs"]
     report = jobs[3].result
     assert {row["set"] for row in report["rows"]} == {"target", "retain"}

@@ -11,10 +11,11 @@ from cpdm.analysis.resampling import mean_interval
 from cpdm.cli import cli
 from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
+from cpdm.generation.batch import generation_params
 from cpdm.scoring.engine import REFERENCE_SAMPLE, build_engine
 from cpdm.store.images import store_pil_image
 from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs
-from cpdm.unlearning.report import ReportSettings, concept_matches, split_prompts, unlearning_report
+from cpdm.analysis.unlearning import ReportSettings, concept_matches, seed_runs, split_prompts, unlearning_report
 from tests.rating_fixtures import tiny_image
 
 
@@ -58,10 +59,16 @@ DISTANCES = {
 }
 
 
+def _report_params(seed: int) -> dict:
+    """The params ``cpdm generate`` records for the images the report below asks for (tiny models, 1 step)."""
+    return generation_params(ReportSettings(steps=1, guidance=9.0).generation(seed, 1), "float32", tiny=True)
+
+
 def _scored_study(ws) -> dict:
     """Three anchors of a target artist and three of another, generations of two variants with known scores.
 
-    Every generation of the report's settings is already there and scored, and
+    Every generation of the report's settings is already there (as ``cpdm
+    generate`` would have made it) and scored, and
     each anchor has its full sample of reference distances (all 1 × 1, so
     x_ref = 1): the report generates and scores nothing, and its figures
     follow from DISTANCES by hand. Returns the normal pair of each
@@ -85,7 +92,8 @@ def _scored_study(ws) -> dict:
             for seed in SEEDS:
                 image_seed += 1
                 sha = store_pil_image(ws, tiny_image(image_seed)).sha256
-                generation = add_generations(ws, [GenerationRow(prompt, variants[variant], seed, 1, 9.0, sha)])[0]
+                row = GenerationRow(prompt, variants[variant], seed, 1, 9.0, sha, _report_params(seed))
+                generation = add_generations(ws, [row])[0]
                 pair = make_pairs(ws, [generation])[0]
                 pair_of[(artist, variant, number, seed)] = pair
                 with ws.transaction() as conn:
@@ -145,6 +153,25 @@ def test_the_report_gives_the_hand_computed_means_changes_and_copy_ratings(ws):
     assert target["generations"] == retain["generations"] == 9 and target["anchors"] == 3
     # Nothing was generated: the report used the generations and scores already stored.
     assert ws.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == generations
+
+
+def test_the_copy_score_follows_the_analysis_rules(ws):
+    """Per pair, the mean of the answered ratings of raters not flagged, from any campaign (as cpdm analyze has it)."""
+    from cpdm.analysis import data as data_module
+    from cpdm.analysis.unlearning import copy_means
+
+    pairs = _scored_study(ws)
+    rated = [pairs[("Ada Target", "original", 0, seed)] for seed in SEEDS]
+    _rate(ws, [(rated[0], "alice", 5), (rated[0], "flagged", 1), (rated[1], "bob", 2), (rated[1], "alice", 3)])
+    ratings = data_module.analysis_ratings(data_module.load_pair_ratings(ws, rated))
+    expected = data_module.human_scores(ratings, "copy").set_index("pair")["human"].to_dict()
+    assert copy_means(ws, rated) == expected == {rated[0]: 5.0, rated[1]: 2.5}
+    assert copy_means(ws, []) == {}
+
+
+def test_seeds_are_generated_in_runs_of_consecutive_seeds():
+    assert seed_runs((23,)) == [(23, 1)]
+    assert seed_runs((3, 1, 2, 7, 7)) == [(1, 3), (7, 1)]
 
 
 def test_report_intervals_resample_anchors_and_say_so(ws):

@@ -24,7 +24,7 @@ GROUPS: dict[str, tuple[str, ...] | None] = {"artists": ("artist",), "lay": ("la
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 _SALT_KEY = "rater_pseudonym_salt"
 
-_RATINGS_SQL = """
+_RATINGS_SELECT = """
 SELECT r.id AS rating, r.campaign, r.pair, p.anchor, a.artist, a.category, p.kind,
        v.name AS variant, r.rater, ra.role, ra.flagged, ra.flag_reason, ra.simulated, ra.disabled,
        r.question, r.value, r.skip_reason, r.shown_at, r.submitted_at, r.seconds, r.too_fast
@@ -34,8 +34,6 @@ JOIN anchors a ON a.id = p.anchor
 JOIN raters ra ON ra.id = r.rater
 LEFT JOIN generations g ON g.id = p.generation
 LEFT JOIN variants v ON v.id = g.variant
-WHERE r.campaign = ?
-ORDER BY r.id
 """
 
 
@@ -50,7 +48,18 @@ def load_ratings(ws, campaign_id: int) -> pd.DataFrame:
 
     Skipped pairs are rows with a NaN ``value``.
     """
-    frame = pd.read_sql_query(_RATINGS_SQL, ws.conn, params=(campaign_id,))
+    return _ratings_frame(ws, "r.campaign = ?", (campaign_id,))
+
+
+def load_pair_ratings(ws, pair_ids) -> pd.DataFrame:
+    """Every rating of these pairs, in any campaign, in :func:`load_ratings`' form."""
+    pair_ids = [int(pair) for pair in pair_ids]
+    return _ratings_frame(ws, f"r.pair IN ({', '.join('?' * len(pair_ids))})", pair_ids)
+
+
+def _ratings_frame(ws, where: str, params) -> pd.DataFrame:
+    """The ratings the condition ``where`` keeps, with their pair's and rater's facts, oldest first."""
+    frame = pd.read_sql_query(f"{_RATINGS_SELECT} WHERE {where} ORDER BY r.id", ws.conn, params=tuple(params))
     for column in ("flagged", "simulated", "disabled", "too_fast"):
         frame[column] = frame[column].astype(bool)
     frame["value"] = frame["value"].astype(float)

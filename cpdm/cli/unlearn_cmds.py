@@ -190,7 +190,7 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
     Example:
       cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
     """
-    from cpdm.unlearning.report import ReportSettings, format_report, unlearning_report
+    from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
     from cpdm.unlearning.runner import check_device
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,

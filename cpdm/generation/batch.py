@@ -3,7 +3,11 @@
 For each prompt, image k uses seed ``seed + k``, so any single image can be
 made again alone. A generation is identified by (prompt, variant, seed,
 steps, guidance, params); what is already in the workspace is skipped, so a
-rerun after a crash (even SIGKILL) makes only what is missing. Each batch is
+rerun after a crash (even SIGKILL) makes only what is missing, and so does
+any other caller of :func:`run_generation` with the same settings (the
+unlearning report finds the images a generate job made). Images of the tiny
+random pipeline carry :data:`~cpdm.generation.settings.TINY_MARK` in their
+params, so a run with real weights never takes one for its own. Each batch is
 written in this order: image files (atomically), then the generation rows in
 one transaction, then their pairs; a run killed in between leaves at most
 image files without rows (harmless, reused by the rerun) or generations
@@ -38,7 +42,9 @@ from cpdm.generation.settings import (  # noqa: F401  (GenerationSettings and th
     BASELINE_VARIANT,
     PAPER_PER_PROMPT,
     PAPER_SD_MODEL,
+    TINY_MARK,
     GenerationSettings,
+    uses_tiny_model,
 )
 from cpdm.generation.pipeline import (
     TINY_BASE,
@@ -47,6 +53,7 @@ from cpdm.generation.pipeline import (
     encoded_images,
     resolve_dtype,
     variant_pipeline,
+    variant_tokenizer,
     prompt_token_count,
 )
 
@@ -66,6 +73,7 @@ class _Item:
 @dataclass
 class GenerationReport:
     generated: list[int] = field(default_factory=list)  # ids of generations made by this run
+    ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (prompt, seed) -> generation, made now or before
     skipped: int = 0  # images already in the workspace
     pairs: int = 0  # normal pairs this run added
     check_pairs: int = 0  # attention-check pairs this run added
@@ -107,21 +115,24 @@ def leaf_prompts(ws, prompt_ids: list[int] | None = None):
     return [row for row in rows if row.id not in parents]
 
 
-def _base_params(settings: GenerationSettings, dtype: str, offline_tiny: bool) -> dict:
+def generation_params(settings: GenerationSettings, dtype: str, tiny: bool) -> dict:
+    """The params recorded with each image of a run (with the prompt, variant, seed, steps and guidance, its key).
+
+    ``dtype`` is the weights' precision by name (``float32``); ``tiny``
+    marks images of the tiny random pipeline, never mixed with real ones.
+    """
     params = {"scheduler": settings.scheduler, "negative": settings.negative, "height": settings.height,
               "width": settings.width, "dtype": dtype}
-    if offline_tiny:
-        params["pipeline"] = "tiny"  # never mixed with images of the real model
-    return params
+    return {**params, **TINY_MARK} if tiny else params
 
 
-def _plan(pipeline, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
-    """Every image the run should end with; truncated prompts are warned about and recorded."""
+def _plan(tokenizer, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
+    """Every image the run should end with; prompts the model's ``tokenizer`` truncates are warned about and recorded."""
     items = []
-    limit = getattr(pipeline.tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
+    limit = getattr(tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
     for prompt in prompts:
         params = dict(base_params)
-        tokens = prompt_token_count(pipeline, prompt.text)
+        tokens = prompt_token_count(tokenizer, prompt.text)
         if tokens > limit:
             params["truncated"] = {"tokens": tokens, "kept": limit}
             report.notes.append(
@@ -130,6 +141,17 @@ def _plan(pipeline, prompts, settings: GenerationSettings, base_params: dict, re
             )
         items += [_Item(prompt.id, prompt.text, settings.seed + k, params) for k in range(settings.per_prompt)]
     return items
+
+
+def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSettings) -> dict[tuple[int, int], int]:
+    """(prompt, seed) -> generation id of the planned images the workspace already holds."""
+    made = {}
+    for item in items:
+        key = (item.prompt_id, variant_id, item.seed, settings.steps, settings.guidance, item.params)
+        found = find_generation(ws, *key)
+        if found is not None:
+            made[(item.prompt_id, item.seed)] = found
+    return made
 
 
 def ensure_check_rate(ws, rate: float) -> int:
@@ -171,8 +193,11 @@ def run_generation(
 ) -> GenerationReport:
     """Make every missing image of the chosen prompts for ``variant``, storing and pairing them as they land.
 
-    ``batch_size`` None: as many as fit (on CUDA a batch that runs out of
-    memory is split in half and tried again). ``pipeline`` lets a caller
+    The model loads only when an image is missing (the prompts are counted
+    with its tokenizer alone); the report's ``ids`` give every image of the
+    run, made now or before. ``batch_size`` None: as many as fit (on CUDA a
+    batch that runs out of memory is split in half and tried again).
+    ``pipeline`` lets a caller
     (tests, benchmarks) pass one already built for this variant.
     ``executor`` (a :class:`cpdm.jobs.ray_executor.RayExecutor`) makes the
     images on its workers, on its own device (``device`` is then unused),
@@ -198,16 +223,18 @@ def run_generation(
     if executor is not None:  # a handle on the pipeline its workers build
         pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
                                      scheduler=settings.scheduler)
-    elif pipeline is None:
+    tokenizer = pipeline.tokenizer if pipeline is not None else variant_tokenizer(chosen, offline_tiny)
+    tiny = uses_tiny_model(chosen.base_model, offline_tiny)
+    items = _plan(tokenizer, prompts, settings, generation_params(settings, dtype_name, tiny), report)
+    if not isinstance(chosen, _NewBaseline):
+        report.ids = _made_before(ws, chosen.id, items, settings)
+    done = list(report.ids.values())
+    todo = [item for item in items if (item.prompt_id, item.seed) not in report.ids]
+    if todo and pipeline is None:  # the model loads only when there is something to make
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
-    items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
-    done, todo = [], []
-    for item in items:
-        found = find_generation(ws, item.prompt_id, chosen.id, item.seed, settings.steps, settings.guidance, item.params)
-        (done if found is not None else todo).append(found if found is not None else item)
     report.skipped = len(done)
     normal_before, checks_before = _pair_counts(ws)
     if done:  # a run killed after recording generations but before pairing them
@@ -229,6 +256,7 @@ def run_generation(
                 size //= 2
                 continue
             report.generated += ids
+            report.ids.update(((item.prompt_id, item.seed), made) for item, made in zip(batch, ids))
             make_pairs(ws, ids)
             ensure_check_rate(ws, check_rate)
             start += len(batch)

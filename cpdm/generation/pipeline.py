@@ -38,6 +38,7 @@ from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model lo
     PAPER_STEPS,
     SCHEDULERS,
     TINY_BASE,
+    uses_tiny_model,
 )
 
 # runwayml took its repository down; the same files live on under this id.
@@ -210,6 +211,19 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
 
 
+def _pretrained_source(model: str) -> str:
+    """What ``from_pretrained`` reads for ``model``: a local diffusers folder (checked), or the hub id itself."""
+    if not _looks_like_path(model):
+        return model
+    folder = Path(model).expanduser()
+    if not (folder / "model_index.json").is_file():
+        raise MissingWeightsError(
+            f"{model}: not a Stable Diffusion folder (no model_index.json); "
+            f"pass a folder saved by diffusers, or a model id such as {DEFAULT_SD_MODEL}"
+        )
+    return str(folder)
+
+
 def _missing_weights_message(model: str) -> str:
     """Say which weights are missing, where we looked, and how to get them."""
     message = (
@@ -266,16 +280,7 @@ def load_sd_pipeline(
         "local_files_only": True,
         "cache_dir": _hf_cache_dir(),
     }
-    if _looks_like_path(model):
-        folder = Path(model).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise MissingWeightsError(
-                f"{model}: not a Stable Diffusion folder (no model_index.json); "
-                f"pass a folder saved by diffusers, or a model id such as {DEFAULT_SD_MODEL}"
-            )
-        source = str(folder)
-    else:
-        source = model
+    source = _pretrained_source(model)
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -320,7 +325,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     the workspace folder that relative artifact paths start from. On CUDA the
     attention runs through PyTorch's scaled-dot-product attention.
     """
-    tiny = offline_tiny or variant.base_model == TINY_BASE
+    tiny = uses_tiny_model(variant.base_model, offline_tiny)
     pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
     if tiny and dtype:
         pipeline = pipeline.to(dtype=resolve_dtype(dtype, device))
@@ -340,9 +345,29 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     return pipeline
 
 
-def prompt_token_count(pipeline, text: str) -> int:
-    """Tokens the pipeline's text encoder would need for ``text`` (with start and end tokens)."""
-    return len(pipeline.tokenizer(text, truncation=False, verbose=False).input_ids)
+def variant_tokenizer(variant, offline_tiny: bool = False):
+    """The tokenizer of the variant's text encoder, read without loading the model.
+
+    A run counts prompt tokens with it (a truncated prompt is recorded with its
+    images) before it knows whether anything is left to generate.
+    """
+    if uses_tiny_model(variant.base_model, offline_tiny):
+        return tiny_clip_tokenizer()
+    from transformers import CLIPTokenizer
+
+    source = _pretrained_source(variant.base_model)
+    try:
+        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True,
+                                             cache_dir=_hf_cache_dir())
+    except (OSError, ValueError) as exc:
+        if source is variant.base_model:
+            raise MissingWeightsError(_missing_weights_message(source)) from exc
+        raise MissingWeightsError(f"{source}: could not load the Stable Diffusion tokenizer ({exc})") from exc
+
+
+def prompt_token_count(tokenizer, text: str) -> int:
+    """Tokens a pipeline's text encoder would need for ``text`` (with start and end tokens), by its ``tokenizer``."""
+    return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
 
 def generate_images(

@@ -37,6 +37,13 @@ SCHEDULERS = {
     "dpm": "DPMSolverMultistepScheduler",
 }
 DTYPES = ("float16", "bfloat16", "float32")
+# What a generation made by the tiny random pipeline records in its params; real runs never match it.
+TINY_MARK = {"pipeline": "tiny"}
+
+
+def uses_tiny_model(base_model: str, offline_tiny: bool) -> bool:
+    """Whether a variant generates with the tiny random pipeline: asked for, or its base model is the tiny one."""
+    return offline_tiny or base_model == TINY_BASE
 
 
 @dataclass(frozen=True)

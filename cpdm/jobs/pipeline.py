@@ -5,9 +5,11 @@
 1. ``unlearn``: erase the concept with a method into a new variant;
 2. ``generate``: images with the new variant from the concept's prompts and
    the retain prompts (the prompts of other anchors), as the unlearning
-   report splits them (:func:`cpdm.unlearning.report.split_prompts`);
+   report splits them (:func:`cpdm.analysis.unlearning.split_prompts`);
 3. ``score``: the new variant's pairs;
 4. ``report``: CM on the concept and on the retain set against the baseline.
+   It generates with the generate job's settings, so it finds the variant's
+   images and makes only the baseline's that are missing.
 
 Every job's parameters are checked before the first is queued, so a bad
 parameter queues nothing.
@@ -81,7 +83,7 @@ def plan_pipeline(ws, concept: str, method: str, *, variant_name: str | None = N
     and ``size`` apply to the generations of both the generate job and the report.
     """
     from cpdm.jobs.registry import get_kind
-    from cpdm.unlearning.report import split_prompts
+    from cpdm.analysis.unlearning import split_prompts
 
     concept = str(concept).strip()
     if not concept:

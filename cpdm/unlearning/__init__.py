@@ -66,7 +66,8 @@ class Hyperparameter:
             raise CpdmError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return
-        too_low = (self.at_least is not None and value < self.at_least) or (self.above is not None and value <= self.above)
+        too_low = ((self.at_least is not None and value < self.at_least)
+                   or (self.above is not None and value <= self.above))
         too_high = self.at_most is not None and value > self.at_most
         if too_low or too_high:
             raise CpdmError(f"{self.name} must {self.allowed_range()}, got {value!r}")
@@ -251,8 +252,10 @@ REGISTRY: tuple[Entry, ...] = (
                              "δ: sampling steps before safety guidance starts", at_least=0),
               Hyperparameter("guidance_scale", _SLD_DEFAULTS["guidance_scale"],
                              "s_S: scale of the guidance away from the concept"),
-              Hyperparameter("threshold", _SLD_DEFAULTS["threshold"], "λ_thr: where in the latent the guidance applies"),
-              Hyperparameter("momentum_scale", _SLD_DEFAULTS["momentum_scale"], "s_m: scale of the guidance's momentum"),
+              Hyperparameter("threshold", _SLD_DEFAULTS["threshold"],
+                             "λ_thr: where in the latent the guidance applies"),
+              Hyperparameter("momentum_scale", _SLD_DEFAULTS["momentum_scale"],
+                             "s_m: scale of the guidance's momentum"),
               Hyperparameter("mom_beta", _SLD_DEFAULTS["mom_beta"],
                              "β_m: how much momentum carries over between steps", at_least=0, at_most=1),
           ), inference_time=True, presets=SLD_PRESETS),

@@ -92,7 +92,7 @@ class Method:
     iterative = _entry_fact("iterative")
 
     def resolve_params(self, given: dict | None) -> dict:
-        """The defaults overlaid with ``given`` (converted to the defaults' types); unknown names and bad values are refused."""
+        """The defaults overlaid with ``given``, converted to the defaults' types; unknown names and bad values refused."""
         return self.entry.resolve_params(given)
 
     def steps_of(self, params: dict) -> int:

@@ -18,8 +18,16 @@ column; ``resample="pairs"`` resamples single generations instead, for
 comparison only.
 
 In UnlearnCanvas's terms, the target row is unlearning accuracy and the
-retain row retained accuracy, measured by the CPDM metric. Generation skips
-what the workspace already holds, so a rerun only scores and tabulates.
+retain row retained accuracy, measured by the CPDM metric.
+
+The images come from :func:`cpdm.generation.batch.run_generation` with the
+settings ``cpdm generate`` records, so the report finds the images a
+generate job (the unlearning chain's, or one of your own) already made and
+generates only what is missing; a rerun only scores and tabulates. Prompts,
+scores and ratings are read through the curation and scoring readers and
+:mod:`cpdm.analysis.data`, by the analysis's own rules: the "copy" score of
+a pair is :func:`~cpdm.analysis.data.human_scores` over
+:func:`~cpdm.analysis.data.analysis_ratings` (flagged raters out).
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cpdm.analysis import data as data_module
+from cpdm.analysis.report import DEFAULT_TARGET
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals, mean_interval
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS, GenerationSettings
 
-COPY_QUESTION = "copy"
 SETS = ("target", "retain")
 
 
@@ -55,6 +64,11 @@ class ReportSettings:
     resample: str = DEFAULT_RESAMPLE
     progress: bool = True
 
+    def generation(self, first_seed: int, count: int) -> GenerationSettings:
+        """How ``cpdm generate`` makes images of seeds ``first_seed`` .. ``first_seed + count - 1``."""
+        return GenerationSettings(per_prompt=count, steps=self.steps, guidance=self.guidance, seed=first_seed,
+                                  height=self.size, width=self.size)
+
 
 def concept_matches(artist: str | None, title: str | None, concepts) -> bool:
     """True when an anchor's artist (or title) and one of the concepts name each other (case-insensitive)."""
@@ -73,13 +87,15 @@ def split_prompts(ws, concepts, max_prompts: int | None = None,
 
     Each set keeps at most ``max_prompts``; the retain set at most ``max_retain_prompts`` too.
     """
-    rows = ws.conn.execute(
-        "SELECT p.id, p.anchor, p.text, a.artist, a.title FROM prompts p JOIN anchors a ON a.id = p.anchor "
-        "ORDER BY p.id"
-    ).fetchall()
+    from cpdm.curation.anchors import list_anchors
+    from cpdm.curation.prompts import prompt_rows
+
+    anchors = {anchor["id"]: anchor for anchor in list_anchors(ws)}
     split = {name: [] for name in SETS}
-    for prompt_id, anchor_id, text, artist, title in rows:
-        split["target" if concept_matches(artist, title, concepts) else "retain"].append((prompt_id, anchor_id, text))
+    for prompt in prompt_rows(ws):
+        anchor = anchors[prompt.anchor]
+        target = concept_matches(anchor["artist"], anchor["title"], concepts)
+        split["target" if target else "retain"].append((prompt.id, prompt.anchor, prompt.text))
     if max_prompts is not None:
         split = {name: found[:max_prompts] for name, found in split.items()}
     if max_retain_prompts is not None:
@@ -91,57 +107,51 @@ def split_prompts(ws, concepts, max_prompts: int | None = None,
     return split
 
 
-def generate_variant(ws, variant, prompts, settings: ReportSettings) -> list[int]:
-    """Generation ids of ``variant`` for every prompt and seed, generating only what is missing."""
-    from cpdm.generation.pipeline import generate, variant_pipeline
-    from cpdm.progress import track
-    from cpdm.store.images import store_pil_image
-    from cpdm.store.rows import GenerationRow, add_generations, find_generation
+def seed_runs(seeds) -> list[tuple[int, int]]:
+    """(first seed, count) of each run of consecutive seeds: (23,) -> [(23, 1)]; (1, 2, 5) -> [(1, 2), (5, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for seed in sorted(set(seeds)):
+        if runs and runs[-1][0] + runs[-1][1] == seed:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((seed, 1))
+    return runs
 
-    params = {"size": settings.size} if settings.size else {}
-    ids, pipe = [], None
-    todo = [(prompt, seed) for prompt in prompts for seed in settings.seeds]
-    for (prompt_id, _, text), seed in track(todo, f"generating {variant.name}", enabled=settings.progress):
-        found = find_generation(ws, prompt_id, variant.id, seed, settings.steps, settings.guidance, params)
-        if found is None:
-            if pipe is None:
-                pipe = variant_pipeline(variant, root=ws.root, device=settings.device, offline_tiny=settings.offline_tiny)
-            image = generate(pipe, text, seed=seed, steps=settings.steps, guidance=settings.guidance,
-                             height=settings.size, width=settings.size)
-            info = store_pil_image(ws, image, f"{variant.name} generation")
-            row = GenerationRow(prompt_id, variant.id, seed, settings.steps, settings.guidance, info.sha256, params)
-            found = add_generations(ws, [row])[0]
-        ids.append(found)
+
+def generate_variant(ws, variant, prompts, settings: ReportSettings) -> dict[tuple[int, int], int]:
+    """Generation ids of ``variant`` by (prompt, seed), for every prompt and seed, generating only what is missing."""
+    from cpdm.generation.batch import run_generation
+
+    prompt_ids = [prompt_id for prompt_id, _, _ in prompts]
+    ids = {}
+    for first_seed, count in seed_runs(settings.seeds):
+        made = run_generation(ws, variant=variant.name, prompt_ids=prompt_ids,
+                              settings=settings.generation(first_seed, count), device=settings.device,
+                              offline_tiny=settings.offline_tiny, progress=settings.progress)
+        ids.update(made.ids)
     return ids
 
 
-def _pair_frame(ws, generation_ids: list[int], semantic_key: str, style_key: str) -> pd.DataFrame:
-    """Each generation's normal pair with its scores.
+def _scored_frame(ws, generations: dict[tuple[int, int], int], prompts, semantic: str, style: str) -> pd.DataFrame:
+    """Each generation's normal pair with its scores (generations without scores left out).
 
-    Columns generation, pair, anchor, prompt, seed, m_sem, m_style.
+    Columns generation, prompt, seed, anchor, pair, m_sem, m_style.
     """
-    marks = ",".join("?" * len(generation_ids))
-    rows = ws.conn.execute(
-        f"SELECT g.id, p.id, p.anchor, g.prompt, g.seed, s.m_sem, s.m_style FROM generations g "
-        f"JOIN pairs p ON p.generation = g.id AND p.kind = 'normal' "
-        f"JOIN scores s ON s.pair = p.id AND s.semantic = ? AND s.style = ? WHERE g.id IN ({marks})",
-        (semantic_key, style_key, *generation_ids),
-    ).fetchall()
-    return pd.DataFrame(rows, columns=["generation", "pair", "anchor", "prompt", "seed", "m_sem", "m_style"])
+    from cpdm.scoring.reader import load_scores
+
+    anchor_of = {prompt_id: anchor for prompt_id, anchor, _ in prompts}
+    made = pd.DataFrame([(generation, prompt, seed, anchor_of[prompt]) for (prompt, seed), generation
+                         in generations.items()], columns=["generation", "prompt", "seed", "anchor"])
+    scores = load_scores(ws, semantic, style)
+    scores = scores.loc[scores["kind"] == "normal", ["generation", "pair", "m_sem", "m_style"]]
+    return made.merge(scores.astype({"generation": "int64"}), on="generation").sort_values("generation")
 
 
 def copy_means(ws, pair_ids) -> dict[int, float]:
-    """Mean human "copy" rating per pair, from raters not flagged, where any campaign rated it."""
-    pair_ids = [int(p) for p in pair_ids]
-    if not pair_ids:
-        return {}
-    marks = ",".join("?" * len(pair_ids))
-    rows = ws.conn.execute(
-        f"SELECT r.pair, AVG(r.value) FROM ratings r JOIN raters x ON x.id = r.rater "
-        f"WHERE r.question = ? AND r.value IS NOT NULL AND x.flagged = 0 AND r.pair IN ({marks}) GROUP BY r.pair",
-        (COPY_QUESTION, *pair_ids),
-    ).fetchall()
-    return {int(pair): float(mean) for pair, mean in rows}
+    """Mean human "copy" score per pair that any campaign rated, by the analysis's rules (flagged raters out)."""
+    ratings = data_module.analysis_ratings(data_module.load_pair_ratings(ws, pair_ids))
+    scores = data_module.human_scores(ratings, DEFAULT_TARGET)
+    return {int(pair): float(human) for pair, human in zip(scores["pair"], scores["human"])}
 
 
 def mean_with_interval(values, anchors, settings: "ReportSettings", seed: int = 0) -> tuple[float, float, float]:
@@ -172,7 +182,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
     split = split_prompts(ws, concepts, settings.max_prompts, settings.max_retain_prompts)
     generations = {(name, model.name): generate_variant(ws, model, split[name], settings)
                    for name in SETS for model in (variant, baseline)}
-    pair_ids = make_pairs(ws, [g for ids in generations.values() for g in ids])
+    pair_ids = make_pairs(ws, [g for ids in generations.values() for g in ids.values()])
     score_kwargs = {key: value for key, value in (("semantic", settings.semantic), ("style", settings.style)) if value}
     scored = score_pairs(ws, pair_ids, device=settings.device, offline_tiny=settings.offline_tiny,
                          progress=settings.progress, **score_kwargs)
@@ -181,7 +191,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
     for name in SETS:
         frames = {}
         for model in (variant, baseline):
-            frame = _pair_frame(ws, generations[(name, model.name)], scored.semantic, scored.style)
+            frame = _scored_frame(ws, generations[(name, model.name)], split[name], scored.semantic, scored.style)
             frame["cm"] = metric.cm_paper(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy(), x_ref)
             frame["copy"] = frame["pair"].map(copy_means(ws, frame["pair"]))
             frames[model.name] = frame
