@@ -181,7 +181,7 @@ def test_a_cancelled_unlearning_keeps_its_steps_and_the_retried_job_resumes_them
     variant = get_variant(ws, "esd-x-a")
     assert variant.status == "failed" and variant.job == job_id
     assert variant.message == "cancelled (--resume continues from the last checkpoint)"
-    checkpoint = ws.root / "unlearning" / "esd-x-a" / "checkpoint.pt"
+    checkpoint = variant_dir(ws.root, "esd-x-a") / "checkpoint.pt"
     assert checkpoint.is_file()  # saved at the cancel, though checkpoint_every is 100
 
     context = JobContext(job_id=job_id, device="cpu")
