@@ -47,6 +47,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Base model: a local diffusers folder or a cached Hugging Face id.")
 @click.option("--concept", "concepts", multiple=True, required=True, help="A concept to erase (repeatable).")
 @click.option("--preserve", "preserve", multiple=True, help="A concept to keep as it is (repeatable).")
+@click.option("--preserve-file", "preserve_file", metavar="FILE", default=None,
+              help="A file of concepts to keep, one a line (e.g. the 1,733 artists UCE's 2023 release preserves).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of images of the concept (methods that train on images).")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
@@ -62,8 +64,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, seed, device, precision,
-            checkpoint_every, resume, quiet, offline_tiny, workspace):
+def unlearn(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
+            precision, checkpoint_every, resume, quiet, offline_tiny, workspace):
     """Erase concepts from a Stable Diffusion model with METHOD and register the result as a variant.
 
     \b
@@ -71,12 +73,18 @@ def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, 
       cpdm unlearn esd-x --variant-name esd-monet --base runwayml/stable-diffusion-v1-5 \\
           --concept "Claude Monet" --device cuda
       cpdm unlearn uce --variant-name uce-monet --offline-tiny --concept "Claude Monet"
+      cpdm unlearn uce --variant-name uce-monet-2024 --concept "Claude Monet" -p release=2024 \\
+          --preserve-file artists.txt --device cuda
+
+    A UCE style erasure preserves the study's other artists (the anchors'
+    artist names) besides --preserve and --preserve-file; the variant
+    records the set it used.
     """
     from cpdm.unlearning.runner import unlearn as run_unlearning
 
     ws = open_ws(workspace)
     variant = run_unlearning(
-        ws, method, variant_name, base=base, concepts=concepts, preserve=preserve,
+        ws, method, variant_name, base=base, concepts=concepts, preserve=preserve, preserve_file=preserve_file,
         images_dir=images_dir, params=parse_params(params), seed=seed, device=device, precision=precision,
         offline_tiny=offline_tiny, resume=resume, checkpoint_every=checkpoint_every, progress=not quiet,
     )

@@ -23,10 +23,18 @@ import torch
 from cpdm import __version__
 from cpdm.errors import CpdmError
 from cpdm.jobs.context import JobCancelled
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method, image_files
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    get_method,
+    image_files,
+    read_preserve_file,
+)
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
 from cpdm.unlearning.artifacts import check_variant_dir, claim_variant_dir, save_artifact, variant_dir
-from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
+from cpdm.unlearning.report import concept_matches
+from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts, unique_texts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -75,6 +83,25 @@ def _versions() -> dict:
     return {"diffusers": diffusers.__version__, "torch": torch.__version__, "cpdm": __version__}
 
 
+def study_artists(ws, concepts) -> tuple[str, ...]:
+    """The artist names of the workspace's anchors, except those naming a concept to erase (sorted, no repeats).
+
+    An anchor's artist names a concept as the unlearning report decides
+    which anchors are the concept's (:func:`cpdm.unlearning.report.concept_matches`).
+    """
+    rows = ws.conn.execute("SELECT DISTINCT TRIM(artist) FROM anchors WHERE TRIM(COALESCE(artist, '')) != '' "
+                           "ORDER BY 1").fetchall()
+    return unique_texts(artist for (artist,) in rows if not concept_matches(artist, None, concepts))
+
+
+def preserve_file_record(path, concepts: tuple[str, ...]) -> dict:
+    """What a variant records of its preserve file: the absolute path, the bytes' sha256 and how many concepts."""
+    import hashlib
+
+    path = Path(path).expanduser().resolve()
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "concepts": len(concepts)}
+
+
 def _resumable(ws, name: str, method: str):
     """The registered variant a resumed run continues, or None when there is none yet."""
     try:
@@ -105,6 +132,7 @@ def unlearn(
     base: str,
     concepts,
     preserve=(),
+    preserve_file=None,
     images_dir=None,
     params: dict | None = None,
     seed: int = DEFAULT_SEED,
@@ -118,7 +146,10 @@ def unlearn(
 ):
     """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready).
 
-    ``job`` is the id of the queued job running it, recorded with the variant.
+    The run preserves ``preserve``, then the concepts of ``preserve_file``
+    (one a line) that name no concept to erase, then what the method adds
+    (UCE: the study's other artists for a style); the variant records that
+    set. ``job`` is the id of the queued job running it, recorded with the variant.
     """
     method = get_method(method_name)
     concepts = tuple(str(c) for c in concepts)
@@ -131,6 +162,9 @@ def unlearn(
     if precision not in PRECISIONS:
         raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     resolved = method.resolve_params(params)
+    listed = read_preserve_file(preserve_file) if preserve_file else ()
+    given = preserve + tuple(text for text in listed if not concept_matches(text, None, concepts))
+    preserve = method.preserve_set(resolved, concepts, given, study_artists(ws, concepts))
     images = image_files(images_dir)
     if method.needs_images and not images:
         raise CpdmError(f"{method.name} needs images of the concept: pass --images DIR (a folder of image files)")
@@ -153,6 +187,8 @@ def unlearn(
 
     request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
+    if preserve_file:
+        record["preserve_file"] = preserve_file_record(preserve_file, listed)
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
                                  params=record, status="training", job=job)
