@@ -150,6 +150,32 @@ def variants_show(name_or_id, workspace):
     click.echo(json.dumps(data, indent=2))
 
 
+@variants.command("rerecord")
+@click.argument("name_or_id")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def variants_rerecord(name_or_id, offline_tiny, workspace):
+    """Re-record the artifact an older cpdm wrote, so that it loads again (its weights are checked, not changed).
+
+    Older artifacts list parameter names only and their variant's hash leaves
+    the JSON unchecked; generation refuses them. This checks that the weights
+    file is still the one registered, that its tensors are float32, finite
+    and fit the base model's UNet, then writes each parameter's shape, dtype
+    and sha256 and the base UNet's fingerprint into the JSON, and registers
+    one hash of both files. Re-running the unlearning is the alternative.
+
+    \b
+    Example:
+      cpdm variants rerecord esd-monet --workspace studies/monet
+    """
+    from cpdm.unlearning.runner import rerecord_variant
+
+    ws = open_ws(workspace)
+    variant = rerecord_variant(ws, int(name_or_id) if name_or_id.isdigit() else name_or_id, offline_tiny=offline_tiny)
+    click.echo(f"variant {variant.name}: artifact re-recorded ({variant.artifact_path})")
+
+
 @variants.command("methods")
 @workspace_option
 @cpdm_command

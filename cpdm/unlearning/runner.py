@@ -32,7 +32,15 @@ from cpdm.unlearning import (
     read_preserve_file,
 )
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
-from cpdm.unlearning.artifacts import check_variant_dir, claim_variant_dir, save_artifact, variant_dir
+from cpdm.unlearning.artifacts import (
+    ArtifactError,
+    base_unet_record,
+    check_variant_dir,
+    claim_variant_dir,
+    rerecord_artifact,
+    save_artifact,
+    variant_dir,
+)
 from cpdm.unlearning.report import concept_matches
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts, unique_texts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
@@ -217,16 +225,41 @@ def unlearn(
         return get_variant(ws, variant_id)
     meta = {
         "method": method.name, "base_model": base_id, "base_revision": hub_revision(base_id),
-        "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
+        "base_unet": base_unet_record(pipe.unet), "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
         "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
         "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
         "run": request.record,
     }
     weights = folder / f"{folder.name}.safetensors"
-    sha256 = save_artifact(weights, tensors, meta)
+    try:
+        sha256 = save_artifact(weights, tensors, meta)
+    except ArtifactError as exc:  # the method's weights are not float32 or not finite: nothing was written
+        set_variant_status(ws, variant_id, "failed", message=str(exc))
+        raise
     options.checkpoint_path.unlink(missing_ok=True)
     set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)), artifact_sha256=sha256)
     return get_variant(ws, variant_id)
+
+
+def rerecord_variant(ws, name_or_id, *, offline_tiny: bool = False):
+    """Re-record the artifact an older cpdm wrote for a variant, and register its new digest; return the variant.
+
+    The older JSON listed parameter names only, and the variant's hash
+    covered the weights file alone. The weights must still be the ones
+    registered; they are checked (float32, finite, fitting the base model's
+    UNet, which is loaded on the CPU) and the JSON is rewritten with every
+    parameter's shape, dtype and sha256 and the base UNet's fingerprint.
+    """
+    variant = get_variant(ws, name_or_id)
+    if not variant.artifact_path:
+        raise CpdmError(f"variant {variant.name!r} has no artifact to re-record")
+    path = Path(variant.artifact_path)
+    path = path if path.is_absolute() else ws.root / path
+    tiny = offline_tiny or variant.base_model == TINY_BASE
+    unet = load_sd_pipeline(variant.base_model, device="cpu", dtype=torch.float32, offline_tiny=tiny).unet
+    digest = rerecord_artifact(path, variant.artifact_sha256, unet, variant.base_model)
+    set_variant_status(ws, variant.id, variant.status, artifact_sha256=digest, message=variant.message)
+    return get_variant(ws, variant.id)
 
 
 def describe(variant) -> dict:
