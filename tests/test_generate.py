@@ -242,11 +242,12 @@ def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_varia
 
     applied = []
     monkeypatch.setattr(apply, "apply_variant",
-                        lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited")
+                        lambda pipeline, variant, root, base_model: applied.append((variant.method, root, base_model))
+                        or "edited")
     variant_pipeline(baseline)
     assert applied == []
     edited = variant_pipeline(types.SimpleNamespace(base_model="offline-tiny", method="esd"), root="/ws")
-    assert applied == [("esd", "/ws")] and edited == "edited"
+    assert applied == [("esd", "/ws", "offline-tiny")] and edited == "edited"
 
 
 def _count(db: Path, sql: str) -> int:

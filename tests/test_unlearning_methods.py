@@ -79,9 +79,9 @@ def test_uce_moves_the_concept_keys_of_the_real_pipeline_to_the_guide():
     pipe = tiny_sd_pipeline(seed=0)
     method = get_method("uce")
     params = method.resolve_params({"concept_type": "object"})
-    from cpdm.unlearning.uce import concept_keys
+    from cpdm.unlearning.uce import edit_rows
 
-    edit_keys, guide_keys = concept_keys(pipe, [CONCEPT], [""])
+    edit_keys, guide_keys = edit_rows(pipe, [CONCEPT], [""], params["release"])
     name = method.trainable_names(pipe.unet, params)[0]
     w0 = pipe.unet.state_dict()[name].clone()
     gap_before = (edit_keys @ w0.T - guide_keys @ w0.T).norm()

@@ -12,9 +12,21 @@ from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.generation.pipeline import tiny_sd_pipeline, variant_pipeline
 from cpdm.unlearning import esd as esd_module
-from cpdm.unlearning.artifacts import ArtifactError, apply_artifact, json_path_of
+from cpdm.generation.settings import TINY_BASE
+from cpdm.unlearning.artifacts import (
+    ARTIFACT_FORMAT,
+    ArtifactError,
+    apply_artifact,
+    architecture_fingerprint,
+    artifact_digest,
+    file_sha256,
+    json_path_of,
+    parameter_record,
+    tensor_sha256,
+    unet_architecture,
+)
 from cpdm.store.rows import get_variant, list_variants
-from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+from cpdm.unlearning.runner import CHECKPOINT_NAME, rerecord_variant, unlearn, variant_dir
 
 CONCEPT = "claude monet"
 FAST_ESD = {"iterations": 4, "ddim_steps": 1, "lr": 1e-3}
@@ -48,28 +60,149 @@ def test_a_saved_artifact_reloaded_onto_a_fresh_base_gives_identical_outputs(ws)
         assert torch.equal(tensor, stored[name] if name in stored else base.unet.state_dict()[name])
 
 
-def test_an_artifact_with_a_foreign_or_missing_key_is_refused_and_changes_nothing(ws, tmp_path):
-    variant = unlearn(ws, "uce", "uce-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+def _made(ws, name="uce-monet"):
+    """A UCE variant of the tiny model: (variant, its weights path, its tensors, its JSON)."""
+    variant = unlearn(ws, "uce", name, base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
     path = ws.root / variant.artifact_path
-    tensors = load_file(str(path))
-    record = json.loads(json_path_of(path).read_text())
+    return variant, path, load_file(str(path)), json.loads(json_path_of(path).read_text())
 
-    foreign = tmp_path / "foreign.safetensors"
-    save_file({**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)}, str(foreign))
-    json_path_of(foreign).write_text(json.dumps(record))
-    pipe = tiny_sd_pipeline()
+
+def _write(path, tensors, record, *, relist=True):
+    """Write an artifact's two files; ``relist``: its JSON lists the tensors as they are (a consistent forgery)."""
+    save_file(tensors, str(path))
+    if relist:
+        record = {**record, "parameters": [parameter_record(name, tensors[name]) for name in sorted(tensors)]}
+    json_path_of(path).write_text(json.dumps(record))
+    return path
+
+
+def _refused(pipe, path, message, **kwargs):
+    """Applying the artifact onto ``pipe`` is refused with one line naming the file, and changes nothing."""
     before = _unet_output(pipe)
-    with pytest.raises(ArtifactError, match="unexpected keys.*down_blocks.9"):
-        apply_artifact(pipe.unet, foreign)
+    with pytest.raises(ArtifactError, match=message) as refusal:
+        apply_artifact(pipe.unet, path, **{"base_model": TINY_BASE, **kwargs})
+    assert str(refusal.value).startswith(f"{path}: ") and "\n" not in str(refusal.value)
     assert torch.equal(_unet_output(pipe), before)
 
-    missing = tmp_path / "missing.safetensors"
+
+def test_the_json_lists_every_parameter_with_shape_dtype_and_hash(ws):
+    variant, path, tensors, record = _made(ws)
+    assert record["format"] == ARTIFACT_FORMAT
+    assert record["parameters"] == [{"name": name, "shape": list(tensors[name].shape), "dtype": "float32",
+                                     "sha256": tensor_sha256(tensors[name])} for name in sorted(tensors)]
+    assert record["base_model"] == TINY_BASE
+    assert record["base_unet"]["fingerprint"] == architecture_fingerprint(unet_architecture(tiny_sd_pipeline().unet))
+    assert variant.artifact_sha256 == artifact_digest(path) != file_sha256(path)
+
+
+def test_an_artifact_with_a_foreign_or_missing_key_is_refused_and_changes_nothing(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    pipe = tiny_sd_pipeline()
+    unlisted = _write(tmp_path / "unlisted.safetensors",
+                      {**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)}, record, relist=False)
+    _refused(pipe, unlisted, "tensors its JSON does not list: down_blocks.9")
+    foreign = _write(tmp_path / "foreign.safetensors", {**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)},
+                     record)
+    _refused(pipe, foreign, "unexpected keys \\(not in this UNet\\): down_blocks.9")
     dropped = sorted(tensors)[0]
-    save_file({k: v for k, v in tensors.items() if k != dropped}, str(missing))
-    json_path_of(missing).write_text(json.dumps(record))
-    with pytest.raises(ArtifactError, match=f"missing keys: {dropped}"):
-        apply_artifact(pipe.unet, missing)
-    assert torch.equal(_unet_output(pipe), before)
+    missing = _write(tmp_path / "missing.safetensors", {k: v for k, v in tensors.items() if k != dropped}, record,
+                     relist=False)
+    _refused(pipe, missing, f"missing keys its JSON lists: {dropped}")
+
+
+def test_a_json_without_its_parameter_list_is_refused(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    half = dict(sorted(tensors.items())[: len(tensors) // 2])
+    path = _write(tmp_path / "half.safetensors", half, {k: v for k, v in record.items() if k != "parameters"},
+                  relist=False)
+    _refused(tiny_sd_pipeline(), path, "its JSON does not list the parameters")
+
+
+def test_a_tensor_other_than_its_record_is_refused(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    name = sorted(tensors)[0]
+    nudged = _write(tmp_path / "nudged.safetensors", {**tensors, name: tensors[name] + 1e-3}, record, relist=False)
+    _refused(tiny_sd_pipeline(), nudged, f"{name} differs from the tensor its JSON records")
+
+
+def test_float16_tensors_are_refused_not_cast(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    half = {name: tensor.half() for name, tensor in tensors.items()}
+    path = _write(tmp_path / "half.safetensors", half, record)  # the JSON agrees: float16 throughout
+    _refused(tiny_sd_pipeline(), path, "is float16; artifacts hold float32 weights")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_tensors_are_refused(ws, tmp_path, bad):
+    _, _, tensors, record = _made(ws)
+    name = sorted(tensors)[-1]
+    poisoned = tensors[name].clone()
+    poisoned[0, 0] = bad
+    path = _write(tmp_path / "bad.safetensors", {**tensors, name: poisoned}, record)
+    _refused(tiny_sd_pipeline(), path, f"{name} holds NaN or Inf values")
+
+
+def test_a_changed_json_is_refused(ws):
+    variant, path, _, record = _made(ws)
+    json_path_of(path).write_text(json.dumps({**record, "concepts": ["someone else"]}))
+    with pytest.raises(ArtifactError, match="the file or its JSON changed since it was registered"):
+        variant_pipeline(get_variant(ws, variant.id), root=ws.root)
+
+
+def test_another_base_model_is_refused_before_anything_is_applied(ws):
+    _, path, _, _ = _made(ws)
+    _refused(tiny_sd_pipeline(), path, "made from 'offline-tiny', not from 'runwayml/stable-diffusion-v1-5'",
+             base_model="runwayml/stable-diffusion-v1-5")
+    other = tiny_sd_pipeline()
+    other.unet.register_to_config(sample_size=64)  # the same weights under another architecture's config
+    _refused(other, path, "architecture fingerprint differs \\(sample_size differ\\)")
+
+
+def _as_older_cpdm_wrote_it(ws, variant, path, record):
+    """Rewrite the JSON and the row as cpdm wrote them before: names only, the weights file's own sha256."""
+    older = {k: v for k, v in record.items() if k not in ("format", "base_unet")}
+    json_path_of(path).write_text(json.dumps({**older, "parameters": [p["name"] for p in record["parameters"]]}))
+    with ws.transaction() as conn:
+        conn.execute("UPDATE variants SET artifact_sha256 = ? WHERE id = ?", (file_sha256(path), variant.id))
+
+
+def test_an_older_artifact_is_refused_until_re_recorded(ws, runner):
+    variant, path, _, record = _made(ws)
+    made = _unet_output(variant_pipeline(variant, root=ws.root))
+    _as_older_cpdm_wrote_it(ws, variant, path, record)
+    with pytest.raises(ArtifactError, match="registered by an older cpdm.*cpdm variants rerecord"):
+        variant_pipeline(get_variant(ws, variant.id), root=ws.root)
+    with pytest.raises(ArtifactError, match="written by an older cpdm.*re-run the unlearning"):
+        apply_artifact(tiny_sd_pipeline().unet, path, base_model=TINY_BASE)
+
+    result = runner.invoke(cli, ["variants", "rerecord", "uce-monet", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    again = get_variant(ws, variant.id)
+    assert again.artifact_sha256 == artifact_digest(path)
+    assert json.loads(json_path_of(path).read_text())["parameters"] == record["parameters"]
+    assert torch.equal(_unet_output(variant_pipeline(again, root=ws.root)), made)
+    twice = runner.invoke(cli, ["variants", "rerecord", "uce-monet", "-w", str(ws.root)])
+    assert twice.exit_code == 1 and "nothing to do" in twice.output
+
+
+def test_an_older_artifact_whose_weights_changed_is_not_re_recorded(ws):
+    variant, path, tensors, record = _made(ws)
+    _as_older_cpdm_wrote_it(ws, variant, path, record)
+    save_file({name: tensor * 2 for name, tensor in tensors.items()}, str(path))
+    with pytest.raises(ArtifactError, match="not the weights file the variant registered"):
+        rerecord_variant(ws, variant.id)
+
+
+def test_weights_that_come_out_nan_fail_the_variant_and_write_no_artifact(ws, monkeypatch):
+    from cpdm.unlearning import uce
+
+    real = uce.uce_edit_matrix
+    monkeypatch.setattr(uce, "uce_edit_matrix", lambda *args: real(*args) * float("nan"))
+    with pytest.raises(ArtifactError, match="holds NaN or Inf values"):
+        unlearn(ws, "uce", "uce-nan", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+    variant = get_variant(ws, "uce-nan")
+    assert variant.status == "failed" and "NaN or Inf" in variant.message and variant.artifact_path is None
+    assert not list(variant_dir(ws.root, "uce-nan").glob("*.safetensors"))
 
 
 def test_a_changed_artifact_file_is_refused(ws):

@@ -47,6 +47,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Base model: a local diffusers folder or a cached Hugging Face id.")
 @click.option("--concept", "concepts", multiple=True, required=True, help="A concept to erase (repeatable).")
 @click.option("--preserve", "preserve", multiple=True, help="A concept to keep as it is (repeatable).")
+@click.option("--preserve-file", "preserve_file", metavar="FILE", default=None,
+              help="A file of concepts to keep, one a line (e.g. the 1,733 artists UCE's 2023 release preserves).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of images of the concept (methods that train on images).")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
@@ -62,8 +64,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, seed, device, precision,
-            checkpoint_every, resume, quiet, offline_tiny, workspace):
+def unlearn(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
+            precision, checkpoint_every, resume, quiet, offline_tiny, workspace):
     """Erase concepts from a Stable Diffusion model with METHOD and register the result as a variant.
 
     \b
@@ -71,12 +73,18 @@ def unlearn(method, variant_name, base, concepts, preserve, images_dir, params, 
       cpdm unlearn esd-x --variant-name esd-monet --base runwayml/stable-diffusion-v1-5 \\
           --concept "Claude Monet" --device cuda
       cpdm unlearn uce --variant-name uce-monet --offline-tiny --concept "Claude Monet"
+      cpdm unlearn uce --variant-name uce-monet-2024 --concept "Claude Monet" -p release=2024 \\
+          --preserve-file artists.txt --device cuda
+
+    A UCE style erasure preserves the study's other artists (the anchors'
+    artist names) besides --preserve and --preserve-file; the variant
+    records the set it used.
     """
     from cpdm.unlearning.runner import unlearn as run_unlearning
 
     ws = open_ws(workspace)
     variant = run_unlearning(
-        ws, method, variant_name, base=base, concepts=concepts, preserve=preserve,
+        ws, method, variant_name, base=base, concepts=concepts, preserve=preserve, preserve_file=preserve_file,
         images_dir=images_dir, params=parse_params(params), seed=seed, device=device, precision=precision,
         offline_tiny=offline_tiny, resume=resume, checkpoint_every=checkpoint_every, progress=not quiet,
     )
@@ -140,6 +148,32 @@ def variants_show(name_or_id, workspace):
         record = json_path_of(ws.root / variant.artifact_path)
         data["artifact"] = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
     click.echo(json.dumps(data, indent=2))
+
+
+@variants.command("rerecord")
+@click.argument("name_or_id")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def variants_rerecord(name_or_id, offline_tiny, workspace):
+    """Re-record the artifact an older cpdm wrote, so that it loads again (its weights are checked, not changed).
+
+    Older artifacts list parameter names only and their variant's hash leaves
+    the JSON unchecked; generation refuses them. This checks that the weights
+    file is still the one registered, that its tensors are float32, finite
+    and fit the base model's UNet, then writes each parameter's shape, dtype
+    and sha256 and the base UNet's fingerprint into the JSON, and registers
+    one hash of both files. Re-running the unlearning is the alternative.
+
+    \b
+    Example:
+      cpdm variants rerecord esd-monet --workspace studies/monet
+    """
+    from cpdm.unlearning.runner import rerecord_variant
+
+    ws = open_ws(workspace)
+    variant = rerecord_variant(ws, int(name_or_id) if name_or_id.isdigit() else name_or_id, offline_tiny=offline_tiny)
+    click.echo(f"variant {variant.name}: artifact re-recorded ({variant.artifact_path})")
 
 
 @variants.command("methods")

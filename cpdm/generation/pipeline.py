@@ -341,7 +341,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     if variant.method != BASELINE_METHOD:
         from cpdm.unlearning.apply import apply_variant
 
-        pipeline = apply_variant(pipeline, variant, root)
+        pipeline = apply_variant(pipeline, variant, root, base_model=TINY_BASE if tiny else variant.base_model)
     return pipeline
 
 

@@ -321,6 +321,8 @@ def _unlearn_parameters() -> list[Parameter]:
         Parameter("base", "str", DEFAULT_SD_MODEL, "base model: a local diffusers folder or a cached Hugging Face id"),
         Parameter("concepts", "strings", None, "concepts to erase", required=True),
         Parameter("preserve", "strings", [], "concepts to keep as they are"),
+        Parameter("preserve_file", "path", None, "a file of concepts to keep, one a line (a long list such as the "
+                  "1,733 artists UCE's 2023 release preserves)"),
         Parameter("images_dir", "path", None, "folder of images of the concept (methods that train on images)"),
         Parameter(HYPERPARAMETERS, "mapping", {}, "the method's hyperparameters (the method's defaults for the rest)"),
         Parameter("seed", "int", DEFAULT_SEED, "seed of the run"),
@@ -337,12 +339,14 @@ def _check_unlearn(params: dict) -> None:
 
     Only the methods' table is read: queueing a job loads no method's code (nor torch).
     """
-    from cpdm.unlearning import image_files, lookup
+    from cpdm.unlearning import image_files, lookup, read_preserve_file
 
     method = lookup(params["method"])
     if not params["variant_name"].strip():
         raise CpdmError("unlearn job: variant_name is required (name of the new variant)")
     params[HYPERPARAMETERS] = method.resolve_params(params[HYPERPARAMETERS])
+    if params["preserve_file"]:
+        read_preserve_file(params["preserve_file"])  # refused now rather than on the worker
     if method.needs_images and not image_files(params["images_dir"]):
         raise CpdmError(f"unlearn job: {method.name} needs images of the concept: set images_dir to a folder of images")
 
@@ -383,7 +387,8 @@ def _run_unlearn(ws, params: dict, context) -> dict:
         context.log(f"resuming variant {params['variant_name']} from its last checkpoint")
     variant = unlearn(
         ws, params["method"], params["variant_name"], base=params["base"], concepts=params["concepts"],
-        preserve=params["preserve"], images_dir=params["images_dir"], params=params[HYPERPARAMETERS],
+        preserve=params["preserve"], preserve_file=params["preserve_file"], images_dir=params["images_dir"],
+        params=params[HYPERPARAMETERS],
         seed=params["seed"], device=context.device, precision=params["precision"],
         offline_tiny=params["offline_tiny"], resume=resume, checkpoint_every=params["checkpoint_every"],
         job=context.job_id,

@@ -14,11 +14,13 @@ from cpdm.unlearning import lookup
 from cpdm.unlearning.artifacts import apply_artifact
 
 
-def apply_variant(pipe, variant, root: Path | None = None):
+def apply_variant(pipe, variant, root: Path | None = None, base_model: str | None = None):
     """The pipeline that generates as ``variant``: ``pipe`` with its artifact applied, or wrapped for SLD.
 
     ``pipe`` must be the variant's base model, freshly loaded (artifacts are
-    applied in place). A variant that is not ready is refused.
+    applied in place); ``base_model`` is the id it was loaded as (default:
+    the variant's), checked against the artifact's record with the
+    fingerprint of ``pipe``'s UNet. A variant that is not ready is refused.
     """
     if variant.method == BASELINE_METHOD:
         return pipe
@@ -33,5 +35,5 @@ def apply_variant(pipe, variant, root: Path | None = None):
     path = Path(variant.artifact_path)
     if not path.is_absolute() and root is not None:
         path = Path(root) / path
-    apply_artifact(pipe.unet, path, variant.artifact_sha256)
+    apply_artifact(pipe.unet, path, variant.artifact_sha256, base_model=base_model or variant.base_model)
     return pipe

@@ -103,6 +103,15 @@ class Method:
         """The diffusers names of the UNet parameters this method replaces."""
         return []
 
+    def preserve_set(self, params: dict, concepts, given, study_artists) -> tuple[str, ...]:
+        """The concepts a run preserves: those ``given`` (``--preserve``, then the preserve file's).
+
+        ``study_artists`` are the workspace's other artists (none naming a
+        concept to erase); a method that preserves them by default (UCE for
+        a style) adds them here.
+        """
+        return unique_texts(given)
+
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
         """Erase the request's concepts from ``pipe``'s UNet (in place); return the replaced parameters."""
         raise NotImplementedError
@@ -121,6 +130,16 @@ def check_concepts(tokenizer, concepts, label: str = "concept") -> None:
     for concept in concepts:
         if real_token_count(tokenizer, concept) == 0:
             raise CpdmError(f"the {label} {concept!r} tokenises to nothing; give a word or a phrase")
+
+
+def unique_texts(texts) -> tuple[str, ...]:
+    """``texts`` without repeats (case-insensitive), in their first order."""
+    seen, kept = set(), []
+    for text in texts:
+        if text.lower() not in seen:
+            seen.add(text.lower())
+            kept.append(text)
+    return tuple(kept)
 
 
 def encode_text(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

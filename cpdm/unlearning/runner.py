@@ -23,10 +23,26 @@ import torch
 from cpdm import __version__
 from cpdm.errors import CpdmError
 from cpdm.jobs.context import JobCancelled
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, get_method, image_files
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    get_method,
+    image_files,
+    read_preserve_file,
+)
 from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
-from cpdm.unlearning.artifacts import check_variant_dir, claim_variant_dir, save_artifact, variant_dir
-from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts
+from cpdm.unlearning.artifacts import (
+    ArtifactError,
+    base_unet_record,
+    check_variant_dir,
+    claim_variant_dir,
+    rerecord_artifact,
+    save_artifact,
+    variant_dir,
+)
+from cpdm.unlearning.report import concept_matches
+from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts, unique_texts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -75,6 +91,25 @@ def _versions() -> dict:
     return {"diffusers": diffusers.__version__, "torch": torch.__version__, "cpdm": __version__}
 
 
+def study_artists(ws, concepts) -> tuple[str, ...]:
+    """The artist names of the workspace's anchors, except those naming a concept to erase (sorted, no repeats).
+
+    An anchor's artist names a concept as the unlearning report decides
+    which anchors are the concept's (:func:`cpdm.unlearning.report.concept_matches`).
+    """
+    rows = ws.conn.execute("SELECT DISTINCT TRIM(artist) FROM anchors WHERE TRIM(COALESCE(artist, '')) != '' "
+                           "ORDER BY 1").fetchall()
+    return unique_texts(artist for (artist,) in rows if not concept_matches(artist, None, concepts))
+
+
+def preserve_file_record(path, concepts: tuple[str, ...]) -> dict:
+    """What a variant records of its preserve file: the absolute path, the bytes' sha256 and how many concepts."""
+    import hashlib
+
+    path = Path(path).expanduser().resolve()
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "concepts": len(concepts)}
+
+
 def _resumable(ws, name: str, method: str):
     """The registered variant a resumed run continues, or None when there is none yet."""
     try:
@@ -105,6 +140,7 @@ def unlearn(
     base: str,
     concepts,
     preserve=(),
+    preserve_file=None,
     images_dir=None,
     params: dict | None = None,
     seed: int = DEFAULT_SEED,
@@ -118,7 +154,10 @@ def unlearn(
 ):
     """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready).
 
-    ``job`` is the id of the queued job running it, recorded with the variant.
+    The run preserves ``preserve``, then the concepts of ``preserve_file``
+    (one a line) that name no concept to erase, then what the method adds
+    (UCE: the study's other artists for a style); the variant records that
+    set. ``job`` is the id of the queued job running it, recorded with the variant.
     """
     method = get_method(method_name)
     concepts = tuple(str(c) for c in concepts)
@@ -131,6 +170,9 @@ def unlearn(
     if precision not in PRECISIONS:
         raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     resolved = method.resolve_params(params)
+    listed = read_preserve_file(preserve_file) if preserve_file else ()
+    given = preserve + tuple(text for text in listed if not concept_matches(text, None, concepts))
+    preserve = method.preserve_set(resolved, concepts, given, study_artists(ws, concepts))
     images = image_files(images_dir)
     if method.needs_images and not images:
         raise CpdmError(f"{method.name} needs images of the concept: pass --images DIR (a folder of image files)")
@@ -153,6 +195,8 @@ def unlearn(
 
     request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
+    if preserve_file:
+        record["preserve_file"] = preserve_file_record(preserve_file, listed)
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
                                  params=record, status="training", job=job)
@@ -181,16 +225,41 @@ def unlearn(
         return get_variant(ws, variant_id)
     meta = {
         "method": method.name, "base_model": base_id, "base_revision": hub_revision(base_id),
-        "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
+        "base_unet": base_unet_record(pipe.unet), "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
         "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
         "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
         "run": request.record,
     }
     weights = folder / f"{folder.name}.safetensors"
-    sha256 = save_artifact(weights, tensors, meta)
+    try:
+        sha256 = save_artifact(weights, tensors, meta)
+    except ArtifactError as exc:  # the method's weights are not float32 or not finite: nothing was written
+        set_variant_status(ws, variant_id, "failed", message=str(exc))
+        raise
     options.checkpoint_path.unlink(missing_ok=True)
     set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)), artifact_sha256=sha256)
     return get_variant(ws, variant_id)
+
+
+def rerecord_variant(ws, name_or_id, *, offline_tiny: bool = False):
+    """Re-record the artifact an older cpdm wrote for a variant, and register its new digest; return the variant.
+
+    The older JSON listed parameter names only, and the variant's hash
+    covered the weights file alone. The weights must still be the ones
+    registered; they are checked (float32, finite, fitting the base model's
+    UNet, which is loaded on the CPU) and the JSON is rewritten with every
+    parameter's shape, dtype and sha256 and the base UNet's fingerprint.
+    """
+    variant = get_variant(ws, name_or_id)
+    if not variant.artifact_path:
+        raise CpdmError(f"variant {variant.name!r} has no artifact to re-record")
+    path = Path(variant.artifact_path)
+    path = path if path.is_absolute() else ws.root / path
+    tiny = offline_tiny or variant.base_model == TINY_BASE
+    unet = load_sd_pipeline(variant.base_model, device="cpu", dtype=torch.float32, offline_tiny=tiny).unet
+    digest = rerecord_artifact(path, variant.artifact_sha256, unet, variant.base_model)
+    set_variant_status(ws, variant.id, variant.status, artifact_sha256=digest, message=variant.message)
+    return get_variant(ws, variant.id)
 
 
 def describe(variant) -> dict:
