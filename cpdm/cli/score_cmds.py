@@ -194,11 +194,12 @@ def _fmt(value: float) -> str:
 
 @cli.group()
 def scores():
-    """Read stored scores.
+    """Read stored scores; define CM's reference set again.
 
     \b
-    Example:
+    Examples:
       cpdm scores list --campaign pilot
+      cpdm scores rescale
     """
 
 
