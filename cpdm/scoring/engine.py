@@ -288,11 +288,12 @@ class ScoringEngine:
             return
         images = [sha for pair in pairs for sha in (pair.anchor_image, pair.image)]
         features = self.features_for(images, report)
+        keys = self.combination_keys()
         rows = []
         for pair in pairs:
             for index in missing[pair.id]:
                 sem, style = self.distances(self.combinations[index], features[pair.anchor_image], features[pair.image])
-                rows.append((pair.id, *self.combination_keys()[index], sem, style))
+                rows.append((pair.id, *keys[index], sem, style))
         with self.ws.transaction() as conn:
             inserted = [row[0] for row in rows if conn.execute(
                 "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
