@@ -22,8 +22,9 @@ others stay within 1e-3, then prints pairs/s for each, the ratios, images/s and 
 memory (resident memory on the CPU, allocated GPU memory on CUDA). The
 target is for the default, ``auto``.
 
-    python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + VGG19
-    python benchmarks/bench_scoring.py --quick    # 2 anchors x 3 generations, 64x64, ViT-B-32 + VGG19: under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + cpdm-inception
+    python benchmarks/bench_scoring.py --quick    # 2 anchors x 3 generations, 64x64, ViT-B-32 + cpdm-inception: under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py --style vgg19                  # VGG19 for style (its input at --size)
     python benchmarks/bench_scoring.py --device cuda --anchors 16     # fp32 and auto (fp16) engines
     python benchmarks/bench_scoring.py --precisions auto,reduced       # CPU: also try bf16
     python benchmarks/bench_scoring.py --backbone-table-only           # only the per-backbone table
@@ -61,7 +62,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpdm import metric  # noqa: E402
-from cpdm.backbones import REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
+from cpdm.backbones import DEFAULT_STYLE, REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
 from cpdm.scoring.features import FeatureExtractor  # noqa: E402
 from cpdm.store.images import load_image, store_pil_image  # noqa: E402
 from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
@@ -84,7 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9; quick 3)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 64)")
     parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
-    parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
+    parser.add_argument("--style", default=DEFAULT_STYLE, choices=["vgg19", "cpdm-inception"],
+                        help="style backbone (default: the CPDM release's, as `cpdm score` uses it)")
     parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
     parser.add_argument("--precisions", default=None, help="engine runs, comma-separated (default: auto on CPU, fp32,auto on CUDA)")
     parser.add_argument("--backbone-table-only", action="store_true", help="only the per-backbone table")

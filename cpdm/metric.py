@@ -8,8 +8,14 @@ For an anchor image a and a generated image g (see DESIGN.md, "The metric CM"):
   matrix ``G = F Fᵀ / (C·H·W)`` of the feature maps F at layer l.
 - Paper form ``CM = 1 − Norm(M_sem · M_style)²`` with
   ``Norm(x) = min(x / x_ref, 1)``; x_ref is a reference scale, the median of
-  the same quantity over mismatched pairs (an anchor against generations of
-  other anchors). CM lies in [0, 1]; higher means closer to the anchor.
+  the same quantity over mismatched pairs (an anchor against the baseline
+  variant's generations of other anchors, a set defined once: see
+  ``cpdm.scoring.reference``). CM lies in [0, 1]; higher means closer to the
+  anchor.
+- The release's own number: the authors' code scores a pair as
+  ``(M_sem · M_style)²`` and reports its mean over pairs, with no Norm and no
+  ``1 −`` (:func:`release_score`); lower means closer to the anchor. It is
+  reported beside CM so that results can be laid next to the paper's tables.
 - Weighted form ``D_w = M_sem^w · M_style^(1−w)``, ``CM_w = 1 − Norm(D_w)²``.
   At w = 0.5, D_w is the square root of the product, a monotone transform, so
   pairs rank exactly as under the paper form; w = 1 is semantic only, w = 0
@@ -166,6 +172,21 @@ def cm_paper(m_sem_value, m_style_value, x_ref: float):
 def cm_weighted(m_sem_value, m_style_value, w: float, x_ref: float):
     """The weighted form ``CM_w = 1 − Norm(D_w)²``; x_ref scales D_w at this w."""
     return cm_from_distance(combined_distance(m_sem_value, m_style_value, w), x_ref)
+
+
+def release_score(m_sem_value, m_style_value):
+    """The CPDM release's score of a pair, ``(M_sem · M_style)²``: no Norm, no ``1 −``; lower = closer.
+
+    The authors' ``cpdm_metric.py`` returns this per pair and averages it
+    over pairs; its numbers, unlike CM's, can be laid beside the paper's
+    tables (with the release's own backbones, ``ViT-L-14/openai`` and
+    ``cpdm-inception``).
+    """
+    sem = _as_numpy(m_sem_value)
+    style = _as_numpy(m_style_value)
+    if np.any(sem < 0) or np.any(style < 0):
+        raise MetricError("distances must be non-negative")
+    return _scalar_or_array((sem * style) ** 2)
 
 
 def reference_scale(m_sem_ref, m_style_ref, w: float | None = None) -> float:

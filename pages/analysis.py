@@ -4,7 +4,15 @@ from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, group_figure_name, run_analysis, scatter_name
+from cpdm.analysis.combinations import describe_combination
+from cpdm.analysis.report import (
+    RELEASE_SCORE_NOTE,
+    AnalysisOptions,
+    campaign_fingerprint,
+    group_figure_name,
+    run_analysis,
+    scatter_name,
+)
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import latest_rated_campaign_id
 from cpdm.ui import pick_campaign, require_researcher, session_cached
@@ -42,6 +50,8 @@ st.caption(
     f"{counts['excluded_flagged']} from flagged raters excluded; {counts['simulated_raters']} simulated raters "
     f"{'excluded' if exclude_simulated else 'included'}. Intervals: {options.intervals()}."
 )
+if analysis.data.backbones:
+    st.caption(f"Metric scores: {describe_combination(*analysis.data.backbones)}.")
 for note in analysis.notes:
     st.warning(note)
 
@@ -105,6 +115,7 @@ if analysis.variants is not None and len(analysis.variants):
     st.markdown("Did unlearning reduce infringement? Mean CM and the human 'copy' judgement per variant; a pair is "
                 f"judged a copy when its mean rating is at least {analysis.data.copy_threshold(options.target):g} "
                 "(the first point above the middle of the question's scale).")
+    st.caption(RELEASE_SCORE_NOTE)
     st.dataframe(analysis.variants, hide_index=True, width="stretch")
     show_plot("variants")
     downloads("variants", analysis.variants, plot=True)

@@ -55,6 +55,14 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
     by_variant = variants.set_index("variant")
     assert by_variant.loc[UNRELATED, "mean_copy_artists"] < by_variant.loc["original", "mean_copy_artists"] - 1
     assert bool(by_variant.loc[UNRELATED, "reduced_by_CM"]) and bool(by_variant.loc[UNRELATED, "reduced_by_artists"])
+    # The release's own number beside CM, per pair and per variant, computed here from the stored distances.
+    pairs = pd.read_csv(out / "tables" / "pairs.csv")
+    np.testing.assert_allclose(pairs["release_score"], (pairs["m_sem"] * pairs["m_style"]) ** 2, rtol=1e-12)
+    means = pairs.groupby("variant")["release_score"].mean()
+    np.testing.assert_allclose(by_variant.loc[means.index, "mean_release_score"], means, rtol=1e-12)
+    assert (by_variant["release_score_ci_low"] <= by_variant["mean_release_score"]).all()
+    assert (by_variant["mean_release_score"] <= by_variant["release_score_ci_high"]).all()
+    assert "release_score" in summary and "tiny:clip + tiny:vgg19 (not the paper's combination" in summary
 
 
 def test_analyze_one_group_and_default_folder(study, runner):
@@ -64,6 +72,22 @@ def test_analyze_one_group_and_default_folder(study, runner):
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
     assert set(agreement["group"]) == {"lay"}
     assert "group `lay`" in (out / "summary.md").read_text()
+
+
+def test_info_and_the_analysis_say_which_combination_a_campaign_uses_preferring_the_papers(study, runner):
+    listed = invoke(runner, study, "info")
+    assert listed.exit_code == 0, listed.output
+    assert ("campaign     study: scores of tiny:clip + tiny:vgg19 (not the paper's combination, "
+            "ViT-L-14/openai + cpdm-inception; tiny random-initialised models), 40 of 40 pairs") in listed.output
+    paper = ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
+    with study.transaction() as conn:  # the same pairs scored with the paper's backbones too
+        conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) "
+                     "SELECT pair, ?, ?, m_sem, m_style FROM scores", paper)
+    listed = invoke(runner, study, "info", "--format", "json")
+    (campaign,) = json.loads(listed.output)["campaign_scores"]
+    assert (campaign["semantic"], campaign["style"], campaign["paper"]) == (*paper, True)
+    assert (campaign["pairs_scored"], campaign["pairs"], campaign["also"]) == (40, 40, ["tiny:clip + tiny:vgg19"])
+    assert run_analysis(study, "study", AnalysisOptions(n_boot=0)).data.backbones == paper
 
 
 def test_analysis_numbers_match_direct_computation(study):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cpdm.analysis.report import RELEASE_SCORE_NOTE
 from cpdm.rating.auth import create_rater
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 
@@ -50,6 +51,12 @@ def test_analysis_page_shows_tables_plots_and_downloads(study):
     assert set(agreement["group"]) == {"artists", "lay", "all"}
     assert set(agreement["question"]) == {"content", "style", "copy"}
     assert any("variant" in frame.columns and "original" in set(frame["variant"]) for frame in frames)
+    # Which backbones the numbers come from, and the release's own score beside CM in the benchmark.
+    assert "Metric scores: tiny:clip + tiny:vgg19 (not the paper's combination, ViT-L-14/openai + cpdm-inception" \
+        in text(at)
+    assert RELEASE_SCORE_NOTE in text(at)
+    benchmark = next(frame for frame in frames if "mean_release_score" in frame.columns)
+    assert {"release_score_ci_low", "release_score_ci_high", "mean_CM"} <= set(benchmark.columns)
     assert at.radio(key="analysis_metric").options == ["CM", "CM_w", "-m_sem", "-m_style"]
     # Every plot and table has its download.
     labels = [element.proto.label for element in at.get("download_button")]

@@ -12,6 +12,8 @@ from cpdm.analysis.combinations import paper_combination, plain_name
 from cpdm.analysis.report import AnalysisOptions, compare_campaign_combinations, run_analysis
 from cpdm.cli import cli
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.scoring.reader import load_reference_distances
+from cpdm.scoring.reference import store_reference_set
 
 PAPER = ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
 NOISE = ("tiny:dinov2", "tiny:csd")
@@ -19,18 +21,15 @@ BASE = ("tiny:clip", "tiny:vgg19")  # what the synthetic campaign is scored with
 
 
 def _copy_scores(ws, target: tuple[str, str], transform) -> None:
-    """Store scores and reference distances for another combination, derived from the base combination's."""
+    """Store scores and a recorded reference set for another combination, derived from the base combination's."""
     rng = np.random.default_rng(len(target[0]))
     with ws.transaction() as conn:
-        for table, key in (("scores", "pair"), ("reference_distances", "anchor, image")):
-            rows = conn.execute(f"SELECT {key}, m_sem, m_style FROM {table} WHERE semantic = ? AND style = ?",
-                                BASE).fetchall()
-            marks = ", ".join(["?"] * (len(rows[0]) + 2))
-            columns = f"{key}, semantic, style, m_sem, m_style"
-            conn.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES ({marks})",
-                [(*row[:-2], *target, *transform(row[-2], row[-1], rng)) for row in rows],
-            )
+        rows = conn.execute("SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", BASE).fetchall()
+        conn.executemany("INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
+                         [(pair, *target, *transform(sem, style, rng)) for pair, sem, style in rows])
+    reference = load_reference_distances(ws, *BASE)
+    rows = [(anchor, image, *transform(sem, style, rng)) for anchor, image, sem, style in reference.itertuples(False)]
+    store_reference_set(ws, *target, rows, baseline=None, definition="the base combination's reference pairs, transformed")
 
 
 @pytest.fixture

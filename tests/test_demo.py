@@ -17,6 +17,7 @@ from cpdm.demo import build as demo
 from cpdm.demo import painter
 from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
 from cpdm.rating.auth import hash_token, rater_for_token
+from cpdm.scoring.reference import REFERENCE_SAMPLE, load_reference_record
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image
@@ -148,7 +149,10 @@ def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_
     assert raters_with_ratings == [(1, simulated_id)]
     n_pairs = _rows(demo_ws, "SELECT COUNT(*) FROM pairs")[0][0]
     scored = _rows(demo_ws, "SELECT semantic, style, COUNT(*) FROM scores GROUP BY semantic, style")
-    assert scored == [("tiny:ViT-L-14/openai", "tiny:vgg19", n_pairs)]
+    assert scored == [("tiny:ViT-L-14/openai", "tiny:cpdm-inception", n_pairs)]  # the paper's pair, tiny twins
+    record = load_reference_record(demo_ws, "tiny:ViT-L-14/openai", "tiny:cpdm-inception")
+    (anchors,), = _rows(demo_ws, "SELECT COUNT(*) FROM anchors")
+    assert record.anchors == anchors and record.pairs == anchors * REFERENCE_SAMPLE and record.x_ref > 0
 
     # A live demo artist still has the whole live campaign to rate (on a copy:
     # claiming a pair writes, and the shared demo must stay as built).

@@ -158,6 +158,36 @@ def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(p
     assert ensure_check_rate(ws, 0.0) == 0
 
 
+def test_each_run_counts_the_pairs_it_made_while_another_run_makes_pairs(prompted, pipeline, monkeypatch):
+    """A second run (other seeds, its own connection) runs whole in the middle of the first: each counts its own."""
+    from cpdm.generation import batch
+    from cpdm.store.workspace import open_workspace
+
+    ws, _, _ = prompted
+    other = open_workspace(ws.root)
+    encode = batch.encoded_images
+    reports = {}
+
+    def encode_then_let_the_other_run(pipe, request):
+        if len(reports) == 0 and ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] > 0:
+            reports["other"] = None  # the other run's own batches go straight through
+            reports["other"] = run_generation(other, settings=GenerationSettings(per_prompt=3, steps=2, height=32,
+                                                                                 width=32, seed=100),
+                                              offline_tiny=True, progress=False, pipeline=pipeline, check_rate=0.2)
+        return encode(pipe, request)
+
+    monkeypatch.setattr(batch, "encoded_images", encode_then_let_the_other_run)
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline, batch_size=1,
+                           check_rate=0.2)
+    second = reports["other"]
+    other.close()
+    kinds = dict(ws.conn.execute("SELECT kind = 'normal', COUNT(*) FROM pairs GROUP BY kind = 'normal'").fetchall())
+    assert (len(first.generated), len(second.generated)) == (6, 6)
+    assert (first.pairs, second.pairs) == (6, 6)  # not 12 for the first: the other run's pairs are not its own
+    assert first.pairs + second.pairs == kinds[1] == 12
+    assert first.check_pairs + second.check_pairs == kinds[0] > 0
+
+
 def test_the_default_prompts_are_the_latest_of_each_anchor(prompted, pipeline):
     from cpdm.store.rows import add_prompt
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cpdm.backbones import PAPER_COMBINATION
 from cpdm.cli import cli
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
@@ -110,6 +111,7 @@ def test_generate_and_score_jobs_make_the_rows_their_commands_make(ws, twin, run
     assert len(ours) == len(pair_rows(ws)) and [r[:3] for r in ours] == [r[:3] for r in theirs]
     assert [v for r in ours for v in r[3:]] == pytest.approx([v for r in theirs for v in r[3:]], rel=1e-5)
     assert result["pairs_scored"] == len(ours) and context.fraction == 1.0
+    assert (result["semantic"], result["style"]) == ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
     again, _ = run_kind(ws, "score", {"offline_tiny": True})
     assert again["pairs_scored"] == 0 and again["pairs_already_scored"] == len(ours)
 
@@ -383,6 +385,7 @@ def test_the_pipeline_queues_four_jobs_each_after_the_one_before(ws):
     assert generate["prompt_ids"] == [p for p, a in prompts if a in target] + [p for p, a in prompts if a not in target]
     assert generate["variant"] == name and generate["per_prompt"] == 2 and generate["height"] == 32
     assert score["variant"] == name and score["offline_tiny"]
+    assert (score["semantic"], score["style"]) == PAPER_COMBINATION  # the paper's metric unless told otherwise
     assert report["variant"] == name and report["vs"] == "original" and report["steps"] == 2
     assert default_variant_name("esd-x", "Van Gogh") == "esd-x-van-gogh"
 

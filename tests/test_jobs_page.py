@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cpdm.backbones import PAPER_COMBINATION
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
 from cpdm.jobs import queue
@@ -71,6 +72,9 @@ def test_a_generation_queued_on_the_page_is_run_by_a_worker_and_its_pairs_scored
     assert generate_job.device == "cpu"  # auto with the offline tiny models: any CPU worker
     assert score_job.kind == "score" and score_job.parents == [generate_job.id]
     assert score_job.params["variant"] == "original"
+    # Scored with the paper's metric unless told otherwise, here and in the page's Score form.
+    assert (score_job.params["semantic"], score_job.params["style"]) == PAPER_COMBINATION
+    assert (at.text_input(key="score_semantic").value, at.text_input(key="score_style").value) == PAPER_COMBINATION
     assert f"#{generate_job.id} generate with original: 2 prompts x 1" in text(at)
 
     with Worker(ws.root, name="page-test-worker", device="cpu") as worker:

@@ -78,6 +78,18 @@ def test_cm_paper_by_hand():
     assert metric.cm_paper(0.5, 2.0, 4.0) == pytest.approx(0.9375)
 
 
+def test_release_score_by_hand():
+    # The release's (M_sem · M_style)²: no Norm, no x_ref, no "1 −"; lower = closer.
+    assert metric.release_score(0.5, 0.2) == pytest.approx(0.01)  # (0.1)²
+    assert metric.release_score(2.0, 3.0) == pytest.approx(36.0)  # far apart: not clipped at 1, unlike CM
+    np.testing.assert_allclose(metric.release_score([0.0, 0.3, 1.5], [4.0, 0.1, 0.02]), [0.0, 9e-4, 9e-4])
+    # It ranks pairs in the opposite order to CM (while CM is not clipped).
+    sem, style = np.array([0.2, 0.6, 1.0]), np.array([0.3, 0.1, 0.2])
+    assert np.array_equal(np.argsort(metric.release_score(sem, style)), np.argsort(-metric.cm_paper(sem, style, 10.0)))
+    with pytest.raises(MetricError, match="non-negative"):
+        metric.release_score(-0.1, 1.0)
+
+
 def test_weighted_form_at_w_0_half_1():
     sem, style = 4.0, 9.0
     assert metric.combined_distance(sem, style, 0.0) == pytest.approx(9.0)  # style only

@@ -11,8 +11,10 @@ from cpdm.analysis.resampling import mean_interval
 from cpdm.cli import cli
 from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
+from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE
 from cpdm.generation.batch import generation_params
-from cpdm.scoring.engine import REFERENCE_SAMPLE, build_engine
+from cpdm.scoring.reader import backbone_keys
+from cpdm.scoring.reference import REFERENCE_SAMPLE, store_reference_set
 from cpdm.store.images import store_pil_image
 from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs
 from cpdm.analysis.unlearning import ReportSettings, concept_matches, seed_runs, split_prompts, unlearning_report
@@ -74,7 +76,7 @@ def _scored_study(ws) -> dict:
     follow from DISTANCES by hand. Returns the normal pair of each
     (artist, variant, anchor number, seed).
     """
-    semantic, style = build_engine(ws, offline_tiny=True).combination_keys()[0]
+    semantic, style = backbone_keys(DEFAULT_SEMANTIC, DEFAULT_STYLE, offline_tiny=True)  # what the report scores with
     variants = {"original": add_variant(ws, "original", base_model="offline-tiny", method="original"),
                 "erased": add_variant(ws, "erased", base_model="offline-tiny", method="uce", concepts=["Ada Target"])}
     image_seed, pair_of, anchors = 0, {}, []
@@ -100,12 +102,9 @@ def _scored_study(ws) -> dict:
                     conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, 1.0)",
                                  (pair, semantic, style, distance))
     images = [row[0] for row in ws.conn.execute("SELECT image FROM generations ORDER BY id")]
-    with ws.transaction() as conn:
-        for anchor in anchors:
-            conn.executemany(
-                "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-                "VALUES (?, ?, ?, ?, 1.0, 1.0)",
-                [(anchor, image, semantic, style) for image in images[:REFERENCE_SAMPLE]])
+    store_reference_set(ws, semantic, style, [(anchor, image, 1.0, 1.0) for anchor in anchors
+                                              for image in images[:REFERENCE_SAMPLE]],
+                        baseline=None, definition="by hand: every pair 1 x 1")
     return pair_of
 
 
@@ -146,6 +145,12 @@ def test_the_report_gives_the_hand_computed_means_changes_and_copy_ratings(ws):
     assert retain["cm"] == pytest.approx(0.75)
     assert retain["cm_baseline"] == pytest.approx(2.5 / 3)
     assert retain["change"] == pytest.approx(0.75 - 2.5 / 3)
+    # The release's own number, (M_sem · M_style)² with M_style = 1: the distance squared, no x_ref.
+    assert target["release_score"] == pytest.approx((1 + 0.25 + 1) / 3)
+    assert target["release_score_baseline"] == pytest.approx((0 + 0 + 0.25) / 3)
+    assert retain["release_score"] == pytest.approx(0.25)
+    assert retain["release_score_baseline"] == pytest.approx((0.25 + 0 + 0.25) / 3)
+    assert target["release_score_low"] <= target["release_score"] <= target["release_score_high"]
     # Copy means: per pair over raters not flagged, then over the rated pairs of the set.
     assert target["copy_baseline"] == pytest.approx((5 + 3.5) / 2)
     assert target["copy"] == pytest.approx(2.0) and target["rated"] == 1

@@ -33,22 +33,31 @@ from cpdm.analysis import data as data_module
 from cpdm.analysis.calibration import calibrate
 from cpdm.analysis.correlation import weighted_spearman
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
+from cpdm.backbones import PAPER_COMBINATION, is_paper_combination, key_name_and_mode
 from cpdm.errors import CpdmError
 
-PAPER_COMBINATION = ("ViT-L-14/openai", "cpdm-inception")
 COLUMNS = ["group", "semantic", "style", "paper", "w", "rho_oof", "ci_low", "ci_high",
            "diff_vs_paper", "diff_low", "diff_high", "pairs", "anchors"]
 
 
 def plain_name(key: str) -> str:
     """A stored backbone key without its mode prefix (``tiny:vgg19`` -> ``vgg19``)."""
-    head, sep, rest = key.partition(":")
-    return rest if sep and head in ("tiny", "random") else key
+    return key_name_and_mode(key)[0]
+
+
+def describe_combination(semantic: str, style: str) -> str:
+    """A combination's stored keys in words, saying whether it is the paper's (the CPDM release's backbones)."""
+    if is_paper_combination(semantic, style):
+        kind = "the paper's combination"
+    else:
+        kind = f"not the paper's combination, {' + '.join(PAPER_COMBINATION)}"
+    tiny = "; tiny random-initialised models" if semantic.startswith("tiny:") else ""
+    return f"{semantic} + {style} ({kind}{tiny})"
 
 
 def paper_combination(combinations: list[tuple[str, str]]) -> tuple[str, str] | None:
     """The stored keys of the paper's combination among these, or None if it was not scored."""
-    return next((c for c in combinations if (plain_name(c[0]), plain_name(c[1])) == PAPER_COMBINATION), None)
+    return next((c for c in combinations if is_paper_combination(*c)), None)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis.agreement import agreement_table, check_level
 from cpdm.analysis.calibration import CalibrationResult, calibrate
-from cpdm.analysis.combinations import CombinationComparison, compare_loaded
+from cpdm.analysis.combinations import CombinationComparison, compare_loaded, describe_combination
 from cpdm.analysis.correlation import correlation_table, split_half_ceiling
 from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison, compare_groups
 from cpdm.analysis.plots import (
@@ -33,10 +33,14 @@ from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_
 from cpdm.analysis.variants import copy_threshold, variant_benchmark
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import ProtocolError, parse_protocol
+from cpdm.scoring.reference import unavailable_reason
 from cpdm.store.time import format_time, utc_now
 
 DEFAULT_TARGET = "copy"
 DEFAULT_CALIBRATION_GROUP = "artists"
+RELEASE_SCORE_NOTE = ("`release_score` = (M_sem · M_style)² per pair, the number the CPDM release reports (its mean over "
+                      "pairs; no Norm, no 1 −; lower = closer to the anchor), to lay beside the paper's tables; CM is "
+                      "cpdm's calibrated form of the same product.")
 
 
 @dataclass
@@ -284,7 +288,7 @@ def default_report_dir(ws, campaign: str) -> Path:
 
 def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
     """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
-    from cpdm.metric import cm_paper, cm_weighted
+    from cpdm.metric import cm_paper, cm_weighted, release_score
 
     options = options or AnalysisOptions()
     data = load_campaign(ws, campaign, options)
@@ -303,6 +307,8 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
         pairs = pairs.merge(scores.rename(columns={"human": f"human_{group}", "n_ratings": f"n_{group}"}),
                             on="pair", how="left")
 
+    # The release's own number beside CM (no Norm, no reference scale): NaN where a pair has no scores.
+    pairs["release_score"] = release_score(pairs["m_sem"].to_numpy(), pairs["m_style"].to_numpy())
     metrics: list[str] = []
     x_ref, x_ref_source = _paper_scale(pairs, data.reference)
     calibration = None
@@ -313,7 +319,9 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
         notes.append("the reference scale is 0 (all distances are 0); correlations are left out")
     else:
         if x_ref_source == "campaign pairs":
-            notes.append("no reference (mismatched) distances: x_ref is the median over the campaign's own pairs")
+            reason = unavailable_reason(ws, *data.backbones)
+            notes.append(f"no reference set for these backbones ({reason}); until then x_ref is the median over the "
+                         "campaign's own pairs")
         scored = pairs["m_sem"].notna() & pairs["m_style"].notna()
         pairs.loc[scored, "CM"] = cm_paper(pairs.loc[scored, "m_sem"].to_numpy(), pairs.loc[scored, "m_style"].to_numpy(), x_ref)
         metrics.append("CM")
@@ -358,7 +366,8 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
         else:
             pairs_for_table = pairs
         variants = variant_benchmark(pairs_for_table, raw_copy, data.copy_threshold(options.target), metric=metric,
-                                     n_boot=options.n_boot, seed=options.seed, resample=options.resample)
+                                     n_boot=options.n_boot, seed=options.seed, resample=options.resample,
+                                     also=("release_score",))
 
     comparisons = compare_questions(data, options, notes) if data.backbones is not None else []
     combinations = None
@@ -577,11 +586,13 @@ def summary_markdown(analysis: Analysis) -> str:
         + (" excluded." if not options.include_simulated else " included."),
         f"- Target question: `{options.target}`; human score = "
         + ("mean of per-rater z-scores." if options.zscore else "mean rating per pair."),
-        f"- Backbones: {analysis.data.backbones[0]} + {analysis.data.backbones[1]}" if analysis.data.backbones
+        f"- Backbones: {describe_combination(*analysis.data.backbones)}" if analysis.data.backbones
         else "- Backbones: none (no scores)",
     ]
     if analysis.x_ref is not None:
         lines.append(f"- Paper CM reference scale x_ref = {analysis.x_ref:.4g} (from {analysis.x_ref_source}).")
+    if analysis.data.backbones:
+        lines.append(f"- {RELEASE_SCORE_NOTE}")
     lines.append(f"- Intervals: {options.intervals()} (every interval: alpha, correlations, noise ceiling, "
                  "calibration and the benchmark by variant).")
     lines += ["", "## Agreement (Krippendorff's alpha, " + options.level + ")", "",
@@ -618,7 +629,7 @@ def summary_markdown(analysis: Analysis) -> str:
                   "paired bootstrap (the same resamples of anchors for both groups), on anchors both groups rated.",
                   "", markdown_table(analysis.group_table().drop(columns=["interval"]))]
     if analysis.variants is not None and len(analysis.variants):
-        columns = ["variant", "pairs", "mean_CM"] + [c for c in analysis.variants.columns
+        columns = ["variant", "pairs", "mean_CM", "mean_release_score"] + [c for c in analysis.variants.columns
                                                       if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
         lines += ["## Benchmark by model variant", "",
                   f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ "

@@ -193,6 +193,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
         for model in (variant, baseline):
             frame = _scored_frame(ws, generations[(name, model.name)], split[name], scored.semantic, scored.style)
             frame["cm"] = metric.cm_paper(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy(), x_ref)
+            frame["release_score"] = metric.release_score(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy())
             frame["copy"] = frame["pair"].map(copy_means(ws, frame["pair"]))
             frames[model.name] = frame
         ours, theirs = frames[variant.name], frames[baseline.name]
@@ -211,8 +212,38 @@ def unlearning_report(ws, variant_name: str, vs: str = "original", settings: Rep
             "rated": int(ours["copy"].notna().sum()),
             "anchors": int(ours["anchor"].nunique()),
             "interval": describe_intervals(settings.resample, settings.n_boot),
+            **release_score_columns(ours, theirs, settings),
         })
     return pd.DataFrame(rows)
+
+
+# --- The CPDM release's own number beside CM ------------------------------------------------------------
+
+def release_score_columns(ours: pd.DataFrame, theirs: pd.DataFrame, settings: ReportSettings) -> dict:
+    """Mean release score (M_sem · M_style)² of the variant and the baseline, with intervals like CM's.
+
+    The number the CPDM release reports (no Norm, lower = closer), so a row
+    can be laid beside the paper's tables; :func:`cpdm.metric.release_score`.
+    """
+    mean, low, high = mean_with_interval(ours["release_score"], ours["anchor"], settings)
+    base, base_low, base_high = mean_with_interval(theirs["release_score"], theirs["anchor"], settings)
+    return {"release_score": mean, "release_score_low": low, "release_score_high": high,
+            "release_score_baseline": base, "release_score_baseline_low": base_low,
+            "release_score_baseline_high": base_high}
+
+
+def format_release_scores(table: pd.DataFrame) -> list[str]:
+    """One line per set: the variant's and the baseline's mean release score with intervals."""
+    lines = ["release_score = mean (M_sem*M_style)^2, the CPDM release's number (no Norm; lower = closer):"]
+    for row in table.itertuples():
+        variant = _cell(row.release_score, row.release_score_low, row.release_score_high)
+        baseline = _cell(row.release_score_baseline, row.release_score_baseline_low, row.release_score_baseline_high)
+        lines.append(f"{row.set:<7} variant {variant}   baseline {baseline}")
+    return lines
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    return f"{mean:.4g}" + (f" [{low:.4g}, {high:.4g}]" if np.isfinite(low) else "")
 
 
 def format_report(table: pd.DataFrame) -> str:
@@ -231,6 +262,7 @@ def format_report(table: pd.DataFrame) -> str:
             f"{row.copy:6.2f} {row.copy_baseline:9.2f}  {row.generations}"
         )
     lines.append("target: lower CM is better (the concept is copied less); retain: CM should stay.")
+    lines += format_release_scores(table)
     if len(table):
         lines.append(f"intervals: {table['interval'].iloc[0]}")
     return "\n".join(lines)

@@ -44,24 +44,39 @@ def workspace_counts(ws) -> dict[str, int]:
 def info(workspace, output_format):
     """Show where the workspace is and how many anchors, generations, ratings... it holds.
 
+    For each campaign it also says which backbone combination its numbers
+    use (the one `cpdm analyze` and the Analysis page choose) and whether
+    that is the paper's (ViT-L-14/openai + cpdm-inception).
+
     \b
     Example:
       cpdm info --workspace studies/monet
       cpdm info --format json
     """
+    from cpdm.analysis.combinations import describe_combination
+    from cpdm.analysis.data import campaign_combinations
+
     ws = open_ws(workspace)
     version = ws.conn.execute("PRAGMA user_version").fetchone()[0]
     counts = workspace_counts(ws)
+    campaigns = campaign_combinations(ws)
     if output_format == "json":
-        click.echo(
-            json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo, "counts": counts})
-        )
+        click.echo(json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo,
+                               "counts": counts, "campaign_scores": campaigns}))
         return
     width = max(len(name) for name in (*INFO_TABLES, "workspace")) + 2
     click.echo(f"{'workspace':<{width}}{ws.root}{'  (demo)' if ws.is_demo else ''}")
     click.echo(f"{'schema':<{width}}version {version}")
     for table, count in counts.items():
         click.echo(f"{table:<{width}}{count}")
+    for campaign in campaigns:
+        if campaign["semantic"] is None:
+            used = "no scores yet (cpdm score)"
+        else:
+            used = (f"scores of {describe_combination(campaign['semantic'], campaign['style'])}, "
+                    f"{campaign['pairs_scored']} of {campaign['pairs']} pairs")
+            used += f"; also scored: {', '.join(campaign['also'])}" if campaign["also"] else ""
+        click.echo(f"{'campaign':<{width}}{campaign['campaign']}: {used}")
 
 
 @cli.group()

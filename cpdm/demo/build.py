@@ -41,7 +41,7 @@ A campaign named ``demo`` covers every pair (two ratings per pair per role),
 and invite links are made for one researcher, two artists and two lay raters.
 A second, closed campaign ``demo-simulated`` over the same pairs is rated by
 simulated raters (``raters.simulated = 1``), and every pair is scored with the
-tiny random-initialised models, so the analysis pages and ``cpdm analyze`` /
+tiny random-initialised twins of the paper's backbones, so the analysis pages and ``cpdm analyze`` /
 ``cpdm calibrate --campaign demo-simulated`` have data on a fresh clone.
 
 Everything is deterministic for a given seed: the same seed gives
@@ -329,10 +329,14 @@ def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
 
 
 def add_tiny_scores(ws) -> None:
-    """Step 7: score every pair with the tiny random-initialised models (``tiny:`` backbones).
+    """Step 7: score every pair with the tiny random-initialised twins of the default backbones (``tiny:`` keys).
 
+    The defaults are the CPDM release's metric (CLIP ViT-L-14/openai and the
+    release's InceptionV3, ``cpdm-inception``), so the demo shows the paper's
+    combination; the Inception twin is the full network with random weights.
     Their numbers only show the pipeline working; real studies score with
-    real weights (``cpdm score``).
+    real weights (``cpdm score``). The baseline's generations also define
+    CM's reference set here.
     """
     from cpdm.scoring.engine import score_pairs
 

@@ -345,8 +345,8 @@ def create_synthetic_campaign(
                 "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
                 [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)],
             )
-            if reference:
-                _add_reference_distances(conn, rng, semantic, style)
+        if reference:
+            _add_reference_set(ws, rng, semantic, style)
     if checks:
         pair_ids += make_check_pairs(ws, anchors)
     return create_campaign(ws, name, pair_ids)
@@ -374,11 +374,13 @@ def _synthetic_anchor(ws, rng: np.random.Generator, number: int) -> int:
     return add_anchor(ws, image, artist=f"artist {number % 4 + 1}", title=f"work {number}", category="style")
 
 
-def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:
-    """Mismatched distances: each anchor against the generations of the next two anchors."""
-    anchors = [r[0] for r in conn.execute("SELECT id FROM anchors ORDER BY id")]
+def _add_reference_set(ws, rng, semantic: str, style: str) -> None:
+    """A recorded synthetic reference set: each anchor against the generations of the next two anchors."""
+    from cpdm.scoring.reference import store_reference_set
+
+    anchors = [r[0] for r in ws.conn.execute("SELECT id FROM anchors ORDER BY id")]
     images = {
-        anchor: [r[0] for r in conn.execute(
+        anchor: [r[0] for r in ws.conn.execute(
             "SELECT g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE p.anchor = ?", (anchor,))]
         for anchor in anchors
     }
@@ -389,10 +391,7 @@ def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:
             if other == anchor:
                 continue
             for image in images[other]:
-                rows.append((anchor, image, semantic, style, float(1.2 * np.exp(rng.normal(0, 0.2))),
+                rows.append((anchor, image, float(1.2 * np.exp(rng.normal(0, 0.2))),
                              float(0.06 * np.exp(rng.normal(0, 0.3)))))
-    conn.executemany(
-        "INSERT OR IGNORE INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    store_reference_set(ws, semantic, style, rows, baseline=None, replace=True,
+                        definition="synthetic: each anchor against the generations of the next two anchors")

@@ -155,7 +155,8 @@ def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSe
 
 
 def ensure_check_rate(ws, rate: float) -> int:
-    """Add attention-check pairs until they are ``rate`` of all pairs (anchors in id order); returns how many were added."""
+    """Add attention-check pairs until they are ``rate`` of all pairs (anchors in id order); returns how many this
+    call inserted."""
     if rate <= 0:
         return 0
     normal = ws.conn.execute("SELECT COUNT(*) FROM pairs WHERE kind = 'normal'").fetchone()[0]
@@ -168,7 +169,10 @@ def ensure_check_rate(ws, rate: float) -> int:
         "(SELECT anchor FROM pairs WHERE kind = 'check_identical') ORDER BY anchor"
     ).fetchall()]
     chosen = candidates[: math.ceil((needed - checks) / 2)]
-    return len(make_check_pairs(ws, chosen)) if chosen else 0
+    created: list[int] = []
+    if chosen:
+        make_check_pairs(ws, chosen, created=created)
+    return len(created)
 
 
 def _auto_batch_size(device, per_prompt: int) -> int:
@@ -236,10 +240,10 @@ def run_generation(
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
     report.skipped = len(done)
-    normal_before, checks_before = _pair_counts(ws)
+    made: list[int] = []  # the normal pairs this run inserted (other runs may be making pairs at the same time)
     if done:  # a run killed after recording generations but before pairing them
-        make_pairs(ws, done)
-        ensure_check_rate(ws, check_rate)
+        make_pairs(ws, done, created=made)
+        report.check_pairs += ensure_check_rate(ws, check_rate)
     size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
     bar = progress_bar(len(todo), f"generating ({chosen.name})", unit="img", enabled=progress)
     try:
@@ -256,23 +260,15 @@ def run_generation(
                 size //= 2
                 continue
             report.generated += ids
-            report.ids.update(((item.prompt_id, item.seed), made) for item, made in zip(batch, ids))
-            make_pairs(ws, ids)
-            ensure_check_rate(ws, check_rate)
+            report.ids.update(((item.prompt_id, item.seed), made_id) for item, made_id in zip(batch, ids))
+            make_pairs(ws, ids, created=made)
+            report.check_pairs += ensure_check_rate(ws, check_rate)
             start += len(batch)
             bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
     finally:
         bar.close()
-        normal_after, checks_after = _pair_counts(ws)
-        report.pairs, report.check_pairs = normal_after - normal_before, checks_after - checks_before
+        report.pairs = len(made)
     return report
-
-
-def _pair_counts(ws) -> tuple[int, int]:
-    """(normal pairs, attention-check pairs) in the workspace."""
-    return ws.conn.execute(
-        "SELECT COUNT(*) FILTER (WHERE kind = 'normal'), COUNT(*) FILTER (WHERE kind != 'normal') FROM pairs"
-    ).fetchone()
 
 
 class _OutOfMemory(Exception):

@@ -407,8 +407,9 @@ def _score_parameters() -> list[Parameter]:
         Parameter("variant", "str", None, "score the pairs of this variant's generations"),
         Parameter("campaign", "str", None, "score the pairs of this campaign"),
         Parameter("pair_ids", "ids", None, "score these pairs"),
-        Parameter("semantic", "str", DEFAULT_SEMANTIC, "semantic backbone"),
-        Parameter("style", "str", DEFAULT_STYLE, "style backbone"),
+        # The defaults are the CPDM release's metric (its cpdm_metric.py); see cpdm.backbones.
+        Parameter("semantic", "str", DEFAULT_SEMANTIC, "semantic backbone (default: the CPDM release's CLIP)"),
+        Parameter("style", "str", DEFAULT_STYLE, "style backbone (default: the CPDM release's InceptionV3; or vgg19)"),
         Parameter("batch_size", "int", DEFAULT_BATCH_SIZE, "images per batch", minimum=1),
         Parameter("precision", "str", DEFAULT_PRECISION,
                   "auto: fp16 on CUDA where scores stay within 1e-3 of fp32; reduced: also bf16 on CPUs; fp32: always",
@@ -452,6 +453,7 @@ def _run_score(ws, params: dict, context) -> dict:
                          device=context.device, batch_size=params["batch_size"], offline_tiny=params["offline_tiny"],
                          precision=params["precision"], executor=context.executor)
     context.log(report.summary())
+    _log_notes(context, report.notes)
     return {"semantic": report.semantic, "style": report.style, "pairs_scored": report.pairs_scored,
             "pairs_already_scored": report.pairs_already_scored, "scores_written": report.scores_written,
             "reference_distances_added": report.reference_distances_added}

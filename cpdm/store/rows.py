@@ -405,8 +405,12 @@ def find_generation(ws, prompt: int, variant: int, seed: int, steps: int | None,
 # --------------------------------------------------------------------------
 
 
-def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]]) -> list[int]:
-    """Ids of the pairs (anchor, generation, image, kind), inserted where missing, in order."""
+def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]], created: list[int] | None = None) -> list[int]:
+    """Ids of the pairs (anchor, generation, image, kind), inserted where missing, in order.
+
+    ``created``, when given, receives the ids this call inserted (the
+    caller's own count, true while other processes make pairs too).
+    """
     ids = []
     for anchor, generation, image, kind in wanted:
         row = conn.execute(
@@ -417,22 +421,25 @@ def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]]) -> list[
                 "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, ?) RETURNING id",
                 (anchor, generation, image, kind),
             ).fetchone()
+            if created is not None:
+                created.append(row[0])
         ids.append(row[0])
     return ids
 
 
-def make_pairs(ws, generation_ids: Iterable[int]) -> list[int]:
+def make_pairs(ws, generation_ids: Iterable[int], created: list[int] | None = None) -> list[int]:
     """A normal pair (the generation's anchor against the generation) per generation; returns their ids.
 
     Idempotent: an existing pair's id is returned. Unknown generations are
-    refused before anything is written.
+    refused before anything is written. ``created``, when given, receives
+    the ids of the pairs this call inserted.
     """
     generation_ids = list(generation_ids)
     with ws.transaction() as conn:
-        return make_pairs_in(conn, generation_ids)
+        return make_pairs_in(conn, generation_ids, created)
 
 
-def make_pairs_in(conn, generation_ids: Iterable[int]) -> list[int]:
+def make_pairs_in(conn, generation_ids: Iterable[int], created: list[int] | None = None) -> list[int]:
     """:func:`make_pairs` inside the caller's write transaction."""
     wanted = []
     for generation in generation_ids:
@@ -443,10 +450,11 @@ def make_pairs_in(conn, generation_ids: Iterable[int]) -> list[int]:
         if row is None:
             raise CpdmError(f"unknown generation {generation!r}")
         wanted.append((row[0], generation, row[1], "normal"))
-    return _ensure_pairs(conn, wanted)
+    return _ensure_pairs(conn, wanted, created)
 
 
-def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None) -> list[int]:
+def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None,
+                        created: list[int] | None = None) -> list[int]:
     """:func:`make_check_pairs` inside the caller's write transaction."""
     anchor_ids = sorted(set(anchor_ids))
     images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
@@ -465,10 +473,11 @@ def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int,
             continue
         if images[other] != images[anchor]:
             wanted.append((anchor, None, images[other], "check_unrelated"))
-    return _ensure_pairs(conn, wanted)
+    return _ensure_pairs(conn, wanted, created)
 
 
-def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, int] | None = None) -> list[int]:
+def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, int] | None = None,
+                     created: list[int] | None = None) -> list[int]:
     """Attention-check pairs for these anchors, made where missing; returns their ids.
 
     Each anchor gets an identical check (the anchor against itself) and an
@@ -476,9 +485,10 @@ def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, i
     the next anchor in the list (or, for a single anchor, the next anchor in
     the workspace; none when the workspace has only one), or the one
     ``unrelated`` names for it. Ids come per anchor, identical first.
+    ``created``, when given, receives the ids of the pairs this call inserted.
     """
     with ws.transaction() as conn:
-        return make_check_pairs_in(conn, anchor_ids, unrelated)
+        return make_check_pairs_in(conn, anchor_ids, unrelated, created)
 
 
 def variant_pair_ids(ws, variant: int | str) -> list[int]:
