@@ -17,6 +17,7 @@ import streamlit as st
 
 from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, stored_image
 from cpdm.errors import CpdmError
+from cpdm.ui import gated_callback
 
 COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"
@@ -77,4 +78,4 @@ def show_pair(ws, rater, item) -> None:
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
     )
     st.html(PAGE_CSS)
-    _panel()(key=PANEL_KEY, data=data, on_submit_change=functools.partial(_on_submit, ws, rater))
+    _panel()(key=PANEL_KEY, data=data, on_submit_change=gated_callback(functools.partial(_on_submit, ws, rater)))
