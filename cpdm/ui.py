@@ -9,7 +9,11 @@ A page's full run starts in ``app.py``, but two kinds of run do not: a
 fragment's own rerun (``run_every``) and a widget's callback, which Streamlit
 calls before any page code. Both pass the same gate, through
 :func:`gated_fragment` and :func:`gated_callback`, so a revoked link stops
-working at the next run of anything.
+working at the next run of anything; a download made on demand
+(:func:`on_demand`) checks the same token before it is made.
+
+Images and plots go to the browser inside the page (:func:`show_png`), never
+at a ``/media/…`` address, which Streamlit serves to anyone who has it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import re
 
 import streamlit as st
 
+from cpdm.errors import CpdmError
 from cpdm.rating.auth import rater_for_token
+from cpdm.store.images import data_uri
 
 WORKSPACE_KEY = "cpdm_ws"
 RATER_KEY = "cpdm_rater"
@@ -50,6 +56,11 @@ def signed_in():
     return st.session_state.get(WORKSPACE_KEY), st.session_state.get(RATER_KEY)
 
 
+def _session_token() -> str | None:
+    """The invite token this session signs in with: the address's, else the one the session kept."""
+    return st.query_params.get("token") or st.session_state.get(TOKEN_KEY)
+
+
 def sign_in(ws):
     """The auth gate: the active rater this session's invite token belongs to, checked in the database now.
 
@@ -58,7 +69,7 @@ def sign_in(ws):
     replaces the session's rater, so a revoked link leaves nobody signed in.
     Returns None for a missing, unknown, malformed or revoked token.
     """
-    token = st.query_params.get("token") or st.session_state.get(TOKEN_KEY)
+    token = _session_token()
     rater = rater_for_token(ws, token)
     st.session_state[RATER_KEY] = rater
     if rater is not None:
@@ -125,6 +136,30 @@ def require_rater():
         st.error("This link is not valid.")
         st.stop()
     return ws, rater
+
+
+def on_demand(make):
+    """``make`` as a download button's data: called when the button is pressed, if the link still works.
+
+    Streamlit keeps a download's data at a ``/media/…`` address, open to
+    anyone who has it, from the moment the button is drawn; made on demand it
+    exists only after a signed-in researcher asks for it. Streamlit calls it
+    outside any script run, so it checks this session's token itself.
+    """
+    ws, _ = signed_in()
+    token = _session_token()
+
+    def make_for_signed_in():
+        if rater_for_token(ws, token) is None:
+            raise CpdmError("the link of this session is no longer valid")
+        return make()
+
+    return make_for_signed_in
+
+
+def show_png(png: bytes) -> None:
+    """A PNG (a plot) shown from its bytes inside the page: never at a ``/media/…`` address."""
+    st.image(data_uri(png, "image/png"))
 
 
 def session_cached(name: str, key, compute):
