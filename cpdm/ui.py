@@ -26,6 +26,7 @@ import streamlit as st
 from cpdm.errors import CpdmError
 from cpdm.rating.auth import rater_for_token
 from cpdm.store.images import data_uri
+from cpdm.store.workspace import open_workspace
 
 WORKSPACE_KEY = "cpdm_ws"
 RATER_KEY = "cpdm_rater"
@@ -144,14 +145,17 @@ def on_demand(make):
     Streamlit keeps a download's data at a ``/media/…`` address, open to
     anyone who has it, from the moment the button is drawn; made on demand it
     exists only after a signed-in researcher asks for it. Streamlit calls it
-    outside any script run, so it checks this session's token itself.
+    outside any script run, on a thread of its own, so it checks this
+    session's token itself, on a connection of its own (the session's
+    belongs to its script thread).
     """
     ws, _ = signed_in()
     token = _session_token()
 
     def make_for_signed_in():
-        if rater_for_token(ws, token) is None:
-            raise CpdmError("the link of this session is no longer valid")
+        with open_workspace(ws.root) as own:
+            if rater_for_token(own, token) is None:
+                raise CpdmError("the link of this session is no longer valid")
         return make()
 
     return make_for_signed_in
