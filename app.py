@@ -27,9 +27,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from cpdm.rating.auth import rater_for_token
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
+from cpdm.ui import TOKEN_KEY, WORKSPACE_KEY, sign_in
 
 st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
 
@@ -58,10 +58,10 @@ ROOT_URL_PATH = "home"
 def workspace():
     """This session's open workspace (one SQLite connection per browser session)."""
     path = os.environ.get("CPDM_WORKSPACE") or str(DEFAULT_WORKSPACE)
-    ws = st.session_state.get("cpdm_ws")
+    ws = st.session_state.get(WORKSPACE_KEY)
     if ws is None or st.session_state.get("cpdm_ws_path") != path:
         ws = open_workspace(path)
-        st.session_state["cpdm_ws"], st.session_state["cpdm_ws_path"] = ws, path
+        st.session_state[WORKSPACE_KEY], st.session_state["cpdm_ws_path"] = ws, path
     return ws
 
 
@@ -107,15 +107,11 @@ except CpdmError as exc:
 
 # The token comes from the invite link. Moving between pages drops the URL's
 # query string, so the session remembers the token and puts it back in the
-# URL (a refresh then still signs in). It is checked again on every run, so a
-# revoked link stops working at once.
-token = st.query_params.get("token") or st.session_state.get("cpdm_token")
-rater = rater_for_token(ws, token)
-st.session_state["cpdm_rater"] = rater
-if rater is not None:
-    st.session_state["cpdm_token"] = token
-    if st.query_params.get("token") != token:
-        st.query_params["token"] = token
+# URL (a refresh then still signs in). The gate checks it again on every run
+# (and fragments and callbacks pass it too), so a revoked link stops working at once.
+rater = sign_in(ws)
+if rater is not None and st.query_params.get("token") != st.session_state[TOKEN_KEY]:
+    st.query_params["token"] = st.session_state[TOKEN_KEY]
 if ws.is_demo:
     st.info("**Demo workspace**: tiny offline models and made-up ratings; nothing here is a real study.",
             icon=":material/science:")

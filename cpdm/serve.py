@@ -9,7 +9,10 @@ without the app's sign-in, until someone opened ``/``.
 Raters' servers run without Streamlit's file watcher; ``dev=True`` turns it on.
 The server runs in its own process group: stopping it stops Streamlit and
 anything it started, and a server started here never outlives the
-:func:`running_app` block (or the ``cpdm serve`` command) that started it.
+:func:`running_app` block (or the ``cpdm serve`` command) that started it,
+even one killed with SIGKILL: its process dies with its parent
+(:mod:`cpdm.app_process`). A start that finds an app left running on its port
+by an older ``cpdm serve`` names that app's PID.
 
 Example::
 
@@ -24,7 +27,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from cpdm import app_process
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import open_workspace, resolve_workspace_path
 
@@ -86,22 +89,25 @@ def run_app_file(app: str | os.PathLike | None = None) -> None:
     exec(code, {"__name__": "__main__", "__file__": str(path)})  # noqa: S102
 
 
-def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False) -> list[str]:
-    """The command line that serves ``script`` headless on ``host:port``.
+def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
+                      starter_pid: int | None = None) -> list[str]:
+    """The command line that serves ``script`` headless on ``host:port``, in a process that dies with its starter.
 
-    Usage statistics are off (no network), and the toolbar is in viewer mode
-    so raters see no developer menu or "Deploy" button. The file watcher is
-    off: watching a checkout (with its virtual environment) costs raters
-    several times the CPU and floods the terminal. ``dev`` turns it on, with
-    reruns on save, watching the cpdm package and the app's pages.
+    ``starter_pid`` is the process that will start it (default: this one);
+    see :mod:`cpdm.app_process`. Usage statistics are off (no network), and
+    the toolbar is in viewer mode so raters see no developer menu or "Deploy"
+    button. The file watcher is off: watching a checkout (with its virtual
+    environment) costs raters several times the CPU and floods the terminal.
+    ``dev`` turns it on, with reruns on save, watching the cpdm package and
+    the app's pages.
     """
     if dev:
         watch = ["--server.fileWatcherType", "auto", "--server.runOnSave", "true",
                  "--server.folderWatchList", str(Path(__file__).resolve().parent)]
     else:
         watch = ["--server.fileWatcherType", "none", "--server.runOnSave", "false"]
-    return [
-        sys.executable, "-m", "streamlit", "run", str(script),
+    return app_process.command(os.getpid() if starter_pid is None else starter_pid, [
+        "run", str(script),
         "--server.port", str(port),
         "--server.address", host,
         "--server.headless", "true",
@@ -111,7 +117,7 @@ def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False) 
         # CPU with the app's modules loaded, which a rater waits for after every submit.
         "--runner.postScriptGC", "false",
         *watch,
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -124,7 +130,19 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise CpdmError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (is another app running? use --port)") from exc
+            raise CpdmError(f"cannot serve on {host}:{port}: {_why_port_is_taken(port, exc)}") from exc
+
+
+def _why_port_is_taken(port: int, error: OSError) -> str:
+    """Why binding ``port`` failed, naming the cpdm app that holds it if it is one (and whether it was left behind)."""
+    holder = app_process.port_holder(port)
+    if holder is None or not holder.is_cpdm_app(entry_script()):
+        return f"{error.strerror or error} (is another app running? use --port)"
+    if holder.is_orphan():
+        return (f"an earlier cpdm app (PID {holder.pid}) still serves it, left running when the `cpdm serve` that "
+                f"started it ended. Stop it with `kill {holder.pid}`, or use --port")
+    return (f"another cpdm app (PID {holder.pid}, started by PID {holder.parent_pid}) serves it; stop that one "
+            "first, or use --port")
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -167,7 +185,9 @@ def start_app(
     The workspace must exist (it is opened, and upgraded if old, first so a
     bad one fails here with a clear message rather than inside the app).
     ``stdout`` receives the server's output (default: this process's);
-    ``dev`` turns on Streamlit's file watcher.
+    ``dev`` turns on Streamlit's file watcher. The server dies with this
+    process, and on Linux with the calling thread: call it from a thread
+    that lives as long as the server (see :mod:`cpdm.app_process`).
     """
     app = (Path(app) if app is not None else find_app()).resolve()
     root = resolve_workspace_path(workspace).absolute()

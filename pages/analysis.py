@@ -15,7 +15,7 @@ from cpdm.analysis.report import (
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import latest_rated_campaign_id
-from cpdm.ui import pick_campaign, require_researcher, session_cached
+from cpdm.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
 ws, rater = require_researcher()
 
@@ -58,18 +58,18 @@ for note in analysis.notes:
 
 def show_plot(stem: str) -> None:
     """A plot, from the same PNG bytes its download button offers."""
-    st.image(analysis.png(stem))
+    show_png(analysis.png(stem))
 
 
 def downloads(stem: str, table=None, plot: bool = False) -> None:
-    """CSV and PNG download buttons for one table and/or plot."""
+    """CSV and PNG download buttons for one table and/or plot (their files made when pressed)."""
     columns = st.columns(4)
     if table is not None:
-        columns[0].download_button("Table (CSV)", table.to_csv(index=False), f"{campaign}-{stem}.csv", "text/csv",
-                                   key=f"csv_{stem}", icon=":material/download:")
+        columns[0].download_button("Table (CSV)", on_demand(lambda: table.to_csv(index=False)), f"{campaign}-{stem}.csv",
+                                   "text/csv", key=f"csv_{stem}", icon=":material/download:")
     if plot:
-        columns[1].download_button("Plot (PNG)", analysis.png(stem), f"{campaign}-{stem}.png", "image/png",
-                                   key=f"png_{stem}", icon=":material/download:")
+        columns[1].download_button("Plot (PNG)", on_demand(lambda: analysis.png(stem)), f"{campaign}-{stem}.png",
+                                   "image/png", key=f"png_{stem}", icon=":material/download:")
 
 
 st.header("Agreement")

@@ -19,7 +19,7 @@ from cpdm.analysis.report import (
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import latest_rated_campaign_id
-from cpdm.ui import pick_campaign, require_researcher, session_cached
+from cpdm.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
 ws, rater = require_researcher()
 
@@ -81,16 +81,17 @@ if result.x_ref_source != "reference pairs":
     st.warning("No reference (mismatched) distances: x_ref is the median over the campaign's own pairs.")
 st.dataframe(result.summary, hide_index=True, width="stretch")
 
-st.image(curve_png)
-# One row that sizes each button to its label (and wraps), so no label is cut off.
+show_png(curve_png)
+# One row that sizes each button to its label (and wraps), so no label is cut off. Files are made when pressed.
 buttons = st.container(horizontal=True)
-buttons.download_button("Weights (JSON)", weights.to_json(), f"{campaign}-weights.json", "application/json",
+buttons.download_button("Weights (JSON)", on_demand(weights.to_json), f"{campaign}-weights.json", "application/json",
                         key="cal_json", icon=":material/download:", help="Score with it: cpdm score --weights FILE")
-buttons.download_button("Curve (CSV)", result.curve.to_csv(index=False), f"{campaign}-calibration.csv", "text/csv",
-                        key="cal_csv", icon=":material/download:")
-buttons.download_button("Summary (CSV)", result.summary.to_csv(index=False), f"{campaign}-calibration-summary.csv",
-                        "text/csv", key="cal_summary_csv", icon=":material/download:")
-buttons.download_button("Plot (PNG)", curve_png, f"{campaign}-calibration.png", "image/png",
+buttons.download_button("Curve (CSV)", on_demand(lambda: result.curve.to_csv(index=False)),
+                        f"{campaign}-calibration.csv", "text/csv", key="cal_csv", icon=":material/download:")
+buttons.download_button("Summary (CSV)", on_demand(lambda: result.summary.to_csv(index=False)),
+                        f"{campaign}-calibration-summary.csv", "text/csv", key="cal_summary_csv",
+                        icon=":material/download:")
+buttons.download_button("Plot (PNG)", on_demand(lambda: curve_png), f"{campaign}-calibration.png", "image/png",
                         key="cal_png", icon=":material/download:")
 if buttons.button("Record in workspace", key="cal_record", icon=":material/save:"):
     calibration_id = record_calibration(ws, chosen["id"], weights)
@@ -105,7 +106,7 @@ if comparison is not None:
     st.caption("Calibrated w and out-of-fold Spearman ρ (95% CI over anchors) per combination and rater group, on the "
                "pairs every combination scored; diff_vs_paper: ρ minus the paper's combination's, paired bootstrap.")
     st.dataframe(comparison.table, hide_index=True, width="stretch")
-    st.image(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
+    show_png(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
     for note in comparison.notes:
         st.caption(note)
 
@@ -125,7 +126,7 @@ if comparisons:
     st.dataframe([comparison.screen_row() for comparison in comparisons], hide_index=True, width="stretch")
     st.caption(f"Brackets: {comparisons[0].interval}.")
     shown = next((c for c in comparisons if c.question == target), comparisons[0])
-    st.image(figure_png(group_curves_figure(shown)))
+    show_png(figure_png(group_curves_figure(shown)))
 elif not notes:
     st.info("The comparison needs ratings from both artists and lay raters.")
 

@@ -6,6 +6,7 @@ Debian's (/usr/bin/chromium); Playwright never downloads a browser.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -70,6 +71,24 @@ def chromium_page(width: int = 1366, height: int = 900):
 
 # The rating panel on screen, once it is ready for answers (Playwright's CSS selectors pierce its shadow root).
 PANEL_READY = '.cpdm-panel[data-state="answering"]'
+
+
+# An image's source read back inside the page (a blob: or data: URL exists only there), as a data: URL.
+IMAGE_SOURCE_JS = """async (source) => {
+  const blob = await (await fetch(source)).blob();
+  return await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}"""
+
+
+def image_source_bytes(page, source: str) -> tuple[str, bytes]:
+    """The MIME type and bytes an image source (``blob:``, ``data:`` or http) gives inside ``page``."""
+    header, _, payload = page.evaluate(IMAGE_SOURCE_JS, source).partition(",")
+    return header.removeprefix("data:").removesuffix(";base64"), base64.b64decode(payload)
 
 
 def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int = 256):

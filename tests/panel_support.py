@@ -11,13 +11,15 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
+from cpdm.answer_panel import read_panel_message
+
 PANEL_EVENT = "submit"
 
 
 def panel(at: AppTest) -> dict | None:
-    """The data the page gave the rating panel on the last run (None when no panel is shown)."""
+    """The data the page gave the rating panel on the last run, images' bytes included (None when no panel is shown)."""
     found = at.get("bidi_component")
-    return json.loads(found[0].proto.json) if found else None
+    return read_panel_message(found[0].proto.bytes) if found else None
 
 
 def send_from_panel(at: AppTest, value: dict) -> AppTest:

@@ -61,6 +61,20 @@ def test_analysis_page_shows_tables_plots_and_downloads(study):
     # Every plot and table has its download.
     labels = [element.proto.label for element in at.get("download_button")]
     assert labels.count("Plot (PNG)") == 6 and labels.count("Table (CSV)") == 5
+    assert_nothing_at_media(at)
+
+
+def shown_image_urls(at) -> list[str]:
+    """The address of every image the page shows."""
+    return [image.url for element in at.get("image") for image in element.proto.imgs]
+
+
+def assert_nothing_at_media(at) -> None:
+    """Plots travel inside the page and downloads are made on demand: nothing waits at a /media/… address."""
+    urls = shown_image_urls(at)
+    assert urls and all(url.startswith("data:image/png;base64,") for url in urls)
+    buttons = [element.proto for element in at.get("download_button")]
+    assert buttons and all(not button.url and button.deferred_file_id for button in buttons)
 
 
 def test_analysis_page_switches_metric_and_method(study):
@@ -94,6 +108,7 @@ def test_calibration_page_shows_curve_and_exports_weights(study):
                                         "style only w=0"]
     labels = [element.proto.label for element in at.get("download_button")]
     assert sorted(labels) == ["Curve (CSV)", "Plot (PNG)", "Summary (CSV)", "Weights (JSON)"]
+    assert_nothing_at_media(at)
     at.button(key="cal_record").click().run()
     assert "recorded" in text(at)
     assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 1

@@ -16,7 +16,7 @@ import pytest
 
 from cpdm.rating.auth import create_rater
 from tests.browser_support import (
-    CHROMIUM, PANEL_READY, ROOT, app_server, launch_chromium, rater_world, shown_pair,
+    CHROMIUM, PANEL_READY, ROOT, app_server, image_source_bytes, launch_chromium, rater_world, shown_pair,
 )
 from tests.rating_fixtures import make_world
 
@@ -170,11 +170,13 @@ def test_the_images_shown_are_the_stored_files_byte_for_byte(ws, server, page):
         "SELECT an.image, p.image FROM pairs p JOIN anchors an ON an.id = p.anchor WHERE p.id = ?", (pair,)
     ).fetchone()
     for key, sha in (("original", anchor_sha), ("generated", shown_sha)):
-        url = page.locator(f'.cpdm-panel img[data-image="{key}"]').get_attribute("src")
-        response = page.request.get(f"{server}{url}" if url.startswith("/") else url)
-        assert response.headers["content-type"] == "image/png"
-        assert hashlib.sha256(response.body()).hexdigest() == sha
-        assert response.body() == ws.image_path(sha).read_bytes()
+        # The bytes travel inside the page, a blob: URL there (tests/test_access_browser.py: no address serves them).
+        source = page.locator(f'.cpdm-panel img[data-image="{key}"]').get_attribute("src")
+        assert source.startswith("blob:")
+        mime, body = image_source_bytes(page, source)
+        assert mime == "image/png"
+        assert hashlib.sha256(body).hexdigest() == sha
+        assert body == ws.image_path(sha).read_bytes()
 
 
 @pytest.mark.parametrize("width, height", [(1280, 720), (1366, 768)])

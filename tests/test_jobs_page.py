@@ -14,7 +14,7 @@ from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
 from cpdm.jobs import queue
 from cpdm.jobs.worker import Worker
-from cpdm.rating.auth import create_rater
+from cpdm.rating.auth import create_rater, revoke_rater
 from cpdm.store.rows import add_prompt, add_variant
 from cpdm.store.time import format_time, utc_now
 from tests.curation_support import add_anchors
@@ -24,10 +24,12 @@ PAGE = ROOT / "pages" / "jobs.py"
 
 
 def open_page(ws, role: str = "researcher") -> AppTest:
-    rater, _ = create_rater(ws, f"{role} of jobs", role)
+    """The page for a new rater of ``role``, signed in as ``app.py`` leaves a session (workspace, rater, token)."""
+    rater, token = create_rater(ws, f"{role} of jobs", role)
     at = AppTest.from_file(str(PAGE), default_timeout=120)
     at.session_state["cpdm_ws"] = ws
     at.session_state["cpdm_rater"] = rater
+    at.session_state["cpdm_token"] = token
     return at.run()
 
 
@@ -114,6 +116,20 @@ def test_cancel_and_retry_buttons_change_the_jobs_status(ws):
     assert job.status == "running" and job.cancel_requested  # the worker stops it at its next step
     assert "cancelling]" in text(at)
     assert f"cancel_{running.id}" not in [b.key for b in at.button]  # already being cancelled
+
+
+@pytest.mark.parametrize("button", ["cancel", "retry"])
+def test_a_revoked_researchers_click_changes_nothing_and_the_page_refuses(ws, button):
+    job_id = queue.enqueue(ws, "noop", {}, title="waiting")
+    if button == "retry":
+        queue.cancel(ws, job_id)
+    at = open_page(ws)
+    status = queue.get_job(ws, job_id).status
+    revoke_rater(ws, at.session_state["cpdm_rater"].id)  # from another tab, while this page is open
+    at.button(key=f"{button}_{job_id}").click().run()
+    assert not at.exception, at.exception
+    assert queue.get_job(ws, job_id).status == status
+    assert errors(at) == ["This page is for researchers."] and not at.button
 
 
 def test_a_retry_the_queue_refuses_is_shown_and_changes_nothing(ws):

@@ -5,6 +5,17 @@ given, the check and saving of what it sends); ``widget`` mounts it in a
 page (``panel.js`` and ``panel.css`` are its browser side).
 """
 
-from cpdm.answer_panel.model import Notice, PanelEvent, handle_event, nonce_for, panel_data, parse_event
+from cpdm.answer_panel.model import (
+    Notice,
+    PanelEvent,
+    PanelImage,
+    handle_event,
+    nonce_for,
+    panel_data,
+    panel_message,
+    parse_event,
+    read_panel_message,
+)
 
-__all__ = ["Notice", "PanelEvent", "handle_event", "nonce_for", "panel_data", "parse_event"]
+__all__ = ["Notice", "PanelEvent", "PanelImage", "handle_event", "nonce_for", "panel_data", "panel_message",
+           "parse_event", "read_panel_message"]

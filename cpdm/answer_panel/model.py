@@ -1,6 +1,14 @@
 """What the rating panel is given and what it sends back, without Streamlit.
 
-The panel (``panel.js``) shows one pair and holds the rater's answers in the
+The panel (``panel.js``) is given one message of bytes (:func:`panel_message`):
+the pair and its questions as JSON, then both images' bytes exactly as stored.
+The page makes each image a ``blob:`` URL, which exists only inside that
+page: no image of the study is ever at an address another visitor could
+open (Streamlit's ``/media/…`` serves anyone who has the address). Raw bytes
+rather than base64 ``data:`` URIs keep a pair of full-size images as fast as
+files fetched over HTTP.
+
+The panel shows one pair and holds the rater's answers in the
 browser; on Submit it sends one event::
 
     {"campaign": 1, "pair": 7, "nonce": "…", "answers": {"content": 4, …}}
@@ -15,6 +23,7 @@ nonce makes a resend harmless.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
@@ -24,6 +33,8 @@ MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # The keys that open each image full-window: "o"riginal and "g"enerated.
 IMAGE_SLOTS = (("original", "Original", "o"), ("generated", "AI image", "g"))
 ALREADY_SAVED = "Already saved: this pair was answered before."
+# A panel message starts with the length of its JSON part, as this many big-endian bytes.
+HEADER_SIZE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,14 @@ class Notice:
 
     kind: str
     text: str
+
+
+@dataclass(frozen=True)
+class PanelImage:
+    """An image for the panel: its bytes exactly as stored, and their MIME type."""
+
+    data: bytes
+    mimetype: str
 
 
 @dataclass(frozen=True)
@@ -111,14 +130,22 @@ def stored_image(ws, sha256: str) -> tuple[bytes, str]:
         raise CpdmError(f"image {sha256[:12]} cannot be read from {path}: {exc.strerror or exc}") from exc
 
 
-def panel_data(item, protocol, progress, image_urls: dict[str, str | None], nonce: str,
-               notice: Notice | None = None, round_: int = 0) -> dict:
-    """Everything the panel shows for one pair, as JSON-ready data.
+def panel_image(ws, sha256: str) -> PanelImage | None:
+    """A stored image for the panel, or None when its file cannot be read (the panel says so; the pair can be skipped)."""
+    try:
+        return PanelImage(*stored_image(ws, sha256))
+    except CpdmError:
+        return None
 
-    ``image_urls`` maps "original" and "generated" to URLs of the stored
-    bytes (None for an image that cannot be read: the panel says so, and the
-    rater can skip the pair). ``round_`` counts the submits handled in this session, so a
-    second refusal with the same notice still reaches the panel.
+
+def panel_data(item, protocol, progress, images: dict[str, PanelImage | None], nonce: str,
+               notice: Notice | None = None, round_: int = 0) -> dict:
+    """Everything the panel shows for one pair but the images' bytes, as JSON-ready data.
+
+    ``images`` maps "original" and "generated" to the images (None for one
+    that cannot be read); the data gives each one's MIME type and length in
+    bytes, None for a missing one. ``round_`` counts the submits handled in
+    this session, so a second refusal with the same notice still reaches the panel.
     """
     return {
         "campaign": item.campaign,
@@ -129,7 +156,9 @@ def panel_data(item, protocol, progress, image_urls: dict[str, str | None], nonc
             for q in protocol.questions
         ],
         "images": [
-            {"key": key, "label": label, "shortcut": shortcut, "url": image_urls[key]}
+            {"key": key, "label": label, "shortcut": shortcut,
+             "mime": None if images[key] is None else images[key].mimetype,
+             "length": None if images[key] is None else len(images[key].data)}
             for key, label, shortcut in IMAGE_SLOTS
         ],
         "progress": {"done": progress.done, "total": progress.total},
@@ -137,3 +166,29 @@ def panel_data(item, protocol, progress, image_urls: dict[str, str | None], nonc
         "max_skip_reason": MAX_SKIP_REASON,
         "round": round_,
     }
+
+
+def panel_message(data: dict, images: dict[str, PanelImage | None]) -> bytes:
+    """The bytes the panel is given: the length of ``data``'s JSON, the JSON, then each image's bytes in its order.
+
+    ``panel.js`` reads it back the way :func:`read_panel_message` does.
+    """
+    header = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    shown = [images[slot["key"]].data for slot in data["images"] if slot["length"] is not None]
+    return b"".join([len(header).to_bytes(HEADER_SIZE_BYTES, "big"), header, *shown])
+
+
+def read_panel_message(message: bytes) -> dict:
+    """:func:`panel_message` read back: the data, each image's bytes under ``"bytes"`` (None for a missing one)."""
+    size = int.from_bytes(message[:HEADER_SIZE_BYTES], "big")
+    data = json.loads(message[HEADER_SIZE_BYTES:HEADER_SIZE_BYTES + size])
+    offset = HEADER_SIZE_BYTES + size
+    for slot in data["images"]:
+        if slot["length"] is None:
+            slot["bytes"] = None
+            continue
+        slot["bytes"] = message[offset:offset + slot["length"]]
+        offset += slot["length"]
+    if offset != len(message):
+        raise CpdmError(f"the panel message has {len(message) - offset} bytes past its images")
+    return data

@@ -7,6 +7,10 @@
 // pair, or a notice after a refused submit); what the rater chose for a pair
 // is kept in `drafts` (this module lives as long as the page) so a notice
 // never wipes it.
+//
+// The panel is given bytes (cpdm.answer_panel.model.panel_message): the length
+// of a JSON part, the JSON, then the images' bytes as stored. Each image
+// becomes a blob: URL, which exists only inside this page.
 
 const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
@@ -22,6 +26,24 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const child of children) if (child) node.append(child);
   return node;
+}
+
+const HEADER_SIZE_BYTES = 4; // the JSON part's length, big-endian
+
+// The panel's data from its message, each image with a blob: URL of its bytes (url null for a missing one).
+function readMessage(message) {
+  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  const headerSize = view.getUint32(0);
+  const data = JSON.parse(new TextDecoder().decode(message.subarray(HEADER_SIZE_BYTES, HEADER_SIZE_BYTES + headerSize)));
+  let offset = HEADER_SIZE_BYTES + headerSize;
+  for (const image of data.images) {
+    image.url = null;
+    if (image.length === null) continue;
+    const bytes = message.subarray(offset, offset + image.length);
+    image.url = URL.createObjectURL(new Blob([bytes], { type: image.mime }));
+    offset += image.length;
+  }
+  return data;
 }
 
 function draftFor(data) {
@@ -46,7 +68,8 @@ function isTyping(event) {
 }
 
 export default function (component) {
-  const { data, parentElement, setTriggerValue } = component;
+  const { parentElement, setTriggerValue } = component;
+  const data = readMessage(component.data);
   const root = parentElement.querySelector(".cpdm-panel");
   const host = parentElement instanceof ShadowRoot ? parentElement.host : parentElement;
   const scroller = host.closest('[data-testid="stMain"]');
@@ -299,6 +322,7 @@ export default function (component) {
   for (const oldNonce of drafts.keys()) if (oldNonce !== data.nonce) drafts.delete(oldNonce);
 
   return () => {
+    for (const image of data.images) if (image.url) URL.revokeObjectURL(image.url);
     document.removeEventListener("keydown", onKey);
     window.removeEventListener("resize", refit);
     layoutObserver.disconnect();

@@ -1,22 +1,23 @@
 """The rating panel in a Streamlit page: a ``st.components.v2`` component from ``panel.js`` and ``panel.css``.
 
 The page calls :func:`show_pair` with the rater's current item. Images go to
-the browser as the stored files' bytes, unchanged, through Streamlit's media
-file server (``st.image`` would re-encode them as JPEG). A submit from the
+the browser as the stored files' bytes, unchanged, inside the panel's own
+message (:func:`cpdm.answer_panel.model.panel_message`): never at a
+``/media/…`` address, which Streamlit serves to anyone who has it, signed in
+or not (and ``st.image`` would re-encode them as JPEG). A submit from the
 panel reaches :func:`cpdm.answer_panel.model.handle_event` in a callback, so
 the same run that saves it draws the next pair.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 from importlib.resources import files
 
 import streamlit as st
 
-from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, stored_image
-from cpdm.errors import CpdmError
+from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, panel_image, panel_message
+from cpdm.ui import gated_callback
 
 COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"
@@ -39,23 +40,6 @@ def _panel():
     )
 
 
-def media_url(data: bytes, mimetype: str, slot: str) -> str:
-    """A URL that serves ``data`` byte for byte with ``mimetype`` (a data URI when no server runs)."""
-    from streamlit import runtime
-
-    if runtime.exists():
-        return runtime.get_instance().media_file_mgr.add(data, mimetype, f"{COMPONENT_NAME}.{slot}")
-    return f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def image_url(ws, sha256: str, slot: str) -> str | None:
-    """The URL of a stored image for the panel, or None when its file cannot be read."""
-    try:
-        return media_url(*stored_image(ws, sha256), slot)
-    except CpdmError:
-        return None
-
-
 def _on_submit(ws, rater) -> None:
     """Save the panel's submit before the page runs again, and keep what the rater must be told."""
     event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
@@ -70,11 +54,11 @@ def show_pair(ws, rater, item) -> None:
     from cpdm.rating.assignment import protocol_for
     from cpdm.rating.submit import rater_overall_progress
 
-    urls = {slot: image_url(ws, sha256, slot)
-            for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
+    images = {slot: panel_image(ws, sha256)
+              for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
     data = panel_data(
-        item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), urls, nonce_for(item, rater),
+        item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), images, nonce_for(item, rater),
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
     )
     st.html(PAGE_CSS)
-    _panel()(key=PANEL_KEY, data=data, on_submit_change=functools.partial(_on_submit, ws, rater))
+    _panel()(key=PANEL_KEY, data=panel_message(data, images), on_submit_change=gated_callback(functools.partial(_on_submit, ws, rater)))
