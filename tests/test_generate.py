@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cpdm.curation.prompts import add_manual_prompt
-from cpdm.store.rows import add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
 from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
@@ -133,6 +133,10 @@ def test_an_anchor_without_a_prompt_is_reported(prompted, pipeline, tmp_path):
     (GenerationSettings(steps=0), "--steps must be at least 1"),
     (GenerationSettings(guidance=float("nan")), "--guidance must be a finite number"),
     (GenerationSettings(height=30), "--height must be a positive multiple of 8"),
+    (GenerationSettings(seed=-1), "--seed must be from 0 to"),
+    (GenerationSettings(seed=MAX_SEED + 1, per_prompt=1), f"--seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (GenerationSettings(seed=MAX_SEED, per_prompt=2), f"--seed must be from 0 to {MAX_SEED - 1} with --per-prompt 2"),
+    (GenerationSettings(height=32, width=100_000), "width 100000 is beyond what this model supports"),
     (GenerationSettings(scheduler="warp-drive"), "unknown scheduler 'warp-drive'"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(prompted, settings, message):
@@ -141,6 +145,14 @@ def test_bad_settings_are_refused_before_anything_is_written(prompted, settings,
         run_generation(ws, settings=settings, offline_tiny=True, progress=False)
     assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
     assert _generations(ws) == []
+
+
+def test_the_largest_seed_the_workspace_records_is_generated_and_stored(prompted, pipeline):
+    ws, _, prompts = prompted
+    settings = GenerationSettings(per_prompt=2, steps=1, height=32, width=32, seed=MAX_SEED - 1)
+    run_generation(ws, prompt_ids=prompts[:1], settings=settings, offline_tiny=True, progress=False,
+                   pipeline=pipeline)
+    assert [row[2] for row in _generations(ws)] == [MAX_SEED - 1, MAX_SEED]
 
 
 def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused_and_no_variant_is_recorded(prompted, tmp_path):
@@ -243,3 +255,20 @@ def test_the_generate_command_reports_progress_and_bad_input(prompted, runner):
     assert result.exit_code == 1 and "error: unknown scheduler 'nope'" in result.output
     result = runner.invoke(cli, [*base, "--prompts", "1,x"])
     assert result.exit_code == 1 and "--prompts must be ids" in result.output
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--seed", "99999999999999999999"], f"error: --seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (["--height", "100000", "--width", "100000"],
+     "error: height 100000 is beyond what this model supports: at most 256 pixels (4 times the 64 it was trained at)"),
+])
+def test_a_seed_or_size_out_of_range_is_one_line_and_exit_1(prompted, runner, options, message):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--per-prompt", "1", *options])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+    assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0  # refused before anything is recorded

@@ -44,6 +44,7 @@ from cpdm.generation.pipeline import (
     TINY_BASE,
     TOKENIZER_MAX_LENGTH,
     ImageRequest,
+    check_image_size,
     encoded_images,
     resolve_dtype,
     variant_pipeline,
@@ -198,9 +199,11 @@ def run_generation(
     if executor is not None:  # a handle on the pipeline its workers build
         pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
                                      scheduler=settings.scheduler)
-    elif pipeline is None:
-        pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
-                                    offline_tiny=offline_tiny, scheduler=settings.scheduler)
+    else:
+        if pipeline is None:
+            pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
+                                        offline_tiny=offline_tiny, scheduler=settings.scheduler)
+        check_image_size(pipeline, settings.height, settings.width)  # before anything is recorded
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
     items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
