@@ -257,6 +257,18 @@ def test_the_generate_command_reports_progress_and_bad_input(prompted, runner):
     assert result.exit_code == 1 and "--prompts must be ids" in result.output
 
 
+@pytest.mark.parametrize("selection", ["", " , "])
+def test_an_empty_prompt_selection_is_an_error_not_all_prompts(prompted, runner, selection):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--height", "32", "--width", "32", "--prompts", selection])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --prompts names no ids; leave it out to use all of them"
+    assert _generations(ws) == []
+
+
 @pytest.mark.parametrize("options, message", [
     (["--seed", "99999999999999999999"], f"error: --seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
     (["--height", "100000", "--width", "100000"],
