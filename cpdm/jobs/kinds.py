@@ -68,11 +68,13 @@ def _as_number(value, integer: bool):
 
 
 def _as_list(value) -> list:
-    """A list from a list or tuple, or from text separated by commas."""
+    """A list from a list or tuple, from text separated by commas, or from one number (a list of one)."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, (list, tuple)):
         return list(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]  # `cpdm jobs add ... -p prompt_ids=1` reads the 1 as JSON: one id
     raise ValueError
 
 
