@@ -387,7 +387,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
         preserve=params["preserve"], images_dir=params["images_dir"], params=params[HYPERPARAMETERS],
         seed=params["seed"], device=context.device, precision=params["precision"],
         offline_tiny=params["offline_tiny"], resume=resume, checkpoint_every=params["checkpoint_every"],
-        job=context.job_id,
+        job=context.job_id, warn=lambda note: _log_notes(context, [note]),
     )
     context.log(f"variant {variant.name} ({variant.method}) {variant.status}")
     return _unlearn_result(variant, resume)
