@@ -6,9 +6,14 @@
 // Streamlit calls the default export again whenever the data changes (a new
 // pair, or a notice after a refused submit); what the rater chose for a pair
 // is kept in `drafts` (this module lives as long as the page) so a notice
-// never wipes it.
+// never wipes it. Streamlit runs the cleanup a call returns only when the
+// component unmounts, not before the next call, so each call first tears
+// down the panel drawn before it: otherwise that panel's key listener, timers
+// and "sending" state would live on and act on the pair shown now (resend an
+// old pair on Enter, refuse keys as "Saving…").
 
 const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
+const teardowns = new WeakMap(); // the element a panel is drawn in -> that panel's teardown
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
 const FLASH_MS = 450;
 
@@ -47,6 +52,7 @@ function isTyping(event) {
 
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
+  teardowns.get(parentElement)?.();
   const root = parentElement.querySelector(".cpdm-panel");
   const host = parentElement instanceof ShadowRoot ? parentElement.host : parentElement;
   const scroller = host.closest('[data-testid="stMain"]');
@@ -298,11 +304,14 @@ export default function (component) {
   document.addEventListener("keydown", onKey);
   for (const oldNonce of drafts.keys()) if (oldNonce !== data.nonce) drafts.delete(oldNonce);
 
-  return () => {
+  function teardown() {
     document.removeEventListener("keydown", onKey);
     window.removeEventListener("resize", refit);
     layoutObserver.disconnect();
     clearTimeout(resendTimer);
     clearTimeout(flashTimer);
-  };
+    if (teardowns.get(parentElement) === teardown) teardowns.delete(parentElement);
+  }
+  teardowns.set(parentElement, teardown);
+  return teardown;
 }

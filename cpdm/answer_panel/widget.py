@@ -22,6 +22,7 @@ COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"
 NOTICE_KEY = "cpdm_answer_panel_notice"
 ROUND_KEY = "cpdm_answer_panel_round"
+HANDLED_KEY = "cpdm_answer_panel_handled"  # set when a submit was saved before this run of the page
 PANEL_HTML = '<div class="cpdm-panel"></div>'
 # Streamlit leaves 6rem above the first element; the panel needs that room for the images.
 PAGE_CSS = "<style>[data-testid='stMainBlockContainer'] {padding-top: 3.25rem; padding-bottom: 1rem;}</style>"
@@ -56,13 +57,18 @@ def image_url(ws, sha256: str, slot: str) -> str | None:
         return None
 
 
-def _on_submit(ws, rater) -> None:
-    """Save the panel's submit before the page runs again, and keep what the rater must be told."""
-    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
-    if event is None:
-        return
+def _save(ws, rater, event) -> None:
+    """Save one submit from the panel, and keep what the rater must be told."""
     st.session_state[NOTICE_KEY] = handle_event(ws, rater, event)
     st.session_state[ROUND_KEY] = st.session_state.get(ROUND_KEY, 0) + 1
+    st.session_state[HANDLED_KEY] = True
+
+
+def _on_submit(ws, rater) -> None:
+    """Save the panel's submit before the page runs again."""
+    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
+    if event is not None:
+        _save(ws, rater, event)
 
 
 def show_pair(ws, rater, item) -> None:
@@ -70,6 +76,7 @@ def show_pair(ws, rater, item) -> None:
     from cpdm.rating.assignment import protocol_for
     from cpdm.rating.submit import rater_overall_progress
 
+    handled = st.session_state.pop(HANDLED_KEY, False)
     urls = {slot: image_url(ws, sha256, slot)
             for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
     data = panel_data(
@@ -77,4 +84,12 @@ def show_pair(ws, rater, item) -> None:
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
     )
     st.html(PAGE_CSS)
-    _panel()(key=PANEL_KEY, data=data, on_submit_change=functools.partial(_on_submit, ws, rater))
+    result = _panel()(key=PANEL_KEY, data=data, on_submit_change=functools.partial(_on_submit, ws, rater))
+    # Streamlit runs a widget's callback only if an earlier run of the session drew the widget. The
+    # first run of a new session has none: after a reconnect to a restarted server (or one that
+    # dropped the session while the rater was away), the panel's first submit arrives with that run
+    # and would be lost, the panel left waiting. It is still in what the panel returns: save it here.
+    missed = None if handled else result.get("submit")
+    if missed is not None:
+        _save(ws, rater, missed)
+        st.rerun()  # draw the next pair, as after a submit the callback saved
