@@ -18,7 +18,7 @@ import pytest
 
 from cpdm.rating.auth import create_rater
 from tests.browser_support import (
-    CHROMIUM, PANEL_READY, ROOT, STARTUP_TIMEOUT_S, app_server, launch_chromium, rater_world, shown_pair,
+    PANEL_READY, ROOT, STARTUP_TIMEOUT_S, app_server, launch_chromium, rater_world, require_chromium, shown_pair,
 )
 from tests.rating_fixtures import make_world
 
@@ -83,8 +83,7 @@ def restartable_app(workspace_root):
 
 @pytest.fixture
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
