@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.store.rows import MAX_SEED, add_variant, get_variant
@@ -153,6 +156,55 @@ def test_the_largest_seed_the_workspace_records_is_generated_and_stored(prompted
     run_generation(ws, prompt_ids=prompts[:1], settings=settings, offline_tiny=True, progress=False,
                    pipeline=pipeline)
     assert [row[2] for row in _generations(ws)] == [MAX_SEED - 1, MAX_SEED]
+
+
+class OutOfMemoryAbove:
+    """A stand-in pipeline that runs out of memory, as a GPU does, on batches of more than ``most`` images.
+
+    It raises torch's own out-of-memory error (on the CPU) and otherwise makes
+    one flat image per seed, its colour taken from the seed.
+    """
+
+    def __init__(self, most: int):
+        from cpdm.generation.pipeline import tiny_clip_tokenizer
+
+        self.most = most
+        self.tokenizer = tiny_clip_tokenizer()  # generation counts each prompt's tokens with it
+        self.device = torch.device("cpu")
+        self.batches: list[int] = []  # the size of every batch asked for, in order
+
+    def __call__(self, prompts, *, generator, **settings):
+        self.batches.append(len(prompts))
+        if len(prompts) > self.most:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(prompts)} images")
+        seeds = [g.initial_seed() for g in generator]
+        return SimpleNamespace(images=[Image.new("RGB", (32, 32), (seed % 256, 7, 7)) for seed in seeds])
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_until_it_fits(prompted):
+    ws, _, prompts = prompted
+    pipeline = OutOfMemoryAbove(most=1)
+    settings = GenerationSettings(per_prompt=4, steps=1, seed=10)
+    report = run_generation(ws, settings=settings, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert pipeline.batches == [4, 2, 1, 1, 1, 1, 1, 1, 1, 1]  # 4 and 2 ran out; the rest went one by one
+    rows = _generations(ws)
+    assert len(report.generated) == len(rows) == 8
+    assert sorted((prompt, seed) for prompt, _, seed, *_ in rows) == [(p, s) for p in prompts for s in (10, 11, 12, 13)]
+    for _, _, seed, _, _, image, _ in rows:  # each image is its own seed's
+        assert load_image(ws, image).getpixel((0, 0)) == (seed % 256, 7, 7)
+
+
+@pytest.mark.parametrize("batch_size, most", [(2, 1), (None, 0)], ids=["given --batch-size", "one image too many"])
+def test_out_of_memory_at_a_given_batch_size_or_at_one_image_is_a_clear_error(prompted, batch_size, most):
+    ws, _, _ = prompted
+    pipeline = OutOfMemoryAbove(most=most)
+    with pytest.raises(CpdmError) as caught:
+        run_generation(ws, settings=GenerationSettings(per_prompt=2, steps=1), batch_size=batch_size,
+                       offline_tiny=True, progress=False, pipeline=pipeline)
+    size = batch_size or 1
+    assert str(caught.value) == (f"out of GPU memory at batch size {size}; try a smaller --batch-size or "
+                                 "--height/--width")
+    assert pipeline.batches[-1] == size and _generations(ws) == []
 
 
 def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused_and_no_variant_is_recorded(prompted, tmp_path):

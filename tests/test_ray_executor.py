@@ -198,6 +198,22 @@ def test_a_task_that_keeps_dying_is_a_clear_error_and_keeps_what_was_stored(loca
 
 
 @pytest.mark.slow
+def test_a_worker_out_of_gpu_memory_is_a_clear_error_with_nothing_stored(local_ray, tmp_path):
+    switch_dir = local_ray
+    ws = prompted_workspace(tmp_path)
+    (switch_dir / ray_support.OUT_OF_MEMORY).touch()
+    try:
+        with pytest.raises(CpdmError) as caught:
+            run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, batch_size=3,
+                           executor=RayExecutor(num_gpus=0, max_retries=0))
+    finally:
+        (switch_dir / ray_support.OUT_OF_MEMORY).unlink()
+    assert str(caught.value) == "a Ray worker ran out of GPU memory; pass a smaller --batch-size (or --height/--width)"
+    assert generation_rows(ws) == []
+    ws.close()
+
+
+@pytest.mark.slow
 def test_asking_for_gpus_on_a_cluster_without_any_is_a_clear_error(local_ray, tmp_path):
     ws = prompted_workspace(tmp_path)
     with pytest.raises(CpdmError, match="has no GPUs"):
