@@ -227,3 +227,22 @@ def test_cli_unlearn_then_variants_list_and_show(ws, runner):
     assert refused.exit_code == 1 and "unknown unlearning method" in refused.output
     missing = runner.invoke(cli, ["variants", "show", "nope", "-w", str(ws.root)])
     assert missing.exit_code == 1 and "unknown variant 'nope'" in missing.output
+
+
+def test_variants_methods_lists_every_method_with_each_default_and_what_it_does(runner):
+    from cpdm.cli.unlearn_cmds import METHOD_HELP
+    from cpdm.unlearning import METHODS
+
+    result = runner.invoke(cli, ["variants", "methods"])
+    assert result.exit_code == 0, result.output
+    expected = []
+    for method in METHODS.values():
+        assert all(method.help.get(key) for key in method.defaults), f"{method.name}: a hyperparameter without help"
+        expected.append(f"{method.name}: {method.summary}")
+        expected += [f"    {key} = {value!r}    {method.help[key]}" for key, value in method.defaults.items()]
+    assert result.output.splitlines() == expected
+    assert "    lr = 1e-05    Adam learning rate" in expected  # esd-x's default, the original release's
+    # `cpdm unlearn --help` names every method there is, and no other.
+    listed = {name for line in METHOD_HELP.splitlines()[2:] if line.strip()
+              for name in line.strip().split("  ")[0].split(", ")}  # "esd-x, esd-u   ESD (...)"
+    assert listed == set(METHODS)
