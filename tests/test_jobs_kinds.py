@@ -17,7 +17,7 @@ from cpdm.jobs.context import JobCancelled, JobContext
 from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
 from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
-from cpdm.store.rows import add_prompt, add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
 from tests.curation_support import add_anchors, write_banks
 
@@ -281,6 +281,14 @@ def test_bad_parameters_are_refused_when_queued_and_nothing_is_written(ws, kind,
     with pytest.raises(CpdmError, match=message):
         queue.enqueue(ws, kind, params)
     assert queue.list_jobs(ws) == []
+
+
+@pytest.mark.parametrize("seed", [MAX_SEED - 8, str(MAX_SEED - 8)], ids=["number", "text"])
+def test_a_large_seed_is_kept_exactly(seed):
+    checked = get_kind("generate").check_params({"seed": seed})  # 9 images per prompt: the last is MAX_SEED
+    assert checked["seed"] == MAX_SEED - 8
+    with pytest.raises(CpdmError, match=f"--seed must be from 0 to {MAX_SEED - 8} with --per-prompt 9"):
+        get_kind("generate").check_params({"seed": MAX_SEED - 7})
 
 
 def test_checked_parameters_are_complete_and_converted():

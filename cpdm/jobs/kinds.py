@@ -57,6 +57,10 @@ def _as_number(value, integer: bool):
     """An int or a finite float from a number or its text; ValueError otherwise (never from a bool)."""
     if isinstance(value, bool):
         raise ValueError
+    if integer and isinstance(value, int):
+        return value  # exactly, however large (a float keeps only 53 bits: seeds are 63)
+    if integer and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
     number = float(value)
     if not math.isfinite(number):
         raise ValueError
