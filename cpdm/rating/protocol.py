@@ -199,6 +199,7 @@ def _parse_timing(data: dict) -> Timing:
 
 
 def _refuse_unknown(table: dict, known: tuple[str, ...], prefix: str = "") -> None:
+    """Refuse the first key of ``table`` not in ``known`` (``prefix``: where the table sits, for the message)."""
     unknown = [key for key in table if key not in known]
     if unknown:
         where = f" in '{prefix.rstrip('.')}'" if prefix else ""
