@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.needs import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,11 +54,16 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
+def require_chromium() -> None:
+    """Skip the calling test when chromium is not installed (fail it in CI, see ``tests/needs.py``)."""
+    if not CHROMIUM.exists():
+        unavailable("chromium", "run `make browser-deps`")
+
+
 @contextmanager
 def chromium_page(width: int = 1366, height: int = 900):
-    """A fresh browser page of the given viewport; skips the test when chromium is not installed."""
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
+    """A fresh browser page of the given viewport; skips the test when chromium is not installed (fails in CI)."""
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

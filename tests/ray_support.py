@@ -1,10 +1,12 @@
-"""Run inside Ray worker processes by the Ray tests: a switch that kills one generation task's worker once.
+"""Run inside Ray worker processes by the Ray tests: switches that make generation tasks fail.
 
 The tests start Ray with this module's :func:`install_crash_switch` as the
 workers' setup hook. While the file ``CRASH_ARMED`` exists in the folder
 named by ``$CPDM_TEST_CRASH_DIR``, the first worker to make images claims
 ``CRASHED`` (atomically, so only one does) and dies as a killed process
-would, before returning anything; Ray must then run the task again.
+would, before returning anything; Ray must then run the task again. While
+the file ``OUT_OF_MEMORY`` exists there, every worker's images fail with
+torch's out-of-memory error, as a GPU that runs out of memory raises it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 CRASH_DIR_VARIABLE = "CPDM_TEST_CRASH_DIR"
 ARMED = "CRASH_ARMED"
 CRASHED = "CRASHED"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
 
 
 def _should_crash() -> bool:
@@ -29,7 +32,7 @@ def _should_crash() -> bool:
 
 
 def install_crash_switch() -> None:
-    """Wrap ``generate_images`` in this worker so that an armed switch kills the process on its first call."""
+    """Wrap ``generate_images`` in this worker so that the switches above act on its calls."""
     from cpdm.generation import pipeline
 
     original = pipeline.generate_images
@@ -37,6 +40,10 @@ def install_crash_switch() -> None:
     def generate_images(*args, **kwargs):
         if _should_crash():
             os._exit(1)
+        if (Path(os.environ.get(CRASH_DIR_VARIABLE, "")) / OUT_OF_MEMORY).exists():
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (a test's switch)")
         return original(*args, **kwargs)
 
     pipeline.generate_images = generate_images

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from cpdm.rating.assignment import next_item
 from cpdm.rating.auth import create_rater, list_raters, rater_for_token, revoke_rater
 from cpdm.rating.campaigns import list_campaigns
-from tests.panel_support import answers_event, panel, send_from_panel, skip_event
+from tests.panel_support import answers_event, panel, send_from_panel, send_with_first_run, skip_event
 from tests.rating_fixtures import make_world
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -126,6 +126,27 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
     assert len(saved) == 9
     assert [v for p, q, v in saved if p == pending] == [4, 1, 2]  # content, copy, style: the second tab's answers
     assert sorted({p for p, _, _ in saved}) == sorted(done + [pending])
+
+
+def test_a_submit_that_comes_with_a_new_sessions_first_run_is_saved(ws, world, monkeypatch):
+    from cpdm.serve import APP_ENV, entry_script
+
+    rater, token = create_rater(ws, "ann", "artist")
+    at = consent(open_app(token))
+    pair, shown = current_pair(ws, rater), panel(at)
+    # The browser reconnects to a new session (the server restarted) and the rater presses Enter. The new
+    # session runs the app as `cpdm serve` does, from its entry script, on the page the browser shows.
+    monkeypatch.setenv(APP_ENV, APP)
+    served = AppTest.from_file(str(entry_script()), default_timeout=30)
+    served.query_params["token"] = token
+    fresh = send_with_first_run(served, at, answers_event(shown, ANSWERS))
+    assert not fresh.exception, fresh.exception
+    assert ratings(ws, rater) == [(pair, "content", 4), (pair, "copy", 1), (pair, "style", 2)]
+    next_pair = current_pair(ws, rater)
+    assert next_pair != pair and panel(fresh)["pair"] == next_pair and panel(fresh)["notice"] is None
+    # The next submit is saved once, by the callback, with no "Already saved" notice.
+    answer_and_submit(fresh, next_pair)
+    assert panel(fresh)["notice"] is None and len(ratings(ws, rater)) == 6
 
 
 def test_an_incomplete_answer_set_is_refused_and_the_pair_stays(ws, world):

@@ -18,6 +18,7 @@ from cpdm.analysis.calibration import (
     weight_grid,
 )
 from cpdm.analysis.data import human_scores
+from cpdm import metric
 from cpdm.errors import CpdmError
 from cpdm.demo.simulate import synthetic_study
 
@@ -90,7 +91,6 @@ def test_calibration_folds_keep_fit_and_test_anchors_apart(monkeypatch):
 
 
 def test_cm_grid_matches_the_metric_module():
-    metric = pytest.importorskip("cpdm.metric")
     rng = np.random.default_rng(1)
     m_sem, m_style = rng.uniform(0.1, 1.5, 40), rng.uniform(0.001, 0.05, 40)
     ref_sem, ref_style = rng.uniform(0.5, 2, 60), rng.uniform(0.01, 0.1, 60)

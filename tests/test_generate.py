@@ -10,12 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from cpdm.curation.prompts import add_manual_prompt
-from cpdm.store.rows import add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
 from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
@@ -225,6 +228,10 @@ def test_an_anchor_without_a_prompt_is_reported(prompted, pipeline, tmp_path):
     (GenerationSettings(steps=0), "--steps must be at least 1"),
     (GenerationSettings(guidance=float("nan")), "--guidance must be a finite number"),
     (GenerationSettings(height=30), "--height must be a positive multiple of 8"),
+    (GenerationSettings(seed=-1), "--seed must be from 0 to"),
+    (GenerationSettings(seed=MAX_SEED + 1, per_prompt=1), f"--seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (GenerationSettings(seed=MAX_SEED, per_prompt=2), f"--seed must be from 0 to {MAX_SEED - 1} with --per-prompt 2"),
+    (GenerationSettings(height=32, width=100_000), "width 100000 is beyond what this model supports"),
     (GenerationSettings(scheduler="warp-drive"), "unknown scheduler 'warp-drive'"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(prompted, settings, message):
@@ -233,6 +240,63 @@ def test_bad_settings_are_refused_before_anything_is_written(prompted, settings,
         run_generation(ws, settings=settings, offline_tiny=True, progress=False)
     assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
     assert _generations(ws) == []
+
+
+def test_the_largest_seed_the_workspace_records_is_generated_and_stored(prompted, pipeline):
+    ws, _, prompts = prompted
+    settings = GenerationSettings(per_prompt=2, steps=1, height=32, width=32, seed=MAX_SEED - 1)
+    run_generation(ws, prompt_ids=prompts[:1], settings=settings, offline_tiny=True, progress=False,
+                   pipeline=pipeline)
+    assert [row[2] for row in _generations(ws)] == [MAX_SEED - 1, MAX_SEED]
+
+
+class OutOfMemoryAbove:
+    """A stand-in pipeline that runs out of memory, as a GPU does, on batches of more than ``most`` images.
+
+    It raises torch's own out-of-memory error (on the CPU) and otherwise makes
+    one flat image per seed, its colour taken from the seed.
+    """
+
+    def __init__(self, most: int):
+        from cpdm.generation.pipeline import tiny_clip_tokenizer
+
+        self.most = most
+        self.tokenizer = tiny_clip_tokenizer()  # generation counts each prompt's tokens with it
+        self.device = torch.device("cpu")
+        self.batches: list[int] = []  # the size of every batch asked for, in order
+
+    def __call__(self, prompts, *, generator, **settings):
+        self.batches.append(len(prompts))
+        if len(prompts) > self.most:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(prompts)} images")
+        seeds = [g.initial_seed() for g in generator]
+        return SimpleNamespace(images=[Image.new("RGB", (32, 32), (seed % 256, 7, 7)) for seed in seeds])
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_until_it_fits(prompted):
+    ws, _, prompts = prompted
+    pipeline = OutOfMemoryAbove(most=1)
+    settings = GenerationSettings(per_prompt=4, steps=1, seed=10)
+    report = run_generation(ws, settings=settings, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert pipeline.batches == [4, 2, 1, 1, 1, 1, 1, 1, 1, 1]  # 4 and 2 ran out; the rest went one by one
+    rows = _generations(ws)
+    assert len(report.generated) == len(rows) == 8
+    assert sorted((prompt, seed) for prompt, _, seed, *_ in rows) == [(p, s) for p in prompts for s in (10, 11, 12, 13)]
+    for _, _, seed, _, _, image, _ in rows:  # each image is its own seed's
+        assert load_image(ws, image).getpixel((0, 0)) == (seed % 256, 7, 7)
+
+
+@pytest.mark.parametrize("batch_size, most", [(2, 1), (None, 0)], ids=["given --batch-size", "one image too many"])
+def test_out_of_memory_at_a_given_batch_size_or_at_one_image_is_a_clear_error(prompted, batch_size, most):
+    ws, _, _ = prompted
+    pipeline = OutOfMemoryAbove(most=most)
+    with pytest.raises(CpdmError) as caught:
+        run_generation(ws, settings=GenerationSettings(per_prompt=2, steps=1), batch_size=batch_size,
+                       offline_tiny=True, progress=False, pipeline=pipeline)
+    size = batch_size or 1
+    assert str(caught.value) == (f"out of GPU memory at batch size {size}; try a smaller --batch-size or "
+                                 "--height/--width")
+    assert pipeline.batches[-1] == size and _generations(ws) == []
 
 
 def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused_and_no_variant_is_recorded(prompted, tmp_path):
@@ -336,3 +400,32 @@ def test_the_generate_command_reports_progress_and_bad_input(prompted, runner):
     assert result.exit_code == 1 and "error: unknown scheduler 'nope'" in result.output
     result = runner.invoke(cli, [*base, "--prompts", "1,x"])
     assert result.exit_code == 1 and "--prompts must be ids" in result.output
+
+
+@pytest.mark.parametrize("selection", ["", " , "])
+def test_an_empty_prompt_selection_is_an_error_not_all_prompts(prompted, runner, selection):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--height", "32", "--width", "32", "--prompts", selection])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --prompts names no ids; leave it out to use all of them"
+    assert _generations(ws) == []
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--seed", "99999999999999999999"], f"error: --seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (["--height", "100000", "--width", "100000"],
+     "error: height 100000 is beyond what this model supports: at most 256 pixels (4 times the 64 it was trained at)"),
+])
+def test_a_seed_or_size_out_of_range_is_one_line_and_exit_1(prompted, runner, options, message):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--per-prompt", "1", *options])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+    assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0  # refused before anything is recorded

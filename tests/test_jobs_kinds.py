@@ -3,6 +3,7 @@ stops at a safe point when cancelled, and refuses bad parameters before anything
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -18,7 +19,7 @@ from cpdm.jobs.context import JobCancelled, JobContext
 from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
 from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
-from cpdm.store.rows import add_prompt, add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
 from cpdm.unlearning.artifacts import variant_dir
 from tests.curation_support import add_anchors, write_banks
@@ -138,7 +139,8 @@ def test_a_cancelled_generation_stops_after_the_batch_it_stored_and_paired(ws, t
     assert len(generations) == 2
     paired = {row[1] for row in pair_rows(ws) if row[3] == "normal"}
     assert paired == {row[0] for row in generations}  # every stored image has its pair: no half rows
-    assert all((ws.root / "images").rglob(f"{sha}*") for _, sha in generations)
+    for _, sha in generations:  # each image file is on disk, whole
+        assert hashlib.sha256(ws.image_path(sha).read_bytes()).hexdigest() == sha
     assert context.fraction == pytest.approx(0.5)
     result, _ = run_kind(ws, "generate", TINY_IMAGES)  # run again (a retried job): only what is missing
     assert result["generated"] == 2 and result["skipped"] == 2
@@ -283,6 +285,14 @@ def test_bad_parameters_are_refused_when_queued_and_nothing_is_written(ws, kind,
     with pytest.raises(CpdmError, match=message):
         queue.enqueue(ws, kind, params)
     assert queue.list_jobs(ws) == []
+
+
+@pytest.mark.parametrize("seed", [MAX_SEED - 8, str(MAX_SEED - 8)], ids=["number", "text"])
+def test_a_large_seed_is_kept_exactly(seed):
+    checked = get_kind("generate").check_params({"seed": seed})  # 9 images per prompt: the last is MAX_SEED
+    assert checked["seed"] == MAX_SEED - 8
+    with pytest.raises(CpdmError, match=f"--seed must be from 0 to {MAX_SEED - 8} with --per-prompt 9"):
+        get_kind("generate").check_params({"seed": MAX_SEED - 7})
 
 
 def test_checked_parameters_are_complete_and_converted():

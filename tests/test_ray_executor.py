@@ -18,6 +18,7 @@ from cpdm.scoring.engine import score_pairs
 from cpdm.store.workspace import init_workspace
 from tests import ray_support
 from tests.curation_support import add_anchors
+from tests.needs import import_ray
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = GenerationSettings(per_prompt=3, steps=2, height=32, width=32)
@@ -28,7 +29,7 @@ TINY_SCORING = dict(semantic="ViT-L-14/openai", style="vgg19", offline_tiny=True
 def local_ray(tmp_path_factory):
     """A Ray instance on this machine (2 CPUs, no dashboard, listening on 127.0.0.1 only), its workers able
     to crash on request."""
-    ray = pytest.importorskip("ray")
+    ray = import_ray()
     from ray._private import ray_constants
 
     crash_dir = tmp_path_factory.mktemp("ray-crash")
@@ -197,6 +198,22 @@ def test_a_task_that_keeps_dying_is_a_clear_error_and_keeps_what_was_stored(loca
 
 
 @pytest.mark.slow
+def test_a_worker_out_of_gpu_memory_is_a_clear_error_with_nothing_stored(local_ray, tmp_path):
+    switch_dir = local_ray
+    ws = prompted_workspace(tmp_path)
+    (switch_dir / ray_support.OUT_OF_MEMORY).touch()
+    try:
+        with pytest.raises(CpdmError) as caught:
+            run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, batch_size=3,
+                           executor=RayExecutor(num_gpus=0, max_retries=0))
+    finally:
+        (switch_dir / ray_support.OUT_OF_MEMORY).unlink()
+    assert str(caught.value) == "a Ray worker ran out of GPU memory; pass a smaller --batch-size (or --height/--width)"
+    assert generation_rows(ws) == []
+    ws.close()
+
+
+@pytest.mark.slow
 def test_asking_for_gpus_on_a_cluster_without_any_is_a_clear_error(local_ray, tmp_path):
     ws = prompted_workspace(tmp_path)
     with pytest.raises(CpdmError, match="has no GPUs"):
@@ -220,7 +237,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("form", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_an_unreachable_address_is_a_clear_error_at_once(monkeypatch, form):
-    pytest.importorskip("ray")
+    import_ray()
     address = form.format(port=_closed_port())
     executor = RayExecutor(address=address)
     monkeypatch.setattr(executor._ray, "is_initialized", lambda: False)  # as in a fresh worker process
@@ -234,13 +251,13 @@ def test_an_unreachable_address_is_a_clear_error_at_once(monkeypatch, form):
     ({"max_in_flight": 0}, "max_in_flight must be at least 1"),
 ])
 def test_bad_executor_options_are_refused(options, message):
-    pytest.importorskip("ray")
+    import_ray()
     with pytest.raises(CpdmError, match=message):
         RayExecutor(**options)
 
 
 def test_a_pipeline_and_an_executor_together_are_refused_before_anything_is_written(tmp_path):
-    pytest.importorskip("ray")
+    import_ray()
     ws = prompted_workspace(tmp_path)
     with pytest.raises(CpdmError, match="a pipeline or an executor, not both"):
         run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=object(),
@@ -250,7 +267,7 @@ def test_a_pipeline_and_an_executor_together_are_refused_before_anything_is_writ
 
 
 def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sent(tmp_path):
-    pytest.importorskip("ray")
+    import_ray()
     from cpdm.store.rows import add_variant
 
     ws = prompted_workspace(tmp_path)

@@ -324,6 +324,26 @@ def test_bad_requests_are_refused_clearly_with_nothing_registered(ws, tmp_path, 
     assert not (ws.root / "unlearning").exists()
 
 
+def test_a_concept_longer_than_the_text_encoder_reads_is_warned_about_and_recorded(ws, runner):
+    long_concept = "in the manner of " + "claude monet " * 6  # the tiny tokenizer spells it: 81 tokens
+    result = runner.invoke(cli, ["unlearn", "uce", "--variant-name", "uce-long", "--offline-tiny", "--concept",
+                                 long_concept, "--concept", CONCEPT, "--quiet", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "note: concept 'in the manner of claude monet claude mo…' has 81 tokens; the text encoder reads the first 77, "
+        "the rest is cut (recorded with the variant)"]
+    cut = [{"text": long_concept, "role": "concept", "tokens": 81, "kept": 77}]
+    variant = get_variant(ws, "uce-long")
+    assert variant.params["truncated"] == cut
+    assert json.loads(json_path_of(ws.root / variant.artifact_path).read_text())["truncated"] == cut
+
+
+def test_concepts_the_text_encoder_reads_whole_record_no_truncation(ws):
+    variant = unlearn(ws, "sld", "sld-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False,
+                      warn=pytest.fail)
+    assert "truncated" not in variant.params
+
+
 def test_cli_unlearn_then_variants_list_and_show(ws, runner):
     result = runner.invoke(cli, ["unlearn", "uce", "--variant-name", "uce-monet", "--offline-tiny", "--concept",
                                  CONCEPT, "--preserve", "a photo of a dog", "--quiet", "-w", str(ws.root)])

@@ -198,7 +198,7 @@ def scatter_name(metric: str) -> str:
 def _protocol_questions(protocol_text: str) -> dict[str, tuple[int, int]]:
     """The protocol's questions in order, each with its scale (none when the text does not parse)."""
     try:
-        return {question.id: question.scale for question in parse_protocol(protocol_text).questions}
+        return {question.id: question.scale for question in parse_protocol(protocol_text, frozen=True).questions}
     except ProtocolError:
         return {}
 

@@ -6,13 +6,18 @@
 // Streamlit calls the default export again whenever the data changes (a new
 // pair, or a notice after a refused submit); what the rater chose for a pair
 // is kept in `drafts` (this module lives as long as the page) so a notice
-// never wipes it.
+// never wipes it. Streamlit runs the cleanup a call returns only when the
+// component unmounts, not before the next call, so each call first tears
+// down the panel drawn before it: otherwise that panel's key listener, timers
+// and "sending" state would live on and act on the pair shown now (resend an
+// old pair on Enter, refuse keys as "Saving…").
 //
 // The panel is given bytes (cpdm.answer_panel.model.panel_message): the length
 // of a JSON part, the JSON, then the images' bytes as stored. Each image
 // becomes a blob: URL, which exists only inside this page.
 
 const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
+const teardowns = new WeakMap(); // the element a panel is drawn in -> that panel's teardown
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
 const FLASH_MS = 450;
 
@@ -69,6 +74,7 @@ function isTyping(event) {
 
 export default function (component) {
   const { parentElement, setTriggerValue } = component;
+  teardowns.get(parentElement)?.();
   const data = readMessage(component.data);
   const root = parentElement.querySelector(".cpdm-panel");
   const host = parentElement instanceof ShadowRoot ? parentElement.host : parentElement;
@@ -321,12 +327,15 @@ export default function (component) {
   document.addEventListener("keydown", onKey);
   for (const oldNonce of drafts.keys()) if (oldNonce !== data.nonce) drafts.delete(oldNonce);
 
-  return () => {
+  function teardown() {
     for (const image of data.images) if (image.url) URL.revokeObjectURL(image.url);
     document.removeEventListener("keydown", onKey);
     window.removeEventListener("resize", refit);
     layoutObserver.disconnect();
     clearTimeout(resendTimer);
     clearTimeout(flashTimer);
-  };
+    if (teardowns.get(parentElement) === teardown) teardowns.delete(parentElement);
+  }
+  teardowns.set(parentElement, teardown);
+  return teardown;
 }

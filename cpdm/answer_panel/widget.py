@@ -23,6 +23,7 @@ COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"
 NOTICE_KEY = "cpdm_answer_panel_notice"
 ROUND_KEY = "cpdm_answer_panel_round"
+HANDLED_KEY = "cpdm_answer_panel_handled"  # set when a submit was saved before this run of the page
 PANEL_HTML = '<div class="cpdm-panel"></div>'
 # Streamlit leaves 6rem above the first element; the panel needs that room for the images.
 PAGE_CSS = "<style>[data-testid='stMainBlockContainer'] {padding-top: 3.25rem; padding-bottom: 1rem;}</style>"
@@ -40,13 +41,18 @@ def _panel():
     )
 
 
-def _on_submit(ws, rater) -> None:
-    """Save the panel's submit before the page runs again, and keep what the rater must be told."""
-    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
-    if event is None:
-        return
+def _save(ws, rater, event) -> None:
+    """Save one submit from the panel, and keep what the rater must be told."""
     st.session_state[NOTICE_KEY] = handle_event(ws, rater, event)
     st.session_state[ROUND_KEY] = st.session_state.get(ROUND_KEY, 0) + 1
+    st.session_state[HANDLED_KEY] = True
+
+
+def _on_submit(ws, rater) -> None:
+    """Save the panel's submit before the page runs again."""
+    event = (st.session_state.get(PANEL_KEY) or {}).get("submit")
+    if event is not None:
+        _save(ws, rater, event)
 
 
 def show_pair(ws, rater, item) -> None:
@@ -54,6 +60,7 @@ def show_pair(ws, rater, item) -> None:
     from cpdm.rating.assignment import protocol_for
     from cpdm.rating.submit import rater_overall_progress
 
+    handled = st.session_state.pop(HANDLED_KEY, False)
     images = {slot: panel_image(ws, sha256)
               for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
     data = panel_data(
@@ -61,4 +68,14 @@ def show_pair(ws, rater, item) -> None:
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
     )
     st.html(PAGE_CSS)
-    _panel()(key=PANEL_KEY, data=panel_message(data, images), on_submit_change=gated_callback(functools.partial(_on_submit, ws, rater)))
+    result = _panel()(key=PANEL_KEY, data=panel_message(data, images),
+                      on_submit_change=gated_callback(functools.partial(_on_submit, ws, rater)))
+    # Streamlit runs a widget's callback only if an earlier run of the session drew the widget. The
+    # first run of a new session has none: after a reconnect to a restarted server (or one that
+    # dropped the session while the rater was away), the panel's first submit arrives with that run
+    # and would be lost, the panel left waiting. It is still in what the panel returns: save it here
+    # (this run passed the app's sign-in gate like every other).
+    missed = None if handled else result.get("submit")
+    if missed is not None:
+        _save(ws, rater, missed)
+        st.rerun()  # draw the next pair, as after a submit the callback saved

@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("CPDM_DEBUG"))
     try:
         status = cli.main(args=argv, prog_name="cpdm", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns a Ctrl-C inside a command into Abort (raised from the KeyboardInterrupt):
+        # that is an interruption, status 130 as a shell reports it, not a refusal.
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:

@@ -31,7 +31,13 @@ LIST_TEXT_WIDTH = 80
 
 
 def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
-    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else."""
+    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else.
+
+    An option given with no id in it (``--prompts ""``) is an error, not "all":
+    an empty selection (a shell variable that came out empty) must not run on everything.
+    """
+    if not values:
+        return None
     ids = []
     for value in values:
         for part in value.split(","):
@@ -41,7 +47,9 @@ def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
             if not part.isdigit():
                 raise CpdmError(f"{what} must be ids separated by commas, got {part!r}")
             ids.append(int(part))
-    return ids or None
+    if not ids:
+        raise CpdmError(f"{what} names no ids; leave it out to use all of them")
+    return ids
 
 
 def quiet_option(func):

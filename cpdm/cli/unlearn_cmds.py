@@ -87,6 +87,7 @@ def unlearn(method, variant_name, base, concepts, preserve, preserve_file, image
         ws, method, variant_name, base=base, concepts=concepts, preserve=preserve, preserve_file=preserve_file,
         images_dir=images_dir, params=parse_params(params), seed=seed, device=device, precision=precision,
         offline_tiny=offline_tiny, resume=resume, checkpoint_every=checkpoint_every, progress=not quiet,
+        warn=lambda note: click.echo(f"note: {note}", err=True),
     )
     where = f" -> {variant.artifact_path}" if variant.artifact_path else " (inference-time settings, no weights)"
     click.echo(f"variant {variant.name} ({variant.method}) ready{where}")

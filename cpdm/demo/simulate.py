@@ -60,7 +60,7 @@ def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float
 
 def _questions(protocol_text: str) -> list[tuple[str, int, int]]:
     """(id, low, high) of each question of a campaign's frozen protocol."""
-    return [(question.id, *question.scale) for question in parse_protocol(protocol_text).questions]
+    return [(question.id, *question.scale) for question in parse_protocol(protocol_text, frozen=True).questions]
 
 
 def _closeness_rank(values: pd.Series) -> pd.Series:

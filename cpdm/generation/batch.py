@@ -50,6 +50,7 @@ from cpdm.generation.pipeline import (
     TINY_BASE,
     TOKENIZER_MAX_LENGTH,
     ImageRequest,
+    check_image_size,
     encoded_images,
     resolve_dtype,
     variant_pipeline,
@@ -237,6 +238,8 @@ def run_generation(
     if todo and pipeline is None:  # the model loads only when there is something to make
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
+    if todo and executor is None:
+        check_image_size(pipeline, settings.height, settings.width)  # before anything is recorded
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
     report.skipped = len(done)

@@ -47,6 +47,10 @@ SD15_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 TOKENIZER_MAX_LENGTH = 77  # as in Stable Diffusion's CLIP tokenizer
+# cpdm refuses an image side above this many times the side the model was trained at. A model makes
+# nothing useful that far out, and memory, not the model, would then end the run: a 100000-pixel side
+# asks for tens of gigabytes for the first latent alone.
+MAX_SIDE_FACTOR = 4
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -370,6 +374,26 @@ def prompt_token_count(tokenizer, text: str) -> int:
     return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
 
+def native_side(pipeline) -> int:
+    """The image side (pixels) the model was trained at: its UNet's latent side times the VAE's downscaling."""
+    sample = pipeline.unet.config.sample_size
+    latent_side = max(sample) if isinstance(sample, (list, tuple)) else sample
+    return int(latent_side) * int(pipeline.vae_scale_factor)
+
+
+def check_image_size(pipeline, height: int | None, width: int | None) -> None:
+    """Refuse a side that is not a positive multiple of 8, or beyond what the model supports (None: the model's)."""
+    for label, value in (("height", height), ("width", width)):
+        if value is None:
+            continue
+        if value <= 0 or value % 8:
+            raise CpdmError(f"{label} must be a positive multiple of 8, got {value}")
+        native = native_side(pipeline)
+        if value > MAX_SIDE_FACTOR * native:
+            raise CpdmError(f"{label} {value} is beyond what this model supports: at most {MAX_SIDE_FACTOR * native} "
+                            f"pixels ({MAX_SIDE_FACTOR} times the {native} it was trained at)")
+
+
 def generate_images(
     pipeline,
     prompts: list[str],
@@ -386,11 +410,9 @@ def generate_images(
     with its seed, so an image made in a batch can be made again alone (on
     the CPU bit for bit up to the batch's arithmetic order, which may move a
     pixel value by one). ``height``/``width`` default to the model's native
-    size and must be multiples of 8.
+    size and must be multiples of 8, at most ``MAX_SIDE_FACTOR`` times it.
     """
-    for label, value in (("height", height), ("width", width)):
-        if value is not None and (value <= 0 or value % 8):
-            raise CpdmError(f"{label} must be a positive multiple of 8, got {value}")
+    check_image_size(pipeline, height, width)
     if steps < 1:
         raise CpdmError(f"steps must be at least 1, got {steps}")
     if len(prompts) != len(seeds) or not prompts:

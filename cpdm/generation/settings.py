@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
+from cpdm.store.rows import MAX_SEED
 
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 # The CPDM release generated with Stable Diffusion 2.1; a new baseline variant defaults to it.
@@ -67,8 +68,11 @@ class GenerationSettings:
             raise CpdmError(f"--steps must be at least 1, got {self.steps}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise CpdmError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
-        if self.seed < 0:
-            raise CpdmError(f"--seed must be ≥ 0, got {self.seed}")
+        last_seed = self.seed + self.per_prompt - 1  # image k uses seed + k
+        if self.seed < 0 or last_seed > MAX_SEED:
+            raise CpdmError(f"--seed must be from 0 to {MAX_SEED - self.per_prompt + 1} with --per-prompt "
+                            f"{self.per_prompt} (image k uses seed + k; the workspace records seeds up to 2^63 - 1), "
+                            f"got {self.seed}")
         for label, value in (("height", self.height), ("width", self.width)):
             if value is not None and (value <= 0 or value % 8):
                 raise CpdmError(f"--{label} must be a positive multiple of 8, got {value}")

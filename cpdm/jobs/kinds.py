@@ -58,6 +58,10 @@ def _as_number(value, integer: bool):
     """An int or a finite float from a number or its text; ValueError otherwise (never from a bool)."""
     if isinstance(value, bool):
         raise ValueError
+    if integer and isinstance(value, int):
+        return value  # exactly, however large (a float keeps only 53 bits: seeds are 63)
+    if integer and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
     number = float(value)
     if not math.isfinite(number):
         raise ValueError
@@ -69,11 +73,13 @@ def _as_number(value, integer: bool):
 
 
 def _as_list(value) -> list:
-    """A list from a list or tuple, or from text separated by commas."""
+    """A list from a list or tuple, from text separated by commas, or from one number (a list of one)."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, (list, tuple)):
         return list(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]  # `cpdm jobs add ... -p prompt_ids=1` reads the 1 as JSON: one id
     raise ValueError
 
 
@@ -391,7 +397,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
         params=params[HYPERPARAMETERS],
         seed=params["seed"], device=context.device, precision=params["precision"],
         offline_tiny=params["offline_tiny"], resume=resume, checkpoint_every=params["checkpoint_every"],
-        job=context.job_id,
+        job=context.job_id, warn=lambda note: _log_notes(context, [note]),
     )
     context.log(f"variant {variant.name} ({variant.method}) {variant.status}")
     return _unlearn_result(variant, resume)

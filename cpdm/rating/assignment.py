@@ -60,7 +60,7 @@ class Item:
 
 @functools.lru_cache(maxsize=64)
 def _protocol_from_text(text: str) -> Protocol:
-    return parse_protocol(text)
+    return parse_protocol(text, frozen=True)
 
 
 def campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:

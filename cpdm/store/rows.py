@@ -24,6 +24,8 @@ from cpdm.store.workspace import ANCHOR_CATEGORIES, BASELINE_METHOD, PROMPT_ORIG
 
 # Who writes a prompt of an origin when the caller does not say (interrogator and LLM prompts name their model).
 DEFAULT_AUTHORS = {"template": "template", "manual": "manual"}
+# The largest seed a generation row can hold: SQLite's INTEGER is a signed 64-bit number.
+MAX_SEED = 2**63 - 1
 
 
 def _params_json(params, what: str) -> str:
@@ -329,8 +331,8 @@ def _checked_generation(row: GenerationRow) -> tuple:
     """The key and image of a generation row, validated (ids are checked against the database later)."""
     if not isinstance(row, GenerationRow):
         raise CpdmError(f"generations are given as GenerationRow, got {type(row).__name__}")
-    if not _is_whole(row.seed) or row.seed < 0:
-        raise CpdmError(f"a generation's seed must be a whole number ≥ 0, got {row.seed!r}")
+    if not _is_whole(row.seed) or not 0 <= row.seed <= MAX_SEED:
+        raise CpdmError(f"a generation's seed must be a whole number from 0 to {MAX_SEED}, got {row.seed!r}")
     if row.steps is not None and (not _is_whole(row.steps) or row.steps < 1):
         raise CpdmError(f"a generation's steps must be a whole number ≥ 1, got {row.steps!r}")
     guidance = row.guidance

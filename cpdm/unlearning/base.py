@@ -125,6 +125,22 @@ def real_token_count(tokenizer, text: str) -> int:
     return max(len(ids) - 2, 0)
 
 
+def truncated_texts(tokenizer, texts, role: str) -> list[dict]:
+    """The texts longer than the text encoder reads (its tokenizer's ``model_max_length``, 77 in Stable Diffusion).
+
+    Each is given with its token count (start and end tokens included, as
+    generation counts them) and how many the encoder keeps: methods encode
+    only those, so the rest of the text never reaches the edit.
+    """
+    limit = tokenizer.model_max_length
+    cut = []
+    for text in texts:
+        tokens = len(tokenizer(text, truncation=False, verbose=False).input_ids)
+        if tokens > limit:
+            cut.append({"text": text, "role": role, "tokens": tokens, "kept": limit})
+    return cut
+
+
 def check_concepts(tokenizer, concepts, label: str = "concept") -> None:
     """Refuse a concept that tokenises to nothing."""
     for concept in concepts:

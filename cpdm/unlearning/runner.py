@@ -17,6 +17,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -41,8 +42,15 @@ from cpdm.unlearning.artifacts import (
     save_artifact,
     variant_dir,
 )
-from cpdm.unlearning.report import concept_matches
-from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts, unique_texts
+from cpdm.analysis.unlearning import concept_matches
+from cpdm.unlearning.base import (
+    NonFiniteLoss,
+    TrainingOptions,
+    UnlearnRequest,
+    check_concepts,
+    truncated_texts,
+    unique_texts,
+)
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -123,6 +131,16 @@ def _resumable(ws, name: str, method: str):
     return variant
 
 
+def _shortened(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def truncation_notes(truncated: list[dict]) -> list[str]:
+    """One warning per text the text encoder cuts, worded as generation words it for prompts."""
+    return [f"{entry['role']} {_shortened(entry['text'])!r} has {entry['tokens']} tokens; the text encoder reads the "
+            f"first {entry['kept']}, the rest is cut (recorded with the variant)" for entry in truncated]
+
+
 def _stop_reason(exc: BaseException) -> str:
     """Why a run stopped, as the variant's status message says it."""
     if isinstance(exc, KeyboardInterrupt):
@@ -151,6 +169,7 @@ def unlearn(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     progress: bool = True,
     job: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ):
     """Erase ``concepts`` from ``base`` with a method and register the variant; return it (status ready).
 
@@ -158,6 +177,9 @@ def unlearn(
     (one a line) that name no concept to erase, then what the method adds
     (UCE: the study's other artists for a style); the variant records that
     set. ``job`` is the id of the queued job running it, recorded with the variant.
+    ``warn`` receives a line for each concept (or concept to preserve) longer
+    than the text encoder reads, before the run starts; what was cut is
+    recorded in the variant's params and its artifact's JSON as ``truncated``.
     """
     method = get_method(method_name)
     concepts = tuple(str(c) for c in concepts)
@@ -192,11 +214,18 @@ def unlearn(
     pipe = load_base(base, device, offline_tiny)
     check_concepts(pipe.tokenizer, concepts)
     check_concepts(pipe.tokenizer, preserve, label="concept to preserve")
+    truncated = truncated_texts(pipe.tokenizer, concepts, "concept")
+    truncated += truncated_texts(pipe.tokenizer, preserve, "concept to preserve")
+    if warn is not None:
+        for note in truncation_notes(truncated):
+            warn(note)
 
     request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
     record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
     if preserve_file:
         record["preserve_file"] = preserve_file_record(preserve_file, listed)
+    if truncated:
+        record["truncated"] = truncated
     if existing is None:
         variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
                                  params=record, status="training", job=job)
@@ -230,6 +259,8 @@ def unlearn(
         "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
         "run": request.record,
     }
+    if truncated:
+        meta["truncated"] = truncated
     weights = folder / f"{folder.name}.safetensors"
     try:
         sha256 = save_artifact(weights, tensors, meta)
