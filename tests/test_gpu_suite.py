@@ -84,6 +84,15 @@ def test_a_part_can_start_in_a_fresh_interpreter(tmp_path, part_folder):
     assert (result["figures"][0]["value"], result["figures"][0]["detail"]) == ("cpu", "cpu")
 
 
+def test_numpy_numbers_are_recorded_as_plain_json(tmp_path):
+    import numpy as np
+
+    context = PartContext(settings(tmp_path), Budget(60), Recorder(tmp_path / "part.json", echo=False))
+    context.record("distance", np.float64(0.25), met=np.float64(0.25) < 1e-3)
+    assert json.loads((tmp_path / "part.json").read_text())["figures"][0] == {
+        "name": "distance", "value": 0.25, "unit": "", "detail": "", "target": "", "met": False}
+
+
 def test_a_failed_or_unaffordable_measurement_is_recorded_and_the_next_one_runs(tmp_path):
     context = PartContext(settings(tmp_path), Budget(60), Recorder(tmp_path / "part.json", echo=False))
 

@@ -174,7 +174,7 @@ class PartContext:
 
     def record(self, name: str, value, unit: str = "", detail: str = "", target: str = "",
                met: bool | None = None) -> Figure:
-        return self.recorder.add(Figure(name, value, unit, detail, target, met))
+        return self.recorder.add(Figure(name, plain(value), unit, detail, target, None if met is None else bool(met)))
 
     def attempt(self, name: str, measure: Callable[[], None], needs_s: float = 0.0) -> bool:
         """Run one measurement unless the budget cannot hold ``needs_s`` more seconds; record a failure in one line.
@@ -215,6 +215,11 @@ class Part:
 
     def run(self, context: PartContext) -> None:
         importlib.import_module(self.module).run(context)
+
+
+def plain(value):
+    """A number as Python's own (numpy's scalars, which comparisons and pandas hand out, are not JSON)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
