@@ -74,7 +74,7 @@ def test_a_failing_part_is_recorded_in_one_line_with_what_it_measured_before(tmp
     assert result["figures"][0]["value"] == 3.0
 
 
-def test_a_part_can_start_in_a_fresh_interpreter(tmp_path, part_folder):
+def test_a_part_can_start_in_a_fresh_interpreter(tmp_path, part_folder, plain_main):
     """The suite's fallback when a forked process could not use CUDA: everything a part needs crosses a pickle."""
     module = write_part(part_folder, "fresh", """
         ctx.record("device", ctx.device, detail=ctx.device_info["name"])

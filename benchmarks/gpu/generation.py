@@ -81,6 +81,7 @@ def run(ctx: PartContext) -> None:
         if pipeline is None:
             continue
         sd = architecture(name, ctx.dry_run)
+        torch.set_float32_matmul_precision("highest")  # torch's default, as cpdm runs (the fastest settings change it)
         measure_side(ctx, rates, sd, pipeline, "cpdm", cpdm_batch, sizes)
         ctx.recorder.note(f"{sd.name}, diffusers fastest eager: {apply_fastest_settings(ctx, pipeline)}")
         measure_side(ctx, rates, sd, pipeline, "diffusers fastest eager", diffusers_batch, sizes)
