@@ -3,6 +3,7 @@
     make bench-gpu                                        # installs the carried wheels, then runs this
     python benchmarks/gpu_suite.py                        # all four parts, results in benchmarks/results/
     python benchmarks/gpu_suite.py --only generation,end-to-end   # rerun some parts (merged into the day's file)
+    python benchmarks/gpu_suite.py --only end-to-end --budget end-to-end=300   # with more time than its default
     python benchmarks/gpu_suite.py --dry-run              # the same plumbing on the CPU, tiny models, < 1 min
 
 The parts, each in its own process under its own time budget (a part that
@@ -31,6 +32,7 @@ Without CUDA the command refuses at once, unless ``--dry-run`` (or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib
 import importlib.metadata
@@ -79,13 +81,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"run only these parts ({', '.join(part.name for part in PARTS)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the results (default: benchmarks/results; a new temporary folder for a dry run)")
+    parser.add_argument("--budget", action="append", default=[], metavar="PART=SECONDS",
+                        help="a part's time budget instead of its default (repeatable)")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="folder for models and workspaces made during the run (default: a temporary folder, "
                              "removed at the end)")
     args = parser.parse_args(argv)
     names = [part.name for part in PARTS]
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else names
-    unknown = sorted(set(args.only) - set(names))
+    args.budgets = {}
+    for text in args.budget:
+        name, _, seconds = text.partition("=")
+        try:
+            args.budgets[name.strip()] = float(seconds)
+        except ValueError:
+            parser.error(f"--budget takes PART=SECONDS, got {text!r}")
+    unknown = sorted((set(args.only) | set(args.budgets)) - set(names))
     if unknown:
         parser.error(f"no part named {', '.join(unknown)} (parts: {', '.join(names)})")
     return args
@@ -173,6 +184,7 @@ def main(argv=None) -> int:
     try:
         for part in PARTS:
             if part.name in args.only:
+                part = with_budget(part, args.budgets.get(part.name), args.dry_run)
                 results["parts"][part.name] = run_one(part, settings, device_info, start_method)
     finally:
         if args.scratch is None:
@@ -184,6 +196,13 @@ def main(argv=None) -> int:
     print(f"results: {path} and {table}")
     print(result_line(results))
     return 0 if all(part["status"] == DONE for part in results["parts"].values()) else 1
+
+
+def with_budget(part: Part, seconds: float | None, dry_run: bool) -> Part:
+    """The part with the budget given on the command line (for this kind of run), or as it is."""
+    if seconds is None:
+        return part
+    return dataclasses.replace(part, **{"dry_budget_s" if dry_run else "budget_s": seconds})
 
 
 def run_one(part: Part, settings: Settings, device_info: dict, start_method: str) -> dict:

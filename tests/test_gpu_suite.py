@@ -260,6 +260,17 @@ def run_suite(python: str, *args: str, env: dict | None = None, timeout: int = 6
                           capture_output=True, text=True, timeout=timeout)
 
 
+def test_a_rerun_can_give_a_part_more_time():
+    from benchmarks import gpu_suite
+
+    args = gpu_suite.parse_args(["--only", "end-to-end", "--budget", "end-to-end=300"])
+    (part,) = [part for part in gpu_suite.PARTS if part.name in args.only]
+    longer = gpu_suite.with_budget(part, args.budgets.get(part.name), dry_run=False)
+    assert (longer.budget_s, longer.dry_budget_s) == (300, part.dry_budget_s)
+    with pytest.raises(SystemExit):
+        gpu_suite.parse_args(["--budget", "rendering=10"])
+
+
 def test_without_cuda_the_suite_refuses_in_one_line():
     import torch
 
