@@ -4,7 +4,7 @@
     python benchmarks/gpu_suite.py                        # all four parts, results in benchmarks/results/
     python benchmarks/gpu_suite.py --only generation,end-to-end   # rerun some parts (merged into the day's file)
     python benchmarks/gpu_suite.py --only end-to-end --budget end-to-end=300   # with more time than its default
-    python benchmarks/gpu_suite.py --dry-run              # the same plumbing on the CPU, tiny models, < 1 min
+    python benchmarks/gpu_suite.py --dry-run              # the same plumbing on the CPU, tiny models (about a minute)
 
 The parts, each in its own process under its own time budget (a part that
 fails or runs out of time is recorded with its one-line reason, and the
