@@ -10,6 +10,9 @@ Two ways to get a :class:`diffusers.StableDiffusionPipeline`:
   files and no network, runs in about a second on a CPU, and is what tests,
   CI and the offline demo use. Its images are noise-like but deterministic.
 
+Full-size architectures with random weights, for speed measurements, are
+in :mod:`cpdm.generation.architectures`.
+
 :func:`variant_pipeline` builds the pipeline of a variant (the one place
 where an unlearned variant changes the model); :func:`generate_images` turns
 prompts into images, each from its own seeded generator, with the CPDM paper's
@@ -174,42 +177,6 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     return pipeline.to(device)
 
 
-def full_size_random_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """Stable Diffusion v1's architecture (860M-parameter UNet, 512x512) with random weights, for speed measurements.
-
-    Its images are noise; only its cost is that of the real model. The tiny
-    tokenizer stands in for CLIP's (token ids only index the embedding table).
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = tiny_clip_tokenizer()
-    vocab = tokenizer.get_vocab()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-            num_hidden_layers=12, max_position_embeddings=TOKENIZER_MAX_LENGTH, hidden_act="quick_gelu",
-            bos_token_id=vocab[BOS_TOKEN], eos_token_id=vocab[EOS_TOKEN], pad_token_id=vocab[EOS_TOKEN],
-        ))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device, dtype=dtype)
-
-
 def _looks_like_path(model: str) -> bool:
     """True for an existing folder, or a name that can only be one (./x, /x, ~/x), not a hub id."""
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
@@ -333,11 +300,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
     if tiny and dtype:
         pipeline = pipeline.to(dtype=resolve_dtype(dtype, device))
-    set_scheduler(pipeline, scheduler)
-    if str(device).startswith("cuda"):
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
-        pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    prepare_for_generation(pipeline, device, scheduler)
     # The one place a variant changes the model: an unlearning method's artifact
     # (replaced UNet parameters) or inference-time settings. The baseline
     # ("original") is used exactly as loaded. apply_variant returns the pipeline to
@@ -347,6 +310,15 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
 
         pipeline = apply_variant(pipeline, variant, root, base_model=TINY_BASE if tiny else variant.base_model)
     return pipeline
+
+
+def prepare_for_generation(pipeline, device, scheduler: str = "ddim") -> None:
+    """What generation sets on any loaded pipeline: the sampler, and on CUDA PyTorch's scaled-dot-product attention."""
+    set_scheduler(pipeline, scheduler)
+    if str(device).startswith("cuda"):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        pipeline.unet.set_attn_processor(AttnProcessor2_0())
 
 
 def variant_tokenizer(variant, offline_tiny: bool = False):
