@@ -209,9 +209,17 @@ def rater_progress(ws, rater, campaign_id: int) -> Progress:
 
 
 def rater_overall_progress(ws, rater) -> Progress:
-    """Progress summed over every campaign the rater has worked in or can work in."""
-    from cpdm.rating.campaigns import open_campaign_ids
+    """Progress summed over every campaign the rater has worked in or can work in.
 
+    A rater recruited through a link works in its campaign only, on at most
+    the link's pairs per rater (see :func:`cpdm.rating.recruit.recruited_progress`).
+    """
+    from cpdm.rating.campaigns import open_campaign_ids
+    from cpdm.rating.recruit import recruited_progress
+
+    recruited = recruited_progress(ws, rater)
+    if recruited is not None:
+        return recruited
     campaigns = set(open_campaign_ids(ws)) | {
         row[0] for row in ws.conn.execute("SELECT DISTINCT campaign FROM assignments WHERE rater = ?", (rater.id,))
     }
