@@ -200,9 +200,18 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True,
               help="File format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--raters", "table", flag_value="raters",
+              help="One row per rater instead: role, how they joined, times, active time, pairs, checks, flags "
+                   "(pseudonymised).")
+@click.option("--raters-identified", "table", flag_value="raters-identified",
+              help="--raters plus each recruited rater's platform id: researchers only.")
+@click.option("--approvals", "table", flag_value="approvals",
+              help="One row per recruited rater: platform id, approve/reject/review and why, for the crowd platform.")
+@click.option("--flagged", type=click.Choice(["reject", "review"]), default="reject", show_default=True,
+              help="With --approvals: the decision for raters flagged by attention checks.")
 @cpdm_command
-def export_ratings(workspace, campaign, fmt, out):
-    """Export a campaign's ratings in long form, one row per answer.
+def export_ratings(workspace, campaign, fmt, out, table, flagged):
+    """Export a campaign's ratings in long form, one row per answer (or its raters, one row each).
 
     Columns: pair, anchor, kind, variant, rater (a pseudonymous id, stable
     within this workspace), role, question, value (empty when skipped),
@@ -214,9 +223,18 @@ def export_ratings(workspace, campaign, fmt, out):
     spreadsheet shows it as text instead of running it as a formula. Numbers
     are written as numbers; parquet and jsonl keep text exactly as typed.
 
+    --raters writes one row per rater instead (pseudonymous ids as above);
+    --raters-identified adds the platform ids of raters recruited through a
+    link (`cpdm campaign recruit`), and --approvals lists those raters with
+    the decision to upload to the crowd platform: approve (finished), reject
+    (flagged by attention checks; --flagged review to decide by hand),
+    review (revoked) or not finished. Both identify people: keep them with
+    the study's personal data.
+
     \b
-    Example:
+    Examples:
       cpdm export --campaign demo --format parquet --out ratings.parquet
+      cpdm export --campaign pilot --approvals --out approvals.csv
     """
     from cpdm.analysis.data import export_frame, write_table
     from cpdm.rating.campaigns import campaign_id_by_name
@@ -224,11 +242,34 @@ def export_ratings(workspace, campaign, fmt, out):
 
     ws = open_ws(workspace)
     campaign_id = campaign_id_by_name(ws, campaign)
+    if table is not None:
+        export_raters(ws, campaign, campaign_id, table, flagged, Path(out), fmt)
+        return
     frame = export_frame(ws, campaign_id)
     if len(frame) == 0:
         raise CpdmError(f"campaign {campaign!r} has no ratings to export")
     path = write_table(frame, Path(out), fmt)
     click.echo(f"{len(frame)} ratings of campaign {campaign!r} written to {path}")
+
+
+def export_raters(ws, campaign: str, campaign_id: int, table: str, flagged: str, out: Path, fmt: str) -> None:
+    """The --raters, --raters-identified and --approvals tables of `cpdm export`."""
+    from cpdm.analysis.data import write_table
+    from cpdm.analysis.rater_export import approvals_frame, rater_frame
+    from cpdm.errors import CpdmError
+
+    if table == "approvals":
+        frame = approvals_frame(ws, campaign_id, flagged_decision=flagged)
+        what = "recruited raters"
+    else:
+        frame = rater_frame(ws, campaign_id, identified=table == "raters-identified")
+        what = "raters"
+    if len(frame) == 0:
+        raise CpdmError(f"campaign {campaign!r} has no {what} to export")
+    path = write_table(frame, out, fmt)
+    click.echo(f"{len(frame)} {what} of campaign {campaign!r} written to {path}")
+    if table != "raters":
+        click.echo("it holds platform ids, which identify people: keep it with the study's personal data")
 
 
 @cli.command("simulate-ratings")
