@@ -8,7 +8,8 @@ named by absolute paths. Every visitor needs an invite link
 ``http://HOST:8501/?token=…`` (deep links such as ``/rate?token=…`` work too):
 
 - artists and lay raters see the instructions and consent once, then the
-  rating page;
+  campaign protocol's questions about them (if it has any), then the rating
+  page;
 - researchers see the pages in RESEARCHER_PAGES;
 - anyone else sees only "this link is not valid".
 
@@ -36,6 +37,7 @@ import streamlit as st
 
 from cpdm.rating import recruit
 from cpdm.rating.auth import rater_for_token
+from cpdm.rating.background import background_due
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
 
@@ -55,14 +57,15 @@ RESEARCHER_PAGES = [
 ]
 RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate")
 CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome")
+BACKGROUND_PAGE = st.Page(PAGES_DIR / "about_you.py", title="About you", url_path="about-you")
 INVALID_PAGE = st.Page(PAGES_DIR / "invalid.py", title="Link not valid", url_path="invalid")
 # Recruitment links (cpdm.rating.recruit): consent before admission, and why a visitor cannot join.
 JOIN_PAGE = st.Page(PAGES_DIR / "join.py", title="Welcome", url_path="start")
 STUDY_REFUSED_PAGE = st.Page(PAGES_DIR / "study_refused.py", title="Study", url_path="study")
 # Every path the app serves to someone. A link to any of them (an old or
 # forwarded link, or one for another role) leads to the visitor's own home page.
-APP_URL_PATHS = [page.url_path for page in [*RESEARCHER_PAGES, RATER_PAGE, CONSENT_PAGE, INVALID_PAGE, JOIN_PAGE,
-                                             STUDY_REFUSED_PAGE]]
+APP_URL_PATHS = [page.url_path for page in [*RESEARCHER_PAGES, RATER_PAGE, CONSENT_PAGE, BACKGROUND_PAGE,
+                                             INVALID_PAGE, JOIN_PAGE, STUDY_REFUSED_PAGE]]
 # The internal name of the page at "/" (Streamlit serves its default page at the root whatever its url_path).
 ROOT_URL_PATH = "home"
 
@@ -91,6 +94,8 @@ def pages_for(rater, visit=None) -> tuple[list, str]:
         return RESEARCHER_PAGES, "sidebar"
     if rater.consented_at is None:
         return [CONSENT_PAGE], "hidden"
+    if background_due(ws, rater) is not None:  # the protocol's questions about the rater, once per campaign
+        return [BACKGROUND_PAGE], "hidden"
     return [RATER_PAGE], "hidden"
 
 

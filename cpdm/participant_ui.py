@@ -1,6 +1,8 @@
-"""What raters' pages show besides pairs: the protocol's instructions and consent, and a study's end page.
+"""What raters' pages show besides pairs: instructions and consent, the background questions, a study's end page.
 
-The end page is for raters recruited through a link (``cpdm.rating.recruit``).
+The background questions come from the campaign's protocol
+(``cpdm.rating.background``); the end page is for raters recruited through a
+link (``cpdm.rating.recruit``).
 Crowd platforms expect every participant who finishes to come back with a
 completion code, or through a completion address, whatever they answered
 (failed attention checks included). Streamlit has no redirect: a
@@ -45,6 +47,32 @@ def instructions_and_consent(protocol, key: str) -> bool:
     st.subheader("Consent")
     st.markdown(protocol.consent)
     return st.checkbox("I have read the above and agree", key=key)
+
+
+def background_input(question, subject: str, previous, key: str):
+    """The widget for one background question (about one artist, for a question asked per artist); its value.
+
+    Shows the rater's earlier answer when they come back to the step.
+    Returns the answer as ``cpdm.rating.background.check_answer`` takes it:
+    None while nothing is chosen, or when the rater declines an optional question.
+    """
+    from cpdm.ui import plain
+
+    label = plain(question.text_for(subject))  # artists' names come from the anchors' metadata
+    if question.type == "single":
+        index = question.options.index(previous) if previous in question.options else None
+        value = st.radio(label, question.options, index=index, key=key)
+    elif question.type == "multiple":
+        st.markdown(label)
+        value = [option for index, option in enumerate(question.options)
+                 if st.checkbox(option, value=option in (previous or ()), key=f"{key}_{index}")]
+    elif question.type == "number":
+        bounds = (int(question.min), int(question.max)) if question.integer else (question.min, question.max)
+        value = st.number_input(label, *bounds, value=previous, step=1 if question.integer else None, key=key)
+    else:
+        value = st.text_input(label, value=previous or "", max_chars=question.max_length, key=key)
+    declined = question.optional and st.checkbox("Prefer not to answer", key=f"{key}_declined")
+    return None if declined else value
 
 
 def show_study_end(recruitment, pairs_done: int) -> None:

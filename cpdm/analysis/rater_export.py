@@ -7,8 +7,10 @@ Three tables, from the same facts:
   finish times, active time, pairs done and skipped, attention checks,
   flags.
 - :func:`rater_frame` with ``identified=True``: the same plus each recruited
-  rater's platform id, link and completion code. It identifies people on
-  the crowd platform: researchers only, kept with the study's personal data.
+  rater's platform id, link and completion code, and every rater's answers
+  to the protocol's background questions (``cpdm.rating.background``). It
+  identifies people on the crowd platform: researchers only, kept with the
+  study's personal data.
 - :func:`approvals_frame`: one row per recruited rater with the decision to
   upload to the crowd platform (approve, reject or review) and why.
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from cpdm.analysis.data import rater_pseudonyms
 from cpdm.rating.assignment import campaign_settings
+from cpdm.rating.background import answers_table, background_columns
 from cpdm.rating.submit import attention_check_failures
 
 RATER_COLUMNS = [
@@ -92,14 +95,20 @@ def _members(ws, campaign_id: int) -> pd.DataFrame:
 
 
 def rater_frame(ws, campaign_id: int, identified: bool = False) -> pd.DataFrame:
-    """One row per rater of the campaign (see the module docstring); ``identified`` adds platform ids."""
+    """One row per rater of the campaign (see the module docstring); ``identified`` adds platform ids and
+    background answers (a column per question, ``question[artist]`` for one asked per artist)."""
     members = _members(ws, campaign_id)
     pseudonyms = rater_pseudonyms(ws, members["rater_id"])
     members["rater"] = members["rater_id"].map(pseudonyms)
-    columns = RATER_COLUMNS + (IDENTIFIED_COLUMNS if identified else [])
-    if identified:
-        members["link"] = members["link"].astype("Int64")
-    return members[columns].reset_index(drop=True)
+    if not identified:
+        return members[RATER_COLUMNS].reset_index(drop=True)
+    members["link"] = members["link"].astype("Int64")
+    answers = answers_table(ws.conn, campaign_id)
+    columns = background_columns(ws.conn, campaign_id)
+    columns += sorted({column for row in answers.values() for column in row} - set(columns))  # since-removed artists
+    background = pd.DataFrame([answers.get(rater_id, {}) for rater_id in members["rater_id"]],
+                              columns=columns, index=members.index)
+    return pd.concat([members[RATER_COLUMNS + IDENTIFIED_COLUMNS], background], axis=1).reset_index(drop=True)
 
 
 def _decision(member, flagged_decision: str) -> tuple[str, str]:

@@ -68,6 +68,8 @@ class Protocol:
     questions: tuple[Question, ...]
     attention_checks: AttentionChecks
     timing: Timing
+    # Questions about the rater, asked once per campaign after consent (cpdm.rating.background).
+    background: tuple = ()
 
     def question(self, question_id: str) -> Question:
         for question in self.questions:
@@ -194,6 +196,8 @@ def _parse_timing(data: dict) -> Timing:
 
 def parse_protocol(text: str) -> Protocol:
     """Parse and validate protocol TOML; raise ProtocolError naming the bad field."""
+    from cpdm.rating.background import parse_background
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -208,6 +212,7 @@ def parse_protocol(text: str) -> Protocol:
         questions=questions,
         attention_checks=_parse_attention_checks(data, questions),
         timing=_parse_timing(data),
+        background=parse_background(data.get("background")),
     )
 
 

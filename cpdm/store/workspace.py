@@ -491,8 +491,28 @@ def _migrate_to_7(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX recruit_events_by_time ON recruit_events (at)")
 
 
+def _migrate_to_8(conn: sqlite3.Connection) -> None:
+    """Raters' background: their answers to a protocol's questionnaire, per campaign (cpdm.rating.background).
+
+    One row per rater, campaign, question and subject (the artist, for a
+    question asked once per artist of the campaign; '' otherwise); the value
+    is JSON (null for "prefer not to answer").
+    """
+    conn.execute(
+        "CREATE TABLE background_answers ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " rater INTEGER NOT NULL REFERENCES raters(id),"
+        " question TEXT NOT NULL,"
+        " subject TEXT NOT NULL DEFAULT '',"
+        " value TEXT NOT NULL,"
+        " answered_at TEXT NOT NULL,"
+        " PRIMARY KEY (campaign, rater, question, subject))"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5, _migrate_to_6, _migrate_to_7,
+    _migrate_to_8,
 ]
 
 
