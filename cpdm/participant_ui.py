@@ -58,7 +58,7 @@ def background_input(question, subject: str, previous, key: str):
     """
     from cpdm.ui import plain
 
-    label = plain(question.text_for(subject))  # artists' names come from the anchors' metadata
+    label = question.text_for(plain(subject))  # the protocol's Markdown, with an artist's name as typed
     if question.type == "single":
         index = question.options.index(previous) if previous in question.options else None
         value = st.radio(label, question.options, index=index, key=key)
