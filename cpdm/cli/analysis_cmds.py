@@ -116,12 +116,16 @@ def analyze(workspace, campaign, group, out, **kwargs):
 @cli.command()
 @workspace_option
 @analysis_options
-@click.option("--group", "-g", type=GROUP_CHOICE, default="artists", show_default=True,
-              help="Rater group whose judgement w is fitted to.")
+@click.option("--group", "-g", type=GROUP_CHOICE, default=None,
+              help="Rater group whose judgement w is fitted to (default: artists; with --by, all).")
 @click.option("--target", default="copy", show_default=True, help="Protocol question to fit (e.g. copy, style).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Weights JSON to write.")
+@click.option("--by", "by", default=None, metavar="QUESTION",
+              help="Calibrate once per level of the raters' answer to this background question "
+                   "(e.g. art_years, familiarity) and print the table; --out then writes it as CSV.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Weights JSON to write (required without --by).")
 @cpdm_command
-def calibrate(workspace, campaign, group, target, out, **kwargs):
+def calibrate(workspace, campaign, group, target, by, out, **kwargs):
     """Fit the semantic/style weight w of CM_w to human ratings and export it.
 
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
@@ -132,14 +136,29 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
     with intervals, the numbers of pairs, raters and ratings and a hash of the
     ratings used; `cpdm score --weights FILE` scores with it.
 
+    With --by QUESTION, w is calibrated once per level of the raters'
+    answer to a background question of the campaign's protocol (each option;
+    for numbers, the protocol's levels; for a question asked per artist, the
+    rater's answer for each pair's artist), each with its interval and
+    out-of-fold Spearman; nothing is recorded.
+
     \b
-    Example:
+    Examples:
       cpdm calibrate --campaign demo --group artists --out weights.json
+      cpdm calibrate --campaign pilot --by art_years --group lay
     """
     from cpdm.analysis.report import calibrate_campaign, record_calibration, save_weights
     from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
+    if by is not None:
+        group = group or "all"
+        calibrate_by_answer(ws, campaign, by, target, group, out,
+                            _options([group], group, strict=True, target=target, **kwargs))
+        return
+    if out is None:
+        raise click.UsageError("--out is required (the weights JSON to write), unless --by is given")
+    group = group or "artists"
     options = _options([group], group, strict=True, target=target, **kwargs)
     result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
     # The file first, the workspace's record only once the file is written: a failure leaves neither.
@@ -157,6 +176,21 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
         click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+
+
+def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: str, out, options) -> None:
+    """`cpdm calibrate --by`: the table of w per level of a background answer, printed and optionally saved."""
+    from cpdm.analysis.by_answer import calibrate_by
+    from cpdm.analysis.data import write_table
+
+    result = calibrate_by(ws, campaign, question, target=target, group=group, options=options)
+    click.echo(f"w per answer to {question!r} ({result.text}), {group} raters, target {target!r}:")
+    click.echo(result.screen_table().to_string(index=False))
+    click.echo(f"intervals: {result.interval}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if out:
+        click.echo(f"table written to {write_table(result.table, Path(out), 'csv')}")
 
 
 @cli.command()

@@ -316,3 +316,9 @@ def background_columns(conn, campaign_id: int) -> list[str]:
     """The export columns of the campaign's questionnaire, in the order it asks them."""
     return [f"{step.question.id}[{subject}]" if subject else step.question.id
             for step in questionnaire(conn, campaign_id) for subject in step.subjects]
+
+
+def answers_fingerprint(conn, campaign_id: int) -> tuple:
+    """Changes whenever a rater answers in the campaign (a cache key for pages)."""
+    return tuple(conn.execute("SELECT COUNT(*), MAX(answered_at) FROM background_answers WHERE campaign = ?",
+                              (campaign_id,)).fetchone())
