@@ -254,3 +254,14 @@ def test_client_address_prefers_the_proxys_forwarded_address_only_when_trusted()
     assert recruit.client_address(None) == "local"
     assert recruit.client_address("203.0.113.1", "1.1.1.1, 198.51.100.2") == "203.0.113.1"
     assert recruit.client_address("10.0.0.1", "1.1.1.1, 198.51.100.2", trust_forwarded=True) == "198.51.100.2"
+
+
+def test_a_campaigns_progress_lists_only_its_own_recruited_raters(ws):
+    from cpdm.rating.submit import campaign_status
+
+    world, _, secret = recruiting_world(ws)
+    other = make_world(ws, 2, 1, overlap={"lay": 1}, name="other")
+    recruit.admit(ws, params(secret, "P1"), "10.0.0.1")
+    names = {campaign: [row["name"] for row in campaign_status(ws, campaign)["per_rater"]]
+             for campaign in (world.campaign, other.campaign)}
+    assert names == {world.campaign: ["lay via link 1 #1"], other.campaign: []}

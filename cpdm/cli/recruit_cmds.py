@@ -11,34 +11,6 @@ from cpdm.rating.campaigns import campaign_id_by_name
 from cpdm.store.time import utc_now
 
 
-def link_rows(links, now) -> list[dict]:
-    """Recruitment links as table rows: state, admitted of quota, pairs per rater, id, end page, closing time."""
-    return [{
-        "id": link.id, "role": link.role, "state": link.state(now),
-        "admitted": f"{link.admitted}/{link.quota}" if link.quota else str(link.admitted),
-        "finished": link.finished, "pairs_each": link.per_rater or "all",
-        "id_param": link.id_param or "(made by the app)",
-        "completion": " + ".join(part for part in (link.completion_code and f"code {link.completion_code}",
-                                                   link.completion_url and "redirect") if part) or "-",
-        "closes": link.closed_at and f"closed {link.closed_at[:16]}" or (link.closes_at or "-")[:16],
-    } for link in links]
-
-
-def describe(link) -> str:
-    """A new link's settings in one line."""
-    return ", ".join([
-        f"quota {link.quota}" if link.quota else "no quota",
-        f"{link.per_rater} pairs each" if link.per_rater else "all the pairs the campaign has for each",
-        f"participant id from {link.id_param}" if link.id_param else "participant ids made by the app",
-        f"completion code {link.completion_code}" if link.completion_code else "no completion code",
-        f"redirect to {link.completion_url}" if link.completion_url else "no redirect",
-        f"closes {link.closes_at}" if link.closes_at else "no closing date",
-    ])
-
-
-LINK_COLUMNS = ["id", "role", "state", "admitted", "finished", "pairs_each", "id_param", "completion", "closes"]
-
-
 @campaign.command("recruit")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["lay", "artist"]), default="lay", show_default=True,
@@ -90,7 +62,7 @@ def campaign_recruit(name, role, quota, per_rater, id_param, completion_code, co
     if list_:
         links = recruit.list_links(ws, campaign_id)
         if links:
-            _table(link_rows(links, now), LINK_COLUMNS)
+            _table([recruit.link_row(link, now) for link in links], recruit.LINK_COLUMNS)
         else:
             click.echo(f"campaign {name!r} has no recruitment links (make one with `cpdm campaign recruit {name}`)")
         return
@@ -107,7 +79,7 @@ def campaign_recruit(name, role, quota, per_rater, id_param, completion_code, co
         ws, campaign_id, role, quota=quota, per_rater=per_rater, id_param=id_param, completion_code=completion_code,
         completion_url=completion_url, closes_at=recruit.parse_closes(closes) if closes else None,
         signups_per_address=per_address or recruit.DEFAULT_SIGNUPS_PER_ADDRESS, now=now)
-    click.echo(f"recruitment link {link.id} for campaign {name!r} ({role} raters): {describe(link)}")
+    click.echo(f"recruitment link {link.id} for campaign {name!r} ({role} raters): {recruit.describe_link(link)}")
     click.echo("this link is shown only once:")
     click.echo(recruit.link_url(secret, base_url))
     if id_param:

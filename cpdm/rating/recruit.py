@@ -297,6 +297,35 @@ def open_links_of(ws, campaign_id: int, role: str, now: datetime | None = None) 
             if link.role == role and link.state(now or utc_now()) != "closed"]
 
 
+def describe_link(link: RecruitLink) -> str:
+    """A link's settings in one line."""
+    return ", ".join([
+        f"quota {link.quota}" if link.quota else "no quota",
+        f"{link.per_rater} pairs each" if link.per_rater else "all the pairs the campaign has for each",
+        f"participant id from {link.id_param}" if link.id_param else "participant ids made by the app",
+        f"completion code {link.completion_code}" if link.completion_code else "no completion code",
+        f"redirect to {link.completion_url}" if link.completion_url else "no redirect",
+        f"closes {link.closes_at}" if link.closes_at else "no closing date",
+    ])
+
+
+LINK_COLUMNS = ["id", "role", "state", "admitted", "finished", "pairs_each", "id_param", "completion", "closes"]
+
+
+def link_row(link: RecruitLink, now: datetime | None = None) -> dict:
+    """A link as one row of a table (:data:`LINK_COLUMNS`): state, admitted of quota, end page, closing time."""
+    completion = [part for part in (link.completion_code and f"code {link.completion_code}",
+                                    link.completion_url and "redirect") if part]
+    return {
+        "id": link.id, "role": link.role, "state": link.state(now or utc_now()),
+        "admitted": f"{link.admitted}/{link.quota}" if link.quota else str(link.admitted),
+        "finished": link.finished, "pairs_each": link.per_rater or "all",
+        "id_param": link.id_param or "(made by the app)",
+        "completion": " + ".join(completion) or "-",
+        "closes": f"closed {link.closed_at[:16]}" if link.closed_at else (link.closes_at or "-")[:16],
+    }
+
+
 def link_url(secret: str, base_url: str = "http://127.0.0.1:8501") -> str:
     """The study address to give the crowd platform (the platform appends its participant id parameter)."""
     return f"{base_url.rstrip('/')}/?{urlencode({JOIN_PARAM: secret})}"
@@ -579,7 +608,8 @@ def finished_recruitment(ws, rater) -> Recruitment | None:
 
 
 __all__ = [
-    "Admission", "JOIN_PARAM", "RecruitLink", "Recruitment", "REFUSALS", "Visit", "admit", "capacity_note",
-    "client_address", "close_link", "create_link", "finished_recruitment", "get_link", "link_url", "list_links",
-    "next_item_for", "open_links_of", "parse_closes", "rater_token", "recruited_progress", "recruitment_of", "visit",
+    "Admission", "JOIN_PARAM", "LINK_COLUMNS", "RecruitLink", "Recruitment", "REFUSALS", "Visit", "admit",
+    "capacity_note", "client_address", "close_link", "create_link", "describe_link", "finished_recruitment",
+    "get_link", "link_row", "link_url", "list_links", "next_item_for", "open_links_of", "parse_closes",
+    "rater_token", "recruited_progress", "recruitment_of", "visit",
 ]

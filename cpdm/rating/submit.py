@@ -253,10 +253,12 @@ def campaign_status(ws, campaign_id: int) -> dict:
     by_rater: dict[int, list] = {}
     for rater_id, _pair, kind, skipped, seconds, too_fast in per_pair:
         by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
+    # Raters who worked here, and active raters who may: not those recruited through another campaign's link.
     raters = conn.execute(
         "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
-        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR disabled = 0) ORDER BY id",
-        (campaign_id,),
+        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR (disabled = 0 AND id NOT IN "
+        "(SELECT rater FROM recruited_raters WHERE campaign != ?))) ORDER BY id",
+        (campaign_id, campaign_id),
     ).fetchall()
     per_rater = []
     for rater_id, name, role, flagged, reason, disabled, simulated in raters:
