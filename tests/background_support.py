@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cpdm.rating.background import questionnaire, save_step
+from cpdm.rating.background import questionnaire_steps, save_step
 from tests.rating_fixtures import default_protocol_text
 
 EVERY_TYPE = '''
@@ -61,6 +61,6 @@ def first_choices(step) -> dict:
 def answer_questionnaire(ws, rater_id: int, campaign_id: int, answers: dict | None = None) -> None:
     """Answer every step of the campaign's questionnaire: ``answers[question id]`` ({subject: value}) or the first
     choices."""
-    for step in questionnaire(ws.conn, campaign_id):
+    for step in questionnaire_steps(ws.conn, campaign_id):
         save_step(ws, rater_id, campaign_id, step.question.id, (answers or {}).get(step.question.id)
                   or first_choices(step))

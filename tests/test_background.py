@@ -14,9 +14,10 @@ from cpdm.errors import CpdmError
 from cpdm.rating import recruit
 from cpdm.rating.auth import create_rater, record_consent
 from cpdm.rating.background import (
-    background_due, check_answer, next_step, questionnaire, save_step, stored_answers,
+    background_due, next_step, questionnaire_steps, save_step, stored_answers,
 )
 from cpdm.rating.protocol import ProtocolError, default_protocol_path, parse_protocol
+from cpdm.rating.questionnaire import check_answer
 from tests.background_support import EVERY_TYPE, answer_questionnaire, every_type_protocol
 from tests.panel_support import panel
 from tests.rating_fixtures import ARTISTS, default_protocol_text, make_world
@@ -82,7 +83,7 @@ def test_a_bad_answer_is_refused_with_a_plain_message(question, value, message):
 
 def test_a_question_per_artist_is_one_step_over_the_campaigns_artists(ws):
     world = make_world(ws, 3, 1, protocol_text=every_type_protocol())
-    steps = questionnaire(ws.conn, world.campaign)
+    steps = questionnaire_steps(ws.conn, world.campaign)
     assert [step.question.id for step in steps] == ["years", "pro", "known", "media", "note"]
     assert steps[2].subjects == tuple(sorted(ARTISTS)) and steps[0].subjects == ("",)
 

@@ -32,7 +32,8 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis.calibration import calibrate
 from cpdm.errors import CpdmError
-from cpdm.rating.background import BackgroundQuestion, campaign_protocol
+from cpdm.rating.background import campaign_protocol
+from cpdm.rating.questionnaire import BackgroundQuestion
 
 BY_COLUMNS = ["level", "raters", "pairs", "ratings", "w", "w_ci_low", "w_ci_high", "rho", "ci_low", "ci_high", "note"]
 

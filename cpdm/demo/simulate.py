@@ -186,9 +186,9 @@ def _simulated_answer(question, role: str, rng):
 def _answer_background(ws, campaign_id: int, raters: list, seed: int) -> None:
     """Answer the campaign's background questionnaire for each simulated rater (its own random stream, so the
     ratings are those of a seed whether or not the protocol has a questionnaire)."""
-    from cpdm.rating.background import questionnaire, save_step
+    from cpdm.rating.background import questionnaire_steps, save_step
 
-    steps = questionnaire(ws.conn, campaign_id)
+    steps = questionnaire_steps(ws.conn, campaign_id)
     for rater in raters:
         rng = np.random.default_rng([seed, rater.id])
         for step in steps:

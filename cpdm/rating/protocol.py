@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
+from cpdm.rating.questionnaire import BackgroundError, parse_background
 
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
@@ -68,7 +69,7 @@ class Protocol:
     questions: tuple[Question, ...]
     attention_checks: AttentionChecks
     timing: Timing
-    # Questions about the rater, asked once per campaign after consent (cpdm.rating.background).
+    # Questions about the rater, asked once per campaign after consent (cpdm.rating.questionnaire).
     background: tuple = ()
 
     def question(self, question_id: str) -> Question:
@@ -196,8 +197,6 @@ def _parse_timing(data: dict) -> Timing:
 
 def parse_protocol(text: str) -> Protocol:
     """Parse and validate protocol TOML; raise ProtocolError naming the bad field."""
-    from cpdm.rating.background import parse_background
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -212,8 +211,16 @@ def parse_protocol(text: str) -> Protocol:
         questions=questions,
         attention_checks=_parse_attention_checks(data, questions),
         timing=_parse_timing(data),
-        background=parse_background(data.get("background")),
+        background=_parse_background(data),
     )
+
+
+def _parse_background(data: dict) -> tuple:
+    """The protocol's questions about the raters (cpdm.rating.questionnaire), refusals as ProtocolError."""
+    try:
+        return parse_background(data.get("background"))
+    except BackgroundError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:

@@ -584,23 +584,6 @@ def next_item_for(ws, rater, now: datetime | None = None):
     return item
 
 
-def recruited_progress(ws, rater):
-    """A recruited rater's progress: pairs answered of their ``per_rater`` (or of what the campaign has for them).
-
-    None for an invited rater.
-    """
-    from cpdm.rating.submit import Progress, rater_progress
-
-    recruitment = recruitment_of(ws.conn, rater.id)
-    if recruitment is None:
-        return None
-    progress = rater_progress(ws, rater, recruitment.campaign)
-    if recruitment.finished_at is not None:
-        return Progress(progress.done, progress.done)
-    total = progress.total if recruitment.per_rater is None else min(progress.total, recruitment.per_rater)
-    return Progress(progress.done, max(total, progress.done))
-
-
 def finished_recruitment(ws, rater) -> Recruitment | None:
     """The recruitment of a rater who reached the end of their link's study (the end page's facts); else None."""
     recruitment = recruitment_of(ws.conn, rater.id)
@@ -611,5 +594,5 @@ __all__ = [
     "Admission", "JOIN_PARAM", "LINK_COLUMNS", "RecruitLink", "Recruitment", "REFUSALS", "Visit", "admit",
     "capacity_note", "client_address", "close_link", "create_link", "describe_link", "finished_recruitment",
     "get_link", "link_row", "link_url", "list_links", "next_item_for", "open_links_of", "parse_closes",
-    "rater_token", "recruited_progress", "recruitment_of", "visit",
+    "rater_token", "recruitment_of", "visit",
 ]
