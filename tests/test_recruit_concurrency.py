@@ -91,3 +91,35 @@ def test_three_times_the_quota_of_simultaneous_first_visits_from_several_process
         assert child.returncode == 0, err
         outcomes += [tuple(row) for row in json.loads(out)]
     check_outcome(ws, link.id, outcomes, len(visitors))
+
+
+def test_two_tabs_of_one_rater_racing_for_pairs_get_exactly_their_pairs_each(ws):
+    import uuid
+
+    from cpdm.rating.submit import submit
+    from tests.rating_fixtures import ANSWERS
+
+    _, _, secret = recruiting_world(ws, n_anchors=6, per_rater=5)
+    rater = recruit.admit(ws, params(secret, "P-tabs"), "10.2.0.1").rater
+    errors = []
+
+    def tab():
+        own = open_workspace(ws.root)
+        try:
+            while (item := recruit.next_item_for(own, rater)) is not None:
+                submit(own, rater, item.campaign, item.pair, ANSWERS, nonce=uuid.uuid4().hex)
+        except Exception as exc:  # surfaced below
+            errors.append(repr(exc))
+        finally:
+            own.close()
+
+    tabs = [threading.Thread(target=tab) for _ in range(3)]
+    for thread in tabs:
+        thread.start()
+    for thread in tabs:
+        thread.join(timeout=60)
+    assert errors == []
+    statuses = Counter(row[0] for row in ws.conn.execute("SELECT status FROM assignments WHERE rater = ?",
+                                                         (rater.id,)))
+    assert statuses == {"done": 5}
+    assert recruit.finished_recruitment(ws, rater) is not None

@@ -542,10 +542,10 @@ def recruitment_of(conn, rater_id: int) -> Recruitment | None:
     return None if row is None else Recruitment(*row)
 
 
-def _taken(conn, campaign_id: int, rater_id: int) -> int:
-    """Pairs the rater holds or has answered (rated or skipped) in the campaign; expired ones left out."""
+def _answered(conn, campaign_id: int, rater_id: int) -> int:
+    """Pairs the rater has answered (rated or skipped) in the campaign."""
     return conn.execute(
-        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('assigned', 'done', 'skipped')",
+        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
         (campaign_id, rater_id),
     ).fetchone()[0]
 
@@ -553,11 +553,14 @@ def _taken(conn, campaign_id: int, rater_id: int) -> int:
 def next_item_for(ws, rater, now: datetime | None = None):
     """The rater's item: for a recruited rater, from their link's campaign up to their pairs; else :func:`next_item`.
 
-    When a recruited rater has nothing more to do (their pairs are done, the
-    campaign has none left for them, or it was closed) their finish time is
+    A rater holds at most one pair at a time (a claim returns the held one),
+    so claiming only while fewer than ``per_rater`` pairs are answered never
+    gives anyone more, however many tabs ask at once. When a recruited rater
+    has nothing more to do (their pairs are done, the campaign has none left
+    for them, or it was closed and they hold none) their finish time is
     recorded and None is returned: the app then shows the end page.
     """
-    from cpdm.rating.assignment import _held_item, claim_in, current_pair, _item_for, next_item
+    from cpdm.rating.assignment import claim_next, held_item, next_item
 
     recruitment = recruitment_of(ws.conn, rater.id)
     if recruitment is None:
@@ -565,20 +568,13 @@ def next_item_for(ws, rater, now: datetime | None = None):
     if recruitment.finished_at is not None:
         return None
     now = now or utc_now()
-    held = _held_item(ws.conn, recruitment.campaign, rater.id, format_time(now))
-    if held is not None:
-        return held
-    with write_transaction(ws) as conn:
-        campaign_open = conn.execute("SELECT status = 'open' FROM campaigns WHERE id = ?",
-                                     (recruitment.campaign,)).fetchone()[0]
-        item = None
-        if campaign_open:
-            pair = current_pair(conn, recruitment.campaign, rater.id)
-            if pair is not None:
-                item = _item_for(conn, recruitment.campaign, pair, rater.id)
-            elif recruitment.per_rater is None or _taken(conn, recruitment.campaign, rater.id) < recruitment.per_rater:
-                item = claim_in(conn, recruitment.campaign, rater, now, holds_nothing=True)
-        if item is None:
+    campaign_open = ws.conn.execute("SELECT status = 'open' FROM campaigns WHERE id = ?",
+                                    (recruitment.campaign,)).fetchone()[0]
+    may_claim = campaign_open and (recruitment.per_rater is None
+                                   or _answered(ws.conn, recruitment.campaign, rater.id) < recruitment.per_rater)
+    item = (claim_next if may_claim else held_item)(ws, recruitment.campaign, rater, now)
+    if item is None:
+        with write_transaction(ws) as conn:
             conn.execute("UPDATE recruited_raters SET finished_at = COALESCE(finished_at, ?) WHERE rater = ?",
                          (format_time(now), rater.id))
     return item
