@@ -133,7 +133,7 @@ def test_a_participant_follows_the_link_through_consent_questionnaire_pairs_and_
                     pair = shown_pair(other, not_pair=pair)
 
             other.get_by_role("heading", name="Thank you!").wait_for(timeout=30_000)
-            assert other.get_by_text(CODE, exact=True).count() == 1
+            other.get_by_text(CODE, exact=True).wait_for(timeout=10_000)  # the page draws the code after its title
             other.wait_for_url(f"{platform}/complete?cc={CODE}", timeout=30_000)  # the redirect, followed
             assert visits.count(f"/complete?cc={CODE}") == 1
 
