@@ -11,7 +11,7 @@ import pytest
 
 from cpdm.rating import recruit
 from tests.background_support import every_type_protocol
-from tests.browser_support import CHROMIUM, app_server, launch_chromium, shown_pair
+from tests.browser_support import app_server, chromium_browser, shown_pair
 from tests.rating_fixtures import ARTISTS
 from tests.recruit_support import ID_PARAM, recruiting_world
 
@@ -51,14 +51,8 @@ def platform_server():
 
 @pytest.fixture
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def new_page(browser):

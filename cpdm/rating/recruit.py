@@ -9,7 +9,7 @@ completion code or a redirect at the end. A recruitment link is that address::
 
 What it guarantees, and its limits:
 
-- The link's secret (32 random characters; only its sha256 is stored, and it
+- The link's secret (32 random bytes, 43 characters; only its sha256 is stored, and it
   is shown once, like an invite token) plus the participant's platform id is
   the credential. The rater's own token is derived from both (an HMAC keyed
   by the secret), and only that token's hash is stored, so a leaked
@@ -53,7 +53,7 @@ from urllib.parse import urlencode, urlsplit
 
 from cpdm.errors import CpdmError
 from cpdm.rating.auth import TOKEN_PATTERN, Rater, get_rater, hash_token, new_token
-from cpdm.store.time import format_time, parse_time, utc_now
+from cpdm.store.time import format_time, utc_now
 from cpdm.store.workspace import RATING_ROLES
 from cpdm.store.writer import write_transaction
 
