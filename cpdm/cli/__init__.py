@@ -142,6 +142,7 @@ from cpdm.cli import demo_cmds  # noqa: E402,F401
 from cpdm.cli import analysis_cmds  # noqa: E402,F401
 from cpdm.cli import score_cmds  # noqa: E402,F401
 from cpdm.cli import rating_cmds  # noqa: E402,F401
+from cpdm.cli import recruit_cmds  # noqa: E402,F401
 from cpdm.cli import unlearn_cmds  # noqa: E402,F401
 from cpdm.cli import curation_cmds  # noqa: E402,F401
 from cpdm.cli import jobs_cmds  # noqa: E402,F401
