@@ -41,7 +41,7 @@ from cpdm.unlearning.artifacts import (
     save_artifact,
     variant_dir,
 )
-from cpdm.unlearning.report import concept_matches
+from cpdm.unlearning.concepts import names_concept
 from cpdm.unlearning.base import NonFiniteLoss, TrainingOptions, UnlearnRequest, check_concepts, unique_texts
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
@@ -94,12 +94,14 @@ def _versions() -> dict:
 def study_artists(ws, concepts) -> tuple[str, ...]:
     """The artist names of the workspace's anchors, except those naming a concept to erase (sorted, no repeats).
 
-    An anchor's artist names a concept as the unlearning report decides
-    which anchors are the concept's (:func:`cpdm.unlearning.report.concept_matches`).
+    An artist names a concept by the exact rule the unlearning report uses to
+    tell the concept's anchors from the retained ones
+    (:func:`cpdm.unlearning.concepts.names_concept`): "Ma" does not leave
+    "Manet" out.
     """
     rows = ws.conn.execute("SELECT DISTINCT TRIM(artist) FROM anchors WHERE TRIM(COALESCE(artist, '')) != '' "
                            "ORDER BY 1").fetchall()
-    return unique_texts(artist for (artist,) in rows if not concept_matches(artist, None, concepts))
+    return unique_texts(artist for (artist,) in rows if not names_concept(artist, concepts))
 
 
 def preserve_file_record(path, concepts: tuple[str, ...]) -> dict:
@@ -171,7 +173,7 @@ def unlearn(
         raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     resolved = method.resolve_params(params)
     listed = read_preserve_file(preserve_file) if preserve_file else ()
-    given = preserve + tuple(text for text in listed if not concept_matches(text, None, concepts))
+    given = preserve + tuple(text for text in listed if not names_concept(text, concepts))
     preserve = method.preserve_set(resolved, concepts, given, study_artists(ws, concepts))
     images = image_files(images_dir)
     if method.needs_images and not images:
