@@ -168,6 +168,21 @@ def cm_weighted(m_sem_value, m_style_value, w: float, x_ref: float):
     return cm_from_distance(combined_distance(m_sem_value, m_style_value, w), x_ref)
 
 
+def release_score(m_sem_value, m_style_value):
+    """The CPDM release's score of a pair, ``(M_sem · M_style)²``: no Norm, no ``1 −``; lower = closer.
+
+    The authors' ``cpdm_metric.py`` returns this per pair and averages it
+    over pairs; its numbers, unlike CM's, can be laid beside the paper's
+    tables (with the release's own backbones, ``ViT-L-14/openai`` and
+    ``cpdm-inception``).
+    """
+    sem = _as_numpy(m_sem_value)
+    style = _as_numpy(m_style_value)
+    if np.any(sem < 0) or np.any(style < 0):
+        raise MetricError("distances must be non-negative")
+    return _scalar_or_array((sem * style) ** 2)
+
+
 def reference_scale(m_sem_ref, m_style_ref, w: float | None = None) -> float:
     """The reference scale x_ref: the median over mismatched pairs.
 
