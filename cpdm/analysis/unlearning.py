@@ -126,7 +126,8 @@ class TargetRule:
         ids = {anchor["id"] for anchor in anchors}
         unknown = sorted(set(self.anchor_ids) - ids)
         if unknown:
-            raise CpdmError(f"no anchor with id {', '.join(map(str, unknown))} (--target-anchor; see cpdm anchors list)")
+            raise CpdmError(f"no anchor with id {', '.join(map(str, unknown))} "
+                            "(--target-anchor; see cpdm anchors list)")
         for artist in self.artists:
             if not any(names_concept(anchor["artist"], [artist]) for anchor in anchors):
                 raise CpdmError(f"no anchor's artist is {artist!r} (--target-artist; see cpdm anchors list)")
@@ -280,7 +281,8 @@ def measure_columns(measure: str, ours: pd.DataFrame, theirs: pd.DataFrame, matc
     return columns
 
 
-def unlearning_report(ws, variant_name: str, vs: str = "original", settings: ReportSettings | None = None) -> pd.DataFrame:
+def unlearning_report(ws, variant_name: str, vs: str = "original",
+                      settings: ReportSettings | None = None) -> pd.DataFrame:
     """One row per set (target, retain): CM, x / x_ref and the release score of the variant and the baseline,
     their changes, human copy means, and which anchors the set holds."""
     from cpdm.curation.anchors import list_anchors
