@@ -59,7 +59,7 @@ SETS = ("target", "retain")
 
 @dataclass
 class ReportSettings:
-    """How the report generates and scores (the paper's generation settings by default)."""
+    """How the report picks its sets, generates and scores (the paper's generation settings by default)."""
 
     seeds: tuple[int, ...] = (PAPER_SEED,)
     steps: int = PAPER_STEPS
