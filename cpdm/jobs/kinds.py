@@ -381,9 +381,9 @@ def _run_unlearn(ws, params: dict, context) -> dict:
     A job run again after an attempt that stopped (killed, cancelled,
     failed) resumes the variant from its last checkpoint; after an attempt
     that made the variant but could not record it, it returns that variant.
+    Under a Ray executor the run goes to a node of the cluster
+    (:mod:`cpdm.unlearning.remote`); the variant is registered here.
     """
-    from cpdm.unlearning.runner import unlearn
-
     earlier = _earlier_attempt(ws, params["variant_name"], context.job_id)
     if earlier is not None and earlier.status == "ready":
         context.log(f"variant {earlier.name} was made by an earlier attempt of this job")
@@ -391,14 +391,22 @@ def _run_unlearn(ws, params: dict, context) -> dict:
     resume = earlier is not None and earlier.status in ("training", "failed")
     if resume:
         context.log(f"resuming variant {params['variant_name']} from its last checkpoint")
-    variant = unlearn(
-        ws, params["method"], params["variant_name"], base=params["base"], concepts=params["concepts"],
-        preserve=params["preserve"], preserve_file=params["preserve_file"], images_dir=params["images_dir"],
-        params=params[HYPERPARAMETERS],
-        seed=params["seed"], device=context.device, precision=params["precision"],
-        offline_tiny=params["offline_tiny"], resume=resume, checkpoint_every=params["checkpoint_every"],
-        job=context.job_id, warn=lambda note: _log_notes(context, [note]),
+    options = dict(
+        base=params["base"], concepts=params["concepts"], preserve=params["preserve"],
+        preserve_file=params["preserve_file"], images_dir=params["images_dir"], params=params[HYPERPARAMETERS],
+        seed=params["seed"], precision=params["precision"], offline_tiny=params["offline_tiny"], resume=resume,
+        checkpoint_every=params["checkpoint_every"], job=context.job_id,
     )
+    if context.executor is None:
+        from cpdm.unlearning.runner import unlearn
+
+        variant = unlearn(ws, params["method"], params["variant_name"], device=context.device,
+                          warn=lambda note: _log_notes(context, [note]), **options)
+    else:
+        from cpdm.unlearning.remote import unlearn_on_cluster
+
+        variant = unlearn_on_cluster(ws, params["method"], params["variant_name"], executor=context.executor,
+                                     **options)
     context.log(f"variant {variant.name} ({variant.method}) {variant.status}")
     return _unlearn_result(variant, resume)
 
@@ -591,6 +599,9 @@ def _report_parameters() -> list[Parameter]:
         Parameter("size", "int", None, "image side in pixels, a multiple of 8 (default: the model's)", minimum=8),
         Parameter("max_prompts", "int", None, "at most this many prompts per set", minimum=1),
         Parameter("max_retain_prompts", "int", None, "at most this many prompts in the retain set", minimum=1),
+        Parameter("target_artists", "strings", [], "the concept's anchors are these artists' (default: the anchors "
+                  "whose artist or title is the concept)"),
+        Parameter("target_anchors", "ids", [], "the concept's anchors are these (anchor ids)"),
         Parameter("semantic", "str", None, "semantic backbone (default: the scoring default)"),
         Parameter("style", "str", None, "style backbone (default: the scoring default)"),
         Parameter("out", "path", None, "CSV file of the table (default: WORKSPACE/exports/unlearning-NAME-HASH.csv)"),
@@ -621,7 +632,9 @@ def _run_report(ws, params: dict, context) -> dict:
                               size=params["size"], max_prompts=params["max_prompts"],
                               max_retain_prompts=params["max_retain_prompts"],
                               device=check_device(context.device), offline_tiny=params["offline_tiny"],
-                              semantic=params["semantic"], style=params["style"])
+                              semantic=params["semantic"], style=params["style"],
+                              target_artists=tuple(params["target_artists"]),
+                              target_anchors=tuple(params["target_anchors"]))
     table = unlearning_report(ws, params["variant"], params["vs"], settings)
     path = Path(params["out"]) if params["out"] else report_path(ws, params["variant"])
     path.parent.mkdir(parents=True, exist_ok=True)
