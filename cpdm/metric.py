@@ -276,8 +276,8 @@ class LogSpreads:
 
     def describe(self) -> str:
         """The conversion in one line, with the paper's w = 0.5 in w_std terms."""
-        return (f"w_std = w·s_sem / (w·s_sem + (1−w)·s_style), s_sem = {self.sem:.4g} and s_style = {self.style:.4g} "
-                f"the spreads of log M_sem and log M_style; equal weight w_std = 0.5 is w = {self.equal_weight_w:.3f}, "
+        return (f"w_std = w·s_sem / (w·s_sem + (1−w)·s_style) with s_sem = {self.sem:.4g}, s_style = {self.style:.4g} "
+                f"(the sd of log M_sem, log M_style); equal weight (w_std = 0.5) is w = {self.equal_weight_w:.3f}; "
                 f"the paper's w = 0.5 is w_std = {self.w_std(0.5):.3f}")
 
 

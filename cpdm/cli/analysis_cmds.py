@@ -107,8 +107,13 @@ def analyze(workspace, campaign, group, out, **kwargs):
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated w = {cal.chosen_w:g} [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}]: out-of-fold Spearman "
+        click.echo(f"calibrated on {cal.stats.get('rater_group')}: out-of-fold Spearman "
                    f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        for line in cal.weight_lines():
+            click.echo(f"  {line}")
+    for comparison in analysis.group_comparisons:
+        if comparison.question == analysis.options.target:
+            click.echo(comparison.headline())
     for note in analysis.notes:
         click.echo(f"note: {note}")
 
@@ -150,13 +155,16 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         path.unlink(missing_ok=True)
         raise
     row = result.summary.iloc[0]
-    click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
-    click.echo(f"95% interval for w: [{result.w_ci[0]:g}, {result.w_ci[1]:g}] (the whole choice of w, bootstrapped)")
-    click.echo(f"intervals: {result.interval}")
+    click.echo(f"weights written to {path}")
+    for line in result.weight_lines():
+        click.echo(line)
+    click.echo(f"intervals: {result.interval} (for w and w_std: the whole choice of w, bootstrapped)")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
-        click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+        in_std = f" (w_std {baseline['w_std']:.3f})" if baseline["w_std"] == baseline["w_std"] else ""
+        click.echo(f"  {baseline['setting']}{in_std}: {baseline['rho']:.3f} "
+                   f"[{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
 @cli.command()
