@@ -319,7 +319,9 @@ def _table_contents(ws) -> dict[str, list[tuple]]:
     """Every table's rows, ordered, without the columns that record when a row was written.
 
     Simulated raters never sign in, so their tokens are random (not derived
-    from the seed): their token hashes are left out.
+    from the seed): their token hashes are left out. The reference set's
+    record (a JSON value in ``meta``) says when it was defined: that field
+    too.
     """
     tables = [row[0] for row in ws.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     contents = {}
@@ -328,6 +330,9 @@ def _table_contents(ws) -> dict[str, list[tuple]]:
         selected = ", ".join(columns)
         if table == "raters":
             selected = selected.replace("token_hash", "CASE WHEN simulated THEN NULL ELSE token_hash END")
+        if table == "meta":
+            selected = selected.replace("value", "CASE WHEN key LIKE 'reference_set:%' THEN "
+                                                 "json_remove(value, '$.defined_at') ELSE value END")
         contents[table] = ws.conn.execute(f"SELECT {selected} FROM {table} ORDER BY {selected}").fetchall()
     return contents
 
