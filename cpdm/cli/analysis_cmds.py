@@ -87,8 +87,9 @@ def analyze(workspace, campaign, group, out, **kwargs):
     Krippendorff's alpha per question and group; correlations are Spearman,
     Kendall tau-b and Pearson of CM, CM_w, -m_sem and -m_style with the mean
     human score, with bootstrap 95% intervals and a split-half noise ceiling;
-    w is calibrated by cross-validation grouped by anchor. Ratings of flagged
-    raters are left out unless --include-flagged.
+    w is calibrated by cross-validation grouped by anchor and also given as
+    w_std (the scale-free weight), per group and as the artists - lay
+    difference. Ratings of flagged raters are left out unless --include-flagged.
 
     \b
     Example:
@@ -132,10 +133,13 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
     correlation with the group's mean rating; cross-validation grouped by
     anchor reports how well that choice generalises, beside the paper's
-    w = 0.5, semantic only (w = 1) and style only (w = 0). The JSON holds w,
+    w = 0.5, semantic only (w = 1) and style only (w = 0). w is also given
+    as w_std, the weight on the log distances standardised by their spread
+    over the reference pairs (0.5 = content and style count equally, for any
+    backbones), with the conversion. The JSON holds w, w_std and the spreads,
     the reference scale x_ref, the backbones, target, group, fit statistics
     with intervals, the numbers of pairs, raters and ratings and a hash of the
-    ratings used; `cpdm score --weights FILE` scores with it.
+    ratings used; `cpdm score --weights FILE` scores with its w.
 
     \b
     Example:
@@ -250,7 +254,9 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
     """Fill a campaign with ratings from simulated raters (for demos and trying the analysis).
 
     Simulated raters are marked as such (analyze --exclude-simulated leaves
-    them out). Their answers follow the pairs' metric scores when present,
+    them out). Their answers follow the pairs' metric scores when present
+    (the "copy" answer weighs the log distances standardised over the
+    reference pairs: artists 0.35 on content, lay raters 0.65, as w_std),
     else the variant's known effect, with rater leniency and noise. Running
     it again adds nothing.
 
