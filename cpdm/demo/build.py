@@ -50,9 +50,9 @@ random-initialised backbones do not see the painter's content/style split
 (the tiny CLIP finds ``demo-content-changed`` closer to its anchor than
 ``demo-style-erased``, and so does the style term), so judgements drawn from
 the variants could not be matched by any weighting of these distances, and
-calibration landed on an end of [0, 1] for both groups. Instead each rater's
-"copy" answer weighs the two log distances standardised by their spread over
-the reference pairs, artists 0.35 on content and lay raters 0.65
+calibration could not find the weights the raters were given. Instead each
+rater's "copy" answer weighs the two log distances standardised by their
+spread over the reference pairs, artists 0.35 on content and lay raters 0.65
 (:data:`cpdm.demo.simulate.COPY_CONTENT_WEIGHT`): planted w_std values,
 which the demo's calibration recovers.
 
@@ -66,9 +66,10 @@ machine, never for a real study. For convenience the links are also written,
 in clear, to ``WORKSPACE/demo_links.txt`` (demo workspaces only).
 
 The build is a sequence of small steps (``add_anchors``, ``add_generations``,
-``add_pairs``, ``add_campaign``, ``add_raters``, ``add_tiny_scores``, ``add_simulated_campaign``) run on a workspace being
-built in a hidden sibling folder, which replaces the target only once every
-step has succeeded.
+``add_pairs``, ``add_campaign``, ``add_raters``, ``add_tiny_scores``,
+``add_simulated_campaign``) run on a workspace being built in a hidden
+sibling folder, which replaces the target only once every step has
+succeeded.
 """
 
 from __future__ import annotations

@@ -87,8 +87,8 @@ def _campaign_pairs(ws, campaign_id: int) -> tuple[pd.DataFrame, LogSpreads | No
     """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances.
 
     Also the log spreads the raters standardise by: over that combination's
-    reference pairs, else (no reference set) over the campaign's scored
-    normal pairs; None when nothing is scored.
+    reference pairs; None when nothing is scored or there is no reference
+    set (:func:`pair_closeness` then takes them from the scored pairs).
     """
     pairs = pd.read_sql_query(
         "SELECT p.id AS pair, p.kind, v.name AS variant FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
@@ -110,17 +110,16 @@ def _campaign_pairs(ws, campaign_id: int) -> tuple[pd.DataFrame, LogSpreads | No
         "SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", ws.conn, params=best
     )
     pairs = pairs.merge(scores, on="pair", how="left")
-    return pairs, _rater_spreads(ws, best, pairs)
+    return pairs, _reference_spreads(ws, best)
 
 
-def _rater_spreads(ws, combination: tuple[str, str], pairs: pd.DataFrame) -> LogSpreads | None:
-    """The spreads behind w_std for this combination (reference pairs first), or None when undefined."""
+def _reference_spreads(ws, combination: tuple[str, str]) -> LogSpreads | None:
+    """The spreads behind w_std for this combination, over its reference pairs; None without a usable set."""
     from cpdm.scoring.reader import load_reference_distances
 
     reference = load_reference_distances(ws, *combination)
-    source = reference if len(reference) else pairs[(pairs["kind"] == "normal") & pairs["m_sem"].notna()]
     try:
-        return LogSpreads.of(source["m_sem"].to_numpy(), source["m_style"].to_numpy())
+        return LogSpreads.of(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy())
     except MetricError:
         return None
 
