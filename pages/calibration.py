@@ -70,19 +70,21 @@ except CpdmError as exc:
 
 calibrated = result.summary.iloc[0]
 first, second, third = st.columns(3)
-first.metric("Chosen w", f"{result.chosen_w:g}  [{result.w_ci[0]:.3g}, {result.w_ci[1]:.3g}]",
+# Each estimate large, its 95% interval small beneath it (three columns leave no room for both on one line).
+interval = {"delta_color": "off", "delta_arrow": "off"}
+first.metric("Chosen w", f"{result.chosen_w:g}", f"95% [{result.w_ci[0]:.3g}, {result.w_ci[1]:.3g}]", **interval,
              help="The value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5), "
                   "with the 95% interval of the whole choice bootstrapped over anchors. CM_w uses this w.")
 if result.spreads is not None:
-    second.metric("w_std (scale-free)", f"{result.chosen_w_std:.3f}  [{result.w_std_ci[0]:.3f}, "
-                                        f"{result.w_std_ci[1]:.3f}]",
+    second.metric("w_std (scale-free)", f"{result.chosen_w_std:.3f}",
+                  f"95% [{result.w_std_ci[0]:.3f}, {result.w_std_ci[1]:.3f}]", **interval,
                   help="The same weighting on log distances standardised over the "
                        f"{result.spreads_source}: 0.5 = content and style count equally; compare this one "
                        "across backbones.")
 else:
     second.metric("w_std (scale-free)", "undefined", help=str(result.stats.get("w_std_undefined")))
-third.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}  [{calibrated['ci_low']:.3f}, "
-                                       f"{calibrated['ci_high']:.3f}]",
+third.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}",
+             f"95% [{calibrated['ci_low']:.3f}, {calibrated['ci_high']:.3f}]", **interval,
              help="How well CM_w at the chosen w ranks pairs of anchors it was not fitted on.")
 if result.spreads is not None:
     st.caption(f"Conversion: {result.spreads.describe()}.")

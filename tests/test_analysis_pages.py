@@ -90,7 +90,8 @@ def test_calibration_page_shows_curve_and_exports_weights(study):
     assert not at.exception, at.exception
     assert at.metric[0].label == "Chosen w"
     # w_std beside w, in the summary too, with the conversion and the paper's w = 0.5 on its scale.
-    assert at.metric[1].label == "w_std (scale-free)" and at.metric[1].value.count("[") == 1
+    assert at.metric[1].label == "w_std (scale-free)" and at.metric[1].delta.startswith("95% [")
+    assert float(at.metric[1].value) == pytest.approx(at.dataframe[0].value.iloc[0]["w_std"], abs=5e-4)
     assert "Conversion: w_std = w·s_sem / (w·s_sem + (1−w)·s_style)" in text(at)
     assert "the paper's w = 0.5 is w_std = " in text(at)
     summary = at.dataframe[0].value
