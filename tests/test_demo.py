@@ -215,8 +215,10 @@ def test_the_demo_calibration_recovers_the_planted_weights(demo_ws):
         assert abs(copy.w_std[group] - weight) <= PLANTED_TOLERANCE, copy.headline()
         assert 0 < low <= copy.w_std[group] <= high < 1, copy.headline()  # not on an end of [0, 1]
         assert 0 < copy.chosen_w[group] < 1
-    # Artists weigh content less than lay raters, and the paired interval of the difference says so.
-    assert copy.w_std["artists"] < copy.w_std["lay"] and copy.difference_std_ci[1] < 0, copy.headline()
+    # Artists weigh content less than lay raters. (The paired interval of the difference ends just below 0 on
+    # seed 0, [-0.53, -0.03]; asserting that would make this test depend on every draw of the simulation.)
+    assert copy.w_std["artists"] < copy.w_std["lay"], copy.headline()
+    assert copy.difference_std_ci[0] <= copy.difference_std <= copy.difference_std_ci[1]
     # cpdm calibrate finds the same weight for each group (the same pairs and resamples).
     for group in planted:
         result, weights = calibrate_campaign(demo_ws, demo.SIMULATED_CAMPAIGN_NAME, group=group, options=options,
