@@ -10,7 +10,7 @@ from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.workspace_cmds import _print_table
 from cpdm.curation.interrogate import TOP_FLAVORS
-from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
+from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import (
     BASELINE_VARIANT,
@@ -114,8 +114,18 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
 @prompts.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
-              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
-@click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
+              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment; "
+                   "local: a chat model run here by transformers.")
+@click.option("--model", default=None,
+              help="openai: the model name (default $CPDM_LLM_MODEL); local: a model folder or a cached model id.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (local refiner).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rewrites per source prompt (LLMs sample them; the template has 3 wordings).")
+@click.option("--seed", type=int, default=DEFAULT_SAMPLING_SEED, show_default=True,
+              help="LLM sampling seed when --n > 1: rewrite k uses seed + k.")
+@click.option("--show-instruction", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _param, value: value and (click.echo(INSTRUCTION), ctx.exit()),
+              help="Print the instruction sent to LLM refiners and exit.")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -124,15 +134,17 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
-    or the LLM model). Prompts already refined by the same refiner and model
+    or the LLM model). Rewrites already made by the same refiner and model
     are skipped; LLM answers are cached in the workspace, so a rerun asks
-    nothing twice. An unreachable endpoint or a malformed answer stops the
-    command with an error (prompts refined before it are kept); there is no
-    fallback to the template.
+    nothing twice. An unreachable endpoint, missing local weights or a
+    malformed answer stops the command with an error (prompts refined before
+    it are kept); there is no fallback to the template. With --n K each
+    source prompt gets K rewrites: LLMs sample rewrite k with seed + k (greedy
+    when K is 1), the template uses its k-th wording.
 
     \b
     Environment (openai):
@@ -144,13 +156,15 @@ def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, qu
     Examples:
       cpdm prompts refine
       CPDM_LLM_BASE_URL=http://127.0.0.1:8000/v1 cpdm prompts refine --refiner openai --model llama-3.1-8b
+      cpdm prompts refine --refiner local --model models/qwen2.5-1.5b-instruct --device cuda --n 3
+      cpdm prompts refine --show-instruction
     """
     from cpdm.curation.refine import make_refiner, refine_prompts
 
     ws = open_ws(workspace)
     extra = {"timeout_s": timeout_s, "max_retries": retries} if refiner == "openai" else {}
-    chosen = make_refiner(refiner, ws, model=model, **extra)
-    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet)
+    chosen = make_refiner(refiner, ws, model=model, device=device, **extra)
+    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet, n=n, seed=seed)
     click.echo(report.summary())
 
 
