@@ -95,8 +95,7 @@ def test_k_sampled_rewrites_per_prompt_record_their_seeds_and_a_larger_k_adds_on
     assert [p.params["rewrite"] for p in more] == [2]
 
 
-def test_a_missing_model_folder_or_uncached_model_is_refused_with_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+def test_a_missing_model_folder_or_uncached_model_is_refused_with_how_to_get_it(tmp_path):
     with pytest.raises(RefinerError, match="no model folder at .*nowhere"):
         make_refiner("local", model=str(tmp_path / "nowhere"))
     with pytest.raises(RefinerError, match="not in the local Hugging Face cache: run `huggingface-cli download"):

@@ -375,7 +375,12 @@ class LocalRefiner:
         return self._loaded
 
     def _generate(self, text: str, sampling: Sampling | None) -> str:
-        """One answer: greedy, or sampled from ``sampling.seed`` (torch's global generator, seeded here)."""
+        """One answer: greedy, or sampled from ``sampling.seed`` (torch's global generator, seeded here).
+
+        Sampling is plain sampling at ``sampling.temperature`` over the whole
+        vocabulary (no top-k or top-p from the model's generation config), so
+        the recorded seed and temperature say all there is.
+        """
         import torch
 
         tokenizer, model = self._load()
