@@ -10,7 +10,7 @@ from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.workspace_cmds import _print_table
 from cpdm.curation.interrogate import TOP_FLAVORS
-from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
+from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import (
     BASELINE_VARIANT,
@@ -22,6 +22,7 @@ from cpdm.generation.settings import (
     PAPER_STEPS,
     DEFAULT_SCHEDULER,
     SCHEDULERS,
+    SEED_MODES,
     UNKNOWN_BASE,
 )
 from cpdm.store.workspace import PROMPT_ORIGINS
@@ -114,8 +115,18 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
 @prompts.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
-              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
-@click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
+              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment; "
+                   "local: a chat model run here by transformers.")
+@click.option("--model", default=None,
+              help="openai: the model name (default $CPDM_LLM_MODEL); local: a model folder or a cached model id.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (local refiner).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rewrites per source prompt (LLMs sample them; the template has 3 wordings).")
+@click.option("--seed", type=int, default=DEFAULT_SAMPLING_SEED, show_default=True,
+              help="LLM sampling seed when --n > 1: rewrite k uses seed + k.")
+@click.option("--show-instruction", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _param, value: value and (click.echo(INSTRUCTION), ctx.exit()),
+              help="Print the instruction sent to LLM refiners and exit.")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -124,15 +135,17 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
-    or the LLM model). Prompts already refined by the same refiner and model
+    or the LLM model). Rewrites already made by the same refiner and model
     are skipped; LLM answers are cached in the workspace, so a rerun asks
-    nothing twice. An unreachable endpoint or a malformed answer stops the
-    command with an error (prompts refined before it are kept); there is no
-    fallback to the template.
+    nothing twice. An unreachable endpoint, missing local weights or a
+    malformed answer stops the command with an error (prompts refined before
+    it are kept); there is no fallback to the template. With --n K each
+    source prompt gets K rewrites: LLMs sample rewrite k with seed + k (greedy
+    when K is 1), the template uses its k-th wording.
 
     \b
     Environment (openai):
@@ -144,13 +157,15 @@ def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, qu
     Examples:
       cpdm prompts refine
       CPDM_LLM_BASE_URL=http://127.0.0.1:8000/v1 cpdm prompts refine --refiner openai --model llama-3.1-8b
+      cpdm prompts refine --refiner local --model models/qwen2.5-1.5b-instruct --device cuda --n 3
+      cpdm prompts refine --show-instruction
     """
     from cpdm.curation.refine import make_refiner, refine_prompts
 
     ws = open_ws(workspace)
     extra = {"timeout_s": timeout_s, "max_retries": retries} if refiner == "openai" else {}
-    chosen = make_refiner(refiner, ws, model=model, **extra)
-    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet)
+    chosen = make_refiner(refiner, ws, model=model, device=device, **extra)
+    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet, n=n, seed=seed)
     click.echo(report.summary())
 
 
@@ -219,6 +234,9 @@ def prompts_add(workspace, anchor_id, text):
 @click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
               help="Classifier-free guidance scale.")
 @click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
+@click.option("--seed-mode", type=click.Choice(SEED_MODES), default=SEED_MODES[0], show_default=True,
+              help="per-image: image k from seed + k; release: one generator seeded before each prompt, its images "
+                   "drawn in one batch, as the CPDM release did.")
 @click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
 @click.option("--negative", default=None, help="Negative prompt.")
 @click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
@@ -233,8 +251,8 @@ def prompts_add(workspace, anchor_id, text):
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
-             height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
+def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, seed_mode, scheduler,
+             negative, height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
     """Generate images for the prompts with a variant, and make the pairs raters judge.
 
     The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
@@ -242,11 +260,18 @@ def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guid
     Images already made with the same settings are skipped, so a run that
     was stopped (even killed) can be started again.
 
+    Image k of a prompt is drawn from its own generator seeded seed + k (so
+    any image can be made alone); --seed-mode release draws the prompt's
+    images as the CPDM release did, from one generator seeded with the seed
+    before each prompt, in one batch (a partly made prompt is drawn whole
+    again and only its missing images stored; --batch-size does not apply).
+
     \b
     Examples:
       cpdm generate --device cuda
       cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
       cpdm generate --offline-tiny --steps 2 --height 64 --width 64
+      cpdm generate --device cuda --seed-mode release
     """
     from cpdm.generation.batch import run_generation
     from cpdm.generation.settings import GenerationSettings
@@ -254,7 +279,8 @@ def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guid
 
     _, protocol = load_protocol_file(protocol_file or default_protocol_path())
     settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-                                  scheduler=scheduler, negative=negative, height=height, width=width)
+                                  scheduler=scheduler, negative=negative, height=height, width=width,
+                                  seed_mode=seed_mode)
     settings.check()
     ws = open_ws(workspace)
     report = run_generation(

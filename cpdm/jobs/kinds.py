@@ -253,7 +253,7 @@ def method_parameters(method_name: str) -> list[Parameter]:
 def _generate_parameters() -> list[Parameter]:
     from cpdm.generation.settings import (
         BASELINE_VARIANT, DEFAULT_SCHEDULER, DTYPES, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SD_MODEL, PAPER_SEED,
-        PAPER_STEPS, SCHEDULERS,
+        PAPER_STEPS, SCHEDULERS, SEED_MODES,
     )
 
     return [
@@ -264,6 +264,9 @@ def _generate_parameters() -> list[Parameter]:
         Parameter("steps", "int", PAPER_STEPS, "sampling steps", minimum=1),
         Parameter("guidance", "float", PAPER_GUIDANCE, "classifier-free guidance scale", minimum=0),
         Parameter("seed", "int", PAPER_SEED, "seed of each prompt's first image", minimum=0),
+        Parameter("seed_mode", "str", SEED_MODES[0],
+                  "per-image: image k from seed + k; release: one generator per prompt, as the CPDM release",
+                  choices=SEED_MODES),
         Parameter("scheduler", "str", DEFAULT_SCHEDULER, "sampler", choices=tuple(SCHEDULERS)),
         Parameter("negative", "str", None, "negative prompt"),
         Parameter("height", "int", None, "image height, a multiple of 8 (default: the model's)"),
@@ -283,7 +286,7 @@ def _generation_settings(params: dict):
 
     return GenerationSettings(per_prompt=params["per_prompt"], steps=params["steps"], guidance=params["guidance"],
                               seed=params["seed"], scheduler=params["scheduler"], negative=params["negative"],
-                              height=params["height"], width=params["width"])
+                              height=params["height"], width=params["width"], seed_mode=params["seed_mode"])
 
 
 def _check_rate(protocol_file: str | None) -> float:
@@ -502,23 +505,26 @@ def _run_interrogate(ws, params: dict, context) -> dict:
 
 
 def _refine_parameters() -> list[Parameter]:
-    from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
+    from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, REFINERS
 
     return [
-        Parameter("refiner", "str", REFINERS[0], "template: offline; openai: an endpoint from the environment",
+        Parameter("refiner", "str", REFINERS[0],
+                  "template: offline; openai: an endpoint from the environment; local: a chat model run here",
                   choices=REFINERS),
-        Parameter("model", "str", None, "LLM model name (openai refiner)"),
+        Parameter("model", "str", None, "LLM model name (openai) or model folder / cached id (local)"),
+        Parameter("n", "int", 1, "rewrites per source prompt", minimum=1),
+        Parameter("seed", "int", DEFAULT_SAMPLING_SEED, "LLM sampling seed when n > 1 (rewrite k: seed + k)"),
         Parameter("prompt_ids", "ids", None, "prompts to refine (default: every interrogator and manual prompt)"),
         Parameter("timeout_s", "float", DEFAULT_TIMEOUT_S, "seconds to wait for each answer (openai)", minimum=0.1),
         Parameter("retries", "int", DEFAULT_MAX_RETRIES, "retries after a timeout, 429 or 5xx (openai)", minimum=0),
     ]
 
 
-def _make_refiner(ws, params: dict):
+def _make_refiner(ws, params: dict, device: str = "cpu"):
     from cpdm.curation.refine import make_refiner
 
     extra = {"timeout_s": params["timeout_s"], "max_retries": params["retries"]} if params["refiner"] == "openai" else {}
-    return make_refiner(params["refiner"], ws, model=params["model"], **extra)
+    return make_refiner(params["refiner"], ws, model=params["model"], device=device, **extra)
 
 
 def _check_refine(params: dict) -> None:
@@ -530,7 +536,8 @@ def _run_refine(ws, params: dict, context) -> dict:
     """``cpdm prompts refine``: rewrite prompts so they elicit close imitation."""
     from cpdm.curation.refine import refine_prompts
 
-    report = refine_prompts(ws, _make_refiner(ws, params), params["prompt_ids"])
+    refiner = _make_refiner(ws, params, context.device)
+    report = refine_prompts(ws, refiner, params["prompt_ids"], n=params["n"], seed=params["seed"])
     context.log(report.summary())
     return {"added": len(report.added), "skipped": len(report.skipped), "prompt_ids": report.added}
 
