@@ -19,7 +19,7 @@ QUESTIONS = ("content", "style", "copy")
 MIN_TAP_PX = 44
 # A portrait anchor beside a wide generation: the two shapes that crowd a narrow screen most.
 PORTRAIT, WIDE = (700, 1400), (1536, 768)
-TOUCH_SCREENS = [(390, 844), (768, 1024)]
+TOUCH_SCREENS = [(390, 844), (768, 1024), (360, 780)]  # the last: the narrowest phones in common use
 
 
 @pytest.fixture
@@ -136,5 +136,6 @@ def test_a_tapped_image_opens_large_and_a_tap_closes_it(ws, browser):
         # The large view leaves pinch-zoom to the browser.
         assert page.locator(".cpdm-panel .overlay-image").evaluate("e => getComputedStyle(e).touchAction") in (
             "pinch-zoom", "auto", "manipulation")
+        assert "pinch to zoom" in page.locator(".cpdm-panel .overlay-caption").inner_text()
         overlay.tap()
         assert not overlay.is_visible()
