@@ -139,3 +139,21 @@ def test_a_tapped_image_opens_large_and_a_tap_closes_it(ws, browser):
         assert "pinch to zoom" in page.locator(".cpdm-panel .overlay-caption").inner_text()
         overlay.tap()
         assert not overlay.is_visible()
+
+
+def test_a_desktop_only_study_tells_a_phone_visitor_and_assigns_nothing(ws, browser):
+    from tests.rating_fixtures import default_protocol_text
+    from tests.test_devices import IPHONE
+
+    rater, token = rater_world(ws, n_anchors=2,
+                               protocol_text='devices = ["desktop"]\n' + default_protocol_text(background=False))
+    with app_server(ws.root) as server:
+        context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                                      user_agent=IPHONE)
+        page = context.new_page()
+        page.goto(f"{server.url}/?token={token}")
+        page.get_by_text("Please rate on a computer").wait_for()
+        assert f"?token={token}" in page.locator("code").inner_text()  # the link to open later
+        assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+        assert page.locator(".cpdm-panel").count() == 0
+        assert ws.conn.execute("SELECT COUNT(*) FROM assignments").fetchone()[0] == 0
