@@ -32,7 +32,7 @@ def desktop_only() -> None:
     st.title("Please rate on a computer")
     st.write(
         "This study asks for its images to be judged on a computer screen, not on a phone or tablet. "
-        "Nothing has been assigned to you yet. Open this same link later on a computer to start:"
+        "No pair is given to you on this device. Open this same link later on a computer to rate:"
     )
     link = f"{st.context.url or ''}?token={st.query_params.get('token', '')}"
     st.code(link, language=None, wrap_lines=True)

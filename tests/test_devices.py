@@ -18,7 +18,8 @@ ANDROID_TABLET = ("Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (
                   "Chrome/131.0.0.0 Safari/537.36")
 WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/131.0.0.0 Safari/537.36")
-MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15"
+MAC = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+       "Version/18.1 Safari/605.1.15")
 
 
 def desktop_only_protocol() -> str:
@@ -36,7 +37,8 @@ def test_devices_is_a_protocol_field_every_device_by_default():
     assert parse_protocol(desktop_only_protocol()).devices == ("desktop",)
 
 
-@pytest.mark.parametrize("value, message", [('"desktop"', "must be a non-empty list"), ("[]", "must be a non-empty list"),
+@pytest.mark.parametrize("value, message", [('"desktop"', "must be a non-empty list"),
+                                            ("[]", "must be a non-empty list"),
                                             ('["desktop", "watch"]', "unknown device 'watch'")])
 def test_a_bad_devices_field_is_refused_by_name(value, message):
     with pytest.raises(ProtocolError, match=message):

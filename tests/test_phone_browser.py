@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import pytest
 
+from cpdm.rating import recruit
 from tests.browser_support import ROOT, app_server, launch_chromium, rater_world, require_chromium, shown_pair
+from tests.rating_fixtures import default_protocol_text
+from tests.recruit_support import ID_PARAM, recruiting_world
+from tests.test_devices import IPHONE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -142,9 +146,6 @@ def test_a_tapped_image_opens_large_and_a_tap_closes_it(ws, browser):
 
 
 def test_a_desktop_only_study_tells_a_phone_visitor_and_assigns_nothing(ws, browser):
-    from tests.rating_fixtures import default_protocol_text
-    from tests.test_devices import IPHONE
-
     rater, token = rater_world(ws, n_anchors=2,
                                protocol_text='devices = ["desktop"]\n' + default_protocol_text(background=False))
     with app_server(ws.root) as server:
@@ -156,4 +157,18 @@ def test_a_desktop_only_study_tells_a_phone_visitor_and_assigns_nothing(ws, brow
         assert f"?token={token}" in page.locator("code").inner_text()  # the link to open later
         assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
         assert page.locator(".cpdm-panel").count() == 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "desktop_only_on_a_phone.png"))
         assert ws.conn.execute("SELECT COUNT(*) FROM assignments").fetchone()[0] == 0
+
+
+def test_a_desktop_only_recruitment_link_turns_a_phone_away_before_admission(ws, browser):
+    _, _, secret = recruiting_world(ws, n_anchors=2,
+                                    protocol_text='devices = ["desktop"]\n' + default_protocol_text(background=False))
+    with app_server(ws.root) as server:
+        page = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                                   user_agent=IPHONE).new_page()
+        page.goto(f"{server.url}/?{recruit.JOIN_PARAM}={secret}&{ID_PARAM}=5f3c0a1b2c3d4e5f6a7b8c9d")
+        page.get_by_text("Please take part on a computer").wait_for(timeout=30_000)
+        assert secret in page.locator("code").inner_text()  # the link to open later
+        assert ws.conn.execute("SELECT COUNT(*) FROM raters").fetchone()[0] == 0  # nobody admitted

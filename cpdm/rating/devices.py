@@ -27,7 +27,8 @@ def parse_devices(value, field: str = "devices") -> tuple[str, ...]:
     if value is None:
         return ALL_DEVICES
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"protocol field '{field}' must be a non-empty list of device names ({', '.join(KNOWN_DEVICES)})")
+        raise ValueError(f"protocol field '{field}' must be a non-empty list of device names "
+                         f"({', '.join(KNOWN_DEVICES)})")
     unknown = [item for item in value if item not in KNOWN_DEVICES]
     if unknown:
         raise ValueError(f"protocol field '{field}' has unknown device {unknown[0]!r}; "
