@@ -138,3 +138,17 @@ def test_the_default_clip_is_recorded_and_a_rerun_skips_only_the_same_mode(setup
     assert prompt.params["clip_model"] == DEFAULT_INTERROGATOR_CLIP
     assert interrogate_anchors(ws, banks_dir=banks, clip=clip, progress=False).skipped == [anchor]
     assert len(interrogate_anchors(ws, mode="metadata", banks_dir=banks, clip=clip, progress=False).added) == 1
+
+
+def test_the_command_takes_a_mode_and_a_clip_and_records_them(setup, runner):
+    from cpdm.cli import cli
+
+    ws, anchor, banks = setup
+    base = ["prompts", "interrogate", "--workspace", str(ws.root), "--offline-tiny", "--banks", str(banks), "-q"]
+    result = runner.invoke(cli, [*base, "--mode", "fast", "--clip", "ViT-B-32/openai"])
+    assert result.exit_code == 0, result.output
+    assert "interrogated 1 anchors" in result.output and "no caption with --offline-tiny" in result.output
+    [prompt] = prompt_rows(ws)
+    assert prompt.params["mode"] == "fast" and prompt.params["clip_model"] == "ViT-B-32/openai"
+    result = runner.invoke(cli, [*base, "--mode", "sketchy"])
+    assert result.exit_code == 2 and "sketchy" in result.output
