@@ -17,6 +17,9 @@ from clip_interrogator.clip_interrogator import _merge_tables
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors, write_banks
 
+# The package's own reference runs warn that torch.cuda.amp.autocast is deprecated (cpdm's runs silence it).
+pytestmark = pytest.mark.filterwarnings("ignore:.*autocast")
+
 CAPTION = "a painting of a pond"
 LONG_TINY_CLIP = "cpdm-test-tiny-clip-77"
 
@@ -132,6 +135,14 @@ def test_the_other_package_modes_write_the_packages_exact_prompts(setup, long_cl
 
 
 def test_the_default_clip_is_recorded_and_a_rerun_skips_only_the_same_mode(setup, clip, monkeypatch):
+    import clip_interrogator.clip_interrogator as package
+    import open_clip
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the interrogator tried to download or load a model")
+
+    monkeypatch.setattr(package.requests, "get", no_loading)
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_loading)
     ws, anchor, banks = setup
     prompt, _ = interrogate_with_caption(ws, anchor, banks, clip, "best", CAPTION, monkeypatch)
     assert prompt.params["clip"] == f"tiny:{DEFAULT_INTERROGATOR_CLIP}" == prompt.author

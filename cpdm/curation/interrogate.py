@@ -47,6 +47,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -280,18 +281,23 @@ def run_package_mode(interrogator, mode: str, image, caption: str) -> str:
 
     The package asks its ``generate_caption`` for a caption whenever the one
     passed is empty; it is pointed at the caption cpdm already made, so an
-    empty caption stays empty instead of needing a BLIP model here.
+    empty caption stays empty instead of needing a BLIP model here. The
+    package's warnings about ``torch.cuda.amp.autocast`` (deprecated, and off
+    without CUDA) are silenced: they concern its code, not the run.
     """
     interrogator.generate_caption = lambda _image: caption
-    if mode == "best":
-        return interrogator.interrogate(image, min_flavors=MIN_CHAIN_TERMS, max_flavors=MAX_CHAIN_TERMS,
-                                        caption=caption)
-    if mode == "fast":
-        return interrogator.interrogate_fast(image, caption=caption)
-    if mode == "classic":
-        return interrogator.interrogate_classic(image, caption=caption)
-    if mode == "negative":
-        return interrogator.interrogate_negative(image)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*autocast", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"CUDA is not available.*autocast", category=UserWarning)
+        if mode == "best":
+            return interrogator.interrogate(image, min_flavors=MIN_CHAIN_TERMS, max_flavors=MAX_CHAIN_TERMS,
+                                            caption=caption)
+        if mode == "fast":
+            return interrogator.interrogate_fast(image, caption=caption)
+        if mode == "classic":
+            return interrogator.interrogate_classic(image, caption=caption)
+        if mode == "negative":
+            return interrogator.interrogate_negative(image)
     raise InterrogationError(f"unknown interrogation mode {mode!r} (one of {', '.join(MODES)})")
 
 
