@@ -86,7 +86,7 @@ class InterrogationError(CpdmError):
 
 
 def clip_interrogator_banks_dir() -> Path:
-    """The data folder of the installed ``clip-interrogator`` package (its code is not imported)."""
+    """The data folder of the installed ``clip-interrogator`` package (found without importing it)."""
     spec = importlib.util.find_spec("clip_interrogator")
     if spec is None or not spec.submodule_search_locations:
         raise InterrogationError(
