@@ -9,7 +9,7 @@ import click
 from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.workspace_cmds import _print_table
-from cpdm.curation.interrogate import TOP_FLAVORS
+from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS
 from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
 from cpdm.errors import CpdmError
 from cpdm.generation.settings import (
@@ -77,35 +77,46 @@ def prompts():
 @prompts.command("interrogate")
 @workspace_option
 @click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
-@click.option("--model", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG ranking the terms.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="clip-interrogator 0.6.0's best, fast, classic or negative mode, or cpdm's metadata recipe.")
+@click.option("--clip", "--model", "model", default=DEFAULT_INTERROGATOR_CLIP, show_default=True,
+              help="open_clip MODEL/TAG ranking the terms (the release's interrogator model; not the metric's CLIP).")
 @click.option("--caption-model", default=None,
               help="BLIP caption weights (folder or cached model id); default: Salesforce/blip-image-captioning-large when cached.")
 @click.option("--banks", "banks_dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (default: clip-interrogator's).")
+              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (and negative.txt for "
+                   "--mode negative); default: clip-interrogator's.")
 @click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=TOP_FLAVORS, show_default=True,
-              help="Flavour terms in each prompt.")
+              help="Flavour terms in each prompt of the metadata mode.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
-    """Write a first prompt for each anchor from CLIP-ranked term banks (the paper's recipe).
+def prompts_interrogate(workspace, anchor_ids, mode, model, caption_model, banks_dir, top_flavors, device,
+                        offline_tiny, quiet):
+    """Write a first prompt for each anchor by CLIP interrogation.
 
-    The prompt reads "{title}, by {artist}, {caption}, {medium}, {movement},
-    {flavours}". Anchors already interrogated with this CLIP model are
-    skipped, so the command can be rerun after an interruption. Each bank's
-    text embeddings are cached in the workspace per CLIP model.
+    The default mode is clip-interrogator's "best", as the CPDM release ran
+    it: a caption, then a chain of 8 to 32 terms from the merged banks, then
+    the best of caption, classic, fast and chained prompts by similarity to
+    the image. "fast", "classic" and "negative" are the package's other
+    modes; "metadata" writes "{title}, by {artist}, {caption}, {medium},
+    {movement}, {flavours}" from the anchor's metadata. Anchors already
+    interrogated with this CLIP model in this mode are skipped, so the
+    command can be rerun after an interruption. Each bank's text embeddings
+    are cached in the workspace per CLIP model.
 
     \b
     Examples:
       cpdm prompts interrogate
+      cpdm prompts interrogate --mode metadata --clip ViT-L-14/openai
       cpdm prompts interrogate --anchors 3,4 --caption-model models/blip-large
     """
     from cpdm.curation.interrogate import interrogate_anchors
 
     ws = open_ws(workspace)
     report = interrogate_anchors(
-        ws, parse_ids(anchor_ids, "--anchors"), model=model, offline_tiny=offline_tiny, device=device,
+        ws, parse_ids(anchor_ids, "--anchors"), mode=mode, model=model, offline_tiny=offline_tiny, device=device,
         caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
     )
     _echo_notes(report.notes)
