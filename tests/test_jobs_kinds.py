@@ -15,7 +15,7 @@ from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, generation_params
 from cpdm.jobs import queue
-from cpdm.jobs.context import JobCancelled, JobContext
+from cpdm.progress import JobCancelled, JobContext
 from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
 from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind

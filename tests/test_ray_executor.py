@@ -283,7 +283,7 @@ def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sen
 @pytest.mark.slow
 def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(local_ray, pair_of_workspaces):
     """``cpdm worker --executor ray``: the queued jobs' batches go to Ray, and the rows are the in-process ones."""
-    from cpdm.jobs.context import JobContext
+    from cpdm.progress import JobContext
     from cpdm.jobs.queue import enqueue, get_job
     from cpdm.jobs.registry import get_kind
     from cpdm.jobs.worker import Worker

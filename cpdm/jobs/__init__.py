@@ -1,6 +1,6 @@
 """Long work as jobs: a queue in the workspace database, workers that claim and run jobs, and their progress.
 
-* :mod:`cpdm.jobs.context`: what a running job sees (progress, log, cancel).
+* :mod:`cpdm.progress` (outside this wing, on the lowest floor): what a running job sees (progress, log, cancel).
 * :mod:`cpdm.jobs.queue`: enqueue, claim with a lease, heartbeat, finish,
   cancel, retry, dependencies.
 * :mod:`cpdm.jobs.kinds`: the job kinds (generate, unlearn, score,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.context import running
+from cpdm.progress import running
 from cpdm.jobs.jobkind import JobKind
 from cpdm.values import parse_bool
 

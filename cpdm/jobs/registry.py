@@ -21,6 +21,7 @@ import time
 
 from cpdm.errors import CpdmError
 from cpdm.jobs.jobkind import JobKind
+from cpdm.progress import progress_bar
 
 _KINDS: dict[str, JobKind] = {}
 _builtin_loaded = False
@@ -65,8 +66,6 @@ def all_kinds() -> list[JobKind]:
 
 def _run_noop(ws, params: dict, context) -> dict:
     """Do nothing for ``params['seconds']`` (default 0) in ``params['steps']`` steps: queue benchmarks and tests."""
-    from cpdm.progress import progress_bar
-
     steps = int(params.get("steps", 1))
     pause = float(params.get("seconds", 0)) / max(steps, 1)
     with progress_bar(steps, "waiting", enabled=False) as bar:

@@ -57,6 +57,7 @@ from cpdm.backbones import (
     load_style,
     resolve_device,
 )
+from cpdm.progress import progress_bar
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
@@ -466,8 +467,6 @@ def score_pairs(
     pairs = _pairs_in_scope(ws, scope)
     done = {combination: _scored_pair_ids(ws, *combination) for combination in keys}
     todo = [pair for pair in pairs if any(pair.id not in scored for scored in done.values())]
-    from cpdm.progress import progress_bar
-
     with progress_bar(len(todo), "scoring", unit="pair", enabled=progress and bool(todo)) as bar:
         for chunk in _chunks_by_anchor(todo, engine.pairs_per_chunk):
             engine.score_chunk(chunk, report)

@@ -23,7 +23,7 @@ import torch
 
 from cpdm import __version__
 from cpdm.errors import CpdmError
-from cpdm.jobs.context import JobCancelled
+from cpdm.progress import JobCancelled
 from cpdm.unlearning import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_PRECISION,
