@@ -12,7 +12,7 @@ import streamlit as st
 from cpdm.curation.anchors import list_anchors
 from cpdm.curation.prompts import prompt_rows
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import BASELINE_VARIANT
+from cpdm.diffusion.settings import BASELINE_VARIANT
 from cpdm.jobs import forms, queue
 from cpdm.rating.campaigns import list_campaigns
 from cpdm.store.rows import list_variants

@@ -33,7 +33,7 @@ def _should_crash() -> bool:
 
 def install_crash_switch() -> None:
     """Wrap ``generate_images`` in this worker so that the switches above act on its calls."""
-    from cpdm.generation import pipeline
+    from cpdm.diffusion import pipeline
 
     original = pipeline.generate_images
 

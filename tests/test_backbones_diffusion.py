@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm.generation import pipeline as diffusion
-from cpdm.generation.pipeline import (
+from cpdm.diffusion import pipeline as diffusion
+from cpdm.diffusion.pipeline import (
     DEFAULT_SD_MODEL,
     generate,
     load_sd_pipeline,

@@ -21,7 +21,7 @@ from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
 from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
-from cpdm.unlearning.artifacts import variant_dir
+from cpdm.diffusion.artifacts import variant_dir
 from tests.curation_support import add_anchors, write_banks
 
 TINY_IMAGES = {"per_prompt": 2, "steps": 2, "height": 32, "width": 32, "offline_tiny": True}

@@ -138,7 +138,7 @@ def test_an_unlearned_variant_generates_the_same_images_through_ray(local_ray, p
 def copy_variant(variant, source, target) -> None:
     """Register ``variant`` in ``target`` with a copy of its artifact files from ``source``."""
     from cpdm.store.rows import add_variant
-    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.diffusion.artifacts import json_path_of
 
     for path in (Path(variant.artifact_path), json_path_of(variant.artifact_path)):
         (target.root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def copy_variant(variant, source, target) -> None:
 
 def tiny_sd_images(ws) -> set[str]:
     """The sha256s the unedited tiny model makes for the workspace's prompts."""
-    from cpdm.generation.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
+    from cpdm.diffusion.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
 
     prompts = ws.conn.execute("SELECT text FROM prompts ORDER BY id").fetchall()
     request = ImageRequest(tuple(text for (text,) in prompts for _ in range(3)),

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.pipeline import tiny_sd_pipeline
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text, named_parameters
 from cpdm.unlearning.esd import cross_attention_names, esd_loss, non_cross_attention_names

@@ -10,10 +10,10 @@ from safetensors.torch import load_file, save_file
 
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.generation.pipeline import tiny_sd_pipeline, variant_pipeline
+from cpdm.diffusion.pipeline import tiny_sd_pipeline, variant_pipeline
 from cpdm.unlearning import esd as esd_module
-from cpdm.generation.settings import TINY_BASE
-from cpdm.unlearning.artifacts import (
+from cpdm.diffusion.settings import TINY_BASE
+from cpdm.diffusion.artifacts import (
     ARTIFACT_FORMAT,
     ArtifactError,
     apply_artifact,

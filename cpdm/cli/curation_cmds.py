@@ -12,7 +12,7 @@ from cpdm.cli.workspace_cmds import _print_table
 from cpdm.curation.interrogate import TOP_FLAVORS
 from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import (
+from cpdm.diffusion.settings import (
     BASELINE_VARIANT,
     DTYPES,
     PAPER_GUIDANCE,
@@ -249,7 +249,7 @@ def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guid
       cpdm generate --offline-tiny --steps 2 --height 64 --width 64
     """
     from cpdm.generation.batch import run_generation
-    from cpdm.generation.settings import GenerationSettings
+    from cpdm.diffusion.settings import GenerationSettings
     from cpdm.rating.protocol import default_protocol_path, load_protocol_file
 
     _, protocol = load_protocol_file(protocol_file or default_protocol_path())

@@ -6,7 +6,7 @@ import click
 
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.unlearn_cmds import METHOD_HELP, parse_params
-from cpdm.generation.settings import PAPER_PER_PROMPT, PAPER_STEPS
+from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
 
 @cli.group()

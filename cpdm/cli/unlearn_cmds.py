@@ -10,7 +10,7 @@ import click
 from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.analysis_cmds import resample_option
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+from cpdm.diffusion.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, REGISTRY
 
 def method_help(width: int = 77) -> str:
@@ -138,7 +138,7 @@ def variants_show(name_or_id, workspace):
     Example:
       cpdm variants show esd-monet --workspace studies/monet
     """
-    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.diffusion.artifacts import json_path_of
     from cpdm.store.rows import get_variant
     from cpdm.unlearning.runner import describe
 

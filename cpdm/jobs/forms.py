@@ -216,7 +216,7 @@ def enqueue_scoring(ws, scope: str, target: str | None, params: dict, device: st
 
 def chain_fields() -> list[Field]:
     """The unlearning chain's own settings, with ``cpdm pipeline run``'s defaults."""
-    from cpdm.generation.settings import PAPER_PER_PROMPT, PAPER_STEPS
+    from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
     return [
         Field("variant_name", "Variant name", "text", "", "name of the new variant (empty: METHOD-CONCEPT)"),

@@ -251,7 +251,7 @@ def method_parameters(method_name: str) -> list[Parameter]:
 # --- generate ----------------------------------------------------------------------------------------
 
 def _generate_parameters() -> list[Parameter]:
-    from cpdm.generation.settings import (
+    from cpdm.diffusion.settings import (
         BASELINE_VARIANT, DEFAULT_SCHEDULER, DTYPES, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SD_MODEL, PAPER_SEED,
         PAPER_STEPS, SCHEDULERS,
     )
@@ -279,7 +279,7 @@ def _generate_parameters() -> list[Parameter]:
 
 
 def _generation_settings(params: dict):
-    from cpdm.generation.settings import GenerationSettings
+    from cpdm.diffusion.settings import GenerationSettings
 
     return GenerationSettings(per_prompt=params["per_prompt"], steps=params["steps"], guidance=params["guidance"],
                               seed=params["seed"], scheduler=params["scheduler"], negative=params["negative"],
@@ -318,7 +318,7 @@ def _run_generate(ws, params: dict, context) -> dict:
 # --- unlearn -----------------------------------------------------------------------------------------
 
 def _unlearn_parameters() -> list[Parameter]:
-    from cpdm.generation.settings import DEFAULT_SD_MODEL
+    from cpdm.diffusion.settings import DEFAULT_SD_MODEL
     from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, names
 
     return [
@@ -580,7 +580,7 @@ def _run_analyze(ws, params: dict, context) -> dict:
 # --- report (unlearning) -----------------------------------------------------------------------------
 
 def _report_parameters() -> list[Parameter]:
-    from cpdm.generation.settings import BASELINE_VARIANT, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+    from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 
     return [
         Parameter("variant", "str", None, "the unlearned variant", required=True),

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import (
+from cpdm.diffusion.settings import (
     BASELINE_VARIANT,
     DEFAULT_SD_MODEL,
     PAPER_PER_PROMPT,

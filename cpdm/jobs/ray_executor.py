@@ -5,7 +5,7 @@ jobs as usual and hands a :class:`RayExecutor` to them. ``run_generation``
 and ``score_pairs`` then send each batch to the cluster as a Ray task with
 ``num_gpus`` GPUs and ``max_retries`` retries:
 
-* a generation task gets an :class:`~cpdm.generation.pipeline.ImageRequest`
+* a generation task gets an :class:`~cpdm.diffusion.pipeline.ImageRequest`
   (prompts, seeds, settings) and returns each image's PNG bytes with their
   sha256;
 * a scoring task gets the bytes of the images whose features are missing
@@ -161,7 +161,7 @@ def _local_artifact_path(artifact: Artifact) -> Path:
 
 def _worker_pipeline(spec: PipelineSpec):
     """The variant's pipeline in this Ray worker, built once per spec."""
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
 
     def build():
         variant = spec.variant
@@ -198,7 +198,7 @@ def tokenizer_task(spec: PipelineSpec):
 
 def generation_task(spec: PipelineSpec, request):
     """One batch of images as PNG bytes with their sha256 (``EncodedImage``)."""
-    from cpdm.generation.pipeline import encoded_images
+    from cpdm.diffusion.pipeline import encoded_images
 
     return encoded_images(_worker_pipeline(spec), request)
 
@@ -354,7 +354,7 @@ class RayExecutor:
         path_text = getattr(variant, "artifact_path", None)
         if not path_text:
             return None
-        from cpdm.unlearning.artifacts import json_path_of
+        from cpdm.diffusion.artifacts import json_path_of
 
         path = Path(path_text)
         if not path.is_absolute() and root is not None:

@@ -11,7 +11,7 @@ Reading the table loads no torch: :func:`lookup` gives an entry and its
 :meth:`Entry.resolve_params` checks hyperparameters. Only
 :func:`get_method` imports an implementation (and torch with it), by its
 module path. :mod:`cpdm.unlearning.runner` runs a method and registers the
-variant; :func:`cpdm.unlearning.apply.apply_variant` puts a variant onto a
+variant; :func:`cpdm.diffusion.variants.apply_variant` puts a variant onto a
 base pipeline for generation; :mod:`cpdm.analysis.unlearning` tells
 whether it worked.
 """

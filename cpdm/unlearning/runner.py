@@ -7,7 +7,7 @@ and marks the variant ``ready``, or ``failed`` with the reason (a NaN or Inf
 loss names its step). A run killed midway resumes from its last checkpoint
 with ``resume=True``.
 
-Generation applies a variant with :func:`cpdm.unlearning.apply.apply_variant`.
+Generation applies a variant with :func:`cpdm.diffusion.variants.apply_variant`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from cpdm.unlearning import (
     image_files,
     read_preserve_file,
 )
-from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
-from cpdm.unlearning.artifacts import (
+from cpdm.diffusion.pipeline import TINY_BASE, load_sd_pipeline
+from cpdm.diffusion.artifacts import (
     ArtifactError,
     base_unet_record,
     check_variant_dir,
@@ -78,7 +78,7 @@ def hub_revision(base: str) -> str | None:
     """The commit of a Hugging Face model in the local cache (refs/main), or None for folders and the tiny model."""
     if base == TINY_BASE or Path(base).expanduser().exists() or "/" not in base:
         return None
-    from cpdm.generation.pipeline import _hf_cache_dir
+    from cpdm.diffusion.pipeline import _hf_cache_dir
 
     ref = Path(_hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
     return ref.read_text().strip() if ref.is_file() else None

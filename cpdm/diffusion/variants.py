@@ -11,7 +11,7 @@ from pathlib import Path
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import BASELINE_METHOD
 from cpdm.unlearning import lookup
-from cpdm.unlearning.artifacts import apply_artifact
+from cpdm.diffusion.artifacts import apply_artifact
 
 
 def apply_variant(pipe, variant, root: Path | None = None, base_model: str | None = None):

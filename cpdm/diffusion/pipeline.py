@@ -30,7 +30,7 @@ from PIL import Image
 
 from cpdm.errors import CpdmError, MissingWeightsError
 from cpdm.store.workspace import BASELINE_METHOD
-from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model loaders' defaults)
+from cpdm.diffusion.settings import (  # noqa: F401  (re-exported: the model loaders' defaults)
     DEFAULT_SD_MODEL,
     DTYPES,
     PAPER_GUIDANCE,
@@ -343,7 +343,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     # ("original") is used exactly as loaded. apply_variant returns the pipeline to
     # use (an inference-time method wraps the loaded one).
     if variant.method != BASELINE_METHOD:
-        from cpdm.unlearning.apply import apply_variant
+        from cpdm.diffusion.variants import apply_variant
 
         pipeline = apply_variant(pipeline, variant, root, base_model=TINY_BASE if tiny else variant.base_model)
     return pipeline
