@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpdm.backbones import resolve_device  # noqa: E402
-from cpdm.diffusion.pipeline import full_size_random_sd_pipeline, generate_images, tiny_sd_pipeline  # noqa: E402
+from cpdm.diffusion.pipeline import generate_images  # noqa: E402
+from cpdm.diffusion.tiny import full_size_random_sd_pipeline, tiny_sd_pipeline  # noqa: E402
 
 PROMPT = "water lilies on a pond, by Claude Monet, oil on canvas, impressionism"
 

@@ -55,7 +55,7 @@ def run_one_tiny(method_name: str, quick: bool) -> dict:
     """Run one method on the tiny pipeline in this process; return its figures."""
     import torch
 
-    from cpdm.diffusion.pipeline import tiny_sd_pipeline
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
 
@@ -109,7 +109,7 @@ def full_size(device: str, iterations: int) -> dict:
 
     import torch
 
-    from cpdm.diffusion.pipeline import full_size_random_sd_pipeline
+    from cpdm.diffusion.tiny import full_size_random_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text
     from cpdm.unlearning.esd import sample_partway

@@ -21,7 +21,8 @@ from cpdm.curation.prompts import add_manual_prompt
 from cpdm.store.rows import MAX_SEED, add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
-from cpdm.diffusion.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
+from cpdm.diffusion.pipeline import generate_images, variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors
 
@@ -258,7 +259,7 @@ class OutOfMemoryAbove:
     """
 
     def __init__(self, most: int):
-        from cpdm.diffusion.pipeline import tiny_clip_tokenizer
+        from cpdm.diffusion.tiny import tiny_clip_tokenizer
 
         self.most = most
         self.tokenizer = tiny_clip_tokenizer()  # generation counts each prompt's tokens with it
@@ -332,10 +333,10 @@ def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_varia
     baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
     pipe = variant_pipeline(baseline, scheduler="euler")
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
-    from cpdm.diffusion import variants
+    from cpdm.diffusion import pipeline
 
     applied = []
-    monkeypatch.setattr(variants, "apply_variant",
+    monkeypatch.setattr(pipeline, "apply_variant",
                         lambda pipeline, variant, root, base_model: applied.append((variant.method, root, base_model))
                         or "edited")
     variant_pipeline(baseline)

@@ -150,7 +150,8 @@ def copy_variant(variant, source, target) -> None:
 
 def tiny_sd_images(ws) -> set[str]:
     """The sha256s the unedited tiny model makes for the workspace's prompts."""
-    from cpdm.diffusion.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
+    from cpdm.diffusion.pipeline import ImageRequest, encoded_images
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
 
     prompts = ws.conn.execute("SELECT text FROM prompts ORDER BY id").fetchall()
     request = ImageRequest(tuple(text for (text,) in prompts for _ in range(3)),

@@ -18,7 +18,7 @@ import torch
 
 from cpdm.cli import cli
 from cpdm.demo import build as demo
-from cpdm.diffusion.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.rows import get_variant
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest

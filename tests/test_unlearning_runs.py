@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.diffusion.pipeline import tiny_sd_pipeline, variant_pipeline
+from cpdm.diffusion.pipeline import variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.unlearning import esd as esd_module
 from cpdm.diffusion.settings import TINY_BASE
 from cpdm.diffusion.artifacts import (
@@ -215,7 +216,7 @@ def test_a_changed_artifact_file_is_refused(ws):
 
 
 def test_an_sld_variant_generates_with_safety_guidance(ws):
-    from cpdm.unlearning.sld import SLDPipeline
+    from cpdm.diffusion.sld import SLDPipeline
 
     variant = unlearn(ws, "sld", "sld-monet", base="unused", concepts=[CONCEPT], params={"preset": "max"},
                       offline_tiny=True, progress=False)

@@ -42,13 +42,13 @@ from cpdm.diffusion.settings import (  # noqa: F401  (GenerationSettings and the
     BASELINE_VARIANT,
     PAPER_PER_PROMPT,
     PAPER_SD_MODEL,
+    TINY_BASE,
     TINY_MARK,
+    TOKENIZER_MAX_LENGTH,
     GenerationSettings,
     uses_tiny_model,
 )
 from cpdm.diffusion.pipeline import (
-    TINY_BASE,
-    TOKENIZER_MAX_LENGTH,
     ImageRequest,
     check_image_size,
     encoded_images,
