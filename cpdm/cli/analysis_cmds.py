@@ -7,17 +7,10 @@ from pathlib import Path
 
 import click
 
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, resample_option, workspace_option
 
 GROUP_CHOICE = click.Choice(["artists", "lay", "all"])
 LEVEL_CHOICE = click.Choice(["nominal", "ordinal", "interval", "ratio"])
-
-
-# What every bootstrap interval resamples (cpdm.analysis.resampling).
-resample_option = click.option(
-    "--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
-    help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
-         "single pairs (too narrow; for comparison only).")
 
 
 def analysis_options(func):
@@ -69,7 +62,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
     )
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default=None,
@@ -113,7 +106,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
         click.echo(f"note: {note}")
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default="artists", show_default=True,
@@ -159,7 +152,7 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
 @click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
@@ -194,7 +187,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
         click.echo(line)
 
 
-@cli.command("export")
+@click.command("export")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True,
@@ -231,7 +224,7 @@ def export_ratings(workspace, campaign, fmt, out):
     click.echo(f"{len(frame)} ratings of campaign {campaign!r} written to {path}")
 
 
-@cli.command("simulate-ratings")
+@click.command("simulate-ratings")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--artists", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated artists.")
@@ -257,3 +250,6 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)
     click.echo(f"{summary['ratings']} simulated ratings added from {summary['raters']} raters on "
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (analyze, calibrate, plan, export_ratings, simulate_ratings)

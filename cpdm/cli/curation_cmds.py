@@ -1,4 +1,4 @@
-"""Curation commands: prompts (interrogate, refine, list, add), generate, export-dataset, import-dataset."""
+"""Curation commands: prompts (interrogate, refine, list, add), export-dataset, import-dataset."""
 
 from __future__ import annotations
 
@@ -7,61 +7,27 @@ import json
 import click
 
 from cpdm.backbones import DEFAULT_SEMANTIC
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
-from cpdm.cli.workspace_cmds import _print_table
+from cpdm.cli.options import (
+    cpdm_command,
+    echo_notes,
+    offline_tiny_option,
+    open_ws,
+    parse_ids,
+    print_table,
+    quiet_option,
+    workspace_option,
+)
 from cpdm.curation.interrogate import TOP_FLAVORS
 from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
 from cpdm.errors import CpdmError
-from cpdm.diffusion.settings import (
-    BASELINE_VARIANT,
-    DTYPES,
-    PAPER_GUIDANCE,
-    PAPER_PER_PROMPT,
-    PAPER_SD_MODEL,
-    PAPER_SEED,
-    PAPER_STEPS,
-    DEFAULT_SCHEDULER,
-    SCHEDULERS,
-    UNKNOWN_BASE,
-)
+from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.workspace import PROMPT_ORIGINS
 
 # Prompts longer than this are shortened in `cpdm prompts list`'s table (never in JSON).
 LIST_TEXT_WIDTH = 80
 
 
-def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
-    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else.
-
-    An option given with no id in it (``--prompts ""``) is an error, not "all":
-    an empty selection (a shell variable that came out empty) must not run on everything.
-    """
-    if not values:
-        return None
-    ids = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if not part.isdigit():
-                raise CpdmError(f"{what} must be ids separated by commas, got {part!r}")
-            ids.append(int(part))
-    if not ids:
-        raise CpdmError(f"{what} names no ids; leave it out to use all of them")
-    return ids
-
-
-def quiet_option(func):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(func)
-
-
-def _echo_notes(notes: list[str]) -> None:
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
-
-
-@cli.group()
+@click.group()
 def prompts():
     """Prompts for each anchor: CLIP interrogation, refinement, manual prompts.
 
@@ -107,7 +73,7 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
         ws, parse_ids(anchor_ids, "--anchors"), model=model, offline_tiny=offline_tiny, device=device,
         caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
     )
-    _echo_notes(report.notes)
+    echo_notes(report.notes)
     click.echo(report.summary())
 
 
@@ -180,7 +146,7 @@ def prompts_list(workspace, anchor_id, origin, output_format):
          "text": r.text if len(r.text) <= LIST_TEXT_WIDTH else r.text[: LIST_TEXT_WIDTH - 3] + "..."}
         for r in rows
     ]
-    _print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
+    print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
     missing = anchors_without_prompts(ws) if anchor_id is None and origin is None else []
     if missing:
         click.echo(f"anchors without a prompt: {', '.join(map(str, missing))}", err=True)
@@ -204,69 +170,7 @@ def prompts_add(workspace, anchor_id, text):
     click.echo(f"added prompt {add_manual_prompt(ws, anchor_id, text)} for anchor {anchor_id}")
 
 
-@cli.command()
-@workspace_option
-@click.option("--variant", default=BASELINE_VARIANT, show_default=True,
-              help="Variant to generate with ('original', the baseline, is created when missing).")
-@click.option("--base-model", default=None,
-              help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
-                   f"default {PAPER_SD_MODEL}, the CPDM release's).")
-@click.option("--prompts", "prompt_ids", multiple=True,
-              help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
-@click.option("--per-prompt", type=int, default=PAPER_PER_PROMPT, show_default=True,
-              help="Images per prompt; image k uses seed + k.")
-@click.option("--steps", type=int, default=PAPER_STEPS, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
-@click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
-@click.option("--negative", default=None, help="Negative prompt.")
-@click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
-@click.option("--width", type=int, default=None, help="Image width, a multiple of 8 (default: the model's).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per batch (default: 4 on the CPU; on CUDA the prompt's images, halved when memory runs out).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
-              help="Weights' precision (default: float16 on CUDA, float32 on the CPU).")
-@click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Protocol whose attention_checks.rate sets the share of check pairs (default: the default protocol).")
-@offline_tiny_option
-@quiet_option
-@cpdm_command
-def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
-             height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
-    """Generate images for the prompts with a variant, and make the pairs raters judge.
-
-    The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
-    guidance 9, seed 23. Every image is stored with its seed and settings.
-    Images already made with the same settings are skipped, so a run that
-    was stopped (even killed) can be started again.
-
-    \b
-    Examples:
-      cpdm generate --device cuda
-      cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
-      cpdm generate --offline-tiny --steps 2 --height 64 --width 64
-    """
-    from cpdm.generation.batch import run_generation
-    from cpdm.diffusion.settings import GenerationSettings
-    from cpdm.rating.protocol import default_protocol_path, load_protocol_file
-
-    _, protocol = load_protocol_file(protocol_file or default_protocol_path())
-    settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-                                  scheduler=scheduler, negative=negative, height=height, width=width)
-    settings.check()
-    ws = open_ws(workspace)
-    report = run_generation(
-        ws, variant=variant, prompt_ids=parse_ids(prompt_ids, "--prompts"), settings=settings, device=device,
-        dtype=dtype, batch_size=batch_size, offline_tiny=offline_tiny, base_model=base_model,
-        check_rate=protocol.attention_checks.rate, progress=not quiet,
-    )
-    _echo_notes(report.notes)
-    click.echo(report.summary())
-
-
-@cli.command("export-dataset")
+@click.command("export-dataset")
 @workspace_option
 @click.argument("folder", type=click.Path(file_okay=False))
 @cpdm_command
@@ -287,7 +191,7 @@ def export_dataset_cmd(workspace, folder):
     click.echo(f"exported to {folder}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
-@cli.command("import-dataset")
+@click.command("import-dataset")
 @workspace_option
 @click.argument("folder", required=False, type=click.Path(file_okay=False, exists=True))
 @click.option("--anchors", "anchors_dir", type=click.Path(file_okay=False, exists=True), default=None,
@@ -338,3 +242,6 @@ def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, b
     click.echo(report.summary())
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (prompts, export_dataset_cmd, import_dataset_cmd)

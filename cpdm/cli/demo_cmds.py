@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cpdm.cli import cli, cpdm_command, workspace_option
+from cpdm.cli.options import cpdm_command, workspace_option
 from cpdm.serve import DEFAULT_HOST, DEFAULT_PORT
 
 
@@ -25,7 +25,7 @@ def _echo_links(links, heading: str) -> None:
         click.echo(f"  {label:<14} {link.name:<18} {link.url}")
 
 
-@cli.command()
+@click.command()
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the procedural images.")
 @click.option("--no-serve", is_flag=True, help="Build the workspace and exit without starting the app.")
 @click.option("--force", is_flag=True, help="Replace an existing demo workspace (a real workspace is never replaced).")
@@ -96,7 +96,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     _serve(info.workspace, DEFAULT_HOST, port, dev)
 
 
-@cli.command()
+@click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port to listen on.")
 @click.option(
     "--host",
@@ -140,3 +140,6 @@ def _serve(root, host: str, port: int, dev: bool) -> None:
             _echo_links(demo_links(int(seed), server.url), "open one of these links:")
 
     serve_forever(root, host=host, port=port, on_ready=on_ready, dev=dev)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (demo, serve)

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.jobs import queue
 from cpdm.jobs.queue import JOB_STATUSES, Job
@@ -39,7 +39,7 @@ def _split_kinds(text: str | None) -> list[str] | None:
     return [kind.strip() for kind in text.split(",") if kind.strip()]
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @click.option("--device", default="cpu", show_default=True,
               help="Where this worker runs jobs: cpu, cuda, cuda:0, ... It takes jobs that ask for no device, "
@@ -98,7 +98,7 @@ def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle
         click.echo(f"worker {runner.name}: ran {count} job{'s' if count != 1 else ''}", err=True)
 
 
-@cli.group()
+@click.group()
 def jobs():
     """The job queue: add, watch, cancel and retry jobs that `cpdm worker` runs.
 
@@ -312,3 +312,6 @@ def kinds_command(workspace):
 
     for kind in all_kinds():
         click.echo(f"{kind.name:<12}{'gpu  ' if kind.wants_gpu else '     '}{kind.summary}")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (worker, jobs)

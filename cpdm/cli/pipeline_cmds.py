@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.unlearn_cmds import METHOD_HELP, parse_params
 from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
 
-@cli.group()
+@click.group()
 def pipeline():
     """Queue whole chains of jobs for `cpdm worker` to run."""
 
@@ -55,3 +55,6 @@ def pipeline_run(concept, method, variant_name, base, preserve, params, retain_p
     for step, job_id in zip(STEPS, ids):
         click.echo(f"{job_id}\t{step}")
     click.echo(f"queued jobs {', '.join(map(str, ids))}; run them with `cpdm worker`", err=True)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (pipeline,)

@@ -8,7 +8,7 @@ from cpdm.rating.auth import create_rater, invite_url, list_raters, rater_by_nam
 from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, workspace_option
 from cpdm.rating.protocol import load_protocol_file
 from cpdm.rating.submit import campaign_status
 
@@ -22,7 +22,7 @@ def _table(rows: list[dict], columns: list[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-@cli.group()
+@click.group()
 def campaign():
     """Rating campaigns: which pairs raters judge, under which protocol, how many times.
 
@@ -118,7 +118,7 @@ def campaign_status_cmd(name, workspace):
         click.echo("no raters yet (invite some with `cpdm raters invite`)")
 
 
-@cli.group()
+@click.group()
 def raters():
     """Raters and their invite links.
 
@@ -189,3 +189,6 @@ def raters_revoke(rater, workspace):
     target = rater_by_name_or_id(ws, rater)
     revoke_rater(ws, target.id)
     click.echo(f"revoked rater {target.id} ({target.name}); their link no longer works")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (campaign, raters)

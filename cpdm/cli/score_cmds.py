@@ -7,7 +7,7 @@ import numpy as np
 
 from cpdm import metric
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
 
@@ -79,7 +79,7 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
     return semantic, style
 
 
-@cli.command()
+@click.command()
 @click.option("--campaign", default=None, help="Score the pairs of this campaign.")
 @click.option("--all", "all_pairs", is_flag=True, help="Score every pair in the workspace.")
 @click.option("--semantic", default=None, callback=_registered("semantic"), help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
@@ -192,7 +192,7 @@ def _fmt(value: float) -> str:
     return "-" if value != value else f"{value:.4f}"
 
 
-@cli.group()
+@click.group()
 def scores():
     """Read stored scores; define CM's reference set again.
 
@@ -332,7 +332,7 @@ def _x_ref_change(before, after) -> str:
             f"reference pairs {before.pairs} -> {after.pairs}")
 
 
-@cli.group()
+@click.group()
 def backbones():
     """The metric's backbones.
 
@@ -363,3 +363,6 @@ def backbones_list(workspace):
         click.echo(f"    needs: {row.package} ({'installed' if row.installed else 'NOT installed'})")
         click.echo(f"    real weights: {row.weights}")
         click.echo(f"    tiny mode: {row.tiny}")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (score, scores, backbones)

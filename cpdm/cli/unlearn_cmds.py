@@ -7,8 +7,7 @@ import textwrap
 
 import click
 
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
-from cpdm.cli.analysis_cmds import resample_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, resample_option, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.diffusion.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, REGISTRY
@@ -40,7 +39,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-@cli.command(epilog=METHOD_HELP)
+@click.command(epilog=METHOD_HELP)
 @click.argument("method")
 @click.option("--variant-name", required=True, help="Name of the new variant (what generation and reports use).")
 @click.option("--base", default=DEFAULT_SD_MODEL, show_default=True,
@@ -93,7 +92,7 @@ def unlearn(method, variant_name, base, concepts, preserve, preserve_file, image
     click.echo(f"variant {variant.name} ({variant.method}) ready{where}")
 
 
-@cli.group()
+@click.group()
 def variants():
     """Model variants: the original model and what unlearning made of it."""
 
@@ -194,7 +193,7 @@ def variants_methods(workspace):
             click.echo(f"    {hp.name} = {hp.default!r}    {hp.help}".rstrip())
 
 
-@cli.group()
+@click.group()
 def unlearning():
     """Did unlearning work? Reports over variants."""
 
@@ -238,3 +237,6 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
         click.echo(table.to_csv(index=False), nl=False)
     else:
         click.echo(format_report(table))
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (unlearn, variants, unlearning)

@@ -9,7 +9,7 @@ import json
 import click
 
 from cpdm.curation.anchors import import_anchors, list_anchors
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
 from cpdm.store.workspace import ANCHOR_CATEGORIES
 
 # The tables `cpdm info` counts, in the order the workflow fills them.
@@ -18,7 +18,7 @@ INFO_TABLES = ("anchors", "variants", "prompts", "generations", "pairs", "scores
 MAX_DUPLICATES_SHOWN = 20
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @cpdm_command
 def init(workspace):
@@ -37,7 +37,7 @@ def workspace_counts(ws) -> dict[str, int]:
     return {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in INFO_TABLES}
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
@@ -79,7 +79,7 @@ def info(workspace, output_format):
         click.echo(f"{'campaign':<{width}}{campaign['campaign']}: {used}")
 
 
-@cli.group()
+@click.group()
 def anchors():
     """Anchor images: the artworks that generated images are compared with.
 
@@ -169,18 +169,12 @@ def list_cmd(workspace, artist, output_format):
         writer.writerows(records)
         click.echo(buffer.getvalue(), nl=False)
     else:
-        _print_table(records, columns)
+        print_table(records, columns)
         if not records:
             click.echo(
                 "no anchors" + (f" by {artist}" if artist else "") + " (add some with `cpdm anchors import FOLDER`)",
                 err=True,
             )
 
-
-def _print_table(records: list[dict], columns: tuple[str, ...]) -> None:
-    """Aligned plain-text columns; empty values print as '-'."""
-    cells = [[("-" if r[c] in (None, "") else str(r[c])) for c in columns] for r in records]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (init, info, anchors)
