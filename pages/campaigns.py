@@ -9,7 +9,7 @@ from cpdm.rating.campaigns import (
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import list_protocol_files, load_protocol_file, parse_protocol
-from cpdm.ui import require_researcher
+from cpdm.app.ui import require_researcher
 
 ws, rater = require_researcher()
 

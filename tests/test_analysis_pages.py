@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cpdm.analysis.report import RELEASE_SCORE_NOTE
+from cpdm.analysis.campaign_report import RELEASE_SCORE_NOTE
 from cpdm.rating.auth import create_rater
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 

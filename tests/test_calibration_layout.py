@@ -51,7 +51,7 @@ def test_the_group_comparison_shows_each_estimate_with_its_interval_in_one_cell(
 @pytest.mark.browser
 @pytest.mark.slow
 def test_no_button_label_is_cut_off_and_no_table_is_wider_than_the_calibration_page(ws):
-    from cpdm import serve
+    from cpdm.app import serve
     from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 
     campaign = create_synthetic_campaign(ws, "study", n_anchors=8, reference=True, seed=4)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cpdm import serve
+from cpdm.app import serve
 from cpdm.rating.auth import record_consent, rater_for_token
 from cpdm.demo.build import build_demo, demo_links
 from cpdm.store.workspace import open_workspace

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cpdm.analysis.data import human_scores, load_ratings
-from cpdm.analysis.report import AnalysisOptions, calibration_choices, run_analysis, summary_markdown
+from cpdm.analysis.campaign_report import AnalysisOptions, calibration_choices, run_analysis, summary_markdown
 from cpdm.analysis.variants import copy_threshold
 from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
 from cpdm.rating.auth import create_rater

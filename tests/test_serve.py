@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cpdm import app_process, serve
+from cpdm.app import process as app_process, serve
 from cpdm.cli import cli
 from cpdm.demo.build import build_demo, demo_links
 from cpdm.errors import CpdmError
@@ -59,7 +59,7 @@ def app_server(demo_workspace, tmp_path):
 
 @pytest.mark.slow
 def test_app_answers_health_and_root(app_server, demo_workspace):
-    assert app_server.process.args[1:5] == ["-m", "cpdm.app_process", str(os.getpid()), "run"]
+    assert app_server.process.args[1:5] == ["-m", "cpdm.app.process", str(os.getpid()), "run"]
     assert Path(app_server.process.args[5]) == serve.entry_script()
     assert serve.health(app_server.url) == "ok"
     with urllib.request.urlopen(f"{app_server.url}/", timeout=10) as response:
@@ -118,7 +118,7 @@ def test_missing_app_is_reported_clearly(tmp_path):
 
 def test_streamlit_command_line():
     command = serve.streamlit_command(Path("/x/app.py"), "127.0.0.1", 8600)
-    assert command[:6] == [sys.executable, "-m", "cpdm.app_process", str(os.getpid()), "run", "/x/app.py"]
+    assert command[:6] == [sys.executable, "-m", "cpdm.app.process", str(os.getpid()), "run", "/x/app.py"]
     options = dict(zip(command[6::2], command[7::2]))
     assert options == {
         "--server.port": "8600",
@@ -241,7 +241,7 @@ def _gone(pid: int, timeout: float) -> bool:
 
 def test_the_app_process_refuses_to_run_once_its_starter_is_gone():
     """Started for a parent it does not have (its starter died before it could tie itself to it): it exits at once."""
-    gone = subprocess.run([sys.executable, "-m", "cpdm.app_process", "1", "version"], capture_output=True, text=True,
+    gone = subprocess.run([sys.executable, "-m", "cpdm.app.process", "1", "version"], capture_output=True, text=True,
                           timeout=60)
     assert gone.returncode == 1 and "Streamlit" not in gone.stdout
     tied = subprocess.run(app_process.command(os.getpid(), ["version"]), capture_output=True, text=True, timeout=60)

@@ -1,6 +1,6 @@
 """Analysis of ratings: agreement, metric–human correlation, calibration of w, per-variant benchmark.
 
-Pure functions on DataFrames live in the submodules; :mod:`cpdm.analysis.report`
+Pure functions on DataFrames live in the submodules; :mod:`cpdm.analysis.campaign_report`
 ties them to a workspace. The names most callers need are re-exported here.
 """
 
@@ -8,7 +8,7 @@ from cpdm.analysis.agreement import AlphaResult, agreement_table, krippendorff_a
 from cpdm.analysis.calibration import CalibrationResult, calibrate, grouped_folds, weight_grid
 from cpdm.analysis.correlation import correlate, correlation_table, split_half_ceiling
 from cpdm.analysis.data import GROUPS, export_frame, human_scores, load_ratings, write_table
-from cpdm.analysis.report import (
+from cpdm.analysis.campaign_report import (
     Analysis,
     AnalysisOptions,
     calibrate_campaign,

@@ -23,7 +23,7 @@ from cpdm.cli import (
     demo_cmds,
     generate_cmds,
     jobs_cmds,
-    pipeline_cmds,
+    chain_cmds,
     rating_cmds,
     score_cmds,
     unlearn_cmds,
@@ -94,6 +94,6 @@ def main(argv: list[str] | None = None) -> None:
 
 # Every area's commands, in the order `cpdm --help` lists them (click sorts them by name).
 for _module in (workspace_cmds, demo_cmds, analysis_cmds, score_cmds, rating_cmds, unlearn_cmds, curation_cmds,
-                generate_cmds, jobs_cmds, pipeline_cmds):
+                generate_cmds, jobs_cmds, chain_cmds):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

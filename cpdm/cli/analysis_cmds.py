@@ -41,7 +41,7 @@ def analysis_options(func):
 
 
 def _options(group_list, calibration_group, strict, **kwargs):
-    from cpdm.analysis.report import AnalysisOptions
+    from cpdm.analysis.campaign_report import AnalysisOptions
 
     return AnalysisOptions(
         groups=tuple(group_list),
@@ -87,7 +87,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
     Example:
       cpdm analyze --campaign demo --group artists --out reports/demo
     """
-    from cpdm.analysis.report import default_report_dir, run_analysis, write_report
+    from cpdm.analysis.campaign_report import default_report_dir, run_analysis, write_report
 
     ws = open_ws(workspace)
     groups = [group] if group else ["artists", "lay", "all"]
@@ -129,7 +129,7 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
     Example:
       cpdm calibrate --campaign demo --group artists --out weights.json
     """
-    from cpdm.analysis.report import calibrate_campaign, record_calibration, save_weights
+    from cpdm.analysis.campaign_report import calibrate_campaign, record_calibration, save_weights
     from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
@@ -176,7 +176,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
     Example:
       cpdm plan --campaign pilot
     """
-    from cpdm.analysis.report import AnalysisOptions, plan_campaign
+    from cpdm.analysis.campaign_report import AnalysisOptions, plan_campaign
 
     ws = open_ws(workspace)
     options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, seed=seed)

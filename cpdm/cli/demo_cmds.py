@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cpdm.cli.options import cpdm_command, workspace_option
-from cpdm.serve import DEFAULT_HOST, DEFAULT_PORT
+from cpdm.app.serve import DEFAULT_HOST, DEFAULT_PORT
 
 
 def dev_option(func):
@@ -67,7 +67,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     from cpdm.demo.build import base_url_for, build_demo, demo_links, existing_demo_seed
     from cpdm.store.workspace import resolve_workspace_path
 
-    from cpdm.serve import check_port_free, find_app
+    from cpdm.app.serve import check_port_free, find_app
 
     root = resolve_workspace_path(workspace)
     if not no_serve:  # fail before building, not after
@@ -128,7 +128,7 @@ def serve(port, host, dev, workspace):
 def _serve(root, host: str, port: int, dev: bool) -> None:
     """Run the app in the foreground, printing the links to open once it answers."""
     from cpdm.demo.build import demo_links
-    from cpdm.serve import serve_forever
+    from cpdm.app.serve import serve_forever
     from cpdm.store.workspace import open_workspace
 
     with open_workspace(root) as ws:

@@ -177,7 +177,7 @@ def enqueue_generation(ws, params: dict, *, score_after: bool = False, device: s
 def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | None = None,
                        device: str | None = None) -> int:
     """Queue an unlearn job; an empty variant name becomes METHOD-CONCEPT (see ``default_variant_name``)."""
-    from cpdm.jobs.pipeline import _refuse_existing_variant, default_variant_name
+    from cpdm.jobs.chain import _refuse_existing_variant, default_variant_name
 
     given = {**params, "method": method, HYPERPARAMETERS: dict(hyperparameters or {})}
     concepts = [str(concept).strip() for concept in (given.get("concepts") or []) if str(concept).strip()]
@@ -232,7 +232,7 @@ def chain_fields() -> list[Field]:
 
 def enqueue_chain(ws, concept: str, method: str, *, device: str | None = None, **options) -> list[int]:
     """Queue unlearn -> generate -> score -> report (``cpdm pipeline run``); ``options`` as enqueue_pipeline's."""
-    from cpdm.jobs.pipeline import enqueue_pipeline
+    from cpdm.jobs.chain import enqueue_pipeline
 
     options["variant_name"] = str(options.get("variant_name") or "").strip() or None
     return enqueue_pipeline(ws, concept, method, device=device, **options)

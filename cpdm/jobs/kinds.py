@@ -531,7 +531,7 @@ def _run_refine(ws, params: dict, context) -> dict:
 
 def _analyze_parameters() -> list[Parameter]:
     from cpdm.analysis.agreement import LEVELS
-    from cpdm.analysis.report import AnalysisOptions
+    from cpdm.analysis.campaign_report import AnalysisOptions
 
     defaults = AnalysisOptions()
     return [
@@ -557,7 +557,7 @@ def _analyze_parameters() -> list[Parameter]:
 
 def _run_analyze(ws, params: dict, context) -> dict:
     """``cpdm analyze``: the campaign's report folder (agreement, correlation, calibration)."""
-    from cpdm.analysis.report import AnalysisOptions, default_report_dir, run_analysis, write_report
+    from cpdm.analysis.campaign_report import AnalysisOptions, default_report_dir, run_analysis, write_report
 
     group = params["group"]
     options = AnalysisOptions(

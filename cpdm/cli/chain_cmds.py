@@ -46,7 +46,7 @@ def pipeline_run(concept, method, variant_name, base, preserve, params, retain_p
       cpdm pipeline run --concept "Van Gogh" --method esd-x
       cpdm pipeline run --concept "Mira Dotwell" --method uce --offline-tiny --per-prompt 2 --steps 2
     """
-    from cpdm.jobs.pipeline import STEPS, enqueue_pipeline
+    from cpdm.jobs.chain import STEPS, enqueue_pipeline
 
     ws = open_ws(workspace)
     ids = enqueue_pipeline(ws, concept, method, variant_name=variant_name, base=base, preserve=preserve,

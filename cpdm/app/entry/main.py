@@ -5,6 +5,6 @@ main script: the first request after a start, whatever its path, then goes
 through the app's sign-in and routing instead of Streamlit's automatic pages.
 """
 
-from cpdm.serve import run_app_file
+from cpdm.app.serve import run_app_file
 
 run_app_file()
