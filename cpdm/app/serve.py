@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from cpdm.app import entry as app_entry
 from cpdm.app import process as app_process
+from cpdm.app.entry import APP_ENV
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import open_workspace, resolve_workspace_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP_ENV = "CPDM_APP"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # cpdm/app/serve.py -> the checkout
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 STARTUP_TIMEOUT_S = 60.0
@@ -74,19 +75,7 @@ def _installed_app_dirs() -> list[Path]:
 
 def entry_script() -> Path:
     """Streamlit's main script: ``main.py`` of :mod:`cpdm.app.entry`, a folder with no ``pages/`` in it."""
-    import cpdm.app.entry
-
-    return Path(cpdm.app.entry.__file__).resolve().parent / "main.py"
-
-
-def run_app_file(app: str | os.PathLike | None = None) -> None:
-    """Run the app file (default: $CPDM_APP) as this Streamlit script run, with its own ``__file__``.
-
-    Read on every run, so an edited app file takes effect at the next rerun.
-    """
-    path = Path(app if app is not None else os.environ[APP_ENV])
-    code = compile(path.read_bytes(), str(path), "exec")
-    exec(code, {"__name__": "__main__", "__file__": str(path)})  # noqa: S102
+    return Path(app_entry.__file__).resolve().parent / "main.py"
 
 
 def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
@@ -103,7 +92,7 @@ def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
     """
     if dev:
         watch = ["--server.fileWatcherType", "auto", "--server.runOnSave", "true",
-                 "--server.folderWatchList", str(Path(__file__).resolve().parent)]
+                 "--server.folderWatchList", str(Path(__file__).resolve().parents[1])]  # the cpdm package
     else:
         watch = ["--server.fileWatcherType", "none", "--server.runOnSave", "false"]
     return app_process.command(os.getpid() if starter_pid is None else starter_pid, [
