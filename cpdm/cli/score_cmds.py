@@ -9,7 +9,7 @@ from cpdm import metric
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
 from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
 
 
 def _campaign_id(ws, campaign: str | None) -> int | None:
@@ -90,8 +90,8 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(PRECISION_CHOICES),
-    default=DEFAULT_PRECISION,
+    type=click.Choice(SCORING_PRECISIONS),
+    default=DEFAULT_SCORING_PRECISION,
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
     "fp32 on the CPU. reduced: also try bf16 matrix products on CPUs with bf16 instructions. fp32: always fp32.",

@@ -10,7 +10,13 @@ import click
 from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, resample_option, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.diffusion.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, REGISTRY
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_SEED,
+    DEFAULT_TRAINING_PRECISION,
+    REGISTRY,
+    TRAINING_PRECISIONS,
+)
 
 def method_help(width: int = 77) -> str:
     """The list of methods that ends ``cpdm unlearn --help`` and ``cpdm pipeline run --help``, from the methods' table.
@@ -54,7 +60,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
               help="A hyperparameter, e.g. -p iterations=1000 -p lr=1e-5 (repeatable).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N).")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=DEFAULT_PRECISION,
+@click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default=DEFAULT_TRAINING_PRECISION,
               show_default=True, help="Compute precision of training passes (weights stay float32).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=DEFAULT_CHECKPOINT_EVERY, show_default=True,
               help="Save a resumable checkpoint every N steps.")

@@ -319,7 +319,13 @@ def _run_generate(ws, params: dict, context) -> dict:
 
 def _unlearn_parameters() -> list[Parameter]:
     from cpdm.diffusion.settings import DEFAULT_SD_MODEL
-    from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, names
+    from cpdm.unlearning import (
+        DEFAULT_CHECKPOINT_EVERY,
+        DEFAULT_SEED,
+        DEFAULT_TRAINING_PRECISION,
+        TRAINING_PRECISIONS,
+        names,
+    )
 
     return [
         Parameter("method", "str", None, "unlearning method", choices=names(), required=True),
@@ -332,8 +338,9 @@ def _unlearn_parameters() -> list[Parameter]:
         Parameter("images_dir", "path", None, "folder of images of the concept (methods that train on images)"),
         Parameter(HYPERPARAMETERS, "mapping", {}, "the method's hyperparameters (the method's defaults for the rest)"),
         Parameter("seed", "int", DEFAULT_SEED, "seed of the run"),
-        Parameter("precision", "str", DEFAULT_PRECISION, "compute precision of training passes (weights stay float32)",
-                  choices=PRECISION_NAMES),
+        Parameter("precision", "str", DEFAULT_TRAINING_PRECISION,
+                  "compute precision of training passes (weights stay float32)",
+                  choices=TRAINING_PRECISIONS),
         Parameter("checkpoint_every", "int", DEFAULT_CHECKPOINT_EVERY, "save a resumable checkpoint every N steps",
                   minimum=1),
         OFFLINE_TINY,
@@ -407,7 +414,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
 
 def _score_parameters() -> list[Parameter]:
     from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE
-    from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
+    from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
 
     return [
         Parameter("variant", "str", None, "score the pairs of this variant's generations"),
@@ -417,9 +424,9 @@ def _score_parameters() -> list[Parameter]:
         Parameter("semantic", "str", DEFAULT_SEMANTIC, "semantic backbone (default: the CPDM release's CLIP)"),
         Parameter("style", "str", DEFAULT_STYLE, "style backbone (default: the CPDM release's InceptionV3; or vgg19)"),
         Parameter("batch_size", "int", DEFAULT_BATCH_SIZE, "images per batch", minimum=1),
-        Parameter("precision", "str", DEFAULT_PRECISION,
+        Parameter("precision", "str", DEFAULT_SCORING_PRECISION,
                   "auto: fp16 on CUDA where scores stay within 1e-3 of fp32; reduced: also bf16 on CPUs; fp32: always",
-                  choices=PRECISION_CHOICES),
+                  choices=SCORING_PRECISIONS),
         OFFLINE_TINY,
     ]
 

@@ -58,7 +58,7 @@ from cpdm.backbones import (
     resolve_device,
 )
 from cpdm.progress import progress_bar
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
@@ -390,7 +390,7 @@ def build_engine(
     mode: str | None = None,
     executor=None,
     style_image_size: int | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
@@ -434,7 +434,7 @@ def score_pairs(
     progress: bool = True,
     executor=None,
     engine: ScoringEngine | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 

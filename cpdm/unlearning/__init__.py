@@ -31,8 +31,8 @@ AUTO = "auto"
 
 # What `cpdm unlearn` and an unlearn job use unless told otherwise.
 DEFAULT_SEED = 0
-PRECISION_NAMES = ("float32", "bfloat16", "float16")  # compute precision of training passes
-DEFAULT_PRECISION = "float32"
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")  # compute precision of training passes
+DEFAULT_TRAINING_PRECISION = "float32"
 DEFAULT_CHECKPOINT_EVERY = 100
 # Files a method that trains on images reads from its images folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

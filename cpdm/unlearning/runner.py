@@ -26,7 +26,7 @@ from cpdm.errors import CpdmError
 from cpdm.progress import JobCancelled
 from cpdm.unlearning import (
     DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_PRECISION,
+    DEFAULT_TRAINING_PRECISION,
     DEFAULT_SEED,
     get_method,
     image_files,
@@ -54,7 +54,7 @@ from cpdm.unlearning.base import (
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Autocast dtype of each of PRECISION_NAMES (None: plain float32).
+# Autocast dtype of each of TRAINING_PRECISIONS (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -163,7 +163,7 @@ def unlearn(
     params: dict | None = None,
     seed: int = DEFAULT_SEED,
     device: str = "cpu",
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_TRAINING_PRECISION,
     offline_tiny: bool = False,
     resume: bool = False,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
