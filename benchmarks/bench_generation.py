@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.backbones import resolve_device  # noqa: E402
+from cpdm.devices import resolve_device  # noqa: E402
 from cpdm.diffusion.pipeline import generate_images  # noqa: E402
 from cpdm.diffusion.tiny import full_size_random_sd_pipeline, tiny_sd_pipeline  # noqa: E402
 

@@ -35,6 +35,7 @@ from cpdm.store.rows import (
     make_check_pairs,
     make_pairs,
 )
+from cpdm.devices import resolve_device
 from cpdm.errors import CpdmError
 from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD
@@ -209,7 +210,6 @@ def run_generation(
     several batches at once; they are stored and paired here exactly as
     images made in this process.
     """
-    from cpdm.backbones import resolve_device
     from cpdm.curation.prompts import anchors_without_prompts
 
     settings.check()

@@ -55,8 +55,8 @@ from cpdm.backbones import (
     load_backbone,
     load_semantic,
     load_style,
-    resolve_device,
 )
+from cpdm.devices import resolve_device
 from cpdm.progress import progress_bar
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features

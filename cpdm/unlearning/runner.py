@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from cpdm import __version__
+from cpdm.devices import check_device
 from cpdm.errors import CpdmError
 from cpdm.progress import JobCancelled
 from cpdm.unlearning import (
@@ -56,17 +57,6 @@ from cpdm.store.rows import add_variant, get_variant, set_variant_status
 CHECKPOINT_NAME = "checkpoint.pt"
 # Autocast dtype of each of TRAINING_PRECISIONS (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def check_device(device: str) -> str:
-    """Refuse CUDA when this machine has none (and any device torch does not know)."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as exc:
-        raise CpdmError(f"unknown device {device!r} (use cpu or cuda)") from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise CpdmError(f"--device {device} was asked for, but this machine has no CUDA device; use --device cpu")
-    return device
 
 
 def load_base(base: str, device: str, offline_tiny: bool):
