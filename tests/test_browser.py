@@ -44,7 +44,7 @@ class RestartableApp:
     """The app on a port of its own, which it can be stopped and started on again (a server restart)."""
 
     def __init__(self, workspace_root):
-        from cpdm.app.serve import free_port
+        from cpdm.testing import free_port
 
         self.root, self.port = workspace_root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"

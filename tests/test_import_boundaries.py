@@ -149,7 +149,7 @@ FLOORS = (
     ("cpdm.analysis",),
     ("cpdm.demo", "cpdm.jobs"),
     ("cpdm.app",),  # the app: its pages' helpers, the answer panel, serving
-    ("cpdm.cli", "cpdm.__main__"),  # the command
+    ("cpdm.cli", "cpdm.__main__", "cpdm.testing"),  # the command; what only tests use
 )
 
 # Imports up a floor that another change removes; each names what it waits for.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cpdm.app import serve
+from cpdm.testing import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What `pip install .` needs of a checkout (everything else stays behind).
@@ -87,7 +88,7 @@ def test_cpdm_serve_from_the_installed_package_answers(installed, tmp_path):
     workspace = tmp_path / "ws"
     subprocess.run([str(installed / "cpdm"), "demo", "--no-serve", "--no-analysis-data", "--workspace", str(workspace)],
                    check=True, cwd=tmp_path, env=clean_env(), capture_output=True)
-    port = serve.free_port()
+    port = free_port()
     out_path = tmp_path / "serve.log"
     with open(out_path, "wb") as out:
         process = subprocess.Popen([str(installed / "cpdm"), "serve", "--port", str(port), "--workspace", str(workspace)],

@@ -216,7 +216,8 @@ def test_interrogate_and_refine_jobs_write_the_prompts_their_commands_write(ws, 
 
 
 def test_analyze_job_writes_the_report_the_command_writes(ws, twin, runner, tmp_path):
-    from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+    from cpdm.demo.simulate import add_simulated_ratings
+    from cpdm.testing import create_synthetic_campaign
 
     for workspace in (ws, twin):
         campaign = create_synthetic_campaign(workspace, "study", n_anchors=10, reference=True, seed=2)

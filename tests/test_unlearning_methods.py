@@ -13,7 +13,7 @@ from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text, n
 from cpdm.unlearning.esd import cross_attention_names, esd_loss, non_cross_attention_names
 from cpdm.diffusion.sld import SLDSettings, sld_guidance
 from cpdm.unlearning.sld import PRESETS
-from cpdm.unlearning.uce import uce_closed_form
+from cpdm.testing import uce_closed_form
 
 CONCEPT = "a painting by claude monet"
 

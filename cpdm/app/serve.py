@@ -134,13 +134,6 @@ def _why_port_is_taken(port: int, error: OSError) -> str:
             "first, or use --port")
 
 
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class AppServer:
     """A running Streamlit server: its process (leader of its own process group) and URL."""

@@ -19,7 +19,6 @@ from cpdm.cli.options import (
 )
 from cpdm.curation.interrogate import TOP_FLAVORS
 from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
-from cpdm.errors import CpdmError
 from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.workspace import PROMPT_ORIGINS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cpdm.rating.assignment import rebuild_pair_load
 from cpdm.rating.auth import create_rater, invite_url, list_raters, rater_by_name_or_id, revoke_rater
 from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
@@ -31,6 +32,7 @@ def campaign():
       cpdm campaign create monet-esd --artist "Claude Monet" --variant original --variant esd
       cpdm campaign list
       cpdm campaign status monet-esd
+      cpdm campaign recount monet-esd
     """
 
 
@@ -116,6 +118,23 @@ def campaign_status_cmd(name, workspace):
                                      "median_seconds", "flagged", "flag_reason"])
     else:
         click.echo("no raters yet (invite some with `cpdm raters invite`)")
+
+
+@campaign.command("recount")
+@click.argument("name")
+@workspace_option
+@cpdm_command
+def campaign_recount(name, workspace):
+    """Recount how often each pair of campaign NAME was assigned and rated.
+
+    Claims and submits keep these counters right. Ratings or assignments
+    written by hand (SQL, an import from elsewhere) leave them behind: run
+    this afterwards, or each pair's overlap is not kept.
+    """
+    ws = open_ws(workspace)
+    campaign_id = campaign_id_by_name(ws, name)
+    rebuild_pair_load(ws, campaign_id)
+    click.echo(f"campaign {name!r}: pair load recounted from its assignments and ratings")
 
 
 @click.group()
