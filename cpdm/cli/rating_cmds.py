@@ -130,6 +130,10 @@ def campaign_recount(name, workspace):
     Claims and submits keep these counters right. Ratings or assignments
     written by hand (SQL, an import from elsewhere) leave them behind: run
     this afterwards, or each pair's overlap is not kept.
+
+    \b
+    Example:
+      cpdm campaign recount monet-esd
     """
     ws = open_ws(workspace)
     campaign_id = campaign_id_by_name(ws, name)
