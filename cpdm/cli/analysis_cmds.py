@@ -62,7 +62,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
     )
 
 
-@click.command()
+@click.command("analyze")
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default=None,
@@ -73,7 +73,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Report folder (default: WORKSPACE/exports/report-CAMPAIGN).")
 @cpdm_command
-def analyze(workspace, campaign, group, out, **kwargs):
+def analyze_cmd(workspace, campaign, group, out, **kwargs):
     """Write a report on a campaign: agreement, metric-human correlation, calibration, benchmark.
 
     The folder gets tables/*.csv, plots/*.png and summary.md. Agreement is
@@ -106,7 +106,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
         click.echo(f"note: {note}")
 
 
-@click.command()
+@click.command("calibrate")
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default="artists", show_default=True,
@@ -114,7 +114,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
 @click.option("--target", default="copy", show_default=True, help="Protocol question to fit (e.g. copy, style).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Weights JSON to write.")
 @cpdm_command
-def calibrate(workspace, campaign, group, target, out, **kwargs):
+def calibrate_cmd(workspace, campaign, group, target, out, **kwargs):
     """Fit the semantic/style weight w of CM_w to human ratings and export it.
 
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
@@ -152,7 +152,7 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
-@click.command()
+@click.command("plan")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
 @click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
@@ -162,7 +162,7 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
 @click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @cpdm_command
-def plan(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
+def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
     """Estimate, from a pilot campaign, how many anchors and raters per pair a study needs.
 
     Two targets: pin the calibrated w to +/-0.1 (95% of studies choose a w
@@ -194,7 +194,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
               help="File format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write.")
 @cpdm_command
-def export_ratings(workspace, campaign, fmt, out):
+def export_ratings_cmd(workspace, campaign, fmt, out):
     """Export a campaign's ratings in long form, one row per answer.
 
     Columns: pair, anchor, kind, variant, rater (a pseudonymous id, stable
@@ -231,7 +231,7 @@ def export_ratings(workspace, campaign, fmt, out):
 @click.option("--lay", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated lay raters.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (the same seed gives the same ratings).")
 @cpdm_command
-def simulate_ratings(workspace, campaign, artists, lay, seed):
+def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     """Fill a campaign with ratings from simulated raters (for demos and trying the analysis).
 
     Simulated raters are marked as such (analyze --exclude-simulated leaves
@@ -252,4 +252,4 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (analyze, calibrate, plan, export_ratings, simulate_ratings)
+COMMANDS = (analyze_cmd, calibrate_cmd, plan_cmd, export_ratings_cmd, simulate_ratings_cmd)

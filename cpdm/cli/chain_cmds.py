@@ -9,12 +9,12 @@ from cpdm.cli.unlearn_cmds import METHOD_HELP, parse_params
 from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
 
-@click.group()
-def pipeline():
+@click.group("pipeline")
+def pipeline_cmd():
     """Queue whole chains of jobs for `cpdm worker` to run."""
 
 
-@pipeline.command("run", epilog=METHOD_HELP)
+@pipeline_cmd.command("run", epilog=METHOD_HELP)
 @click.option("--concept", required=True, help="The concept to erase, e.g. an artist's name as the anchors give it.")
 @click.option("--method", required=True, help="Unlearning method (see below).")
 @click.option("--variant-name", default=None, help="Name of the new variant (default: METHOD-CONCEPT).")
@@ -34,7 +34,7 @@ def pipeline():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def pipeline_run(concept, method, variant_name, base, preserve, params, retain_prompts, per_prompt, steps, size,
+def pipeline_run_cmd(concept, method, variant_name, base, preserve, params, retain_prompts, per_prompt, steps, size,
                  device, offline_tiny, workspace):
     """Queue unlearn -> generate (concept and retain prompts) -> score -> unlearning report.
 
@@ -57,4 +57,4 @@ def pipeline_run(concept, method, variant_name, base, preserve, params, retain_p
     click.echo(f"queued jobs {', '.join(map(str, ids))}; run them with `cpdm worker`", err=True)
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (pipeline,)
+COMMANDS = (pipeline_cmd,)

@@ -26,8 +26,8 @@ from cpdm.store.workspace import PROMPT_ORIGINS
 LIST_TEXT_WIDTH = 80
 
 
-@click.group()
-def prompts():
+@click.group("prompts")
+def prompts_cmd():
     """Prompts for each anchor: CLIP interrogation, refinement, manual prompts.
 
     \b
@@ -38,7 +38,7 @@ def prompts():
     """
 
 
-@prompts.command("interrogate")
+@prompts_cmd.command("interrogate")
 @workspace_option
 @click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
 @click.option("--model", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG ranking the terms.")
@@ -52,7 +52,7 @@ def prompts():
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
+def prompts_interrogate_cmd(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
     """Write a first prompt for each anchor from CLIP-ranked term banks (the paper's recipe).
 
     The prompt reads "{title}, by {artist}, {caption}, {medium}, {movement},
@@ -76,7 +76,7 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
     click.echo(report.summary())
 
 
-@prompts.command("refine")
+@prompts_cmd.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
               help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
@@ -89,7 +89,7 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine_cmd(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
@@ -119,13 +119,13 @@ def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, qu
     click.echo(report.summary())
 
 
-@prompts.command("list")
+@prompts_cmd.command("list")
 @workspace_option
 @click.option("--anchor", "anchor_id", type=int, default=None, help="Only this anchor's prompts.")
 @click.option("--origin", type=click.Choice(PROMPT_ORIGINS), default=None, help="Only prompts of this origin.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def prompts_list(workspace, anchor_id, origin, output_format):
+def prompts_list_cmd(workspace, anchor_id, origin, output_format):
     """List prompts: id, anchor, origin, author, parent and text.
 
     \b
@@ -151,12 +151,12 @@ def prompts_list(workspace, anchor_id, origin, output_format):
         click.echo(f"anchors without a prompt: {', '.join(map(str, missing))}", err=True)
 
 
-@prompts.command("add")
+@prompts_cmd.command("add")
 @workspace_option
 @click.argument("anchor_id", metavar="ANCHOR", type=int)
 @click.argument("text")
 @cpdm_command
-def prompts_add(workspace, anchor_id, text):
+def prompts_add_cmd(workspace, anchor_id, text):
     """Add a manual prompt for anchor ANCHOR (its id, see `cpdm anchors list`).
 
     \b
@@ -243,4 +243,4 @@ def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, b
         click.echo(f"warning: {warning}", err=True)
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (prompts, export_dataset_cmd, import_dataset_cmd)
+COMMANDS = (prompts_cmd, export_dataset_cmd, import_dataset_cmd)

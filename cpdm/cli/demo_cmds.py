@@ -25,7 +25,7 @@ def _echo_links(links, heading: str) -> None:
         click.echo(f"  {label:<14} {link.name:<18} {link.url}")
 
 
-@click.command()
+@click.command("demo")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the procedural images.")
 @click.option("--no-serve", is_flag=True, help="Build the workspace and exit without starting the app.")
 @click.option("--force", is_flag=True, help="Replace an existing demo workspace (a real workspace is never replaced).")
@@ -39,7 +39,7 @@ def _echo_links(links, heading: str) -> None:
 @dev_option
 @workspace_option
 @cpdm_command
-def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
+def demo_cmd(seed, no_serve, force, port, analysis_data, dev, workspace):
     """Build an offline demo workspace and open the rating app on it.
 
     Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
@@ -96,7 +96,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     _serve(info.workspace, DEFAULT_HOST, port, dev)
 
 
-@click.command()
+@click.command("serve")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port to listen on.")
 @click.option(
     "--host",
@@ -107,7 +107,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
 @dev_option
 @workspace_option
 @cpdm_command
-def serve(port, host, dev, workspace):
+def serve_cmd(port, host, dev, workspace):
     """Start the rating and analysis app (Streamlit) on a workspace.
 
     The app reads the workspace from CPDM_WORKSPACE, which this command sets.
@@ -142,4 +142,4 @@ def _serve(root, host: str, port: int, dev: bool) -> None:
     serve_forever(root, host=host, port=port, on_ready=on_ready, dev=dev)
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (demo, serve)
+COMMANDS = (demo_cmd, serve_cmd)

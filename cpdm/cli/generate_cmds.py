@@ -26,7 +26,7 @@ from cpdm.diffusion.settings import (
 )
 
 
-@click.command()
+@click.command("generate")
 @workspace_option
 @click.option("--variant", default=BASELINE_VARIANT, show_default=True,
               help="Variant to generate with ('original', the baseline, is created when missing).")
@@ -55,7 +55,7 @@ from cpdm.diffusion.settings import (
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
+def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
              height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
     """Generate images for the prompts with a variant, and make the pairs raters judge.
 
@@ -88,4 +88,4 @@ def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guid
     click.echo(report.summary())
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (generate,)
+COMMANDS = (generate_cmd,)

@@ -23,8 +23,8 @@ def _table(rows: list[dict], columns: list[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-@click.group()
-def campaign():
+@click.group("campaign")
+def campaign_cmd():
     """Rating campaigns: which pairs raters judge, under which protocol, how many times.
 
     \b
@@ -36,7 +36,7 @@ def campaign():
     """
 
 
-@campaign.command("create")
+@campaign_cmd.command("create")
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
               help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml).")
@@ -49,7 +49,7 @@ def campaign():
               help="Mix in attention checks (identical and unrelated pairs) at the protocol's rate.")
 @workspace_option
 @cpdm_command
-def campaign_create(name, protocol_file, overlap, categories, artists, variants, include_checks, workspace):
+def campaign_create_cmd(name, protocol_file, overlap, categories, artists, variants, include_checks, workspace):
     """Create a campaign over the pairs matching the filters.
 
     The protocol file's text is frozen into the campaign: editing the file
@@ -75,10 +75,10 @@ def campaign_create(name, protocol_file, overlap, categories, artists, variants,
     )
 
 
-@campaign.command("list")
+@campaign_cmd.command("list")
 @workspace_option
 @cpdm_command
-def campaign_list(workspace):
+def campaign_list_cmd(workspace):
     """List campaigns with their pair counts, overlap and status.
 
     \b
@@ -92,7 +92,7 @@ def campaign_list(workspace):
     _table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
 
 
-@campaign.command("status")
+@campaign_cmd.command("status")
 @click.argument("name")
 @workspace_option
 @cpdm_command
@@ -120,11 +120,11 @@ def campaign_status_cmd(name, workspace):
         click.echo("no raters yet (invite some with `cpdm raters invite`)")
 
 
-@campaign.command("recount")
+@campaign_cmd.command("recount")
 @click.argument("name")
 @workspace_option
 @cpdm_command
-def campaign_recount(name, workspace):
+def campaign_recount_cmd(name, workspace):
     """Recount how often each pair of campaign NAME was assigned and rated.
 
     Claims and submits keep these counters right. Ratings or assignments
@@ -141,8 +141,8 @@ def campaign_recount(name, workspace):
     click.echo(f"campaign {name!r}: pair load recounted from its assignments and ratings")
 
 
-@click.group()
-def raters():
+@click.group("raters")
+def raters_cmd():
     """Raters and their invite links.
 
     \b
@@ -153,14 +153,14 @@ def raters():
     """
 
 
-@raters.command("invite")
+@raters_cmd.command("invite")
 @click.option("--name", required=True, help="The rater's name or pseudonym (raters never see each other's).")
 @click.option("--role", required=True, type=click.Choice(["artist", "lay", "researcher"]))
 @click.option("--base-url", default="http://127.0.0.1:8501", show_default=True,
               help="Address where raters reach the app.")
 @workspace_option
 @cpdm_command
-def raters_invite(name, role, base_url, workspace):
+def raters_invite_cmd(name, role, base_url, workspace):
     """Create a rater and print their invite link, once.
 
     Only the token's hash is stored: copy the link now; if it is lost,
@@ -175,10 +175,10 @@ def raters_invite(name, role, base_url, workspace):
     click.echo(invite_url(token, base_url))
 
 
-@raters.command("list")
+@raters_cmd.command("list")
 @workspace_option
 @cpdm_command
-def raters_list(workspace):
+def raters_list_cmd(workspace):
     """List raters: role, consent, flags, revoked links.
 
     \b
@@ -197,11 +197,11 @@ def raters_list(workspace):
     )
 
 
-@raters.command("revoke")
+@raters_cmd.command("revoke")
 @click.argument("rater")
 @workspace_option
 @cpdm_command
-def raters_revoke(rater, workspace):
+def raters_revoke_cmd(rater, workspace):
     """Disable a rater's link (by id, or by name if unique); their ratings are kept.
 
     \b
@@ -214,4 +214,4 @@ def raters_revoke(rater, workspace):
     click.echo(f"revoked rater {target.id} ({target.name}); their link no longer works")
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (campaign, raters)
+COMMANDS = (campaign_cmd, raters_cmd)

@@ -45,7 +45,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-@click.command(epilog=METHOD_HELP)
+@click.command("unlearn", epilog=METHOD_HELP)
 @click.argument("method")
 @click.option("--variant-name", required=True, help="Name of the new variant (what generation and reports use).")
 @click.option("--base", default=DEFAULT_SD_MODEL, show_default=True,
@@ -69,7 +69,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearn(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
+def unlearn_cmd(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
             precision, checkpoint_every, resume, quiet, offline_tiny, workspace):
     """Erase concepts from a Stable Diffusion model with METHOD and register the result as a variant.
 
@@ -98,16 +98,16 @@ def unlearn(method, variant_name, base, concepts, preserve, preserve_file, image
     click.echo(f"variant {variant.name} ({variant.method}) ready{where}")
 
 
-@click.group()
-def variants():
+@click.group("variants")
+def variants_cmd():
     """Model variants: the original model and what unlearning made of it."""
 
 
-@variants.command("list")
+@variants_cmd.command("list")
 @workspace_option
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def variants_list(workspace, output_format):
+def variants_list_cmd(workspace, output_format):
     """List the variants of the workspace with their method, base model, concepts and status.
 
     \b
@@ -132,11 +132,11 @@ def variants_list(workspace, output_format):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
 
 
-@variants.command("show")
+@variants_cmd.command("show")
 @click.argument("name_or_id")
 @workspace_option
 @cpdm_command
-def variants_show(name_or_id, workspace):
+def variants_show_cmd(name_or_id, workspace):
     """Everything about one variant (by name or id) as JSON, with its artifact's record when it has one.
 
     \b
@@ -156,12 +156,12 @@ def variants_show(name_or_id, workspace):
     click.echo(json.dumps(data, indent=2))
 
 
-@variants.command("rerecord")
+@variants_cmd.command("rerecord")
 @click.argument("name_or_id")
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def variants_rerecord(name_or_id, offline_tiny, workspace):
+def variants_rerecord_cmd(name_or_id, offline_tiny, workspace):
     """Re-record the artifact an older cpdm wrote, so that it loads again (its weights are checked, not changed).
 
     Older artifacts list parameter names only and their variant's hash leaves
@@ -182,10 +182,10 @@ def variants_rerecord(name_or_id, offline_tiny, workspace):
     click.echo(f"variant {variant.name}: artifact re-recorded ({variant.artifact_path})")
 
 
-@variants.command("methods")
+@variants_cmd.command("methods")
 @workspace_option
 @cpdm_command
-def variants_methods(workspace):
+def variants_methods_cmd(workspace):
     """The unlearning methods `cpdm unlearn` knows, and each one's hyperparameters with their defaults.
 
     \b
@@ -199,12 +199,12 @@ def variants_methods(workspace):
             click.echo(f"    {hp.name} = {hp.default!r}    {hp.help}".rstrip())
 
 
-@click.group()
-def unlearning():
+@click.group("unlearning")
+def unlearning_cmd():
     """Did unlearning work? Reports over variants."""
 
 
-@unlearning.command("report")
+@unlearning_cmd.command("report")
 @click.option("--variant", "variant_name", required=True, help="The unlearned variant.")
 @click.option("--vs", "baseline", default=BASELINE_VARIANT, show_default=True, help="The variant to compare with.")
 @click.option("--seed", "seeds", type=int, multiple=True, help=f"Generation seed (repeatable; default {PAPER_SEED}).")
@@ -222,7 +222,7 @@ def unlearning():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
+def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
                               output_format, n_boot, resample, quiet, offline_tiny, workspace):
     """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
 
@@ -245,4 +245,4 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
         click.echo(format_report(table))
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
-COMMANDS = (unlearn, variants, unlearning)
+COMMANDS = (unlearn_cmd, variants_cmd, unlearning_cmd)
