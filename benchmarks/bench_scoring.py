@@ -221,9 +221,13 @@ def differences(values: dict, reference: dict) -> tuple[float, float]:
     return sem, style
 
 
-# Datasheet dense peaks in TFLOP/s: (fp32, fp16 tensor cores).
-GPU_PEAKS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0),
-             "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0)}
+# Datasheet dense peaks in TFLOP/s: (fp32 on CUDA cores, tf32 and fp16 on tensor cores, without sparsity).
+# Looked up by the first key the device's name contains, so longer names come first (H100 PCIe before H100,
+# A100 before A10, L40S before L4). GPUs without TF32 list their fp32 peak for it.
+GPU_PEAKS = {"H200": (67.0, 495.0, 989.0), "H100 PCIe": (51.2, 378.0, 756.0), "H100": (67.0, 495.0, 989.0),
+             "A100": (19.5, 156.0, 312.0), "A10": (31.2, 62.5, 125.0), "L40S": (91.6, 183.0, 362.0),
+             "L4": (30.3, 60.0, 121.0), "V100": (15.7, 15.7, 125.0), "T4": (8.1, 8.1, 65.0)}
+PEAK_PRECISIONS = ("float32", "tf32", "float16")
 
 
 def cpu_peak_gflops() -> tuple[float, str]:
@@ -234,7 +238,7 @@ def cpu_peak_gflops() -> tuple[float, str]:
     ghz = (max(clocks) / 1000) if clocks else 2.0
     per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
     cores = torch.get_num_threads()
-    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle (estimate)"
+    return cores * ghz * per_cycle, f"{cores} core{'s' if cores != 1 else ''} x {ghz:.2f} GHz x {per_cycle} FLOP/cycle (estimate)"
 
 
 def device_peak_gflops(device: str, precision: str, override: float | None) -> tuple[float | None, str]:
@@ -244,14 +248,20 @@ def device_peak_gflops(device: str, precision: str, override: float | None) -> t
     if not device.startswith("cuda"):
         return cpu_peak_gflops()
     name = torch.cuda.get_device_name(torch.device(device))
-    for key, (fp32, fp16) in GPU_PEAKS.items():
+    for key, peaks in GPU_PEAKS.items():
         if key in name:
-            return (fp16 if precision == "float16" else fp32) * 1000, f"{name} datasheet, dense {precision}"
+            label = precision if precision in PEAK_PRECISIONS else "float32"
+            return peaks[PEAK_PRECISIONS.index(label)] * 1000, f"{name} datasheet, dense {label}"
     return None, f"{name}: no known peak (give --peak-gflops)"
 
 
 def flops_per_image(backbone, image: Image.Image) -> float:
-    """FLOPs of one forward pass on one image (matrix products and convolutions, 2 per multiply-add).
+    """FLOPs of one forward pass on one image (matrix products and convolutions, 2 per multiply-add)."""
+    return float(sum(flop_counts(backbone, image).values()))
+
+
+def flop_counts(backbone, image: Image.Image) -> dict[str, int]:
+    """FLOPs of one forward pass on one image, per operator (``aten.convolution``, ``aten.mm``, ...).
 
     Counted with autograd on: in inference mode torch runs attention through a
     fused kernel (``_native_multi_head_attention``) that the counter does not
@@ -263,7 +273,7 @@ def flops_per_image(backbone, image: Image.Image) -> float:
     network = backbone.forward if backbone.descriptor == "embedding" else backbone.network
     with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         network(batch)
-    return float(counter.get_total_flops())
+    return {str(operator): int(count) for operator, count in counter.get_flop_counts().get("Global", {}).items()}
 
 
 def time_backbone(backbone, images: list, device: str, precision: str) -> tuple[float, str]:

@@ -5,6 +5,7 @@ from dataclasses import astuple
 
 import streamlit as st
 
+from cpdm.analysis.by_answer import calibrate_by, splittable_questions
 from cpdm.analysis.plots import calibration_figure, figure_png, group_curves_figure
 from cpdm.analysis.campaign_report import (
     DEFAULT_TARGET,
@@ -18,6 +19,7 @@ from cpdm.analysis.campaign_report import (
     record_calibration,
 )
 from cpdm.errors import CpdmError
+from cpdm.rating.background import answers_fingerprint
 from cpdm.rating.campaigns import latest_rated_campaign_id
 from cpdm.app.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
@@ -129,6 +131,36 @@ if comparisons:
     show_png(figure_png(group_curves_figure(shown)))
 elif not notes:
     st.info("The comparison needs ratings from both artists and lay raters.")
+
+st.header("By the raters' background")
+st.markdown("w for each answer to one of the protocol's questions about the raters (years of practice, "
+            "familiarity with each pair's artist, …), each level calibrated like a rater group, on the chosen "
+            "group's ratings (`cpdm calibrate --by QUESTION`).")
+splittable = splittable_questions(ws, chosen["id"])
+if not splittable:
+    st.info("The campaign's protocol asks the raters no background questions that can split them.")
+else:
+    by = st.selectbox("Background question", [q.id for q in splittable], key="cal_by",
+                      format_func=lambda qid: next(f"{q.id}: {q.text_for('each artist')}" for q in splittable
+                                                   if q.id == qid))
+    by_key = (fingerprint, answers_fingerprint(ws.conn, chosen["id"]), by, target, group, astuple(options))
+    # Each level is a whole calibration: computed when asked for, not on every visit of the page.
+    if st.button("Calibrate each level", key="cal_by_run", icon=":material/splitscreen:"):
+        st.session_state["cal_by_key"] = by_key
+    if st.session_state.get("cal_by_key") == by_key:
+        try:
+            with st.spinner("Calibrating each level…"):
+                by_answer = session_cached("by_answer_cache", by_key, lambda: calibrate_by(
+                    ws, campaign, by, target=target, group=group, options=options))
+        except CpdmError as exc:
+            st.error(str(exc))
+        else:
+            st.dataframe(by_answer.screen_table(), hide_index=True, width="stretch")
+            st.caption(f"Brackets: {by_answer.interval}.")
+            for note in by_answer.notes:
+                st.caption(note)
+            st.download_button("Table (CSV)", by_answer.table.to_csv(index=False), f"{campaign}-by-{by}.csv",
+                               "text/csv", key="cal_by_csv", icon=":material/download:")
 
 st.header("Plan a study from this pilot")
 st.markdown("How many anchors and raters per pair pin w to ±0.1, and detect an artist–lay difference of 0.2 with "

@@ -9,8 +9,9 @@ they are submitted, all at once (see ``cpdm.app.answer_panel``).
 import streamlit as st
 
 from cpdm.app.answer_panel.widget import show_pair
-from cpdm.rating.assignment import next_item
+from cpdm.rating.recruit import finished_recruitment, next_item_for
 from cpdm.rating.submit import rater_overall_progress
+from cpdm.app.participant_ui import show_study_end
 from cpdm.app.ui import require_rater
 
 ws, rater = require_rater()
@@ -26,8 +27,12 @@ def thank_you() -> None:
     st.metric("Pairs you rated", done)
 
 
-item = next_item(ws, rater)
+item = next_item_for(ws, rater)  # a rater from a recruitment link: their link's campaign and pairs only
 if item is None:
-    thank_you()
+    recruitment = finished_recruitment(ws, rater)
+    if recruitment is not None:  # the study's end page: completion code, redirect to the platform
+        show_study_end(recruitment, rater_overall_progress(ws, rater).done)
+    else:
+        thank_you()
     st.stop()
 show_pair(ws, rater, item)

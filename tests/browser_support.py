@@ -62,6 +62,21 @@ def require_chromium() -> None:
 
 
 @contextmanager
+def chromium_browser():
+    """Headless chromium for several pages or contexts; skips the test when chromium is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed (run `make browser-deps`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
 def chromium_page(width: int = 1366, height: int = 900):
     """A fresh browser page of the given viewport; skips the test when chromium is not installed (fails in CI)."""
     require_chromium()

@@ -70,10 +70,30 @@ def add_pairs(ws, n_anchors: int = 3, gens_per_anchor: int = 2, variants=("origi
     return anchors, pairs
 
 
+def rating_only(protocol_text: str) -> str:
+    """A protocol's text without its background questionnaire (its ``[[background]]`` tables come last)."""
+    return protocol_text.split("[[background]]", 1)[0]
+
+
+def default_protocol_text(*, background: bool = True) -> str:
+    """The shipped default protocol, with or without its background questionnaire."""
+    from cpdm.rating.protocol import default_protocol_path
+
+    text = default_protocol_path().read_text(encoding="utf-8")
+    return text if background else rating_only(text)
+
+
 def make_world(ws, n_anchors=3, gens_per_anchor=2, *, overlap=None, include_checks=False,
                protocol_text=None, name="study", image_size=48) -> RatingWorld:
-    """A workspace with pairs and one open campaign over all of them."""
+    """A workspace with pairs and one open campaign over all of them.
+
+    The campaign's protocol is by default the shipped one without its
+    background questionnaire, so raters go straight from consent to rating;
+    tests of the questionnaire pass ``default_protocol_text()``.
+    """
     anchors, pairs = add_pairs(ws, n_anchors, gens_per_anchor, image_size=image_size)
+    if protocol_text is None:
+        protocol_text = default_protocol_text(background=False)
     campaign = create_campaign(
         ws, name, pairs, overlap=overlap, include_checks=include_checks, protocol_text=protocol_text
     )
@@ -81,10 +101,9 @@ def make_world(ws, n_anchors=3, gens_per_anchor=2, *, overlap=None, include_chec
 
 
 def protocol_with(**timing_and_checks) -> str:
-    """The default protocol with some [timing] / [attention_checks] values replaced."""
-    from cpdm.rating.protocol import default_protocol_path
-
-    text = default_protocol_path().read_text(encoding="utf-8")
+    """The default protocol (without its background questionnaire) with some [timing] / [attention_checks]
+    values replaced."""
+    text = default_protocol_text(background=False)
     for key, value in timing_and_checks.items():
         lines = text.splitlines()
         for i, line in enumerate(lines):

@@ -21,8 +21,10 @@ import pytest
 from cpdm.app import serve
 from cpdm.testing import free_port
 from cpdm.rating.auth import record_consent, rater_for_token
+from cpdm.rating.background import background_due
 from cpdm.demo.build import build_demo, demo_links
 from cpdm.store.workspace import open_workspace
+from tests.background_support import answer_questionnaire
 from tests.browser_support import chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,11 +34,15 @@ RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration",
 
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory) -> Path:
-    """A demo workspace whose first artist has consented (so /rate is their page) and whose second has not."""
+    """A demo workspace whose first artist has consented and answered the questionnaire (so /rate is their page)
+    and whose second has not consented."""
     path = tmp_path_factory.mktemp("first-visit") / "ws"
     build_demo(path, seed=0, analysis_data=False)
     with open_workspace(path) as ws:
-        record_consent(ws, rater_for_token(ws, _token("Demo artist 1")).id)
+        artist = rater_for_token(ws, _token("Demo artist 1"))
+        record_consent(ws, artist.id)
+        while (campaign := background_due(ws, artist)) is not None:
+            answer_questionnaire(ws, artist.id, campaign)
     return path
 
 

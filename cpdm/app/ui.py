@@ -24,6 +24,7 @@ import re
 import streamlit as st
 
 from cpdm.errors import CpdmError
+from cpdm.rating import recruit
 from cpdm.rating.auth import rater_for_token
 from cpdm.store.images import data_uri
 from cpdm.store.workspace import open_workspace
@@ -58,19 +59,27 @@ def signed_in():
 
 
 def _session_token() -> str | None:
-    """The invite token this session signs in with: the address's, else the one the session kept."""
-    return st.query_params.get("token") or st.session_state.get(TOKEN_KEY)
+    """The invite token this session signs in with: the address's, else the one the session kept.
+
+    A recruitment link (``?join=…``) names its own participant, so the
+    session's earlier token does not sign it in.
+    """
+    token = st.query_params.get("token")
+    if token is None and recruit.JOIN_PARAM not in st.query_params:
+        token = st.session_state.get(TOKEN_KEY)
+    return token
 
 
-def sign_in(ws):
+def sign_in(ws, token: str | None = None):
     """The auth gate: the active rater this session's invite token belongs to, checked in the database now.
 
     The token comes from the address (``?token=…``) or, once it worked, from
     the session: moving between pages drops the query string. The result
     replaces the session's rater, so a revoked link leaves nobody signed in.
     Returns None for a missing, unknown, malformed or revoked token.
+    ``token`` signs in with that token instead (one a recruitment link just admitted).
     """
-    token = _session_token()
+    token = token if token is not None else _session_token()
     rater = rater_for_token(ws, token)
     st.session_state[RATER_KEY] = rater
     if rater is not None:

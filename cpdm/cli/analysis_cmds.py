@@ -109,12 +109,16 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
 @click.command("calibrate")
 @workspace_option
 @analysis_options
-@click.option("--group", "-g", type=GROUP_CHOICE, default="artists", show_default=True,
-              help="Rater group whose judgement w is fitted to.")
+@click.option("--group", "-g", type=GROUP_CHOICE, default=None,
+              help="Rater group whose judgement w is fitted to (default: artists; with --by, all).")
 @click.option("--target", default="copy", show_default=True, help="Protocol question to fit (e.g. copy, style).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Weights JSON to write.")
+@click.option("--by", "by", default=None, metavar="QUESTION",
+              help="Calibrate once per level of the raters' answer to this background question "
+                   "(e.g. art_years, familiarity) and print the table; --out then writes it as CSV.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Weights JSON to write (required without --by).")
 @cpdm_command
-def calibrate_cmd(workspace, campaign, group, target, out, **kwargs):
+def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
     """Fit the semantic/style weight w of CM_w to human ratings and export it.
 
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
@@ -125,14 +129,29 @@ def calibrate_cmd(workspace, campaign, group, target, out, **kwargs):
     with intervals, the numbers of pairs, raters and ratings and a hash of the
     ratings used; `cpdm score --weights FILE` scores with it.
 
+    With --by QUESTION, w is calibrated once per level of the raters'
+    answer to a background question of the campaign's protocol (each option;
+    for numbers, the protocol's levels; for a question asked per artist, the
+    rater's answer for each pair's artist), each with its interval and
+    out-of-fold Spearman; nothing is recorded.
+
     \b
-    Example:
+    Examples:
       cpdm calibrate --campaign demo --group artists --out weights.json
+      cpdm calibrate --campaign pilot --by art_years --group lay
     """
     from cpdm.analysis.campaign_report import calibrate_campaign, record_calibration, save_weights
     from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
+    if by is not None:
+        group = group or "all"
+        calibrate_by_answer(ws, campaign, by, target, group, out,
+                            _options([group], group, strict=True, target=target, **kwargs))
+        return
+    if out is None:
+        raise click.UsageError("--out is required (the weights JSON to write), unless --by is given")
+    group = group or "artists"
     options = _options([group], group, strict=True, target=target, **kwargs)
     result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
     # The file first, the workspace's record only once the file is written: a failure leaves neither.
@@ -150,6 +169,21 @@ def calibrate_cmd(workspace, campaign, group, target, out, **kwargs):
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
         click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+
+
+def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: str, out, options) -> None:
+    """`cpdm calibrate --by`: the table of w per level of a background answer, printed and optionally saved."""
+    from cpdm.analysis.by_answer import calibrate_by
+    from cpdm.analysis.data import write_table
+
+    result = calibrate_by(ws, campaign, question, target=target, group=group, options=options)
+    click.echo(f"w per answer to {question!r} ({result.text}), {group} raters, target {target!r}:")
+    click.echo(result.screen_table().to_string(index=False))
+    click.echo(f"intervals: {result.interval}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if out:
+        click.echo(f"table written to {write_table(result.table, Path(out), 'csv')}")
 
 
 @click.command("plan")
@@ -193,9 +227,18 @@ def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_s
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True,
               help="File format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--raters", "table", flag_value="raters",
+              help="One row per rater instead: role, how they joined, times, active time, pairs, checks, flags "
+                   "(pseudonymised).")
+@click.option("--raters-identified", "table", flag_value="raters-identified",
+              help="--raters plus each recruited rater's platform id: researchers only.")
+@click.option("--approvals", "table", flag_value="approvals",
+              help="One row per recruited rater: platform id, approve/reject/review and why, for the crowd platform.")
+@click.option("--flagged", type=click.Choice(["reject", "review"]), default="reject", show_default=True,
+              help="With --approvals: the decision for raters flagged by attention checks.")
 @cpdm_command
-def export_ratings_cmd(workspace, campaign, fmt, out):
-    """Export a campaign's ratings in long form, one row per answer.
+def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
+    """Export a campaign's ratings in long form, one row per answer (or its raters, one row each).
 
     Columns: pair, anchor, kind, variant, rater (a pseudonymous id, stable
     within this workspace), role, question, value (empty when skipped),
@@ -207,9 +250,18 @@ def export_ratings_cmd(workspace, campaign, fmt, out):
     spreadsheet shows it as text instead of running it as a formula. Numbers
     are written as numbers; parquet and jsonl keep text exactly as typed.
 
+    --raters writes one row per rater instead (pseudonymous ids as above);
+    --raters-identified adds the platform ids of raters recruited through a
+    link (`cpdm campaign recruit`), and --approvals lists those raters with
+    the decision to upload to the crowd platform: approve (finished), reject
+    (flagged by attention checks; --flagged review to decide by hand),
+    review (revoked) or not finished. Both identify people: keep them with
+    the study's personal data.
+
     \b
-    Example:
+    Examples:
       cpdm export --campaign demo --format parquet --out ratings.parquet
+      cpdm export --campaign pilot --approvals --out approvals.csv
     """
     from cpdm.analysis.data import export_frame, write_table
     from cpdm.rating.campaigns import campaign_id_by_name
@@ -217,11 +269,34 @@ def export_ratings_cmd(workspace, campaign, fmt, out):
 
     ws = open_ws(workspace)
     campaign_id = campaign_id_by_name(ws, campaign)
+    if table is not None:
+        export_raters(ws, campaign, campaign_id, table, flagged, Path(out), fmt)
+        return
     frame = export_frame(ws, campaign_id)
     if len(frame) == 0:
         raise CpdmError(f"campaign {campaign!r} has no ratings to export")
     path = write_table(frame, Path(out), fmt)
     click.echo(f"{len(frame)} ratings of campaign {campaign!r} written to {path}")
+
+
+def export_raters(ws, campaign: str, campaign_id: int, table: str, flagged: str, out: Path, fmt: str) -> None:
+    """The --raters, --raters-identified and --approvals tables of `cpdm export`."""
+    from cpdm.analysis.data import write_table
+    from cpdm.analysis.rater_export import approvals_frame, rater_frame
+    from cpdm.errors import CpdmError
+
+    if table == "approvals":
+        frame = approvals_frame(ws, campaign_id, flagged_decision=flagged)
+        what = "recruited raters"
+    else:
+        frame = rater_frame(ws, campaign_id, identified=table == "raters-identified")
+        what = "raters"
+    if len(frame) == 0:
+        raise CpdmError(f"campaign {campaign!r} has no {what} to export")
+    path = write_table(frame, out, fmt)
+    click.echo(f"{len(frame)} {what} of campaign {campaign!r} written to {path}")
+    if table != "raters":
+        click.echo("it holds platform ids, which identify people: keep it with the study's personal data")
 
 
 @click.command("simulate-ratings")

@@ -9,18 +9,10 @@ from cpdm.rating.auth import create_rater, invite_url, list_raters, rater_by_nam
 from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
-from cpdm.cli.options import cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
+from cpdm.cli.recruit_cmds import CAMPAIGN_COMMANDS
 from cpdm.rating.protocol import load_protocol_file
 from cpdm.rating.submit import campaign_status
-
-
-def _table(rows: list[dict], columns: list[str]) -> None:
-    """Print rows as an aligned plain-text table."""
-    cells = [[("-" if row[c] is None else str(row[c])) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 @click.group("campaign")
@@ -89,7 +81,7 @@ def campaign_list_cmd(workspace):
     if not rows:
         click.echo("no campaigns (create one with `cpdm campaign create NAME`)")
         return
-    _table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
+    print_table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
 
 
 @campaign_cmd.command("status")
@@ -111,10 +103,10 @@ def campaign_status_cmd(name, workspace):
     status = campaign_status(ws, campaign_id_by_name(ws, name))
     click.echo(f"campaign {name!r}: {status['pairs']} pairs")
     click.echo()
-    _table(status["per_role"], ["role", "overlap", "needed", "done", "percent", "raters", "flagged", "median_seconds"])
+    print_table(status["per_role"], ["role", "overlap", "needed", "done", "percent", "raters", "flagged", "median_seconds"])
     click.echo()
     if status["per_rater"]:
-        _table(status["per_rater"], ["rater", "name", "role", "done", "skipped", "checks", "too_fast",
+        print_table(status["per_rater"], ["rater", "name", "role", "done", "skipped", "checks", "too_fast",
                                      "median_seconds", "flagged", "flag_reason"])
     else:
         click.echo("no raters yet (invite some with `cpdm raters invite`)")
@@ -189,7 +181,7 @@ def raters_list_cmd(workspace):
     if not rows:
         click.echo("no raters (invite one with `cpdm raters invite`)")
         return
-    _table(
+    print_table(
         [{"id": r.id, "name": r.name, "role": r.role, "consented": "yes" if r.consented_at else "no",
           "flagged": "yes" if r.flagged else "no", "revoked": "yes" if r.disabled else "no",
           "simulated": "yes" if r.simulated else "no"} for r in rows],
@@ -212,6 +204,11 @@ def raters_revoke_cmd(rater, workspace):
     target = rater_by_name_or_id(ws, rater)
     revoke_rater(ws, target.id)
     click.echo(f"revoked rater {target.id} ({target.name}); their link no longer works")
+
+
+# `cpdm campaign recruit` lives in its own module.
+for _command in CAMPAIGN_COMMANDS:
+    campaign_cmd.add_command(_command)
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
 COMMANDS = (campaign_cmd, raters_cmd)

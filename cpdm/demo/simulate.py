@@ -154,6 +154,7 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
     leniency = {rater.id: rng.normal(0, LENIENCY_SD) for rater in raters}
     before = _rating_count(ws, campaign_id)
     _rate_in_turns(ws, campaign_id, raters, pairs.set_index("pair"), questions, leniency, rng)
+    _answer_background(ws, campaign_id, raters, seed)
     return {
         "raters": len(raters),
         "pairs": int((pairs["kind"] == "normal").sum()),
@@ -161,6 +162,35 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
         "ratings": _rating_count(ws, campaign_id) - before,
         "scored_pairs": int(pairs["m_sem"].notna().sum()),
     }
+
+
+def _simulated_answer(question, role: str, rng):
+    """A simulated rater's answer to a background question: artists lean to the first half of the options and
+    to more years of practice, lay raters to the second half and fewer; an optional text is declined."""
+    if question.type == "text":
+        return None if question.optional else "simulated"
+    if question.type == "number":
+        top = min(question.max, question.min + 40)
+        middle = (question.min + top) / 2
+        value = rng.uniform(middle, top) if role == "artist" else rng.uniform(question.min, middle)
+        return int(round(value)) if question.integer else float(value)
+    half = max(1, len(question.options) // 2)
+    leaning = question.options[:half] if role == "artist" else question.options[half:]
+    choice = str(rng.choice(leaning))
+    return [choice] if question.type == "multiple" else choice
+
+
+def _answer_background(ws, campaign_id: int, raters: list, seed: int) -> None:
+    """Answer the campaign's background questionnaire for each simulated rater (its own random stream, so the
+    ratings are those of a seed whether or not the protocol has a questionnaire)."""
+    from cpdm.rating.background import questionnaire_steps, save_step
+
+    steps = questionnaire_steps(ws.conn, campaign_id)
+    for rater in raters:
+        rng = np.random.default_rng([seed, rater.id])
+        for step in steps:
+            values = {subject: _simulated_answer(step.question, rater.role, rng) for subject in step.subjects}
+            save_step(ws, rater.id, campaign_id, step.question.id, values, now=START_TIME)
 
 
 def _rating_count(ws, campaign_id: int) -> int:

@@ -9,6 +9,9 @@
 * :func:`generate_images` turns prompts into images, each from its own seeded
   generator, with the CPDM paper's defaults (DDIM, 50 steps, classifier-free
   guidance 9, seed 23).
+
+Full-size architectures with random weights, for speed measurements, are
+in :mod:`cpdm.diffusion.architectures`.
 """
 
 from __future__ import annotations
@@ -167,9 +170,7 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     pipeline = load_sd_pipeline(variant.base_model, device=device, dtype=dtype, offline_tiny=tiny)
     if tiny and dtype:
         pipeline = pipeline.to(dtype=resolve_dtype(dtype, device))
-    set_scheduler(pipeline, scheduler)
-    if str(device).startswith("cuda"):
-        pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    prepare_for_generation(pipeline, device, scheduler)
     # The one place a variant changes the model: an unlearning method's artifact
     # (replaced UNet parameters) or inference-time settings. The baseline
     # ("original") is used exactly as loaded. apply_variant returns the pipeline to
@@ -177,6 +178,13 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     if variant.method != BASELINE_METHOD:
         pipeline = apply_variant(pipeline, variant, root, base_model=TINY_BASE if tiny else variant.base_model)
     return pipeline
+
+
+def prepare_for_generation(pipeline, device, scheduler: str = "ddim") -> None:
+    """What generation sets on any loaded pipeline: the sampler, and on CUDA PyTorch's scaled-dot-product attention."""
+    set_scheduler(pipeline, scheduler)
+    if str(device).startswith("cuda"):
+        pipeline.unet.set_attn_processor(AttnProcessor2_0())
 
 
 def variant_tokenizer(variant, offline_tiny: bool = False):

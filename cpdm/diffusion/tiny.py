@@ -3,8 +3,8 @@
 :func:`tiny_sd_pipeline` builds a pipeline of Stable Diffusion's architecture
 from tiny parts, the way diffusers' own tests build theirs. It runs in about a
 second on a CPU; its images are noise-like but deterministic.
-:func:`full_size_random_sd_pipeline` has the real architecture with random
-weights, for speed measurements.
+Full-size architectures with random weights are in
+:mod:`cpdm.diffusion.architectures`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode characters.
 
     Byte-level BPE works on these characters, so a vocabulary that holds all
@@ -48,7 +48,7 @@ def tiny_tokenizer_vocab() -> dict[str, int]:
     With no merges, every word is spelled out byte by byte; that is all a
     random-initialised text encoder needs, and prompts never hit unknown tokens.
     """
-    characters = list(_bytes_to_unicode().values())
+    characters = list(bytes_to_unicode().values())
     tokens = characters + [character + "</w>" for character in characters] + [BOS_TOKEN, EOS_TOKEN]
     return {token: index for index, token in enumerate(tokens)}
 
@@ -141,36 +141,3 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         module.eval()
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
-
-
-def full_size_random_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """Stable Diffusion v1's architecture (860M-parameter UNet, 512x512) with random weights, for speed measurements.
-
-    Its images are noise; only its cost is that of the real model. The tiny
-    tokenizer stands in for CLIP's (token ids only index the embedding table).
-    """
-    tokenizer = tiny_clip_tokenizer()
-    vocab = tokenizer.get_vocab()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-            num_hidden_layers=12, max_position_embeddings=TOKENIZER_MAX_LENGTH, hidden_act="quick_gelu",
-            bos_token_id=vocab[BOS_TOKEN], eos_token_id=vocab[EOS_TOKEN], pad_token_id=vocab[EOS_TOKEN],
-        ))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device, dtype=dtype)

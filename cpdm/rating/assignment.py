@@ -250,6 +250,11 @@ def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | N
     return _row_item(row)
 
 
+def held_item(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
+    """The rater's current item in the campaign while it has not timed out, by a read (no claim)."""
+    return _held_item(ws.conn, campaign_id, rater.id, format_time(now or utc_now()))
+
+
 def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False) -> Item | None:
     """:func:`claim_next` inside the caller's write transaction (see :func:`write_transaction`).
 

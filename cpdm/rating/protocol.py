@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
+from cpdm.rating.questionnaire import BackgroundError, parse_background
 
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
@@ -68,6 +69,8 @@ class Protocol:
     questions: tuple[Question, ...]
     attention_checks: AttentionChecks
     timing: Timing
+    # Questions about the rater, asked once per campaign after consent (cpdm.rating.questionnaire).
+    background: tuple = ()
 
     def question(self, question_id: str) -> Question:
         for question in self.questions:
@@ -237,10 +240,19 @@ def parse_protocol(text: str, *, frozen: bool = False) -> Protocol:
         questions=questions,
         attention_checks=_parse_attention_checks(data, questions),
         timing=_parse_timing(data),
+        background=_parse_background(data),
     )
     if not frozen:
         _refuse_unknown_fields(data)
     return protocol
+
+
+def _parse_background(data: dict) -> tuple:
+    """The protocol's questions about the raters (cpdm.rating.questionnaire), refusals as ProtocolError."""
+    try:
+        return parse_background(data.get("background"))
+    except BackgroundError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:
