@@ -24,6 +24,7 @@ from cpdm.testing import create_synthetic_campaign
 from cpdm.jobs import queue
 from cpdm.rating.assignment import next_item
 from cpdm.rating.auth import create_rater, rater_for_token, revoke_rater
+from cpdm.rating.campaigns import set_campaign_status
 from cpdm.store.workspace import init_workspace
 from tests.browser_support import app_server, chromium_page, image_source_bytes, rater_world, shown_pair
 
@@ -64,6 +65,7 @@ def study(tmp_path_factory):
     rater, rater_token = rater_world(ws, n_anchors=2)
     campaign = create_synthetic_campaign(ws, "synthetic", n_anchors=8, reference=True, seed=4)
     add_simulated_ratings(ws, campaign, seed=2)
+    set_campaign_status(ws, campaign, "closed")  # its ratings are for the analysis pages; the rater rates the other
     _, researcher_token = create_rater(ws, "Reader", "researcher")
     yield ws, rater_token, researcher_token
     ws.close()

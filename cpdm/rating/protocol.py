@@ -87,7 +87,7 @@ DEFAULT_ATTENTION_CHECKS = {"rate": 0.1, "identical_min": 4, "unrelated_max": 2,
 DEFAULT_TIMING = {"min_seconds": 2.0, "assignment_timeout_minutes": 30}
 
 # The fields a protocol may have, table by table; any other is refused (a misspelt one would change nothing).
-TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing")
+TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing", "background")
 QUESTION_FIELDS = ("id", "text", "scale", "low", "high")
 ATTENTION_CHECK_FIELDS = ("rate", "question", "identical_min", "unrelated_max", "max_failures")
 TIMING_FIELDS = ("min_seconds", "assignment_timeout_minutes")
