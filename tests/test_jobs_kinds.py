@@ -16,7 +16,8 @@ from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, generation_params
 from cpdm.jobs import queue
 from cpdm.progress import JobCancelled, JobContext
-from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
+from cpdm.jobs.parameters import HYPERPARAMETERS
+from cpdm.jobs.registry import kind_parameters
 from cpdm.jobs.chain import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
 from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
@@ -367,9 +368,9 @@ def test_kinds_that_want_a_gpu_queue_for_cuda_unless_told_otherwise(ws, tmp_path
 def test_the_kinds_and_the_pipeline_load_no_torch():
     from tests.test_import_boundaries import imported_modules
 
-    loaded = imported_modules("import cpdm.jobs.kinds, cpdm.jobs.chain, cpdm.cli.chain_cmds; "
-                              "cpdm.jobs.kinds.kind_parameters('generate'); "
-                              "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
+    loaded = imported_modules("import cpdm.jobs.registry, cpdm.jobs.chain, cpdm.cli.chain_cmds; "
+                              "cpdm.jobs.registry.kind_parameters('generate'); "
+                              "cpdm.jobs.registry.kind_parameters('unlearn', 'sld'); "
                               "from cpdm.jobs.registry import get_kind; "
                               "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', "
                               "'concepts': 'A', 'hyperparameters': {'lamb': '0.25'}})")

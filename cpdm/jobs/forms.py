@@ -6,7 +6,7 @@ Every request checks all its jobs' parameters before it queues the first
 one, so a bad value queues nothing.
 
 * Fields: :func:`form_field` says how a form shows one
-  :class:`~cpdm.jobs.kinds.Parameter` (widget, default, help);
+  :class:`~cpdm.jobs.parameters.Parameter` (widget, default, help);
   :func:`changed_values` keeps the values a user changed from their defaults
   (an unlearning method's presets apply unless a value overrides them).
 * Requests: :func:`enqueue_generation` (optionally with a score job after
@@ -25,9 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.kinds import HYPERPARAMETERS, OFFLINE_TINY, Parameter, kind_parameters
+from cpdm.jobs.parameters import HYPERPARAMETERS, OFFLINE_TINY, Parameter
 from cpdm.jobs.queue import Job, enqueue, get_job, list_jobs
-from cpdm.jobs.registry import get_kind
+from cpdm.jobs.registry import get_kind, kind_parameters
 from cpdm.store.time import parse_time, utc_now
 
 # --- form fields -------------------------------------------------------------------------------------
