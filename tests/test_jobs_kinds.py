@@ -418,6 +418,9 @@ def test_the_pipeline_limits_the_retain_prompts(ws):
     ({"variant_name": "original"}, "a variant named 'original' already exists"),
     ({"retain_prompts": 0}, "retain_prompts must be at least 1"),
     ({"concept": "  "}, "name the concept to erase"),
+    # A real base model against the tiny original: the report at the end would compare two models.
+    ({"offline_tiny": False}, "is of base model 'runwayml/stable-diffusion-v1-5', its baseline 'original' of "
+                              "'offline-tiny'"),
 ])
 def test_a_bad_pipeline_queues_nothing(ws, change, message):
     anchors = small_study(ws)

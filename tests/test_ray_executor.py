@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.errors import CpdmError
@@ -307,3 +308,133 @@ def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(l
     assert generation_rows(remote) == generation_rows(local)
     assert pair_rows(remote) == pair_rows(local)
     assert_close(score_rows(remote), score_rows(local))
+
+
+# --- unlearning on the cluster ---------------------------------------------------------------------------
+
+CONCEPT = "claude monet"
+# ESD-x on the tiny pipeline, checkpoints after steps 2 and 4.
+FAST_ESD = {"iterations": 6, "ddim_steps": 1, "lr": 1e-3}
+UNLEARN = dict(base="unused", concepts=[CONCEPT], params=FAST_ESD, seed=7, offline_tiny=True, progress=False,
+               checkpoint_every=2)
+
+
+def assert_same_weights(ws, variant, other_ws, other) -> None:
+    """Two variants' artifacts hold the same tensors, bit for bit, and their JSONs record the same hashes.
+
+    The files' bytes may differ: safetensors writes its header's metadata in
+    no fixed order, and the JSON records wall time and peak memory.
+    """
+    from safetensors.torch import load_file
+
+    from cpdm.diffusion.artifacts import load_artifact
+
+    ours, ours_meta = load_artifact(ws.root / variant.artifact_path, variant.artifact_sha256)
+    theirs, theirs_meta = load_artifact(other_ws.root / other.artifact_path, other.artifact_sha256)
+    assert sorted(ours) == sorted(theirs) and ours
+    for name in ours:
+        assert ours[name].dtype == theirs[name].dtype and torch.equal(ours[name], theirs[name]), name
+    assert ours_meta["parameters"] == theirs_meta["parameters"]  # name, shape, dtype and sha256 of each
+    assert load_file(str(ws.root / variant.artifact_path)).keys() == ours.keys()
+
+
+@pytest.mark.slow
+def test_an_unlearn_job_runs_on_the_cluster_and_the_driver_registers_the_same_weights(local_ray, pair_of_workspaces):
+    """``cpdm worker --executor ray`` takes unlearn jobs: the run on a Ray worker, the variant in the workspace."""
+    from cpdm.jobs.queue import enqueue, get_job, read_log
+    from cpdm.jobs.worker import Worker
+    from cpdm.store.rows import get_variant
+    from cpdm.diffusion.artifacts import artifact_digest, load_artifact
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    job = enqueue(remote, "unlearn", {"method": "esd-x", "variant_name": "esd-monet", "concepts": [CONCEPT],
+                                      "hyperparameters": FAST_ESD, "seed": 7, "checkpoint_every": 2,
+                                      "offline_tiny": True}, device="cpu")
+    executor = RayExecutor(num_gpus=0)
+    with Worker(remote.root, name="ray-driver", executor=executor) as driver:
+        assert driver.run_once().id == job
+    done = get_job(remote, job)
+    assert done.status == "done", done.error
+    there = get_variant(remote, "esd-monet")
+    assert there.status == "ready" and there.job == job and done.result["variant_id"] == there.id
+    assert executor.tasks_done > 0  # the run's messages came from the cluster
+    # The same weights as the local run, bit for bit, under the sha256 the driver registered.
+    assert_same_weights(remote, there, local, here)
+    assert there.artifact_sha256 == artifact_digest(remote.root / there.artifact_path)
+    _, meta = load_artifact(remote.root / there.artifact_path, there.artifact_sha256)
+    assert meta["base_model"] == "offline-tiny" and meta["device"] == "cpu" and meta["steps"] == 6
+    # Progress and checkpoints came back while it ran; the finished run keeps no checkpoint.
+    log = read_log(remote, job)
+    assert "checkpoint after step 2 stored" in log and "checkpoint after step 4 stored" in log
+    assert done.progress == 1.0
+    assert not (variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_killed_unlearning_task_resumes_from_the_drivers_last_checkpoint(local_ray, pair_of_workspaces):
+    import json
+
+    from cpdm.store.rows import get_variant
+    from cpdm.unlearning.remote import unlearn_on_cluster
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    crash_dir = local_ray
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    stored = variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME
+    (crash_dir / ray_support.UNLEARN_ARMED).write_text(json.dumps({"wait_for": str(stored), "after_step": 2}))
+    try:
+        there = unlearn_on_cluster(remote, "esd-x", "esd-monet", **UNLEARN,
+                                   executor=RayExecutor(num_gpus=0, max_retries=1))
+    finally:
+        (crash_dir / ray_support.UNLEARN_ARMED).unlink()
+    assert (crash_dir / ray_support.UNLEARN_CRASHED).exists()  # the first task's worker did die
+    saves = [line.split() for line in (crash_dir / ray_support.UNLEARN_SAVES).read_text().splitlines()]
+    # The first worker saved step 2 and died before step 4; the second began at step 2 (it never saved it).
+    assert [step for _, step in saves] == ["2", "4"] and saves[0][0] != saves[1][0]
+    assert there.status == "ready" and get_variant(remote, "esd-monet").id == there.id
+    assert_same_weights(remote, there, local, here)
+    assert not stored.exists()
+
+
+@pytest.mark.slow
+def test_a_cancelled_unlearn_job_on_the_cluster_keeps_its_checkpoint_and_the_retried_job_resumes(
+        local_ray, pair_of_workspaces):
+    from cpdm.progress import JobCancelled, JobContext
+    from cpdm.jobs.queue import enqueue
+    from cpdm.jobs.registry import get_kind
+    from cpdm.store.rows import get_variant
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    class CancelAtFirstCheckpoint(JobContext):
+        """A job whose user cancels it once the driver has stored a checkpoint."""
+
+        def log(self, line: str) -> None:
+            super().log(line)
+            if line.startswith("checkpoint after step"):
+                self.cancel_requested = True
+
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    kind = get_kind("unlearn")
+    params = kind.check_params({"method": "esd-x", "variant_name": "esd-monet", "concepts": [CONCEPT],
+                                "hyperparameters": FAST_ESD, "seed": 7, "checkpoint_every": 2, "offline_tiny": True})
+    job = enqueue(remote, "unlearn", params, device="cpu")
+    cancelled = CancelAtFirstCheckpoint(job_id=job, device="cpu")
+    cancelled.executor = RayExecutor(num_gpus=0)
+    with pytest.raises(JobCancelled):
+        kind.run(remote, params, cancelled)
+    variant = get_variant(remote, "esd-monet")
+    assert variant.status == "failed" and variant.message == "cancelled (--resume continues from the last checkpoint)"
+    checkpoint = variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME
+    assert checkpoint.is_file() and "checkpoint after step 2 stored" in cancelled.lines[-1]
+
+    retried = JobContext(job_id=job, device="cpu")
+    retried.executor = RayExecutor(num_gpus=0)
+    result = kind.run(remote, params, retried)
+    assert result["resumed"] and result["status"] == "ready" and result["variant_id"] == variant.id
+    assert any("resuming variant esd-monet" in line for line in retried.lines)
+    assert_same_weights(remote, get_variant(remote, "esd-monet"), local, here)
+    assert not checkpoint.exists()

@@ -212,6 +212,25 @@ def test_a_style_erasure_preserves_the_studys_other_artists_and_records_them(ws)
         assert _projection_shift(base, kept, artist) < _projection_shift(base, free, artist), artist
 
 
+def test_the_study_artists_left_out_are_those_the_report_takes_as_the_concepts(ws):
+    """"Ma" leaves out the artist "MA " and no other: "Manet" is preserved, as the report keeps it as retained."""
+    from cpdm.analysis.unlearning import TargetRule, split_prompts
+    from cpdm.store.images import store_pil_image
+    from cpdm.store.rows import add_anchor, add_prompt
+    from cpdm.unlearning.runner import study_artists
+    from tests.rating_fixtures import tiny_image
+
+    for number, artist in enumerate(["Ma", "Manet", "Edouard Manet", "MA ", "Ana"]):
+        anchor = add_anchor(ws, store_pil_image(ws, tiny_image(number)).sha256, artist=artist, title=f"Work {number}")
+        add_prompt(ws, anchor, f"a work by {artist}", origin="manual")
+    assert study_artists(ws, ["ma"]) == ("Ana", "Edouard Manet", "Manet")
+    split = split_prompts(ws, TargetRule(concepts=("ma",)))
+    retained = {row[0] for row in ws.conn.execute(
+        "SELECT TRIM(a.artist) FROM anchors a JOIN prompts p ON p.anchor = a.id WHERE p.id IN (%s)"
+        % ",".join(str(prompt) for prompt, _, _ in split["retain"]))}
+    assert retained == set(study_artists(ws, ["ma"]))
+
+
 def test_the_preserve_file_joins_the_preserve_set_without_the_erased_concept(ws, runner, tmp_path):
     anchors = demo.add_anchors(ws, seed=0)
     artists = sorted({anchor.artist.name for anchor in anchors})

@@ -55,7 +55,7 @@ def _split_kinds(text: str | None) -> list[str] | None:
 @click.option("--idle", "idle_seconds", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Seconds to wait before looking again when no job is queued.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="Where generation and scoring batches run: in this process, or on a Ray cluster.")
+              help="Where generation and scoring batches and unlearning runs go: this process, or a Ray cluster.")
 @click.option("--address", help="The Ray cluster's address (with --executor ray), e.g. ray://head:10001.")
 @click.option("--ray-gpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="GPUs each Ray task asks for (with --executor ray); 0 on a cluster of CPU machines.")
@@ -78,7 +78,9 @@ def worker_cmd(workspace, device, kinds, once, until_idle, name, lease_seconds, 
 
     With --executor ray the worker is the cluster's driver: it claims jobs
     (--device cuda takes the GPU jobs), sends their generation and scoring
-    batches to the cluster, and alone writes to the workspace.
+    batches and their unlearning runs to the cluster, and alone writes to
+    the workspace: it registers each variant, stores its checkpoints as they
+    come, and resumes a run whose node died from the last one.
     """
     from cpdm.jobs.worker import Worker
 

@@ -212,6 +212,11 @@ def unlearning_cmd():
 @click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True)
 @click.option("--size", type=int, default=None, help="Image side in pixels (a multiple of 8; default: the model's).")
 @click.option("--max-prompts", type=click.IntRange(min=1), default=None, help="At most this many prompts per set.")
+@click.option("--target-artist", "target_artists", multiple=True,
+              help="The concept's anchors are this artist's (repeatable; default: the anchors whose artist or title "
+                   "is the variant's concept, the same words in any case).")
+@click.option("--target-anchor", "target_anchors", type=int, multiple=True,
+              help="The concept's anchors include this anchor id (repeatable).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
@@ -222,9 +227,17 @@ def unlearning_cmd():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, max_prompts, device,
-                              output_format, n_boot, resample, quiet, offline_tiny, workspace):
+def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, max_prompts, target_artists,
+                          target_anchors, device, output_format, n_boot, resample, quiet, offline_tiny, workspace):
     """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
+
+    The target set is the anchors whose artist or title is the variant's
+    concept (the same words, any case: "Monet" does not take "Claude
+    Monet", nor "Ma" "Manet"), unless --target-artist or --target-anchor
+    choose it; the report lists the anchors of each set. Beside CM it gives
+    the uncapped ratio x / x_ref (x = M_sem·M_style; CM clips it at 1) and
+    the CPDM release's number (M_sem·M_style)², each with its change. The
+    baseline must be of the variant's own base model.
 
     \b
     Example:
@@ -235,7 +248,8 @@ def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, 
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
-                              n_boot=n_boot, resample=resample, progress=not quiet)
+                              n_boot=n_boot, resample=resample, progress=not quiet,
+                              target_artists=tuple(target_artists), target_anchors=tuple(target_anchors))
     table = unlearning_report(open_ws(workspace), variant_name, baseline, settings)
     if output_format == "json":
         click.echo(table.to_json(orient="records", indent=2))

@@ -5,14 +5,16 @@
 1. ``unlearn``: erase the concept with a method into a new variant;
 2. ``generate``: images with the new variant from the concept's prompts and
    the retain prompts (the prompts of other anchors), as the unlearning
-   report splits them (:func:`cpdm.analysis.unlearning.split_prompts`);
+   report splits them (:func:`cpdm.analysis.unlearning.split_prompts`: the
+   anchors whose artist or title is the concept, and the others);
 3. ``score``: the new variant's pairs;
 4. ``report``: CM on the concept and on the retain set against the baseline.
    It generates with the generate job's settings, so it finds the variant's
    images and makes only the baseline's that are missing.
 
 Every job's parameters are checked before the first is queued, so a bad
-parameter queues nothing.
+parameter queues nothing; so is the base model, which must be the
+baseline's for the report to compare like with like.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def plan_pipeline(ws, concept: str, method: str, *, variant_name: str | None = N
     and ``size`` apply to the generations of both the generate job and the report.
     """
     from cpdm.jobs.registry import get_kind
-    from cpdm.analysis.unlearning import split_prompts
+    from cpdm.analysis.unlearning import TargetRule, check_same_base, split_prompts
 
     concept = str(concept).strip()
     if not concept:
@@ -93,10 +95,12 @@ def plan_pipeline(ws, concept: str, method: str, *, variant_name: str | None = N
     baseline = _baseline(ws)
     name = variant_name or default_variant_name(method, concept)
     _refuse_existing_variant(ws, name)
-    split = split_prompts(ws, [concept], max_retain_prompts=retain_prompts)
+    split = split_prompts(ws, TargetRule(concepts=(concept,)), max_retain_prompts=retain_prompts)
     prompt_ids = [prompt_id for group in ("target", "retain") for prompt_id, _, _ in split[group]]
     if base is None:
         base = DEFAULT_SD_MODEL if baseline.base_model in (TINY_BASE, UNKNOWN_BASE) else baseline.base_model
+    # The report at the end of the chain refuses another base model than the baseline's: refuse it now.
+    check_same_base(name, TINY_BASE if offline_tiny else base, baseline.name, baseline.base_model)
     planned = [
         PlannedJob("unlearn", {"method": method, "variant_name": name, "base": base, "concepts": [concept],
                                "preserve": list(preserve), "hyperparameters": dict(hyperparameters or {}),

@@ -54,6 +54,8 @@ class TrainingOptions:
     resume: bool = False
     progress: bool = True
     autocast_dtype: torch.dtype | None = None
+    # Called with (path, steps done) once a checkpoint is written: a Ray task sends it to the driver.
+    on_checkpoint: Callable[[Path, int], None] | None = None
 
 
 class NonFiniteLoss(CpdmError):
@@ -63,6 +65,10 @@ class NonFiniteLoss(CpdmError):
         self.step = step
         self.value = value
         super().__init__(f"the loss became {value} at step {step}; the run stopped (lower the learning rate?)")
+
+    def __reduce__(self):
+        # Rebuilt from (step, value) when unpickled: a Ray task raises it on a node, the driver records its step.
+        return type(self), (self.step, self.value)
 
 
 def _entry_fact(name: str) -> property:
@@ -216,9 +222,14 @@ def named_parameters(module: torch.nn.Module, names: list[str]) -> dict[str, tor
 
 
 def run_fingerprint(method: str, request: UnlearnRequest, params: dict) -> str:
-    """A digest of everything that decides a run's result; a checkpoint only resumes the same run."""
+    """A digest of everything that decides a run's result; a checkpoint only resumes the same run.
+
+    Images count by name and content, not by path: a run resumed from a
+    copy of its images elsewhere (another node of a cluster) is the same run.
+    """
+    images = [f"{Path(path).name} {hashlib.sha256(Path(path).read_bytes()).hexdigest()}" for path in request.images]
     payload = {"method": method, "concepts": list(request.concepts), "preserve": list(request.preserve),
-               "images": [str(path) for path in request.images], "params": params, "seed": request.seed}
+               "images": images, "params": params, "seed": request.seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -275,6 +286,12 @@ def train_loop(
     checkpoint = options.checkpoint_path
     if options.resume and checkpoint is not None and checkpoint.is_file():
         start, losses = load_checkpoint(checkpoint, parameters, optimizer, fingerprint)
+
+    def save(done: int) -> None:
+        save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+        if options.on_checkpoint is not None:
+            options.on_checkpoint(checkpoint, done)
+
     bar = progress_bar(steps, description, unit="it", enabled=options.progress, initial=start)
     try:
         for step in range(start, steps):
@@ -295,13 +312,13 @@ def train_loop(
             bar.set_postfix(loss=f"{value:.4g}")
             done = step + 1
             if checkpoint is not None and options.checkpoint_every > 0 and done % options.checkpoint_every == 0 and done < steps:
-                save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+                save(done)
             try:
                 bar.update(1)
             except JobCancelled:
                 # Keep every step made so far: a resumed run continues from this one.
                 if checkpoint is not None and done < steps:
-                    save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+                    save(done)
                 raise
     finally:
         bar.close()

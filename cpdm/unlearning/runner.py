@@ -16,6 +16,8 @@ import json
 import resource
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +45,7 @@ from cpdm.diffusion.artifacts import (
     save_artifact,
     variant_dir,
 )
-from cpdm.analysis.unlearning import concept_matches
+from cpdm.unlearning.concepts import names_concept
 from cpdm.unlearning.base import (
     NonFiniteLoss,
     TrainingOptions,
@@ -92,12 +94,14 @@ def _versions() -> dict:
 def study_artists(ws, concepts) -> tuple[str, ...]:
     """The artist names of the workspace's anchors, except those naming a concept to erase (sorted, no repeats).
 
-    An anchor's artist names a concept as the unlearning report decides
-    which anchors are the concept's (:func:`cpdm.unlearning.report.concept_matches`).
+    An artist names a concept by the exact rule the unlearning report uses to
+    tell the concept's anchors from the retained ones
+    (:func:`cpdm.unlearning.concepts.names_concept`): "Ma" does not leave
+    "Manet" out.
     """
     rows = ws.conn.execute("SELECT DISTINCT TRIM(artist) FROM anchors WHERE TRIM(COALESCE(artist, '')) != '' "
                            "ORDER BY 1").fetchall()
-    return unique_texts(artist for (artist,) in rows if not concept_matches(artist, None, concepts))
+    return unique_texts(artist for (artist,) in rows if not names_concept(artist, concepts))
 
 
 def preserve_file_record(path, concepts: tuple[str, ...]) -> dict:
@@ -131,6 +135,12 @@ def truncation_notes(truncated: list[dict]) -> list[str]:
             f"first {entry['kept']}, the rest is cut (recorded with the variant)" for entry in truncated]
 
 
+def truncated_concepts(tokenizer, spec: "RunSpec") -> list[dict]:
+    """The concepts to erase and to preserve that the text encoder cuts (:func:`truncated_texts`)."""
+    return (truncated_texts(tokenizer, spec.concepts, "concept")
+            + truncated_texts(tokenizer, spec.preserve, "concept to preserve"))
+
+
 def _stop_reason(exc: BaseException) -> str:
     """Why a run stopped, as the variant's status message says it."""
     if isinstance(exc, KeyboardInterrupt):
@@ -138,6 +148,190 @@ def _stop_reason(exc: BaseException) -> str:
     if isinstance(exc, JobCancelled):
         return "cancelled"
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One unlearning run as plain data: what the machine that computes it needs (this one, or a Ray node).
+
+    ``base`` is loaded from that machine's own caches; ``images`` are files
+    on it; ``params`` are the method's resolved hyperparameters.
+    """
+
+    method: str
+    base: str
+    offline_tiny: bool
+    concepts: tuple[str, ...]
+    preserve: tuple[str, ...]
+    images: tuple[Path, ...]
+    params: dict
+    seed: int
+    precision: str
+    checkpoint_every: int
+    device: str
+    weights_name: str  # the artifact's file name: its variant's folder name + .safetensors
+
+    @property
+    def base_id(self) -> str:
+        """The base model as the variant and its artifact record it."""
+        return TINY_BASE if self.offline_tiny else self.base
+
+
+@dataclass
+class PreparedRun:
+    """A checked run and what registering its variant takes (nothing is registered yet)."""
+
+    spec: RunSpec
+    variant_name: str
+    record: dict  # the variant's params: preserve set, seed, hyperparameters, precision, preserve file
+    existing: object  # the variant a resumed run continues, or None
+    folder: Path
+    resume: bool
+    progress: bool
+    job: int | None
+
+    @property
+    def method(self):
+        return get_method(self.spec.method)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / CHECKPOINT_NAME
+
+
+def prepare_run(ws, method_name: str, variant_name: str, *, base: str, concepts, preserve=(), preserve_file=None,
+                images_dir=None, params: dict | None = None, seed: int = DEFAULT_SEED, device: str = "cpu",
+                precision: str = DEFAULT_TRAINING_PRECISION, offline_tiny: bool = False, resume: bool = False,
+                checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, progress: bool = True, job: int | None = None,
+                check_here: bool = True) -> PreparedRun:
+    """Check everything the workspace can tell about a run, and work out its preserve set.
+
+    ``check_here=False`` leaves the device to the machine that runs it (a
+    Ray node): this one may have no GPU.
+    """
+    method = get_method(method_name)
+    concepts = tuple(str(c) for c in concepts)
+    preserve = tuple(str(p) for p in preserve)
+    if not variant_name or not variant_name.strip():
+        raise CpdmError("give the new variant a name (--variant-name)")
+    variant_name = variant_name.strip()  # as the variant is registered: its folder is named by this name
+    if not concepts:
+        raise CpdmError("name at least one concept to erase (--concept)")
+    if precision not in PRECISIONS:
+        raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+    resolved = method.resolve_params(params)
+    listed = read_preserve_file(preserve_file) if preserve_file else ()
+    given = preserve + tuple(text for text in listed if not names_concept(text, concepts))
+    preserve = method.preserve_set(resolved, concepts, given, study_artists(ws, concepts))
+    images = image_files(images_dir)
+    if method.needs_images and not images:
+        raise CpdmError(f"{method.name} needs images of the concept: pass --images DIR (a folder of image files)")
+    if check_here:
+        check_device(device)
+    existing = _resumable(ws, variant_name, method.name) if resume else None
+    if existing is None:
+        try:
+            get_variant(ws, variant_name)
+        except CpdmError:
+            pass
+        else:
+            raise CpdmError(f"a variant named {variant_name!r} already exists (use --resume to continue its run)")
+    folder = variant_dir(ws.root, variant_name)
+    if not method.inference_time:
+        check_variant_dir(folder, existing.id if existing else None, variant_name)
+    record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
+    if preserve_file:
+        record["preserve_file"] = preserve_file_record(preserve_file, listed)
+    spec = RunSpec(method.name, base, offline_tiny, concepts, preserve, tuple(images), resolved, seed, precision,
+                   checkpoint_every, device, f"{folder.name}.safetensors")
+    return PreparedRun(spec, variant_name, record, existing, folder, resume, progress, job)
+
+
+def register_run(ws, run: PreparedRun) -> int:
+    """Register the run's variant as ``training`` (or mark a resumed one so), claim its folder; return its id."""
+    spec = run.spec
+    if run.existing is None:
+        variant_id = add_variant(ws, run.variant_name, base_model=spec.base_id, method=spec.method,
+                                 concepts=spec.concepts, params=run.record, status="training", job=run.job)
+        run.existing = get_variant(ws, variant_id)  # a run taken up again from here on resumes this variant
+    else:
+        variant_id = run.existing.id
+        set_variant_status(ws, variant_id, "training")
+    if not run.method.inference_time:
+        claim_variant_dir(run.folder, variant_id, run.variant_name)
+    return variant_id
+
+
+def record_failure(ws, variant_id: int, exc: BaseException) -> None:
+    """Mark the variant ``failed`` with the reason its run stopped (a NaN loss names its step)."""
+    if isinstance(exc, NonFiniteLoss):
+        message = f"step {exc.step}: {exc}"
+    elif isinstance(exc, ArtifactError):  # the weights are not float32 or not finite, or arrived damaged
+        message = str(exc)
+    else:
+        message = f"{_stop_reason(exc)} (--resume continues from the last checkpoint)"
+    set_variant_status(ws, variant_id, "failed", message=message)
+
+
+@contextmanager
+def failure_recorded(ws, variant_id: int):
+    """Mark the variant ``failed`` when the block raises (:func:`record_failure`), then let the error go on."""
+    try:
+        yield
+    except BaseException as exc:
+        record_failure(ws, variant_id, exc)
+        raise
+
+
+def load_checked(spec: RunSpec):
+    """The base pipeline, once the concepts to erase and to preserve are known to tokenise to something."""
+    check_device(spec.device)
+    pipe = load_base(spec.base, spec.device, spec.offline_tiny)
+    check_concepts(pipe.tokenizer, spec.concepts)
+    check_concepts(pipe.tokenizer, spec.preserve, label="concept to preserve")
+    return pipe
+
+
+def run_method(pipe, spec: RunSpec, options: TrainingOptions) -> tuple[dict, dict]:
+    """Run the method on ``pipe``; return the replaced tensors and the artifact's JSON record (no file written)."""
+    method = get_method(spec.method)
+    request = UnlearnRequest(concepts=spec.concepts, preserve=spec.preserve, images=spec.images, params=spec.params,
+                             seed=spec.seed)
+    started = time.perf_counter()
+    if torch.device(spec.device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    tensors = method.run(pipe, request, spec.params, options)
+    wall = time.perf_counter() - started
+    meta = {
+        "method": method.name, "base_model": spec.base_id, "base_revision": hub_revision(spec.base_id),
+        "base_unet": base_unet_record(pipe.unet), "concepts": list(spec.concepts), "preserve": list(spec.preserve),
+        "hyperparameters": spec.params, "seed": spec.seed, "steps": method.steps_of(spec.params),
+        "wall_seconds": round(wall, 3), "device": spec.device, "precision": spec.precision,
+        "images": [p.name for p in spec.images], **_peak_memory(spec.device), "versions": _versions(),
+        "run": request.record,
+    }
+    truncated = truncated_concepts(pipe.tokenizer, spec)
+    if truncated:
+        meta["truncated"] = truncated
+    return tensors, meta
+
+
+def training_options(spec: RunSpec, checkpoint_path: Path, resume: bool, progress: bool,
+                     on_checkpoint=None) -> TrainingOptions:
+    """How the method runs: checkpoints at ``checkpoint_path``, reduced precision as the spec asks."""
+    return TrainingOptions(checkpoint_path=checkpoint_path, checkpoint_every=spec.checkpoint_every, resume=resume,
+                           progress=progress, autocast_dtype=PRECISIONS[spec.precision], on_checkpoint=on_checkpoint)
+
+
+def mark_ready(ws, run: PreparedRun, variant_id: int, weights: Path | None, sha256: str | None):
+    """The run is done: its checkpoint goes, the variant is ready (with its artifact, if it has one)."""
+    if weights is None:
+        set_variant_status(ws, variant_id, "ready")
+    else:
+        run.checkpoint_path.unlink(missing_ok=True)
+        set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)),
+                           artifact_sha256=sha256)
+    return get_variant(ws, variant_id)
 
 
 def unlearn(
@@ -170,96 +364,27 @@ def unlearn(
     ``warn`` receives a line for each concept (or concept to preserve) longer
     than the text encoder reads, before the run starts; what was cut is
     recorded in the variant's params and its artifact's JSON as ``truncated``.
+    :func:`cpdm.unlearning.remote.unlearn_on_cluster` runs the same on a Ray cluster.
     """
-    method = get_method(method_name)
-    concepts = tuple(str(c) for c in concepts)
-    preserve = tuple(str(p) for p in preserve)
-    if not variant_name or not variant_name.strip():
-        raise CpdmError("give the new variant a name (--variant-name)")
-    variant_name = variant_name.strip()  # as the variant is registered: its folder is named by this name
-    if not concepts:
-        raise CpdmError("name at least one concept to erase (--concept)")
-    if precision not in PRECISIONS:
-        raise CpdmError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
-    resolved = method.resolve_params(params)
-    listed = read_preserve_file(preserve_file) if preserve_file else ()
-    given = preserve + tuple(text for text in listed if not concept_matches(text, None, concepts))
-    preserve = method.preserve_set(resolved, concepts, given, study_artists(ws, concepts))
-    images = image_files(images_dir)
-    if method.needs_images and not images:
-        raise CpdmError(f"{method.name} needs images of the concept: pass --images DIR (a folder of image files)")
-    check_device(device)
-    existing = _resumable(ws, variant_name, method.name) if resume else None
-    if existing is None:
-        try:
-            get_variant(ws, variant_name)
-        except CpdmError:
-            pass
-        else:
-            raise CpdmError(f"a variant named {variant_name!r} already exists (use --resume to continue its run)")
-    folder = variant_dir(ws.root, variant_name)
-    if not method.inference_time:
-        check_variant_dir(folder, existing.id if existing else None, variant_name)
-    base_id = TINY_BASE if offline_tiny else base
-    pipe = load_base(base, device, offline_tiny)
-    check_concepts(pipe.tokenizer, concepts)
-    check_concepts(pipe.tokenizer, preserve, label="concept to preserve")
-    truncated = truncated_texts(pipe.tokenizer, concepts, "concept")
-    truncated += truncated_texts(pipe.tokenizer, preserve, "concept to preserve")
-    if warn is not None:
-        for note in truncation_notes(truncated):
+    run = prepare_run(ws, method_name, variant_name, base=base, concepts=concepts, preserve=preserve,
+                      preserve_file=preserve_file, images_dir=images_dir, params=params, seed=seed, device=device,
+                      precision=precision, offline_tiny=offline_tiny, resume=resume,
+                      checkpoint_every=checkpoint_every, progress=progress, job=job)
+    pipe = load_checked(run.spec)
+    truncated = truncated_concepts(pipe.tokenizer, run.spec)
+    if truncated:
+        run.record["truncated"] = truncated
+        for note in truncation_notes(truncated) if warn is not None else ():
             warn(note)
-
-    request = UnlearnRequest(concepts=concepts, preserve=preserve, images=images, params=resolved, seed=seed)
-    record = {"preserve": list(preserve), "seed": seed, "hyperparameters": resolved, "precision": precision}
-    if preserve_file:
-        record["preserve_file"] = preserve_file_record(preserve_file, listed)
-    if truncated:
-        record["truncated"] = truncated
-    if existing is None:
-        variant_id = add_variant(ws, variant_name, base_model=base_id, method=method.name, concepts=concepts,
-                                 params=record, status="training", job=job)
-    else:
-        variant_id = existing.id
-        set_variant_status(ws, variant_id, "training")
-    if not method.inference_time:
-        claim_variant_dir(folder, variant_id, variant_name)
-    options = TrainingOptions(checkpoint_path=folder / CHECKPOINT_NAME, checkpoint_every=checkpoint_every,
-                              resume=resume, progress=progress, autocast_dtype=PRECISIONS[precision])
-    started = time.perf_counter()
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        tensors = method.run(pipe, request, resolved, options)
-    except NonFiniteLoss as exc:
-        set_variant_status(ws, variant_id, "failed", message=f"step {exc.step}: {exc}")
-        raise
-    except BaseException as exc:
-        reason = _stop_reason(exc)
-        set_variant_status(ws, variant_id, "failed", message=f"{reason} (--resume continues from the last checkpoint)")
-        raise
-    wall = time.perf_counter() - started
-    if method.inference_time:
-        set_variant_status(ws, variant_id, "ready")
-        return get_variant(ws, variant_id)
-    meta = {
-        "method": method.name, "base_model": base_id, "base_revision": hub_revision(base_id),
-        "base_unet": base_unet_record(pipe.unet), "concepts": list(concepts), "preserve": list(preserve), "hyperparameters": resolved, "seed": seed,
-        "steps": method.steps_of(resolved), "wall_seconds": round(wall, 3), "device": device,
-        "precision": precision, "images": [p.name for p in images], **_peak_memory(device), "versions": _versions(),
-        "run": request.record,
-    }
-    if truncated:
-        meta["truncated"] = truncated
-    weights = folder / f"{folder.name}.safetensors"
-    try:
+    variant_id = register_run(ws, run)
+    with failure_recorded(ws, variant_id):
+        options = training_options(run.spec, run.checkpoint_path, run.resume, run.progress)
+        tensors, meta = run_method(pipe, run.spec, options)
+        if run.method.inference_time:
+            return mark_ready(ws, run, variant_id, None, None)
+        weights = run.folder / run.spec.weights_name
         sha256 = save_artifact(weights, tensors, meta)
-    except ArtifactError as exc:  # the method's weights are not float32 or not finite: nothing was written
-        set_variant_status(ws, variant_id, "failed", message=str(exc))
-        raise
-    options.checkpoint_path.unlink(missing_ok=True)
-    set_variant_status(ws, variant_id, "ready", artifact_path=str(weights.relative_to(ws.root)), artifact_sha256=sha256)
-    return get_variant(ws, variant_id)
+    return mark_ready(ws, run, variant_id, weights, sha256)
 
 
 def rerecord_variant(ws, name_or_id, *, offline_tiny: bool = False):

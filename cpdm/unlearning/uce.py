@@ -53,7 +53,9 @@ and ``expand_prompts`` are off by default). ``guide`` overrides the guide;
 The preserve set. For a style the 2023 release preserves every other
 artist of ``data/artists1734_prompts.csv`` (1,733 names). cpdm preserves,
 for a style erasure, the study's other artists (the anchors' artist names
-in the workspace; ``preserve_artists=false`` turns that off) together with
+in the workspace, except those that name an erased concept by the exact
+rule the unlearning report uses, :mod:`cpdm.unlearning.concepts`;
+``preserve_artists=false`` turns that off) together with
 the concepts given (``--preserve``, and ``--preserve-file`` for a longer
 list such as the release's). The run's record lists the set it used.
 

@@ -22,6 +22,9 @@ def _report_parameters() -> list[Parameter]:
         Parameter("size", "int", None, "image side in pixels, a multiple of 8 (default: the model's)", minimum=8),
         Parameter("max_prompts", "int", None, "at most this many prompts per set", minimum=1),
         Parameter("max_retain_prompts", "int", None, "at most this many prompts in the retain set", minimum=1),
+        Parameter("target_artists", "strings", [], "the concept's anchors are these artists' (default: the anchors "
+                  "whose artist or title is the concept)"),
+        Parameter("target_anchors", "ids", [], "the concept's anchors are these (anchor ids)"),
         Parameter("semantic", "str", None, "semantic backbone (default: the scoring default)"),
         Parameter("style", "str", None, "style backbone (default: the scoring default)"),
         Parameter("out", "path", None, "CSV file of the table (default: WORKSPACE/exports/unlearning-NAME-HASH.csv)"),
@@ -52,7 +55,9 @@ def _run_report(ws, params: dict, context) -> dict:
                               size=params["size"], max_prompts=params["max_prompts"],
                               max_retain_prompts=params["max_retain_prompts"],
                               device=check_device(context.device), offline_tiny=params["offline_tiny"],
-                              semantic=params["semantic"], style=params["style"])
+                              semantic=params["semantic"], style=params["style"],
+                              target_artists=tuple(params["target_artists"]),
+                              target_anchors=tuple(params["target_anchors"]))
     table = unlearning_report(ws, params["variant"], params["vs"], settings)
     path = Path(params["out"]) if params["out"] else report_path(ws, params["variant"])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,9 +79,9 @@ def _run_unlearn(ws, params: dict, context) -> dict:
     A job run again after an attempt that stopped (killed, cancelled,
     failed) resumes the variant from its last checkpoint; after an attempt
     that made the variant but could not record it, it returns that variant.
+    Under a Ray executor the run goes to a node of the cluster
+    (:mod:`cpdm.unlearning.remote`); the variant is registered here.
     """
-    from cpdm.unlearning.runner import unlearn
-
     earlier = _earlier_attempt(ws, params["variant_name"], context.job_id)
     if earlier is not None and earlier.status == "ready":
         context.log(f"variant {earlier.name} was made by an earlier attempt of this job")
@@ -89,14 +89,22 @@ def _run_unlearn(ws, params: dict, context) -> dict:
     resume = earlier is not None and earlier.status in ("training", "failed")
     if resume:
         context.log(f"resuming variant {params['variant_name']} from its last checkpoint")
-    variant = unlearn(
-        ws, params["method"], params["variant_name"], base=params["base"], concepts=params["concepts"],
-        preserve=params["preserve"], preserve_file=params["preserve_file"], images_dir=params["images_dir"],
-        params=params[HYPERPARAMETERS],
-        seed=params["seed"], device=context.device, precision=params["precision"],
-        offline_tiny=params["offline_tiny"], resume=resume, checkpoint_every=params["checkpoint_every"],
-        job=context.job_id, warn=lambda note: log_notes(context, [note]),
+    options = dict(
+        base=params["base"], concepts=params["concepts"], preserve=params["preserve"],
+        preserve_file=params["preserve_file"], images_dir=params["images_dir"], params=params[HYPERPARAMETERS],
+        seed=params["seed"], precision=params["precision"], offline_tiny=params["offline_tiny"], resume=resume,
+        checkpoint_every=params["checkpoint_every"], job=context.job_id,
     )
+    if context.executor is None:
+        from cpdm.unlearning.runner import unlearn
+
+        variant = unlearn(ws, params["method"], params["variant_name"], device=context.device,
+                          warn=lambda note: log_notes(context, [note]), **options)
+    else:
+        from cpdm.unlearning.remote import unlearn_on_cluster
+
+        variant = unlearn_on_cluster(ws, params["method"], params["variant_name"], executor=context.executor,
+                                     **options)
     context.log(f"variant {variant.name} ({variant.method}) {variant.status}")
     return _unlearn_result(variant, resume)
 
