@@ -377,7 +377,7 @@ def test_a_killed_unlearning_task_resumes_from_the_drivers_last_checkpoint(local
     import json
 
     from cpdm.store.rows import get_variant
-    from cpdm.unlearning.remote import unlearn_on_cluster
+    from cpdm.jobs.ray_unlearn import unlearn_on_cluster
     from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
 
     crash_dir = local_ray

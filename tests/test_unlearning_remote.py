@@ -20,7 +20,7 @@ from cpdm.jobs.ray_executor import TaskDied
 from cpdm.store.rows import get_variant
 from cpdm.diffusion.artifacts import ArtifactError, artifact_digest, load_artifact
 from cpdm.unlearning.base import NonFiniteLoss, UnlearnRequest, run_fingerprint
-from cpdm.unlearning.remote import stream_run, unlearn_on_cluster, unlearn_task
+from cpdm.jobs.ray_unlearn import stream_run, unlearn_on_cluster, unlearn_task
 from cpdm.unlearning.runner import CHECKPOINT_NAME, prepare_run, unlearn, variant_dir
 from tests.conftest import write_png
 

@@ -15,7 +15,7 @@ whole run as one task:
 * an unlearning task gets the run (method, base model id, concepts,
   hyperparameters), the concept's images and the checkpoint to resume from,
   and streams back progress, each checkpoint and, at the end, the
-  artifact's bytes with their sha256 (:func:`cpdm.unlearning.remote.unlearn_task`,
+  artifact's bytes with their sha256 (:func:`cpdm.jobs.ray_unlearn.unlearn_task`,
   through :meth:`RayExecutor.stream`). Ray does not retry it; the driver
   submits it again with its last checkpoint.
 

@@ -364,7 +364,7 @@ def unlearn(
     ``warn`` receives a line for each concept (or concept to preserve) longer
     than the text encoder reads, before the run starts; what was cut is
     recorded in the variant's params and its artifact's JSON as ``truncated``.
-    :func:`cpdm.unlearning.remote.unlearn_on_cluster` runs the same on a Ray cluster.
+    :func:`cpdm.jobs.ray_unlearn.unlearn_on_cluster` runs the same on a Ray cluster.
     """
     run = prepare_run(ws, method_name, variant_name, base=base, concepts=concepts, preserve=preserve,
                       preserve_file=preserve_file, images_dir=images_dir, params=params, seed=seed, device=device,

@@ -80,7 +80,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
     failed) resumes the variant from its last checkpoint; after an attempt
     that made the variant but could not record it, it returns that variant.
     Under a Ray executor the run goes to a node of the cluster
-    (:mod:`cpdm.unlearning.remote`); the variant is registered here.
+    (:mod:`cpdm.jobs.ray_unlearn`); the variant is registered here.
     """
     earlier = _earlier_attempt(ws, params["variant_name"], context.job_id)
     if earlier is not None and earlier.status == "ready":
@@ -101,7 +101,7 @@ def _run_unlearn(ws, params: dict, context) -> dict:
         variant = unlearn(ws, params["method"], params["variant_name"], device=context.device,
                           warn=lambda note: log_notes(context, [note]), **options)
     else:
-        from cpdm.unlearning.remote import unlearn_on_cluster
+        from cpdm.jobs.ray_unlearn import unlearn_on_cluster
 
         variant = unlearn_on_cluster(ws, params["method"], params["variant_name"], executor=context.executor,
                                      **options)
