@@ -26,7 +26,7 @@ from typing import Any
 
 from cpdm.errors import CpdmError
 from cpdm.jobs.parameters import HYPERPARAMETERS, OFFLINE_TINY, Parameter
-from cpdm.jobs.queue import Job, enqueue, get_job, list_jobs
+from cpdm.jobs.queue import Job, enqueue, get_job, last_heartbeat, list_jobs
 from cpdm.jobs.registry import get_kind, kind_parameters
 from cpdm.store.time import parse_time, utc_now
 
@@ -177,7 +177,7 @@ def enqueue_generation(ws, params: dict, *, score_after: bool = False, device: s
 def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | None = None,
                        device: str | None = None) -> int:
     """Queue an unlearn job; an empty variant name becomes METHOD-CONCEPT (see ``default_variant_name``)."""
-    from cpdm.jobs.chain import _refuse_existing_variant, default_variant_name
+    from cpdm.jobs.chain import default_variant_name, refuse_existing_variant
 
     given = {**params, "method": method, HYPERPARAMETERS: dict(hyperparameters or {})}
     concepts = [str(concept).strip() for concept in (given.get("concepts") or []) if str(concept).strip()]
@@ -187,7 +187,7 @@ def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | No
     if not str(given.get("variant_name") or "").strip():
         given["variant_name"] = default_variant_name(method, concepts[0])
     checked = _checked("unlearn", given)
-    _refuse_existing_variant(ws, checked["variant_name"])  # the runner would refuse it only once a worker ran it
+    refuse_existing_variant(ws, checked["variant_name"])  # the runner would refuse it only once a worker ran it
     return enqueue(ws, "unlearn", checked, device=device,
                    title=f"unlearn {', '.join(checked['concepts'])} with {method} -> {checked['variant_name']}")
 
@@ -365,11 +365,6 @@ def worker_commands(ws, jobs: list[Job]) -> list[str]:
     if any(not job.device or job.device.startswith("cpu") for job in jobs):
         commands.append(f"cpdm worker --workspace {workspace}")
     return commands or [f"cpdm worker --workspace {workspace} --device {jobs[0].device}"]
-
-
-def last_heartbeat(ws) -> str | None:
-    """The newest heartbeat any worker wrote for any job (None: no job has run yet)."""
-    return ws.conn.execute("SELECT MAX(heartbeat_at) FROM jobs").fetchone()[0]
 
 
 def stalled_queue(ws, now: datetime | None = None) -> StalledQueue | None:
