@@ -29,7 +29,9 @@ st.title("Calibration")
 st.markdown(
     "CM_w weighs semantic against style distance: `D_w = m_sem^w · m_style^(1−w)`, `CM_w = 1 − min(D_w / x_ref, 1)²`. "
     "w is chosen on a grid over [0, 1] to best match the raters; cross-validation grouped by anchor shows how well "
-    "the choice carries over to unseen anchors, next to the paper's w = 0.5."
+    "the choice carries over to unseen anchors, next to the paper's w = 0.5. What a w means depends on how widely "
+    "each backbone's log distances spread; **w_std** is the same weighting on log distances standardised by their "
+    "spread over the reference pairs, so w_std = 0.5 means content and style count equally, whatever the backbones."
 )
 left, middle, right = st.columns(3)
 chosen = pick_campaign(ws, key="cal_campaign", container=left, preselect=latest_rated_campaign_id)
@@ -56,7 +58,7 @@ options = AnalysisOptions(folds=int(folds), n_boot=int(n_boot), step=float(step)
 
 def calibrate_and_plot():
     result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
-    return result, weights, figure_png(calibration_figure(result.curve, result.chosen_w))
+    return result, weights, figure_png(calibration_figure(result.curve, result.chosen_w, spreads=result.spreads))
 
 
 fingerprint = campaign_fingerprint(ws, campaign)
@@ -69,13 +71,25 @@ except CpdmError as exc:
     st.stop()
 
 calibrated = result.summary.iloc[0]
-first, second = st.columns(2)
-first.metric("Chosen w", f"{result.chosen_w:g}  [{result.w_ci[0]:g}, {result.w_ci[1]:g}]",
-             help="The grid value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5), "
-                  "with the 95% interval of the whole choice bootstrapped over anchors.")
-second.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}  [{calibrated['ci_low']:.3f}, "
-                                        f"{calibrated['ci_high']:.3f}]",
-              help="How well CM_w at the chosen w ranks pairs of anchors it was not fitted on.")
+first, second, third = st.columns(3)
+# Each estimate large, its 95% interval small beneath it (three columns leave no room for both on one line).
+interval = {"delta_color": "off", "delta_arrow": "off"}
+first.metric("Chosen w", f"{result.chosen_w:g}", f"95% [{result.w_ci[0]:.3g}, {result.w_ci[1]:.3g}]", **interval,
+             help="The value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5), "
+                  "with the 95% interval of the whole choice bootstrapped over anchors. CM_w uses this w.")
+if result.spreads is not None:
+    second.metric("w_std (scale-free)", f"{result.chosen_w_std:.3f}",
+                  f"95% [{result.w_std_ci[0]:.3f}, {result.w_std_ci[1]:.3f}]", **interval,
+                  help="The same weighting on log distances standardised over the "
+                       f"{result.spreads_source}: 0.5 = content and style count equally; compare this one "
+                       "across backbones.")
+else:
+    second.metric("w_std (scale-free)", "undefined", help=str(result.stats.get("w_std_undefined")))
+third.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}",
+             f"95% [{calibrated['ci_low']:.3f}, {calibrated['ci_high']:.3f}]", **interval,
+             help="How well CM_w at the chosen w ranks pairs of anchors it was not fitted on.")
+if result.spreads is not None:
+    st.caption(f"Conversion: {result.spreads.describe()}.")
 st.caption(f"x_ref = {result.x_ref:.4g} (from {result.x_ref_source}); {result.n_pairs} pairs, {result.n_anchors} "
            f"anchors, {weights.n_raters} raters, {weights.n_ratings} ratings; per-fold choices "
            f"{', '.join(f'{w:g}' for w in result.fold_w)}. Intervals: {result.interval}.")
@@ -105,17 +119,19 @@ comparison = session_cached(
 )
 if comparison is not None:
     st.header("Backbone combinations")
-    st.caption("Calibrated w and out-of-fold Spearman ρ (95% CI over anchors) per combination and rater group, on the "
-               "pairs every combination scored; diff_vs_paper: ρ minus the paper's combination's, paired bootstrap.")
+    st.caption("Calibrated w_std (comparable across combinations) and w, and out-of-fold Spearman ρ (95% CI over "
+               "anchors) per combination and rater group, on the pairs every combination scored; paper_w_std: the "
+               "paper's w = 0.5 on the w_std scale of that combination; diff_vs_paper: ρ minus the paper's "
+               "combination's, paired bootstrap.")
     st.dataframe(comparison.table, hide_index=True, width="stretch")
     show_png(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
     for note in comparison.notes:
         st.caption(note)
 
 st.header("Artists vs lay raters")
-st.markdown("Each group's w, chosen the same way on all pairs, for every protocol question; the difference's "
-            "interval is a paired bootstrap (the same resamples of anchors for both groups), on the anchors both "
-            "groups rated.")
+st.markdown("Each group's w, chosen the same way on all pairs, for every protocol question, read as w_std "
+            "(0.5 = content and style count equally); the difference's interval is a paired bootstrap (the same "
+            "resamples of anchors for both groups), on the anchors both groups rated.")
 try:
     with st.spinner("Comparing groups…"):
         comparisons, notes = session_cached("groups_cache", (fingerprint, astuple(options)),

@@ -9,6 +9,7 @@ they are submitted, all at once (see ``cpdm.app.answer_panel``).
 import streamlit as st
 
 from cpdm.app.answer_panel.widget import show_pair
+from cpdm.rating.devices import device_of, device_refused
 from cpdm.rating.recruit import finished_recruitment, next_item_for
 from cpdm.rating.submit import rater_overall_progress
 from cpdm.app.participant_ui import show_study_end
@@ -27,7 +28,22 @@ def thank_you() -> None:
     st.metric("Pairs you rated", done)
 
 
-item = next_item_for(ws, rater)  # a rater from a recruitment link: their link's campaign and pairs only
+def desktop_only() -> None:
+    st.title("Please rate on a computer")
+    st.write(
+        "This study asks for its images to be judged on a computer screen, not on a phone or tablet. "
+        "No pair is given to you on this device. Open this same link later on a computer to rate:"
+    )
+    link = f"{st.context.url or ''}?token={st.query_params.get('token', '')}"
+    st.code(link, language=None, wrap_lines=True)
+
+
+# Which device the rater uses is read before a pair is assigned: a protocol may ask for desktop only.
+device = device_of(st.context.headers.get("User-Agent"))
+if device_refused(ws, rater, device):
+    desktop_only()
+    st.stop()
+item = next_item_for(ws, rater, device=device)  # a rater from a recruitment link: their link's campaign and pairs only
 if item is None:
     recruitment = finished_recruitment(ws, rater)
     if recruitment is not None:  # the study's end page: completion code, redirect to the platform

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.needs import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,12 +114,14 @@ def image_source_bytes(page, source: str) -> tuple[str, bytes]:
     return header.removeprefix("data:").removesuffix(";base64"), base64.b64decode(payload)
 
 
-def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int = 256):
+def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int | tuple[int, int] = 256,
+                generation_size: int | tuple[int, int] | None = None, protocol_text: str | None = None):
     """A demo-like workspace: PNG pairs in one open campaign and a consented artist; returns (rater, token)."""
     from cpdm.rating.auth import create_rater, record_consent
     from tests.rating_fixtures import make_world
 
-    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size)
+    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size,
+               generation_size=generation_size, protocol_text=protocol_text)
     ws.set_meta("demo", "1")  # the banner takes room above the panel, as in the demo
     rater, token = create_rater(ws, "Ada", "artist")
     record_consent(ws, rater.id)

@@ -34,7 +34,9 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
     out = tmp_path / "report"
     result = invoke(runner, study, "analyze", "--campaign", "study", "--out", str(out), "--n-boot", "50")
     assert result.exit_code == 0, result.output
-    assert "calibrated w =" in result.output
+    assert "calibrated on artists: out-of-fold Spearman" in result.output
+    assert "  w = " in result.output and "  w_std = " in result.output and "  conversion: w_std = " in result.output
+    assert "artists vs lay on 'copy': artists w_std " in result.output
     for name in ("agreement", "correlations", "noise_ceiling", "pairs", "calibration_curve", "calibration_summary",
                  "variants"):
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
@@ -42,7 +44,9 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
                  "calibration", "variants"):
         assert (out / "plots" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     summary = (out / "summary.md").read_text()
-    assert "# Analysis of campaign `study`" in summary and "Chosen w = **" in summary
+    assert "# Analysis of campaign `study`" in summary and "Chosen w = **" in summary and "w_std = **" in summary
+    groups = pd.read_csv(out / "tables" / "group_comparison.csv")
+    assert {"w_std_artists", "w_std_lay", "w_std difference (artists - lay)", "w_artists"} <= set(groups.columns)
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
     assert set(agreement["group"]) == {"artists", "lay", "all"}
     assert set(agreement["question"]) == {"content", "style", "copy"}
@@ -157,8 +161,17 @@ def test_calibrate_writes_weights_that_score_reads_back(study, runner, tmp_path)
     # The interval for w, beside the out-of-fold rho, in the file and in the output.
     assert stats["w_ci"][0] <= weights.w <= stats["w_ci"][1]
     assert stats["bootstrap"] == "95% expanded percentile bootstrap over anchors, 30 resamples"
-    assert f"95% interval for w: [{stats['w_ci'][0]:g}, {stats['w_ci'][1]:g}]" in result.output
+    assert f"w = {weights.w:g} [{stats['w_ci'][0]:.3g}, {stats['w_ci'][1]:.3g}]" in result.output
     assert "intervals: 95% expanded percentile bootstrap over anchors, 30 resamples" in result.output
+    # w_std beside w: converted with the log spreads of the reference pairs, which the file records.
+    reference = pd.read_sql_query("SELECT m_sem, m_style FROM reference_distances", study.conn)
+    s_sem, s_style = np.std(np.log(reference["m_sem"]), ddof=1), np.std(np.log(reference["m_style"]), ddof=1)
+    assert (data["log_sd_sem"], data["log_sd_style"]) == (pytest.approx(s_sem), pytest.approx(s_style))
+    assert data["w_std"] == pytest.approx(weights.w * s_sem / (weights.w * s_sem + (1 - weights.w) * s_style))
+    low, high = (w * s_sem / (w * s_sem + (1 - w) * s_style) for w in stats["w_ci"])
+    assert stats["w_std_ci"] == [pytest.approx(low), pytest.approx(high)]
+    assert f"w_std = {data['w_std']:.3f} [{low:.3f}, {high:.3f}]" in result.output
+    assert f"the paper's w = 0.5 is w_std = {s_sem / (s_sem + s_style):.3f}" in result.output
     row = study.conn.execute("SELECT target, rater_group, w FROM calibrations").fetchone()
     assert row == ("copy", "artists", weights.w)
     listed = invoke(runner, study, "scores", "list", "--weights", str(path), "--limit", "3")

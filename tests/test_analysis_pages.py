@@ -104,9 +104,17 @@ def test_calibration_page_shows_curve_and_exports_weights(study):
     at = open_page(study, "calibration.py", cal_boot=20)
     assert not at.exception, at.exception
     assert at.metric[0].label == "Chosen w"
+    # w_std beside w, in the summary too, with the conversion and the paper's w = 0.5 on its scale.
+    assert at.metric[1].label == "w_std (scale-free)" and at.metric[1].delta.startswith("95% [")
+    assert float(at.metric[1].value) == pytest.approx(at.dataframe[0].value.iloc[0]["w_std"], abs=5e-4)
+    assert "Conversion: w_std = w·s_sem / (w·s_sem + (1−w)·s_style)" in text(at)
+    assert "the paper's w = 0.5 is w_std = " in text(at)
     summary = at.dataframe[0].value
     assert list(summary["setting"]) == ["calibrated (out-of-fold)", "paper w=0.5", "semantic only w=1",
                                         "style only w=0"]
+    assert {"w", "w_std", "w_std_ci_low", "w_std_ci_high"} <= set(summary.columns)
+    groups = next(frame.value for frame in at.dataframe if "w_std artists (w)" in frame.value.columns)
+    assert "artists − lay, w_std" in groups.columns
     labels = [element.proto.label for element in at.get("download_button")]
     assert sorted(labels) == ["Curve (CSV)", "Plot (PNG)", "Summary (CSV)", "Weights (JSON)"]
     assert_nothing_at_media(at)

@@ -260,7 +260,8 @@ def test_the_images_shown_are_the_stored_files_byte_for_byte(ws, server, page):
 
 @pytest.mark.parametrize("width, height", [(1280, 720), (1366, 768)])
 def test_both_images_all_questions_and_submit_fit_the_screen(ws, server, browser, width, height):
-    rater, token = rater_world(ws, n_anchors=2, image_size=512)
+    # A portrait anchor beside a wide generation: the shapes that make a layout overflow one way or the other.
+    rater, token = rater_world(ws, n_anchors=2, image_size=(700, 1400), generation_size=(1536, 768))
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(f"{server}/?token={token}")
     shown_pair(page)
@@ -279,7 +280,11 @@ def test_both_images_all_questions_and_submit_fit_the_screen(ws, server, browser
         assert box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, (name, box)
     # The images take what the rest leaves: the panel ends near the bottom of the window.
     assert boxes["submit"]["y"] + boxes["submit"]["height"] > height - 40
-    assert min(boxes["original"]["height"], boxes["generated"]["height"]) > 0.4 * height
+    frames = page.locator(".cpdm-panel .image .frame")
+    assert min(frames.nth(i).bounding_box()["height"] for i in range(2)) > 0.4 * height
+    for key in ("original", "generated"):  # each image fills its frame's height or its width
+        frame = page.locator(f'.cpdm-panel .frame:has(img[data-image="{key}"])').bounding_box()
+        assert (boxes[key]["height"] >= frame["height"] - 2 or boxes[key]["width"] >= frame["width"] - 2), key
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"rating_page_{width}x{height}.png"))
 

@@ -140,3 +140,22 @@ def test_combination_intervals_follow_the_analysis_resampling(study):
     for frame in (anchors, pairs):
         assert (frame["ci_low"] <= frame["rho_oof"]).all() and (frame["rho_oof"] <= frame["ci_high"]).all()
     assert not np.allclose(anchors[["ci_low", "ci_high"]].to_numpy(), pairs[["ci_low", "ci_high"]].to_numpy())
+
+
+def test_combinations_compare_w_std_which_a_rescaled_backbone_leaves_alone(ws):
+    """Cubing M_sem triples its log spread: w moves to say the same thing, w_std stays."""
+    cubed = ("tiny:dinov2", "tiny:vgg19")
+    campaign = create_synthetic_campaign(ws, "study", n_anchors=10, reference=True, seed=2)
+    add_simulated_ratings(ws, campaign, seed=1)
+    _copy_scores(ws, PAPER, lambda sem, style, rng: (sem, style))
+    _copy_scores(ws, cubed, lambda sem, style, rng: (sem**3, style))
+    # A fine grid: the two combinations' grid points fall at different w_std, and ρ(w) is flat near its top.
+    options = AnalysisOptions(n_boot=0, groups=("artists",), step=0.01)
+    table = compare_campaign_combinations(ws, "study", options=options).table.set_index(["semantic", "style"])
+    paper, rescaled = table.loc[PAPER], table.loc[cubed]
+    assert rescaled["log_sd_sem"] == pytest.approx(3 * paper["log_sd_sem"])
+    assert rescaled["log_sd_style"] == pytest.approx(paper["log_sd_style"])
+    # CM_w ranks pairs alike at w and at w' = w / (3 − 2w) (the same standardised weights): only w's scale moved.
+    assert rescaled["w"] < paper["w"] - 0.1
+    assert rescaled["w_std"] == pytest.approx(paper["w_std"], abs=0.02)
+    assert rescaled["paper_w_std"] > paper["paper_w_std"]  # the paper's w = 0.5 leans further to content there

@@ -230,3 +230,16 @@ def test_the_refine_command_uses_a_local_server_from_the_environment(ws, tmp_pat
         assert "refined 0 prompts, skipped 1" in result.output
     assert len(server.requests) == 1
     assert (ws.root / "cache" / "refiner").is_dir()
+
+
+def test_several_openai_rewrites_are_sampled_with_recorded_seeds_and_cached_apart(ws, tmp_path):
+    anchors = add_anchors(ws, tmp_path / "anchors", count=1)
+    source = add_manual_prompt(ws, anchors[0], "a prompt")
+    script = [(200, _completion(f"rewrite {k}"), {}) for k in range(2)]
+    with FakeChatServer(script) as server:
+        refiner = _refiner(server, tmp_path)
+        rows = prompt_rows(ws, prompt_ids=refine_prompts(ws, refiner, progress=False, n=2, seed=11).added)
+        assert refine_prompts(ws, refiner, progress=False, n=2, seed=11).added == []
+    assert [(r.parent, r.text, r.params["rewrite"]) for r in rows] == [(source, f"rewrite {k}", k) for k in range(2)]
+    assert [r.params["decoding"]["sampling"]["seed"] for r in rows] == [11, 12]
+    assert [(q["body"]["temperature"], q["body"]["seed"]) for q in server.requests] == [(1.0, 11), (1.0, 12)]

@@ -137,7 +137,8 @@ class Analysis:
         if name == "agreement":
             return agreement_figure(self.agreement)
         if name == "calibration":
-            return calibration_figure(self.calibration.curve, self.calibration.chosen_w)
+            return calibration_figure(self.calibration.curve, self.calibration.chosen_w,
+                                      spreads=self.calibration.spreads)
         if name == "variants":
             return variant_figure(self.variants, self.groups, self.data.copy_threshold(self.options.target))
         for comparison in self.group_comparisons:
@@ -472,11 +473,15 @@ def calibrate_campaign(
     result.stats["include_simulated"] = options.include_simulated
     result.stats["campaign"] = campaign
     result.stats["curve"] = result.curve[["w", "rho_oof", "ci_low", "ci_high"]].to_dict(orient="list")
+    spreads = result.spreads
     weights = Weights(
         w=float(result.chosen_w),
         x_ref=float(result.x_ref),
         semantic=data.backbones[0],
         style=data.backbones[1],
+        w_std=result.chosen_w_std if spreads else None,
+        log_sd_sem=spreads.sem if spreads else None,
+        log_sd_style=spreads.style if spreads else None,
         target=target,
         rater_group=group,
         stats=_json_safe(result.stats),
@@ -621,13 +626,18 @@ def summary_markdown(analysis: Analysis) -> str:
             f"per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV grouped by anchor "
             f"over {cal.n_anchors} anchors and {cal.n_pairs} pairs; group `{cal.stats.get('rater_group')}`.",
             "",
+            w_std_paragraph(cal),
+            "",
             markdown_table(cal.summary),
         ]
     if analysis.group_comparisons:
-        lines += ["## Artists vs lay raters: w per question", "",
-                  "Each group's w chosen as calibration chooses it (on all pairs); the difference's interval is a "
-                  "paired bootstrap (the same resamples of anchors for both groups), on anchors both groups rated.",
-                  "", markdown_table(analysis.group_table().drop(columns=["interval"]))]
+        lines += ["## Artists vs lay raters: w_std and w per question", "",
+                  "Each group's w chosen as calibration chooses it (on all pairs), and read as w_std (the weight on "
+                  "standardised log distances: 0.5 = content and style count equally); the differences' intervals "
+                  "are a paired bootstrap (the same resamples of anchors for both groups), on anchors both groups "
+                  "rated.", ""]
+        lines += [f"- {comparison.headline()}" for comparison in analysis.group_comparisons]
+        lines += ["", markdown_table(analysis.group_table().drop(columns=["interval"]))]
     if analysis.variants is not None and len(analysis.variants):
         columns = ["variant", "pairs", "mean_CM", "mean_release_score"] + [c for c in analysis.variants.columns
                                                       if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
@@ -638,12 +648,24 @@ def summary_markdown(analysis: Analysis) -> str:
                   markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
     if analysis.combinations is not None and len(analysis.combinations.table):
         lines += ["## Backbone combinations", "",
-                  "Calibrated w and out-of-fold Spearman ρ per (semantic, style) combination on the pairs all of them "
-                  "scored; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
+                  "Calibrated w_std (comparable across combinations), w, and out-of-fold Spearman ρ per (semantic, "
+                  "style) combination on the pairs all of them scored; `paper_w_std`: the paper's w = 0.5 in w_std "
+                  "terms for that combination; `log_sd_*`: the spreads of the log distances over its reference "
+                  "pairs; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
                   "", markdown_table(analysis.combinations.table)]
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
     return "\n".join(lines)
+
+
+def w_std_paragraph(cal: CalibrationResult) -> str:
+    """The report's lines on w_std: its value and interval, and how it converts from w."""
+    if cal.spreads is None:
+        return f"w_std is undefined: {cal.stats.get('w_std_undefined')}."
+    low, high = cal.w_std_ci
+    return (f"As a weight on the log distances standardised over the {cal.spreads_source}: "
+            f"w_std = **{cal.chosen_w_std:.3f}**, 95% interval [{low:.3f}, {high:.3f}] (0.5 = content and style count "
+            f"equally, whatever the backbones). Conversion: {cal.spreads.describe()}.")
 
 
 def write_report(analysis: Analysis, out_dir) -> list[Path]:

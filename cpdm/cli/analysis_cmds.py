@@ -80,8 +80,9 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
     Krippendorff's alpha per question and group; correlations are Spearman,
     Kendall tau-b and Pearson of CM, CM_w, -m_sem and -m_style with the mean
     human score, with bootstrap 95% intervals and a split-half noise ceiling;
-    w is calibrated by cross-validation grouped by anchor. Ratings of flagged
-    raters are left out unless --include-flagged.
+    w is calibrated by cross-validation grouped by anchor and also given as
+    w_std (the scale-free weight), per group and as the artists - lay
+    difference. Ratings of flagged raters are left out unless --include-flagged.
 
     \b
     Example:
@@ -100,8 +101,13 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated w = {cal.chosen_w:g} [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}]: out-of-fold Spearman "
+        click.echo(f"calibrated on {cal.stats.get('rater_group')}: out-of-fold Spearman "
                    f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        for line in cal.weight_lines():
+            click.echo(f"  {line}")
+    for comparison in analysis.group_comparisons:
+        if comparison.question == analysis.options.target:
+            click.echo(comparison.headline())
     for note in analysis.notes:
         click.echo(f"note: {note}")
 
@@ -124,10 +130,13 @@ def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
     correlation with the group's mean rating; cross-validation grouped by
     anchor reports how well that choice generalises, beside the paper's
-    w = 0.5, semantic only (w = 1) and style only (w = 0). The JSON holds w,
+    w = 0.5, semantic only (w = 1) and style only (w = 0). w is also given
+    as w_std, the weight on the log distances standardised by their spread
+    over the reference pairs (0.5 = content and style count equally, for any
+    backbones), with the conversion. The JSON holds w, w_std and the spreads,
     the reference scale x_ref, the backbones, target, group, fit statistics
     with intervals, the numbers of pairs, raters and ratings and a hash of the
-    ratings used; `cpdm score --weights FILE` scores with it.
+    ratings used; `cpdm score --weights FILE` scores with its w.
 
     With --by QUESTION, w is calibrated once per level of the raters'
     answer to a background question of the campaign's protocol (each option;
@@ -162,13 +171,16 @@ def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
         path.unlink(missing_ok=True)
         raise
     row = result.summary.iloc[0]
-    click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
-    click.echo(f"95% interval for w: [{result.w_ci[0]:g}, {result.w_ci[1]:g}] (the whole choice of w, bootstrapped)")
-    click.echo(f"intervals: {result.interval}")
+    click.echo(f"weights written to {path}")
+    for line in result.weight_lines():
+        click.echo(line)
+    click.echo(f"intervals: {result.interval} (for w and w_std: the whole choice of w, bootstrapped)")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
-        click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+        in_std = f" (w_std {baseline['w_std']:.3f})" if baseline["w_std"] == baseline["w_std"] else ""
+        click.echo(f"  {baseline['setting']}{in_std}: {baseline['rho']:.3f} "
+                   f"[{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
 def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: str, out, options) -> None:
@@ -310,7 +322,9 @@ def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     """Fill a campaign with ratings from simulated raters (for demos and trying the analysis).
 
     Simulated raters are marked as such (analyze --exclude-simulated leaves
-    them out). Their answers follow the pairs' metric scores when present,
+    them out). Their answers follow the pairs' metric scores when present
+    (the "copy" answer weighs the log distances standardised over the
+    reference pairs: artists 0.35 on content, lay raters 0.65, as w_std),
     else the variant's known effect, with rater leniency and noise. Running
     it again adds nothing.
 

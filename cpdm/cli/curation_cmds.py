@@ -6,7 +6,6 @@ import json
 
 import click
 
-from cpdm.backbones import DEFAULT_SEMANTIC
 from cpdm.cli.options import (
     cpdm_command,
     echo_notes,
@@ -17,8 +16,8 @@ from cpdm.cli.options import (
     quiet_option,
     workspace_option,
 )
-from cpdm.curation.interrogate import TOP_FLAVORS
-from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
+from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS
+from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
 from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.workspace import PROMPT_ORIGINS
 
@@ -41,35 +40,46 @@ def prompts_cmd():
 @prompts_cmd.command("interrogate")
 @workspace_option
 @click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
-@click.option("--model", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG ranking the terms.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="clip-interrogator 0.6.0's best, fast, classic or negative mode, or cpdm's metadata recipe.")
+@click.option("--clip", "--model", "model", default=DEFAULT_INTERROGATOR_CLIP, show_default=True,
+              help="open_clip MODEL/TAG ranking the terms (the release's interrogator model; not the metric's CLIP).")
 @click.option("--caption-model", default=None,
               help="BLIP caption weights (folder or cached model id); default: Salesforce/blip-image-captioning-large when cached.")
 @click.option("--banks", "banks_dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (default: clip-interrogator's).")
+              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (and negative.txt for "
+                   "--mode negative); default: clip-interrogator's.")
 @click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=TOP_FLAVORS, show_default=True,
-              help="Flavour terms in each prompt.")
+              help="Flavour terms in each prompt of the metadata mode.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def prompts_interrogate_cmd(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
-    """Write a first prompt for each anchor from CLIP-ranked term banks (the paper's recipe).
+def prompts_interrogate_cmd(workspace, anchor_ids, mode, model, caption_model, banks_dir, top_flavors, device,
+                        offline_tiny, quiet):
+    """Write a first prompt for each anchor by CLIP interrogation.
 
-    The prompt reads "{title}, by {artist}, {caption}, {medium}, {movement},
-    {flavours}". Anchors already interrogated with this CLIP model are
-    skipped, so the command can be rerun after an interruption. Each bank's
-    text embeddings are cached in the workspace per CLIP model.
+    The default mode is clip-interrogator's "best", as the CPDM release ran
+    it: a caption, then a chain of 8 to 32 terms from the merged banks, then
+    the best of caption, classic, fast and chained prompts by similarity to
+    the image. "fast", "classic" and "negative" are the package's other
+    modes; "metadata" writes "{title}, by {artist}, {caption}, {medium},
+    {movement}, {flavours}" from the anchor's metadata. Anchors already
+    interrogated with this CLIP model in this mode are skipped, so the
+    command can be rerun after an interruption. Each bank's text embeddings
+    are cached in the workspace per CLIP model.
 
     \b
     Examples:
       cpdm prompts interrogate
+      cpdm prompts interrogate --mode metadata --clip ViT-L-14/openai
       cpdm prompts interrogate --anchors 3,4 --caption-model models/blip-large
     """
     from cpdm.curation.interrogate import interrogate_anchors
 
     ws = open_ws(workspace)
     report = interrogate_anchors(
-        ws, parse_ids(anchor_ids, "--anchors"), model=model, offline_tiny=offline_tiny, device=device,
+        ws, parse_ids(anchor_ids, "--anchors"), mode=mode, model=model, offline_tiny=offline_tiny, device=device,
         caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
     )
     echo_notes(report.notes)
@@ -79,8 +89,18 @@ def prompts_interrogate_cmd(workspace, anchor_ids, model, caption_model, banks_d
 @prompts_cmd.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
-              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
-@click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
+              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment; "
+                   "local: a chat model run here by transformers.")
+@click.option("--model", default=None,
+              help="openai: the model name (default $CPDM_LLM_MODEL); local: a model folder or a cached model id.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (local refiner).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rewrites per source prompt (LLMs sample them; the template has 3 wordings).")
+@click.option("--seed", type=int, default=DEFAULT_SAMPLING_SEED, show_default=True,
+              help="LLM sampling seed when --n > 1: rewrite k uses seed + k.")
+@click.option("--show-instruction", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _param, value: value and (click.echo(INSTRUCTION), ctx.exit()),
+              help="Print the instruction sent to LLM refiners and exit.")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -89,15 +109,17 @@ def prompts_interrogate_cmd(workspace, anchor_ids, model, caption_model, banks_d
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine_cmd(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine_cmd(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
-    or the LLM model). Prompts already refined by the same refiner and model
+    or the LLM model). Rewrites already made by the same refiner and model
     are skipped; LLM answers are cached in the workspace, so a rerun asks
-    nothing twice. An unreachable endpoint or a malformed answer stops the
-    command with an error (prompts refined before it are kept); there is no
-    fallback to the template.
+    nothing twice. An unreachable endpoint, missing local weights or a
+    malformed answer stops the command with an error (prompts refined before
+    it are kept); there is no fallback to the template. With --n K each
+    source prompt gets K rewrites: LLMs sample rewrite k with seed + k (greedy
+    when K is 1), the template uses its k-th wording.
 
     \b
     Environment (openai):
@@ -109,13 +131,15 @@ def prompts_refine_cmd(workspace, refiner, model, prompt_ids, timeout_s, retries
     Examples:
       cpdm prompts refine
       CPDM_LLM_BASE_URL=http://127.0.0.1:8000/v1 cpdm prompts refine --refiner openai --model llama-3.1-8b
+      cpdm prompts refine --refiner local --model models/qwen2.5-1.5b-instruct --device cuda --n 3
+      cpdm prompts refine --show-instruction
     """
     from cpdm.curation.refine import make_refiner, refine_prompts
 
     ws = open_ws(workspace)
     extra = {"timeout_s": timeout_s, "max_retries": retries} if refiner == "openai" else {}
-    chosen = make_refiner(refiner, ws, model=model, **extra)
-    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet)
+    chosen = make_refiner(refiner, ws, model=model, device=device, **extra)
+    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet, n=n, seed=seed)
     click.echo(report.summary())
 
 
@@ -241,6 +265,7 @@ def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, b
     click.echo(report.summary())
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
 COMMANDS = (prompts_cmd, export_dataset_cmd, import_dataset_cmd)

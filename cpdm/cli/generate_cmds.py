@@ -23,6 +23,7 @@ from cpdm.diffusion.settings import (
     PAPER_SEED,
     PAPER_STEPS,
     SCHEDULERS,
+    SEED_MODES,
 )
 
 
@@ -41,6 +42,9 @@ from cpdm.diffusion.settings import (
 @click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
               help="Classifier-free guidance scale.")
 @click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
+@click.option("--seed-mode", type=click.Choice(SEED_MODES), default=SEED_MODES[0], show_default=True,
+              help="per-image: image k from seed + k; release: one generator seeded before each prompt, its images "
+                   "drawn in one batch, as the CPDM release did.")
 @click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
 @click.option("--negative", default=None, help="Negative prompt.")
 @click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
@@ -55,8 +59,8 @@ from cpdm.diffusion.settings import (
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
-             height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
+def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, seed_mode, scheduler,
+             negative, height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
     """Generate images for the prompts with a variant, and make the pairs raters judge.
 
     The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
@@ -64,11 +68,18 @@ def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, 
     Images already made with the same settings are skipped, so a run that
     was stopped (even killed) can be started again.
 
+    Image k of a prompt is drawn from its own generator seeded seed + k (so
+    any image can be made alone); --seed-mode release draws the prompt's
+    images as the CPDM release did, from one generator seeded with the seed
+    before each prompt, in one batch (a partly made prompt is drawn whole
+    again and only its missing images stored; --batch-size does not apply).
+
     \b
     Examples:
       cpdm generate --device cuda
       cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
       cpdm generate --offline-tiny --steps 2 --height 64 --width 64
+      cpdm generate --device cuda --seed-mode release
     """
     from cpdm.generation.batch import run_generation
     from cpdm.diffusion.settings import GenerationSettings
@@ -76,7 +87,8 @@ def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, 
 
     _, protocol = load_protocol_file(protocol_file or default_protocol_path())
     settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-                                  scheduler=scheduler, negative=negative, height=height, width=width)
+                                  scheduler=scheduler, negative=negative, height=height, width=width,
+                                  seed_mode=seed_mode)
     settings.check()
     ws = open_ws(workspace)
     report = run_generation(
@@ -86,6 +98,7 @@ def generate_cmd(workspace, variant, base_model, prompt_ids, per_prompt, steps, 
     )
     echo_notes(report.notes)
     click.echo(report.summary())
+
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).
 COMMANDS = (generate_cmd,)

@@ -13,7 +13,13 @@ leniency and per-answer noise:
   but loses style, ``demo-content-changed`` keeps style but loses content,
   ``demo-unrelated`` loses both;
 * the "copy" answer mixes the two, with artists weighting style more than
-  lay raters do;
+  lay raters do (``COPY_CONTENT_WEIGHT``). On scored pairs a rater weighs
+  the *standardised* log distances, each divided by its spread over the
+  combination's reference pairs (the spreads behind w_std, see
+  :class:`cpdm.metric.LogSpreads`): the answer follows the rank of
+  ``weight·log M_sem/s_sem + (1 − weight)·log M_style/s_style``. So the
+  planted weights are w_std values, the number calibration reports as
+  "how much raters weigh content", and calibration can recover them;
 * attention checks get the expected answer: identical pairs 5, unrelated 1.
 
 Simulated raters rate as people do, through the app's path: each claims its
@@ -30,6 +36,7 @@ import pandas as pd
 
 from cpdm.demo.variants import CONTENT_CHANGED, ORIGINAL, STYLE_ERASED, UNRELATED, VARIANTS
 from cpdm.errors import CpdmError
+from cpdm.metric import LogSpreads, MetricError
 from cpdm.rating.protocol import parse_protocol
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
@@ -40,7 +47,7 @@ VARIANT_CLOSENESS = {
     UNRELATED: (0.2, 0.2),
 }
 UNKNOWN_VARIANT_CLOSENESS = (0.5, 0.5)
-# Weight of content (vs style) in a rater's "copy" judgement, by role.
+# Weight of content (vs style) in a rater's "copy" judgement, by role; on scored pairs a w_std (see above).
 COPY_CONTENT_WEIGHT = {"artist": 0.35, "lay": 0.65}
 LENIENCY_SD = 0.35
 NOISE_SD = 0.6
@@ -68,8 +75,18 @@ def _closeness_rank(values: pd.Series) -> pd.Series:
     return 1 - (ranks - 1) / (len(values.dropna()) - 1)
 
 
-def _campaign_pairs(ws, campaign_id: int) -> pd.DataFrame:
-    """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances."""
+def copy_column(role: str) -> str:
+    """The column of :func:`pair_closeness` that holds a role's closeness on the "copy" question."""
+    return f"copy_{role}"
+
+
+def _campaign_pairs(ws, campaign_id: int) -> tuple[pd.DataFrame, LogSpreads | None]:
+    """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances.
+
+    Also the log spreads the raters standardise by: over that combination's
+    reference pairs; None when nothing is scored or there is no reference
+    set (:func:`pair_closeness` then takes them from the scored pairs).
+    """
     pairs = pd.read_sql_query(
         "SELECT p.id AS pair, p.kind, v.name AS variant FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
         "LEFT JOIN generations g ON g.id = p.generation LEFT JOIN variants v ON v.id = g.variant "
@@ -85,15 +102,38 @@ def _campaign_pairs(ws, campaign_id: int) -> pd.DataFrame:
     if best is None:
         pairs["m_sem"] = np.nan
         pairs["m_style"] = np.nan
-        return pairs
+        return pairs, None
     scores = pd.read_sql_query(
         "SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", ws.conn, params=best
     )
-    return pairs.merge(scores, on="pair", how="left")
+    pairs = pairs.merge(scores, on="pair", how="left")
+    return pairs, _reference_spreads(ws, best)
 
 
-def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Content and style closeness in [0, 1] for each pair (columns pair, kind, variant, m_sem, m_style)."""
+def _reference_spreads(ws, combination: tuple[str, str]) -> LogSpreads | None:
+    """The spreads behind w_std for this combination, over its reference pairs; None without a usable set."""
+    from cpdm.scoring.reader import load_reference_distances
+
+    reference = load_reference_distances(ws, *combination)
+    try:
+        return LogSpreads.of(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy())
+    except MetricError:
+        return None
+
+
+def _standardised_log(distances: pd.Series, spread: float) -> pd.Series:
+    """log distance / spread; a distance of 0 (identical images) is the closest possible, not undefined."""
+    return np.log(np.maximum(distances.to_numpy(dtype=np.float64), np.finfo(np.float64).tiny)) / spread
+
+
+def pair_closeness(pairs: pd.DataFrame, spreads: LogSpreads | None = None) -> pd.DataFrame:
+    """Content, style and each role's copy closeness in [0, 1] per pair (columns pair, kind, variant, m_sem, m_style).
+
+    On scored pairs a role's copy closeness is the closeness rank of its
+    weighted sum of the standardised log distances (``spreads``: None takes
+    them from the scored pairs themselves); elsewhere, its weighted mean of
+    content and style closeness.
+    """
     out = pairs.copy()
     normal = out["kind"] == "normal"
     scored = normal & out["m_sem"].notna() & out["m_style"].notna()
@@ -111,6 +151,18 @@ def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
     style[out["kind"] == "check_unrelated"] = 0.0
     out["content"] = content
     out["style"] = style
+    if spreads is None and scored.sum() >= 2:
+        try:
+            spreads = LogSpreads.of(out.loc[scored, "m_sem"].to_numpy(), out.loc[scored, "m_style"].to_numpy())
+        except MetricError:
+            spreads = None  # the distances do not vary: ranks of content and style are all there is
+    for role, weight in COPY_CONTENT_WEIGHT.items():
+        copy = weight * content + (1 - weight) * style
+        if scored.any() and spreads is not None:
+            standardised = (weight * _standardised_log(out.loc[scored, "m_sem"], spreads.sem)
+                            + (1 - weight) * _standardised_log(out.loc[scored, "m_style"], spreads.style))
+            copy[scored] = _closeness_rank(pd.Series(standardised, index=out.index[scored]))
+        out[copy_column(role)] = copy
     return out
 
 
@@ -146,7 +198,7 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
     if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
         raise CpdmError("simulated ratings need at least one simulated rater")
     questions = _questions(row[0])
-    pairs = pair_closeness(_campaign_pairs(ws, campaign_id))
+    pairs = pair_closeness(*_campaign_pairs(ws, campaign_id))
     if len(pairs) == 0:
         raise CpdmError(f"campaign {campaign_id} has no pairs")
     raters = _simulated_raters(ws, n_artists, n_lay)
@@ -234,13 +286,12 @@ def _answer(pair, role: str, question: str, low: int, high: int, leniency: float
         return high
     if pair.kind == "check_unrelated":
         return low
-    weight = COPY_CONTENT_WEIGHT.get(role, 0.5)
     if question == "content":
         latent = pair.content
     elif question == "style":
         latent = pair.style
     else:
-        latent = weight * pair.content + (1 - weight) * pair.style
+        latent = pair[copy_column(role)]
     return int(to_scale(latent, low, high, leniency, rng.normal(0, NOISE_SD)))
 
 

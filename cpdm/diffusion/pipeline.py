@@ -34,6 +34,8 @@ from cpdm.diffusion.settings import (
     PAPER_GUIDANCE,
     PAPER_SEED,
     PAPER_STEPS,
+    PER_IMAGE_SEEDS,
+    RELEASE_SEEDS,
     SCHEDULERS,
     TINY_BASE,
     uses_tiny_model,
@@ -239,14 +241,19 @@ def generate_images(
     height: int | None = None,
     width: int | None = None,
     negative_prompt: str | None = None,
+    seed_mode: str = PER_IMAGE_SEEDS,
 ) -> list[Image.Image]:
-    """One image per (prompt, seed), in one batch; image i depends only on its prompt, seed and settings.
+    """One image per (prompt, seed), in one batch.
 
-    Each image's starting noise comes from its own torch Generator seeded
-    with its seed, so an image made in a batch can be made again alone (on
-    the CPU bit for bit up to the batch's arithmetic order, which may move a
-    pixel value by one). ``height``/``width`` default to the model's native
-    size and must be multiples of 8, at most ``MAX_SIDE_FACTOR`` times it.
+    Per-image seeds (the default): each image's starting noise comes from its
+    own torch Generator seeded with its seed, so image i depends only on its
+    prompt, seed and settings and can be made again alone (on the CPU bit for
+    bit up to the batch's arithmetic order, which may move a pixel value by
+    one). Release seeds: the batch shares one Generator seeded with the one
+    seed all its images name, and its latents are drawn from it in sequence,
+    image i the i-th, as the CPDM release drew a prompt's images.
+    ``height``/``width`` default to the model's native size and must be
+    multiples of 8, at most ``MAX_SIDE_FACTOR`` times it.
     """
     check_image_size(pipeline, height, width)
     if steps < 1:
@@ -254,7 +261,12 @@ def generate_images(
     if len(prompts) != len(seeds) or not prompts:
         raise CpdmError(f"one seed per prompt is needed, got {len(prompts)} prompts and {len(seeds)} seeds")
     generator_device = "cpu" if pipeline.device.type == "mps" else pipeline.device
-    generators = [torch.Generator(device=generator_device).manual_seed(int(seed)) for seed in seeds]
+    if seed_mode == RELEASE_SEEDS:
+        if len(set(seeds)) != 1:
+            raise CpdmError(f"release seeds draw one batch from one seed, got seeds {sorted(set(seeds))}")
+        generators = torch.Generator(device=generator_device).manual_seed(int(seeds[0]))
+    else:
+        generators = [torch.Generator(device=generator_device).manual_seed(int(seed)) for seed in seeds]
     with torch.inference_mode():
         output = pipeline(
             list(prompts),
@@ -280,6 +292,7 @@ class ImageRequest:
     height: int | None = None
     width: int | None = None
     negative_prompt: str | None = None
+    seed_mode: str = PER_IMAGE_SEEDS
 
 
 @dataclass(frozen=True)
@@ -293,7 +306,7 @@ class EncodedImage:
 def encoded_images(pipeline, request: ImageRequest) -> list[EncodedImage]:
     """Make a request's images and encode each as PNG (the bytes the workspace stores, wherever they were made)."""
     images = generate_images(pipeline, list(request.prompts), list(request.seeds), request.steps, request.guidance,
-                             request.height, request.width, request.negative_prompt)
+                             request.height, request.width, request.negative_prompt, request.seed_mode)
     encoded = [encode_png(image.convert("RGB")) for image in images]
     return [EncodedImage(hashlib.sha256(data).hexdigest(), data) for data in encoded]
 

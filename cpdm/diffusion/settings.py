@@ -28,6 +28,15 @@ PAPER_GUIDANCE = 9.0
 PAPER_SEED = 23
 DEFAULT_SCHEDULER = "ddim"
 
+# How a prompt's images get their starting noise.
+#   per-image (cpdm's default): image k from its own generator seeded seed + k, so any image can be made alone
+#       and a stopped run resumes exactly;
+#   release (the CPDM release's sd_inference_v2_1.py, which calls seed_everything(23) before each prompt): one
+#       generator seeded with the seed before each prompt, the prompt's per_prompt latents drawn from it in one
+#       batch, image k being the k-th of them.
+SEED_MODES = ("per-image", "release")
+PER_IMAGE_SEEDS, RELEASE_SEEDS = SEED_MODES
+
 # Sampler names and the diffusers class each one loads.
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -60,6 +69,11 @@ class GenerationSettings:
     negative: str | None = None
     height: int | None = None
     width: int | None = None
+    seed_mode: str = PER_IMAGE_SEEDS
+
+    def image_seed(self, k: int) -> int:
+        """The seed recorded with a prompt's image k: seed + k per image; the prompt's one seed in release mode."""
+        return self.seed if self.seed_mode == RELEASE_SEEDS else self.seed + k
 
     def check(self) -> None:
         """Refuse settings that cannot make an image, before any model is loaded."""
@@ -69,7 +83,11 @@ class GenerationSettings:
             raise CpdmError(f"--steps must be at least 1, got {self.steps}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise CpdmError(f"--guidance must be a finite number ≥ 0, got {self.guidance}")
-        last_seed = self.seed + self.per_prompt - 1  # image k uses seed + k
+        if self.seed_mode not in SEED_MODES:
+            raise CpdmError(f"--seed-mode must be one of {', '.join(SEED_MODES)}, got {self.seed_mode!r}")
+        last_seed = self.image_seed(self.per_prompt - 1)
+        if self.seed_mode == RELEASE_SEEDS and not 0 <= self.seed <= MAX_SEED:
+            raise CpdmError(f"--seed must be from 0 to {MAX_SEED}, got {self.seed}")
         if self.seed < 0 or last_seed > MAX_SEED:
             raise CpdmError(f"--seed must be from 0 to {MAX_SEED - self.per_prompt + 1} with --per-prompt "
                             f"{self.per_prompt} (image k uses seed + k; the workspace records seeds up to 2^63 - 1), "

@@ -1,7 +1,13 @@
 """Batched, resumable generation for a variant: images stored, generations recorded, pairs made as they land.
 
 For each prompt, image k uses seed ``seed + k``, so any single image can be
-made again alone. A generation is identified by (prompt, variant, seed,
+made again alone. In the release's seed mode (``seed_mode`` "release") a
+prompt's images are drawn as the CPDM release drew them: one generator seeded
+with the seed, the prompt's ``per_prompt`` latents drawn from it in one batch;
+each image records the seed, ``seed_mode`` "release" and its index k in its
+params. Such an image cannot be made alone, so resuming a partly made prompt
+draws the prompt's whole batch again and stores only the missing images (the
+others come out the same). A generation is identified by (prompt, variant, seed,
 steps, guidance, params); what is already in the workspace is skipped, so a
 rerun after a crash (even SIGKILL) makes only what is missing, and so does
 any other caller of :func:`run_generation` with the same settings (the
@@ -43,6 +49,7 @@ from cpdm.diffusion.settings import (  # noqa: F401  (GenerationSettings and the
     BASELINE_VARIANT,
     PAPER_PER_PROMPT,
     PAPER_SD_MODEL,
+    RELEASE_SEEDS,
     TINY_BASE,
     TINY_MARK,
     TOKENIZER_MAX_LENGTH,
@@ -64,18 +71,27 @@ CPU_BATCH = 4
 
 @dataclass(frozen=True)
 class _Item:
-    """One image to make: its prompt, seed and the params that identify it."""
+    """One image to make: its prompt, seed, index among the prompt's images and the params that identify it."""
 
     prompt_id: int
     text: str
     seed: int
     params: dict
+    index: int = 0
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        """How a report names the image: (prompt, seed); (prompt, seed, k) when the prompt's images share a seed."""
+        if self.params.get("seed_mode") == RELEASE_SEEDS:
+            return (self.prompt_id, self.seed, self.index)
+        return (self.prompt_id, self.seed)
 
 
 @dataclass
 class GenerationReport:
     generated: list[int] = field(default_factory=list)  # ids of generations made by this run
-    ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (prompt, seed) -> generation, made now or before
+    # (prompt, seed), or (prompt, seed, k) in release seed mode -> generation, made now or before
+    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
     skipped: int = 0  # images already in the workspace
     pairs: int = 0  # normal pairs this run added
     check_pairs: int = 0  # attention-check pairs this run added
@@ -122,9 +138,14 @@ def generation_params(settings: GenerationSettings, dtype: str, tiny: bool) -> d
 
     ``dtype`` is the weights' precision by name (``float32``); ``tiny``
     marks images of the tiny random pipeline, never mixed with real ones.
+    Release seed mode is recorded as ``seed_mode`` "release" (each image adds
+    its index k); per-image seeds, the default, record nothing more, so
+    images made before seed modes existed keep their identity.
     """
     params = {"scheduler": settings.scheduler, "negative": settings.negative, "height": settings.height,
               "width": settings.width, "dtype": dtype}
+    if settings.seed_mode == RELEASE_SEEDS:
+        params["seed_mode"] = RELEASE_SEEDS
     return {**params, **TINY_MARK} if tiny else params
 
 
@@ -141,18 +162,24 @@ def _plan(tokenizer, prompts, settings: GenerationSettings, base_params: dict, r
                 f"prompt {prompt.id} has {tokens} tokens; the text encoder reads the first {limit}, "
                 "the rest is cut (recorded with its images)"
             )
-        items += [_Item(prompt.id, prompt.text, settings.seed + k, params) for k in range(settings.per_prompt)]
+        items += [_Item(prompt.id, prompt.text, settings.image_seed(k), _image_params(params, settings, k), k)
+                  for k in range(settings.per_prompt)]
     return items
 
 
-def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSettings) -> dict[tuple[int, int], int]:
-    """(prompt, seed) -> generation id of the planned images the workspace already holds."""
+def _image_params(params: dict, settings: GenerationSettings, k: int) -> dict:
+    """Image k's params: the run's, plus k itself in release seed mode (where it, not the seed, tells images apart)."""
+    return {**params, "index": k} if settings.seed_mode == RELEASE_SEEDS else params
+
+
+def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSettings) -> dict[tuple[int, ...], int]:
+    """Item key -> generation id of the planned images the workspace already holds."""
     made = {}
     for item in items:
         key = (item.prompt_id, variant_id, item.seed, settings.steps, settings.guidance, item.params)
         found = find_generation(ws, *key)
         if found is not None:
-            made[(item.prompt_id, item.seed)] = found
+            made[item.key] = found
     return made
 
 
@@ -215,6 +242,8 @@ def run_generation(
     settings.check()
     if executor is not None and pipeline is not None:
         raise CpdmError("give a pipeline or an executor, not both")
+    if executor is not None and settings.seed_mode == RELEASE_SEEDS:
+        raise CpdmError("--seed-mode release generates in this process; run it without Ray")
     torch_device = executor.device if executor is not None else resolve_device(device)
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
     chosen = resolve_variant(ws, variant, base_model, offline_tiny)
@@ -234,7 +263,7 @@ def run_generation(
     if not isinstance(chosen, _NewBaseline):
         report.ids = _made_before(ws, chosen.id, items, settings)
     done = list(report.ids.values())
-    todo = [item for item in items if (item.prompt_id, item.seed) not in report.ids]
+    todo = [item for item in items if item.key not in report.ids]
     if todo and pipeline is None:  # the model loads only when there is something to make
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
@@ -249,7 +278,20 @@ def run_generation(
         report.check_pairs += ensure_check_rate(ws, check_rate)
     size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
     bar = progress_bar(len(todo), f"generating ({chosen.name})", unit="img", enabled=progress)
+
+    def landed(batch: list[_Item], ids: list[int]) -> None:
+        """Record a stored batch in the report and pair it."""
+        report.generated += ids
+        report.ids.update((item.key, made_id) for item, made_id in zip(batch, ids))
+        make_pairs(ws, ids, created=made)
+        report.check_pairs += ensure_check_rate(ws, check_rate)
+        bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
+
     try:
+        if settings.seed_mode == RELEASE_SEEDS:
+            for batch, ids in _release_batches(ws, pipeline, chosen.id, items, todo, settings):
+                landed(batch, ids)
+            return report
         start = 0
         if executor is not None:  # every batch goes out now; the workers make several at once
             pipeline.submit([_request(todo[first : first + size], settings) for first in range(0, len(todo), size)])
@@ -262,12 +304,8 @@ def run_generation(
                     raise CpdmError(f"out of GPU memory at batch size {size}; try a smaller --batch-size or --height/--width") from None
                 size //= 2
                 continue
-            report.generated += ids
-            report.ids.update(((item.prompt_id, item.seed), made_id) for item, made_id in zip(batch, ids))
-            make_pairs(ws, ids, created=made)
-            report.check_pairs += ensure_check_rate(ws, check_rate)
+            landed(batch, ids)
             start += len(batch)
-            bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
     finally:
         bar.close()
         report.pairs = len(made)
@@ -278,15 +316,38 @@ class _OutOfMemory(Exception):
     pass
 
 
+def _release_batches(ws, pipeline, variant_id: int, items: list[_Item], todo: list[_Item],
+                     settings: GenerationSettings):
+    """Release seed mode: each prompt with a missing image drawn whole, in one batch; yields (stored items, ids).
+
+    The batch is all of the prompt's images, since image k's noise is the
+    k-th draw from the prompt's one generator; only the missing ones are
+    stored. It is never split: a batch that runs out of memory is an error.
+    """
+    missing = {item.key for item in todo}
+    for prompt_id in dict.fromkeys(item.prompt_id for item in todo):
+        whole = [item for item in items if item.prompt_id == prompt_id]
+        wanted = [item for item in whole if item.key in missing]
+        try:
+            ids = _generate_batch(ws, pipeline, variant_id, whole, settings, keep=wanted)
+        except _OutOfMemory:
+            raise CpdmError(f"out of GPU memory drawing a prompt's {len(whole)} images in one batch, as --seed-mode "
+                            "release must; try smaller --height/--width") from None
+        yield wanted, ids
+
+
 def _request(batch: list[_Item], settings: GenerationSettings) -> ImageRequest:
     """What the pipeline is asked to make for a batch."""
     return ImageRequest(tuple(item.text for item in batch), tuple(item.seed for item in batch), settings.steps,
-                        settings.guidance, settings.height, settings.width, settings.negative)
+                        settings.guidance, settings.height, settings.width, settings.negative, settings.seed_mode)
 
 
 def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings: GenerationSettings,
-                    remote: bool = False) -> list[int]:
-    """Make (here, or by the workers behind a ``remote`` pipeline), store and record one batch; returns the ids."""
+                    remote: bool = False, keep: list[_Item] | None = None) -> list[int]:
+    """Make (here, or by the workers behind a ``remote`` pipeline), store and record one batch; returns the ids.
+
+    ``keep``: the items of the batch to store (default: all of them).
+    """
     import torch
 
     from cpdm.store.images import store_image_bytes
@@ -299,6 +360,8 @@ def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings:
         raise _OutOfMemory() from None
     rows = []
     for item, image in zip(batch, images):
+        if keep is not None and item not in keep:
+            continue
         if hashlib.sha256(image.png).hexdigest() != image.sha256:  # bytes that travelled from another machine
             raise CpdmError(f"the image of prompt {item.prompt_id} seed {item.seed} arrived damaged (sha256 differs)")
         info = store_image_bytes(ws, image.png, f"generation of prompt {item.prompt_id} seed {item.seed}")

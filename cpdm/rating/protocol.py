@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
+from cpdm.rating.devices import ALL_DEVICES, parse_devices
 from cpdm.rating.questionnaire import BackgroundError, parse_background
 
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -71,6 +72,8 @@ class Protocol:
     timing: Timing
     # Questions about the rater, asked once per campaign after consent (cpdm.rating.questionnaire).
     background: tuple = ()
+    # The devices it may be rated on (cpdm.rating.devices); every one unless the protocol names some.
+    devices: tuple[str, ...] = ALL_DEVICES
 
     def question(self, question_id: str) -> Question:
         for question in self.questions:
@@ -87,7 +90,8 @@ DEFAULT_ATTENTION_CHECKS = {"rate": 0.1, "identical_min": 4, "unrelated_max": 2,
 DEFAULT_TIMING = {"min_seconds": 2.0, "assignment_timeout_minutes": 30}
 
 # The fields a protocol may have, table by table; any other is refused (a misspelt one would change nothing).
-TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing", "background")
+TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing",
+                    "background", "devices")
 QUESTION_FIELDS = ("id", "text", "scale", "low", "high")
 ATTENTION_CHECK_FIELDS = ("rate", "question", "identical_min", "unrelated_max", "max_failures")
 TIMING_FIELDS = ("min_seconds", "assignment_timeout_minutes")
@@ -241,10 +245,19 @@ def parse_protocol(text: str, *, frozen: bool = False) -> Protocol:
         attention_checks=_parse_attention_checks(data, questions),
         timing=_parse_timing(data),
         background=_parse_background(data),
+        devices=_parse_devices(data),
     )
     if not frozen:
         _refuse_unknown_fields(data)
     return protocol
+
+
+def _parse_devices(data: dict) -> tuple[str, ...]:
+    """The devices the protocol may be rated on, refusals as ProtocolError."""
+    try:
+        return parse_devices(data.get("devices"))
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def _parse_background(data: dict) -> tuple:

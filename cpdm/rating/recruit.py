@@ -550,7 +550,7 @@ def _answered(conn, campaign_id: int, rater_id: int) -> int:
     ).fetchone()[0]
 
 
-def next_item_for(ws, rater, now: datetime | None = None):
+def next_item_for(ws, rater, now: datetime | None = None, device: str | None = None):
     """The rater's item: for a recruited rater, from their link's campaign up to their pairs; else :func:`next_item`.
 
     A rater holds at most one pair at a time (a claim returns the held one),
@@ -564,9 +564,13 @@ def next_item_for(ws, rater, now: datetime | None = None):
 
     recruitment = recruitment_of(ws.conn, rater.id)
     if recruitment is None:
-        return next_item(ws, rater, now)
+        return next_item(ws, rater, now, device)
     if recruitment.finished_at is not None:
         return None
+    from cpdm.rating.assignment import campaign_allows_device
+
+    if not campaign_allows_device(ws.conn, recruitment.campaign, device):
+        return None  # not finished: the rater comes back on a device the campaign allows
     now = now or utc_now()
     campaign_open = ws.conn.execute("SELECT status = 'open' FROM campaigns WHERE id = ?",
                                     (recruitment.campaign,)).fetchone()[0]

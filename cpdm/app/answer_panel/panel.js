@@ -20,6 +20,7 @@ const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
 const teardowns = new WeakMap(); // the element a panel is drawn in -> that panel's teardown
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
 const FLASH_MS = 450;
+const TOUCH_ONLY = "(hover: none) and (pointer: coarse)"; // the same query panel.css hides the key hints under
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -114,8 +115,11 @@ export default function (component) {
     overlayImage.src = image.url;
     overlayImage.alt = image.label;
     overlay.dataset.image = image.key;
-    overlayCaption.textContent = `${image.label} · Esc or click to close · ` +
-      data.images.map((i) => `${i.shortcut.toUpperCase()}: ${i.label}`).join(" · ");
+    // On a touch screen there are no keys to name; the browser's own pinch-zoom enlarges further.
+    overlayCaption.textContent = window.matchMedia(TOUCH_ONLY).matches
+      ? `${image.label} · pinch to zoom · tap to close`
+      : `${image.label} · Esc or click to close · ` +
+        data.images.map((i) => `${i.shortcut.toUpperCase()}: ${i.label}`).join(" · ");
     overlay.hidden = false;
   }
 

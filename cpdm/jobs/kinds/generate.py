@@ -10,7 +10,7 @@ from cpdm.jobs.registry import parameterised_kind
 def _generate_parameters() -> list[Parameter]:
     from cpdm.diffusion.settings import (
         BASELINE_VARIANT, DEFAULT_SCHEDULER, DTYPES, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SD_MODEL, PAPER_SEED,
-        PAPER_STEPS, SCHEDULERS,
+        PAPER_STEPS, SCHEDULERS, SEED_MODES,
     )
 
     return [
@@ -21,6 +21,9 @@ def _generate_parameters() -> list[Parameter]:
         Parameter("steps", "int", PAPER_STEPS, "sampling steps", minimum=1),
         Parameter("guidance", "float", PAPER_GUIDANCE, "classifier-free guidance scale", minimum=0),
         Parameter("seed", "int", PAPER_SEED, "seed of each prompt's first image", minimum=0),
+        Parameter("seed_mode", "str", SEED_MODES[0],
+                  "per-image: image k from seed + k; release: one generator per prompt, as the CPDM release",
+                  choices=SEED_MODES),
         Parameter("scheduler", "str", DEFAULT_SCHEDULER, "sampler", choices=tuple(SCHEDULERS)),
         Parameter("negative", "str", None, "negative prompt"),
         Parameter("height", "int", None, "image height, a multiple of 8 (default: the model's)"),
@@ -40,7 +43,7 @@ def _generation_settings(params: dict):
 
     return GenerationSettings(per_prompt=params["per_prompt"], steps=params["steps"], guidance=params["guidance"],
                               seed=params["seed"], scheduler=params["scheduler"], negative=params["negative"],
-                              height=params["height"], width=params["width"])
+                              height=params["height"], width=params["width"], seed_mode=params["seed_mode"])
 
 
 def _check_rate(protocol_file: str | None) -> float:
