@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.devices import resolve_device  # noqa: E402
+from cpdm.compute_device import resolve_device  # noqa: E402
 from cpdm.diffusion.architectures import SD15, random_sd_pipeline  # noqa: E402
 from cpdm.diffusion.pipeline import generate_images  # noqa: E402
 from cpdm.diffusion.tiny import tiny_sd_pipeline  # noqa: E402

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from cpdm.backbones import BackboneError, backbone_key, load_semantic, load_style
-from cpdm.devices import DeviceError, resolve_device
+from cpdm.compute_device import DeviceError, resolve_device
 from cpdm.backbones.clip import find_cached_checkpoint
 from cpdm.backbones.vision import VGG19_LAYOUT, VGG19_STYLE_LAYERS
 from cpdm.errors import CpdmError, MissingWeightsError

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from cpdm.backbones import BackboneError, backbone_key, check_mode
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cpdm.backbones import BackboneError, backbone_key, check_mode, torch_hub_checkpoint_dir
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
 

@@ -19,7 +19,7 @@ import torch
 from torchvision import transforms
 
 from cpdm.backbones import BackboneError, backbone_key, check_mode
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone, seeded
 from cpdm.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from cpdm.errors import MissingWeightsError

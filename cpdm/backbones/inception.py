@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from cpdm.backbones import BackboneError, backbone_key, check_mode, torch_hub_checkpoint_dir
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import seeded
 from cpdm.backbones.vision import StyleBackbone, finish, load_torch_checkpoint
 

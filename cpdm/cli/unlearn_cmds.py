@@ -244,7 +244,7 @@ def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, 
       cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
     """
     from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
-    from cpdm.devices import check_device
+    from cpdm.compute_device import check_device
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,

@@ -41,7 +41,7 @@ from cpdm.store.rows import (
     make_check_pairs,
     make_pairs,
 )
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.errors import CpdmError
 from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD

@@ -50,7 +50,7 @@ from cpdm.backbones import (
     check_style_name,
     load_backbone,
 )
-from cpdm.devices import resolve_device
+from cpdm.compute_device import resolve_device
 from cpdm.progress import progress_bar
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features

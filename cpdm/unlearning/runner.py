@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from cpdm import __version__
-from cpdm.devices import check_device
+from cpdm.compute_device import check_device
 from cpdm.errors import CpdmError
 from cpdm.progress import JobCancelled
 from cpdm.unlearning import (

@@ -49,7 +49,7 @@ def report_path(ws, variant: str) -> Path:
 def _run_report(ws, params: dict, context) -> dict:
     """``cpdm unlearning report``: CM on the target concept and on the retain set, written as CSV."""
     from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
-    from cpdm.devices import check_device
+    from cpdm.compute_device import check_device
 
     settings = ReportSettings(seeds=tuple(params["seeds"]), steps=params["steps"], guidance=params["guidance"],
                               size=params["size"], max_prompts=params["max_prompts"],
