@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cpdm.rating.auth import create_rater
-from cpdm.rating.devices import device_of, device_refused
+from cpdm.rating.devices import device_of
+from cpdm.rating.recruit import device_refused
 from cpdm.rating.protocol import ProtocolError, parse_protocol
 from cpdm.rating.recruit import next_item_for
 from tests.rating_fixtures import default_protocol_text, make_world

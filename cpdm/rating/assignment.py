@@ -316,7 +316,7 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
         return claim_in(conn, campaign_id, rater, now)
 
 
-def _oldest_held(conn, rater_id: int) -> tuple | None:
+def oldest_held(conn, rater_id: int) -> tuple | None:
     """The rater's oldest current assignment in an open campaign, as an item row (see :func:`_row_item`)."""
     return conn.execute(
         _HELD_ITEM + "JOIN campaigns c ON c.id = a.campaign AND c.status = 'open' "
@@ -339,7 +339,7 @@ def next_item_in(conn, rater, now: datetime, device: str | None = None) -> Item 
     """:func:`next_item` inside the caller's write transaction (see :func:`write_transaction`)."""
     if rater.role not in RATING_ROLES:
         return None
-    held = _oldest_held(conn, rater.id)
+    held = oldest_held(conn, rater.id)
     if held is not None and not campaign_allows_device(conn, held[0], device):
         return None  # kept for a device it may be rated on; a rater holds one pair at a time, so none other
     campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")
@@ -363,7 +363,7 @@ def next_item(ws, rater, now: datetime | None = None, device: str | None = None)
     if rater.role not in RATING_ROLES:
         return None
     now = now or utc_now()
-    held = _oldest_held(ws.conn, rater.id)
+    held = oldest_held(ws.conn, rater.id)
     if held is not None and held[6] > format_time(now) and campaign_allows_device(ws.conn, held[0], device):
         return _row_item(held)
     with write_transaction(ws) as conn:

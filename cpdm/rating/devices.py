@@ -3,7 +3,7 @@
 A protocol may ask for desktop only (``devices = ["desktop"]``): judging fine
 detail on a phone's small screen is not the same task as on a monitor. The
 device is read from the browser's User-Agent header, checked on the server
-before any pair is assigned, so a phone visitor to such a campaign is told
+before any pair is assigned (:func:`cpdm.rating.recruit.device_refused`), so a phone visitor to such a campaign is told
 so and holds nothing. The rule is the one browsers themselves follow for
 "mobile" sites: "Mobile" (iPhone, Android phones, and iPads that announce
 themselves so), "Android" (phones and tablets) or "iPhone" in the header.
@@ -39,24 +39,3 @@ def parse_devices(value, field: str = "devices") -> tuple[str, ...]:
 def allows(devices: tuple[str, ...], device: str) -> bool:
     """Whether a protocol with these ``devices`` may be rated on ``device``."""
     return device in devices
-
-
-def device_refused(ws, rater, device: str) -> bool:
-    """Whether the rater's study asks for another device than ``device``, so nothing may be assigned on it.
-
-    So it is when the pair the rater holds, the campaign of the link they
-    joined by, or every open campaign is in a protocol that does not allow the
-    device. Checked before assignment: the rater is told, and holds nothing new.
-    """
-    from cpdm.rating.assignment import _oldest_held, campaign_allows_device
-    from cpdm.rating.recruit import recruitment_of
-
-    conn = ws.conn
-    held = _oldest_held(conn, rater.id)
-    if held is not None:
-        return not campaign_allows_device(conn, held[0], device)
-    recruitment = recruitment_of(conn, rater.id)
-    if recruitment is not None:
-        return recruitment.finished_at is None and not campaign_allows_device(conn, recruitment.campaign, device)
-    open_campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open'")]
-    return bool(open_campaigns) and not any(campaign_allows_device(conn, c, device) for c in open_campaigns)
