@@ -10,7 +10,7 @@ import streamlit as st
 
 from cpdm.app.answer_panel.widget import show_pair
 from cpdm.rating.devices import device_of
-from cpdm.rating.recruit import finished_recruitment, next_item_for
+from cpdm.rating.recruit import device_refused, finished_recruitment, next_item_for
 from cpdm.rating.submit import rater_overall_progress
 from cpdm.app.participant_ui import show_study_end
 from cpdm.app.ui import require_rater
