@@ -39,7 +39,7 @@ from cpdm.rating import recruit
 from cpdm.rating.background import background_due
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
-from cpdm.ui import TOKEN_KEY, WORKSPACE_KEY, sign_in
+from cpdm.app.ui import TOKEN_KEY, WORKSPACE_KEY, sign_in
 
 st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
 

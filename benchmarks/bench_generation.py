@@ -1,4 +1,4 @@
-"""Generation speed: images/s of ``cpdm.generation.pipeline.generate_images`` at several batch sizes.
+"""Generation speed: images/s of ``cpdm.diffusion.pipeline.generate_images`` at several batch sizes.
 
 Three settings:
 
@@ -35,9 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.backbones import resolve_device  # noqa: E402
-from cpdm.generation.architectures import SD15, random_sd_pipeline  # noqa: E402
-from cpdm.generation.pipeline import generate_images, tiny_sd_pipeline  # noqa: E402
+from cpdm.compute_device import resolve_device  # noqa: E402
+from cpdm.diffusion.architectures import SD15, random_sd_pipeline  # noqa: E402
+from cpdm.diffusion.pipeline import generate_images  # noqa: E402
+from cpdm.diffusion.tiny import tiny_sd_pipeline  # noqa: E402
 
 PROMPT = "water lilies on a pond, by Claude Monet, oil on canvas, impressionism"
 

@@ -65,7 +65,7 @@ from cpdm import metric  # noqa: E402
 from cpdm.backbones import DEFAULT_STYLE, REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
 from cpdm.scoring.features import FeatureExtractor  # noqa: E402
 from cpdm.store.images import load_image, store_pil_image  # noqa: E402
-from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
+from cpdm.scoring.precision import FP32, SCORING_PRECISIONS, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
 from cpdm.scoring.reader import load_scores  # noqa: E402
 from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
@@ -114,9 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unnamed:
         parser.error(f"no registered backbone named {', '.join(sorted(unnamed))} "
                      f"(registered: {', '.join(entry.name for entry in REGISTRY)})")
-    unknown = set(args.precisions) - set(PRECISION_CHOICES)
+    unknown = set(args.precisions) - set(SCORING_PRECISIONS)
     if unknown or "auto" not in args.precisions:
-        parser.error(f"--precisions takes {', '.join(PRECISION_CHOICES)} and must include auto (the target's)")
+        parser.error(f"--precisions takes {', '.join(SCORING_PRECISIONS)} and must include auto (the target's)")
     return args
 
 

@@ -55,7 +55,7 @@ def run_one_tiny(method_name: str, quick: bool) -> dict:
     """Run one method on the tiny pipeline in this process; return its figures."""
     import torch
 
-    from cpdm.generation.pipeline import tiny_sd_pipeline
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
 
@@ -138,7 +138,7 @@ def full_size(device: str, iterations: int) -> dict:
 
     import torch
 
-    from cpdm.generation.architectures import SD15, random_sd_pipeline
+    from cpdm.diffusion.architectures import SD15, random_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
 

@@ -69,7 +69,7 @@ PARTS = (
 )
 # Modules every part needs, imported once before the parts' processes are forked (each then starts with them).
 PRELOAD = ("torch", "diffusers", "transformers", "open_clip", "pytorch_fid.inception", "cpdm.scoring.engine",
-           "cpdm.generation.pipeline", "cpdm.unlearning.runner", "cpdm.jobs.kinds", "benchmarks.gpu.scoring",
+           "cpdm.diffusion.pipeline", "cpdm.unlearning.runner", "cpdm.jobs.kinds", "benchmarks.gpu.scoring",
            "benchmarks.gpu.generation", "benchmarks.gpu.unlearning", "benchmarks.gpu.end_to_end")
 
 

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from cpdm.errors import CpdmError
-from cpdm.participant_ui import background_input
+from cpdm.app.participant_ui import background_input
 from cpdm.rating.background import background_due, next_step, save_step, stored_answers
-from cpdm.ui import require_rater
+from cpdm.app.ui import require_rater
 
 ws, rater = require_rater()
 campaign = background_due(ws, rater)

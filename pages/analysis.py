@@ -5,7 +5,7 @@ from dataclasses import astuple
 import streamlit as st
 
 from cpdm.analysis.combinations import describe_combination
-from cpdm.analysis.report import (
+from cpdm.analysis.campaign_report import (
     RELEASE_SCORE_NOTE,
     AnalysisOptions,
     campaign_fingerprint,
@@ -15,7 +15,7 @@ from cpdm.analysis.report import (
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import latest_rated_campaign_id
-from cpdm.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
+from cpdm.app.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
 ws, rater = require_researcher()
 

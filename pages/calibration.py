@@ -7,7 +7,7 @@ import streamlit as st
 
 from cpdm.analysis.by_answer import calibrate_by, splittable_questions
 from cpdm.analysis.plots import calibration_figure, figure_png, group_curves_figure
-from cpdm.analysis.report import (
+from cpdm.analysis.campaign_report import (
     DEFAULT_TARGET,
     AnalysisOptions,
     calibrate_campaign,
@@ -21,7 +21,7 @@ from cpdm.analysis.report import (
 from cpdm.errors import CpdmError
 from cpdm.rating.background import answers_fingerprint
 from cpdm.rating.campaigns import latest_rated_campaign_id
-from cpdm.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
+from cpdm.app.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
 ws, rater = require_researcher()
 

@@ -14,7 +14,7 @@ from cpdm.errors import CpdmError
 from cpdm.rating.protocol import list_protocol_files, load_protocol_file, parse_protocol
 from cpdm.store.time import utc_now
 from cpdm.store.workspace import open_workspace
-from cpdm.ui import plain, require_researcher
+from cpdm.app.ui import plain, require_researcher
 
 ws, rater = require_researcher()
 

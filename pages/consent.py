@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from cpdm.participant_ui import instructions_and_consent
+from cpdm.app.participant_ui import instructions_and_consent
 from cpdm.rating.auth import record_consent
 from cpdm.rating.submit import protocol_for_rater
-from cpdm.ui import plain, require_rater
+from cpdm.app.ui import plain, require_rater
 
 ws, rater = require_rater()
 protocol = protocol_for_rater(ws, rater)

@@ -4,7 +4,7 @@ The page never runs a job: it writes to the queue, and ``cpdm worker``
 processes (one per GPU) claim and run the jobs. The list of jobs refreshes
 itself every few seconds in a fragment, so the forms keep what was typed;
 each refresh and each Cancel or Retry passes the auth gate first, so a revoked
-researcher's open page stops at its next refresh (``cpdm.ui.gated_fragment``).
+researcher's open page stops at its next refresh (``cpdm.app.ui.gated_fragment``).
 """
 
 import streamlit as st
@@ -12,11 +12,11 @@ import streamlit as st
 from cpdm.curation.anchors import list_anchors
 from cpdm.curation.prompts import prompt_rows
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import BASELINE_VARIANT
+from cpdm.diffusion.settings import BASELINE_VARIANT
 from cpdm.jobs import forms, queue
 from cpdm.rating.campaigns import list_campaigns
 from cpdm.store.rows import list_variants
-from cpdm.ui import gated_callback, gated_fragment, plain, require_researcher
+from cpdm.app.ui import gated_callback, gated_fragment, plain, require_researcher
 from cpdm.unlearning import REGISTRY as UNLEARNING_METHODS
 
 ws, rater = require_researcher()

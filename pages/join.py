@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from cpdm.participant_ui import instructions_and_consent
+from cpdm.app.participant_ui import instructions_and_consent
 from cpdm.rating.campaigns import get_campaign
 from cpdm.rating.devices import device_of
 from cpdm.rating.recruit import admit

@@ -3,18 +3,18 @@
 Everything a rater has submitted lives in the database; the page is rebuilt
 from it on every run, so a refresh or a visit days later resumes at the
 same pair. The answers to the pair on screen live in the browser until
-they are submitted, all at once (see ``cpdm.answer_panel``).
+they are submitted, all at once (see ``cpdm.app.answer_panel``).
 """
 
 import streamlit as st
 
-from cpdm.answer_panel.widget import show_pair
+from cpdm.app.answer_panel.widget import show_pair
 from cpdm.rating.device_gate import device_refused
 from cpdm.rating.devices import device_of
 from cpdm.rating.recruit import finished_recruitment, next_item_for
 from cpdm.rating.submit import rater_overall_progress
-from cpdm.participant_ui import show_study_end
-from cpdm.ui import require_rater
+from cpdm.app.participant_ui import show_study_end
+from cpdm.app.ui import require_rater
 
 ws, rater = require_rater()
 

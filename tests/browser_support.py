@@ -35,7 +35,8 @@ class Server:
 @contextmanager
 def app_server(workspace_root: Path):
     """Serve the app over the workspace on a free loopback port, as ``cpdm serve`` does; stop it when the block ends."""
-    from cpdm.serve import free_port, start_app, stop_app, wait_until_ready
+    from cpdm.app.serve import start_app, stop_app, wait_until_ready
+    from cpdm.testing import free_port
 
     log = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe that fills up would stall the server
     server = start_app(workspace_root, host="127.0.0.1", port=free_port(), stdout=log)

@@ -12,7 +12,7 @@ import json
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
-from cpdm.answer_panel import read_panel_message
+from cpdm.app.answer_panel import read_panel_message
 
 PANEL_EVENT = "submit"
 

@@ -67,7 +67,7 @@ def _crash_before_checkpoint(step: int) -> None:
 
 def install_crash_switch() -> None:
     """Wrap ``generate_images`` and ``save_checkpoint`` in this worker so that armed switches kill it."""
-    from cpdm.generation import pipeline
+    from cpdm.diffusion import pipeline
     from cpdm.unlearning import base
 
     original_generate = pipeline.generate_images

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.jobs import queue
 from cpdm.rating.assignment import next_item
 from cpdm.rating.auth import create_rater, rater_for_token, revoke_rater

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, run_analysis
+from cpdm.analysis.campaign_report import AnalysisOptions, calibrate_campaign, run_analysis
 from cpdm.cli import cli
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.demo.variants import UNRELATED
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cpdm.analysis.report import RELEASE_SCORE_NOTE
+from cpdm.analysis.campaign_report import RELEASE_SCORE_NOTE
 from cpdm.rating.auth import create_rater
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 

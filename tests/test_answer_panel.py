@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from cpdm.answer_panel import (
+from cpdm.app.answer_panel import (
     PanelImage,
     handle_event,
     nonce_for,
@@ -15,7 +15,7 @@ from cpdm.answer_panel import (
     parse_event,
     read_panel_message,
 )
-from cpdm.answer_panel.model import ALREADY_SAVED, Notice, stored_image
+from cpdm.app.answer_panel.model import ALREADY_SAVED, Notice, stored_image
 from cpdm.rating.assignment import next_item, protocol_for
 from cpdm.rating.auth import create_rater
 from cpdm.errors import CpdmError

@@ -129,7 +129,7 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
 
 
 def test_a_submit_that_comes_with_a_new_sessions_first_run_is_saved(ws, world, monkeypatch):
-    from cpdm.serve import APP_ENV, entry_script
+    from cpdm.app.serve import APP_ENV, entry_script
 
     rater, token = create_rater(ws, "ann", "artist")
     at = consent(open_app(token))

@@ -1,4 +1,4 @@
-"""The app's one auth gate (``cpdm.ui``) on the paths that do not start in ``app.py``, through AppTest."""
+"""The app's one auth gate (``cpdm.app.ui``) on the paths that do not start in ``app.py``, through AppTest."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def page_keeping_a_download():
     """A page that keeps the data callable of a download button made on demand, as Streamlit keeps it."""
     import streamlit as st
 
-    from cpdm.ui import on_demand
+    from cpdm.app.ui import on_demand
 
     st.session_state["make_download"] = on_demand(lambda: b"the plot's bytes")
 

@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm.generation import pipeline as diffusion
-from cpdm.generation.pipeline import (
-    DEFAULT_SD_MODEL,
-    generate,
-    load_sd_pipeline,
-    tiny_clip_tokenizer,
-    tiny_sd_pipeline,
-    tiny_tokenizer_vocab,
-    write_tiny_tokenizer_files,
-)
+from cpdm.diffusion import pipeline as diffusion
+from cpdm.diffusion.pipeline import DEFAULT_SD_MODEL, generate, load_sd_pipeline
+from cpdm.diffusion.tiny import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_tokenizer_vocab, write_tiny_tokenizer_files
 from cpdm.errors import CpdmError, MissingWeightsError
 
 PROMPT = "a painting of water lilies in the style of claude monet"

@@ -44,20 +44,20 @@ class RestartableApp:
     """The app on a port of its own, which it can be stopped and started on again (a server restart)."""
 
     def __init__(self, workspace_root):
-        from cpdm.serve import free_port
+        from cpdm.testing import free_port
 
         self.root, self.port = workspace_root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = None
 
     def start(self) -> None:
-        from cpdm.serve import start_app, wait_until_ready
+        from cpdm.app.serve import start_app, wait_until_ready
 
         self.server = start_app(self.root, host="127.0.0.1", port=self.port, stdout=subprocess.DEVNULL)
         wait_until_ready(self.server, timeout=STARTUP_TIMEOUT_S)
 
     def stop(self) -> None:
-        from cpdm.serve import stop_app
+        from cpdm.app.serve import stop_app
 
         if self.server is not None:
             stop_app(self.server)

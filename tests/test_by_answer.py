@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from cpdm.analysis.by_answer import BY_COLUMNS, calibrate_by
-from cpdm.analysis.report import AnalysisOptions
+from cpdm.analysis.campaign_report import AnalysisOptions
 from cpdm.cli import cli
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.errors import CpdmError
 from cpdm.rating.background import save_step
 

@@ -64,13 +64,14 @@ def test_the_group_comparison_shows_each_estimate_with_its_interval_in_one_cell(
 @pytest.mark.browser
 @pytest.mark.slow
 def test_no_button_label_is_cut_off_and_no_table_is_wider_than_the_calibration_page(ws):
-    from cpdm import serve
-    from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+    from cpdm.app import serve
+    from cpdm.demo.simulate import add_simulated_ratings
+    from cpdm.testing import create_synthetic_campaign, free_port
 
     campaign = create_synthetic_campaign(ws, "study", n_anchors=8, reference=True, seed=4)
     add_simulated_ratings(ws, campaign, seed=2)
     _, token = create_rater(ws, "Res", "researcher")
-    with open(ws.root / "app.log", "wb") as log, serve.running_app(ws.root, port=serve.free_port(), stdout=log) as server:
+    with open(ws.root / "app.log", "wb") as log, serve.running_app(ws.root, port=free_port(), stdout=log) as server:
         with chromium_page(1280, 720) as page:
             page.goto(f"{server.url}/calibration?token={token}")
             page.get_by_role("button", name="Record in workspace").wait_for(timeout=120_000)

@@ -101,7 +101,7 @@ def test_an_interrupted_or_aborted_command_exits_with_its_status_and_one_line(mo
     def stopped(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr("cpdm.cli.open_workspace", stopped)
+    monkeypatch.setattr("cpdm.cli.options.open_workspace", stopped)
     with pytest.raises(SystemExit) as exit_info:
         main(["info", "--workspace", str(tmp_path)])
     assert exit_info.value.code == status

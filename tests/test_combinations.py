@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from cpdm.analysis.combinations import paper_combination, plain_name
-from cpdm.analysis.report import AnalysisOptions, compare_campaign_combinations, run_analysis
+from cpdm.analysis.campaign_report import AnalysisOptions, compare_campaign_combinations, run_analysis
 from cpdm.cli import cli
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.scoring.reader import load_reference_distances
 from cpdm.scoring.reference import store_reference_set
 

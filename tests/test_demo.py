@@ -203,7 +203,7 @@ PLANTED_TOLERANCE = 0.1
 
 def test_the_demo_calibration_recovers_the_planted_weights(demo_ws):
     """Simulated artists weigh standardised content 0.35, lay raters 0.65: calibration finds both, in that order."""
-    from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, campaign_group_comparisons, plan_campaign
+    from cpdm.analysis.campaign_report import AnalysisOptions, calibrate_campaign, campaign_group_comparisons, plan_campaign
     from cpdm.demo.simulate import COPY_CONTENT_WEIGHT
 
     planted = {"artists": COPY_CONTENT_WEIGHT["artist"], "lay": COPY_CONTENT_WEIGHT["lay"]}

@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cpdm import serve
+from cpdm.app import serve
+from cpdm.testing import free_port
 from cpdm.rating.auth import record_consent, rater_for_token
 from cpdm.rating.background import background_due
 from cpdm.demo.build import build_demo, demo_links
@@ -52,7 +53,7 @@ def _token(name: str) -> str:
 @contextmanager
 def cpdm_serve(workspace: Path, log: Path):
     """`cpdm serve` in a child process on a free port; yields the base URL once the app answers, stops it after."""
-    port = serve.free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CPDM_WORKSPACE", None)
     command = [sys.executable, "-c", "from cpdm.cli import main; main()", "serve", "--port", str(port),

@@ -21,7 +21,8 @@ from cpdm.curation.prompts import add_manual_prompt
 from cpdm.store.rows import MAX_SEED, add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
-from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
+from cpdm.diffusion.pipeline import generate_images, variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors
 
@@ -112,7 +113,7 @@ def test_the_tokenizer_of_a_model_folder_is_read_without_the_model(pipeline, tmp
     import types
 
     from cpdm.errors import MissingWeightsError
-    from cpdm.generation.pipeline import variant_tokenizer
+    from cpdm.diffusion.pipeline import variant_tokenizer
 
     pipeline.save_pretrained(tmp_path / "sd")
     tokenizer = variant_tokenizer(types.SimpleNamespace(base_model=str(tmp_path / "sd")))
@@ -258,7 +259,7 @@ class OutOfMemoryAbove:
     """
 
     def __init__(self, most: int):
-        from cpdm.generation.pipeline import tiny_clip_tokenizer
+        from cpdm.diffusion.tiny import tiny_clip_tokenizer
 
         self.most = most
         self.tokenizer = tiny_clip_tokenizer()  # generation counts each prompt's tokens with it
@@ -332,10 +333,10 @@ def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_varia
     baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
     pipe = variant_pipeline(baseline, scheduler="euler")
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
-    from cpdm.unlearning import apply
+    from cpdm.diffusion import pipeline
 
     applied = []
-    monkeypatch.setattr(apply, "apply_variant",
+    monkeypatch.setattr(pipeline, "apply_variant",
                         lambda pipeline, variant, root, base_model: applied.append((variant.method, root, base_model))
                         or "edited")
     variant_pipeline(baseline)

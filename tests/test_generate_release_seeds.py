@@ -11,7 +11,7 @@ import torch
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, run_generation
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors
 

@@ -184,7 +184,7 @@ def test_a_rerun_of_some_parts_replaces_them_in_the_days_file_and_keeps_the_othe
 
 def test_the_architectures_have_the_released_models_parameter_counts():
     """Built on the meta device (no memory, no time): each part's count is that of the released checkpoint."""
-    from cpdm.generation.architectures import SD15, SD21, random_sd_pipeline
+    from cpdm.diffusion.architectures import SD15, SD21, random_sd_pipeline
 
     counts = {}
     for sd in (SD15, SD21):
@@ -197,8 +197,8 @@ def test_the_architectures_have_the_released_models_parameter_counts():
 
 
 def test_a_shrunk_architecture_keeps_the_layout_and_generates():
-    from cpdm.generation.architectures import SD21, random_sd_pipeline
-    from cpdm.generation.pipeline import generate_images
+    from cpdm.diffusion.architectures import SD21, random_sd_pipeline
+    from cpdm.diffusion.pipeline import generate_images
 
     shrunk = SD21.shrunk()
     assert shrunk.unet["down_block_types"] == SD21.unet["down_block_types"]

@@ -15,13 +15,14 @@ from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, generation_params
 from cpdm.jobs import queue
-from cpdm.jobs.context import JobCancelled, JobContext
-from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
-from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
+from cpdm.progress import JobCancelled, JobContext
+from cpdm.jobs.parameters import HYPERPARAMETERS
+from cpdm.jobs.registry import kind_parameters
+from cpdm.jobs.chain import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
 from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
-from cpdm.unlearning.artifacts import variant_dir
+from cpdm.diffusion.artifacts import variant_dir
 from tests.curation_support import add_anchors, write_banks
 
 TINY_IMAGES = {"per_prompt": 2, "steps": 2, "height": 32, "width": 32, "offline_tiny": True}
@@ -216,7 +217,8 @@ def test_interrogate_and_refine_jobs_write_the_prompts_their_commands_write(ws, 
 
 
 def test_analyze_job_writes_the_report_the_command_writes(ws, twin, runner, tmp_path):
-    from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+    from cpdm.demo.simulate import add_simulated_ratings
+    from cpdm.testing import create_synthetic_campaign
 
     for workspace in (ws, twin):
         campaign = create_synthetic_campaign(workspace, "study", n_anchors=10, reference=True, seed=2)
@@ -366,9 +368,9 @@ def test_kinds_that_want_a_gpu_queue_for_cuda_unless_told_otherwise(ws, tmp_path
 def test_the_kinds_and_the_pipeline_load_no_torch():
     from tests.test_import_boundaries import imported_modules
 
-    loaded = imported_modules("import cpdm.jobs.kinds, cpdm.jobs.pipeline, cpdm.cli.pipeline_cmds; "
-                              "cpdm.jobs.kinds.kind_parameters('generate'); "
-                              "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
+    loaded = imported_modules("import cpdm.jobs.registry, cpdm.jobs.chain, cpdm.cli.chain_cmds; "
+                              "cpdm.jobs.registry.kind_parameters('generate'); "
+                              "cpdm.jobs.registry.kind_parameters('unlearn', 'sld'); "
                               "from cpdm.jobs.registry import get_kind; "
                               "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', "
                               "'concepts': 'A', 'hyperparameters': {'lamb': '0.25'}})")

@@ -244,7 +244,7 @@ def test_the_page_is_in_the_researcher_menu(ws, monkeypatch):
 
 
 def test_two_variants_whose_names_sanitise_alike_queued_on_the_page_keep_their_own_artifacts(ws):
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
     from cpdm.store.rows import get_variant
 
     anchors = demo.add_anchors(ws, seed=0)

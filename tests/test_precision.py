@@ -222,4 +222,4 @@ def test_auto_does_not_probe_on_the_cpu(tmp_path, tiny_backbones, monkeypatch):
 
 def test_cli_offers_exactly_the_library_choices():
     option = next(param for param in cli.commands["score"].params if param.name == "precision")
-    assert tuple(option.type.choices) == precision.PRECISION_CHOICES
+    assert tuple(option.type.choices) == precision.SCORING_PRECISIONS

@@ -139,7 +139,7 @@ def test_an_unlearned_variant_generates_the_same_images_through_ray(local_ray, p
 def copy_variant(variant, source, target) -> None:
     """Register ``variant`` in ``target`` with a copy of its artifact files from ``source``."""
     from cpdm.store.rows import add_variant
-    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.diffusion.artifacts import json_path_of
 
     for path in (Path(variant.artifact_path), json_path_of(variant.artifact_path)):
         (target.root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,8 @@ def copy_variant(variant, source, target) -> None:
 
 def tiny_sd_images(ws) -> set[str]:
     """The sha256s the unedited tiny model makes for the workspace's prompts."""
-    from cpdm.generation.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
+    from cpdm.diffusion.pipeline import ImageRequest, encoded_images
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
 
     prompts = ws.conn.execute("SELECT text FROM prompts ORDER BY id").fetchall()
     request = ImageRequest(tuple(text for (text,) in prompts for _ in range(3)),
@@ -284,7 +285,7 @@ def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sen
 @pytest.mark.slow
 def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(local_ray, pair_of_workspaces):
     """``cpdm worker --executor ray``: the queued jobs' batches go to Ray, and the rows are the in-process ones."""
-    from cpdm.jobs.context import JobContext
+    from cpdm.progress import JobContext
     from cpdm.jobs.queue import enqueue, get_job
     from cpdm.jobs.registry import get_kind
     from cpdm.jobs.worker import Worker
@@ -326,7 +327,7 @@ def assert_same_weights(ws, variant, other_ws, other) -> None:
     """
     from safetensors.torch import load_file
 
-    from cpdm.unlearning.artifacts import load_artifact
+    from cpdm.diffusion.artifacts import load_artifact
 
     ours, ours_meta = load_artifact(ws.root / variant.artifact_path, variant.artifact_sha256)
     theirs, theirs_meta = load_artifact(other_ws.root / other.artifact_path, other.artifact_sha256)
@@ -343,7 +344,7 @@ def test_an_unlearn_job_runs_on_the_cluster_and_the_driver_registers_the_same_we
     from cpdm.jobs.queue import enqueue, get_job, read_log
     from cpdm.jobs.worker import Worker
     from cpdm.store.rows import get_variant
-    from cpdm.unlearning.artifacts import artifact_digest, load_artifact
+    from cpdm.diffusion.artifacts import artifact_digest, load_artifact
     from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
 
     local, remote = pair_of_workspaces
@@ -376,7 +377,7 @@ def test_a_killed_unlearning_task_resumes_from_the_drivers_last_checkpoint(local
     import json
 
     from cpdm.store.rows import get_variant
-    from cpdm.unlearning.remote import unlearn_on_cluster
+    from cpdm.jobs.ray_unlearn import unlearn_on_cluster
     from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
 
     crash_dir = local_ray
@@ -401,7 +402,7 @@ def test_a_killed_unlearning_task_resumes_from_the_drivers_last_checkpoint(local
 @pytest.mark.slow
 def test_a_cancelled_unlearn_job_on_the_cluster_keeps_its_checkpoint_and_the_retried_job_resumes(
         local_ray, pair_of_workspaces):
-    from cpdm.jobs.context import JobCancelled, JobContext
+    from cpdm.progress import JobCancelled, JobContext
     from cpdm.jobs.queue import enqueue
     from cpdm.jobs.registry import get_kind
     from cpdm.store.rows import get_variant

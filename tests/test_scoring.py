@@ -14,7 +14,8 @@ from cpdm.rating.campaigns import create_campaign
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image, store_image_bytes
-from cpdm.scoring.engine import Scorer, ScoringEngine, score_pairs
+from cpdm.scoring.engine import ScoringEngine, score_pairs
+from cpdm.testing import Scorer
 from cpdm.scoring.reference import REFERENCE_SAMPLE
 from cpdm.scoring.features import LayerGram, decode_style, describe_layer, encode_style, layer_distance
 from cpdm.scoring.reader import (

@@ -9,7 +9,8 @@ from scipy import stats
 
 from cpdm.errors import CpdmError
 from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign, synthetic_study
+from cpdm.demo.simulate import add_simulated_ratings, synthetic_study
+from cpdm.testing import create_synthetic_campaign
 from cpdm.store.workspace import init_workspace
 
 

@@ -18,7 +18,7 @@ import torch
 
 from cpdm.cli import cli
 from cpdm.demo import build as demo
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.rows import get_variant
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
@@ -191,7 +191,7 @@ def _projection_shift(pipe_before, variant_modules, text) -> float:
 
 
 def _variant_modules(ws, name):
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
 
     return dict(variant_pipeline(get_variant(ws, name), root=ws.root).unet.named_modules())
 

@@ -7,12 +7,13 @@ import copy
 import pytest
 import torch
 
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text, named_parameters
 from cpdm.unlearning.esd import cross_attention_names, esd_loss, non_cross_attention_names
-from cpdm.unlearning.sld import PRESETS, SLDSettings, sld_guidance
-from cpdm.unlearning.uce import uce_closed_form
+from cpdm.diffusion.sld import SLDSettings, sld_guidance
+from cpdm.unlearning.sld import PRESETS
+from cpdm.testing import uce_closed_form
 
 CONCEPT = "a painting by claude monet"
 
@@ -184,7 +185,7 @@ def test_sld_pipeline_matches_diffusers_safe_pipeline(preset):
 
     if not hasattr(diffusers, "StableDiffusionPipelineSafe"):
         pytest.skip("this diffusers no longer ships StableDiffusionPipelineSafe")
-    from cpdm.unlearning.sld import SLDPipeline
+    from cpdm.diffusion.sld import SLDPipeline
 
     pipe = tiny_sd_pipeline(seed=0)
     with warnings.catch_warnings():

@@ -112,3 +112,10 @@ def test_the_command_line_lists_the_table(runner):
         assert f"{entry.name} {entry.summary}" in text
     epilog = shown.output[shown.output.index("Methods ("):]
     assert max(len(line) for line in epilog.splitlines()) <= 80
+
+
+def test_the_methods_that_change_no_weights_are_the_ones_generation_can_wrap():
+    """The table's ``inference_time`` and the diffusion wing's wrappers name the same methods."""
+    from cpdm.diffusion.variants import INFERENCE_TIME_PIPELINES
+
+    assert {name for name in names() if lookup(name).inference_time} == set(INFERENCE_TIME_PIPELINES)

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.context import JobContext, running
+from cpdm.progress import JobContext, running
 from cpdm.jobs.ray_executor import TaskDied
 from cpdm.store.rows import get_variant
-from cpdm.unlearning.artifacts import ArtifactError, artifact_digest, load_artifact
+from cpdm.diffusion.artifacts import ArtifactError, artifact_digest, load_artifact
 from cpdm.unlearning.base import NonFiniteLoss, UnlearnRequest, run_fingerprint
-from cpdm.unlearning.remote import stream_run, unlearn_on_cluster, unlearn_task
+from cpdm.jobs.ray_unlearn import stream_run, unlearn_on_cluster, unlearn_task
 from cpdm.unlearning.runner import CHECKPOINT_NAME, prepare_run, unlearn, variant_dir
 from tests.conftest import write_png
 

@@ -10,10 +10,11 @@ from safetensors.torch import load_file, save_file
 
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.generation.pipeline import tiny_sd_pipeline, variant_pipeline
+from cpdm.diffusion.pipeline import variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.unlearning import esd as esd_module
-from cpdm.generation.settings import TINY_BASE
-from cpdm.unlearning.artifacts import (
+from cpdm.diffusion.settings import TINY_BASE
+from cpdm.diffusion.artifacts import (
     ARTIFACT_FORMAT,
     ArtifactError,
     apply_artifact,
@@ -215,7 +216,7 @@ def test_a_changed_artifact_file_is_refused(ws):
 
 
 def test_an_sld_variant_generates_with_safety_guidance(ws):
-    from cpdm.unlearning.sld import SLDPipeline
+    from cpdm.diffusion.sld import SLDPipeline
 
     variant = unlearn(ws, "sld", "sld-monet", base="unused", concepts=[CONCEPT], params={"preset": "max"},
                       offline_tiny=True, progress=False)
@@ -302,7 +303,7 @@ def test_a_nan_loss_stops_the_run_and_marks_the_variant_failed_with_the_step(ws,
         ({"method_name": "gradient-ascent", "images_dir": "NO_FOLDER"}, "no such folder of images"),
         ({"preserve": [""]}, "concept to preserve '' tokenises to nothing"),
         ({"offline_tiny": False, "base": "NOT_A_FOLDER"}, "not a Stable Diffusion folder"),
-        ({"device": "cuda"}, "no CUDA device"),
+        ({"device": "cuda"}, "CUDA is not available"),
         ({"params": {"lamb": "abc"}}, "lamb must be a finite number"),
         ({"params": {"lamb": "0"}}, "lamb must be positive"),
     ],

@@ -29,8 +29,8 @@ from benchmarks.gpu.harness import Budget, PartContext, timed
 from benchmarks.gpu.models import architecture, saved_sd_folder, write_backbone_weights
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE
 from cpdm.demo.painter import ARTISTS, SUBJECTS, render
-from cpdm.generation.settings import BASELINE_VARIANT, TINY_BASE
-from cpdm.jobs.pipeline import STEPS
+from cpdm.diffusion.settings import BASELINE_VARIANT, TINY_BASE
+from cpdm.jobs.chain import STEPS
 from cpdm.jobs.queue import FINISHED_STATUSES, get_job
 from cpdm.store.images import store_pil_image
 from cpdm.store.rows import add_anchor, add_prompt, add_variant

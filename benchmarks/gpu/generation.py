@@ -31,9 +31,9 @@ import torch
 from benchmarks.bench_generation import PROMPT
 from benchmarks.gpu.harness import PartContext, PeakGPUMemory, release_memory, timed
 from benchmarks.gpu.models import architecture
-from cpdm.generation.architectures import random_sd_pipeline
-from cpdm.generation.pipeline import generate_images, prepare_for_generation
-from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_STEPS
+from cpdm.diffusion.architectures import random_sd_pipeline
+from cpdm.diffusion.pipeline import generate_images, prepare_for_generation
+from cpdm.diffusion.settings import PAPER_GUIDANCE, PAPER_STEPS
 
 BATCHES = (1, 9)
 COMPILED_BATCHES = (9, 1)  # the paper's nine images per prompt first: each batch size compiles anew

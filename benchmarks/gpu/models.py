@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.gpu.harness import release_memory
-from cpdm.generation.architectures import ARCHITECTURES, SDArchitecture, cast, random_sd_pipeline
+from cpdm.diffusion.architectures import ARCHITECTURES, SDArchitecture, cast, random_sd_pipeline
 
 COMPLETE_MARKER = ".complete"
 # The revision the private Hugging Face cache records for the weights it holds (any commit-like hash will do).

@@ -39,7 +39,7 @@ from PIL import Image
 from benchmarks.bench_unlearning import CONCEPT, guided_step_seconds
 from benchmarks.gpu.harness import Budget, PartContext, PeakGPUMemory, release_memory, synchronize, timed
 from benchmarks.gpu.models import architecture, saved_sd_folder
-from cpdm.jobs.context import JobCancelled, JobContext, running
+from cpdm.progress import JobCancelled, JobContext, running
 from cpdm.store.workspace import init_workspace
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest

@@ -1,6 +1,6 @@
 """Analysis of ratings: agreement, metric–human correlation, calibration of w, per-variant benchmark.
 
-Pure functions on DataFrames live in the submodules; :mod:`cpdm.analysis.report`
+Pure functions on DataFrames live in the submodules; :mod:`cpdm.analysis.campaign_report`
 ties them to a workspace. The names most callers need are re-exported here,
 each loaded on first use: importing one submodule (the unlearning report
 needs only :mod:`cpdm.analysis.resampling`) does not load the others, nor
@@ -16,9 +16,9 @@ _EXPORTS = {
     "weight_grid": "calibration",
     "correlate": "correlation", "correlation_table": "correlation", "split_half_ceiling": "correlation",
     "GROUPS": "data", "export_frame": "data", "human_scores": "data", "load_ratings": "data", "write_table": "data",
-    "Analysis": "report", "AnalysisOptions": "report", "calibrate_campaign": "report",
-    "campaign_fingerprint": "report", "record_calibration": "report", "run_analysis": "report",
-    "save_weights": "report", "write_report": "report",
+    "Analysis": "campaign_report", "AnalysisOptions": "campaign_report", "calibrate_campaign": "campaign_report",
+    "campaign_fingerprint": "campaign_report", "record_calibration": "campaign_report",
+    "run_analysis": "campaign_report", "save_weights": "campaign_report", "write_report": "campaign_report",
     "variant_benchmark": "variants",
 }
 

@@ -135,7 +135,7 @@ def label_ratings(ratings: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
 
 def calibrate_by(ws, campaign: str, question_id: str, target: str = "copy", group: str = "all", options=None) -> ByAnswer:
     """w per level of a background answer (see the module docstring), on one rater group's ratings."""
-    from cpdm.analysis.report import AnalysisOptions, load_campaign
+    from cpdm.analysis.campaign_report import AnalysisOptions, load_campaign
 
     options = options or AnalysisOptions()
     data = load_campaign(ws, campaign, options)

@@ -143,7 +143,7 @@ def compare_group(
 def compare_loaded(ws, data, by_group: dict[str, pd.DataFrame], target: str, options) -> CombinationComparison | None:
     """Every combination that scored a loaded campaign side by side, or None if only one did.
 
-    ``data`` is a :class:`cpdm.analysis.report.CampaignData`, ``by_group`` its
+    ``data`` is a :class:`cpdm.analysis.campaign_report.CampaignData`, ``by_group`` its
     usable ratings per rater group, ``options`` an ``AnalysisOptions`` (which
     ratings count, folds, grid step, resamples, seed).
     """

@@ -48,10 +48,10 @@ import numpy as np
 import pandas as pd
 
 from cpdm.analysis import data as data_module
-from cpdm.analysis.report import DEFAULT_TARGET
+from cpdm.analysis.campaign_report import DEFAULT_TARGET
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals, mean_interval
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS, GenerationSettings
+from cpdm.diffusion.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS, GenerationSettings
 from cpdm.unlearning.concepts import anchor_names_concept, names_concept
 
 SETS = ("target", "retain")

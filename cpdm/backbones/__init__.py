@@ -50,7 +50,7 @@ DEFAULT_SEED = 0
 
 
 class BackboneError(CpdmError):
-    """An unknown backbone name or an unusable device."""
+    """An unknown backbone name, or weights that cannot be loaded."""
 
 
 def backbone_key(name: str, mode: str = "real", image_size: int | None = None) -> str:
@@ -81,22 +81,6 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise BackboneError(f"unknown backbone mode {mode!r} (use one of: {', '.join(MODES)})")
     return mode
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device, refusing CUDA on a machine without it (clear message, no traceback)."""
-    import torch
-
-    text = str(device)
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BackboneError(f"--device {text} was asked for, but CUDA is not available on this machine (use --device cpu)")
-    elif text not in ("cpu", "mps"):
-        raise BackboneError(f"unknown device {text!r} (use cpu or cuda)")
-    try:
-        return torch.device(text)
-    except RuntimeError as exc:
-        raise BackboneError(f"unknown device {text!r}: {exc}") from exc
 
 
 def torch_hub_checkpoint_dir() -> Path:

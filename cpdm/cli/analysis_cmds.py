@@ -7,17 +7,10 @@ from pathlib import Path
 
 import click
 
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, resample_option, workspace_option
 
 GROUP_CHOICE = click.Choice(["artists", "lay", "all"])
 LEVEL_CHOICE = click.Choice(["nominal", "ordinal", "interval", "ratio"])
-
-
-# What every bootstrap interval resamples (cpdm.analysis.resampling).
-resample_option = click.option(
-    "--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
-    help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
-         "single pairs (too narrow; for comparison only).")
 
 
 def analysis_options(func):
@@ -48,7 +41,7 @@ def analysis_options(func):
 
 
 def _options(group_list, calibration_group, strict, **kwargs):
-    from cpdm.analysis.report import AnalysisOptions
+    from cpdm.analysis.campaign_report import AnalysisOptions
 
     return AnalysisOptions(
         groups=tuple(group_list),
@@ -69,7 +62,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
     )
 
 
-@cli.command()
+@click.command("analyze")
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default=None,
@@ -80,7 +73,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Report folder (default: WORKSPACE/exports/report-CAMPAIGN).")
 @cpdm_command
-def analyze(workspace, campaign, group, out, **kwargs):
+def analyze_cmd(workspace, campaign, group, out, **kwargs):
     """Write a report on a campaign: agreement, metric-human correlation, calibration, benchmark.
 
     The folder gets tables/*.csv, plots/*.png and summary.md. Agreement is
@@ -95,7 +88,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
     Example:
       cpdm analyze --campaign demo --group artists --out reports/demo
     """
-    from cpdm.analysis.report import default_report_dir, run_analysis, write_report
+    from cpdm.analysis.campaign_report import default_report_dir, run_analysis, write_report
 
     ws = open_ws(workspace)
     groups = [group] if group else ["artists", "lay", "all"]
@@ -119,7 +112,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
         click.echo(f"note: {note}")
 
 
-@cli.command()
+@click.command("calibrate")
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default=None,
@@ -131,7 +124,7 @@ def analyze(workspace, campaign, group, out, **kwargs):
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
               help="Weights JSON to write (required without --by).")
 @cpdm_command
-def calibrate(workspace, campaign, group, target, by, out, **kwargs):
+def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
     """Fit the semantic/style weight w of CM_w to human ratings and export it.
 
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
@@ -156,7 +149,7 @@ def calibrate(workspace, campaign, group, target, by, out, **kwargs):
       cpdm calibrate --campaign demo --group artists --out weights.json
       cpdm calibrate --campaign pilot --by art_years --group lay
     """
-    from cpdm.analysis.report import calibrate_campaign, record_calibration, save_weights
+    from cpdm.analysis.campaign_report import calibrate_campaign, record_calibration, save_weights
     from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
@@ -205,7 +198,7 @@ def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: st
         click.echo(f"table written to {write_table(result.table, Path(out), 'csv')}")
 
 
-@cli.command()
+@click.command("plan")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
 @click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
@@ -215,7 +208,7 @@ def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: st
 @click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @cpdm_command
-def plan(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
+def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
     """Estimate, from a pilot campaign, how many anchors and raters per pair a study needs.
 
     Two targets: pin the calibrated w to +/-0.1 (95% of studies choose a w
@@ -229,7 +222,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
     Example:
       cpdm plan --campaign pilot
     """
-    from cpdm.analysis.report import AnalysisOptions, plan_campaign
+    from cpdm.analysis.campaign_report import AnalysisOptions, plan_campaign
 
     ws = open_ws(workspace)
     options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, seed=seed)
@@ -240,7 +233,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
         click.echo(line)
 
 
-@cli.command("export")
+@click.command("export")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True,
@@ -256,7 +249,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
 @click.option("--flagged", type=click.Choice(["reject", "review"]), default="reject", show_default=True,
               help="With --approvals: the decision for raters flagged by attention checks.")
 @cpdm_command
-def export_ratings(workspace, campaign, fmt, out, table, flagged):
+def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
     """Export a campaign's ratings in long form, one row per answer (or its raters, one row each).
 
     Columns: pair, anchor, kind, variant, rater (a pseudonymous id, stable
@@ -318,14 +311,14 @@ def export_raters(ws, campaign: str, campaign_id: int, table: str, flagged: str,
         click.echo("it holds platform ids, which identify people: keep it with the study's personal data")
 
 
-@cli.command("simulate-ratings")
+@click.command("simulate-ratings")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--artists", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated artists.")
 @click.option("--lay", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated lay raters.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (the same seed gives the same ratings).")
 @cpdm_command
-def simulate_ratings(workspace, campaign, artists, lay, seed):
+def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     """Fill a campaign with ratings from simulated raters (for demos and trying the analysis).
 
     Simulated raters are marked as such (analyze --exclude-simulated leaves
@@ -346,3 +339,6 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)
     click.echo(f"{summary['ratings']} simulated ratings added from {summary['raters']} raters on "
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (analyze_cmd, calibrate_cmd, plan_cmd, export_ratings_cmd, simulate_ratings_cmd)

@@ -1,4 +1,4 @@
-"""Curation commands: prompts (interrogate, refine, list, add), generate, export-dataset, import-dataset."""
+"""Curation commands: prompts (interrogate, refine, list, add), export-dataset, import-dataset."""
 
 from __future__ import annotations
 
@@ -6,64 +6,27 @@ import json
 
 import click
 
-from cpdm.backbones import DEFAULT_SEMANTIC
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
-from cpdm.cli.workspace_cmds import _print_table
+from cpdm.cli.options import (
+    cpdm_command,
+    echo_notes,
+    offline_tiny_option,
+    open_ws,
+    parse_ids,
+    print_table,
+    quiet_option,
+    workspace_option,
+)
 from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS
 from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
-from cpdm.errors import CpdmError
-from cpdm.generation.settings import (
-    BASELINE_VARIANT,
-    DTYPES,
-    PAPER_GUIDANCE,
-    PAPER_PER_PROMPT,
-    PAPER_SD_MODEL,
-    PAPER_SEED,
-    PAPER_STEPS,
-    DEFAULT_SCHEDULER,
-    SCHEDULERS,
-    SEED_MODES,
-    UNKNOWN_BASE,
-)
+from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.workspace import PROMPT_ORIGINS
 
 # Prompts longer than this are shortened in `cpdm prompts list`'s table (never in JSON).
 LIST_TEXT_WIDTH = 80
 
 
-def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
-    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else.
-
-    An option given with no id in it (``--prompts ""``) is an error, not "all":
-    an empty selection (a shell variable that came out empty) must not run on everything.
-    """
-    if not values:
-        return None
-    ids = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if not part.isdigit():
-                raise CpdmError(f"{what} must be ids separated by commas, got {part!r}")
-            ids.append(int(part))
-    if not ids:
-        raise CpdmError(f"{what} names no ids; leave it out to use all of them")
-    return ids
-
-
-def quiet_option(func):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(func)
-
-
-def _echo_notes(notes: list[str]) -> None:
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
-
-
-@cli.group()
-def prompts():
+@click.group("prompts")
+def prompts_cmd():
     """Prompts for each anchor: CLIP interrogation, refinement, manual prompts.
 
     \b
@@ -74,7 +37,7 @@ def prompts():
     """
 
 
-@prompts.command("interrogate")
+@prompts_cmd.command("interrogate")
 @workspace_option
 @click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
@@ -92,7 +55,7 @@ def prompts():
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def prompts_interrogate(workspace, anchor_ids, mode, model, caption_model, banks_dir, top_flavors, device,
+def prompts_interrogate_cmd(workspace, anchor_ids, mode, model, caption_model, banks_dir, top_flavors, device,
                         offline_tiny, quiet):
     """Write a first prompt for each anchor by CLIP interrogation.
 
@@ -119,11 +82,11 @@ def prompts_interrogate(workspace, anchor_ids, mode, model, caption_model, banks
         ws, parse_ids(anchor_ids, "--anchors"), mode=mode, model=model, offline_tiny=offline_tiny, device=device,
         caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
     )
-    _echo_notes(report.notes)
+    echo_notes(report.notes)
     click.echo(report.summary())
 
 
-@prompts.command("refine")
+@prompts_cmd.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
               help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment; "
@@ -146,7 +109,7 @@ def prompts_interrogate(workspace, anchor_ids, mode, model, caption_model, banks
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine_cmd(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
@@ -180,13 +143,13 @@ def prompts_refine(workspace, refiner, model, device, n, seed, prompt_ids, timeo
     click.echo(report.summary())
 
 
-@prompts.command("list")
+@prompts_cmd.command("list")
 @workspace_option
 @click.option("--anchor", "anchor_id", type=int, default=None, help="Only this anchor's prompts.")
 @click.option("--origin", type=click.Choice(PROMPT_ORIGINS), default=None, help="Only prompts of this origin.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def prompts_list(workspace, anchor_id, origin, output_format):
+def prompts_list_cmd(workspace, anchor_id, origin, output_format):
     """List prompts: id, anchor, origin, author, parent and text.
 
     \b
@@ -206,18 +169,18 @@ def prompts_list(workspace, anchor_id, origin, output_format):
          "text": r.text if len(r.text) <= LIST_TEXT_WIDTH else r.text[: LIST_TEXT_WIDTH - 3] + "..."}
         for r in rows
     ]
-    _print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
+    print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
     missing = anchors_without_prompts(ws) if anchor_id is None and origin is None else []
     if missing:
         click.echo(f"anchors without a prompt: {', '.join(map(str, missing))}", err=True)
 
 
-@prompts.command("add")
+@prompts_cmd.command("add")
 @workspace_option
 @click.argument("anchor_id", metavar="ANCHOR", type=int)
 @click.argument("text")
 @cpdm_command
-def prompts_add(workspace, anchor_id, text):
+def prompts_add_cmd(workspace, anchor_id, text):
     """Add a manual prompt for anchor ANCHOR (its id, see `cpdm anchors list`).
 
     \b
@@ -230,80 +193,7 @@ def prompts_add(workspace, anchor_id, text):
     click.echo(f"added prompt {add_manual_prompt(ws, anchor_id, text)} for anchor {anchor_id}")
 
 
-@cli.command()
-@workspace_option
-@click.option("--variant", default=BASELINE_VARIANT, show_default=True,
-              help="Variant to generate with ('original', the baseline, is created when missing).")
-@click.option("--base-model", default=None,
-              help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
-                   f"default {PAPER_SD_MODEL}, the CPDM release's).")
-@click.option("--prompts", "prompt_ids", multiple=True,
-              help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
-@click.option("--per-prompt", type=int, default=PAPER_PER_PROMPT, show_default=True,
-              help="Images per prompt; image k uses seed + k.")
-@click.option("--steps", type=int, default=PAPER_STEPS, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
-@click.option("--seed-mode", type=click.Choice(SEED_MODES), default=SEED_MODES[0], show_default=True,
-              help="per-image: image k from seed + k; release: one generator seeded before each prompt, its images "
-                   "drawn in one batch, as the CPDM release did.")
-@click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
-@click.option("--negative", default=None, help="Negative prompt.")
-@click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
-@click.option("--width", type=int, default=None, help="Image width, a multiple of 8 (default: the model's).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per batch (default: 4 on the CPU; on CUDA the prompt's images, halved when memory runs out).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
-              help="Weights' precision (default: float16 on CUDA, float32 on the CPU).")
-@click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Protocol whose attention_checks.rate sets the share of check pairs (default: the default protocol).")
-@offline_tiny_option
-@quiet_option
-@cpdm_command
-def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, seed_mode, scheduler,
-             negative, height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
-    """Generate images for the prompts with a variant, and make the pairs raters judge.
-
-    The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
-    guidance 9, seed 23. Every image is stored with its seed and settings.
-    Images already made with the same settings are skipped, so a run that
-    was stopped (even killed) can be started again.
-
-    Image k of a prompt is drawn from its own generator seeded seed + k (so
-    any image can be made alone); --seed-mode release draws the prompt's
-    images as the CPDM release did, from one generator seeded with the seed
-    before each prompt, in one batch (a partly made prompt is drawn whole
-    again and only its missing images stored; --batch-size does not apply).
-
-    \b
-    Examples:
-      cpdm generate --device cuda
-      cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
-      cpdm generate --offline-tiny --steps 2 --height 64 --width 64
-      cpdm generate --device cuda --seed-mode release
-    """
-    from cpdm.generation.batch import run_generation
-    from cpdm.generation.settings import GenerationSettings
-    from cpdm.rating.protocol import default_protocol_path, load_protocol_file
-
-    _, protocol = load_protocol_file(protocol_file or default_protocol_path())
-    settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-                                  scheduler=scheduler, negative=negative, height=height, width=width,
-                                  seed_mode=seed_mode)
-    settings.check()
-    ws = open_ws(workspace)
-    report = run_generation(
-        ws, variant=variant, prompt_ids=parse_ids(prompt_ids, "--prompts"), settings=settings, device=device,
-        dtype=dtype, batch_size=batch_size, offline_tiny=offline_tiny, base_model=base_model,
-        check_rate=protocol.attention_checks.rate, progress=not quiet,
-    )
-    _echo_notes(report.notes)
-    click.echo(report.summary())
-
-
-@cli.command("export-dataset")
+@click.command("export-dataset")
 @workspace_option
 @click.argument("folder", type=click.Path(file_okay=False))
 @cpdm_command
@@ -324,7 +214,7 @@ def export_dataset_cmd(workspace, folder):
     click.echo(f"exported to {folder}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
-@cli.command("import-dataset")
+@click.command("import-dataset")
 @workspace_option
 @click.argument("folder", required=False, type=click.Path(file_okay=False, exists=True))
 @click.option("--anchors", "anchors_dir", type=click.Path(file_okay=False, exists=True), default=None,
@@ -375,3 +265,7 @@ def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, b
     click.echo(report.summary())
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (prompts_cmd, export_dataset_cmd, import_dataset_cmd)

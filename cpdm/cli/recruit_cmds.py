@@ -1,17 +1,19 @@
-"""``cpdm campaign recruit``: open recruitment links for crowd platforms (see cpdm.rating.recruit)."""
+"""``cpdm campaign recruit``: open recruitment links for crowd platforms (see cpdm.rating.recruit).
+
+A subcommand of ``cpdm campaign``: :mod:`cpdm.cli.rating_cmds` adds :data:`CAMPAIGN_COMMANDS` to that group.
+"""
 
 from __future__ import annotations
 
 import click
 
-from cpdm.cli import cpdm_command, open_ws, workspace_option
-from cpdm.cli.rating_cmds import _table, campaign
+from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import campaign_id_by_name
 from cpdm.store.time import utc_now
 
 
-@campaign.command("recruit")
+@click.command("recruit")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["lay", "artist"]), default="lay", show_default=True,
               help="Role of the raters the link admits.")
@@ -33,7 +35,7 @@ from cpdm.store.time import utc_now
 @click.option("--list", "list_", is_flag=True, help="List the campaign's links.")
 @workspace_option
 @cpdm_command
-def campaign_recruit(name, role, quota, per_rater, id_param, completion_code, completion_url, closes, per_address,
+def campaign_recruit_cmd(name, role, quota, per_rater, id_param, completion_code, completion_url, closes, per_address,
                      base_url, close, list_, workspace):
     """Print an open recruitment link for a crowd platform (Prolific, MTurk, a participant pool).
 
@@ -62,7 +64,7 @@ def campaign_recruit(name, role, quota, per_rater, id_param, completion_code, co
     if list_:
         links = recruit.list_links(ws, campaign_id)
         if links:
-            _table([recruit.link_row(link, now) for link in links], recruit.LINK_COLUMNS)
+            print_table([recruit.link_row(link, now) for link in links], recruit.LINK_COLUMNS)
         else:
             click.echo(f"campaign {name!r} has no recruitment links (make one with `cpdm campaign recruit {name}`)")
         return
@@ -88,3 +90,6 @@ def campaign_recruit(name, role, quota, per_rater, id_param, completion_code, co
                               None if completion_code or completion_url else
                               "no --completion-code or --completion-url: the end page only thanks the participant"]):
         click.echo(f"note: {note}")
+
+# The subcommands this module adds to `cpdm campaign` (rating_cmds adds them).
+CAMPAIGN_COMMANDS = (campaign_recruit_cmd,)

@@ -7,9 +7,9 @@ import numpy as np
 
 from cpdm import metric
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
 
 
 def _campaign_id(ws, campaign: str | None) -> int | None:
@@ -79,7 +79,7 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
     return semantic, style
 
 
-@cli.command()
+@click.command("score")
 @click.option("--campaign", default=None, help="Score the pairs of this campaign.")
 @click.option("--all", "all_pairs", is_flag=True, help="Score every pair in the workspace.")
 @click.option("--semantic", default=None, callback=_registered("semantic"), help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
@@ -90,8 +90,8 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(PRECISION_CHOICES),
-    default=DEFAULT_PRECISION,
+    type=click.Choice(SCORING_PRECISIONS),
+    default=DEFAULT_SCORING_PRECISION,
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
     "fp32 on the CPU. reduced: also try bf16 matrix products on CPUs with bf16 instructions. fp32: always fp32.",
@@ -100,7 +100,7 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def score(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
+def score_cmd(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
     """Score pairs with the CM metric (a semantic and a style backbone; `cpdm backbones list`).
 
     The backbones default to the CPDM release's metric: ViT-L-14/openai for
@@ -192,8 +192,8 @@ def _fmt(value: float) -> str:
     return "-" if value != value else f"{value:.4f}"
 
 
-@cli.group()
-def scores():
+@click.group("scores")
+def scores_cmd():
     """Read stored scores; define CM's reference set again.
 
     \b
@@ -203,7 +203,7 @@ def scores():
     """
 
 
-@scores.command("list")
+@scores_cmd.command("list")
 @click.option("--campaign", default=None, help="Only the pairs of this campaign.")
 @click.option("--semantic", default=None, help="Semantic backbone (default: the only one scored).")
 @click.option("--style", default=None, help="Style backbone (default: the only one scored).")
@@ -213,7 +213,7 @@ def scores():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offline_tiny, workspace):
+def scores_list_cmd(campaign, semantic, style, weights_path, csv_path, limit, offline_tiny, workspace):
     """List scores: M_sem, M_style, CM and the release score per pair, and their means per variant.
 
     Without --weights, CM is the paper form with x_ref, the median of
@@ -287,14 +287,14 @@ def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, st
     return candidates[0]
 
 
-@scores.command("rescale")
+@scores_cmd.command("rescale")
 @click.option("--semantic", default=None, help="Semantic backbone (default: the combination `scores list` shows).")
 @click.option("--style", default=None, help="Style backbone (default: the combination `scores list` shows).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda, for features not cached yet.")
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def scores_rescale(semantic, style, device, offline_tiny, workspace):
+def scores_rescale_cmd(semantic, style, device, offline_tiny, workspace):
     """Define CM's reference set again from the baseline's generations, and say how far x_ref moved.
 
     The reference set (anchors against the baseline variant's generations of
@@ -332,8 +332,8 @@ def _x_ref_change(before, after) -> str:
             f"reference pairs {before.pairs} -> {after.pairs}")
 
 
-@cli.group()
-def backbones():
+@click.group("backbones")
+def backbones_cmd():
     """The metric's backbones.
 
     \b
@@ -342,10 +342,10 @@ def backbones():
     """
 
 
-@backbones.command("list")
+@backbones_cmd.command("list")
 @workspace_option
 @cpdm_command
-def backbones_list(workspace):
+def backbones_list_cmd(workspace):
     """List the registered backbones: role, what each needs, whether real weights are on this machine, its tiny mode.
 
     Any open_clip MODEL/TAG is a semantic backbone too; `csd/PATH` and
@@ -363,3 +363,6 @@ def backbones_list(workspace):
         click.echo(f"    needs: {row.package} ({'installed' if row.installed else 'NOT installed'})")
         click.echo(f"    real weights: {row.weights}")
         click.echo(f"    tiny mode: {row.tiny}")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (score_cmd, scores_cmd, backbones_cmd)

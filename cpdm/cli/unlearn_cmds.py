@@ -7,11 +7,16 @@ import textwrap
 
 import click
 
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
-from cpdm.cli.analysis_cmds import resample_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, resample_option, workspace_option
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
-from cpdm.unlearning import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRECISION, DEFAULT_SEED, PRECISION_NAMES, REGISTRY
+from cpdm.diffusion.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_SEED,
+    DEFAULT_TRAINING_PRECISION,
+    REGISTRY,
+    TRAINING_PRECISIONS,
+)
 
 def method_help(width: int = 77) -> str:
     """The list of methods that ends ``cpdm unlearn --help`` and ``cpdm pipeline run --help``, from the methods' table.
@@ -40,7 +45,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-@cli.command(epilog=METHOD_HELP)
+@click.command("unlearn", epilog=METHOD_HELP)
 @click.argument("method")
 @click.option("--variant-name", required=True, help="Name of the new variant (what generation and reports use).")
 @click.option("--base", default=DEFAULT_SD_MODEL, show_default=True,
@@ -55,7 +60,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
               help="A hyperparameter, e.g. -p iterations=1000 -p lr=1e-5 (repeatable).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N).")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=DEFAULT_PRECISION,
+@click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default=DEFAULT_TRAINING_PRECISION,
               show_default=True, help="Compute precision of training passes (weights stay float32).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=DEFAULT_CHECKPOINT_EVERY, show_default=True,
               help="Save a resumable checkpoint every N steps.")
@@ -64,7 +69,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearn(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
+def unlearn_cmd(method, variant_name, base, concepts, preserve, preserve_file, images_dir, params, seed, device,
             precision, checkpoint_every, resume, quiet, offline_tiny, workspace):
     """Erase concepts from a Stable Diffusion model with METHOD and register the result as a variant.
 
@@ -93,16 +98,16 @@ def unlearn(method, variant_name, base, concepts, preserve, preserve_file, image
     click.echo(f"variant {variant.name} ({variant.method}) ready{where}")
 
 
-@cli.group()
-def variants():
+@click.group("variants")
+def variants_cmd():
     """Model variants: the original model and what unlearning made of it."""
 
 
-@variants.command("list")
+@variants_cmd.command("list")
 @workspace_option
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def variants_list(workspace, output_format):
+def variants_list_cmd(workspace, output_format):
     """List the variants of the workspace with their method, base model, concepts and status.
 
     \b
@@ -127,18 +132,18 @@ def variants_list(workspace, output_format):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
 
 
-@variants.command("show")
+@variants_cmd.command("show")
 @click.argument("name_or_id")
 @workspace_option
 @cpdm_command
-def variants_show(name_or_id, workspace):
+def variants_show_cmd(name_or_id, workspace):
     """Everything about one variant (by name or id) as JSON, with its artifact's record when it has one.
 
     \b
     Example:
       cpdm variants show esd-monet --workspace studies/monet
     """
-    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.diffusion.artifacts import json_path_of
     from cpdm.store.rows import get_variant
     from cpdm.unlearning.runner import describe
 
@@ -151,12 +156,12 @@ def variants_show(name_or_id, workspace):
     click.echo(json.dumps(data, indent=2))
 
 
-@variants.command("rerecord")
+@variants_cmd.command("rerecord")
 @click.argument("name_or_id")
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def variants_rerecord(name_or_id, offline_tiny, workspace):
+def variants_rerecord_cmd(name_or_id, offline_tiny, workspace):
     """Re-record the artifact an older cpdm wrote, so that it loads again (its weights are checked, not changed).
 
     Older artifacts list parameter names only and their variant's hash leaves
@@ -177,10 +182,10 @@ def variants_rerecord(name_or_id, offline_tiny, workspace):
     click.echo(f"variant {variant.name}: artifact re-recorded ({variant.artifact_path})")
 
 
-@variants.command("methods")
+@variants_cmd.command("methods")
 @workspace_option
 @cpdm_command
-def variants_methods(workspace):
+def variants_methods_cmd(workspace):
     """The unlearning methods `cpdm unlearn` knows, and each one's hyperparameters with their defaults.
 
     \b
@@ -194,12 +199,12 @@ def variants_methods(workspace):
             click.echo(f"    {hp.name} = {hp.default!r}    {hp.help}".rstrip())
 
 
-@cli.group()
-def unlearning():
+@click.group("unlearning")
+def unlearning_cmd():
     """Did unlearning work? Reports over variants."""
 
 
-@unlearning.command("report")
+@unlearning_cmd.command("report")
 @click.option("--variant", "variant_name", required=True, help="The unlearned variant.")
 @click.option("--vs", "baseline", default=BASELINE_VARIANT, show_default=True, help="The variant to compare with.")
 @click.option("--seed", "seeds", type=int, multiple=True, help=f"Generation seed (repeatable; default {PAPER_SEED}).")
@@ -222,8 +227,8 @@ def unlearning():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, size, max_prompts, target_artists,
-                              target_anchors, device, output_format, n_boot, resample, quiet, offline_tiny, workspace):
+def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, max_prompts, target_artists,
+                          target_anchors, device, output_format, n_boot, resample, quiet, offline_tiny, workspace):
     """CM on the target concept's prompts and on the retain set, against a baseline, with bootstrap intervals.
 
     The target set is the anchors whose artist or title is the variant's
@@ -239,7 +244,7 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
       cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
     """
     from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
-    from cpdm.unlearning.runner import check_device
+    from cpdm.compute_device import check_device
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,
@@ -252,3 +257,6 @@ def unlearning_report_command(variant_name, baseline, seeds, steps, guidance, si
         click.echo(table.to_csv(index=False), nl=False)
     else:
         click.echo(format_report(table))
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (unlearn_cmd, variants_cmd, unlearning_cmd)

@@ -29,18 +29,15 @@ and submits with :func:`cpdm.rating.submit.submit`, on a simulated clock.
 
 from __future__ import annotations
 
-import zlib
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 
-from cpdm.demo.variants import CONTENT_CHANGED, DEMO_METHOD, ORIGINAL, RELATIONS, STYLE_ERASED, UNRELATED, VARIANTS
+from cpdm.demo.variants import CONTENT_CHANGED, ORIGINAL, STYLE_ERASED, UNRELATED, VARIANTS
 from cpdm.errors import CpdmError
 from cpdm.metric import LogSpreads, MetricError
 from cpdm.rating.protocol import parse_protocol
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_check_pairs
-from cpdm.store.rows import add_anchor, make_pairs
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
 VARIANT_CLOSENESS = {
@@ -356,123 +353,3 @@ def synthetic_study(
     ratings["flagged"] = False
     ratings["simulated"] = True
     return pairs, ratings, reference
-
-
-# Typical distances per demo variant (m_sem, m_style): small = close to the anchor.
-VARIANT_DISTANCES = {
-    ORIGINAL: (0.25, 0.004),
-    STYLE_ERASED: (0.3, 0.04),
-    CONTENT_CHANGED: (1.0, 0.005),
-    UNRELATED: (1.1, 0.05),
-}
-
-
-def _tiny_png(rng: np.random.Generator) -> bytes:
-    """A distinct 8×8 PNG (its content does not matter, only that it is a valid, unique image)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def create_synthetic_campaign(
-    ws,
-    name: str = "synthetic",
-    n_anchors: int = 10,
-    variants=tuple(RELATIONS),
-    seeds_per_variant: int = 1,
-    scored: bool = True,
-    semantic: str = "tiny:clip",
-    style: str = "tiny:vgg19",
-    checks: bool = True,
-    reference: bool = False,
-    seed: int = 0,
-) -> int:
-    """A small study with synthetic images, pairs, (optionally) scores and a campaign; returns the campaign id.
-
-    For trying the analysis without a real study and for tests: every anchor
-    gets one generation per variant and seed, distances follow the variant's
-    typical effect (``VARIANT_DISTANCES``) with log-normal spread, and each
-    anchor gets an identical and an unrelated attention check. With
-    ``reference`` (and ``scored``), every anchor also gets reference distances
-    to the generations of the next two anchors, as ``cpdm score`` stores them.
-    """
-    from cpdm.rating.campaigns import create_campaign
-
-    # The name enters the seed, so two synthetic campaigns in one workspace get different images.
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-    variant_ids = {variant: _synthetic_variant(ws, variant) for variant in variants}
-    anchors, pair_ids, scores = [], [], []
-    for number in range(n_anchors):
-        anchor = _synthetic_anchor(ws, rng, number)
-        anchors.append(anchor)
-        prompt = add_prompt(ws, anchor, f"work {number}", origin="template")
-        rows = []
-        for variant in variants:
-            typical_sem, typical_style = VARIANT_DISTANCES.get(variant, (0.6, 0.02))
-            for generation_seed in range(seeds_per_variant):
-                image = _store_tiny_png(ws, rng, f"generation {number}")
-                rows.append(GenerationRow(prompt, variant_ids[variant], generation_seed, None, None, image))
-                if scored:  # drawn per generation, in the order the generations are made
-                    scores.append((float(typical_sem * np.exp(rng.normal(0, 0.3))),
-                                   float(typical_style * np.exp(rng.normal(0, 0.5)))))
-        pair_ids += make_pairs(ws, add_generations(ws, rows))
-    if scored:
-        with ws.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
-                [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)],
-            )
-        if reference:
-            _add_reference_set(ws, rng, semantic, style)
-    if checks:
-        pair_ids += make_check_pairs(ws, anchors)
-    return create_campaign(ws, name, pair_ids)
-
-
-def _synthetic_variant(ws, name: str) -> int:
-    """The id of a synthetic study's variant, added (as its demo relation's method, else ``demo``) if missing."""
-    try:
-        return get_variant(ws, name).id
-    except CpdmError:
-        method = RELATIONS[name].method if name in RELATIONS else DEMO_METHOD
-        return add_variant(ws, name, base_model="synthetic", method=method)
-
-
-def _store_tiny_png(ws, rng: np.random.Generator, label: str) -> str:
-    """Store a distinct tiny PNG; returns its sha256."""
-    from cpdm.store.images import store_image_bytes
-
-    return store_image_bytes(ws, _tiny_png(rng), label).sha256
-
-
-def _synthetic_anchor(ws, rng: np.random.Generator, number: int) -> int:
-    """A synthetic anchor with a tiny random image; returns its id."""
-    image = _store_tiny_png(ws, rng, f"anchor {number}")
-    return add_anchor(ws, image, artist=f"artist {number % 4 + 1}", title=f"work {number}", category="style")
-
-
-def _add_reference_set(ws, rng, semantic: str, style: str) -> None:
-    """A recorded synthetic reference set: each anchor against the generations of the next two anchors."""
-    from cpdm.scoring.reference import store_reference_set
-
-    anchors = [r[0] for r in ws.conn.execute("SELECT id FROM anchors ORDER BY id")]
-    images = {
-        anchor: [r[0] for r in ws.conn.execute(
-            "SELECT g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE p.anchor = ?", (anchor,))]
-        for anchor in anchors
-    }
-    rows = []
-    for index, anchor in enumerate(anchors):
-        for step in (1, 2):
-            other = anchors[(index + step) % len(anchors)]
-            if other == anchor:
-                continue
-            for image in images[other]:
-                rows.append((anchor, image, float(1.2 * np.exp(rng.normal(0, 0.2))),
-                             float(0.06 * np.exp(rng.normal(0, 0.3)))))
-    store_reference_set(ws, semantic, style, rows, baseline=None, replace=True,
-                        definition="synthetic: each anchor against the generations of the next two anchors")

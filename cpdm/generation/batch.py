@@ -12,7 +12,7 @@ steps, guidance, params); what is already in the workspace is skipped, so a
 rerun after a crash (even SIGKILL) makes only what is missing, and so does
 any other caller of :func:`run_generation` with the same settings (the
 unlearning report finds the images a generate job made). Images of the tiny
-random pipeline carry :data:`~cpdm.generation.settings.TINY_MARK` in their
+random pipeline carry :data:`~cpdm.diffusion.settings.TINY_MARK` in their
 params, so a run with real weights never takes one for its own. Each batch is
 written in this order: image files (atomically), then the generation rows in
 one transaction, then their pairs; a run killed in between leaves at most
@@ -41,21 +41,22 @@ from cpdm.store.rows import (
     make_check_pairs,
     make_pairs,
 )
+from cpdm.compute_device import resolve_device
 from cpdm.errors import CpdmError
 from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD
-from cpdm.generation.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
+from cpdm.diffusion.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
     BASELINE_VARIANT,
     PAPER_PER_PROMPT,
     PAPER_SD_MODEL,
     RELEASE_SEEDS,
+    TINY_BASE,
     TINY_MARK,
+    TOKENIZER_MAX_LENGTH,
     GenerationSettings,
     uses_tiny_model,
 )
-from cpdm.generation.pipeline import (
-    TINY_BASE,
-    TOKENIZER_MAX_LENGTH,
+from cpdm.diffusion.pipeline import (
     ImageRequest,
     check_image_size,
     encoded_images,
@@ -236,7 +237,6 @@ def run_generation(
     several batches at once; they are stored and paired here exactly as
     images made in this process.
     """
-    from cpdm.backbones import resolve_device
     from cpdm.curation.prompts import anchors_without_prompts
 
     settings.check()

@@ -6,7 +6,7 @@ and ``score_pairs`` then send each batch to the cluster as a Ray task with
 ``num_gpus`` GPUs and ``max_retries`` retries, and ``unlearn`` sends its
 whole run as one task:
 
-* a generation task gets an :class:`~cpdm.generation.pipeline.ImageRequest`
+* a generation task gets an :class:`~cpdm.diffusion.pipeline.ImageRequest`
   (prompts, seeds, settings) and returns each image's PNG bytes with their
   sha256;
 * a scoring task gets the bytes of the images whose features are missing
@@ -15,7 +15,7 @@ whole run as one task:
 * an unlearning task gets the run (method, base model id, concepts,
   hyperparameters), the concept's images and the checkpoint to resume from,
   and streams back progress, each checkpoint and, at the end, the
-  artifact's bytes with their sha256 (:func:`cpdm.unlearning.remote.unlearn_task`,
+  artifact's bytes with their sha256 (:func:`cpdm.jobs.ray_unlearn.unlearn_task`,
   through :meth:`RayExecutor.stream`). Ray does not retry it; the driver
   submits it again with its last checkpoint.
 
@@ -176,7 +176,7 @@ def _local_artifact_path(artifact: Artifact) -> Path:
 
 def _worker_pipeline(spec: PipelineSpec):
     """The variant's pipeline in this Ray worker, built once per spec."""
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
 
     def build():
         variant = spec.variant
@@ -213,7 +213,7 @@ def tokenizer_task(spec: PipelineSpec):
 
 def generation_task(spec: PipelineSpec, request):
     """One batch of images as PNG bytes with their sha256 (``EncodedImage``)."""
-    from cpdm.generation.pipeline import encoded_images
+    from cpdm.diffusion.pipeline import encoded_images
 
     return encoded_images(_worker_pipeline(spec), request)
 
@@ -407,7 +407,7 @@ class RayExecutor:
         path_text = getattr(variant, "artifact_path", None)
         if not path_text:
             return None
-        from cpdm.unlearning.artifacts import json_path_of
+        from cpdm.diffusion.artifacts import json_path_of
 
         path = Path(path_text)
         if not path.is_absolute() and root is not None:

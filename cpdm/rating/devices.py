@@ -3,7 +3,7 @@
 A protocol may ask for desktop only (``devices = ["desktop"]``): judging fine
 detail on a phone's small screen is not the same task as on a monitor. The
 device is read from the browser's User-Agent header, checked on the server
-before any pair is assigned, so a phone visitor to such a campaign is told
+before any pair is assigned (:func:`cpdm.rating.recruit.device_refused`), so a phone visitor to such a campaign is told
 so and holds nothing. The rule is the one browsers themselves follow for
 "mobile" sites: "Mobile" (iPhone, Android phones, and iPads that announce
 themselves so), "Android" (phones and tablets) or "iPhone" in the header.

@@ -1,4 +1,4 @@
-"""The scoring engine: scores per pair from cached features (``score_pairs``), and ``Scorer`` for two images.
+"""The scoring engine: scores per pair from cached features (``score_pairs``), the workspace's one scoring path.
 
 Unless told otherwise it scores with the CPDM release's backbones
 (``ViT-L-14/openai`` + ``cpdm-inception``, as the authors' ``cpdm_metric.py``
@@ -41,27 +41,21 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
-
-from cpdm import metric
 from cpdm.backbones import (
     DEFAULT_SEMANTIC,
     DEFAULT_STYLE,
     check_semantic_name,
     check_style_name,
     load_backbone,
-    load_semantic,
-    load_style,
-    resolve_device,
 )
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
+from cpdm.compute_device import resolve_device
+from cpdm.progress import progress_bar
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
-    ImageFeatures,
     descriptor_distance,
     feature_rows,
 )
@@ -75,7 +69,7 @@ from cpdm.scoring.reference import (
     stale_note,
     store_reference_set,
 )
-from cpdm.store.images import open_image, open_stored_image
+from cpdm.store.images import open_stored_image
 
 
 # --------------------------------------------------------------------------
@@ -389,7 +383,7 @@ def build_engine(
     mode: str | None = None,
     executor=None,
     style_image_size: int | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
@@ -433,7 +427,7 @@ def score_pairs(
     progress: bool = True,
     executor=None,
     engine: ScoringEngine | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 
@@ -466,8 +460,6 @@ def score_pairs(
     pairs = _pairs_in_scope(ws, scope)
     done = {combination: _scored_pair_ids(ws, *combination) for combination in keys}
     todo = [pair for pair in pairs if any(pair.id not in scored for scored in done.values())]
-    from cpdm.progress import progress_bar
-
     with progress_bar(len(todo), "scoring", unit="pair", enabled=progress and bool(todo)) as bar:
         for chunk in _chunks_by_anchor(todo, engine.pairs_per_chunk):
             engine.score_chunk(chunk, report)
@@ -482,98 +474,3 @@ def score_pairs(
 # --------------------------------------------------------------------------
 # A small direct API: score two images without a workspace
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class PairScore:
-    m_sem: float
-    m_style: float
-    cm: float | None  # None when the scorer has no reference scale
-
-
-class Scorer:
-    """Build once, then score images directly (PIL images or paths), like LPIPS.
-
-    >>> scorer = Scorer(offline_tiny=True, x_ref=1.0)        # doctest: +SKIP
-    >>> scorer("anchor.png", "generated.png").cm              # doctest: +SKIP
-
-    The backbones default to the CPDM release's (``ViT-L-14/openai`` +
-    ``cpdm-inception``, its ``cpdm_metric.py``); ``style="vgg19"`` names
-    Gatys et al.'s VGG19. With ``weights`` (a :class:`cpdm.metric.Weights`) CM is the weighted form
-    at its w and x_ref; with only ``x_ref`` it is the paper form; with
-    neither, ``cm`` is None. ``precision`` is ``fp32`` (default), ``auto``
-    or ``reduced`` as in ``score_pairs``.
-    """
-
-    def __init__(
-        self,
-        semantic: str = DEFAULT_SEMANTIC,
-        style: str = DEFAULT_STYLE,
-        device: str = "cpu",
-        offline_tiny: bool = False,
-        x_ref: float | None = None,
-        weights: metric.Weights | None = None,
-        precision: str = "fp32",
-    ):
-        check_semantic_name(semantic)
-        check_style_name(style)
-        mode = "tiny" if offline_tiny else "real"
-        self.semantic_backbone = load_semantic(semantic, mode=mode, device=device)
-        self.style_backbone = load_style(style, mode=mode, device=device)
-        if weights is not None:
-            weights.check_backbones(self.semantic_backbone.key, self.style_backbone.key)
-        if x_ref is not None:
-            metric.normalise(0.0, x_ref)  # refuses x_ref <= 0 now, not at the first call
-        self.weights = weights
-        self.x_ref = x_ref
-        self.extractor = FeatureExtractor([self.semantic_backbone, self.style_backbone], precision)
-
-    def features(self, images: Sequence) -> list[ImageFeatures]:
-        """Features of each image; an image given twice (same object or path) is computed once."""
-        keys = [_identity(image) for image in images]
-        first: dict[tuple, object] = {}
-        for key, image in zip(keys, images):
-            first.setdefault(key, image)
-        pil = [_as_pil(image) for image in first.values()]
-        embeddings = self.extractor.descriptors(self.semantic_backbone, pil)
-        descriptors = self.extractor.descriptors(self.style_backbone, pil)
-        computed = {key: ImageFeatures(e, d) for key, e, d in zip(first, embeddings, descriptors)}
-        return [computed[key] for key in keys]
-
-    def score_batch(self, anchors: Sequence, generations: Sequence) -> list[PairScore]:
-        """Score anchors[i] against generations[i]; each distinct image is embedded once."""
-        if len(anchors) != len(generations):
-            raise ScoringError(f"{len(anchors)} anchors but {len(generations)} generations")
-        features = self.features(list(anchors) + list(generations))
-        n = len(anchors)
-        scores = []
-        for i in range(n):
-            a, g = features[i], features[n + i]
-            sem = descriptor_distance(self.semantic_backbone, a.embedding, g.embedding)
-            style = descriptor_distance(self.style_backbone, a.style, g.style)
-            scores.append(PairScore(sem, style, self._cm(sem, style)))
-        return scores
-
-    def __call__(self, anchor, generation) -> PairScore:
-        return self.score_batch([anchor], [generation])[0]
-
-    def _cm(self, sem: float, style: float) -> float | None:
-        if self.weights is not None:
-            return float(self.weights.cm(sem, style))
-        if self.x_ref is not None:
-            return float(metric.cm_paper(sem, style, self.x_ref))
-        return None
-
-
-def _identity(image) -> tuple:
-    """What makes two inputs one image: the same PIL object, or the same resolved path."""
-    if isinstance(image, Image.Image):
-        return ("pil", id(image))
-    return ("path", str(Path(image).resolve()))
-
-
-def _as_pil(image) -> Image.Image:
-    """A PIL image as RGB, or an image file opened upright (:func:`cpdm.store.images.open_image`)."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    return open_image(image)

@@ -261,6 +261,6 @@ def data_uri(data: bytes, mimetype: str) -> str:
     The researchers' pages show plots this way rather than at an address of
     their own (Streamlit's ``/media/…`` serves anyone who has the address,
     signed in or not). The rating panel, whose images are larger, gets raw
-    bytes instead (``cpdm.answer_panel.model.panel_message``).
+    bytes instead (``cpdm.app.answer_panel.model.panel_message``).
     """
     return f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"

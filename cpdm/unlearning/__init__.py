@@ -11,7 +11,7 @@ Reading the table loads no torch: :func:`lookup` gives an entry and its
 :meth:`Entry.resolve_params` checks hyperparameters. Only
 :func:`get_method` imports an implementation (and torch with it), by its
 module path. :mod:`cpdm.unlearning.runner` runs a method and registers the
-variant; :func:`cpdm.unlearning.apply.apply_variant` puts a variant onto a
+variant; :func:`cpdm.diffusion.variants.apply_variant` puts a variant onto a
 base pipeline for generation; :mod:`cpdm.analysis.unlearning` tells
 whether it worked.
 """
@@ -31,8 +31,8 @@ AUTO = "auto"
 
 # What `cpdm unlearn` and an unlearn job use unless told otherwise.
 DEFAULT_SEED = 0
-PRECISION_NAMES = ("float32", "bfloat16", "float16")  # compute precision of training passes
-DEFAULT_PRECISION = "float32"
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")  # compute precision of training passes
+DEFAULT_TRAINING_PRECISION = "float32"
 DEFAULT_CHECKPOINT_EVERY = 100
 # Files a method that trains on images reads from its images folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from cpdm.errors import CpdmError
+from cpdm.progress import JobCancelled, progress_bar
 from cpdm.unlearning import Entry, lookup
 
 
@@ -281,9 +282,6 @@ def train_loop(
     ends the run early, before that step is applied (a divergence guard).
     With ``options.resume`` and a checkpoint on disk the run continues from it.
     """
-    from cpdm.jobs.context import JobCancelled
-    from cpdm.progress import progress_bar
-
     start, losses = 0, []
     checkpoint = options.checkpoint_path
     if options.resume and checkpoint is not None and checkpoint.is_file():

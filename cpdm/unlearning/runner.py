@@ -7,7 +7,7 @@ and marks the variant ``ready``, or ``failed`` with the reason (a NaN or Inf
 loss names its step). A run killed midway resumes from its last checkpoint
 with ``resume=True``.
 
-Generation applies a variant with :func:`cpdm.unlearning.apply.apply_variant`.
+Generation applies a variant with :func:`cpdm.diffusion.variants.apply_variant`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ from typing import Callable
 import torch
 
 from cpdm import __version__
+from cpdm.compute_device import check_device
 from cpdm.errors import CpdmError
-from cpdm.jobs.context import JobCancelled
+from cpdm.progress import JobCancelled
 from cpdm.unlearning import (
     DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_PRECISION,
+    DEFAULT_TRAINING_PRECISION,
     DEFAULT_SEED,
     get_method,
     image_files,
     read_preserve_file,
 )
-from cpdm.generation.pipeline import TINY_BASE, load_sd_pipeline
-from cpdm.unlearning.artifacts import (
+from cpdm.diffusion.pipeline import TINY_BASE, load_sd_pipeline
+from cpdm.diffusion.artifacts import (
     ArtifactError,
     base_unet_record,
     check_variant_dir,
@@ -56,19 +57,8 @@ from cpdm.unlearning.base import (
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Autocast dtype of each of PRECISION_NAMES (None: plain float32).
+# Autocast dtype of each of TRAINING_PRECISIONS (None: plain float32).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def check_device(device: str) -> str:
-    """Refuse CUDA when this machine has none (and any device torch does not know)."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as exc:
-        raise CpdmError(f"unknown device {device!r} (use cpu or cuda)") from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise CpdmError(f"--device {device} was asked for, but this machine has no CUDA device; use --device cpu")
-    return device
 
 
 def load_base(base: str, device: str, offline_tiny: bool):
@@ -80,7 +70,7 @@ def hub_revision(base: str) -> str | None:
     """The commit of a Hugging Face model in the local cache (refs/main), or None for folders and the tiny model."""
     if base == TINY_BASE or Path(base).expanduser().exists() or "/" not in base:
         return None
-    from cpdm.generation.pipeline import _hf_cache_dir
+    from cpdm.diffusion.pipeline import _hf_cache_dir
 
     ref = Path(_hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
     return ref.read_text().strip() if ref.is_file() else None
@@ -211,7 +201,7 @@ class PreparedRun:
 
 def prepare_run(ws, method_name: str, variant_name: str, *, base: str, concepts, preserve=(), preserve_file=None,
                 images_dir=None, params: dict | None = None, seed: int = DEFAULT_SEED, device: str = "cpu",
-                precision: str = DEFAULT_PRECISION, offline_tiny: bool = False, resume: bool = False,
+                precision: str = DEFAULT_TRAINING_PRECISION, offline_tiny: bool = False, resume: bool = False,
                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, progress: bool = True, job: int | None = None,
                 check_here: bool = True) -> PreparedRun:
     """Check everything the workspace can tell about a run, and work out its preserve set.
@@ -357,7 +347,7 @@ def unlearn(
     params: dict | None = None,
     seed: int = DEFAULT_SEED,
     device: str = "cpu",
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_TRAINING_PRECISION,
     offline_tiny: bool = False,
     resume: bool = False,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
@@ -374,7 +364,7 @@ def unlearn(
     ``warn`` receives a line for each concept (or concept to preserve) longer
     than the text encoder reads, before the run starts; what was cut is
     recorded in the variant's params and its artifact's JSON as ``truncated``.
-    :func:`cpdm.unlearning.remote.unlearn_on_cluster` runs the same on a Ray cluster.
+    :func:`cpdm.jobs.ray_unlearn.unlearn_on_cluster` runs the same on a Ray cluster.
     """
     run = prepare_run(ws, method_name, variant_name, base=base, concepts=concepts, preserve=preserve,
                       preserve_file=preserve_file, images_dir=images_dir, params=params, seed=seed, device=device,

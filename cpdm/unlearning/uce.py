@@ -171,26 +171,6 @@ def uce_edit_matrix(edit_keys, guide_keys, preserve_gram_, lamb: float, erase_sc
     return torch.cholesky_solve(target.T, factor).T
 
 
-def uce_closed_form(
-    w0: torch.Tensor,
-    edit_keys: torch.Tensor,
-    guide_keys: torch.Tensor,
-    preserve_keys: torch.Tensor,
-    lamb: float = 0.5,
-    erase_scale: float = 1.0,
-    preserve_scale: float = 1.0,
-) -> torch.Tensor:
-    """The UCE edit of one projection W₀ (out × d): rows of ``edit_keys`` map to W₀ · (rows of ``guide_keys``).
-
-    ``edit_keys`` and ``guide_keys`` are (n, d), ``preserve_keys`` (m, d);
-    the result has W₀'s dtype.
-    """
-    keep = preserve_keys.detach().to(torch.float64)
-    matrix = uce_edit_matrix(edit_keys.to(w0.device), guide_keys.to(w0.device), (keep.T @ keep).to(w0.device),
-                             lamb, erase_scale, preserve_scale)
-    return (w0.detach().to(torch.float64) @ matrix).to(w0.dtype)
-
-
 def projection_names(unet) -> list[str]:
     """The weights UCE edits: every cross-attention key and value projection."""
     return [name for name, _ in unet.named_parameters()

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.context import JobContext, current_job, running
+from cpdm.progress import JobContext, current_job, running
 from cpdm.unlearning import get_method
-from cpdm.unlearning.artifacts import ArtifactError, artifact_digest, json_path_of, save_artifact
+from cpdm.diffusion.artifacts import ArtifactError, artifact_digest, json_path_of, save_artifact
 from cpdm.unlearning.runner import (
     CHECKPOINT_NAME,
     PreparedRun,

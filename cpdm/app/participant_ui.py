@@ -56,7 +56,7 @@ def background_input(question, subject: str, previous, key: str):
     Returns the answer as ``cpdm.rating.background.check_answer`` takes it:
     None while nothing is chosen, or when the rater declines an optional question.
     """
-    from cpdm.ui import plain
+    from cpdm.app.ui import plain
 
     label = question.text_for(plain(subject))  # the protocol's Markdown, with an artist's name as typed
     if question.type == "single":

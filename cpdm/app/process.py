@@ -1,8 +1,8 @@
 """The app's server process: tied to the process that starts it, and recognised when one is left behind.
 
-``cpdm serve`` (through :func:`cpdm.serve.start_app`) runs Streamlit as::
+``cpdm serve`` (through :func:`cpdm.app.serve.start_app`) runs Streamlit as::
 
-    python -m cpdm.app_process STARTER_PID run …/cpdm/app_entry/main.py --server.port …
+    python -m cpdm.app.process STARTER_PID run …/cpdm/app/entry/main.py --server.port …
 
 Before handing over to Streamlit's own command line, in this same process,
 :func:`die_with_starter` asks the Linux kernel to SIGKILL the process the
@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULE = "cpdm.app_process"
+MODULE = "cpdm.app.process"
 # prctl(2) option: the signal this process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 # /proc/net/tcp's state of a listening socket.
@@ -58,7 +58,7 @@ def command(starter_pid: int, streamlit_arguments: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m cpdm.app_process STARTER_PID STREAMLIT_ARGUMENTS…``: tie this process to its starter, run Streamlit."""
+    """``python -m cpdm.app.process STARTER_PID STREAMLIT_ARGUMENTS…``: tie this process to its starter, run Streamlit."""
     starter_pid, streamlit_arguments = int(argv[0]), argv[1:]
     die_with_starter(starter_pid)
     from streamlit.web.cli import main as streamlit_main

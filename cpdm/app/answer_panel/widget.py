@@ -2,10 +2,10 @@
 
 The page calls :func:`show_pair` with the rater's current item. Images go to
 the browser as the stored files' bytes, unchanged, inside the panel's own
-message (:func:`cpdm.answer_panel.model.panel_message`): never at a
+message (:func:`cpdm.app.answer_panel.model.panel_message`): never at a
 ``/media/…`` address, which Streamlit serves to anyone who has it, signed in
 or not (and ``st.image`` would re-encode them as JPEG). A submit from the
-panel reaches :func:`cpdm.answer_panel.model.handle_event` in a callback, so
+panel reaches :func:`cpdm.app.answer_panel.model.handle_event` in a callback, so
 the same run that saves it draws the next pair.
 """
 
@@ -16,8 +16,8 @@ from importlib.resources import files
 
 import streamlit as st
 
-from cpdm.answer_panel.model import handle_event, nonce_for, panel_data, panel_image, panel_message
-from cpdm.ui import gated_callback
+from cpdm.app.answer_panel.model import handle_event, nonce_for, panel_data, panel_image, panel_message
+from cpdm.app.ui import gated_callback
 
 COMPONENT_NAME = "cpdm_answer_panel"
 PANEL_KEY = "cpdm_answer_panel"

@@ -12,7 +12,7 @@
 // and "sending" state would live on and act on the pair shown now (resend an
 // old pair on Enter, refuse keys as "Saving…").
 //
-// The panel is given bytes (cpdm.answer_panel.model.panel_message): the length
+// The panel is given bytes (cpdm.app.answer_panel.model.panel_message): the length
 // of a JSON part, the JSON, then the images' bytes as stored. Each image
 // becomes a blob: URL, which exists only inside this page.
 

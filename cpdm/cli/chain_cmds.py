@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.cli.unlearn_cmds import METHOD_HELP, parse_params
-from cpdm.generation.settings import PAPER_PER_PROMPT, PAPER_STEPS
+from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
 
-@cli.group()
-def pipeline():
+@click.group("pipeline")
+def pipeline_cmd():
     """Queue whole chains of jobs for `cpdm worker` to run."""
 
 
-@pipeline.command("run", epilog=METHOD_HELP)
+@pipeline_cmd.command("run", epilog=METHOD_HELP)
 @click.option("--concept", required=True, help="The concept to erase, e.g. an artist's name as the anchors give it.")
 @click.option("--method", required=True, help="Unlearning method (see below).")
 @click.option("--variant-name", default=None, help="Name of the new variant (default: METHOD-CONCEPT).")
@@ -34,7 +34,7 @@ def pipeline():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def pipeline_run(concept, method, variant_name, base, preserve, params, retain_prompts, per_prompt, steps, size,
+def pipeline_run_cmd(concept, method, variant_name, base, preserve, params, retain_prompts, per_prompt, steps, size,
                  device, offline_tiny, workspace):
     """Queue unlearn -> generate (concept and retain prompts) -> score -> unlearning report.
 
@@ -46,7 +46,7 @@ def pipeline_run(concept, method, variant_name, base, preserve, params, retain_p
       cpdm pipeline run --concept "Van Gogh" --method esd-x
       cpdm pipeline run --concept "Mira Dotwell" --method uce --offline-tiny --per-prompt 2 --steps 2
     """
-    from cpdm.jobs.pipeline import STEPS, enqueue_pipeline
+    from cpdm.jobs.chain import STEPS, enqueue_pipeline
 
     ws = open_ws(workspace)
     ids = enqueue_pipeline(ws, concept, method, variant_name=variant_name, base=base, preserve=preserve,
@@ -55,3 +55,6 @@ def pipeline_run(concept, method, variant_name, base, preserve, params, retain_p
     for step, job_id in zip(STEPS, ids):
         click.echo(f"{job_id}\t{step}")
     click.echo(f"queued jobs {', '.join(map(str, ids))}; run them with `cpdm worker`", err=True)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (pipeline_cmd,)

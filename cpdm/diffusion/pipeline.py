@@ -1,41 +1,36 @@
-"""Stable Diffusion pipelines: real weights from disk, or a tiny random model.
-
-Two ways to get a :class:`diffusers.StableDiffusionPipeline`:
+"""Stable Diffusion pipelines: real weights from disk (or the tiny random twin), a variant's, and running one.
 
 * :func:`load_sd_pipeline` loads real weights from a local folder or from the
   Hugging Face cache. It never downloads: when the weights are absent it
   raises :class:`~cpdm.errors.MissingWeightsError` saying how to get them.
-* :func:`tiny_sd_pipeline` builds a pipeline of the same architecture from
-  tiny, randomly initialised parts (as diffusers' own tests do). It needs no
-  files and no network, runs in about a second on a CPU, and is what tests,
-  CI and the offline demo use. Its images are noise-like but deterministic.
+  With ``offline_tiny`` it builds :func:`cpdm.diffusion.tiny.tiny_sd_pipeline`.
+* :func:`variant_pipeline` builds the pipeline of a variant (the one place
+  where an unlearned variant changes the model).
+* :func:`generate_images` turns prompts into images, each from its own seeded
+  generator, with the CPDM paper's defaults (DDIM, 50 steps, classifier-free
+  guidance 9, seed 23).
 
 Full-size architectures with random weights, for speed measurements, are
-in :mod:`cpdm.generation.architectures`.
-
-:func:`variant_pipeline` builds the pipeline of a variant (the one place
-where an unlearned variant changes the model); :func:`generate_images` turns
-prompts into images, each from its own seeded generator, with the CPDM paper's
-defaults (DDIM, 50 steps, classifier-free guidance 9, seed 23).
+in :mod:`cpdm.diffusion.architectures`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0
+from huggingface_hub import constants as hub_constants
 from PIL import Image
+from transformers import CLIPTokenizer
 
-from cpdm.errors import CpdmError, MissingWeightsError
-from cpdm.store.workspace import BASELINE_METHOD
-from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model loaders' defaults)
+from cpdm.diffusion.settings import (
     DEFAULT_SD_MODEL,
-    DTYPES,
     PAPER_GUIDANCE,
     PAPER_SEED,
     PAPER_STEPS,
@@ -45,138 +40,19 @@ from cpdm.generation.settings import (  # noqa: F401  (re-exported: the model lo
     TINY_BASE,
     uses_tiny_model,
 )
+from cpdm.diffusion.tiny import tiny_clip_tokenizer, tiny_sd_pipeline
+from cpdm.diffusion.variants import apply_variant
+from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.store.images import encode_png
+from cpdm.store.workspace import BASELINE_METHOD
 
 # runwayml took its repository down; the same files live on under this id.
 SD15_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
-TOKENIZER_MAX_LENGTH = 77  # as in Stable Diffusion's CLIP tokenizer
 # cpdm refuses an image side above this many times the side the model was trained at. A model makes
 # nothing useful that far out, and memory, not the model, would then end the run: a 100000-pixel side
 # asks for tens of gigabytes for the first latent alone.
 MAX_SIDE_FACTOR = 4
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode characters.
-
-    Byte-level BPE works on these characters, so a vocabulary that holds all
-    256 of them can encode any text without unknown tokens.
-    """
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return {byte: chr(code) for byte, code in zip(printable, codes)}
-
-
-def tiny_tokenizer_vocab() -> dict[str, int]:
-    """A 514-token CLIP vocabulary: every byte character, alone and word-final, plus BOS/EOS.
-
-    With no merges, every word is spelled out byte by byte; that is all a
-    random-initialised text encoder needs, and prompts never hit unknown tokens.
-    """
-    characters = list(_bytes_to_unicode().values())
-    tokens = characters + [character + "</w>" for character in characters] + [BOS_TOKEN, EOS_TOKEN]
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def write_tiny_tokenizer_files(folder: str | os.PathLike) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` of the tiny tokenizer into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(tiny_tokenizer_vocab(), ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return folder
-
-
-def tiny_clip_tokenizer():
-    """A CLIPTokenizer read from freshly written tiny vocabulary files (no hub access)."""
-    from transformers import CLIPTokenizer
-
-    with tempfile.TemporaryDirectory(prefix="cpdm-tiny-tokenizer-") as folder:
-        write_tiny_tokenizer_files(folder)
-        return CLIPTokenizer.from_pretrained(folder, local_files_only=True, model_max_length=TOKENIZER_MAX_LENGTH)
-
-
-def _tiny_parts(vocab: dict[str, int]) -> dict:
-    """The random-initialised UNet, VAE, text encoder and scheduler (diffusers' test sizes)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8,
-        norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=2,
-    )
-    text_config = CLIPTextConfig(
-        hidden_size=8,
-        intermediate_size=16,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        vocab_size=1000,
-        max_position_embeddings=TOKENIZER_MAX_LENGTH,
-        bos_token_id=vocab[BOS_TOKEN],
-        eos_token_id=vocab[EOS_TOKEN],
-        pad_token_id=vocab[EOS_TOKEN],
-        layer_norm_eps=1e-5,
-    )
-    text_encoder = CLIPTextModel(text_config)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,  # as in Stable Diffusion v1's scheduler config
-    )
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
-
-
-def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
-    """A Stable Diffusion pipeline from tiny random-initialised parts; the same seed gives the same weights.
-
-    The global torch random state is left as it was. Height and width must be
-    multiples of 8 (64x64 by default; 32x32 is enough for tests).
-    """
-    from diffusers import StableDiffusionPipeline
-
-    tokenizer = tiny_clip_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        parts = _tiny_parts(tokenizer.get_vocab())
-    pipeline = StableDiffusionPipeline(
-        **parts,
-        tokenizer=tokenizer,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
-        module.eval()
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -220,9 +96,7 @@ def _hf_cache_dir() -> str:
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):
         return os.path.join(os.environ["HF_HOME"], "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
+    return hub_constants.HF_HUB_CACHE
 
 
 def load_sd_pipeline(
@@ -242,8 +116,6 @@ def load_sd_pipeline(
     """
     if offline_tiny:
         return tiny_sd_pipeline(device=device)
-    from diffusers import StableDiffusionPipeline
-
     torch_dtype = resolve_dtype(dtype, device)
     kwargs = {
         "dtype": torch_dtype,
@@ -280,8 +152,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -
 
 def set_scheduler(pipeline, name: str) -> None:
     """Swap the pipeline's sampler for ``name`` (ddim, pndm, lms, euler, euler-a, dpm), keeping its config."""
-    import diffusers
-
     if name not in SCHEDULERS:
         raise CpdmError(f"unknown scheduler {name!r} (use one of: {', '.join(SCHEDULERS)})")
     scheduler_class = getattr(diffusers, SCHEDULERS[name])
@@ -308,8 +178,6 @@ def variant_pipeline(variant, *, root=None, device="cpu", dtype: str | None = No
     # ("original") is used exactly as loaded. apply_variant returns the pipeline to
     # use (an inference-time method wraps the loaded one).
     if variant.method != BASELINE_METHOD:
-        from cpdm.unlearning.apply import apply_variant
-
         pipeline = apply_variant(pipeline, variant, root, base_model=TINY_BASE if tiny else variant.base_model)
     return pipeline
 
@@ -318,8 +186,6 @@ def prepare_for_generation(pipeline, device, scheduler: str = "ddim") -> None:
     """What generation sets on any loaded pipeline: the sampler, and on CUDA PyTorch's scaled-dot-product attention."""
     set_scheduler(pipeline, scheduler)
     if str(device).startswith("cuda"):
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
         pipeline.unet.set_attn_processor(AttnProcessor2_0())
 
 
@@ -331,8 +197,6 @@ def variant_tokenizer(variant, offline_tiny: bool = False):
     """
     if uses_tiny_model(variant.base_model, offline_tiny):
         return tiny_clip_tokenizer()
-    from transformers import CLIPTokenizer
-
     source = _pretrained_source(variant.base_model)
     try:
         return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True,
@@ -441,8 +305,6 @@ class EncodedImage:
 
 def encoded_images(pipeline, request: ImageRequest) -> list[EncodedImage]:
     """Make a request's images and encode each as PNG (the bytes the workspace stores, wherever they were made)."""
-    from cpdm.store.images import encode_png
-
     images = generate_images(pipeline, list(request.prompts), list(request.seeds), request.steps, request.guidance,
                              request.height, request.width, request.negative_prompt, request.seed_mode)
     encoded = [encode_png(image.convert("RGB")) for image in images]

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import (
+from cpdm.diffusion.settings import (
     BASELINE_VARIANT,
     DEFAULT_SD_MODEL,
     PAPER_PER_PROMPT,
@@ -64,7 +64,8 @@ def _baseline(ws):
     return baseline
 
 
-def _refuse_existing_variant(ws, name: str) -> None:
+def refuse_existing_variant(ws, name: str) -> None:
+    """Refuse a variant name already taken, before any job is queued (a worker would refuse it only later)."""
     from cpdm.store.rows import get_variant
 
     try:
@@ -94,7 +95,7 @@ def plan_pipeline(ws, concept: str, method: str, *, variant_name: str | None = N
         raise CpdmError(f"retain_prompts must be at least 1, got {retain_prompts}")
     baseline = _baseline(ws)
     name = variant_name or default_variant_name(method, concept)
-    _refuse_existing_variant(ws, name)
+    refuse_existing_variant(ws, name)
     split = split_prompts(ws, TargetRule(concepts=(concept,)), max_retain_prompts=retain_prompts)
     prompt_ids = [prompt_id for group in ("target", "retain") for prompt_id, _, _ in split[group]]
     if base is None:

@@ -46,6 +46,7 @@ SCHEDULERS = {
     "euler-a": "EulerAncestralDiscreteScheduler",
     "dpm": "DPMSolverMultistepScheduler",
 }
+TOKENIZER_MAX_LENGTH = 77  # tokens Stable Diffusion's CLIP text encoder reads
 DTYPES = ("float16", "bfloat16", "float32")
 # What a generation made by the tiny random pipeline records in its params; real runs never match it.
 TINY_MARK = {"pipeline": "tiny"}

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from cpdm.generation.pipeline import BOS_TOKEN, EOS_TOKEN, TOKENIZER_MAX_LENGTH, _bytes_to_unicode
+from cpdm.diffusion.settings import TOKENIZER_MAX_LENGTH
+from cpdm.diffusion.tiny import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode
 
 CLIP_VOCAB_SIZE = 49408
 CROSS_ATTENTION_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
@@ -116,7 +117,7 @@ ARCHITECTURES = {architecture.name: architecture for architecture in (SD15, SD21
 
 def padded_vocab(size: int) -> dict[str, int]:
     """Every byte character, alone and word-final, then unused entries up to ``size``; BOS and EOS last."""
-    characters = list(_bytes_to_unicode().values())
+    characters = list(bytes_to_unicode().values())
     tokens = characters + [character + "</w>" for character in characters]
     if size < len(tokens) + 2:
         raise ValueError(f"a vocabulary needs at least {len(tokens) + 2} entries, got {size}")

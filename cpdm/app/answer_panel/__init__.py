@@ -5,7 +5,7 @@ given, the check and saving of what it sends); ``widget`` mounts it in a
 page (``panel.js`` and ``panel.css`` are its browser side).
 """
 
-from cpdm.answer_panel.model import (
+from cpdm.app.answer_panel.model import (
     Notice,
     PanelEvent,
     PanelImage,

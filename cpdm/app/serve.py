@@ -2,7 +2,7 @@
 
 The app finds its workspace through the environment variable
 ``CPDM_WORKSPACE`` (an absolute path), so one app file serves any workspace.
-Streamlit's main script is not ``app.py`` itself but ``cpdm/app_entry/main.py``,
+Streamlit's main script is not ``app.py`` itself but ``cpdm/app/entry/main.py``,
 which runs the app file named by ``CPDM_APP``: with ``pages/`` beside its main
 script Streamlit would serve its automatic page list, running page files
 without the app's sign-in, until someone opened ``/``.
@@ -11,7 +11,7 @@ The server runs in its own process group: stopping it stops Streamlit and
 anything it started, and a server started here never outlives the
 :func:`running_app` block (or the ``cpdm serve`` command) that started it,
 even one killed with SIGKILL: its process dies with its parent
-(:mod:`cpdm.app_process`). A start that finds an app left running on its port
+(:mod:`cpdm.app.process`). A start that finds an app left running on its port
 by an older ``cpdm serve`` names that app's PID.
 
 Example::
@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cpdm import app_process
+from cpdm.app import entry as app_entry
+from cpdm.app import process as app_process
+from cpdm.app.entry import APP_ENV
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import open_workspace, resolve_workspace_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP_ENV = "CPDM_APP"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # cpdm/app/serve.py -> the checkout
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 STARTUP_TIMEOUT_S = 60.0
@@ -73,20 +74,8 @@ def _installed_app_dirs() -> list[Path]:
 
 
 def entry_script() -> Path:
-    """Streamlit's main script: ``main.py`` of :mod:`cpdm.app_entry`, a folder with no ``pages/`` in it."""
-    import cpdm.app_entry
-
-    return Path(cpdm.app_entry.__file__).resolve().parent / "main.py"
-
-
-def run_app_file(app: str | os.PathLike | None = None) -> None:
-    """Run the app file (default: $CPDM_APP) as this Streamlit script run, with its own ``__file__``.
-
-    Read on every run, so an edited app file takes effect at the next rerun.
-    """
-    path = Path(app if app is not None else os.environ[APP_ENV])
-    code = compile(path.read_bytes(), str(path), "exec")
-    exec(code, {"__name__": "__main__", "__file__": str(path)})  # noqa: S102
+    """Streamlit's main script: ``main.py`` of :mod:`cpdm.app.entry`, a folder with no ``pages/`` in it."""
+    return Path(app_entry.__file__).resolve().parent / "main.py"
 
 
 def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
@@ -94,7 +83,7 @@ def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
     """The command line that serves ``script`` headless on ``host:port``, in a process that dies with its starter.
 
     ``starter_pid`` is the process that will start it (default: this one);
-    see :mod:`cpdm.app_process`. Usage statistics are off (no network), and
+    see :mod:`cpdm.app.process`. Usage statistics are off (no network), and
     the toolbar is in viewer mode so raters see no developer menu or "Deploy"
     button. The file watcher is off: watching a checkout (with its virtual
     environment) costs raters several times the CPU and floods the terminal.
@@ -103,7 +92,7 @@ def streamlit_command(script: Path, host: str, port: int, *, dev: bool = False,
     """
     if dev:
         watch = ["--server.fileWatcherType", "auto", "--server.runOnSave", "true",
-                 "--server.folderWatchList", str(Path(__file__).resolve().parent)]
+                 "--server.folderWatchList", str(Path(__file__).resolve().parents[1])]  # the cpdm package
     else:
         watch = ["--server.fileWatcherType", "none", "--server.runOnSave", "false"]
     return app_process.command(os.getpid() if starter_pid is None else starter_pid, [
@@ -145,13 +134,6 @@ def _why_port_is_taken(port: int, error: OSError) -> str:
             "first, or use --port")
 
 
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class AppServer:
     """A running Streamlit server: its process (leader of its own process group) and URL."""
@@ -187,7 +169,7 @@ def start_app(
     ``stdout`` receives the server's output (default: this process's);
     ``dev`` turns on Streamlit's file watcher. The server dies with this
     process, and on Linux with the calling thread: call it from a thread
-    that lives as long as the server (see :mod:`cpdm.app_process`).
+    that lives as long as the server (see :mod:`cpdm.app.process`).
     """
     app = (Path(app) if app is not None else find_app()).resolve()
     root = resolve_workspace_path(workspace).absolute()
