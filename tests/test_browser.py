@@ -29,7 +29,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 QUESTIONS = ("content", "style", "copy")
 # How long the panel waits for the server to confirm a send (RESEND_AFTER_MS in panel.js).
 RESEND_AFTER_MS = int(re.search(r"RESEND_AFTER_MS = (\d+)",
-                                (ROOT / "cpdm" / "answer_panel" / "panel.js").read_text(encoding="utf-8")).group(1))
+                                (ROOT / "cpdm" / "app" / "answer_panel" / "panel.js").read_text(encoding="utf-8")).group(1))
 # Streamlit shows its connection status while the page has no connection to the server.
 STREAMLIT_CONNECTION_STATUS = '[data-testid="stStatusWidget"]'
 
