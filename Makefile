@@ -11,7 +11,7 @@ STAMP := $(VENV)/.cpdm-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast browser-deps bench clean-demo
+.PHONY: install demo test test-fast browser-deps bench gpu-wheels bench-gpu clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,22 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(PY) $$script --quick || exit 1; done
+
+# The GPU suite (benchmarks/gpu_suite.py) runs on a machine that has torch and transformers but no package
+# registry and no project venv: `make gpu-wheels`, here, downloads the other packages it needs as wheels into
+# $(GPU_WHEELS) (git-ignored; carry it with the tree); `make bench-gpu`, there, installs those its python lacks
+# into $(GPU_SITE) and runs the suite (results in benchmarks/results/). GPU_ARGS=--dry-run runs it on a CPU.
+GPU_PYTHON ?= python3
+GPU_WHEELS ?= .gpu-wheels
+GPU_SITE ?= .gpu-site
+GPU_ARGS ?=
+
+gpu-wheels:
+	$(GPU_PYTHON) -m benchmarks.gpu.wheels download --dest $(GPU_WHEELS)
+
+bench-gpu:
+	$(GPU_PYTHON) -m benchmarks.gpu.wheels install --wheels $(GPU_WHEELS) --target $(GPU_SITE)
+	PYTHONPATH="$(abspath $(GPU_SITE)):$(CURDIR)" $(GPU_PYTHON) benchmarks/gpu_suite.py $(GPU_ARGS)
 
 clean-demo:
 	rm -rf annotations/workspace

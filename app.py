@@ -8,9 +8,17 @@ named by absolute paths. Every visitor needs an invite link
 ``http://HOST:8501/?token=…`` (deep links such as ``/rate?token=…`` work too):
 
 - artists and lay raters see the instructions and consent once, then the
-  rating page;
+  campaign protocol's questions about them (if it has any), then the rating
+  page;
 - researchers see the pages in RESEARCHER_PAGES;
 - anyone else sees only "this link is not valid".
+
+A crowd platform's participants arrive through a recruitment link instead
+(``/?join=SECRET&PROLIFIC_PID=…``, see ``cpdm.rating.recruit``): they see the
+consent page, are admitted as raters when they agree (or are told the study
+is full or closed), rate their pairs and reach the end page with the
+completion code. Once admitted, they sign in like invited raters, by a token
+derived from the link's secret and their platform id.
 
 ``/`` and any app path that is not one of the visitor's pages (``/rate`` for a
 researcher, ``/rate`` before consent) forward to the visitor's first page, so
@@ -27,9 +35,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from cpdm.rating.auth import rater_for_token
+from cpdm.rating import recruit
+from cpdm.rating.background import background_due
 from cpdm.errors import CpdmError
 from cpdm.store.workspace import DEFAULT_WORKSPACE, open_workspace
+from cpdm.app.ui import TOKEN_KEY, WORKSPACE_KEY, sign_in
 
 st.set_page_config(page_title="cpdm: rate image pairs", page_icon=":material/compare:", layout="wide")
 
@@ -47,10 +57,15 @@ RESEARCHER_PAGES = [
 ]
 RATER_PAGE = st.Page(PAGES_DIR / "rate.py", title="Rate", url_path="rate")
 CONSENT_PAGE = st.Page(PAGES_DIR / "consent.py", title="Welcome", url_path="welcome")
+BACKGROUND_PAGE = st.Page(PAGES_DIR / "about_you.py", title="About you", url_path="about-you")
 INVALID_PAGE = st.Page(PAGES_DIR / "invalid.py", title="Link not valid", url_path="invalid")
+# Recruitment links (cpdm.rating.recruit): consent before admission, and why a visitor cannot join.
+JOIN_PAGE = st.Page(PAGES_DIR / "join.py", title="Welcome", url_path="start")
+STUDY_REFUSED_PAGE = st.Page(PAGES_DIR / "study_refused.py", title="Study", url_path="study")
 # Every path the app serves to someone. A link to any of them (an old or
 # forwarded link, or one for another role) leads to the visitor's own home page.
-APP_URL_PATHS = [page.url_path for page in [*RESEARCHER_PAGES, RATER_PAGE, CONSENT_PAGE, INVALID_PAGE]]
+APP_URL_PATHS = [page.url_path for page in [*RESEARCHER_PAGES, RATER_PAGE, CONSENT_PAGE, BACKGROUND_PAGE,
+                                             INVALID_PAGE, JOIN_PAGE, STUDY_REFUSED_PAGE]]
 # The internal name of the page at "/" (Streamlit serves its default page at the root whatever its url_path).
 ROOT_URL_PATH = "home"
 
@@ -58,21 +73,29 @@ ROOT_URL_PATH = "home"
 def workspace():
     """This session's open workspace (one SQLite connection per browser session)."""
     path = os.environ.get("CPDM_WORKSPACE") or str(DEFAULT_WORKSPACE)
-    ws = st.session_state.get("cpdm_ws")
+    ws = st.session_state.get(WORKSPACE_KEY)
     if ws is None or st.session_state.get("cpdm_ws_path") != path:
         ws = open_workspace(path)
-        st.session_state["cpdm_ws"], st.session_state["cpdm_ws_path"] = ws, path
+        st.session_state[WORKSPACE_KEY], st.session_state["cpdm_ws_path"] = ws, path
     return ws
 
 
-def pages_for(rater) -> tuple[list, str]:
-    """The pages a visitor may reach (their home page first), and where the menu goes."""
+def pages_for(rater, visit=None) -> tuple[list, str]:
+    """The pages a visitor may reach (their home page first), and where the menu goes.
+
+    ``visit`` is a recruitment link's visit (``cpdm.rating.recruit.Visit``) of
+    a visitor not signed in yet.
+    """
     if rater is None:
+        if visit is not None:
+            return [JOIN_PAGE if visit.state == "may_join" else STUDY_REFUSED_PAGE], "hidden"
         return [INVALID_PAGE], "hidden"
     if rater.role == "researcher":
         return RESEARCHER_PAGES, "sidebar"
     if rater.consented_at is None:
         return [CONSENT_PAGE], "hidden"
+    if background_due(ws, rater) is not None:  # the protocol's questions about the rater, once per campaign
+        return [BACKGROUND_PAGE], "hidden"
     return [RATER_PAGE], "hidden"
 
 
@@ -90,9 +113,9 @@ def forward_to(home, url_path: str, *, root: bool = False):
     return st.Page(forward, title=home.title, url_path=url_path, visibility="hidden", default=root)
 
 
-def navigation_for(rater) -> tuple[list, str]:
+def navigation_for(rater, visit=None) -> tuple[list, str]:
     """The visitor's pages plus forwards from "/" and every other app path to their home page."""
-    pages, position = pages_for(rater)
+    pages, position = pages_for(rater, visit)
     home, own_paths = pages[0], {page.url_path for page in pages}
     forwards = [forward_to(home, ROOT_URL_PATH, root=True)]
     forwards += [forward_to(home, path) for path in APP_URL_PATHS if path not in own_paths]
@@ -107,17 +130,23 @@ except CpdmError as exc:
 
 # The token comes from the invite link. Moving between pages drops the URL's
 # query string, so the session remembers the token and puts it back in the
-# URL (a refresh then still signs in). It is checked again on every run, so a
-# revoked link stops working at once.
-token = st.query_params.get("token") or st.session_state.get("cpdm_token")
-rater = rater_for_token(ws, token)
-st.session_state["cpdm_rater"] = rater
-if rater is not None:
-    st.session_state["cpdm_token"] = token
-    if st.query_params.get("token") != token:
-        st.query_params["token"] = token
+# URL (a refresh then still signs in). The gate checks it again on every run
+# (and fragments and callbacks pass it too), so a revoked link stops working at once.
+rater = sign_in(ws)
+visit = None
+if rater is None and recruit.JOIN_PARAM in st.query_params:
+    # A recruitment link: its secret and the platform id sign in a rater it admitted (cpdm.rating.recruit).
+    st.session_state["cpdm_client"] = recruit.client_address(
+        st.context.ip_address, st.context.headers.get("X-Forwarded-For"),
+        trust_forwarded=os.environ.get("CPDM_TRUST_FORWARDED_FOR") == "1")
+    visit = recruit.visit(ws, st.query_params.to_dict(), st.session_state["cpdm_client"])
+    if visit.state == "admitted":
+        rater, visit = sign_in(ws, visit.token), None
+st.session_state["cpdm_visit"] = visit
+if rater is not None and st.query_params.get("token") != st.session_state[TOKEN_KEY]:
+    st.query_params["token"] = st.session_state[TOKEN_KEY]
 if ws.is_demo:
     st.info("**Demo workspace**: tiny offline models and made-up ratings; nothing here is a real study.",
             icon=":material/science:")
-pages, position = navigation_for(rater)
+pages, position = navigation_for(rater, visit)
 st.navigation(pages, position=position).run()

@@ -1,4 +1,4 @@
-"""Generation speed: images/s of ``cpdm.generation.pipeline.generate_images`` at several batch sizes.
+"""Generation speed: images/s of ``cpdm.diffusion.pipeline.generate_images`` at several batch sizes.
 
 Three settings:
 
@@ -35,8 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.backbones import resolve_device  # noqa: E402
-from cpdm.generation.pipeline import full_size_random_sd_pipeline, generate_images, tiny_sd_pipeline  # noqa: E402
+from cpdm.compute_device import resolve_device  # noqa: E402
+from cpdm.diffusion.architectures import SD15, random_sd_pipeline  # noqa: E402
+from cpdm.diffusion.pipeline import generate_images  # noqa: E402
+from cpdm.diffusion.tiny import tiny_sd_pipeline  # noqa: E402
 
 PROMPT = "water lilies on a pond, by Claude Monet, oil on canvas, impressionism"
 
@@ -77,7 +79,7 @@ def main(argv=None) -> None:
     results: dict[str, str] = {}
     if device.type == "cuda":
         steps = args.steps or 50
-        pipeline = full_size_random_sd_pipeline(device=device, dtype=torch.float16)
+        pipeline = random_sd_pipeline(SD15, device=device, dtype=torch.float16)
         print(f"full-size SD v1 architecture (random weights), fp16, SDPA, 512x512, {steps} steps on {torch.cuda.get_device_name()}")
         for batch in (1, 9):
             torch.cuda.reset_peak_memory_stats()
@@ -89,7 +91,7 @@ def main(argv=None) -> None:
         print("  reference: SD 1.5, 512 px, 50 steps, fp16 is often quoted at roughly 1-2 s/image on an A100")
     elif args.full_size:
         steps = args.steps or 5
-        pipeline = full_size_random_sd_pipeline()
+        pipeline = random_sd_pipeline(SD15)
         print(f"full-size SD v1 architecture (random weights), fp32, 512x512, {steps} steps, CPU "
               f"({torch.get_num_threads()} threads)")
         rate = time_batches(pipeline, 1, steps, 512, repeats)

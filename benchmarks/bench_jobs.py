@@ -62,7 +62,7 @@ from benchmarks.bench_rating import (  # noqa: E402
     FULL_LOAD, QUICK_LOAD, TARGET_P95_MS, Load, add_raters, build_workspace, meets_target, run_phase_on_copy,
 )
 from cpdm.demo import build as demo  # noqa: E402
-from cpdm.generation.settings import TINY_BASE  # noqa: E402
+from cpdm.diffusion.settings import TINY_BASE  # noqa: E402
 from cpdm.jobs.queue import enqueue, get_job, list_jobs  # noqa: E402
 from cpdm.jobs.worker import Worker  # noqa: E402
 from cpdm.store.rows import add_prompt, add_variant  # noqa: E402
@@ -209,7 +209,7 @@ def count_generations(ws) -> int:
 def generate_directly(root: Path, prompt_ids: list[int], images: TinyImages) -> tuple[float, int]:
     """(seconds, images) of ``run_generation`` called as ``cpdm generate`` calls it."""
     from cpdm.generation.batch import run_generation
-    from cpdm.generation.settings import GenerationSettings
+    from cpdm.diffusion.settings import GenerationSettings
     from cpdm.rating.protocol import default_protocol_path, load_protocol_file
 
     with open_workspace(root) as ws:
@@ -368,12 +368,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
-def stop_process(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = WORKER_STOP_TIMEOUT) -> None:
     """SIGTERM (a worker finishes its step and puts its job back), then SIGKILL if it does not exit in time."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=WORKER_STOP_TIMEOUT)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -10,18 +10,24 @@ process, a thread per browser session. Every tenth submit is sent twice with
 the same nonce, as a double click would.
 
 Each turn of a rater is what the rating page does: draw the page
-(``next_item``: the pair the rater holds, or a newly claimed one), then
+(``next_item_for``: the pair the rater holds, or a newly claimed one), then
 ``submit``; the next page draw claims the following pair. Each of the two is
 one write transaction.
 
-Two phases run, each on a fresh copy of the same workspace:
+Three phases run, each on a fresh copy of the same workspace:
 
 - paced: each rater looks at a pair for 2 to 4 s before submitting (2 s is
   the protocol's fastest answer not flagged as too fast), starting at a
   random moment; this is the load 50 quick humans put on the server;
 - saturated: no pause at all; every rater hammers next-pair + submit, which
   measures throughput (latency there is mostly queueing: with one SQLite
-  writer, 50 clients wait about 50 x the time of one write).
+  writer, 50 clients wait about 50 x the time of one write);
+- recruited: 50 new lay raters arrive through a recruitment link
+  (``cpdm.rating.recruit``) at random moments in the first seconds, each
+  from its own address with its own platform id: the consent page's visit
+  check, then admission (the quota's claim and the new rater, one write
+  transaction), then the paced loop. Target: admission p95 under the same
+  50 ms; exactly one rater admitted per participant.
 
 Prints p50/p95/p99 latency of next-pair and of submit for each phase, and of
 "click to next pair" (a submit plus the next page draw: what a rater waits
@@ -52,7 +58,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.rating.assignment import next_item, rebuild_pair_load  # noqa: E402
+from cpdm.rating import recruit  # noqa: E402
+from cpdm.rating.assignment import rebuild_pair_load  # noqa: E402
 from cpdm.store.time import format_time, utc_now  # noqa: E402
 from cpdm.rating.auth import create_rater, get_rater  # noqa: E402
 from cpdm.rating.campaigns import create_campaign  # noqa: E402
@@ -140,23 +147,45 @@ def add_raters(root: Path, count: int) -> list[int]:
         ws.close()
 
 
-def rater_loop(root, rater_id, stop_at, think_s, out, errors):
+def join_through_link(ws, join: tuple[str, str, str], admit_ms: list) -> int:
+    """A participant's arrival through a recruitment link (secret, platform id, client address): the visit, then
+    admission.
+
+    Appends the admission's milliseconds (the visit check plus the claim) and returns the new rater's id.
+    """
+    secret, platform_id, address = join
+    query = {recruit.JOIN_PARAM: secret, "PROLIFIC_PID": platform_id}
+    t0 = time.perf_counter()
+    recruit.visit(ws, query, address)  # the consent page's run
+    admission = recruit.admit(ws, query, address)
+    admit_ms.append((time.perf_counter() - t0) * 1000)
+    if admission.rater is None:
+        raise RuntimeError(f"{platform_id} was not admitted: {admission.state}")
+    return admission.rater.id
+
+
+def rater_loop(root, rater_id, stop_at, think_s, out, errors, join=None):
     """One simulated rater: next pair, look at it, submit, until time is up (or nothing is left).
 
     With ``think_s`` the rater starts at a random moment within the first
     ``think_s`` seconds and looks at each pair for ``think_s`` to twice that,
-    as people do: they neither start nor answer in lockstep.
+    as people do: they neither start nor answer in lockstep. With ``join``
+    (a recruitment link's secret and a platform id) the rater is first
+    admitted through the link, as a crowd participant is. The next pair is
+    what the rating page asks for (``next_item_for``).
     """
     rng = random.Random(rater_id)
     ws = open_workspace(root)
-    rater = get_rater(ws, rater_id)
-    next_ms, submit_ms, saved, resent = [], [], {}, 0
+    next_ms, submit_ms, saved, resent, admit_ms = [], [], {}, 0, []
     try:
         if think_s:
             time.sleep(rng.uniform(0, think_s))
+        if join is not None:
+            rater_id = join_through_link(ws, join, admit_ms)
+        rater = get_rater(ws, rater_id)
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
-            item = next_item(ws, rater)
+            item = recruit.next_item_for(ws, rater)
             t1 = time.perf_counter()
             next_ms.append((t1 - t0) * 1000)
             if item is None:
@@ -177,7 +206,7 @@ def rater_loop(root, rater_id, stop_at, think_s, out, errors):
         errors.append(f"rater {rater_id}: {exc!r}")
     finally:
         ws.close()
-    out[rater_id] = (next_ms, submit_ms, saved, resent)
+    out[rater_id] = (next_ms, submit_ms, saved, resent, admit_ms)
 
 
 def check_integrity(root, campaign, results) -> tuple[int, int, int]:
@@ -186,7 +215,7 @@ def check_integrity(root, campaign, results) -> tuple[int, int, int]:
     conn = ws.conn
     lost = 0
     merged: dict[int, dict] = {}
-    for rater_id, (_, _, saved, _) in results:
+    for rater_id, (_, _, saved, _, _) in results:
         merged.setdefault(rater_id, {}).update(saved)
     for rater_id, saved in merged.items():
         stored = {}
@@ -216,12 +245,18 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     return float(p50), float(p95), float(p99)
 
 
-def run_phase(root, raters, seconds, think_s) -> dict:
-    """Run every rater in its own thread for ``seconds``; return latencies and what was saved."""
+def run_phase(root, raters, seconds, think_s, joins=None) -> dict:
+    """Run every rater in its own thread for ``seconds``; return latencies and what was saved.
+
+    With ``joins`` (one (secret, platform id, address) per rater) the raters are new
+    participants who first join through a recruitment link; ``raters`` then
+    only numbers them.
+    """
     results, errors = {}, []
     stop_at = time.monotonic() + seconds
-    threads = [threading.Thread(target=rater_loop, args=(root, r, stop_at, think_s, results, errors))
-               for r in raters]
+    threads = [threading.Thread(target=rater_loop, args=(root, r, stop_at, think_s, results, errors),
+                                kwargs={"join": joins[i] if joins else None})
+               for i, r in enumerate(raters)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -237,23 +272,56 @@ def run_phase(root, raters, seconds, think_s) -> dict:
         "saved": sum(len(r[2]) for r in results.values()),
         "resent": sum(r[3] for r in results.values()),
         "rate": sum(len(r[2]) for r in results.values()) / elapsed,
+        "admit": percentiles([v for r in results.values() for v in r[4]]),
+        "admitted": sum(len(r[4]) for r in results.values()),
         "elapsed": elapsed, "errors": errors, "results": list(results.items()),
     }
 
 
-def run_phase_on_copy(base, root, campaign, raters, seconds, think_s, during=None) -> dict:
+def run_phase_on_copy(base, root, campaign, raters, seconds, think_s, during=None, recruits: int = 0) -> dict:
     """:func:`run_phase` on a copy of the workspace at ``base``, so every phase starts from the same ratings.
 
     ``during``, if given, is called with the copy's path and must return a
     context manager: the phase runs inside it (another process busy on the
-    same workspace, say). Adds ``integrity``: (lost, duplicated, over-overlap
-    pairs) of the phase.
+    same workspace, say). With ``recruits``, that many new lay raters join
+    through a recruitment link instead of ``raters`` (quota: exactly them).
+    Adds ``integrity``: (lost, duplicated, over-overlap pairs) of the phase,
+    and for recruits ``recruit_integrity``: (raters admitted, platform ids
+    admitted more than once).
     """
     shutil.copytree(base, root)
+    joins = None
+    if recruits:
+        secret = open_recruitment_link(root, campaign, recruits)
+        joins = [(secret, f"bench-participant-{i}", f"10.{i // 250}.{i % 250}.1") for i in range(recruits)]
+        raters = list(range(recruits))
     with during(root) if during else contextlib.nullcontext():
-        phase = run_phase(root, raters, seconds, think_s)
+        phase = run_phase(root, raters, seconds, think_s, joins)
     phase["integrity"] = check_integrity(root, campaign, phase["results"])
+    if recruits:
+        phase["recruit_integrity"] = check_admissions(root)
     return phase
+
+
+def open_recruitment_link(root, campaign: int, quota: int) -> str:
+    """A lay recruitment link on the campaign admitting ``quota`` raters with plenty of pairs each; its secret."""
+    ws = open_workspace(root)
+    try:
+        _link, secret = recruit.create_link(ws, campaign, "lay", quota=quota, per_rater=100_000,
+                                            id_param="PROLIFIC_PID", completion_code="BENCH")
+        return secret
+    finally:
+        ws.close()
+
+
+def check_admissions(root) -> tuple[int, int]:
+    """(raters admitted through links, platform ids admitted more than once)."""
+    ws = open_workspace(root)
+    try:
+        return ws.conn.execute(
+            "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT platform_id) FROM recruited_raters").fetchone()
+    finally:
+        ws.close()
 
 
 def meets_target(phase: dict) -> bool:
@@ -293,16 +361,20 @@ def main() -> None:
               "each phase on a fresh copy of the workspace")
         paced = run_phase_on_copy(root, Path(tmp) / "paced", campaign, raters, seconds, args.think)
         saturated = run_phase_on_copy(root, Path(tmp) / "saturated", campaign, raters, seconds, 0.0)
-        lost, duplicated, over = (sum(phase["integrity"][i] for phase in (paced, saturated))
+        recruited = run_phase_on_copy(root, Path(tmp) / "recruited", campaign, raters, seconds, args.think,
+                                      recruits=args.raters)
+        lost, duplicated, over = (sum(phase["integrity"][i] for phase in (paced, saturated, recruited))
                                   for i in range(3))
 
-    phases = ((f"paced ({args.think:g} s/pair)", "paced", paced), ("saturated (no pause)", "saturated", saturated))
+    phases = ((f"paced ({args.think:g} s/pair)", "paced", paced), ("saturated (no pause)", "saturated", saturated),
+              (f"recruited (join, then {args.think:g} s/pair)", "recruited", recruited))
     print()
     print(f"{'':26}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95/target':>12}{'calls':>8}")
     for _label, short, phase in phases:
-        for key, name in (("next", "next-pair"), ("submit", "submit"), ("click", "click to next")):
+        keys = (("admit", "admission"),) if short == "recruited" else ()
+        for key, name in keys + (("next", "next-pair"), ("submit", "submit"), ("click", "click to next")):
             p50, p95, p99 = phase[key]
-            calls = phase["calls"][0 if key == "next" else 1]
+            calls = {"admit": phase["admitted"], "next": phase["calls"][0]}.get(key, phase["calls"][1])
             print(f"{name + ', ' + short:26}{p50:9.2f}{p95:9.2f}{p99:9.2f}"
                   f"{p95 / TARGET_P95_MS:12.2f}{calls:8d}")
     print()
@@ -311,19 +383,27 @@ def main() -> None:
               f"resent submits (same nonce): {phase['resent']}; lost {phase['integrity'][0]}, "
               f"duplicated {phase['integrity'][1]}, pairs over their overlap {phase['integrity'][2]}")
     print(f"lost ratings: {lost}; duplicated ratings: {duplicated}; pairs over their overlap: {over}")
-    errors = paced["errors"] + saturated["errors"]
+    admitted, admitted_twice = recruited["recruit_integrity"]
+    print(f"recruited: {admitted} of {args.raters} participants admitted through the link, "
+          f"{admitted_twice} platform ids admitted twice")
+    errors = paced["errors"] + saturated["errors"] + recruited["errors"]
     if errors:
         print(f"errors ({len(errors)}): {errors[:3]}")
-    ok = lost == 0 and duplicated == 0 and over == 0 and not errors
+    ok = (lost == 0 and duplicated == 0 and over == 0 and not errors and admitted == args.raters
+          and admitted_twice == 0)
     for label, _short, phase in phases:
         print(f"target p95 < {TARGET_P95_MS:.0f} ms for next-pair and submit, {label}: "
               f"{'met' if meets_target(phase) else 'NOT met'}")
+    print(f"target p95 < {TARGET_P95_MS:.0f} ms for admission through a recruitment link: "
+          f"{'met' if recruited['admit'][1] < TARGET_P95_MS else 'NOT met'}")
     print(
         f"RESULT next_p50_ms={paced['next'][0]:.2f} next_p95_ms={paced['next'][1]:.2f} "
         f"next_p99_ms={paced['next'][2]:.2f} submit_p50_ms={paced['submit'][0]:.2f} "
         f"submit_p95_ms={paced['submit'][1]:.2f} submit_p99_ms={paced['submit'][2]:.2f} "
         f"saturated_next_p95_ms={saturated['next'][1]:.2f} saturated_submit_p95_ms={saturated['submit'][1]:.2f} "
         f"saturated_click_p95_ms={saturated['click'][1]:.2f} ratings_per_s={saturated['rate']:.1f} "
+        f"admit_p50_ms={recruited['admit'][0]:.2f} admit_p95_ms={recruited['admit'][1]:.2f} "
+        f"recruited_next_p95_ms={recruited['next'][1]:.2f} admitted={admitted} "
         f"lost={lost} duplicated={duplicated} over_overlap={over} "
         f"raters={args.raters} pairs={n_pairs} earlier_ratings={n_ratings}"
     )

@@ -22,8 +22,9 @@ others stay within 1e-3, then prints pairs/s for each, the ratios, images/s and 
 memory (resident memory on the CPU, allocated GPU memory on CUDA). The
 target is for the default, ``auto``.
 
-    python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + VGG19
-    python benchmarks/bench_scoring.py --quick    # 2 anchors x 3 generations, 64x64, ViT-B-32 + VGG19: under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py            # 8 anchors x 9 generations, 512x512, ViT-L-14 + cpdm-inception
+    python benchmarks/bench_scoring.py --quick    # 2 anchors x 3 generations, 64x64, ViT-B-32 + cpdm-inception: under a minute on 2 CPU cores
+    python benchmarks/bench_scoring.py --style vgg19                  # VGG19 for style (its input at --size)
     python benchmarks/bench_scoring.py --device cuda --anchors 16     # fp32 and auto (fp16) engines
     python benchmarks/bench_scoring.py --precisions auto,reduced       # CPU: also try bf16
     python benchmarks/bench_scoring.py --backbone-table-only           # only the per-backbone table
@@ -61,10 +62,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpdm import metric  # noqa: E402
-from cpdm.backbones import REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
+from cpdm.backbones import DEFAULT_STYLE, REGISTRY, load_backbone, load_semantic, load_style  # noqa: E402
 from cpdm.scoring.features import FeatureExtractor  # noqa: E402
 from cpdm.store.images import load_image, store_pil_image  # noqa: E402
-from cpdm.scoring.precision import FP32, PRECISION_CHOICES, TOLERANCE  # noqa: E402
+from cpdm.scoring.precision import FP32, SCORING_PRECISIONS, TOLERANCE  # noqa: E402
 from cpdm.scoring.engine import ScoringEngine, score_pairs  # noqa: E402
 from cpdm.scoring.reader import load_scores  # noqa: E402
 from cpdm.store.rows import GenerationRow, add_anchor, add_generations, add_prompt, add_variant, make_pairs  # noqa: E402
@@ -84,7 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=None, help="generations per anchor (default 9; quick 3)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 512; quick 64)")
     parser.add_argument("--semantic", default=None, help="open_clip MODEL/TAG (default ViT-L-14/openai; quick ViT-B-32/openai)")
-    parser.add_argument("--style", default="vgg19", choices=["vgg19", "cpdm-inception"])
+    parser.add_argument("--style", default=DEFAULT_STYLE, choices=["vgg19", "cpdm-inception"],
+                        help="style backbone (default: the CPDM release's, as `cpdm score` uses it)")
     parser.add_argument("--batch-size", type=int, default=None, help="engine batch size (default 16 on CPU, 64 on CUDA)")
     parser.add_argument("--precisions", default=None, help="engine runs, comma-separated (default: auto on CPU, fp32,auto on CUDA)")
     parser.add_argument("--backbone-table-only", action="store_true", help="only the per-backbone table")
@@ -112,9 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unnamed:
         parser.error(f"no registered backbone named {', '.join(sorted(unnamed))} "
                      f"(registered: {', '.join(entry.name for entry in REGISTRY)})")
-    unknown = set(args.precisions) - set(PRECISION_CHOICES)
+    unknown = set(args.precisions) - set(SCORING_PRECISIONS)
     if unknown or "auto" not in args.precisions:
-        parser.error(f"--precisions takes {', '.join(PRECISION_CHOICES)} and must include auto (the target's)")
+        parser.error(f"--precisions takes {', '.join(SCORING_PRECISIONS)} and must include auto (the target's)")
     return args
 
 
@@ -219,9 +221,13 @@ def differences(values: dict, reference: dict) -> tuple[float, float]:
     return sem, style
 
 
-# Datasheet dense peaks in TFLOP/s: (fp32, fp16 tensor cores).
-GPU_PEAKS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0),
-             "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0)}
+# Datasheet dense peaks in TFLOP/s: (fp32 on CUDA cores, tf32 and fp16 on tensor cores, without sparsity).
+# Looked up by the first key the device's name contains, so longer names come first (H100 PCIe before H100,
+# A100 before A10, L40S before L4). GPUs without TF32 list their fp32 peak for it.
+GPU_PEAKS = {"H200": (67.0, 495.0, 989.0), "H100 PCIe": (51.2, 378.0, 756.0), "H100": (67.0, 495.0, 989.0),
+             "A100": (19.5, 156.0, 312.0), "A10": (31.2, 62.5, 125.0), "L40S": (91.6, 183.0, 362.0),
+             "L4": (30.3, 60.0, 121.0), "V100": (15.7, 15.7, 125.0), "T4": (8.1, 8.1, 65.0)}
+PEAK_PRECISIONS = ("float32", "tf32", "float16")
 
 
 def cpu_peak_gflops() -> tuple[float, str]:
@@ -232,7 +238,7 @@ def cpu_peak_gflops() -> tuple[float, str]:
     ghz = (max(clocks) / 1000) if clocks else 2.0
     per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
     cores = torch.get_num_threads()
-    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle (estimate)"
+    return cores * ghz * per_cycle, f"{cores} core{'s' if cores != 1 else ''} x {ghz:.2f} GHz x {per_cycle} FLOP/cycle (estimate)"
 
 
 def device_peak_gflops(device: str, precision: str, override: float | None) -> tuple[float | None, str]:
@@ -242,14 +248,20 @@ def device_peak_gflops(device: str, precision: str, override: float | None) -> t
     if not device.startswith("cuda"):
         return cpu_peak_gflops()
     name = torch.cuda.get_device_name(torch.device(device))
-    for key, (fp32, fp16) in GPU_PEAKS.items():
+    for key, peaks in GPU_PEAKS.items():
         if key in name:
-            return (fp16 if precision == "float16" else fp32) * 1000, f"{name} datasheet, dense {precision}"
+            label = precision if precision in PEAK_PRECISIONS else "float32"
+            return peaks[PEAK_PRECISIONS.index(label)] * 1000, f"{name} datasheet, dense {label}"
     return None, f"{name}: no known peak (give --peak-gflops)"
 
 
 def flops_per_image(backbone, image: Image.Image) -> float:
-    """FLOPs of one forward pass on one image (matrix products and convolutions, 2 per multiply-add).
+    """FLOPs of one forward pass on one image (matrix products and convolutions, 2 per multiply-add)."""
+    return float(sum(flop_counts(backbone, image).values()))
+
+
+def flop_counts(backbone, image: Image.Image) -> dict[str, int]:
+    """FLOPs of one forward pass on one image, per operator (``aten.convolution``, ``aten.mm``, ...).
 
     Counted with autograd on: in inference mode torch runs attention through a
     fused kernel (``_native_multi_head_attention``) that the counter does not
@@ -261,7 +273,7 @@ def flops_per_image(backbone, image: Image.Image) -> float:
     network = backbone.forward if backbone.descriptor == "embedding" else backbone.network
     with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         network(batch)
-    return float(counter.get_total_flops())
+    return {str(operator): int(count) for operator, count in counter.get_flop_counts().get("Global", {}).items()}
 
 
 def time_backbone(backbone, images: list, device: str, precision: str) -> tuple[float, str]:

@@ -74,7 +74,7 @@ def run_one_tiny(method_name: str, quick: bool) -> dict:
     """Run one method on the tiny pipeline in this process; return its figures."""
     import torch
 
-    from cpdm.generation.pipeline import tiny_sd_pipeline
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
     from cpdm.unlearning import get_method
     from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
 
@@ -258,7 +258,7 @@ def one_thread():
 
 def fidelity_setup():
     """The tiny base pipeline and the scorer of CM against its own images of the prompts."""
-    from cpdm.generation.pipeline import tiny_sd_pipeline
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
 
     base = tiny_sd_pipeline(seed=0)
     return base, TinyCM(sample(base, FIDELITY_PROMPTS, FIDELITY_SEED))
@@ -285,7 +285,7 @@ def fidelity_row(method_name: str, quick: bool, base, scorer: TinyCM) -> dict:
         request = UnlearnRequest(concepts=(FIDELITY_CONCEPT,), images=tuple(images), params=params, seed=0)
         method.run(pipe, request, params, TrainingOptions(progress=False))
     if method.inference_time:
-        from cpdm.unlearning.sld import SLDPipeline, safety_concept, settings_from_params
+        from cpdm.diffusion.sld import SLDPipeline, safety_concept, settings_from_params
 
         pipe = SLDPipeline(pipe, safety_concept(request.concepts), settings_from_params(params))
     seconds = time.perf_counter() - start
@@ -305,7 +305,6 @@ def fidelity_table(quick: bool, methods=None) -> list[dict]:
 
 # (channel_fraction, weight_fraction): the first default, 5x and 10x its channels (10x is the default now), and all.
 PRUNING_SWEEP = ((0.01, 0.5), (0.05, 0.5), (0.1, 0.5), (1.0, 1.0))
-
 
 
 def pruning_sweep() -> list[dict]:
@@ -337,20 +336,48 @@ def pruning_sweep() -> list[dict]:
     return rows
 
 
+def guided_step_seconds(unet, pipe, steps: int, compute_dtype=None) -> float:
+    """Seconds of one classifier-free-guided DDIM step of ``unet`` at batch 1, as ESD's sampler runs it.
+
+    One untimed step first (allocations, kernel choice). ESD samples its
+    x_t with such steps, and Concept Ablation, gradient ascent and pruning
+    generate their images with them.
+    """
+    import torch
+    from diffusers import DDIMScheduler
+
+    from cpdm.unlearning.base import encode_text, unet_latent_shape
+    from cpdm.unlearning.esd import sample_partway
+
+    device = unet.device
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(50, device=device)
+    uncond, _ = encode_text(pipe, [""])
+    concept, _ = encode_text(pipe, [CONCEPT])
+    latents = torch.randn(unet_latent_shape(unet), device=device)
+    sample_partway(unet, scheduler, latents, concept, uncond, 3.0, 1, compute_dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    sample_partway(unet, scheduler, latents, concept, uncond, 3.0, steps, compute_dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
 def full_size(device: str, iterations: int) -> dict:
     """Seconds per ESD-x training pass, per guided sampling step, UCE in total, on the SD 1.x architecture."""
     import copy
 
     import torch
 
-    from cpdm.generation.pipeline import full_size_random_sd_pipeline
+    from cpdm.diffusion.architectures import SD15, random_sd_pipeline
     from cpdm.unlearning import get_method
-    from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text
-    from cpdm.unlearning.esd import sample_partway
+    from cpdm.unlearning.base import TrainingOptions, UnlearnRequest
 
     cuda = device.startswith("cuda")
     start = time.perf_counter()
-    pipe = full_size_random_sd_pipeline(device=device)
+    pipe = random_sd_pipeline(SD15, device=device)
     figures = {"load_seconds": time.perf_counter() - start}
     print(f"built SD 1.x architecture on {device} in {figures['load_seconds']:.1f} s", flush=True)
 
@@ -375,19 +402,7 @@ def full_size(device: str, iterations: int) -> dict:
         figures["esd_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     figures["esd_train_pass_seconds"] = (time.perf_counter() - start) / iterations
 
-    frozen = copy.deepcopy(pipe.unet)
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(50)
-    uncond, _ = encode_text(pipe, [""])
-    concept, _ = encode_text(pipe, [CONCEPT])
-    latents = torch.randn(1, 4, 64, 64, device=device)
-    start = time.perf_counter()
-    sample_partway(frozen, scheduler, latents, concept, uncond, 3.0, 2)
-    if cuda:
-        torch.cuda.synchronize()
-    figures["sampling_step_seconds"] = (time.perf_counter() - start) / 2
+    figures["sampling_step_seconds"] = guided_step_seconds(copy.deepcopy(pipe.unet), pipe, steps=2)
     # An ESD iteration samples k ~ U{0..49} guided steps (24.5 on average) before its training pass.
     figures["esd_iteration_seconds"] = figures["esd_train_pass_seconds"] + 24.5 * figures["sampling_step_seconds"]
     figures["esd_1000_iterations_seconds"] = 1000 * figures["esd_iteration_seconds"]

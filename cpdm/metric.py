@@ -8,13 +8,27 @@ For an anchor image a and a generated image g (see DESIGN.md, "The metric CM"):
   matrix ``G = F Fᵀ / (C·H·W)`` of the feature maps F at layer l.
 - Paper form ``CM = 1 − Norm(M_sem · M_style)²`` with
   ``Norm(x) = min(x / x_ref, 1)``; x_ref is a reference scale, the median of
-  the same quantity over mismatched pairs (an anchor against generations of
-  other anchors). CM lies in [0, 1]; higher means closer to the anchor.
+  the same quantity over mismatched pairs (an anchor against the baseline
+  variant's generations of other anchors, a set defined once: see
+  ``cpdm.scoring.reference``). CM lies in [0, 1]; higher means closer to the
+  anchor.
+- The release's own number: the authors' code scores a pair as
+  ``(M_sem · M_style)²`` and reports its mean over pairs, with no Norm and no
+  ``1 −`` (:func:`release_score`); lower means closer to the anchor. It is
+  reported beside CM so that results can be laid next to the paper's tables.
 - Weighted form ``D_w = M_sem^w · M_style^(1−w)``, ``CM_w = 1 − Norm(D_w)²``.
   At w = 0.5, D_w is the square root of the product, a monotone transform, so
   pairs rank exactly as under the paper form; w = 1 is semantic only, w = 0
   style only. Powers follow numpy: ``0.0 ** 0 == 1``, so at w = 1 a zero
   style distance does not zero D_w (and likewise at w = 0).
+- w depends on the backbones' scales: CM_w ranks pairs (below the clip) by
+  ``w·log M_sem + (1−w)·log M_style``. With ``s_sem``, ``s_style`` the
+  standard deviations of the two log distances over the reference pairs,
+  that is the ranking by ``w_std·z_sem + (1−w_std)·z_style`` (z: a log
+  distance divided by its spread) with
+  ``w_std = w·s_sem / (w·s_sem + (1−w)·s_style)``. ``w_std`` is the
+  scale-free weight: 0.5 means the two standardised distances count equally,
+  whatever the backbones (:class:`LogSpreads`).
 
 Every function accepts scalars or arrays (numpy or torch) and returns numpy
 values, except :func:`gram_matrix`, which stays in torch for batching.
@@ -168,6 +182,21 @@ def cm_weighted(m_sem_value, m_style_value, w: float, x_ref: float):
     return cm_from_distance(combined_distance(m_sem_value, m_style_value, w), x_ref)
 
 
+def release_score(m_sem_value, m_style_value):
+    """The CPDM release's score of a pair, ``(M_sem · M_style)²``: no Norm, no ``1 −``; lower = closer.
+
+    The authors' ``cpdm_metric.py`` returns this per pair and averages it
+    over pairs; its numbers, unlike CM's, can be laid beside the paper's
+    tables (with the release's own backbones, ``ViT-L-14/openai`` and
+    ``cpdm-inception``).
+    """
+    sem = _as_numpy(m_sem_value)
+    style = _as_numpy(m_style_value)
+    if np.any(sem < 0) or np.any(style < 0):
+        raise MetricError("distances must be non-negative")
+    return _scalar_or_array((sem * style) ** 2)
+
+
 def reference_scale(m_sem_ref, m_style_ref, w: float | None = None) -> float:
     """The reference scale x_ref: the median over mismatched pairs.
 
@@ -190,6 +219,68 @@ def reference_scale(m_sem_ref, m_style_ref, w: float | None = None) -> float:
     return x_ref
 
 
+def _log_spread(values: np.ndarray, name: str) -> float:
+    """The standard deviation (ddof=1) of log distances; distances of 0 have no log and are left out."""
+    positive = values[values > 0]
+    if positive.size < 2:
+        raise MetricError(f"the spread of log {name} needs two reference pairs with a positive distance; "
+                          f"got {positive.size}")
+    spread = float(np.std(np.log(positive), ddof=1))
+    if not (spread > 0 and math.isfinite(spread)):
+        raise MetricError(f"log {name} does not vary over the reference pairs: w_std is undefined")
+    return spread
+
+
+@dataclass(frozen=True)
+class LogSpreads:
+    """The spreads of log M_sem and log M_style over the reference pairs, and the weights they translate.
+
+    ``w`` weighs the raw log distances, so what it means depends on how
+    widely each backbone's distances spread; ``w_std`` weighs them divided
+    by their spreads (see the module docstring), so 0.5 means "equal
+    importance" for any backbones. Only the ratio of the spreads matters,
+    so the ddof of the standard deviation does not. Both conversions are
+    increasing in their argument, map 0 to 0 and 1 to 1, and accept arrays
+    (bootstrap choices, interval ends).
+    """
+
+    sem: float
+    style: float
+
+    def __post_init__(self) -> None:
+        for name in ("sem", "style"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+                raise MetricError(f"the spread of log M_{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def of(cls, m_sem_ref, m_style_ref) -> "LogSpreads":
+        """The spreads over the given (reference) pairs' distances."""
+        return cls(_log_spread(_as_numpy(m_sem_ref).ravel(), "M_sem"),
+                   _log_spread(_as_numpy(m_style_ref).ravel(), "M_style"))
+
+    def w_std(self, w):
+        """The scale-free weight of a w: ``w·s_sem / (w·s_sem + (1−w)·s_style)``."""
+        w = _as_numpy(w)
+        return _scalar_or_array(w * self.sem / (w * self.sem + (1 - w) * self.style))
+
+    def w(self, w_std):
+        """The w of a scale-free weight: ``w_std·s_style / (w_std·s_style + (1−w_std)·s_sem)``."""
+        w_std = _as_numpy(w_std)
+        return _scalar_or_array(w_std * self.style / (w_std * self.style + (1 - w_std) * self.sem))
+
+    @property
+    def equal_weight_w(self) -> float:
+        """The w at which the standardised distances count equally (w_std = 0.5): ``s_style / (s_sem + s_style)``."""
+        return self.style / (self.sem + self.style)
+
+    def describe(self) -> str:
+        """The conversion in one line, with the paper's w = 0.5 in w_std terms."""
+        return (f"w_std = w·s_sem / (w·s_sem + (1−w)·s_style) with s_sem = {self.sem:.4g}, s_style = {self.style:.4g} "
+                f"(the sd of log M_sem, log M_style); equal weight (w_std = 0.5) is w = {self.equal_weight_w:.3f}; "
+                f"the paper's w = 0.5 is w_std = {self.w_std(0.5):.3f}")
+
+
 @dataclass
 class Weights:
     """A calibrated weighting of CM, as exported by ``cpdm calibrate``.
@@ -197,12 +288,21 @@ class Weights:
     ``semantic`` and ``style`` name the backbones the calibration used (as
     stored with the scores); CM_w computed with other backbones would mean
     something else, so :func:`check_backbones` refuses them.
+
+    ``w`` is what CM_w uses. ``w_std`` is the same weighting read on the
+    standardised log distances, with the spreads it was converted with
+    (``log_sd_sem``, ``log_sd_style``: see :class:`LogSpreads`); a file
+    without them (an older cpdm's) still reads, and one whose w_std does not
+    follow from its w and spreads is refused.
     """
 
     w: float
     x_ref: float
     semantic: str
     style: str
+    w_std: float | None = None
+    log_sd_sem: float | None = None
+    log_sd_style: float | None = None
     target: str = "copy"
     rater_group: str = "all"
     stats: dict = field(default_factory=dict)
@@ -228,6 +328,7 @@ class Weights:
             raise MetricError(f"{source}: field 'w' must lie in [0, 1], got {self.w}")
         if not (self.x_ref > 0 and math.isfinite(self.x_ref)):
             raise MetricError(f"{source}: field 'x_ref' must be a positive number, got {self.x_ref}")
+        self._validate_w_std(source)
         for name in ("semantic", "style", "target", "rater_group"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -238,6 +339,34 @@ class Weights:
                 raise MetricError(f"{source}: field {name!r} must be a non-negative integer, got {value!r}")
         if not isinstance(self.stats, dict):
             raise MetricError(f"{source}: field 'stats' must be an object")
+
+    def _validate_w_std(self, source: str) -> None:
+        """w_std and both spreads are given together, and w_std is what w and the spreads say."""
+        given = [name for name in ("w_std", "log_sd_sem", "log_sd_style") if getattr(self, name) is not None]
+        if not given:
+            return
+        if len(given) < 3:
+            missing = next(name for name in ("w_std", "log_sd_sem", "log_sd_style") if name not in given)
+            raise MetricError(f"{source}: field {missing!r} is missing (w_std and both log spreads go together)")
+        for name in given:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise MetricError(f"{source}: field {name!r} must be a number, got {value!r}")
+        try:
+            spreads = self.spreads
+        except MetricError as exc:
+            raise MetricError(f"{source}: {exc}") from None
+        expected = spreads.w_std(self.w)
+        if not abs(self.w_std - expected) <= 1e-9:
+            raise MetricError(f"{source}: field 'w_std' is {self.w_std}, but w = {self.w} with these log spreads "
+                              f"gives w_std = {expected:.6g}")
+
+    @property
+    def spreads(self) -> LogSpreads | None:
+        """The log spreads w_std was converted with, or None for a file without them."""
+        if self.log_sd_sem is None or self.log_sd_style is None:
+            return None
+        return LogSpreads(self.log_sd_sem, self.log_sd_style)
 
     def check_backbones(self, semantic: str, style: str, source: str = "weights") -> None:
         """Refuse to apply these weights to scores from other backbones."""
@@ -255,6 +384,9 @@ class Weights:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if self.spreads is None:  # written as an older cpdm wrote it: no w_std without its spreads
+            for name in ("w_std", "log_sd_sem", "log_sd_style"):
+                del data[name]
         # Put the format first: it is what a reader checks before anything else.
         return {"format": data.pop("format"), **data}
 

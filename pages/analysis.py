@@ -4,10 +4,18 @@ from dataclasses import astuple
 
 import streamlit as st
 
-from cpdm.analysis.report import AnalysisOptions, campaign_fingerprint, group_figure_name, run_analysis, scatter_name
+from cpdm.analysis.combinations import describe_combination
+from cpdm.analysis.campaign_report import (
+    RELEASE_SCORE_NOTE,
+    AnalysisOptions,
+    campaign_fingerprint,
+    group_figure_name,
+    run_analysis,
+    scatter_name,
+)
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import latest_rated_campaign_id
-from cpdm.ui import pick_campaign, require_researcher, session_cached
+from cpdm.app.ui import on_demand, pick_campaign, require_researcher, session_cached, show_png
 
 ws, rater = require_researcher()
 
@@ -42,24 +50,26 @@ st.caption(
     f"{counts['excluded_flagged']} from flagged raters excluded; {counts['simulated_raters']} simulated raters "
     f"{'excluded' if exclude_simulated else 'included'}. Intervals: {options.intervals()}."
 )
+if analysis.data.backbones:
+    st.caption(f"Metric scores: {describe_combination(*analysis.data.backbones)}.")
 for note in analysis.notes:
     st.warning(note)
 
 
 def show_plot(stem: str) -> None:
     """A plot, from the same PNG bytes its download button offers."""
-    st.image(analysis.png(stem))
+    show_png(analysis.png(stem))
 
 
 def downloads(stem: str, table=None, plot: bool = False) -> None:
-    """CSV and PNG download buttons for one table and/or plot."""
+    """CSV and PNG download buttons for one table and/or plot (their files made when pressed)."""
     columns = st.columns(4)
     if table is not None:
-        columns[0].download_button("Table (CSV)", table.to_csv(index=False), f"{campaign}-{stem}.csv", "text/csv",
-                                   key=f"csv_{stem}", icon=":material/download:")
+        columns[0].download_button("Table (CSV)", on_demand(lambda: table.to_csv(index=False)), f"{campaign}-{stem}.csv",
+                                   "text/csv", key=f"csv_{stem}", icon=":material/download:")
     if plot:
-        columns[1].download_button("Plot (PNG)", analysis.png(stem), f"{campaign}-{stem}.png", "image/png",
-                                   key=f"png_{stem}", icon=":material/download:")
+        columns[1].download_button("Plot (PNG)", on_demand(lambda: analysis.png(stem)), f"{campaign}-{stem}.png",
+                                   "image/png", key=f"png_{stem}", icon=":material/download:")
 
 
 st.header("Agreement")
@@ -105,6 +115,7 @@ if analysis.variants is not None and len(analysis.variants):
     st.markdown("Did unlearning reduce infringement? Mean CM and the human 'copy' judgement per variant; a pair is "
                 f"judged a copy when its mean rating is at least {analysis.data.copy_threshold(options.target):g} "
                 "(the first point above the middle of the question's scale).")
+    st.caption(RELEASE_SCORE_NOTE)
     st.dataframe(analysis.variants, hide_index=True, width="stretch")
     show_plot("variants")
     downloads("variants", analysis.variants, plot=True)

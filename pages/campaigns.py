@@ -3,13 +3,18 @@
 import pandas as pd
 import streamlit as st
 
+from cpdm.analysis.data import neutralise_formulas
+from cpdm.analysis.rater_export import approvals_frame, rater_frame
+from cpdm.rating import recruit
 from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, create_campaign_from_filters, format_overlap, list_campaigns, pair_filter_options, select_pairs,
     set_campaign_status, set_overlap,
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import list_protocol_files, load_protocol_file, parse_protocol
-from cpdm.ui import require_researcher
+from cpdm.store.time import utc_now
+from cpdm.store.workspace import open_workspace
+from cpdm.app.ui import plain, require_researcher
 
 ws, rater = require_researcher()
 
@@ -82,3 +87,80 @@ if campaigns:
     if st.button(f"Mark {chosen['name']!r} {flip}"):
         set_campaign_status(ws, chosen["id"], flip)
         st.rerun()
+
+
+# --- Recruitment links (cpdm.rating.recruit): crowd platforms' participants join through one link -----------------
+def csv_download(table, campaign_id: int):
+    """A download button's deferred contents: ``table(ws, campaign_id)`` as CSV, formulas disarmed.
+
+    Streamlit runs it on another thread when the button is clicked, so it opens the workspace itself.
+    """
+    def contents() -> str:
+        with open_workspace(ws.root) as own:
+            return neutralise_formulas(table(own, campaign_id)).to_csv(index=False)
+
+    return contents
+
+
+if campaigns:
+    st.header("Recruitment links")
+    st.markdown("One study link for a crowd platform (Prolific, MTurk, a participant pool): every participant "
+                "opens it with their platform id, is admitted after consent up to the quota, rates their pairs and "
+                "gets the completion code. `cpdm campaign recruit` does the same from a terminal.")
+    chosen = by_name[st.selectbox("Campaign", list(by_name), key="recruit_campaign")]
+    links = recruit.list_links(ws, chosen["id"])
+    if links:
+        st.dataframe(pd.DataFrame([recruit.link_row(link) for link in links]), hide_index=True, width="stretch")
+        for link in links:
+            if link.state(utc_now()) != "closed" and st.button(
+                    f"Close link {link.id} ({link.role}) now", key=f"recruit_close_{link.id}",
+                    icon=":material/block:", help="No new raters from now on; admitted raters can finish."):
+                recruit.close_link(ws, link.id)
+                st.rerun()
+    with st.form("recruit_link", clear_on_submit=True):
+        r1, r2, r3 = st.columns(3)
+        role = r1.selectbox("Role", ["lay", "artist"], key="recruit_role")
+        quota = r2.number_input("Quota (raters)", 0, 100_000, 100, key="recruit_quota", help="0: no limit")
+        per_rater = r3.number_input("Pairs per rater", 0, 10_000, 40, key="recruit_per_rater",
+                                    help="Attention checks included; 0: all the campaign has for them")
+        r4, r5, r6 = st.columns(3)
+        id_param = r4.text_input("Participant id parameter", "PROLIFIC_PID", key="recruit_id_param",
+                                 help="The query parameter the platform adds; empty: the app makes one per visitor")
+        code = r5.text_input("Completion code", key="recruit_code")
+        closes = r6.date_input("Closes at the end of", value=None, key="recruit_closes")
+        completion_url = st.text_input("Completion address (redirect)", key="recruit_url",
+                                       placeholder="https://app.prolific.com/submissions/complete?cc=…")
+        base_url = st.text_input("App address", value=(st.context.url or "http://127.0.0.1:8501").split("?")[0]
+                                 .rstrip("/").rsplit("/campaigns", 1)[0], key="recruit_base_url")
+        made = st.form_submit_button("Create recruitment link", type="primary")
+    if made:
+        try:
+            link, secret = recruit.create_link(
+                ws, chosen["id"], role, quota=int(quota) or None, per_rater=int(per_rater) or None,
+                id_param=id_param.strip() or None, completion_code=code.strip() or None,
+                completion_url=completion_url.strip() or None,
+                closes_at=recruit.parse_closes(closes.isoformat()) if closes else None)
+        except CpdmError as exc:
+            st.error(plain(exc))
+        else:
+            st.success(f"Recruitment link {link.id}: {plain(recruit.describe_link(link))}. Copy it now: it is "
+                       "shown only once.")
+            st.code(recruit.link_url(secret, base_url), language=None)
+            if link.id_param:
+                st.caption(f"The platform must add &{link.id_param}=<participant id> to it.")
+            note = recruit.capacity_note(ws, link)
+            if note:
+                st.warning(note)
+    st.subheader("Who rated")
+    st.caption("One row per rater; the identified table and the approvals hold platform ids: keep them with the "
+               "study's personal data.")
+    d1, d2, d3 = st.columns(3)
+    stem = chosen["name"]
+    d1.download_button("Raters (CSV, pseudonymised)", csv_download(rater_frame, chosen["id"]), f"{stem}-raters.csv",
+                       "text/csv", key="recruit_raters_csv", icon=":material/download:")
+    d2.download_button("Raters with platform ids (CSV)",
+                       csv_download(lambda own, c: rater_frame(own, c, identified=True), chosen["id"]),
+                       f"{stem}-raters-identified.csv", "text/csv", key="recruit_identified_csv",
+                       icon=":material/download:")
+    d3.download_button("Approvals (CSV)", csv_download(approvals_frame, chosen["id"]), f"{stem}-approvals.csv",
+                       "text/csv", key="recruit_approvals_csv", icon=":material/download:")

@@ -2,7 +2,9 @@
 
 The page never runs a job: it writes to the queue, and ``cpdm worker``
 processes (one per GPU) claim and run the jobs. The list of jobs refreshes
-itself every few seconds in a fragment, so the forms keep what was typed.
+itself every few seconds in a fragment, so the forms keep what was typed;
+each refresh and each Cancel or Retry passes the auth gate first, so a revoked
+researcher's open page stops at its next refresh (``cpdm.app.ui.gated_fragment``).
 """
 
 import streamlit as st
@@ -10,11 +12,11 @@ import streamlit as st
 from cpdm.curation.anchors import list_anchors
 from cpdm.curation.prompts import prompt_rows
 from cpdm.errors import CpdmError
-from cpdm.generation.settings import BASELINE_VARIANT
+from cpdm.diffusion.settings import BASELINE_VARIANT
 from cpdm.jobs import forms, queue
 from cpdm.rating.campaigns import list_campaigns
 from cpdm.store.rows import list_variants
-from cpdm.ui import plain, require_researcher
+from cpdm.app.ui import gated_callback, gated_fragment, plain, require_researcher
 from cpdm.unlearning import REGISTRY as UNLEARNING_METHODS
 
 ws, rater = require_researcher()
@@ -184,10 +186,10 @@ def job_card(job: queue.Job) -> None:
         head.markdown(f"**#{job.id} {plain(job.label)}** :{colour}-badge[{icon} {label}]")
         if forms.can_cancel(job):
             buttons.button("Cancel", key=f"cancel_{job.id}", icon=":material/stop_circle:",
-                           on_click=act_on_job, args=(queue.cancel, job.id))
+                           on_click=gated_callback(act_on_job), args=(queue.cancel, job.id))
         elif forms.can_retry(job):
             buttons.button("Retry", key=f"retry_{job.id}", icon=":material/replay:",
-                           on_click=act_on_job, args=(queue.retry, job.id))
+                           on_click=gated_callback(act_on_job), args=(queue.retry, job.id))
         st.progress(job.progress, text=plain(forms.progress_text(job)))
         st.caption(plain(" · ".join(forms.job_facts(job))))
         if job.status == "failed":
@@ -201,7 +203,7 @@ def job_card(job: queue.Job) -> None:
             st.code(queue.read_log(ws, job.id, tail_lines=LOG_TAIL_LINES) or "nothing logged yet", language=None)
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
+@gated_fragment(run_every=REFRESH_SECONDS)
 def worker_notice() -> None:
     """Whether jobs wait with no worker to run them, and how to start one; rerun on its own."""
     stalled = forms.stalled_queue(ws)
@@ -212,7 +214,7 @@ def worker_notice() -> None:
         st.code("\n".join(stalled.commands), language="bash")
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
+@gated_fragment(run_every=REFRESH_SECONDS)
 def watch() -> None:
     """The queue as it stands, rerun every few seconds on its own."""
     refusal = st.session_state.pop("jobs_refusal", None)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cpdm.rating.submit import campaign_status
-from cpdm.ui import pick_campaign, require_researcher
+from cpdm.app.ui import pick_campaign, require_researcher
 
 ws, rater = require_researcher()
 

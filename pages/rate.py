@@ -3,15 +3,18 @@
 Everything a rater has submitted lives in the database; the page is rebuilt
 from it on every run, so a refresh or a visit days later resumes at the
 same pair. The answers to the pair on screen live in the browser until
-they are submitted, all at once (see ``cpdm.answer_panel``).
+they are submitted, all at once (see ``cpdm.app.answer_panel``).
 """
 
 import streamlit as st
 
-from cpdm.answer_panel.widget import show_pair
-from cpdm.rating.assignment import next_item
+from cpdm.app.answer_panel.widget import show_pair
+from cpdm.rating.device_gate import device_refused
+from cpdm.rating.devices import device_of
+from cpdm.rating.recruit import finished_recruitment, next_item_for
 from cpdm.rating.submit import rater_overall_progress
-from cpdm.ui import require_rater
+from cpdm.app.participant_ui import show_study_end
+from cpdm.app.ui import require_rater
 
 ws, rater = require_rater()
 
@@ -26,8 +29,27 @@ def thank_you() -> None:
     st.metric("Pairs you rated", done)
 
 
-item = next_item(ws, rater)
+def desktop_only() -> None:
+    st.title("Please rate on a computer")
+    st.write(
+        "This study asks for its images to be judged on a computer screen, not on a phone or tablet. "
+        "No pair is given to you on this device. Open this same link later on a computer to rate:"
+    )
+    link = f"{st.context.url or ''}?token={st.query_params.get('token', '')}"
+    st.code(link, language=None, wrap_lines=True)
+
+
+# Which device the rater uses is read before a pair is assigned: a protocol may ask for desktop only.
+device = device_of(st.context.headers.get("User-Agent"))
+if device_refused(ws, rater, device):
+    desktop_only()
+    st.stop()
+item = next_item_for(ws, rater, device=device)  # a rater from a recruitment link: their link's campaign and pairs only
 if item is None:
-    thank_you()
+    recruitment = finished_recruitment(ws, rater)
+    if recruitment is not None:  # the study's end page: completion code, redirect to the platform
+        show_study_end(recruitment, rater_overall_progress(ws, rater).done)
+    else:
+        thank_you()
     st.stop()
 show_pair(ws, rater, item)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from cpdm.rating.auth import create_rater, invite_url, list_raters, revoke_rater
 from cpdm.errors import CpdmError
-from cpdm.ui import plain, require_researcher
+from cpdm.app.ui import plain, require_researcher
 
 ws, rater = require_researcher()
 

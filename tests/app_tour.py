@@ -106,10 +106,8 @@ def first_option(at, kind: str, key: str):
 def tour_jobs_forms(tour: Tour) -> None:
     """Submit each form of the Jobs page once with values it must queue, and with values it must refuse."""
     at = tour.at
-    tiny = (("gen", "gen_offline_tiny"), ("score", "score_offline_tiny"), ("unlearn", "unlearn_offline_tiny"),
-            ("chain", "chain_offline_tiny"))
-    for _, key in tiny:
-        at.checkbox(key=key).check()
+    for form in ("gen", "score", "unlearn", "chain"):  # jobs for the tiny models: any CPU worker could run them
+        at.checkbox(key=f"{form}_offline_tiny").check()
 
     tour.submit("gen", "error", lambda at: at.number_input(key="gen_height").set_value(30))
     tour.submit("gen", "success", lambda at: at.number_input(key="gen_height").set_value(None))
@@ -118,14 +116,13 @@ def tour_jobs_forms(tour: Tour) -> None:
     tour.submit("score", "success", lambda at: at.text_input(key="score_semantic").input("ViT-L-14/openai"))
 
     artist = first_option(at, "multiselect", "unlearn_concepts")
-    methods = list(at.selectbox(key="unlearn_method").proto.options)
+    methods = [label.split(":")[0] for label in at.selectbox(key="unlearn_method").proto.options]  # "name: summary"
     tour.submit("unlearn", "error")  # no concept
     for method in methods:
-        at.selectbox(key="unlearn_method").set_value(method.split(":")[0]).run()
+        at.selectbox(key="unlearn_method").set_value(method).run()
         at.multiselect(key="unlearn_concepts").set_value([artist])
-        at.text_input(key="unlearn_variant_name").input(f"tour-{method.split(':')[0]}")
-        expect = "error" if method.startswith("gradient-ascent") else "success"  # it trains on images: none given
-        tour.submit("unlearn", expect)
+        at.text_input(key="unlearn_variant_name").input(f"tour-{method}")
+        tour.submit("unlearn", "error" if method == "gradient-ascent" else "success")  # it trains on images: none given
     at.selectbox(key="unlearn_method").set_value("uce").run()
     tour.submit("unlearn", "error", lambda at: (at.text_input(key="unlearn_variant_name").input("tour-bad-lamb"),
                                                 at.number_input(key="unlearn_hp_uce_lamb").set_value(-1.0)))

@@ -6,6 +6,7 @@ Debian's (/usr/bin/chromium); Playwright never downloads a browser.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.needs import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,7 +35,8 @@ class Server:
 @contextmanager
 def app_server(workspace_root: Path):
     """Serve the app over the workspace on a free loopback port, as ``cpdm serve`` does; stop it when the block ends."""
-    from cpdm.serve import free_port, start_app, stop_app, wait_until_ready
+    from cpdm.app.serve import start_app, stop_app, wait_until_ready
+    from cpdm.testing import free_port
 
     log = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe that fills up would stall the server
     server = start_app(workspace_root, host="127.0.0.1", port=free_port(), stdout=log)
@@ -53,11 +57,31 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
+def require_chromium() -> None:
+    """Skip the calling test when chromium is not installed (fail it in CI, see ``tests/needs.py``)."""
+    if not CHROMIUM.exists():
+        unavailable("chromium", "run `make browser-deps`")
+
+
 @contextmanager
-def chromium_page(width: int = 1366, height: int = 900):
-    """A fresh browser page of the given viewport; skips the test when chromium is not installed."""
+def chromium_browser():
+    """Headless chromium for several pages or contexts; skips the test when chromium is not installed."""
     if not CHROMIUM.exists():
         pytest.skip("chromium is not installed (run `make browser-deps`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def chromium_page(width: int = 1366, height: int = 900):
+    """A fresh browser page of the given viewport; skips the test when chromium is not installed (fails in CI)."""
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -72,12 +96,32 @@ def chromium_page(width: int = 1366, height: int = 900):
 PANEL_READY = '.cpdm-panel[data-state="answering"]'
 
 
-def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int = 256):
+# An image's source read back inside the page (a blob: or data: URL exists only there), as a data: URL.
+IMAGE_SOURCE_JS = """async (source) => {
+  const blob = await (await fetch(source)).blob();
+  return await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}"""
+
+
+def image_source_bytes(page, source: str) -> tuple[str, bytes]:
+    """The MIME type and bytes an image source (``blob:``, ``data:`` or http) gives inside ``page``."""
+    header, _, payload = page.evaluate(IMAGE_SOURCE_JS, source).partition(",")
+    return header.removeprefix("data:").removesuffix(";base64"), base64.b64decode(payload)
+
+
+def rater_world(ws, n_anchors: int, gens_per_anchor: int = 2, image_size: int | tuple[int, int] = 256,
+                generation_size: int | tuple[int, int] | None = None, protocol_text: str | None = None):
     """A demo-like workspace: PNG pairs in one open campaign and a consented artist; returns (rater, token)."""
     from cpdm.rating.auth import create_rater, record_consent
     from tests.rating_fixtures import make_world
 
-    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size)
+    make_world(ws, n_anchors, gens_per_anchor, overlap={"artist": 1, "lay": 1}, image_size=image_size,
+               generation_size=generation_size, protocol_text=protocol_text)
     ws.set_meta("demo", "1")  # the banner takes room above the panel, as in the demo
     rater, token = create_rater(ws, "Ada", "artist")
     record_consent(ws, rater.id)

@@ -1,8 +1,10 @@
-"""Shared fixtures: a fresh workspace, a CLI runner, small test images."""
+"""Shared fixtures: a fresh workspace, a CLI runner, small test images, a plain ``__main__`` for spawned processes."""
 
 from __future__ import annotations
 
 import io
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,17 @@ def empty_caches(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def plain_main(monkeypatch):
+    """A ``__main__`` with no file, as in ``python -c``.
+
+    Spawned processes first re-run the parent's ``__main__`` file;
+    Streamlit's AppTest, run earlier in the same test process, leaves an app
+    script there.
+    """
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ import pytest
 
 from cpdm.analysis.agreement import (
     agreement_table,
-    alpha_from_counts,
     bootstrap_alpha,
     distance_matrices,
     krippendorff_alpha,
     unit_coincidences,
     value_counts_from_long,
 )
+from cpdm.testing import alpha_from_counts
 from cpdm.errors import CpdmError
 
 NAN = np.nan

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpdm.analysis.report import AnalysisOptions, calibrate_campaign, run_analysis
+from cpdm.analysis.campaign_report import AnalysisOptions, calibrate_campaign, run_analysis
 from cpdm.cli import cli
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.demo.variants import UNRELATED
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +34,9 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
     out = tmp_path / "report"
     result = invoke(runner, study, "analyze", "--campaign", "study", "--out", str(out), "--n-boot", "50")
     assert result.exit_code == 0, result.output
-    assert "calibrated w =" in result.output
+    assert "calibrated on artists: out-of-fold Spearman" in result.output
+    assert "  w = " in result.output and "  w_std = " in result.output and "  conversion: w_std = " in result.output
+    assert "artists vs lay on 'copy': artists w_std " in result.output
     for name in ("agreement", "correlations", "noise_ceiling", "pairs", "calibration_curve", "calibration_summary",
                  "variants"):
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
@@ -41,7 +44,9 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
                  "calibration", "variants"):
         assert (out / "plots" / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
     summary = (out / "summary.md").read_text()
-    assert "# Analysis of campaign `study`" in summary and "Chosen w = **" in summary
+    assert "# Analysis of campaign `study`" in summary and "Chosen w = **" in summary and "w_std = **" in summary
+    groups = pd.read_csv(out / "tables" / "group_comparison.csv")
+    assert {"w_std_artists", "w_std_lay", "w_std difference (artists - lay)", "w_artists"} <= set(groups.columns)
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
     assert set(agreement["group"]) == {"artists", "lay", "all"}
     assert set(agreement["question"]) == {"content", "style", "copy"}
@@ -55,6 +60,14 @@ def test_analyze_writes_tables_plots_and_summary(study, runner, tmp_path):
     by_variant = variants.set_index("variant")
     assert by_variant.loc[UNRELATED, "mean_copy_artists"] < by_variant.loc["original", "mean_copy_artists"] - 1
     assert bool(by_variant.loc[UNRELATED, "reduced_by_CM"]) and bool(by_variant.loc[UNRELATED, "reduced_by_artists"])
+    # The release's own number beside CM, per pair and per variant, computed here from the stored distances.
+    pairs = pd.read_csv(out / "tables" / "pairs.csv")
+    np.testing.assert_allclose(pairs["release_score"], (pairs["m_sem"] * pairs["m_style"]) ** 2, rtol=1e-12)
+    means = pairs.groupby("variant")["release_score"].mean()
+    np.testing.assert_allclose(by_variant.loc[means.index, "mean_release_score"], means, rtol=1e-12)
+    assert (by_variant["release_score_ci_low"] <= by_variant["mean_release_score"]).all()
+    assert (by_variant["mean_release_score"] <= by_variant["release_score_ci_high"]).all()
+    assert "release_score" in summary and "tiny:clip + tiny:vgg19 (not the paper's combination" in summary
 
 
 def test_analyze_one_group_and_default_folder(study, runner):
@@ -64,6 +77,22 @@ def test_analyze_one_group_and_default_folder(study, runner):
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
     assert set(agreement["group"]) == {"lay"}
     assert "group `lay`" in (out / "summary.md").read_text()
+
+
+def test_info_and_the_analysis_say_which_combination_a_campaign_uses_preferring_the_papers(study, runner):
+    listed = invoke(runner, study, "info")
+    assert listed.exit_code == 0, listed.output
+    assert ("campaign     study: scores of tiny:clip + tiny:vgg19 (not the paper's combination, "
+            "ViT-L-14/openai + cpdm-inception; tiny random-initialised models), 40 of 40 pairs") in listed.output
+    paper = ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
+    with study.transaction() as conn:  # the same pairs scored with the paper's backbones too
+        conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) "
+                     "SELECT pair, ?, ?, m_sem, m_style FROM scores", paper)
+    listed = invoke(runner, study, "info", "--format", "json")
+    (campaign,) = json.loads(listed.output)["campaign_scores"]
+    assert (campaign["semantic"], campaign["style"], campaign["paper"]) == (*paper, True)
+    assert (campaign["pairs_scored"], campaign["pairs"], campaign["also"]) == (40, 40, ["tiny:clip + tiny:vgg19"])
+    assert run_analysis(study, "study", AnalysisOptions(n_boot=0)).data.backbones == paper
 
 
 def test_analysis_numbers_match_direct_computation(study):
@@ -132,8 +161,17 @@ def test_calibrate_writes_weights_that_score_reads_back(study, runner, tmp_path)
     # The interval for w, beside the out-of-fold rho, in the file and in the output.
     assert stats["w_ci"][0] <= weights.w <= stats["w_ci"][1]
     assert stats["bootstrap"] == "95% expanded percentile bootstrap over anchors, 30 resamples"
-    assert f"95% interval for w: [{stats['w_ci'][0]:g}, {stats['w_ci'][1]:g}]" in result.output
+    assert f"w = {weights.w:g} [{stats['w_ci'][0]:.3g}, {stats['w_ci'][1]:.3g}]" in result.output
     assert "intervals: 95% expanded percentile bootstrap over anchors, 30 resamples" in result.output
+    # w_std beside w: converted with the log spreads of the reference pairs, which the file records.
+    reference = pd.read_sql_query("SELECT m_sem, m_style FROM reference_distances", study.conn)
+    s_sem, s_style = np.std(np.log(reference["m_sem"]), ddof=1), np.std(np.log(reference["m_style"]), ddof=1)
+    assert (data["log_sd_sem"], data["log_sd_style"]) == (pytest.approx(s_sem), pytest.approx(s_style))
+    assert data["w_std"] == pytest.approx(weights.w * s_sem / (weights.w * s_sem + (1 - weights.w) * s_style))
+    low, high = (w * s_sem / (w * s_sem + (1 - w) * s_style) for w in stats["w_ci"])
+    assert stats["w_std_ci"] == [pytest.approx(low), pytest.approx(high)]
+    assert f"w_std = {data['w_std']:.3f} [{low:.3f}, {high:.3f}]" in result.output
+    assert f"the paper's w = 0.5 is w_std = {s_sem / (s_sem + s_style):.3f}" in result.output
     row = study.conn.execute("SELECT target, rater_group, w FROM calibrations").fetchone()
     assert row == ("copy", "artists", weights.w)
     listed = invoke(runner, study, "scores", "list", "--weights", str(path), "--limit", "3")

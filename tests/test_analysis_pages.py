@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cpdm.analysis.campaign_report import RELEASE_SCORE_NOTE
 from cpdm.rating.auth import create_rater
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,10 +52,30 @@ def test_analysis_page_shows_tables_plots_and_downloads(study):
     assert set(agreement["group"]) == {"artists", "lay", "all"}
     assert set(agreement["question"]) == {"content", "style", "copy"}
     assert any("variant" in frame.columns and "original" in set(frame["variant"]) for frame in frames)
+    # Which backbones the numbers come from, and the release's own score beside CM in the benchmark.
+    assert "Metric scores: tiny:clip + tiny:vgg19 (not the paper's combination, ViT-L-14/openai + cpdm-inception" \
+        in text(at)
+    assert RELEASE_SCORE_NOTE in text(at)
+    benchmark = next(frame for frame in frames if "mean_release_score" in frame.columns)
+    assert {"release_score_ci_low", "release_score_ci_high", "mean_CM"} <= set(benchmark.columns)
     assert at.radio(key="analysis_metric").options == ["CM", "CM_w", "-m_sem", "-m_style"]
     # Every plot and table has its download.
     labels = [element.proto.label for element in at.get("download_button")]
     assert labels.count("Plot (PNG)") == 6 and labels.count("Table (CSV)") == 5
+    assert_nothing_at_media(at)
+
+
+def shown_image_urls(at) -> list[str]:
+    """The address of every image the page shows."""
+    return [image.url for element in at.get("image") for image in element.proto.imgs]
+
+
+def assert_nothing_at_media(at) -> None:
+    """Plots travel inside the page and downloads are made on demand: nothing waits at a /media/… address."""
+    urls = shown_image_urls(at)
+    assert urls and all(url.startswith("data:image/png;base64,") for url in urls)
+    buttons = [element.proto for element in at.get("download_button")]
+    assert buttons and all(not button.url and button.deferred_file_id for button in buttons)
 
 
 def test_analysis_page_switches_metric_and_method(study):
@@ -82,11 +104,20 @@ def test_calibration_page_shows_curve_and_exports_weights(study):
     at = open_page(study, "calibration.py", cal_boot=20)
     assert not at.exception, at.exception
     assert at.metric[0].label == "Chosen w"
+    # w_std beside w, in the summary too, with the conversion and the paper's w = 0.5 on its scale.
+    assert at.metric[1].label == "w_std (scale-free)" and at.metric[1].delta.startswith("95% [")
+    assert float(at.metric[1].value) == pytest.approx(at.dataframe[0].value.iloc[0]["w_std"], abs=5e-4)
+    assert "Conversion: w_std = w·s_sem / (w·s_sem + (1−w)·s_style)" in text(at)
+    assert "the paper's w = 0.5 is w_std = " in text(at)
     summary = at.dataframe[0].value
     assert list(summary["setting"]) == ["calibrated (out-of-fold)", "paper w=0.5", "semantic only w=1",
                                         "style only w=0"]
+    assert {"w", "w_std", "w_std_ci_low", "w_std_ci_high"} <= set(summary.columns)
+    groups = next(frame.value for frame in at.dataframe if "w_std artists (w)" in frame.value.columns)
+    assert "artists − lay, w_std" in groups.columns
     labels = [element.proto.label for element in at.get("download_button")]
     assert sorted(labels) == ["Curve (CSV)", "Plot (PNG)", "Summary (CSV)", "Weights (JSON)"]
+    assert_nothing_at_media(at)
     at.button(key="cal_record").click().run()
     assert "recorded" in text(at)
     assert study.conn.execute("SELECT COUNT(*) FROM calibrations").fetchone()[0] == 1

@@ -135,6 +135,15 @@ def test_meta_csv_with_only_the_file_column_uses_the_default_category(ws, tmp_pa
     assert [(r["category"], r["artist"]) for r in list_anchors(ws)] == [("character", None)]
 
 
+def test_meta_csv_rows_repeating_a_file_with_the_same_values_import_it_once(ws, tmp_path):
+    art = good_folder(tmp_path / "art")
+    meta = tmp_path / "m.csv"
+    meta.write_text("file,artist\none.png,Claude Monet\none.png,Claude Monet\n", encoding="utf-8")
+    report = import_anchors(ws, art, meta_csv=meta)
+    assert len(report.imported) == 1 and len(report.duplicates) == 1
+    assert [r["artist"] for r in list_anchors(ws)] == ["Claude Monet"]
+
+
 def test_symlink_inside_the_folder_is_followed(ws, tmp_path):
     art = good_folder(tmp_path / "art")
     os.symlink(art / "one.png", art / "alias.png")
@@ -257,6 +266,9 @@ BAD_INPUTS = {
     "csv bad category": (_meta("file,category", "one.png,landscape"), "category 'landscape' is not one of"),
     "csv folder as file": (_meta("file", "deeper"), "deeper: not a regular file"),
     "csv empty file value": (_meta("file,artist", ",Monet"), "line 2: empty 'file' value"),
+    "csv one file twice, other values": (
+        _meta("file,artist,title", "one.png,Claude Monet,Lilies", "deeper/two.jpg,,", "./one.png,C. Monet,Lilies"),
+        "lines 2 and 4 both describe {art}/one.png with different values (artist 'Claude Monet' vs 'C. Monet')"),
 }
 
 
@@ -269,7 +281,7 @@ def test_bad_input_is_refused_by_name_and_nothing_changes(seeded, tmp_path, case
     with pytest.raises(AnchorImportError) as caught:
         import_anchors(seeded, art, meta_csv=meta)
     message = str(caught.value)
-    assert expected in message
+    assert expected.format(art=art) in message
     assert "\n" not in message
     if bad_name:
         assert str(art / bad_name) in message

@@ -6,8 +6,16 @@ import hashlib
 
 import pytest
 
-from cpdm.answer_panel import handle_event, nonce_for, panel_data, parse_event
-from cpdm.answer_panel.model import ALREADY_SAVED, Notice, stored_image
+from cpdm.app.answer_panel import (
+    PanelImage,
+    handle_event,
+    nonce_for,
+    panel_data,
+    panel_message,
+    parse_event,
+    read_panel_message,
+)
+from cpdm.app.answer_panel.model import ALREADY_SAVED, Notice, stored_image
 from cpdm.rating.assignment import next_item, protocol_for
 from cpdm.rating.auth import create_rater
 from cpdm.errors import CpdmError
@@ -127,13 +135,31 @@ def test_the_nonce_belongs_to_one_assignment(ws, rater):
 def test_panel_data_lists_each_question_with_each_value_once(ws, rater):
     item = next_item(ws, rater)
     protocol = protocol_for(ws, item.campaign)
-    data = panel_data(item, protocol, rater_overall_progress(ws, rater),
-                      {"original": "/a.png", "generated": "/b.png"}, nonce_for(item, rater))
+    images = {"original": PanelImage(b"\x89PNG original", "image/png"), "generated": PanelImage(b"\xff\xd8", "image/jpeg")}
+    data = panel_data(item, protocol, rater_overall_progress(ws, rater), images, nonce_for(item, rater))
     assert [(q["id"], q["values"]) for q in data["questions"]] == [(q.id, [1, 2, 3, 4, 5]) for q in protocol.questions]
-    assert [(i["key"], i["shortcut"], i["url"]) for i in data["images"]] == [
-        ("original", "o", "/a.png"), ("generated", "g", "/b.png")]
+    assert [(i["key"], i["shortcut"], i["mime"], i["length"]) for i in data["images"]] == [
+        ("original", "o", "image/png", 13), ("generated", "g", "image/jpeg", 2)]
     assert data["progress"] == {"done": 0, "total": 4} and data["notice"] is None
     assert data["max_skip_reason"] == MAX_SKIP_REASON
+
+
+@pytest.mark.parametrize("missing", [None, "original", "generated"])
+def test_the_panel_message_carries_the_data_and_each_images_bytes_exactly(ws, rater, missing):
+    item = next_item(ws, rater)
+    images = {"original": PanelImage(png_bytes(seed=1), "image/png"),
+              "generated": PanelImage(png_bytes(seed=2, fmt="JPEG"), "image/jpeg")}
+    if missing:
+        images[missing] = None
+    data = panel_data(item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), images,
+                      nonce_for(item, rater), notice=Notice("error", "ünïcode ✓"))
+    message = panel_message(data, images)
+    read = read_panel_message(message)
+    assert [slot.pop("bytes") for slot in read["images"]] == [
+        None if images[key] is None else images[key].data for key in ("original", "generated")]
+    assert read == data
+    with pytest.raises(CpdmError, match="past its images"):
+        read_panel_message(message + b"x")
 
 
 @pytest.mark.parametrize("fmt, mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])

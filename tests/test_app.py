@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cpdm.rating.assignment import next_item
 from cpdm.rating.auth import create_rater, list_raters, rater_for_token, revoke_rater
 from cpdm.rating.campaigns import list_campaigns
-from tests.panel_support import answers_event, panel, send_from_panel, skip_event
+from tests.panel_support import answers_event, panel, send_from_panel, send_with_first_run, skip_event
 from tests.rating_fixtures import make_world
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -92,7 +93,10 @@ def test_first_visit_asks_consent_then_shows_the_rating_page(ws, world):
     assert [q["id"] for q in data["questions"]] == ["content", "style", "copy"]
     assert all(q["values"] == [1, 2, 3, 4, 5] for q in data["questions"])
     assert [i["label"] for i in data["images"]] == ["Original", "AI image"]
-    assert all(i["url"].startswith("/mock/media/") for i in data["images"])  # served as stored, not via st.image
+    # The stored bytes, unchanged, inside the panel's own message: no address any other visitor could open.
+    item = next_item(ws, rater)  # the pair on screen
+    assert [(i["mime"], i["bytes"]) for i in data["images"]] == [
+        ("image/png", ws.image_path(sha).read_bytes()) for sha in (item.anchor_image, item.shown_image)]
     # A new session (another day) goes straight to rating.
     assert titles(open_app(token)) == []
 
@@ -124,6 +128,27 @@ def test_rater_completes_pairs_resumes_in_new_session_and_cannot_rate_twice(ws, 
     assert sorted({p for p, _, _ in saved}) == sorted(done + [pending])
 
 
+def test_a_submit_that_comes_with_a_new_sessions_first_run_is_saved(ws, world, monkeypatch):
+    from cpdm.app.serve import APP_ENV, entry_script
+
+    rater, token = create_rater(ws, "ann", "artist")
+    at = consent(open_app(token))
+    pair, shown = current_pair(ws, rater), panel(at)
+    # The browser reconnects to a new session (the server restarted) and the rater presses Enter. The new
+    # session runs the app as `cpdm serve` does, from its entry script, on the page the browser shows.
+    monkeypatch.setenv(APP_ENV, APP)
+    served = AppTest.from_file(str(entry_script()), default_timeout=30)
+    served.query_params["token"] = token
+    fresh = send_with_first_run(served, at, answers_event(shown, ANSWERS))
+    assert not fresh.exception, fresh.exception
+    assert ratings(ws, rater) == [(pair, "content", 4), (pair, "copy", 1), (pair, "style", 2)]
+    next_pair = current_pair(ws, rater)
+    assert next_pair != pair and panel(fresh)["pair"] == next_pair and panel(fresh)["notice"] is None
+    # The next submit is saved once, by the callback, with no "Already saved" notice.
+    answer_and_submit(fresh, next_pair)
+    assert panel(fresh)["notice"] is None and len(ratings(ws, rater)) == 6
+
+
 def test_an_incomplete_answer_set_is_refused_and_the_pair_stays(ws, world):
     rater, token = create_rater(ws, "ann", "artist")
     at = consent(open_app(token))
@@ -153,7 +178,8 @@ def test_rating_page_hides_method_prompt_and_other_answers(ws, world):
     rater, token = create_rater(ws, "ann", "artist")
     at = consent(open_app(token))
     shown = panel(at)
-    text = (all_text(at) + json.dumps(shown)).lower()
+    images = [{name: value for name, value in image.items() if name != "bytes"} for image in shown["images"]]
+    text = (all_text(at) + json.dumps({**shown, "images": images})).lower()
     for secret in ("esd", "original, esd", "tiny-sd", "a painting", "bob"):
         assert secret not in text
     # Bob's answers appear nowhere on Ann's page: the panel is given questions, never answers.
@@ -247,7 +273,7 @@ def test_a_pair_whose_image_file_is_gone_is_shown_without_it_and_can_be_skipped(
     ws.image_path(anchor_image).unlink()
     at.run()
     assert not at.exception
-    assert [(i["key"], i["url"] is None) for i in panel(at)["images"]] == [("original", True), ("generated", False)]
+    assert [(i["key"], i["bytes"] is None) for i in panel(at)["images"]] == [("original", True), ("generated", False)]
     send_from_panel(at, skip_event(panel(at), "the original does not load"))
     assert ws.conn.execute("SELECT DISTINCT pair, skip_reason FROM ratings").fetchall() == [
         (pair, "the original does not load")]

@@ -226,3 +226,23 @@ def test_ratings_written_by_hand_count_once_the_loads_are_rebuilt(ws):
     seen, _ = rate_all(ws, rater, now)
     assert sorted(seen) == sorted(world.pairs[4:])
     assert loads(ws, world.campaign, "artist") == {p: 1 for p in world.pairs}
+
+
+def test_cpdm_campaign_recount_rebuilds_the_loads_of_ratings_written_by_hand(ws):
+    from click.testing import CliRunner
+
+    from cpdm.cli import cli
+
+    world = make_world(ws, 2, 1, overlap={"artist": 1})
+    outsider, _ = create_rater(ws, "imported", "artist")
+    stamp = format_time(utc_now())
+    with ws.transaction() as conn:
+        conn.execute(
+            "INSERT INTO ratings (campaign, pair, rater, question, value, shown_at, submitted_at, nonce) "
+            "VALUES (?, ?, ?, 'copy', 3, ?, ?, 'import-1')",
+            (world.campaign, world.pairs[0], outsider.id, stamp, stamp),
+        )
+    result = CliRunner().invoke(cli, ["campaign", "recount", "study", "--workspace", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert "recounted" in result.output
+    assert loads(ws, world.campaign, "artist") == {p: int(p == world.pairs[0]) for p in world.pairs}

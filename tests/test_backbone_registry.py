@@ -11,7 +11,8 @@ from cpdm.backbones import BackboneError, load_semantic, load_style, lookup
 from cpdm.cli import cli
 from cpdm.errors import MissingWeightsError
 from cpdm.scoring import engine as engine_module
-from cpdm.scoring.engine import Scorer, ScoringEngine, score_pairs
+from cpdm.scoring.engine import ScoringEngine, score_pairs
+from cpdm.testing import Scorer
 from cpdm.scoring.reader import available_backbones, load_scores
 from cpdm.store.images import load_image
 from tests.test_scoring import add_anchor

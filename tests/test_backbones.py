@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cpdm.backbones import BackboneError, backbone_key, load_semantic, load_style, resolve_device
+from cpdm.backbones import BackboneError, backbone_key, load_semantic, load_style
+from cpdm.compute_device import DeviceError, resolve_device
 from cpdm.backbones.clip import find_cached_checkpoint
 from cpdm.backbones.vision import VGG19_LAYOUT, VGG19_STYLE_LAYERS
 from cpdm.errors import CpdmError, MissingWeightsError
@@ -101,11 +102,11 @@ def test_unknown_backbone_names():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
-    with pytest.raises(BackboneError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
         resolve_device("cuda")
-    with pytest.raises(BackboneError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
         load_style("vgg19", mode="tiny", device="cuda")
-    with pytest.raises(BackboneError, match="unknown device"):
+    with pytest.raises(DeviceError, match="unknown device"):
         resolve_device("tpu")
 
 

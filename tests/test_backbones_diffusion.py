@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cpdm.generation import pipeline as diffusion
-from cpdm.generation.pipeline import (
-    DEFAULT_SD_MODEL,
-    generate,
-    load_sd_pipeline,
-    tiny_clip_tokenizer,
-    tiny_sd_pipeline,
-    tiny_tokenizer_vocab,
-    write_tiny_tokenizer_files,
-)
+from cpdm.diffusion import pipeline as diffusion
+from cpdm.diffusion.pipeline import DEFAULT_SD_MODEL, generate, load_sd_pipeline
+from cpdm.diffusion.tiny import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_tokenizer_vocab, write_tiny_tokenizer_files
 from cpdm.errors import CpdmError, MissingWeightsError
 
 PROMPT = "a painting of water lilies in the style of claude monet"
@@ -105,6 +98,15 @@ def test_generate_rejects_bad_sizes_and_steps(pipeline):
         generate(pipeline, PROMPT, height=32, width=0, steps=1)
     with pytest.raises(CpdmError, match="steps must be at least 1"):
         generate(pipeline, PROMPT, steps=0)
+
+
+def test_sizes_beyond_four_times_the_native_side_are_refused_before_any_memory_is_asked_for(pipeline):
+    assert diffusion.native_side(pipeline) == 64
+    with pytest.raises(CpdmError, match=r"height 100000 is beyond what this model supports: at most 256 pixels"):
+        generate(pipeline, PROMPT, height=100_000, width=100_000, steps=1)
+    with pytest.raises(CpdmError, match=r"width 264 is beyond what this model supports"):
+        generate(pipeline, PROMPT, height=32, width=264, steps=1)
+    assert generate(pipeline, PROMPT, height=32, width=256, steps=1).size == (256, 32)  # the largest side is allowed
 
 
 def test_offline_tiny_ignores_the_model_name():

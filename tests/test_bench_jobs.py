@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 
 from benchmarks import bench_jobs
@@ -33,17 +30,6 @@ FIELDS = {
 def result_fields(line: str) -> dict[str, str]:
     assert line.startswith("RESULT ")
     return dict(field.split("=", 1) for field in line.removeprefix("RESULT ").split())
-
-
-@pytest.fixture
-def plain_main(monkeypatch):
-    """A ``__main__`` with no file, as in ``python -c``.
-
-    The claim workers are spawned processes, which first re-run the parent's
-    ``__main__`` file; Streamlit's AppTest, run earlier in the same test
-    process, leaves an app script there.
-    """
-    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
 
 
 @pytest.mark.slow

@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from cpdm.rating.auth import create_rater
 from tests.browser_support import (
-    CHROMIUM, PANEL_READY, ROOT, app_server, launch_chromium, rater_world, shown_pair,
+    PANEL_READY, ROOT, STARTUP_TIMEOUT_S, app_server, image_source_bytes, launch_chromium, rater_world, require_chromium,
+    shown_pair,
 )
 from tests.rating_fixtures import make_world
 
@@ -24,6 +27,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = ROOT / "test-artifacts"
 QUESTIONS = ("content", "style", "copy")
+# How long the panel waits for the server to confirm a send (RESEND_AFTER_MS in panel.js).
+RESEND_AFTER_MS = int(re.search(r"RESEND_AFTER_MS = (\d+)",
+                                (ROOT / "cpdm" / "app" / "answer_panel" / "panel.js").read_text(encoding="utf-8")).group(1))
+# Streamlit shows its connection status while the page has no connection to the server.
+STREAMLIT_CONNECTION_STATUS = '[data-testid="stStatusWidget"]'
 
 
 @pytest.fixture
@@ -32,10 +40,51 @@ def server(ws):
         yield running.url
 
 
+class RestartableApp:
+    """The app on a port of its own, which it can be stopped and started on again (a server restart)."""
+
+    def __init__(self, workspace_root):
+        from cpdm.testing import free_port
+
+        self.root, self.port = workspace_root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self) -> None:
+        from cpdm.app.serve import start_app, wait_until_ready
+
+        self.server = start_app(self.root, host="127.0.0.1", port=self.port, stdout=subprocess.DEVNULL)
+        wait_until_ready(self.server, timeout=STARTUP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        from cpdm.app.serve import stop_app
+
+        if self.server is not None:
+            stop_app(self.server)
+            self.server = None
+
+    def restart(self, page) -> None:
+        """Stop the server, start it again, and wait until ``page`` has reconnected to it."""
+        status = page.locator(STREAMLIT_CONNECTION_STATUS)
+        self.stop()
+        status.wait_for(state="visible")  # the page noticed
+        self.start()
+        status.wait_for(state="detached", timeout=STARTUP_TIMEOUT_S * 1000)  # connected again
+
+
+@contextmanager
+def restartable_app(workspace_root):
+    app = RestartableApp(workspace_root)
+    app.start()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
 @pytest.fixture
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed (run `make browser-deps`)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -162,6 +211,36 @@ def test_enter_right_after_the_last_digit_submits(ws, server, page):
     assert stored(ws, rater) == {pair: {"content": 2, "style": 4, "copy": 1}}
 
 
+def test_a_rater_slower_than_the_resend_timer_sends_only_the_pair_shown(ws, server, page):
+    rater, token = rater_world(ws, n_anchors=3)
+    page.goto(f"{server}/?token={token}")
+    first = shown_pair(page)
+    page.keyboard.type("421")
+    page.keyboard.press("Enter")
+    second = shown_pair(page, not_pair=first)
+    page.wait_for_timeout(RESEND_AFTER_MS + 1000)  # longer on the second pair than a send waits for its answer
+    assert page.locator(PANEL_READY).get_attribute("data-pair") == str(second)
+    page.keyboard.type("355")
+    page.keyboard.press("Enter")
+    shown_pair(page, not_pair=second)
+    assert stored(ws, rater) == {first: dict(zip(QUESTIONS, (4, 2, 1))), second: dict(zip(QUESTIONS, (3, 5, 5)))}
+    assert "Already saved" not in status(page)  # the first pair's panel did not send its answers again
+    assert ws.conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 6
+
+
+def test_after_a_reconnect_to_a_restarted_server_the_first_enter_submits(ws, browser):
+    rater, token = rater_world(ws, n_anchors=3)
+    with restartable_app(ws.root) as app:
+        page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        page.goto(f"{app.url}/?token={token}")
+        pair = shown_pair(page)
+        page.keyboard.type("421")
+        app.restart(page)  # the browser keeps the page, and its answers, and joins a new session
+        page.keyboard.press("Enter")
+        shown_pair(page, not_pair=pair, timeout_ms=10_000)  # at once, not after the panel gives up waiting
+        assert stored(ws, rater) == {pair: dict(zip(QUESTIONS, (4, 2, 1)))}
+
+
 def test_the_images_shown_are_the_stored_files_byte_for_byte(ws, server, page):
     rater, token = rater_world(ws, n_anchors=2, image_size=320)
     page.goto(f"{server}/?token={token}")
@@ -170,16 +249,19 @@ def test_the_images_shown_are_the_stored_files_byte_for_byte(ws, server, page):
         "SELECT an.image, p.image FROM pairs p JOIN anchors an ON an.id = p.anchor WHERE p.id = ?", (pair,)
     ).fetchone()
     for key, sha in (("original", anchor_sha), ("generated", shown_sha)):
-        url = page.locator(f'.cpdm-panel img[data-image="{key}"]').get_attribute("src")
-        response = page.request.get(f"{server}{url}" if url.startswith("/") else url)
-        assert response.headers["content-type"] == "image/png"
-        assert hashlib.sha256(response.body()).hexdigest() == sha
-        assert response.body() == ws.image_path(sha).read_bytes()
+        # The bytes travel inside the page, a blob: URL there (tests/test_access_browser.py: no address serves them).
+        source = page.locator(f'.cpdm-panel img[data-image="{key}"]').get_attribute("src")
+        assert source.startswith("blob:")
+        mime, body = image_source_bytes(page, source)
+        assert mime == "image/png"
+        assert hashlib.sha256(body).hexdigest() == sha
+        assert body == ws.image_path(sha).read_bytes()
 
 
 @pytest.mark.parametrize("width, height", [(1280, 720), (1366, 768)])
 def test_both_images_all_questions_and_submit_fit_the_screen(ws, server, browser, width, height):
-    rater, token = rater_world(ws, n_anchors=2, image_size=512)
+    # A portrait anchor beside a wide generation: the shapes that make a layout overflow one way or the other.
+    rater, token = rater_world(ws, n_anchors=2, image_size=(700, 1400), generation_size=(1536, 768))
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(f"{server}/?token={token}")
     shown_pair(page)
@@ -198,7 +280,11 @@ def test_both_images_all_questions_and_submit_fit_the_screen(ws, server, browser
         assert box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, (name, box)
     # The images take what the rest leaves: the panel ends near the bottom of the window.
     assert boxes["submit"]["y"] + boxes["submit"]["height"] > height - 40
-    assert min(boxes["original"]["height"], boxes["generated"]["height"]) > 0.4 * height
+    frames = page.locator(".cpdm-panel .image .frame")
+    assert min(frames.nth(i).bounding_box()["height"] for i in range(2)) > 0.4 * height
+    for key in ("original", "generated"):  # each image fills its frame's height or its width
+        frame = page.locator(f'.cpdm-panel .frame:has(img[data-image="{key}"])').bounding_box()
+        assert (boxes[key]["height"] >= frame["height"] - 2 or boxes[key]["width"] >= frame["width"] - 2), key
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"rating_page_{width}x{height}.png"))
 

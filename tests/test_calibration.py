@@ -18,6 +18,7 @@ from cpdm.analysis.calibration import (
     weight_grid,
 )
 from cpdm.analysis.data import human_scores
+from cpdm import metric
 from cpdm.errors import CpdmError
 from cpdm.demo.simulate import synthetic_study
 
@@ -90,7 +91,6 @@ def test_calibration_folds_keep_fit_and_test_anchors_apart(monkeypatch):
 
 
 def test_cm_grid_matches_the_metric_module():
-    metric = pytest.importorskip("cpdm.metric")
     rng = np.random.default_rng(1)
     m_sem, m_style = rng.uniform(0.1, 1.5, 40), rng.uniform(0.001, 0.05, 40)
     ref_sem, ref_style = rng.uniform(0.5, 2, 60), rng.uniform(0.01, 0.1, 60)
@@ -180,3 +180,36 @@ def test_unscored_pairs_are_left_out():
     curve = result.curve
     assert list(curve.columns[:5]) == ["w", "rho_all", "rho_oof", "ci_low", "ci_high"]
     assert len(curve) == 21 and isinstance(curve, pd.DataFrame)
+
+
+def test_w_std_is_w_on_the_reference_pairs_standardised_log_distances():
+    pairs, reference = study_pairs(0.2, n_pairs=150, n_anchors=15, n_raters=6, ratings_per_pair=3)
+    result = calibrate(pairs, reference, n_boot=50)
+    s_sem = np.std(np.log(reference["m_sem"]), ddof=1)
+    s_style = np.std(np.log(reference["m_style"]), ddof=1)
+
+    def by_hand(w):
+        return w * s_sem / (w * s_sem + (1 - w) * s_style)
+
+    assert result.spreads_source == "reference pairs"
+    assert (result.spreads.sem, result.spreads.style) == (pytest.approx(s_sem), pytest.approx(s_style))
+    assert result.chosen_w_std == pytest.approx(by_hand(result.chosen_w))
+    assert result.w_std_ci == (pytest.approx(by_hand(result.w_ci[0])), pytest.approx(by_hand(result.w_ci[1])))
+    summary = result.summary.set_index("setting")
+    # The paper's w = 0.5 in w_std terms is s_sem / (s_sem + s_style); the ends stay 0 and 1.
+    assert summary.loc["paper w=0.5", "w_std"] == pytest.approx(s_sem / (s_sem + s_style))
+    assert summary.loc["semantic only w=1", "w_std"] == 1.0 and summary.loc["style only w=0", "w_std"] == 0.0
+    assert summary.loc["calibrated (out-of-fold)", "w_std_ci_low"] == pytest.approx(result.w_std_ci[0])
+    assert result.curve["w_std"].to_numpy() == pytest.approx(by_hand(result.curve["w"].to_numpy()))
+    stats = result.stats
+    assert stats["w_std"] == pytest.approx(result.chosen_w_std)
+    assert stats["log_sd"] == {"sem": pytest.approx(s_sem), "style": pytest.approx(s_style), "source": "reference pairs"}
+    assert stats["equal_weight_w"] == pytest.approx(s_style / (s_sem + s_style))
+
+
+def test_without_reference_distances_w_std_uses_the_campaign_pairs_spreads():
+    pairs, _ = study_pairs(0.8, n_pairs=150, n_anchors=15, n_raters=6, ratings_per_pair=3)
+    result = calibrate(pairs, None, n_boot=0)
+    assert result.spreads_source == "campaign pairs"
+    assert result.spreads.sem == pytest.approx(np.std(np.log(pairs["m_sem"]), ddof=1))
+    assert np.isnan(result.w_std_ci[0])  # no resamples, no interval

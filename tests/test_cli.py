@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 
 from cpdm.cli import cli, main
+from cpdm.jobs import queue
+from cpdm.store.workspace import init_workspace
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def all_commands(group: click.Group = cli, prefix: str = "cpdm") -> list[tuple[str, click.Command]]:
@@ -61,3 +71,38 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(CpdmError):
         main(["--debug", "info", "--workspace", str(tmp_path / "missing")])
+
+
+def test_ctrl_c_in_a_running_command_ends_it_as_interrupted_with_status_130(tmp_path):
+    ws = init_workspace(tmp_path / "ws")
+    job = queue.enqueue(ws, "noop")
+    queue.append_log(ws, job, "first line")
+    following = subprocess.Popen(
+        [sys.executable, "-m", "cpdm", "jobs", "log", str(job), "--follow", "--workspace", str(ws.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert following.stdout.readline() == "first line\n"  # it follows the log now, waiting for more
+        following.send_signal(signal.SIGINT)
+        _, err = following.communicate(timeout=60)
+    finally:
+        following.kill()
+    assert following.returncode == 130
+    assert err.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("raised, status, line", [
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (click.exceptions.Abort(), 1, "aborted"),
+    (EOFError(), 1, "aborted"),  # input closed under a command that reads it: click aborts
+], ids=["interrupted", "aborted", "end of input"])
+def test_an_interrupted_or_aborted_command_exits_with_its_status_and_one_line(monkeypatch, capsys, tmp_path,
+                                                                               raised, status, line):
+    def stopped(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr("cpdm.cli.options.open_workspace", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--workspace", str(tmp_path)])
+    assert exit_info.value.code == status
+    assert capsys.readouterr().err.strip() == line

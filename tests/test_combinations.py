@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 
 from cpdm.analysis.combinations import paper_combination, plain_name
-from cpdm.analysis.report import AnalysisOptions, compare_campaign_combinations, run_analysis
+from cpdm.analysis.campaign_report import AnalysisOptions, compare_campaign_combinations, run_analysis
 from cpdm.cli import cli
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
+from cpdm.scoring.reader import load_reference_distances
+from cpdm.scoring.reference import store_reference_set
 
 PAPER = ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
 NOISE = ("tiny:dinov2", "tiny:csd")
@@ -19,18 +22,15 @@ BASE = ("tiny:clip", "tiny:vgg19")  # what the synthetic campaign is scored with
 
 
 def _copy_scores(ws, target: tuple[str, str], transform) -> None:
-    """Store scores and reference distances for another combination, derived from the base combination's."""
+    """Store scores and a recorded reference set for another combination, derived from the base combination's."""
     rng = np.random.default_rng(len(target[0]))
     with ws.transaction() as conn:
-        for table, key in (("scores", "pair"), ("reference_distances", "anchor, image")):
-            rows = conn.execute(f"SELECT {key}, m_sem, m_style FROM {table} WHERE semantic = ? AND style = ?",
-                                BASE).fetchall()
-            marks = ", ".join(["?"] * (len(rows[0]) + 2))
-            columns = f"{key}, semantic, style, m_sem, m_style"
-            conn.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES ({marks})",
-                [(*row[:-2], *target, *transform(row[-2], row[-1], rng)) for row in rows],
-            )
+        rows = conn.execute("SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", BASE).fetchall()
+        conn.executemany("INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
+                         [(pair, *target, *transform(sem, style, rng)) for pair, sem, style in rows])
+    reference = load_reference_distances(ws, *BASE)
+    rows = [(anchor, image, *transform(sem, style, rng)) for anchor, image, sem, style in reference.itertuples(False)]
+    store_reference_set(ws, *target, rows, baseline=None, definition="the base combination's reference pairs, transformed")
 
 
 @pytest.fixture
@@ -140,3 +140,22 @@ def test_combination_intervals_follow_the_analysis_resampling(study):
     for frame in (anchors, pairs):
         assert (frame["ci_low"] <= frame["rho_oof"]).all() and (frame["rho_oof"] <= frame["ci_high"]).all()
     assert not np.allclose(anchors[["ci_low", "ci_high"]].to_numpy(), pairs[["ci_low", "ci_high"]].to_numpy())
+
+
+def test_combinations_compare_w_std_which_a_rescaled_backbone_leaves_alone(ws):
+    """Cubing M_sem triples its log spread: w moves to say the same thing, w_std stays."""
+    cubed = ("tiny:dinov2", "tiny:vgg19")
+    campaign = create_synthetic_campaign(ws, "study", n_anchors=10, reference=True, seed=2)
+    add_simulated_ratings(ws, campaign, seed=1)
+    _copy_scores(ws, PAPER, lambda sem, style, rng: (sem, style))
+    _copy_scores(ws, cubed, lambda sem, style, rng: (sem**3, style))
+    # A fine grid: the two combinations' grid points fall at different w_std, and ρ(w) is flat near its top.
+    options = AnalysisOptions(n_boot=0, groups=("artists",), step=0.01)
+    table = compare_campaign_combinations(ws, "study", options=options).table.set_index(["semantic", "style"])
+    paper, rescaled = table.loc[PAPER], table.loc[cubed]
+    assert rescaled["log_sd_sem"] == pytest.approx(3 * paper["log_sd_sem"])
+    assert rescaled["log_sd_style"] == pytest.approx(paper["log_sd_style"])
+    # CM_w ranks pairs alike at w and at w' = w / (3 − 2w) (the same standardised weights): only w's scale moved.
+    assert rescaled["w"] < paper["w"] - 0.1
+    assert rescaled["w_std"] == pytest.approx(paper["w_std"], abs=0.02)
+    assert rescaled["paper_w_std"] > paper["paper_w_std"]  # the paper's w = 0.5 leans further to content there

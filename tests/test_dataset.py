@@ -15,7 +15,7 @@ from cpdm.curation.dataset import DatasetError, export_dataset, import_dataset
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.store.rows import add_prompt, add_variant
 from cpdm.generation.batch import GenerationSettings, run_generation
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.workspace import init_workspace, open_workspace
 from tests.conftest import write_png
 from tests.curation_support import add_anchors, workspace_state

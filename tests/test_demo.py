@@ -17,6 +17,7 @@ from cpdm.demo import build as demo
 from cpdm.demo import painter
 from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
 from cpdm.rating.auth import hash_token, rater_for_token
+from cpdm.scoring.reference import REFERENCE_SAMPLE, load_reference_record
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image
@@ -148,7 +149,10 @@ def test_analysis_data_is_simulated_scored_and_kept_apart_from_live_rating(demo_
     assert raters_with_ratings == [(1, simulated_id)]
     n_pairs = _rows(demo_ws, "SELECT COUNT(*) FROM pairs")[0][0]
     scored = _rows(demo_ws, "SELECT semantic, style, COUNT(*) FROM scores GROUP BY semantic, style")
-    assert scored == [("tiny:ViT-L-14/openai", "tiny:vgg19", n_pairs)]
+    assert scored == [("tiny:ViT-L-14/openai", "tiny:cpdm-inception", n_pairs)]  # the paper's pair, tiny twins
+    record = load_reference_record(demo_ws, "tiny:ViT-L-14/openai", "tiny:cpdm-inception")
+    (anchors,), = _rows(demo_ws, "SELECT COUNT(*) FROM anchors")
+    assert record.anchors == anchors and record.pairs == anchors * REFERENCE_SAMPLE and record.x_ref > 0
 
     # A live demo artist still has the whole live campaign to rate (on a copy:
     # claiming a pair writes, and the shared demo must stay as built).
@@ -189,6 +193,41 @@ def test_simulated_raters_kept_the_assignment_rules(demo_ws):
     counters = dict(((pair, role), load) for pair, role, load in _rows(
         demo_ws, "SELECT pair, role, load FROM pair_load WHERE campaign = ? AND load > 0", campaign))
     assert counters == {(pair, role): count for pair, role, count in answered}
+
+
+# How far the demo's calibrated w_std may lie from the weight its simulated raters were given: the demo's 20
+# anchors pin w_std to about ±0.1 (its 95% intervals reach ~0.2 below and ~0.3 above the estimate, where the
+# tiny backbones' strongly correlated log distances leave ρ(w) flat).
+PLANTED_TOLERANCE = 0.1
+
+
+def test_the_demo_calibration_recovers_the_planted_weights(demo_ws):
+    """Simulated artists weigh standardised content 0.35, lay raters 0.65: calibration finds both, in that order."""
+    from cpdm.analysis.campaign_report import AnalysisOptions, calibrate_campaign, campaign_group_comparisons, plan_campaign
+    from cpdm.demo.simulate import COPY_CONTENT_WEIGHT
+
+    planted = {"artists": COPY_CONTENT_WEIGHT["artist"], "lay": COPY_CONTENT_WEIGHT["lay"]}
+    options = AnalysisOptions()
+    comparisons, notes = campaign_group_comparisons(demo_ws, demo.SIMULATED_CAMPAIGN_NAME, options)
+    copy = next(comparison for comparison in comparisons if comparison.question == "copy")
+    for group, weight in planted.items():
+        low, high = copy.w_std_ci[group]
+        assert abs(copy.w_std[group] - weight) <= PLANTED_TOLERANCE, copy.headline()
+        assert 0 < low <= copy.w_std[group] <= high < 1, copy.headline()  # not on an end of [0, 1]
+        assert 0 < copy.chosen_w[group] < 1
+    # Artists weigh content less than lay raters. (The paired interval of the difference ends just below 0 on
+    # seed 0, [-0.53, -0.03]; asserting that would make this test depend on every draw of the simulation.)
+    assert copy.w_std["artists"] < copy.w_std["lay"], copy.headline()
+    assert copy.difference_std_ci[0] <= copy.difference_std <= copy.difference_std_ci[1]
+    # cpdm calibrate finds the same weight for each group (the same pairs and resamples).
+    for group in planted:
+        result, weights = calibrate_campaign(demo_ws, demo.SIMULATED_CAMPAIGN_NAME, group=group, options=options,
+                                             record=False)
+        assert (result.chosen_w, weights.w_std) == (copy.chosen_w[group], pytest.approx(copy.w_std[group]))
+    # With w inside (0, 1), the planner's simulated studies spread: no half-width of 0.
+    plan = plan_campaign(demo_ws, demo.SIMULATED_CAMPAIGN_NAME, options=options, replicates=50)
+    halfwidths = plan.table[["halfwidth_artists", "halfwidth_lay"]]
+    assert (halfwidths > 0).all().all(), plan.table
 
 
 def test_links_work_and_tokens_are_stored_hashed(demo_build, demo_ws):
@@ -315,7 +354,9 @@ def _table_contents(ws) -> dict[str, list[tuple]]:
     """Every table's rows, ordered, without the columns that record when a row was written.
 
     Simulated raters never sign in, so their tokens are random (not derived
-    from the seed): their token hashes are left out.
+    from the seed): their token hashes are left out. The reference set's
+    record (a JSON value in ``meta``) says when it was defined: that field
+    too.
     """
     tables = [row[0] for row in ws.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     contents = {}
@@ -324,6 +365,9 @@ def _table_contents(ws) -> dict[str, list[tuple]]:
         selected = ", ".join(columns)
         if table == "raters":
             selected = selected.replace("token_hash", "CASE WHEN simulated THEN NULL ELSE token_hash END")
+        if table == "meta":
+            selected = selected.replace("value", "CASE WHEN key LIKE 'reference_set:%' THEN "
+                                                 "json_remove(value, '$.defined_at') ELSE value END")
         contents[table] = ws.conn.execute(f"SELECT {selected} FROM {table} ORDER BY {selected}").fetchall()
     return contents
 

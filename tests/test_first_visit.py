@@ -18,10 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cpdm import serve
+from cpdm.app import serve
+from cpdm.testing import free_port
 from cpdm.rating.auth import record_consent, rater_for_token
+from cpdm.rating.background import background_due
 from cpdm.demo.build import build_demo, demo_links
 from cpdm.store.workspace import open_workspace
+from tests.background_support import answer_questionnaire
 from tests.browser_support import chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,11 +34,15 @@ RESEARCHER_MENU = ["Campaigns", "Raters", "Progress", "Analysis", "Calibration",
 
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory) -> Path:
-    """A demo workspace whose first artist has consented (so /rate is their page) and whose second has not."""
+    """A demo workspace whose first artist has consented and answered the questionnaire (so /rate is their page)
+    and whose second has not consented."""
     path = tmp_path_factory.mktemp("first-visit") / "ws"
     build_demo(path, seed=0, analysis_data=False)
     with open_workspace(path) as ws:
-        record_consent(ws, rater_for_token(ws, _token("Demo artist 1")).id)
+        artist = rater_for_token(ws, _token("Demo artist 1"))
+        record_consent(ws, artist.id)
+        while (campaign := background_due(ws, artist)) is not None:
+            answer_questionnaire(ws, artist.id, campaign)
     return path
 
 
@@ -46,7 +53,7 @@ def _token(name: str) -> str:
 @contextmanager
 def cpdm_serve(workspace: Path, log: Path):
     """`cpdm serve` in a child process on a free port; yields the base URL once the app answers, stops it after."""
-    port = serve.free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CPDM_WORKSPACE", None)
     command = [sys.executable, "-c", "from cpdm.cli import main; main()", "serve", "--port", str(port),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -9,15 +10,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from cpdm.curation.prompts import add_manual_prompt
-from cpdm.store.rows import add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_variant, get_variant
 from cpdm.errors import CpdmError
 from cpdm.generation.batch import GenerationSettings, ensure_check_rate, run_generation
-from cpdm.generation.pipeline import generate_images, variant_pipeline, tiny_sd_pipeline
+from cpdm.diffusion.pipeline import generate_images, variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.store.images import load_image
 from tests.curation_support import add_anchors
 
@@ -79,6 +84,67 @@ def test_a_rerun_adds_nothing_and_other_settings_add_new_images(prompted, pipeli
     assert len(run_generation(ws, settings=more, offline_tiny=True, progress=False, pipeline=pipeline).generated) == 2
 
 
+def test_the_report_gives_every_images_generation_made_now_or_before(prompted, pipeline):
+    ws, _, prompts = prompted
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert first.ids == {(row[0], row[2]): generation for row, generation in zip(_generations(ws), first.generated)}
+    more = GenerationSettings(per_prompt=4, steps=2, height=32, width=32)
+    second = run_generation(ws, settings=more, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert len(second.generated) == 2 and len(second.ids) == 8
+    assert {key: second.ids[key] for key in first.ids} == first.ids
+    assert {second.ids[(prompt, 26)] for prompt in prompts} == set(second.generated)
+
+
+def test_a_run_with_nothing_left_to_make_loads_no_model(prompted, pipeline, monkeypatch):
+    import cpdm.generation.batch as batch
+
+    ws, _, _ = prompted
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded, though every image was made")
+
+    monkeypatch.setattr(batch, "variant_pipeline", no_model)
+    again = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False)
+    assert again.generated == [] and again.skipped == 6 and again.ids == first.ids
+
+
+def test_the_tokenizer_of_a_model_folder_is_read_without_the_model(pipeline, tmp_path):
+    import types
+
+    from cpdm.errors import MissingWeightsError
+    from cpdm.diffusion.pipeline import variant_tokenizer
+
+    pipeline.save_pretrained(tmp_path / "sd")
+    tokenizer = variant_tokenizer(types.SimpleNamespace(base_model=str(tmp_path / "sd")))
+    assert tokenizer("a painting by nobody").input_ids == pipeline.tokenizer("a painting by nobody").input_ids
+    with pytest.raises(MissingWeightsError, match="not a Stable Diffusion folder"):
+        variant_tokenizer(types.SimpleNamespace(base_model=str(tmp_path)))
+
+
+def _marks(ws, generation_ids) -> set:
+    """The ``pipeline`` entry of these generations' params (None where there is none)."""
+    rows = ws.conn.execute(f"SELECT params FROM generations WHERE id IN ({', '.join('?' * len(generation_ids))})",
+                           list(generation_ids)).fetchall()
+    return {json.loads(params).get("pipeline") for (params,) in rows}
+
+
+def test_tiny_images_are_marked_and_a_real_run_never_takes_one_for_its_own(prompted, pipeline):
+    ws, _, _ = prompted
+    add_variant(ws, "original", base_model="stabilityai/stable-diffusion-2-1", method="original")
+    tiny = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert _marks(ws, tiny.generated) == {"tiny"}
+    # A run with real weights (the tiny pipeline stands in for them: test machines have none) makes its own images.
+    real = run_generation(ws, settings=SMALL, progress=False, pipeline=pipeline)
+    assert real.skipped == 0 and len(real.generated) == 6 and not set(real.generated) & set(tiny.generated)
+    assert _marks(ws, real.generated) == {None}
+    assert run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline).skipped == 6
+    # A variant made on the tiny base generates with the tiny pipeline, --offline-tiny or not: marked too.
+    add_variant(ws, "uce-tiny", base_model="offline-tiny", method="uce", concepts=["Artist 0"])
+    made = run_generation(ws, variant="uce-tiny", settings=SMALL, progress=False, pipeline=pipeline)
+    assert _marks(ws, made.generated) == {"tiny"}
+
+
 def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(prompted, pipeline):
     ws, anchors, _ = prompted
     report = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline, check_rate=0.1)
@@ -94,6 +160,36 @@ def test_pairs_are_made_for_every_generation_with_checks_at_the_protocols_rate(p
     assert ensure_check_rate(ws, 0.1) == 0
     assert ensure_check_rate(ws, 0.4) == 2  # 4 checks are needed now: the second anchor gets its two
     assert ensure_check_rate(ws, 0.0) == 0
+
+
+def test_each_run_counts_the_pairs_it_made_while_another_run_makes_pairs(prompted, pipeline, monkeypatch):
+    """A second run (other seeds, its own connection) runs whole in the middle of the first: each counts its own."""
+    from cpdm.generation import batch
+    from cpdm.store.workspace import open_workspace
+
+    ws, _, _ = prompted
+    other = open_workspace(ws.root)
+    encode = batch.encoded_images
+    reports = {}
+
+    def encode_then_let_the_other_run(pipe, request):
+        if len(reports) == 0 and ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] > 0:
+            reports["other"] = None  # the other run's own batches go straight through
+            reports["other"] = run_generation(other, settings=GenerationSettings(per_prompt=3, steps=2, height=32,
+                                                                                 width=32, seed=100),
+                                              offline_tiny=True, progress=False, pipeline=pipeline, check_rate=0.2)
+        return encode(pipe, request)
+
+    monkeypatch.setattr(batch, "encoded_images", encode_then_let_the_other_run)
+    first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline, batch_size=1,
+                           check_rate=0.2)
+    second = reports["other"]
+    other.close()
+    kinds = dict(ws.conn.execute("SELECT kind = 'normal', COUNT(*) FROM pairs GROUP BY kind = 'normal'").fetchall())
+    assert (len(first.generated), len(second.generated)) == (6, 6)
+    assert (first.pairs, second.pairs) == (6, 6)  # not 12 for the first: the other run's pairs are not its own
+    assert first.pairs + second.pairs == kinds[1] == 12
+    assert first.check_pairs + second.check_pairs == kinds[0] > 0
 
 
 def test_the_default_prompts_are_the_latest_of_each_anchor(prompted, pipeline):
@@ -133,6 +229,10 @@ def test_an_anchor_without_a_prompt_is_reported(prompted, pipeline, tmp_path):
     (GenerationSettings(steps=0), "--steps must be at least 1"),
     (GenerationSettings(guidance=float("nan")), "--guidance must be a finite number"),
     (GenerationSettings(height=30), "--height must be a positive multiple of 8"),
+    (GenerationSettings(seed=-1), "--seed must be from 0 to"),
+    (GenerationSettings(seed=MAX_SEED + 1, per_prompt=1), f"--seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (GenerationSettings(seed=MAX_SEED, per_prompt=2), f"--seed must be from 0 to {MAX_SEED - 1} with --per-prompt 2"),
+    (GenerationSettings(height=32, width=100_000), "width 100000 is beyond what this model supports"),
     (GenerationSettings(scheduler="warp-drive"), "unknown scheduler 'warp-drive'"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(prompted, settings, message):
@@ -141,6 +241,63 @@ def test_bad_settings_are_refused_before_anything_is_written(prompted, settings,
         run_generation(ws, settings=settings, offline_tiny=True, progress=False)
     assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0
     assert _generations(ws) == []
+
+
+def test_the_largest_seed_the_workspace_records_is_generated_and_stored(prompted, pipeline):
+    ws, _, prompts = prompted
+    settings = GenerationSettings(per_prompt=2, steps=1, height=32, width=32, seed=MAX_SEED - 1)
+    run_generation(ws, prompt_ids=prompts[:1], settings=settings, offline_tiny=True, progress=False,
+                   pipeline=pipeline)
+    assert [row[2] for row in _generations(ws)] == [MAX_SEED - 1, MAX_SEED]
+
+
+class OutOfMemoryAbove:
+    """A stand-in pipeline that runs out of memory, as a GPU does, on batches of more than ``most`` images.
+
+    It raises torch's own out-of-memory error (on the CPU) and otherwise makes
+    one flat image per seed, its colour taken from the seed.
+    """
+
+    def __init__(self, most: int):
+        from cpdm.diffusion.tiny import tiny_clip_tokenizer
+
+        self.most = most
+        self.tokenizer = tiny_clip_tokenizer()  # generation counts each prompt's tokens with it
+        self.device = torch.device("cpu")
+        self.batches: list[int] = []  # the size of every batch asked for, in order
+
+    def __call__(self, prompts, *, generator, **settings):
+        self.batches.append(len(prompts))
+        if len(prompts) > self.most:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(prompts)} images")
+        seeds = [g.initial_seed() for g in generator]
+        return SimpleNamespace(images=[Image.new("RGB", (32, 32), (seed % 256, 7, 7)) for seed in seeds])
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_until_it_fits(prompted):
+    ws, _, prompts = prompted
+    pipeline = OutOfMemoryAbove(most=1)
+    settings = GenerationSettings(per_prompt=4, steps=1, seed=10)
+    report = run_generation(ws, settings=settings, offline_tiny=True, progress=False, pipeline=pipeline)
+    assert pipeline.batches == [4, 2, 1, 1, 1, 1, 1, 1, 1, 1]  # 4 and 2 ran out; the rest went one by one
+    rows = _generations(ws)
+    assert len(report.generated) == len(rows) == 8
+    assert sorted((prompt, seed) for prompt, _, seed, *_ in rows) == [(p, s) for p in prompts for s in (10, 11, 12, 13)]
+    for _, _, seed, _, _, image, _ in rows:  # each image is its own seed's
+        assert load_image(ws, image).getpixel((0, 0)) == (seed % 256, 7, 7)
+
+
+@pytest.mark.parametrize("batch_size, most", [(2, 1), (None, 0)], ids=["given --batch-size", "one image too many"])
+def test_out_of_memory_at_a_given_batch_size_or_at_one_image_is_a_clear_error(prompted, batch_size, most):
+    ws, _, _ = prompted
+    pipeline = OutOfMemoryAbove(most=most)
+    with pytest.raises(CpdmError) as caught:
+        run_generation(ws, settings=GenerationSettings(per_prompt=2, steps=1), batch_size=batch_size,
+                       offline_tiny=True, progress=False, pipeline=pipeline)
+    size = batch_size or 1
+    assert str(caught.value) == (f"out of GPU memory at batch size {size}; try a smaller --batch-size or "
+                                 "--height/--width")
+    assert pipeline.batches[-1] == size and _generations(ws) == []
 
 
 def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused_and_no_variant_is_recorded(prompted, tmp_path):
@@ -176,15 +333,16 @@ def test_the_baseline_is_used_as_loaded_and_other_methods_go_through_apply_varia
     baseline = types.SimpleNamespace(base_model="offline-tiny", method="original")
     pipe = variant_pipeline(baseline, scheduler="euler")
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
-    from cpdm.unlearning import apply
+    from cpdm.diffusion import pipeline
 
     applied = []
-    monkeypatch.setattr(apply, "apply_variant",
-                        lambda pipeline, variant, root: applied.append((variant.method, root)) or "edited")
+    monkeypatch.setattr(pipeline, "apply_variant",
+                        lambda pipeline, variant, root, base_model: applied.append((variant.method, root, base_model))
+                        or "edited")
     variant_pipeline(baseline)
     assert applied == []
     edited = variant_pipeline(types.SimpleNamespace(base_model="offline-tiny", method="esd"), root="/ws")
-    assert applied == [("esd", "/ws")] and edited == "edited"
+    assert applied == [("esd", "/ws", "offline-tiny")] and edited == "edited"
 
 
 def _count(db: Path, sql: str) -> int:
@@ -243,3 +401,32 @@ def test_the_generate_command_reports_progress_and_bad_input(prompted, runner):
     assert result.exit_code == 1 and "error: unknown scheduler 'nope'" in result.output
     result = runner.invoke(cli, [*base, "--prompts", "1,x"])
     assert result.exit_code == 1 and "--prompts must be ids" in result.output
+
+
+@pytest.mark.parametrize("selection", ["", " , "])
+def test_an_empty_prompt_selection_is_an_error_not_all_prompts(prompted, runner, selection):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--height", "32", "--width", "32", "--prompts", selection])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --prompts names no ids; leave it out to use all of them"
+    assert _generations(ws) == []
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--seed", "99999999999999999999"], f"error: --seed must be from 0 to {MAX_SEED} with --per-prompt 1"),
+    (["--height", "100000", "--width", "100000"],
+     "error: height 100000 is beyond what this model supports: at most 256 pixels (4 times the 64 it was trained at)"),
+])
+def test_a_seed_or_size_out_of_range_is_one_line_and_exit_1(prompted, runner, options, message):
+    from cpdm.cli import cli
+
+    ws, _, _ = prompted
+    result = runner.invoke(cli, ["generate", "--workspace", str(ws.root), "--offline-tiny", "-q", "--steps", "1",
+                                 "--per-prompt", "1", *options])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+    assert ws.conn.execute("SELECT COUNT(*) FROM variants").fetchone()[0] == 0  # refused before anything is recorded

@@ -24,7 +24,7 @@ TORCH_FREE = [
     "cpdm.rating.campaigns",
     "cpdm.store.workspace",
     "cpdm.store.writer",
-    "cpdm.ui",
+    "cpdm.app.ui",
     "cpdm.cli",
 ]
 
@@ -58,7 +58,7 @@ def test_the_page_imports_load_no_torch():
         for node in ast.parse(page.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cpdm"):
                 modules.add(node.module)
-    assert "cpdm.analysis.report" in modules
+    assert "cpdm.analysis.campaign_report" in modules
     loaded = imported_modules("; ".join(f"import {name}" for name in sorted(modules)))
     assert not any(name.split(".")[0] == "torch" for name in loaded)
 
@@ -127,17 +127,55 @@ def test_no_module_of_the_library_is_in_an_import_cycle():
     """The wings import one way, counting imports inside functions too.
 
     Left out: a package loading its own submodules on demand (``cpdm.backbones``
-    picks a model's module by name), and ``cpdm.cli``, whose package imports
-    its command modules to register them.
+    picks a model's module by name).
     """
     graph = {}
     for name in all_cpdm_modules():
-        if name.startswith("cpdm.cli"):
-            continue
         imports = module_imports(name)
         graph[name] = {i for i in imports if not i.startswith(name + ".")} if _is_package(name) else imports
-    assert "cpdm.rating.protocol" in graph and "cpdm.store.writer" in graph
+    assert "cpdm.rating.protocol" in graph and "cpdm.store.writer" in graph and "cpdm.cli.options" in graph
     assert find_cycle(graph) is None, find_cycle(graph)
+
+
+# The house's floors, lowest first: a module may import its own floor and the floors below, never one above.
+# A module belongs to the floor of the longest name here that it is or lies under.
+FLOORS = (
+    ("cpdm", "cpdm.errors", "cpdm.values", "cpdm.progress", "cpdm.compute_device", "cpdm.metric"),  # plain facts
+    ("cpdm.store",),  # the workspace
+    ("cpdm.backbones", "cpdm.diffusion"),  # the models: the metric's, and Stable Diffusion
+    ("cpdm.curation", "cpdm.rating", "cpdm.scoring"),
+    ("cpdm.generation",),
+    ("cpdm.unlearning",),
+    ("cpdm.analysis",),
+    ("cpdm.demo", "cpdm.jobs"),
+    ("cpdm.app",),  # the app: its pages' helpers, the answer panel, serving
+    ("cpdm.cli", "cpdm.__main__", "cpdm.testing"),  # the command; what only tests use
+)
+
+def floor_of(module: str) -> int:
+    """The floor ``module`` lives on (its longest declared prefix)."""
+    best, floor = "", None
+    for level, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, floor = name, level
+    assert floor is not None, f"{module} is on no floor: add it to FLOORS"
+    return floor
+
+
+def test_no_import_runs_up_a_floor():
+    """Lower wings never import higher ones, at the top of a file or inside a function."""
+    upward = []
+    for name in all_cpdm_modules():
+        for imported in module_imports(name):
+            if floor_of(imported) > floor_of(name):
+                upward.append(f"{name} (floor {floor_of(name)}) -> {imported} (floor {floor_of(imported)})")
+    assert upward == []
+
+
+def test_the_floor_check_can_fail():
+    assert floor_of("cpdm.progress") < floor_of("cpdm.jobs.worker") < floor_of("cpdm.cli.options")
+    assert floor_of("cpdm.diffusion.pipeline") < floor_of("cpdm.generation.batch") < floor_of("cpdm.unlearning.runner")
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -10,7 +10,8 @@ from PIL import Image
 
 from cpdm.backbones import load_style
 from cpdm.errors import MissingWeightsError
-from cpdm.scoring.engine import ScoringEngine, Scorer, score_pairs
+from cpdm.scoring.engine import ScoringEngine, score_pairs
+from cpdm.testing import Scorer
 from cpdm.scoring.reader import load_scores
 from cpdm.store.images import load_image
 from tests.test_scoring import add_anchor

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cpdm import serve
+from cpdm.app import serve
+from cpdm.testing import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What `pip install .` needs of a checkout (everything else stays behind).
@@ -72,7 +73,7 @@ def run_installed(bin_dir: Path, code: str, cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_the_installed_package_is_the_copy_and_ships_its_protocol_and_app(installed, tmp_path):
-    where = run_installed(installed, "import cpdm, cpdm.serve as s; print(cpdm.__file__); print(s.find_app())", tmp_path)
+    where = run_installed(installed, "import cpdm, cpdm.app.serve as s; print(cpdm.__file__); print(s.find_app())", tmp_path)
     package, app = (Path(line) for line in where.splitlines())
     assert installed.parent in package.parents and installed.parent in app.parents
     assert app.name == "app.py" and (app.parent / "pages" / "rate.py").is_file()
@@ -87,7 +88,7 @@ def test_cpdm_serve_from_the_installed_package_answers(installed, tmp_path):
     workspace = tmp_path / "ws"
     subprocess.run([str(installed / "cpdm"), "demo", "--no-serve", "--no-analysis-data", "--workspace", str(workspace)],
                    check=True, cwd=tmp_path, env=clean_env(), capture_output=True)
-    port = serve.free_port()
+    port = free_port()
     out_path = tmp_path / "serve.log"
     with open(out_path, "wb") as out:
         process = subprocess.Popen([str(installed / "cpdm"), "serve", "--port", str(port), "--workspace", str(workspace)],
@@ -118,7 +119,7 @@ def test_the_installed_app_runs_its_pages(installed, tmp_path):
     subprocess.run([str(installed / "cpdm"), "demo", "--no-serve", "--no-analysis-data", "--workspace", str(workspace)],
                    check=True, cwd=tmp_path, env=clean_env(), capture_output=True)
     code = (
-        "import os; from streamlit.testing.v1 import AppTest; from cpdm.serve import find_app; "
+        "import os; from streamlit.testing.v1 import AppTest; from cpdm.app.serve import find_app; "
         "from cpdm.demo.build import demo_links; "
         f"os.environ['CPDM_WORKSPACE'] = {str(workspace)!r}; "
         "token = [l for l in demo_links(0) if l.role == 'researcher'][0].token; "

@@ -1,4 +1,4 @@
-"""CLIP interrogation: term ranking, the cached bank embeddings, the paper's recipe, resumable runs."""
+"""CLIP interrogation: term ranking, the cached bank embeddings, the metadata recipe, resumable runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cpdm.curation.interrogate import (
     interrogate_anchors,
     load_banks,
     load_interrogator_clip,
+    metadata_bank_texts,
     rank_terms,
     save_bank_embeddings,
 )
@@ -65,7 +66,7 @@ def test_rank_terms_puts_the_most_similar_first():
     assert ranked[0][1] == pytest.approx(1.0)
 
 
-def test_the_recipe_is_the_papers_and_drops_empty_parts():
+def test_the_metadata_recipe_drops_empty_parts():
     assert build_recipe("Water Lilies", "Claude Monet", "a pond", "an oil painting", "impressionism", ["soft", "blue"]) \
         == "Water Lilies, by Claude Monet, a pond, an oil painting, impressionism, soft, blue"
     assert build_recipe(None, None, None, "a sketch", "", []) == "a sketch"
@@ -83,8 +84,9 @@ def test_a_term_planted_closest_to_the_image_ranks_first_and_lands_in_the_prompt
         embedding[:] = other
         planted = terms.index(f"{bank} term 3")
         embedding[planted] = image_embedding
-        save_bank_embeddings(bank_cache_path(ws, clip.key, bank, terms), embedding)
-    report = interrogate_anchors(ws, [anchors[0]], banks_dir=banks_dir, clip=clip, top_flavors=1, progress=False)
+        save_bank_embeddings(bank_cache_path(ws, clip.key, bank, metadata_bank_texts(banks)[bank]), embedding)
+    report = interrogate_anchors(ws, [anchors[0]], mode="metadata", banks_dir=banks_dir, clip=clip, top_flavors=1,
+                                 progress=False)
     [prompt] = prompt_rows(ws, prompt_ids=report.added)
     assert prompt.text == "Work 0, by Artist 0, mediums term 3, movements term 3, flavors term 3"
     assert prompt.origin == "interrogator" and prompt.author == clip.key == f"tiny:{MODEL}"
@@ -96,21 +98,21 @@ def test_bank_embeddings_are_computed_once_per_model_and_reused(setup, clip, mon
     calls = []
     real = type(clip).embed_texts
     monkeypatch.setattr(type(clip), "embed_texts", lambda self, texts: calls.append(len(texts)) or real(self, texts))
-    interrogate_anchors(ws, [anchors[0]], banks_dir=banks_dir, clip=clip, progress=False)
+    interrogate_anchors(ws, [anchors[0]], mode="metadata", banks_dir=banks_dir, clip=clip, progress=False)
     assert sum(calls) == 4 * 6
-    for bank, terms in load_banks(banks_dir).items():
-        assert bank_cache_path(ws, clip.key, bank, terms).is_file()
+    for bank, texts in metadata_bank_texts(load_banks(banks_dir)).items():
+        assert bank_cache_path(ws, clip.key, bank, texts).is_file()
     calls.clear()
-    interrogate_anchors(ws, anchors, banks_dir=banks_dir, clip=clip, progress=False)
+    interrogate_anchors(ws, anchors, mode="metadata", banks_dir=banks_dir, clip=clip, progress=False)
     assert calls == []
 
 
 def test_interrogation_is_resumable_and_the_artist_term_stands_in_for_an_unknown_artist(setup, clip):
     ws, anchors, banks_dir = setup
     ws.conn.execute("UPDATE anchors SET artist = NULL, title = NULL WHERE id = ?", (anchors[1],))
-    first = interrogate_anchors(ws, banks_dir=banks_dir, clip=clip, progress=False)
+    first = interrogate_anchors(ws, mode="metadata", banks_dir=banks_dir, clip=clip, progress=False)
     assert len(first.added) == 3
-    again = interrogate_anchors(ws, banks_dir=banks_dir, clip=clip, progress=False)
+    again = interrogate_anchors(ws, mode="metadata", banks_dir=banks_dir, clip=clip, progress=False)
     assert again.added == [] and again.skipped == anchors
     [unknown] = prompt_rows(ws, anchor_id=anchors[1])
     assert unknown.text.startswith("by artists term ")
@@ -182,8 +184,8 @@ def _write_tiny_blip(folder):
 def test_a_local_blip_caption_lands_in_the_prompt(setup, clip):
     ws, anchors, banks_dir = setup
     blip = _write_tiny_blip(ws.root.parent / "blip")
-    report = interrogate_anchors(ws, [anchors[0]], banks_dir=banks_dir, clip=clip, caption_model=str(blip),
-                                 progress=False)
+    report = interrogate_anchors(ws, [anchors[0]], mode="metadata", banks_dir=banks_dir, clip=clip,
+                                 caption_model=str(blip), progress=False)
     [prompt] = prompt_rows(ws, prompt_ids=report.added)
     caption = prompt.params["caption"]
     assert caption and caption.split()[0].startswith("w")

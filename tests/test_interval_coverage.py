@@ -116,6 +116,13 @@ def test_planted_group_weights_are_told_apart(seed):
     comparison = compare_groups(pairs, HUMAN_COLUMNS, reference_frame(), n_boot=500, seed=seed)
     assert comparison.difference < 0
     assert comparison.difference_ci[1] < 0, comparison.row()
+    # In w_std, over the same resamples: the same order, each w converted with the reference pairs' log spreads.
+    reference = reference_frame()
+    s_sem, s_style = (np.std(np.log(reference[column]), ddof=1) for column in ("m_sem", "m_style"))
+    for group, w in comparison.chosen_w.items():
+        assert comparison.w_std[group] == pytest.approx(w * s_sem / (w * s_sem + (1 - w) * s_style))
+    assert comparison.difference_std < 0 and comparison.difference_std_ci[1] < 0, comparison.row()
+    assert comparison.difference_std_ci[0] <= comparison.difference_std
 
 
 def test_the_group_comparison_counts_only_anchors_both_groups_rated():

@@ -9,7 +9,7 @@ import pytest
 
 from cpdm.errors import CpdmError
 from cpdm.jobs import forms, queue
-from cpdm.jobs.kinds import Parameter
+from cpdm.jobs.parameters import Parameter
 from cpdm.store.rows import add_variant
 from cpdm.store.time import format_time, utc_now
 from tests.test_jobs_page import prompted

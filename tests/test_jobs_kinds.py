@@ -3,22 +3,26 @@ stops at a safe point when cancelled, and refuses bad parameters before anything
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
+from cpdm.backbones import PAPER_COMBINATION
 from cpdm.cli import cli
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
 from cpdm.errors import CpdmError
+from cpdm.generation.batch import GenerationSettings, generation_params
 from cpdm.jobs import queue
-from cpdm.jobs.context import JobCancelled, JobContext
-from cpdm.jobs.kinds import HYPERPARAMETERS, kind_parameters
-from cpdm.jobs.pipeline import STEPS, default_variant_name, enqueue_pipeline
+from cpdm.progress import JobCancelled, JobContext
+from cpdm.jobs.parameters import HYPERPARAMETERS
+from cpdm.jobs.registry import kind_parameters
+from cpdm.jobs.chain import STEPS, default_variant_name, enqueue_pipeline
 from cpdm.jobs.registry import get_kind
-from cpdm.store.rows import add_prompt, add_variant, get_variant
+from cpdm.store.rows import MAX_SEED, add_prompt, add_variant, get_variant
 from cpdm.store.workspace import init_workspace
-from cpdm.unlearning.artifacts import variant_dir
+from cpdm.diffusion.artifacts import variant_dir
 from tests.curation_support import add_anchors, write_banks
 
 TINY_IMAGES = {"per_prompt": 2, "steps": 2, "height": 32, "width": 32, "offline_tiny": True}
@@ -109,6 +113,7 @@ def test_generate_and_score_jobs_make_the_rows_their_commands_make(ws, twin, run
     assert len(ours) == len(pair_rows(ws)) and [r[:3] for r in ours] == [r[:3] for r in theirs]
     assert [v for r in ours for v in r[3:]] == pytest.approx([v for r in theirs for v in r[3:]], rel=1e-5)
     assert result["pairs_scored"] == len(ours) and context.fraction == 1.0
+    assert (result["semantic"], result["style"]) == ("tiny:ViT-L-14/openai", "tiny:cpdm-inception")
     again, _ = run_kind(ws, "score", {"offline_tiny": True})
     assert again["pairs_scored"] == 0 and again["pairs_already_scored"] == len(ours)
 
@@ -135,7 +140,8 @@ def test_a_cancelled_generation_stops_after_the_batch_it_stored_and_paired(ws, t
     assert len(generations) == 2
     paired = {row[1] for row in pair_rows(ws) if row[3] == "normal"}
     assert paired == {row[0] for row in generations}  # every stored image has its pair: no half rows
-    assert all((ws.root / "images").rglob(f"{sha}*") for _, sha in generations)
+    for _, sha in generations:  # each image file is on disk, whole
+        assert hashlib.sha256(ws.image_path(sha).read_bytes()).hexdigest() == sha
     assert context.fraction == pytest.approx(0.5)
     result, _ = run_kind(ws, "generate", TINY_IMAGES)  # run again (a retried job): only what is missing
     assert result["generated"] == 2 and result["skipped"] == 2
@@ -180,7 +186,7 @@ def test_a_cancelled_unlearning_keeps_its_steps_and_the_retried_job_resumes_them
     variant = get_variant(ws, "esd-x-a")
     assert variant.status == "failed" and variant.job == job_id
     assert variant.message == "cancelled (--resume continues from the last checkpoint)"
-    checkpoint = ws.root / "unlearning" / "esd-x-a" / "checkpoint.pt"
+    checkpoint = variant_dir(ws.root, "esd-x-a") / "checkpoint.pt"
     assert checkpoint.is_file()  # saved at the cancel, though checkpoint_every is 100
 
     context = JobContext(job_id=job_id, device="cpu")
@@ -211,7 +217,8 @@ def test_interrogate_and_refine_jobs_write_the_prompts_their_commands_write(ws, 
 
 
 def test_analyze_job_writes_the_report_the_command_writes(ws, twin, runner, tmp_path):
-    from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+    from cpdm.demo.simulate import add_simulated_ratings
+    from cpdm.testing import create_synthetic_campaign
 
     for workspace in (ws, twin):
         campaign = create_synthetic_campaign(workspace, "study", n_anchors=10, reference=True, seed=2)
@@ -280,6 +287,14 @@ def test_bad_parameters_are_refused_when_queued_and_nothing_is_written(ws, kind,
     with pytest.raises(CpdmError, match=message):
         queue.enqueue(ws, kind, params)
     assert queue.list_jobs(ws) == []
+
+
+@pytest.mark.parametrize("seed", [MAX_SEED - 8, str(MAX_SEED - 8)], ids=["number", "text"])
+def test_a_large_seed_is_kept_exactly(seed):
+    checked = get_kind("generate").check_params({"seed": seed})  # 9 images per prompt: the last is MAX_SEED
+    assert checked["seed"] == MAX_SEED - 8
+    with pytest.raises(CpdmError, match=f"--seed must be from 0 to {MAX_SEED - 8} with --per-prompt 9"):
+        get_kind("generate").check_params({"seed": MAX_SEED - 7})
 
 
 def test_checked_parameters_are_complete_and_converted():
@@ -353,12 +368,12 @@ def test_kinds_that_want_a_gpu_queue_for_cuda_unless_told_otherwise(ws, tmp_path
 def test_the_kinds_and_the_pipeline_load_no_torch():
     from tests.test_import_boundaries import imported_modules
 
-    loaded = imported_modules("import cpdm.jobs.kinds, cpdm.jobs.pipeline, cpdm.cli.pipeline_cmds; "
-                              "cpdm.jobs.kinds.kind_parameters('generate'); "
-                              "cpdm.jobs.kinds.kind_parameters('unlearn', 'sld'); "
+    loaded = imported_modules("import cpdm.jobs.registry, cpdm.jobs.chain, cpdm.cli.chain_cmds; "
+                              "cpdm.jobs.registry.kind_parameters('generate'); "
+                              "cpdm.jobs.registry.kind_parameters('unlearn', 'sld'); "
                               "from cpdm.jobs.registry import get_kind; "
-                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', 'concepts': 'A', "
-                              "'hyperparameters': {'lamb': '0.25'}})")
+                              "get_kind('unlearn').check_params({'method': 'uce', 'variant_name': 'v', "
+                              "'concepts': 'A', 'hyperparameters': {'lamb': '0.25'}})")
     assert not sorted(name for name in loaded if name.split(".")[0] in ("torch", "diffusers", "open_clip"))
 
 
@@ -382,6 +397,7 @@ def test_the_pipeline_queues_four_jobs_each_after_the_one_before(ws):
     assert generate["prompt_ids"] == [p for p, a in prompts if a in target] + [p for p, a in prompts if a not in target]
     assert generate["variant"] == name and generate["per_prompt"] == 2 and generate["height"] == 32
     assert score["variant"] == name and score["offline_tiny"]
+    assert (score["semantic"], score["style"]) == PAPER_COMBINATION  # the paper's metric unless told otherwise
     assert report["variant"] == name and report["vs"] == "original" and report["steps"] == 2
     assert default_variant_name("esd-x", "Van Gogh") == "esd-x-van-gogh"
 
@@ -402,6 +418,9 @@ def test_the_pipeline_limits_the_retain_prompts(ws):
     ({"variant_name": "original"}, "a variant named 'original' already exists"),
     ({"retain_prompts": 0}, "retain_prompts must be at least 1"),
     ({"concept": "  "}, "name the concept to erase"),
+    # A real base model against the tiny original: the report at the end would compare two models.
+    ({"offline_tiny": False}, "is of base model 'runwayml/stable-diffusion-v1-5', its baseline 'original' of "
+                              "'offline-tiny'"),
 ])
 def test_a_bad_pipeline_queues_nothing(ws, change, message):
     anchors = small_study(ws)
@@ -445,9 +464,15 @@ def test_a_worker_runs_the_whole_chain_on_tiny_models(ws):
     assert all(job.progress == 1.0 for job in jobs)
     name = default_variant_name("uce", artist)
     assert get_variant(ws, name).status == "ready" and get_variant(ws, name).job == ids[0]
-    made = ws.conn.execute("SELECT COUNT(*) FROM generations g JOIN variants v ON v.id = g.variant "
-                           "WHERE v.name = ? AND g.steps = 1", (name,)).fetchone()[0]
-    assert jobs[1].result["generated"] == len(jobs[1].params["prompt_ids"]) * 2 <= made
+    made = dict(ws.conn.execute("SELECT v.name, COUNT(*) FROM generations g JOIN variants v ON v.id = g.variant "
+                                "GROUP BY v.name").fetchall())
+    # Each image is made once: the report found the generate job's images (it asks for them with the same
+    # settings) and made only the baseline's, one per prompt at the paper's seed.
+    prompts = len(jobs[1].params["prompt_ids"])
+    assert made == {name: prompts * 2, "original": prompts}
+    assert jobs[1].result["generated"] == prompts * 2
+    recorded = [json.loads(params) for (params,) in ws.conn.execute("SELECT DISTINCT params FROM generations")]
+    assert recorded == [generation_params(GenerationSettings(steps=1, height=16, width=16), "float32", tiny=True)]
     assert jobs[2].result["pairs_scored"] >= jobs[1].result["pairs"]
     report = jobs[3].result
     assert {row["set"] for row in report["rows"]} == {"target", "retain"}

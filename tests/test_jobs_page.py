@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cpdm.backbones import PAPER_COMBINATION
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.demo import build as demo
 from cpdm.jobs import queue
 from cpdm.jobs.worker import Worker
-from cpdm.rating.auth import create_rater
+from cpdm.rating.auth import create_rater, revoke_rater
 from cpdm.store.rows import add_prompt, add_variant
 from cpdm.store.time import format_time, utc_now
 from tests.curation_support import add_anchors
@@ -23,10 +24,12 @@ PAGE = ROOT / "pages" / "jobs.py"
 
 
 def open_page(ws, role: str = "researcher") -> AppTest:
-    rater, _ = create_rater(ws, f"{role} of jobs", role)
+    """The page for a new rater of ``role``, signed in as ``app.py`` leaves a session (workspace, rater, token)."""
+    rater, token = create_rater(ws, f"{role} of jobs", role)
     at = AppTest.from_file(str(PAGE), default_timeout=120)
     at.session_state["cpdm_ws"] = ws
     at.session_state["cpdm_rater"] = rater
+    at.session_state["cpdm_token"] = token
     return at.run()
 
 
@@ -71,6 +74,9 @@ def test_a_generation_queued_on_the_page_is_run_by_a_worker_and_its_pairs_scored
     assert generate_job.device == "cpu"  # auto with the offline tiny models: any CPU worker
     assert score_job.kind == "score" and score_job.parents == [generate_job.id]
     assert score_job.params["variant"] == "original"
+    # Scored with the paper's metric unless told otherwise, here and in the page's Score form.
+    assert (score_job.params["semantic"], score_job.params["style"]) == PAPER_COMBINATION
+    assert (at.text_input(key="score_semantic").value, at.text_input(key="score_style").value) == PAPER_COMBINATION
     assert f"#{generate_job.id} generate with original: 2 prompts x 1" in text(at)
 
     with Worker(ws.root, name="page-test-worker", device="cpu") as worker:
@@ -110,6 +116,20 @@ def test_cancel_and_retry_buttons_change_the_jobs_status(ws):
     assert job.status == "running" and job.cancel_requested  # the worker stops it at its next step
     assert "cancelling]" in text(at)
     assert f"cancel_{running.id}" not in [b.key for b in at.button]  # already being cancelled
+
+
+@pytest.mark.parametrize("button", ["cancel", "retry"])
+def test_a_revoked_researchers_click_changes_nothing_and_the_page_refuses(ws, button):
+    job_id = queue.enqueue(ws, "noop", {}, title="waiting")
+    if button == "retry":
+        queue.cancel(ws, job_id)
+    at = open_page(ws)
+    status = queue.get_job(ws, job_id).status
+    revoke_rater(ws, at.session_state["cpdm_rater"].id)  # from another tab, while this page is open
+    at.button(key=f"{button}_{job_id}").click().run()
+    assert not at.exception, at.exception
+    assert queue.get_job(ws, job_id).status == status
+    assert errors(at) == ["This page is for researchers."] and not at.button
 
 
 def test_a_retry_the_queue_refuses_is_shown_and_changes_nothing(ws):
@@ -224,7 +244,7 @@ def test_the_page_is_in_the_researcher_menu(ws, monkeypatch):
 
 
 def test_two_variants_whose_names_sanitise_alike_queued_on_the_page_keep_their_own_artifacts(ws):
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
     from cpdm.store.rows import get_variant
 
     anchors = demo.add_anchors(ws, seed=0)

@@ -382,7 +382,15 @@ def test_cli_add_parses_params_and_dependencies(runner, ws):
     assert list_jobs(ws)[0].params == {"label": "plain text", "tags": [1, 2]}
 
 
+@pytest.mark.parametrize("value, ids", [("1", [1]), ("1,2", [1, 2]), ("[3]", [3])])
+def test_cli_add_takes_one_id_as_a_list_of_one(runner, ws, value, ids):
+    result = invoke(runner, ws, "jobs", "add", "generate", "-p", f"prompt_ids={value}")
+    assert result.exit_code == 0, result.output
+    assert list_jobs(ws)[0].params["prompt_ids"] == ids
+
+
 @pytest.mark.parametrize("args,message", [
+    (["jobs", "add", "generate", "-p", "prompt_ids=true"], "error: generate job: prompt_ids must be a list of"),
     (["jobs", "add", "steps", "-p", "steps=-1"], "error: steps must be a whole number"),
     (["jobs", "add", "nonsense"], "error: unknown job kind 'nonsense'"),
     (["jobs", "add", "noop", "--after", "12"], "error: job to wait for does not exist: no job 12"),

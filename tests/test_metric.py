@@ -78,6 +78,18 @@ def test_cm_paper_by_hand():
     assert metric.cm_paper(0.5, 2.0, 4.0) == pytest.approx(0.9375)
 
 
+def test_release_score_by_hand():
+    # The release's (M_sem · M_style)²: no Norm, no x_ref, no "1 −"; lower = closer.
+    assert metric.release_score(0.5, 0.2) == pytest.approx(0.01)  # (0.1)²
+    assert metric.release_score(2.0, 3.0) == pytest.approx(36.0)  # far apart: not clipped at 1, unlike CM
+    np.testing.assert_allclose(metric.release_score([0.0, 0.3, 1.5], [4.0, 0.1, 0.02]), [0.0, 9e-4, 9e-4])
+    # It ranks pairs in the opposite order to CM (while CM is not clipped).
+    sem, style = np.array([0.2, 0.6, 1.0]), np.array([0.3, 0.1, 0.2])
+    assert np.array_equal(np.argsort(metric.release_score(sem, style)), np.argsort(-metric.cm_paper(sem, style, 10.0)))
+    with pytest.raises(MetricError, match="non-negative"):
+        metric.release_score(-0.1, 1.0)
+
+
 def test_weighted_form_at_w_0_half_1():
     sem, style = 4.0, 9.0
     assert metric.combined_distance(sem, style, 0.0) == pytest.approx(9.0)  # style only
@@ -244,3 +256,81 @@ def test_scoring_computes_m_style_with_the_metric_function(monkeypatch):
     calls = []
     monkeypatch.setattr(metric, "m_style", lambda *args, **kwargs: calls.append(args) or 7.0)
     assert style_distance(a, g, [0.5, 2.0]) == 7.0 and len(calls) == 1
+
+
+# --- w_std: the weight on standardised log distances ----------------------------------------------------------
+
+
+def test_w_std_by_hand():
+    spreads = metric.LogSpreads(sem=2.0, style=1.0)
+    # w_std = w·s_sem / (w·s_sem + (1−w)·s_style): 0.5·2 / (0.5·2 + 0.5·1) = 2/3.
+    assert spreads.w_std(0.5) == pytest.approx(2 / 3)
+    assert spreads.w(2 / 3) == pytest.approx(0.5)
+    # Equal standardised weights are w = s_style / (s_sem + s_style) = 1/3 here …
+    assert spreads.equal_weight_w == pytest.approx(1 / 3)
+    assert spreads.w_std(1 / 3) == pytest.approx(0.5)
+    # … and 0.75 when style's log spread is three times semantics' (the issue's example).
+    assert metric.LogSpreads(sem=1.0, style=3.0).equal_weight_w == pytest.approx(0.75)
+    assert metric.LogSpreads(sem=1.0, style=3.0).w(0.5) == pytest.approx(0.75)
+    # The ends stay put, and equal spreads change nothing.
+    assert (spreads.w_std(0.0), spreads.w_std(1.0), spreads.w(0.0), spreads.w(1.0)) == (0.0, 1.0, 0.0, 1.0)
+    assert metric.LogSpreads(1.3, 1.3).w_std(0.27) == pytest.approx(0.27)
+
+
+def test_w_std_ranks_like_w_and_converts_back_monotonically():
+    rng = np.random.default_rng(3)
+    log_sem, log_style = rng.normal(-1.0, 0.4, 50), rng.normal(2.0, 1.7, 50)
+    spreads = metric.LogSpreads(sem=0.4, style=1.7)
+    z_sem, z_style = log_sem / spreads.sem, log_style / spreads.style
+    for w in (0.1, 0.35, 0.5, 0.8):
+        w_std = spreads.w_std(w)
+        raw = w * log_sem + (1 - w) * log_style
+        standardised = w_std * z_sem + (1 - w_std) * z_style
+        # Not just the same ranking: the two scores are proportional, by w·s_sem + (1−w)·s_style.
+        assert raw == pytest.approx((w * spreads.sem + (1 - w) * spreads.style) * standardised)
+        assert (np.argsort(raw) == np.argsort(standardised)).all()
+        assert spreads.w(w_std) == pytest.approx(w)
+    grid = np.linspace(0, 1, 21)
+    assert (np.diff(spreads.w_std(grid)) > 0).all() and (np.diff(spreads.w(grid)) > 0).all()
+    assert spreads.w(spreads.w_std(grid)) == pytest.approx(grid)
+
+
+def test_log_spreads_of_reference_distances_by_hand():
+    # log M_sem = 0, 2 (sd √2); log M_style = 1, 4 (sd 3/√2); the zero distance has no log and is left out.
+    spreads = metric.LogSpreads.of([0.0, 1.0, math.e**2], [math.e, math.e**4, 0.0])
+    assert (spreads.sem, spreads.style) == (pytest.approx(math.sqrt(2)), pytest.approx(3 / math.sqrt(2)))
+    assert spreads.equal_weight_w == pytest.approx(0.6)
+    with pytest.raises(MetricError, match="does not vary"):
+        metric.LogSpreads.of([0.5, 0.5, 0.5], [1.0, 2.0, 3.0])
+    with pytest.raises(MetricError, match="two reference pairs"):
+        metric.LogSpreads.of([0.0, 0.5], [1.0, 2.0])
+    with pytest.raises(MetricError, match="positive number"):
+        metric.LogSpreads(0.0, 1.0)
+
+
+def test_weights_carry_w_std_with_its_spreads(tmp_path):
+    spreads = metric.LogSpreads(sem=2.0, style=1.0)
+    data = _weights_dict(w=0.5, w_std=spreads.w_std(0.5), log_sd_sem=2.0, log_sd_style=1.0)
+    weights = Weights.from_dict(data)
+    assert weights.w_std == pytest.approx(2 / 3) and weights.spreads == spreads
+    assert Weights.from_dict(json.loads(weights.to_json())) == weights
+    assert weights.cm(0.5, 2.0) == pytest.approx(metric.cm_weighted(0.5, 2.0, 0.5, 1.23))  # scoring reads w
+    # A file without w_std (an older cpdm's) writes back without it.
+    assert "w_std" not in Weights.from_dict(_weights_dict()).to_dict()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"w_std": 0.5, "log_sd_sem": 2.0, "log_sd_style": 1.0}, "w = 0.35 with these log spreads gives w_std = 0.518"),
+        ({"w_std": 0.5, "log_sd_sem": 2.0}, "field 'log_sd_style' is missing"),
+        ({"w_std": "half", "log_sd_sem": 2.0, "log_sd_style": 1.0}, "'w_std' must be a number"),
+        ({"w_std": 0.0, "log_sd_sem": -1.0, "log_sd_style": 1.0}, "spread of log M_sem must be a positive"),
+    ],
+)
+def test_weights_refuse_a_w_std_that_does_not_follow_from_w(tmp_path, changes, message):
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps(_weights_dict(**changes)))
+    with pytest.raises(MetricError, match=message) as info:
+        load_weights(path)
+    assert str(path) in str(info.value)

@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from cpdm.rating.auth import create_rater
-from cpdm.ui import WORD_JOINER, plain
+from cpdm.app.ui import WORD_JOINER, plain
 from tests.rating_fixtures import make_world
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

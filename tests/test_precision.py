@@ -202,7 +202,8 @@ def test_cli_precision_option(tmp_path, runner, tiny_backbones):
     args = ["score", "--all", "--offline-tiny", "-q", "--workspace", str(tmp_path / "ws")]
     result = runner.invoke(cli, [*args, "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    assert "precision: tiny:ViT-L-14/openai float32, tiny:vgg19 float32" in result.output
+    # The default backbones are the CPDM release's (their tiny twins here).
+    assert "precision: tiny:ViT-L-14/openai float32, tiny:cpdm-inception float32" in result.output
     result = runner.invoke(cli, [*args, "--precision", "fp8"])
     assert result.exit_code == 2 and "fp8" in result.output
     with pytest.raises(CpdmError, match="precision must be one of"):
@@ -221,4 +222,4 @@ def test_auto_does_not_probe_on_the_cpu(tmp_path, tiny_backbones, monkeypatch):
 
 def test_cli_offers_exactly_the_library_choices():
     option = next(param for param in cli.commands["score"].params if param.name == "precision")
-    assert tuple(option.type.choices) == precision.PRECISION_CHOICES
+    assert tuple(option.type.choices) == precision.SCORING_PRECISIONS

@@ -80,6 +80,36 @@ def test_malformed_protocol_names_the_field(edit, field):
     assert field in str(err.value)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("version = 1", "version = 1\nversoin = 2"),
+     "protocol field 'versoin' is unknown (the fields are: name, version, instructions"),
+    (lambda t: t.replace("[timing]", "[timimg]"), "protocol field 'timimg' is unknown"),
+    (lambda t: t.replace('high = "the same"', 'high = "the same"\nhihg = "identical"', 1),
+     "protocol field 'questions[0].hihg' is unknown"),
+    (lambda t: t.replace("rate = 0.1", "rates = 0.3"),
+     "protocol field 'attention_checks.rates' is unknown (the fields in 'attention_checks' are: rate, question"),
+    (lambda t: t.replace("min_seconds = 2.0", "min_second = 5.0"), "protocol field 'timing.min_second' is unknown"),
+])
+def test_an_unknown_field_is_refused_by_name(edit, message):
+    text = edit(DEFAULT_TEXT)
+    assert text != DEFAULT_TEXT
+    with pytest.raises(ProtocolError) as err:
+        parse_protocol(text)
+    assert message in str(err.value)
+
+
+def test_a_campaigns_frozen_protocol_with_an_unknown_field_still_reads(ws):
+    from cpdm.rating.campaigns import get_campaign
+    from tests.rating_fixtures import make_world
+
+    make_world(ws, 2, 1)
+    frozen = DEFAULT_TEXT.replace("version = 1", "version = 1\nnotes = 'made before cpdm refused unknown fields'")
+    ws.conn.execute("UPDATE campaigns SET protocol = ?", (frozen,))  # a campaign created by an older cpdm
+    assert get_campaign(ws, 1).protocol.question_ids == ["content", "style", "copy"]
+    with pytest.raises(ProtocolError, match="'notes' is unknown"):
+        parse_protocol(frozen)
+
+
 def test_missing_questions_and_bad_toml():
     with pytest.raises(ProtocolError, match="'questions' is missing"):
         parse_protocol('name = "x"\ninstructions = "a"\nconsent = "b"\n')

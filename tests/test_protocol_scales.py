@@ -9,9 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cpdm.analysis.data import human_scores, load_ratings
-from cpdm.analysis.report import AnalysisOptions, calibration_choices, run_analysis, summary_markdown
+from cpdm.analysis.campaign_report import AnalysisOptions, calibration_choices, run_analysis, summary_markdown
 from cpdm.analysis.variants import copy_threshold
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign
+from cpdm.demo.simulate import add_simulated_ratings
+from cpdm.testing import create_synthetic_campaign
 from cpdm.rating.auth import create_rater
 from cpdm.rating.campaigns import create_campaign, select_pairs
 from cpdm.rating.protocol import default_protocol_path

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cpdm.curation.prompts import add_manual_prompt
 from cpdm.errors import CpdmError
@@ -18,6 +19,7 @@ from cpdm.scoring.engine import score_pairs
 from cpdm.store.workspace import init_workspace
 from tests import ray_support
 from tests.curation_support import add_anchors
+from tests.needs import import_ray
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = GenerationSettings(per_prompt=3, steps=2, height=32, width=32)
@@ -28,7 +30,7 @@ TINY_SCORING = dict(semantic="ViT-L-14/openai", style="vgg19", offline_tiny=True
 def local_ray(tmp_path_factory):
     """A Ray instance on this machine (2 CPUs, no dashboard, listening on 127.0.0.1 only), its workers able
     to crash on request."""
-    ray = pytest.importorskip("ray")
+    ray = import_ray()
     from ray._private import ray_constants
 
     crash_dir = tmp_path_factory.mktemp("ray-crash")
@@ -137,7 +139,7 @@ def test_an_unlearned_variant_generates_the_same_images_through_ray(local_ray, p
 def copy_variant(variant, source, target) -> None:
     """Register ``variant`` in ``target`` with a copy of its artifact files from ``source``."""
     from cpdm.store.rows import add_variant
-    from cpdm.unlearning.artifacts import json_path_of
+    from cpdm.diffusion.artifacts import json_path_of
 
     for path in (Path(variant.artifact_path), json_path_of(variant.artifact_path)):
         (target.root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,8 @@ def copy_variant(variant, source, target) -> None:
 
 def tiny_sd_images(ws) -> set[str]:
     """The sha256s the unedited tiny model makes for the workspace's prompts."""
-    from cpdm.generation.pipeline import ImageRequest, encoded_images, tiny_sd_pipeline
+    from cpdm.diffusion.pipeline import ImageRequest, encoded_images
+    from cpdm.diffusion.tiny import tiny_sd_pipeline
 
     prompts = ws.conn.execute("SELECT text FROM prompts ORDER BY id").fetchall()
     request = ImageRequest(tuple(text for (text,) in prompts for _ in range(3)),
@@ -197,6 +200,22 @@ def test_a_task_that_keeps_dying_is_a_clear_error_and_keeps_what_was_stored(loca
 
 
 @pytest.mark.slow
+def test_a_worker_out_of_gpu_memory_is_a_clear_error_with_nothing_stored(local_ray, tmp_path):
+    switch_dir = local_ray
+    ws = prompted_workspace(tmp_path)
+    (switch_dir / ray_support.OUT_OF_MEMORY).touch()
+    try:
+        with pytest.raises(CpdmError) as caught:
+            run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, batch_size=3,
+                           executor=RayExecutor(num_gpus=0, max_retries=0))
+    finally:
+        (switch_dir / ray_support.OUT_OF_MEMORY).unlink()
+    assert str(caught.value) == "a Ray worker ran out of GPU memory; pass a smaller --batch-size (or --height/--width)"
+    assert generation_rows(ws) == []
+    ws.close()
+
+
+@pytest.mark.slow
 def test_asking_for_gpus_on_a_cluster_without_any_is_a_clear_error(local_ray, tmp_path):
     ws = prompted_workspace(tmp_path)
     with pytest.raises(CpdmError, match="has no GPUs"):
@@ -220,7 +239,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("form", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_an_unreachable_address_is_a_clear_error_at_once(monkeypatch, form):
-    pytest.importorskip("ray")
+    import_ray()
     address = form.format(port=_closed_port())
     executor = RayExecutor(address=address)
     monkeypatch.setattr(executor._ray, "is_initialized", lambda: False)  # as in a fresh worker process
@@ -234,13 +253,13 @@ def test_an_unreachable_address_is_a_clear_error_at_once(monkeypatch, form):
     ({"max_in_flight": 0}, "max_in_flight must be at least 1"),
 ])
 def test_bad_executor_options_are_refused(options, message):
-    pytest.importorskip("ray")
+    import_ray()
     with pytest.raises(CpdmError, match=message):
         RayExecutor(**options)
 
 
 def test_a_pipeline_and_an_executor_together_are_refused_before_anything_is_written(tmp_path):
-    pytest.importorskip("ray")
+    import_ray()
     ws = prompted_workspace(tmp_path)
     with pytest.raises(CpdmError, match="a pipeline or an executor, not both"):
         run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=object(),
@@ -250,7 +269,7 @@ def test_a_pipeline_and_an_executor_together_are_refused_before_anything_is_writ
 
 
 def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sent(tmp_path):
-    pytest.importorskip("ray")
+    import_ray()
     from cpdm.store.rows import add_variant
 
     ws = prompted_workspace(tmp_path)
@@ -266,7 +285,7 @@ def test_a_variant_whose_artifact_file_is_gone_is_refused_before_anything_is_sen
 @pytest.mark.slow
 def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(local_ray, pair_of_workspaces):
     """``cpdm worker --executor ray``: the queued jobs' batches go to Ray, and the rows are the in-process ones."""
-    from cpdm.jobs.context import JobContext
+    from cpdm.progress import JobContext
     from cpdm.jobs.queue import enqueue, get_job
     from cpdm.jobs.registry import get_kind
     from cpdm.jobs.worker import Worker
@@ -289,3 +308,133 @@ def test_a_worker_with_a_ray_executor_runs_generate_and_score_jobs_through_ray(l
     assert generation_rows(remote) == generation_rows(local)
     assert pair_rows(remote) == pair_rows(local)
     assert_close(score_rows(remote), score_rows(local))
+
+
+# --- unlearning on the cluster ---------------------------------------------------------------------------
+
+CONCEPT = "claude monet"
+# ESD-x on the tiny pipeline, checkpoints after steps 2 and 4.
+FAST_ESD = {"iterations": 6, "ddim_steps": 1, "lr": 1e-3}
+UNLEARN = dict(base="unused", concepts=[CONCEPT], params=FAST_ESD, seed=7, offline_tiny=True, progress=False,
+               checkpoint_every=2)
+
+
+def assert_same_weights(ws, variant, other_ws, other) -> None:
+    """Two variants' artifacts hold the same tensors, bit for bit, and their JSONs record the same hashes.
+
+    The files' bytes may differ: safetensors writes its header's metadata in
+    no fixed order, and the JSON records wall time and peak memory.
+    """
+    from safetensors.torch import load_file
+
+    from cpdm.diffusion.artifacts import load_artifact
+
+    ours, ours_meta = load_artifact(ws.root / variant.artifact_path, variant.artifact_sha256)
+    theirs, theirs_meta = load_artifact(other_ws.root / other.artifact_path, other.artifact_sha256)
+    assert sorted(ours) == sorted(theirs) and ours
+    for name in ours:
+        assert ours[name].dtype == theirs[name].dtype and torch.equal(ours[name], theirs[name]), name
+    assert ours_meta["parameters"] == theirs_meta["parameters"]  # name, shape, dtype and sha256 of each
+    assert load_file(str(ws.root / variant.artifact_path)).keys() == ours.keys()
+
+
+@pytest.mark.slow
+def test_an_unlearn_job_runs_on_the_cluster_and_the_driver_registers_the_same_weights(local_ray, pair_of_workspaces):
+    """``cpdm worker --executor ray`` takes unlearn jobs: the run on a Ray worker, the variant in the workspace."""
+    from cpdm.jobs.queue import enqueue, get_job, read_log
+    from cpdm.jobs.worker import Worker
+    from cpdm.store.rows import get_variant
+    from cpdm.diffusion.artifacts import artifact_digest, load_artifact
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    job = enqueue(remote, "unlearn", {"method": "esd-x", "variant_name": "esd-monet", "concepts": [CONCEPT],
+                                      "hyperparameters": FAST_ESD, "seed": 7, "checkpoint_every": 2,
+                                      "offline_tiny": True}, device="cpu")
+    executor = RayExecutor(num_gpus=0)
+    with Worker(remote.root, name="ray-driver", executor=executor) as driver:
+        assert driver.run_once().id == job
+    done = get_job(remote, job)
+    assert done.status == "done", done.error
+    there = get_variant(remote, "esd-monet")
+    assert there.status == "ready" and there.job == job and done.result["variant_id"] == there.id
+    assert executor.tasks_done > 0  # the run's messages came from the cluster
+    # The same weights as the local run, bit for bit, under the sha256 the driver registered.
+    assert_same_weights(remote, there, local, here)
+    assert there.artifact_sha256 == artifact_digest(remote.root / there.artifact_path)
+    _, meta = load_artifact(remote.root / there.artifact_path, there.artifact_sha256)
+    assert meta["base_model"] == "offline-tiny" and meta["device"] == "cpu" and meta["steps"] == 6
+    # Progress and checkpoints came back while it ran; the finished run keeps no checkpoint.
+    log = read_log(remote, job)
+    assert "checkpoint after step 2 stored" in log and "checkpoint after step 4 stored" in log
+    assert done.progress == 1.0
+    assert not (variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_killed_unlearning_task_resumes_from_the_drivers_last_checkpoint(local_ray, pair_of_workspaces):
+    import json
+
+    from cpdm.store.rows import get_variant
+    from cpdm.jobs.ray_unlearn import unlearn_on_cluster
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    crash_dir = local_ray
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    stored = variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME
+    (crash_dir / ray_support.UNLEARN_ARMED).write_text(json.dumps({"wait_for": str(stored), "after_step": 2}))
+    try:
+        there = unlearn_on_cluster(remote, "esd-x", "esd-monet", **UNLEARN,
+                                   executor=RayExecutor(num_gpus=0, max_retries=1))
+    finally:
+        (crash_dir / ray_support.UNLEARN_ARMED).unlink()
+    assert (crash_dir / ray_support.UNLEARN_CRASHED).exists()  # the first task's worker did die
+    saves = [line.split() for line in (crash_dir / ray_support.UNLEARN_SAVES).read_text().splitlines()]
+    # The first worker saved step 2 and died before step 4; the second began at step 2 (it never saved it).
+    assert [step for _, step in saves] == ["2", "4"] and saves[0][0] != saves[1][0]
+    assert there.status == "ready" and get_variant(remote, "esd-monet").id == there.id
+    assert_same_weights(remote, there, local, here)
+    assert not stored.exists()
+
+
+@pytest.mark.slow
+def test_a_cancelled_unlearn_job_on_the_cluster_keeps_its_checkpoint_and_the_retried_job_resumes(
+        local_ray, pair_of_workspaces):
+    from cpdm.progress import JobCancelled, JobContext
+    from cpdm.jobs.queue import enqueue
+    from cpdm.jobs.registry import get_kind
+    from cpdm.store.rows import get_variant
+    from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+
+    class CancelAtFirstCheckpoint(JobContext):
+        """A job whose user cancels it once the driver has stored a checkpoint."""
+
+        def log(self, line: str) -> None:
+            super().log(line)
+            if line.startswith("checkpoint after step"):
+                self.cancel_requested = True
+
+    local, remote = pair_of_workspaces
+    here = unlearn(local, "esd-x", "esd-monet", **UNLEARN)
+    kind = get_kind("unlearn")
+    params = kind.check_params({"method": "esd-x", "variant_name": "esd-monet", "concepts": [CONCEPT],
+                                "hyperparameters": FAST_ESD, "seed": 7, "checkpoint_every": 2, "offline_tiny": True})
+    job = enqueue(remote, "unlearn", params, device="cpu")
+    cancelled = CancelAtFirstCheckpoint(job_id=job, device="cpu")
+    cancelled.executor = RayExecutor(num_gpus=0)
+    with pytest.raises(JobCancelled):
+        kind.run(remote, params, cancelled)
+    variant = get_variant(remote, "esd-monet")
+    assert variant.status == "failed" and variant.message == "cancelled (--resume continues from the last checkpoint)"
+    checkpoint = variant_dir(remote.root, "esd-monet") / CHECKPOINT_NAME
+    assert checkpoint.is_file() and "checkpoint after step 2 stored" in cancelled.lines[-1]
+
+    retried = JobContext(job_id=job, device="cpu")
+    retried.executor = RayExecutor(num_gpus=0)
+    result = kind.run(remote, params, retried)
+    assert result["resumed"] and result["status"] == "ready" and result["variant_id"] == variant.id
+    assert any("resuming variant esd-monet" in line for line in retried.lines)
+    assert_same_weights(remote, get_variant(remote, "esd-monet"), local, here)
+    assert not checkpoint.exists()

@@ -272,3 +272,16 @@ def test_an_openai_writer_that_names_nothing_is_a_clear_error(tmp_path):
         with pytest.raises(RefinerError, match="wrote no caption naming 'dog' in 11 answers"):
             _refiner(server, tmp_path).write_captions("dog", 2, "object")
     assert len(server.requests) == 11
+
+
+def test_several_openai_rewrites_are_sampled_with_recorded_seeds_and_cached_apart(ws, tmp_path):
+    anchors = add_anchors(ws, tmp_path / "anchors", count=1)
+    source = add_manual_prompt(ws, anchors[0], "a prompt")
+    script = [(200, _completion(f"rewrite {k}"), {}) for k in range(2)]
+    with FakeChatServer(script) as server:
+        refiner = _refiner(server, tmp_path)
+        rows = prompt_rows(ws, prompt_ids=refine_prompts(ws, refiner, progress=False, n=2, seed=11).added)
+        assert refine_prompts(ws, refiner, progress=False, n=2, seed=11).added == []
+    assert [(r.parent, r.text, r.params["rewrite"]) for r in rows] == [(source, f"rewrite {k}", k) for k in range(2)]
+    assert [r.params["decoding"]["sampling"]["seed"] for r in rows] == [11, 12]
+    assert [(q["body"]["temperature"], q["body"]["seed"]) for q in server.requests] == [(1.0, 11), (1.0, 12)]

@@ -14,7 +14,9 @@ from cpdm.rating.campaigns import create_campaign
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
 from cpdm.store.images import load_image, store_image_bytes
-from cpdm.scoring.engine import REFERENCE_SAMPLE, Scorer, ScoringEngine, score_pairs
+from cpdm.scoring.engine import ScoringEngine, score_pairs
+from cpdm.testing import Scorer
+from cpdm.scoring.reference import REFERENCE_SAMPLE
 from cpdm.scoring.features import LayerGram, decode_style, describe_layer, encode_style, layer_distance
 from cpdm.scoring.reader import (
     SCORE_COLUMNS,
@@ -115,7 +117,7 @@ def test_cached_and_uncached_paths_give_the_same_numbers(ws, tiny_backbones, tmp
     assert report.images_computed == 0 and report.images_cached == 5
     assert scores_by_pair(ws) == first
     # And without any workspace, through the direct API.
-    scorer = Scorer(offline_tiny=True)
+    scorer = Scorer(style="vgg19", offline_tiny=True)
     anchor = load_image(ws, study["image"])
     generations = [load_image(ws, sha) for (sha,) in ws.conn.execute("SELECT image FROM pairs ORDER BY id")]
     direct = scorer.score_batch([anchor] * len(generations), generations)
@@ -164,7 +166,8 @@ def test_reference_distances_pair_anchors_with_other_anchors_generations(ws, tin
         assert owner[image] != anchor  # always another anchor's generation
         assert (semantic, style) == (SEM, STYLE)
     reference = load_reference_distances(ws, SEM, STYLE)
-    assert list(reference.columns) == ["m_sem", "m_style"] and len(reference) == 3 * REFERENCE_SAMPLE
+    assert list(reference.columns) == ["anchor", "image", "m_sem", "m_style"]
+    assert len(reference) == 3 * REFERENCE_SAMPLE
     x_ref = reference_scale_for(ws, SEM, STYLE)
     assert x_ref == pytest.approx(float(np.median(reference.m_sem * reference.m_style)))
     # Deterministic and bounded: a re-run adds none.
@@ -172,7 +175,7 @@ def test_reference_distances_pair_anchors_with_other_anchors_generations(ws, tin
     # The stored value is the distance between the two images' features.
     anchor, image = rows[0][0], rows[0][1]
     anchor_image = next(s["image"] for s in studies if s["anchor"] == anchor)
-    scorer = Scorer(offline_tiny=True)
+    scorer = Scorer(style="vgg19", offline_tiny=True)
     direct = scorer(load_image(ws, anchor_image), load_image(ws, image))
     stored = ws.conn.execute(
         "SELECT m_sem, m_style FROM reference_distances WHERE anchor = ? AND image = ?", (anchor, image)
@@ -184,8 +187,64 @@ def test_no_reference_scale_with_a_single_anchor(ws, tiny_backbones):
     add_anchor(ws, 10, 3)
     report = score_pairs(ws, engine=engine_for(ws, tiny_backbones), progress=False)
     assert report.reference_distances_added == 0
-    with pytest.raises(CpdmError, match="at least two anchors"):
+    with pytest.raises(CpdmError, match="generations .* of at least 2 anchors, and the baseline has generations of 1"):
         reference_scale_for(ws, SEM, STYLE)
+
+
+def test_a_run_skips_pairs_another_run_scored_meanwhile_and_claims_none_of_its_work(ws, tiny_backbones):
+    """The other run scores everything just before this run's first chunk: this run computes and claims nothing."""
+    from cpdm.store.workspace import open_workspace
+
+    for seed in (81, 82, 83):
+        add_anchor(ws, seed, 3)
+    other = open_workspace(ws.root)
+    engine = engine_for(ws, tiny_backbones, batch_size=3)  # one anchor per chunk
+    score_chunk, others = engine.score_chunk, []
+
+    def other_run_first(pairs, report):
+        if not others:
+            others.append(score_pairs(other, engine=engine_for(other, tiny_backbones), progress=False))
+        return score_chunk(pairs, report)
+
+    engine.score_chunk = other_run_first
+    report = score_pairs(ws, engine=engine, progress=False)
+    other.close()
+    (first,) = others
+    assert (first.pairs_scored, first.scores_written, first.reference_distances_added) == (9, 9, 3 * 6)
+    assert (report.pairs_scored, report.scores_written, report.images_computed) == (0, 0, 0)
+    assert (report.pairs_already_scored, report.reference_distances_added) == (9, 0)
+
+
+def test_two_runs_at_once_claim_exactly_the_rows_in_the_workspace(tmp_path, tiny_backbones):
+    import threading
+
+    from cpdm.store.workspace import init_workspace, open_workspace
+
+    with init_workspace(tmp_path / "ws") as ws:
+        for seed in range(91, 95):
+            add_anchor(ws, seed, 3)
+    reports, errors = [], []
+
+    def run():
+        try:
+            with open_workspace(tmp_path / "ws") as own:
+                reports.append(score_pairs(own, engine=engine_for(own, tiny_backbones, batch_size=3), progress=False))
+        except Exception as exc:  # surfaced below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and len(reports) == 2
+    with open_workspace(tmp_path / "ws") as ws:
+        scores, references = (ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                              for table in ("scores", "reference_distances"))
+    assert scores == 12 and references == 4 * REFERENCE_SAMPLE
+    assert sum(r.pairs_scored for r in reports) == sum(r.scores_written for r in reports) == scores
+    assert sum(r.reference_distances_added for r in reports) == references
+    assert all(r.pairs_scored + r.pairs_already_scored == 12 for r in reports)
 
 
 def test_load_scores_columns_campaign_filter_and_backbones(ws, tiny_backbones):
@@ -287,7 +346,7 @@ def test_scorer_on_paths_and_identical_images(tmp_path):
 
     a = write_png(tmp_path / "a.png", seed=1, size=(40, 40))
     b = write_png(tmp_path / "b.png", seed=2, size=(40, 40))
-    scorer = Scorer(offline_tiny=True, x_ref=1e-3)
+    scorer = Scorer(style="vgg19", offline_tiny=True, x_ref=1e-3)
     same = scorer(a, a)
     assert (same.m_sem, same.m_style, same.cm) == (0.0, 0.0, 1.0)
     # Identical inputs in a batch, as paths or PIL objects, wherever they fall in it.
@@ -296,16 +355,16 @@ def test_scorer_on_paths_and_identical_images(tmp_path):
         assert (pair.m_sem, pair.m_style, pair.cm) == (0.0, 0.0, 1.0)
     different = scorer(a, b)
     assert different.m_sem > 0 and different.m_style > 0 and 0.0 <= different.cm < 1.0
-    assert Scorer(offline_tiny=True)(a, b).cm is None
+    assert Scorer(style="vgg19", offline_tiny=True)(a, b).cm is None
     with pytest.raises(CpdmError, match="no such image file"):
         scorer(a, tmp_path / "missing.png")
     with pytest.raises(CpdmError, match="2 anchors but 1 generations"):
         scorer.score_batch([a, b], [a])
     with pytest.raises(CpdmError, match="x_ref"):
-        Scorer(offline_tiny=True, x_ref=0.0)
+        Scorer(style="vgg19", offline_tiny=True, x_ref=0.0)
     weights = metric.Weights(w=0.5, x_ref=1.0, semantic="ViT-L-14/openai", style="vgg19")
     with pytest.raises(CpdmError, match="calibrated for"):
-        Scorer(offline_tiny=True, weights=weights)
+        Scorer(style="vgg19", offline_tiny=True, weights=weights)
 
 
 @pytest.mark.slow
@@ -342,11 +401,11 @@ def test_cli_score_and_list(ws, runner, tmp_path):
     for seed in (31, 32):
         add_anchor(ws, seed, 2)
     args = ["--workspace", str(ws.root)]
-    result = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args])
+    result = runner.invoke(cli, ["score", "--all", "--offline-tiny", "--style", "vgg19", "-q", *args])
     assert result.exit_code == 0, result.output
     assert "scored 4 pairs" in result.output and "features computed for 6 images" in result.output
     assert "x_ref=" in result.output and "original" in result.output
-    again = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args])
+    again = runner.invoke(cli, ["score", "--all", "--offline-tiny", "--style", "vgg19", "-q", *args])
     assert "scored 0 pairs (4 already scored)" in again.output
 
     listed = runner.invoke(cli, ["scores", "list", *args, "--csv", str(tmp_path / "s.csv")])
@@ -359,11 +418,19 @@ def test_cli_score_and_list(ws, runner, tmp_path):
     table = pd.read_csv(tmp_path / "s.csv")
     expected = metric.cm_paper(table.m_sem.to_numpy(), table.m_style.to_numpy(), x_ref)
     assert np.allclose(table.cm, expected)
+    # The release's own number beside CM: (M_sem · M_style)² per pair, and its mean over the variant's pairs.
+    release = [(sem * style) ** 2 for sem, style in zip(table.m_sem, table.m_style)]
+    assert np.allclose(table.release_score, release, rtol=1e-12)
+    summary = next(line for line in listed.output.splitlines() if line.startswith("original "))
+    assert summary.split()[1] == "4" and summary.split()[5] == f"{sum(release) / 4:.4g}"
+    assert "[" in summary  # two anchors: an interval over anchors
+    assert "release_score = (M_sem*M_style)^2" in listed.output
 
     weights = _write_weights(tmp_path / "w.json")
     weighted = runner.invoke(cli, ["scores", "list", *args, "--weights", str(weights)])
     assert weighted.exit_code == 0 and "CM_w with w=0.5, x_ref=0.0001" in weighted.output
-    scored = runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", "--weights", str(weights), *args])
+    scored = runner.invoke(cli, ["score", "--all", "--offline-tiny", "--style", "vgg19", "-q", "--weights", str(weights),
+                                 *args])
     assert scored.exit_code == 0 and "CM_w with w=0.5" in scored.output
     other = _write_weights(tmp_path / "other.json", style="tiny:cpdm-inception")
     refused = runner.invoke(cli, ["scores", "list", *args, "--weights", str(other)])
@@ -384,14 +451,15 @@ def test_cli_score_and_list(ws, runner, tmp_path):
 def test_cli_bad_input_keeps_scores(ws, runner, tmp_path, extra, message, code):
     add_anchor(ws, 33, 2)
     args = ["--workspace", str(ws.root)]
-    assert runner.invoke(cli, ["score", "--all", "--offline-tiny", "-q", *args]).exit_code == 0
+    assert runner.invoke(cli, ["score", "--all", "--offline-tiny", "--style", "vgg19", "-q", *args]).exit_code == 0
     before = scores_by_pair(ws)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     other = _write_weights(tmp_path / "other.json", style="tiny:cpdm-inception")
     extra = [str(bad) if x == "{bad}" else str(other) if x == "{other}" else x for x in extra]
     scope = [] if "--campaign" in extra else ["--all"]
-    result = runner.invoke(cli, ["score", *scope, "--offline-tiny", "-q", *extra, *args])
+    style = [] if "--style" in extra else ["--style", "vgg19"]
+    result = runner.invoke(cli, ["score", *scope, "--offline-tiny", "-q", *style, *extra, *args])
     assert result.exit_code == code
     assert message in result.output
     assert "Traceback" not in result.output

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from cpdm.errors import CpdmError
 from cpdm.demo.variants import CONTENT_CHANGED, STYLE_ERASED, UNRELATED
-from cpdm.demo.simulate import add_simulated_ratings, create_synthetic_campaign, synthetic_study
+from cpdm.demo.simulate import add_simulated_ratings, synthetic_study
+from cpdm.testing import create_synthetic_campaign
 from cpdm.store.workspace import init_workspace
 
 
@@ -145,3 +147,22 @@ def test_simulated_ratings_keep_the_load_counters_a_later_rater_relies_on(ws):
     assert claim_next(ws, campaign, lay) is None  # four simulated lay raters filled every pair
     item = claim_next(ws, campaign, artist)
     assert item is not None and dict(((p, r), n) for p, r, n in counters)[item.pair, "artist"] < 3
+
+
+def test_copy_follows_the_standardised_log_distances_so_the_planted_weights_are_w_std():
+    from cpdm.demo.simulate import copy_column, pair_closeness
+    from cpdm.metric import LogSpreads
+
+    # log M_sem, log M_style: A (0, 0), B (1, −1), C (−1, 1); spreads s_sem = 1, s_style = 2.
+    pairs = pd.DataFrame({"pair": [1, 2, 3], "kind": "normal", "variant": "original",
+                          "m_sem": np.exp([0.0, 1.0, -1.0]), "m_style": np.exp([0.0, -1.0, 1.0])})
+    out = pair_closeness(pairs, LogSpreads(sem=1.0, style=2.0)).set_index("pair")
+    # Artists (content 0.35): A 0, B 0.35·1 + 0.65·(−0.5) = 0.025, C −0.025: C closest, B farthest.
+    # On the raw logs B would be closest (0.35 − 0.65 = −0.3), and so would a mix of the two ranks.
+    assert out[copy_column("artist")].to_dict() == {1: 0.5, 2: 0.0, 3: 1.0}
+    # Lay raters (content 0.65): B 0.65 − 0.35·0.5 = 0.475, C −0.475: C closest as well.
+    assert out[copy_column("lay")].to_dict() == {1: 0.5, 2: 0.0, 3: 1.0}
+    # With equal spreads the standardised and raw logs agree: artists now find B closest.
+    equal = pair_closeness(pairs, LogSpreads(sem=1.0, style=1.0)).set_index("pair")
+    assert equal[copy_column("artist")].to_dict() == {1: 0.5, 2: 1.0, 3: 0.0}
+    assert equal[copy_column("lay")].to_dict() == {1: 0.5, 2: 0.0, 3: 1.0}

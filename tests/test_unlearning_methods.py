@@ -7,12 +7,13 @@ import copy
 import pytest
 import torch
 
-from cpdm.generation.pipeline import tiny_sd_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.unlearning import get_method
 from cpdm.unlearning.base import TrainingOptions, UnlearnRequest, encode_text, named_parameters
 from cpdm.unlearning.esd import cross_attention_names, esd_loss, non_cross_attention_names
-from cpdm.unlearning.sld import PRESETS, SLDSettings, sld_guidance
-from cpdm.unlearning.uce import uce_closed_form
+from cpdm.diffusion.sld import SLDSettings, sld_guidance
+from cpdm.unlearning.sld import PRESETS
+from cpdm.testing import uce_closed_form
 
 CONCEPT = "a painting by claude monet"
 
@@ -79,9 +80,9 @@ def test_uce_moves_the_concept_keys_of_the_real_pipeline_to_the_guide():
     pipe = tiny_sd_pipeline(seed=0)
     method = get_method("uce")
     params = method.resolve_params({"concept_type": "object"})
-    from cpdm.unlearning.uce import concept_keys
+    from cpdm.unlearning.uce import edit_rows
 
-    edit_keys, guide_keys = concept_keys(pipe, [CONCEPT], [""])
+    edit_keys, guide_keys = edit_rows(pipe, [CONCEPT], [""], params["release"])
     name = method.trainable_names(pipe.unet, params)[0]
     w0 = pipe.unet.state_dict()[name].clone()
     gap_before = (edit_keys @ w0.T - guide_keys @ w0.T).norm()
@@ -207,7 +208,7 @@ def test_sld_pipeline_matches_diffusers_safe_pipeline(preset):
 
     if not hasattr(diffusers, "StableDiffusionPipelineSafe"):
         pytest.skip("this diffusers no longer ships StableDiffusionPipelineSafe")
-    from cpdm.unlearning.sld import SLDPipeline
+    from cpdm.diffusion.sld import SLDPipeline
 
     pipe = tiny_sd_pipeline(seed=0)
     with warnings.catch_warnings():

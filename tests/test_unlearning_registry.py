@@ -37,6 +37,15 @@ def test_defaults_resolve_and_values_given_as_text_are_converted():
     assert [hp.type for hp in lookup("ablation").hyperparameters[:4]] == ["int", "float", "bool", "float"]
 
 
+def test_uce_follows_its_2023_release_unless_told_and_works_out_s_p_itself():
+    assert lookup("uce").resolve_params(None) == {"release": "2023", "lamb": 0.5, "erase_scale": 1.0,
+                                                  "preserve_scale": "auto", "concept_type": "style", "guide": "auto",
+                                                  "preserve_artists": True}
+    given = lookup("uce").resolve_params({"release": 2024, "preserve_scale": "AUTO"})
+    assert given["release"] == "2024" and given["preserve_scale"] == "auto"
+    assert lookup("uce").resolve_params({"preserve_scale": "0.25"})["preserve_scale"] == 0.25
+
+
 @pytest.mark.parametrize("method, given, message", [
     ("esd-x", {"lr": 0}, "lr must be positive, got 0"),
     ("esd-x", {"iterations": 0}, "iterations must be at least 1"),
@@ -45,6 +54,9 @@ def test_defaults_resolve_and_values_given_as_text_are_converted():
     ("uce", {"lamb": "nan"}, "lamb must be a finite number"),
     ("uce", {"erase_scale": -1}, "erase_scale must not be negative"),
     ("uce", {"concept_type": "colour"}, "concept_type must be one of style, object, got 'colour'"),
+    ("uce", {"release": "2025"}, "release must be one of 2023, 2024, got '2025'"),
+    ("uce", {"preserve_scale": "lots"}, "preserve_scale must be a finite number or auto, got 'lots'"),
+    ("uce", {"preserve_scale": "-1"}, "preserve_scale must not be negative"),
     ("ablation", {"scale_lr": "maybe"}, "scale_lr must be true or false"),
     ("gradient-ascent", {"divergence": 1}, "divergence must be above 1"),
     ("pruning", {"channel_fraction": 0}, r"channel_fraction must lie in \(0, 1\]"),
@@ -100,3 +112,10 @@ def test_the_command_line_lists_the_table(runner):
         assert f"{entry.name} {entry.summary}" in text
     epilog = shown.output[shown.output.index("Methods ("):]
     assert max(len(line) for line in epilog.splitlines()) <= 80
+
+
+def test_the_methods_that_change_no_weights_are_the_ones_generation_can_wrap():
+    """The table's ``inference_time`` and the diffusion wing's wrappers name the same methods."""
+    from cpdm.diffusion.variants import INFERENCE_TIME_PIPELINES
+
+    assert {name for name in names() if lookup(name).inference_time} == set(INFERENCE_TIME_PIPELINES)

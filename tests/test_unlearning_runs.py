@@ -10,11 +10,24 @@ from safetensors.torch import load_file, save_file
 
 from cpdm.cli import cli
 from cpdm.errors import CpdmError
-from cpdm.generation.pipeline import tiny_sd_pipeline, variant_pipeline
+from cpdm.diffusion.pipeline import variant_pipeline
+from cpdm.diffusion.tiny import tiny_sd_pipeline
 from cpdm.unlearning import esd as esd_module
-from cpdm.unlearning.artifacts import ArtifactError, apply_artifact, json_path_of
+from cpdm.diffusion.settings import TINY_BASE
+from cpdm.diffusion.artifacts import (
+    ARTIFACT_FORMAT,
+    ArtifactError,
+    apply_artifact,
+    architecture_fingerprint,
+    artifact_digest,
+    file_sha256,
+    json_path_of,
+    parameter_record,
+    tensor_sha256,
+    unet_architecture,
+)
 from cpdm.store.rows import get_variant, list_variants
-from cpdm.unlearning.runner import CHECKPOINT_NAME, unlearn, variant_dir
+from cpdm.unlearning.runner import CHECKPOINT_NAME, rerecord_variant, unlearn, variant_dir
 
 CONCEPT = "claude monet"
 FAST_ESD = {"iterations": 4, "ddim_steps": 1, "lr": 1e-3}
@@ -48,28 +61,149 @@ def test_a_saved_artifact_reloaded_onto_a_fresh_base_gives_identical_outputs(ws)
         assert torch.equal(tensor, stored[name] if name in stored else base.unet.state_dict()[name])
 
 
-def test_an_artifact_with_a_foreign_or_missing_key_is_refused_and_changes_nothing(ws, tmp_path):
-    variant = unlearn(ws, "uce", "uce-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+def _made(ws, name="uce-monet"):
+    """A UCE variant of the tiny model: (variant, its weights path, its tensors, its JSON)."""
+    variant = unlearn(ws, "uce", name, base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
     path = ws.root / variant.artifact_path
-    tensors = load_file(str(path))
-    record = json.loads(json_path_of(path).read_text())
+    return variant, path, load_file(str(path)), json.loads(json_path_of(path).read_text())
 
-    foreign = tmp_path / "foreign.safetensors"
-    save_file({**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)}, str(foreign))
-    json_path_of(foreign).write_text(json.dumps(record))
-    pipe = tiny_sd_pipeline()
+
+def _write(path, tensors, record, *, relist=True):
+    """Write an artifact's two files; ``relist``: its JSON lists the tensors as they are (a consistent forgery)."""
+    save_file(tensors, str(path))
+    if relist:
+        record = {**record, "parameters": [parameter_record(name, tensors[name]) for name in sorted(tensors)]}
+    json_path_of(path).write_text(json.dumps(record))
+    return path
+
+
+def _refused(pipe, path, message, **kwargs):
+    """Applying the artifact onto ``pipe`` is refused with one line naming the file, and changes nothing."""
     before = _unet_output(pipe)
-    with pytest.raises(ArtifactError, match="unexpected keys.*down_blocks.9"):
-        apply_artifact(pipe.unet, foreign)
+    with pytest.raises(ArtifactError, match=message) as refusal:
+        apply_artifact(pipe.unet, path, **{"base_model": TINY_BASE, **kwargs})
+    assert str(refusal.value).startswith(f"{path}: ") and "\n" not in str(refusal.value)
     assert torch.equal(_unet_output(pipe), before)
 
-    missing = tmp_path / "missing.safetensors"
+
+def test_the_json_lists_every_parameter_with_shape_dtype_and_hash(ws):
+    variant, path, tensors, record = _made(ws)
+    assert record["format"] == ARTIFACT_FORMAT
+    assert record["parameters"] == [{"name": name, "shape": list(tensors[name].shape), "dtype": "float32",
+                                     "sha256": tensor_sha256(tensors[name])} for name in sorted(tensors)]
+    assert record["base_model"] == TINY_BASE
+    assert record["base_unet"]["fingerprint"] == architecture_fingerprint(unet_architecture(tiny_sd_pipeline().unet))
+    assert variant.artifact_sha256 == artifact_digest(path) != file_sha256(path)
+
+
+def test_an_artifact_with_a_foreign_or_missing_key_is_refused_and_changes_nothing(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    pipe = tiny_sd_pipeline()
+    unlisted = _write(tmp_path / "unlisted.safetensors",
+                      {**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)}, record, relist=False)
+    _refused(pipe, unlisted, "tensors its JSON does not list: down_blocks.9")
+    foreign = _write(tmp_path / "foreign.safetensors", {**tensors, "down_blocks.9.attn2.to_k.weight": torch.zeros(2, 2)},
+                     record)
+    _refused(pipe, foreign, "unexpected keys \\(not in this UNet\\): down_blocks.9")
     dropped = sorted(tensors)[0]
-    save_file({k: v for k, v in tensors.items() if k != dropped}, str(missing))
-    json_path_of(missing).write_text(json.dumps(record))
-    with pytest.raises(ArtifactError, match=f"missing keys: {dropped}"):
-        apply_artifact(pipe.unet, missing)
-    assert torch.equal(_unet_output(pipe), before)
+    missing = _write(tmp_path / "missing.safetensors", {k: v for k, v in tensors.items() if k != dropped}, record,
+                     relist=False)
+    _refused(pipe, missing, f"missing keys its JSON lists: {dropped}")
+
+
+def test_a_json_without_its_parameter_list_is_refused(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    half = dict(sorted(tensors.items())[: len(tensors) // 2])
+    path = _write(tmp_path / "half.safetensors", half, {k: v for k, v in record.items() if k != "parameters"},
+                  relist=False)
+    _refused(tiny_sd_pipeline(), path, "its JSON does not list the parameters")
+
+
+def test_a_tensor_other_than_its_record_is_refused(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    name = sorted(tensors)[0]
+    nudged = _write(tmp_path / "nudged.safetensors", {**tensors, name: tensors[name] + 1e-3}, record, relist=False)
+    _refused(tiny_sd_pipeline(), nudged, f"{name} differs from the tensor its JSON records")
+
+
+def test_float16_tensors_are_refused_not_cast(ws, tmp_path):
+    _, _, tensors, record = _made(ws)
+    half = {name: tensor.half() for name, tensor in tensors.items()}
+    path = _write(tmp_path / "half.safetensors", half, record)  # the JSON agrees: float16 throughout
+    _refused(tiny_sd_pipeline(), path, "is float16; artifacts hold float32 weights")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_tensors_are_refused(ws, tmp_path, bad):
+    _, _, tensors, record = _made(ws)
+    name = sorted(tensors)[-1]
+    poisoned = tensors[name].clone()
+    poisoned[0, 0] = bad
+    path = _write(tmp_path / "bad.safetensors", {**tensors, name: poisoned}, record)
+    _refused(tiny_sd_pipeline(), path, f"{name} holds NaN or Inf values")
+
+
+def test_a_changed_json_is_refused(ws):
+    variant, path, _, record = _made(ws)
+    json_path_of(path).write_text(json.dumps({**record, "concepts": ["someone else"]}))
+    with pytest.raises(ArtifactError, match="the file or its JSON changed since it was registered"):
+        variant_pipeline(get_variant(ws, variant.id), root=ws.root)
+
+
+def test_another_base_model_is_refused_before_anything_is_applied(ws):
+    _, path, _, _ = _made(ws)
+    _refused(tiny_sd_pipeline(), path, "made from 'offline-tiny', not from 'runwayml/stable-diffusion-v1-5'",
+             base_model="runwayml/stable-diffusion-v1-5")
+    other = tiny_sd_pipeline()
+    other.unet.register_to_config(sample_size=64)  # the same weights under another architecture's config
+    _refused(other, path, "architecture fingerprint differs \\(sample_size differ\\)")
+
+
+def _as_older_cpdm_wrote_it(ws, variant, path, record):
+    """Rewrite the JSON and the row as cpdm wrote them before: names only, the weights file's own sha256."""
+    older = {k: v for k, v in record.items() if k not in ("format", "base_unet")}
+    json_path_of(path).write_text(json.dumps({**older, "parameters": [p["name"] for p in record["parameters"]]}))
+    with ws.transaction() as conn:
+        conn.execute("UPDATE variants SET artifact_sha256 = ? WHERE id = ?", (file_sha256(path), variant.id))
+
+
+def test_an_older_artifact_is_refused_until_re_recorded(ws, runner):
+    variant, path, _, record = _made(ws)
+    made = _unet_output(variant_pipeline(variant, root=ws.root))
+    _as_older_cpdm_wrote_it(ws, variant, path, record)
+    with pytest.raises(ArtifactError, match="registered by an older cpdm.*cpdm variants rerecord"):
+        variant_pipeline(get_variant(ws, variant.id), root=ws.root)
+    with pytest.raises(ArtifactError, match="written by an older cpdm.*re-run the unlearning"):
+        apply_artifact(tiny_sd_pipeline().unet, path, base_model=TINY_BASE)
+
+    result = runner.invoke(cli, ["variants", "rerecord", "uce-monet", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    again = get_variant(ws, variant.id)
+    assert again.artifact_sha256 == artifact_digest(path)
+    assert json.loads(json_path_of(path).read_text())["parameters"] == record["parameters"]
+    assert torch.equal(_unet_output(variant_pipeline(again, root=ws.root)), made)
+    twice = runner.invoke(cli, ["variants", "rerecord", "uce-monet", "-w", str(ws.root)])
+    assert twice.exit_code == 1 and "nothing to do" in twice.output
+
+
+def test_an_older_artifact_whose_weights_changed_is_not_re_recorded(ws):
+    variant, path, tensors, record = _made(ws)
+    _as_older_cpdm_wrote_it(ws, variant, path, record)
+    save_file({name: tensor * 2 for name, tensor in tensors.items()}, str(path))
+    with pytest.raises(ArtifactError, match="not the weights file the variant registered"):
+        rerecord_variant(ws, variant.id)
+
+
+def test_weights_that_come_out_nan_fail_the_variant_and_write_no_artifact(ws, monkeypatch):
+    from cpdm.unlearning import uce
+
+    real = uce.uce_edit_matrix
+    monkeypatch.setattr(uce, "uce_edit_matrix", lambda *args: real(*args) * float("nan"))
+    with pytest.raises(ArtifactError, match="holds NaN or Inf values"):
+        unlearn(ws, "uce", "uce-nan", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False)
+    variant = get_variant(ws, "uce-nan")
+    assert variant.status == "failed" and "NaN or Inf" in variant.message and variant.artifact_path is None
+    assert not list(variant_dir(ws.root, "uce-nan").glob("*.safetensors"))
 
 
 def test_a_changed_artifact_file_is_refused(ws):
@@ -82,7 +216,7 @@ def test_a_changed_artifact_file_is_refused(ws):
 
 
 def test_an_sld_variant_generates_with_safety_guidance(ws):
-    from cpdm.unlearning.sld import SLDPipeline
+    from cpdm.diffusion.sld import SLDPipeline
 
     variant = unlearn(ws, "sld", "sld-monet", base="unused", concepts=[CONCEPT], params={"preset": "max"},
                       offline_tiny=True, progress=False)
@@ -169,7 +303,7 @@ def test_a_nan_loss_stops_the_run_and_marks_the_variant_failed_with_the_step(ws,
         ({"method_name": "gradient-ascent", "images_dir": "NO_FOLDER"}, "no such folder of images"),
         ({"preserve": [""]}, "concept to preserve '' tokenises to nothing"),
         ({"offline_tiny": False, "base": "NOT_A_FOLDER"}, "not a Stable Diffusion folder"),
-        ({"device": "cuda"}, "no CUDA device"),
+        ({"device": "cuda"}, "CUDA is not available"),
         ({"params": {"lamb": "abc"}}, "lamb must be a finite number"),
         ({"params": {"lamb": "0"}}, "lamb must be positive"),
     ],
@@ -189,6 +323,26 @@ def test_bad_requests_are_refused_clearly_with_nothing_registered(ws, tmp_path, 
         unlearn(ws, arguments.pop("method_name"), arguments.pop("variant_name"), **arguments)
     assert list_variants(ws) == []
     assert not (ws.root / "unlearning").exists()
+
+
+def test_a_concept_longer_than_the_text_encoder_reads_is_warned_about_and_recorded(ws, runner):
+    long_concept = "in the manner of " + "claude monet " * 6  # the tiny tokenizer spells it: 81 tokens
+    result = runner.invoke(cli, ["unlearn", "uce", "--variant-name", "uce-long", "--offline-tiny", "--concept",
+                                 long_concept, "--concept", CONCEPT, "--quiet", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "note: concept 'in the manner of claude monet claude mo…' has 81 tokens; the text encoder reads the first 77, "
+        "the rest is cut (recorded with the variant)"]
+    cut = [{"text": long_concept, "role": "concept", "tokens": 81, "kept": 77}]
+    variant = get_variant(ws, "uce-long")
+    assert variant.params["truncated"] == cut
+    assert json.loads(json_path_of(ws.root / variant.artifact_path).read_text())["truncated"] == cut
+
+
+def test_concepts_the_text_encoder_reads_whole_record_no_truncation(ws):
+    variant = unlearn(ws, "sld", "sld-monet", base="unused", concepts=[CONCEPT], offline_tiny=True, progress=False,
+                      warn=pytest.fail)
+    assert "truncated" not in variant.params
 
 
 def test_cli_unlearn_then_variants_list_and_show(ws, runner):
@@ -252,7 +406,7 @@ def test_a_folder_another_variant_owns_is_refused_before_anything_is_registered(
 
 def test_ablation_images_are_made_once_per_base_model_and_caption_set(ws, monkeypatch):
     """A second run with other training hyperparameters generates nothing; more images or other captions do."""
-    from cpdm.generation import pipeline as generation
+    from cpdm.diffusion import pipeline as generation
 
     made = []
     real = generation.generate_images

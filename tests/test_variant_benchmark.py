@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from cpdm.analysis.variants import baseline_variant, variant_benchmark
 
@@ -30,3 +31,14 @@ def test_no_baseline_no_comparison():
                   pairs_frame({"original": "original"}).drop(columns="variant_method")):
         table = variant_benchmark(pairs, {}, threshold=4.0, n_boot=0)
         assert "CM_change" not in table
+
+
+def test_more_columns_get_their_mean_and_interval_beside_the_metric():
+    pairs = pairs_frame({"sd15": "original", "uce-run": "uce"})
+    pairs["release_score"] = [0.0, 0.1, 0.2, 0.3, 1.0, 1.0, 2.0, 4.0]  # (M_sem · M_style)² of each pair
+    table = variant_benchmark(pairs, {}, threshold=4.0, n_boot=200, also=("release_score",)).set_index("variant")
+    assert table.loc["sd15", "mean_release_score"] == pytest.approx(0.15)
+    assert table.loc["uce-run", "mean_release_score"] == pytest.approx(2.0)
+    assert table.loc["uce-run", "release_score_ci_low"] < 2.0 < table.loc["uce-run", "release_score_ci_high"]
+    assert list(table.columns[:6]) == ["pairs", "mean_CM", "CM_ci_low", "CM_ci_high", "mean_release_score",
+                                       "release_score_ci_low"]

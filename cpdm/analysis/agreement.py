@@ -117,18 +117,6 @@ def alpha_from_coincidences(coincidences: np.ndarray, level: str, value_domain: 
         return np.where(expected > 0, 1.0 - (n - 1) * observed / np.where(expected > 0, expected, 1.0), np.nan)
 
 
-def alpha_from_counts(value_counts: np.ndarray, level: str = "ordinal", value_domain=None) -> float:
-    """Alpha from a units × values count matrix; units with < 2 ratings are ignored."""
-    counts = np.asarray(value_counts)
-    if value_domain is None:
-        value_domain = np.arange(counts.shape[1])
-    pairable = counts.sum(axis=1) >= 2
-    if not pairable.any():
-        return float("nan")
-    o = unit_coincidences(counts[pairable]).sum(axis=0)
-    return float(alpha_from_coincidences(o, check_level(level), np.asarray(value_domain)))
-
-
 def bootstrap_alpha(
     value_counts: np.ndarray,
     level: str,

@@ -29,6 +29,11 @@ Procedure (grouped K-fold cross-validation, no anchor in both fit and test):
    (x_ref too, when it comes from the campaign's own pairs) and w chosen
    as above; the interval is made from those choices. The same resamples give
    the band of the ρ(w) curve on all pairs.
+7. Beside w, ``w_std``: the same weighting read on the log distances
+   standardised by their spread over the reference pairs (the set behind
+   x_ref; the campaign's own pairs when there is none), see
+   :class:`cpdm.metric.LogSpreads`. The conversion is increasing, so the
+   interval of w_std is the interval of w converted end by end.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import pandas as pd
 from cpdm.analysis.correlation import resampled_spearman_rows, weighted_midranks, weighted_pearson
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, Resamples, make_resamples
 from cpdm.errors import CpdmError
+from cpdm.metric import LogSpreads, MetricError
 
 MIN_PAIRS = 10
 PAPER_W = 0.5
@@ -250,8 +256,8 @@ class CalibrationResult:
     chosen_w: float
     x_ref: float                     # x_ref at chosen_w
     x_ref_source: str                # "reference pairs" or "campaign pairs"
-    curve: pd.DataFrame              # w, rho_all, rho_oof, ci_low, ci_high, x_ref, all_ci_low, all_ci_high
-    summary: pd.DataFrame            # setting, w, w_ci_low, w_ci_high, rho, ci_low, ci_high
+    curve: pd.DataFrame              # w, rho_all, rho_oof, ci_low, ci_high, x_ref, all_ci_low, all_ci_high, w_std
+    summary: pd.DataFrame            # setting, w, w_std, w_ci_low, w_ci_high, w_std_ci_low, w_std_ci_high, rho, …
     fold_w: list[float]
     fold_rho: list[float]
     n_pairs: int
@@ -262,6 +268,51 @@ class CalibrationResult:
     interval: str = "none"           # how every interval was made
     stats: dict = field(default_factory=dict)
     out_of_fold: pd.Series | None = None  # calibrated CM_w per pair, each from the fold that did not fit it
+    spreads: LogSpreads | None = None  # the log distances' spreads behind w_std (None: undefined, see stats)
+    spreads_source: str = "none"       # "reference pairs" or "campaign pairs", as x_ref_source
+
+    @property
+    def chosen_w_std(self) -> float:
+        """The chosen w as a weight on standardised log distances (NaN without spreads)."""
+        return float(self.spreads.w_std(self.chosen_w)) if self.spreads else float("nan")
+
+    @property
+    def w_std_ci(self) -> tuple[float, float]:
+        """The interval of w converted end by end (the conversion is increasing)."""
+        return w_std_interval(self.spreads, self.w_ci)
+
+    def weight_lines(self) -> list[str]:
+        """w and w_std with their intervals, and the conversion between them, in plain lines."""
+        lines = [f"w = {self.chosen_w:g} [{self.w_ci[0]:.3g}, {self.w_ci[1]:.3g}] (x_ref = {self.x_ref:.4g}, "
+                 f"from {self.x_ref_source})"]
+        if self.spreads is None:
+            reason = self.stats.get("w_std_undefined") or "no spreads of the log distances"
+            return lines + [f"w_std undefined: {reason}"]
+        low, high = self.w_std_ci
+        lines.append(f"w_std = {self.chosen_w_std:.3f} [{low:.3f}, {high:.3f}]: the weight on the log distances "
+                     f"standardised over the {self.spreads_source} (0.5 = content and style count equally)")
+        lines.append(f"conversion: {self.spreads.describe()}")
+        return lines
+
+
+def w_std_interval(spreads: LogSpreads | None, w_interval: tuple[float, float]) -> tuple[float, float]:
+    """An interval of w as an interval of w_std; NaN ends without spreads."""
+    if spreads is None:
+        return (float("nan"), float("nan"))
+    return tuple(float(spreads.w_std(end)) if np.isfinite(end) else float("nan") for end in w_interval)
+
+
+def log_spreads_of(reference: pd.DataFrame | None, pairs: pd.DataFrame) -> tuple[LogSpreads | None, str, str | None]:
+    """(spreads, where from, why undefined): over the reference pairs, else over the campaign's own pairs.
+
+    The same fallback as x_ref's, so w_std and CM_w's scale rest on one set.
+    """
+    source_frame, source = (reference, "reference pairs") if reference is not None and len(reference) else \
+        (pairs, "campaign pairs")
+    try:
+        return LogSpreads.of(source_frame["m_sem"].to_numpy(), source_frame["m_style"].to_numpy()), source, None
+    except MetricError as exc:
+        return None, source, str(exc)
 
 
 def _fold_scales(distances, folds, fold, reference_scale_grid):
@@ -343,6 +394,7 @@ def calibrate(
     distances = distance_grid(data["m_sem"].to_numpy(), data["m_style"].to_numpy(), grid)
     reference_grid = reference_grid_of(reference, grid)
     source = "reference pairs" if reference_grid is not None else "campaign pairs"
+    spreads, spreads_source, no_spreads = log_spreads_of(reference, data)
 
     m_sem, m_style = data["m_sem"].to_numpy(dtype=np.float64), data["m_style"].to_numpy(dtype=np.float64)
     reference_pairs = ((reference["m_sem"].to_numpy(dtype=np.float64), reference["m_style"].to_numpy(dtype=np.float64))
@@ -373,6 +425,7 @@ def calibrate(
              "ci_high": high, "x_ref": float(choice.scales[row]), "all_ci_low": all_low, "all_ci_high": all_high}
         )
     curve = pd.DataFrame(curve_rows)
+    curve["w_std"] = spreads.w_std(grid) if spreads else np.nan
 
     w_ci = spread(choice.w_boot)
     rho_calibrated = float(spearman_rows(calibrated[None, :], human)[0])
@@ -387,6 +440,10 @@ def calibrate(
         summary_rows.append({"setting": label, "w": w, "w_ci_low": nan, "w_ci_high": nan, "rho": point["rho_oof"],
                              "ci_low": point["ci_low"], "ci_high": point["ci_high"]})
     summary = pd.DataFrame(summary_rows)
+    summary.insert(2, "w_std", spreads.w_std(summary["w"].to_numpy()) if spreads else np.nan)
+    w_std_ci = w_std_interval(spreads, w_ci)
+    summary.insert(5, "w_std_ci_low", [w_std_ci[0]] + [nan] * (len(summary) - 1))
+    summary.insert(6, "w_std_ci_high", [w_std_ci[1]] + [nan] * (len(summary) - 1))
 
     stats = {
         "w_ci": list(w_ci),
@@ -405,6 +462,7 @@ def calibrate(
         "w_interval": "the whole choice of w (best ρ on all pairs) repeated on every resample; " + interval,
         "x_ref_source": source,
         "selection": "w maximising Spearman on all pairs; out-of-fold figures from grouped-by-anchor CV",
+        **w_std_stats(spreads, spreads_source, no_spreads, chosen_w, w_ci),
     }
     return CalibrationResult(
         grid=grid,
@@ -423,4 +481,22 @@ def calibrate(
         interval=interval,
         stats=stats,
         out_of_fold=pd.Series(calibrated, index=data.index),
+        spreads=spreads,
+        spreads_source=spreads_source,
     )
+
+
+def w_std_stats(spreads: LogSpreads | None, source: str, no_spreads: str | None, chosen_w: float,
+                w_ci: tuple[float, float]) -> dict:
+    """The stats entries of w_std: its value and interval, the spreads it was converted with, the paper's w in it."""
+    if spreads is None:
+        return {"w_std": None, "w_std_undefined": no_spreads}
+    return {
+        "w_std": float(spreads.w_std(chosen_w)),
+        "w_std_ci": list(w_std_interval(spreads, w_ci)),
+        "log_sd": {"sem": spreads.sem, "style": spreads.style, "source": source},
+        "paper_w_std": float(spreads.w_std(PAPER_W)),
+        "equal_weight_w": spreads.equal_weight_w,
+        "w_std_conversion": "w_std = w·s_sem / (w·s_sem + (1−w)·s_style), s: the sd of log M_sem, log M_style over "
+                            f"the {source}",
+    }

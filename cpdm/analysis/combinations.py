@@ -8,7 +8,12 @@ scored with. For every combination and rater group:
    group rated, so all rows of one group compare the same pairs.
 2. w: calibrated as in :func:`cpdm.analysis.calibration.calibrate`
    (grouped-by-anchor cross-validation, x_ref from the combination's own
-   reference distances); ``w`` is the choice on all pairs.
+   reference distances); ``w`` is the choice on all pairs. What a w means
+   depends on how widely each backbone's log distances spread, so the
+   table compares ``w_std``, the same weighting on log distances
+   standardised by their spread over the combination's reference pairs
+   (:class:`cpdm.metric.LogSpreads`; ``log_sd_sem``, ``log_sd_style``), and
+   shows where the paper's w = 0.5 falls on that scale (``paper_w_std``).
 3. ρ: Spearman correlation of the out-of-fold calibrated CM_w with the
    group's mean rating, with a 95% bootstrap interval made as every other
    interval of the analysis (:mod:`cpdm.analysis.resampling`: by default the
@@ -33,22 +38,31 @@ from cpdm.analysis import data as data_module
 from cpdm.analysis.calibration import calibrate
 from cpdm.analysis.correlation import weighted_spearman
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
+from cpdm.backbones import PAPER_COMBINATION, is_paper_combination, key_name_and_mode
 from cpdm.errors import CpdmError
 
-PAPER_COMBINATION = ("ViT-L-14/openai", "cpdm-inception")
-COLUMNS = ["group", "semantic", "style", "paper", "w", "rho_oof", "ci_low", "ci_high",
-           "diff_vs_paper", "diff_low", "diff_high", "pairs", "anchors"]
+COLUMNS = ["group", "semantic", "style", "paper", "w_std", "w", "paper_w_std", "rho_oof", "ci_low", "ci_high",
+           "diff_vs_paper", "diff_low", "diff_high", "pairs", "anchors", "log_sd_sem", "log_sd_style"]
 
 
 def plain_name(key: str) -> str:
     """A stored backbone key without its mode prefix (``tiny:vgg19`` -> ``vgg19``)."""
-    head, sep, rest = key.partition(":")
-    return rest if sep and head in ("tiny", "random") else key
+    return key_name_and_mode(key)[0]
+
+
+def describe_combination(semantic: str, style: str) -> str:
+    """A combination's stored keys in words, saying whether it is the paper's (the CPDM release's backbones)."""
+    if is_paper_combination(semantic, style):
+        kind = "the paper's combination"
+    else:
+        kind = f"not the paper's combination, {' + '.join(PAPER_COMBINATION)}"
+    tiny = "; tiny random-initialised models" if semantic.startswith("tiny:") else ""
+    return f"{semantic} + {style} ({kind}{tiny})"
 
 
 def paper_combination(combinations: list[tuple[str, str]]) -> tuple[str, str] | None:
     """The stored keys of the paper's combination among these, or None if it was not scored."""
-    return next((c for c in combinations if (plain_name(c[0]), plain_name(c[1])) == PAPER_COMBINATION), None)
+    return next((c for c in combinations if is_paper_combination(*c)), None)
 
 
 @dataclass
@@ -104,10 +118,15 @@ def compare_group(
         if resamples is not None:
             resampled[combination] = weighted_spearman(oof, human_scores, resamples.weights)
             low, high = resamples.interval(resampled[combination], confidence)
+        spreads = result.spreads
         rows.append({
             "group": group, "semantic": combination[0], "style": combination[1], "paper": combination == paper,
-            "w": result.chosen_w, "rho_oof": result.stats["spearman_oof"], "ci_low": low, "ci_high": high,
+            "w_std": result.chosen_w_std, "w": result.chosen_w,
+            "paper_w_std": float(spreads.w_std(0.5)) if spreads else float("nan"),
+            "rho_oof": result.stats["spearman_oof"], "ci_low": low, "ci_high": high,
             "pairs": len(common), "anchors": int(len(np.unique(anchors))),
+            "log_sd_sem": spreads.sem if spreads else float("nan"),
+            "log_sd_style": spreads.style if spreads else float("nan"),
         })
     paper_rho = next((row["rho_oof"] for row in rows if row["paper"]), None)
     for row in rows:
@@ -124,7 +143,7 @@ def compare_group(
 def compare_loaded(ws, data, by_group: dict[str, pd.DataFrame], target: str, options) -> CombinationComparison | None:
     """Every combination that scored a loaded campaign side by side, or None if only one did.
 
-    ``data`` is a :class:`cpdm.analysis.report.CampaignData`, ``by_group`` its
+    ``data`` is a :class:`cpdm.analysis.campaign_report.CampaignData`, ``by_group`` its
     usable ratings per rater group, ``options`` an ``AnalysisOptions`` (which
     ratings count, folds, grid step, resamples, seed).
     """

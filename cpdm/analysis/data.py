@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpdm.backbones import is_paper_combination
 from cpdm.errors import CpdmError
 from cpdm.scoring.reader import load_reference_distances
 
@@ -24,7 +25,7 @@ GROUPS: dict[str, tuple[str, ...] | None] = {"artists": ("artist",), "lay": ("la
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 _SALT_KEY = "rater_pseudonym_salt"
 
-_RATINGS_SQL = """
+_RATINGS_SELECT = """
 SELECT r.id AS rating, r.campaign, r.pair, p.anchor, a.artist, a.category, p.kind,
        v.name AS variant, r.rater, ra.role, ra.flagged, ra.flag_reason, ra.simulated, ra.disabled,
        r.question, r.value, r.skip_reason, r.shown_at, r.submitted_at, r.seconds, r.too_fast
@@ -34,8 +35,6 @@ JOIN anchors a ON a.id = p.anchor
 JOIN raters ra ON ra.id = r.rater
 LEFT JOIN generations g ON g.id = p.generation
 LEFT JOIN variants v ON v.id = g.variant
-WHERE r.campaign = ?
-ORDER BY r.id
 """
 
 
@@ -50,7 +49,18 @@ def load_ratings(ws, campaign_id: int) -> pd.DataFrame:
 
     Skipped pairs are rows with a NaN ``value``.
     """
-    frame = pd.read_sql_query(_RATINGS_SQL, ws.conn, params=(campaign_id,))
+    return _ratings_frame(ws, "r.campaign = ?", (campaign_id,))
+
+
+def load_pair_ratings(ws, pair_ids) -> pd.DataFrame:
+    """Every rating of these pairs, in any campaign, in :func:`load_ratings`' form."""
+    pair_ids = [int(pair) for pair in pair_ids]
+    return _ratings_frame(ws, f"r.pair IN ({', '.join('?' * len(pair_ids))})", pair_ids)
+
+
+def _ratings_frame(ws, where: str, params) -> pd.DataFrame:
+    """The ratings the condition ``where`` keeps, with their pair's and rater's facts, oldest first."""
+    frame = pd.read_sql_query(f"{_RATINGS_SELECT} WHERE {where} ORDER BY r.id", ws.conn, params=tuple(params))
     for column in ("flagged", "simulated", "disabled", "too_fast"):
         frame[column] = frame[column].astype(bool)
     frame["value"] = frame["value"].astype(float)
@@ -112,19 +122,25 @@ def human_scores(ratings: pd.DataFrame, question: str, zscore: bool = False) -> 
 
 
 def scored_backbones(ws, campaign_id: int) -> list[tuple[str, str, int]]:
-    """(semantic, style, pairs scored) for each backbone combination that scored the campaign's normal pairs."""
+    """(semantic, style, pairs scored) for each backbone combination that scored the campaign's normal pairs.
+
+    Most pairs first; among equals the paper's combination (the CPDM
+    release's backbones) first, then by name.
+    """
     rows = ws.conn.execute(
         "SELECT s.semantic, s.style, COUNT(*) FROM scores s "
         "JOIN campaign_pairs cp ON cp.pair = s.pair AND cp.campaign = ? "
         "JOIN pairs p ON p.id = s.pair AND p.kind = 'normal' "
-        "GROUP BY s.semantic, s.style ORDER BY COUNT(*) DESC, s.semantic, s.style",
+        "GROUP BY s.semantic, s.style ORDER BY s.semantic, s.style",
         (campaign_id,),
     ).fetchall()
+    rows.sort(key=lambda r: (-r[2], not is_paper_combination(r[0], r[1])))
     return [(r[0], r[1], r[2]) for r in rows]
 
 
 def choose_backbones(ws, campaign_id: int, semantic: str | None = None, style: str | None = None):
-    """The (semantic, style) backbones to analyse: the ones asked for, else the combination scoring most pairs.
+    """The (semantic, style) backbones to analyse: the ones asked for, else the combination scoring most pairs
+    (the paper's among equals; :func:`scored_backbones`).
 
     Returns None when the campaign's pairs have no scores at all.
     """
@@ -136,6 +152,27 @@ def choose_backbones(ws, campaign_id: int, semantic: str | None = None, style: s
         return None
     known = ", ".join(f"{s} + {t}" for s, t, _ in available) or "none"
     raise CpdmError(f"no scores with semantic={semantic or 'any'} style={style or 'any'} for this campaign (scored: {known})")
+
+
+def campaign_combinations(ws) -> list[dict]:
+    """Which backbone combination each campaign's numbers use, as the analysis chooses it (:func:`choose_backbones`).
+
+    One dict per campaign: campaign, semantic and style (None when nothing is
+    scored), paper (whether they are the paper's backbones), pairs_scored of
+    its normal pairs, and also (its other scored combinations).
+    """
+    found = []
+    for campaign_id, name in ws.conn.execute("SELECT id, name FROM campaigns ORDER BY id").fetchall():
+        (pairs,) = ws.conn.execute(
+            "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
+            "WHERE cp.campaign = ?", (campaign_id,)).fetchone()
+        available = scored_backbones(ws, campaign_id)
+        semantic, style, scored = available[0] if available else (None, None, 0)
+        found.append({"campaign": name, "semantic": semantic, "style": style,
+                      "paper": bool(available) and is_paper_combination(semantic, style),
+                      "pairs_scored": scored, "pairs": pairs,
+                      "also": [f"{s} + {t}" for s, t, _ in available[1:]]})
+    return found
 
 
 def pair_table(ws, campaign_id: int, backbones: tuple[str, str] | None) -> pd.DataFrame:

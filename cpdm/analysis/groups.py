@@ -11,11 +11,18 @@ between grid points (see :func:`cpdm.analysis.calibration.refine_w_columns`):
 were it left on the grid, both groups would mostly pick the same grid point
 and the interval of the difference would hold 0 far more often than its
 nominal level.
+
+Each w is also read as ``w_std``, the weight on the log distances
+standardised by their spread over the reference pairs
+(:class:`cpdm.metric.LogSpreads`): the scale-free number to say which group
+weighs content more. Both groups share the backbones, hence the spreads, so
+w and w_std order the groups alike; the difference in w_std gets its paired
+interval from the same resamples, each resample's choices converted first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,11 +32,16 @@ from cpdm.analysis.calibration import (
     check_calibration_pairs,
     choice_bootstrap,
     distance_grid,
+    log_spreads_of,
     reference_grid_of,
+    w_std_interval,
     weight_grid,
 )
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, make_resamples
 from cpdm.errors import CpdmError
+from cpdm.metric import LogSpreads
+
+NAN_INTERVAL = (float("nan"), float("nan"))
 
 COMPARED_GROUPS = ("artists", "lay")
 
@@ -48,11 +60,35 @@ class GroupComparison:
     n_anchors: int
     n_pairs: dict[str, int]
     interval: str
+    spreads: LogSpreads | None = None       # the log spreads behind w_std (None: w_std undefined)
+    difference_std_ci: tuple[float, float] = field(default=NAN_INTERVAL)
+
+    @property
+    def w_std(self) -> dict[str, float]:
+        """Each group's w as a weight on the standardised log distances (NaN without spreads)."""
+        return {group: float(self.spreads.w_std(w)) if self.spreads else float("nan")
+                for group, w in self.chosen_w.items()}
+
+    @property
+    def w_std_ci(self) -> dict[str, tuple[float, float]]:
+        """Each group's interval of w, converted end by end."""
+        return {group: w_std_interval(self.spreads, interval) for group, interval in self.w_ci.items()}
+
+    @property
+    def difference_std(self) -> float:
+        """w_std of the first group minus w_std of the second."""
+        first, second = self.groups
+        return self.w_std[first] - self.w_std[second]
 
     def row(self) -> dict:
-        """One row of the comparison table."""
+        """One row of the comparison table: w_std, then w, each with its interval, and their differences."""
         first, second = self.groups
         row = {"question": self.question}
+        for group in self.groups:
+            row[f"w_std_{group}"] = self.w_std[group]
+            row[f"w_std_{group}_ci_low"], row[f"w_std_{group}_ci_high"] = self.w_std_ci[group]
+        row[f"w_std difference ({first} - {second})"] = self.difference_std
+        row["w_std_difference_ci_low"], row["w_std_difference_ci_high"] = self.difference_std_ci
         for group in self.groups:
             row[f"w_{group}"] = self.chosen_w[group]
             row[f"w_{group}_ci_low"], row[f"w_{group}_ci_high"] = self.w_ci[group]
@@ -74,11 +110,20 @@ class GroupComparison:
         first, second = self.groups
         row = {"question": self.question}
         for group in self.groups:
-            row[f"w {group}"] = with_interval(self.chosen_w[group], self.w_ci[group])
-        row[f"{first} − {second}"] = with_interval(self.difference, self.difference_ci)
+            row[f"w_std {group} (w)"] = (f"{with_interval(self.w_std[group], self.w_std_ci[group])} "
+                                         f"(w {round(self.chosen_w[group], 3):g})")
+        row[f"{first} − {second}, w_std"] = with_interval(self.difference_std, self.difference_std_ci)
         row["anchors"] = self.n_anchors
         row[f"pairs ({first} / {second})"] = " / ".join(str(self.n_pairs[group]) for group in self.groups)
         return row
+
+    def headline(self) -> str:
+        """One line: each group's w_std and w with intervals, and the difference in w_std."""
+        first, second = self.groups
+        groups = "; ".join(f"{group} w_std {with_interval(self.w_std[group], self.w_std_ci[group])} "
+                           f"(w {with_interval(self.chosen_w[group], self.w_ci[group])})" for group in self.groups)
+        return (f"{first} vs {second} on '{self.question}': {groups}; {first} − {second} in w_std "
+                f"{with_interval(self.difference_std, self.difference_std_ci)}")
 
 
 def with_interval(value: float, interval: tuple[float, float]) -> str:
@@ -114,6 +159,7 @@ def compare_groups(
                         f"{len(common)} found")
     grid = weight_grid(step)
     reference_grid = reference_grid_of(reference, grid)
+    spreads = log_spreads_of(reference, data)[0]
     distances = distance_grid(data["m_sem"].to_numpy(), data["m_style"].to_numpy(), grid)
     # One set of resamples for both groups: the interval of the difference is paired.
     # seed + 1, as calibration: on the same anchors a group gets the same interval for w in both places.
@@ -140,4 +186,7 @@ def compare_groups(
         n_anchors=len(common),
         n_pairs=n_pairs,
         interval=resamples.describe(confidence),
+        spreads=spreads,
+        difference_std_ci=(resamples.interval(spreads.w_std(w_boot[first]) - spreads.w_std(w_boot[second]),
+                                              confidence) if spreads else NAN_INTERVAL),
     )

@@ -63,15 +63,46 @@ def scatter_figure(
     return figure
 
 
-def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.5) -> Figure:
-    """Out-of-fold Spearman ρ against w with its bootstrap band; marks at the chosen w and at the paper's 0.5."""
+def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.5, spreads=None) -> Figure:
+    """Out-of-fold Spearman ρ against w with its bootstrap band; marks at the chosen w and at the paper's 0.5.
+
+    With ``spreads`` (:class:`cpdm.metric.LogSpreads`) a second axis on top
+    reads the same positions as w_std.
+    """
     figure = Figure(figsize=(6.0, 3.8), layout="constrained")
     axis = figure.subplots()
     axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
     axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
-    axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=f"chosen w = {chosen_w:g}")
-    _frame_w_axis(axis, paper_w, "Spearman ρ with humans", legend_columns=4)
+    label = f"chosen w = {chosen_w:g}" + (f" (w_std {spreads.w_std(chosen_w):.2f})" if spreads else "")
+    axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=label)
+    _frame_w_axis(axis, paper_w, "Spearman ρ with humans", legend_columns=3 if spreads else 4)
+    _w_std_axis(axis, spreads)
     return figure
+
+
+def _extended(convert, slope_at_0: float, slope_at_1: float):
+    """A conversion of weights on [0, 1] continued by straight lines beyond (the w axis has margins).
+
+    A secondary axis needs the conversion on the whole visible range; outside
+    [0, 1] the formula could divide by zero for very unequal spreads.
+    """
+    def extended(values):
+        values = np.asarray(values, dtype=np.float64)
+        inside = np.asarray(convert(np.clip(values, 0.0, 1.0)), dtype=np.float64)
+        return np.where(values < 0, values * slope_at_0, np.where(values > 1, 1 + (values - 1) * slope_at_1, inside))
+    return extended
+
+
+def _w_std_axis(axis, spreads) -> None:
+    """A w_std scale along the top of a w axis (nothing without spreads)."""
+    if spreads is None:
+        return
+    ratio = spreads.sem / spreads.style  # d w_std / d w at w = 0; its inverse at w = 1
+    top = axis.secondary_xaxis("top", functions=(_extended(spreads.w_std, ratio, 1 / ratio),
+                                                 _extended(spreads.w, 1 / ratio, ratio)))
+    top.set_xticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    top.set_xlabel("w_std (weight on standardised log distances; 0.5 = equal)", fontsize=8)
+    top.tick_params(labelsize=8)
 
 
 def _frame_w_axis(axis, paper_w: float, ylabel: str, legend_columns: int) -> None:
@@ -152,11 +183,17 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
         low, high = comparison.w_ci[group]
         axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color=colour, alpha=0.15, linewidth=0)
         axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
-        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=2.0, linestyle=style,
-                     label=f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]")
+        label = f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]"
+        if comparison.spreads is not None:
+            label += f", w_std {_fmt(comparison.w_std[group])}"
+        axis.axvline(comparison.chosen_w[group], color=colour, linewidth=2.0, linestyle=style, label=label)
     first, second = comparison.groups
-    low, high = comparison.difference_ci
-    axis.set_title(f"'{comparison.question}': w {first} − w {second} = {comparison.difference:+.2f} "
+    if comparison.spreads is not None:  # the scale-free difference, when there is one
+        name, difference, (low, high) = "w_std", comparison.difference_std, comparison.difference_std_ci
+    else:
+        name, difference, (low, high) = "w", comparison.difference, comparison.difference_ci
+    axis.set_title(f"'{comparison.question}': {name} {first} − {second} = {difference:+.2f} "
                    f"[{_fmt(low)}, {_fmt(high)}], {comparison.n_anchors} anchors", fontsize=10)
     _frame_w_axis(axis, paper_w, "Spearman ρ with the group", legend_columns=2)
+    _w_std_axis(axis, comparison.spreads)
     return figure

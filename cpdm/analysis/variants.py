@@ -32,6 +32,29 @@ def copy_threshold(scale: tuple[int, int]) -> float:
     return float((low + high) // 2 + 1)
 
 
+def mean_by(frame: pd.DataFrame, column: str, by: str, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+            resample: str = DEFAULT_RESAMPLE) -> pd.DataFrame:
+    """Per value of ``by`` (sorted): its pairs, the mean of ``column`` and that mean's bootstrap interval.
+
+    Columns ``by``, ``pairs``, ``mean_<column>``, ``<column>_ci_low``,
+    ``<column>_ci_high``. NaNs are left out of the mean; the interval
+    resamples the group's anchors (``frame["anchor"]``) or, with
+    ``resample="pairs"``, its single pairs, the i-th group with seed + i.
+    """
+    rows = []
+    for index, (group, sub) in enumerate(frame.groupby(by, sort=True)):
+        values = sub[column].to_numpy(dtype=np.float64)
+        low, high = mean_interval(values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
+        rows.append({
+            by: group,
+            "pairs": int(len(sub)),
+            f"mean_{column}": float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"),
+            f"{column}_ci_low": low,
+            f"{column}_ci_high": high,
+        })
+    return pd.DataFrame(rows, columns=[by, "pairs", f"mean_{column}", f"{column}_ci_low", f"{column}_ci_high"])
+
+
 def variant_benchmark(
     pairs: pd.DataFrame,
     copy_scores: dict[str, pd.DataFrame],
@@ -41,42 +64,32 @@ def variant_benchmark(
     seed: int = 0,
     confidence: float = 0.95,
     resample: str = DEFAULT_RESAMPLE,
+    also: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """One row per model variant: mean metric (with CI) and, per rater group, the mean "copy" score and
     the share of pairs judged a copy (group mean ≥ ``threshold``; see :func:`copy_threshold`).
 
     The metric's interval resamples the variant's anchors (``resample``).
     ``pairs`` has columns pair, anchor, variant, ``metric`` and optionally
-    variant_method; ``copy_scores`` maps a group to its per-pair scores
-    (columns pair, human) on the raw scale. When the baseline variant (method
+    variant_method; ``also`` names more per-pair columns of ``pairs`` whose
+    mean and interval are reported beside the metric's (the release score,
+    say). ``copy_scores`` maps a group to its per-pair scores (columns pair,
+    human) on the raw scale. When the baseline variant (method
     ``original``, see :func:`baseline_variant`) is present, every other
     variant also gets its change against it and whether that change is a
     reduction by the metric and by each group.
     """
     baseline = baseline_variant(pairs)
-    frame = pairs[["pair", "anchor", "variant", metric]].copy()
+    frame = pairs[["pair", "anchor", "variant", metric, *also]].copy()
     frame["variant"] = frame["variant"].fillna("(none)")
     for group, scores in copy_scores.items():
         frame = frame.merge(scores[["pair", "human"]].rename(columns={"human": f"copy_{group}"}), on="pair", how="left")
-    rows = []
-    for index, (variant, sub) in enumerate(frame.groupby("variant", sort=True)):
-        metric_values = sub[metric].to_numpy(dtype=np.float64)
-        low, high = mean_interval(metric_values, sub["anchor"].to_numpy(), n_boot, seed + index, confidence, resample)
-        row = {
-            "variant": variant,
-            "pairs": int(len(sub)),
-            f"mean_{metric}": float(np.nanmean(metric_values)) if np.isfinite(metric_values).any() else float("nan"),
-            f"{metric}_ci_low": low,
-            f"{metric}_ci_high": high,
-        }
-        for group in copy_scores:
-            human = sub[f"copy_{group}"].to_numpy(dtype=np.float64)
-            rated = human[np.isfinite(human)]
-            row[f"rated_{group}"] = int(len(rated))
-            row[f"mean_copy_{group}"] = float(rated.mean()) if len(rated) else float("nan")
-            row[f"share_copy_{group}"] = float((rated >= threshold).mean()) if len(rated) else float("nan")
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    table = mean_by(frame, metric, "variant", n_boot, seed, confidence, resample)
+    for column in also:
+        table = table.merge(mean_by(frame, column, "variant", n_boot, seed, confidence, resample).drop(columns="pairs"),
+                            on="variant")
+    for group in copy_scores:
+        table = table.merge(_copy_columns(frame, group, threshold), on="variant")
     if baseline is not None and len(table):
         # The original model first, then the methods.
         table = pd.concat([table[table["variant"] == baseline], table[table["variant"] != baseline]])
@@ -90,3 +103,18 @@ def variant_benchmark(
         for column in [c for c in table.columns if c.startswith("reduced_by_")]:
             table.loc[0, column] = False
     return table
+
+
+def _copy_columns(frame: pd.DataFrame, group: str, threshold: float) -> pd.DataFrame:
+    """Per variant: how many pairs the group rated, their mean copy score, and the share judged a copy."""
+    rows = []
+    for variant, sub in frame.groupby("variant", sort=True):
+        human = sub[f"copy_{group}"].to_numpy(dtype=np.float64)
+        rated = human[np.isfinite(human)]
+        rows.append({
+            "variant": variant,
+            f"rated_{group}": int(len(rated)),
+            f"mean_copy_{group}": float(rated.mean()) if len(rated) else float("nan"),
+            f"share_copy_{group}": float((rated >= threshold).mean()) if len(rated) else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=["variant", f"rated_{group}", f"mean_copy_{group}", f"share_copy_{group}"])

@@ -38,15 +38,19 @@ from cpdm.errors import CpdmError
 if TYPE_CHECKING:  # torch is imported where it is used: `cpdm --help` stays fast
     import torch
 
+# The defaults are the CPDM release's metric (the authors' ``cpdm_metric.py``): CLIP ViT-L-14/openai image
+# features (as clip-interrogator computes them) for semantics and pytorch-fid's InceptionV3 Gram matrices
+# (``cpdm-inception``) for style. VGG19 (Gatys et al.) and the others stay named options.
 DEFAULT_SEMANTIC = "ViT-L-14/openai"
-DEFAULT_STYLE = "vgg19"
+DEFAULT_STYLE = "cpdm-inception"
+PAPER_COMBINATION = (DEFAULT_SEMANTIC, DEFAULT_STYLE)
 MODES = ("real", "tiny", "random")
 MODE_PREFIXES = {"real": "", "tiny": "tiny:", "random": "random:"}
 DEFAULT_SEED = 0
 
 
 class BackboneError(CpdmError):
-    """An unknown backbone name or an unusable device."""
+    """An unknown backbone name, or weights that cannot be loaded."""
 
 
 def backbone_key(name: str, mode: str = "real", image_size: int | None = None) -> str:
@@ -60,26 +64,23 @@ def backbone_key(name: str, mode: str = "real", image_size: int | None = None) -
     return f"{key}@{image_size}" if image_size else key
 
 
+def key_name_and_mode(key: str) -> tuple[str, str]:
+    """The (name, mode) a stored key was made from: ``tiny:vgg19`` -> (``vgg19``, ``tiny``)."""
+    for mode, prefix in MODE_PREFIXES.items():
+        if prefix and key.startswith(prefix):
+            return key[len(prefix):], mode
+    return key, "real"
+
+
+def is_paper_combination(semantic_key: str, style_key: str) -> bool:
+    """Whether stored keys are the paper's combination (:data:`PAPER_COMBINATION`), in any mode."""
+    return (key_name_and_mode(semantic_key)[0], key_name_and_mode(style_key)[0]) == PAPER_COMBINATION
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise BackboneError(f"unknown backbone mode {mode!r} (use one of: {', '.join(MODES)})")
     return mode
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device, refusing CUDA on a machine without it (clear message, no traceback)."""
-    import torch
-
-    text = str(device)
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BackboneError(f"--device {text} was asked for, but CUDA is not available on this machine (use --device cpu)")
-    elif text not in ("cpu", "mps"):
-        raise BackboneError(f"unknown device {text!r} (use cpu or cuda)")
-    try:
-        return torch.device(text)
-    except RuntimeError as exc:
-        raise BackboneError(f"unknown device {text!r}: {exc}") from exc
 
 
 def torch_hub_checkpoint_dir() -> Path:
@@ -105,11 +106,12 @@ class Entry:
 
 
 REGISTRY: tuple[Entry, ...] = (
-    Entry("ViT-L-14/openai", "semantic", "clip", "the paper's CLIP (its interrogator's model)"),
+    Entry("ViT-L-14/openai", "semantic", "clip", "the paper's CLIP (its interrogator's model); the default"),
     Entry("ViT-H-14/laion2b_s32b_b79k", "semantic", "clip", "the release's other interrogator model"),
     Entry("dinov2", "semantic", "dinov2", "DINOv2 ViT-B/14 CLS embedding, trained without text", family=True),
     Entry("vgg19", "style", "vision", "Gatys et al. Gram matrices, relu1_1..relu5_1"),
-    Entry("cpdm-inception", "style", "inception", "the CPDM release's style term, exactly (pytorch-fid InceptionV3)"),
+    Entry("cpdm-inception", "style", "inception",
+          "the CPDM release's style term, exactly (pytorch-fid InceptionV3); the default"),
     Entry("csd", "style", "csd", "CSD style embedding (Somepalli et al. 2024), cosine distance", family=True),
 )
 # Any other open_clip MODEL/TAG is a semantic backbone too (the "clip" file checks it against open_clip).

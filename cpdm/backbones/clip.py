@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device
+from cpdm.backbones import BackboneError, backbone_key, check_mode
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device, torch_hub_checkpoint_dir
+from cpdm.backbones import BackboneError, backbone_key, check_mode, torch_hub_checkpoint_dir
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
 

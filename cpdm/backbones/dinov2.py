@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torchvision import transforms
 
-from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device
+from cpdm.backbones import BackboneError, backbone_key, check_mode
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone, seeded
 from cpdm.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from cpdm.errors import MissingWeightsError

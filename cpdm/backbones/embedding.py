@@ -17,8 +17,6 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-COMPARISONS = ("squared-l2", "cosine")
-
 
 @dataclass
 class EmbeddingBackbone:

@@ -34,7 +34,8 @@ from unittest import mock
 import torch
 from torch import nn
 
-from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device, torch_hub_checkpoint_dir
+from cpdm.backbones import BackboneError, backbone_key, check_mode, torch_hub_checkpoint_dir
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import seeded
 from cpdm.backbones.vision import StyleBackbone, finish, load_torch_checkpoint
 

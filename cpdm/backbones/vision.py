@@ -22,7 +22,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from cpdm.backbones import BackboneError, backbone_key, check_mode, resolve_device, torch_hub_checkpoint_dir
+from cpdm.backbones import BackboneError, backbone_key, check_mode, torch_hub_checkpoint_dir
+from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import seeded
 from cpdm.errors import MissingWeightsError
 

@@ -7,17 +7,10 @@ from pathlib import Path
 
 import click
 
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, resample_option, workspace_option
 
 GROUP_CHOICE = click.Choice(["artists", "lay", "all"])
 LEVEL_CHOICE = click.Choice(["nominal", "ordinal", "interval", "ratio"])
-
-
-# What every bootstrap interval resamples (cpdm.analysis.resampling).
-resample_option = click.option(
-    "--resample", type=click.Choice(["anchors", "pairs"]), default="anchors", show_default=True,
-    help="What the bootstrap resamples: whole anchors (their pairs are not independent), or "
-         "single pairs (too narrow; for comparison only).")
 
 
 def analysis_options(func):
@@ -48,7 +41,7 @@ def analysis_options(func):
 
 
 def _options(group_list, calibration_group, strict, **kwargs):
-    from cpdm.analysis.report import AnalysisOptions
+    from cpdm.analysis.campaign_report import AnalysisOptions
 
     return AnalysisOptions(
         groups=tuple(group_list),
@@ -69,7 +62,7 @@ def _options(group_list, calibration_group, strict, **kwargs):
     )
 
 
-@cli.command()
+@click.command("analyze")
 @workspace_option
 @analysis_options
 @click.option("--group", "-g", type=GROUP_CHOICE, default=None,
@@ -80,21 +73,22 @@ def _options(group_list, calibration_group, strict, **kwargs):
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Report folder (default: WORKSPACE/exports/report-CAMPAIGN).")
 @cpdm_command
-def analyze(workspace, campaign, group, out, **kwargs):
+def analyze_cmd(workspace, campaign, group, out, **kwargs):
     """Write a report on a campaign: agreement, metric-human correlation, calibration, benchmark.
 
     The folder gets tables/*.csv, plots/*.png and summary.md. Agreement is
     Krippendorff's alpha per question and group; correlations are Spearman,
     Kendall tau-b and Pearson of CM, CM_w, -m_sem and -m_style with the mean
     human score, with bootstrap 95% intervals and a split-half noise ceiling;
-    w is calibrated by cross-validation grouped by anchor. Ratings of flagged
-    raters are left out unless --include-flagged.
+    w is calibrated by cross-validation grouped by anchor and also given as
+    w_std (the scale-free weight), per group and as the artists - lay
+    difference. Ratings of flagged raters are left out unless --include-flagged.
 
     \b
     Example:
       cpdm analyze --campaign demo --group artists --out reports/demo
     """
-    from cpdm.analysis.report import default_report_dir, run_analysis, write_report
+    from cpdm.analysis.campaign_report import default_report_dir, run_analysis, write_report
 
     ws = open_ws(workspace)
     groups = [group] if group else ["artists", "lay", "all"]
@@ -107,39 +101,66 @@ def analyze(workspace, campaign, group, out, **kwargs):
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated w = {cal.chosen_w:g} [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}]: out-of-fold Spearman "
+        click.echo(f"calibrated on {cal.stats.get('rater_group')}: out-of-fold Spearman "
                    f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        for line in cal.weight_lines():
+            click.echo(f"  {line}")
+    for comparison in analysis.group_comparisons:
+        if comparison.question == analysis.options.target:
+            click.echo(comparison.headline())
     for note in analysis.notes:
         click.echo(f"note: {note}")
 
 
-@cli.command()
+@click.command("calibrate")
 @workspace_option
 @analysis_options
-@click.option("--group", "-g", type=GROUP_CHOICE, default="artists", show_default=True,
-              help="Rater group whose judgement w is fitted to.")
+@click.option("--group", "-g", type=GROUP_CHOICE, default=None,
+              help="Rater group whose judgement w is fitted to (default: artists; with --by, all).")
 @click.option("--target", default="copy", show_default=True, help="Protocol question to fit (e.g. copy, style).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Weights JSON to write.")
+@click.option("--by", "by", default=None, metavar="QUESTION",
+              help="Calibrate once per level of the raters' answer to this background question "
+                   "(e.g. art_years, familiarity) and print the table; --out then writes it as CSV.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Weights JSON to write (required without --by).")
 @cpdm_command
-def calibrate(workspace, campaign, group, target, out, **kwargs):
+def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
     """Fit the semantic/style weight w of CM_w to human ratings and export it.
 
     w is chosen on a grid over [0, 1] as the value with the highest Spearman
     correlation with the group's mean rating; cross-validation grouped by
     anchor reports how well that choice generalises, beside the paper's
-    w = 0.5, semantic only (w = 1) and style only (w = 0). The JSON holds w,
+    w = 0.5, semantic only (w = 1) and style only (w = 0). w is also given
+    as w_std, the weight on the log distances standardised by their spread
+    over the reference pairs (0.5 = content and style count equally, for any
+    backbones), with the conversion. The JSON holds w, w_std and the spreads,
     the reference scale x_ref, the backbones, target, group, fit statistics
     with intervals, the numbers of pairs, raters and ratings and a hash of the
-    ratings used; `cpdm score --weights FILE` scores with it.
+    ratings used; `cpdm score --weights FILE` scores with its w.
+
+    With --by QUESTION, w is calibrated once per level of the raters'
+    answer to a background question of the campaign's protocol (each option;
+    for numbers, the protocol's levels; for a question asked per artist, the
+    rater's answer for each pair's artist), each with its interval and
+    out-of-fold Spearman; nothing is recorded.
 
     \b
-    Example:
+    Examples:
       cpdm calibrate --campaign demo --group artists --out weights.json
+      cpdm calibrate --campaign pilot --by art_years --group lay
     """
-    from cpdm.analysis.report import calibrate_campaign, record_calibration, save_weights
+    from cpdm.analysis.campaign_report import calibrate_campaign, record_calibration, save_weights
     from cpdm.rating.campaigns import campaign_id_by_name
 
     ws = open_ws(workspace)
+    if by is not None:
+        group = group or "all"
+        calibrate_by_answer(ws, campaign, by, target, group, out,
+                            _options([group], group, strict=True, target=target, **kwargs))
+        return
+    if out is None:
+        raise click.UsageError("--out is required (the weights JSON to write), unless --by is given")
+    group = group or "artists"
     options = _options([group], group, strict=True, target=target, **kwargs)
     result, weights = calibrate_campaign(ws, campaign, target=target, group=group, options=options, record=False)
     # The file first, the workspace's record only once the file is written: a failure leaves neither.
@@ -150,16 +171,34 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
         path.unlink(missing_ok=True)
         raise
     row = result.summary.iloc[0]
-    click.echo(f"w = {weights.w:g} (x_ref = {weights.x_ref:.4g}, from {result.x_ref_source}) written to {path}")
-    click.echo(f"95% interval for w: [{result.w_ci[0]:g}, {result.w_ci[1]:g}] (the whole choice of w, bootstrapped)")
-    click.echo(f"intervals: {result.interval}")
+    click.echo(f"weights written to {path}")
+    for line in result.weight_lines():
+        click.echo(line)
+    click.echo(f"intervals: {result.interval} (for w and w_std: the whole choice of w, bootstrapped)")
     click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
                f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
     for _, baseline in result.summary.iloc[1:].iterrows():
-        click.echo(f"  {baseline['setting']}: {baseline['rho']:.3f} [{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
+        in_std = f" (w_std {baseline['w_std']:.3f})" if baseline["w_std"] == baseline["w_std"] else ""
+        click.echo(f"  {baseline['setting']}{in_std}: {baseline['rho']:.3f} "
+                   f"[{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
-@cli.command()
+def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: str, out, options) -> None:
+    """`cpdm calibrate --by`: the table of w per level of a background answer, printed and optionally saved."""
+    from cpdm.analysis.by_answer import calibrate_by
+    from cpdm.analysis.data import write_table
+
+    result = calibrate_by(ws, campaign, question, target=target, group=group, options=options)
+    click.echo(f"w per answer to {question!r} ({result.text}), {group} raters, target {target!r}:")
+    click.echo(result.screen_table().to_string(index=False))
+    click.echo(f"intervals: {result.interval}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if out:
+        click.echo(f"table written to {write_table(result.table, Path(out), 'csv')}")
+
+
+@click.command("plan")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
 @click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
@@ -169,7 +208,7 @@ def calibrate(workspace, campaign, group, target, out, **kwargs):
 @click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @cpdm_command
-def plan(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
+def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
     """Estimate, from a pilot campaign, how many anchors and raters per pair a study needs.
 
     Two targets: pin the calibrated w to +/-0.1 (95% of studies choose a w
@@ -183,7 +222,7 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
     Example:
       cpdm plan --campaign pilot
     """
-    from cpdm.analysis.report import AnalysisOptions, plan_campaign
+    from cpdm.analysis.campaign_report import AnalysisOptions, plan_campaign
 
     ws = open_ws(workspace)
     options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, seed=seed)
@@ -194,15 +233,24 @@ def plan(workspace, campaign, target, replicates, include_flagged, exclude_simul
         click.echo(line)
 
 
-@cli.command("export")
+@click.command("export")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True,
               help="File format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--raters", "table", flag_value="raters",
+              help="One row per rater instead: role, how they joined, times, active time, pairs, checks, flags "
+                   "(pseudonymised).")
+@click.option("--raters-identified", "table", flag_value="raters-identified",
+              help="--raters plus each recruited rater's platform id: researchers only.")
+@click.option("--approvals", "table", flag_value="approvals",
+              help="One row per recruited rater: platform id, approve/reject/review and why, for the crowd platform.")
+@click.option("--flagged", type=click.Choice(["reject", "review"]), default="reject", show_default=True,
+              help="With --approvals: the decision for raters flagged by attention checks.")
 @cpdm_command
-def export_ratings(workspace, campaign, fmt, out):
-    """Export a campaign's ratings in long form, one row per answer.
+def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
+    """Export a campaign's ratings in long form, one row per answer (or its raters, one row each).
 
     Columns: pair, anchor, kind, variant, rater (a pseudonymous id, stable
     within this workspace), role, question, value (empty when skipped),
@@ -214,9 +262,18 @@ def export_ratings(workspace, campaign, fmt, out):
     spreadsheet shows it as text instead of running it as a formula. Numbers
     are written as numbers; parquet and jsonl keep text exactly as typed.
 
+    --raters writes one row per rater instead (pseudonymous ids as above);
+    --raters-identified adds the platform ids of raters recruited through a
+    link (`cpdm campaign recruit`), and --approvals lists those raters with
+    the decision to upload to the crowd platform: approve (finished), reject
+    (flagged by attention checks; --flagged review to decide by hand),
+    review (revoked) or not finished. Both identify people: keep them with
+    the study's personal data.
+
     \b
-    Example:
+    Examples:
       cpdm export --campaign demo --format parquet --out ratings.parquet
+      cpdm export --campaign pilot --approvals --out approvals.csv
     """
     from cpdm.analysis.data import export_frame, write_table
     from cpdm.rating.campaigns import campaign_id_by_name
@@ -224,6 +281,9 @@ def export_ratings(workspace, campaign, fmt, out):
 
     ws = open_ws(workspace)
     campaign_id = campaign_id_by_name(ws, campaign)
+    if table is not None:
+        export_raters(ws, campaign, campaign_id, table, flagged, Path(out), fmt)
+        return
     frame = export_frame(ws, campaign_id)
     if len(frame) == 0:
         raise CpdmError(f"campaign {campaign!r} has no ratings to export")
@@ -231,18 +291,40 @@ def export_ratings(workspace, campaign, fmt, out):
     click.echo(f"{len(frame)} ratings of campaign {campaign!r} written to {path}")
 
 
-@cli.command("simulate-ratings")
+def export_raters(ws, campaign: str, campaign_id: int, table: str, flagged: str, out: Path, fmt: str) -> None:
+    """The --raters, --raters-identified and --approvals tables of `cpdm export`."""
+    from cpdm.analysis.data import write_table
+    from cpdm.analysis.rater_export import approvals_frame, rater_frame
+    from cpdm.errors import CpdmError
+
+    if table == "approvals":
+        frame = approvals_frame(ws, campaign_id, flagged_decision=flagged)
+        what = "recruited raters"
+    else:
+        frame = rater_frame(ws, campaign_id, identified=table == "raters-identified")
+        what = "raters"
+    if len(frame) == 0:
+        raise CpdmError(f"campaign {campaign!r} has no {what} to export")
+    path = write_table(frame, out, fmt)
+    click.echo(f"{len(frame)} {what} of campaign {campaign!r} written to {path}")
+    if table != "raters":
+        click.echo("it holds platform ids, which identify people: keep it with the study's personal data")
+
+
+@click.command("simulate-ratings")
 @workspace_option
 @click.option("--campaign", "-c", required=True, help="Campaign name.")
 @click.option("--artists", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated artists.")
 @click.option("--lay", type=click.IntRange(0, 200), default=4, show_default=True, help="Simulated lay raters.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (the same seed gives the same ratings).")
 @cpdm_command
-def simulate_ratings(workspace, campaign, artists, lay, seed):
+def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     """Fill a campaign with ratings from simulated raters (for demos and trying the analysis).
 
     Simulated raters are marked as such (analyze --exclude-simulated leaves
-    them out). Their answers follow the pairs' metric scores when present,
+    them out). Their answers follow the pairs' metric scores when present
+    (the "copy" answer weighs the log distances standardised over the
+    reference pairs: artists 0.35 on content, lay raters 0.65, as w_std),
     else the variant's known effect, with rater leniency and noise. Running
     it again adds nothing.
 
@@ -257,3 +339,6 @@ def simulate_ratings(workspace, campaign, artists, lay, seed):
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)
     click.echo(f"{summary['ratings']} simulated ratings added from {summary['raters']} raters on "
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (analyze_cmd, calibrate_cmd, plan_cmd, export_ratings_cmd, simulate_ratings_cmd)

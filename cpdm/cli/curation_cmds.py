@@ -1,4 +1,4 @@
-"""Curation commands: prompts (interrogate, refine, list, add), generate, export-dataset, import-dataset."""
+"""Curation commands: prompts (interrogate, refine, list, add), export-dataset, import-dataset."""
 
 from __future__ import annotations
 
@@ -6,55 +6,27 @@ import json
 
 import click
 
-from cpdm.backbones import DEFAULT_SEMANTIC
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
-from cpdm.cli.workspace_cmds import _print_table
-from cpdm.curation.interrogate import TOP_FLAVORS
-from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, REFINERS
-from cpdm.errors import CpdmError
-from cpdm.generation.settings import (
-    BASELINE_VARIANT,
-    DTYPES,
-    PAPER_GUIDANCE,
-    PAPER_PER_PROMPT,
-    PAPER_SD_MODEL,
-    PAPER_SEED,
-    PAPER_STEPS,
-    DEFAULT_SCHEDULER,
-    SCHEDULERS,
-    UNKNOWN_BASE,
+from cpdm.cli.options import (
+    cpdm_command,
+    echo_notes,
+    offline_tiny_option,
+    open_ws,
+    parse_ids,
+    print_table,
+    quiet_option,
+    workspace_option,
 )
+from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS
+from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, INSTRUCTION, REFINERS
+from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.workspace import PROMPT_ORIGINS
 
 # Prompts longer than this are shortened in `cpdm prompts list`'s table (never in JSON).
 LIST_TEXT_WIDTH = 80
 
 
-def parse_ids(values: tuple[str, ...], what: str) -> list[int] | None:
-    """``("1,2", "5")`` -> [1, 2, 5]; None when no option was given; a clear error for anything else."""
-    ids = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if not part.isdigit():
-                raise CpdmError(f"{what} must be ids separated by commas, got {part!r}")
-            ids.append(int(part))
-    return ids or None
-
-
-def quiet_option(func):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(func)
-
-
-def _echo_notes(notes: list[str]) -> None:
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
-
-
-@cli.group()
-def prompts():
+@click.group("prompts")
+def prompts_cmd():
     """Prompts for each anchor: CLIP interrogation, refinement, manual prompts.
 
     \b
@@ -65,49 +37,70 @@ def prompts():
     """
 
 
-@prompts.command("interrogate")
+@prompts_cmd.command("interrogate")
 @workspace_option
 @click.option("--anchors", "anchor_ids", multiple=True, help="Anchor ids (comma-separated; default: all).")
-@click.option("--model", default=DEFAULT_SEMANTIC, show_default=True, help="open_clip MODEL/TAG ranking the terms.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="clip-interrogator 0.6.0's best, fast, classic or negative mode, or cpdm's metadata recipe.")
+@click.option("--clip", "--model", "model", default=DEFAULT_INTERROGATOR_CLIP, show_default=True,
+              help="open_clip MODEL/TAG ranking the terms (the release's interrogator model; not the metric's CLIP).")
 @click.option("--caption-model", default=None,
               help="BLIP caption weights (folder or cached model id); default: Salesforce/blip-image-captioning-large when cached.")
 @click.option("--banks", "banks_dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (default: clip-interrogator's).")
+              help="Folder with mediums.txt, movements.txt, artists.txt, flavors.txt (and negative.txt for "
+                   "--mode negative); default: clip-interrogator's.")
 @click.option("--flavors", "top_flavors", type=click.IntRange(min=0), default=TOP_FLAVORS, show_default=True,
-              help="Flavour terms in each prompt.")
+              help="Flavour terms in each prompt of the metadata mode.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @offline_tiny_option
 @quiet_option
 @cpdm_command
-def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, top_flavors, device, offline_tiny, quiet):
-    """Write a first prompt for each anchor from CLIP-ranked term banks (the paper's recipe).
+def prompts_interrogate_cmd(workspace, anchor_ids, mode, model, caption_model, banks_dir, top_flavors, device,
+                        offline_tiny, quiet):
+    """Write a first prompt for each anchor by CLIP interrogation.
 
-    The prompt reads "{title}, by {artist}, {caption}, {medium}, {movement},
-    {flavours}". Anchors already interrogated with this CLIP model are
-    skipped, so the command can be rerun after an interruption. Each bank's
-    text embeddings are cached in the workspace per CLIP model.
+    The default mode is clip-interrogator's "best", as the CPDM release ran
+    it: a caption, then a chain of 8 to 32 terms from the merged banks, then
+    the best of caption, classic, fast and chained prompts by similarity to
+    the image. "fast", "classic" and "negative" are the package's other
+    modes; "metadata" writes "{title}, by {artist}, {caption}, {medium},
+    {movement}, {flavours}" from the anchor's metadata. Anchors already
+    interrogated with this CLIP model in this mode are skipped, so the
+    command can be rerun after an interruption. Each bank's text embeddings
+    are cached in the workspace per CLIP model.
 
     \b
     Examples:
       cpdm prompts interrogate
+      cpdm prompts interrogate --mode metadata --clip ViT-L-14/openai
       cpdm prompts interrogate --anchors 3,4 --caption-model models/blip-large
     """
     from cpdm.curation.interrogate import interrogate_anchors
 
     ws = open_ws(workspace)
     report = interrogate_anchors(
-        ws, parse_ids(anchor_ids, "--anchors"), model=model, offline_tiny=offline_tiny, device=device,
+        ws, parse_ids(anchor_ids, "--anchors"), mode=mode, model=model, offline_tiny=offline_tiny, device=device,
         caption_model=caption_model, banks_dir=banks_dir, top_flavors=top_flavors, progress=not quiet,
     )
-    _echo_notes(report.notes)
+    echo_notes(report.notes)
     click.echo(report.summary())
 
 
-@prompts.command("refine")
+@prompts_cmd.command("refine")
 @workspace_option
 @click.option("--refiner", type=click.Choice(REFINERS), default=REFINERS[0], show_default=True,
-              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment.")
-@click.option("--model", default=None, help="LLM model name (openai refiner; default $CPDM_LLM_MODEL).")
+              help="template: offline and deterministic; openai: an OpenAI-compatible endpoint from the environment; "
+                   "local: a chat model run here by transformers.")
+@click.option("--model", default=None,
+              help="openai: the model name (default $CPDM_LLM_MODEL); local: a model folder or a cached model id.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (local refiner).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rewrites per source prompt (LLMs sample them; the template has 3 wordings).")
+@click.option("--seed", type=int, default=DEFAULT_SAMPLING_SEED, show_default=True,
+              help="LLM sampling seed when --n > 1: rewrite k uses seed + k.")
+@click.option("--show-instruction", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _param, value: value and (click.echo(INSTRUCTION), ctx.exit()),
+              help="Print the instruction sent to LLM refiners and exit.")
 @click.option("--prompts", "prompt_ids", multiple=True,
               help="Prompt ids to refine (comma-separated; default: every interrogator and manual prompt).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -116,15 +109,17 @@ def prompts_interrogate(workspace, anchor_ids, model, caption_model, banks_dir, 
               help="Retries after a timeout, a 429 or a 5xx answer, with exponential backoff (openai).")
 @quiet_option
 @cpdm_command
-def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, quiet):
+def prompts_refine_cmd(workspace, refiner, model, device, n, seed, prompt_ids, timeout_s, retries, quiet):
     """Rewrite prompts so they elicit close imitation of their anchor.
 
     Each refined prompt records its parent prompt and its author (template,
-    or the LLM model). Prompts already refined by the same refiner and model
+    or the LLM model). Rewrites already made by the same refiner and model
     are skipped; LLM answers are cached in the workspace, so a rerun asks
-    nothing twice. An unreachable endpoint or a malformed answer stops the
-    command with an error (prompts refined before it are kept); there is no
-    fallback to the template.
+    nothing twice. An unreachable endpoint, missing local weights or a
+    malformed answer stops the command with an error (prompts refined before
+    it are kept); there is no fallback to the template. With --n K each
+    source prompt gets K rewrites: LLMs sample rewrite k with seed + k (greedy
+    when K is 1), the template uses its k-th wording.
 
     \b
     Environment (openai):
@@ -136,23 +131,25 @@ def prompts_refine(workspace, refiner, model, prompt_ids, timeout_s, retries, qu
     Examples:
       cpdm prompts refine
       CPDM_LLM_BASE_URL=http://127.0.0.1:8000/v1 cpdm prompts refine --refiner openai --model llama-3.1-8b
+      cpdm prompts refine --refiner local --model models/qwen2.5-1.5b-instruct --device cuda --n 3
+      cpdm prompts refine --show-instruction
     """
     from cpdm.curation.refine import make_refiner, refine_prompts
 
     ws = open_ws(workspace)
     extra = {"timeout_s": timeout_s, "max_retries": retries} if refiner == "openai" else {}
-    chosen = make_refiner(refiner, ws, model=model, **extra)
-    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet)
+    chosen = make_refiner(refiner, ws, model=model, device=device, **extra)
+    report = refine_prompts(ws, chosen, parse_ids(prompt_ids, "--prompts"), progress=not quiet, n=n, seed=seed)
     click.echo(report.summary())
 
 
-@prompts.command("list")
+@prompts_cmd.command("list")
 @workspace_option
 @click.option("--anchor", "anchor_id", type=int, default=None, help="Only this anchor's prompts.")
 @click.option("--origin", type=click.Choice(PROMPT_ORIGINS), default=None, help="Only prompts of this origin.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def prompts_list(workspace, anchor_id, origin, output_format):
+def prompts_list_cmd(workspace, anchor_id, origin, output_format):
     """List prompts: id, anchor, origin, author, parent and text.
 
     \b
@@ -172,18 +169,18 @@ def prompts_list(workspace, anchor_id, origin, output_format):
          "text": r.text if len(r.text) <= LIST_TEXT_WIDTH else r.text[: LIST_TEXT_WIDTH - 3] + "..."}
         for r in rows
     ]
-    _print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
+    print_table(records, ("id", "anchor", "origin", "author", "parent", "text"))
     missing = anchors_without_prompts(ws) if anchor_id is None and origin is None else []
     if missing:
         click.echo(f"anchors without a prompt: {', '.join(map(str, missing))}", err=True)
 
 
-@prompts.command("add")
+@prompts_cmd.command("add")
 @workspace_option
 @click.argument("anchor_id", metavar="ANCHOR", type=int)
 @click.argument("text")
 @cpdm_command
-def prompts_add(workspace, anchor_id, text):
+def prompts_add_cmd(workspace, anchor_id, text):
     """Add a manual prompt for anchor ANCHOR (its id, see `cpdm anchors list`).
 
     \b
@@ -196,69 +193,7 @@ def prompts_add(workspace, anchor_id, text):
     click.echo(f"added prompt {add_manual_prompt(ws, anchor_id, text)} for anchor {anchor_id}")
 
 
-@cli.command()
-@workspace_option
-@click.option("--variant", default=BASELINE_VARIANT, show_default=True,
-              help="Variant to generate with ('original', the baseline, is created when missing).")
-@click.option("--base-model", default=None,
-              help="Base model of a newly created 'original' (hub id in the local cache, or a diffusers folder; "
-                   f"default {PAPER_SD_MODEL}, the CPDM release's).")
-@click.option("--prompts", "prompt_ids", multiple=True,
-              help="Prompt ids (comma-separated; default: each anchor's latest prompts, those nothing was refined from).")
-@click.option("--per-prompt", type=int, default=PAPER_PER_PROMPT, show_default=True,
-              help="Images per prompt; image k uses seed + k.")
-@click.option("--steps", type=int, default=PAPER_STEPS, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, default=PAPER_GUIDANCE, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=PAPER_SEED, show_default=True, help="Seed of each prompt's first image.")
-@click.option("--scheduler", default=DEFAULT_SCHEDULER, show_default=True, help=", ".join(SCHEDULERS) + ".")
-@click.option("--negative", default=None, help="Negative prompt.")
-@click.option("--height", type=int, default=None, help="Image height, a multiple of 8 (default: the model's).")
-@click.option("--width", type=int, default=None, help="Image width, a multiple of 8 (default: the model's).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per batch (default: 4 on the CPU; on CUDA the prompt's images, halved when memory runs out).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N for a given GPU).")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
-              help="Weights' precision (default: float16 on CUDA, float32 on the CPU).")
-@click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Protocol whose attention_checks.rate sets the share of check pairs (default: the default protocol).")
-@offline_tiny_option
-@quiet_option
-@cpdm_command
-def generate(workspace, variant, base_model, prompt_ids, per_prompt, steps, guidance, seed, scheduler, negative,
-             height, width, batch_size, device, dtype, protocol_file, offline_tiny, quiet):
-    """Generate images for the prompts with a variant, and make the pairs raters judge.
-
-    The defaults are the CPDM paper's: 9 images per prompt, DDIM, 50 steps,
-    guidance 9, seed 23. Every image is stored with its seed and settings.
-    Images already made with the same settings are skipped, so a run that
-    was stopped (even killed) can be started again.
-
-    \b
-    Examples:
-      cpdm generate --device cuda
-      cpdm generate --variant esd-monet --prompts 4,5 --per-prompt 3
-      cpdm generate --offline-tiny --steps 2 --height 64 --width 64
-    """
-    from cpdm.generation.batch import run_generation
-    from cpdm.generation.settings import GenerationSettings
-    from cpdm.rating.protocol import default_protocol_path, load_protocol_file
-
-    _, protocol = load_protocol_file(protocol_file or default_protocol_path())
-    settings = GenerationSettings(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-                                  scheduler=scheduler, negative=negative, height=height, width=width)
-    settings.check()
-    ws = open_ws(workspace)
-    report = run_generation(
-        ws, variant=variant, prompt_ids=parse_ids(prompt_ids, "--prompts"), settings=settings, device=device,
-        dtype=dtype, batch_size=batch_size, offline_tiny=offline_tiny, base_model=base_model,
-        check_rate=protocol.attention_checks.rate, progress=not quiet,
-    )
-    _echo_notes(report.notes)
-    click.echo(report.summary())
-
-
-@cli.command("export-dataset")
+@click.command("export-dataset")
 @workspace_option
 @click.argument("folder", type=click.Path(file_okay=False))
 @cpdm_command
@@ -279,7 +214,7 @@ def export_dataset_cmd(workspace, folder):
     click.echo(f"exported to {folder}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
-@cli.command("import-dataset")
+@click.command("import-dataset")
 @workspace_option
 @click.argument("folder", required=False, type=click.Path(file_okay=False, exists=True))
 @click.option("--anchors", "anchors_dir", type=click.Path(file_okay=False, exists=True), default=None,
@@ -330,3 +265,7 @@ def import_dataset_cmd(workspace, folder, anchors_dir, generated_dir, variant, b
     click.echo(report.summary())
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (prompts_cmd, export_dataset_cmd, import_dataset_cmd)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cpdm.cli import cli, cpdm_command, workspace_option
-from cpdm.serve import DEFAULT_HOST, DEFAULT_PORT
+from cpdm.cli.options import cpdm_command, workspace_option
+from cpdm.app.serve import DEFAULT_HOST, DEFAULT_PORT
 
 
 def dev_option(func):
@@ -25,7 +25,7 @@ def _echo_links(links, heading: str) -> None:
         click.echo(f"  {label:<14} {link.name:<18} {link.url}")
 
 
-@cli.command()
+@click.command("demo")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the procedural images.")
 @click.option("--no-serve", is_flag=True, help="Build the workspace and exit without starting the app.")
 @click.option("--force", is_flag=True, help="Replace an existing demo workspace (a real workspace is never replaced).")
@@ -39,7 +39,7 @@ def _echo_links(links, heading: str) -> None:
 @dev_option
 @workspace_option
 @cpdm_command
-def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
+def demo_cmd(seed, no_serve, force, port, analysis_data, dev, workspace):
     """Build an offline demo workspace and open the rating app on it.
 
     Four synthetic artists (dots, hatching, flat blocks, wavy strokes) x five
@@ -67,7 +67,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     from cpdm.demo.build import base_url_for, build_demo, demo_links, existing_demo_seed
     from cpdm.store.workspace import resolve_workspace_path
 
-    from cpdm.serve import check_port_free, find_app
+    from cpdm.app.serve import check_port_free, find_app
 
     root = resolve_workspace_path(workspace)
     if not no_serve:  # fail before building, not after
@@ -96,7 +96,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
     _serve(info.workspace, DEFAULT_HOST, port, dev)
 
 
-@cli.command()
+@click.command("serve")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Port to listen on.")
 @click.option(
     "--host",
@@ -107,7 +107,7 @@ def demo(seed, no_serve, force, port, analysis_data, dev, workspace):
 @dev_option
 @workspace_option
 @cpdm_command
-def serve(port, host, dev, workspace):
+def serve_cmd(port, host, dev, workspace):
     """Start the rating and analysis app (Streamlit) on a workspace.
 
     The app reads the workspace from CPDM_WORKSPACE, which this command sets.
@@ -128,7 +128,7 @@ def serve(port, host, dev, workspace):
 def _serve(root, host: str, port: int, dev: bool) -> None:
     """Run the app in the foreground, printing the links to open once it answers."""
     from cpdm.demo.build import demo_links
-    from cpdm.serve import serve_forever
+    from cpdm.app.serve import serve_forever
     from cpdm.store.workspace import open_workspace
 
     with open_workspace(root) as ws:
@@ -140,3 +140,6 @@ def _serve(root, host: str, port: int, dev: bool) -> None:
             _echo_links(demo_links(int(seed), server.url), "open one of these links:")
 
     serve_forever(root, host=host, port=port, on_ready=on_ready, dev=dev)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (demo_cmd, serve_cmd)

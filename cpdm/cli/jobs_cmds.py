@@ -10,7 +10,7 @@ import json
 
 import click
 
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, workspace_option
 from cpdm.errors import CpdmError
 from cpdm.jobs import queue
 from cpdm.jobs.queue import JOB_STATUSES, Job
@@ -39,7 +39,7 @@ def _split_kinds(text: str | None) -> list[str] | None:
     return [kind.strip() for kind in text.split(",") if kind.strip()]
 
 
-@cli.command()
+@click.command("worker")
 @workspace_option
 @click.option("--device", default="cpu", show_default=True,
               help="Where this worker runs jobs: cpu, cuda, cuda:0, ... It takes jobs that ask for no device, "
@@ -55,12 +55,12 @@ def _split_kinds(text: str | None) -> list[str] | None:
 @click.option("--idle", "idle_seconds", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Seconds to wait before looking again when no job is queued.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="Where generation and scoring batches run: in this process, or on a Ray cluster.")
+              help="Where generation and scoring batches and unlearning runs go: this process, or a Ray cluster.")
 @click.option("--address", help="The Ray cluster's address (with --executor ray), e.g. ray://head:10001.")
 @click.option("--ray-gpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="GPUs each Ray task asks for (with --executor ray); 0 on a cluster of CPU machines.")
 @cpdm_command
-def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle_seconds, executor, address,
+def worker_cmd(workspace, device, kinds, once, until_idle, name, lease_seconds, idle_seconds, executor, address,
            ray_gpus):
     """Run queued jobs (unlearning, generation, scoring, ...) from the workspace's queue.
 
@@ -78,7 +78,9 @@ def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle
 
     With --executor ray the worker is the cluster's driver: it claims jobs
     (--device cuda takes the GPU jobs), sends their generation and scoring
-    batches to the cluster, and alone writes to the workspace.
+    batches and their unlearning runs to the cluster, and alone writes to
+    the workspace: it registers each variant, stores its checkpoints as they
+    come, and resumes a run whose node died from the last one.
     """
     from cpdm.jobs.worker import Worker
 
@@ -98,8 +100,8 @@ def worker(workspace, device, kinds, once, until_idle, name, lease_seconds, idle
         click.echo(f"worker {runner.name}: ran {count} job{'s' if count != 1 else ''}", err=True)
 
 
-@cli.group()
-def jobs():
+@click.group("jobs")
+def jobs_cmd():
     """The job queue: add, watch, cancel and retry jobs that `cpdm worker` runs.
 
     \b
@@ -132,13 +134,13 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
             for row in [header, *rows]]
 
 
-@jobs.command("list")
+@jobs_cmd.command("list")
 @workspace_option
 @click.option("--status", type=click.Choice(JOB_STATUSES), multiple=True,
               help="Only jobs in this status (repeat for several).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N jobs.")
 @cpdm_command
-def list_command(workspace, status, limit):
+def list_cmd(workspace, status, limit):
     """List jobs, newest first: kind, title, status, progress, worker, device, attempts and age.
 
     \b
@@ -178,12 +180,12 @@ def _job_lines(job: Job) -> list[str]:
     return lines
 
 
-@jobs.command("show")
+@jobs_cmd.command("show")
 @workspace_option
 @click.argument("job_id", type=int)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @cpdm_command
-def show_command(workspace, job_id, output_format):
+def show_cmd(workspace, job_id, output_format):
     """Show everything about one job: params, parents, progress, worker, result, and the error with its traceback.
 
     \b
@@ -199,11 +201,11 @@ def show_command(workspace, job_id, output_format):
         click.echo(line)
 
 
-@jobs.command("cancel")
+@jobs_cmd.command("cancel")
 @workspace_option
 @click.argument("job_id", type=int)
 @cpdm_command
-def cancel_command(workspace, job_id):
+def cancel_cmd(workspace, job_id):
     """Cancel a job: a queued one at once, a running one at its next step (what it stored stays).
 
     Jobs waiting for it fail, naming it.
@@ -219,11 +221,11 @@ def cancel_command(workspace, job_id):
         click.echo(f"job {job.id}: cancel requested; worker {job.worker} stops it at its next step")
 
 
-@jobs.command("retry")
+@jobs_cmd.command("retry")
 @workspace_option
 @click.argument("job_id", type=int)
 @cpdm_command
-def retry_command(workspace, job_id):
+def retry_cmd(workspace, job_id):
     """Queue a failed or cancelled job again (and the jobs that failed because it did).
 
     Refused once the job has used all its attempts.
@@ -236,13 +238,13 @@ def retry_command(workspace, job_id):
     click.echo(f"job {job.id} queued again (attempts so far: {job.attempts} of {job.max_attempts})")
 
 
-@jobs.command("log")
+@jobs_cmd.command("log")
 @workspace_option
 @click.argument("job_id", type=int)
 @click.option("--tail", "tail_lines", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job has finished.")
 @cpdm_command
-def log_command(workspace, job_id, tail_lines, follow):
+def log_cmd(workspace, job_id, tail_lines, follow):
     """Print a job's log: what the worker and the job wrote (prints, log records, tracebacks).
 
     \b
@@ -267,7 +269,7 @@ def _parse_param(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-@jobs.command("add")
+@jobs_cmd.command("add")
 @workspace_option
 @click.argument("kind")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
@@ -279,7 +281,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--max-attempts", type=click.IntRange(min=1), default=queue.DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="How many times a worker may claim the job (retries and lost workers included).")
 @cpdm_command
-def add_command(workspace, kind, params, after, device, title, max_attempts):
+def add_cmd(workspace, kind, params, after, device, title, max_attempts):
     """Add a job of any kind to the queue; a worker picks it up.
 
     The parameters are checked now: a bad one is refused and nothing is
@@ -298,10 +300,10 @@ def add_command(workspace, kind, params, after, device, title, max_attempts):
     click.echo(f"job {job_id} queued ({kind} on {job.device or 'any device'}{waits})")
 
 
-@jobs.command("kinds")
+@jobs_cmd.command("kinds")
 @workspace_option
 @cpdm_command
-def kinds_command(workspace):
+def kinds_cmd(workspace):
     """List the job kinds a worker can run, with what each does and whether it wants a GPU.
 
     \b
@@ -312,3 +314,6 @@ def kinds_command(workspace):
 
     for kind in all_kinds():
         click.echo(f"{kind.name:<12}{'gpu  ' if kind.wants_gpu else '     '}{kind.summary}")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (worker_cmd, jobs_cmd)

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import click
 
+from cpdm.rating.assignment import rebuild_pair_load
 from cpdm.rating.auth import create_rater, invite_url, list_raters, rater_by_name_or_id, revoke_rater
 from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
+from cpdm.cli.recruit_cmds import CAMPAIGN_COMMANDS
 from cpdm.rating.protocol import load_protocol_file
 from cpdm.rating.submit import campaign_status
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
-    """Print rows as an aligned plain-text table."""
-    cells = [[("-" if row[c] is None else str(row[c])) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
-
-
-@cli.group()
-def campaign():
+@click.group("campaign")
+def campaign_cmd():
     """Rating campaigns: which pairs raters judge, under which protocol, how many times.
 
     \b
@@ -31,10 +24,11 @@ def campaign():
       cpdm campaign create monet-esd --artist "Claude Monet" --variant original --variant esd
       cpdm campaign list
       cpdm campaign status monet-esd
+      cpdm campaign recount monet-esd
     """
 
 
-@campaign.command("create")
+@campaign_cmd.command("create")
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
               help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml).")
@@ -47,7 +41,7 @@ def campaign():
               help="Mix in attention checks (identical and unrelated pairs) at the protocol's rate.")
 @workspace_option
 @cpdm_command
-def campaign_create(name, protocol_file, overlap, categories, artists, variants, include_checks, workspace):
+def campaign_create_cmd(name, protocol_file, overlap, categories, artists, variants, include_checks, workspace):
     """Create a campaign over the pairs matching the filters.
 
     The protocol file's text is frozen into the campaign: editing the file
@@ -73,10 +67,10 @@ def campaign_create(name, protocol_file, overlap, categories, artists, variants,
     )
 
 
-@campaign.command("list")
+@campaign_cmd.command("list")
 @workspace_option
 @cpdm_command
-def campaign_list(workspace):
+def campaign_list_cmd(workspace):
     """List campaigns with their pair counts, overlap and status.
 
     \b
@@ -87,10 +81,10 @@ def campaign_list(workspace):
     if not rows:
         click.echo("no campaigns (create one with `cpdm campaign create NAME`)")
         return
-    _table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
+    print_table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
 
 
-@campaign.command("status")
+@campaign_cmd.command("status")
 @click.argument("name")
 @workspace_option
 @cpdm_command
@@ -109,17 +103,38 @@ def campaign_status_cmd(name, workspace):
     status = campaign_status(ws, campaign_id_by_name(ws, name))
     click.echo(f"campaign {name!r}: {status['pairs']} pairs")
     click.echo()
-    _table(status["per_role"], ["role", "overlap", "needed", "done", "percent", "raters", "flagged", "median_seconds"])
+    print_table(status["per_role"], ["role", "overlap", "needed", "done", "percent", "raters", "flagged", "median_seconds"])
     click.echo()
     if status["per_rater"]:
-        _table(status["per_rater"], ["rater", "name", "role", "done", "skipped", "checks", "too_fast",
+        print_table(status["per_rater"], ["rater", "name", "role", "done", "skipped", "checks", "too_fast",
                                      "median_seconds", "flagged", "flag_reason"])
     else:
         click.echo("no raters yet (invite some with `cpdm raters invite`)")
 
 
-@cli.group()
-def raters():
+@campaign_cmd.command("recount")
+@click.argument("name")
+@workspace_option
+@cpdm_command
+def campaign_recount_cmd(name, workspace):
+    """Recount how often each pair of campaign NAME was assigned and rated.
+
+    Claims and submits keep these counters right. Ratings or assignments
+    written by hand (SQL, an import from elsewhere) leave them behind: run
+    this afterwards, or each pair's overlap is not kept.
+
+    \b
+    Example:
+      cpdm campaign recount monet-esd
+    """
+    ws = open_ws(workspace)
+    campaign_id = campaign_id_by_name(ws, name)
+    rebuild_pair_load(ws, campaign_id)
+    click.echo(f"campaign {name!r}: pair load recounted from its assignments and ratings")
+
+
+@click.group("raters")
+def raters_cmd():
     """Raters and their invite links.
 
     \b
@@ -130,14 +145,14 @@ def raters():
     """
 
 
-@raters.command("invite")
+@raters_cmd.command("invite")
 @click.option("--name", required=True, help="The rater's name or pseudonym (raters never see each other's).")
 @click.option("--role", required=True, type=click.Choice(["artist", "lay", "researcher"]))
 @click.option("--base-url", default="http://127.0.0.1:8501", show_default=True,
               help="Address where raters reach the app.")
 @workspace_option
 @cpdm_command
-def raters_invite(name, role, base_url, workspace):
+def raters_invite_cmd(name, role, base_url, workspace):
     """Create a rater and print their invite link, once.
 
     Only the token's hash is stored: copy the link now; if it is lost,
@@ -152,10 +167,10 @@ def raters_invite(name, role, base_url, workspace):
     click.echo(invite_url(token, base_url))
 
 
-@raters.command("list")
+@raters_cmd.command("list")
 @workspace_option
 @cpdm_command
-def raters_list(workspace):
+def raters_list_cmd(workspace):
     """List raters: role, consent, flags, revoked links.
 
     \b
@@ -166,7 +181,7 @@ def raters_list(workspace):
     if not rows:
         click.echo("no raters (invite one with `cpdm raters invite`)")
         return
-    _table(
+    print_table(
         [{"id": r.id, "name": r.name, "role": r.role, "consented": "yes" if r.consented_at else "no",
           "flagged": "yes" if r.flagged else "no", "revoked": "yes" if r.disabled else "no",
           "simulated": "yes" if r.simulated else "no"} for r in rows],
@@ -174,11 +189,11 @@ def raters_list(workspace):
     )
 
 
-@raters.command("revoke")
+@raters_cmd.command("revoke")
 @click.argument("rater")
 @workspace_option
 @cpdm_command
-def raters_revoke(rater, workspace):
+def raters_revoke_cmd(rater, workspace):
     """Disable a rater's link (by id, or by name if unique); their ratings are kept.
 
     \b
@@ -189,3 +204,11 @@ def raters_revoke(rater, workspace):
     target = rater_by_name_or_id(ws, rater)
     revoke_rater(ws, target.id)
     click.echo(f"revoked rater {target.id} ({target.name}); their link no longer works")
+
+
+# `cpdm campaign recruit` lives in its own module.
+for _command in CAMPAIGN_COMMANDS:
+    campaign_cmd.add_command(_command)
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (campaign_cmd, raters_cmd)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from cpdm import metric
 from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup, names
-from cpdm.cli import cli, cpdm_command, offline_tiny_option, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, workspace_option
 from cpdm.errors import CpdmError
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, PRECISION_CHOICES
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
 
 
 def _campaign_id(ws, campaign: str | None) -> int | None:
@@ -17,20 +18,23 @@ def _campaign_id(ws, campaign: str | None) -> int | None:
     return None if campaign is None else campaign_id_by_name(ws, campaign)
 
 
-def _add_cm(frame, ws, semantic_key: str, style_key: str, weights: metric.Weights | None):
-    """Add a ``cm`` column (CM_w with weights, else the paper CM) and say which x_ref it used."""
+def _add_metric_columns(frame, ws, semantic_key: str, style_key: str, weights: metric.Weights | None) -> str:
+    """Add ``cm`` (CM_w with weights, else the paper CM) and ``release_score`` columns; say which x_ref CM used."""
     from cpdm.scoring.reader import reference_scale_for
+    from cpdm.scoring.reference import load_reference_record
 
+    sem, style = frame["m_sem"].to_numpy(), frame["m_style"].to_numpy()
+    frame["release_score"] = metric.release_score(sem, style) if len(frame) else []
     if weights is not None:
-        frame["cm"] = weights.cm(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy()) if len(frame) else []
+        frame["cm"] = weights.cm(sem, style) if len(frame) else []
         return f"CM_w with w={weights.w:g}, x_ref={weights.x_ref:.6g} (from the weights file)"
     try:
         x_ref = reference_scale_for(ws, semantic_key, style_key)
     except CpdmError as exc:
         frame["cm"] = float("nan")
         return f"CM unavailable: {exc}"
-    frame["cm"] = metric.cm_paper(frame["m_sem"].to_numpy(), frame["m_style"].to_numpy(), x_ref) if len(frame) else []
-    return f"paper CM = 1 - Norm(M_sem*M_style)^2 with x_ref={x_ref:.6g} (median over stored mismatched pairs)"
+    frame["cm"] = metric.cm_paper(sem, style, x_ref) if len(frame) else []
+    return f"paper CM = 1 - Norm(M_sem*M_style)^2 with {load_reference_record(ws, semantic_key, style_key).describe()}"
 
 
 def _weights_for_combinations(path: str | None, combinations: list[tuple[str, str]]) -> metric.Weights | None:
@@ -75,7 +79,7 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
     return semantic, style
 
 
-@cli.command()
+@click.command("score")
 @click.option("--campaign", default=None, help="Score the pairs of this campaign.")
 @click.option("--all", "all_pairs", is_flag=True, help="Score every pair in the workspace.")
 @click.option("--semantic", default=None, callback=_registered("semantic"), help=f"Semantic backbone: {', '.join(names('semantic'))} or any open_clip MODEL/TAG (TAG may be a checkpoint file). [default: {DEFAULT_SEMANTIC}]")
@@ -86,8 +90,8 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch (on the CPU run in passes of at most 512x512 input pixels).")
 @click.option(
     "--precision",
-    type=click.Choice(PRECISION_CHOICES),
-    default=DEFAULT_PRECISION,
+    type=click.Choice(SCORING_PRECISIONS),
+    default=DEFAULT_SCORING_PRECISION,
     show_default=True,
     help="auto: fp16 on CUDA, kept per backbone only where distances stay within 1e-3 of fp32 on a probe; "
     "fp32 on the CPU. reduced: also try bf16 matrix products on CPUs with bf16 instructions. fp32: always fp32.",
@@ -96,19 +100,26 @@ def split_backbones(text: str) -> tuple[list[str], list[str]]:
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def score(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
+def score_cmd(campaign, all_pairs, semantic, style, backbones, weights_path, device, batch_size, precision, quiet, offline_tiny, workspace):
     """Score pairs with the CM metric (a semantic and a style backbone; `cpdm backbones list`).
 
+    The backbones default to the CPDM release's metric: ViT-L-14/openai for
+    semantics and its InceptionV3 Gram matrices (cpdm-inception) for style,
+    as the authors' cpdm_metric.py computes them; --style vgg19 names VGG19.
     Scores every pair in scope that has no score yet for these backbones;
-    re-running scores only what is new. Each image's features are computed
-    once per backbone and cached in the workspace, so an anchor is embedded
-    once however many generations it has. Also stores, per anchor, distances
-    to generations of other anchors: their median is CM's reference scale.
+    re-running scores only what is new, and pairs another run scores
+    meanwhile are skipped. Each image's features are computed once per
+    backbone and cached in the workspace, so an anchor is embedded once
+    however many generations it has. The first run that can also defines
+    CM's reference set (each anchor against the baseline variant's
+    generations of other anchors), whatever pairs it scores: `cpdm scores
+    rescale` defines it again on purpose. Prints mean CM and the release's
+    own score, (M_sem*M_style)^2, per variant.
 
     \b
     Examples:
       cpdm score --all --device cuda
-      cpdm score --campaign pilot --style cpdm-inception
+      cpdm score --campaign pilot --style vgg19
       cpdm score --all --backbones ViT-L-14/openai,dinov2,vgg19,cpdm-inception,csd
       cpdm score --all --weights exports/weights.json
       cpdm score --all --precision fp32        # never reduced precision
@@ -143,44 +154,56 @@ def score(campaign, all_pairs, semantic, style, backbones, weights_path, device,
         precision=precision,
     )
     click.echo(report.summary())
+    for note in report.notes:
+        click.echo(f"note: {note}")
     click.echo("precision: " + ", ".join(f"{key} {chosen}" for key, chosen in report.precision.items()))
     for semantic_key, style_key in combinations:
         frame = load_scores(ws, semantic_key, style_key, campaign_id)
         if len(combinations) > 1:
             click.echo(f"\n== semantic={semantic_key} style={style_key}")
         applies = weights if weights is not None and (weights.semantic, weights.style) == (semantic_key, style_key) else None
-        click.echo(_add_cm(frame, ws, semantic_key, style_key, applies))
+        click.echo(_add_metric_columns(frame, ws, semantic_key, style_key, applies))
         _print_variant_summary(frame)
 
 
-def _print_variant_summary(frame) -> None:
-    """Mean distances and CM per variant (attention checks listed by kind)."""
+def _print_variant_summary(frame, n_boot: int = 1000) -> None:
+    """Per variant (attention checks by kind): mean distances, mean CM, and the mean release score with its interval."""
+    from cpdm.analysis.resampling import DEFAULT_RESAMPLE, describe_intervals
+    from cpdm.analysis.variants import mean_by
+
     if frame.empty:
         return
-    label = frame["variant"].where(frame["variant"].notna(), "(" + frame["kind"] + ")")
-    summary = frame.assign(group=label).groupby("group", sort=True).agg(
-        pairs=("pair", "size"), m_sem=("m_sem", "mean"), m_style=("m_style", "mean"), cm=("cm", "mean")
-    )
-    click.echo(f"{'variant':<24} {'pairs':>6} {'m_sem':>10} {'m_style':>12} {'mean CM':>8}")
+    labelled = frame.assign(group=frame["variant"].where(frame["variant"].notna(), "(" + frame["kind"] + ")"))
+    summary = labelled.groupby("group", sort=True).agg(m_sem=("m_sem", "mean"), m_style=("m_style", "mean"),
+                                                       cm=("cm", "mean"))
+    release = mean_by(labelled, "release_score", "group", n_boot=n_boot).set_index("group")
+    click.echo(f"{'variant':<24} {'pairs':>6} {'m_sem':>10} {'m_style':>12} {'mean CM':>8}  "
+               "mean release_score [95% CI]")
     for group, row in summary.iterrows():
-        click.echo(f"{group:<24} {int(row.pairs):>6d} {row.m_sem:>10.4f} {row.m_style:>12.6g} {_fmt(row.cm):>8}")
+        low, high = release.loc[group, ["release_score_ci_low", "release_score_ci_high"]]
+        interval = f" [{low:.4g}, {high:.4g}]" if np.isfinite(low) else ""
+        click.echo(f"{group:<24} {int(release.loc[group, 'pairs']):>6d} {row.m_sem:>10.4f} {row.m_style:>12.6g} "
+                   f"{_fmt(row.cm):>8}  {release.loc[group, 'mean_release_score']:.4g}{interval}")
+    click.echo(f"release_score = (M_sem*M_style)^2, the CPDM release's number (no Norm; lower = closer); "
+               f"intervals: {describe_intervals(DEFAULT_RESAMPLE, n_boot)}")
 
 
 def _fmt(value: float) -> str:
     return "-" if value != value else f"{value:.4f}"
 
 
-@cli.group()
-def scores():
-    """Read stored scores.
+@click.group("scores")
+def scores_cmd():
+    """Read stored scores; define CM's reference set again.
 
     \b
-    Example:
+    Examples:
       cpdm scores list --campaign pilot
+      cpdm scores rescale
     """
 
 
-@scores.command("list")
+@scores_cmd.command("list")
 @click.option("--campaign", default=None, help="Only the pairs of this campaign.")
 @click.option("--semantic", default=None, help="Semantic backbone (default: the only one scored).")
 @click.option("--style", default=None, help="Style backbone (default: the only one scored).")
@@ -190,16 +213,21 @@ def scores():
 @offline_tiny_option
 @workspace_option
 @cpdm_command
-def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offline_tiny, workspace):
-    """List scores: M_sem, M_style and CM per pair.
+def scores_list_cmd(campaign, semantic, style, weights_path, csv_path, limit, offline_tiny, workspace):
+    """List scores: M_sem, M_style, CM and the release score per pair, and their means per variant.
 
     Without --weights, CM is the paper form with x_ref, the median of
-    M_sem*M_style over the stored mismatched pairs (printed first).
+    M_sem*M_style over the workspace's reference set (printed first).
+    release_score is (M_sem*M_style)^2, the number the CPDM release reports
+    (its mean over pairs, with an interval over anchors): no Norm, lower =
+    closer, comparable with the paper's tables. With scores of several
+    backbone combinations the paper's (ViT-L-14/openai + cpdm-inception) is
+    listed unless --semantic/--style choose another.
 
     \b
     Examples:
       cpdm scores list
-      cpdm scores list --style cpdm-inception --csv exports/scores.csv
+      cpdm scores list --style vgg19 --csv exports/scores.csv
       cpdm scores list --weights exports/weights.json --limit 0
     """
     from cpdm.scoring.reader import available_backbones, load_scores
@@ -213,23 +241,29 @@ def scores_list(campaign, semantic, style, weights_path, csv_path, limit, offlin
         raise CpdmError(f"no scores for --semantic {semantic_key} --style {style_key} (scored: {scored})")
     frame = load_scores(ws, semantic_key, style_key, _campaign_id(ws, campaign))
     click.echo(f"semantic={semantic_key} style={style_key}: {len(frame)} scored pairs")
-    click.echo(_add_cm(frame, ws, semantic_key, style_key, weights))
+    others = [f"--semantic {s} --style {t}" for s, t in available if (s, t) != (semantic_key, style_key)]
+    if others:
+        click.echo(f"also scored: {'; '.join(others)}")
+    click.echo(_add_metric_columns(frame, ws, semantic_key, style_key, weights))
+    _print_variant_summary(frame)
     if csv_path:
         frame.to_csv(csv_path, index=False)
         click.echo(f"wrote {csv_path}")
     shown = frame if limit == 0 else frame.head(limit)
-    click.echo(f"{'pair':>6} {'anchor':>6} {'artist':<18} {'variant':<14} {'kind':<16} {'m_sem':>8} {'m_style':>12} {'cm':>7}")
+    click.echo(f"{'pair':>6} {'anchor':>6} {'artist':<18} {'variant':<14} {'kind':<16} {'m_sem':>8} {'m_style':>12} "
+               f"{'cm':>7} {'release_score':>13}")
     for row in shown.itertuples():
         click.echo(
             f"{row.pair:>6} {row.anchor:>6} {str(row.artist or '-')[:18]:<18} {str(row.variant or '-')[:14]:<14} "
-            f"{row.kind:<16} {row.m_sem:>8.4f} {row.m_style:>12.6g} {_fmt(row.cm):>7}"
+            f"{row.kind:<16} {row.m_sem:>8.4f} {row.m_style:>12.6g} {_fmt(row.cm):>7} {row.release_score:>13.6g}"
         )
     if len(shown) < len(frame):
         click.echo(f"... {len(frame) - len(shown)} more (--limit 0 shows all, --csv writes all)")
 
 
 def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, str]:
-    """The stored backbone names to list: as given, or the only pair that has scores."""
+    """The stored backbone names to read: as given, else the only combination scored, else the paper's."""
+    from cpdm.backbones import is_paper_combination
     from cpdm.scoring.reader import backbone_keys
 
     if semantic is not None and style is not None:
@@ -244,14 +278,62 @@ def _choose_backbones(available, semantic, style, offline_tiny) -> tuple[str, st
         candidates = [(s, t) for s, t in available if s.startswith("tiny:")]
     if not candidates:
         raise CpdmError("no scores yet for these backbones (run `cpdm score --all` first)")
+    paper = [c for c in candidates if is_paper_combination(*c)]
+    if len(candidates) > 1 and len(paper) == 1:
+        return paper[0]
     if len(candidates) > 1:
         names = "; ".join(f"--semantic {s} --style {t}" for s, t in candidates)
         raise CpdmError(f"scores exist for several backbones, choose one: {names}")
     return candidates[0]
 
 
-@cli.group()
-def backbones():
+@scores_cmd.command("rescale")
+@click.option("--semantic", default=None, help="Semantic backbone (default: the combination `scores list` shows).")
+@click.option("--style", default=None, help="Style backbone (default: the combination `scores list` shows).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda, for features not cached yet.")
+@offline_tiny_option
+@workspace_option
+@cpdm_command
+def scores_rescale_cmd(semantic, style, device, offline_tiny, workspace):
+    """Define CM's reference set again from the baseline's generations, and say how far x_ref moved.
+
+    The reference set (anchors against the baseline variant's generations of
+    other anchors, chosen by a fixed hash) is defined once, by the first
+    `cpdm score` that can, so that CM never depends on the order in which
+    pairs were scored. After new baseline generations (or on a workspace
+    scored by an earlier cpdm) this command defines it again on purpose:
+    every CM of the combination changes with x_ref. Features not cached yet
+    are computed, so the backbones are loaded.
+
+    \b
+    Examples:
+      cpdm scores rescale
+      cpdm scores rescale --style vgg19 --device cuda
+    """
+    from cpdm.backbones import key_name_and_mode
+    from cpdm.scoring.engine import build_engine
+    from cpdm.scoring.reader import available_backbones
+
+    ws = open_ws(workspace)
+    semantic_key, style_key = _choose_backbones(available_backbones(ws), semantic, style, offline_tiny)
+    (semantic_name, mode), (style_name, _) = key_name_and_mode(semantic_key), key_name_and_mode(style_key)
+    engine = build_engine(ws, semantic_name, style_name, device=device, mode=mode)
+    (before, after), = engine.rescale()
+    click.echo(f"semantic={semantic_key} style={style_key}: reference set defined again: {after.describe()}")
+    click.echo(_x_ref_change(before, after))
+
+
+def _x_ref_change(before, after) -> str:
+    """How far x_ref moved between two reference records (before may be None)."""
+    if before is None or before.x_ref is None or after.x_ref is None:
+        return "x_ref before: none recorded (every CM of this combination now uses the new scale)"
+    change = after.x_ref / before.x_ref - 1
+    return (f"x_ref moved from {before.x_ref:.6g} to {after.x_ref:.6g} ({change:+.1%}); "
+            f"reference pairs {before.pairs} -> {after.pairs}")
+
+
+@click.group("backbones")
+def backbones_cmd():
     """The metric's backbones.
 
     \b
@@ -260,10 +342,10 @@ def backbones():
     """
 
 
-@backbones.command("list")
+@backbones_cmd.command("list")
 @workspace_option
 @cpdm_command
-def backbones_list(workspace):
+def backbones_list_cmd(workspace):
     """List the registered backbones: role, what each needs, whether real weights are on this machine, its tiny mode.
 
     Any open_clip MODEL/TAG is a semantic backbone too; `csd/PATH` and
@@ -281,3 +363,6 @@ def backbones_list(workspace):
         click.echo(f"    needs: {row.package} ({'installed' if row.installed else 'NOT installed'})")
         click.echo(f"    real weights: {row.weights}")
         click.echo(f"    tiny mode: {row.tiny}")
+
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (score_cmd, scores_cmd, backbones_cmd)

@@ -9,7 +9,7 @@ import json
 import click
 
 from cpdm.curation.anchors import import_anchors, list_anchors
-from cpdm.cli import cli, cpdm_command, open_ws, workspace_option
+from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
 from cpdm.store.workspace import ANCHOR_CATEGORIES
 
 # The tables `cpdm info` counts, in the order the workflow fills them.
@@ -18,10 +18,10 @@ INFO_TABLES = ("anchors", "variants", "prompts", "generations", "pairs", "scores
 MAX_DUPLICATES_SHOWN = 20
 
 
-@cli.command()
+@click.command("init")
 @workspace_option
 @cpdm_command
-def init(workspace):
+def init_cmd(workspace):
     """Create an empty workspace (or upgrade an existing one).
 
     \b
@@ -37,35 +37,50 @@ def workspace_counts(ws) -> dict[str, int]:
     return {table: ws.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in INFO_TABLES}
 
 
-@cli.command()
+@click.command("info")
 @workspace_option
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @cpdm_command
-def info(workspace, output_format):
+def info_cmd(workspace, output_format):
     """Show where the workspace is and how many anchors, generations, ratings... it holds.
+
+    For each campaign it also says which backbone combination its numbers
+    use (the one `cpdm analyze` and the Analysis page choose) and whether
+    that is the paper's (ViT-L-14/openai + cpdm-inception).
 
     \b
     Example:
       cpdm info --workspace studies/monet
       cpdm info --format json
     """
+    from cpdm.analysis.combinations import describe_combination
+    from cpdm.analysis.data import campaign_combinations
+
     ws = open_ws(workspace)
     version = ws.conn.execute("PRAGMA user_version").fetchone()[0]
     counts = workspace_counts(ws)
+    campaigns = campaign_combinations(ws)
     if output_format == "json":
-        click.echo(
-            json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo, "counts": counts})
-        )
+        click.echo(json.dumps({"workspace": str(ws.root), "schema_version": version, "demo": ws.is_demo,
+                               "counts": counts, "campaign_scores": campaigns}))
         return
     width = max(len(name) for name in (*INFO_TABLES, "workspace")) + 2
     click.echo(f"{'workspace':<{width}}{ws.root}{'  (demo)' if ws.is_demo else ''}")
     click.echo(f"{'schema':<{width}}version {version}")
     for table, count in counts.items():
         click.echo(f"{table:<{width}}{count}")
+    for campaign in campaigns:
+        if campaign["semantic"] is None:
+            used = "no scores yet (cpdm score)"
+        else:
+            used = (f"scores of {describe_combination(campaign['semantic'], campaign['style'])}, "
+                    f"{campaign['pairs_scored']} of {campaign['pairs']} pairs")
+            used += f"; also scored: {', '.join(campaign['also'])}" if campaign["also"] else ""
+        click.echo(f"{'campaign':<{width}}{campaign['campaign']}: {used}")
 
 
-@cli.group()
-def anchors():
+@click.group("anchors")
+def anchors_cmd():
     """Anchor images: the artworks that generated images are compared with.
 
     \b
@@ -75,7 +90,7 @@ def anchors():
     """
 
 
-@anchors.command("import")
+@anchors_cmd.command("import")
 @workspace_option
 @click.argument("folder", type=click.Path(path_type=str))
 @click.option(
@@ -126,7 +141,7 @@ def import_cmd(workspace, folder, meta_csv, skip_bad, category):
     click.echo(report.summary())
 
 
-@anchors.command("list")
+@anchors_cmd.command("list")
 @workspace_option
 @click.option("--artist", help="Only this artist's anchors (case-insensitive).")
 @click.option(
@@ -154,18 +169,12 @@ def list_cmd(workspace, artist, output_format):
         writer.writerows(records)
         click.echo(buffer.getvalue(), nl=False)
     else:
-        _print_table(records, columns)
+        print_table(records, columns)
         if not records:
             click.echo(
                 "no anchors" + (f" by {artist}" if artist else "") + " (add some with `cpdm anchors import FOLDER`)",
                 err=True,
             )
 
-
-def _print_table(records: list[dict], columns: tuple[str, ...]) -> None:
-    """Aligned plain-text columns; empty values print as '-'."""
-    cells = [[("-" if r[c] in (None, "") else str(r[c])) for c in columns] for r in records]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+# The commands this module adds to `cpdm` (cpdm.cli registers them).
+COMMANDS = (init_cmd, info_cmd, anchors_cmd)

@@ -236,9 +236,30 @@ def _check_columns(meta_csv: Path, columns: list[str]) -> None:
         raise AnchorImportError(f"{meta_csv}: missing required column {', '.join(repr(c) for c in missing)}")
 
 
+# The metadata a CSV row gives its file (what two rows for one file must agree on).
+META_FIELDS = ("artist", "title", "category", "source", "license")
+
+
+def _refuse_disagreeing_rows(meta_csv: Path, earlier: tuple[int, Candidate], line: int, later: Candidate) -> None:
+    """Two rows for one file must give it the same metadata: which one is meant cannot be guessed."""
+    first_line, first = earlier
+    differing = [f"{name} {getattr(first, name)!r} vs {getattr(later, name)!r}"
+                 for name in META_FIELDS if getattr(first, name) != getattr(later, name)]
+    if differing:
+        raise AnchorImportError(
+            f"{meta_csv} lines {first_line} and {line} both describe {later.name} with different values "
+            f"({'; '.join(differing)}); keep one row (nothing was imported)"
+        )
+
+
 def _meta_candidates(folder_arg: Path, folder: Path, meta_csv: Path, default_category: str, problems: _Problems):
-    """One candidate per CSV row; rows naming bad paths or categories become problems."""
+    """One candidate per CSV row; rows naming bad paths or categories become problems.
+
+    Two rows for the same file that disagree on its metadata are refused at
+    once; identical ones are harmless (the second is reported as a duplicate).
+    """
     candidates: list[Candidate] = []
+    by_file: dict[Path, tuple[int, Candidate]] = {}  # resolved file -> (line, candidate) of its first row
     for line, row in _read_meta_rows(meta_csv):
         where = f"{meta_csv} line {line}"
         relative = row["file"].replace("\\", "/")  # CSVs written on Windows
@@ -266,17 +287,20 @@ def _meta_candidates(folder_arg: Path, folder: Path, meta_csv: Path, default_cat
                 f"{where}: {name}", f"category {row['category']!r} is not one of {', '.join(ANCHOR_CATEGORIES)}"
             )
             continue
-        candidates.append(
-            Candidate(
-                resolved,
-                name,
-                artist=row.get("artist") or None,
-                title=row.get("title") or None,
-                category=category,
-                source=row.get("source") or None,
-                license=row.get("license") or None,
-            )
+        candidate = Candidate(
+            resolved,
+            name,
+            artist=row.get("artist") or None,
+            title=row.get("title") or None,
+            category=category,
+            source=row.get("source") or None,
+            license=row.get("license") or None,
         )
+        if resolved in by_file:
+            _refuse_disagreeing_rows(meta_csv, by_file[resolved], line, candidate)
+        else:
+            by_file[resolved] = (line, candidate)
+        candidates.append(candidate)
     return candidates
 
 

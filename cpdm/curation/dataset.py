@@ -55,7 +55,7 @@ from cpdm.curation.dataset_plan import (
     write_plan,
 )
 from cpdm.curation.prompts import prompt_rows
-from cpdm.generation.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
+from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_SD_MODEL, UNKNOWN_BASE
 from cpdm.store.rows import list_variants
 from cpdm.store.workspace import PAIR_KINDS
 

@@ -45,7 +45,7 @@ from cpdm.curation.dataset_plan import (
     VariantPlan,
     read_csv_rows,
 )
-from cpdm.generation.settings import DEFAULT_SCHEDULER, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SEED, PAPER_STEPS
+from cpdm.diffusion.settings import DEFAULT_SCHEDULER, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SEED, PAPER_STEPS
 from cpdm.store.images import IMAGE_SUFFIXES
 from cpdm.store.workspace import BASELINE_METHOD
 

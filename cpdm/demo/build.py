@@ -39,10 +39,22 @@ checks: ``check_identical`` (the anchor against itself) and
 ``check_unrelated`` (against a work by another artist with other content).
 A campaign named ``demo`` covers every pair (two ratings per pair per role),
 and invite links are made for one researcher, two artists and two lay raters.
-A second, closed campaign ``demo-simulated`` over the same pairs is rated by
-simulated raters (``raters.simulated = 1``), and every pair is scored with the
-tiny random-initialised models, so the analysis pages and ``cpdm analyze`` /
-``cpdm calibrate --campaign demo-simulated`` have data on a fresh clone.
+Every pair is scored with the tiny random-initialised twins of the paper's
+backbones, and a second, closed campaign ``demo-simulated`` over the same
+pairs is rated by simulated raters (``raters.simulated = 1``), so the
+analysis pages and ``cpdm analyze`` / ``cpdm calibrate --campaign
+demo-simulated`` have data on a fresh clone.
+
+The simulated raters judge from those scores, not from the variant table:
+random-initialised backbones do not see the painter's content/style split
+(the tiny CLIP finds ``demo-content-changed`` closer to its anchor than
+``demo-style-erased``, and so does the style term), so judgements drawn from
+the variants could not be matched by any weighting of these distances, and
+calibration could not find the weights the raters were given. Instead each
+rater's "copy" answer weighs the two log distances standardised by their
+spread over the reference pairs, artists 0.35 on content and lay raters 0.65
+(:data:`cpdm.demo.simulate.COPY_CONTENT_WEIGHT`): planted w_std values,
+which the demo's calibration recovers.
 
 Everything is deterministic for a given seed: the same seed gives
 byte-identical images and the same rows (with the same numpy and Pillow;
@@ -54,9 +66,10 @@ machine, never for a real study. For convenience the links are also written,
 in clear, to ``WORKSPACE/demo_links.txt`` (demo workspaces only).
 
 The build is a sequence of small steps (``add_anchors``, ``add_generations``,
-``add_pairs``, ``add_campaign``, ``add_raters``) run on a workspace being
-built in a hidden sibling folder, which replaces the target only once every
-step has succeeded.
+``add_pairs``, ``add_campaign``, ``add_raters``, ``add_tiny_scores``,
+``add_simulated_campaign``) run on a workspace being built in a hidden
+sibling folder, which replaces the target only once every step has
+succeeded.
 """
 
 from __future__ import annotations
@@ -96,7 +109,9 @@ WORKS_PER_ARTIST = 5
 CAMPAIGN_NAME = "demo"
 CAMPAIGN_OVERLAP = {"artist": 2, "lay": 2}
 SIMULATED_CAMPAIGN_NAME = "demo-simulated"
-SIMULATED_OVERLAP = {"artist": 3, "lay": 3}
+# Eight ratings per pair and group: the tiny backbones' two log distances are strongly correlated, so fewer
+# leave the planted weights hard to tell apart on the demo's 20 anchors.
+SIMULATED_OVERLAP = {"artist": 8, "lay": 8}
 LINKS_FILE = "demo_links.txt"
 DEFAULT_BASE_URL = "http://127.0.0.1:8501"
 
@@ -310,13 +325,13 @@ def add_campaign(ws, pair_ids: list[int]) -> int:
 
 
 def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
-    """Step 6: the closed campaign ``demo-simulated``, fully rated by simulated raters.
+    """Step 7: the closed campaign ``demo-simulated``, fully rated by simulated raters.
 
     It holds the same pairs as ``demo`` but is closed, so the live demo
     raters never get its pairs and still have the whole ``demo`` campaign to
-    rate. Simulated answers follow each variant's known relation to its
-    anchor (they are made before any score exists), so the analysis pages
-    compare the metric with judgements it did not produce.
+    rate. Simulated answers follow the pairs' scores (step 6), with planted
+    weights on the standardised log distances (see the module docstring), so
+    the calibration pages can show them recovered.
     """
     from cpdm.rating.campaigns import create_campaign, set_campaign_status
     from cpdm.demo.simulate import add_simulated_ratings
@@ -329,10 +344,14 @@ def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
 
 
 def add_tiny_scores(ws) -> None:
-    """Step 7: score every pair with the tiny random-initialised models (``tiny:`` backbones).
+    """Step 6: score every pair with the tiny random-initialised twins of the default backbones (``tiny:`` keys).
 
+    The defaults are the CPDM release's metric (CLIP ViT-L-14/openai and the
+    release's InceptionV3, ``cpdm-inception``), so the demo shows the paper's
+    combination; the Inception twin is the full network with random weights.
     Their numbers only show the pipeline working; real studies score with
-    real weights (``cpdm score``).
+    real weights (``cpdm score``). The baseline's generations also define
+    CM's reference set here.
     """
     from cpdm.scoring.engine import score_pairs
 
@@ -447,8 +466,8 @@ def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True
         campaign_id = add_campaign(ws, pair_ids)
         links = add_raters(ws, seed, base_url)
         if analysis_data:
+            add_tiny_scores(ws)  # first: the simulated raters judge from the scores
             add_simulated_campaign(ws, pair_ids, seed)
-            add_tiny_scores(ws)
         pair_counts = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind ORDER BY kind").fetchall())
         ws.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in cpdm.db before the folder moves
     finally:

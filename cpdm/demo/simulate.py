@@ -13,7 +13,13 @@ leniency and per-answer noise:
   but loses style, ``demo-content-changed`` keeps style but loses content,
   ``demo-unrelated`` loses both;
 * the "copy" answer mixes the two, with artists weighting style more than
-  lay raters do;
+  lay raters do (``COPY_CONTENT_WEIGHT``). On scored pairs a rater weighs
+  the *standardised* log distances, each divided by its spread over the
+  combination's reference pairs (the spreads behind w_std, see
+  :class:`cpdm.metric.LogSpreads`): the answer follows the rank of
+  ``weight·log M_sem/s_sem + (1 − weight)·log M_style/s_style``. So the
+  planted weights are w_std values, the number calibration reports as
+  "how much raters weigh content", and calibration can recover them;
 * attention checks get the expected answer: identical pairs 5, unrelated 1.
 
 Simulated raters rate as people do, through the app's path: each claims its
@@ -23,17 +29,15 @@ and submits with :func:`cpdm.rating.submit.submit`, on a simulated clock.
 
 from __future__ import annotations
 
-import zlib
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 
-from cpdm.demo.variants import CONTENT_CHANGED, DEMO_METHOD, ORIGINAL, RELATIONS, STYLE_ERASED, UNRELATED, VARIANTS
+from cpdm.demo.variants import CONTENT_CHANGED, ORIGINAL, STYLE_ERASED, UNRELATED, VARIANTS
 from cpdm.errors import CpdmError
+from cpdm.metric import LogSpreads, MetricError
 from cpdm.rating.protocol import parse_protocol
-from cpdm.store.rows import GenerationRow, add_generations, add_prompt, add_variant, get_variant, make_check_pairs
-from cpdm.store.rows import add_anchor, make_pairs
 
 # (content closeness, style closeness) in [0, 1] per demo variant.
 VARIANT_CLOSENESS = {
@@ -43,7 +47,7 @@ VARIANT_CLOSENESS = {
     UNRELATED: (0.2, 0.2),
 }
 UNKNOWN_VARIANT_CLOSENESS = (0.5, 0.5)
-# Weight of content (vs style) in a rater's "copy" judgement, by role.
+# Weight of content (vs style) in a rater's "copy" judgement, by role; on scored pairs a w_std (see above).
 COPY_CONTENT_WEIGHT = {"artist": 0.35, "lay": 0.65}
 LENIENCY_SD = 0.35
 NOISE_SD = 0.6
@@ -60,7 +64,7 @@ def to_scale(latent: np.ndarray, low: int, high: int, offset: np.ndarray | float
 
 def _questions(protocol_text: str) -> list[tuple[str, int, int]]:
     """(id, low, high) of each question of a campaign's frozen protocol."""
-    return [(question.id, *question.scale) for question in parse_protocol(protocol_text).questions]
+    return [(question.id, *question.scale) for question in parse_protocol(protocol_text, frozen=True).questions]
 
 
 def _closeness_rank(values: pd.Series) -> pd.Series:
@@ -71,8 +75,18 @@ def _closeness_rank(values: pd.Series) -> pd.Series:
     return 1 - (ranks - 1) / (len(values.dropna()) - 1)
 
 
-def _campaign_pairs(ws, campaign_id: int) -> pd.DataFrame:
-    """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances."""
+def copy_column(role: str) -> str:
+    """The column of :func:`pair_closeness` that holds a role's closeness on the "copy" question."""
+    return f"copy_{role}"
+
+
+def _campaign_pairs(ws, campaign_id: int) -> tuple[pd.DataFrame, LogSpreads | None]:
+    """Pairs of the campaign with kind, variant and (for the backbones scoring most pairs) distances.
+
+    Also the log spreads the raters standardise by: over that combination's
+    reference pairs; None when nothing is scored or there is no reference
+    set (:func:`pair_closeness` then takes them from the scored pairs).
+    """
     pairs = pd.read_sql_query(
         "SELECT p.id AS pair, p.kind, v.name AS variant FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair "
         "LEFT JOIN generations g ON g.id = p.generation LEFT JOIN variants v ON v.id = g.variant "
@@ -88,15 +102,38 @@ def _campaign_pairs(ws, campaign_id: int) -> pd.DataFrame:
     if best is None:
         pairs["m_sem"] = np.nan
         pairs["m_style"] = np.nan
-        return pairs
+        return pairs, None
     scores = pd.read_sql_query(
         "SELECT pair, m_sem, m_style FROM scores WHERE semantic = ? AND style = ?", ws.conn, params=best
     )
-    return pairs.merge(scores, on="pair", how="left")
+    pairs = pairs.merge(scores, on="pair", how="left")
+    return pairs, _reference_spreads(ws, best)
 
 
-def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Content and style closeness in [0, 1] for each pair (columns pair, kind, variant, m_sem, m_style)."""
+def _reference_spreads(ws, combination: tuple[str, str]) -> LogSpreads | None:
+    """The spreads behind w_std for this combination, over its reference pairs; None without a usable set."""
+    from cpdm.scoring.reader import load_reference_distances
+
+    reference = load_reference_distances(ws, *combination)
+    try:
+        return LogSpreads.of(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy())
+    except MetricError:
+        return None
+
+
+def _standardised_log(distances: pd.Series, spread: float) -> pd.Series:
+    """log distance / spread; a distance of 0 (identical images) is the closest possible, not undefined."""
+    return np.log(np.maximum(distances.to_numpy(dtype=np.float64), np.finfo(np.float64).tiny)) / spread
+
+
+def pair_closeness(pairs: pd.DataFrame, spreads: LogSpreads | None = None) -> pd.DataFrame:
+    """Content, style and each role's copy closeness in [0, 1] per pair (columns pair, kind, variant, m_sem, m_style).
+
+    On scored pairs a role's copy closeness is the closeness rank of its
+    weighted sum of the standardised log distances (``spreads``: None takes
+    them from the scored pairs themselves); elsewhere, its weighted mean of
+    content and style closeness.
+    """
     out = pairs.copy()
     normal = out["kind"] == "normal"
     scored = normal & out["m_sem"].notna() & out["m_style"].notna()
@@ -114,6 +151,18 @@ def pair_closeness(pairs: pd.DataFrame) -> pd.DataFrame:
     style[out["kind"] == "check_unrelated"] = 0.0
     out["content"] = content
     out["style"] = style
+    if spreads is None and scored.sum() >= 2:
+        try:
+            spreads = LogSpreads.of(out.loc[scored, "m_sem"].to_numpy(), out.loc[scored, "m_style"].to_numpy())
+        except MetricError:
+            spreads = None  # the distances do not vary: ranks of content and style are all there is
+    for role, weight in COPY_CONTENT_WEIGHT.items():
+        copy = weight * content + (1 - weight) * style
+        if scored.any() and spreads is not None:
+            standardised = (weight * _standardised_log(out.loc[scored, "m_sem"], spreads.sem)
+                            + (1 - weight) * _standardised_log(out.loc[scored, "m_style"], spreads.style))
+            copy[scored] = _closeness_rank(pd.Series(standardised, index=out.index[scored]))
+        out[copy_column(role)] = copy
     return out
 
 
@@ -149,7 +198,7 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
     if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
         raise CpdmError("simulated ratings need at least one simulated rater")
     questions = _questions(row[0])
-    pairs = pair_closeness(_campaign_pairs(ws, campaign_id))
+    pairs = pair_closeness(*_campaign_pairs(ws, campaign_id))
     if len(pairs) == 0:
         raise CpdmError(f"campaign {campaign_id} has no pairs")
     raters = _simulated_raters(ws, n_artists, n_lay)
@@ -157,6 +206,7 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
     leniency = {rater.id: rng.normal(0, LENIENCY_SD) for rater in raters}
     before = _rating_count(ws, campaign_id)
     _rate_in_turns(ws, campaign_id, raters, pairs.set_index("pair"), questions, leniency, rng)
+    _answer_background(ws, campaign_id, raters, seed)
     return {
         "raters": len(raters),
         "pairs": int((pairs["kind"] == "normal").sum()),
@@ -164,6 +214,35 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
         "ratings": _rating_count(ws, campaign_id) - before,
         "scored_pairs": int(pairs["m_sem"].notna().sum()),
     }
+
+
+def _simulated_answer(question, role: str, rng):
+    """A simulated rater's answer to a background question: artists lean to the first half of the options and
+    to more years of practice, lay raters to the second half and fewer; an optional text is declined."""
+    if question.type == "text":
+        return None if question.optional else "simulated"
+    if question.type == "number":
+        top = min(question.max, question.min + 40)
+        middle = (question.min + top) / 2
+        value = rng.uniform(middle, top) if role == "artist" else rng.uniform(question.min, middle)
+        return int(round(value)) if question.integer else float(value)
+    half = max(1, len(question.options) // 2)
+    leaning = question.options[:half] if role == "artist" else question.options[half:]
+    choice = str(rng.choice(leaning))
+    return [choice] if question.type == "multiple" else choice
+
+
+def _answer_background(ws, campaign_id: int, raters: list, seed: int) -> None:
+    """Answer the campaign's background questionnaire for each simulated rater (its own random stream, so the
+    ratings are those of a seed whether or not the protocol has a questionnaire)."""
+    from cpdm.rating.background import questionnaire_steps, save_step
+
+    steps = questionnaire_steps(ws.conn, campaign_id)
+    for rater in raters:
+        rng = np.random.default_rng([seed, rater.id])
+        for step in steps:
+            values = {subject: _simulated_answer(step.question, rater.role, rng) for subject in step.subjects}
+            save_step(ws, rater.id, campaign_id, step.question.id, values, now=START_TIME)
 
 
 def _rating_count(ws, campaign_id: int) -> int:
@@ -207,13 +286,12 @@ def _answer(pair, role: str, question: str, low: int, high: int, leniency: float
         return high
     if pair.kind == "check_unrelated":
         return low
-    weight = COPY_CONTENT_WEIGHT.get(role, 0.5)
     if question == "content":
         latent = pair.content
     elif question == "style":
         latent = pair.style
     else:
-        latent = weight * pair.content + (1 - weight) * pair.style
+        latent = pair[copy_column(role)]
     return int(to_scale(latent, low, high, leniency, rng.normal(0, NOISE_SD)))
 
 
@@ -275,124 +353,3 @@ def synthetic_study(
     ratings["flagged"] = False
     ratings["simulated"] = True
     return pairs, ratings, reference
-
-
-# Typical distances per demo variant (m_sem, m_style): small = close to the anchor.
-VARIANT_DISTANCES = {
-    ORIGINAL: (0.25, 0.004),
-    STYLE_ERASED: (0.3, 0.04),
-    CONTENT_CHANGED: (1.0, 0.005),
-    UNRELATED: (1.1, 0.05),
-}
-
-
-def _tiny_png(rng: np.random.Generator) -> bytes:
-    """A distinct 8×8 PNG (its content does not matter, only that it is a valid, unique image)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def create_synthetic_campaign(
-    ws,
-    name: str = "synthetic",
-    n_anchors: int = 10,
-    variants=tuple(RELATIONS),
-    seeds_per_variant: int = 1,
-    scored: bool = True,
-    semantic: str = "tiny:clip",
-    style: str = "tiny:vgg19",
-    checks: bool = True,
-    reference: bool = False,
-    seed: int = 0,
-) -> int:
-    """A small study with synthetic images, pairs, (optionally) scores and a campaign; returns the campaign id.
-
-    For trying the analysis without a real study and for tests: every anchor
-    gets one generation per variant and seed, distances follow the variant's
-    typical effect (``VARIANT_DISTANCES``) with log-normal spread, and each
-    anchor gets an identical and an unrelated attention check. With
-    ``reference`` (and ``scored``), every anchor also gets reference distances
-    to the generations of the next two anchors, as ``cpdm score`` stores them.
-    """
-    from cpdm.rating.campaigns import create_campaign
-
-    # The name enters the seed, so two synthetic campaigns in one workspace get different images.
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-    variant_ids = {variant: _synthetic_variant(ws, variant) for variant in variants}
-    anchors, pair_ids, scores = [], [], []
-    for number in range(n_anchors):
-        anchor = _synthetic_anchor(ws, rng, number)
-        anchors.append(anchor)
-        prompt = add_prompt(ws, anchor, f"work {number}", origin="template")
-        rows = []
-        for variant in variants:
-            typical_sem, typical_style = VARIANT_DISTANCES.get(variant, (0.6, 0.02))
-            for generation_seed in range(seeds_per_variant):
-                image = _store_tiny_png(ws, rng, f"generation {number}")
-                rows.append(GenerationRow(prompt, variant_ids[variant], generation_seed, None, None, image))
-                if scored:  # drawn per generation, in the order the generations are made
-                    scores.append((float(typical_sem * np.exp(rng.normal(0, 0.3))),
-                                   float(typical_style * np.exp(rng.normal(0, 0.5)))))
-        pair_ids += make_pairs(ws, add_generations(ws, rows))
-    if scored:
-        with ws.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
-                [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)],
-            )
-            if reference:
-                _add_reference_distances(conn, rng, semantic, style)
-    if checks:
-        pair_ids += make_check_pairs(ws, anchors)
-    return create_campaign(ws, name, pair_ids)
-
-
-def _synthetic_variant(ws, name: str) -> int:
-    """The id of a synthetic study's variant, added (as its demo relation's method, else ``demo``) if missing."""
-    try:
-        return get_variant(ws, name).id
-    except CpdmError:
-        method = RELATIONS[name].method if name in RELATIONS else DEMO_METHOD
-        return add_variant(ws, name, base_model="synthetic", method=method)
-
-
-def _store_tiny_png(ws, rng: np.random.Generator, label: str) -> str:
-    """Store a distinct tiny PNG; returns its sha256."""
-    from cpdm.store.images import store_image_bytes
-
-    return store_image_bytes(ws, _tiny_png(rng), label).sha256
-
-
-def _synthetic_anchor(ws, rng: np.random.Generator, number: int) -> int:
-    """A synthetic anchor with a tiny random image; returns its id."""
-    image = _store_tiny_png(ws, rng, f"anchor {number}")
-    return add_anchor(ws, image, artist=f"artist {number % 4 + 1}", title=f"work {number}", category="style")
-
-
-def _add_reference_distances(conn, rng, semantic: str, style: str) -> None:
-    """Mismatched distances: each anchor against the generations of the next two anchors."""
-    anchors = [r[0] for r in conn.execute("SELECT id FROM anchors ORDER BY id")]
-    images = {
-        anchor: [r[0] for r in conn.execute(
-            "SELECT g.image FROM generations g JOIN prompts p ON p.id = g.prompt WHERE p.anchor = ?", (anchor,))]
-        for anchor in anchors
-    }
-    rows = []
-    for index, anchor in enumerate(anchors):
-        for step in (1, 2):
-            other = anchors[(index + step) % len(anchors)]
-            if other == anchor:
-                continue
-            for image in images[other]:
-                rows.append((anchor, image, semantic, style, float(1.2 * np.exp(rng.normal(0, 0.2))),
-                             float(0.06 * np.exp(rng.normal(0, 0.3)))))
-    conn.executemany(
-        "INSERT OR IGNORE INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )

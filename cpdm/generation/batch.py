@@ -1,9 +1,19 @@
 """Batched, resumable generation for a variant: images stored, generations recorded, pairs made as they land.
 
 For each prompt, image k uses seed ``seed + k``, so any single image can be
-made again alone. A generation is identified by (prompt, variant, seed,
+made again alone. In the release's seed mode (``seed_mode`` "release") a
+prompt's images are drawn as the CPDM release drew them: one generator seeded
+with the seed, the prompt's ``per_prompt`` latents drawn from it in one batch;
+each image records the seed, ``seed_mode`` "release" and its index k in its
+params. Such an image cannot be made alone, so resuming a partly made prompt
+draws the prompt's whole batch again and stores only the missing images (the
+others come out the same). A generation is identified by (prompt, variant, seed,
 steps, guidance, params); what is already in the workspace is skipped, so a
-rerun after a crash (even SIGKILL) makes only what is missing. Each batch is
+rerun after a crash (even SIGKILL) makes only what is missing, and so does
+any other caller of :func:`run_generation` with the same settings (the
+unlearning report finds the images a generate job made). Images of the tiny
+random pipeline carry :data:`~cpdm.diffusion.settings.TINY_MARK` in their
+params, so a run with real weights never takes one for its own. Each batch is
 written in this order: image files (atomically), then the generation rows in
 one transaction, then their pairs; a run killed in between leaves at most
 image files without rows (harmless, reused by the rerun) or generations
@@ -31,22 +41,28 @@ from cpdm.store.rows import (
     make_check_pairs,
     make_pairs,
 )
+from cpdm.compute_device import resolve_device
 from cpdm.errors import CpdmError
 from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD
-from cpdm.generation.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
+from cpdm.diffusion.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
     BASELINE_VARIANT,
     PAPER_PER_PROMPT,
     PAPER_SD_MODEL,
-    GenerationSettings,
-)
-from cpdm.generation.pipeline import (
+    RELEASE_SEEDS,
     TINY_BASE,
+    TINY_MARK,
     TOKENIZER_MAX_LENGTH,
+    GenerationSettings,
+    uses_tiny_model,
+)
+from cpdm.diffusion.pipeline import (
     ImageRequest,
+    check_image_size,
     encoded_images,
     resolve_dtype,
     variant_pipeline,
+    variant_tokenizer,
     prompt_token_count,
 )
 
@@ -55,17 +71,27 @@ CPU_BATCH = 4
 
 @dataclass(frozen=True)
 class _Item:
-    """One image to make: its prompt, seed and the params that identify it."""
+    """One image to make: its prompt, seed, index among the prompt's images and the params that identify it."""
 
     prompt_id: int
     text: str
     seed: int
     params: dict
+    index: int = 0
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        """How a report names the image: (prompt, seed); (prompt, seed, k) when the prompt's images share a seed."""
+        if self.params.get("seed_mode") == RELEASE_SEEDS:
+            return (self.prompt_id, self.seed, self.index)
+        return (self.prompt_id, self.seed)
 
 
 @dataclass
 class GenerationReport:
     generated: list[int] = field(default_factory=list)  # ids of generations made by this run
+    # (prompt, seed), or (prompt, seed, k) in release seed mode -> generation, made now or before
+    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
     skipped: int = 0  # images already in the workspace
     pairs: int = 0  # normal pairs this run added
     check_pairs: int = 0  # attention-check pairs this run added
@@ -107,33 +133,59 @@ def leaf_prompts(ws, prompt_ids: list[int] | None = None):
     return [row for row in rows if row.id not in parents]
 
 
-def _base_params(settings: GenerationSettings, dtype: str, offline_tiny: bool) -> dict:
+def generation_params(settings: GenerationSettings, dtype: str, tiny: bool) -> dict:
+    """The params recorded with each image of a run (with the prompt, variant, seed, steps and guidance, its key).
+
+    ``dtype`` is the weights' precision by name (``float32``); ``tiny``
+    marks images of the tiny random pipeline, never mixed with real ones.
+    Release seed mode is recorded as ``seed_mode`` "release" (each image adds
+    its index k); per-image seeds, the default, record nothing more, so
+    images made before seed modes existed keep their identity.
+    """
     params = {"scheduler": settings.scheduler, "negative": settings.negative, "height": settings.height,
               "width": settings.width, "dtype": dtype}
-    if offline_tiny:
-        params["pipeline"] = "tiny"  # never mixed with images of the real model
-    return params
+    if settings.seed_mode == RELEASE_SEEDS:
+        params["seed_mode"] = RELEASE_SEEDS
+    return {**params, **TINY_MARK} if tiny else params
 
 
-def _plan(pipeline, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
-    """Every image the run should end with; truncated prompts are warned about and recorded."""
+def _plan(tokenizer, prompts, settings: GenerationSettings, base_params: dict, report: GenerationReport) -> list[_Item]:
+    """Every image the run should end with; prompts the model's ``tokenizer`` truncates are warned about and recorded."""
     items = []
-    limit = getattr(pipeline.tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
+    limit = getattr(tokenizer, "model_max_length", TOKENIZER_MAX_LENGTH)
     for prompt in prompts:
         params = dict(base_params)
-        tokens = prompt_token_count(pipeline, prompt.text)
+        tokens = prompt_token_count(tokenizer, prompt.text)
         if tokens > limit:
             params["truncated"] = {"tokens": tokens, "kept": limit}
             report.notes.append(
                 f"prompt {prompt.id} has {tokens} tokens; the text encoder reads the first {limit}, "
                 "the rest is cut (recorded with its images)"
             )
-        items += [_Item(prompt.id, prompt.text, settings.seed + k, params) for k in range(settings.per_prompt)]
+        items += [_Item(prompt.id, prompt.text, settings.image_seed(k), _image_params(params, settings, k), k)
+                  for k in range(settings.per_prompt)]
     return items
 
 
+def _image_params(params: dict, settings: GenerationSettings, k: int) -> dict:
+    """Image k's params: the run's, plus k itself in release seed mode (where it, not the seed, tells images apart)."""
+    return {**params, "index": k} if settings.seed_mode == RELEASE_SEEDS else params
+
+
+def _made_before(ws, variant_id: int, items: list[_Item], settings: GenerationSettings) -> dict[tuple[int, ...], int]:
+    """Item key -> generation id of the planned images the workspace already holds."""
+    made = {}
+    for item in items:
+        key = (item.prompt_id, variant_id, item.seed, settings.steps, settings.guidance, item.params)
+        found = find_generation(ws, *key)
+        if found is not None:
+            made[item.key] = found
+    return made
+
+
 def ensure_check_rate(ws, rate: float) -> int:
-    """Add attention-check pairs until they are ``rate`` of all pairs (anchors in id order); returns how many were added."""
+    """Add attention-check pairs until they are ``rate`` of all pairs (anchors in id order); returns how many this
+    call inserted."""
     if rate <= 0:
         return 0
     normal = ws.conn.execute("SELECT COUNT(*) FROM pairs WHERE kind = 'normal'").fetchone()[0]
@@ -146,7 +198,10 @@ def ensure_check_rate(ws, rate: float) -> int:
         "(SELECT anchor FROM pairs WHERE kind = 'check_identical') ORDER BY anchor"
     ).fetchall()]
     chosen = candidates[: math.ceil((needed - checks) / 2)]
-    return len(make_check_pairs(ws, chosen)) if chosen else 0
+    created: list[int] = []
+    if chosen:
+        make_check_pairs(ws, chosen, created=created)
+    return len(created)
 
 
 def _auto_batch_size(device, per_prompt: int) -> int:
@@ -171,20 +226,24 @@ def run_generation(
 ) -> GenerationReport:
     """Make every missing image of the chosen prompts for ``variant``, storing and pairing them as they land.
 
-    ``batch_size`` None: as many as fit (on CUDA a batch that runs out of
-    memory is split in half and tried again). ``pipeline`` lets a caller
+    The model loads only when an image is missing (the prompts are counted
+    with its tokenizer alone); the report's ``ids`` give every image of the
+    run, made now or before. ``batch_size`` None: as many as fit (on CUDA a
+    batch that runs out of memory is split in half and tried again).
+    ``pipeline`` lets a caller
     (tests, benchmarks) pass one already built for this variant.
     ``executor`` (a :class:`cpdm.jobs.ray_executor.RayExecutor`) makes the
     images on its workers, on its own device (``device`` is then unused),
     several batches at once; they are stored and paired here exactly as
     images made in this process.
     """
-    from cpdm.backbones import resolve_device
     from cpdm.curation.prompts import anchors_without_prompts
 
     settings.check()
     if executor is not None and pipeline is not None:
         raise CpdmError("give a pipeline or an executor, not both")
+    if executor is not None and settings.seed_mode == RELEASE_SEEDS:
+        raise CpdmError("--seed-mode release generates in this process; run it without Ray")
     torch_device = executor.device if executor is not None else resolve_device(device)
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
     chosen = resolve_variant(ws, variant, base_model, offline_tiny)
@@ -198,24 +257,41 @@ def run_generation(
     if executor is not None:  # a handle on the pipeline its workers build
         pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
                                      scheduler=settings.scheduler)
-    elif pipeline is None:
+    tokenizer = pipeline.tokenizer if pipeline is not None else variant_tokenizer(chosen, offline_tiny)
+    tiny = uses_tiny_model(chosen.base_model, offline_tiny)
+    items = _plan(tokenizer, prompts, settings, generation_params(settings, dtype_name, tiny), report)
+    if not isinstance(chosen, _NewBaseline):
+        report.ids = _made_before(ws, chosen.id, items, settings)
+    done = list(report.ids.values())
+    todo = [item for item in items if item.key not in report.ids]
+    if todo and pipeline is None:  # the model loads only when there is something to make
         pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
                                     offline_tiny=offline_tiny, scheduler=settings.scheduler)
+    if todo and executor is None:
+        check_image_size(pipeline, settings.height, settings.width)  # before anything is recorded
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
-    items = _plan(pipeline, prompts, settings, _base_params(settings, dtype_name, offline_tiny), report)
-    done, todo = [], []
-    for item in items:
-        found = find_generation(ws, item.prompt_id, chosen.id, item.seed, settings.steps, settings.guidance, item.params)
-        (done if found is not None else todo).append(found if found is not None else item)
     report.skipped = len(done)
-    normal_before, checks_before = _pair_counts(ws)
+    made: list[int] = []  # the normal pairs this run inserted (other runs may be making pairs at the same time)
     if done:  # a run killed after recording generations but before pairing them
-        make_pairs(ws, done)
-        ensure_check_rate(ws, check_rate)
+        make_pairs(ws, done, created=made)
+        report.check_pairs += ensure_check_rate(ws, check_rate)
     size = batch_size or _auto_batch_size(torch_device, settings.per_prompt)
     bar = progress_bar(len(todo), f"generating ({chosen.name})", unit="img", enabled=progress)
+
+    def landed(batch: list[_Item], ids: list[int]) -> None:
+        """Record a stored batch in the report and pair it."""
+        report.generated += ids
+        report.ids.update((item.key, made_id) for item, made_id in zip(batch, ids))
+        make_pairs(ws, ids, created=made)
+        report.check_pairs += ensure_check_rate(ws, check_rate)
+        bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
+
     try:
+        if settings.seed_mode == RELEASE_SEEDS:
+            for batch, ids in _release_batches(ws, pipeline, chosen.id, items, todo, settings):
+                landed(batch, ids)
+            return report
         start = 0
         if executor is not None:  # every batch goes out now; the workers make several at once
             pipeline.submit([_request(todo[first : first + size], settings) for first in range(0, len(todo), size)])
@@ -228,38 +304,50 @@ def run_generation(
                     raise CpdmError(f"out of GPU memory at batch size {size}; try a smaller --batch-size or --height/--width") from None
                 size //= 2
                 continue
-            report.generated += ids
-            make_pairs(ws, ids)
-            ensure_check_rate(ws, check_rate)
+            landed(batch, ids)
             start += len(batch)
-            bar.update(len(batch))  # a cancelled job stops here, once the batch is stored and paired
     finally:
         bar.close()
-        normal_after, checks_after = _pair_counts(ws)
-        report.pairs, report.check_pairs = normal_after - normal_before, checks_after - checks_before
+        report.pairs = len(made)
     return report
-
-
-def _pair_counts(ws) -> tuple[int, int]:
-    """(normal pairs, attention-check pairs) in the workspace."""
-    return ws.conn.execute(
-        "SELECT COUNT(*) FILTER (WHERE kind = 'normal'), COUNT(*) FILTER (WHERE kind != 'normal') FROM pairs"
-    ).fetchone()
 
 
 class _OutOfMemory(Exception):
     pass
 
 
+def _release_batches(ws, pipeline, variant_id: int, items: list[_Item], todo: list[_Item],
+                     settings: GenerationSettings):
+    """Release seed mode: each prompt with a missing image drawn whole, in one batch; yields (stored items, ids).
+
+    The batch is all of the prompt's images, since image k's noise is the
+    k-th draw from the prompt's one generator; only the missing ones are
+    stored. It is never split: a batch that runs out of memory is an error.
+    """
+    missing = {item.key for item in todo}
+    for prompt_id in dict.fromkeys(item.prompt_id for item in todo):
+        whole = [item for item in items if item.prompt_id == prompt_id]
+        wanted = [item for item in whole if item.key in missing]
+        try:
+            ids = _generate_batch(ws, pipeline, variant_id, whole, settings, keep=wanted)
+        except _OutOfMemory:
+            raise CpdmError(f"out of GPU memory drawing a prompt's {len(whole)} images in one batch, as --seed-mode "
+                            "release must; try smaller --height/--width") from None
+        yield wanted, ids
+
+
 def _request(batch: list[_Item], settings: GenerationSettings) -> ImageRequest:
     """What the pipeline is asked to make for a batch."""
     return ImageRequest(tuple(item.text for item in batch), tuple(item.seed for item in batch), settings.steps,
-                        settings.guidance, settings.height, settings.width, settings.negative)
+                        settings.guidance, settings.height, settings.width, settings.negative, settings.seed_mode)
 
 
 def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings: GenerationSettings,
-                    remote: bool = False) -> list[int]:
-    """Make (here, or by the workers behind a ``remote`` pipeline), store and record one batch; returns the ids."""
+                    remote: bool = False, keep: list[_Item] | None = None) -> list[int]:
+    """Make (here, or by the workers behind a ``remote`` pipeline), store and record one batch; returns the ids.
+
+    ``keep``: the items of the batch to store (default: all of them).
+    """
     import torch
 
     from cpdm.store.images import store_image_bytes
@@ -272,6 +360,8 @@ def _generate_batch(ws, pipeline, variant_id: int, batch: list[_Item], settings:
         raise _OutOfMemory() from None
     rows = []
     for item, image in zip(batch, images):
+        if keep is not None and item not in keep:
+            continue
         if hashlib.sha256(image.png).hexdigest() != image.sha256:  # bytes that travelled from another machine
             raise CpdmError(f"the image of prompt {item.prompt_id} seed {item.seed} arrived damaged (sha256 differs)")
         info = store_image_bytes(ws, image.png, f"generation of prompt {item.prompt_id} seed {item.seed}")

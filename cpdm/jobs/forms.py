@@ -6,7 +6,7 @@ Every request checks all its jobs' parameters before it queues the first
 one, so a bad value queues nothing.
 
 * Fields: :func:`form_field` says how a form shows one
-  :class:`~cpdm.jobs.kinds.Parameter` (widget, default, help);
+  :class:`~cpdm.jobs.parameters.Parameter` (widget, default, help);
   :func:`changed_values` keeps the values a user changed from their defaults
   (an unlearning method's presets apply unless a value overrides them).
 * Requests: :func:`enqueue_generation` (optionally with a score job after
@@ -25,9 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.kinds import HYPERPARAMETERS, OFFLINE_TINY, Parameter, kind_parameters
-from cpdm.jobs.queue import Job, enqueue, get_job, list_jobs
-from cpdm.jobs.registry import get_kind
+from cpdm.jobs.parameters import HYPERPARAMETERS, OFFLINE_TINY, Parameter
+from cpdm.jobs.queue import Job, enqueue, get_job, last_heartbeat, list_jobs
+from cpdm.jobs.registry import get_kind, kind_parameters
 from cpdm.store.time import parse_time, utc_now
 
 # --- form fields -------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def enqueue_generation(ws, params: dict, *, score_after: bool = False, device: s
 def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | None = None,
                        device: str | None = None) -> int:
     """Queue an unlearn job; an empty variant name becomes METHOD-CONCEPT (see ``default_variant_name``)."""
-    from cpdm.jobs.pipeline import _refuse_existing_variant, default_variant_name
+    from cpdm.jobs.chain import default_variant_name, refuse_existing_variant
 
     given = {**params, "method": method, HYPERPARAMETERS: dict(hyperparameters or {})}
     concepts = [str(concept).strip() for concept in (given.get("concepts") or []) if str(concept).strip()]
@@ -187,7 +187,7 @@ def enqueue_unlearning(ws, method: str, params: dict, hyperparameters: dict | No
     if not str(given.get("variant_name") or "").strip():
         given["variant_name"] = default_variant_name(method, concepts[0])
     checked = _checked("unlearn", given)
-    _refuse_existing_variant(ws, checked["variant_name"])  # the runner would refuse it only once a worker ran it
+    refuse_existing_variant(ws, checked["variant_name"])  # the runner would refuse it only once a worker ran it
     return enqueue(ws, "unlearn", checked, device=device,
                    title=f"unlearn {', '.join(checked['concepts'])} with {method} -> {checked['variant_name']}")
 
@@ -216,7 +216,7 @@ def enqueue_scoring(ws, scope: str, target: str | None, params: dict, device: st
 
 def chain_fields() -> list[Field]:
     """The unlearning chain's own settings, with ``cpdm pipeline run``'s defaults."""
-    from cpdm.generation.settings import PAPER_PER_PROMPT, PAPER_STEPS
+    from cpdm.diffusion.settings import PAPER_PER_PROMPT, PAPER_STEPS
 
     return [
         Field("variant_name", "Variant name", "text", "", "name of the new variant (empty: METHOD-CONCEPT)"),
@@ -232,7 +232,7 @@ def chain_fields() -> list[Field]:
 
 def enqueue_chain(ws, concept: str, method: str, *, device: str | None = None, **options) -> list[int]:
     """Queue unlearn -> generate -> score -> report (``cpdm pipeline run``); ``options`` as enqueue_pipeline's."""
-    from cpdm.jobs.pipeline import enqueue_pipeline
+    from cpdm.jobs.chain import enqueue_pipeline
 
     options["variant_name"] = str(options.get("variant_name") or "").strip() or None
     return enqueue_pipeline(ws, concept, method, device=device, **options)
@@ -365,11 +365,6 @@ def worker_commands(ws, jobs: list[Job]) -> list[str]:
     if any(not job.device or job.device.startswith("cpu") for job in jobs):
         commands.append(f"cpdm worker --workspace {workspace}")
     return commands or [f"cpdm worker --workspace {workspace} --device {jobs[0].device}"]
-
-
-def last_heartbeat(ws) -> str | None:
-    """The newest heartbeat any worker wrote for any job (None: no job has run yet)."""
-    return ws.conn.execute("SELECT MAX(heartbeat_at) FROM jobs").fetchone()[0]
 
 
 def stalled_queue(ws, now: datetime | None = None) -> StalledQueue | None:

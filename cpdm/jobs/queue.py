@@ -321,6 +321,11 @@ STOP_CANCEL = "cancel requested"
 STOP_LEASE_LOST = "lease lost"
 
 
+def last_heartbeat(ws) -> str | None:
+    """The newest heartbeat any worker wrote for any job (None: no job has run yet)."""
+    return ws.conn.execute("SELECT MAX(heartbeat_at) FROM jobs").fetchone()[0]
+
+
 def report_progress(ws, job_id: int, worker: str, fraction: float, message: str | None,
                     eta_seconds: float | None) -> str | None:
     """Store a running job's progress; return why it must stop (see :func:`stop_reason`), None to go on."""

@@ -1,16 +1,23 @@
-"""Generation and scoring batches on a Ray cluster; only this process (the driver) writes to the workspace.
+"""Generation, scoring and unlearning on a Ray cluster; only this process (the driver) writes to the workspace.
 
 A worker started with ``cpdm worker --executor ray --address ADDR`` claims
 jobs as usual and hands a :class:`RayExecutor` to them. ``run_generation``
 and ``score_pairs`` then send each batch to the cluster as a Ray task with
-``num_gpus`` GPUs and ``max_retries`` retries:
+``num_gpus`` GPUs and ``max_retries`` retries, and ``unlearn`` sends its
+whole run as one task:
 
-* a generation task gets an :class:`~cpdm.generation.pipeline.ImageRequest`
+* a generation task gets an :class:`~cpdm.diffusion.pipeline.ImageRequest`
   (prompts, seeds, settings) and returns each image's PNG bytes with their
   sha256;
 * a scoring task gets the bytes of the images whose features are missing
   (anchors' included) and returns the feature blobs, in the serialised form
-  the ``features`` table stores.
+  the ``features`` table stores;
+* an unlearning task gets the run (method, base model id, concepts,
+  hyperparameters), the concept's images and the checkpoint to resume from,
+  and streams back progress, each checkpoint and, at the end, the
+  artifact's bytes with their sha256 (:func:`cpdm.jobs.ray_unlearn.unlearn_task`,
+  through :meth:`RayExecutor.stream`). Ray does not retry it; the driver
+  submits it again with its last checkpoint.
 
 Images, and an unlearned variant's artifact, travel as bytes: Ray workers
 need the cpdm package and the model weights, but neither the workspace nor a
@@ -42,6 +49,14 @@ DEFAULT_MAX_RETRIES = 3  # a task whose worker process dies is run again up to t
 CONNECT_TIMEOUT = 5.0  # seconds to wait for the cluster's port before calling it unreachable
 CLIENT_PORT = 10001  # Ray client (ray://HOST) default port
 GCS_PORT = 6379  # the head node's default port (HOST alone)
+
+
+class TaskDied(CpdmError):
+    """A Ray task's worker process, or its node, died before the task ended; ``error_name`` says which Ray saw."""
+
+    def __init__(self, message: str, error_name: str = ""):
+        super().__init__(message)
+        self.error_name = error_name
 
 
 def import_ray():
@@ -161,7 +176,7 @@ def _local_artifact_path(artifact: Artifact) -> Path:
 
 def _worker_pipeline(spec: PipelineSpec):
     """The variant's pipeline in this Ray worker, built once per spec."""
-    from cpdm.generation.pipeline import variant_pipeline
+    from cpdm.diffusion.pipeline import variant_pipeline
 
     def build():
         variant = spec.variant
@@ -198,9 +213,18 @@ def tokenizer_task(spec: PipelineSpec):
 
 def generation_task(spec: PipelineSpec, request):
     """One batch of images as PNG bytes with their sha256 (``EncodedImage``)."""
-    from cpdm.generation.pipeline import encoded_images
+    from cpdm.diffusion.pipeline import encoded_images
 
     return encoded_images(_worker_pipeline(spec), request)
+
+
+def release_kept_models() -> None:
+    """Drop the pipeline and backbones this Ray worker keeps between tasks, and free their GPU memory."""
+    _worker_models.clear()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def backbone_task(specs: tuple[BackboneSpec, ...]) -> list[dict]:
@@ -291,17 +315,27 @@ class RayExecutor:
             raise CpdmError(f"the Ray cluster at {self.address or 'this machine'} has no GPUs (see `ray status`); "
                             "start GPU nodes, or ask for num_gpus=0 to compute on CPUs")
 
-    def _task(self, function):
-        """``function`` as a Ray remote function with this executor's resources and retries (made once)."""
-        if function not in self._remote:
+    def _task(self, function, retried: bool = True):
+        """``function`` as a Ray remote function with this executor's resources (made once).
+
+        ``retried``: Ray runs it again up to ``max_retries`` times when its
+        worker dies; otherwise never (the caller decides).
+        """
+        key = (function, retried)
+        if key not in self._remote:
             self.connect()
             self._check_gpus()
-            self._remote[function] = self._ray.remote(function).options(
-                num_gpus=self.num_gpus, max_retries=self.max_retries, retry_exceptions=False)
-        return self._remote[function]
+            self._remote[key] = self._ray.remote(function).options(
+                num_gpus=self.num_gpus, max_retries=self.max_retries if retried else 0, retry_exceptions=False)
+        return self._remote[key]
 
-    def _get(self, ref):
-        """A task's result; a cpdm error raised on a worker keeps its message, a dead worker says so."""
+    def _get(self, ref, attempts: int | None = None, keep_cpdm_errors: bool = False):
+        """A task's result; a cpdm error raised on a worker keeps its message, a dead worker says so.
+
+        ``attempts``: how many times Ray ran the task (default: ``max_retries``
+        + 1). ``keep_cpdm_errors``: a cpdm error is raised as itself (its
+        type and fields), not as a message "on a Ray worker".
+        """
         ray = self._ray
         try:
             result = ray.get(ref)
@@ -310,15 +344,34 @@ class RayExecutor:
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, CpdmError):
+                if keep_cpdm_errors:
+                    raise cause from None
                 raise CpdmError(f"on a Ray worker: {cause}") from None
             if _is_out_of_memory(cause):
                 raise CpdmError("a Ray worker ran out of GPU memory; pass a smaller --batch-size "
                                 "(or --height/--width)") from None
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            attempts = self.max_retries + 1
-            raise CpdmError(f"a Ray task's worker process died in each of its {attempts} attempt(s); check the "
-                            f"Ray workers' logs ({type(exc).__name__}); what was stored before stays") from None
+            attempts = self.max_retries + 1 if attempts is None else attempts
+            raise TaskDied(f"a Ray task's worker process died in each of its {attempts} attempt(s); check the "
+                           f"Ray workers' logs ({type(exc).__name__}); what was stored before stays",
+                           type(exc).__name__) from None
+
+    def stream(self, function, *args) -> Iterator:
+        """What the generator ``function(*args)`` yields, run as one Ray task, as it comes.
+
+        Ray does not retry the task: a dead worker or node raises
+        :class:`TaskDied` and the caller decides what to run again. An error
+        the task raised is raised here; a cpdm error as itself (its type and
+        fields, a NaN loss's step), other errors as :meth:`_get` has them.
+        Leaving the loop early (an error, a cancelled job) cancels the task.
+        """
+        generator = self._task(function, retried=False).remote(*args)
+        try:
+            for ref in generator:
+                yield self._get(ref, attempts=1, keep_cpdm_errors=True)
+        finally:
+            self._ray.cancel(generator)  # nothing happens to a task that has ended
 
     def run_in_order(self, function, argument_lists: Iterable[tuple]) -> Iterator:
         """``function(*arguments)`` on the cluster for each argument tuple; results in order, a window in flight."""
@@ -354,7 +407,7 @@ class RayExecutor:
         path_text = getattr(variant, "artifact_path", None)
         if not path_text:
             return None
-        from cpdm.unlearning.artifacts import json_path_of
+        from cpdm.diffusion.artifacts import json_path_of
 
         path = Path(path_text)
         if not path.is_absolute() and root is not None:

@@ -1,11 +1,12 @@
-"""The job kinds a worker can run, looked up by name.
+"""The job kinds a worker can run, looked up by name: what a kind is, and the one registry of them.
 
 A kind is a function ``run(ws, params, context) -> result`` (a JSON-able
-dict) plus what it needs: whether it wants a GPU by default, and a checker
-that turns user parameters into complete ones (so errors show when the job
-is enqueued, not when a worker claims it). The real kinds (generate,
-unlearn, score, …) live in :mod:`cpdm.jobs.kinds`, each calling the library
-function its CLI command calls; the registry loads them on first use.
+dict) plus what it needs: whether it wants a GPU by default, a checker that
+turns user parameters into complete ones (so errors show when the job is
+enqueued, not when a worker claims it), and the parameters its form shows.
+The library's kinds live one per module in :mod:`cpdm.jobs.kinds`, each
+calling the library function its CLI command calls; the registry imports
+them on first use, so importing it loads neither torch nor their wings.
 
 The environment variable ``CPDM_EXTRA_KINDS`` names more modules to import
 (comma-separated, e.g. ``tests.jobs_support``), each registering kinds of
@@ -15,12 +16,60 @@ the library does not ship.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
-import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 from cpdm.errors import CpdmError
-from cpdm.jobs.jobkind import JobKind
+from cpdm.jobs.parameters import Parameter, check_against, method_parameters
+from cpdm.progress import running
+
+# The library's kinds: the modules of cpdm.jobs.kinds, each defining KIND.
+BUILTIN_KINDS = ("generate", "unlearn", "score", "interrogate", "refine", "analyze", "report", "noop")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: its name, what it does, the function a worker calls, and what it checks and shows."""
+
+    name: str
+    summary: str
+    run: Callable  # run(ws, params: dict, context: JobContext) -> dict
+    check_params: Callable[[dict], dict] = field(default=lambda params: dict(params))
+    wants_gpu: bool = False
+    parameters: Callable[[], list[Parameter]] | None = None  # what its form shows; None: no form
+
+
+def parameterised_kind(name: str, summary: str, parameters: Callable[[], list[Parameter]], run: Callable, *,
+                       wants_gpu: bool = False, extra_check: Callable[[dict], None] | None = None) -> JobKind:
+    """A kind whose checker converts and checks its ``parameters``, then runs ``extra_check`` on the result.
+
+    Its body runs as the current job (so progress bars report to it) and
+    ends by marking the job complete.
+    """
+
+    def check_params(params: dict | None) -> dict:
+        checked = check_against(name, parameters(), params)
+        if extra_check is not None:
+            prefix = f"{name} job: "
+            try:
+                extra_check(checked)
+            except CpdmError as exc:
+                message = str(exc)
+                raise CpdmError(message if message.startswith(prefix) else prefix + message) from exc
+        return checked
+
+    @functools.wraps(run)
+    def body(ws, params: dict, context) -> dict:
+        with running(context):
+            result = run(ws, params, context)
+        context.progress(1.0, "done")
+        return result
+
+    return JobKind(name, summary, body, check_params, wants_gpu, parameters)
+
 
 _KINDS: dict[str, JobKind] = {}
 _builtin_loaded = False
@@ -35,9 +84,8 @@ def register_kind(kind: JobKind) -> JobKind:
 def _load_builtin_kinds() -> None:
     global _builtin_loaded
     if not _builtin_loaded:
-        from cpdm.jobs.kinds import BUILTIN_KINDS
-
-        for kind in BUILTIN_KINDS:
+        for module in BUILTIN_KINDS:
+            kind = importlib.import_module(f"cpdm.jobs.kinds.{module}").KIND
             _KINDS.setdefault(kind.name, kind)  # a kind registered under the same name first stays
         _builtin_loaded = True
 
@@ -63,17 +111,20 @@ def all_kinds() -> list[JobKind]:
     return [_KINDS[name] for name in sorted(_KINDS)]
 
 
-def _run_noop(ws, params: dict, context) -> dict:
-    """Do nothing for ``params['seconds']`` (default 0) in ``params['steps']`` steps: queue benchmarks and tests."""
-    from cpdm.progress import progress_bar
+def kind_parameters(kind_name: str, method: str | None = None) -> list[Parameter]:
+    """The parameters a form for ``kind_name`` shows, with defaults and help.
 
-    steps = int(params.get("steps", 1))
-    pause = float(params.get("seconds", 0)) / max(steps, 1)
-    with progress_bar(steps, "waiting", enabled=False) as bar:
-        for _ in range(steps):
-            time.sleep(pause)
-            bar.update(1)
-    return {"steps": steps}
-
-
-register_kind(JobKind("noop", "do nothing (queue benchmarks and tests)", _run_noop))
+    For ``unlearn`` with a ``method``, the method's hyperparameters follow,
+    each in the ``hyperparameters`` section with the method's default and help.
+    """
+    _load_builtin_kinds()
+    kind = _KINDS.get(kind_name)
+    if kind is None or kind.parameters is None:
+        with_forms = sorted(k.name for k in _KINDS.values() if k.parameters is not None)
+        raise CpdmError(f"no form for job kind {kind_name!r} (kinds with forms: {', '.join(with_forms)})")
+    parameters = kind.parameters()
+    if method is not None:
+        if kind_name != "unlearn":
+            raise CpdmError(f"only unlearn jobs take a method, not {kind_name} jobs")
+        parameters += method_parameters(method)
+    return parameters

@@ -1,7 +1,7 @@
 """``cpdm worker``: claim jobs from the workspace's queue and run them, one at a time.
 
 A :class:`Worker` claims a job (see :func:`cpdm.jobs.queue.claim`), runs its
-kind's function inside :func:`cpdm.jobs.context.running` with a
+kind's function inside :func:`cpdm.progress.running` with a
 :class:`WorkerContext`, and records the result, or the error with its
 traceback. While the job runs:
 
@@ -37,7 +37,7 @@ from typing import Iterator
 
 from cpdm.errors import CpdmError
 from cpdm.jobs import queue
-from cpdm.jobs.context import JobCancelled, JobContext, running
+from cpdm.progress import JobCancelled, JobContext, running
 from cpdm.jobs.queue import Job
 from cpdm.jobs.registry import get_kind
 from cpdm.store.time import format_time, utc_now

@@ -60,7 +60,7 @@ class Item:
 
 @functools.lru_cache(maxsize=64)
 def _protocol_from_text(text: str) -> Protocol:
-    return parse_protocol(text)
+    return parse_protocol(text, frozen=True)
 
 
 def campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:
@@ -250,6 +250,11 @@ def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | N
     return _row_item(row)
 
 
+def held_item(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
+    """The rater's current item in the campaign while it has not timed out, by a read (no claim)."""
+    return _held_item(ws.conn, campaign_id, rater.id, format_time(now or utc_now()))
+
+
 def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False) -> Item | None:
     """:func:`claim_next` inside the caller's write transaction (see :func:`write_transaction`).
 
@@ -311,7 +316,7 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
         return claim_in(conn, campaign_id, rater, now)
 
 
-def _oldest_held(conn, rater_id: int) -> tuple | None:
+def oldest_held(conn, rater_id: int) -> tuple | None:
     """The rater's oldest current assignment in an open campaign, as an item row (see :func:`_row_item`)."""
     return conn.execute(
         _HELD_ITEM + "JOIN campaigns c ON c.id = a.campaign AND c.status = 'open' "
@@ -325,12 +330,20 @@ def _row_item(row) -> Item:
     return Item(row[0], row[1], row[2], row[3], row[5], row[6], row[4])
 
 
-def next_item_in(conn, rater, now: datetime) -> Item | None:
+def campaign_allows_device(conn, campaign_id: int, device: str | None) -> bool:
+    """Whether the campaign's protocol may be rated on ``device`` (None: the device is not known, not checked)."""
+    return device is None or device in campaign_settings(conn, campaign_id)[1].devices
+
+
+def next_item_in(conn, rater, now: datetime, device: str | None = None) -> Item | None:
     """:func:`next_item` inside the caller's write transaction (see :func:`write_transaction`)."""
     if rater.role not in RATING_ROLES:
         return None
-    held = _oldest_held(conn, rater.id)
-    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")]
+    held = oldest_held(conn, rater.id)
+    if held is not None and not campaign_allows_device(conn, held[0], device):
+        return None  # kept for a device it may be rated on; a rater holds one pair at a time, so none other
+    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")
+                 if campaign_allows_device(conn, row[0], device)]
     # A pair the rater already holds comes first, whichever campaign it is in.
     for campaign_id in ([held[0]] if held else []) + campaigns:
         item = claim_in(conn, campaign_id, rater, now, holds_nothing=held is None)
@@ -339,20 +352,22 @@ def next_item_in(conn, rater, now: datetime) -> Item | None:
     return None
 
 
-def next_item(ws, rater, now: datetime | None = None) -> Item | None:
+def next_item(ws, rater, now: datetime | None = None, device: str | None = None) -> Item | None:
     """The rater's item across open campaigns (oldest first), or None when nothing is left for them.
 
     The rater's current item, while it has not timed out, is found by one
     read; claiming a new pair takes one write transaction for all campaigns.
+    ``device`` (cpdm.rating.devices.device_of): only campaigns whose protocol
+    may be rated on it are considered.
     """
     if rater.role not in RATING_ROLES:
         return None
     now = now or utc_now()
-    held = _oldest_held(ws.conn, rater.id)
-    if held is not None and held[6] > format_time(now):
+    held = oldest_held(ws.conn, rater.id)
+    if held is not None and held[6] > format_time(now) and campaign_allows_device(ws.conn, held[0], device):
         return _row_item(held)
     with write_transaction(ws) as conn:
-        return next_item_in(conn, rater, now)
+        return next_item_in(conn, rater, now, device)
 
 
 def protocol_for(ws, campaign_id: int) -> Protocol:

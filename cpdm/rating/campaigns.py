@@ -190,7 +190,7 @@ def get_campaign(ws, campaign_id: int) -> Campaign:
     ).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
-    return Campaign(row[0], row[1], parse_protocol(row[2]), row[2], json.loads(row[3]), row[4])
+    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4])
 
 
 def set_overlap(ws, campaign_id: int, overlap: dict[str, int]) -> None:

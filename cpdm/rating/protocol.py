@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpdm.errors import CpdmError
+from cpdm.rating.devices import ALL_DEVICES, parse_devices
+from cpdm.rating.questionnaire import BackgroundError, parse_background
 
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
@@ -68,6 +70,10 @@ class Protocol:
     questions: tuple[Question, ...]
     attention_checks: AttentionChecks
     timing: Timing
+    # Questions about the rater, asked once per campaign after consent (cpdm.rating.questionnaire).
+    background: tuple = ()
+    # The devices it may be rated on (cpdm.rating.devices); every one unless the protocol names some.
+    devices: tuple[str, ...] = ALL_DEVICES
 
     def question(self, question_id: str) -> Question:
         for question in self.questions:
@@ -82,6 +88,13 @@ class Protocol:
 
 DEFAULT_ATTENTION_CHECKS = {"rate": 0.1, "identical_min": 4, "unrelated_max": 2, "max_failures": 1}
 DEFAULT_TIMING = {"min_seconds": 2.0, "assignment_timeout_minutes": 30}
+
+# The fields a protocol may have, table by table; any other is refused (a misspelt one would change nothing).
+TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing",
+                    "background", "devices")
+QUESTION_FIELDS = ("id", "text", "scale", "low", "high")
+ATTENTION_CHECK_FIELDS = ("rate", "question", "identical_min", "unrelated_max", "max_failures")
+TIMING_FIELDS = ("min_seconds", "assignment_timeout_minutes")
 
 
 def _text(table: dict, key: str, field: str, *, required: bool = True, default: str = "") -> str:
@@ -192,15 +205,38 @@ def _parse_timing(data: dict) -> Timing:
     )
 
 
-def parse_protocol(text: str) -> Protocol:
-    """Parse and validate protocol TOML; raise ProtocolError naming the bad field."""
+def _refuse_unknown(table: dict, known: tuple[str, ...], prefix: str = "") -> None:
+    """Refuse the first key of ``table`` not in ``known`` (``prefix``: where the table sits, for the message)."""
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        where = f" in '{prefix.rstrip('.')}'" if prefix else ""
+        raise ProtocolError(f"protocol field '{prefix}{unknown[0]}' is unknown (the fields{where} are: "
+                            f"{', '.join(known)})")
+
+
+def _refuse_unknown_fields(data: dict) -> None:
+    """Refuse a field the protocol format does not have, naming it (its tables are known to be tables by now)."""
+    _refuse_unknown(data, TOP_LEVEL_FIELDS)
+    for index, question in enumerate(data["questions"]):
+        _refuse_unknown(question, QUESTION_FIELDS, f"questions[{index}].")
+    _refuse_unknown(data.get("attention_checks", {}), ATTENTION_CHECK_FIELDS, "attention_checks.")
+    _refuse_unknown(data.get("timing", {}), TIMING_FIELDS, "timing.")
+
+
+def parse_protocol(text: str, *, frozen: bool = False) -> Protocol:
+    """Parse and validate protocol TOML; raise ProtocolError naming the bad field.
+
+    ``frozen``: the text is a campaign's, accepted when the campaign was made.
+    Fields unknown to this format are then passed over, as they were before
+    cpdm refused them, so a running campaign keeps working.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"protocol is not valid TOML: {exc}") from exc
     questions = _parse_questions(data)
     version = _number(data, "version", "version", 1, integer=True, low=1)
-    return Protocol(
+    protocol = Protocol(
         name=_text(data, "name", "name"),
         version=version,
         instructions=_text(data, "instructions", "instructions"),
@@ -208,7 +244,28 @@ def parse_protocol(text: str) -> Protocol:
         questions=questions,
         attention_checks=_parse_attention_checks(data, questions),
         timing=_parse_timing(data),
+        background=_parse_background(data),
+        devices=_parse_devices(data),
     )
+    if not frozen:
+        _refuse_unknown_fields(data)
+    return protocol
+
+
+def _parse_devices(data: dict) -> tuple[str, ...]:
+    """The devices the protocol may be rated on, refusals as ProtocolError."""
+    try:
+        return parse_devices(data.get("devices"))
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _parse_background(data: dict) -> tuple:
+    """The protocol's questions about the raters (cpdm.rating.questionnaire), refusals as ProtocolError."""
+    try:
+        return parse_background(data.get("background"))
+    except BackgroundError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:

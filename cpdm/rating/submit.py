@@ -209,14 +209,35 @@ def rater_progress(ws, rater, campaign_id: int) -> Progress:
 
 
 def rater_overall_progress(ws, rater) -> Progress:
-    """Progress summed over every campaign the rater has worked in or can work in."""
-    from cpdm.rating.campaigns import open_campaign_ids
+    """Progress summed over every campaign the rater has worked in or can work in.
 
+    A rater recruited through a link works in its campaign only, on at most
+    the link's pairs per rater (see :func:`recruited_progress`).
+    """
+    from cpdm.rating.campaigns import open_campaign_ids
+    from cpdm.rating.recruit import recruitment_of
+
+    recruitment = recruitment_of(ws.conn, rater.id)
+    if recruitment is not None:
+        return recruited_progress(ws, rater, recruitment)
     campaigns = set(open_campaign_ids(ws)) | {
         row[0] for row in ws.conn.execute("SELECT DISTINCT campaign FROM assignments WHERE rater = ?", (rater.id,))
     }
     parts = [rater_progress(ws, rater, c) for c in sorted(campaigns)]
     return Progress(sum(p.done for p in parts), sum(p.total for p in parts))
+
+
+def recruited_progress(ws, rater, recruitment) -> Progress:
+    """A recruited rater's progress: pairs answered of their pairs per rater (or of what the campaign has for them).
+
+    ``recruitment`` is the rater's :class:`cpdm.rating.recruit.Recruitment`;
+    once they have finished, what they did is the whole.
+    """
+    progress = rater_progress(ws, rater, recruitment.campaign)
+    if recruitment.finished_at is not None:
+        return Progress(progress.done, progress.done)
+    total = progress.total if recruitment.per_rater is None else min(progress.total, recruitment.per_rater)
+    return Progress(progress.done, max(total, progress.done))
 
 
 def _median(values: list[float]) -> float | None:
@@ -245,10 +266,12 @@ def campaign_status(ws, campaign_id: int) -> dict:
     by_rater: dict[int, list] = {}
     for rater_id, _pair, kind, skipped, seconds, too_fast in per_pair:
         by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
+    # Raters who worked here, and active raters who may: not those recruited through another campaign's link.
     raters = conn.execute(
         "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
-        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR disabled = 0) ORDER BY id",
-        (campaign_id,),
+        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR (disabled = 0 AND id NOT IN "
+        "(SELECT rater FROM recruited_raters WHERE campaign != ?))) ORDER BY id",
+        (campaign_id, campaign_id),
     ).fetchall()
     per_rater = []
     for rater_id, name, role, flagged, reason, disabled, simulated in raters:
@@ -324,5 +347,6 @@ def protocol_for_rater(ws, rater):
 __all__ = [
     "protocol_for_rater",
     "Progress", "SubmitResult", "answers_of", "attention_check_failures", "campaign_status",
-    "rater_overall_progress", "rater_progress", "role_complete", "submit", "validate_answers",
+    "rater_overall_progress", "rater_progress", "recruited_progress", "role_complete", "submit",
+    "validate_answers",
 ]

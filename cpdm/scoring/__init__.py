@@ -3,5 +3,5 @@ and a torch-free reader of stored scores."""
 
 # What `cpdm score` and a score job use unless told otherwise (torch-free, for the command line and the app).
 DEFAULT_BATCH_SIZE = 16
-PRECISION_CHOICES = ("auto", "reduced", "fp32")
-DEFAULT_PRECISION = "auto"
+SCORING_PRECISIONS = ("auto", "reduced", "fp32")
+DEFAULT_SCORING_PRECISION = "auto"

@@ -1,22 +1,31 @@
-"""The scoring engine: scores per pair from cached features (``score_pairs``), and ``Scorer`` for two images.
+"""The scoring engine: scores per pair from cached features (``score_pairs``), the workspace's one scoring path.
+
+Unless told otherwise it scores with the CPDM release's backbones
+(``ViT-L-14/openai`` + ``cpdm-inception``, as the authors' ``cpdm_metric.py``
+computes them; see :mod:`cpdm.backbones`).
 
 ``score_pairs`` scores every pair that has no score yet for a (semantic,
 style) backbone combination; given several semantic and style backbones it
 scores every combination in the same pass:
 
 1. Pairs are taken anchor by anchor, in chunks of about ``batch_size`` pairs.
-2. For each chunk, the images whose features are not in the ``features``
-   table yet (``cpdm.scoring.cache``) are decoded once, batched (same-size
-   images together) and run through each backbone that lacks them, once per
-   image whatever the number of combinations; their features are written in
-   one short transaction per batch. An anchor with 9 generations is embedded once, and
-   after a new unlearning run only the new generations are.
+2. For each chunk, the workspace is asked again which of its pairs are
+   scored already (another run may have scored them meanwhile): those are
+   skipped before anything is computed. The images whose features are not in
+   the ``features`` table yet (``cpdm.scoring.cache``) are decoded once,
+   batched (same-size images together) and run through each backbone that
+   lacks them, once per image whatever the number of combinations; their
+   features are written in one short transaction per batch. An anchor with 9
+   generations is embedded once, and after a new unlearning run only the new
+   generations are.
 3. The chunk's pairs are scored from the features and written in one short
    transaction, so an error later (a missing file, say) leaves every score
-   written before it intact.
-4. Finally each anchor gets up to ``REFERENCE_SAMPLE`` mismatched pairs (the
-   anchor against generations of other anchors, a deterministic sample),
-   computed from cached features, for the reference scale x_ref of CM.
+   written before it intact. Counts are of the rows this run inserted, so
+   two runs at once never both claim a score.
+4. Finally each combination without a recorded reference set gets one
+   (:mod:`cpdm.scoring.reference`: anchors against the baseline variant's
+   generations of other anchors, computed from cached features, whatever
+   pairs were in scope), for the reference scale x_ref of CM.
 
 The engine runs in inference mode. With ``precision="auto"`` (the default)
 it tries fp16 on CUDA on the first batch of each backbone and keeps it only
@@ -28,40 +37,39 @@ have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.scoring.precision``
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
-
-from cpdm import metric
 from cpdm.backbones import (
     DEFAULT_SEMANTIC,
     DEFAULT_STYLE,
     check_semantic_name,
     check_style_name,
     load_backbone,
-    load_semantic,
-    load_style,
-    resolve_device,
 )
-from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
+from cpdm.compute_device import resolve_device
+from cpdm.progress import progress_bar
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
-    ImageFeatures,
     descriptor_distance,
     feature_rows,
 )
 from cpdm.scoring.precision import FP32, check_choice
 from cpdm.scoring.reader import ScoringError
-from cpdm.store.images import open_image, open_stored_image
-
-REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
+from cpdm.scoring.reference import (
+    ReferencePlan,
+    ReferenceRecord,
+    load_reference_record,
+    plan_reference_set,
+    stale_note,
+    store_reference_set,
+)
+from cpdm.store.images import open_stored_image
 
 
 # --------------------------------------------------------------------------
@@ -71,12 +79,17 @@ REFERENCE_SAMPLE = 8  # mismatched pairs per anchor for the reference scale
 
 @dataclass
 class ScoreReport:
-    """What one ``score_pairs`` run did.
+    """What one ``score_pairs`` run did: only what this run itself wrote counts.
 
     ``semantic`` and ``style`` are the stored backbone keys (comma-separated
     when several were scored in one pass); ``pairs_scored`` counts pairs that
-    got at least one new score, ``scores_written`` the (pair, combination)
-    scores written; ``precision`` maps each backbone key to its precision.
+    got at least one new score from this run, ``scores_written`` the (pair,
+    combination) scores it inserted, ``pairs_already_scored`` the pairs in
+    scope it found scored (before it started, or by another run meanwhile);
+    ``reference_distances_added`` the reference rows it inserted;
+    ``precision`` maps each backbone key to its precision; ``notes`` say why
+    a combination has no reference scale, or that its recorded one no longer
+    matches the baseline.
     """
 
     semantic: str
@@ -90,6 +103,7 @@ class ScoreReport:
     reference_distances_added: int = 0
     seconds: float = 0.0
     precision: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if len(self.combinations) > 1:
@@ -210,17 +224,23 @@ class ScoringEngine:
         """Descriptors of these images, ``{sha: {backbone key: descriptor}}``: cached ones read back, the others
         computed in batches (each image decoded once, each backbone run only where its feature is missing)."""
         shas = list(dict.fromkeys(shas))
-        have = {b.key: cached_images(self.ws, b.key, shas) for b in self.backbones}
-        to_compute = [sha for sha in shas if any(sha not in have[b.key] for b in self.backbones)]
+        computed = self.ensure_features(shas)
         if report is not None:
-            report.images_cached += len(shas) - len(to_compute)
-        batches = [to_compute[start : start + self.batch_size] for start in range(0, len(to_compute), self.batch_size)]
-        for batch, rows in self._computed_batches(batches, have):
-            store_features(self.ws, rows)
-            if report is not None:
-                report.images_computed += len(batch)
+            report.images_computed += computed
+            report.images_cached += len(shas) - computed
         # Read back what the cache holds so that cached and fresh paths agree exactly.
         return {sha: self._cached_descriptors(sha) for sha in shas}
+
+    def ensure_features(self, shas: Sequence[str]) -> int:
+        """Compute and cache every backbone's features of these images where the cache lacks them; returns how many
+        images were computed."""
+        shas = list(dict.fromkeys(shas))
+        have = {b.key: cached_images(self.ws, b.key, shas) for b in self.backbones}
+        to_compute = [sha for sha in shas if any(sha not in have[b.key] for b in self.backbones)]
+        batches = [to_compute[start : start + self.batch_size] for start in range(0, len(to_compute), self.batch_size)]
+        for _, rows in self._computed_batches(batches, have):
+            store_features(self.ws, rows)
+        return len(to_compute)
 
     def _cached_descriptors(self, sha: str) -> dict | None:
         """Every backbone's cached descriptor of an image, or None if one is missing."""
@@ -249,87 +269,97 @@ class ScoringEngine:
             descriptor_distance(style, a[style.key], g[style.key]),
         )
 
-    def score_chunk(self, pairs: list[_Pair], report: ScoreReport, done: dict | None = None) -> None:
-        """Descriptors for the chunk's images, then its missing scores in one transaction.
+    def score_chunk(self, pairs: list[_Pair], report: ScoreReport) -> None:
+        """The chunk's missing scores: computed from the features, then written in one transaction.
 
-        ``done`` maps a combination's keys to the pair ids already scored with it.
+        Which scores are missing is read from the workspace first, so what
+        another run scored meanwhile costs nothing here; the counts are of
+        the rows this call inserted.
         """
-        done = done or {}
+        missing = self._missing_combinations(pairs)
+        pairs = [pair for pair in pairs if missing.get(pair.id)]
+        if not pairs:
+            return
         images = [sha for pair in pairs for sha in (pair.anchor_image, pair.image)]
         features = self.features_for(images, report)
-        rows, scored = [], set()
+        keys = self.combination_keys()
+        rows = []
         for pair in pairs:
-            for combination, keys in zip(self.combinations, self.combination_keys()):
-                if pair.id in done.get(keys, ()):
-                    continue
-                sem, style = self.distances(combination, features[pair.anchor_image], features[pair.image])
-                rows.append((pair.id, *keys, sem, style))
-                scored.add(pair.id)
+            for index in missing[pair.id]:
+                sem, style = self.distances(self.combinations[index], features[pair.anchor_image], features[pair.image])
+                rows.append((pair.id, *keys[index], sem, style))
         with self.ws.transaction() as conn:
-            conn.executemany(
+            inserted = [row[0] for row in rows if conn.execute(
                 "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(pair, semantic, style) DO NOTHING",
-                rows,
-            )
-        report.pairs_scored += len(scored)
-        report.scores_written += len(rows)
+                "ON CONFLICT(pair, semantic, style) DO NOTHING", row).rowcount]
+        report.pairs_scored += len(set(inserted))
+        report.scores_written += len(inserted)
 
-    def add_reference_distances(self, pairs: list[_Pair]) -> int:
-        """Up to REFERENCE_SAMPLE mismatched pairs per anchor and combination, from cached features."""
-        generation_images = self._generation_images(pairs)
-        own_images: dict[int, set[str]] = {}
-        anchor_image: dict[int, str] = {}
-        for pair in pairs:
-            own_images.setdefault(pair.anchor, set()).add(pair.image)
-            anchor_image[pair.anchor] = pair.anchor_image
-        features_cache: OrderedDict[str, dict | None] = OrderedDict()
-        added = 0
-        for combination, (sem_key, style_key) in zip(self.combinations, self.combination_keys()):
-            for anchor, image in anchor_image.items():
-                existing = {
-                    row[0]
-                    for row in self.ws.conn.execute(
-                        "SELECT image FROM reference_distances WHERE anchor = ? AND semantic = ? AND style = ?",
-                        (anchor, sem_key, style_key),
-                    )
-                }
-                needed = REFERENCE_SAMPLE - len(existing)
-                if needed <= 0:
-                    continue
-                excluded = own_images[anchor] | {image} | existing
-                candidates = [sha for sha, owner in generation_images.items() if owner != anchor and sha not in excluded]
-                candidates.sort(key=lambda sha: hashlib.sha256(f"{anchor}:{sha}".encode()).hexdigest())
-                anchor_features = self._cached(image, features_cache)
-                if anchor_features is None:
-                    continue
-                rows = []
-                for sha in candidates:
-                    if len(rows) == needed:
-                        break
-                    other = self._cached(sha, features_cache)
-                    if other is None:
-                        continue
-                    sem, style = self.distances(combination, anchor_features, other)
-                    rows.append((anchor, sha, sem_key, style_key, sem, style))
-                if rows:
-                    with self.ws.transaction() as conn:
-                        conn.executemany(
-                            "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) "
-                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            rows,
-                        )
-                    added += len(rows)
-        return added
+    def _missing_combinations(self, pairs: list[_Pair]) -> dict[int, list[int]]:
+        """For each pair, the indexes (in ``self.combinations``) of the combinations it has no score for yet."""
+        marks = ",".join("?" * len(pairs))
+        scored = set(self.ws.conn.execute(
+            f"SELECT pair, semantic, style FROM scores WHERE pair IN ({marks})", [pair.id for pair in pairs]
+        ).fetchall())
+        keys = self.combination_keys()
+        return {pair.id: [i for i, (sem, style) in enumerate(keys) if (pair.id, sem, style) not in scored]
+                for pair in pairs}
 
-    def _generation_images(self, pairs: list[_Pair]) -> dict[str, int]:
-        """Images of normal pairs (generations) in scope, each with the anchor it was generated for."""
-        in_scope = {pair.id for pair in pairs}
-        owners: dict[str, int] = {}
-        rows = self.ws.conn.execute("SELECT id, anchor, image FROM pairs WHERE kind = 'normal' AND generation IS NOT NULL")
-        for pair_id, anchor, image in rows:
-            if pair_id in in_scope:
-                owners.setdefault(image, anchor)
-        return owners
+    def define_reference_sets(self, report: ScoreReport) -> None:
+        """Each combination without a recorded reference set gets one (:mod:`cpdm.scoring.reference`).
+
+        The set follows from the baseline's generations, not from the pairs
+        in scope: their features are computed here if missing. A recorded set
+        is never changed; a note says when the baseline no longer matches it.
+        """
+        plan = plan_reference_set(self.ws)
+        undefined = []
+        for index, keys in enumerate(self.combination_keys()):
+            record = load_reference_record(self.ws, *keys)
+            if record is None:
+                undefined.append(index)
+            elif (note := stale_note(record, plan)) is not None:
+                report.notes.append(note)
+        if not undefined:
+            return
+        if (problem := plan.problem()) is not None:
+            report.notes.append(problem)
+            return
+        for index in undefined:
+            inserted = store_reference_set(self.ws, *self.combination_keys()[index],
+                                           self.reference_rows(plan, index, report), plan)
+            report.reference_distances_added += inserted or 0
+
+    def rescale(self) -> list[tuple[ReferenceRecord | None, ReferenceRecord]]:
+        """Define every combination's reference set again from the baseline's generations, on purpose.
+
+        Returns (earlier record or None, new record) per combination.
+        """
+        plan = plan_reference_set(self.ws)
+        if (problem := plan.problem()) is not None:
+            raise ScoringError(problem)
+        changes = []
+        for index, keys in enumerate(self.combination_keys()):
+            before = load_reference_record(self.ws, *keys)
+            store_reference_set(self.ws, *keys, self.reference_rows(plan, index), plan, replace=True)
+            changes.append((before, load_reference_record(self.ws, *keys)))
+        return changes
+
+    def reference_rows(self, plan: ReferencePlan, index: int, report: ScoreReport | None = None) -> list[tuple]:
+        """(anchor, image, M_sem, M_style) of every reference pair under combination ``index``.
+
+        Images the scored pairs did not need (the baseline's, when another
+        variant is scored first) are computed here and counted in ``report``.
+        """
+        computed = self.ensure_features(plan.images)
+        if report is not None:
+            report.images_computed += computed
+        memo: OrderedDict[str, dict | None] = OrderedDict()
+        rows = []
+        for pair in plan.pairs:  # anchor by anchor: the anchor's features stay in the small memo
+            anchor, other = self._cached(pair.anchor_image, memo), self._cached(pair.image, memo)
+            rows.append((pair.anchor, pair.image, *self.distances(self.combinations[index], anchor, other)))
+        return rows
 
     def _cached(self, sha: str, memo: OrderedDict, limit: int = 64) -> dict | None:
         """Cached descriptors through a small LRU (reference sampling revisits images)."""
@@ -353,13 +383,15 @@ def build_engine(
     mode: str | None = None,
     executor=None,
     style_image_size: int | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoringEngine:
     """Load the backbones (checking names, device and precision first) and wrap them in an engine.
 
     ``semantic`` and ``style`` are a name each, or lists of names: every
-    (semantic, style) combination is then scored in one pass. With an
-    ``executor`` its workers load the backbones, on its device.
+    (semantic, style) combination is then scored in one pass; by default the
+    CPDM release's pair (``ViT-L-14/openai`` + ``cpdm-inception``, as its
+    ``cpdm_metric.py`` computes them). With an ``executor`` its workers load
+    the backbones, on its device.
     """
     semantics, styles = _as_list(semantic), _as_list(style)
     for name in semantics:
@@ -395,13 +427,17 @@ def score_pairs(
     progress: bool = True,
     executor=None,
     engine: ScoringEngine | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_SCORING_PRECISION,
 ) -> ScoreReport:
     """Score every pair in scope (all, ``pair_ids`` or a campaign's) that lacks a score for some combination.
 
-    ``semantic`` and ``style`` may list several backbones: every combination
-    is scored in the same pass, each image decoded once and each backbone run
-    once per image. Re-running scores only what is new. ``engine`` reuses
+    ``semantic`` and ``style`` default to the CPDM release's backbones
+    (``ViT-L-14/openai`` + ``cpdm-inception``, its ``cpdm_metric.py``) and
+    may list several: every combination is scored in the same pass, each
+    image decoded once and each backbone run once per image. Re-running
+    scores only what is new, and a pair another run scores meanwhile is
+    skipped before its features are computed. Each combination without a
+    recorded reference set then gets one (:mod:`cpdm.scoring.reference`). ``engine`` reuses
     loaded backbones (its backbones then decide semantic/style/device, and it
     its precision). ``precision`` is ``auto`` (fp16 on CUDA where it keeps
     scores within 1e-3 of fp32), ``reduced`` (the CPU's bf16 too) or
@@ -424,14 +460,12 @@ def score_pairs(
     pairs = _pairs_in_scope(ws, scope)
     done = {combination: _scored_pair_ids(ws, *combination) for combination in keys}
     todo = [pair for pair in pairs if any(pair.id not in scored for scored in done.values())]
-    report.pairs_already_scored = len(pairs) - len(todo)
-    from cpdm.progress import progress_bar
-
     with progress_bar(len(todo), "scoring", unit="pair", enabled=progress and bool(todo)) as bar:
         for chunk in _chunks_by_anchor(todo, engine.pairs_per_chunk):
-            engine.score_chunk(chunk, report, done)
+            engine.score_chunk(chunk, report)
             bar.update(len(chunk))  # a cancelled job stops here, once the chunk's scores are stored
-    report.reference_distances_added = engine.add_reference_distances(pairs)
+    report.pairs_already_scored = len(pairs) - report.pairs_scored
+    engine.define_reference_sets(report)
     report.precision = {key: chosen or FP32 for key, chosen in engine.extractor.precision.items()}
     report.seconds = time.perf_counter() - started
     return report
@@ -440,96 +474,3 @@ def score_pairs(
 # --------------------------------------------------------------------------
 # A small direct API: score two images without a workspace
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class PairScore:
-    m_sem: float
-    m_style: float
-    cm: float | None  # None when the scorer has no reference scale
-
-
-class Scorer:
-    """Build once, then score images directly (PIL images or paths), like LPIPS.
-
-    >>> scorer = Scorer(offline_tiny=True, x_ref=1.0)        # doctest: +SKIP
-    >>> scorer("anchor.png", "generated.png").cm              # doctest: +SKIP
-
-    With ``weights`` (a :class:`cpdm.metric.Weights`) CM is the weighted form
-    at its w and x_ref; with only ``x_ref`` it is the paper form; with
-    neither, ``cm`` is None. ``precision`` is ``fp32`` (default), ``auto``
-    or ``reduced`` as in ``score_pairs``.
-    """
-
-    def __init__(
-        self,
-        semantic: str = DEFAULT_SEMANTIC,
-        style: str = DEFAULT_STYLE,
-        device: str = "cpu",
-        offline_tiny: bool = False,
-        x_ref: float | None = None,
-        weights: metric.Weights | None = None,
-        precision: str = "fp32",
-    ):
-        check_semantic_name(semantic)
-        check_style_name(style)
-        mode = "tiny" if offline_tiny else "real"
-        self.semantic_backbone = load_semantic(semantic, mode=mode, device=device)
-        self.style_backbone = load_style(style, mode=mode, device=device)
-        if weights is not None:
-            weights.check_backbones(self.semantic_backbone.key, self.style_backbone.key)
-        if x_ref is not None:
-            metric.normalise(0.0, x_ref)  # refuses x_ref <= 0 now, not at the first call
-        self.weights = weights
-        self.x_ref = x_ref
-        self.extractor = FeatureExtractor([self.semantic_backbone, self.style_backbone], precision)
-
-    def features(self, images: Sequence) -> list[ImageFeatures]:
-        """Features of each image; an image given twice (same object or path) is computed once."""
-        keys = [_identity(image) for image in images]
-        first: dict[tuple, object] = {}
-        for key, image in zip(keys, images):
-            first.setdefault(key, image)
-        pil = [_as_pil(image) for image in first.values()]
-        embeddings = self.extractor.descriptors(self.semantic_backbone, pil)
-        descriptors = self.extractor.descriptors(self.style_backbone, pil)
-        computed = {key: ImageFeatures(e, d) for key, e, d in zip(first, embeddings, descriptors)}
-        return [computed[key] for key in keys]
-
-    def score_batch(self, anchors: Sequence, generations: Sequence) -> list[PairScore]:
-        """Score anchors[i] against generations[i]; each distinct image is embedded once."""
-        if len(anchors) != len(generations):
-            raise ScoringError(f"{len(anchors)} anchors but {len(generations)} generations")
-        features = self.features(list(anchors) + list(generations))
-        n = len(anchors)
-        scores = []
-        for i in range(n):
-            a, g = features[i], features[n + i]
-            sem = descriptor_distance(self.semantic_backbone, a.embedding, g.embedding)
-            style = descriptor_distance(self.style_backbone, a.style, g.style)
-            scores.append(PairScore(sem, style, self._cm(sem, style)))
-        return scores
-
-    def __call__(self, anchor, generation) -> PairScore:
-        return self.score_batch([anchor], [generation])[0]
-
-    def _cm(self, sem: float, style: float) -> float | None:
-        if self.weights is not None:
-            return float(self.weights.cm(sem, style))
-        if self.x_ref is not None:
-            return float(metric.cm_paper(sem, style, self.x_ref))
-        return None
-
-
-def _identity(image) -> tuple:
-    """What makes two inputs one image: the same PIL object, or the same resolved path."""
-    if isinstance(image, Image.Image):
-        return ("pil", id(image))
-    return ("path", str(Path(image).resolve()))
-
-
-def _as_pil(image) -> Image.Image:
-    """A PIL image as RGB, or an image file opened upright (:func:`cpdm.store.images.open_image`)."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    return open_image(image)

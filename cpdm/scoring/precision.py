@@ -47,7 +47,7 @@ from typing import Callable, Sequence
 import torch
 
 from cpdm.errors import CpdmError
-from cpdm.scoring import PRECISION_CHOICES
+from cpdm.scoring import SCORING_PRECISIONS
 
 FP32 = "float32"
 CUDA_REDUCED = "float16"
@@ -62,9 +62,9 @@ class PrecisionError(CpdmError, ValueError):
 
 
 def check_choice(choice: str) -> str:
-    """Refuse a ``--precision`` choice other than those of ``PRECISION_CHOICES``."""
-    if choice not in PRECISION_CHOICES:
-        raise PrecisionError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {choice!r}")
+    """Refuse a ``--precision`` choice other than those of ``SCORING_PRECISIONS``."""
+    if choice not in SCORING_PRECISIONS:
+        raise PrecisionError(f"precision must be one of {', '.join(SCORING_PRECISIONS)}, got {choice!r}")
     return choice
 
 

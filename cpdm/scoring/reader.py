@@ -11,6 +11,7 @@ import pandas as pd
 from cpdm import metric
 from cpdm.backbones import backbone_key
 from cpdm.errors import CpdmError
+from cpdm.scoring.reference import load_reference_record, unavailable_reason
 
 SCORE_COLUMNS = [
     "pair", "anchor", "artist", "category", "image", "generation", "variant",
@@ -54,22 +55,33 @@ def load_scores(ws, semantic: str | None = None, style: str | None = None, campa
 
 
 def load_reference_distances(ws, semantic: str, style: str) -> pd.DataFrame:
-    """Mismatched-pair distances stored for a backbone pair (columns m_sem, m_style)."""
+    """The recorded reference set's distances for a backbone pair (columns anchor, image, m_sem, m_style).
+
+    Empty when the combination has no recorded reference set
+    (:mod:`cpdm.scoring.reference`): rows an earlier cpdm sampled from the
+    pairs in scope are not a reference set.
+    """
+    if load_reference_record(ws, semantic, style) is None:
+        return pd.DataFrame({"anchor": pd.Series(dtype=int), "image": pd.Series(dtype=object),
+                             "m_sem": pd.Series(dtype=float), "m_style": pd.Series(dtype=float)})
     rows = ws.conn.execute(
-        "SELECT m_sem, m_style FROM reference_distances WHERE semantic = ? AND style = ? ORDER BY anchor, image",
+        "SELECT anchor, image, m_sem, m_style FROM reference_distances WHERE semantic = ? AND style = ? "
+        "ORDER BY anchor, image",
         (semantic, style),
     ).fetchall()
-    return pd.DataFrame(rows, columns=["m_sem", "m_style"], dtype=float)
+    frame = pd.DataFrame(rows, columns=["anchor", "image", "m_sem", "m_style"])
+    return frame.astype({"m_sem": float, "m_style": float})
 
 
 def reference_scale_for(ws, semantic: str, style: str, w: float | None = None) -> float:
-    """x_ref from the stored mismatched pairs (paper form with w=None, else D_w at w)."""
+    """x_ref over the recorded reference set (paper form with w=None, else D_w at w).
+
+    A combination without a recorded set is refused with the reason and the
+    command that fixes it (:func:`cpdm.scoring.reference.unavailable_reason`).
+    """
     reference = load_reference_distances(ws, semantic, style)
     if reference.empty:
-        raise ScoringError(
-            f"no reference distances for semantic={semantic} style={style}: "
-            "score pairs of at least two anchors (cpdm score) to get a reference scale"
-        )
+        raise ScoringError(f"no CM for semantic={semantic} style={style}: {unavailable_reason(ws, semantic, style)}")
     return metric.reference_scale(reference["m_sem"].to_numpy(), reference["m_style"].to_numpy(), w)
 
 

@@ -9,6 +9,7 @@ bomb is refused before it is decoded).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -252,3 +253,14 @@ def thumbnail(image: Image.Image, size: int = 256) -> Image.Image:
     copy = image.copy()
     copy.thumbnail((size, size))
     return copy
+
+
+def data_uri(data: bytes, mimetype: str) -> str:
+    """``data`` as a ``data:`` URI: the exact bytes, carried inside the page that shows them.
+
+    The researchers' pages show plots this way rather than at an address of
+    their own (Streamlit's ``/media/…`` serves anyone who has the address,
+    signed in or not). The rating panel, whose images are larger, gets raw
+    bytes instead (``cpdm.app.answer_panel.model.panel_message``).
+    """
+    return f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"

@@ -24,6 +24,8 @@ from cpdm.store.workspace import ANCHOR_CATEGORIES, BASELINE_METHOD, PROMPT_ORIG
 
 # Who writes a prompt of an origin when the caller does not say (interrogator and LLM prompts name their model).
 DEFAULT_AUTHORS = {"template": "template", "manual": "manual"}
+# The largest seed a generation row can hold: SQLite's INTEGER is a signed 64-bit number.
+MAX_SEED = 2**63 - 1
 
 
 def _params_json(params, what: str) -> str:
@@ -329,8 +331,8 @@ def _checked_generation(row: GenerationRow) -> tuple:
     """The key and image of a generation row, validated (ids are checked against the database later)."""
     if not isinstance(row, GenerationRow):
         raise CpdmError(f"generations are given as GenerationRow, got {type(row).__name__}")
-    if not _is_whole(row.seed) or row.seed < 0:
-        raise CpdmError(f"a generation's seed must be a whole number ≥ 0, got {row.seed!r}")
+    if not _is_whole(row.seed) or not 0 <= row.seed <= MAX_SEED:
+        raise CpdmError(f"a generation's seed must be a whole number from 0 to {MAX_SEED}, got {row.seed!r}")
     if row.steps is not None and (not _is_whole(row.steps) or row.steps < 1):
         raise CpdmError(f"a generation's steps must be a whole number ≥ 1, got {row.steps!r}")
     guidance = row.guidance
@@ -405,8 +407,12 @@ def find_generation(ws, prompt: int, variant: int, seed: int, steps: int | None,
 # --------------------------------------------------------------------------
 
 
-def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]]) -> list[int]:
-    """Ids of the pairs (anchor, generation, image, kind), inserted where missing, in order."""
+def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]], created: list[int] | None = None) -> list[int]:
+    """Ids of the pairs (anchor, generation, image, kind), inserted where missing, in order.
+
+    ``created``, when given, receives the ids this call inserted (the
+    caller's own count, true while other processes make pairs too).
+    """
     ids = []
     for anchor, generation, image, kind in wanted:
         row = conn.execute(
@@ -417,22 +423,25 @@ def _ensure_pairs(conn, wanted: list[tuple[int, int | None, str, str]]) -> list[
                 "INSERT INTO pairs (anchor, generation, image, kind) VALUES (?, ?, ?, ?) RETURNING id",
                 (anchor, generation, image, kind),
             ).fetchone()
+            if created is not None:
+                created.append(row[0])
         ids.append(row[0])
     return ids
 
 
-def make_pairs(ws, generation_ids: Iterable[int]) -> list[int]:
+def make_pairs(ws, generation_ids: Iterable[int], created: list[int] | None = None) -> list[int]:
     """A normal pair (the generation's anchor against the generation) per generation; returns their ids.
 
     Idempotent: an existing pair's id is returned. Unknown generations are
-    refused before anything is written.
+    refused before anything is written. ``created``, when given, receives
+    the ids of the pairs this call inserted.
     """
     generation_ids = list(generation_ids)
     with ws.transaction() as conn:
-        return make_pairs_in(conn, generation_ids)
+        return make_pairs_in(conn, generation_ids, created)
 
 
-def make_pairs_in(conn, generation_ids: Iterable[int]) -> list[int]:
+def make_pairs_in(conn, generation_ids: Iterable[int], created: list[int] | None = None) -> list[int]:
     """:func:`make_pairs` inside the caller's write transaction."""
     wanted = []
     for generation in generation_ids:
@@ -443,10 +452,11 @@ def make_pairs_in(conn, generation_ids: Iterable[int]) -> list[int]:
         if row is None:
             raise CpdmError(f"unknown generation {generation!r}")
         wanted.append((row[0], generation, row[1], "normal"))
-    return _ensure_pairs(conn, wanted)
+    return _ensure_pairs(conn, wanted, created)
 
 
-def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None) -> list[int]:
+def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int, int] | None = None,
+                        created: list[int] | None = None) -> list[int]:
     """:func:`make_check_pairs` inside the caller's write transaction."""
     anchor_ids = sorted(set(anchor_ids))
     images = dict(conn.execute("SELECT id, image FROM anchors").fetchall())
@@ -465,10 +475,11 @@ def make_check_pairs_in(conn, anchor_ids: Iterable[int], unrelated: Mapping[int,
             continue
         if images[other] != images[anchor]:
             wanted.append((anchor, None, images[other], "check_unrelated"))
-    return _ensure_pairs(conn, wanted)
+    return _ensure_pairs(conn, wanted, created)
 
 
-def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, int] | None = None) -> list[int]:
+def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, int] | None = None,
+                     created: list[int] | None = None) -> list[int]:
     """Attention-check pairs for these anchors, made where missing; returns their ids.
 
     Each anchor gets an identical check (the anchor against itself) and an
@@ -476,9 +487,10 @@ def make_check_pairs(ws, anchor_ids: Iterable[int], *, unrelated: Mapping[int, i
     the next anchor in the list (or, for a single anchor, the next anchor in
     the workspace; none when the workspace has only one), or the one
     ``unrelated`` names for it. Ids come per anchor, identical first.
+    ``created``, when given, receives the ids of the pairs this call inserted.
     """
     with ws.transaction() as conn:
-        return make_check_pairs_in(conn, anchor_ids, unrelated)
+        return make_check_pairs_in(conn, anchor_ids, unrelated, created)
 
 
 def variant_pair_ids(ws, variant: int | str) -> list[int]:

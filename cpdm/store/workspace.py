@@ -436,8 +436,83 @@ def _migrate_to_6(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX jobs_status ON jobs(status, id)")
 
 
+def _migrate_to_7(conn: sqlite3.Connection) -> None:
+    """Open recruitment links: crowd raters who join a campaign through one study link (cpdm.rating.recruit).
+
+    * recruit_links: one link per campaign and role, known by the sha256 of
+      its secret (the secret itself is shown once, like an invite token);
+      ``quota`` (raters it admits, NULL for no limit), ``per_rater`` (pairs
+      each rater gets, NULL for as many as the campaign has for them),
+      ``id_param`` (the query parameter carrying the crowd platform's
+      participant id; NULL: the app makes an id per visitor), the completion
+      code and/or URL of the study's end page, ``closes_at`` (no new raters
+      from then on), ``closed_at`` (closed by hand) and
+      ``signups_per_address`` (new raters per client address per hour).
+    * recruited_raters: the rater each platform id became, once per campaign
+      (UNIQUE: nobody is admitted twice), with admission and finish times.
+    * recruit_events: bad visits and sign-ups per client address (a keyed
+      hash, never the address itself), for rate limits; rows older than a
+      day are dropped as new ones arrive.
+    """
+    conn.execute(
+        "CREATE TABLE recruit_links ("
+        " id INTEGER PRIMARY KEY,"
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        f" role TEXT NOT NULL CHECK (role IN {_in(RATING_ROLES)}),"
+        " secret_hash TEXT NOT NULL UNIQUE,"
+        " quota INTEGER CHECK (quota > 0),"
+        " per_rater INTEGER CHECK (per_rater > 0),"
+        " id_param TEXT,"
+        " completion_code TEXT,"
+        " completion_url TEXT,"
+        " closes_at TEXT,"
+        " closed_at TEXT,"
+        " signups_per_address INTEGER NOT NULL CHECK (signups_per_address > 0),"
+        f" created_at TEXT NOT NULL DEFAULT ({SQL_NOW}))"
+    )
+    conn.execute(
+        "CREATE TABLE recruited_raters ("
+        " rater INTEGER PRIMARY KEY REFERENCES raters(id),"
+        " link INTEGER NOT NULL REFERENCES recruit_links(id),"
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " platform_id TEXT NOT NULL,"
+        " admitted_at TEXT NOT NULL,"
+        " finished_at TEXT,"
+        " UNIQUE (campaign, platform_id))"
+    )
+    conn.execute("CREATE INDEX recruited_raters_by_link ON recruited_raters (link, admitted_at)")
+    conn.execute(
+        "CREATE TABLE recruit_events ("
+        " client TEXT NOT NULL,"
+        " kind TEXT NOT NULL CHECK (kind IN ('bad_visit', 'signup')),"
+        " at TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX recruit_events_by_client ON recruit_events (client, kind, at)")
+    conn.execute("CREATE INDEX recruit_events_by_time ON recruit_events (at)")
+
+
+def _migrate_to_8(conn: sqlite3.Connection) -> None:
+    """Raters' background: their answers to a protocol's questionnaire, per campaign (cpdm.rating.background).
+
+    One row per rater, campaign, question and subject (the artist, for a
+    question asked once per artist of the campaign; '' otherwise); the value
+    is JSON (null for "prefer not to answer").
+    """
+    conn.execute(
+        "CREATE TABLE background_answers ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " rater INTEGER NOT NULL REFERENCES raters(id),"
+        " question TEXT NOT NULL,"
+        " subject TEXT NOT NULL DEFAULT '',"
+        " value TEXT NOT NULL,"
+        " answered_at TEXT NOT NULL,"
+        " PRIMARY KEY (campaign, rater, question, subject))"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5, _migrate_to_6,
+    _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5, _migrate_to_6, _migrate_to_7,
+    _migrate_to_8,
 ]
 
 

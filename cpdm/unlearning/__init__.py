@@ -11,7 +11,7 @@ Reading the table loads no torch: :func:`lookup` gives an entry and its
 :meth:`Entry.resolve_params` checks hyperparameters. Only
 :func:`get_method` imports an implementation (and torch with it), by its
 module path. :mod:`cpdm.unlearning.runner` runs a method and registers the
-variant; :func:`cpdm.unlearning.apply.apply_variant` puts a variant onto a
+variant; :func:`cpdm.diffusion.variants.apply_variant` puts a variant onto a
 base pipeline for generation; :mod:`cpdm.analysis.unlearning` tells
 whether it worked.
 """
@@ -26,10 +26,13 @@ from pathlib import Path
 from cpdm.errors import CpdmError
 from cpdm.values import parse_bool
 
+# The value of an ``or_auto`` hyperparameter that lets the method work it out.
+AUTO = "auto"
+
 # What `cpdm unlearn` and an unlearn job use unless told otherwise.
 DEFAULT_SEED = 0
-PRECISION_NAMES = ("float32", "bfloat16", "float16")  # compute precision of training passes
-DEFAULT_PRECISION = "float32"
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")  # compute precision of training passes
+DEFAULT_TRAINING_PRECISION = "float32"
 DEFAULT_CHECKPOINT_EVERY = 100
 # Files a method that trains on images reads from its images folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -40,7 +43,9 @@ class Hyperparameter:
     """One hyperparameter of a method: its default (whose type a given value is converted to), help and range.
 
     ``at_least`` and ``at_most`` are inclusive bounds, ``above`` an
-    exclusive one; ``choices`` lists the texts allowed.
+    exclusive one; ``choices`` lists the texts allowed. ``or_auto``: the
+    value is a number or the text ``auto`` (the default, which the method
+    works out from its other settings).
     """
 
     name: str
@@ -50,6 +55,7 @@ class Hyperparameter:
     above: float | None = None
     at_most: float | None = None
     choices: tuple[str, ...] = ()
+    or_auto: bool = False
 
     @property
     def type(self) -> str:
@@ -58,15 +64,25 @@ class Hyperparameter:
 
     def convert(self, value):
         """``value`` (a number, or text from the command line) as the default's type."""
+        if self.or_auto:
+            if str(value).strip().lower() == AUTO:
+                return AUTO
+            try:
+                return convert_param(self.name, value, 0.0)
+            except CpdmError:
+                raise CpdmError(f"{self.name} must be a finite number or {AUTO}, got {value!r}") from None
         return convert_param(self.name, value, self.default)
 
     def check(self, value) -> None:
         """Refuse a converted value outside the allowed range or choices."""
+        if self.or_auto and value == AUTO:
+            return
         if self.choices and value not in self.choices:
             raise CpdmError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return
-        too_low = (self.at_least is not None and value < self.at_least) or (self.above is not None and value <= self.above)
+        too_low = ((self.at_least is not None and value < self.at_least)
+                   or (self.above is not None and value <= self.above))
         too_high = self.at_most is not None and value > self.at_most
         if too_low or too_high:
             raise CpdmError(f"{self.name} must {self.allowed_range()}, got {value!r}")
@@ -178,6 +194,9 @@ _ESD = (
 ESD_U_PARAMETER_SETS = ("original", "esd-u-2025")  # the original release's esd-u, and the newer esd_sd.py's
 CONCEPT_TYPES = ("style", "object")
 CAPTION_WRITERS = ("template", "openai")  # the caption writers of cpdm.curation.refine
+# UCE's two author releases (rohitgandikota/unified-concept-editing): the paper's, and the current scripts.
+UCE_RELEASES = ("2023", "2024")
+UCE_DEFAULT_RELEASE = "2023"
 
 # SLD's presets, as diffusers ships the paper's (SafetyConfig); MEDIUM is the default.
 SLD_PRESETS = {
@@ -201,13 +220,20 @@ REGISTRY: tuple[Entry, ...] = (
                        choices=ESD_U_PARAMETER_SETS),
     ), iterative=True),
     Entry("uce", "Unified Concept Editing: closed-form edit of cross-attention K/V", "uce", "UCE", (
+        Hyperparameter("release", UCE_DEFAULT_RELEASE,
+                       "which author release to follow: 2023 (the paper's train_erase.py: token spans, the empty "
+                       "prompt always preserved) or 2024 (uce_sd_erase.py: last tokens only)",
+                       choices=UCE_RELEASES),
         Hyperparameter("lamb", 0.5, "λ: weight of staying close to the original projections", above=0),
         Hyperparameter("erase_scale", 1.0, "s_e: weight of mapping the concepts onto their guide", at_least=0),
-        Hyperparameter("preserve_scale", 1.0, "s_p: weight of keeping the preserved concepts' projections",
-                       at_least=0),
+        Hyperparameter("preserve_scale", AUTO, "s_p: weight of keeping the preserved concepts' projections; "
+                       "auto: max(0.1, 1/N) for N preserved prompts (release 2023), 1 (release 2024)",
+                       at_least=0, or_auto=True),
         Hyperparameter("concept_type", "style", "style (guide \"art\") or object (guide \"\")",
                        choices=CONCEPT_TYPES),
-        Hyperparameter("guide", "auto", "the text each concept is mapped onto; auto: from concept_type"),
+        Hyperparameter("guide", AUTO, "the text each concept is mapped onto; auto: from concept_type"),
+        Hyperparameter("preserve_artists", True, "a style erasure also preserves the study's other artists "
+                       "(the anchors' artist names)"),
     )),
     Entry("ablation", "Concept Ablation (model-based): target captions predict like anchor captions", "ablation",
           "ConceptAblation", (
@@ -269,8 +295,10 @@ REGISTRY: tuple[Entry, ...] = (
                              "δ: sampling steps before safety guidance starts", at_least=0),
               Hyperparameter("guidance_scale", _SLD_DEFAULTS["guidance_scale"],
                              "s_S: scale of the guidance away from the concept"),
-              Hyperparameter("threshold", _SLD_DEFAULTS["threshold"], "λ_thr: where in the latent the guidance applies"),
-              Hyperparameter("momentum_scale", _SLD_DEFAULTS["momentum_scale"], "s_m: scale of the guidance's momentum"),
+              Hyperparameter("threshold", _SLD_DEFAULTS["threshold"],
+                             "λ_thr: where in the latent the guidance applies"),
+              Hyperparameter("momentum_scale", _SLD_DEFAULTS["momentum_scale"],
+                             "s_m: scale of the guidance's momentum"),
               Hyperparameter("mom_beta", _SLD_DEFAULTS["mom_beta"],
                              "β_m: how much momentum carries over between steps", at_least=0, at_most=1),
           ), inference_time=True, presets=SLD_PRESETS),
@@ -305,3 +333,24 @@ def image_files(folder) -> tuple[Path, ...]:
     if not folder.is_dir():
         raise CpdmError(f"{folder}: no such folder of images")
     return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+
+
+def read_preserve_file(path) -> tuple[str, ...]:
+    """The concepts listed in a preserve file: one a line, spaces around them stripped, blank lines skipped.
+
+    A missing or unreadable file, one that is not UTF-8 text, and one that
+    lists nothing are refused, naming the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CpdmError(f"{path}: no such preserve file") from None
+    except UnicodeDecodeError:
+        raise CpdmError(f"{path}: not UTF-8 text; a preserve file lists one concept a line") from None
+    except OSError as exc:
+        raise CpdmError(f"{path}: cannot read the preserve file ({exc.strerror or exc})") from None
+    concepts = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not concepts:
+        raise CpdmError(f"{path}: the preserve file lists no concepts (one a line)")
+    return concepts

@@ -183,7 +183,7 @@ def generate_anchor_images(pipe, folder: Path, captions: list[str], count: int, 
     """
     from diffusers import DPMSolverMultistepScheduler
 
-    from cpdm.generation.pipeline import generate_images
+    from cpdm.diffusion.pipeline import generate_images
     from cpdm.progress import progress_bar
 
     missing = [i for i in range(count) if not anchor_image_path(folder, i).is_file()]

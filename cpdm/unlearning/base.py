@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from cpdm.errors import CpdmError
+from cpdm.progress import JobCancelled, progress_bar
 from cpdm.unlearning import Entry, lookup
 
 
@@ -62,6 +63,8 @@ class TrainingOptions:
     progress: bool = True
     autocast_dtype: torch.dtype | None = None
     cache_dir: Path | None = None
+    # Called with (path, steps done) once a checkpoint is written: a Ray task sends it to the driver.
+    on_checkpoint: Callable[[Path, int], None] | None = None
 
 
 class NonFiniteLoss(CpdmError):
@@ -71,6 +74,10 @@ class NonFiniteLoss(CpdmError):
         self.step = step
         self.value = value
         super().__init__(f"the loss became {value} at step {step}; the run stopped (lower the learning rate?)")
+
+    def __reduce__(self):
+        # Rebuilt from (step, value) when unpickled: a Ray task raises it on a node, the driver records its step.
+        return type(self), (self.step, self.value)
 
 
 def _entry_fact(name: str) -> property:
@@ -101,7 +108,7 @@ class Method:
     iterative = _entry_fact("iterative")
 
     def resolve_params(self, given: dict | None) -> dict:
-        """The defaults overlaid with ``given`` (converted to the defaults' types); unknown names and bad values are refused."""
+        """The defaults overlaid with ``given``, converted to the defaults' types; unknown names and bad values refused."""
         return self.entry.resolve_params(given)
 
     def steps_of(self, params: dict) -> int:
@@ -111,6 +118,15 @@ class Method:
     def trainable_names(self, unet: torch.nn.Module, params: dict) -> list[str]:
         """The diffusers names of the UNet parameters this method replaces."""
         return []
+
+    def preserve_set(self, params: dict, concepts, given, study_artists) -> tuple[str, ...]:
+        """The concepts a run preserves: those ``given`` (``--preserve``, then the preserve file's).
+
+        ``study_artists`` are the workspace's other artists (none naming a
+        concept to erase); a method that preserves them by default (UCE for
+        a style) adds them here.
+        """
+        return unique_texts(given)
 
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
         """Erase the request's concepts from ``pipe``'s UNet (in place); return the replaced parameters."""
@@ -125,11 +141,37 @@ def real_token_count(tokenizer, text: str) -> int:
     return max(len(ids) - 2, 0)
 
 
+def truncated_texts(tokenizer, texts, role: str) -> list[dict]:
+    """The texts longer than the text encoder reads (its tokenizer's ``model_max_length``, 77 in Stable Diffusion).
+
+    Each is given with its token count (start and end tokens included, as
+    generation counts them) and how many the encoder keeps: methods encode
+    only those, so the rest of the text never reaches the edit.
+    """
+    limit = tokenizer.model_max_length
+    cut = []
+    for text in texts:
+        tokens = len(tokenizer(text, truncation=False, verbose=False).input_ids)
+        if tokens > limit:
+            cut.append({"text": text, "role": role, "tokens": tokens, "kept": limit})
+    return cut
+
+
 def check_concepts(tokenizer, concepts, label: str = "concept") -> None:
     """Refuse a concept that tokenises to nothing."""
     for concept in concepts:
         if real_token_count(tokenizer, concept) == 0:
             raise CpdmError(f"the {label} {concept!r} tokenises to nothing; give a word or a phrase")
+
+
+def unique_texts(texts) -> tuple[str, ...]:
+    """``texts`` without repeats (case-insensitive), in their first order."""
+    seen, kept = set(), []
+    for text in texts:
+        if text.lower() not in seen:
+            seen.add(text.lower())
+            kept.append(text)
+    return tuple(kept)
 
 
 def encode_text(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,9 +231,14 @@ def named_parameters(module: torch.nn.Module, names: list[str]) -> dict[str, tor
 
 
 def run_fingerprint(method: str, request: UnlearnRequest, params: dict) -> str:
-    """A digest of everything that decides a run's result; a checkpoint only resumes the same run."""
+    """A digest of everything that decides a run's result; a checkpoint only resumes the same run.
+
+    Images count by name and content, not by path: a run resumed from a
+    copy of its images elsewhere (another node of a cluster) is the same run.
+    """
+    images = [f"{Path(path).name} {hashlib.sha256(Path(path).read_bytes()).hexdigest()}" for path in request.images]
     payload = {"method": method, "concepts": list(request.concepts), "preserve": list(request.preserve),
-               "images": [str(path) for path in request.images], "params": params, "seed": request.seed}
+               "images": images, "params": params, "seed": request.seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -244,13 +291,16 @@ def train_loop(
     ends the run early, before that step is applied (a divergence guard).
     With ``options.resume`` and a checkpoint on disk the run continues from it.
     """
-    from cpdm.jobs.context import JobCancelled
-    from cpdm.progress import progress_bar
-
     start, losses = 0, []
     checkpoint = options.checkpoint_path
     if options.resume and checkpoint is not None and checkpoint.is_file():
         start, losses = load_checkpoint(checkpoint, parameters, optimizer, fingerprint)
+
+    def save(done: int) -> None:
+        save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+        if options.on_checkpoint is not None:
+            options.on_checkpoint(checkpoint, done)
+
     bar = progress_bar(steps, description, unit="it", enabled=options.progress, initial=start)
     try:
         for step in range(start, steps):
@@ -271,13 +321,13 @@ def train_loop(
             bar.set_postfix(loss=f"{value:.4g}")
             done = step + 1
             if checkpoint is not None and options.checkpoint_every > 0 and done % options.checkpoint_every == 0 and done < steps:
-                save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+                save(done)
             try:
                 bar.update(1)
             except JobCancelled:
                 # Keep every step made so far: a resumed run continues from this one.
                 if checkpoint is not None and done < steps:
-                    save_checkpoint(checkpoint, done, parameters, optimizer, fingerprint, losses)
+                    save(done)
                 raise
     finally:
         bar.close()

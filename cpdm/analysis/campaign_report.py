@@ -1,0 +1,693 @@
+"""The whole analysis of a campaign, its report folder, and calibrated weights.
+
+:func:`run_analysis` gathers everything the researcher pages and
+``cpdm analyze`` show; :func:`write_report` writes it as CSV tables, PNG plots
+and a Markdown summary; :func:`calibrate_campaign` produces the weights that
+``cpdm calibrate`` exports and ``cpdm score --weights`` reads back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cpdm.analysis import data as data_module
+from cpdm.analysis.agreement import agreement_table, check_level
+from cpdm.analysis.calibration import CalibrationResult, calibrate
+from cpdm.analysis.combinations import CombinationComparison, compare_loaded, describe_combination
+from cpdm.analysis.correlation import correlation_table, split_half_ceiling
+from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison, compare_groups
+from cpdm.analysis.plots import (
+    agreement_figure,
+    calibration_figure,
+    figure_png,
+    group_curves_figure,
+    scatter_figure,
+    variant_figure,
+)
+from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals
+from cpdm.analysis.variants import copy_threshold, variant_benchmark
+from cpdm.errors import CpdmError
+from cpdm.rating.protocol import ProtocolError, parse_protocol
+from cpdm.scoring.reference import unavailable_reason
+from cpdm.store.time import format_time, utc_now
+
+DEFAULT_TARGET = "copy"
+DEFAULT_CALIBRATION_GROUP = "artists"
+RELEASE_SCORE_NOTE = ("`release_score` = (M_sem · M_style)² per pair, the number the CPDM release reports (its mean over "
+                      "pairs; no Norm, no 1 −; lower = closer to the anchor), to lay beside the paper's tables; CM is "
+                      "cpdm's calibrated form of the same product.")
+
+
+@dataclass
+class AnalysisOptions:
+    """What to analyse and how; the defaults are the issue's (copy question, artists, flagged raters out)."""
+
+    groups: tuple[str, ...] = ("artists", "lay", "all")
+    strict_groups: bool = False          # True when the user named the group(s): a group without ratings is an error
+    target: str = DEFAULT_TARGET
+    calibration_group: str = DEFAULT_CALIBRATION_GROUP
+    include_flagged: bool = False
+    include_simulated: bool = True
+    zscore: bool = False
+    level: str = "ordinal"
+    n_boot: int = 1000
+    seed: int = 0
+    semantic: str | None = None
+    style: str | None = None
+    folds: int = 5
+    step: float = 0.05
+    resample: str = DEFAULT_RESAMPLE     # what intervals resample: anchors, or pairs (for comparison only)
+
+    def intervals(self) -> str:
+        """How every interval of the analysis is made, in words."""
+        return describe_intervals(self.resample, self.n_boot)
+
+
+@dataclass
+class CampaignData:
+    """The ratings and pairs of one campaign, filtered as the options say."""
+
+    campaign: str
+    campaign_id: int
+    all_ratings: pd.DataFrame
+    ratings: pd.DataFrame
+    pairs: pd.DataFrame
+    backbones: tuple[str, str] | None
+    reference: pd.DataFrame | None
+    questions: list[str]
+    counts: dict
+    scales: dict[str, tuple[int, int]] = field(default_factory=dict)   # question -> (low, high)
+
+    def scale(self, question: str) -> tuple[int, int]:
+        """The question's scale from the protocol; for a question it lacks, the lowest and highest answers given."""
+        if question in self.scales:
+            return self.scales[question]
+        values = self.all_ratings.loc[self.all_ratings["question"] == question, "value"].dropna()
+        return (int(values.min()), int(values.max())) if len(values) else (1, 5)
+
+    def copy_threshold(self, question: str) -> float:
+        """The mean rating from which a pair counts as judged a copy on ``question`` (see variants.copy_threshold)."""
+        return copy_threshold(self.scale(question))
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis of a campaign produced."""
+
+    data: CampaignData
+    options: AnalysisOptions
+    groups: list[str]
+    pairs: pd.DataFrame                  # one row per normal pair: distances, metrics, human scores per group
+    metrics: list[str]
+    x_ref: float | None
+    x_ref_source: str | None
+    agreement: pd.DataFrame
+    correlations: pd.DataFrame
+    ceiling: pd.DataFrame
+    calibration: CalibrationResult | None
+    variants: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+    group_comparisons: list[GroupComparison] = field(default_factory=list)
+    _png: dict = field(default_factory=dict, repr=False)
+    combinations: CombinationComparison | None = None  # when the campaign was scored with several backbone pairs
+
+    def human_columns(self) -> dict[str, str]:
+        return {group: f"human_{group}" for group in self.groups}
+
+    def figure_names(self) -> list[str]:
+        """File stems of the figures this analysis has (agreement, scatter_<metric>, calibration, variants)."""
+        names = ["agreement"] if len(self.agreement) else []
+        names += [scatter_name(metric) for metric in self.metrics]
+        if self.calibration is not None:
+            names.append("calibration")
+        names += [group_figure_name(comparison.question) for comparison in self.group_comparisons]
+        if self.variants is not None and len(self.variants):
+            names.append("variants")
+        if self.combinations is not None and len(self.combinations.table):
+            names.append("combinations")
+        return names
+
+    def figure(self, name: str):
+        """Build one named figure."""
+        if name == "agreement":
+            return agreement_figure(self.agreement)
+        if name == "calibration":
+            return calibration_figure(self.calibration.curve, self.calibration.chosen_w,
+                                      spreads=self.calibration.spreads)
+        if name == "variants":
+            return variant_figure(self.variants, self.groups, self.data.copy_threshold(self.options.target))
+        for comparison in self.group_comparisons:
+            if name == group_figure_name(comparison.question):
+                return group_curves_figure(comparison)
+        if name == "combinations":
+            return self.combinations.figure()
+        for metric in self.metrics:
+            if name == scatter_name(metric):
+                ylabel = f"human '{self.options.target}' score" + (" (z)" if self.options.zscore else "")
+                return scatter_figure(self.pairs, metric, self.human_columns(), self.correlations, ylabel=ylabel)
+        raise KeyError(name)
+
+    def png(self, name: str) -> bytes:
+        """One figure as PNG bytes, rendered once and kept (pages show and offer the same bytes)."""
+        if name not in self._png:
+            self._png[name] = figure_png(self.figure(name))
+        return self._png[name]
+
+    def figures(self) -> dict:
+        """All named matplotlib figures (file stem -> Figure)."""
+        return {name: self.figure(name) for name in self.figure_names()}
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Named tables (file stem -> DataFrame)."""
+        tables = {"agreement": self.agreement, "correlations": self.correlations, "noise_ceiling": self.ceiling,
+                  "pairs": self.pairs}
+        if self.calibration is not None:
+            tables["calibration_curve"] = self.calibration.curve
+            tables["calibration_summary"] = self.calibration.summary
+        if self.group_comparisons:
+            tables["group_comparison"] = self.group_table()
+        if self.variants is not None:
+            tables["variants"] = self.variants
+        if self.combinations is not None:
+            tables["combinations"] = self.combinations.table
+        return tables
+
+    def group_table(self) -> pd.DataFrame:
+        """Artists' w against lay raters' w, one row per protocol question."""
+        return pd.DataFrame([comparison.row() for comparison in self.group_comparisons])
+
+
+def _file_stem(name: str) -> str:
+    return name.replace("-", "neg_").replace(" ", "_")
+
+
+def group_figure_name(question: str) -> str:
+    """File stem of one question's artists-vs-lay plot: groups_copy, …"""
+    return f"groups_{_file_stem(question)}"
+
+
+def scatter_name(metric: str) -> str:
+    """File stem of a metric's scatter plot: scatter_CM, scatter_neg_m_sem, …"""
+    return f"scatter_{_file_stem(metric)}"
+
+
+def _protocol_questions(protocol_text: str) -> dict[str, tuple[int, int]]:
+    """The protocol's questions in order, each with its scale (none when the text does not parse)."""
+    try:
+        return {question.id: question.scale for question in parse_protocol(protocol_text, frozen=True).questions}
+    except ProtocolError:
+        return {}
+
+
+def _questions_of(all_ratings: pd.DataFrame, protocol_ids: list[str]) -> list[str]:
+    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
+    seen = list(dict.fromkeys(all_ratings["question"]))
+    return [q for q in protocol_ids if q in seen] + [q for q in seen if q not in protocol_ids]
+
+
+def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
+    """Ratings and pairs of a campaign by name, with clear errors for an unknown or unrated campaign."""
+    from cpdm.rating.campaigns import campaign_id_by_name
+
+    campaign_id = campaign_id_by_name(ws, campaign)
+    check_level(options.level)
+    check_resample(options.resample)
+    for group in (*options.groups, options.calibration_group):
+        data_module.check_group(group)
+    all_ratings = data_module.load_ratings(ws, campaign_id)
+    if all_ratings["value"].notna().sum() == 0:
+        raise CpdmError(f"campaign {campaign!r} has no ratings yet (invite raters, or add simulated ones for a demo)")
+    ratings = data_module.analysis_ratings(all_ratings, options.include_flagged, options.include_simulated)
+    normal = all_ratings[all_ratings["kind"] == "normal"]
+    counts = {
+        "ratings": int(len(all_ratings)),
+        "answered_normal": int(normal["value"].notna().sum()),
+        "skipped": int(all_ratings["value"].isna().sum()),
+        "flagged_raters": int(all_ratings.loc[all_ratings["flagged"], "rater"].nunique()),
+        "excluded_flagged": 0 if options.include_flagged else int((normal["flagged"] & normal["value"].notna()).sum()),
+        "simulated_raters": int(all_ratings.loc[all_ratings["simulated"], "rater"].nunique()),
+        "used": int(len(ratings)),
+        "raters_used": int(ratings["rater"].nunique()),
+    }
+    if len(ratings) == 0:
+        raise CpdmError(
+            f"campaign {campaign!r} has no usable ratings of normal pairs "
+            f"({counts['excluded_flagged']} excluded from flagged raters; --include-flagged keeps them)"
+        )
+    backbones = data_module.choose_backbones(ws, campaign_id, options.semantic, options.style)
+    pairs = data_module.pair_table(ws, campaign_id, backbones)
+    reference = data_module.reference_distances(ws, backbones)
+    protocol_text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    scales = _protocol_questions(protocol_text)
+    return CampaignData(campaign, campaign_id, all_ratings, ratings, pairs, backbones, reference,
+                        _questions_of(all_ratings, list(scales)), counts, scales)
+
+
+def _groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
+    groups = []
+    for group in options.groups:
+        if len(data_module.select_group(data.ratings, group)) == 0:
+            message = f"no usable ratings from the {group} group in campaign {data.campaign!r}"
+            if options.strict_groups:
+                raise CpdmError(message)
+            notes.append(message + "; left out")
+        else:
+            groups.append(group)
+    if not groups:
+        raise CpdmError(f"no rater group has usable ratings in campaign {data.campaign!r}")
+    return groups
+
+
+def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[float | None, str | None]:
+    """x_ref for the paper's CM: the reference pairs' median product, else the campaign's own pairs'."""
+    from cpdm.metric import reference_scale
+
+    if reference is not None and len(reference):
+        return reference_scale(reference["m_sem"], reference["m_style"]), "reference pairs"
+    scored = pairs.dropna(subset=["m_sem", "m_style"])
+    if len(scored) == 0:
+        return None, None
+    product = float(np.median(scored["m_sem"] * scored["m_style"]))
+    return (product, "campaign pairs") if product > 0 else (None, None)
+
+
+def _check_target(data: CampaignData, target: str) -> None:
+    if target not in data.questions:
+        raise CpdmError(f"no ratings for question {target!r} in campaign {data.campaign!r} "
+                        f"(questions: {', '.join(data.questions)})")
+
+
+def default_report_dir(ws, campaign: str) -> Path:
+    """Where ``cpdm analyze`` writes a campaign's report unless told otherwise."""
+    return ws.exports_dir / f"report-{campaign}"
+
+
+def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
+    """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
+    from cpdm.metric import cm_paper, cm_weighted, release_score
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, options.target)
+    notes: list[str] = []
+    groups = _groups_with_ratings(data, options, notes)
+    by_group = data_module.split_groups(data.ratings, groups)
+
+    agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,
+                                value_domain=None, n_boot=options.n_boot, seed=options.seed,
+                                n_pairs=len(data.pairs), resample=options.resample)
+
+    pairs = data.pairs.copy()
+    for group in groups:
+        scores = data_module.human_scores(by_group[group], options.target, zscore=options.zscore)
+        pairs = pairs.merge(scores.rename(columns={"human": f"human_{group}", "n_ratings": f"n_{group}"}),
+                            on="pair", how="left")
+
+    # The release's own number beside CM (no Norm, no reference scale): NaN where a pair has no scores.
+    pairs["release_score"] = release_score(pairs["m_sem"].to_numpy(), pairs["m_style"].to_numpy())
+    metrics: list[str] = []
+    x_ref, x_ref_source = _paper_scale(pairs, data.reference)
+    calibration = None
+    if data.backbones is None:
+        notes.append("no metric scores for this campaign's pairs (run `cpdm score`); correlations and "
+                     "calibration are left out")
+    elif x_ref is None:
+        notes.append("the reference scale is 0 (all distances are 0); correlations are left out")
+    else:
+        if x_ref_source == "campaign pairs":
+            reason = unavailable_reason(ws, *data.backbones)
+            notes.append(f"no reference set for these backbones ({reason}); until then x_ref is the median over the "
+                         "campaign's own pairs")
+        scored = pairs["m_sem"].notna() & pairs["m_style"].notna()
+        pairs.loc[scored, "CM"] = cm_paper(pairs.loc[scored, "m_sem"].to_numpy(), pairs.loc[scored, "m_style"].to_numpy(), x_ref)
+        metrics.append("CM")
+        calibration_group = options.calibration_group if options.calibration_group in groups else groups[0]
+        if calibration_group != options.calibration_group:
+            notes.append(f"calibrated on the {calibration_group} group ({options.calibration_group} has no ratings)")
+        try:
+            calibration = calibrate(
+                pairs.rename(columns={f"human_{calibration_group}": "human"}),
+                data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot, seed=options.seed,
+                resample=options.resample,
+            )
+            calibration.stats["rater_group"] = calibration_group
+            pairs.loc[scored, "CM_w"] = cm_weighted(pairs.loc[scored, "m_sem"].to_numpy(),
+                                                    pairs.loc[scored, "m_style"].to_numpy(),
+                                                    calibration.chosen_w, calibration.x_ref)
+            metrics.append("CM_w")
+        except CpdmError as exc:
+            notes.append(f"calibration left out: {exc}")
+        pairs["-m_sem"] = -pairs["m_sem"]
+        pairs["-m_style"] = -pairs["m_style"]
+        metrics += ["-m_sem", "-m_style"]
+
+    human_columns = {group: f"human_{group}" for group in groups}
+    correlations = correlation_table(pairs, metrics, human_columns, n_boot=options.n_boot, seed=options.seed,
+                                     resample=options.resample) \
+        if metrics else pd.DataFrame(columns=["group", "metric", "method", "r", "ci_low", "ci_high", "n"])
+    ceiling = pd.DataFrame([
+        {"group": group, **split_half_ceiling(by_group[group][by_group[group]["question"] == options.target],
+                                              seed=options.seed, n_boot=options.n_boot,
+                                              resample=options.resample)}
+        for group in groups
+    ])
+
+    variants = None
+    if pairs["variant"].notna().any():
+        raw_copy = {group: data_module.human_scores(by_group[group], options.target) for group in groups}
+        metric = "CM" if "CM" in pairs else None
+        if metric is None:
+            pairs_for_table = pairs.assign(CM=np.nan)
+            metric = "CM"
+        else:
+            pairs_for_table = pairs
+        variants = variant_benchmark(pairs_for_table, raw_copy, data.copy_threshold(options.target), metric=metric,
+                                     n_boot=options.n_boot, seed=options.seed, resample=options.resample,
+                                     also=("release_score",))
+
+    comparisons = compare_questions(data, options, notes) if data.backbones is not None else []
+    combinations = None
+    if data.backbones is not None:
+        combinations = compare_loaded(ws, data, by_group, options.target, options)
+        notes += combinations.notes if combinations is not None else []
+
+    return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
+                    calibration, variants, notes, comparisons, combinations=combinations)
+
+
+
+def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
+    """(comparisons, notes): artists' w against lay raters' w on every question of a campaign."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    notes: list[str] = []
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    return compare_questions(data, options, notes), notes
+
+
+def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[GroupComparison]:
+    """Artists' w against lay raters' w for every protocol question both groups answered (see groups.py)."""
+    by_group = data_module.split_groups(data.ratings, COMPARED_GROUPS)
+    if any(len(frame) == 0 for frame in by_group.values()):
+        return []
+    comparisons = []
+    for question in data.questions:
+        pairs = data.pairs
+        for group, frame in by_group.items():
+            scores = data_module.human_scores(frame, question, zscore=options.zscore)
+            pairs = pairs.merge(scores[["pair", "human"]].rename(columns={"human": f"human_{group}"}), on="pair",
+                                how="left")
+        try:
+            comparisons.append(compare_groups(pairs, {g: f"human_{g}" for g in COMPARED_GROUPS}, data.reference,
+                                              question=question, step=options.step, n_boot=options.n_boot,
+                                              seed=options.seed, resample=options.resample))
+        except CpdmError as exc:
+            notes.append(f"artists vs lay on '{question}' left out: {exc}")
+    return comparisons
+
+
+
+def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGET, options=None, groups=None):
+    """The campaign's backbone combinations side by side (:mod:`cpdm.analysis.combinations`), or None if only one."""
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    by_group = data_module.split_groups(data.ratings, list(groups or options.groups))
+    return compare_loaded(ws, data, by_group, target, options)
+
+
+def _json_safe(value):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def calibrate_campaign(
+    ws,
+    campaign: str,
+    target: str = DEFAULT_TARGET,
+    group: str = DEFAULT_CALIBRATION_GROUP,
+    options: AnalysisOptions | None = None,
+    record: bool = True,
+):
+    """Calibrate w on one campaign, target question and rater group; returns (CalibrationResult, Weights).
+
+    With ``record`` the result is also stored in the workspace's
+    ``calibrations`` table.
+    """
+    from cpdm.metric import Weights
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, target)
+    data_module.check_group(group)
+    group_ratings = data_module.select_group(data.ratings, group)
+    if len(group_ratings) == 0:
+        raise CpdmError(f"no usable ratings from the {group} group in campaign {campaign!r}")
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    target_ratings = group_ratings[group_ratings["question"] == target]
+    scores = data_module.human_scores(target_ratings, target, zscore=options.zscore)
+    pairs = data.pairs.merge(scores, on="pair", how="inner")
+    result = calibrate(pairs, data.reference, step=options.step, n_folds=options.folds, n_boot=options.n_boot,
+                       seed=options.seed, resample=options.resample)
+    used_pairs = set(pairs.dropna(subset=["m_sem", "m_style", "human"])["pair"])
+    used = target_ratings[target_ratings["pair"].isin(used_pairs)]
+    result.stats["rater_group"] = group
+    result.stats["zscore"] = options.zscore
+    result.stats["include_flagged"] = options.include_flagged
+    result.stats["include_simulated"] = options.include_simulated
+    result.stats["campaign"] = campaign
+    result.stats["curve"] = result.curve[["w", "rho_oof", "ci_low", "ci_high"]].to_dict(orient="list")
+    spreads = result.spreads
+    weights = Weights(
+        w=float(result.chosen_w),
+        x_ref=float(result.x_ref),
+        semantic=data.backbones[0],
+        style=data.backbones[1],
+        w_std=result.chosen_w_std if spreads else None,
+        log_sd_sem=spreads.sem if spreads else None,
+        log_sd_style=spreads.style if spreads else None,
+        target=target,
+        rater_group=group,
+        stats=_json_safe(result.stats),
+        n_pairs=int(result.n_pairs),
+        n_raters=int(used["rater"].nunique()),
+        n_ratings=int(len(used)),
+        ratings_sha256=data_module.ratings_sha256(used),
+        created_at=format_time(utc_now()),
+    )
+    if record:
+        record_calibration(ws, data.campaign_id, weights)
+    return result, weights
+
+
+def calibration_choices(ws, campaign_id: int) -> tuple[list[str], list[str]]:
+    """The target questions and rater groups a campaign offers: its protocol's questions (then any other
+    question its ratings hold), and the groups its overlap asks ratings from or whose raters rated it, then "all".
+    """
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, campaign_id)
+    rated = ws.conn.execute(
+        "SELECT DISTINCT r.question, ra.role FROM ratings r JOIN raters ra ON ra.id = r.rater WHERE r.campaign = ?",
+        (campaign_id,)).fetchall()
+    questions = list(dict.fromkeys([*campaign.protocol.question_ids, *(question for question, _ in rated)]))
+    roles = set(campaign.overlap) | {role for _, role in rated}
+    groups = [group for group, members in data_module.GROUPS.items()
+              if members is not None and roles.intersection(members)]
+    return questions, groups + ["all"]
+
+
+def plan_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, options: AnalysisOptions | None = None,
+                  replicates: int = 200):
+    """A :class:`~cpdm.analysis.planning.Plan` from a pilot campaign's scored, rated pairs on ``target``."""
+    from cpdm.analysis.planning import plan_study
+
+    options = options or AnalysisOptions()
+    data = load_campaign(ws, campaign, options)
+    _check_target(data, target)
+    if data.backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    ratings = data.ratings[data.ratings["question"] == target]
+    by_group = data_module.split_groups(ratings, COMPARED_GROUPS)
+    grouped = pd.concat([frame.assign(group=group) for group, frame in by_group.items()], ignore_index=True)
+    return plan_study(data.pairs, grouped[["pair", "group", "value"]], data.reference, scale=data.scale(target),
+                      replicates=replicates, step=options.step, seed=options.seed)
+
+
+def record_calibration(ws, campaign_id: int, weights) -> int:
+    """Store a calibration in the workspace's ``calibrations`` table (stats = the whole weights document)."""
+    import json
+
+    with ws.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO calibrations (campaign, target, rater_group, w, ref_scale, stats) VALUES (?, ?, ?, ?, ?, ?)",
+            (campaign_id, weights.target, weights.rater_group, weights.w, weights.x_ref, json.dumps(weights.to_dict())),
+        ).lastrowid
+
+
+def campaign_fingerprint(ws, campaign: str) -> tuple:
+    """Changes whenever the campaign's ratings, raters' flags or scores change (a cache key for pages)."""
+    ratings = ws.conn.execute(
+        "SELECT COUNT(*), MAX(r.id), TOTAL(r.value) FROM ratings r JOIN campaigns c ON c.id = r.campaign "
+        "WHERE c.name = ?", (campaign,)).fetchone()
+    flags = ws.conn.execute("SELECT TOTAL(flagged), COUNT(*) FROM raters").fetchone()
+    scores = ws.conn.execute("SELECT COUNT(*), MAX(scored_at) FROM scores").fetchone()
+    return (campaign, *ratings, *flags, *scores)
+
+
+def save_weights(weights, path) -> Path:
+    """Write weights JSON; an unwritable path is a clear error."""
+    path = data_module.ensure_writable(Path(path))
+    try:
+        return weights.save(path)
+    except OSError as exc:
+        raise CpdmError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a GitHub Markdown table (numbers rounded)."""
+    if frame is None or len(frame) == 0:
+        return "_(none)_\n"
+
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            return "" if not math.isfinite(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def summary_markdown(analysis: Analysis) -> str:
+    """The report's short Markdown summary."""
+    data, options = analysis.data, analysis.options
+    counts = data.counts
+    lines = [
+        f"# Analysis of campaign `{data.campaign}`",
+        "",
+        f"- Ratings: {counts['ratings']} in all, {counts['used']} used (answered, normal pairs) from "
+        f"{counts['raters_used']} raters; {counts['skipped']} skipped; "
+        + (f"{counts['excluded_flagged']} from {counts['flagged_raters']} flagged raters excluded"
+           if not options.include_flagged else "flagged raters included")
+        + f"; {counts['simulated_raters']} simulated raters"
+        + (" excluded." if not options.include_simulated else " included."),
+        f"- Target question: `{options.target}`; human score = "
+        + ("mean of per-rater z-scores." if options.zscore else "mean rating per pair."),
+        f"- Backbones: {describe_combination(*analysis.data.backbones)}" if analysis.data.backbones
+        else "- Backbones: none (no scores)",
+    ]
+    if analysis.x_ref is not None:
+        lines.append(f"- Paper CM reference scale x_ref = {analysis.x_ref:.4g} (from {analysis.x_ref_source}).")
+    if analysis.data.backbones:
+        lines.append(f"- {RELEASE_SCORE_NOTE}")
+    lines.append(f"- Intervals: {options.intervals()} (every interval: alpha, correlations, noise ceiling, "
+                 "calibration and the benchmark by variant).")
+    lines += ["", "## Agreement (Krippendorff's alpha, " + options.level + ")", "",
+              markdown_table(analysis.agreement[["question", "group", "alpha", "ci_low", "ci_high", "pairs",
+                                                 "pairs_excluded", "raters"]])]
+    if len(analysis.correlations):
+        spearman = analysis.correlations[analysis.correlations["method"] == "spearman"]
+        lines += ["## Metric vs human (Spearman ρ)", "",
+                  "Distances are negated (`-m_sem`, `-m_style`) so that higher means closer, like CM.", "",
+                  markdown_table(spearman[["group", "metric", "r", "ci_low", "ci_high", "n"]]),
+                  "Kendall τ-b and Pearson are in `tables/correlations.csv`.", ""]
+    lines += ["## Noise ceiling (split-half, Spearman–Brown)", "",
+              "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score, i.e. how well a second "
+              "panel of the same size would agree with this one (mean over random splits; `split_low`–`split_high`: "
+              "the middle 95% of the splits).", "",
+              "`ci_low`–`ci_high`: the sampling interval (resamples of anchors, each on its own split).", "",
+              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "ci_low", "ci_high", "split_low",
+                                               "split_high", "pairs"]])]
+    if analysis.calibration is not None:
+        cal = analysis.calibration
+        lines += [
+            "## Calibration of w",
+            "",
+            f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}] (the whole choice "
+            f"bootstrapped over anchors; highest ρ on all pairs; x_ref = {cal.x_ref:.4g} from {cal.x_ref_source}); "
+            f"per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV grouped by anchor "
+            f"over {cal.n_anchors} anchors and {cal.n_pairs} pairs; group `{cal.stats.get('rater_group')}`.",
+            "",
+            w_std_paragraph(cal),
+            "",
+            markdown_table(cal.summary),
+        ]
+    if analysis.group_comparisons:
+        lines += ["## Artists vs lay raters: w_std and w per question", "",
+                  "Each group's w chosen as calibration chooses it (on all pairs), and read as w_std (the weight on "
+                  "standardised log distances: 0.5 = content and style count equally); the differences' intervals "
+                  "are a paired bootstrap (the same resamples of anchors for both groups), on anchors both groups "
+                  "rated.", ""]
+        lines += [f"- {comparison.headline()}" for comparison in analysis.group_comparisons]
+        lines += ["", markdown_table(analysis.group_table().drop(columns=["interval"]))]
+    if analysis.variants is not None and len(analysis.variants):
+        columns = ["variant", "pairs", "mean_CM", "mean_release_score"] + [c for c in analysis.variants.columns
+                                                      if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
+        lines += ["## Benchmark by model variant", "",
+                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ "
+                  f"{data.copy_threshold(options.target):g} (the first point above the middle of its "
+                  f"{data.scale(options.target)[0]}–{data.scale(options.target)[1]} scale).", "",
+                  markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
+    if analysis.combinations is not None and len(analysis.combinations.table):
+        lines += ["## Backbone combinations", "",
+                  "Calibrated w_std (comparable across combinations), w, and out-of-fold Spearman ρ per (semantic, "
+                  "style) combination on the pairs all of them scored; `paper_w_std`: the paper's w = 0.5 in w_std "
+                  "terms for that combination; `log_sd_*`: the spreads of the log distances over its reference "
+                  "pairs; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
+                  "", markdown_table(analysis.combinations.table)]
+    if analysis.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
+    return "\n".join(lines)
+
+
+def w_std_paragraph(cal: CalibrationResult) -> str:
+    """The report's lines on w_std: its value and interval, and how it converts from w."""
+    if cal.spreads is None:
+        return f"w_std is undefined: {cal.stats.get('w_std_undefined')}."
+    low, high = cal.w_std_ci
+    return (f"As a weight on the log distances standardised over the {cal.spreads_source}: "
+            f"w_std = **{cal.chosen_w_std:.3f}**, 95% interval [{low:.3f}, {high:.3f}] (0.5 = content and style count "
+            f"equally, whatever the backbones). Conversion: {cal.spreads.describe()}.")
+
+
+def write_report(analysis: Analysis, out_dir) -> list[Path]:
+    """Write tables/*.csv, plots/*.png and summary.md under ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CpdmError(f"cannot write the report to {out_dir}: it is a file")
+    written = []
+    try:
+        (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+        (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+        for name, table in analysis.tables().items():
+            path = out_dir / "tables" / f"{_file_stem(name)}.csv"
+            table.to_csv(path, index=False)
+            written.append(path)
+        for name in analysis.figure_names():
+            path = out_dir / "plots" / f"{name}.png"
+            path.write_bytes(analysis.png(name))
+            written.append(path)
+        summary = out_dir / "summary.md"
+        summary.write_text(summary_markdown(analysis), encoding="utf-8")
+        written.append(summary)
+    except OSError as exc:
+        raise CpdmError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from exc
+    return written
