@@ -13,6 +13,8 @@ arm the switches:
   after step ``after_step`` waits until the file ``wait_for`` exists (the
   driver has stored an earlier checkpoint), claims ``UNLEARN_CRASHED`` and
   dies before saving it.
+* While the file ``OUT_OF_MEMORY`` exists there, every worker's images fail
+  with torch's out-of-memory error, as a GPU that runs out of memory raises it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 CRASH_DIR_VARIABLE = "CPDM_TEST_CRASH_DIR"
 ARMED = "CRASH_ARMED"
 CRASHED = "CRASHED"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
 UNLEARN_ARMED = "UNLEARN_CRASH_ARMED"
 UNLEARN_CRASHED = "UNLEARN_CRASHED"
 UNLEARN_SAVES = "UNLEARN_SAVES"
@@ -76,6 +79,10 @@ def install_crash_switch() -> None:
     def generate_images(*args, **kwargs):
         if _should_crash():
             os._exit(1)
+        if (Path(os.environ.get(CRASH_DIR_VARIABLE, "")) / OUT_OF_MEMORY).exists():
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (a test's switch)")
         return original_generate(*args, **kwargs)
 
     def save_checkpoint(path, step, *args, **kwargs):

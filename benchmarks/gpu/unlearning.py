@@ -303,7 +303,7 @@ def projection(method: str, defaults: dict, timing: Timing, guided_s: float) -> 
         seconds = timing.setup_s + iterations * (per_iteration + mean_k * guided_s)
         return seconds, (f"set-up {timing.setup_s:.1f} s + {iterations} × ({per_iteration:.3f} s training pass "
                          f"+ {mean_k:g} guided steps × {guided_s:.3f} s)")
-    generated = {"ablation": ("anchor_images", "anchor_steps"), "gradient-ascent": ("retain_images", "retain_steps"),
+    generated = {"ablation": ("n_images", "anchor_steps"), "gradient-ascent": ("retain_images", "retain_steps"),
                  "pruning": ("concept_images", "concept_steps")}[method]
     images, steps = defaults[generated[0]], defaults[generated[1]]
     generation = images * steps * guided_s

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cpdm.analysis import data as data_module
+from cpdm.analysis.data import DEFAULT_TARGET
 from cpdm.analysis.agreement import agreement_table, check_level
 from cpdm.analysis.calibration import CalibrationResult, calibrate
 from cpdm.analysis.combinations import CombinationComparison, compare_loaded, describe_combination
@@ -36,7 +37,6 @@ from cpdm.rating.protocol import ProtocolError, parse_protocol
 from cpdm.scoring.reference import unavailable_reason
 from cpdm.store.time import format_time, utc_now
 
-DEFAULT_TARGET = "copy"
 DEFAULT_CALIBRATION_GROUP = "artists"
 RELEASE_SCORE_NOTE = ("`release_score` = (M_sem · M_style)² per pair, the number the CPDM release reports (its mean over "
                       "pairs; no Norm, no 1 −; lower = closer to the anchor), to lay beside the paper's tables; CM is "

@@ -20,6 +20,8 @@ from cpdm.backbones import is_paper_combination
 from cpdm.errors import CpdmError
 from cpdm.scoring.reader import load_reference_distances
 
+DEFAULT_TARGET = "copy"  # the question whose answers the analysis reads unless told another
+
 # Rater groups: the name used in reports -> the roles it holds (None: every role).
 GROUPS: dict[str, tuple[str, ...] | None] = {"artists": ("artist",), "lay": ("lay",), "all": None}
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")

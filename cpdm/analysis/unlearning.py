@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from cpdm.analysis import data as data_module
-from cpdm.analysis.campaign_report import DEFAULT_TARGET
+from cpdm.analysis.data import DEFAULT_TARGET
 from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals, mean_interval
 from cpdm.errors import CpdmError
 from cpdm.diffusion.settings import PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS, GenerationSettings
