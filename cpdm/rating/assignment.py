@@ -300,11 +300,14 @@ def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: boo
     return _item_for(conn, campaign_id, pair, rater.id)
 
 
-def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
+def claim_next(ws, campaign_id: int, rater, now: datetime | None = None, limit: int | None = None) -> Item | None:
     """The rater's current item in this campaign, or a newly assigned one, or None when done.
 
     A current item that has not timed out is returned by a plain read: page
     reruns (every click on an answer) then never queue for the write lock.
+    With ``limit``, no new pair is assigned once the rater has answered that
+    many here, counted inside the claim's transaction (another tab of the same
+    rater may answer the last one between a check outside it and the claim).
     """
     if rater.role not in RATING_ROLES:
         return None
@@ -313,7 +316,17 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None) -> Item
     if held is not None:
         return held
     with write_transaction(ws) as conn:
+        if limit is not None and answered_count(conn, campaign_id, rater.id) >= limit:
+            return None
         return claim_in(conn, campaign_id, rater, now)
+
+
+def answered_count(conn, campaign_id: int, rater_id: int) -> int:
+    """Pairs the rater has answered (rated or skipped) in the campaign."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
+        (campaign_id, rater_id),
+    ).fetchone()[0]
 
 
 def oldest_held(conn, rater_id: int) -> tuple | None:

@@ -542,14 +542,6 @@ def recruitment_of(conn, rater_id: int) -> Recruitment | None:
     return None if row is None else Recruitment(*row)
 
 
-def _answered(conn, campaign_id: int, rater_id: int) -> int:
-    """Pairs the rater has answered (rated or skipped) in the campaign."""
-    return conn.execute(
-        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
-        (campaign_id, rater_id),
-    ).fetchone()[0]
-
-
 def next_item_for(ws, rater, now: datetime | None = None, device: str | None = None):
     """The rater's item: for a recruited rater, from their link's campaign up to their pairs; else :func:`next_item`.
 
@@ -574,9 +566,10 @@ def next_item_for(ws, rater, now: datetime | None = None, device: str | None = N
     now = now or utc_now()
     campaign_open = ws.conn.execute("SELECT status = 'open' FROM campaigns WHERE id = ?",
                                     (recruitment.campaign,)).fetchone()[0]
-    may_claim = campaign_open and (recruitment.per_rater is None
-                                   or _answered(ws.conn, recruitment.campaign, rater.id) < recruitment.per_rater)
-    item = (claim_next if may_claim else held_item)(ws, recruitment.campaign, rater, now)
+    if campaign_open:  # the per-rater limit is checked inside the claim's transaction
+        item = claim_next(ws, recruitment.campaign, rater, now, limit=recruitment.per_rater)
+    else:
+        item = held_item(ws, recruitment.campaign, rater, now)
     if item is None:
         with write_transaction(ws) as conn:
             conn.execute("UPDATE recruited_raters SET finished_at = COALESCE(finished_at, ?) WHERE rater = ?",
