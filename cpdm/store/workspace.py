@@ -510,9 +510,97 @@ def _migrate_to_8(conn: sqlite3.Connection) -> None:
     )
 
 
+CAMPAIGN_KINDS = ("rating", "2afc")
+TRIPLET_DESIGNS = ("random", "balanced", "active")
+TRIPLET_KINDS = ("normal", "check")
+JUDGMENT_ANSWERS = ("left", "right", "cant_tell")
+
+
+def _migrate_to_9(conn: sqlite3.Connection) -> None:
+    """Comparative (2AFC) judgments: triplets, their assignment counters, and one row per answer.
+
+    A *triplet* is an anchor with two of its pairs: two generations (a
+    ``normal`` triplet), or, for an attention check, its ``check_identical``
+    pair (first) against its ``check_unrelated`` pair (second). A 2AFC
+    campaign (``campaigns.kind = '2afc'``) offers triplets instead of pairs;
+    ``design`` says how they were chosen. ``campaign_triplets.priority``
+    orders equally judged triplets (active designs raise it where a triplet
+    can move w; 0 keeps a triplet out of an active queue until it is
+    raised). ``triplet_assignments.left_pair`` is the side drawn at random
+    when the triplet was assigned; ``judgments`` records it again with the
+    answer, which is ``left``, ``right`` or ``cant_tell`` (NULL when the
+    rater skipped), and ``chosen_pair`` the pair on the chosen side (NULL
+    unless a side was chosen).
+    """
+    db = sqlite_utils.Database(conn)
+    db["campaigns"].add_column("kind", str, not_null_default="rating")
+    db["campaigns"].add_column("design", str)
+    conn.execute(
+        "CREATE TABLE triplets ("
+        " id INTEGER PRIMARY KEY,"
+        " anchor INTEGER NOT NULL REFERENCES anchors(id),"
+        " first_pair INTEGER NOT NULL REFERENCES pairs(id),"
+        " second_pair INTEGER NOT NULL REFERENCES pairs(id),"
+        f" kind TEXT NOT NULL DEFAULT 'normal' CHECK (kind IN {_in(TRIPLET_KINDS)}),"
+        " CHECK (first_pair != second_pair),"
+        " UNIQUE (first_pair, second_pair))"
+    )
+    conn.execute("CREATE INDEX triplets_by_kind ON triplets (kind, id)")
+    conn.execute(
+        "CREATE TABLE campaign_triplets ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " triplet INTEGER NOT NULL REFERENCES triplets(id),"
+        " priority REAL NOT NULL DEFAULT 1,"
+        " PRIMARY KEY (campaign, triplet))"
+    )
+    conn.execute(
+        "CREATE TABLE triplet_load ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " role TEXT NOT NULL,"
+        " triplet INTEGER NOT NULL REFERENCES triplets(id),"
+        " load INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (campaign, role, triplet))"
+    )
+    conn.execute("CREATE INDEX triplet_load_by_load ON triplet_load (campaign, role, load, triplet)")
+    conn.execute(
+        "CREATE TABLE triplet_assignments ("
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " triplet INTEGER NOT NULL REFERENCES triplets(id),"
+        " rater INTEGER NOT NULL REFERENCES raters(id),"
+        " status TEXT NOT NULL DEFAULT 'assigned' CHECK (status IN ('assigned', 'done', 'skipped', 'expired')),"
+        " left_pair INTEGER NOT NULL REFERENCES pairs(id),"
+        " assigned_at TEXT NOT NULL,"
+        " expires_at TEXT NOT NULL,"
+        " PRIMARY KEY (campaign, triplet, rater))"
+    )
+    conn.execute("CREATE INDEX triplet_assignments_by_rater ON triplet_assignments (campaign, rater, status)")
+    conn.execute("CREATE INDEX triplet_assignments_open ON triplet_assignments (campaign, status, expires_at)")
+    conn.execute(
+        "CREATE TABLE judgments ("
+        " id INTEGER PRIMARY KEY,"
+        " campaign INTEGER NOT NULL REFERENCES campaigns(id),"
+        " triplet INTEGER NOT NULL REFERENCES triplets(id),"
+        " rater INTEGER NOT NULL REFERENCES raters(id),"
+        " question TEXT NOT NULL,"
+        " left_pair INTEGER NOT NULL REFERENCES pairs(id),"
+        " right_pair INTEGER NOT NULL REFERENCES pairs(id),"
+        f" answer TEXT CHECK (answer IN {_in(JUDGMENT_ANSWERS)}),"
+        " chosen_pair INTEGER REFERENCES pairs(id),"
+        " skip_reason TEXT,"
+        " shown_at TEXT NOT NULL,"
+        " submitted_at TEXT NOT NULL,"
+        " seconds REAL,"
+        " too_fast INTEGER NOT NULL DEFAULT 0,"
+        " nonce TEXT NOT NULL,"
+        " UNIQUE (nonce, question),"
+        " UNIQUE (campaign, triplet, rater, question))"
+    )
+    conn.execute("CREATE INDEX judgments_by_triplet ON judgments (campaign, triplet)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_1, _migrate_to_2, _migrate_to_3, _migrate_to_4, _migrate_to_5, _migrate_to_6, _migrate_to_7,
-    _migrate_to_8,
+    _migrate_to_8, _migrate_to_9,
 ]
 
 
