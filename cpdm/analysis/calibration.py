@@ -270,6 +270,19 @@ class CalibrationResult:
     out_of_fold: pd.Series | None = None  # calibrated CM_w per pair, each from the fold that did not fit it
     spreads: LogSpreads | None = None  # the log distances' spreads behind w_std (None: undefined, see stats)
     spreads_source: str = "none"       # "reference pairs" or "campaign pairs", as x_ref_source
+    # What w maximises: "spearman" (ratings: the curve's rho_* and the summary's rho columns) or "2afc"
+    # (comparative judgments: score_* and score columns; see cpdm.analysis.two_afc_calibration).
+    statistic: str = "spearman"
+
+    @property
+    def value_column(self) -> str:
+        """The summary's column holding the statistic: rho, or score for 2AFC."""
+        return "score" if self.statistic == "2afc" else "rho"
+
+    @property
+    def statistic_label(self) -> str:
+        """The statistic in words, for reports."""
+        return "2AFC score" if self.statistic == "2afc" else "Spearman ρ"
 
     @property
     def chosen_w_std(self) -> float:

@@ -62,6 +62,14 @@ class GroupComparison:
     interval: str
     spreads: LogSpreads | None = None       # the log spreads behind w_std (None: w_std undefined)
     difference_std_ci: tuple[float, float] = field(default=NAN_INTERVAL)
+    # "spearman": w from ratings (curves have a rho column, counts are pairs); "2afc": from comparative
+    # judgments (a score column, counts are triplets; see cpdm.analysis.two_afc_calibration).
+    statistic: str = "spearman"
+
+    @property
+    def unit(self) -> str:
+        """What the counts count: pairs, or triplets for 2AFC."""
+        return "triplets" if self.statistic == "2afc" else "pairs"
 
     @property
     def w_std(self) -> dict[str, float]:
@@ -96,7 +104,7 @@ class GroupComparison:
         row["difference_ci_low"], row["difference_ci_high"] = self.difference_ci
         row["anchors"] = self.n_anchors
         for group in self.groups:
-            row[f"pairs_{group}"] = self.n_pairs[group]
+            row[f"{self.unit}_{group}"] = self.n_pairs[group]
         row["interval"] = self.interval
         return row
 
@@ -114,7 +122,7 @@ class GroupComparison:
                                          f"(w {round(self.chosen_w[group], 3):g})")
         row[f"{first} − {second}, w_std"] = with_interval(self.difference_std, self.difference_std_ci)
         row["anchors"] = self.n_anchors
-        row[f"pairs ({first} / {second})"] = " / ".join(str(self.n_pairs[group]) for group in self.groups)
+        row[f"{self.unit} ({first} / {second})"] = " / ".join(str(self.n_pairs[group]) for group in self.groups)
         return row
 
     def headline(self) -> str:

@@ -72,10 +72,13 @@ def calibration_figure(curve: pd.DataFrame, chosen_w: float, paper_w: float = 0.
     figure = Figure(figsize=(6.0, 3.8), layout="constrained")
     axis = figure.subplots()
     axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color="#93c5fd", alpha=0.5, label="95% CI")
-    axis.plot(curve["w"], curve["rho_oof"], color="#1d4ed8", marker="o", markersize=3, label="out-of-fold ρ")
+    two_afc = "score_oof" in curve  # a curve from 2AFC judgments (cpdm.analysis.two_afc_calibration)
+    axis.plot(curve["w"], curve["score_oof" if two_afc else "rho_oof"], color="#1d4ed8", marker="o", markersize=3,
+              label="out-of-fold 2AFC score" if two_afc else "out-of-fold ρ")
     label = f"chosen w = {chosen_w:g}" + (f" (w_std {spreads.w_std(chosen_w):.2f})" if spreads else "")
     axis.axvline(chosen_w, color="#c2410c", linestyle="-", linewidth=1.2, label=label)
-    _frame_w_axis(axis, paper_w, "Spearman ρ with humans", legend_columns=3 if spreads else 4)
+    _frame_w_axis(axis, paper_w, "2AFC score against humans" if two_afc else "Spearman ρ with humans",
+                  legend_columns=3 if spreads else 4)
     _w_std_axis(axis, spreads)
     return figure
 
@@ -173,7 +176,7 @@ def agreement_figure(table: pd.DataFrame) -> Figure:
 
 
 def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
-    """Each group's Spearman ρ(w) on all pairs with its bootstrap band, each group's chosen w, and the paper's w."""
+    """Each group's Spearman ρ(w) (2AFC score(w) for judgments) on all pairs with its bootstrap band, each group's chosen w, and the paper's w."""
     figure = Figure(figsize=(6.0, 3.9), layout="constrained")
     axis = figure.subplots()
     # The second group's mark is dotted, so that two groups choosing the same w both stay visible.
@@ -182,7 +185,9 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
         colour = GROUP_COLOURS.get(group, "#374151")
         low, high = comparison.w_ci[group]
         axis.fill_between(curve["w"], curve["ci_low"], curve["ci_high"], color=colour, alpha=0.15, linewidth=0)
-        axis.plot(curve["w"], curve["rho"], color=colour, marker="o", markersize=3, label=f"{group} ρ(w)")
+        two_afc = "score" in curve  # from 2AFC judgments: the mean 2AFC score against w
+        axis.plot(curve["w"], curve["score" if two_afc else "rho"], color=colour, marker="o", markersize=3,
+                  label=f"{group} 2AFC score(w)" if two_afc else f"{group} ρ(w)")
         label = f"{group} w = {comparison.chosen_w[group]:g} [{_fmt(low)}, {_fmt(high)}]"
         if comparison.spreads is not None:
             label += f", w_std {_fmt(comparison.w_std[group])}"
@@ -194,6 +199,7 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
         name, difference, (low, high) = "w", comparison.difference, comparison.difference_ci
     axis.set_title(f"'{comparison.question}': {name} {first} − {second} = {difference:+.2f} "
                    f"[{_fmt(low)}, {_fmt(high)}], {comparison.n_anchors} anchors", fontsize=10)
-    _frame_w_axis(axis, paper_w, "Spearman ρ with the group", legend_columns=2)
+    _frame_w_axis(axis, paper_w, "2AFC score against the group" if getattr(comparison, "statistic", "") == "2afc"
+                  else "Spearman ρ with the group", legend_columns=2)
     _w_std_axis(axis, comparison.spreads)
     return figure
