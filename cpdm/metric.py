@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     import torch
 
 WEIGHTS_FORMAT = "cpdm-weights/1"
+# What a calibration was fitted to: ratings of single pairs, or comparative (2AFC) judgments of triplets.
+JUDGMENT_KINDS = ("rating", "2afc")
 
 
 class MetricError(CpdmError):
@@ -289,6 +291,11 @@ class Weights:
     stored with the scores); CM_w computed with other backbones would mean
     something else, so :func:`check_backbones` refuses them.
 
+    ``judgment_kind`` says what w was fitted to: ``rating`` (Spearman ρ with
+    mean ratings) or ``2afc`` (the 2AFC score against comparative judgments;
+    then ``n_ratings`` counts judgments). A file without it (an older cpdm's)
+    reads as ``rating``; CM_w is computed the same way from either.
+
     ``w`` is what CM_w uses. ``w_std`` is the same weighting read on the
     standardised log distances, with the spreads it was converted with
     (``log_sd_sem``, ``log_sd_style``: see :class:`LogSpreads`); a file
@@ -311,6 +318,7 @@ class Weights:
     n_ratings: int = 0
     ratings_sha256: str = ""
     created_at: str = ""
+    judgment_kind: str = "rating"
     format: str = WEIGHTS_FORMAT
 
     def __post_init__(self) -> None:
@@ -339,6 +347,9 @@ class Weights:
                 raise MetricError(f"{source}: field {name!r} must be a non-negative integer, got {value!r}")
         if not isinstance(self.stats, dict):
             raise MetricError(f"{source}: field 'stats' must be an object")
+        if self.judgment_kind not in JUDGMENT_KINDS:
+            raise MetricError(f"{source}: field 'judgment_kind' must be one of {', '.join(JUDGMENT_KINDS)}, "
+                              f"got {self.judgment_kind!r}")
 
     def _validate_w_std(self, source: str) -> None:
         """w_std and both spreads are given together, and w_std is what w and the spreads say."""

@@ -198,7 +198,8 @@ def test_weights_round_trip(tmp_path):
     assert (weights.w, weights.x_ref, weights.style, weights.n_ratings) == (0.35, 1.23, "vgg19", 240)
     copy = tmp_path / "copy.json"
     weights.save(copy)
-    assert json.loads(copy.read_text()) == _weights_dict()
+    # Written back, the file also says what w was fitted to (ratings, for a file that did not say).
+    assert json.loads(copy.read_text()) == {**_weights_dict(), "judgment_kind": "rating"}
     assert load_weights(copy) == weights
     assert weights.cm(0.5, 2.0) == pytest.approx(metric.cm_weighted(0.5, 2.0, 0.35, 1.23))
 
@@ -334,3 +335,15 @@ def test_weights_refuse_a_w_std_that_does_not_follow_from_w(tmp_path, changes, m
     with pytest.raises(MetricError, match=message) as info:
         load_weights(path)
     assert str(path) in str(info.value)
+
+
+def test_weights_record_the_kind_of_judgment_they_were_fitted_to():
+    weights = Weights(w=0.4, x_ref=2.0, semantic="s", style="t", judgment_kind="2afc")
+    data = json.loads(weights.to_json())
+    assert data["judgment_kind"] == "2afc"
+    assert Weights.from_dict(data) == weights
+    # An older file without the field reads as ratings.
+    del data["judgment_kind"]
+    assert Weights.from_dict(data).judgment_kind == "rating"
+    with pytest.raises(MetricError, match="'judgment_kind' must be one of rating, 2afc"):
+        Weights.from_dict({**data, "judgment_kind": "likert"})

@@ -429,6 +429,15 @@ def test_cli_score_and_list(ws, runner, tmp_path):
     weights = _write_weights(tmp_path / "w.json")
     weighted = runner.invoke(cli, ["scores", "list", *args, "--weights", str(weights)])
     assert weighted.exit_code == 0 and "CM_w with w=0.5, x_ref=0.0001" in weighted.output
+    assert "w fitted to ratings" in weighted.output  # a file without judgment_kind reads as ratings
+    # Weights calibrated on comparative (2AFC) judgments read the same way, and say so.
+    two_afc = _write_weights(tmp_path / "w2afc.json", w=0.3, judgment_kind="2afc")
+    from_2afc = runner.invoke(cli, ["scores", "list", *args, "--weights", str(two_afc)])
+    assert from_2afc.exit_code == 0, from_2afc.output
+    assert "CM_w with w=0.3" in from_2afc.output and "w fitted to comparative (2AFC) judgments" in from_2afc.output
+    bad_kind = _write_weights(tmp_path / "wbad.json", judgment_kind="likert")
+    refused_kind = runner.invoke(cli, ["scores", "list", *args, "--weights", str(bad_kind)])
+    assert refused_kind.exit_code == 1 and "'judgment_kind' must be one of rating, 2afc" in refused_kind.output
     scored = runner.invoke(cli, ["score", "--all", "--offline-tiny", "--style", "vgg19", "-q", "--weights", str(weights),
                                  *args])
     assert scored.exit_code == 0 and "CM_w with w=0.5" in scored.output

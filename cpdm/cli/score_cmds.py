@@ -27,7 +27,8 @@ def _add_metric_columns(frame, ws, semantic_key: str, style_key: str, weights: m
     frame["release_score"] = metric.release_score(sem, style) if len(frame) else []
     if weights is not None:
         frame["cm"] = weights.cm(sem, style) if len(frame) else []
-        return f"CM_w with w={weights.w:g}, x_ref={weights.x_ref:.6g} (from the weights file)"
+        fitted = "comparative (2AFC) judgments" if weights.judgment_kind == "2afc" else "ratings"
+        return f"CM_w with w={weights.w:g}, x_ref={weights.x_ref:.6g} (from the weights file; w fitted to {fitted})"
     try:
         x_ref = reference_scale_for(ws, semantic_key, style_key)
     except CpdmError as exc:
