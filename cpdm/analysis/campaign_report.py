@@ -1,25 +1,38 @@
-"""The whole analysis of a campaign, its report folder, and calibrated weights.
+"""The whole analysis of a campaign, and calibrated weights: the computing step.
 
 :func:`run_analysis` gathers everything the researcher pages and
-``cpdm analyze`` show; :func:`write_report` writes it as CSV tables, PNG plots
-and a Markdown summary; :func:`calibrate_campaign` produces the weights that
-``cpdm calibrate`` exports and ``cpdm score --weights`` reads back.
+``cpdm analyze`` show; :func:`calibrate_campaign` produces the weights that
+``cpdm calibrate`` exports and ``cpdm score --weights`` reads back. Both
+handle rating campaigns here and comparative (2AFC) campaigns through
+:mod:`cpdm.analysis.two_afc_report`. Loading lives in
+:mod:`cpdm.analysis.campaign_data`, Markdown in
+:mod:`cpdm.analysis.report_markdown`, files in
+:mod:`cpdm.analysis.report_files`; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cpdm.analysis import data as data_module
 from cpdm.analysis.data import DEFAULT_TARGET
-from cpdm.analysis.agreement import agreement_table, check_level
+from cpdm.analysis.agreement import agreement_table
 from cpdm.analysis.calibration import CalibrationResult, calibrate
-from cpdm.analysis.combinations import CombinationComparison, compare_loaded, describe_combination
+from cpdm.analysis.campaign_data import (  # noqa: F401  (re-exported: callers import them from here)
+    DEFAULT_CALIBRATION_GROUP,
+    AnalysisOptions,
+    CampaignData,
+    check_target,
+    groups_with_ratings,
+    load_campaign,
+    protocol_questions,
+    questions_of,
+)
+from cpdm.analysis.combinations import CombinationComparison, compare_loaded
 from cpdm.analysis.correlation import correlation_table, split_half_ceiling
 from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison, compare_groups
 from cpdm.analysis.plots import (
@@ -30,69 +43,17 @@ from cpdm.analysis.plots import (
     scatter_figure,
     variant_figure,
 )
-from cpdm.analysis.resampling import DEFAULT_RESAMPLE, check_resample, describe_intervals
-from cpdm.analysis.variants import copy_threshold, variant_benchmark
+from cpdm.analysis.report_files import default_report_dir, file_stem, save_weights, write_report  # noqa: F401
+from cpdm.analysis.report_markdown import (  # noqa: F401
+    RELEASE_SCORE_NOTE,
+    markdown_table,
+    summary_markdown,
+    w_std_paragraph,
+)
+from cpdm.analysis.variants import variant_benchmark
 from cpdm.errors import CpdmError
-from cpdm.rating.protocol import ProtocolError, parse_protocol
 from cpdm.scoring.reference import unavailable_reason
 from cpdm.store.time import format_time, utc_now
-
-DEFAULT_CALIBRATION_GROUP = "artists"
-RELEASE_SCORE_NOTE = ("`release_score` = (M_sem · M_style)² per pair, the number the CPDM release reports (its mean over "
-                      "pairs; no Norm, no 1 −; lower = closer to the anchor), to lay beside the paper's tables; CM is "
-                      "cpdm's calibrated form of the same product.")
-
-
-@dataclass
-class AnalysisOptions:
-    """What to analyse and how; the defaults are the issue's (copy question, artists, flagged raters out)."""
-
-    groups: tuple[str, ...] = ("artists", "lay", "all")
-    strict_groups: bool = False          # True when the user named the group(s): a group without ratings is an error
-    target: str = DEFAULT_TARGET
-    calibration_group: str = DEFAULT_CALIBRATION_GROUP
-    include_flagged: bool = False
-    include_simulated: bool = True
-    zscore: bool = False
-    level: str = "ordinal"
-    n_boot: int = 1000
-    seed: int = 0
-    semantic: str | None = None
-    style: str | None = None
-    folds: int = 5
-    step: float = 0.05
-    resample: str = DEFAULT_RESAMPLE     # what intervals resample: anchors, or pairs (for comparison only)
-
-    def intervals(self) -> str:
-        """How every interval of the analysis is made, in words."""
-        return describe_intervals(self.resample, self.n_boot)
-
-
-@dataclass
-class CampaignData:
-    """The ratings and pairs of one campaign, filtered as the options say."""
-
-    campaign: str
-    campaign_id: int
-    all_ratings: pd.DataFrame
-    ratings: pd.DataFrame
-    pairs: pd.DataFrame
-    backbones: tuple[str, str] | None
-    reference: pd.DataFrame | None
-    questions: list[str]
-    counts: dict
-    scales: dict[str, tuple[int, int]] = field(default_factory=dict)   # question -> (low, high)
-
-    def scale(self, question: str) -> tuple[int, int]:
-        """The question's scale from the protocol; for a question it lacks, the lowest and highest answers given."""
-        if question in self.scales:
-            return self.scales[question]
-        values = self.all_ratings.loc[self.all_ratings["question"] == question, "value"].dropna()
-        return (int(values.min()), int(values.max())) if len(values) else (1, 5)
-
-    def copy_threshold(self, question: str) -> float:
-        """The mean rating from which a pair counts as judged a copy on ``question`` (see variants.copy_threshold)."""
-        return copy_threshold(self.scale(question))
 
 
 @dataclass
@@ -181,86 +142,19 @@ class Analysis:
         """Artists' w against lay raters' w, one row per protocol question."""
         return pd.DataFrame([comparison.row() for comparison in self.group_comparisons])
 
-
-def _file_stem(name: str) -> str:
-    return name.replace("-", "neg_").replace(" ", "_")
+    def markdown(self) -> str:
+        """The report's Markdown summary (:func:`cpdm.analysis.report_markdown.summary_markdown`)."""
+        return summary_markdown(self)
 
 
 def group_figure_name(question: str) -> str:
     """File stem of one question's artists-vs-lay plot: groups_copy, …"""
-    return f"groups_{_file_stem(question)}"
+    return f"groups_{file_stem(question)}"
 
 
 def scatter_name(metric: str) -> str:
     """File stem of a metric's scatter plot: scatter_CM, scatter_neg_m_sem, …"""
-    return f"scatter_{_file_stem(metric)}"
-
-
-def _protocol_questions(protocol_text: str) -> dict[str, tuple[int, int]]:
-    """The protocol's questions in order, each with its scale (none when the text does not parse)."""
-    try:
-        return {question.id: question.scale for question in parse_protocol(protocol_text, frozen=True).questions}
-    except ProtocolError:
-        return {}
-
-
-def _questions_of(all_ratings: pd.DataFrame, protocol_ids: list[str]) -> list[str]:
-    """Question ids in protocol order (falling back to the order they appear in the ratings)."""
-    seen = list(dict.fromkeys(all_ratings["question"]))
-    return [q for q in protocol_ids if q in seen] + [q for q in seen if q not in protocol_ids]
-
-
-def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
-    """Ratings and pairs of a campaign by name, with clear errors for an unknown or unrated campaign."""
-    from cpdm.rating.campaigns import campaign_id_by_name
-
-    campaign_id = campaign_id_by_name(ws, campaign)
-    check_level(options.level)
-    check_resample(options.resample)
-    for group in (*options.groups, options.calibration_group):
-        data_module.check_group(group)
-    all_ratings = data_module.load_ratings(ws, campaign_id)
-    if all_ratings["value"].notna().sum() == 0:
-        raise CpdmError(f"campaign {campaign!r} has no ratings yet (invite raters, or add simulated ones for a demo)")
-    ratings = data_module.analysis_ratings(all_ratings, options.include_flagged, options.include_simulated)
-    normal = all_ratings[all_ratings["kind"] == "normal"]
-    counts = {
-        "ratings": int(len(all_ratings)),
-        "answered_normal": int(normal["value"].notna().sum()),
-        "skipped": int(all_ratings["value"].isna().sum()),
-        "flagged_raters": int(all_ratings.loc[all_ratings["flagged"], "rater"].nunique()),
-        "excluded_flagged": 0 if options.include_flagged else int((normal["flagged"] & normal["value"].notna()).sum()),
-        "simulated_raters": int(all_ratings.loc[all_ratings["simulated"], "rater"].nunique()),
-        "used": int(len(ratings)),
-        "raters_used": int(ratings["rater"].nunique()),
-    }
-    if len(ratings) == 0:
-        raise CpdmError(
-            f"campaign {campaign!r} has no usable ratings of normal pairs "
-            f"({counts['excluded_flagged']} excluded from flagged raters; --include-flagged keeps them)"
-        )
-    backbones = data_module.choose_backbones(ws, campaign_id, options.semantic, options.style)
-    pairs = data_module.pair_table(ws, campaign_id, backbones)
-    reference = data_module.reference_distances(ws, backbones)
-    protocol_text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
-    scales = _protocol_questions(protocol_text)
-    return CampaignData(campaign, campaign_id, all_ratings, ratings, pairs, backbones, reference,
-                        _questions_of(all_ratings, list(scales)), counts, scales)
-
-
-def _groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
-    groups = []
-    for group in options.groups:
-        if len(data_module.select_group(data.ratings, group)) == 0:
-            message = f"no usable ratings from the {group} group in campaign {data.campaign!r}"
-            if options.strict_groups:
-                raise CpdmError(message)
-            notes.append(message + "; left out")
-        else:
-            groups.append(group)
-    if not groups:
-        raise CpdmError(f"no rater group has usable ratings in campaign {data.campaign!r}")
-    return groups
+    return f"scatter_{file_stem(metric)}"
 
 
 def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[float | None, str | None]:
@@ -276,26 +170,15 @@ def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[f
     return (product, "campaign pairs") if product > 0 else (None, None)
 
 
-def _check_target(data: CampaignData, target: str) -> None:
-    if target not in data.questions:
-        raise CpdmError(f"no ratings for question {target!r} in campaign {data.campaign!r} "
-                        f"(questions: {', '.join(data.questions)})")
-
-
-def default_report_dir(ws, campaign: str) -> Path:
-    """Where ``cpdm analyze`` writes a campaign's report unless told otherwise."""
-    return ws.exports_dir / f"report-{campaign}"
-
-
 def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
     """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
     from cpdm.metric import cm_paper, cm_weighted, release_score
 
     options = options or AnalysisOptions()
     data = load_campaign(ws, campaign, options)
-    _check_target(data, options.target)
+    check_target(data, options.target)
     notes: list[str] = []
-    groups = _groups_with_ratings(data, options, notes)
+    groups = groups_with_ratings(data, options, notes)
     by_group = data_module.split_groups(data.ratings, groups)
 
     agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,
@@ -380,7 +263,6 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
                     calibration, variants, notes, comparisons, combinations=combinations)
 
 
-
 def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
     """(comparisons, notes): artists' w against lay raters' w on every question of a campaign."""
     options = options or AnalysisOptions()
@@ -412,7 +294,6 @@ def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[
     return comparisons
 
 
-
 def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGET, options=None, groups=None):
     """The campaign's backbone combinations side by side (:mod:`cpdm.analysis.combinations`), or None if only one."""
     options = options or AnalysisOptions()
@@ -421,12 +302,12 @@ def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGE
     return compare_loaded(ws, data, by_group, target, options)
 
 
-def _json_safe(value):
+def json_safe(value):
     """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return float(value) if math.isfinite(float(value)) else None
     if isinstance(value, np.integer):
@@ -453,7 +334,7 @@ def calibrate_campaign(
 
     options = options or AnalysisOptions()
     data = load_campaign(ws, campaign, options)
-    _check_target(data, target)
+    check_target(data, target)
     data_module.check_group(group)
     group_ratings = data_module.select_group(data.ratings, group)
     if len(group_ratings) == 0:
@@ -484,7 +365,7 @@ def calibrate_campaign(
         log_sd_style=spreads.style if spreads else None,
         target=target,
         rater_group=group,
-        stats=_json_safe(result.stats),
+        stats=json_safe(result.stats),
         n_pairs=int(result.n_pairs),
         n_raters=int(used["rater"].nunique()),
         n_ratings=int(len(used)),
@@ -520,7 +401,7 @@ def plan_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, options: Anal
 
     options = options or AnalysisOptions()
     data = load_campaign(ws, campaign, options)
-    _check_target(data, target)
+    check_target(data, target)
     if data.backbones is None:
         raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
     ratings = data.ratings[data.ratings["question"] == target]
@@ -549,145 +430,3 @@ def campaign_fingerprint(ws, campaign: str) -> tuple:
     flags = ws.conn.execute("SELECT TOTAL(flagged), COUNT(*) FROM raters").fetchone()
     scores = ws.conn.execute("SELECT COUNT(*), MAX(scored_at) FROM scores").fetchone()
     return (campaign, *ratings, *flags, *scores)
-
-
-def save_weights(weights, path) -> Path:
-    """Write weights JSON; an unwritable path is a clear error."""
-    path = data_module.ensure_writable(Path(path))
-    try:
-        return weights.save(path)
-    except OSError as exc:
-        raise CpdmError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as a GitHub Markdown table (numbers rounded)."""
-    if frame is None or len(frame) == 0:
-        return "_(none)_\n"
-
-    def cell(value) -> str:
-        if isinstance(value, (float, np.floating)):
-            return "" if not math.isfinite(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-def summary_markdown(analysis: Analysis) -> str:
-    """The report's short Markdown summary."""
-    data, options = analysis.data, analysis.options
-    counts = data.counts
-    lines = [
-        f"# Analysis of campaign `{data.campaign}`",
-        "",
-        f"- Ratings: {counts['ratings']} in all, {counts['used']} used (answered, normal pairs) from "
-        f"{counts['raters_used']} raters; {counts['skipped']} skipped; "
-        + (f"{counts['excluded_flagged']} from {counts['flagged_raters']} flagged raters excluded"
-           if not options.include_flagged else "flagged raters included")
-        + f"; {counts['simulated_raters']} simulated raters"
-        + (" excluded." if not options.include_simulated else " included."),
-        f"- Target question: `{options.target}`; human score = "
-        + ("mean of per-rater z-scores." if options.zscore else "mean rating per pair."),
-        f"- Backbones: {describe_combination(*analysis.data.backbones)}" if analysis.data.backbones
-        else "- Backbones: none (no scores)",
-    ]
-    if analysis.x_ref is not None:
-        lines.append(f"- Paper CM reference scale x_ref = {analysis.x_ref:.4g} (from {analysis.x_ref_source}).")
-    if analysis.data.backbones:
-        lines.append(f"- {RELEASE_SCORE_NOTE}")
-    lines.append(f"- Intervals: {options.intervals()} (every interval: alpha, correlations, noise ceiling, "
-                 "calibration and the benchmark by variant).")
-    lines += ["", "## Agreement (Krippendorff's alpha, " + options.level + ")", "",
-              markdown_table(analysis.agreement[["question", "group", "alpha", "ci_low", "ci_high", "pairs",
-                                                 "pairs_excluded", "raters"]])]
-    if len(analysis.correlations):
-        spearman = analysis.correlations[analysis.correlations["method"] == "spearman"]
-        lines += ["## Metric vs human (Spearman ρ)", "",
-                  "Distances are negated (`-m_sem`, `-m_style`) so that higher means closer, like CM.", "",
-                  markdown_table(spearman[["group", "metric", "r", "ci_low", "ci_high", "n"]]),
-                  "Kendall τ-b and Pearson are in `tables/correlations.csv`.", ""]
-    lines += ["## Noise ceiling (split-half, Spearman–Brown)", "",
-              "`ceiling`: Spearman–Brown corrected split-half reliability of the mean score, i.e. how well a second "
-              "panel of the same size would agree with this one (mean over random splits; `split_low`–`split_high`: "
-              "the middle 95% of the splits).", "",
-              "`ci_low`–`ci_high`: the sampling interval (resamples of anchors, each on its own split).", "",
-              markdown_table(analysis.ceiling[["group", "split_half", "ceiling", "ci_low", "ci_high", "split_low",
-                                               "split_high", "pairs"]])]
-    if analysis.calibration is not None:
-        cal = analysis.calibration
-        lines += [
-            "## Calibration of w",
-            "",
-            f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}] (the whole choice "
-            f"bootstrapped over anchors; highest ρ on all pairs; x_ref = {cal.x_ref:.4g} from {cal.x_ref_source}); "
-            f"per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV grouped by anchor "
-            f"over {cal.n_anchors} anchors and {cal.n_pairs} pairs; group `{cal.stats.get('rater_group')}`.",
-            "",
-            w_std_paragraph(cal),
-            "",
-            markdown_table(cal.summary),
-        ]
-    if analysis.group_comparisons:
-        lines += ["## Artists vs lay raters: w_std and w per question", "",
-                  "Each group's w chosen as calibration chooses it (on all pairs), and read as w_std (the weight on "
-                  "standardised log distances: 0.5 = content and style count equally); the differences' intervals "
-                  "are a paired bootstrap (the same resamples of anchors for both groups), on anchors both groups "
-                  "rated.", ""]
-        lines += [f"- {comparison.headline()}" for comparison in analysis.group_comparisons]
-        lines += ["", markdown_table(analysis.group_table().drop(columns=["interval"]))]
-    if analysis.variants is not None and len(analysis.variants):
-        columns = ["variant", "pairs", "mean_CM", "mean_release_score"] + [c for c in analysis.variants.columns
-                                                      if c.startswith(("mean_copy_", "share_copy_", "reduced_by_"))]
-        lines += ["## Benchmark by model variant", "",
-                  f"Share judged a copy: pairs whose mean `{options.target}` rating is ≥ "
-                  f"{data.copy_threshold(options.target):g} (the first point above the middle of its "
-                  f"{data.scale(options.target)[0]}–{data.scale(options.target)[1]} scale).", "",
-                  markdown_table(analysis.variants[[c for c in columns if c in analysis.variants]])]
-    if analysis.combinations is not None and len(analysis.combinations.table):
-        lines += ["## Backbone combinations", "",
-                  "Calibrated w_std (comparable across combinations), w, and out-of-fold Spearman ρ per (semantic, "
-                  "style) combination on the pairs all of them scored; `paper_w_std`: the paper's w = 0.5 in w_std "
-                  "terms for that combination; `log_sd_*`: the spreads of the log distances over its reference "
-                  "pairs; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
-                  "", markdown_table(analysis.combinations.table)]
-    if analysis.notes:
-        lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
-    return "\n".join(lines)
-
-
-def w_std_paragraph(cal: CalibrationResult) -> str:
-    """The report's lines on w_std: its value and interval, and how it converts from w."""
-    if cal.spreads is None:
-        return f"w_std is undefined: {cal.stats.get('w_std_undefined')}."
-    low, high = cal.w_std_ci
-    return (f"As a weight on the log distances standardised over the {cal.spreads_source}: "
-            f"w_std = **{cal.chosen_w_std:.3f}**, 95% interval [{low:.3f}, {high:.3f}] (0.5 = content and style count "
-            f"equally, whatever the backbones). Conversion: {cal.spreads.describe()}.")
-
-
-def write_report(analysis: Analysis, out_dir) -> list[Path]:
-    """Write tables/*.csv, plots/*.png and summary.md under ``out_dir``; returns the files written."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CpdmError(f"cannot write the report to {out_dir}: it is a file")
-    written = []
-    try:
-        (out_dir / "tables").mkdir(parents=True, exist_ok=True)
-        (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-        for name, table in analysis.tables().items():
-            path = out_dir / "tables" / f"{_file_stem(name)}.csv"
-            table.to_csv(path, index=False)
-            written.append(path)
-        for name in analysis.figure_names():
-            path = out_dir / "plots" / f"{name}.png"
-            path.write_bytes(analysis.png(name))
-            written.append(path)
-        summary = out_dir / "summary.md"
-        summary.write_text(summary_markdown(analysis), encoding="utf-8")
-        written.append(summary)
-    except OSError as exc:
-        raise CpdmError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from exc
-    return written
