@@ -55,6 +55,8 @@ class AnalysisOptions:
 class CampaignData:
     """The ratings and pairs of one campaign, filtered as the options say."""
 
+    kind = "rating"  # a class constant: :class:`cpdm.analysis.two_afc_report.TwoAfcData` says "2afc"
+
     campaign: str
     campaign_id: int
     all_ratings: pd.DataFrame

@@ -76,6 +76,9 @@ class Analysis:
     group_comparisons: list[GroupComparison] = field(default_factory=list)
     _png: dict = field(default_factory=dict, repr=False)
     combinations: CombinationComparison | None = None  # when the campaign was scored with several backbone pairs
+    side_by_side: pd.DataFrame | None = None  # this campaign's w beside a 2afc campaign's over the same pairs
+
+    kind = "rating"
 
     def human_columns(self) -> dict[str, str]:
         return {group: f"human_{group}" for group in self.groups}
@@ -136,6 +139,8 @@ class Analysis:
             tables["variants"] = self.variants
         if self.combinations is not None:
             tables["combinations"] = self.combinations.table
+        if self.side_by_side is not None:
+            tables["w_by_judgment_kind"] = self.side_by_side
         return tables
 
     def group_table(self) -> pd.DataFrame:
@@ -170,11 +175,26 @@ def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[f
     return (product, "campaign pairs") if product > 0 else (None, None)
 
 
-def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> Analysis:
-    """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign."""
+def is_2afc(ws, campaign: str) -> bool:
+    """Whether the campaign of this name holds comparative (2AFC) judgments (False for an unknown name)."""
+    row = ws.conn.execute("SELECT kind FROM campaigns WHERE name = ?", (campaign,)).fetchone()
+    return row is not None and row[0] == "2afc"
+
+
+def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None):
+    """Agreement, correlations, noise ceiling, calibration and the per-variant benchmark of a campaign.
+
+    A rating campaign gives an :class:`Analysis`; a 2afc campaign a
+    :class:`cpdm.analysis.two_afc_report.TwoAfcAnalysis` (both have
+    ``kind``, ``tables()``, ``figure_names()``, ``png()`` and ``markdown()``).
+    """
     from cpdm.metric import cm_paper, cm_weighted, release_score
 
     options = options or AnalysisOptions()
+    if is_2afc(ws, campaign):
+        from cpdm.analysis.two_afc_report import run_2afc_analysis
+
+        return run_2afc_analysis(ws, campaign, options)
     data = load_campaign(ws, campaign, options)
     check_target(data, options.target)
     notes: list[str] = []
@@ -259,17 +279,33 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> A
         combinations = compare_loaded(ws, data, by_group, options.target, options)
         notes += combinations.notes if combinations is not None else []
 
+    side_by_side = None
+    if calibration is not None:
+        from cpdm.analysis.two_afc_report import weights_side_by_side
+
+        try:
+            side_by_side = weights_side_by_side(ws, data.campaign_id, options.target,
+                                                calibration.stats["rater_group"], options, this_result=calibration)
+        except CpdmError as exc:
+            notes.append(f"w from the 2AFC campaign over the same pairs left out: {exc}")
     return Analysis(data, options, groups, pairs, metrics, x_ref, x_ref_source, agreement, correlations, ceiling,
-                    calibration, variants, notes, comparisons, combinations=combinations)
+                    calibration, variants, notes, comparisons, combinations=combinations, side_by_side=side_by_side)
 
 
 def campaign_group_comparisons(ws, campaign: str, options: AnalysisOptions | None = None):
     """(comparisons, notes): artists' w against lay raters' w on every question of a campaign."""
     options = options or AnalysisOptions()
-    data = load_campaign(ws, campaign, options)
+    if is_2afc(ws, campaign):
+        from cpdm.analysis.two_afc_report import compare_2afc_questions, load_2afc_campaign
+
+        data = load_2afc_campaign(ws, campaign, options)
+    else:
+        data = load_campaign(ws, campaign, options)
     notes: list[str] = []
     if data.backbones is None:
         raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    if data.kind == "2afc":
+        return compare_2afc_questions(data, options, notes), notes
     return compare_questions(data, options, notes), notes
 
 
@@ -296,7 +332,20 @@ def compare_questions(data: CampaignData, options: AnalysisOptions, notes: list[
 
 def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGET, options=None, groups=None):
     """The campaign's backbone combinations side by side (:mod:`cpdm.analysis.combinations`), or None if only one."""
+    from dataclasses import replace
+
     options = options or AnalysisOptions()
+    if is_2afc(ws, campaign):
+        from cpdm.analysis.combinations import paper_combination
+        from cpdm.analysis.two_afc_report import compare_2afc_combinations, load_2afc_campaign
+
+        options = replace(options, target=target, groups=tuple(groups or options.groups))
+        data = load_2afc_campaign(ws, campaign, options)
+        table = compare_2afc_combinations(ws, data, options)
+        if table is None:
+            return None
+        paper = paper_combination([(s, t) for s, t, _ in data_module.scored_backbones(ws, data.campaign_id)])
+        return CombinationComparison(table, paper, options.n_boot)
     data = load_campaign(ws, campaign, options)
     by_group = data_module.split_groups(data.ratings, list(groups or options.groups))
     return compare_loaded(ws, data, by_group, target, options)
@@ -333,6 +382,13 @@ def calibrate_campaign(
     from cpdm.metric import Weights
 
     options = options or AnalysisOptions()
+    if is_2afc(ws, campaign):
+        from cpdm.analysis.two_afc_report import calibrate_2afc_campaign
+
+        result, weights = calibrate_2afc_campaign(ws, campaign, target=target, group=group, options=options)
+        if record:
+            record_calibration(ws, weights_campaign_id(ws, campaign), weights)
+        return result, weights
     data = load_campaign(ws, campaign, options)
     check_target(data, target)
     data_module.check_group(group)
@@ -377,6 +433,12 @@ def calibrate_campaign(
     return result, weights
 
 
+def weights_campaign_id(ws, campaign: str) -> int:
+    from cpdm.rating.campaigns import campaign_id_by_name
+
+    return campaign_id_by_name(ws, campaign)
+
+
 def calibration_choices(ws, campaign_id: int) -> tuple[list[str], list[str]]:
     """The target questions and rater groups a campaign offers: its protocol's questions (then any other
     question its ratings hold), and the groups its overlap asks ratings from or whose raters rated it, then "all".
@@ -384,6 +446,10 @@ def calibration_choices(ws, campaign_id: int) -> tuple[list[str], list[str]]:
     from cpdm.rating.campaigns import get_campaign
 
     campaign = get_campaign(ws, campaign_id)
+    if campaign.protocol.kind == "2afc":
+        from cpdm.analysis.two_afc_report import calibration_choices_2afc
+
+        return calibration_choices_2afc(ws, campaign_id)
     rated = ws.conn.execute(
         "SELECT DISTINCT r.question, ra.role FROM ratings r JOIN raters ra ON ra.id = r.rater WHERE r.campaign = ?",
         (campaign_id,)).fetchall()
@@ -400,6 +466,8 @@ def plan_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, options: Anal
     from cpdm.analysis.planning import plan_study
 
     options = options or AnalysisOptions()
+    if is_2afc(ws, campaign):
+        raise CpdmError(f"campaign {campaign!r} holds 2AFC judgments; planning from it is `cpdm plan --kind 2afc`")
     data = load_campaign(ws, campaign, options)
     check_target(data, target)
     if data.backbones is None:
@@ -427,6 +495,9 @@ def campaign_fingerprint(ws, campaign: str) -> tuple:
     ratings = ws.conn.execute(
         "SELECT COUNT(*), MAX(r.id), TOTAL(r.value) FROM ratings r JOIN campaigns c ON c.id = r.campaign "
         "WHERE c.name = ?", (campaign,)).fetchone()
+    judgments = ws.conn.execute(
+        "SELECT COUNT(*), MAX(j.id), COUNT(j.answer) FROM judgments j JOIN campaigns c ON c.id = j.campaign "
+        "WHERE c.name = ?", (campaign,)).fetchone()
     flags = ws.conn.execute("SELECT TOTAL(flagged), COUNT(*) FROM raters").fetchone()
     scores = ws.conn.execute("SELECT COUNT(*), MAX(scored_at) FROM scores").fetchone()
-    return (campaign, *ratings, *flags, *scores)
+    return (campaign, *ratings, *judgments, *flags, *scores)

@@ -168,24 +168,28 @@ def compare_loaded(ws, data, by_group: dict[str, pd.DataFrame], target: str, opt
 
 
 def combinations_figure(table: pd.DataFrame) -> Figure:
-    """Out-of-fold Spearman ρ per combination with its 95% interval, one marker colour per rater group."""
+    """Out-of-fold Spearman ρ (2AFC score, from judgments) per combination with its 95% interval, one marker
+    colour per rater group."""
     from cpdm.analysis.plots import GROUP_COLOURS
 
     labels = list(dict.fromkeys(f"{plain_name(s)} + {plain_name(t)}" for s, t in zip(table["semantic"], table["style"])))
     groups = list(dict.fromkeys(table["group"]))
+    # A table from 2AFC judgments (cpdm.analysis.two_afc_report) holds the out-of-fold 2AFC score instead of ρ.
+    value = "rho_oof" if "rho_oof" in table else "score_oof"
     figure = Figure(figsize=(6.4, 1.2 + 0.45 * max(len(labels), 1)), layout="constrained")
     axis = figure.subplots()
     offsets = np.linspace(-0.2, 0.2, len(groups)) if len(groups) > 1 else [0.0]
     for offset, group in zip(offsets, groups):
         rows = table[table["group"] == group]
         y = [labels.index(f"{plain_name(s)} + {plain_name(t)}") + offset for s, t in zip(rows["semantic"], rows["style"])]
-        rho = rows["rho_oof"].to_numpy(dtype=float)
+        rho = rows[value].to_numpy(dtype=float)
         error = np.vstack([rho - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - rho])
         axis.errorbar(rho, y, xerr=np.nan_to_num(error), fmt="o", color=GROUP_COLOURS.get(group, "#374151"),
                       capsize=3, label=group)
     axis.set_yticks(range(len(labels)), labels, fontsize=8)
     axis.invert_yaxis()
-    axis.set_xlabel("out-of-fold Spearman ρ of calibrated CM_w with humans (95% CI)")
+    axis.set_xlabel("out-of-fold Spearman ρ of calibrated CM_w with humans (95% CI)" if value == "rho_oof" else
+                    "out-of-fold 2AFC score of calibrated CM_w against humans (95% CI)")
     axis.grid(alpha=0.3, axis="x")
     axis.legend(fontsize=8, ncol=len(groups), loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.5 / max(len(labels), 1)))
     return figure

@@ -203,3 +203,46 @@ def group_curves_figure(comparison, paper_w: float = 0.5) -> Figure:
                   else "Spearman ρ with the group", legend_columns=2)
     _w_std_axis(axis, comparison.spreads)
     return figure
+
+
+def _grouped_points(axis, table: pd.DataFrame, label_column: str, value: str, labels: list[str]) -> None:
+    """Points with horizontal interval bars, one row per label, one colour (and offset) per rater group."""
+    groups = list(dict.fromkeys(table["group"])) if "group" in table else ["all"]
+    offsets = np.linspace(-0.2, 0.2, len(groups)) if len(groups) > 1 else [0.0]
+    for offset, group in zip(offsets, groups):
+        rows = table[table["group"] == group] if "group" in table else table
+        y = [labels.index(label) + offset for label in rows[label_column]]
+        point = rows[value].to_numpy(dtype=float)
+        error = np.vstack([point - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - point])
+        axis.errorbar(point, y, xerr=np.nan_to_num(np.clip(error, 0, None)), fmt="o", capsize=3, label=group,
+                      color=GROUP_COLOURS.get(group, "#374151"))
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(fontsize=8, ncol=len(groups) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+
+
+def two_afc_scores_figure(scores: pd.DataFrame, ceiling: pd.DataFrame | None = None) -> Figure:
+    """Each metric's 2AFC score with its 95% interval per rater group; the human split-half ceiling as rows too."""
+    table = scores[["group", "metric", "score", "ci_low", "ci_high"]]
+    if ceiling is not None and len(ceiling):
+        humans = ceiling.rename(columns={"agreement": "score"}).assign(metric="humans (split-half)")
+        table = pd.concat([table, humans[["group", "metric", "score", "ci_low", "ci_high"]]], ignore_index=True)
+    labels = list(dict.fromkeys(table["metric"]))
+    figure = Figure(figsize=(6.4, 1.4 + 0.45 * max(len(labels), 1)), layout="constrained")
+    axis = figure.subplots()
+    _grouped_points(axis, table, "metric", "score", labels)
+    axis.axvline(0.5, color="#6b7280", linestyle="--", linewidth=1.0)
+    axis.set_xlabel("2AFC score (share of raters the metric sides with; 0.5 = a coin)")
+    return figure
+
+
+def strengths_figure(strengths: pd.DataFrame) -> Figure:
+    """Bradley–Terry strength of copy-ness per variant (centred log-strength, 95% interval), per rater group."""
+    labels = list(dict.fromkeys(strengths["variant"]))
+    figure = Figure(figsize=(6.4, 1.4 + 0.45 * max(len(labels), 1)), layout="constrained")
+    axis = figure.subplots()
+    _grouped_points(axis, strengths, "variant", "strength", labels)
+    axis.axvline(0.0, color="#6b7280", linestyle="--", linewidth=1.0)
+    axis.set_xlabel("Bradley–Terry strength (log scale, centred; higher = judged more of a copy)")
+    return figure

@@ -107,6 +107,7 @@ def summary_markdown(analysis) -> str:
                   "terms for that combination; `log_sd_*`: the spreads of the log distances over its reference "
                   "pairs; `diff_vs_paper`: ρ minus the paper's combination's, with a paired bootstrap over anchors.",
                   "", markdown_table(analysis.combinations.table)]
+    lines += side_by_side_lines(getattr(analysis, "side_by_side", None))
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
     return "\n".join(lines)
@@ -120,3 +121,94 @@ def w_std_paragraph(cal) -> str:
     return (f"As a weight on the log distances standardised over the {cal.spreads_source}: "
             f"w_std = **{cal.chosen_w_std:.3f}**, 95% interval [{low:.3f}, {high:.3f}] (0.5 = content and style count "
             f"equally, whatever the backbones). Conversion: {cal.spreads.describe()}.")
+
+
+def side_by_side_lines(table: pd.DataFrame | None) -> list[str]:
+    """The section laying w from ratings beside w from 2AFC judgments of the same pairs (nothing without both)."""
+    if table is None or len(table) == 0:
+        return []
+    return ["## w from ratings and from 2AFC judgments of the same pairs", "",
+            "Each campaign calibrated on the same target question and rater group, with the same settings; w_std is "
+            "the number to compare (0.5 = content and style count equally).", "",
+            markdown_table(table), ""]
+
+
+def calibration_lines(cal, unit: str = "pairs") -> list[str]:
+    """The calibration section: chosen w with its interval, how it was chosen, w_std, and the summary table."""
+    return [
+        "## Calibration of w",
+        "",
+        f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}] (the whole choice "
+        f"bootstrapped over anchors; highest {cal.statistic_label} on all {unit}; x_ref = {cal.x_ref:.4g} from "
+        f"{cal.x_ref_source}); per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV "
+        f"grouped by anchor over {cal.n_anchors} anchors and {cal.n_pairs} {unit}; group "
+        f"`{cal.stats.get('rater_group')}`.",
+        "",
+        w_std_paragraph(cal),
+        "",
+        markdown_table(cal.summary),
+    ]
+
+
+def two_afc_markdown(analysis) -> str:
+    """The Markdown summary of a 2afc campaign's analysis (:class:`cpdm.analysis.two_afc_report.TwoAfcAnalysis`)."""
+    data, options = analysis.data, analysis.options
+    counts = data.counts
+    lines = [
+        f"# Analysis of 2AFC campaign `{data.campaign}`",
+        "",
+        f"- Design: {data.design or 'not recorded'}. Judgments: {counts['judgments']} in all, {counts['used']} used "
+        f"(answered, normal triplets) from {counts['raters_used']} raters on {counts['triplets_judged']} triplets; "
+        f"{counts['skipped']} skipped; {counts['cant_tell']} \"can't tell\" (half to each side); "
+        + (f"{counts['excluded_flagged']} from {counts['flagged_raters']} flagged raters excluded"
+           if not options.include_flagged else "flagged raters included")
+        + f"; {counts['simulated_raters']} simulated raters"
+        + (" excluded." if not options.include_simulated else " included."),
+        f"- Target question: `{options.target}`; p = share of raters judging the first pair more of a copy.",
+        f"- Backbones: {describe_combination(*data.backbones)}" if data.backbones else "- Backbones: none (no scores)",
+        f"- Intervals: {options.intervals()}.",
+        "",
+        "## Agreement on choices (Krippendorff's alpha, nominal)",
+        "",
+        "First / second / can't tell as three nominal values; triplets judged once are left out and counted.",
+        "",
+        markdown_table(analysis.agreement[["question", "group", "alpha", "ci_low", "ci_high", "triplets",
+                                           "triplets_excluded", "raters"]]),
+        "## Human ceiling (split-half)",
+        "",
+        "One random half of each triplet's raters scored as a metric against the other half (2AFC score), "
+        "averaged over splits: what a metric that judged like the raters would reach.",
+        "",
+        markdown_table(analysis.ceiling[["group", "agreement", "ci_low", "ci_high", "triplets", "splits"]]),
+    ]
+    if len(analysis.scores):
+        lines += ["## 2AFC score of the metric (BAPPS)", "",
+                  "Per triplet: p when the metric prefers the first pair (a higher value = more of a copy), 1 − p "
+                  "when it prefers the second, 0.5 on a tie; the mean over triplets. CM_w at the calibrated w is "
+                  "in-sample here; its out-of-fold score is in the calibration table.", "",
+                  markdown_table(analysis.scores[["group", "metric", "score", "ci_low", "ci_high", "triplets",
+                                                  "anchors", "ties"]])]
+    if analysis.calibration is not None:
+        lines += calibration_lines(analysis.calibration, unit="triplets")
+    if analysis.group_comparisons:
+        lines += ["## Artists vs lay raters: w_std and w per question", "",
+                  "Each group's w chosen by its own 2AFC choices (on all triplets), read as w_std; the differences' "
+                  "intervals are a paired bootstrap over the anchors both groups judged.", ""]
+        lines += [f"- {comparison.headline()}" for comparison in analysis.group_comparisons]
+        lines += ["", markdown_table(analysis.group_table().drop(columns=["interval"]))]
+    if analysis.strengths is not None and len(analysis.strengths):
+        lines += ["## Bradley–Terry strengths by variant", "",
+                  "Centred log-strengths of copy-ness fitted with choix on every judgment between generations of two "
+                  "variants (higher = judged more of a copy); intervals refit on every resample of anchors.", "",
+                  markdown_table(analysis.strengths.drop(columns=["interval"]))]
+    if analysis.generation_strengths is not None and len(analysis.generation_strengths):
+        lines += ["Per generation within each anchor: `tables/bradley_terry_generations.csv`.", ""]
+    if analysis.combinations is not None and len(analysis.combinations):
+        lines += ["## Backbone combinations", "",
+                  "Per (semantic, style) combination, on the triplets all of them scored: calibrated w_std and w, "
+                  "the 2AFC score of CM at the paper's w and, out of fold, at the calibrated w.", "",
+                  markdown_table(analysis.combinations)]
+    lines += side_by_side_lines(analysis.side_by_side)
+    if analysis.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
+    return "\n".join(lines)
