@@ -84,6 +84,13 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
     w_std (the scale-free weight), per group and as the artists - lay
     difference. Ratings of flagged raters are left out unless --include-flagged.
 
+    A comparative (2AFC) campaign gets its own report: alpha (nominal) on the
+    choices, the split-half human agreement (the ceiling), the 2AFC score of
+    CM at w = 0.5 and at the calibrated w with intervals, w calibrated by the
+    out-of-fold 2AFC score, and Bradley-Terry strengths per variant and per
+    generation. When a rating and a 2AFC campaign cover the same pairs, both
+    w are shown side by side.
+
     \b
     Example:
       cpdm analyze --campaign demo --group artists --out reports/demo
@@ -101,15 +108,36 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
     if analysis.calibration is not None:
         cal = analysis.calibration
         row = cal.summary.iloc[0]
-        click.echo(f"calibrated on {cal.stats.get('rater_group')}: out-of-fold Spearman "
-                   f"{row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        click.echo(f"calibrated on {cal.stats.get('rater_group')}: out-of-fold {cal.statistic_label} "
+                   f"{row[cal.value_column]:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
         for line in cal.weight_lines():
             click.echo(f"  {line}")
+    if analysis.kind == "2afc":
+        echo_2afc_headlines(analysis)
     for comparison in analysis.group_comparisons:
         if comparison.question == analysis.options.target:
             click.echo(comparison.headline())
+    if analysis.side_by_side is not None:
+        from cpdm.analysis.two_afc_report import side_by_side_note
+
+        click.echo("w from both kinds of judgment over the same pairs:")
+        for line in side_by_side_note(analysis.side_by_side):
+            click.echo(f"  {line}")
     for note in analysis.notes:
         click.echo(f"note: {note}")
+
+
+def echo_2afc_headlines(analysis) -> None:
+    """`cpdm analyze` on a 2afc campaign: the human ceiling, CM's 2AFC score and the variants' order."""
+    for row in analysis.ceiling.itertuples(index=False):
+        click.echo(f"{row.group}: human split-half agreement {row.agreement:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+                   f" over {row.triplets} triplets")
+    for row in analysis.scores.itertuples(index=False):
+        click.echo(f"{row.group}: 2AFC score of {row.metric} {row.score:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
+    if analysis.strengths is not None:
+        everyone = analysis.strengths[analysis.strengths["group"] == analysis.strengths["group"].iloc[-1]]
+        order = " > ".join(f"{row.variant} ({row.strength:+.2f})" for row in everyone.itertuples(index=False))
+        click.echo(f"Bradley–Terry copy-ness by variant ({everyone['group'].iloc[0]}): {order}")
 
 
 @click.command("calibrate")
@@ -137,6 +165,11 @@ def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
     the reference scale x_ref, the backbones, target, group, fit statistics
     with intervals, the numbers of pairs, raters and ratings and a hash of the
     ratings used; `cpdm score --weights FILE` scores with its w.
+
+    For a comparative (2AFC) campaign, w maximises the 2AFC score of CM_w
+    against the group's choices (out of fold for the figures reported), and
+    the JSON says judgment_kind "2afc" (counts are judgments); `cpdm score
+    --weights` reads either kind.
 
     With --by QUESTION, w is calibrated once per level of the raters'
     answer to a background question of the campaign's protocol (each option;
@@ -171,23 +204,31 @@ def calibrate_cmd(workspace, campaign, group, target, by, out, **kwargs):
         path.unlink(missing_ok=True)
         raise
     row = result.summary.iloc[0]
-    click.echo(f"weights written to {path}")
+    value = result.value_column
+    two_afc = weights.judgment_kind == "2afc"
+    click.echo(f"weights written to {path} (w fitted to {'2AFC judgments' if two_afc else 'ratings'})")
     for line in result.weight_lines():
         click.echo(line)
     click.echo(f"intervals: {result.interval} (for w and w_std: the whole choice of w, bootstrapped)")
-    click.echo(f"out-of-fold Spearman {row['rho']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] over "
-               f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
+    counted = (f"{result.n_pairs} triplets, {weights.n_raters} raters, {weights.n_ratings} judgments" if two_afc
+               else f"{weights.n_pairs} pairs, {weights.n_raters} raters, {weights.n_ratings} ratings")
+    click.echo(f"out-of-fold {result.statistic_label} {row[value]:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] "
+               f"over {counted}")
     for _, baseline in result.summary.iloc[1:].iterrows():
         in_std = f" (w_std {baseline['w_std']:.3f})" if baseline["w_std"] == baseline["w_std"] else ""
-        click.echo(f"  {baseline['setting']}{in_std}: {baseline['rho']:.3f} "
+        click.echo(f"  {baseline['setting']}{in_std}: {baseline[value]:.3f} "
                    f"[{baseline['ci_low']:.3f}, {baseline['ci_high']:.3f}]")
 
 
 def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: str, out, options) -> None:
     """`cpdm calibrate --by`: the table of w per level of a background answer, printed and optionally saved."""
     from cpdm.analysis.by_answer import calibrate_by
+    from cpdm.analysis.campaign_report import is_2afc
     from cpdm.analysis.data import write_table
+    from cpdm.errors import CpdmError
 
+    if is_2afc(ws, campaign):
+        raise CpdmError(f"--by splits rating campaigns; campaign {campaign!r} holds 2AFC judgments")
     result = calibrate_by(ws, campaign, question, target=target, group=group, options=options)
     click.echo(f"w per answer to {question!r} ({result.text}), {group} raters, target {target!r}:")
     click.echo(result.screen_table().to_string(index=False))
