@@ -401,3 +401,58 @@ def test_report_on_the_demo_artists_with_tiny_models(ws, runner):
     again = runner.invoke(cli, arguments)  # a rerun generates nothing new
     assert again.exit_code == 0 and json.loads(again.output) == json.loads(result.output)
     assert ws.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == generations
+
+
+def _judge(ws, choices: list[tuple[int, int, str, str]]) -> None:
+    """Store 2AFC "copy" judgments (pair a, pair b, rater name, chosen: "a" or "b") in a 2afc campaign 'duel';
+    rater "flagged" is flagged by the attention checks."""
+    with ws.transaction() as conn:
+        campaign = conn.execute("INSERT INTO campaigns (name, protocol, kind, design) VALUES ('duel', '', '2afc', "
+                                "'balanced')").lastrowid
+        raters = {name: conn.execute("INSERT INTO raters (name, role, token_hash, flagged) VALUES (?, 'artist', ?, ?)",
+                                     (name, f"hash-2afc-{name}", int(name == "flagged"))).lastrowid
+                  for name in sorted({name for _, _, name, _ in choices})}
+        for index, (a, b, name, chosen) in enumerate(choices):
+            first, second = sorted((a, b))
+            anchor = conn.execute("SELECT anchor FROM pairs WHERE id = ?", (first,)).fetchone()[0]
+            conn.execute("INSERT INTO triplets (anchor, first_pair, second_pair) VALUES (?, ?, ?) "
+                         "ON CONFLICT DO NOTHING", (anchor, first, second))
+            triplet = conn.execute("SELECT id FROM triplets WHERE first_pair = ? AND second_pair = ?",
+                                   (first, second)).fetchone()[0]
+            picked = a if chosen == "a" else b
+            conn.execute("INSERT INTO judgments (campaign, triplet, rater, question, left_pair, right_pair, answer, "
+                         "chosen_pair, shown_at, submitted_at, nonce) VALUES (?, ?, ?, 'copy', ?, ?, ?, ?, "
+                         "'2026-12-01T10:00:00Z', '2026-12-01T10:00:09Z', ?)",
+                         (campaign, triplet, raters[name], a, b, "left" if chosen == "a" else "right", picked,
+                          f"nonce-2afc-{index}"))
+
+
+def test_the_report_gives_the_human_bradley_terry_comparison_from_a_2afc_campaign(ws):
+    pairs = _scored_study(ws)
+    choices = []
+    for number in range(3):
+        for seed in SEEDS:
+            erased, original = (pairs[("Ada Target", variant, number, seed)] for variant in ("erased", "original"))
+            # Four raters in five judge the original's generation more of a copy; a flagged one always the erased.
+            choices += [(erased, original, f"r{k}", "b" if k < 4 else "a") for k in range(5)]
+            choices.append((erased, original, "flagged", "a"))
+    _judge(ws, choices)
+    rows = _report(ws)
+    target, retain = rows["target"], rows["retain"]
+    # Two items: θ(erased) − θ(original) is the log of their win ratio, 9 × 1 against 9 × 4 (flagged rater out).
+    assert target["human_bt_campaign"] == "duel"
+    assert target["human_bt"] == pytest.approx(np.log(1 / 4), abs=0.01)
+    assert target["human_bt_judgments"] == 45
+    assert target["human_bt_low"] <= target["human_bt"] <= target["human_bt_high"]
+    assert retain["human_bt_campaign"] == "" and np.isnan(retain["human_bt"])
+    table = unlearning_report(ws, "erased", "original", ReportSettings(
+        seeds=SEEDS, steps=1, guidance=9.0, offline_tiny=True, progress=False, n_boot=50))
+    text = format_report(table)
+    assert "human Bradley–Terry (2AFC campaign 'duel')" in text
+    assert "  retain  not judged" in text
+
+
+def test_without_a_2afc_campaign_the_report_has_no_human_bradley_terry(ws):
+    _scored_study(ws)
+    rows = _report(ws)
+    assert rows["target"]["human_bt_campaign"] == "" and np.isnan(rows["target"]["human_bt"])

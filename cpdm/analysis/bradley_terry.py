@@ -82,15 +82,8 @@ def _boot_fits(wins_by_cluster: np.ndarray, counts: np.ndarray, alpha: float) ->
     return boot
 
 
-def variant_strengths(triplets: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
-                      resample: str = DEFAULT_RESAMPLE, alpha: float = ALPHA) -> pd.DataFrame:
-    """Bradley–Terry strength of each variant across anchors, with a bootstrap interval over anchors.
-
-    ``triplets``: :func:`cpdm.analysis.judgments.triplet_choices`. Columns:
-    variant, strength (centred log-strength; higher = more of a copy),
-    ci_low, ci_high, comparisons (judgments it took part in), anchors,
-    interval. Refuses data with fewer than two variants compared.
-    """
+def _fit_variants(triplets: pd.DataFrame, n_boot: int, seed: int, resample: str, alpha: float) -> dict:
+    """The variants' fit: names, point strengths, their refits on every resample of anchors, and counts."""
     between = triplets.dropna(subset=["first_variant", "second_variant"])
     between = between[between["first_variant"] != between["second_variant"]]
     if len(between) == 0:
@@ -99,30 +92,90 @@ def variant_strengths(triplets: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     item = {name: index for index, name in enumerate(variants)}
     first_wins, second_wins = win_counts(between)
     anchor_codes, cluster = np.unique(between["anchor"].to_numpy(), return_inverse=True)
-    item_first = between["first_variant"].map(item).to_numpy()
-    item_second = between["second_variant"].map(item).to_numpy()
-    wins_by_anchor = _wins_by_cluster(item_first, item_second, first_wins, second_wins, cluster, len(variants),
-                                      len(anchor_codes))
+    wins_by_anchor = _wins_by_cluster(between["first_variant"].map(item).to_numpy(),
+                                      between["second_variant"].map(item).to_numpy(), first_wins, second_wins,
+                                      cluster, len(variants), len(anchor_codes))
     wins = wins_by_anchor.sum(axis=0)
-    point = fit_strengths(wins, alpha)
-    boot = np.empty((0, len(variants)))
-    interval = "none"
-    resamples = None
+    boot, resamples = np.empty((0, len(variants))), None
     if n_boot > 0 and len(anchor_codes) >= 2:
         # One entry per anchor: resampling them over anchors (or, with resample="pairs", as single units).
         resamples = make_resamples(anchor_codes, n_boot, seed + 5, resample)
         boot = _boot_fits(wins_by_anchor, resamples.weights, alpha)
-        interval = resamples.describe(confidence)
-    table = _strength_table(variants, point, boot, (wins + wins.T).sum(axis=1),
-                            lambda values: resamples.interval(values, confidence))
     anchors = {name: set() for name in variants}
     for first, second, anchor in zip(between["first_variant"], between["second_variant"], between["anchor"]):
         anchors[first].add(anchor)
         anchors[second].add(anchor)
+    return {"variants": variants, "point": fit_strengths(wins, alpha), "boot": boot, "resamples": resamples,
+            "comparisons": (wins + wins.T).sum(axis=1), "anchors": [len(anchors[name]) for name in variants]}
+
+
+def variant_strengths(triplets: pd.DataFrame, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                      resample: str = DEFAULT_RESAMPLE, alpha: float = ALPHA) -> pd.DataFrame:
+    """Bradley–Terry strength of each variant across anchors, with a bootstrap interval over anchors.
+
+    ``triplets``: :func:`cpdm.analysis.judgments.triplet_choices`. Columns:
+    variant, strength (centred log-strength; higher = more of a copy),
+    ci_low, ci_high, comparisons (judgments it took part in), anchors,
+    interval. Refuses data with no triplet between two variants.
+    """
+    fit = _fit_variants(triplets, n_boot, seed, resample, alpha)
+    resamples = fit["resamples"]
+    table = _strength_table(fit["variants"], fit["point"], fit["boot"], fit["comparisons"],
+                            lambda values: resamples.interval(values, confidence))
     table = table.rename(columns={"item": "variant"})
-    table["anchors"] = [len(anchors[name]) for name in variants]
-    table["interval"] = interval
+    table["anchors"] = fit["anchors"]
+    table["interval"] = resamples.describe(confidence) if resamples is not None else "none"
     return table.sort_values("strength", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def strength_difference(triplets: pd.DataFrame, variant: str, baseline: str, n_boot: int = 1000, seed: int = 0,
+                        confidence: float = 0.95, resample: str = DEFAULT_RESAMPLE,
+                        alpha: float = ALPHA) -> dict | None:
+    """θ(variant) − θ(baseline) from the triplets between the two, with its interval over anchors; None if none.
+
+    The log-odds that a rater judges the variant's generation more of a copy
+    than the baseline's: below 0, the variant copies less.
+    """
+    pair = triplets[triplets["first_variant"].isin([variant, baseline])
+                    & triplets["second_variant"].isin([variant, baseline])]
+    try:
+        fit = _fit_variants(pair, n_boot, seed, resample, alpha)
+    except CpdmError:
+        return None
+    index = {name: i for i, name in enumerate(fit["variants"])}
+    if variant not in index or baseline not in index:
+        return None
+    difference = fit["point"][index[variant]] - fit["point"][index[baseline]]
+    low = high = float("nan")
+    if fit["resamples"] is not None:
+        low, high = fit["resamples"].interval(fit["boot"][:, index[variant]] - fit["boot"][:, index[baseline]],
+                                              confidence)
+    return {"difference": float(difference), "ci_low": low, "ci_high": high,
+            "judgments": float(fit["comparisons"][index[variant]]), "anchors": int(fit["anchors"][index[variant]]),
+            "interval": fit["resamples"].describe(confidence) if fit["resamples"] is not None else "none"}
+
+
+def judged_variant_triplets(ws, variants, anchors=None, include_flagged: bool = False,
+                            question: str = "copy") -> tuple[str, pd.DataFrame] | None:
+    """(campaign name, triplets between ``variants``) from the 2afc campaign whose judgments cover most of them.
+
+    A campaign covers a variant when an answered normal triplet compares one
+    of its generations with another of ``variants`` (on ``anchors``, when
+    given); at least two must be covered. None without such a campaign.
+    Flagged raters are left out unless ``include_flagged``.
+    """
+    from cpdm.analysis.judgments import analysis_judgments, covering_2afc_campaign, load_judgments, triplet_choices
+
+    found = covering_2afc_campaign(ws, variants, anchors)
+    if found is None:
+        return None
+    judgments = analysis_judgments(load_judgments(ws, found[0]), include_flagged=include_flagged)
+    triplets = triplet_choices(judgments, question)
+    wanted = set(variants)
+    keep = triplets["first_variant"].isin(wanted) & triplets["second_variant"].isin(wanted)
+    if anchors is not None:
+        keep &= triplets["anchor"].isin(set(anchors))
+    return found[1], triplets[keep].reset_index(drop=True)
 
 
 def generation_strengths(triplets: pd.DataFrame, n_boot: int = 200, seed: int = 0, confidence: float = 0.95,

@@ -142,3 +142,39 @@ def judgments_questions(judgments: pd.DataFrame, protocol_ids: list[str] | None 
     seen = list(dict.fromkeys(judgments["question"]))
     protocol_ids = protocol_ids or []
     return [q for q in protocol_ids if q in seen] + [q for q in seen if q not in protocol_ids]
+
+
+def covering_2afc_campaign(ws, variants, anchors=None) -> tuple[int, str] | None:
+    """(id, name) of the 2afc campaign whose answered normal triplets compare the most of ``variants``
+    (two generations of different ones among them; on ``anchors`` when given); None if none covers two.
+
+    Among equals, the newest campaign.
+    """
+    variants = sorted(set(variants))
+    if len(variants) < 2:
+        return None
+    marks = ", ".join("?" * len(variants))
+    where, params = "", []
+    if anchors is not None:
+        anchors = sorted({int(a) for a in anchors})
+        if not anchors:
+            return None
+        where, params = f" AND t.anchor IN ({', '.join('?' * len(anchors))})", anchors
+    rows = ws.conn.execute(
+        "SELECT c.id, c.name, v1.name, v2.name FROM campaigns c "
+        "JOIN judgments j ON j.campaign = c.id AND j.answer IS NOT NULL "
+        "JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' "
+        "JOIN pairs p1 ON p1.id = t.first_pair JOIN generations g1 ON g1.id = p1.generation "
+        "JOIN variants v1 ON v1.id = g1.variant "
+        "JOIN pairs p2 ON p2.id = t.second_pair JOIN generations g2 ON g2.id = p2.generation "
+        "JOIN variants v2 ON v2.id = g2.variant "
+        f"WHERE c.kind = '2afc' AND v1.name IN ({marks}) AND v2.name IN ({marks}) AND v1.name != v2.name{where} "
+        "GROUP BY c.id, v1.name, v2.name",
+        (*variants, *variants, *params)).fetchall()
+    covered: dict[tuple[int, str], set] = {}
+    for campaign_id, name, first, second in rows:
+        covered.setdefault((campaign_id, name), set()).update((first, second))
+    if not covered:
+        return None
+    (campaign_id, name), _ = max(covered.items(), key=lambda item: (len(item[1]), item[0][0]))
+    return campaign_id, name

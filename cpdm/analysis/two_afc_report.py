@@ -504,37 +504,19 @@ def calibration_choices_2afc(ws, campaign_id: int) -> tuple[list[str], list[str]
 
 def strengths_for_variants(ws, variants, options: AnalysisOptions | None = None,
                            target: str = DEFAULT_TARGET) -> tuple[str, pd.DataFrame] | None:
-    """(campaign name, Bradley–Terry strengths per variant) from the 2afc campaign covering most of ``variants``.
-
-    A campaign covers a variant when a judged triplet compares it with
-    another variant; at least two of ``variants`` must be covered. None when
-    no such campaign exists. Strengths are fitted on every usable judgment
-    (all rater groups) and kept to the variants asked for.
-    """
-    from cpdm.analysis.bradley_terry import variant_strengths
+    """(campaign name, Bradley–Terry strengths per variant) from the 2afc campaign covering most of ``variants``
+    (:func:`cpdm.analysis.bradley_terry.judged_variant_triplets`), or None."""
+    from cpdm.analysis.bradley_terry import judged_variant_triplets, variant_strengths
 
     options = options or AnalysisOptions()
-    wanted = set(variants)
-    best = None
-    for campaign_id, name in ws.conn.execute("SELECT id, name FROM campaigns WHERE kind = '2afc' ORDER BY id DESC"):
-        covered = {row[0] for row in ws.conn.execute(
-            "SELECT DISTINCT v.name FROM judgments j JOIN triplets t ON t.id = j.triplet "
-            "JOIN pairs p ON p.id IN (t.first_pair, t.second_pair) JOIN generations g ON g.id = p.generation "
-            "JOIN variants v ON v.id = g.variant WHERE j.campaign = ? AND t.kind = 'normal' AND j.answer IS NOT NULL",
-            (campaign_id,))} & wanted
-        if len(covered) >= 2 and (best is None or len(covered) > best[2]):
-            best = (campaign_id, name, len(covered))
-    if best is None:
+    found = judged_variant_triplets(ws, variants, include_flagged=options.include_flagged, question=target)
+    if found is None:
         return None
-    judgments = judgments_module.analysis_judgments(judgments_module.load_judgments(ws, best[0]),
-                                                    options.include_flagged, options.include_simulated)
-    triplets = judgments_module.triplet_choices(judgments, target)
-    triplets = triplets[triplets["first_variant"].isin(wanted) & triplets["second_variant"].isin(wanted)]
     try:
-        table = variant_strengths(triplets, n_boot=options.n_boot, seed=options.seed, resample=options.resample)
+        return found[0], variant_strengths(found[1], n_boot=options.n_boot, seed=options.seed,
+                                           resample=options.resample)
     except CpdmError:
         return None
-    return best[1], table
 
 
 def side_by_side_note(table: pd.DataFrame | None) -> list[str]:

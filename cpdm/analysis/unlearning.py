@@ -14,7 +14,14 @@ pairs each generation with its anchor, scores the pairs, and reports per set:
   generation beyond the reference scale scores CM 0 however far it went;
   and the CPDM release's own number, (M_sem · M_style)², with no x_ref;
   both grow as generations move away from their anchors;
-* where campaigns rated these pairs, the human "copy" mean beside each.
+* where campaigns rated these pairs, the human "copy" mean beside each;
+* where a comparative (2AFC) campaign judged generations of the variant
+  against the baseline's on the set's anchors, the human Bradley–Terry
+  comparison: ``human_bt`` = θ(variant) − θ(baseline), the log-odds that a
+  rater judges the variant's generation more of a copy (below 0: it copies
+  less), with its interval over anchors (:mod:`cpdm.analysis.bradley_terry`;
+  from the generations that campaign judged, which need not be the
+  report's own).
 
 The target set is the anchors whose artist or title is the concept, by the
 exact rule of :mod:`cpdm.unlearning.concepts` (the one UCE uses to leave
@@ -256,6 +263,30 @@ def mean_with_interval(values, anchors, settings: "ReportSettings", seed: int = 
 MEASURES = {"cm": "change", "ratio": "ratio_change", "release_score": "release_score_change"}
 
 
+HUMAN_BT_COLUMNS = ("human_bt_campaign", "human_bt", "human_bt_low", "human_bt_high", "human_bt_judgments")
+
+
+def human_bradley_terry(ws, variant: str, baseline: str, anchors, settings: "ReportSettings") -> dict:
+    """The human Bradley–Terry comparison of ``variant`` with ``baseline`` on ``anchors`` (``HUMAN_BT_COLUMNS``).
+
+    From the 2afc campaign that judged the two variants against each other on
+    these anchors (flagged raters out); an empty campaign name and NaNs when none did.
+    """
+    from cpdm.analysis.bradley_terry import judged_variant_triplets, strength_difference
+
+    none = {"human_bt_campaign": "", "human_bt": float("nan"), "human_bt_low": float("nan"),
+            "human_bt_high": float("nan"), "human_bt_judgments": 0}
+    found = judged_variant_triplets(ws, [variant, baseline], anchors=[int(a) for a in anchors])
+    if found is None:
+        return none
+    difference = strength_difference(found[1], variant, baseline, n_boot=settings.n_boot,
+                                     resample=settings.resample)
+    if difference is None:
+        return none
+    return {"human_bt_campaign": found[0], "human_bt": difference["difference"], "human_bt_low": difference["ci_low"],
+            "human_bt_high": difference["ci_high"], "human_bt_judgments": int(round(difference["judgments"]))}
+
+
 def add_measures(frame: pd.DataFrame, x_ref: float) -> pd.DataFrame:
     """Each generation's CM, uncapped ratio x / x_ref and release score (M_sem · M_style)², x = M_sem · M_style."""
     from cpdm import metric
@@ -326,6 +357,7 @@ def unlearning_report(ws, variant_name: str, vs: str = "original",
             "copy": float(ours["copy"].mean()) if ours["copy"].notna().any() else float("nan"),
             "copy_baseline": float(theirs["copy"].mean()) if theirs["copy"].notna().any() else float("nan"),
             "rated": int(ours["copy"].notna().sum()),
+            **human_bradley_terry(ws, variant.name, baseline.name, ours["anchor"].unique(), settings),
             "anchors": int(ours["anchor"].nunique()),
             "interval": describe_intervals(settings.resample, settings.n_boot),
             "x_ref": x_ref,
@@ -361,6 +393,22 @@ def _listed_ids(ids: str, shown: int = 12) -> str:
     return text + (f" … ({len(numbers)} in all)" if len(numbers) > shown else "")
 
 
+def _human_bt_lines(table: pd.DataFrame) -> list[str]:
+    """The human Bradley–Terry comparison per set, when a 2AFC campaign judged the variant against the baseline."""
+    if "human_bt" not in table or not np.isfinite(table["human_bt"].to_numpy(dtype=float)).any():
+        return []
+    campaigns = sorted({name for name in table["human_bt_campaign"] if name})
+    lines = [f"human Bradley–Terry (2AFC campaign {', '.join(repr(c) for c in campaigns)}): variant − baseline "
+             "log-strength of copy-ness; below 0 = judged less of a copy than the baseline:"]
+    for row in table.to_dict("records"):
+        if np.isfinite(row["human_bt"]):
+            lines.append(f"  {row['set']:<7} {_cell(row['human_bt'], row['human_bt_low'], row['human_bt_high'], signed=True)}"
+                         f" from {row['human_bt_judgments']} judgments")
+        else:
+            lines.append(f"  {row['set']:<7} not judged")
+    return lines
+
+
 def format_report(table: pd.DataFrame) -> str:
     """The report as aligned text: CM per set, then x / x_ref and the release score, then the sets' anchors."""
     lines = [f"{'set':<7} {'CM variant [95% CI]':<26} {'CM baseline [95% CI]':<26} {'change [95% CI]':<28} "
@@ -380,6 +428,7 @@ def format_report(table: pd.DataFrame) -> str:
                                             "every x beyond x_ref as 0); higher = further from the anchors:", ".3f")
     lines += _measure_lines(table, "release_score", "release score (M_sem·M_style)², the CPDM release's number "
                                                     "(no x_ref); higher = further from the anchors:", ".4g")
+    lines += _human_bt_lines(table)
     for row in table.to_dict("records"):
         chosen = row["target_rule"] if row["set"] == "target" else "every other anchor"
         lines.append(f"{row['set']} ({chosen}): {row['anchors']} anchors {_listed_ids(row['anchor_ids'])}; "
