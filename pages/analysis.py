@@ -1,4 +1,5 @@
-"""Researcher page: agreement, metric vs human scatter plots, per-variant benchmark (UI only; logic in cpdm.analysis)."""
+"""Researcher page: agreement, metric vs human scatter plots, per-variant benchmark; for a comparative (2AFC)
+campaign, 2AFC scores and Bradley–Terry strengths (UI only; logic in cpdm.analysis)."""
 
 from dataclasses import astuple
 
@@ -45,10 +46,12 @@ except CpdmError as exc:
     st.stop()
 figure_names = analysis.figure_names()
 counts = analysis.data.counts
+two_afc = analysis.kind == "2afc"
 st.caption(
-    f"{counts['used']} ratings used from {counts['raters_used']} raters; {counts['skipped']} skipped; "
-    f"{counts['excluded_flagged']} from flagged raters excluded; {counts['simulated_raters']} simulated raters "
-    f"{'excluded' if exclude_simulated else 'included'}. Intervals: {options.intervals()}."
+    f"{counts['used']} {'judgments' if two_afc else 'ratings'} used from {counts['raters_used']} raters; "
+    f"{counts['skipped']} skipped; {counts['excluded_flagged']} from flagged raters excluded; "
+    f"{counts['simulated_raters']} simulated raters {'excluded' if exclude_simulated else 'included'}. "
+    f"Intervals: {options.intervals()}."
 )
 if analysis.data.backbones:
     st.caption(f"Metric scores: {describe_combination(*analysis.data.backbones)}.")
@@ -71,6 +74,61 @@ def downloads(stem: str, table=None, plot: bool = False) -> None:
         columns[1].download_button("Plot (PNG)", on_demand(lambda: analysis.png(stem)), f"{campaign}-{stem}.png",
                                    "image/png", key=f"png_{stem}", icon=":material/download:")
 
+
+def show_side_by_side() -> None:
+    """w from ratings beside w from 2AFC judgments of the same pairs, when the study has both."""
+    if analysis.side_by_side is not None:
+        st.header("w from ratings and from 2AFC judgments")
+        st.markdown("The same pairs judged both ways, each campaign calibrated on the same question and rater "
+                    "group; compare w_std (0.5 = content and style count equally).")
+        st.dataframe(analysis.side_by_side, hide_index=True, width="stretch")
+        downloads("w_by_judgment_kind", analysis.side_by_side)
+
+
+def show_2afc() -> None:
+    """The sections of a comparative (2AFC) campaign's analysis."""
+    st.header("Agreement on choices")
+    st.markdown("Krippendorff's alpha (nominal) on the choices (first, second, can't tell) per question and rater "
+                "group; triplets judged once are left out and counted.")
+    st.dataframe(analysis.agreement, hide_index=True, width="stretch")
+    downloads("agreement", analysis.agreement)
+    st.header("2AFC score of the metric")
+    st.markdown("As in BAPPS: on a triplet where a share p of raters judged the first pair more of a copy, a metric "
+                "preferring the first (higher = more of a copy) scores p, else 1 − p, a tie 0.5; the mean over "
+                "triplets. The human ceiling: one random half of each triplet's raters scored against the other half.")
+    if len(analysis.scores):
+        st.dataframe(analysis.scores, hide_index=True, width="stretch")
+        show_plot("scores")
+        downloads("two_afc_scores", analysis.scores, plot=True)
+    else:
+        st.info("No metric scores for this campaign yet (run `cpdm score`).")
+    st.subheader("Human ceiling")
+    st.dataframe(analysis.ceiling, hide_index=True, width="stretch")
+    downloads("human_ceiling", analysis.ceiling)
+    if analysis.group_comparisons:
+        st.header("Artists vs lay raters")
+        st.markdown("Each group's w by its own choices, and the difference with its paired bootstrap interval.")
+        st.dataframe([comparison.screen_row() for comparison in analysis.group_comparisons], hide_index=True,
+                     width="stretch")
+        downloads("group_comparison", analysis.group_table())
+    st.header("Bradley–Terry strengths by variant")
+    if analysis.strengths is not None and len(analysis.strengths):
+        st.markdown("Which model copies most, in the raters' eyes: centred log-strengths of copy-ness fitted on every "
+                    "judgment between two variants' generations (higher = judged more of a copy), with intervals "
+                    "refitted on resamples of anchors.")
+        st.dataframe(analysis.strengths, hide_index=True, width="stretch")
+        show_plot("strengths")
+        downloads("strengths", analysis.strengths, plot=True)
+        with st.expander("Per generation within each anchor"):
+            st.dataframe(analysis.generation_strengths, hide_index=True, width="stretch")
+    else:
+        st.info("No triplet compares generations of two different variants.")
+    show_side_by_side()
+
+
+if two_afc:
+    show_2afc()
+    st.stop()
 
 st.header("Agreement")
 st.markdown(f"Krippendorff's alpha ({options.level}) per question and rater group; pairs with fewer than two "
@@ -121,3 +179,5 @@ if analysis.variants is not None and len(analysis.variants):
     downloads("variants", analysis.variants, plot=True)
 else:
     st.info("The campaign's pairs have no model variants.")
+
+show_side_by_side()

@@ -1,5 +1,5 @@
-"""Researcher page: calibrate the semantic/style weight w of CM_w, compare artists with lay raters, plan a study
-(UI only)."""
+"""Researcher page: calibrate the semantic/style weight w of CM_w (from ratings or 2AFC judgments), compare artists
+with lay raters, lay both kinds of judgment side by side, plan a study (UI only)."""
 
 from dataclasses import astuple
 
@@ -18,6 +18,7 @@ from cpdm.analysis.campaign_report import (
     plan_campaign,
     record_calibration,
 )
+from cpdm.analysis.two_afc_report import weights_side_by_side
 from cpdm.errors import CpdmError
 from cpdm.rating.background import answers_fingerprint
 from cpdm.rating.campaigns import latest_rated_campaign_id
@@ -36,7 +37,10 @@ st.markdown(
 left, middle, right = st.columns(3)
 chosen = pick_campaign(ws, key="cal_campaign", container=left, preselect=latest_rated_campaign_id)
 campaign = chosen["name"]
+two_afc = chosen.get("kind") == "2afc"
 questions, groups = calibration_choices(ws, chosen["id"])
+if two_afc:
+    left.caption("Comparative (2AFC) judgments: w maximises the 2AFC score of CM_w against the raters' choices.")
 target = middle.selectbox("Target question", questions, key="cal_target",
                           index=questions.index(DEFAULT_TARGET) if DEFAULT_TARGET in questions else 0,
                           help="The questions of the campaign's protocol.")
@@ -71,11 +75,13 @@ except CpdmError as exc:
     st.stop()
 
 calibrated = result.summary.iloc[0]
+unit = "triplets" if two_afc else "pairs"
 first, second, third = st.columns(3)
 # Each estimate large, its 95% interval small beneath it (three columns leave no room for both on one line).
 interval = {"delta_color": "off", "delta_arrow": "off"}
 first.metric("Chosen w", f"{result.chosen_w:g}", f"95% [{result.w_ci[0]:.3g}, {result.w_ci[1]:.3g}]", **interval,
-             help="The value with the highest Spearman ρ on all pairs (ties go to the value closest to 0.5), "
+             help=f"The value with the highest {result.statistic_label} on all {unit} (ties go to the value closest "
+                  "to 0.5), "
                   "with the 95% interval of the whole choice bootstrapped over anchors. CM_w uses this w.")
 if result.spreads is not None:
     second.metric("w_std (scale-free)", f"{result.chosen_w_std:.3f}",
@@ -85,13 +91,14 @@ if result.spreads is not None:
                        "across backbones.")
 else:
     second.metric("w_std (scale-free)", "undefined", help=str(result.stats.get("w_std_undefined")))
-third.metric("Out-of-fold Spearman ρ", f"{calibrated['rho']:.3f}",
+third.metric(f"Out-of-fold {result.statistic_label}", f"{calibrated[result.value_column]:.3f}",
              f"95% [{calibrated['ci_low']:.3f}, {calibrated['ci_high']:.3f}]", **interval,
-             help="How well CM_w at the chosen w ranks pairs of anchors it was not fitted on.")
+             help=f"How well CM_w at the chosen w matches the raters on {unit} of anchors it was not fitted on.")
 if result.spreads is not None:
     st.caption(f"Conversion: {result.spreads.describe()}.")
-st.caption(f"x_ref = {result.x_ref:.4g} (from {result.x_ref_source}); {result.n_pairs} pairs, {result.n_anchors} "
-           f"anchors, {weights.n_raters} raters, {weights.n_ratings} ratings; per-fold choices "
+st.caption(f"x_ref = {result.x_ref:.4g} (from {result.x_ref_source}); {result.n_pairs} {unit}, {result.n_anchors} "
+           f"anchors, {weights.n_raters} raters, {weights.n_ratings} {'judgments' if two_afc else 'ratings'}; "
+           "per-fold choices "
            f"{', '.join(f'{w:g}' for w in result.fold_w)}. Intervals: {result.interval}.")
 if result.x_ref_source != "reference pairs":
     st.warning("No reference (mismatched) distances: x_ref is the median over the campaign's own pairs.")
@@ -113,16 +120,29 @@ if buttons.button("Record in workspace", key="cal_record", icon=":material/save:
     calibration_id = record_calibration(ws, chosen["id"], weights)
     st.success(f"Calibration {calibration_id} recorded.")
 
+# The same pairs judged both ways (a rating and a 2AFC campaign): both w side by side.
+side_by_side = session_cached("side_by_side_cache", cache_key, lambda: weights_side_by_side(
+    ws, chosen["id"], target, group, options, this_result=result))
+if side_by_side is not None:
+    st.header("Ratings and 2AFC judgments of the same pairs")
+    st.caption("Each campaign calibrated on the same question and rater group with the same settings; compare "
+               "w_std (0.5 = content and style count equally).")
+    st.dataframe(side_by_side, hide_index=True, width="stretch")
+
 # A campaign scored with several (semantic, style) backbone combinations: all of them side by side.
 comparison = session_cached(
     "combination_cache", cache_key, lambda: compare_campaign_combinations(ws, campaign, target, options, groups)
 )
 if comparison is not None:
     st.header("Backbone combinations")
-    st.caption("Calibrated w_std (comparable across combinations) and w, and out-of-fold Spearman ρ (95% CI over "
-               "anchors) per combination and rater group, on the pairs every combination scored; paper_w_std: the "
-               "paper's w = 0.5 on the w_std scale of that combination; diff_vs_paper: ρ minus the paper's "
-               "combination's, paired bootstrap.")
+    if two_afc:
+        st.caption("Calibrated w_std and w per combination, and the 2AFC score of CM at the paper's w and (out of "
+                   "fold) at the calibrated w, 95% CI over anchors, on the triplets every combination scored.")
+    else:
+        st.caption("Calibrated w_std (comparable across combinations) and w, and out-of-fold Spearman ρ (95% CI "
+                   "over anchors) per combination and rater group, on the pairs every combination scored; "
+                   "paper_w_std: the paper's w = 0.5 on the w_std scale of that combination; diff_vs_paper: ρ minus "
+                   "the paper's combination's, paired bootstrap.")
     st.dataframe(comparison.table, hide_index=True, width="stretch")
     show_png(session_cached("combination_png", cache_key, lambda: figure_png(comparison.figure())))
     for note in comparison.notes:
@@ -147,6 +167,11 @@ if comparisons:
     show_png(figure_png(group_curves_figure(shown)))
 elif not notes:
     st.info("The comparison needs ratings from both artists and lay raters.")
+
+if two_afc:
+    st.info("Calibrating by the raters' background and planning a study work on rating campaigns; plan a 2AFC "
+            "study with `cpdm plan --kind 2afc`.")
+    st.stop()
 
 st.header("By the raters' background")
 st.markdown("w for each answer to one of the protocol's questions about the raters (years of practice, "

@@ -134,6 +134,48 @@ def test_calibration_page_explains_a_group_without_raters(ws):
     assert at.metric[0].label == "Chosen w"
 
 
+@pytest.fixture(scope="module")
+def duel_study(tmp_path_factory):
+    """A rating campaign 'study' and a 2afc campaign 'duel' over the same pairs, both judged."""
+    from cpdm.store.workspace import init_workspace
+    from tests.two_afc_support import build_two_afc_study
+
+    workspace = init_workspace(tmp_path_factory.mktemp("duel") / "ws")
+    build_two_afc_study(workspace, n_anchors=8, per_anchor=8)
+    yield workspace
+    workspace.close()
+
+
+def test_analysis_page_shows_a_2afc_campaign(duel_study):
+    at = open_page(duel_study, "analysis.py", analysis_boot=20, analysis_campaign="duel")
+    assert not at.exception, at.exception
+    assert [h.value for h in at.header] == ["Agreement on choices", "2AFC score of the metric", "Artists vs lay raters",
+                                            "Bradley–Terry strengths by variant",
+                                            "w from ratings and from 2AFC judgments"]
+    frames = [df.value for df in at.dataframe]
+    scores = next(frame for frame in frames if "score" in frame.columns and "metric" in frame.columns)
+    assert "CM (paper w=0.5)" in set(scores["metric"])
+    assert (scores["ci_low"] <= scores["score"]).all() and (scores["score"] <= scores["ci_high"]).all()
+    strengths = next(frame for frame in frames if "strength" in frame.columns and "variant" in frame.columns)
+    assert {"ci_low", "ci_high"} <= set(strengths.columns)
+    side = next(frame for frame in frames if "judgment_kind" in frame.columns)
+    assert set(side["judgment_kind"]) == {"rating", "2afc"}
+    assert "judgments used" in text(at)
+    assert_nothing_at_media(at)
+
+
+def test_calibration_page_calibrates_a_2afc_campaign_beside_the_rating_one(duel_study):
+    at = open_page(duel_study, "calibration.py", cal_boot=20, cal_campaign="duel")
+    assert not at.exception, at.exception
+    assert at.metric[0].label == "Chosen w" and at.metric[2].label == "Out-of-fold 2AFC score"
+    summary = at.dataframe[0].value
+    assert "score" in summary.columns and "rho" not in summary.columns
+    side = next(frame.value for frame in at.dataframe if "judgment_kind" in frame.value.columns)
+    assert list(side["campaign"]) == ["duel", "study"]
+    assert "cpdm plan --kind 2afc" in text(at)
+    assert "Ratings and 2AFC judgments of the same pairs" in [h.value for h in at.header]
+
+
 def test_pages_are_in_the_researcher_menu(study, monkeypatch):
     monkeypatch.setenv("CPDM_WORKSPACE", str(study.root))
     _, token = create_rater(study, "lead", "researcher")
