@@ -17,8 +17,8 @@ from cpdm.analysis.campaign_report import (
     compare_campaign_combinations,
     plan_campaign,
     record_calibration,
+    weights_side_by_side,
 )
-from cpdm.analysis.two_afc_report import weights_side_by_side
 from cpdm.errors import CpdmError
 from cpdm.rating.background import answers_fingerprint
 from cpdm.rating.campaigns import latest_rated_campaign_id

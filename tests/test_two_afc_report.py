@@ -11,7 +11,8 @@ import pytest
 from cpdm.analysis.campaign_report import AnalysisOptions, calibrate_campaign, calibration_choices, run_analysis
 from cpdm.analysis.judgments import load_judgments, triplet_choices
 from cpdm.analysis.report_files import write_report
-from cpdm.analysis.two_afc_report import companion_campaign, strengths_for_variants
+from cpdm.analysis.campaign_report import companion_campaign
+from cpdm.analysis.two_afc_report import strengths_for_variants
 from cpdm.cli import cli
 from cpdm.demo.variants import ORIGINAL, UNRELATED
 from cpdm.errors import CpdmError

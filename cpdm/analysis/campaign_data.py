@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from cpdm.analysis import data as data_module
@@ -151,3 +152,16 @@ def check_target(data: CampaignData, target: str) -> None:
     if target not in data.questions:
         raise CpdmError(f"no ratings for question {target!r} in campaign {data.campaign!r} "
                         f"(questions: {', '.join(data.questions)})")
+
+
+def paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[float | None, str | None]:
+    """x_ref for the paper's CM: the reference pairs' median product, else the campaign's own pairs'."""
+    from cpdm.metric import reference_scale
+
+    if reference is not None and len(reference):
+        return reference_scale(reference["m_sem"], reference["m_style"]), "reference pairs"
+    scored = pairs.dropna(subset=["m_sem", "m_style"])
+    if len(scored) == 0:
+        return None, None
+    product = float(np.median(scored["m_sem"] * scored["m_style"]))
+    return (product, "campaign pairs") if product > 0 else (None, None)

@@ -12,7 +12,6 @@ handle rating campaigns here and comparative (2AFC) campaigns through
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ from cpdm.analysis.campaign_data import (  # noqa: F401  (re-exported: callers i
     check_target,
     groups_with_ratings,
     load_campaign,
+    paper_scale,
     protocol_questions,
     questions_of,
 )
@@ -43,7 +43,13 @@ from cpdm.analysis.plots import (
     scatter_figure,
     variant_figure,
 )
-from cpdm.analysis.report_files import default_report_dir, file_stem, save_weights, write_report  # noqa: F401
+from cpdm.analysis.report_files import (  # noqa: F401
+    default_report_dir,
+    file_stem,
+    json_safe,
+    save_weights,
+    write_report,
+)
 from cpdm.analysis.report_markdown import (  # noqa: F401
     RELEASE_SCORE_NOTE,
     markdown_table,
@@ -162,18 +168,6 @@ def scatter_name(metric: str) -> str:
     return f"scatter_{file_stem(metric)}"
 
 
-def _paper_scale(pairs: pd.DataFrame, reference: pd.DataFrame | None) -> tuple[float | None, str | None]:
-    """x_ref for the paper's CM: the reference pairs' median product, else the campaign's own pairs'."""
-    from cpdm.metric import reference_scale
-
-    if reference is not None and len(reference):
-        return reference_scale(reference["m_sem"], reference["m_style"]), "reference pairs"
-    scored = pairs.dropna(subset=["m_sem", "m_style"])
-    if len(scored) == 0:
-        return None, None
-    product = float(np.median(scored["m_sem"] * scored["m_style"]))
-    return (product, "campaign pairs") if product > 0 else (None, None)
-
 
 def is_2afc(ws, campaign: str) -> bool:
     """Whether the campaign of this name holds comparative (2AFC) judgments (False for an unknown name)."""
@@ -194,7 +188,15 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None):
     if is_2afc(ws, campaign):
         from cpdm.analysis.two_afc_report import run_2afc_analysis
 
-        return run_2afc_analysis(ws, campaign, options)
+        analysis = run_2afc_analysis(ws, campaign, options)
+        if analysis.calibration is not None:
+            try:
+                analysis.side_by_side = weights_side_by_side(
+                    ws, analysis.data.campaign_id, options.target, analysis.calibration.stats["rater_group"], options,
+                    this_result=analysis.calibration)
+            except CpdmError as exc:
+                analysis.notes.append(f"w from the rating campaign over the same pairs left out: {exc}")
+        return analysis
     data = load_campaign(ws, campaign, options)
     check_target(data, options.target)
     notes: list[str] = []
@@ -214,7 +216,7 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None):
     # The release's own number beside CM (no Norm, no reference scale): NaN where a pair has no scores.
     pairs["release_score"] = release_score(pairs["m_sem"].to_numpy(), pairs["m_style"].to_numpy())
     metrics: list[str] = []
-    x_ref, x_ref_source = _paper_scale(pairs, data.reference)
+    x_ref, x_ref_source = paper_scale(pairs, data.reference)
     calibration = None
     if data.backbones is None:
         notes.append("no metric scores for this campaign's pairs (run `cpdm score`); correlations and "
@@ -281,8 +283,6 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None):
 
     side_by_side = None
     if calibration is not None:
-        from cpdm.analysis.two_afc_report import weights_side_by_side
-
         try:
             side_by_side = weights_side_by_side(ws, data.campaign_id, options.target,
                                                 calibration.stats["rater_group"], options, this_result=calibration)
@@ -350,20 +350,6 @@ def compare_campaign_combinations(ws, campaign: str, target: str = DEFAULT_TARGE
     by_group = data_module.split_groups(data.ratings, list(groups or options.groups))
     return compare_loaded(ws, data, by_group, target, options)
 
-
-def json_safe(value):
-    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def calibrate_campaign(
@@ -501,3 +487,82 @@ def campaign_fingerprint(ws, campaign: str) -> tuple:
     flags = ws.conn.execute("SELECT TOTAL(flagged), COUNT(*) FROM raters").fetchone()
     scores = ws.conn.execute("SELECT COUNT(*), MAX(scored_at) FROM scores").fetchone()
     return (campaign, *ratings, *judgments, *flags, *scores)
+
+
+# --- Both kinds of judgment over the same pairs -----------------------------------------------------------------
+
+SIDE_BY_SIDE_COLUMNS = ["judgment_kind", "campaign", "group", "w", "w_ci_low", "w_ci_high", "w_std", "w_std_ci_low",
+                        "w_std_ci_high", "statistic", "value", "ci_low", "ci_high", "units"]
+
+
+def companion_campaign(ws, campaign_id: int) -> tuple[int, str] | None:
+    """(id, name) of the campaign of the other kind that covers the same normal pairs, or None.
+
+    For a rating campaign, a 2afc campaign; for a 2afc campaign, a rating
+    one. "The same pairs": it holds at least half of this campaign's normal
+    pairs; among several, the one sharing the most (then the newest).
+    """
+    from cpdm.analysis.judgments import campaign_kind
+
+    kind = campaign_kind(ws, campaign_id)
+    other = "rating" if kind == "2afc" else "2afc"
+    rows = ws.conn.execute(
+        "SELECT c.id, c.name, COUNT(*) FROM campaigns c "
+        "JOIN campaign_pairs cp ON cp.campaign = c.id "
+        "JOIN campaign_pairs mine ON mine.pair = cp.pair AND mine.campaign = ? "
+        "JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
+        "WHERE c.kind = ? AND c.id != ? GROUP BY c.id ORDER BY COUNT(*) DESC, c.id DESC",
+        (campaign_id, other, campaign_id)).fetchall()
+    (mine,) = ws.conn.execute(
+        "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
+        "WHERE cp.campaign = ?", (campaign_id,)).fetchone()
+    if not rows or mine == 0 or rows[0][2] * 2 < mine:
+        return None
+    return rows[0][0], rows[0][1]
+
+
+def _side_row(kind: str, campaign: str, group: str, result: CalibrationResult) -> dict:
+    first = result.summary.iloc[0]
+    w_std_low, w_std_high = result.w_std_ci
+    return {"judgment_kind": kind, "campaign": campaign, "group": group, "w": result.chosen_w,
+            "w_ci_low": result.w_ci[0], "w_ci_high": result.w_ci[1], "w_std": result.chosen_w_std,
+            "w_std_ci_low": w_std_low, "w_std_ci_high": w_std_high,
+            "statistic": f"out-of-fold {result.statistic_label}", "value": first[result.value_column],
+            "ci_low": first["ci_low"], "ci_high": first["ci_high"],
+            "units": f"{result.n_pairs} {'triplets' if result.statistic == '2afc' else 'pairs'}"}
+
+
+def weights_side_by_side(ws, campaign_id: int, target: str, group: str, options: AnalysisOptions,
+                         this_result: CalibrationResult | None = None) -> pd.DataFrame | None:
+    """This campaign's w beside the w of its companion of the other kind (:func:`companion_campaign`), or None.
+
+    Both calibrated on ``target`` by ``group`` with the same options;
+    ``this_result``, when given, is this campaign's calibration (not redone).
+    """
+    from cpdm.analysis.judgments import campaign_kind
+    from cpdm.rating.campaigns import get_campaign
+
+    companion = companion_campaign(ws, campaign_id)
+    if companion is None:
+        return None
+    name = get_campaign(ws, campaign_id).name
+    kind = campaign_kind(ws, campaign_id)
+    if this_result is None:
+        this_result, _ = calibrate_campaign(ws, name, target=target, group=group, options=options, record=False)
+    other_result, _ = calibrate_campaign(ws, companion[1], target=target, group=group, options=options, record=False)
+    rows = [_side_row(kind, name, group, this_result),
+            _side_row("2afc" if kind == "rating" else "rating", companion[1], group, other_result)]
+    return pd.DataFrame(rows, columns=SIDE_BY_SIDE_COLUMNS)
+
+
+def side_by_side_note(table: pd.DataFrame | None) -> list[str]:
+    """One line per row of :func:`weights_side_by_side`: kind, campaign, w [interval], w_std [interval]."""
+    if table is None:
+        return []
+    lines = []
+    for row in table.itertuples(index=False):
+        lines.append(f"{row.judgment_kind} campaign {row.campaign!r} ({row.group}): w = {row.w:g} "
+                     f"[{row.w_ci_low:.3g}, {row.w_ci_high:.3g}], w_std = {row.w_std:.3f} "
+                     f"[{row.w_std_ci_low:.3f}, {row.w_std_ci_high:.3f}]; {row.statistic} {row.value:.3f} "
+                     f"({row.units})")
+    return lines

@@ -8,7 +8,10 @@ for a 2AFC one).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 from cpdm.analysis import data as data_module
 from cpdm.errors import CpdmError
@@ -55,3 +58,18 @@ def write_report(analysis, out_dir) -> list[Path]:
     except OSError as exc:
         raise CpdmError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from exc
     return written
+
+
+def json_safe(value):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

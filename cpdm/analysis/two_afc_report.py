@@ -30,7 +30,7 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis import judgments as judgments_module
 from cpdm.analysis.calibration import CalibrationResult
-from cpdm.analysis.campaign_data import AnalysisOptions, protocol_questions
+from cpdm.analysis.campaign_data import AnalysisOptions, paper_scale, protocol_questions
 from cpdm.analysis.combinations import paper_combination
 from cpdm.analysis.data import DEFAULT_TARGET
 from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison
@@ -232,7 +232,6 @@ def _metric_columns(pairs: pd.DataFrame, x_ref: float | None, calibration: Calib
 def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None) -> TwoAfcAnalysis:
     """Agreement, human ceiling, 2AFC scores, calibration, Bradley–Terry strengths of a 2afc campaign."""
     from cpdm.analysis.bradley_terry import generation_strengths, variant_strengths
-    from cpdm.analysis.campaign_report import _paper_scale
 
     options = options or AnalysisOptions()
     data = load_2afc_campaign(ws, campaign, options)
@@ -258,7 +257,7 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
         notes.append("no metric scores for this campaign's pairs (run `cpdm score`); 2AFC scores and calibration "
                      "are left out")
     else:
-        x_ref, _ = _paper_scale(pairs, data.reference)
+        x_ref, _ = paper_scale(pairs, data.reference)
         calibration_group = options.calibration_group if options.calibration_group in groups else groups[0]
         if calibration_group != options.calibration_group:
             notes.append(f"calibrated on the {calibration_group} group ({options.calibration_group} has no judgments)")
@@ -306,16 +305,9 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
     for group in groups:
         triplets[f"p_{group}"] = triplets["triplet"].map(triplets_by_group[group].set_index("triplet")["p"])
         triplets[f"n_{group}"] = triplets["triplet"].map(triplets_by_group[group].set_index("triplet")["n"])
-    side_by_side = None
-    if data.backbones is not None:
-        try:
-            side_by_side = weights_side_by_side(ws, data.campaign_id, target,
-                                                calibration.stats["rater_group"] if calibration else groups[0],
-                                                options, this_result=calibration)
-        except CpdmError as exc:
-            notes.append(f"w from the rating campaign over the same pairs left out: {exc}")
+    # The rating campaign over the same pairs, if any, is laid beside by campaign_report.run_analysis.
     return TwoAfcAnalysis(data, options, groups, triplets, agreement, ceiling, scores, calibration, strengths,
-                          generations, comparisons, combinations, side_by_side, notes)
+                          generations, comparisons, combinations, None, notes)
 
 
 def compare_2afc_questions(data: TwoAfcData, options: AnalysisOptions, notes: list[str]) -> list[GroupComparison]:
@@ -386,7 +378,7 @@ def calibrate_2afc_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, gro
     The weights say ``judgment_kind = "2afc"``; their ``n_ratings`` counts
     the judgments used and ``ratings_sha256`` hashes them.
     """
-    from cpdm.analysis.campaign_report import json_safe
+    from cpdm.analysis.report_files import json_safe
     from cpdm.metric import Weights
     from cpdm.store.time import format_time, utc_now
 
@@ -423,70 +415,6 @@ def calibrate_2afc_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, gro
     return result, weights
 
 
-# --- Both kinds of judgment over the same pairs -----------------------------------------------------------------
-
-SIDE_BY_SIDE_COLUMNS = ["judgment_kind", "campaign", "group", "w", "w_ci_low", "w_ci_high", "w_std", "w_std_ci_low",
-                        "w_std_ci_high", "statistic", "value", "ci_low", "ci_high", "units"]
-
-
-def companion_campaign(ws, campaign_id: int) -> tuple[int, str] | None:
-    """(id, name) of the campaign of the other kind that covers the same normal pairs, or None.
-
-    For a rating campaign, a 2afc campaign; for a 2afc campaign, a rating
-    one. "The same pairs": it holds at least half of this campaign's normal
-    pairs; among several, the one sharing the most (then the newest).
-    """
-    kind = judgments_module.campaign_kind(ws, campaign_id)
-    other = "rating" if kind == "2afc" else "2afc"
-    rows = ws.conn.execute(
-        "SELECT c.id, c.name, COUNT(*) FROM campaigns c "
-        "JOIN campaign_pairs cp ON cp.campaign = c.id "
-        "JOIN campaign_pairs mine ON mine.pair = cp.pair AND mine.campaign = ? "
-        "JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
-        "WHERE c.kind = ? AND c.id != ? GROUP BY c.id ORDER BY COUNT(*) DESC, c.id DESC",
-        (campaign_id, other, campaign_id)).fetchall()
-    (mine,) = ws.conn.execute(
-        "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
-        "WHERE cp.campaign = ?", (campaign_id,)).fetchone()
-    if not rows or mine == 0 or rows[0][2] * 2 < mine:
-        return None
-    return rows[0][0], rows[0][1]
-
-
-def _side_row(kind: str, campaign: str, group: str, result: CalibrationResult) -> dict:
-    first = result.summary.iloc[0]
-    w_std_low, w_std_high = result.w_std_ci
-    return {"judgment_kind": kind, "campaign": campaign, "group": group, "w": result.chosen_w,
-            "w_ci_low": result.w_ci[0], "w_ci_high": result.w_ci[1], "w_std": result.chosen_w_std,
-            "w_std_ci_low": w_std_low, "w_std_ci_high": w_std_high,
-            "statistic": f"out-of-fold {result.statistic_label}", "value": first[result.value_column],
-            "ci_low": first["ci_low"], "ci_high": first["ci_high"],
-            "units": f"{result.n_pairs} {'triplets' if result.statistic == '2afc' else 'pairs'}"}
-
-
-def weights_side_by_side(ws, campaign_id: int, target: str, group: str, options: AnalysisOptions,
-                         this_result: CalibrationResult | None = None) -> pd.DataFrame | None:
-    """This campaign's w beside the w of its companion of the other kind (:func:`companion_campaign`), or None.
-
-    Both calibrated on ``target`` by ``group`` with the same options;
-    ``this_result``, when given, is this campaign's calibration (not redone).
-    """
-    from cpdm.analysis.campaign_report import calibrate_campaign
-    from cpdm.rating.campaigns import get_campaign
-
-    companion = companion_campaign(ws, campaign_id)
-    if companion is None:
-        return None
-    name = get_campaign(ws, campaign_id).name
-    kind = judgments_module.campaign_kind(ws, campaign_id)
-    if this_result is None:
-        this_result, _ = calibrate_campaign(ws, name, target=target, group=group, options=options, record=False)
-    other_result, _ = calibrate_campaign(ws, companion[1], target=target, group=group, options=options, record=False)
-    rows = [_side_row(kind, name, group, this_result),
-            _side_row("2afc" if kind == "rating" else "rating", companion[1], group, other_result)]
-    return pd.DataFrame(rows, columns=SIDE_BY_SIDE_COLUMNS)
-
-
 def calibration_choices_2afc(ws, campaign_id: int) -> tuple[list[str], list[str]]:
     """The questions and rater groups a 2afc campaign offers (as calibration_choices for ratings)."""
     from cpdm.rating.campaigns import get_campaign
@@ -517,17 +445,3 @@ def strengths_for_variants(ws, variants, options: AnalysisOptions | None = None,
                                            resample=options.resample)
     except CpdmError:
         return None
-
-
-def side_by_side_note(table: pd.DataFrame | None) -> list[str]:
-    """One line per row of :func:`weights_side_by_side`: kind, campaign, w [interval], w_std [interval]."""
-    if table is None:
-        return []
-    lines = []
-    for row in table.itertuples(index=False):
-        lines.append(f"{row.judgment_kind} campaign {row.campaign!r} ({row.group}): w = {row.w:g} "
-                     f"[{row.w_ci_low:.3g}, {row.w_ci_high:.3g}], w_std = {row.w_std:.3f} "
-                     f"[{row.w_std_ci_low:.3f}, {row.w_std_ci_high:.3f}]; {row.statistic} {row.value:.3f} "
-                     f"({row.units})")
-    return lines
-

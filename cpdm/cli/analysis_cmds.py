@@ -118,7 +118,7 @@ def analyze_cmd(workspace, campaign, group, out, **kwargs):
         if comparison.question == analysis.options.target:
             click.echo(comparison.headline())
     if analysis.side_by_side is not None:
-        from cpdm.analysis.two_afc_report import side_by_side_note
+        from cpdm.analysis.campaign_report import side_by_side_note
 
         click.echo("w from both kinds of judgment over the same pairs:")
         for line in side_by_side_note(analysis.side_by_side):
