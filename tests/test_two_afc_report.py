@@ -143,3 +143,26 @@ def test_analyze_and_calibrate_commands(world, tmp_path):
     assert result.exit_code == 0, result.output
     assert "out-of-fold 2AFC score" in result.output and "2AFC judgments" in result.output
     assert json.loads(weights_path.read_text())["judgment_kind"] == "2afc"
+
+
+def test_backbone_combinations_side_by_side_on_judgments(tmp_path):
+    from cpdm.analysis.campaign_report import compare_campaign_combinations
+
+    ws = init_workspace(tmp_path / "ws")
+    build_two_afc_study(ws, n_anchors=6, per_anchor=6, raters_per_role=3)
+    # A second style backbone for every scored pair: the style distance squared (another spread, same order).
+    with ws.transaction() as conn:
+        conn.execute("INSERT INTO scores (pair, semantic, style, m_sem, m_style) "
+                     "SELECT pair, semantic, 'tiny:zz-style', m_sem, m_style * m_style FROM scores")
+    comparison = compare_campaign_combinations(ws, "duel", options=AnalysisOptions(n_boot=50, groups=("all",),
+                                                                                  calibration_group="all"))
+    table = comparison.table
+    assert list(table["style"]) == ["tiny:vgg19", "tiny:zz-style"]
+    for row in table.itertuples():
+        assert row.ci_low <= row.score_oof <= row.ci_high
+        assert row.paper_w_ci_low <= row.score_paper_w <= row.paper_w_ci_high
+        assert row.triplets == table["triplets"].iloc[0]
+    # Squaring the style distance halves the weight w needs on it for the same ranking: w_std stays close.
+    assert table["w_std"].iloc[0] == pytest.approx(table["w_std"].iloc[1], abs=0.15)
+    assert comparison.figure() is not None
+    ws.close()

@@ -1,7 +1,11 @@
-"""Analysis of ratings: agreement, metric–human correlation, calibration of w, per-variant benchmark.
+"""Analysis of ratings and comparative (2AFC) judgments: agreement, metric–human correlation and 2AFC
+scores, calibration of w, Bradley–Terry strengths, per-variant benchmark.
 
 Pure functions on DataFrames live in the submodules; :mod:`cpdm.analysis.campaign_report`
-ties them to a workspace. The names most callers need are re-exported here,
+ties them to a workspace (loading in :mod:`~cpdm.analysis.campaign_data`,
+Markdown in :mod:`~cpdm.analysis.report_markdown`, files in
+:mod:`~cpdm.analysis.report_files`; 2AFC campaigns in
+:mod:`~cpdm.analysis.two_afc_report`). The names most callers need are re-exported here,
 each loaded on first use: importing one submodule (the unlearning report
 needs only :mod:`cpdm.analysis.resampling`) does not load the others, nor
 what they import (krippendorff, matplotlib).
@@ -20,6 +24,11 @@ _EXPORTS = {
     "campaign_fingerprint": "campaign_report", "record_calibration": "campaign_report",
     "run_analysis": "campaign_report", "save_weights": "campaign_report", "write_report": "campaign_report",
     "variant_benchmark": "variants",
+    "load_judgments": "judgments", "triplet_choices": "judgments",
+    "two_afc_scores": "two_afc", "score_table": "two_afc", "split_half_agreement": "two_afc",
+    "calibrate_2afc": "two_afc_calibration", "compare_groups_2afc": "two_afc_calibration",
+    "variant_strengths": "bradley_terry", "generation_strengths": "bradley_terry",
+    "TwoAfcAnalysis": "two_afc_report", "run_2afc_analysis": "two_afc_report",
 }
 
 __all__ = sorted(_EXPORTS)
