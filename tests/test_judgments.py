@@ -383,3 +383,27 @@ def test_progress_and_status_count_triplets(ws):
     assert (artist["needed"], artist["done"], artist["percent"], artist["median_seconds"]) == (16, 3, 18.8, 4.0)
     assert status["per_rater"][0]["done"] == 3 and status["per_rater"][0]["checks"] == "0/0 passed"
     assert not role_complete(ws, world.campaign, "artist")
+
+
+def test_a_recruitment_link_gives_each_rater_per_rater_triplets_then_the_end(ws):
+    from cpdm.rating import recruit
+    from tests.recruit_support import params
+
+    world = make_triplet_world(ws, 3, 4, overlap={"artist": 1, "lay": 2}, include_checks=True)  # 12 triplets
+    link, secret = recruit.create_link(ws, world.campaign, "lay", quota=2, per_rater=5, id_param="PROLIFIC_PID",
+                                       completion_code="DUEL-1")
+    # 2 raters × 5 triplets fit in the 12 × 2 lay judgments still needed: no capacity warning.
+    assert recruit.capacity_note(ws, link) is None
+    rater = recruit.admit(ws, params(secret, "P1"), "10.0.0.1").rater
+    assert rater_overall_progress(ws, rater).total == 5
+    got = []
+    while (item := recruit.next_item_for(ws, rater)) is not None:
+        assert isinstance(item, TripletItem)
+        got.append(item.triplet)
+        submit_judgment(ws, rater, item.campaign, item.triplet, CHOICES, nonce=nonce())
+    assert len(got) == len(set(got)) == 5
+    assert recruit.finished_recruitment(ws, rater).completion_code == "DUEL-1"
+    assert rater_overall_progress(ws, rater).done == 5
+    big, _ = recruit.create_link(ws, world.campaign, "artist", quota=3, per_rater=5)
+    note = recruit.capacity_note(ws, big)
+    assert note.startswith("3 raters × 5 triplets = 15 exceeds the 12 artist judgments the campaign still needs")
