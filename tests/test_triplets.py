@@ -301,3 +301,11 @@ def test_a_rating_protocol_without_a_scale_is_refused_naming_the_field():
         parse_protocol(text)
     with pytest.raises(ProtocolError, match="campaign kind must be one of"):
         default_protocol_path("triad")
+
+
+def test_a_total_number_of_triplets_for_a_campaign(ws):
+    _anchors, pairs = add_pairs(ws, 2, 4)
+    campaign = create_2afc_campaign(ws, "five", pairs, design="random", n_triplets=5, include_checks=False,
+                                    protocol_text=TWO_AFC_TEXT, seed=3)
+    frame = campaign_triplets(ws, campaign)
+    assert len(frame) == 5 and sorted(frame.groupby("anchor").size().tolist()) == [2, 3]
