@@ -59,6 +59,20 @@ def test_balanced_spreads_appearances_within_one(ws, pairs_per_anchor, n, degree
             assert sorted(appearances(chosen).values()) == degrees
 
 
+def test_balanced_designs_are_within_one_appearance_for_every_size_and_count():
+    import random
+
+    from cpdm.rating.triplets import _balanced_subset
+
+    for k in range(2, 11):
+        for n in range(1, k * (k - 1) // 2 + 1):
+            for seed in range(8):
+                chosen = _balanced_subset(list(range(k)), n, random.Random(seed))
+                assert len(set(chosen)) == n
+                degrees = [appearances(chosen).get(p, 0) for p in range(k)]
+                assert sorted(set(degrees)) in ([2 * n // k], [2 * n // k, 2 * n // k + 1]), (k, n, degrees)
+
+
 def test_random_draws_per_anchor_without_repeats_uniformly_and_reproducibly(ws):
     _anchors, pairs = add_pairs(ws, 1, 4)
     candidates = list(combinations(sorted(pairs), 2))  # 6
