@@ -445,3 +445,20 @@ def test_raters_judging_at_once_keep_overlap_and_resent_submits_save_once(ws):
     assert {t: per_role[("artist", t)] for t in triplets} == {t: 2 for t in triplets}
     assert {t: per_role[("lay", t)] for t in triplets} == {t: 1 for t in triplets}
     assert count(ws, "judgments") == 3 * len(record) == 3 * 16 * 3
+
+
+def test_triplets_without_load_counters_are_counted_on_first_claim(ws):
+    world = make_triplet_world(ws, 1, 3, overlap={"artist": 1})
+    a, _ = create_rater(ws, "a", "artist")
+    now = utc_now()
+    first = next_item(ws, a, now=now)
+    submit_judgment(ws, a, world.campaign, first.triplet, CHOICES, nonce=nonce(), now=now)
+    with ws.transaction() as conn:
+        conn.execute("DELETE FROM triplet_load")  # as if the triplets had been put in by hand
+    b, _ = create_rater(ws, "b", "artist")
+    taken = {first.triplet}
+    while (item := next_item(ws, b, now=now)) is not None:
+        assert item.triplet not in taken  # the recount saw a's judgment (overlap 1)
+        taken.add(item.triplet)
+        submit_judgment(ws, b, world.campaign, item.triplet, CHOICES, nonce=nonce(), now=now)
+    assert taken == set(triplet_ids(ws, world.campaign))

@@ -233,6 +233,11 @@ def claim_triplet_in(conn, campaign_id: int, rater, now: datetime, *,
     if needed <= 0:
         return None
     facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
+    if facts.top_load_triplet is None and conn.execute(
+            "SELECT 1 FROM campaign_triplets WHERE campaign = ? LIMIT 1", (campaign_id,)).fetchone():
+        # Triplets put in by hand, without their counters: count them once (after expiring, as for pairs).
+        recount_triplet_load(conn, campaign_id, now_text)
+        facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
     rng = random.Random(f"order:{campaign_id}:{rater.id}:{facts.seen}")
     triplet = _pick_normal(conn, campaign_id, rater.role, rater.id, needed, rng, facts)
     if triplet is None:
