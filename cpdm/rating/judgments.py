@@ -64,12 +64,16 @@ class TripletItem:
     kind: str
 
 
-_HELD_TRIPLET = (
+_TRIPLET_COLUMNS = (
     "SELECT ta.campaign, ta.triplet, an.image, pl.image, pr.image, ta.left_pair, pr.id, ta.assigned_at, "
-    "ta.expires_at, t.kind FROM triplet_assignments ta JOIN triplets t ON t.id = ta.triplet "
+    "ta.expires_at, t.kind "
+)
+_TRIPLET_JOINS = (
+    "JOIN triplets t ON t.id = ta.triplet "
     "JOIN anchors an ON an.id = t.anchor JOIN pairs pl ON pl.id = ta.left_pair "
     "JOIN pairs pr ON pr.id = CASE WHEN ta.left_pair = t.first_pair THEN t.second_pair ELSE t.first_pair END "
 )
+_HELD_TRIPLET = _TRIPLET_COLUMNS + "FROM triplet_assignments ta " + _TRIPLET_JOINS
 
 
 def _row_item(row) -> TripletItem:
@@ -113,9 +117,11 @@ def held_triplet(ws, campaign_id: int, rater, now: datetime | None = None) -> Tr
 
 def oldest_held_triplet(conn, rater_id: int) -> TripletItem | None:
     """The rater's oldest current triplet in an open campaign (timed out or not)."""
+    # Open campaigns first (few), then the rater's assignments in each by index.
     row = conn.execute(
-        _HELD_TRIPLET + "JOIN campaigns c ON c.id = ta.campaign AND c.status = 'open' "
-        "WHERE ta.rater = ? AND ta.status = 'assigned' ORDER BY ta.assigned_at LIMIT 1",
+        _TRIPLET_COLUMNS + "FROM campaigns c CROSS JOIN triplet_assignments ta ON ta.campaign = c.id "
+        "AND ta.rater = ? AND ta.status = 'assigned' " + _TRIPLET_JOINS
+        + "WHERE c.status = 'open' ORDER BY ta.assigned_at LIMIT 1",
         (rater_id,),
     ).fetchone()
     return None if row is None else _row_item(row)
