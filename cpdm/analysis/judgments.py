@@ -46,11 +46,10 @@ LEFT JOIN variants v2 ON v2.id = g2.variant
 
 
 def campaign_kind(ws, campaign_id: int) -> str:
-    """'rating' or '2afc'."""
-    row = ws.conn.execute("SELECT kind FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
-    if row is None:
-        raise CpdmError(f"no campaign with id {campaign_id}")
-    return row[0] or "rating"
+    """'rating' or '2afc' (:func:`cpdm.rating.rules.campaign_kind`)."""
+    from cpdm.rating.rules import campaign_kind as kind_of
+
+    return kind_of(ws.conn, campaign_id)
 
 
 def chosen_side(answer, left_pair, right_pair, first_pair) -> str | None:
