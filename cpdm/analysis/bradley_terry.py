@@ -39,14 +39,21 @@ def win_counts(triplets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return triplets["n_first"].to_numpy(dtype=np.float64) + half, triplets["n_second"].to_numpy(dtype=np.float64) + half
 
 
-def fit_strengths(wins: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """Centred log-strengths from a wins matrix (``wins[i, j]``: times i was judged more of a copy than j)."""
+def fit_strengths(wins: np.ndarray, alpha: float = ALPHA, start: np.ndarray | None = None,
+                  tol: float = 1e-9) -> np.ndarray:
+    """Centred log-strengths from a wins matrix (``wins[i, j]``: times i was judged more of a copy than j).
+
+    ``start`` (log-strengths) warm-starts the iterations: a bootstrap refit
+    starts from the fit on all the data and converges in a few steps.
+    ``tol`` is choix's convergence threshold (the L1 change of the
+    strengths between iterations).
+    """
     import choix
 
     wins = np.asarray(wins, dtype=np.float64)
     if wins.shape[0] < 2:
         return np.zeros(wins.shape[0])
-    theta = choix.ilsr_pairwise_dense(wins, alpha=alpha, max_iter=500, tol=1e-10)
+    theta = choix.ilsr_pairwise_dense(wins, alpha=alpha, initial_params=start, max_iter=500, tol=tol)
     return theta - theta.mean()
 
 
@@ -67,9 +74,9 @@ def _strength_table(items, point, boot, comparisons, resamples_interval) -> pd.D
     return pd.DataFrame(rows)
 
 
-def _boot_fits(wins_by_cluster: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:
-    """Strengths refitted on every resample (rows of ``counts``: each cluster's multiplicity); NaN for items
-    that take part in no comparison of a resample."""
+def _boot_fits(wins_by_cluster: np.ndarray, counts: np.ndarray, alpha: float, start: np.ndarray) -> np.ndarray:
+    """Strengths refitted on every resample (rows of ``counts``: each cluster's multiplicity), each warm-started
+    from ``start`` (the fit on all the data); NaN for items that take part in no comparison of a resample."""
     n_items = wins_by_cluster.shape[1]
     boot = np.full((len(counts), n_items), np.nan)
     for row, multiplicity in enumerate(counts):
@@ -77,8 +84,8 @@ def _boot_fits(wins_by_cluster: np.ndarray, counts: np.ndarray, alpha: float) ->
         seen = (wins + wins.T).sum(axis=1) > 0
         if seen.sum() < 2:
             continue
-        theta = fit_strengths(wins[np.ix_(seen, seen)], alpha)
-        boot[row, seen] = theta
+        # A looser tolerance than the point fit's: 1e-6 in log-strength is far below any interval's width.
+        boot[row, seen] = fit_strengths(wins[np.ix_(seen, seen)], alpha, start[seen] - start[seen].mean(), tol=1e-6)
     return boot
 
 
@@ -96,16 +103,17 @@ def _fit_variants(triplets: pd.DataFrame, n_boot: int, seed: int, resample: str,
                                       between["second_variant"].map(item).to_numpy(), first_wins, second_wins,
                                       cluster, len(variants), len(anchor_codes))
     wins = wins_by_anchor.sum(axis=0)
+    point = fit_strengths(wins, alpha)
     boot, resamples = np.empty((0, len(variants))), None
     if n_boot > 0 and len(anchor_codes) >= 2:
         # One entry per anchor: resampling them over anchors (or, with resample="pairs", as single units).
         resamples = make_resamples(anchor_codes, n_boot, seed + 5, resample)
-        boot = _boot_fits(wins_by_anchor, resamples.weights, alpha)
+        boot = _boot_fits(wins_by_anchor, resamples.weights, alpha, point)
     anchors = {name: set() for name in variants}
     for first, second, anchor in zip(between["first_variant"], between["second_variant"], between["anchor"]):
         anchors[first].add(anchor)
         anchors[second].add(anchor)
-    return {"variants": variants, "point": fit_strengths(wins, alpha), "boot": boot, "resamples": resamples,
+    return {"variants": variants, "point": point, "boot": boot, "resamples": resamples,
             "comparisons": (wins + wins.T).sum(axis=1), "anchors": [len(anchors[name]) for name in variants]}
 
 
@@ -202,7 +210,7 @@ def generation_strengths(triplets: pd.DataFrame, n_boot: int = 200, seed: int = 
         boot, interval, resamples = np.empty((0, len(generations))), "none", None
         if n_boot > 0 and len(sub) >= 2:
             resamples = make_resamples(np.arange(len(sub)), n_boot, seed + 6 + int(anchor), "pairs")
-            boot = _boot_fits(by_triplet, resamples.weights, alpha)
+            boot = _boot_fits(by_triplet, resamples.weights, alpha, point)
             interval = describe_intervals("pairs", n_boot, confidence).replace("over pairs", "over the anchor's triplets")
         table = _strength_table(generations, point, boot, (wins + wins.T).sum(axis=1),
                                 lambda values: resamples.interval(values, confidence))

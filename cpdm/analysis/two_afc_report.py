@@ -40,6 +40,7 @@ from cpdm.analysis.two_afc_calibration import calibrate_2afc, compare_groups_2af
 from cpdm.errors import CpdmError
 
 PAIR_COLUMNS = ["m_sem", "m_style"]
+GENERATION_BOOT = 100  # resamples (of each anchor's triplets) for the per-generation strengths' intervals
 
 
 @dataclass
@@ -298,7 +299,9 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
         strengths = pd.concat(frames, ignore_index=True)
         strengths = strengths[["group"] + [c for c in strengths.columns if c != "group"]]
     everyone = "all" if "all" in groups else groups[0]
-    generations = generation_strengths(triplets_by_group[everyone], n_boot=min(options.n_boot, 200), seed=options.seed)
+    # One fit per anchor and resample: fewer resamples than elsewhere keep a large campaign's analysis quick.
+    generations = generation_strengths(triplets_by_group[everyone], n_boot=min(options.n_boot, GENERATION_BOOT),
+                                       seed=options.seed)
     generations.insert(0, "group", everyone)
 
     triplets = triplets_by_group[everyone].copy()
