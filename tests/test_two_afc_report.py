@@ -166,3 +166,32 @@ def test_backbone_combinations_side_by_side_on_judgments(tmp_path):
     assert table["w_std"].iloc[0] == pytest.approx(table["w_std"].iloc[1], abs=0.15)
     assert comparison.figure() is not None
     ws.close()
+
+
+def test_flagged_raters_are_left_out_unless_asked_and_an_unjudged_campaign_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from cpdm.analysis.two_afc_report import load_2afc_campaign
+    from cpdm.rating.triplets import create_2afc_campaign
+
+    ws = init_workspace(tmp_path / "ws")
+    duel = build_two_afc_study(ws, n_anchors=6, per_anchor=6, raters_per_role=3)
+    flagged = ws.conn.execute("SELECT MIN(rater) FROM judgments WHERE campaign = ?", (duel,)).fetchone()[0]
+    with ws.transaction() as conn:
+        conn.execute("UPDATE raters SET flagged = 1 WHERE id = ?", (flagged,))
+    kept = load_2afc_campaign(ws, "duel", AnalysisOptions())
+    assert flagged not in set(kept.judgments["rater"]) and kept.counts["flagged_raters"] == 1
+    assert kept.counts["excluded_flagged"] == int(((kept.all_judgments["rater"] == flagged)
+                                                   & (kept.all_judgments["kind"] == "normal")).sum())
+    assert flagged in set(load_2afc_campaign(ws, "duel", AnalysisOptions(include_flagged=True)).judgments["rater"])
+
+    pairs = [row[0] for row in ws.conn.execute("SELECT id FROM pairs WHERE kind = 'normal'")]
+    create_2afc_campaign(ws, "unjudged", pairs, include_checks=False)
+    with pytest.raises(CpdmError, match="campaign 'unjudged' has no judgments yet"):
+        run_analysis(ws, "unjudged", AnalysisOptions(n_boot=0))
+    with pytest.raises(CpdmError, match="campaign 'study' rates pairs"):
+        load_2afc_campaign(ws, "study", AnalysisOptions())
+    result = CliRunner().invoke(cli, ["calibrate", "--campaign", "duel", "--by", "art_years",
+                                      "--workspace", str(ws.root)])
+    assert result.exit_code == 1 and "--by splits rating campaigns" in result.output
+    ws.close()
