@@ -14,11 +14,13 @@ from cpdm.analysis.report_files import write_report
 from cpdm.analysis.campaign_report import companion_campaign
 from cpdm.analysis.two_afc_report import strengths_for_variants
 from cpdm.cli import cli
+from cpdm.demo.simulate import add_simulated_ratings
 from cpdm.demo.variants import ORIGINAL, UNRELATED
 from cpdm.errors import CpdmError
 from cpdm.metric import load_weights
 from cpdm.rating.campaigns import campaign_id_by_name
 from cpdm.store.workspace import init_workspace
+from cpdm.testing import create_synthetic_campaign
 from tests.two_afc_support import PLANTED_W_STD, build_two_afc_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,4 +196,18 @@ def test_flagged_raters_are_left_out_unless_asked_and_an_unjudged_campaign_is_re
     result = CliRunner().invoke(cli, ["calibrate", "--campaign", "duel", "--by", "art_years",
                                       "--workspace", str(ws.root)])
     assert result.exit_code == 1 and "--by splits rating campaigns" in result.output
+    ws.close()
+
+
+def test_a_companion_needs_answers(tmp_path):
+    from cpdm.rating.triplets import create_2afc_campaign
+
+    ws = init_workspace(tmp_path / "ws")
+    study = create_synthetic_campaign(ws, "study", n_anchors=4, reference=True, seed=1)
+    pairs = [row[0] for row in ws.conn.execute("SELECT id FROM pairs WHERE kind = 'normal'")]
+    duel = create_2afc_campaign(ws, "duel", pairs, include_checks=False)
+    assert companion_campaign(ws, study) is None and companion_campaign(ws, duel) is None
+    add_simulated_ratings(ws, study, seed=1)
+    assert companion_campaign(ws, duel) == (study, "study")
+    assert companion_campaign(ws, study) is None  # the 2afc campaign has no judgments yet
     ws.close()

@@ -499,8 +499,9 @@ def companion_campaign(ws, campaign_id: int) -> tuple[int, str] | None:
     """(id, name) of the campaign of the other kind that covers the same normal pairs, or None.
 
     For a rating campaign, a 2afc campaign; for a 2afc campaign, a rating
-    one. "The same pairs": it holds at least half of this campaign's normal
-    pairs; among several, the one sharing the most (then the newest).
+    one, with answers (not only skips). "The same pairs": it holds at least
+    half of this campaign's normal pairs; among several, the one sharing the
+    most (then the newest).
     """
     from cpdm.analysis.judgments import campaign_kind
 
@@ -511,7 +512,9 @@ def companion_campaign(ws, campaign_id: int) -> tuple[int, str] | None:
         "JOIN campaign_pairs cp ON cp.campaign = c.id "
         "JOIN campaign_pairs mine ON mine.pair = cp.pair AND mine.campaign = ? "
         "JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
-        "WHERE c.kind = ? AND c.id != ? GROUP BY c.id ORDER BY COUNT(*) DESC, c.id DESC",
+        "WHERE c.kind = ? AND c.id != ? AND (EXISTS (SELECT 1 FROM ratings r WHERE r.campaign = c.id AND "
+        "r.value IS NOT NULL) OR EXISTS (SELECT 1 FROM judgments j WHERE j.campaign = c.id AND j.answer IS NOT NULL)) "
+        "GROUP BY c.id ORDER BY COUNT(*) DESC, c.id DESC",
         (campaign_id, other, campaign_id)).fetchall()
     (mine,) = ws.conn.execute(
         "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
