@@ -241,6 +241,9 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
         raise CpdmError(f"no judgments for question {target!r} in campaign {data.campaign!r} "
                         f"(questions: {', '.join(data.questions)})")
     notes: list[str] = []
+    if data.design == "active":
+        notes.append("active design: most triplets were chosen where CM_w's order flips inside the interval of w, "
+                     "so 2AFC scores and agreement describe those hard triplets, not a random sample of them")
     groups = _groups_with_judgments(data, options, notes)
     by_group = {group: judgments_module.select_group(data.judgments, group) for group in groups}
     agreement = agreement_rows(data.judgments, by_group, data.questions, n_boot=options.n_boot, seed=options.seed,
