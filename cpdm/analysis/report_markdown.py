@@ -138,7 +138,7 @@ def calibration_lines(cal, unit: str = "pairs") -> list[str]:
     return [
         "## Calibration of w",
         "",
-        f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:g}, {cal.w_ci[1]:g}] (the whole choice "
+        f"Chosen w = **{cal.chosen_w:g}**, 95% interval [{cal.w_ci[0]:.3g}, {cal.w_ci[1]:.3g}] (the whole choice "
         f"bootstrapped over anchors; highest {cal.statistic_label} on all {unit}; x_ref = {cal.x_ref:.4g} from "
         f"{cal.x_ref_source}); per-fold choices {', '.join(f'{w:g}' for w in cal.fold_w)}; {cal.n_folds}-fold CV "
         f"grouped by anchor over {cal.n_anchors} anchors and {cal.n_pairs} {unit}; group "
