@@ -323,3 +323,8 @@ def test_a_total_number_of_triplets_for_a_campaign(ws):
                                     protocol_text=TWO_AFC_TEXT, seed=3)
     frame = campaign_triplets(ws, campaign)
     assert len(frame) == 5 and sorted(frame.groupby("anchor").size().tolist()) == [2, 3]
+
+
+def test_the_rating_default_is_listed_first_so_menus_preselect_it():
+    files = list_protocol_files()
+    assert files[0] == default_protocol_path() and default_protocol_path("2afc") in files[1:]
