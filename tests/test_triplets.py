@@ -132,6 +132,10 @@ def test_bad_designs_are_refused(ws, call, message):
 def test_a_2afc_campaign_holds_its_triplets_checks_pairs_and_load(ws):
     world = make_triplet_world(ws, 3, 4, include_checks=True, overlap={"artist": 2, "lay": 1})
     assert campaign_design(ws, world.campaign) == ("2afc", "balanced")
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, world.campaign)
+    assert (campaign.kind, campaign.design, campaign.protocol.kind) == ("2afc", "balanced", "2afc")
     frame = campaign_triplets(ws, world.campaign)
     normal, checks = frame[frame["kind"] == "normal"], frame[frame["kind"] == "check"]
     assert len(normal) == 12 and len(checks) == 3 and set(frame["priority"]) == {1.0}
@@ -323,3 +327,8 @@ def test_a_total_number_of_triplets_for_a_campaign(ws):
                                     protocol_text=TWO_AFC_TEXT, seed=3)
     frame = campaign_triplets(ws, campaign)
     assert len(frame) == 5 and sorted(frame.groupby("anchor").size().tolist()) == [2, 3]
+
+
+def test_the_rating_default_is_listed_first_so_menus_preselect_it():
+    files = list_protocol_files()
+    assert files[0] == default_protocol_path() and default_protocol_path("2afc") in files[1:]
