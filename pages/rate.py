@@ -1,4 +1,8 @@
-"""The rating page: the original and the AI image side by side, the protocol's questions, submit.
+"""The rating page: the rater's next item, its questions, submit.
+
+The item is a pair (the original beside one AI image, questions on scales) or,
+in a 2AFC campaign, a triplet (the original and two AI images, "which is more
+of a copy?"); whichever ``next_item`` gives, the answer panel shows it.
 
 Everything a rater has submitted lives in the database; the page is rebuilt
 from it on every run, so a refresh or a visit days later resumes at the
@@ -8,7 +12,7 @@ they are submitted, all at once (see ``cpdm.app.answer_panel``).
 
 import streamlit as st
 
-from cpdm.app.answer_panel.widget import show_pair
+from cpdm.app.answer_panel.widget import show_item
 from cpdm.rating.device_gate import device_refused
 from cpdm.rating.devices import device_of
 from cpdm.rating.recruit import finished_recruitment, next_item_for
@@ -52,4 +56,4 @@ if item is None:
     else:
         thank_you()
     st.stop()
-show_pair(ws, rater, item)
+show_item(ws, rater, item)  # a pair or a triplet: the panel shows either
