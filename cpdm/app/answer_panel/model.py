@@ -49,7 +49,7 @@ TRIPLET_IMAGE_SLOTS = (("original", "Original", "o"), ("left", "AI image 1", "l"
 # A 2AFC question's answers, in the order their buttons stand (left, can't tell, right), and their labels.
 CHOICES = (("left", "AI image 1"), ("cant_tell", "Can't tell"), ("right", "AI image 2"))
 ALREADY_SAVED = "Already saved: this pair was answered before."
-ALREADY_JUDGED = "Already saved: these images were compared before."
+ALREADY_JUDGED = "Already saved: this set was answered before."
 # A panel message starts with the length of its JSON part, as this many big-endian bytes.
 HEADER_SIZE_BYTES = 4
 

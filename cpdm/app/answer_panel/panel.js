@@ -96,7 +96,7 @@ const MODES = {
   },
   "2afc": {
     target: (data) => ({ triplet: data.triplet }),
-    noun: "comparison",
+    noun: "set",
     // AI image 1 on the left, "can't tell" between, AI image 2 on the right: where the images stand.
     row(question, index, choose) {
       const buttons = question.choices.map((choice) =>
