@@ -26,11 +26,11 @@ ws, rater = require_rater()
 def thank_you() -> None:
     st.title("Thank you!")
     st.write(
-        "Every pair that needs a rating from your group has been rated. You can close this page; "
-        "if the study team adds more pairs, this same link will show them."
+        "Everything that needs an answer from your group has been answered. You can close this page; "
+        "if the study team adds more images, this same link will show them."
     )
     done = rater_overall_progress(ws, rater).done
-    st.metric("Pairs you rated", done)
+    st.metric("Pairs and sets you answered", done)
 
 
 def desktop_only() -> None:

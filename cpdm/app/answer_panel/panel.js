@@ -25,6 +25,9 @@ const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
 const teardowns = new WeakMap(); // the element a panel is drawn in -> that panel's teardown
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
 const FLASH_MS = 450;
+// The least height an image row gets, however little room the window leaves (then the page scrolls): one row,
+// or each of two (a triplet on a phone, where the two rows together still get more than one).
+const MIN_IMAGE_PX = [120, 90];
 const TOUCH_ONLY = "(hover: none) and (pointer: coarse)"; // the same query panel.css hides the key hints under
 
 function el(tag, attrs = {}, ...children) {
@@ -288,7 +291,8 @@ export default function (component) {
     if (!mode.valid(question, value)) return refuse(mode.outOfRange(question, value), rows[index]);
     draft.answers[question.id] = value;
     draft.current = nextUnanswered(questions, draft.answers, index + 1);
-    say(draft.current === null ? "All answered: press Enter or Submit." : "", how === "key" ? "typed" : "");
+    const done = window.matchMedia(TOUCH_ONLY).matches ? "All answered: tap Submit." : "All answered: press Enter or Submit.";
+    say(draft.current === null ? done : "", how === "key" ? "typed" : "");
     render();
   }
 
@@ -368,7 +372,8 @@ export default function (component) {
     const frames = [...imageRow.querySelectorAll(".frame")];
     const imageRows = new Set(frames.map((frame) => frame.offsetTop)).size;
     const rest = root.offsetHeight - imageRows * frames[0].offsetHeight;
-    const room = Math.max(120, Math.floor((window.innerHeight - top - rest - 12) / imageRows));
+    const room = Math.max(MIN_IMAGE_PX[Math.min(imageRows, 2) - 1],
+                          Math.floor((window.innerHeight - top - rest - 12) / imageRows));
     const value = `${room}px`;
     if (root.style.getPropertyValue("--image-height") !== value) root.style.setProperty("--image-height", value);
   }
