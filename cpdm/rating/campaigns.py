@@ -229,14 +229,15 @@ def campaign_id_by_name(ws, name: str) -> int:
 
 
 def busiest_campaign_id(ws) -> int | None:
-    """The campaign a researcher most likely means: open before closed, then most ratings, then newest.
+    """The campaign a researcher most likely means: open before closed, then most answers, then newest.
 
     None when there are no campaigns. (The newest alone is often a closed or
     simulated campaign while the study under way is another.)
     """
-    row = ws.conn.execute(
-        "SELECT c.id FROM campaigns c LEFT JOIN ratings r ON r.campaign = c.id GROUP BY c.id "
-        "ORDER BY c.status = 'open' DESC, COUNT(r.id) DESC, c.id DESC LIMIT 1"
+    row = ws.conn.execute(  # answers: ratings of pairs, or judgments of triplets (2afc)
+        "SELECT c.id FROM campaigns c ORDER BY c.status = 'open' DESC, "
+        "(SELECT COUNT(*) FROM ratings r WHERE r.campaign = c.id) "
+        "+ (SELECT COUNT(*) FROM judgments j WHERE j.campaign = c.id) DESC, c.id DESC LIMIT 1"
     ).fetchone()
     return None if row is None else row[0]
 

@@ -385,7 +385,8 @@ def triplet_progress(ws, rater, campaign_id: int) -> Progress:
     """Triplets the rater answered in the 2afc campaign, of those answered plus those still open to them.
 
     "Still open" counts the offered normal triplets (priority above 0) their
-    role still needs that they have not answered, plus the checks due.
+    role still needs that they have not answered, plus the checks due (at
+    most the campaign's checks they have not been given).
     """
     conn = ws.conn
     done = answered_count(conn, campaign_id, rater.id, TRIPLETS)
@@ -402,6 +403,13 @@ def triplet_progress(ws, rater, campaign_id: int) -> Progress:
     ).fetchone()[0] if needed > 0 else 0
     rate = protocol.attention_checks.rate
     checks_ahead = round(open_normal * rate / (1 - rate)) if open_normal else 0
+    if checks_ahead:  # no more than the campaign's checks the rater has not been given
+        checks_ahead = min(checks_ahead, conn.execute(
+            "SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'check' "
+            "WHERE ct.campaign = ? AND ct.priority > 0 AND NOT EXISTS (SELECT 1 FROM triplet_assignments a "
+            "WHERE a.campaign = ct.campaign AND a.triplet = ct.triplet AND a.rater = ? AND a.status != 'expired')",
+            (campaign_id, rater.id),
+        ).fetchone()[0])
     return Progress(done, done + open_normal + checks_ahead)
 
 
