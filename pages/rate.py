@@ -16,6 +16,7 @@ from cpdm.app.answer_panel.widget import show_item
 from cpdm.rating.device_gate import device_refused
 from cpdm.rating.devices import device_of
 from cpdm.rating.recruit import finished_recruitment, next_item_for
+from cpdm.rating.rules import campaign_kind
 from cpdm.rating.submit import rater_overall_progress
 from cpdm.app.participant_ui import show_study_end
 from cpdm.app.ui import require_rater
@@ -52,7 +53,8 @@ item = next_item_for(ws, rater, device=device)  # a rater from a recruitment lin
 if item is None:
     recruitment = finished_recruitment(ws, rater)
     if recruitment is not None:  # the study's end page: completion code, redirect to the platform
-        show_study_end(recruitment, rater_overall_progress(ws, rater).done)
+        done = rater_overall_progress(ws, rater).done
+        show_study_end(recruitment, done, campaign_kind(ws.conn, recruitment.campaign))
     else:
         thank_you()
     st.stop()

@@ -106,7 +106,7 @@ def status(page) -> str:
 
 
 def expected(ws, rater, triplet: int, answers: dict[str, str]) -> dict[str, tuple]:
-    """What the judgments table must hold for ``answers`` to ``triplet``: the chosen side's pair, None for can't tell."""
+    """What the judgments table must hold for ``answers`` to ``triplet``: the chosen side's pair (None: can't tell)."""
     left, right = sides_shown(ws, rater, triplet)
     chosen_pair = {"left": left, "right": right, "cant_tell": None}
     return {q: (a, chosen_pair[a], left, right) for q, a in answers.items()}
@@ -184,7 +184,9 @@ def test_enter_right_after_the_last_key_submits(ws, server, page):
     page.goto(f"{server}/?token={token}")
     triplet = shown_triplet(page)
     page.evaluate("""() => {  // four keys in one task: no time at all between the last answer and Enter
-      for (const key of ["ArrowLeft", "0", "2", "Enter"]) document.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true}));
+      for (const key of ["ArrowLeft", "0", "2", "Enter"]) {
+        document.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true}));
+      }
     }""")
     shown_triplet(page, not_triplet=triplet)
     assert judgments(ws, rater) == {

@@ -84,10 +84,13 @@ def background_input(question, subject: str, previous, key: str):
     return None if declined else value
 
 
-def show_study_end(recruitment, pairs_done: int) -> None:
-    """The end page for a rater who finished their link's study (``cpdm.rating.recruit.Recruitment``)."""
+def show_study_end(recruitment, done: int, kind: str = "rating") -> None:
+    """The end page for a rater who finished their link's study (``cpdm.rating.recruit.Recruitment``).
+
+    ``done`` counts what they answered: pairs rated, or sets of images compared in a 2afc campaign (``kind``).
+    """
     st.title("Thank you!")
-    st.write(f"You have finished the study: {pairs_done} pairs rated.")
+    st.write(f"You have finished the study: {done} {'sets of images compared' if kind == '2afc' else 'pairs rated'}.")
     if recruitment.completion_code:
         st.markdown("Your completion code (enter it on your platform):")
         st.code(recruitment.completion_code, language=None)

@@ -168,7 +168,7 @@ def parse_event(value) -> PanelEvent:
 
 
 def handle_event(ws, rater, value) -> Notice | None:
-    """Save what the panel sent, for the pair or triplet it names; return what the rater should be told (None: saved)."""
+    """Save what the panel sent, for the pair or triplet it names; what the rater should be told (None: saved)."""
     try:
         event = parse_event(value)
         if event.kind == "triplet":
