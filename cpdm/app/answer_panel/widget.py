@@ -28,10 +28,12 @@ NOTICE_KEY = "cpdm_answer_panel_notice"
 ROUND_KEY = "cpdm_answer_panel_round"
 HANDLED_KEY = "cpdm_answer_panel_handled"  # set when a submit was saved before this run of the page
 PANEL_HTML = '<div class="cpdm-panel"></div>'
-# Streamlit leaves 6rem above the first element; the panel needs that room for the images. On a narrow
-# screen its side padding is trimmed too, so the panel gets the width (nothing in the page is wider than it).
+# Streamlit leaves 6rem above the first element; the panel needs that room for the images, and keeps only
+# what clears Streamlit's header bar (3.75rem, opaque: with less, it hides the progress line of a study that
+# has no demo banner above the panel). On a narrow screen its side padding is trimmed too, so the panel gets
+# the width (nothing in the page is wider than it).
 PAGE_CSS = (
-    "<style>[data-testid='stMainBlockContainer'] {padding-top: 3.25rem; padding-bottom: 1rem;}"
+    "<style>[data-testid='stMainBlockContainer'] {padding-top: 4rem; padding-bottom: 1rem;}"
     "@media (max-width: 700px) {[data-testid='stMainBlockContainer'] {padding-left: 0.6rem; padding-right: 0.6rem;}}"
     "</style>"
 )
