@@ -407,3 +407,58 @@ def test_a_recruitment_link_gives_each_rater_per_rater_triplets_then_the_end(ws)
     big, _ = recruit.create_link(ws, world.campaign, "artist", quota=3, per_rater=5)
     note = recruit.capacity_note(ws, big)
     assert note.startswith("3 raters × 5 triplets = 15 exceeds the 12 artist judgments the campaign still needs")
+
+
+def test_raters_judging_at_once_keep_overlap_and_resent_submits_save_once(ws):
+    import threading
+
+    from cpdm.store.workspace import open_workspace
+
+    world = make_triplet_world(ws, 4, 4, overlap={"artist": 2, "lay": 1})  # 16 triplets
+    raters = [create_rater(ws, f"r{i}", "artist" if i % 2 else "lay")[0] for i in range(8)]
+    barrier = threading.Barrier(len(raters))
+    record, errors = [], []
+
+    def work(rater):
+        own = open_workspace(ws.root)
+        try:
+            barrier.wait()
+            while (item := next_item(own, rater)) is not None:
+                once = nonce()
+                results = [submit_judgment(own, rater, item.campaign, item.triplet, CHOICES, nonce=once)
+                           for _ in range(2)]  # the same request sent twice
+                record.append((rater.role, item.triplet, sorted(r.status for r in results)))
+        except Exception as exc:  # surfaced below
+            errors.append(repr(exc))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in raters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and all(not t.is_alive() for t in threads)
+    assert all(statuses == ["duplicate", "saved"] for _, _, statuses in record)
+    per_role = Counter((role, triplet) for role, triplet, _ in record)
+    triplets = triplet_ids(ws, world.campaign)
+    assert {t: per_role[("artist", t)] for t in triplets} == {t: 2 for t in triplets}
+    assert {t: per_role[("lay", t)] for t in triplets} == {t: 1 for t in triplets}
+    assert count(ws, "judgments") == 3 * len(record) == 3 * 16 * 3
+
+
+def test_triplets_without_load_counters_are_counted_on_first_claim(ws):
+    world = make_triplet_world(ws, 1, 3, overlap={"artist": 1})
+    a, _ = create_rater(ws, "a", "artist")
+    now = utc_now()
+    first = next_item(ws, a, now=now)
+    submit_judgment(ws, a, world.campaign, first.triplet, CHOICES, nonce=nonce(), now=now)
+    with ws.transaction() as conn:
+        conn.execute("DELETE FROM triplet_load")  # as if the triplets had been put in by hand
+    b, _ = create_rater(ws, "b", "artist")
+    taken = {first.triplet}
+    while (item := next_item(ws, b, now=now)) is not None:
+        assert item.triplet not in taken  # the recount saw a's judgment (overlap 1)
+        taken.add(item.triplet)
+        submit_judgment(ws, b, world.campaign, item.triplet, CHOICES, nonce=nonce(), now=now)
+    assert taken == set(triplet_ids(ws, world.campaign))

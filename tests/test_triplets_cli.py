@@ -113,7 +113,7 @@ def test_a_single_generation_per_anchor_cannot_make_triplets(ws, runner):
 
 def judged_world(ws):
     """A 2afc campaign with one artist's judgments of every triplet (one can't tell, one skip)."""
-    world = make_triplet_world(ws, 2, 3, overlap={"artist": 1}, include_checks=True)
+    world = make_triplet_world(ws, 2, 3, overlap={"artist": 1, "lay": 1}, include_checks=True)
     rater, _ = create_rater(ws, "Ada Secret", "artist")
     now, items = utc_now(), []
     while (item := next_item(ws, rater, now=now)) is not None:
@@ -173,3 +173,30 @@ def test_export_of_an_unjudged_2afc_campaign_is_refused(ws, runner, tmp_path):
     result = invoke(runner, ws, "export", "--campaign", "duel", "--out", str(tmp_path / "x.csv"))
     assert result.exit_code == 1
     assert "campaign 'duel' has no judgments to export" in result.output
+
+
+def test_the_raters_and_approvals_exports_count_triplets(ws, runner, tmp_path):
+    from cpdm.rating import recruit
+    from tests.recruit_support import params
+
+    world, rater, items = judged_world(ws)
+    out = tmp_path / "raters.csv"
+    result = invoke(runner, ws, "export", "--campaign", "duel", "--raters", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    raters = pd.read_csv(out)
+    checks = sum(item.kind == "check" for item in items)
+    row = raters.iloc[0]
+    # One skip; the rest judged, checks included.
+    assert (row["pairs_done"], row["pairs_skipped"]) == (len(items) - 1, 1)
+    assert row["checks_answered"] == checks - (1 if items[1].kind == "check" else 0)
+    link, secret = recruit.create_link(ws, world.campaign, "lay", per_rater=2, id_param="PID")
+    crowd = recruit.admit(ws, params(secret, "P7", "PID"), "10.0.0.7").rater
+    while (item := recruit.next_item_for(ws, crowd)) is not None:
+        submit_judgment(ws, crowd, item.campaign, item.triplet, {"copy": "left", "content": "left", "style": "left"},
+                        nonce=uuid.uuid4().hex)
+    out = tmp_path / "approvals.csv"
+    result = invoke(runner, ws, "export", "--campaign", "duel", "--approvals", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    approvals = pd.read_csv(out)
+    assert approvals["platform_id"].tolist() == ["P7"] and approvals["pairs_done"].tolist() == [2]
+    assert approvals["decision"].iloc[0] in ("approve", "reject")  # a failed check, if one came, rejects

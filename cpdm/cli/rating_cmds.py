@@ -34,7 +34,8 @@ def campaign_cmd():
 @campaign_cmd.command("create")
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
-              help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml).")
+              help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml, or 2afc.toml "
+                   "with --kind 2afc).")
 @click.option("--overlap", default=format_overlap(DEFAULT_OVERLAP), show_default=True,
               help="Ratings each pair needs per role.")
 @click.option("--category", "categories", multiple=True, help="Only anchors of this category (repeatable).")
