@@ -313,3 +313,18 @@ def test_the_2afc_page_fits_a_touch_screen_and_taps_are_stored_exactly(ws, brows
         shown_triplet(page, not_triplet=triplet)
         page.wait_for_timeout(500)
         assert judgments(ws, rater) == {triplet: expected(ws, rater, triplet, answers)}
+
+
+def test_a_set_that_cannot_be_judged_is_skipped_with_its_reason_and_no_answer(ws, server, page):
+    rater, token, _ = triplet_world(ws, n_anchors=2)
+    page.goto(f"{server}/?token={token}")
+    triplet = shown_triplet(page)
+    page.keyboard.press("1")  # an answer begun, then the rater finds they cannot judge the set
+    page.get_by_role("button", name="Skip: cannot judge").click()
+    page.get_by_role("textbox", name="Why can you not judge this set?").fill("AI image 2 is blank")
+    page.get_by_role("button", name="Skip this set").click()
+    shown_triplet(page, not_triplet=triplet)
+    left, right = sides_shown(ws, rater, triplet)
+    assert ws.conn.execute(
+        "SELECT question, answer, chosen_pair, left_pair, right_pair, skip_reason FROM judgments WHERE rater = ? "
+        "ORDER BY id", (rater.id,)).fetchall() == [(q, None, None, left, right, "AI image 2 is blank") for q in QUESTIONS]
