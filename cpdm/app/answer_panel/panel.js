@@ -95,7 +95,6 @@ const MODES = {
       return `${value} is not on this scale (${low} to ${high}).`;
     },
     hint: "a number answers the highlighted question",
-    allAnswered: "Every question is answered: press Enter to submit, or click a question to change it.",
   },
   "2afc": {
     target: (data) => ({ triplet: data.triplet }),
@@ -110,7 +109,6 @@ const MODES = {
     keyValue: (key) => KEY_CHOICES[key],
     outOfRange: () => "Press 1 or ← for AI image 1, 2 or → for AI image 2, 0 if you can't tell.",
     hint: "1 or ← AI image 1 · 2 or → AI image 2 · 0 can't tell",
-    allAnswered: "Every question is answered: press Enter to submit, or click a question to change it.",
   },
 };
 // 2AFC keys: each answer's keys (the first is shown on its button), and the answer of every key.
@@ -291,8 +289,9 @@ export default function (component) {
     if (!mode.valid(question, value)) return refuse(mode.outOfRange(question, value), rows[index]);
     draft.answers[question.id] = value;
     draft.current = nextUnanswered(questions, draft.answers, index + 1);
-    const done = window.matchMedia(TOUCH_ONLY).matches ? "All answered: tap Submit." : "All answered: press Enter or Submit.";
-    say(draft.current === null ? done : "", how === "key" ? "typed" : "");
+    const allAnswered = window.matchMedia(TOUCH_ONLY).matches
+      ? "All answered: tap Submit." : "All answered: press Enter or Submit.";
+    say(draft.current === null ? allAnswered : "", how === "key" ? "typed" : "");
     render();
   }
 
@@ -346,7 +345,9 @@ export default function (component) {
       event.preventDefault();
       if (event.repeat) return; // a held key is one answer, never several
       if (!overlay.hidden) return refuse("Close the large view (Esc) to answer.");
-      if (draft.current === null) return refuse(mode.allAnswered);
+      if (draft.current === null) {
+        return refuse("Every question is answered: press Enter to submit, or click a question to change it.");
+      }
       if (value === undefined) return refuse(mode.outOfRange(questions[draft.current], key), rows[draft.current]);
       return choose(draft.current, value, "key");
     }
