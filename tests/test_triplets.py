@@ -132,6 +132,10 @@ def test_bad_designs_are_refused(ws, call, message):
 def test_a_2afc_campaign_holds_its_triplets_checks_pairs_and_load(ws):
     world = make_triplet_world(ws, 3, 4, include_checks=True, overlap={"artist": 2, "lay": 1})
     assert campaign_design(ws, world.campaign) == ("2afc", "balanced")
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, world.campaign)
+    assert (campaign.kind, campaign.design, campaign.protocol.kind) == ("2afc", "balanced", "2afc")
     frame = campaign_triplets(ws, world.campaign)
     normal, checks = frame[frame["kind"] == "normal"], frame[frame["kind"] == "check"]
     assert len(normal) == 12 and len(checks) == 3 and set(frame["priority"]) == {1.0}

@@ -27,6 +27,8 @@ class Campaign:
     protocol_text: str
     overlap: dict[str, int]
     status: str
+    kind: str = "rating"  # or "2afc": raters judge triplets (cpdm.rating.triplets)
+    design: str | None = None  # a 2afc campaign's triplet design: random, balanced or active
 
 
 def parse_overlap(text: str) -> dict[str, int]:
@@ -189,11 +191,12 @@ def _anchors_of_pairs(ws, pair_ids: list[int]) -> list[int]:
 def get_campaign(ws, campaign_id: int) -> Campaign:
     """A campaign with its parsed protocol."""
     row = ws.conn.execute(
-        "SELECT id, name, protocol, overlap, status FROM campaigns WHERE id = ?", (campaign_id,)
+        "SELECT id, name, protocol, overlap, status, kind, design FROM campaigns WHERE id = ?", (campaign_id,)
     ).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
-    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4])
+    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4],
+                    row[5], row[6])
 
 
 def set_overlap(ws, campaign_id: int, overlap: dict[str, int]) -> None:
