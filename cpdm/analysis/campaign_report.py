@@ -420,6 +420,7 @@ def calibrate_campaign(
 
 
 def weights_campaign_id(ws, campaign: str) -> int:
+    """The id of the campaign a calibration is recorded against (a clear error for an unknown name)."""
     from cpdm.rating.campaigns import campaign_id_by_name
 
     return campaign_id_by_name(ws, campaign)
