@@ -115,7 +115,10 @@ def create_campaign(
         raise CpdmError(f"campaign {name!r} would have no pairs")
     if protocol_text is None:
         protocol_text = default_protocol_path().read_text(encoding="utf-8")
-    parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
+    protocol = parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
+    if protocol.kind != "rating":
+        raise CpdmError(f"protocol {protocol.name!r} is a {protocol.kind} protocol: raters would judge triplets, "
+                        "not rate pairs; create the campaign with --kind 2afc")
     overlap = validate_overlap(dict(DEFAULT_OVERLAP if overlap is None else overlap))
     pair_ids = sorted(set(int(p) for p in pair_ids))
     with ws.transaction() as conn:
@@ -252,10 +255,20 @@ def latest_rated_campaign_id(ws) -> int | None:
 
 
 def list_campaigns(ws) -> list[dict]:
+    """Every campaign: id, name, status, overlap, pairs, kind (rating or 2afc), design, triplets (2afc: offered now).
+
+    ``design`` is how a 2afc campaign's triplets were chosen (empty for a
+    rating campaign); ``triplets`` counts the normal triplets raters can be
+    offered (priority above 0), 0 for a rating campaign.
+    """
     rows = ws.conn.execute(
-        "SELECT c.id, c.name, c.status, c.overlap, COUNT(cp.pair) FROM campaigns c "
-        "LEFT JOIN campaign_pairs cp ON cp.campaign = c.id GROUP BY c.id ORDER BY c.id"
+        "SELECT c.id, c.name, c.status, c.overlap, "
+        "(SELECT COUNT(*) FROM campaign_pairs cp WHERE cp.campaign = c.id), c.kind, c.design, "
+        "(SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' "
+        " WHERE ct.campaign = c.id AND ct.priority > 0) "
+        "FROM campaigns c ORDER BY c.id"
     ).fetchall()
     return [
-        {"id": r[0], "name": r[1], "status": r[2], "overlap": json.loads(r[3]), "pairs": r[4]} for r in rows
+        {"id": r[0], "name": r[1], "status": r[2], "overlap": json.loads(r[3]), "pairs": r[4], "kind": r[5],
+         "design": r[6] or "", "triplets": r[7]} for r in rows
     ]
