@@ -201,3 +201,219 @@ def active_priorities(w_star, delta_sem, delta_style, models, open_, fallback,
         top = max(float(fallback[chosen].max()), 1e-300)
         priority[chosen] = MIN_PRIORITY * floor * np.clip(fallback[chosen] / top, 1e-3, 1.0)
     return priority
+
+
+# --------------------------------------------------------------------------
+# The queue of a campaign: reading its triplets and judgments, writing priorities
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshResult:
+    """What a refresh of an active campaign's queue found and wrote."""
+
+    campaign: int
+    judgments: int                      # copy judgments it was fitted to
+    phase: str                          # "warm-up" (priorities left as they were) or "active"
+    models: dict                        # group -> ChoiceModel (as dicts) the queue was built from
+    offered: int = 0                    # normal triplets with a positive priority after the refresh
+    informative: int = 0                # of those, triplets whose flip point lies inside an interval
+    changed: int = 0                    # priorities written
+    backbones: tuple | None = None      # (semantic, style) the flip points come from
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "backbones": list(self.backbones) if self.backbones else None}
+
+    def describe(self) -> str:
+        if self.phase == "warm-up":
+            return (f"warm-up: {self.judgments} of {WARMUP_JUDGMENTS} judgments in; the balanced triplets stay "
+                    "offered")
+        intervals = "; ".join(f"{group}: w = {m['w']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
+                              for group, m in self.models.items())
+        return (f"{self.judgments} judgments; {intervals}; {self.offered} triplets offered, {self.informative} of "
+                f"them can move w ({self.changed} priorities written)")
+
+
+def _active_campaign(conn, campaign_id: int) -> tuple[str, dict, str]:
+    """(name, overlap, protocol text) of an active 2afc campaign; anything else is refused."""
+    row = conn.execute("SELECT name, kind, design, overlap, protocol FROM campaigns WHERE id = ?",
+                       (campaign_id,)).fetchone()
+    if row is None:
+        raise CpdmError(f"no campaign with id {campaign_id}")
+    name, kind, design, overlap, protocol = row
+    if kind != "2afc" or design != "active":
+        what = "rates pairs" if kind != "2afc" else f"has the {design} design"
+        raise CpdmError(f"campaign {name!r} {what}; only active 2afc campaigns have a queue to refresh")
+    return name, json.loads(overlap), protocol
+
+
+def _flip_backbones(conn, campaign_id: int) -> tuple[str, str] | None:
+    """The backbone combination scoring most of the campaign's normal pairs (None: nothing scored)."""
+    row = conn.execute(
+        "SELECT s.semantic, s.style FROM scores s JOIN campaign_pairs cp ON cp.pair = s.pair AND cp.campaign = ? "
+        "JOIN pairs p ON p.id = s.pair AND p.kind = 'normal' "
+        "GROUP BY s.semantic, s.style ORDER BY COUNT(*) DESC, s.semantic, s.style LIMIT 1",
+        (campaign_id,),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def campaign_candidates(ws, campaign_id: int):
+    """The campaign's normal triplets with what the queue needs (a DataFrame, by triplet id).
+
+    Columns: triplet, priority, open (room left for some role), judged (copy
+    judgments so far), first_pair, second_pair, delta_sem, delta_style,
+    w_star (NaN where either pair is unscored).
+    """
+    import pandas as pd
+
+    _name, overlap, _protocol = _active_campaign(ws.conn, campaign_id)
+    backbones = _flip_backbones(ws.conn, campaign_id)
+    semantic, style = backbones if backbones else (None, None)
+    frame = pd.read_sql_query(
+        "SELECT t.id AS triplet, ct.priority, t.first_pair, t.second_pair, "
+        "s1.m_sem AS sem1, s1.m_style AS style1, s2.m_sem AS sem2, s2.m_style AS style2 "
+        "FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' "
+        "LEFT JOIN scores s1 ON s1.pair = t.first_pair AND s1.semantic = ? AND s1.style = ? "
+        "LEFT JOIN scores s2 ON s2.pair = t.second_pair AND s2.semantic = ? AND s2.style = ? "
+        "WHERE ct.campaign = ? ORDER BY t.id",
+        ws.conn, params=(semantic, style, semantic, style, campaign_id),
+    )
+    load = pd.read_sql_query("SELECT triplet, role, load FROM triplet_load WHERE campaign = ?", ws.conn,
+                             params=(campaign_id,))
+    load["room"] = load["load"] < load["role"].map(overlap).fillna(0)
+    frame["open"] = frame["triplet"].map(load.groupby("triplet")["room"].any()).fillna(False).astype(bool)
+    distances = frame[["sem1", "style1", "sem2", "style2"]].astype(float).to_numpy()
+    scored = np.all(distances > 0, axis=1)
+    frame["delta_sem"] = np.nan
+    frame["delta_style"] = np.nan
+    if scored.any():
+        delta_sem, delta_style = log_differences(*distances[scored].T)
+        frame.loc[scored, "delta_sem"] = delta_sem
+        frame.loc[scored, "delta_style"] = delta_style
+    frame["w_star"] = flip_points(frame["delta_sem"], frame["delta_style"])
+    frame.attrs["backbones"] = backbones
+    return frame.drop(columns=["sem1", "style1", "sem2", "style2"])
+
+
+def copy_judgments(ws, campaign_id: int):
+    """Copy-question judgments of the campaign's normal triplets by unflagged raters: triplet, role, first, total.
+
+    ``first`` counts the judgments that chose the triplet's first pair (a
+    can't-tell counts half); skips are left out.
+    """
+    import pandas as pd
+
+    from cpdm.rating.protocol import parse_protocol
+
+    _name, _overlap, protocol_text = _active_campaign(ws.conn, campaign_id)
+    question = parse_protocol(protocol_text, frozen=True).questions[0].id
+    frame = pd.read_sql_query(
+        "SELECT j.triplet, r.role, "
+        "SUM(CASE WHEN j.answer = 'cant_tell' THEN 0.5 WHEN j.chosen_pair = t.first_pair THEN 1.0 ELSE 0.0 END) "
+        "AS first, COUNT(*) AS total "
+        "FROM judgments j JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' "
+        "JOIN raters r ON r.id = j.rater AND r.flagged = 0 "
+        "WHERE j.campaign = ? AND j.question = ? AND j.answer IS NOT NULL GROUP BY j.triplet, r.role",
+        ws.conn, params=(campaign_id, question),
+    )
+    return frame.astype({"first": float, "total": float})
+
+
+def _balanced_fallback(candidates, judged) -> np.ndarray:
+    """Balanced order for topping the queue up: triplets whose two generations were judged least come first."""
+    per_pair = {}
+    for first, second, total in zip(candidates["first_pair"], candidates["second_pair"], judged):
+        per_pair[first] = per_pair.get(first, 0.0) + total
+        per_pair[second] = per_pair.get(second, 0.0) + total
+    seen = np.array([per_pair[a] + per_pair[b] for a, b in zip(candidates["first_pair"], candidates["second_pair"])])
+    return 1.0 / (1.0 + seen)
+
+
+def group_models(candidates, judgments) -> dict[str, ChoiceModel]:
+    """A choice model per role with ``MIN_GROUP_JUDGMENTS`` judgments, else one over all raters (``all``)."""
+    scored = candidates.dropna(subset=["w_star"]).set_index("triplet")
+    judged = judgments[judgments["triplet"].isin(scored.index)]
+    models = {}
+    for role in ROLE_GROUPS:
+        sub = judged[judged["role"] == role]
+        if sub["total"].sum() >= MIN_GROUP_JUDGMENTS:
+            rows = scored.loc[sub["triplet"]]
+            models[role] = fit_choice_model(rows["delta_sem"], rows["delta_style"], sub["first"], sub["total"])
+    if not models:
+        pooled = judged.groupby("triplet")[["first", "total"]].sum()
+        rows = scored.loc[pooled.index]
+        models["all"] = fit_choice_model(rows["delta_sem"], rows["delta_style"], pooled["first"], pooled["total"])
+    return models
+
+
+def refresh_priorities(ws, campaign_id: int, now=None) -> RefreshResult:
+    """Recompute an active campaign's queue from its judgments so far and write it (see the module docstring).
+
+    During the warm-up (fewer than ``WARMUP_JUDGMENTS`` copy judgments while
+    warm-up triplets remain open) nothing is written. Priorities go through
+    :func:`cpdm.rating.triplets.set_priorities`; attention checks keep theirs.
+    What was found is recorded in ``meta`` (:func:`last_refresh`).
+    """
+    from cpdm.rating.triplets import set_priorities
+    from cpdm.store.time import format_time, utc_now
+    from cpdm.store.writer import write_transaction
+
+    candidates = campaign_candidates(ws, campaign_id)
+    judgments = copy_judgments(ws, campaign_id)
+    count = int(judgments["total"].sum())
+    warm_open = bool(((candidates["priority"] > 0) & candidates["open"]).any())
+    backbones = candidates.attrs.get("backbones")
+    if candidates["w_star"].notna().sum() == 0:
+        raise CpdmError("the active queue needs metric scores of the campaign's pairs (run `cpdm score` first)")
+    if count < WARMUP_JUDGMENTS and warm_open:
+        result = RefreshResult(campaign_id, count, "warm-up", {}, int((candidates["priority"] > 0).sum()),
+                               backbones=backbones)
+    else:
+        models = group_models(candidates, judgments)
+        judged = candidates["triplet"].map(judgments.groupby("triplet")["total"].sum()).fillna(0).to_numpy()
+        scored = candidates["w_star"].notna().to_numpy()
+        priority = np.zeros(len(candidates))
+        priority[scored] = active_priorities(
+            candidates.loc[scored, "w_star"], candidates.loc[scored, "delta_sem"],
+            candidates.loc[scored, "delta_style"], list(models.values()), candidates.loc[scored, "open"],
+            _balanced_fallback(candidates[scored], judged[scored]))
+        informative = np.zeros(len(candidates), dtype=bool)
+        for model in models.values():
+            informative |= model.holds(candidates["w_star"].to_numpy())
+        informative &= candidates["open"].to_numpy()
+        current = candidates["priority"].to_numpy(dtype=np.float64)
+        changed = {int(t): float(p) for t, p, old in zip(candidates["triplet"], priority, current)
+                   if not np.isclose(p, old, rtol=1e-9, atol=0.0)}
+        set_priorities(ws, campaign_id, changed)
+        result = RefreshResult(campaign_id, count, "active", {g: asdict(m) for g, m in models.items()},
+                               int((priority > 0).sum()), int(informative.sum()), len(changed), backbones)
+    record = {**result.to_dict(), "seen": judgment_count(ws, campaign_id), "at": format_time(now or utc_now())}
+    with write_transaction(ws) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                     "excluded.value", (f"{META_PREFIX}{campaign_id}", json.dumps(record)))
+    return result
+
+
+def last_refresh(ws, campaign_id: int) -> dict | None:
+    """What the last refresh of the campaign's queue recorded (judgments, models, offered, at), or None."""
+    row = ws.conn.execute("SELECT value FROM meta WHERE key = ?", (f"{META_PREFIX}{campaign_id}",)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def judgment_count(ws, campaign_id: int) -> int:
+    """Answered copy judgments of the campaign's normal triplets (every rater)."""
+    row = ws.conn.execute(
+        "SELECT COUNT(DISTINCT j.triplet || ':' || j.rater) FROM judgments j "
+        "JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' WHERE j.campaign = ? AND j.answer IS NOT NULL",
+        (campaign_id,)).fetchone()
+    return int(row[0])
+
+
+def refresh_due(ws, campaign_id: int, every: int = REFRESH_EVERY) -> bool:
+    """Whether an open active campaign has had ``every`` judgments since its queue was last refreshed."""
+    row = ws.conn.execute("SELECT kind, design, status FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    if row is None or row[0] != "2afc" or row[1] != "active" or row[2] != "open":
+        return False
+    previous = last_refresh(ws, campaign_id)
+    return judgment_count(ws, campaign_id) - (previous["seen"] if previous else 0) >= every
