@@ -234,7 +234,7 @@ class RefreshResult:
                 f"them can move w ({self.changed} priorities written)")
 
 
-def _active_campaign(conn, campaign_id: int) -> tuple[str, dict, str]:
+def active_campaign(conn, campaign_id: int) -> tuple[str, dict, str]:
     """(name, overlap, protocol text) of an active 2afc campaign; anything else is refused."""
     row = conn.execute("SELECT name, kind, design, overlap, protocol FROM campaigns WHERE id = ?",
                        (campaign_id,)).fetchone()
@@ -267,7 +267,7 @@ def campaign_candidates(ws, campaign_id: int):
     """
     import pandas as pd
 
-    _name, overlap, _protocol = _active_campaign(ws.conn, campaign_id)
+    _name, overlap, _protocol = active_campaign(ws.conn, campaign_id)
     backbones = _flip_backbones(ws.conn, campaign_id)
     semantic, style = backbones if backbones else (None, None)
     frame = pd.read_sql_query(
@@ -306,7 +306,7 @@ def copy_judgments(ws, campaign_id: int):
 
     from cpdm.rating.protocol import parse_protocol
 
-    _name, _overlap, protocol_text = _active_campaign(ws.conn, campaign_id)
+    _name, _overlap, protocol_text = active_campaign(ws.conn, campaign_id)
     question = parse_protocol(protocol_text, frozen=True).questions[0].id
     frame = pd.read_sql_query(
         "SELECT j.triplet, r.role, "
