@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 
-from cpdm.errors import CpdmError
 from cpdm.jobs.parameters import Parameter
 from cpdm.jobs.registry import parameterised_kind
 
@@ -21,11 +20,6 @@ KIND_NAME = "refresh-triplets"
 
 def _refresh_parameters() -> list[Parameter]:
     return [Parameter("campaign", "str", None, "name of an active 2afc campaign", required=True)]
-
-
-def _check_refresh(params: dict) -> None:
-    if not params["campaign"].strip():
-        raise CpdmError("a campaign name is required")
 
 
 def _run_refresh(ws, params: dict, context) -> dict:
@@ -72,5 +66,5 @@ def enqueue_if_due(ws, campaign_id: int) -> int | None:
 
 KIND = parameterised_kind(
     KIND_NAME, "recompute an active 2afc campaign's triplet queue",
-    _refresh_parameters, _run_refresh, extra_check=_check_refresh,
+    _refresh_parameters, _run_refresh,
 )
