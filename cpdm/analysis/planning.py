@@ -588,3 +588,80 @@ def _likert_chosen_w(world: JudgmentWorld, grid, cm, latent, groups, checkpoints
     cm_ranks = [_ranks(np.where(np.isnan(human), np.nan, np.broadcast_to(cm_drawn[g], human.shape)))
                 for g in range(len(grid))]
     return _chosen_w(grid, cm_ranks, human)
+
+
+def pilot_world(ws, campaign: str, target: str = "copy", group: str = "all", include_flagged: bool = False,
+                include_simulated: bool = True, noise_sd: float | None = None) -> JudgmentWorld:
+    """A :class:`JudgmentWorld` from a pilot campaign's scored pairs and its human answers.
+
+    A rating pilot: each pair's latent score is its mean rating on ``target``
+    by ``group``, the rating noise its pooled residuals (as
+    :func:`plan_study` resamples them). A 2afc pilot: the choice model of
+    :mod:`cpdm.rating.active` fitted to its copy judgments (w and β), turned
+    into latent scores on the 1–5 scale whose choices reproduce it
+    (``latent = 3 − β·s·(log D_w − its median)``, s the logistic scale of
+    ``noise_sd``, the assumed rating noise, default the simulated raters').
+    """
+    from cpdm.analysis import data as data_module
+    from cpdm.rating.campaigns import campaign_id_by_name
+
+    campaign_id = campaign_id_by_name(ws, campaign)
+    kind = ws.conn.execute("SELECT kind FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    backbones = data_module.choose_backbones(ws, campaign_id)
+    if backbones is None:
+        raise CpdmError(f"campaign {campaign!r} has no metric scores; run `cpdm score` first")
+    pairs = data_module.pair_table(ws, campaign_id, backbones).dropna(subset=["m_sem", "m_style"])
+    reference = data_module.reference_distances(ws, backbones)
+    if kind == "2afc":
+        return _judgment_pilot(ws, campaign_id, campaign, pairs, reference, include_flagged, include_simulated,
+                               DEFAULT_NOISE_SD if noise_sd is None else noise_sd)
+    ratings = data_module.analysis_ratings(data_module.load_ratings(ws, campaign_id), include_flagged,
+                                           include_simulated)
+    ratings = data_module.select_group(ratings[ratings["question"] == target], group)
+    if len(ratings) == 0:
+        raise CpdmError(f"the pilot {campaign!r} has no ratings of {target!r} by {group} on scored pairs")
+    means, residuals = _pilot_frames(pairs, ratings.assign(group=group), (group,))
+    pairs = pairs.assign(latent=means[group])
+    scale = _rating_scale(ws, campaign_id, target)
+    return JudgmentWorld(pairs, float(np.std(residuals[group], ddof=1)) if len(residuals[group]) > 1 else 1.0,
+                         scale, residuals[group], reference)
+
+
+# The rating noise assumed where a pilot does not show it (a 2afc pilot): the simulated raters' (demo.simulate).
+DEFAULT_NOISE_SD = 0.6
+
+
+def _rating_scale(ws, campaign_id: int, target: str) -> tuple[int, int]:
+    from cpdm.rating.protocol import parse_protocol
+
+    text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    for question in parse_protocol(text, frozen=True).questions:
+        if question.id == target:
+            return tuple(question.scale)
+    raise CpdmError(f"the pilot's protocol has no question {target!r}")
+
+
+def _judgment_pilot(ws, campaign_id, campaign, pairs, reference, include_flagged, include_simulated,
+                    noise_sd) -> JudgmentWorld:
+    """The world of a 2afc pilot (see :func:`pilot_world`)."""
+    from cpdm.rating.active import fit_choice_model
+    from cpdm.rating.protocol import parse_protocol
+
+    text = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+    question = parse_protocol(text, frozen=True).questions[0].id
+    judged = pd.read_sql_query(
+        "SELECT t.first_pair, t.second_pair, "
+        "CASE WHEN j.answer = 'cant_tell' THEN 0.5 WHEN j.chosen_pair = t.first_pair THEN 1.0 ELSE 0.0 END AS first "
+        "FROM judgments j JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' JOIN raters r ON r.id = j.rater "
+        "WHERE j.campaign = ? AND j.question = ? AND j.answer IS NOT NULL AND (? OR r.flagged = 0) AND (? OR "
+        "r.simulated = 0)", ws.conn, params=(campaign_id, question, include_flagged, include_simulated))
+    distances = pairs.set_index("pair")[["m_sem", "m_style"]]
+    judged = judged[judged["first_pair"].isin(distances.index) & judged["second_pair"].isin(distances.index)]
+    if len(judged) == 0:
+        raise CpdmError(f"the pilot {campaign!r} has no judgments of scored triplets")
+    one, two = distances.loc[judged["first_pair"]].to_numpy(), distances.loc[judged["second_pair"]].to_numpy()
+    model = fit_choice_model(np.log(one[:, 0] / two[:, 0]), np.log(one[:, 1] / two[:, 1]),
+                             judged["first"].to_numpy(), np.ones(len(judged)))
+    log_d = model.w * np.log(pairs["m_sem"].to_numpy()) + (1 - model.w) * np.log(pairs["m_style"].to_numpy())
+    latent = 3.0 - model.beta * logistic_scale(noise_sd) * (log_d - np.median(log_d))
+    return JudgmentWorld(pairs.assign(latent=latent), noise_sd, (1, 5), None, reference)
