@@ -378,24 +378,28 @@ def synthetic_study(
 QUESTION_CLOSENESS = {"content": "content", "style": "style"}
 
 
-def _latent_of(pair, role: str, question: str, high_minus_low: float = 4.0) -> float:
-    """A pair's latent score for a question on a 1–5 rating scale: what a rating of it would be, noise aside."""
-    column = QUESTION_CLOSENESS.get(question, copy_column(role))
-    return 1.0 + high_minus_low * float(pair[column])
+def _latent_scores(pairs: pd.DataFrame, questions: list[str], high_minus_low: float = 4.0) -> dict:
+    """Each pair's latent score per (role, question) on a 1–5 rating scale: what a rating of it would be, noise
+    aside (``{(role, question): {pair: score}}``; copy follows the role's copy column, content and style theirs)."""
+    latent = {}
+    for role in COPY_CONTENT_WEIGHT:
+        for question in questions:
+            column = QUESTION_CLOSENESS.get(question, copy_column(role))
+            latent[role, question] = (1.0 + high_minus_low * pairs[column].astype(float)).to_dict()
+    return latent
 
 
-def _judgment_answers(item, pairs: pd.DataFrame, role: str, questions: list[str], rng) -> dict[str, str]:
+def _judgment_answers(item, kinds: dict, latent: dict, role: str, questions: list[str], rng) -> dict[str, str]:
     """A simulated rater's answers to one triplet: left, right or cant_tell for every question."""
     from cpdm.analysis.planning import rater_choices
 
     if item.kind == "check":
-        identical = "left" if pairs.loc[item.left_pair, "kind"] == "check_identical" else "right"
+        identical = "left" if kinds[item.left_pair] == "check_identical" else "right"
         return {question: identical for question in questions}
-    left, right = pairs.loc[item.left_pair], pairs.loc[item.right_pair]
     answers = {}
     for question in questions:
-        choice = float(rater_choices(_latent_of(left, role, question), _latent_of(right, role, question), NOISE_SD,
-                                     rng))
+        scores = latent[role, question]
+        choice = float(rater_choices(scores[item.left_pair], scores[item.right_pair], NOISE_SD, rng))
         answers[question] = "cant_tell" if choice == 0.5 else ("left" if choice == 1.0 else "right")
     return answers
 
@@ -451,6 +455,8 @@ def _judge_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, que
     from cpdm.rating.judgments import submit_judgment
 
     refresh = _active_refresher(ws, campaign_id) if active else None  # None also when nothing is scored
+    kinds = pairs["kind"].to_dict()
+    latent = _latent_scores(pairs, questions)
     clock = START_TIME
     waiting = list(raters)
     while waiting:
@@ -469,7 +475,7 @@ def _judge_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, que
                                 now=submitted)
                 waiting = list(raters)  # a freed slot: every rater may claim again
             else:
-                answers = _judgment_answers(item, pairs, rater.role, questions, rng)
+                answers = _judgment_answers(item, kinds, latent, rater.role, questions, rng)
                 submit_judgment(ws, rater, campaign_id, item.triplet, answers, nonce=nonce, now=submitted)
                 if refresh is not None:
                     refresh(final=False)
