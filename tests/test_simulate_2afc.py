@@ -125,3 +125,15 @@ def test_bad_input(ws):
     campaign = duel(ws, name="d2")
     with pytest.raises(CpdmError, match="at least one simulated rater"):
         add_simulated_judgments(ws, campaign, n_artists=0, n_lay=0)
+
+
+def test_the_command_fills_a_2afc_campaign(ws):
+    from click.testing import CliRunner
+
+    from cpdm.cli import cli
+
+    duel(ws)
+    result = CliRunner().invoke(cli, ["simulate-ratings", "--campaign", "duel", "--artists", "2", "--lay", "2",
+                                      "--workspace", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert "simulated judgments added from 4 raters on" in result.output

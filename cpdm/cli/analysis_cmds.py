@@ -380,18 +380,26 @@ def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     them out). Their answers follow the pairs' metric scores when present
     (the "copy" answer weighs the log distances standardised over the
     reference pairs: artists 0.35 on content, lay raters 0.65, as w_std),
-    else the variant's known effect, with rater leniency and noise. Running
-    it again adds nothing.
+    else the variant's known effect, with rater leniency and noise. In a
+    2afc campaign the same raters judge triplets: each choice follows the
+    difference of the two generations' latent scores ("can't tell" now and
+    then when they nearly tie), and an active campaign's queue is refreshed
+    as the judgments come in. Running it again adds nothing.
 
     \b
     Example:
       cpdm simulate-ratings --campaign demo --artists 4 --lay 4
+      cpdm simulate-ratings --campaign demo-2afc
     """
     from cpdm.rating.campaigns import campaign_id_by_name
     from cpdm.demo.simulate import add_simulated_ratings
 
     ws = open_ws(workspace)
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)
+    if "judgments" in summary:
+        click.echo(f"{summary['judgments']} simulated judgments added from {summary['raters']} raters on "
+                   f"{summary['triplets']} triplets")
+        return
     click.echo(f"{summary['ratings']} simulated ratings added from {summary['raters']} raters on "
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
 
