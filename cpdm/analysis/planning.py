@@ -94,6 +94,17 @@ def _pilot_frames(pairs: pd.DataFrame, ratings: pd.DataFrame, groups: tuple[str,
     return means, residuals
 
 
+def _anchor_members(anchor_codes: np.ndarray) -> np.ndarray:
+    """members[a, j]: the j-th pair of anchor a, or -1 where the anchor has fewer pairs."""
+    _, anchor_of_pair = np.unique(anchor_codes, return_inverse=True)
+    widest = int(np.bincount(anchor_of_pair).max())
+    members = -np.ones((anchor_of_pair.max() + 1, widest), dtype=np.int64)
+    order = np.argsort(anchor_of_pair, kind="stable")
+    position = np.arange(len(order)) - np.searchsorted(anchor_of_pair[order], anchor_of_pair[order])
+    members[anchor_of_pair[order], position] = order
+    return members
+
+
 def _ranks(matrix: np.ndarray) -> np.ndarray:
     """Mid-ranks along each row (ties share their mean rank); NaN entries stay NaN and take no rank."""
     rows, width = matrix.shape
@@ -162,18 +173,12 @@ def plan_study(
     scales = reference_grid if reference_grid is not None else np.median(distances, axis=1)
     cm = cm_from_distances(distances, scales)                     # G × pilot pairs
 
-    anchor_codes, anchor_of_pair = np.unique(pairs["anchor"].to_numpy(), return_inverse=True)
-    widest = int(np.bincount(anchor_of_pair).max())
-    # members[a, j]: the j-th pilot pair of anchor a, or -1 where the anchor has fewer pairs.
-    members = -np.ones((len(anchor_codes), widest), dtype=np.int64)
-    order = np.argsort(anchor_of_pair, kind="stable")
-    position = np.arange(len(order)) - np.searchsorted(anchor_of_pair[order], anchor_of_pair[order])
-    members[anchor_of_pair[order], position] = order
+    members = _anchor_members(pairs["anchor"].to_numpy())          # members[a, j]: j-th pilot pair of anchor a
 
     rng = np.random.default_rng(seed)
     rows = []
     for n_anchors in anchors:
-        drawn = members[rng.integers(0, len(anchor_codes), (replicates, n_anchors))].reshape(replicates, -1)
+        drawn = members[rng.integers(0, len(members), (replicates, n_anchors))].reshape(replicates, -1)
         padding = drawn < 0
         index = np.where(padding, 0, drawn)
         # A group's Spearman runs over the pairs it rated in the pilot: NaN marks the rest, and the padding.
@@ -201,7 +206,7 @@ def plan_study(
     precise = np.all([table[f"halfwidth_{g}"] <= PRECISION_TARGET + 1e-9 for g in groups], axis=0)
     powered = table["power"] >= POWER_TARGET if "power" in table else np.zeros(len(table), dtype=bool)
     return Plan(table, _cheapest(table, precise), _cheapest(table, powered), groups,
-                int(len(anchor_codes)), replicates)
+                int(len(members)), replicates)
 
 
 def _power(spread: float) -> float:
@@ -314,17 +319,6 @@ class JudgmentPlan:
                 lines.append(f"{design}: no simulated budget (up to {int(self.table['judgments'].max()):,} "
                              f"judgments) pins w to ±{self.target:g}")
         return lines
-
-
-def _anchor_members(anchor_codes: np.ndarray) -> np.ndarray:
-    """members[a, j]: the j-th pair of anchor a, or -1 where the anchor has fewer pairs (as in plan_study)."""
-    _, anchor_of_pair = np.unique(anchor_codes, return_inverse=True)
-    widest = int(np.bincount(anchor_of_pair).max())
-    members = -np.ones((anchor_of_pair.max() + 1, widest), dtype=np.int64)
-    order = np.argsort(anchor_of_pair, kind="stable")
-    position = np.arange(len(order)) - np.searchsorted(anchor_of_pair[order], anchor_of_pair[order])
-    members[anchor_of_pair[order], position] = order
-    return members
 
 
 def _triplet_pool(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
