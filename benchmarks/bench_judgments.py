@@ -13,7 +13,8 @@ leniency cancels), "can't tell" now and then when they nearly tie.
 A study draws 20 anchors (about 8 generations each) from a pool of 50; the
 half-width of the central 95% of the w chosen by simulated studies is
 followed as judgments come in, and the judgments needed are where it
-crosses 0.1 (log-interpolated between budgets). Goal: active ≤ half of random.
+crosses 0.1 (log-interpolated between budgets; nan when no budget simulated
+reaches it). Goal: active ≤ half of random.
 
     python benchmarks/bench_judgments.py           # 200 simulated studies per design, up to 3000 judgments
     python benchmarks/bench_judgments.py --quick   # 60 studies, up to 1500 judgments (under a minute)
@@ -22,6 +23,7 @@ crosses 0.1 (log-interpolated between budgets). Goal: active ≤ half of random.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -63,8 +65,13 @@ def main() -> None:
     needed = plan.needed
     print("ratios against Likert: " + ", ".join(f"{d} {needed[d] / needed['likert']:.2f}" for d in JUDGMENT_DESIGNS))
     ratio = needed["active"] / needed["random"]
-    print(f"active / random = {ratio:.2f} (goal ≤ 0.5: {'met' if ratio <= 0.5 else 'NOT met'}); "
-          f"target ±{PRECISION_TARGET:g}; {elapsed:.1f} s wall, {time.process_time() - cpu:.1f} s CPU"
+    if math.isnan(needed["random"]) and not math.isnan(needed["active"]):
+        bound = needed["active"] / largest
+        verdict = f"active / random < {bound:.2f} (random did not reach the target within {largest} judgments; goal " \
+                  f"≤ 0.5: {'met' if bound <= 0.5 else 'not shown'})"
+    else:
+        verdict = f"active / random = {ratio:.2f} (goal ≤ 0.5: {'met' if ratio <= 0.5 else 'NOT met'})"
+    print(f"{verdict}; target ±{PRECISION_TARGET:g}; {elapsed:.1f} s wall, {time.process_time() - cpu:.1f} s CPU"
           f"{', quick run' if args.quick else ''}")
     print("RESULT " + " ".join(f"{d}={needed[d]:.0f}" for d in JUDGMENT_DESIGNS)
           + f" active_over_random={ratio:.3f}")
