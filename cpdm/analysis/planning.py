@@ -482,7 +482,8 @@ def plan_judgments(
     generations, so each appears twice in a balanced design), least-judged
     first; ``active`` warms up on the balanced design, then serves the active
     queue (:mod:`cpdm.rating.active`), refreshed every ``refresh_every``
-    judgments, each triplet taking at most ``ACTIVE_CAP`` judgments. For the
+    judgments, each triplet taking at most ``ACTIVE_CAP`` judgments (or twice
+    its share of the largest budget, where that is more). For the
     2AFC designs w maximises the 2AFC score. The raters' choices follow the
     difference of the two pairs' latent copy scores (:func:`rater_choices`).
     """
@@ -536,11 +537,10 @@ def plan_judgments(
                 def answer(t, _rng=rng):
                     return float(rater_choices(latent[first[t]], latent[second[t]], world.noise_sd, _rng))
 
+                # A campaign's overlap: ACTIVE_CAP, or more where the budget would fill every triplet to it.
+                cap = max(ACTIVE_CAP, int(np.ceil(2 * checkpoints[-1] / len(first))))
                 sequence, answers = _active_sequence(pool, balanced, checkpoints[-1], answer, rng, warmup,
-                                                     refresh_every, ACTIVE_CAP)
-                if len(sequence) < checkpoints[-1]:
-                    raise CpdmError(f"the active design ran out of triplets after {len(sequence)} judgments; "
-                                    "plan with more anchors or fewer judgments")
+                                                     refresh_every, cap)
             else:
                 answers = rater_choices(latent[first[sequence]], latent[second[sequence]], world.noise_sd, rng)
             chosen[design][replicate] = _twoafc_chosen_w(grid, prefers_first, sequence, answers, checkpoints)
