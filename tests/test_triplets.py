@@ -59,6 +59,20 @@ def test_balanced_spreads_appearances_within_one(ws, pairs_per_anchor, n, degree
             assert sorted(appearances(chosen).values()) == degrees
 
 
+def test_balanced_designs_are_within_one_appearance_for_every_size_and_count():
+    import random
+
+    from cpdm.rating.triplets import _balanced_subset
+
+    for k in range(2, 11):
+        for n in range(1, k * (k - 1) // 2 + 1):
+            for seed in range(8):
+                chosen = _balanced_subset(list(range(k)), n, random.Random(seed))
+                assert len(set(chosen)) == n
+                degrees = [appearances(chosen).get(p, 0) for p in range(k)]
+                assert sorted(set(degrees)) in ([2 * n // k], [2 * n // k, 2 * n // k + 1]), (k, n, degrees)
+
+
 def test_random_draws_per_anchor_without_repeats_uniformly_and_reproducibly(ws):
     _anchors, pairs = add_pairs(ws, 1, 4)
     candidates = list(combinations(sorted(pairs), 2))  # 6
@@ -118,6 +132,10 @@ def test_bad_designs_are_refused(ws, call, message):
 def test_a_2afc_campaign_holds_its_triplets_checks_pairs_and_load(ws):
     world = make_triplet_world(ws, 3, 4, include_checks=True, overlap={"artist": 2, "lay": 1})
     assert campaign_design(ws, world.campaign) == ("2afc", "balanced")
+    from cpdm.rating.campaigns import get_campaign
+
+    campaign = get_campaign(ws, world.campaign)
+    assert (campaign.kind, campaign.design, campaign.protocol.kind) == ("2afc", "balanced", "2afc")
     frame = campaign_triplets(ws, world.campaign)
     normal, checks = frame[frame["kind"] == "normal"], frame[frame["kind"] == "check"]
     assert len(normal) == 12 and len(checks) == 3 and set(frame["priority"]) == {1.0}
@@ -301,3 +319,16 @@ def test_a_rating_protocol_without_a_scale_is_refused_naming_the_field():
         parse_protocol(text)
     with pytest.raises(ProtocolError, match="campaign kind must be one of"):
         default_protocol_path("triad")
+
+
+def test_a_total_number_of_triplets_for_a_campaign(ws):
+    _anchors, pairs = add_pairs(ws, 2, 4)
+    campaign = create_2afc_campaign(ws, "five", pairs, design="random", n_triplets=5, include_checks=False,
+                                    protocol_text=TWO_AFC_TEXT, seed=3)
+    frame = campaign_triplets(ws, campaign)
+    assert len(frame) == 5 and sorted(frame.groupby("anchor").size().tolist()) == [2, 3]
+
+
+def test_the_rating_default_is_listed_first_so_menus_preselect_it():
+    files = list_protocol_files()
+    assert files[0] == default_protocol_path() and default_protocol_path("2afc") in files[1:]

@@ -17,6 +17,11 @@ Rules (see the campaign's protocol and overlap):
   toward normal pairs' overlap. When a rater's role has no normal pairs left
   for them, they get nothing (the app shows a thank-you page).
 
+A 2afc campaign assigns triplets by the same rules
+(:mod:`cpdm.rating.judgments`); :func:`next_item`, :func:`claim_next` and
+:func:`held_item` return a :class:`~cpdm.rating.judgments.TripletItem` for
+one, so the rating page asks these functions whatever the campaign's kind.
+
 Every claim runs inside one write transaction (BEGIN IMMEDIATE, see
 :func:`write_transaction`), so two raters never take the last open slot of a pair
 at the same time. Showing the item a rater already holds is a plain read.

@@ -27,6 +27,8 @@ class Campaign:
     protocol_text: str
     overlap: dict[str, int]
     status: str
+    kind: str = "rating"  # or "2afc": raters judge triplets (cpdm.rating.triplets)
+    design: str | None = None  # a 2afc campaign's triplet design: random, balanced or active
 
 
 def parse_overlap(text: str) -> dict[str, int]:
@@ -189,11 +191,12 @@ def _anchors_of_pairs(ws, pair_ids: list[int]) -> list[int]:
 def get_campaign(ws, campaign_id: int) -> Campaign:
     """A campaign with its parsed protocol."""
     row = ws.conn.execute(
-        "SELECT id, name, protocol, overlap, status FROM campaigns WHERE id = ?", (campaign_id,)
+        "SELECT id, name, protocol, overlap, status, kind, design FROM campaigns WHERE id = ?", (campaign_id,)
     ).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
-    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4])
+    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4],
+                    row[5], row[6])
 
 
 def set_overlap(ws, campaign_id: int, overlap: dict[str, int]) -> None:
@@ -229,14 +232,15 @@ def campaign_id_by_name(ws, name: str) -> int:
 
 
 def busiest_campaign_id(ws) -> int | None:
-    """The campaign a researcher most likely means: open before closed, then most ratings, then newest.
+    """The campaign a researcher most likely means: open before closed, then most answers, then newest.
 
     None when there are no campaigns. (The newest alone is often a closed or
     simulated campaign while the study under way is another.)
     """
-    row = ws.conn.execute(
-        "SELECT c.id FROM campaigns c LEFT JOIN ratings r ON r.campaign = c.id GROUP BY c.id "
-        "ORDER BY c.status = 'open' DESC, COUNT(r.id) DESC, c.id DESC LIMIT 1"
+    row = ws.conn.execute(  # answers: ratings of pairs, or judgments of triplets (2afc)
+        "SELECT c.id FROM campaigns c ORDER BY c.status = 'open' DESC, "
+        "(SELECT COUNT(*) FROM ratings r WHERE r.campaign = c.id) "
+        "+ (SELECT COUNT(*) FROM judgments j WHERE j.campaign = c.id) DESC, c.id DESC LIMIT 1"
     ).fetchone()
     return None if row is None else row[0]
 

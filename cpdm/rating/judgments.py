@@ -64,12 +64,16 @@ class TripletItem:
     kind: str
 
 
-_HELD_TRIPLET = (
+_TRIPLET_COLUMNS = (
     "SELECT ta.campaign, ta.triplet, an.image, pl.image, pr.image, ta.left_pair, pr.id, ta.assigned_at, "
-    "ta.expires_at, t.kind FROM triplet_assignments ta JOIN triplets t ON t.id = ta.triplet "
+    "ta.expires_at, t.kind "
+)
+_TRIPLET_JOINS = (
+    "JOIN triplets t ON t.id = ta.triplet "
     "JOIN anchors an ON an.id = t.anchor JOIN pairs pl ON pl.id = ta.left_pair "
     "JOIN pairs pr ON pr.id = CASE WHEN ta.left_pair = t.first_pair THEN t.second_pair ELSE t.first_pair END "
 )
+_HELD_TRIPLET = _TRIPLET_COLUMNS + "FROM triplet_assignments ta " + _TRIPLET_JOINS
 
 
 def _row_item(row) -> TripletItem:
@@ -113,9 +117,11 @@ def held_triplet(ws, campaign_id: int, rater, now: datetime | None = None) -> Tr
 
 def oldest_held_triplet(conn, rater_id: int) -> TripletItem | None:
     """The rater's oldest current triplet in an open campaign (timed out or not)."""
+    # Open campaigns first (few), then the rater's assignments in each by index.
     row = conn.execute(
-        _HELD_TRIPLET + "JOIN campaigns c ON c.id = ta.campaign AND c.status = 'open' "
-        "WHERE ta.rater = ? AND ta.status = 'assigned' ORDER BY ta.assigned_at LIMIT 1",
+        _TRIPLET_COLUMNS + "FROM campaigns c CROSS JOIN triplet_assignments ta ON ta.campaign = c.id "
+        "AND ta.rater = ? AND ta.status = 'assigned' " + _TRIPLET_JOINS
+        + "WHERE c.status = 'open' ORDER BY ta.assigned_at LIMIT 1",
         (rater_id,),
     ).fetchone()
     return None if row is None else _row_item(row)
@@ -128,6 +134,7 @@ class _ClaimFacts:
     lowest_load: int | None  # lowest load among the role's counters (None: the campaign has none)
     top_load_triplet: int | None  # highest triplet id among the role's counters
     top_triplet: int  # highest triplet id of the workspace
+    top_priority: float | None  # the campaign's highest priority above 0 (None: nothing is offered)
 
 
 def _claim_facts(conn, campaign_id: int, role: str, rater_id: int) -> _ClaimFacts:
@@ -140,16 +147,18 @@ def _claim_facts(conn, campaign_id: int, role: str, rater_id: int) -> _ClaimFact
         "  WHERE t.kind = 'check' AND a.status IN ('assigned', 'done', 'skipped')), "
         "(SELECT MIN(load) FROM triplet_load WHERE campaign = :campaign AND role = :role), "
         "(SELECT MAX(triplet) FROM triplet_load WHERE campaign = :campaign AND role = :role), "
-        "(SELECT MAX(id) FROM triplets)",
+        "(SELECT MAX(id) FROM triplets), "
+        "(SELECT MAX(priority) FROM campaign_triplets WHERE campaign = :campaign AND priority > 0)",
         {"campaign": campaign_id, "rater": rater_id, "role": role},
     ).fetchone()
-    return _ClaimFacts(row[0], row[1], row[2], row[3], row[4] or 0)
+    return _ClaimFacts(row[0], row[1], row[2], row[3], row[4] or 0, row[5])
 
 
+# Conditions on ct (not tl), so SQLite checks them after the priority: cheap when most triplets are held back.
 _UNSEEN_BY_RATER = (
-    "NOT EXISTS (SELECT 1 FROM triplet_assignments a WHERE a.campaign = tl.campaign AND a.triplet = tl.triplet "
+    "NOT EXISTS (SELECT 1 FROM triplet_assignments a WHERE a.campaign = ct.campaign AND a.triplet = ct.triplet "
     "AND a.rater = :rater AND a.status != 'expired') "
-    "AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.campaign = tl.campaign AND j.triplet = tl.triplet "
+    "AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.campaign = ct.campaign AND j.triplet = ct.triplet "
     "AND j.rater = :rater)"
 )
 _OFFERED = (
@@ -159,28 +168,41 @@ _OFFERED = (
 )
 
 
+def _walk_level(conn, params: dict) -> int | None:
+    """A triplet of the level's load and priority the rater may take: the first from a random id, wrapping once."""
+    for condition in ("tl.triplet >= :start", "tl.triplet < :start"):
+        row = conn.execute(
+            f"SELECT tl.triplet {_OFFERED} AND ct.priority = :priority AND {condition} ORDER BY tl.triplet LIMIT 1",
+            params,
+        ).fetchone()
+        if row is not None:
+            return row[0]
+    return None
+
+
 def _pick_normal(conn, campaign_id: int, role: str, rater_id: int, needed: int, rng: random.Random,
                  facts: _ClaimFacts) -> int | None:
-    """The next normal triplet for the rater: lowest load first, then highest priority, random among equals."""
-    if facts.top_load_triplet is None:
+    """The next normal triplet for the rater: lowest load first, then highest priority, random among equals.
+
+    Each level first tries the campaign's top priority (every triplet's, in
+    a campaign whose priorities are all equal), found without a count; only
+    when none of those is open at the level is its highest open priority
+    looked up.
+    """
+    if facts.top_load_triplet is None or facts.top_priority is None:
         return None
     params = {"campaign": campaign_id, "role": role, "rater": rater_id,
               "start": rng.randint(0, facts.top_load_triplet)}
     for load in range(facts.lowest_load, needed):  # levels below the lowest present are empty
         params["load"] = load
+        params["priority"] = facts.top_priority
+        found = _walk_level(conn, params)
+        if found is not None:
+            return found
         best = conn.execute(f"SELECT MAX(ct.priority) {_OFFERED}", params).fetchone()[0]
-        if best is None:
-            continue
-        params["priority"] = best
-        # Walk the level's best triplets from a random id, wrapping around once.
-        for condition in ("tl.triplet >= :start", "tl.triplet < :start"):
-            row = conn.execute(
-                f"SELECT tl.triplet {_OFFERED} AND ct.priority = :priority AND {condition} "
-                "ORDER BY tl.triplet LIMIT 1",
-                params,
-            ).fetchone()
-            if row is not None:
-                return row[0]
+        if best is not None:
+            params["priority"] = best
+            return _walk_level(conn, params)
     return None
 
 
@@ -217,6 +239,11 @@ def claim_triplet_in(conn, campaign_id: int, rater, now: datetime, *,
     if needed <= 0:
         return None
     facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
+    if facts.top_load_triplet is None and conn.execute(
+            "SELECT 1 FROM campaign_triplets WHERE campaign = ? LIMIT 1", (campaign_id,)).fetchone():
+        # Triplets put in by hand, without their counters: count them once (after expiring, as for pairs).
+        recount_triplet_load(conn, campaign_id, now_text)
+        facts = _claim_facts(conn, campaign_id, rater.role, rater.id)
     rng = random.Random(f"order:{campaign_id}:{rater.id}:{facts.seen}")
     triplet = _pick_normal(conn, campaign_id, rater.role, rater.id, needed, rng, facts)
     if triplet is None:
@@ -385,7 +412,8 @@ def triplet_progress(ws, rater, campaign_id: int) -> Progress:
     """Triplets the rater answered in the 2afc campaign, of those answered plus those still open to them.
 
     "Still open" counts the offered normal triplets (priority above 0) their
-    role still needs that they have not answered, plus the checks due.
+    role still needs that they have not answered, plus the checks due (at
+    most the campaign's checks they have not been given).
     """
     conn = ws.conn
     done = answered_count(conn, campaign_id, rater.id, TRIPLETS)
@@ -402,6 +430,13 @@ def triplet_progress(ws, rater, campaign_id: int) -> Progress:
     ).fetchone()[0] if needed > 0 else 0
     rate = protocol.attention_checks.rate
     checks_ahead = round(open_normal * rate / (1 - rate)) if open_normal else 0
+    if checks_ahead:  # no more than the campaign's checks the rater has not been given
+        checks_ahead = min(checks_ahead, conn.execute(
+            "SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'check' "
+            "WHERE ct.campaign = ? AND ct.priority > 0 AND NOT EXISTS (SELECT 1 FROM triplet_assignments a "
+            "WHERE a.campaign = ct.campaign AND a.triplet = ct.triplet AND a.rater = ? AND a.status != 'expired')",
+            (campaign_id, rater.id),
+        ).fetchone()[0])
     return Progress(done, done + open_normal + checks_ahead)
 
 

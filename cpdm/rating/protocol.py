@@ -355,8 +355,13 @@ def default_protocol_path(kind: str = "rating") -> Path:
 
 
 def list_protocol_files(directory: str | Path | None = None) -> list[Path]:
-    """The protocol files in ``directory``, by default those shipped in ``cpdm/rating/protocols/``."""
+    """The protocol files in ``directory``, by default those shipped in ``cpdm/rating/protocols/``.
+
+    ``default.toml`` comes first (menus preselect it), then the others by name.
+    """
     if directory is None:
         directory = PROTOCOLS_DIR
     directory = Path(directory)
-    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("*.toml"), key=lambda path: (path.name != "default.toml", path.name))

@@ -5,6 +5,10 @@ together with the time from when the pair was first shown (the assignment
 time, so a refresh does not reset it). Each submit carries a nonce made when
 the page was drawn: a double click or a resent request with the same nonce,
 or a second submit for a pair already answered, changes nothing.
+
+Judgments of triplets (2afc campaigns) are saved by
+:func:`cpdm.rating.judgments.submit_judgment` under the same rules; the
+progress and status functions here count triplets for those campaigns.
 """
 
 from __future__ import annotations

@@ -42,8 +42,7 @@ from cpdm.store.writer import write_transaction
 
 # The priority of an offered triplet unless a design says otherwise; 0 keeps a triplet out of the queue.
 DEFAULT_PRIORITY = 1.0
-# Triplets whose order a design decides itself (random, balanced) or whose warm-up it decides (active).
-_CHUNK = 500
+_CHUNK = 500  # ids per IN (...) list
 
 
 def _normal_pairs_by_anchor(conn, pair_ids) -> dict[int, list[int]]:
@@ -73,31 +72,33 @@ def default_per_anchor(pairs_per_anchor) -> int:
 
 
 def _balanced_subset(pairs: list[int], n: int, rng: random.Random) -> list[tuple[int, int]]:
-    """``n`` distinct pairs-of-pairs whose members appear as equally often as possible.
+    """``n`` distinct pairs-of-pairs (at most all of them) whose members appear as equally often as possible.
 
-    Greedy on the complete graph of the anchor's pairs: take the unused edge
-    whose two ends have been used least (smallest sum, then smallest
-    maximum), ties broken by the seeded shuffle. On a complete graph this
-    keeps every degree within one of ``2n/k``.
+    Each pair is to appear ``2n/k`` times, rounded down or up (which pairs
+    get the extra one is drawn at random): a near-regular graph on the
+    anchor's ``k`` pairs, which always exists. It is built by Havel–Hakimi:
+    the pair with the most appearances left takes partners among those with
+    the most left, ties drawn at random, so every pair appears within one of
+    every other and the seed changes which triplets come out.
     """
+    k = len(pairs)
+    n = min(n, k * (k - 1) // 2)
     order = list(pairs)
     rng.shuffle(order)
-    rank = {pair: i for i, pair in enumerate(order)}
-    candidates = [tuple(sorted(edge)) for edge in combinations(order, 2)]
-    rng.shuffle(candidates)
-    degree = {pair: 0 for pair in pairs}
+    low, extra = divmod(2 * n, k)
+    left = {pair: low + (i < extra) for i, pair in enumerate(order)}
     chosen: list[tuple[int, int]] = []
-    used: set[tuple[int, int]] = set()
-    for _ in range(min(n, len(candidates))):
-        best = min(
-            (edge for edge in candidates if edge not in used),
-            key=lambda e: (degree[e[0]] + degree[e[1]], max(degree[e[0]], degree[e[1]]),
-                           min(rank[e[0]], rank[e[1]])),
-        )
-        used.add(best)
-        chosen.append(best)
-        degree[best[0]] += 1
-        degree[best[1]] += 1
+    while any(left.values()):
+        tie = {pair: rng.random() for pair in order}
+        pair = max(order, key=lambda p: (left[p], tie[p]))
+        partners = sorted((p for p in order if p != pair and left[p] > 0), key=lambda p: (-left[p], tie[p]))
+        partners = partners[:left[pair]]
+        if len(partners) < left[pair]:  # cannot happen for a near-regular sequence; never return a wrong design
+            raise AssertionError(f"no balanced design of {n} triplets over {k} pairs")
+        left[pair] = 0
+        for partner in partners:
+            left[partner] -= 1
+            chosen.append((min(pair, partner), max(pair, partner)))
     return chosen
 
 
@@ -136,12 +137,12 @@ def design_triplets(ws, pair_ids, design: str = "balanced", n: int | None = None
     counts = _per_anchor_counts(anchors, n, total, seed, {a: len(ps) for a, ps in by_anchor.items()})
     chosen: list[tuple[int, int]] = []
     for anchor in anchors:
-        rng = random.Random(f"triplets:{design}:{seed}:{anchor}")
         pairs = by_anchor[anchor]
         if design == "random":
             candidates = list(combinations(pairs, 2))
+            rng = random.Random(f"triplets:random:{seed}:{anchor}")
             chosen += rng.sample(candidates, min(counts[anchor], len(candidates)))
-        else:  # balanced, and the warm-up of active
+        else:  # balanced, and the warm-up of active (the same triplets for the same seed)
             rng = random.Random(f"triplets:balanced:{seed}:{anchor}")
             chosen += _balanced_subset(pairs, counts[anchor], rng)
     return sorted(chosen)
