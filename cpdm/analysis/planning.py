@@ -18,6 +18,18 @@ pilot's pair means already carry the pilot's rating noise, the simulated
 studies are somewhat noisier than the real one would be: the
 recommendation errs on the side of more data. Power uses the normal
 approximation with the simulated spread of the difference.
+
+Comparative judgments (:func:`plan_judgments`, ``cpdm plan --kind 2afc``):
+for the same raters (:class:`JudgmentWorld`: each pair's latent copy score
+and the rating noise, from a pilot or from stated assumptions), how many
+judgments pin w to ±0.1 with Likert ratings, random, balanced and active
+triplets (:mod:`cpdm.rating.active`). Ratings choose w by Spearman ρ as
+above; triplets by the mean 2AFC score of CM_w (the statistic 2AFC
+calibration maximises: p where CM_w prefers the first generation, 1 − p
+where it prefers the second, ½ on a tie). A rater's choice follows the
+difference of the two latent scores, logistic with the scale of the rating
+noise (:func:`rater_choices`), so a Likert rating and a choice carry the
+same rater's noise.
 """
 
 from __future__ import annotations
