@@ -495,3 +495,44 @@ def test_demo_analysis_pages_preselect_the_rated_campaign_and_offer_the_open_one
     assert picker.value == demo.SIMULATED_CAMPAIGN_NAME  # the open "demo" campaign has no ratings yet
     assert demo.CAMPAIGN_NAME in picker.options
     assert not [e.value for e in at.error] and not any("no ratings yet" in str(i.value) for i in at.info)
+
+
+def test_the_demo_has_2afc_campaigns_over_the_same_pairs(demo_ws):
+    """An open 2afc campaign for the demo raters and a closed one judged by the same simulated raters."""
+    from cpdm.rating.active import fit_choice_model
+
+    campaigns = {name: (cid, kind, design, status) for cid, name, kind, design, status in _rows(
+        demo_ws, "SELECT id, name, kind, design, status FROM campaigns")}
+    live, kind, design, status = campaigns[demo.TWO_AFC_CAMPAIGN_NAME]
+    assert (kind, design, status) == ("2afc", "balanced", "open")
+    simulated, kind, design, status = campaigns[demo.SIMULATED_2AFC_CAMPAIGN_NAME]
+    assert (kind, design, status) == ("2afc", "balanced", "closed")
+    normal = {p for (p,) in _rows(demo_ws, "SELECT id FROM pairs WHERE kind = 'normal'")}
+    for campaign in (live, simulated):
+        judged_pairs = {p for (p,) in _rows(demo_ws, "SELECT t.first_pair FROM campaign_triplets ct JOIN triplets t "
+                                                     "ON t.id = ct.triplet AND t.kind = 'normal' WHERE ct.campaign = ? "
+                                                     "UNION SELECT t.second_pair FROM campaign_triplets ct JOIN "
+                                                     "triplets t ON t.id = ct.triplet AND t.kind = 'normal' "
+                                                     "WHERE ct.campaign = ?", campaign, campaign)}
+        assert judged_pairs == normal                            # every generation is in some triplet
+    assert _rows(demo_ws, "SELECT COUNT(*) FROM judgments WHERE campaign = ?", live) == [(0,)]
+    # The simulated campaign: judged by simulated raters only, the overlap per role (a skip frees a slot).
+    per_role = _rows(demo_ws, "SELECT j.triplet, r.role, COUNT(*), MIN(r.simulated) FROM judgments j "
+                              "JOIN raters r ON r.id = j.rater JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' "
+                              "WHERE j.campaign = ? AND j.question = 'copy' AND j.answer IS NOT NULL "
+                              "GROUP BY j.triplet, r.role", simulated)
+    assert per_role and all(simulated_ == 1 for *_, simulated_ in per_role)
+    assert max(count for _, role, count, _ in per_role) == demo.SIMULATED_2AFC_OVERLAP["artist"]
+    # Their choices carry the planted weights: artists weigh content less than lay raters.
+    rows = _rows(demo_ws, "SELECT r.role, s1.m_sem, s1.m_style, s2.m_sem, s2.m_style, "
+                          "CASE WHEN j.answer = 'cant_tell' THEN 0.5 WHEN j.chosen_pair = t.first_pair THEN 1.0 "
+                          "ELSE 0.0 END FROM judgments j JOIN raters r ON r.id = j.rater "
+                          "JOIN triplets t ON t.id = j.triplet AND t.kind = 'normal' "
+                          "JOIN scores s1 ON s1.pair = t.first_pair JOIN scores s2 ON s2.pair = t.second_pair "
+                          "WHERE j.campaign = ? AND j.question = 'copy' AND j.answer IS NOT NULL", simulated)
+    fitted = {}
+    for role in ("artist", "lay"):
+        data = np.array([row[1:] for row in rows if row[0] == role], dtype=float)
+        fitted[role] = fit_choice_model(np.log(data[:, 0] / data[:, 2]), np.log(data[:, 1] / data[:, 3]),
+                                        data[:, 4], np.ones(len(data)))
+    assert fitted["artist"].w < fitted["lay"].w

@@ -241,15 +241,27 @@ def calibrate_by_answer(ws, campaign: str, question: str, target: str, group: st
 
 @click.command("plan")
 @workspace_option
-@click.option("--campaign", "-c", required=True, help="The pilot campaign's name.")
+@click.option("--campaign", "-c", help="The pilot campaign's name (required for --kind rating).")
+@click.option("--kind", type=click.Choice(["rating", "2afc"]), default="rating", show_default=True,
+              help="rating: anchors x raters per pair for a rating study; 2afc: judgments each design "
+                   "(Likert, random, balanced, active triplets) needs to pin w.")
 @click.option("--target", default="copy", show_default=True, help="Protocol question w is fitted to.")
 @click.option("--replicates", type=click.IntRange(20, 5000), default=200, show_default=True,
               help="Simulated studies per design.")
+@click.option("--anchors", type=click.IntRange(5, 2000), default=20, show_default=True,
+              help="--kind 2afc: anchors in each simulated study.")
+@click.option("--max-judgments", type=click.IntRange(100, 100_000), default=3000, show_default=True,
+              help="--kind 2afc: the largest number of judgments simulated.")
+@click.option("--assume-w", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="--kind 2afc without --campaign: the raters' w.")
+@click.option("--assume-noise", type=click.FloatRange(0.05, 5), default=0.6, show_default=True,
+              help="--kind 2afc: the sd of a rating's noise on a 1-5 scale (assumed; a rating pilot shows its own).")
 @click.option("--include-flagged", is_flag=True, help="Keep ratings of raters flagged by attention checks.")
 @click.option("--exclude-simulated", is_flag=True, help="Leave out simulated raters (demo data).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @cpdm_command
-def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_simulated, seed):
+def plan_cmd(workspace, campaign, kind, target, replicates, anchors, max_judgments, assume_w, assume_noise,
+             include_flagged, exclude_simulated, seed):
     """Estimate, from a pilot campaign, how many anchors and raters per pair a study needs.
 
     Two targets: pin the calibrated w to +/-0.1 (95% of studies choose a w
@@ -259,18 +271,61 @@ def plan_cmd(workspace, campaign, target, replicates, include_flagged, exclude_s
     the pilot: its anchors with their pairs, and new ratings made from each
     pair's pilot mean plus the group's rating noise.
 
-    \b
-    Example:
-      cpdm plan --campaign pilot
-    """
-    from cpdm.analysis.campaign_report import AnalysisOptions, plan_campaign
+    --kind 2afc compares designs instead: the judgments needed to pin w to
+    +/-0.1 with Likert ratings, random, balanced and active triplets, for
+    the same raters. The raters come from the pilot (a rating campaign:
+    its pair means and rating noise; a 2afc campaign: the choice model
+    fitted to its judgments) or, without --campaign, from stated
+    assumptions (--assume-w, --assume-noise) on synthetic distances.
 
+    \b
+    Examples:
+      cpdm plan --campaign pilot
+      cpdm plan --kind 2afc --campaign pilot
+      cpdm plan --kind 2afc --assume-w 0.4 --anchors 30
+    """
     ws = open_ws(workspace)
+    if kind == "2afc":
+        _plan_judgments(ws, campaign, target, replicates, anchors, max_judgments, assume_w, assume_noise,
+                        include_flagged, exclude_simulated, seed)
+        return
+    from cpdm.analysis.campaign_report import AnalysisOptions, plan_campaign
+    from cpdm.errors import CpdmError
+
+    if not campaign:
+        raise CpdmError("cpdm plan needs --campaign (the pilot) unless --kind 2afc plans from assumptions")
     options = AnalysisOptions(include_flagged=include_flagged, include_simulated=not exclude_simulated, seed=seed)
     result = plan_campaign(ws, campaign, target=target, options=options, replicates=replicates)
     click.echo(f"pilot {campaign!r}: {result.pilot_anchors} anchors; {result.replicates} simulated studies per design")
     click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for line in result.summary_lines():
+        click.echo(line)
+
+
+def _plan_judgments(ws, campaign, target, replicates, anchors, max_judgments, assume_w, assume_noise,
+                    include_flagged, exclude_simulated, seed) -> None:
+    """`cpdm plan --kind 2afc`: judgments each design needs, from a pilot or from assumptions."""
+    from cpdm.analysis.planning import JUDGMENT_DESIGNS, JudgmentWorld, pilot_world, plan_judgments
+
+    if campaign:
+        world = pilot_world(ws, campaign, target=target, include_flagged=include_flagged,
+                            include_simulated=not exclude_simulated, noise_sd=assume_noise)
+        source, w_true = f"pilot {campaign!r}", None
+    else:
+        from cpdm.demo.simulate import LENIENCY_SD, synthetic_study
+
+        pairs, _, reference = synthetic_study(n_pairs=8 * max(anchors, 50), n_anchors=max(anchors, 50), n_raters=2,
+                                              ratings_per_pair=1, w_true=assume_w, seed=seed)
+        world = JudgmentWorld(pairs.assign(latent=1 + 4 * pairs["cm_true"]), assume_noise, reference=reference,
+                              leniency_sd=LENIENCY_SD)
+        source, w_true = f"assumptions (w = {assume_w:g}, rating noise sd {assume_noise:g})", assume_w
+    plan = plan_judgments(world, anchors=anchors, replicates=replicates, max_judgments=max_judgments,
+                          w_true=w_true, seed=seed)
+    click.echo(f"{source}: {replicates} simulated studies of {anchors} anchors per design")
+    table = plan.table.pivot(index="judgments", columns="design", values="halfwidth")[list(JUDGMENT_DESIGNS)]
+    click.echo("half-width of the central 95% of the chosen w, by judgments:")
+    click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for line in plan.summary_lines():
         click.echo(line)
 
 
@@ -391,18 +446,26 @@ def simulate_ratings_cmd(workspace, campaign, artists, lay, seed):
     them out). Their answers follow the pairs' metric scores when present
     (the "copy" answer weighs the log distances standardised over the
     reference pairs: artists 0.35 on content, lay raters 0.65, as w_std),
-    else the variant's known effect, with rater leniency and noise. Running
-    it again adds nothing.
+    else the variant's known effect, with rater leniency and noise. In a
+    2afc campaign the same raters judge triplets: each choice follows the
+    difference of the two generations' latent scores ("can't tell" now and
+    then when they nearly tie), and an active campaign's queue is refreshed
+    as the judgments come in. Running it again adds nothing.
 
     \b
     Example:
       cpdm simulate-ratings --campaign demo --artists 4 --lay 4
+      cpdm simulate-ratings --campaign demo-2afc
     """
     from cpdm.rating.campaigns import campaign_id_by_name
     from cpdm.demo.simulate import add_simulated_ratings
 
     ws = open_ws(workspace)
     summary = add_simulated_ratings(ws, campaign_id_by_name(ws, campaign), seed=seed, n_artists=artists, n_lay=lay)
+    if "judgments" in summary:
+        click.echo(f"{summary['judgments']} simulated judgments added from {summary['raters']} raters on "
+                   f"{summary['triplets']} triplets")
+        return
     click.echo(f"{summary['ratings']} simulated ratings added from {summary['raters']} raters on "
                f"{summary['pairs']} pairs and {summary['checks']} attention checks")
 

@@ -10,6 +10,7 @@ from cpdm.rating.campaigns import (
     DEFAULT_OVERLAP, campaign_id_by_name, create_campaign_from_filters, format_overlap, list_campaigns, parse_overlap,
 )
 from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_option
+from cpdm.cli.queue_cmds import CAMPAIGN_COMMANDS as QUEUE_COMMANDS
 from cpdm.cli.recruit_cmds import CAMPAIGN_COMMANDS
 from cpdm.rating.protocol import load_protocol_file
 from cpdm.rating.submit import campaign_status
@@ -267,8 +268,8 @@ def raters_revoke_cmd(rater, workspace):
     click.echo(f"revoked rater {target.id} ({target.name}); their link no longer works")
 
 
-# `cpdm campaign recruit` lives in its own module.
-for _command in CAMPAIGN_COMMANDS:
+# `cpdm campaign recruit` and `cpdm campaign refresh` live in their own modules.
+for _command in CAMPAIGN_COMMANDS + QUEUE_COMMANDS:
     campaign_cmd.add_command(_command)
 
 # The commands this module adds to `cpdm` (cpdm.cli registers them).

@@ -38,12 +38,17 @@ Pairs: one ``normal`` pair per generation, and per anchor two attention
 checks: ``check_identical`` (the anchor against itself) and
 ``check_unrelated`` (against a work by another artist with other content).
 A campaign named ``demo`` covers every pair (two ratings per pair per role),
-and invite links are made for one researcher, two artists and two lay raters.
+a comparative (2AFC) campaign ``demo-2afc`` asks "which is more of a copy?"
+on balanced triplets of the same pairs (two of an anchor's generations
+beside it, about two triplets per generation), and invite links are made
+for one researcher, two artists and two lay raters.
 Every pair is scored with the tiny random-initialised twins of the paper's
 backbones, and a second, closed campaign ``demo-simulated`` over the same
-pairs is rated by simulated raters (``raters.simulated = 1``), so the
-analysis pages and ``cpdm analyze`` / ``cpdm calibrate --campaign
-demo-simulated`` have data on a fresh clone.
+pairs is rated by simulated raters (``raters.simulated = 1``), and a
+closed ``demo-2afc-simulated`` over the same pairs is judged by the same
+raters, so the analysis pages and ``cpdm analyze`` / ``cpdm calibrate
+--campaign demo-simulated`` (or ``demo-2afc-simulated``) have data on a
+fresh clone.
 
 The simulated raters judge from those scores, not from the variant table:
 random-initialised backbones do not see the painter's content/style split
@@ -66,8 +71,9 @@ machine, never for a real study. For convenience the links are also written,
 in clear, to ``WORKSPACE/demo_links.txt`` (demo workspaces only).
 
 The build is a sequence of small steps (``add_anchors``, ``add_generations``,
-``add_pairs``, ``add_campaign``, ``add_raters``, ``add_tiny_scores``,
-``add_simulated_campaign``) run on a workspace being built in a hidden
+``add_pairs``, ``add_campaign``, ``add_2afc_campaign``, ``add_raters``,
+``add_tiny_scores``, ``add_simulated_campaign``,
+``add_simulated_2afc_campaign``) run on a workspace being built in a hidden
 sibling folder, which replaces the target only once every step has
 succeeded.
 """
@@ -112,6 +118,11 @@ SIMULATED_CAMPAIGN_NAME = "demo-simulated"
 # Eight ratings per pair and group: the tiny backbones' two log distances are strongly correlated, so fewer
 # leave the planted weights hard to tell apart on the demo's 20 anchors.
 SIMULATED_OVERLAP = {"artist": 8, "lay": 8}
+# Comparative (2AFC) campaigns over the same pairs: an open one for the demo raters, and a closed one judged by
+# the same simulated raters (balanced triplets, about two per generation).
+TWO_AFC_CAMPAIGN_NAME = "demo-2afc"
+SIMULATED_2AFC_CAMPAIGN_NAME = "demo-2afc-simulated"
+SIMULATED_2AFC_OVERLAP = {"artist": 4, "lay": 4}
 LINKS_FILE = "demo_links.txt"
 DEFAULT_BASE_URL = "http://127.0.0.1:8501"
 
@@ -343,6 +354,44 @@ def add_simulated_campaign(ws, pair_ids: list[int], seed: int) -> int:
     return campaign_id
 
 
+def normal_pair_ids(ws) -> list[int]:
+    """Every normal pair of the workspace (what triplets are made of)."""
+    return [row[0] for row in ws.conn.execute("SELECT id FROM pairs WHERE kind = 'normal' ORDER BY id")]
+
+
+def add_2afc_campaign(ws, seed: int) -> int:
+    """Step 4b: the open comparative campaign ``demo-2afc``: balanced triplets of every anchor's generations.
+
+    Its attention checks use the same check pairs as ``demo``. Demo raters
+    get its triplets once they have rated ``demo`` (the older campaign comes
+    first).
+    """
+    from cpdm.rating.triplets import create_2afc_campaign
+
+    return create_2afc_campaign(ws, TWO_AFC_CAMPAIGN_NAME, normal_pair_ids(ws), design="balanced",
+                                overlap=dict(CAMPAIGN_OVERLAP), seed=seed)
+
+
+def add_simulated_2afc_campaign(ws, seed: int) -> int:
+    """Step 8: the closed campaign ``demo-2afc-simulated``, judged by the simulated raters of step 7.
+
+    Balanced triplets over the same pairs; each choice follows the
+    difference of the two generations' latent copy scores, the ones the
+    raters' ratings follow (:func:`cpdm.demo.simulate.add_simulated_judgments`),
+    so the 2AFC analysis finds the same weights.
+    """
+    from cpdm.demo.simulate import add_simulated_judgments
+    from cpdm.rating.campaigns import set_campaign_status
+    from cpdm.rating.triplets import create_2afc_campaign
+
+    campaign_id = create_2afc_campaign(ws, SIMULATED_2AFC_CAMPAIGN_NAME, normal_pair_ids(ws), design="balanced",
+                                       overlap=dict(SIMULATED_2AFC_OVERLAP), seed=seed)
+    set_campaign_status(ws, campaign_id, "closed")
+    add_simulated_judgments(ws, campaign_id, seed=seed, n_artists=SIMULATED_2AFC_OVERLAP["artist"] + 1,
+                            n_lay=SIMULATED_2AFC_OVERLAP["lay"] + 1)
+    return campaign_id
+
+
 def add_tiny_scores(ws) -> None:
     """Step 6: score every pair with the tiny random-initialised twins of the default backbones (``tiny:`` keys).
 
@@ -464,10 +513,12 @@ def _build_into(root: Path, seed: int, base_url: str, analysis_data: bool = True
         generation_ids = add_generations(ws, seed, anchors, variant_ids)
         pair_ids = add_pairs(ws, anchors, generation_ids)
         campaign_id = add_campaign(ws, pair_ids)
+        add_2afc_campaign(ws, seed)
         links = add_raters(ws, seed, base_url)
         if analysis_data:
             add_tiny_scores(ws)  # first: the simulated raters judge from the scores
             add_simulated_campaign(ws, pair_ids, seed)
+            add_simulated_2afc_campaign(ws, seed)
         pair_counts = dict(ws.conn.execute("SELECT kind, COUNT(*) FROM pairs GROUP BY kind ORDER BY kind").fetchall())
         ws.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in cpdm.db before the folder moves
     finally:

@@ -25,6 +25,17 @@ leniency and per-answer noise:
 Simulated raters rate as people do, through the app's path: each claims its
 next pair with the assignment rules (:func:`cpdm.rating.assignment.claim_next`)
 and submits with :func:`cpdm.rating.submit.submit`, on a simulated clock.
+
+In a comparative (2AFC) campaign the same raters judge triplets
+(:func:`add_simulated_judgments`): each question's choice follows the
+difference of the two pairs' latent scores (the closeness above, on the
+1–5 scale of a rating), logistic with the scale of the rating noise, with
+"can't tell" now and then when the two are nearly equal
+(:func:`cpdm.analysis.planning.rater_choices`); an attention check gets the
+anchor's side. They claim with :func:`cpdm.rating.assignment.claim_next` and
+submit with :func:`cpdm.rating.judgments.submit_judgment`; in an active
+campaign the queue is refreshed every ``REFRESH_EVERY`` judgments, as the
+``refresh-triplets`` job would.
 """
 
 from __future__ import annotations
@@ -190,13 +201,16 @@ def add_simulated_ratings(ws, campaign_id: int, seed: int = 0, n_artists: int = 
     So overlap, "never the same pair twice" and the attention-check rate
     hold as for people. Times follow a simulated clock from ``START_TIME``,
     and values are deterministic for a seed. Running it again adds nothing
-    (the same raters find their work done).
+    (the same raters find their work done). A 2afc campaign is filled with
+    judgments instead (:func:`add_simulated_judgments`).
     """
-    row = ws.conn.execute("SELECT protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    row = ws.conn.execute("SELECT protocol, kind FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
     if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
         raise CpdmError("simulated ratings need at least one simulated rater")
+    if row[1] == "2afc":
+        return add_simulated_judgments(ws, campaign_id, seed=seed, n_artists=n_artists, n_lay=n_lay)
     questions = _questions(row[0])
     pairs = pair_closeness(*_campaign_pairs(ws, campaign_id))
     if len(pairs) == 0:
@@ -353,3 +367,138 @@ def synthetic_study(
     ratings["flagged"] = False
     ratings["simulated"] = True
     return pairs, ratings, reference
+
+
+# --------------------------------------------------------------------------
+# Comparative (2AFC) campaigns
+# --------------------------------------------------------------------------
+
+
+# The closeness column each 2afc question follows; any other question (copy) follows the role's copy column.
+QUESTION_CLOSENESS = {"content": "content", "style": "style"}
+
+
+def _latent_scores(pairs: pd.DataFrame, questions: list[str], high_minus_low: float = 4.0) -> dict:
+    """Each pair's latent score per (role, question) on a 1–5 rating scale: what a rating of it would be, noise
+    aside (``{(role, question): {pair: score}}``; copy follows the role's copy column, content and style theirs)."""
+    latent = {}
+    for role in COPY_CONTENT_WEIGHT:
+        for question in questions:
+            column = QUESTION_CLOSENESS.get(question, copy_column(role))
+            latent[role, question] = (1.0 + high_minus_low * pairs[column].astype(float)).to_dict()
+    return latent
+
+
+def _judgment_answers(item, kinds: dict, latent: dict, role: str, questions: list[str], rng) -> dict[str, str]:
+    """A simulated rater's answers to one triplet: left, right or cant_tell for every question."""
+    from cpdm.analysis.planning import rater_choices
+
+    if item.kind == "check":
+        identical = "left" if kinds[item.left_pair] == "check_identical" else "right"
+        return {question: identical for question in questions}
+    answers = {}
+    for question in questions:
+        scores = latent[role, question]
+        choice = float(rater_choices(scores[item.left_pair], scores[item.right_pair], NOISE_SD, rng))
+        answers[question] = "cant_tell" if choice == 0.5 else ("left" if choice == 1.0 else "right")
+    return answers
+
+
+def _judgment_count(ws, campaign_id: int) -> int:
+    return ws.conn.execute("SELECT COUNT(DISTINCT triplet || ':' || rater) FROM judgments WHERE campaign = ?",
+                           (campaign_id,)).fetchone()[0]
+
+
+def add_simulated_judgments(ws, campaign_id: int, seed: int = 0, n_artists: int = 4, n_lay: int = 4) -> dict:
+    """Fill a 2afc campaign with judgments from simulated raters; returns counts of what was added.
+
+    The same raters as :func:`add_simulated_ratings` (same names, roles and
+    latent scores), taking turns: each claims its next triplet by the
+    assignment rules and submits through
+    :func:`cpdm.rating.judgments.submit_judgment` (a few skips), until the
+    rules leave none of them anything to judge. In an active campaign the
+    queue is refreshed every ``REFRESH_EVERY`` judgments and once more when
+    everyone is done (which may offer more). Deterministic for a seed;
+    running it again adds nothing.
+    """
+    from cpdm.rating.protocol import parse_protocol
+
+    row = ws.conn.execute("SELECT protocol, kind, design FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    if row is None:
+        raise CpdmError(f"no campaign with id {campaign_id}")
+    if row[1] != "2afc":
+        raise CpdmError(f"campaign {campaign_id} rates pairs; simulated judgments fill 2afc campaigns")
+    if n_artists < 0 or n_lay < 0 or n_artists + n_lay == 0:
+        raise CpdmError("simulated judgments need at least one simulated rater")
+    questions = [question.id for question in parse_protocol(row[0], frozen=True).questions]
+    pairs = pair_closeness(*_campaign_pairs(ws, campaign_id))
+    if len(pairs) == 0:
+        raise CpdmError(f"campaign {campaign_id} has no triplets")
+    raters = _simulated_raters(ws, n_artists, n_lay)
+    rng = np.random.default_rng([seed, 2])
+    before = _judgment_count(ws, campaign_id)
+    _judge_in_turns(ws, campaign_id, raters, pairs.set_index("pair"), questions, rng, active=row[2] == "active")
+    _answer_background(ws, campaign_id, raters, seed)
+    return {
+        "raters": len(raters),
+        "triplets": ws.conn.execute("SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet "
+                                    "AND t.kind = 'normal' WHERE ct.campaign = ?", (campaign_id,)).fetchone()[0],
+        "judgments": _judgment_count(ws, campaign_id) - before,
+        "scored_pairs": int(pairs["m_sem"].notna().sum()),
+    }
+
+
+def _judge_in_turns(ws, campaign_id: int, raters: list, pairs: pd.DataFrame, questions: list[str], rng,
+                    active: bool) -> None:
+    """Let the raters claim and submit triplets in turns until none is given one (see add_simulated_judgments)."""
+    from cpdm.rating.assignment import claim_next
+    from cpdm.rating.judgments import submit_judgment
+
+    refresh = _active_refresher(ws, campaign_id) if active else None  # None also when nothing is scored
+    kinds = pairs["kind"].to_dict()
+    latent = _latent_scores(pairs, questions)
+    clock = START_TIME
+    waiting = list(raters)
+    while waiting:
+        for rater in list(waiting):
+            item = claim_next(ws, campaign_id, rater, now=clock)
+            if item is None:
+                waiting.remove(rater)
+                if not waiting and refresh is not None and refresh(final=True):
+                    waiting = list(raters)  # the refreshed queue offers more
+                continue
+            seconds = float(np.round(rng.lognormal(np.log(12.0), 0.5), 2))
+            submitted = clock + timedelta(seconds=seconds)
+            nonce = f"sim2afc-{campaign_id}-{item.triplet}-{rater.id}"
+            if item.kind == "normal" and rng.random() < SKIP_PROBABILITY:
+                submit_judgment(ws, rater, campaign_id, item.triplet, None, nonce=nonce, skip_reason=SKIP_REASON,
+                                now=submitted)
+                waiting = list(raters)  # a freed slot: every rater may claim again
+            else:
+                answers = _judgment_answers(item, kinds, latent, rater.role, questions, rng)
+                submit_judgment(ws, rater, campaign_id, item.triplet, answers, nonce=nonce, now=submitted)
+                if refresh is not None:
+                    refresh(final=False)
+            clock = submitted + timedelta(seconds=1)
+
+
+def _active_refresher(ws, campaign_id: int):
+    """A function refreshing an active campaign's queue when due (or, ``final``, whenever it would offer
+    more); returns whether the refresh offered triplets that were not offered before."""
+    from cpdm.rating.active import campaign_candidates, refresh_due, refresh_priorities
+
+    if campaign_candidates(ws, campaign_id)["w_star"].notna().sum() == 0:
+        return None  # unscored: the warm-up is all an active campaign can offer
+
+    def offered() -> set[int]:
+        return {r[0] for r in ws.conn.execute(
+            "SELECT triplet FROM campaign_triplets WHERE campaign = ? AND priority > 0", (campaign_id,))}
+
+    def refresh(final: bool) -> bool:
+        if not final and not refresh_due(ws, campaign_id):
+            return False
+        before = offered()
+        refresh_priorities(ws, campaign_id)
+        return bool(offered() - before)
+
+    return refresh

@@ -27,7 +27,8 @@ from cpdm.jobs.parameters import Parameter, check_against, method_parameters
 from cpdm.progress import running
 
 # The library's kinds: the modules of cpdm.jobs.kinds, each defining KIND.
-BUILTIN_KINDS = ("generate", "unlearn", "score", "interrogate", "refine", "analyze", "report", "noop")
+BUILTIN_KINDS = ("generate", "unlearn", "score", "interrogate", "refine", "analyze", "report", "noop",
+                "refresh_triplets")
 
 
 @dataclass(frozen=True)

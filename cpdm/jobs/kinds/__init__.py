@@ -1,7 +1,7 @@
 """The library's job kinds, one module each: each runs the function its CLI command runs, through the job's context.
 
 Kinds: generate, unlearn, score, interrogate, refine, analyze, report (the
-unlearning report), noop. Each module defines ``KIND`` (see
+unlearning report), refresh-triplets (an active 2afc campaign's queue), noop. Each module defines ``KIND`` (see
 :func:`cpdm.jobs.registry.parameterised_kind`) and declares its parameters
 (:class:`cpdm.jobs.parameters.Parameter`: name, type, default, help) with the
 defaults its command uses, read from the same constants. ``check_params``
