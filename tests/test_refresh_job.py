@@ -74,3 +74,24 @@ def test_the_command_refuses_a_campaign_without_a_queue(ws):
     assert result.exit_code == 1
     assert "only active 2afc campaigns have a queue to refresh" in result.output
     assert queue.list_jobs(ws) == []
+
+
+def test_a_judgment_saved_from_the_rating_page_queues_the_refresh_when_due(ws):
+    """The page's submit path enqueues the refresh (a worker runs it); the rater's request never refreshes."""
+    from cpdm.app.answer_panel.model import handle_event
+    from cpdm.rating.assignment import claim_next
+    from tests.test_answer_panel_2afc import event_for
+
+    campaign, _ = scored_world(ws)
+    raters = raters_of(ws)
+    judge(ws, campaign, raters, REFRESH_EVERY - 1)
+    assert pending_refresh(ws, "duel") is None
+    item = next(item for item in (claim_next(ws, campaign, rater) for rater in raters) if item is not None)
+    rater = next(r for r in raters if ws.conn.execute(
+        "SELECT 1 FROM triplet_assignments WHERE triplet = ? AND rater = ? AND status = 'assigned'",
+        (item.triplet, r.id)).fetchone())
+    assert handle_event(ws, rater, event_for(item, rater, answers={"copy": "left", "content": "left",
+                                                                    "style": "right"})) is None
+    job = pending_refresh(ws, "duel")
+    assert job is not None and queue.get_job(ws, job).status == "queued"
+    assert last_refresh(ws, campaign) is None or last_refresh(ws, campaign)["judgments"] < REFRESH_EVERY

@@ -39,6 +39,8 @@ import json
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
+from cpdm.jobs.kinds.refresh_triplets import enqueue_if_due
+from cpdm.rating.judgments import submit_judgment
 from cpdm.rating.submit import MAX_SKIP_REASON, submit
 
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -172,10 +174,11 @@ def handle_event(ws, rater, value) -> Notice | None:
     try:
         event = parse_event(value)
         if event.kind == "triplet":
-            from cpdm.rating.judgments import submit_judgment
-
             result = submit_judgment(ws, rater, event.campaign, event.item, event.answers,
                                      nonce=event.nonce, skip_reason=event.skip_reason)
+            if result.status == "saved":
+                # An active campaign's queue is recomputed by a worker, never in the rater's request.
+                enqueue_if_due(ws, event.campaign)
         else:
             result = submit(ws, rater, event.campaign, event.item, event.answers,
                             nonce=event.nonce, skip_reason=event.skip_reason)

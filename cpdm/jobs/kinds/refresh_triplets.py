@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 
 from cpdm.jobs.parameters import Parameter
+from cpdm.jobs.queue import enqueue
 from cpdm.jobs.registry import parameterised_kind
+from cpdm.rating.active import refresh_due, refresh_priorities
+from cpdm.rating.campaigns import campaign_id_by_name
 
 KIND_NAME = "refresh-triplets"
 
@@ -24,9 +27,6 @@ def _refresh_parameters() -> list[Parameter]:
 
 def _run_refresh(ws, params: dict, context) -> dict:
     """Refresh the campaign's queue and log what it found."""
-    from cpdm.rating.active import refresh_priorities
-    from cpdm.rating.campaigns import campaign_id_by_name
-
     result = refresh_priorities(ws, campaign_id_by_name(ws, params["campaign"]))
     context.log(result.describe())
     return {"judgments": result.judgments, "phase": result.phase, "offered": result.offered,
@@ -45,8 +45,6 @@ def pending_refresh(ws, campaign: str) -> int | None:
 
 def enqueue_refresh(ws, campaign: str) -> tuple[int, bool]:
     """(job id, whether it is new): a refresh of ``campaign``, unless one is already queued or running."""
-    from cpdm.jobs.queue import enqueue
-
     pending = pending_refresh(ws, campaign)
     if pending is not None:
         return pending, False
@@ -56,8 +54,6 @@ def enqueue_refresh(ws, campaign: str) -> tuple[int, bool]:
 def enqueue_if_due(ws, campaign_id: int) -> int | None:
     """After a judgment: enqueue a refresh when the campaign is active and ``REFRESH_EVERY`` judgments came in
     since the last one (:func:`cpdm.rating.active.refresh_due`); returns the job id, or None."""
-    from cpdm.rating.active import refresh_due
-
     if not refresh_due(ws, campaign_id):
         return None
     name = ws.conn.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
