@@ -48,6 +48,7 @@ from cpdm.analysis.calibration import (
     reference_grid_of,
     weight_grid,
 )
+from cpdm.analysis.two_afc import two_afc_scores
 from cpdm.errors import CpdmError
 
 ANCHOR_CHOICES = (20, 40, 80, 160, 320)
@@ -446,8 +447,10 @@ def _twoafc_chosen_w(grid, prefers_first: np.ndarray, triplets: np.ndarray, answ
         total = np.bincount(triplets[:budget], minlength=n).astype(np.float64)
         chosen = np.bincount(triplets[:budget], weights=answers[:budget], minlength=n)
         judged = total > 0
-        p = np.where(judged, chosen / np.where(judged, total, 1.0), 0.5)
-        scores.append(0.5 + (prefers_first[:, judged] * (p[judged] - 0.5)[None, :]).mean(axis=1))
+        p = chosen[judged] / total[judged]
+        preference = prefers_first[:, judged]
+        scores.append(two_afc_scores(np.broadcast_to(p, preference.shape), preference,
+                                     np.zeros_like(preference)).mean(axis=1))
     return best_w_columns(grid, np.stack(scores, axis=1))
 
 
