@@ -156,6 +156,22 @@ def test_a_2afc_campaign_holds_its_triplets_checks_pairs_and_load(ws):
     assert (listed["kind"], listed["design"], listed["triplets"]) == ("2afc", "balanced", 12)
 
 
+def test_check_triplets_reuse_the_anchors_existing_check_pairs(ws):
+    """A rating campaign's checks (here an unrelated image chosen by hand) are the 2afc campaign's: none made twice."""
+    from cpdm.rating.triplets import create_2afc_campaign
+    from cpdm.store.rows import make_check_pairs
+    from tests.rating_fixtures import add_pairs
+
+    anchors, pairs = add_pairs(ws, 3, 3)
+    chosen = make_check_pairs(ws, anchors, unrelated={anchors[0]: anchors[2], anchors[1]: anchors[0],
+                                                      anchors[2]: anchors[1]})
+    before = ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    campaign = create_2afc_campaign(ws, "duel", pairs, protocol_text=TWO_AFC_TEXT, include_checks=True)
+    assert ws.conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == before
+    checks = campaign_triplets(ws, campaign).query("kind == 'check'")
+    assert sorted([*checks["first_pair"], *checks["second_pair"]]) == sorted(chosen)
+
+
 def test_two_campaigns_share_triplet_rows(ws):
     world = make_triplet_world(ws, 2, 3, design="random", per_anchor=3)
     other = create_2afc_campaign(ws, "again", world.pairs, design="balanced", per_anchor=3,

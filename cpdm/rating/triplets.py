@@ -154,18 +154,33 @@ def candidate_triplets(ws, pair_ids) -> list[tuple[int, int]]:
     return sorted(edge for pairs in by_anchor.values() for edge in combinations(pairs, 2))
 
 
+def _existing_checks(conn, anchors: list[int]) -> dict[int, dict[str, int]]:
+    """Each anchor's attention-check pairs already in the workspace: anchor -> kind -> its oldest pair."""
+    found: dict[int, dict[str, int]] = {}
+    for start in range(0, len(anchors), _CHUNK):
+        chunk = anchors[start:start + _CHUNK]
+        for pair, anchor, kind in conn.execute(
+            f"SELECT id, anchor, kind FROM pairs WHERE kind IN ('check_identical', 'check_unrelated') "
+            f"AND anchor IN ({', '.join('?' * len(chunk))}) ORDER BY id DESC", chunk
+        ):
+            found.setdefault(anchor, {})[kind] = pair
+    return found
+
+
 def _check_triplet_specs(conn, anchors: list[int]) -> list[tuple[int, int, int, str]]:
-    """(anchor, identical pair, unrelated pair, 'check') for each anchor, the check pairs made where missing."""
-    checks = make_check_pairs_in(conn, anchors)
-    rows = []
-    for start in range(0, len(checks), _CHUNK):
-        chunk = checks[start:start + _CHUNK]
-        rows += conn.execute(
-            f"SELECT id, anchor, kind FROM pairs WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk
-        ).fetchall()
-    identical = {anchor: pair for pair, anchor, kind in rows if kind == "check_identical"}
-    unrelated = {anchor: pair for pair, anchor, kind in rows if kind == "check_unrelated"}
-    return [(a, identical[a], unrelated[a], "check") for a in sorted(identical) if a in unrelated]
+    """(anchor, identical pair, unrelated pair, 'check') for each anchor.
+
+    An anchor's existing check pairs are used (those a rating campaign over
+    the same pairs shows, e.g. an unrelated image chosen by hand); only the
+    missing ones are made.
+    """
+    found = _existing_checks(conn, anchors)
+    lacking = [a for a in anchors if len(found.get(a, {})) < 2]
+    if lacking:
+        make_check_pairs_in(conn, lacking)
+        found = _existing_checks(conn, anchors)
+    return [(a, kinds["check_identical"], kinds["check_unrelated"], "check") for a, kinds in sorted(found.items())
+            if len(kinds) == 2]
 
 
 def _ensure_triplets(conn, specs) -> list[int]:
