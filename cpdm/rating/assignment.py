@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cpdm.rating.campaigns import RATING_ROLES, get_campaign
+from cpdm.rating.pair_load import recount_pair_load
 from cpdm.rating.protocol import Protocol, parse_protocol
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.workspace import recount_pair_load
 from cpdm.store.writer import write_transaction
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from datetime import datetime
 from cpdm.errors import CpdmError
 from cpdm.rating.questionnaire import DECLINED, BackgroundQuestion, check_answer
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.writer import write_transaction
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def save_step(ws, rater_id: int, campaign_id: int, question_id: str, values: dic
         except CpdmError as exc:
             raise CpdmError(f"{subject}: {exc}" if subject else str(exc)) from None
     now_text = format_time(now or utc_now())
-    with write_transaction(ws) as conn:
+    with ws.transaction() as conn:
         conn.executemany(
             "INSERT INTO background_answers (campaign, rater, question, subject, value, answered_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, rater, question, subject) DO UPDATE SET "

@@ -158,6 +158,15 @@ def _scored_pair_ids(ws, semantic_key: str, style_key: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def store_scores(ws, rows: Sequence[tuple[int, str, str, float, float]]) -> list[int]:
+    """Write ``(pair, semantic key, style key, M_sem, M_style)`` scores in one transaction (the one writer of
+    ``scores``); a score already there is kept. Returns the pair of each row this call inserted."""
+    with ws.transaction() as conn:
+        return [row[0] for row in rows if conn.execute(
+            "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(pair, semantic, style) DO NOTHING", row).rowcount]
+
+
 def _as_list(backbones) -> list:
     return list(backbones) if isinstance(backbones, (list, tuple)) else [backbones]
 
@@ -288,10 +297,7 @@ class ScoringEngine:
             for index in missing[pair.id]:
                 sem, style = self.distances(self.combinations[index], features[pair.anchor_image], features[pair.image])
                 rows.append((pair.id, *keys[index], sem, style))
-        with self.ws.transaction() as conn:
-            inserted = [row[0] for row in rows if conn.execute(
-                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(pair, semantic, style) DO NOTHING", row).rowcount]
+        inserted = store_scores(self.ws, rows)
         report.pairs_scored += len(set(inserted))
         report.scores_written += len(inserted)
 
