@@ -143,7 +143,7 @@ FLOORS = (
     ("cpdm", "cpdm.errors", "cpdm.values", "cpdm.progress", "cpdm.compute_device", "cpdm.metric"),  # plain facts
     ("cpdm.store",),  # the workspace
     ("cpdm.backbones", "cpdm.diffusion"),  # the models: the metric's, and Stable Diffusion
-    ("cpdm.curation", "cpdm.rating", "cpdm.scoring"),
+    ("cpdm.curation", "cpdm.rating", "cpdm.scoring", "cpdm.executor"),  # the executor: where batches compute
     ("cpdm.generation",),
     ("cpdm.unlearning",),
     ("cpdm.analysis",),

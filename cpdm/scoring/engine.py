@@ -48,16 +48,14 @@ from cpdm.backbones import (
     DEFAULT_STYLE,
     check_semantic_name,
     check_style_name,
-    load_backbone,
 )
-from cpdm.compute_device import resolve_device
+from cpdm.executor import LocalExecutor
 from cpdm.progress import progress_bar
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
     descriptor_distance,
-    feature_rows,
 )
 from cpdm.scoring.precision import FP32, check_choice
 from cpdm.scoring.reader import ScoringError
@@ -69,7 +67,6 @@ from cpdm.scoring.reference import (
     stale_note,
     store_reference_set,
 )
-from cpdm.store.images import open_stored_image
 
 
 # --------------------------------------------------------------------------
@@ -190,9 +187,10 @@ class ScoringEngine:
     ``semantic_backbones`` and ``style_backbones`` are one backbone each or
     lists of them; every (semantic, style) combination is scored, and each
     backbone runs once per image whatever the number of combinations.
-    With an ``executor`` (:class:`cpdm.jobs.ray_executor.RayExecutor`) the
-    backbones are its stand-ins and features are computed by its workers,
-    several batches at once; caching and scoring stay here.
+    The ``executor`` (:mod:`cpdm.executor`; by default this process)
+    computes the features: a Ray executor's backbones are its stand-ins and
+    its workers compute several batches at once. Caching and scoring stay
+    here whatever the executor.
     """
 
     def __init__(self, ws, semantic_backbones, style_backbones, batch_size: int = 16, precision: str = "auto",
@@ -210,12 +208,12 @@ class ScoringEngine:
         keys = dict.fromkeys((sem.key, style.key) for sem in semantics for style in styles)
         self.combinations = [(by_key[sem], by_key[style]) for sem, style in keys]
         self.batch_size = batch_size
-        self.executor = executor
+        self.executor = executor if executor is not None else LocalExecutor(self.backbones[0].device)
 
     @property
     def pairs_per_chunk(self) -> int:
         """Pairs scored together: about a feature batch, or with an executor enough to keep its workers busy."""
-        return self.batch_size * (self.executor.batches_in_flight if self.executor is not None else 1)
+        return self.batch_size * self.executor.batches_in_flight
 
     @property
     def semantic_key(self) -> str:
@@ -257,17 +255,15 @@ class ScoringEngine:
         return None if any(value is None for value in found.values()) else found
 
     def _computed_batches(self, batches: list[list[str]], have: dict[str, set[str]]):
-        """``(batch, feature rows)`` for each batch of images, in order: computed here, or by the executor."""
+        """``(batch, feature rows)`` for each batch of images, in order, as the executor computes them."""
         # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
         needs = [{b.key: [i for i, sha in enumerate(batch) if sha not in have[b.key]] for b in self.backbones}
                  for batch in batches]
-        if self.executor is not None:
-            yield from zip(batches, self.executor.feature_rows(self, batches, needs))
-            return
-        for batch, need in zip(batches, needs):
-            paths = {sha: self.ws.image_path(sha) for sha in batch}  # the database is read from this thread only
-            images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), batch)
-            yield batch, feature_rows(self.extractor, batch, images, need)
+        computed = self.executor.feature_rows(self.extractor, batches, needs, self.ws.image_path)
+        for batch, (rows, chosen) in zip(batches, computed):
+            # The precision a remote worker's extractor chose, recorded in ours.
+            self.extractor.precision.update({key: value for key, value in chosen.items() if value})
+            yield batch, rows
 
     @staticmethod
     def distances(combination, a: dict, g: dict) -> tuple[float, float]:
@@ -404,19 +400,14 @@ def build_engine(
         check_semantic_name(name)
     for name in styles:
         check_style_name(name)
-    if executor is None:
-        resolve_device(device)
+    executor = executor if executor is not None else LocalExecutor(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
     check_choice(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
     wanted = [("semantic", name, None) for name in semantics]
     wanted += [("style", name, style_image_size if name == "vgg19" else None) for name in styles]
-    if executor is not None:
-        backbones = executor.backbones(wanted, mode)
-    else:
-        backbones = [load_backbone(name, mode=mode, device=device, image_size=size, role=role)
-                     for role, name, size in wanted]
+    backbones = executor.backbones(wanted, mode)
     return ScoringEngine(ws, backbones[: len(semantics)], backbones[len(semantics) :], batch_size=batch_size,
                          precision=precision, executor=executor)
 
