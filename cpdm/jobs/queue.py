@@ -15,6 +15,12 @@ cancelled job can be retried while it has attempts left.
 
 Each job's log is a text file ``WORKSPACE/jobs/<id>.log``; its row holds
 progress (0..1), a message and an estimate of the seconds left.
+
+Why one file of this length: it is the whole life of one table's rows.
+Every transition of a job (enqueue, claim, heartbeat, progress, finish,
+fail, requeue, cancel, retry) is a short transaction that keeps the others'
+invariants (the lease, the attempts, the dependencies), so they stay side
+by side.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ without an executor; those writes are idempotent (generations are unique on
 their key, features on (image, backbone)), so a task that Ray retries after
 its worker died, or a job that is run again, adds nothing twice. The
 SQLite database is never opened on another machine.
+
+Why one file of this length: it is both sides of one executor. The task
+bodies that run on Ray workers and the driver that submits them must agree
+on what travels (specs, bytes, feature rows), so they live together.
 """
 
 from __future__ import annotations

@@ -38,6 +38,12 @@ What it guarantees, and its limits:
   completion code and/or the redirect, whether or not they passed the
   attention checks: platforms require it, and failed checks flag the rater
   as usual (the exports say so).
+
+Why one file of this length: it is one job, a recruitment link from its
+creation to its end page. Admission counts the quota, applies the rate
+limits and adds the rater in one transaction, so the link, visit, admission
+and end-page code share their queries and private helpers; split, each part
+would import the others' internals.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ if every distance among a probe of that batch's images stays within 1e-3 of
 fp32 (absolute for M_sem, relative for M_style); on the CPU it computes in
 fp32. ``precision="reduced"`` also tries bf16 matrix products on CPUs that
 have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.scoring.precision``.
+
+Why one file of this length: it is the engine and the one function that
+drives it; features, scores and reference sets are the steps of one pass and
+share the engine's backbones and extractor.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ pair-load recount of version 5, say) rather than calling code that may
 change. Version 1's time defaults were milliseconds before ``SQL_NOW``;
 ``parse_time`` reads both.
 
-It is long because it is the whole history of the tables, one function per
-version, each with the docstring that says what that version changed.
+Why one file of this length: it is the whole history of the tables, one
+function per version, each with the docstring that says what that version
+changed.
 """
 
 from __future__ import annotations
