@@ -234,12 +234,6 @@ def _nested(writer: _Writer):
         writer.depth -= 1
 
 
-def in_transaction(ws) -> bool:
-    """Whether this thread has a write transaction open on the workspace's file."""
-    writer = _WRITER_OF_WORKSPACE.get(ws)
-    return writer is not None and writer.holder == threading.get_ident()
-
-
 def close_writer_connection(ws) -> None:
     """Close the shared writer connection of the workspace's file; the next write opens it again.
 
