@@ -36,6 +36,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import sqlite_utils
+
 from cpdm.errors import CpdmError
 from cpdm.jobs.registry import get_kind
 from cpdm.store.time import format_time, utc_now
@@ -209,13 +211,10 @@ def enqueue(ws, kind: str, params: dict | None = None, *, title: str | None = No
             if row[0] in ("failed", "cancelled"):
                 raise CpdmError(f"job {parent} is {row[0]}; retry it (cpdm jobs retry {parent}) before adding "
                                 "jobs that wait for it")
-        cursor = conn.execute(
-            "INSERT INTO jobs (kind, params, title, device, max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, params_text, title, device, max_attempts, _now_text()),
-        )
-        job_id = cursor.lastrowid
-        conn.executemany("INSERT INTO job_dependencies (job, parent) VALUES (?, ?)",
-                         [(job_id, parent) for parent in parents])
+        db = sqlite_utils.Database(conn)
+        job_id = db["jobs"].insert({"kind": kind, "params": params_text, "title": title, "device": device,
+                                    "max_attempts": max_attempts, "created_at": _now_text()}).last_pk
+        db["job_dependencies"].insert_all({"job": job_id, "parent": parent} for parent in parents)
     return job_id
 
 
