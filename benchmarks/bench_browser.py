@@ -1,4 +1,5 @@
-"""The rating page in a real browser: key press to answer shown, Enter to next pair drawn, cold load, server CPU.
+"""The rating page in a real browser: key press to answer shown, Enter to next pair drawn, cold load, server CPU;
+the same for the 2AFC page (the original and two AI images).
 
 Starts the app (Streamlit, no file watcher) on a temporary demo-like
 workspace of 512x512 PNG pairs and drives one rater in headless chromium
@@ -22,11 +23,16 @@ On a phone (390x844, touch emulation), the same rater taps instead:
 - tap on Submit → next pair drawn: from Submit's touchstart to the next pair
   ready with both images, as for Enter.
 
-Goals: a key or tap shows within 50 ms, the next pair within 300 ms at p95
-(desktop and phone alike).
+The 2AFC page (a 2afc campaign on a workspace of its own, three 512x512
+images per set) is measured the same way: keys 1, 2, 0, ← and → (and taps on
+a phone) → answer shown, Enter (or Submit) → next set drawn with its three
+images loaded, a cold load, and server CPU per set.
 
-    python benchmarks/bench_browser.py            # 50 pairs (and 25 on the phone), 5 cold loads
-    python benchmarks/bench_browser.py --quick    # 12 pairs (and 6 on the phone), 3 cold loads
+Goals: a key or tap shows within 50 ms, the next pair or set within 300 ms
+at p95 (desktop and phone, rating and 2AFC alike).
+
+    python benchmarks/bench_browser.py            # 50 pairs and 50 sets (25 of each on the phone), 5 cold loads
+    python benchmarks/bench_browser.py --quick    # 12 pairs and 12 sets (6 of each on the phone), 3 cold loads
 """
 
 from __future__ import annotations
@@ -44,35 +50,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cpdm.store.workspace import init_workspace  # noqa: E402
-from tests.browser_support import app_server, launch_chromium, rater_world, shown_pair  # noqa: E402
+from tests.browser_support import (  # noqa: E402
+    app_server, launch_chromium, rater_world, shown_pair, shown_triplet, triplet_world,
+)
 
 QUESTIONS = 3
 KEY_GAP_S = 0.06  # a fast typist
+# The keys that answer a 2AFC question, and the answer each shows as chosen (panel.js, KEY_CHOICES).
+CHOICE_KEYS = {"1": "left", "ArrowLeft": "left", "2": "right", "ArrowRight": "right", "0": "cant_tell"}
+CHOICE_VALUES = ("left", "cant_tell", "right")
 
-# Installed once per page: records each digit's and each Enter's latency in window.__bench.
-PROBE_JS = """() => {
+# Installed once per page: records each answer key's and each Enter's latency in window.__bench. `answers` maps
+# each answering key to the value its button shows (a rating page's digits are their own values).
+PROBE_JS = """(answers) => {
   const panel = () => document.querySelector('[data-testid=stBidiComponentIsolated]')
       ?.shadowRoot?.querySelector('.cpdm-panel');
   const bench = window.__bench = {keys: [], pairs: [], waiting: 0};
   window.addEventListener('keydown', (event) => {
     const start = event.timeStamp;
     const root = panel();
-    if (/^[0-9]$/.test(event.key)) {
+    const value = answers ? answers[event.key] : (/^[0-9]$/.test(event.key) ? event.key : undefined);
+    if (value !== undefined) {
       const row = root.querySelector('.question.current');
       bench.waiting++;
       const check = () => {
-        const chosen = row && row.querySelector(`button.selected[data-value="${event.key}"]`);
+        const chosen = row && row.querySelector(`button.selected[data-value="${value}"]`);
         if (chosen) { bench.keys.push(performance.now() - start); bench.waiting--; }
         else requestAnimationFrame(check);
       };
       requestAnimationFrame(check);
     } else if (event.key === 'Enter') {
-      const before = root.dataset.pair;
+      const before = root.dataset.item;
+      const count = root.querySelectorAll('.images .image').length;
       bench.waiting++;
       const check = () => {
         const now = panel();
         const images = now ? [...now.querySelectorAll('.images img')] : [];
-        if (now && now.dataset.pair !== before && now.dataset.state === 'answering' && images.length === 2
+        if (now && now.dataset.item !== before && now.dataset.state === 'answering' && images.length === count
             && images.every((img) => img.complete && img.naturalWidth > 0)) {
           bench.pairs.push(performance.now() - start); bench.waiting--;
         } else requestAnimationFrame(check);
@@ -99,12 +113,13 @@ TOUCH_PROBE_JS = """() => {
       };
       requestAnimationFrame(check);
     } else if (button && button.classList.contains('submit')) {
-      const before = root.dataset.pair;
+      const before = root.dataset.item;
+      const count = root.querySelectorAll('.images .image').length;
       bench.waiting++;
       const check = () => {
         const now = panel();
         const images = now ? [...now.querySelectorAll('.images img')] : [];
-        if (now && now.dataset.pair !== before && now.dataset.state === 'answering' && images.length === 2
+        if (now && now.dataset.item !== before && now.dataset.state === 'answering' && images.length === count
             && images.every((img) => img.complete && img.naturalWidth > 0)) {
           bench.pairs.push(performance.now() - start); bench.waiting--;
         } else requestAnimationFrame(check);
@@ -118,7 +133,8 @@ PHONE = {"width": 390, "height": 844}
 READY_JS = """() => {
   const root = document.querySelector('[data-testid=stBidiComponentIsolated]')?.shadowRoot?.querySelector('.cpdm-panel');
   const images = root ? [...root.querySelectorAll('.images img')] : [];
-  return root && root.dataset.state === 'answering' && images.length === 2
+  return root && root.dataset.state === 'answering' && images.length >= 2
+      && images.length === root.querySelectorAll('.images .image').length
       && images.every((img) => img.complete && img.naturalWidth > 0) ? performance.now() : null;
 }"""
 
@@ -147,32 +163,72 @@ def cold_load(browser, url: str) -> float:
         context.close()
 
 
-def rate_pairs(page, n_pairs: int, rng: random.Random) -> dict:
-    """Answer ``n_pairs`` pairs by keyboard; return the page's measurements."""
-    page.evaluate(PROBE_JS)
-    pair = shown_pair(page)
+def rate_pairs(page, n_pairs: int, rng: random.Random, triplets: bool = False) -> dict:
+    """Answer ``n_pairs`` pairs (or, with ``triplets``, 2AFC sets) by keyboard; return the page's measurements."""
+    shown = shown_triplet if triplets else shown_pair
+    page.evaluate(PROBE_JS, CHOICE_KEYS if triplets else None)
+    item = shown(page)
     for _ in range(n_pairs):
         for _ in range(QUESTIONS):
-            page.keyboard.press(str(rng.randint(1, 5)))
+            page.keyboard.press(rng.choice(list(CHOICE_KEYS)) if triplets else str(rng.randint(1, 5)))
             time.sleep(KEY_GAP_S)
         page.keyboard.press("Enter")
         page.wait_for_function("() => window.__bench.waiting === 0", timeout=60_000)
-        pair = shown_pair(page, not_pair=pair)
+        item = shown(page, item)
     return page.evaluate("() => window.__bench")
 
 
-def tap_pairs(page, n_pairs: int, rng: random.Random) -> dict:
-    """Answer ``n_pairs`` pairs by tapping, as on a phone; return the page's measurements."""
+def tap_pairs(page, n_pairs: int, rng: random.Random, triplets: bool = False) -> dict:
+    """Answer ``n_pairs`` pairs (or, with ``triplets``, 2AFC sets) by tapping, as on a phone; return the page's
+    measurements."""
+    shown = shown_triplet if triplets else shown_pair
     page.evaluate(TOUCH_PROBE_JS)
-    pair = shown_pair(page)
+    item = shown(page)
     for _ in range(n_pairs):
         for question in page.locator(".cpdm-panel .question").all():
-            question.locator(f'button[data-value="{rng.randint(1, 5)}"]').tap()
+            value = rng.choice(CHOICE_VALUES) if triplets else rng.randint(1, 5)
+            question.locator(f'button[data-value="{value}"]').tap()
             time.sleep(KEY_GAP_S)
         page.locator(".cpdm-panel button.submit").tap()
         page.wait_for_function("() => window.__bench.waiting === 0", timeout=60_000)
-        pair = shown_pair(page, not_pair=pair)
+        item = shown(page, item)
     return page.evaluate("() => window.__bench")
+
+
+def measure(browser, server, url: str, n_items: int, n_phone: int, n_cold: int, triplets: bool) -> dict:
+    """Cold loads, then ``n_items`` items by keyboard at 1280x720 and ``n_phone`` by tapping on a phone."""
+    shown = shown_triplet if triplets else shown_pair
+    cold_load(browser, url)  # the first run imports the app's modules: not what a rater's load costs
+    cold = [cold_load(browser, url) for _ in range(n_cold)]
+    page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    page.goto(url)
+    shown(page)
+    cpu_before = cpu_seconds(server.process.pid)
+    measured = rate_pairs(page, n_items, random.Random(1), triplets)
+    cpu_per_item = (cpu_seconds(server.process.pid) - cpu_before) / n_items
+    page.context.close()
+    phone = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
+    phone.goto(url)
+    shown(phone)
+    touched = tap_pairs(phone, n_phone, random.Random(2), triplets)
+    phone.context.close()
+    return {"cold": cold, "keys": measured["keys"], "next": measured["pairs"], "taps": touched["taps"],
+            "phone_next": touched["pairs"], "cpu": cpu_per_item}
+
+
+def report(m: dict, item: str, prefix: str = "") -> None:
+    """Print one page's figures (``item``: what is answered, "pair" or "set")."""
+    print(f"{prefix}key press -> answer shown: p50 {percentile(m['keys'], 0.5):.1f} ms, "
+          f"p95 {percentile(m['keys'], 0.95):.1f} ms (goal: 50 ms)")
+    print(f"{prefix}Enter -> next {item} drawn:  p50 {percentile(m['next'], 0.5):.1f} ms, "
+          f"p95 {percentile(m['next'], 0.95):.1f} ms (goal: p95 300 ms)")
+    print(f"{prefix}phone: tap -> answer shown: p50 {percentile(m['taps'], 0.5):.1f} ms, "
+          f"p95 {percentile(m['taps'], 0.95):.1f} ms (goal: 50 ms)")
+    print(f"{prefix}phone: Submit -> next {item}: p50 {percentile(m['phone_next'], 0.5):.1f} ms, "
+          f"p95 {percentile(m['phone_next'], 0.95):.1f} ms (goal: p95 300 ms)")
+    print(f"{prefix}cold load of the page:     p50 {percentile(m['cold'], 0.5):.1f} ms, "
+          f"p95 {percentile(m['cold'], 0.95):.1f} ms")
+    print(f"{prefix}server CPU per {item}:       {m['cpu']:.3f} s")
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -181,8 +237,8 @@ def summary(name: str, values: list[float]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="12 pairs and 3 cold loads (under a minute)")
-    parser.add_argument("--pairs", type=int, help="pairs to rate (default 50; quick 12)")
+    parser.add_argument("--quick", action="store_true", help="12 pairs, 12 sets and 3 cold loads each (a few minutes)")
+    parser.add_argument("--pairs", type=int, help="pairs to rate, and 2AFC sets to judge (default 50; quick 12)")
     parser.add_argument("--cold-loads", type=int, help="cold loads to time (default 5; quick 3)")
     args = parser.parse_args(argv)
     n_pairs = args.pairs or (12 if args.quick else 50)
@@ -190,44 +246,37 @@ def main(argv=None) -> None:
     n_phone = max(1, n_pairs // 2)
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="cpdm-bench-browser-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cpdm-bench-browser-") as tmp, sync_playwright() as p:
+        browser = launch_chromium(p)
         ws = init_workspace(Path(tmp) / "ws")
         rater, token = rater_world(ws, n_anchors=(n_pairs + n_phone + 1) // 2 + 2, image_size=512)
-        with app_server(ws.root) as server, sync_playwright() as p:
-            browser = launch_chromium(p)
-            url = f"{server.url}/?token={token}"
-            cold_load(browser, url)  # the first run imports the app's modules: not what a rater's load costs
-            cold = [cold_load(browser, url) for _ in range(n_cold)]
-            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
-            page.goto(url)
-            shown_pair(page)
-            cpu_before = cpu_seconds(server.process.pid)
-            measured = rate_pairs(page, n_pairs, random.Random(1))
-            cpu_per_pair = (cpu_seconds(server.process.pid) - cpu_before) / n_pairs
-            phone = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
-            phone.goto(url)
-            shown_pair(phone)
-            touched = tap_pairs(phone, n_phone, random.Random(2))
-            browser.close()
+        with app_server(ws.root) as server:
+            rating = measure(browser, server, f"{server.url}/?token={token}", n_pairs, n_phone, n_cold, False)
         saved = ws.conn.execute("SELECT COUNT(DISTINCT pair) FROM ratings WHERE rater = ?", (rater.id,)).fetchone()[0]
         ws.close()
-    keys, pairs = measured["keys"], measured["pairs"]
-    taps, tapped_pairs = touched["taps"], touched["pairs"]
+        # The 2AFC page on a workspace of its own: three generations per anchor, every set of two of them.
+        ws = init_workspace(Path(tmp) / "ws-2afc")
+        rater, token, _ = triplet_world(ws, n_anchors=(n_pairs + n_phone) // 3 + 2, image_size=512)
+        with app_server(ws.root) as server:
+            two_afc = measure(browser, server, f"{server.url}/?token={token}", n_pairs, n_phone, n_cold, True)
+        judged = ws.conn.execute("SELECT COUNT(DISTINCT triplet) FROM judgments WHERE rater = ?",
+                                 (rater.id,)).fetchone()[0]
+        ws.close()
+        browser.close()
     print(f"pairs rated: {n_pairs} by keyboard, {n_phone} by tapping on a phone (saved: {saved}), "
-          f"key presses timed: {len(keys)}, taps timed: {len(taps)}, cold loads: {n_cold}")
-    print(f"key press -> answer shown: p50 {percentile(keys, 0.5):.1f} ms, p95 {percentile(keys, 0.95):.1f} ms "
-          f"(goal: 50 ms)")
-    print(f"Enter -> next pair drawn:  p50 {percentile(pairs, 0.5):.1f} ms, p95 {percentile(pairs, 0.95):.1f} ms "
-          f"(goal: p95 300 ms)")
-    print(f"phone: tap -> answer shown: p50 {percentile(taps, 0.5):.1f} ms, p95 {percentile(taps, 0.95):.1f} ms "
-          f"(goal: 50 ms)")
-    print(f"phone: Submit -> next pair: p50 {percentile(tapped_pairs, 0.5):.1f} ms, "
-          f"p95 {percentile(tapped_pairs, 0.95):.1f} ms (goal: p95 300 ms)")
-    print(f"cold load of the page:     p50 {percentile(cold, 0.5):.1f} ms, p95 {percentile(cold, 0.95):.1f} ms")
-    print(f"server CPU per pair:       {cpu_per_pair:.3f} s")
-    print(f"RESULT {summary('key', keys)} {summary('next_pair', pairs)} {summary('cold_load', cold)} "
-          f"{summary('phone_tap', taps)} {summary('phone_next_pair', tapped_pairs)} "
-          f"server_cpu_s_per_pair={cpu_per_pair:.3f} pairs={n_pairs} phone_pairs={n_phone} saved={saved}")
+          f"key presses timed: {len(rating['keys'])}, taps timed: {len(rating['taps'])}, cold loads: {n_cold}")
+    report(rating, "pair")
+    print(f"2AFC sets judged: {n_pairs} by keyboard, {n_phone} by tapping on a phone (saved: {judged}), "
+          f"key presses timed: {len(two_afc['keys'])}, taps timed: {len(two_afc['taps'])}, cold loads: {n_cold}")
+    report(two_afc, "set", "2AFC ")
+    print(f"RESULT {summary('key', rating['keys'])} {summary('next_pair', rating['next'])} "
+          f"{summary('cold_load', rating['cold'])} {summary('phone_tap', rating['taps'])} "
+          f"{summary('phone_next_pair', rating['phone_next'])} server_cpu_s_per_pair={rating['cpu']:.3f} "
+          f"{summary('afc_key', two_afc['keys'])} {summary('afc_next_set', two_afc['next'])} "
+          f"{summary('afc_cold_load', two_afc['cold'])} {summary('afc_phone_tap', two_afc['taps'])} "
+          f"{summary('afc_phone_next_set', two_afc['phone_next'])} afc_server_cpu_s_per_set={two_afc['cpu']:.3f} "
+          f"pairs={n_pairs} phone_pairs={n_phone} saved={saved} sets={n_pairs} phone_sets={n_phone} "
+          f"afc_saved={judged}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The rating page: the original and the AI image side by side, the protocol's questions, submit.
+"""The rating page: the rater's next item, its questions, submit.
+
+The item is a pair (the original beside one AI image, questions on scales) or,
+in a 2AFC campaign, a triplet (the original and two AI images, "which is more
+of a copy?"); whichever ``next_item`` gives, the answer panel shows it.
 
 Everything a rater has submitted lives in the database; the page is rebuilt
 from it on every run, so a refresh or a visit days later resumes at the
@@ -8,10 +12,11 @@ they are submitted, all at once (see ``cpdm.app.answer_panel``).
 
 import streamlit as st
 
-from cpdm.app.answer_panel.widget import show_pair
+from cpdm.app.answer_panel.widget import show_item
 from cpdm.rating.device_gate import device_refused
 from cpdm.rating.devices import device_of
 from cpdm.rating.recruit import finished_recruitment, next_item_for
+from cpdm.rating.rules import campaign_kind
 from cpdm.rating.submit import rater_overall_progress
 from cpdm.app.participant_ui import show_study_end
 from cpdm.app.ui import require_rater
@@ -22,11 +27,11 @@ ws, rater = require_rater()
 def thank_you() -> None:
     st.title("Thank you!")
     st.write(
-        "Every pair that needs a rating from your group has been rated. You can close this page; "
-        "if the study team adds more pairs, this same link will show them."
+        "Everything that needs an answer from your group has been answered. You can close this page; "
+        "if the study team adds more images, this same link will show them."
     )
     done = rater_overall_progress(ws, rater).done
-    st.metric("Pairs you rated", done)
+    st.metric("Pairs and sets you answered", done)
 
 
 def desktop_only() -> None:
@@ -48,8 +53,9 @@ item = next_item_for(ws, rater, device=device)  # a rater from a recruitment lin
 if item is None:
     recruitment = finished_recruitment(ws, rater)
     if recruitment is not None:  # the study's end page: completion code, redirect to the platform
-        show_study_end(recruitment, rater_overall_progress(ws, rater).done)
+        done = rater_overall_progress(ws, rater).done
+        show_study_end(recruitment, done, campaign_kind(ws.conn, recruitment.campaign))
     else:
         thank_you()
     st.stop()
-show_pair(ws, rater, item)
+show_item(ws, rater, item)  # a pair or a triplet: the panel shows either

@@ -134,3 +134,54 @@ def shown_pair(page, not_pair: int | None = None, timeout_ms: float = 30_000) ->
     panel = page.locator(selector)
     panel.wait_for(timeout=timeout_ms)
     return int(panel.get_attribute("data-pair"))
+
+
+def triplet_world(ws, n_anchors: int, gens_per_anchor: int = 3, image_size: int | tuple[int, int] = 256,
+                  generation_size: int | tuple[int, int] | None = None, protocol_text: str | None = None,
+                  include_checks: bool = False, per_anchor: int | None = None):
+    """A 2AFC campaign over PNG pairs (every pair of one anchor's generations, unless ``per_anchor`` says how many
+    triplets each anchor gets) and a consented artist; returns (rater, token, campaign id).
+
+    ``protocol_text`` defaults to the shipped 2afc protocol (its questions: copy, content, style).
+    """
+    from cpdm.rating.auth import create_rater, record_consent
+    from cpdm.rating.triplets import create_2afc_campaign
+    from tests.rating_fixtures import add_pairs
+
+    _, pairs = add_pairs(ws, n_anchors, gens_per_anchor, image_size=image_size, generation_size=generation_size)
+    if per_anchor is None:
+        per_anchor = gens_per_anchor * (gens_per_anchor - 1) // 2
+    campaign = create_2afc_campaign(ws, "compare", pairs, design="balanced", per_anchor=per_anchor,
+                                    protocol_text=protocol_text, overlap={"artist": 1, "lay": 1},
+                                    include_checks=include_checks)
+    ws.set_meta("demo", "1")  # the banner takes room above the panel, as in the demo
+    rater, token = create_rater(ws, "Ada", "artist")
+    record_consent(ws, rater.id)
+    return rater, token, campaign
+
+
+def shown_triplet(page, not_triplet: int | None = None, timeout_ms: float = 30_000) -> int:
+    """The triplet the panel shows once it is ready for answers (a triplet other than ``not_triplet``)."""
+    selector = PANEL_READY + "[data-triplet]" + (
+        f':not([data-triplet="{not_triplet}"])' if not_triplet is not None else "")
+    panel = page.locator(selector)
+    panel.wait_for(timeout=timeout_ms)
+    return int(panel.get_attribute("data-triplet"))
+
+
+# The sha256 of each image the panel shows, by slot, computed inside the page from the blob: URLs' bytes.
+SHOWN_IMAGE_HASHES_JS = """async () => {
+  const root = document.querySelector('[data-testid=stBidiComponentIsolated]').shadowRoot;
+  const hashes = {};
+  for (const img of root.querySelectorAll('.images img')) {
+    const bytes = await (await fetch(img.src)).arrayBuffer();
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+    hashes[img.dataset.image] = [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+  }
+  return hashes;
+}"""
+
+
+def shown_image_hashes(page) -> dict[str, str]:
+    """The sha256 of the bytes of each image the panel shows ("original", "generated" / "left", "right")."""
+    return page.evaluate(SHOWN_IMAGE_HASHES_JS)

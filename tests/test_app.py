@@ -183,7 +183,7 @@ def test_rating_page_hides_method_prompt_and_other_answers(ws, world):
     for secret in ("esd", "original, esd", "tiny-sd", "a painting", "bob"):
         assert secret not in text
     # Bob's answers appear nowhere on Ann's page: the panel is given questions, never answers.
-    assert set(shown) == {"campaign", "pair", "nonce", "questions", "images", "progress", "notice",
+    assert set(shown) == {"campaign", "mode", "pair", "nonce", "questions", "images", "progress", "notice",
                           "max_skip_reason", "round"}
     assert shown["notice"] is None
 

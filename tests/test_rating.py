@@ -169,8 +169,8 @@ def test_cli_campaign_create_list_status(ws, runner):
     result = invoke(runner, ws, "campaign", "create", "plain", "--variant", "esd", "--no-include-checks")
     assert "3 pairs, 0 attention checks, overlap artist=3,lay=3" in result.output
     listing = invoke(runner, ws, "campaign", "list").output.splitlines()
-    assert listing[0].split() == ["id", "name", "status", "pairs", "overlap"]
-    assert listing[1].split() == ["1", "chars", "open", "4", "artist=2,lay=1"]
+    assert listing[0].split() == ["id", "name", "status", "kind", "design", "pairs", "triplets", "overlap"]
+    assert listing[1].split() == ["1", "chars", "open", "rating", "-", "4", "-", "artist=2,lay=1"]
     rater, _ = create_rater(ws, "ann", "artist")
     item = next_item(ws, rater)
     submit(ws, rater, item.campaign, item.pair, ANSWERS, nonce=uuid.uuid4().hex)

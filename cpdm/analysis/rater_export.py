@@ -46,15 +46,20 @@ FROM raters x
 LEFT JOIN recruited_raters rr ON rr.rater = x.id AND rr.campaign = :campaign
 LEFT JOIN recruit_links l ON l.id = rr.link
 WHERE x.id IN (SELECT rater FROM assignments WHERE campaign = :campaign
+               UNION SELECT rater FROM triplet_assignments WHERE campaign = :campaign
                UNION SELECT rater FROM recruited_raters WHERE campaign = :campaign)
 ORDER BY x.id
 """
 
 # One row per (rater, pair) the rater answered or skipped: every question's row shares the pair's times.
+# A 2afc campaign's items are triplets, judged (or skipped) the same way: "pairs" then count triplets.
 _PAIRS_DONE = """
 SELECT r.rater AS rater_id, r.pair, MAX(r.value IS NULL) AS skipped, MAX(r.seconds) AS seconds,
        MAX(r.too_fast) AS too_fast
 FROM ratings r WHERE r.campaign = :campaign GROUP BY r.rater, r.pair
+UNION ALL
+SELECT j.rater AS rater_id, j.triplet, MAX(j.answer IS NULL), MAX(j.seconds), MAX(j.too_fast)
+FROM judgments j WHERE j.campaign = :campaign GROUP BY j.rater, j.triplet
 """
 
 

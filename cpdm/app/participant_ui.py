@@ -1,4 +1,5 @@
-"""What raters' pages show besides pairs: instructions and consent, the background questions, a study's end page.
+"""What raters' pages show besides the items they judge: instructions and consent, the background questions, a
+study's end page.
 
 The background questions come from the campaign's protocol
 (``cpdm.rating.background``); the end page is for raters recruited through a
@@ -39,11 +40,19 @@ def redirect_after(url: str, seconds: float = REDIRECT_SECONDS) -> None:
     _redirect_component()(key=COMPONENT_NAME, data={"url": url, "delay_ms": int(seconds * 1000)})
 
 
+# How the rating page is worked from a keyboard, by the kind of campaign (the protocol's ``kind``).
+KEYBOARD_HELP = {
+    "rating": "**Keyboard:** press a digit to answer the highlighted question, **Enter** to submit the pair.",
+    "2afc": "**Keyboard:** for the highlighted question press **1** or **←** for AI image 1, **2** or **→** for "
+            "AI image 2, **0** if you can't tell; **Enter** submits the set.",
+}
+
+
 def instructions_and_consent(protocol, key: str) -> bool:
     """The protocol's instructions and consent text, and its agreement box; whether the box is ticked."""
     st.subheader("How this works")
     st.markdown(protocol.instructions)
-    st.markdown("**Keyboard:** press a digit to answer the highlighted question, **Enter** to submit the pair.")
+    st.markdown(KEYBOARD_HELP[getattr(protocol, "kind", "rating")])
     st.subheader("Consent")
     st.markdown(protocol.consent)
     return st.checkbox("I have read the above and agree", key=key)
@@ -75,10 +84,13 @@ def background_input(question, subject: str, previous, key: str):
     return None if declined else value
 
 
-def show_study_end(recruitment, pairs_done: int) -> None:
-    """The end page for a rater who finished their link's study (``cpdm.rating.recruit.Recruitment``)."""
+def show_study_end(recruitment, done: int, kind: str = "rating") -> None:
+    """The end page for a rater who finished their link's study (``cpdm.rating.recruit.Recruitment``).
+
+    ``done`` counts what they answered: pairs rated, or sets of images compared in a 2afc campaign (``kind``).
+    """
     st.title("Thank you!")
-    st.write(f"You have finished the study: {pairs_done} pairs rated.")
+    st.write(f"You have finished the study: {done} {'sets of images compared' if kind == '2afc' else 'pairs rated'}.")
     if recruitment.completion_code:
         st.markdown("Your completion code (enter it on your platform):")
         st.code(recruitment.completion_code, language=None)

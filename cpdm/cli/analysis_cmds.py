@@ -257,6 +257,14 @@ def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
     skip_reason, shown_at, submitted_at, seconds, too_fast, flagged,
     simulated. Rater names never leave the workspace.
 
+    A 2afc campaign is exported one row per judgment (a rater's answer to
+    one question on one triplet): triplet, anchor, kind, rater, role,
+    question, the pair, generation and variant on the left and on the
+    right as shown, answer (left, right or cant_tell; empty when skipped),
+    the chosen pair, generation and variant (empty for can't tell),
+    skip_reason, shown_at, submitted_at, seconds, too_fast, flagged,
+    simulated.
+
     In CSV, a text cell that starts with = + - @, a tab or a carriage return
     (e.g. a skip reason "=HYPERLINK(...)") gets a leading apostrophe, so a
     spreadsheet shows it as text instead of running it as a formula. Numbers
@@ -277,6 +285,7 @@ def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
     """
     from cpdm.analysis.data import export_frame, write_table
     from cpdm.rating.campaigns import campaign_id_by_name
+    from cpdm.rating.rules import campaign_kind
     from cpdm.errors import CpdmError
 
     ws = open_ws(workspace)
@@ -284,11 +293,27 @@ def export_ratings_cmd(workspace, campaign, fmt, out, table, flagged):
     if table is not None:
         export_raters(ws, campaign, campaign_id, table, flagged, Path(out), fmt)
         return
+    if campaign_kind(ws.conn, campaign_id) == "2afc":
+        export_judgments(ws, campaign, campaign_id, Path(out), fmt)
+        return
     frame = export_frame(ws, campaign_id)
     if len(frame) == 0:
         raise CpdmError(f"campaign {campaign!r} has no ratings to export")
     path = write_table(frame, Path(out), fmt)
     click.echo(f"{len(frame)} ratings of campaign {campaign!r} written to {path}")
+
+
+def export_judgments(ws, campaign: str, campaign_id: int, out: Path, fmt: str) -> None:
+    """`cpdm export` of a 2afc campaign: one row per judgment (cpdm.analysis.judgment_export)."""
+    from cpdm.analysis.data import write_table
+    from cpdm.analysis.judgment_export import judgment_export_frame
+    from cpdm.errors import CpdmError
+
+    frame = judgment_export_frame(ws, campaign_id)
+    if len(frame) == 0:
+        raise CpdmError(f"campaign {campaign!r} has no judgments to export")
+    path = write_table(frame, out, fmt)
+    click.echo(f"{len(frame)} judgments of campaign {campaign!r} written to {path}")
 
 
 def export_raters(ws, campaign: str, campaign_id: int, table: str, flagged: str, out: Path, fmt: str) -> None:

@@ -13,6 +13,8 @@ from cpdm.cli.options import cpdm_command, open_ws, print_table, workspace_optio
 from cpdm.cli.recruit_cmds import CAMPAIGN_COMMANDS
 from cpdm.rating.protocol import load_protocol_file
 from cpdm.rating.submit import campaign_status
+from cpdm.rating.triplets import campaign_design, create_2afc_campaign_from_filters
+from cpdm.store.workspace import CAMPAIGN_KINDS, TRIPLET_DESIGNS
 
 
 @click.group("campaign")
@@ -22,6 +24,7 @@ def campaign_cmd():
     \b
     Examples:
       cpdm campaign create monet-esd --artist "Claude Monet" --variant original --variant esd
+      cpdm campaign create monet-duel --kind 2afc --triplets balanced --artist "Claude Monet"
       cpdm campaign list
       cpdm campaign status monet-esd
       cpdm campaign recount monet-esd
@@ -31,7 +34,8 @@ def campaign_cmd():
 @campaign_cmd.command("create")
 @click.argument("name")
 @click.option("--protocol", "protocol_file", type=click.Path(dir_okay=False),
-              help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml).")
+              help="Protocol TOML file (default: the shipped cpdm/rating/protocols/default.toml, or 2afc.toml "
+                   "with --kind 2afc).")
 @click.option("--overlap", default=format_overlap(DEFAULT_OVERLAP), show_default=True,
               help="Ratings each pair needs per role.")
 @click.option("--category", "categories", multiple=True, help="Only anchors of this category (repeatable).")
@@ -39,23 +43,69 @@ def campaign_cmd():
 @click.option("--variant", "variants", multiple=True, help="Only generations of this model variant (repeatable).")
 @click.option("--include-checks/--no-include-checks", default=True, show_default=True,
               help="Mix in attention checks (identical and unrelated pairs) at the protocol's rate.")
+@click.option("--kind", type=click.Choice(CAMPAIGN_KINDS), default="rating", show_default=True,
+              help="rating: each pair on the protocol's scales; 2afc: which of two AI images is more of a copy.")
+@click.option("--triplets", "design", type=click.Choice(TRIPLET_DESIGNS), default=None,
+              help="With --kind 2afc: how triplets are chosen (default balanced; active starts with a balanced "
+                   "warm-up and offers the rest as judgments arrive).")
+@click.option("--triplets-per-anchor", "per_anchor", type=click.IntRange(1, 10_000), default=None,
+              help="With --kind 2afc: triplets per anchor (default: the typical pairs per anchor, so each "
+                   "generation is in about two).")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --kind 2afc: seed of the triplet design.")
 @workspace_option
 @cpdm_command
-def campaign_create_cmd(name, protocol_file, overlap, categories, artists, variants, include_checks, workspace):
+def campaign_create_cmd(name, protocol_file, overlap, categories, artists, variants, include_checks, kind, design,
+                        per_anchor, seed, workspace):
     """Create a campaign over the pairs matching the filters.
 
     The protocol file's text is frozen into the campaign: editing the file
     later does not change a running campaign. Raters work through open
     campaigns, oldest first.
 
+    With --kind 2afc raters see the original with two AI images of it and
+    choose which is more of a copy; a triplet is two generations of one
+    anchor, from any variants. --triplets balanced gives each generation
+    about equally many triplets and each anchor the same number; random
+    draws them uniformly; active holds every candidate and offers a
+    balanced warm-up first. The protocol must be a 2afc one (default: the
+    shipped 2afc.toml); --overlap then counts judgments per triplet.
+
     \b
-    Example:
+    Examples:
       cpdm campaign create portraits --category portrait --overlap artist=3,lay=5 \\
           --protocol my_protocol.toml
+      cpdm campaign create duel --kind 2afc --triplets active --triplets-per-anchor 4
     """
     overlap_counts = parse_overlap(overlap)
+    if kind != "2afc" and (design is not None or per_anchor is not None):
+        from cpdm.errors import CpdmError
+
+        option = "--triplets" if design is not None else "--triplets-per-anchor"
+        raise CpdmError(f"{option} is for comparative campaigns: add --kind 2afc")
     protocol_text = load_protocol_file(protocol_file)[0] if protocol_file else None
     ws = open_ws(workspace)
+    if kind == "2afc":
+        design = design or "balanced"
+        campaign_id, n_triplets = create_2afc_campaign_from_filters(
+            ws, name, categories=categories, artists=artists, variants=variants, design=design,
+            per_anchor=per_anchor, protocol_text=protocol_text, overlap=overlap_counts,
+            include_checks=include_checks, seed=seed,
+        )
+        n_pairs = ws.conn.execute(
+            "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal' "
+            "WHERE cp.campaign = ?", (campaign_id,)).fetchone()[0]
+        checks = ws.conn.execute(
+            "SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'check' "
+            "WHERE ct.campaign = ?", (campaign_id,)).fetchone()[0]
+        waiting = ws.conn.execute(
+            "SELECT COUNT(*) FROM campaign_triplets WHERE campaign = ? AND priority = 0", (campaign_id,)).fetchone()[0]
+        held_back = f", {waiting} more held for the active queue" if waiting else ""
+        click.echo(
+            f"campaign {name.strip()!r} (id {campaign_id}, 2afc, {design}): {n_triplets} triplets over "
+            f"{n_pairs} pairs{held_back}, {checks} attention checks, "
+            f"overlap {format_overlap(overlap_counts)}"
+        )
+        return
     campaign_id, n_pairs = create_campaign_from_filters(
         ws, name, categories=categories, artists=artists, variants=variants, protocol_text=protocol_text,
         overlap=overlap_counts, include_checks=include_checks,
@@ -71,7 +121,7 @@ def campaign_create_cmd(name, protocol_file, overlap, categories, artists, varia
 @workspace_option
 @cpdm_command
 def campaign_list_cmd(workspace):
-    """List campaigns with their pair counts, overlap and status.
+    """List campaigns with their kind (rating or 2afc), triplet design, pair and triplet counts, overlap and status.
 
     \b
     Example:
@@ -81,7 +131,9 @@ def campaign_list_cmd(workspace):
     if not rows:
         click.echo("no campaigns (create one with `cpdm campaign create NAME`)")
         return
-    print_table([{**r, "overlap": format_overlap(r["overlap"])} for r in rows], ["id", "name", "status", "pairs", "overlap"])
+    print_table([{**r, "overlap": format_overlap(r["overlap"]), "design": r["design"] or "-",
+                  "triplets": r["triplets"] if r["kind"] == "2afc" else "-"} for r in rows],
+                ["id", "name", "status", "kind", "design", "pairs", "triplets", "overlap"])
 
 
 @campaign_cmd.command("status")
@@ -93,15 +145,21 @@ def campaign_status_cmd(name, workspace):
 
     Per role: ratings needed and done, raters, flagged raters, median seconds
     per pair. Per rater: pairs done and skipped, attention checks, too-fast
-    answers, flag.
+    answers, flag. A 2afc campaign counts triplets (those offered now)
+    instead of pairs.
 
     \b
     Example:
       cpdm campaign status monet-esd
     """
     ws = open_ws(workspace)
-    status = campaign_status(ws, campaign_id_by_name(ws, name))
-    click.echo(f"campaign {name!r}: {status['pairs']} pairs")
+    campaign_id = campaign_id_by_name(ws, name)
+    status = campaign_status(ws, campaign_id)
+    if status["kind"] == "2afc":
+        design = campaign_design(ws, campaign_id)[1]
+        click.echo(f"campaign {name!r} (2afc, {design}): {status['triplets']} triplets over {status['pairs']} pairs")
+    else:
+        click.echo(f"campaign {name!r}: {status['pairs']} pairs")
     click.echo()
     print_table(status["per_role"], ["role", "overlap", "needed", "done", "percent", "raters", "flagged", "median_seconds"])
     click.echo()
@@ -117,7 +175,7 @@ def campaign_status_cmd(name, workspace):
 @workspace_option
 @cpdm_command
 def campaign_recount_cmd(name, workspace):
-    """Recount how often each pair of campaign NAME was assigned and rated.
+    """Recount how often each pair (2afc: triplet) of campaign NAME was assigned and answered.
 
     Claims and submits keep these counters right. Ratings or assignments
     written by hand (SQL, an import from elsewhere) leave them behind: run
@@ -130,7 +188,10 @@ def campaign_recount_cmd(name, workspace):
     ws = open_ws(workspace)
     campaign_id = campaign_id_by_name(ws, name)
     rebuild_pair_load(ws, campaign_id)
-    click.echo(f"campaign {name!r}: pair load recounted from its assignments and ratings")
+    if campaign_design(ws, campaign_id)[0] == "2afc":
+        click.echo(f"campaign {name!r}: triplet load recounted from its assignments and judgments")
+    else:
+        click.echo(f"campaign {name!r}: pair load recounted from its assignments and ratings")
 
 
 @click.group("raters")

@@ -41,6 +41,7 @@ from cpdm.store.images import (
 from cpdm.store.rows import add_anchor_in
 from cpdm.store.workspace import ANCHOR_CATEGORIES, Workspace
 from cpdm.progress import track
+from cpdm.user_files import read_user_text
 
 META_COLUMNS = ("file", "artist", "title", "category", "source", "license")
 REQUIRED_COLUMNS = ("file",)
@@ -187,14 +188,7 @@ def _walk_folder(folder_arg: Path, folder: Path, default_category: str, problems
 
 def _read_meta_rows(meta_csv: Path) -> list[tuple[int, dict[str, str]]]:
     """The CSV's rows as (line number, column -> value); any structural problem is an error."""
-    try:
-        text = meta_csv.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise AnchorImportError(f"{meta_csv}: no such file") from exc
-    except UnicodeDecodeError as exc:
-        raise AnchorImportError(f"{meta_csv}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise AnchorImportError(f"{meta_csv}: cannot read ({exc.strerror or exc})") from exc
+    text = read_user_text(meta_csv, meta_csv, AnchorImportError)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)

@@ -44,6 +44,7 @@ from cpdm.store.rows import (
     make_check_pairs_in,
     make_pairs_in,
 )
+from cpdm.user_files import read_user_text
 
 NOTHING_IMPORTED = "nothing was imported"
 
@@ -112,14 +113,7 @@ class DatasetFolder:
 def read_csv_rows(source: DatasetFolder, name: str, columns: tuple[str, ...]) -> list[dict]:
     """The rows of a CSV file inside the dataset, each with ``_where`` (file and line) for messages."""
     shown = source.shown / name
-    try:
-        text = source.file(name, str(shown)).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"{shown}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+    text = read_user_text(source.file(name, str(shown)), shown, DatasetError, missing="missing")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         missing = [c for c in columns if c not in (reader.fieldnames or ())]

@@ -17,6 +17,11 @@ Rules (see the campaign's protocol and overlap):
   toward normal pairs' overlap. When a rater's role has no normal pairs left
   for them, they get nothing (the app shows a thank-you page).
 
+A 2afc campaign assigns triplets by the same rules
+(:mod:`cpdm.rating.judgments`); :func:`next_item`, :func:`claim_next` and
+:func:`held_item` return a :class:`~cpdm.rating.judgments.TripletItem` for
+one, so the rating page asks these functions whatever the campaign's kind.
+
 Every claim runs inside one write transaction (BEGIN IMMEDIATE, see
 :func:`write_transaction`), so two raters never take the last open slot of a pair
 at the same time. Showing the item a rater already holds is a plain read.
@@ -30,15 +35,18 @@ and all of a process's rating writes share one connection and a fair lock
 
 from __future__ import annotations
 
-import functools
-import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cpdm.rating.campaigns import RATING_ROLES, get_campaign
+from cpdm.rating.judgments import (
+    TripletItem, claim_triplet, claim_triplet_in, held_triplet, oldest_held_triplet, recount_triplet_load,
+)
 from cpdm.rating.pair_load import recount_pair_load
-from cpdm.rating.protocol import Protocol, parse_protocol
+from cpdm.rating.protocol import Protocol
+# Shared with triplets (cpdm.rating.judgments); imported here too for the callers that know them from here.
+from cpdm.rating.rules import answered_count, campaign_kind, campaign_settings, check_due, expire_stale  # noqa: F401
 from cpdm.store.time import format_time, utc_now
 from cpdm.store.writer import write_transaction
 
@@ -56,35 +64,6 @@ class Item:
     assigned_at: str
     expires_at: str
     kind: str
-
-
-@functools.lru_cache(maxsize=64)
-def _protocol_from_text(text: str) -> Protocol:
-    return parse_protocol(text, frozen=True)
-
-
-def campaign_settings(conn, campaign_id: int) -> tuple[dict, Protocol]:
-    """A campaign's overlap (ratings per pair per role) and its frozen protocol, read inside a transaction."""
-    import json
-
-    row = conn.execute("SELECT overlap, protocol FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
-    return json.loads(row[0]), _protocol_from_text(row[1])
-
-
-def expire_stale(conn, campaign_id: int, now_text: str) -> int:
-    """Expire assignments past their deadline and give their slots back; returns how many."""
-    expired = conn.execute(
-        "UPDATE assignments SET status = 'expired' "
-        "WHERE campaign = ? AND status = 'assigned' AND expires_at <= ? RETURNING pair, rater",
-        (campaign_id, now_text),
-    ).fetchall()
-    for pair, rater in expired:
-        conn.execute(
-            "UPDATE pair_load SET load = load - 1 "
-            "WHERE campaign = ? AND pair = ? AND role = (SELECT role FROM raters WHERE id = ?) AND load > 0",
-            (campaign_id, pair, rater),
-        )
-    return len(expired)
 
 
 def _item_for(conn, campaign_id: int, pair_id: int, rater_id: int) -> Item:
@@ -195,19 +174,6 @@ def _pick_check(conn, campaign_id: int, rater_id: int, rng: random.Random, top_p
     return None if row is None else row[0]
 
 
-def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate: float) -> bool:
-    """Whether the rater's next pair should be an attention check.
-
-    Checks are spread evenly at ``rate`` (one in ten for 0.1), with a
-    per-rater offset so raters do not all meet their first check at the
-    same position.
-    """
-    if rate <= 0:
-        return False
-    offset = random.Random(f"check-offset:{campaign_id}:{rater_id}").random()
-    return checks_seen < math.floor(rate * (seen + 1) + offset)
-
-
 def ensure_pair_load(conn, campaign_id: int, now_text: str) -> bool:
     """Build the campaign's load counters if it has none (a campaign made outside create_campaign).
 
@@ -230,7 +196,10 @@ def rebuild_pair_load(ws, campaign_id: int, now: datetime | None = None) -> None
     counters behind: run this afterwards, or overlap is not kept.
     """
     with ws.transaction() as conn:
-        recount_pair_load(conn, campaign_id, format_time(now or utc_now()))
+        if campaign_kind(conn, campaign_id) == "2afc":  # a 2afc campaign counts its triplets
+            recount_triplet_load(conn, campaign_id, format_time(now or utc_now()))
+        else:
+            recount_pair_load(conn, campaign_id, format_time(now or utc_now()))
 
 
 _HELD_ITEM = (
@@ -250,19 +219,29 @@ def _held_item(conn, campaign_id: int, rater_id: int, now_text: str) -> Item | N
     return _row_item(row)
 
 
-def held_item(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | None:
-    """The rater's current item in the campaign while it has not timed out, by a read (no claim)."""
+def held_item(ws, campaign_id: int, rater, now: datetime | None = None) -> Item | TripletItem | None:
+    """The rater's current item in the campaign while it has not timed out, by a read (no claim).
+
+    A pair in a rating campaign, a triplet in a 2afc one.
+    """
+    if campaign_kind(ws.conn, campaign_id) == "2afc":
+        return held_triplet(ws, campaign_id, rater, now)
     return _held_item(ws.conn, campaign_id, rater.id, format_time(now or utc_now()))
 
 
-def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False) -> Item | None:
+def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: bool = False,
+             kind: str | None = None) -> Item | TripletItem | None:
     """:func:`claim_next` inside the caller's write transaction (see :func:`write_transaction`).
 
     ``holds_nothing`` says the caller saw, in this transaction, that the
-    rater holds no current item in any open campaign.
+    rater holds no current item in any open campaign. ``kind``: the
+    campaign's kind when the caller knows it (else it is looked up); a 2afc
+    campaign's claim is :func:`cpdm.rating.judgments.claim_triplet_in`.
     """
     if rater.role not in RATING_ROLES:
         return None
+    if (kind or campaign_kind(conn, campaign_id)) == "2afc":
+        return claim_triplet_in(conn, campaign_id, rater, now, holds_nothing=holds_nothing)
     now_text = format_time(now)
     expire_stale(conn, campaign_id, now_text)
     if not holds_nothing:
@@ -300,7 +279,8 @@ def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: boo
     return _item_for(conn, campaign_id, pair, rater.id)
 
 
-def claim_next(ws, campaign_id: int, rater, now: datetime | None = None, limit: int | None = None) -> Item | None:
+def claim_next(ws, campaign_id: int, rater, now: datetime | None = None,
+               limit: int | None = None) -> Item | TripletItem | None:
     """The rater's current item in this campaign, or a newly assigned one, or None when done.
 
     A current item that has not timed out is returned by a plain read: page
@@ -308,9 +288,12 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None, limit: 
     With ``limit``, no new pair is assigned once the rater has answered that
     many here, counted inside the claim's transaction (another tab of the same
     rater may answer the last one between a check outside it and the claim).
+    In a 2afc campaign the items are triplets (:func:`cpdm.rating.judgments.claim_triplet`).
     """
     if rater.role not in RATING_ROLES:
         return None
+    if campaign_kind(ws.conn, campaign_id) == "2afc":
+        return claim_triplet(ws, campaign_id, rater, now, limit)
     now = now or utc_now()
     held = _held_item(ws.conn, campaign_id, rater.id, format_time(now))
     if held is not None:
@@ -319,14 +302,6 @@ def claim_next(ws, campaign_id: int, rater, now: datetime | None = None, limit: 
         if limit is not None and answered_count(conn, campaign_id, rater.id) >= limit:
             return None
         return claim_in(conn, campaign_id, rater, now)
-
-
-def answered_count(conn, campaign_id: int, rater_id: int) -> int:
-    """Pairs the rater has answered (rated or skipped) in the campaign."""
-    return conn.execute(
-        "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
-        (campaign_id, rater_id),
-    ).fetchone()[0]
 
 
 def oldest_held(conn, rater_id: int) -> tuple | None:
@@ -343,42 +318,55 @@ def _row_item(row) -> Item:
     return Item(row[0], row[1], row[2], row[3], row[5], row[6], row[4])
 
 
+def oldest_held_item(conn, rater_id: int) -> Item | TripletItem | None:
+    """The rater's oldest current item in an open campaign, pair or triplet (timed out or not)."""
+    pair_row = oldest_held(conn, rater_id)
+    pair = None if pair_row is None else _row_item(pair_row)
+    triplet = oldest_held_triplet(conn, rater_id)
+    if pair is None or triplet is None:
+        return pair or triplet
+    return triplet if triplet.assigned_at < pair.assigned_at else pair
+
+
 def campaign_allows_device(conn, campaign_id: int, device: str | None) -> bool:
     """Whether the campaign's protocol may be rated on ``device`` (None: the device is not known, not checked)."""
     return device is None or device in campaign_settings(conn, campaign_id)[1].devices
 
 
-def next_item_in(conn, rater, now: datetime, device: str | None = None) -> Item | None:
+def next_item_in(conn, rater, now: datetime, device: str | None = None) -> Item | TripletItem | None:
     """:func:`next_item` inside the caller's write transaction (see :func:`write_transaction`)."""
     if rater.role not in RATING_ROLES:
         return None
-    held = oldest_held(conn, rater.id)
-    if held is not None and not campaign_allows_device(conn, held[0], device):
-        return None  # kept for a device it may be rated on; a rater holds one pair at a time, so none other
-    campaigns = [row[0] for row in conn.execute("SELECT id FROM campaigns WHERE status = 'open' ORDER BY id")
-                 if campaign_allows_device(conn, row[0], device)]
-    # A pair the rater already holds comes first, whichever campaign it is in.
-    for campaign_id in ([held[0]] if held else []) + campaigns:
-        item = claim_in(conn, campaign_id, rater, now, holds_nothing=held is None)
+    held = oldest_held_item(conn, rater.id)
+    if held is not None and not campaign_allows_device(conn, held.campaign, device):
+        return None  # kept for a device it may be rated on; a rater holds one item at a time, so none other
+    kinds = dict(conn.execute("SELECT id, kind FROM campaigns WHERE status = 'open' ORDER BY id").fetchall())
+    campaigns = [c for c in kinds if campaign_allows_device(conn, c, device)]
+    # An item the rater already holds comes first, whichever campaign it is in.
+    for campaign_id in ([held.campaign] if held else []) + campaigns:
+        item = claim_in(conn, campaign_id, rater, now, holds_nothing=held is None, kind=kinds.get(campaign_id))
         if item is not None:
             return item
     return None
 
 
-def next_item(ws, rater, now: datetime | None = None, device: str | None = None) -> Item | None:
+def next_item(ws, rater, now: datetime | None = None, device: str | None = None) -> Item | TripletItem | None:
     """The rater's item across open campaigns (oldest first), or None when nothing is left for them.
 
-    The rater's current item, while it has not timed out, is found by one
-    read; claiming a new pair takes one write transaction for all campaigns.
-    ``device`` (cpdm.rating.devices.device_of): only campaigns whose protocol
-    may be rated on it are considered.
+    An :class:`Item` (a pair) from a rating campaign, a
+    :class:`~cpdm.rating.judgments.TripletItem` from a 2afc one: the rating
+    page asks this one function. The rater's current item, while it has not
+    timed out, is found by a read; claiming a new one takes one write
+    transaction for all campaigns. ``device`` (cpdm.rating.devices.device_of):
+    only campaigns whose protocol may be rated on it are considered.
     """
     if rater.role not in RATING_ROLES:
         return None
     now = now or utc_now()
-    held = oldest_held(ws.conn, rater.id)
-    if held is not None and held[6] > format_time(now) and campaign_allows_device(ws.conn, held[0], device):
-        return _row_item(held)
+    held = oldest_held_item(ws.conn, rater.id)
+    if held is not None and held.expires_at > format_time(now) and campaign_allows_device(ws.conn, held.campaign,
+                                                                                           device):
+        return held
     with write_transaction(ws) as conn:
         return next_item_in(conn, rater, now, device)
 

@@ -27,6 +27,8 @@ class Campaign:
     protocol_text: str
     overlap: dict[str, int]
     status: str
+    kind: str = "rating"  # or "2afc": raters judge triplets (cpdm.rating.triplets)
+    design: str | None = None  # a 2afc campaign's triplet design: random, balanced or active
 
 
 def parse_overlap(text: str) -> dict[str, int]:
@@ -115,7 +117,10 @@ def create_campaign(
         raise CpdmError(f"campaign {name!r} would have no pairs")
     if protocol_text is None:
         protocol_text = default_protocol_path().read_text(encoding="utf-8")
-    parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
+    protocol = parse_protocol(protocol_text)  # refuses a malformed protocol, naming the field
+    if protocol.kind != "rating":
+        raise CpdmError(f"protocol {protocol.name!r} is a {protocol.kind} protocol: raters would judge triplets, "
+                        "not rate pairs; create the campaign with --kind 2afc")
     overlap = validate_overlap(dict(DEFAULT_OVERLAP if overlap is None else overlap))
     pair_ids = sorted(set(int(p) for p in pair_ids))
     with ws.transaction() as conn:
@@ -186,11 +191,12 @@ def _anchors_of_pairs(ws, pair_ids: list[int]) -> list[int]:
 def get_campaign(ws, campaign_id: int) -> Campaign:
     """A campaign with its parsed protocol."""
     row = ws.conn.execute(
-        "SELECT id, name, protocol, overlap, status FROM campaigns WHERE id = ?", (campaign_id,)
+        "SELECT id, name, protocol, overlap, status, kind, design FROM campaigns WHERE id = ?", (campaign_id,)
     ).fetchone()
     if row is None:
         raise CpdmError(f"no campaign with id {campaign_id}")
-    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4])
+    return Campaign(row[0], row[1], parse_protocol(row[2], frozen=True), row[2], json.loads(row[3]), row[4],
+                    row[5], row[6])
 
 
 def set_overlap(ws, campaign_id: int, overlap: dict[str, int]) -> None:
@@ -226,14 +232,15 @@ def campaign_id_by_name(ws, name: str) -> int:
 
 
 def busiest_campaign_id(ws) -> int | None:
-    """The campaign a researcher most likely means: open before closed, then most ratings, then newest.
+    """The campaign a researcher most likely means: open before closed, then most answers, then newest.
 
     None when there are no campaigns. (The newest alone is often a closed or
     simulated campaign while the study under way is another.)
     """
-    row = ws.conn.execute(
-        "SELECT c.id FROM campaigns c LEFT JOIN ratings r ON r.campaign = c.id GROUP BY c.id "
-        "ORDER BY c.status = 'open' DESC, COUNT(r.id) DESC, c.id DESC LIMIT 1"
+    row = ws.conn.execute(  # answers: ratings of pairs, or judgments of triplets (2afc)
+        "SELECT c.id FROM campaigns c ORDER BY c.status = 'open' DESC, "
+        "(SELECT COUNT(*) FROM ratings r WHERE r.campaign = c.id) "
+        "+ (SELECT COUNT(*) FROM judgments j WHERE j.campaign = c.id) DESC, c.id DESC LIMIT 1"
     ).fetchone()
     return None if row is None else row[0]
 
@@ -252,10 +259,20 @@ def latest_rated_campaign_id(ws) -> int | None:
 
 
 def list_campaigns(ws) -> list[dict]:
+    """Every campaign: id, name, status, overlap, pairs, kind (rating or 2afc), design, triplets (2afc: offered now).
+
+    ``design`` is how a 2afc campaign's triplets were chosen (empty for a
+    rating campaign); ``triplets`` counts the normal triplets raters can be
+    offered (priority above 0), 0 for a rating campaign.
+    """
     rows = ws.conn.execute(
-        "SELECT c.id, c.name, c.status, c.overlap, COUNT(cp.pair) FROM campaigns c "
-        "LEFT JOIN campaign_pairs cp ON cp.campaign = c.id GROUP BY c.id ORDER BY c.id"
+        "SELECT c.id, c.name, c.status, c.overlap, "
+        "(SELECT COUNT(*) FROM campaign_pairs cp WHERE cp.campaign = c.id), c.kind, c.design, "
+        "(SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' "
+        " WHERE ct.campaign = c.id AND ct.priority > 0) "
+        "FROM campaigns c ORDER BY c.id"
     ).fetchall()
     return [
-        {"id": r[0], "name": r[1], "status": r[2], "overlap": json.loads(r[3]), "pairs": r[4]} for r in rows
+        {"id": r[0], "name": r[1], "status": r[2], "overlap": json.loads(r[3]), "pairs": r[4], "kind": r[5],
+         "design": r[6] or "", "triplets": r[7]} for r in rows
     ]

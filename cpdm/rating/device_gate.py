@@ -6,7 +6,7 @@ the assignment and the recruitment what the rater holds.
 
 from __future__ import annotations
 
-from cpdm.rating.assignment import campaign_allows_device, oldest_held
+from cpdm.rating.assignment import campaign_allows_device, oldest_held_item
 from cpdm.rating.recruit import recruitment_of
 
 
@@ -18,9 +18,9 @@ def device_refused(ws, rater, device: str) -> bool:
     device. Checked before assignment: the rater is told, and holds nothing new.
     """
     conn = ws.conn
-    held = oldest_held(conn, rater.id)
+    held = oldest_held_item(conn, rater.id)  # a pair or a triplet
     if held is not None:
-        return not campaign_allows_device(conn, held[0], device)
+        return not campaign_allows_device(conn, held.campaign, device)
     recruitment = recruitment_of(conn, rater.id)
     if recruitment is not None:
         return recruitment.finished_at is None and not campaign_allows_device(conn, recruitment.campaign, device)

@@ -5,6 +5,19 @@ validated into a :class:`Protocol`; every problem is reported as one
 :class:`~cpdm.errors.CpdmError` naming the field (``questions[2].scale``,
 ``timing.min_seconds``, ...). A campaign stores the protocol's text, frozen
 when the campaign is created.
+
+Its ``kind`` says what a rater judges (``cpdm.store.workspace.CAMPAIGN_KINDS``):
+
+- ``rating`` (the default): one pair at a time, each question answered on
+  its integer ``scale`` (``low`` and ``high`` label the ends);
+- ``2afc``: a triplet, the original with two AI images of it, each question
+  answered ``left``, ``right`` or ``cant_tell`` (``JUDGMENT_ANSWERS``).
+  Questions then have ``id`` and ``text`` only; the first is the copy
+  question ("Which AI image is more of a copy of the original?"), and the
+  attention checks (the anchor itself against an unrelated image) are judged
+  on it unless ``attention_checks.question`` names another: choosing the
+  anchor's side passes, anything else fails. ``identical_min`` and
+  ``unrelated_max`` belong to rating protocols only.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from pathlib import Path
 from cpdm.errors import CpdmError
 from cpdm.rating.devices import ALL_DEVICES, parse_devices
 from cpdm.rating.questionnaire import BackgroundError, parse_background
+from cpdm.store.workspace import CAMPAIGN_KINDS, JUDGMENT_ANSWERS
 
 QUESTION_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Digits 1-9 choose answers from the keyboard, so a scale has at most 9 points.
@@ -31,16 +45,19 @@ class ProtocolError(CpdmError):
 
 @dataclass(frozen=True)
 class Question:
-    """One question asked on every pair, answered on an integer scale."""
+    """One question asked on every item: on an integer scale (rating), or left / right / can't tell (2afc)."""
 
     id: str
     text: str
-    scale: tuple[int, int]
-    low: str
-    high: str
+    scale: tuple[int, int] | None  # None for a 2afc question
+    low: str = ""
+    high: str = ""
 
     @property
-    def values(self) -> list[int]:
+    def values(self) -> list:
+        """The answers it takes: the scale's points, or JUDGMENT_ANSWERS for a 2afc question."""
+        if self.scale is None:
+            return list(JUDGMENT_ANSWERS)
         return list(range(self.scale[0], self.scale[1] + 1))
 
 
@@ -50,8 +67,8 @@ class AttentionChecks:
 
     rate: float
     question: str
-    identical_min: int
-    unrelated_max: int
+    identical_min: int | None  # rating protocols only (None for 2afc)
+    unrelated_max: int | None
     max_failures: int
 
 
@@ -74,6 +91,13 @@ class Protocol:
     background: tuple = ()
     # The devices it may be rated on (cpdm.rating.devices); every one unless the protocol names some.
     devices: tuple[str, ...] = ALL_DEVICES
+    # What a rater judges: "rating" (pairs on scales) or "2afc" (triplets: which image is more of a copy).
+    kind: str = "rating"
+
+    @property
+    def comparative(self) -> bool:
+        """Whether raters judge triplets (a 2afc protocol) rather than rate pairs."""
+        return self.kind == "2afc"
 
     def question(self, question_id: str) -> Question:
         for question in self.questions:
@@ -91,9 +115,12 @@ DEFAULT_TIMING = {"min_seconds": 2.0, "assignment_timeout_minutes": 30}
 
 # The fields a protocol may have, table by table; any other is refused (a misspelt one would change nothing).
 TOP_LEVEL_FIELDS = ("name", "version", "instructions", "consent", "questions", "attention_checks", "timing",
-                    "background", "devices")
+                    "background", "devices", "kind")
 QUESTION_FIELDS = ("id", "text", "scale", "low", "high")
 ATTENTION_CHECK_FIELDS = ("rate", "question", "identical_min", "unrelated_max", "max_failures")
+# The fields a rating protocol has that a 2afc one must not (its answers are sides, not points on a scale).
+SCALE_FIELDS = ("scale", "low", "high")
+SCALE_CHECK_FIELDS = ("identical_min", "unrelated_max")
 TIMING_FIELDS = ("min_seconds", "assignment_timeout_minutes")
 
 
@@ -120,7 +147,7 @@ def _number(table: dict, key: str, field: str, default, *, integer: bool = False
     return value
 
 
-def _parse_question(raw, index: int) -> Question:
+def _parse_question(raw, index: int, kind: str = "rating") -> Question:
     field = f"questions[{index}]"
     if not isinstance(raw, dict):
         raise ProtocolError(f"protocol field '{field}' must be a table ([[questions]])")
@@ -130,6 +157,14 @@ def _parse_question(raw, index: int) -> Question:
             f"protocol field '{field}.id' must be lower-case letters, digits and _ (starting with a letter), "
             f"got {question_id!r}"
         )
+    if kind == "2afc":
+        for key in SCALE_FIELDS:
+            if key in raw:
+                raise ProtocolError(
+                    f"protocol field '{field}.{key}' is not used by a 2afc protocol (its questions are answered "
+                    "left, right or can't tell); remove it"
+                )
+        return Question(id=question_id, text=_text(raw, "text", f"{field}.text"), scale=None)
     scale = raw.get("scale")
     if (
         not isinstance(scale, list)
@@ -152,13 +187,21 @@ def _parse_question(raw, index: int) -> Question:
     )
 
 
-def _parse_questions(data: dict) -> tuple[Question, ...]:
+def _parse_kind(data: dict) -> str:
+    """The protocol's kind: what a rater judges (``rating`` unless it says ``2afc``)."""
+    kind = data.get("kind", "rating")
+    if kind not in CAMPAIGN_KINDS:
+        raise ProtocolError(f"protocol field 'kind' must be one of {', '.join(CAMPAIGN_KINDS)}, got {kind!r}")
+    return kind
+
+
+def _parse_questions(data: dict, kind: str = "rating") -> tuple[Question, ...]:
     raw_questions = data.get("questions")
     if not raw_questions:
         raise ProtocolError("protocol field 'questions' is missing or empty")
     if not isinstance(raw_questions, list):
         raise ProtocolError("protocol field 'questions' must be an array of tables ([[questions]])")
-    questions = tuple(_parse_question(raw, i) for i, raw in enumerate(raw_questions))
+    questions = tuple(_parse_question(raw, i, kind) for i, raw in enumerate(raw_questions))
     seen: set[str] = set()
     for i, question in enumerate(questions):
         if question.id in seen:
@@ -167,19 +210,32 @@ def _parse_questions(data: dict) -> tuple[Question, ...]:
     return questions
 
 
-def _parse_attention_checks(data: dict, questions: tuple[Question, ...]) -> AttentionChecks:
+def _parse_attention_checks(data: dict, questions: tuple[Question, ...], kind: str = "rating") -> AttentionChecks:
     raw = data.get("attention_checks", {})
     if not isinstance(raw, dict):
         raise ProtocolError("protocol field 'attention_checks' must be a table")
     f = "attention_checks."
-    question_id = raw.get("question", questions[-1].id)
+    # A rating protocol judges checks on its last question, a 2afc protocol on its first (the copy question).
+    question_id = raw.get("question", questions[0].id if kind == "2afc" else questions[-1].id)
     by_id = {q.id: q for q in questions}
     if question_id not in by_id:
         raise ProtocolError(
             f"protocol field '{f}question' must name a question ({', '.join(by_id)}), got {question_id!r}"
         )
-    low, high = by_id[question_id].scale
     d = DEFAULT_ATTENTION_CHECKS
+    if kind == "2afc":
+        for key in SCALE_CHECK_FIELDS:
+            if key in raw:
+                raise ProtocolError(
+                    f"protocol field '{f}{key}' is not used by a 2afc protocol (a check passes when the rater "
+                    "chooses the anchor's own image); remove it"
+                )
+        return AttentionChecks(
+            rate=float(_number(raw, "rate", f + "rate", d["rate"], low=0, high=0.5)),
+            question=question_id, identical_min=None, unrelated_max=None,
+            max_failures=_number(raw, "max_failures", f + "max_failures", d["max_failures"], integer=True, low=0),
+        )
+    low, high = by_id[question_id].scale
     return AttentionChecks(
         rate=float(_number(raw, "rate", f + "rate", d["rate"], low=0, high=0.5)),
         question=question_id,
@@ -234,7 +290,8 @@ def parse_protocol(text: str, *, frozen: bool = False) -> Protocol:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"protocol is not valid TOML: {exc}") from exc
-    questions = _parse_questions(data)
+    kind = _parse_kind(data)
+    questions = _parse_questions(data, kind)
     version = _number(data, "version", "version", 1, integer=True, low=1)
     protocol = Protocol(
         name=_text(data, "name", "name"),
@@ -242,10 +299,11 @@ def parse_protocol(text: str, *, frozen: bool = False) -> Protocol:
         instructions=_text(data, "instructions", "instructions"),
         consent=_text(data, "consent", "consent"),
         questions=questions,
-        attention_checks=_parse_attention_checks(data, questions),
+        attention_checks=_parse_attention_checks(data, questions, kind),
         timing=_parse_timing(data),
         background=_parse_background(data),
         devices=_parse_devices(data),
+        kind=kind,
     )
     if not frozen:
         _refuse_unknown_fields(data)
@@ -286,14 +344,24 @@ def load_protocol_file(path: str | Path) -> tuple[str, Protocol]:
         raise ProtocolError(f"{path}: {exc}") from exc
 
 
-def default_protocol_path() -> Path:
-    """The default protocol, shipped inside the package (``cpdm/rating/protocols/default.toml``)."""
-    return PROTOCOLS_DIR / "default.toml"
+def default_protocol_path(kind: str = "rating") -> Path:
+    """The default protocol of a campaign kind, shipped inside the package.
+
+    ``cpdm/rating/protocols/default.toml`` for rating campaigns, ``2afc.toml`` for 2afc ones.
+    """
+    if kind not in CAMPAIGN_KINDS:
+        raise ProtocolError(f"campaign kind must be one of {', '.join(CAMPAIGN_KINDS)}, got {kind!r}")
+    return PROTOCOLS_DIR / ("2afc.toml" if kind == "2afc" else "default.toml")
 
 
 def list_protocol_files(directory: str | Path | None = None) -> list[Path]:
-    """The protocol files in ``directory``, by default those shipped in ``cpdm/rating/protocols/``."""
+    """The protocol files in ``directory``, by default those shipped in ``cpdm/rating/protocols/``.
+
+    ``default.toml`` comes first (menus preselect it), then the others by name.
+    """
     if directory is None:
         directory = PROTOCOLS_DIR
     directory = Path(directory)
-    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("*.toml"), key=lambda path: (path.name != "default.toml", path.name))

@@ -337,19 +337,26 @@ def link_url(secret: str, base_url: str = "http://127.0.0.1:8501") -> str:
 
 
 def capacity_note(ws, link: RecruitLink) -> str | None:
-    """A warning when quota × pairs per rater exceeds the ratings the campaign still needs from the role."""
+    """A warning when quota × items per rater (pairs, or 2afc triplets) exceeds what the role still needs."""
     if link.quota is None or link.per_rater is None:
         return None
-    open_slots = ws.conn.execute(
-        "SELECT TOTAL(MAX(json_extract(c.overlap, '$.' || ?) - pl.load, 0)) FROM pair_load pl "
-        "JOIN campaigns c ON c.id = pl.campaign WHERE pl.campaign = ? AND pl.role = ?",
-        (link.role, link.campaign, link.role),
+    open_slots = ws.conn.execute(  # a 2afc campaign's work is its offered triplets
+        "SELECT TOTAL(MAX(json_extract(c.overlap, '$.' || :role) - pl.load, 0)) FROM pair_load pl "
+        "JOIN campaigns c ON c.id = pl.campaign WHERE pl.campaign = :campaign AND pl.role = :role",
+        {"role": link.role, "campaign": link.campaign},
+    ).fetchone()[0] + ws.conn.execute(
+        "SELECT TOTAL(MAX(json_extract(c.overlap, '$.' || :role) - tl.load, 0)) FROM triplet_load tl "
+        "JOIN campaigns c ON c.id = tl.campaign JOIN campaign_triplets ct ON ct.campaign = tl.campaign "
+        "AND ct.triplet = tl.triplet AND ct.priority > 0 WHERE tl.campaign = :campaign AND tl.role = :role",
+        {"role": link.role, "campaign": link.campaign},
     ).fetchone()[0]
     wanted = link.quota * link.per_rater
     if wanted <= open_slots:
         return None
-    return (f"{link.quota} raters × {link.per_rater} pairs = {wanted} exceeds the {int(open_slots)} {link.role} "
-            "ratings the campaign still needs: the last raters will get fewer pairs (attention checks aside)")
+    comparative = ws.conn.execute("SELECT kind = '2afc' FROM campaigns WHERE id = ?", (link.campaign,)).fetchone()[0]
+    items, answers = ("triplets", "judgments") if comparative else ("pairs", "ratings")
+    return (f"{link.quota} raters × {link.per_rater} {items} = {wanted} exceeds the {int(open_slots)} {link.role} "
+            f"{answers} the campaign still needs: the last raters will get fewer {items} (attention checks aside)")
 
 
 # --- Who is visiting --------------------------------------------------------------------------------------------

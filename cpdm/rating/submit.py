@@ -5,39 +5,28 @@ together with the time from when the pair was first shown (the assignment
 time, so a refresh does not reset it). Each submit carries a nonce made when
 the page was drawn: a double click or a resent request with the same nonce,
 or a second submit for a pair already answered, changes nothing.
+
+Judgments of triplets (2afc campaigns) are saved by
+:func:`cpdm.rating.judgments.submit_judgment` under the same rules; the
+progress and status functions here count triplets for those campaigns.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from datetime import datetime
 
 from cpdm.errors import CpdmError
-from cpdm.rating.assignment import campaign_settings
+from cpdm.rating.judgments import (
+    triplet_campaign_status, triplet_check_failures, triplet_progress, triplet_role_complete,
+)
+from cpdm.rating.rules import (  # noqa: F401  (SubmitResult and MAX_SKIP_REASON: also known from here)
+    MAX_SKIP_REASON, PAIRS, Progress, SubmitResult, campaign_kind, campaign_settings, checked_submit,
+    flag_if_failing,
+    update_load_after_submit,
+)
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.writer import write_transaction
-
-MAX_SKIP_REASON = 500
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """``saved`` for a new answer, ``duplicate`` when this submit (or this pair) was already saved."""
-
-    status: str
-    seconds: float | None = None
-    too_fast: bool = False
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int  # pairs answered (rated or skipped)
-    total: int  # done + what is still open to this rater
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
 
 
 def validate_answers(protocol, answers: dict) -> dict[str, int]:
@@ -59,23 +48,6 @@ def validate_answers(protocol, answers: dict) -> dict[str, int]:
     return checked
 
 
-def _validate_nonce(nonce: str) -> str:
-    if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
-        raise CpdmError("a submit needs a nonce of 8 to 128 characters")
-    return nonce
-
-
-def _checked_skip(nonce: str, answers: dict | None, skip_reason: str | None) -> tuple[str, str | None]:
-    """The validated nonce and skip reason (None unless skipping), before any database work."""
-    nonce = _validate_nonce(nonce)
-    if answers is None:
-        skip_reason = (skip_reason or "").strip()
-        if not skip_reason:
-            raise CpdmError("a skipped pair needs a reason")
-        return nonce, skip_reason[:MAX_SKIP_REASON]
-    return nonce, None
-
-
 def submit(
     ws,
     rater,
@@ -95,7 +67,7 @@ def submit(
     rater whose link was revoked (checked in the saving transaction, so a page
     drawn before the revocation cannot save).
     """
-    nonce, skip_reason = _checked_skip(nonce, answers, skip_reason)
+    nonce, skip_reason = checked_submit(nonce, answers, skip_reason)
     now = now or utc_now()
     with write_transaction(ws) as conn:
         return save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
@@ -137,28 +109,19 @@ def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
         "UPDATE assignments SET status = ? WHERE campaign = ? AND pair = ? AND rater = ?",
         ("skipped" if skipping else "done", campaign_id, pair_id, rater.id),
     )
-    _update_load(conn, campaign_id, pair_id, rater.role, status, skipping)
+    update_load_after_submit(conn, PAIRS, campaign_id, pair_id, rater.role, status, skipping)
     if kind != "normal" and not skipping:
         _judge_attention_checks(conn, campaign_id, rater.id, protocol)
     return SubmitResult("saved", seconds, too_fast)
 
 
-def _update_load(conn, campaign_id: int, pair_id: int, role: str, old_status: str, skipping: bool) -> None:
-    """Keep pair_load right: a skip frees the slot; a late answer to an expired assignment retakes one."""
-    if skipping and old_status == "assigned":
-        delta = -1
-    elif not skipping and old_status == "expired":
-        delta = 1
-    else:
-        return
-    conn.execute(
-        "UPDATE pair_load SET load = MAX(load + ?, 0) WHERE campaign = ? AND role = ? AND pair = ?",
-        (delta, campaign_id, role, pair_id),
-    )
-
-
 def attention_check_failures(conn, campaign_id: int, rater_id: int, protocol) -> tuple[int, int]:
-    """(failed, answered) attention checks of a rater in a campaign, judged by the protocol's rule."""
+    """(failed, answered) attention checks of a rater in a campaign, judged by the protocol's rule.
+
+    In a 2afc campaign the checks are triplets (:func:`cpdm.rating.judgments.triplet_check_failures`).
+    """
+    if protocol.comparative:
+        return triplet_check_failures(conn, campaign_id, rater_id, protocol)
     rule = protocol.attention_checks
     rows = conn.execute(
         "SELECT p.kind, r.value FROM ratings r JOIN pairs p ON p.id = r.pair "
@@ -175,11 +138,7 @@ def attention_check_failures(conn, campaign_id: int, rater_id: int, protocol) ->
 
 def _judge_attention_checks(conn, campaign_id: int, rater_id: int, protocol) -> None:
     failed, answered = attention_check_failures(conn, campaign_id, rater_id, protocol)
-    if failed > protocol.attention_checks.max_failures:
-        conn.execute(
-            "UPDATE raters SET flagged = 1, flag_reason = ? WHERE id = ? AND flagged = 0",
-            (f"failed {failed} of {answered} attention checks", rater_id),
-        )
+    flag_if_failing(conn, rater_id, failed, answered, protocol.attention_checks.max_failures)
 
 
 def rater_progress(ws, rater, campaign_id: int) -> Progress:
@@ -187,8 +146,11 @@ def rater_progress(ws, rater, campaign_id: int) -> Progress:
 
     "Still open" counts the normal pairs their role still needs that they
     have not answered, capped by what they could do, plus the checks due.
+    In a 2afc campaign it counts triplets (:func:`cpdm.rating.judgments.triplet_progress`).
     """
     conn = ws.conn
+    if campaign_kind(conn, campaign_id) == "2afc":
+        return triplet_progress(ws, rater, campaign_id)
     done = conn.execute(
         "SELECT COUNT(*) FROM assignments WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
         (campaign_id, rater.id),
@@ -221,7 +183,9 @@ def rater_overall_progress(ws, rater) -> Progress:
     if recruitment is not None:
         return recruited_progress(ws, rater, recruitment)
     campaigns = set(open_campaign_ids(ws)) | {
-        row[0] for row in ws.conn.execute("SELECT DISTINCT campaign FROM assignments WHERE rater = ?", (rater.id,))
+        row[0] for row in ws.conn.execute(
+            "SELECT campaign FROM assignments WHERE rater = :r UNION SELECT campaign FROM triplet_assignments "
+            "WHERE rater = :r", {"r": rater.id})
     }
     parts = [rater_progress(ws, rater, c) for c in sorted(campaigns)]
     return Progress(sum(p.done for p in parts), sum(p.total for p in parts))
@@ -247,12 +211,16 @@ def _median(values: list[float]) -> float | None:
 def campaign_status(ws, campaign_id: int) -> dict:
     """Progress of a campaign for researchers.
 
-    Returns ``{"per_role": [...], "per_rater": [...], "pairs": N}``. Per role:
+    Returns ``{"kind": "rating", "per_role": [...], "per_rater": [...], "pairs": N}``. Per role:
     ratings needed, done, percent complete, raters, flagged raters, median
     seconds per pair. Per rater: name, role, pairs done, skipped, checks
-    failed, flagged, too-fast answers, median seconds per pair.
+    failed, flagged, too-fast answers, median seconds per pair. A 2afc
+    campaign's status counts triplets instead, with ``"kind": "2afc"`` and
+    ``"triplets": N`` (:func:`cpdm.rating.judgments.triplet_campaign_status`).
     """
     conn = ws.conn
+    if campaign_kind(conn, campaign_id) == "2afc":
+        return triplet_campaign_status(ws, campaign_id)
     overlap, protocol = campaign_settings(conn, campaign_id)
     n_pairs = conn.execute(
         "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair WHERE cp.campaign = ? AND p.kind = 'normal'",
@@ -301,11 +269,13 @@ def campaign_status(ws, campaign_id: int) -> dict:
             "raters": len(rows), "flagged": sum(r["flagged"] for r in rows),
             "median_seconds": _median(seconds),
         })
-    return {"pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
+    return {"kind": "rating", "pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
 
 
 def role_complete(ws, campaign_id: int, role: str) -> bool:
-    """Whether every normal pair has all the ratings the role's overlap asks for."""
+    """Whether every normal pair (2afc: offered triplet) has all the answers the role's overlap asks for."""
+    if campaign_kind(ws.conn, campaign_id) == "2afc":
+        return triplet_role_complete(ws, campaign_id, role)
     overlap, _ = campaign_settings(ws.conn, campaign_id)
     needed = int(overlap.get(role, 0))
     if needed == 0:
@@ -334,9 +304,11 @@ def protocol_for_rater(ws, rater):
     from cpdm.rating.protocol import default_protocol_path, parse_protocol
 
     row = ws.conn.execute(
-        "SELECT a.campaign FROM assignments a JOIN campaigns c ON c.id = a.campaign "
-        "WHERE a.rater = ? AND a.status = 'assigned' AND c.status = 'open' ORDER BY a.assigned_at LIMIT 1",
-        (rater.id,),
+        "SELECT campaign FROM (SELECT a.campaign, a.assigned_at FROM assignments a WHERE a.rater = :r "
+        "AND a.status = 'assigned' UNION ALL SELECT t.campaign, t.assigned_at FROM triplet_assignments t "
+        "WHERE t.rater = :r AND t.status = 'assigned') h JOIN campaigns c ON c.id = h.campaign "
+        "WHERE c.status = 'open' ORDER BY h.assigned_at LIMIT 1",
+        {"r": rater.id},
     ).fetchone()
     campaigns = [row[0]] if row else open_campaign_ids(ws)
     if campaigns:

@@ -1,16 +1,21 @@
-// The rating panel: both images, the protocol's questions and Submit, answered in the browser.
+// The rating panel: the images, the protocol's questions and Submit, answered in the browser.
+//
+// One panel, two modes (data.mode, see MODES): "rating" shows a pair (the
+// original beside one AI image, each question on a scale of numbers) and
+// "2afc" a triplet (the original and AI images 1 and 2, each question
+// answered by a side or "can't tell"). Everything else is shared.
 //
 // Answers and keys are handled here, synchronously, so what a rater presses is
 // what the page shows at once and what is sent: one complete answer set per
-// pair, with the pair's nonce, through setTriggerValue("submit", ...).
+// item, with the item's nonce, through setTriggerValue("submit", ...).
 // Streamlit calls the default export again whenever the data changes (a new
 // pair, or a notice after a refused submit); what the rater chose for a pair
 // is kept in `drafts` (this module lives as long as the page) so a notice
 // never wipes it. Streamlit runs the cleanup a call returns only when the
 // component unmounts, not before the next call, so each call first tears
 // down the panel drawn before it: otherwise that panel's key listener, timers
-// and "sending" state would live on and act on the pair shown now (resend an
-// old pair on Enter, refuse keys as "Saving…").
+// and "sending" state would live on and act on the item shown now (resend an
+// old item on Enter, refuse keys as "Saving…").
 //
 // The panel is given bytes (cpdm.app.answer_panel.model.panel_message): the length
 // of a JSON part, the JSON, then the images' bytes as stored. Each image
@@ -20,6 +25,9 @@ const drafts = new Map(); // nonce -> {answers, current, skipOpen, skipText}
 const teardowns = new WeakMap(); // the element a panel is drawn in -> that panel's teardown
 const RESEND_AFTER_MS = 10000; // no answer from the server by then: let the rater send again
 const FLASH_MS = 450;
+// The least height an image row gets, however little room the window leaves (then the page scrolls): one row,
+// or each of two (a triplet on a phone, where the two rows together still get more than one).
+const MIN_IMAGE_PX = [120, 90];
 const TOUCH_ONLY = "(hover: none) and (pointer: coarse)"; // the same query panel.css hides the key hints under
 
 function el(tag, attrs = {}, ...children) {
@@ -68,6 +76,54 @@ function nextUnanswered(questions, answers, from) {
   return null;
 }
 
+// What differs between a pair and a triplet: the item's name, its question rows, and what a key answers.
+const MODES = {
+  rating: {
+    target: (data) => ({ pair: data.pair }),
+    noun: "pair",
+    // One button per value of the question's scale, between its end labels.
+    row(question, index, choose) {
+      const buttons = question.values.map((value) => valueButton(value, String(value), null, index, choose));
+      return [el("span", { class: "low", text: question.low }), el("div", { class: "scale" }, ...buttons),
+              el("span", { class: "high", text: question.high })];
+    },
+    valid: (question, value) => question.values.includes(value),
+    // A digit answers the highlighted question with that value.
+    keyValue: (key) => (/^[0-9]$/.test(key) ? Number(key) : undefined),
+    outOfRange(question, value) {
+      const low = question.values[0], high = question.values[question.values.length - 1];
+      return `${value} is not on this scale (${low} to ${high}).`;
+    },
+    hint: "a number answers the highlighted question",
+  },
+  "2afc": {
+    target: (data) => ({ triplet: data.triplet }),
+    noun: "set",
+    // AI image 1 on the left, "can't tell" between, AI image 2 on the right: where the images stand.
+    row(question, index, choose) {
+      const buttons = question.choices.map((choice) =>
+        valueButton(choice.value, choice.label, CHOICE_KEYS[choice.value], index, choose));
+      return [el("div", { class: "choices" }, ...buttons)];
+    },
+    valid: (question, value) => question.choices.some((choice) => choice.value === value),
+    keyValue: (key) => KEY_CHOICES[key],
+    outOfRange: () => "Press 1 or ← for AI image 1, 2 or → for AI image 2, 0 if you can't tell.",
+    hint: "1 or ← AI image 1 · 2 or → AI image 2 · 0 can't tell",
+  },
+};
+// 2AFC keys: each answer's keys (the first is shown on its button), and the answer of every key.
+const CHOICE_KEYS = { left: ["1", "←"], cant_tell: ["0"], right: ["2", "→"] };
+const KEY_CHOICES = { 1: "left", ArrowLeft: "left", 2: "right", ArrowRight: "right", 0: "cant_tell" };
+
+// An answer's button: `keys` (2AFC) are shown beside its label, hidden on touch screens like every key hint.
+function valueButton(value, label, keys, index, choose) {
+  return el("button", { type: "button", class: "value", "data-value": value, tabindex: -1,
+                        onmousedown: (event) => event.preventDefault(),
+                        onclick: (event) => { event.stopPropagation(); choose(index, value, "click"); } },
+            keys ? el("span", { class: "choice-label", text: label }) : label,
+            keys ? el("kbd", { text: keys.join(" ") }) : null);
+}
+
 function isTyping(event) {
   const target = event.composedPath()[0];
   return target instanceof HTMLElement && (target.tagName === "TEXTAREA" || target.tagName === "INPUT");
@@ -81,28 +137,36 @@ export default function (component) {
   const host = parentElement instanceof ShadowRoot ? parentElement.host : parentElement;
   const scroller = host.closest('[data-testid="stMain"]');
   const questions = data.questions;
+  const mode = MODES[data.mode || "rating"];
+  const itemId = data.pair ?? data.triplet;
   const draft = draftFor(data);
   let sending = false;
   let resendTimer = null;
   let flashTimer = null;
 
   root.replaceChildren();
-  root.dataset.pair = String(data.pair);
+  root.dataset.mode = data.mode || "rating";
+  for (const name of ["pair", "triplet"]) {
+    if (data[name] === undefined) delete root.dataset[name];
+    else root.dataset[name] = String(data[name]);
+  }
+  root.dataset.item = String(itemId);
   root.dataset.campaign = String(data.campaign);
   root.dataset.state = "answering";
 
-  // --- the two images, each one click (or its key) from a full-window view ---
+  // --- the images (two or three), each one click (or its key) from a full-window view ---
   const overlayImage = el("img", { class: "overlay-image", alt: "" });
   const overlayCaption = el("div", { class: "overlay-caption" });
   const overlay = el("div", { class: "overlay", hidden: true, role: "dialog", "aria-label": "Large view",
                               onclick: () => closeOverlay() }, overlayImage, overlayCaption);
-  const imageRow = el("div", { class: "images" });
+  const imageRow = el("div", { class: `images images-${data.images.length}` });
   for (const image of data.images) {
     const img = image.url
       ? el("img", { src: image.url, alt: image.label, "data-image": image.key, draggable: "false" })
       : el("div", { class: "missing", "data-image": image.key,
-                    text: "This image cannot be shown. Please skip this pair (Skip: cannot judge)." });
-    const figure = el("figure", { class: "image", title: `Click or press ${image.shortcut.toUpperCase()} to enlarge`,
+                    text: `This image cannot be shown. Please skip this ${mode.noun} (Skip: cannot judge).` });
+    const figure = el("figure", { class: "image", "data-slot": image.key,
+                                   title: `Click or press ${image.shortcut.toUpperCase()} to enlarge`,
                                    onclick: () => openOverlay(image) },
       el("figcaption", {}, el("span", { class: "label", text: image.label }),
          el("kbd", { text: image.shortcut.toUpperCase() })),
@@ -133,24 +197,15 @@ export default function (component) {
   const progressBar = el("div", { class: "progress" },
     el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": progress.total,
                 "aria-valuenow": progress.done }, el("div", { class: "fill", style: `width:${percent}%` })),
-    el("span", { class: "progress-text", text: `${progress.done} of ${progress.total} pairs done` }));
+    el("span", { class: "progress-text", text: `${progress.done} of ${progress.total} ${mode.noun}s done` }));
 
-  // --- the questions: text, low label, one button per value, high label ---
-  const rows = questions.map((question, index) => {
-    const buttons = question.values.map((value) =>
-      el("button", { type: "button", class: "value", "data-value": value, tabindex: -1,
-                     onmousedown: (event) => event.preventDefault(),
-                     onclick: (event) => { event.stopPropagation(); choose(index, value, "click"); } },
-         String(value)));
-    const row = el("div", { class: "question", "data-question": question.id, role: "group",
-                            "aria-label": question.text, onclick: () => highlight(index) },
+  // --- the questions: text, then the mode's buttons (a scale between its labels, or the choices) ---
+  const rows = questions.map((question, index) =>
+    el("div", { class: "question", "data-question": question.id, role: "group",
+                "aria-label": question.text, onclick: () => highlight(index) },
       el("div", { class: "text" }, el("span", { class: "marker", "aria-hidden": "true", text: "▶" }),
          el("span", { text: `${index + 1}. ${question.text}` })),
-      el("span", { class: "low", text: question.low }),
-      el("div", { class: "scale" }, ...buttons),
-      el("span", { class: "high", text: question.high }));
-    return row;
-  });
+      ...mode.row(question, index, choose)));
 
   // --- submit, status line, skip ---
   const submitButton = el("button", { type: "button", class: "submit", tabindex: -1,
@@ -160,11 +215,11 @@ export default function (component) {
   const skipToggle = el("button", { type: "button", class: "skip-toggle", tabindex: -1,
                                     onclick: () => { draft.skipOpen = !draft.skipOpen; renderSkip(); } },
                         "Skip: cannot judge");
-  const skipText = el("textarea", { class: "skip-reason", rows: 2, placeholder: "Why can you not judge this pair?",
-                                    "aria-label": "Why can you not judge this pair?",
+  const skipText = el("textarea", { class: "skip-reason", rows: 2, placeholder: `Why can you not judge this ${mode.noun}?`,
+                                    "aria-label": `Why can you not judge this ${mode.noun}?`,
                                     oninput: () => { draft.skipText = skipText.value; renderSkip(); } });
   const skipCounter = el("span", { class: "skip-counter" });
-  const skipButton = el("button", { type: "button", class: "skip", onclick: () => trySkip() }, "Skip this pair");
+  const skipButton = el("button", { type: "button", class: "skip", onclick: () => trySkip() }, `Skip this ${mode.noun}`);
   const skipBox = el("div", { class: "skip-box", hidden: true }, skipText,
                      el("div", { class: "skip-actions" }, skipCounter, skipButton));
   const footer = el("div", { class: "footer" }, submitButton, status, skipToggle);
@@ -179,7 +234,7 @@ export default function (component) {
       row.classList.toggle("current", index === draft.current);
       row.classList.toggle("answered", chosen !== undefined);
       for (const button of row.querySelectorAll("button.value")) {
-        const selected = Number(button.dataset.value) === chosen;
+        const selected = chosen !== undefined && button.dataset.value === String(chosen);
         button.classList.toggle("selected", selected);
         button.setAttribute("aria-pressed", selected ? "true" : "false");
       }
@@ -205,7 +260,7 @@ export default function (component) {
 
   // With nothing to report, the status line says how to work the panel from the keyboard.
   function say(text, kind) {
-    status.textContent = text || "Keys: a number answers the highlighted question · Enter submits · " +
+    status.textContent = text || `Keys: ${mode.hint} · Enter submits · ` +
       "↑↓ or a click picks a question · " + data.images.map((i) => i.shortcut.toUpperCase()).join("/") + " enlarges";
     status.dataset.kind = text ? kind : "hint";
   }
@@ -222,7 +277,7 @@ export default function (component) {
   }
 
   function highlight(index) {
-    if (sending) return refuse("Saving… the next pair comes in a moment.");
+    if (sending) return refuse(`Saving… the next ${mode.noun} comes in a moment.`);
     draft.current = index;
     say("", "");
     render();
@@ -230,21 +285,20 @@ export default function (component) {
 
   function choose(index, value, how) {
     const question = questions[index];
-    if (sending) return refuse("Saving… the next pair comes in a moment.");
-    if (!question.values.includes(value)) {
-      const low = question.values[0], high = question.values[question.values.length - 1];
-      return refuse(`${value} is not on this scale (${low} to ${high}).`, rows[index]);
-    }
+    if (sending) return refuse(`Saving… the next ${mode.noun} comes in a moment.`);
+    if (!mode.valid(question, value)) return refuse(mode.outOfRange(question, value), rows[index]);
     draft.answers[question.id] = value;
     draft.current = nextUnanswered(questions, draft.answers, index + 1);
-    say(draft.current === null ? "All answered: press Enter or Submit." : "", how === "key" ? "typed" : "");
+    const allAnswered = window.matchMedia(TOUCH_ONLY).matches
+      ? "All answered: tap Submit." : "All answered: press Enter or Submit.";
+    say(draft.current === null ? allAnswered : "", how === "key" ? "typed" : "");
     render();
   }
 
   function send(payload) {
     sending = true;
     render();
-    setTriggerValue("submit", { campaign: data.campaign, pair: data.pair, nonce: data.nonce, ...payload });
+    setTriggerValue("submit", { campaign: data.campaign, ...mode.target(data), nonce: data.nonce, ...payload });
     clearTimeout(resendTimer);
     resendTimer = setTimeout(() => {
       sending = false;
@@ -254,7 +308,7 @@ export default function (component) {
   }
 
   function trySubmit() {
-    if (sending) return refuse("Saving… the next pair comes in a moment.");
+    if (sending) return refuse(`Saving… the next ${mode.noun} comes in a moment.`);
     const missing = nextUnanswered(questions, draft.answers, draft.current ?? 0);
     if (missing !== null) {
       draft.current = missing;
@@ -265,9 +319,9 @@ export default function (component) {
   }
 
   function trySkip() {
-    if (sending) return refuse("Saving… the next pair comes in a moment.");
+    if (sending) return refuse(`Saving… the next ${mode.noun} comes in a moment.`);
     const reason = draft.skipText.trim();
-    if (!reason) return refuse("Say why you cannot judge this pair, then press Skip.", skipBox);
+    if (!reason) return refuse(`Say why you cannot judge this ${mode.noun}, then press Skip.`, skipBox);
     if (draft.skipText.length > data.max_skip_reason) {
       return refuse(`The reason is ${draft.skipText.length} characters; shorten it to ${data.max_skip_reason}.`, skipBox);
     }
@@ -286,14 +340,16 @@ export default function (component) {
       event.preventDefault();
       return openOverlay(image);
     }
-    if (/^[0-9]$/.test(key)) {
+    const value = mode.keyValue(key);
+    if (value !== undefined || /^[0-9]$/.test(key)) {
       event.preventDefault();
       if (event.repeat) return; // a held key is one answer, never several
       if (!overlay.hidden) return refuse("Close the large view (Esc) to answer.");
       if (draft.current === null) {
         return refuse("Every question is answered: press Enter to submit, or click a question to change it.");
       }
-      return choose(draft.current, Number(key), "key");
+      if (value === undefined) return refuse(mode.outOfRange(questions[draft.current], key), rows[draft.current]);
+      return choose(draft.current, value, "key");
     }
     if (key === "Enter") {
       event.preventDefault();
@@ -310,10 +366,15 @@ export default function (component) {
   }
 
   // The images take the height the rest of the panel leaves in the window, so nothing needs scrolling.
+  // On a phone a triplet's images stand in two rows (the original above the two AI images): each row
+  // gets its share.
   function fit() {
     const top = root.getBoundingClientRect().top + (scroller ? scroller.scrollTop : window.scrollY);
-    const rest = root.offsetHeight - imageRow.querySelector(".frame").offsetHeight;
-    const room = Math.max(120, Math.floor(window.innerHeight - top - rest - 12));
+    const frames = [...imageRow.querySelectorAll(".frame")];
+    const imageRows = new Set(frames.map((frame) => frame.offsetTop)).size;
+    const rest = root.offsetHeight - imageRows * frames[0].offsetHeight;
+    const room = Math.max(MIN_IMAGE_PX[Math.min(imageRows, 2) - 1],
+                          Math.floor((window.innerHeight - top - rest - 12) / imageRows));
     const value = `${room}px`;
     if (root.style.getPropertyValue("--image-height") !== value) root.style.setProperty("--image-height", value);
   }

@@ -1,6 +1,7 @@
 """The rating panel in a Streamlit page: a ``st.components.v2`` component from ``panel.js`` and ``panel.css``.
 
-The page calls :func:`show_pair` with the rater's current item. Images go to
+The page calls :func:`show_item` with the rater's current item, a pair or a
+triplet (one panel shows both; see :mod:`cpdm.app.answer_panel.model`). Images go to
 the browser as the stored files' bytes, unchanged, inside the panel's own
 message (:func:`cpdm.app.answer_panel.model.panel_message`): never at a
 ``/media/…`` address, which Streamlit serves to anyone who has it, signed in
@@ -16,7 +17,9 @@ from importlib.resources import files
 
 import streamlit as st
 
-from cpdm.app.answer_panel.model import handle_event, nonce_for, panel_data, panel_image, panel_message
+from cpdm.app.answer_panel.model import (
+    handle_event, item_images, nonce_for, panel_data, panel_image, panel_message,
+)
 from cpdm.app.ui import gated_callback
 
 COMPONENT_NAME = "cpdm_answer_panel"
@@ -25,10 +28,12 @@ NOTICE_KEY = "cpdm_answer_panel_notice"
 ROUND_KEY = "cpdm_answer_panel_round"
 HANDLED_KEY = "cpdm_answer_panel_handled"  # set when a submit was saved before this run of the page
 PANEL_HTML = '<div class="cpdm-panel"></div>'
-# Streamlit leaves 6rem above the first element; the panel needs that room for the images. On a narrow
-# screen its side padding is trimmed too, so the panel gets the width (nothing in the page is wider than it).
+# Streamlit leaves 6rem above the first element; the panel needs that room for the images, and keeps only
+# what clears Streamlit's header bar (3.75rem, opaque: with less, it hides the progress line of a study that
+# has no demo banner above the panel). On a narrow screen its side padding is trimmed too, so the panel gets
+# the width (nothing in the page is wider than it).
 PAGE_CSS = (
-    "<style>[data-testid='stMainBlockContainer'] {padding-top: 3.25rem; padding-bottom: 1rem;}"
+    "<style>[data-testid='stMainBlockContainer'] {padding-top: 4rem; padding-bottom: 1rem;}"
     "@media (max-width: 700px) {[data-testid='stMainBlockContainer'] {padding-left: 0.6rem; padding-right: 0.6rem;}}"
     "</style>"
 )
@@ -60,14 +65,13 @@ def _on_submit(ws, rater) -> None:
         _save(ws, rater, event)
 
 
-def show_pair(ws, rater, item) -> None:
-    """Draw the rating panel for the rater's current item."""
+def show_item(ws, rater, item) -> None:
+    """Draw the rating panel for the rater's current item (an ``Item`` or a ``TripletItem``)."""
     from cpdm.rating.assignment import protocol_for
     from cpdm.rating.submit import rater_overall_progress
 
     handled = st.session_state.pop(HANDLED_KEY, False)
-    images = {slot: panel_image(ws, sha256)
-              for slot, sha256 in (("original", item.anchor_image), ("generated", item.shown_image))}
+    images = {slot: panel_image(ws, sha256) for slot, sha256 in item_images(item).items()}
     data = panel_data(
         item, protocol_for(ws, item.campaign), rater_overall_progress(ws, rater), images, nonce_for(item, rater),
         notice=st.session_state.pop(NOTICE_KEY, None), round_=st.session_state.get(ROUND_KEY, 0),
