@@ -94,9 +94,8 @@ def fake_sha(i: int) -> str:
 def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
     """A workspace with one campaign of ``n_pairs`` pairs and ``n_ratings`` earlier pair ratings."""
     ws = init_workspace(root)
-    conn = ws.conn
     n_anchors = max(1, n_pairs // 10)
-    with ws.transaction():
+    with ws.transaction() as conn:
         # Image rows only: next-pair and submit never open the files.
         conn.executemany(
             "INSERT INTO images (sha256, path, width, height, format, bytes) VALUES (?, ?, 512, 512, 'PNG', 1000)",
@@ -124,7 +123,7 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
         for question, value in zip(QUESTIONS, rng.integers(1, 6, size=3)):
             rating_rows.append((campaign, pair, rater, question, int(value), stamp, stamp, 5.0, nonce))
         assignment_rows.append((campaign, pair, rater, stamp, stamp))
-    with ws.transaction():
+    with ws.transaction() as conn:
         conn.executemany(
             "INSERT INTO ratings (campaign, pair, rater, question, value, shown_at, submitted_at, seconds, nonce) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rating_rows)
@@ -132,7 +131,8 @@ def build_workspace(root: Path, n_pairs: int, n_ratings: int) -> int:
             "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
             "VALUES (?, ?, ?, 'done', ?, ?)", assignment_rows)
     rebuild_pair_load(ws, campaign)
-    conn.execute("ANALYZE")
+    with ws.transaction() as conn:
+        conn.execute("ANALYZE")
     ws.close()
     return campaign
 

@@ -31,6 +31,7 @@ from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, check_semantic_name,
 from cpdm.demo.variants import CONTENT_CHANGED, DEMO_METHOD, ORIGINAL, RELATIONS, STYLE_ERASED, UNRELATED
 from cpdm.errors import CpdmError
 from cpdm.rating.campaigns import create_campaign
+from cpdm.scoring.engine import store_scores
 from cpdm.scoring.features import FeatureExtractor, ImageFeatures, descriptor_distance
 from cpdm.scoring.reader import ScoringError
 from cpdm.scoring.reference import store_reference_set
@@ -97,11 +98,7 @@ def create_synthetic_campaign(
                                    float(typical_style * np.exp(rng.normal(0, 0.5)))))
         pair_ids += make_pairs(ws, add_generations(ws, rows))
     if scored:
-        with ws.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?)",
-                [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)],
-            )
+        store_scores(ws, [(pair, semantic, style, m_sem, m_style) for pair, (m_sem, m_style) in zip(pair_ids, scores)])
         if reference:
             _add_reference_set(ws, rng, semantic, style)
     if checks:

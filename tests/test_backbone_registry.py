@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cpdm import backbones as registry
+from cpdm import executor as executor_module
 from cpdm.backbones import BackboneError, load_semantic, load_style, lookup
 from cpdm.cli import cli
 from cpdm.errors import MissingWeightsError
-from cpdm.scoring import engine as engine_module
 from cpdm.scoring.engine import ScoringEngine, score_pairs
 from cpdm.testing import Scorer
 from cpdm.scoring.reader import available_backbones, load_scores
@@ -43,8 +43,8 @@ def test_all_backbones_in_one_pass_decode_each_image_once_and_run_each_backbone_
     semantics = [load_semantic(name, mode="tiny") for name in SEMANTIC]
     styles = [load_style(name, mode="tiny") for name in STYLE]
     decoded, described = [], {}
-    open_original = engine_module.open_stored_image
-    monkeypatch.setattr(engine_module, "open_stored_image", lambda path, sha: decoded.append(sha) or open_original(path, sha))
+    open_original = executor_module.open_stored_image
+    monkeypatch.setattr(executor_module, "open_stored_image", lambda path, sha: decoded.append(sha) or open_original(path, sha))
     for backbone in semantics + styles:
         method = "embed_batch" if backbone.descriptor == "embedding" else "feature_maps"
         original = getattr(backbone, method)

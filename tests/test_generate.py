@@ -96,7 +96,7 @@ def test_the_report_gives_every_images_generation_made_now_or_before(prompted, p
 
 
 def test_a_run_with_nothing_left_to_make_loads_no_model(prompted, pipeline, monkeypatch):
-    import cpdm.generation.batch as batch
+    from cpdm.executor import LocalExecutor
 
     ws, _, _ = prompted
     first = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False, pipeline=pipeline)
@@ -104,7 +104,7 @@ def test_a_run_with_nothing_left_to_make_loads_no_model(prompted, pipeline, monk
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded, though every image was made")
 
-    monkeypatch.setattr(batch, "variant_pipeline", no_model)
+    monkeypatch.setattr(LocalExecutor, "pipeline", no_model)
     again = run_generation(ws, settings=SMALL, offline_tiny=True, progress=False)
     assert again.generated == [] and again.skipped == 6 and again.ids == first.ids
 

@@ -144,7 +144,7 @@ FLOORS = (
      "cpdm.user_files"),  # plain facts
     ("cpdm.store",),  # the workspace
     ("cpdm.backbones", "cpdm.diffusion"),  # the models: the metric's, and Stable Diffusion
-    ("cpdm.curation", "cpdm.rating", "cpdm.scoring"),
+    ("cpdm.curation", "cpdm.rating", "cpdm.scoring", "cpdm.executor"),  # the executor: where batches compute
     ("cpdm.generation",),
     ("cpdm.unlearning",),
     ("cpdm.analysis",),

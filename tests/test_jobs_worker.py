@@ -88,13 +88,15 @@ def test_prints_logging_and_context_lines_reach_the_log(ws, worker, capsys):
 def test_progress_is_written_at_most_once_a_second_and_at_the_end(ws, worker):
     job_id = enqueue(ws, "steps", {"steps": 400})
     writes = []
-    worker.queue_ws.conn.set_trace_callback(
-        lambda sql: writes.append(sql) if sql.startswith("UPDATE jobs SET progress") else None)
+    with worker.queue_ws.transaction() as conn:  # the process's one write connection of the file: trace it
+        conn.set_trace_callback(lambda sql: writes.append(sql) if sql.startswith("UPDATE jobs SET progress") else None)
     started = time.monotonic()
     job = worker.run_once()
     elapsed = time.monotonic() - started
     assert job.status == "done" and len(step_rows(ws, job_id)) == 400
     assert 2 <= len(writes) <= elapsed / 1.0 + 2  # the first update, one a second, and the last
+    with worker.queue_ws.transaction() as conn:
+        conn.set_trace_callback(None)
 
 
 def test_a_job_result_that_is_not_json_fails_the_job(ws, worker):

@@ -406,16 +406,16 @@ def test_a_folder_another_variant_owns_is_refused_before_anything_is_registered(
 
 def test_ablation_images_are_made_once_per_base_model_and_caption_set(ws, monkeypatch):
     """A second run with other training hyperparameters generates nothing; more images or other captions do."""
-    from cpdm.diffusion import pipeline as generation
+    from cpdm.unlearning import ablation
 
     made = []
-    real = generation.generate_images
+    real = ablation.generate_images
 
     def recording(pipe, prompts, seeds, steps, guidance, *args, **kwargs):
         made.append((type(pipe.scheduler).__name__, len(prompts), steps, guidance))
         return real(pipe, prompts, seeds, steps, guidance, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_images", recording)
+    monkeypatch.setattr(ablation, "generate_images", recording)
     small = {"iterations": 1, "batch_size": 2, "n_images": 3, "caption_count": 2, "anchor_steps": 2}
 
     def run(name, **changes):

@@ -34,6 +34,10 @@ Procedure (grouped K-fold cross-validation, no anchor in both fit and test):
    x_ref; the campaign's own pairs when there is none), see
    :class:`cpdm.metric.LogSpreads`. The conversion is increasing, so the
    interval of w_std is the interval of w converted end by end.
+
+Why one file of this length: it is the one procedure above, from the folds
+to the bootstrap of w; its steps share the per-w arrays and the choice of w,
+and read best in the order they run.
 """
 
 from __future__ import annotations

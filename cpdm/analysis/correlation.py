@@ -8,6 +8,10 @@ pair of an anchor the anchor's multiplicity is a resample of anchors. So all
 resamples are computed at once, with array operations and one matrix product
 for Kendall's τ-b, and the statistic of one row equals what scipy returns on
 the resampled data (the tests check this).
+
+Why one file of this length: every statistic here is the same idea, a
+weighted form computed for all resamples at once; they share the weighting
+and the ranking helpers, and the tests hold each against scipy.
 """
 
 from __future__ import annotations

@@ -217,15 +217,7 @@ def ratings_sha256(ratings: pd.DataFrame) -> str:
 
 
 def _pseudonym_salt(ws) -> bytes:
-    salt = ws.get_meta(_SALT_KEY)
-    if salt is None:
-        with ws.transaction() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SALT_KEY,)).fetchone()
-            if row is None:
-                salt = secrets.token_hex(16)
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_SALT_KEY, salt))
-            else:
-                salt = row[0]
+    salt = ws.get_meta(_SALT_KEY) or ws.ensure_meta(_SALT_KEY, secrets.token_hex(16))
     return bytes.fromhex(salt)
 
 

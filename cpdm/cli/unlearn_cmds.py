@@ -8,8 +8,10 @@ import textwrap
 import click
 
 from cpdm.cli.options import cpdm_command, offline_tiny_option, open_ws, resample_option, workspace_option
-from cpdm.errors import CpdmError
+from cpdm.compute_device import check_device
 from cpdm.diffusion.settings import BASELINE_VARIANT, DEFAULT_SD_MODEL, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
+from cpdm.errors import CpdmError
+from cpdm.store.rows import get_variant, list_variants
 from cpdm.unlearning import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
@@ -115,7 +117,6 @@ def variants_list_cmd(workspace, output_format):
       cpdm variants list --workspace studies/monet
       cpdm variants list --format json
     """
-    from cpdm.store.rows import list_variants
     from cpdm.unlearning.runner import describe
 
     found = list_variants(open_ws(workspace))
@@ -144,7 +145,6 @@ def variants_show_cmd(name_or_id, workspace):
       cpdm variants show esd-monet --workspace studies/monet
     """
     from cpdm.diffusion.artifacts import json_path_of
-    from cpdm.store.rows import get_variant
     from cpdm.unlearning.runner import describe
 
     ws = open_ws(workspace)
@@ -243,8 +243,8 @@ def unlearning_report_cmd(variant_name, baseline, seeds, steps, guidance, size, 
     Example:
       cpdm unlearning report --variant uce-monet --vs original --offline-tiny --steps 2 --max-prompts 3
     """
+    # Here, not above: it loads pandas, which no other command of this module needs at start.
     from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
-    from cpdm.compute_device import check_device
 
     settings = ReportSettings(seeds=tuple(seeds) or (PAPER_SEED,), steps=steps, guidance=guidance, size=size,
                               max_prompts=max_prompts, device=check_device(device), offline_tiny=offline_tiny,

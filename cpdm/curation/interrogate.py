@@ -39,6 +39,10 @@ folder; ``banks_dir`` points at another folder holding ``mediums.txt``,
 for the negative mode), one term a line. Each table's text embeddings are
 computed once per CLIP model and cached in the workspace
 (``cache/termbanks/``): the flavour bank holds about 100,000 terms.
+
+Why one file of this length: it is one algorithm, clip-interrogator's modes
+run on cpdm's models, with the term banks and the cache of their embeddings
+that only it reads.
 """
 
 from __future__ import annotations

@@ -36,6 +36,12 @@ The template and openai backends also write *captions of a concept*
 fixed subject and scene lists, offline; the openai writer asks the endpoint
 for them as Concept Ablation's authors ask their LLM, and keeps the list it
 got in the same on-disk cache as its rewrites (:class:`AnswerCache`).
+
+Why one file of this length: the three refiners share the instruction, the
+answer cache, the retrying client and the rewrite bookkeeping, and the
+caption writer is the same two backends (template lists, the OpenAI-compatible
+client and its cache) asked for another text; apart, each would import the
+other's internals.
 """
 
 from __future__ import annotations

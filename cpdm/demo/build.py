@@ -76,6 +76,10 @@ The build is a sequence of small steps (``add_anchors``, ``add_generations``,
 ``add_simulated_2afc_campaign``) run on a workspace being built in a hidden
 sibling folder, which replaces the target only once every step has
 succeeded.
+
+Why one file of this length: it is the build's steps in order, one function
+each, so a reader follows the demo from an empty folder to a finished
+workspace in one place.
 """
 
 from __future__ import annotations

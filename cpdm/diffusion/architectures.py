@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from cpdm.diffusion.settings import TOKENIZER_MAX_LENGTH
 from cpdm.diffusion.tiny import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode
@@ -127,8 +130,6 @@ def padded_vocab(size: int) -> dict[str, int]:
 
 def sized_clip_tokenizer(vocab_size: int):
     """A CLIPTokenizer of ``vocab_size`` entries from freshly written local files, padding prompts to 77 tokens."""
-    from transformers import CLIPTokenizer
-
     with tempfile.TemporaryDirectory(prefix="cpdm-tokenizer-") as folder:
         (Path(folder) / "vocab.json").write_text(json.dumps(padded_vocab(vocab_size), ensure_ascii=False),
                                                  encoding="utf-8")
@@ -144,9 +145,6 @@ def random_sd_pipeline(architecture: SDArchitecture, seed: int = 0, device: str 
     billion parameters far faster than a CPU), in float32, then cast.
     The same seed gives the same weights on the same device.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = sized_clip_tokenizer(architecture.text_encoder["vocab_size"])
     vocab = tokenizer.get_vocab()
     text_config = CLIPTextConfig(**architecture.text_encoder, max_position_embeddings=TOKENIZER_MAX_LENGTH,
@@ -174,7 +172,6 @@ def cast(pipeline, dtype: torch.dtype):
     """
     if dtype == torch.float32:
         return pipeline
-    from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()

@@ -77,7 +77,7 @@ def _missing_weights_message(model: str) -> str:
     """Say which weights are missing, where we looked, and how to get them."""
     message = (
         f"Stable Diffusion weights for {model!r} are not on this machine (looked in the Hugging Face cache "
-        f"{_hf_cache_dir()}). On a machine with a network run `hf download {model}` "
+        f"{hf_cache_dir()}). On a machine with a network run `hf download {model}` "
         "(older huggingface_hub: `huggingface-cli download`) and copy the cache here, or pass a local folder "
         "in diffusers layout; --offline-tiny uses a tiny random model instead"
     )
@@ -86,7 +86,7 @@ def _missing_weights_message(model: str) -> str:
     return message
 
 
-def _hf_cache_dir() -> str:
+def hf_cache_dir() -> str:
     """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, then HF_HOME).
 
     huggingface_hub reads these once at import; reading them per call lets a
@@ -123,7 +123,7 @@ def load_sd_pipeline(
         "feature_extractor": None,
         "requires_safety_checker": False,
         "local_files_only": True,
-        "cache_dir": _hf_cache_dir(),
+        "cache_dir": hf_cache_dir(),
     }
     source = _pretrained_source(model)
     try:
@@ -200,7 +200,7 @@ def variant_tokenizer(variant, offline_tiny: bool = False):
     source = _pretrained_source(variant.base_model)
     try:
         return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True,
-                                             cache_dir=_hf_cache_dir())
+                                             cache_dir=hf_cache_dir())
     except (OSError, ValueError) as exc:
         if source is variant.base_model:
             raise MissingWeightsError(_missing_weights_message(source)) from exc

@@ -41,8 +41,8 @@ from cpdm.store.rows import (
     make_check_pairs,
     make_pairs,
 )
-from cpdm.compute_device import resolve_device
 from cpdm.errors import CpdmError
+from cpdm.executor import LocalExecutor
 from cpdm.progress import progress_bar
 from cpdm.store.workspace import BASELINE_METHOD
 from cpdm.diffusion.settings import (  # noqa: F401  (GenerationSettings and the defaults are used from here too)
@@ -61,7 +61,6 @@ from cpdm.diffusion.pipeline import (
     check_image_size,
     encoded_images,
     resolve_dtype,
-    variant_pipeline,
     variant_tokenizer,
     prompt_token_count,
 )
@@ -232,19 +231,21 @@ def run_generation(
     batch that runs out of memory is split in half and tried again).
     ``pipeline`` lets a caller
     (tests, benchmarks) pass one already built for this variant.
-    ``executor`` (a :class:`cpdm.jobs.ray_executor.RayExecutor`) makes the
-    images on its workers, on its own device (``device`` is then unused),
-    several batches at once; they are stored and paired here exactly as
-    images made in this process.
+    ``executor`` (:mod:`cpdm.executor`; by default this process, on
+    ``device``) builds the pipeline; a remote one (Ray) makes the images on
+    its workers, on its own device (``device`` is then unused), several
+    batches at once. They are stored and paired here exactly as images made
+    in this process.
     """
     from cpdm.curation.prompts import anchors_without_prompts
 
     settings.check()
-    if executor is not None and pipeline is not None:
+    if executor is not None and executor.remote and pipeline is not None:
         raise CpdmError("give a pipeline or an executor, not both")
-    if executor is not None and settings.seed_mode == RELEASE_SEEDS:
+    executor = executor if executor is not None else LocalExecutor(device)
+    if executor.remote and settings.seed_mode == RELEASE_SEEDS:
         raise CpdmError("--seed-mode release generates in this process; run it without Ray")
-    torch_device = executor.device if executor is not None else resolve_device(device)
+    torch_device = executor.device
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
     chosen = resolve_variant(ws, variant, base_model, offline_tiny)
     report = GenerationReport()
@@ -254,7 +255,7 @@ def run_generation(
     prompts = leaf_prompts(ws, prompt_ids)
     if not prompts:
         raise CpdmError("no prompts to generate from (cpdm prompts interrogate, or cpdm prompts add ANCHOR TEXT)")
-    if executor is not None:  # a handle on the pipeline its workers build
+    if executor.remote:  # a handle on the pipeline its workers build: they count the tokens too
         pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
                                      scheduler=settings.scheduler)
     tokenizer = pipeline.tokenizer if pipeline is not None else variant_tokenizer(chosen, offline_tiny)
@@ -265,9 +266,9 @@ def run_generation(
     done = list(report.ids.values())
     todo = [item for item in items if item.key not in report.ids]
     if todo and pipeline is None:  # the model loads only when there is something to make
-        pipeline = variant_pipeline(chosen, root=ws.root, device=torch_device, dtype=dtype,
-                                    offline_tiny=offline_tiny, scheduler=settings.scheduler)
-    if todo and executor is None:
+        pipeline = executor.pipeline(chosen, root=ws.root, dtype=dtype, offline_tiny=offline_tiny,
+                                     scheduler=settings.scheduler)
+    if todo and not executor.remote:
         check_image_size(pipeline, settings.height, settings.width)  # before anything is recorded
     if isinstance(chosen, _NewBaseline):  # its model loaded: record it
         chosen = get_variant(ws, add_variant(ws, chosen.name, base_model=chosen.base_model, method=BASELINE_METHOD))
@@ -293,12 +294,12 @@ def run_generation(
                 landed(batch, ids)
             return report
         start = 0
-        if executor is not None:  # every batch goes out now; the workers make several at once
+        if executor.remote:  # every batch goes out now; the workers make several at once
             pipeline.submit([_request(todo[first : first + size], settings) for first in range(0, len(todo), size)])
         while start < len(todo):
             batch = todo[start : start + size]
             try:
-                ids = _generate_batch(ws, pipeline, chosen.id, batch, settings, remote=executor is not None)
+                ids = _generate_batch(ws, pipeline, chosen.id, batch, settings, remote=executor.remote)
             except _OutOfMemory:
                 if size == 1 or batch_size:
                     raise CpdmError(f"out of GPU memory at batch size {size}; try a smaller --batch-size or --height/--width") from None

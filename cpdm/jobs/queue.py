@@ -15,6 +15,12 @@ cancelled job can be retried while it has attempts left.
 
 Each job's log is a text file ``WORKSPACE/jobs/<id>.log``; its row holds
 progress (0..1), a message and an estimate of the seconds left.
+
+Why one file of this length: it is the whole life of one table's rows.
+Every transition of a job (enqueue, claim, heartbeat, progress, finish,
+fail, requeue, cancel, retry) is a short transaction that keeps the others'
+invariants (the lease, the attempts, the dependencies), so they stay side
+by side.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
+
+import sqlite_utils
 
 from cpdm.errors import CpdmError
 from cpdm.jobs.registry import get_kind
@@ -203,13 +211,10 @@ def enqueue(ws, kind: str, params: dict | None = None, *, title: str | None = No
             if row[0] in ("failed", "cancelled"):
                 raise CpdmError(f"job {parent} is {row[0]}; retry it (cpdm jobs retry {parent}) before adding "
                                 "jobs that wait for it")
-        cursor = conn.execute(
-            "INSERT INTO jobs (kind, params, title, device, max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, params_text, title, device, max_attempts, _now_text()),
-        )
-        job_id = cursor.lastrowid
-        conn.executemany("INSERT INTO job_dependencies (job, parent) VALUES (?, ?)",
-                         [(job_id, parent) for parent in parents])
+        db = sqlite_utils.Database(conn)
+        job_id = db["jobs"].insert({"kind": kind, "params": params_text, "title": title, "device": device,
+                                    "max_attempts": max_attempts, "created_at": _now_text()}).last_pk
+        db["job_dependencies"].insert_all({"job": job_id, "parent": parent} for parent in parents)
     return job_id
 
 

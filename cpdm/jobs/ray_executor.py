@@ -29,6 +29,10 @@ without an executor; those writes are idempotent (generations are unique on
 their key, features on (image, backbone)), so a task that Ray retries after
 its worker died, or a job that is run again, adds nothing twice. The
 SQLite database is never opened on another machine.
+
+Why one file of this length: it is both sides of one executor. The task
+bodies that run on Ray workers and the driver that submits them must agree
+on what travels (specs, bytes, feature rows), so they live together.
 """
 
 from __future__ import annotations
@@ -253,6 +257,8 @@ def feature_task(specs: tuple[BackboneSpec, ...], precision: str, shas: list[str
 class RayExecutor:
     """Runs generation and scoring batches as Ray tasks; the caller stores the results.
 
+    One of the two :class:`cpdm.executor.Executor` implementations.
+
     ``address``: ``ray://HEAD:10001`` (a Ray client), ``HEAD:6379`` (on a
     cluster node), ``auto``, or None (an already initialised Ray, else a new
     local one). The connection is made on first use. ``num_gpus`` per task
@@ -261,6 +267,8 @@ class RayExecutor:
     tasks submitted at once (default: twice the tasks the cluster can run
     together), so results do not pile up in the object store.
     """
+
+    remote = True  # images and artifacts travel to the workers as bytes
 
     def __init__(self, address: str | None = None, num_gpus: float = 1, max_retries: int = DEFAULT_MAX_RETRIES,
                  max_in_flight: int | None = None, runtime_env: dict | None = None):
@@ -429,21 +437,21 @@ class RayExecutor:
         described = self._get(self._task(backbone_task).remote(specs))
         return [RemoteBackbone(spec, **fields) for spec, fields in zip(specs, described)]
 
-    def feature_rows(self, engine, batches: list[list[str]], needs: list[dict]) -> Iterator[list]:
-        """Feature cache rows for each batch of image shas, in order (``needs``: per batch, indices per backbone)."""
+    def feature_rows(self, extractor, batches: list[list[str]], needs: list[dict],
+                     image_path) -> Iterator[tuple[list, dict]]:
+        """For each batch of image shas, in order: its feature cache rows, computed on the cluster, and the
+        precision each backbone chose there (``needs``: per batch, indices per backbone; ``image_path``: where
+        this machine keeps an image, whose bytes travel)."""
         from cpdm.store.images import read_stored_image
 
-        specs = tuple(backbone.spec for backbone in engine.backbones)
-        precision = engine.extractor.choice
+        specs = tuple(backbone.spec for backbone in extractor.backbones)
 
         def arguments():
             for batch, need in zip(batches, needs):
-                images = [read_stored_image(engine.ws.image_path(sha), sha) for sha in batch]
-                yield specs, precision, batch, images, need
+                images = [read_stored_image(image_path(sha), sha) for sha in batch]
+                yield specs, extractor.choice, batch, images, need
 
-        for rows, chosen in self.run_in_order(feature_task, arguments()):
-            engine.extractor.precision.update({key: value for key, value in chosen.items() if value})
-            yield rows
+        yield from self.run_in_order(feature_task, arguments())
 
 
 class RemotePipeline:

@@ -43,11 +43,11 @@ from cpdm.rating.campaigns import RATING_ROLES, get_campaign
 from cpdm.rating.judgments import (
     TripletItem, claim_triplet, claim_triplet_in, held_triplet, oldest_held_triplet, recount_triplet_load,
 )
+from cpdm.rating.pair_load import recount_pair_load
 from cpdm.rating.protocol import Protocol
 # Shared with triplets (cpdm.rating.judgments); imported here too for the callers that know them from here.
 from cpdm.rating.rules import answered_count, campaign_kind, campaign_settings, check_due, expire_stale  # noqa: F401
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.workspace import recount_pair_load
 from cpdm.store.writer import write_transaction
 
 @dataclass(frozen=True)

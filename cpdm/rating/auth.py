@@ -48,12 +48,21 @@ def create_rater(ws, name: str, role: str, *, simulated: bool = False, token: st
         raise CpdmError("a rater needs a non-empty name")
     token = token or new_token()
     with ws.transaction() as conn:
-        cursor = conn.execute(
-            "INSERT INTO raters (name, role, token_hash, simulated) VALUES (?, ?, ?, ?)",
-            (name.strip(), role, hash_token(token), int(simulated)),
-        )
-        rater_id = cursor.lastrowid
+        rater_id = insert_rater(conn, name.strip(), role, token, simulated=simulated)
     return get_rater(ws, rater_id), token
+
+
+def insert_rater(conn, name: str, role: str, token: str, *, simulated: bool = False, consented_at: str | None = None,
+                 created_at: str | None = None) -> int:
+    """Add a rater inside the caller's write transaction (the one writer of ``raters`` rows); returns its id.
+
+    ``created_at`` defaults to now; ``consented_at`` to not yet.
+    """
+    return conn.execute(
+        f"INSERT INTO raters (name, role, token_hash, simulated, consented_at, created_at) "
+        f"VALUES (?, ?, ?, ?, ?, COALESCE(?, {SQL_NOW}))",
+        (name, role, hash_token(token), int(simulated), consented_at, created_at),
+    ).lastrowid
 
 
 def _row_to_rater(row) -> Rater:

@@ -16,10 +16,11 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlite_utils
+
 from cpdm.errors import CpdmError
 from cpdm.rating.questionnaire import DECLINED, BackgroundQuestion, check_answer
 from cpdm.store.time import format_time, utc_now
-from cpdm.store.writer import write_transaction
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,11 @@ def save_step(ws, rater_id: int, campaign_id: int, question_id: str, values: dic
         except CpdmError as exc:
             raise CpdmError(f"{subject}: {exc}" if subject else str(exc)) from None
     now_text = format_time(now or utc_now())
-    with write_transaction(ws) as conn:
-        conn.executemany(
-            "INSERT INTO background_answers (campaign, rater, question, subject, value, answered_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, rater, question, subject) DO UPDATE SET "
-            "value = excluded.value, answered_at = excluded.answered_at",
-            [(campaign_id, rater_id, question_id, subject, json.dumps(value), now_text)
-             for subject, value in checked.items()],
+    with ws.transaction() as conn:
+        sqlite_utils.Database(conn)["background_answers"].upsert_all(
+            ({"campaign": campaign_id, "rater": rater_id, "question": question_id, "subject": subject,
+              "value": json.dumps(value), "answered_at": now_text} for subject, value in checked.items()),
+            pk=("campaign", "rater", "question", "subject"),
         )
 
 

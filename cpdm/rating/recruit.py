@@ -38,6 +38,12 @@ What it guarantees, and its limits:
   completion code and/or the redirect, whether or not they passed the
   attention checks: platforms require it, and failed checks flag the rater
   as usual (the exports say so).
+
+Why one file of this length: it is one job, a recruitment link from its
+creation to its end page. Admission counts the quota, applies the rate
+limits and adds the rater in one transaction, so the link, visit, admission
+and end-page code share their queries and private helpers; split, each part
+would import the others' internals.
 """
 
 from __future__ import annotations
@@ -52,10 +58,9 @@ from datetime import datetime, time, timedelta, timezone
 from urllib.parse import urlencode, urlsplit
 
 from cpdm.errors import CpdmError
-from cpdm.rating.auth import TOKEN_PATTERN, Rater, get_rater, hash_token, new_token
+from cpdm.rating.auth import TOKEN_PATTERN, Rater, get_rater, hash_token, insert_rater, new_token
 from cpdm.store.time import format_time, utc_now
 from cpdm.store.workspace import RATING_ROLES
-from cpdm.store.writer import write_transaction
 
 # The query parameter that carries a recruitment link's secret.
 JOIN_PARAM = "join"
@@ -229,7 +234,7 @@ def create_link(
     if closes_at is not None and closes_at <= now:
         raise CpdmError(f"--closes {format_time(closes_at)} is already past")
     secret = new_token()
-    with write_transaction(ws) as conn:
+    with ws.transaction() as conn:
         row = conn.execute("SELECT name, json_extract(overlap, '$.' || ?) FROM campaigns WHERE id = ?",
                            (role, campaign_id)).fetchone()
         if row is None:
@@ -244,7 +249,7 @@ def create_link(
         if unclosed is not None:
             raise CpdmError(f"campaign {row[0]!r} already has a {role} recruitment link (id {unclosed[0]}) that is "
                             "not closed; close it first (cpdm campaign recruit NAME --close)")
-        _client_salt_in(conn)  # made now, so visits only read it
+        _client_salt(ws)  # made now (in this transaction), so visits only read it
         link_id = conn.execute(
             "INSERT INTO recruit_links (campaign, role, secret_hash, quota, per_rater, id_param, completion_code, "
             "completion_url, closes_at, signups_per_address, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -283,7 +288,7 @@ def list_links(ws, campaign_id: int | None = None) -> list[RecruitLink]:
 
 def close_link(ws, link_id: int, now: datetime | None = None) -> RecruitLink:
     """Stop a link admitting new raters, at once; raters it admitted can still finish."""
-    with write_transaction(ws) as conn:
+    with ws.transaction() as conn:
         updated = conn.execute("UPDATE recruit_links SET closed_at = COALESCE(closed_at, ?) WHERE id = ?",
                                (format_time(now or utc_now()), link_id)).rowcount
     if not updated:
@@ -372,25 +377,15 @@ def client_address(ip: str | None, forwarded_for: str | None = None, trust_forwa
     return ip if isinstance(ip, str) and ip else _LOCAL_CLIENT
 
 
-def _client_salt_in(conn) -> bytes:
-    """The workspace's secret for hashing client addresses, made on first use (inside a write transaction)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_CLIENT_SALT_KEY,)).fetchone()
-    if row is not None:
-        return bytes.fromhex(row[0])
-    salt = secrets.token_hex(16)
-    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_CLIENT_SALT_KEY, salt))
+def _client_salt(ws) -> bytes:
+    """The workspace's secret for hashing client addresses, made on first use."""
+    salt = ws.get_meta(_CLIENT_SALT_KEY) or ws.ensure_meta(_CLIENT_SALT_KEY, secrets.token_hex(16))
     return bytes.fromhex(salt)
 
 
 def _client_key(ws, address: str) -> str:
     """A client address as stored: a keyed hash, so the workspace never holds participants' addresses."""
-    row = ws.conn.execute("SELECT value FROM meta WHERE key = ?", (_CLIENT_SALT_KEY,)).fetchone()
-    if row is not None:
-        salt = bytes.fromhex(row[0])
-    else:  # a workspace whose links were all made before the salt: make it once
-        with write_transaction(ws) as conn:
-            salt = _client_salt_in(conn)
-    return hmac.new(salt, address.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+    return hmac.new(_client_salt(ws), address.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
 def _recent_events(conn, client: str, kind: str, since: datetime) -> int:
@@ -443,7 +438,7 @@ def visit(ws, params: dict, address: str, now: datetime | None = None) -> Visit:
     if _recent_events(ws.conn, client, "bad_visit", now - BAD_VISIT_WINDOW) >= BAD_VISITS_PER_WINDOW:
         return Visit("too_many", link, platform_id)
     if refused is not None:
-        with write_transaction(ws) as conn:
+        with ws.transaction() as conn:
             _record_event(conn, client, "bad_visit", now)
         return Visit(refused, link, platform_id)
     state = link.state(now)
@@ -487,7 +482,7 @@ def admit(ws, params: dict, address: str, now: datetime | None = None) -> Admiss
     platform_id = seen.platform_id or f"visitor-{secrets.token_hex(12)}"
     token = rater_token(secret, link.id, platform_id)
     client = _client_key(ws, address)
-    with write_transaction(ws) as conn:
+    with ws.transaction() as conn:
         state = _admission_refusal(conn, link.id, platform_id, client, now)
         if state is None:
             _insert_rater(conn, link, platform_id, token, now)
@@ -519,10 +514,8 @@ def _insert_rater(conn, link: RecruitLink, platform_id: str, token: str, now: da
     """The new rater (consented now) and its recruitment row; the name says only which link and in what order."""
     number = conn.execute("SELECT COUNT(*) FROM recruited_raters WHERE link = ?", (link.id,)).fetchone()[0] + 1
     now_text = format_time(now)
-    rater_id = conn.execute(
-        "INSERT INTO raters (name, role, token_hash, consented_at, created_at) VALUES (?, ?, ?, ?, ?)",
-        (f"{link.role} via link {link.id} #{number}", link.role, hash_token(token), now_text, now_text),
-    ).lastrowid
+    rater_id = insert_rater(conn, f"{link.role} via link {link.id} #{number}", link.role, token,
+                            consented_at=now_text, created_at=now_text)
     conn.execute(
         "INSERT INTO recruited_raters (rater, link, campaign, platform_id, admitted_at) VALUES (?, ?, ?, ?, ?)",
         (rater_id, link.id, link.campaign, platform_id, now_text),
@@ -578,7 +571,7 @@ def next_item_for(ws, rater, now: datetime | None = None, device: str | None = N
     else:
         item = held_item(ws, recruitment.campaign, rater, now)
     if item is None:
-        with write_transaction(ws) as conn:
+        with ws.transaction() as conn:
             conn.execute("UPDATE recruited_raters SET finished_at = COALESCE(finished_at, ?) WHERE rater = ?",
                          (format_time(now), rater.id))
     return item

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import sqlite_utils
+
 from cpdm.scoring.features import decode_descriptor
 
 
@@ -33,10 +35,9 @@ def load_descriptor(ws, sha: str, backbone):
 
 
 def store_features(ws, rows: list[tuple[str, str, bytes]]) -> None:
-    """Write (image, backbone, blob) rows in one short transaction."""
+    """Write (image, backbone, blob) rows in one short transaction; a row already there takes the new blob."""
     with ws.transaction() as conn:
-        conn.executemany(
-            "INSERT INTO features (image, backbone, blob) VALUES (?, ?, ?) "
-            "ON CONFLICT(image, backbone) DO UPDATE SET blob = excluded.blob",
-            rows,
+        sqlite_utils.Database(conn)["features"].upsert_all(
+            ({"image": image, "backbone": backbone, "blob": blob} for image, backbone, blob in rows),
+            pk=("image", "backbone"),
         )

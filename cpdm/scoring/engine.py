@@ -33,6 +33,10 @@ if every distance among a probe of that batch's images stays within 1e-3 of
 fp32 (absolute for M_sem, relative for M_style); on the CPU it computes in
 fp32. ``precision="reduced"`` also tries bf16 matrix products on CPUs that
 have bf16 instructions, ``"fp32"`` never reduces; see ``cpdm.scoring.precision``.
+
+Why one file of this length: it is the engine and the one function that
+drives it; features, scores and reference sets are the steps of one pass and
+share the engine's backbones and extractor.
 """
 
 from __future__ import annotations
@@ -48,16 +52,14 @@ from cpdm.backbones import (
     DEFAULT_STYLE,
     check_semantic_name,
     check_style_name,
-    load_backbone,
 )
-from cpdm.compute_device import resolve_device
+from cpdm.executor import LocalExecutor
 from cpdm.progress import progress_bar
 from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION
 from cpdm.scoring.cache import cached_images, load_descriptor, store_features
 from cpdm.scoring.features import (
     FeatureExtractor,
     descriptor_distance,
-    feature_rows,
 )
 from cpdm.scoring.precision import FP32, check_choice
 from cpdm.scoring.reader import ScoringError
@@ -69,7 +71,6 @@ from cpdm.scoring.reference import (
     stale_note,
     store_reference_set,
 )
-from cpdm.store.images import open_stored_image
 
 
 # --------------------------------------------------------------------------
@@ -158,6 +159,15 @@ def _scored_pair_ids(ws, semantic_key: str, style_key: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def store_scores(ws, rows: Sequence[tuple[int, str, str, float, float]]) -> list[int]:
+    """Write ``(pair, semantic key, style key, M_sem, M_style)`` scores in one transaction (the one writer of
+    ``scores``); a score already there is kept. Returns the pair of each row this call inserted."""
+    with ws.transaction() as conn:
+        return [row[0] for row in rows if conn.execute(
+            "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(pair, semantic, style) DO NOTHING", row).rowcount]
+
+
 def _as_list(backbones) -> list:
     return list(backbones) if isinstance(backbones, (list, tuple)) else [backbones]
 
@@ -181,9 +191,10 @@ class ScoringEngine:
     ``semantic_backbones`` and ``style_backbones`` are one backbone each or
     lists of them; every (semantic, style) combination is scored, and each
     backbone runs once per image whatever the number of combinations.
-    With an ``executor`` (:class:`cpdm.jobs.ray_executor.RayExecutor`) the
-    backbones are its stand-ins and features are computed by its workers,
-    several batches at once; caching and scoring stay here.
+    The ``executor`` (:mod:`cpdm.executor`; by default this process)
+    computes the features: a Ray executor's backbones are its stand-ins and
+    its workers compute several batches at once. Caching and scoring stay
+    here whatever the executor.
     """
 
     def __init__(self, ws, semantic_backbones, style_backbones, batch_size: int = 16, precision: str = "auto",
@@ -201,12 +212,12 @@ class ScoringEngine:
         keys = dict.fromkeys((sem.key, style.key) for sem in semantics for style in styles)
         self.combinations = [(by_key[sem], by_key[style]) for sem, style in keys]
         self.batch_size = batch_size
-        self.executor = executor
+        self.executor = executor if executor is not None else LocalExecutor(self.backbones[0].device)
 
     @property
     def pairs_per_chunk(self) -> int:
         """Pairs scored together: about a feature batch, or with an executor enough to keep its workers busy."""
-        return self.batch_size * (self.executor.batches_in_flight if self.executor is not None else 1)
+        return self.batch_size * self.executor.batches_in_flight
 
     @property
     def semantic_key(self) -> str:
@@ -248,17 +259,15 @@ class ScoringEngine:
         return None if any(value is None for value in found.values()) else found
 
     def _computed_batches(self, batches: list[list[str]], have: dict[str, set[str]]):
-        """``(batch, feature rows)`` for each batch of images, in order: computed here, or by the executor."""
+        """``(batch, feature rows)`` for each batch of images, in order, as the executor computes them."""
         # Only what is missing: scoring with a new style backbone reuses cached CLIP embeddings.
         needs = [{b.key: [i for i, sha in enumerate(batch) if sha not in have[b.key]] for b in self.backbones}
                  for batch in batches]
-        if self.executor is not None:
-            yield from zip(batches, self.executor.feature_rows(self, batches, needs))
-            return
-        for batch, need in zip(batches, needs):
-            paths = {sha: self.ws.image_path(sha) for sha in batch}  # the database is read from this thread only
-            images = self.extractor.map(lambda sha: open_stored_image(paths[sha], sha), batch)
-            yield batch, feature_rows(self.extractor, batch, images, need)
+        computed = self.executor.feature_rows(self.extractor, batches, needs, self.ws.image_path)
+        for batch, (rows, chosen) in zip(batches, computed):
+            # The precision a remote worker's extractor chose, recorded in ours.
+            self.extractor.precision.update({key: value for key, value in chosen.items() if value})
+            yield batch, rows
 
     @staticmethod
     def distances(combination, a: dict, g: dict) -> tuple[float, float]:
@@ -288,10 +297,7 @@ class ScoringEngine:
             for index in missing[pair.id]:
                 sem, style = self.distances(self.combinations[index], features[pair.anchor_image], features[pair.image])
                 rows.append((pair.id, *keys[index], sem, style))
-        with self.ws.transaction() as conn:
-            inserted = [row[0] for row in rows if conn.execute(
-                "INSERT INTO scores (pair, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(pair, semantic, style) DO NOTHING", row).rowcount]
+        inserted = store_scores(self.ws, rows)
         report.pairs_scored += len(set(inserted))
         report.scores_written += len(inserted)
 
@@ -398,19 +404,14 @@ def build_engine(
         check_semantic_name(name)
     for name in styles:
         check_style_name(name)
-    if executor is None:
-        resolve_device(device)
+    executor = executor if executor is not None else LocalExecutor(device)
     if batch_size < 1:
         raise ScoringError(f"batch size must be at least 1, got {batch_size}")
     check_choice(precision)
     mode = mode or ("tiny" if offline_tiny else "real")
     wanted = [("semantic", name, None) for name in semantics]
     wanted += [("style", name, style_image_size if name == "vgg19" else None) for name in styles]
-    if executor is not None:
-        backbones = executor.backbones(wanted, mode)
-    else:
-        backbones = [load_backbone(name, mode=mode, device=device, image_size=size, role=role)
-                     for role, name, size in wanted]
+    backbones = executor.backbones(wanted, mode)
     return ScoringEngine(ws, backbones[: len(semantics)], backbones[len(semantics) :], batch_size=batch_size,
                          precision=precision, executor=executor)
 

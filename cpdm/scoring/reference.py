@@ -37,6 +37,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import sqlite_utils
 
 from cpdm import metric
 from cpdm.store.time import format_time, utc_now
@@ -183,12 +184,12 @@ def store_reference_set(ws, semantic: str, style: str, rows: list[tuple[int, str
         if not replace and load_reference_record(ws, semantic, style) is not None:
             return None
         conn.execute("DELETE FROM reference_distances WHERE semantic = ? AND style = ?", (semantic, style))
-        inserted = conn.executemany(
-            "INSERT INTO reference_distances (anchor, image, semantic, style, m_sem, m_style) VALUES (?, ?, ?, ?, ?, ?)",
-            [(anchor, image, semantic, style, sem, sty) for anchor, image, sem, sty in rows],
-        ).rowcount
+        sqlite_utils.Database(conn)["reference_distances"].insert_all(
+            {"anchor": anchor, "image": image, "semantic": semantic, "style": style, "m_sem": sem, "m_style": sty}
+            for anchor, image, sem, sty in rows
+        )
         ws.set_meta(_meta_key(semantic, style), json.dumps(asdict(record)))
-    return inserted
+    return len(rows)
 
 
 def _paper_scale(rows) -> float | None:

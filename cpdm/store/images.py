@@ -185,11 +185,13 @@ def store_image_bytes(ws, data: bytes, name: str = "image") -> ImageInfo:
 
     The file is written before the row, so a row never points at a missing
     file; the caller decides the transaction (a file without a row is
-    harmless and is reused by the next store of the same bytes).
+    harmless and is reused by the next store of the same bytes). The row
+    joins the caller's open transaction, if any, else commits at once.
     """
     info = check_image_bytes(data, name)
     write_image_file(ws.root, info, data)
-    insert_image_row(ws.conn, info)
+    with ws.transaction() as conn:
+        insert_image_row(conn, info)
     return info
 
 

@@ -9,6 +9,11 @@ Adding generations and making pairs is idempotent: a resumed run gets the
 ids of the rows it made before and adds nothing twice. A generation is
 identified by (prompt, variant, seed, steps, guidance, params), params
 compared as canonical JSON (:func:`cpdm.store.workspace.canonical_json`).
+
+Why one file of this length: it is the write path of five tables that
+refer to one another (an anchor's prompts, their generations, the pairs
+made of them), each function with the checks its rows need; they share the
+validators and the canonical params.
 """
 
 from __future__ import annotations

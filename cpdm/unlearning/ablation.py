@@ -89,7 +89,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import DPMSolverMultistepScheduler
 
+from cpdm.curation.refine import OpenAIRefiner, RefinerError, TemplateRefiner
+from cpdm.diffusion.pipeline import generate_images
+from cpdm.progress import progress_bar
 from cpdm.unlearning.base import (
     Method,
     TrainingOptions,
@@ -125,8 +129,6 @@ CACHE_FOLDER = "ablation"
 
 def caption_writer(params: dict, cache_dir: Path | None):
     """The writer of anchor captions ``params["captions"]`` names (the openai one reads the environment)."""
-    from cpdm.curation.refine import OpenAIRefiner, RefinerError, TemplateRefiner
-
     if params["captions"] == "template":
         return TemplateRefiner()
     try:
@@ -181,10 +183,6 @@ def generate_anchor_images(pipe, folder: Path, captions: list[str], count: int, 
     Each file is written whole or not at all, so an interrupted run leaves
     only complete images, and the next makes the rest.
     """
-    from diffusers import DPMSolverMultistepScheduler
-
-    from cpdm.diffusion.pipeline import generate_images
-    from cpdm.progress import progress_bar
 
     missing = [i for i in range(count) if not anchor_image_path(folder, i).is_file()]
     if not missing:

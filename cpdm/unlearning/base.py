@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from PIL import Image
 
 from cpdm.errors import CpdmError
 from cpdm.progress import JobCancelled, progress_bar
@@ -355,9 +359,6 @@ def native_image_size(pipe) -> int:
 
 def image_pixels(paths, size: int) -> torch.Tensor:
     """Image files as a (N, 3, size, size) batch in [-1, 1], resized (bicubic) to ``size``."""
-    import numpy as np
-    from PIL import Image
-
     batch = []
     for path in paths:
         try:
@@ -389,8 +390,6 @@ def generated_latents(pipe, prompts, seed: int, steps: int, guidance: float) -> 
     Methods that need images of a concept can use the base model's own
     generations; staying in latent space skips a VAE decode and re-encode.
     """
-    from diffusers import DDIMScheduler
-
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps, device=pipe.unet.device)
     uncond, _ = encode_text(pipe, [""])
@@ -422,8 +421,6 @@ def noised(scheduler, x0: torch.Tensor, generator: torch.Generator):
 def diffusion_loss(unet, scheduler, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator,
                    compute_dtype=None) -> torch.Tensor:
     """L_DM: the mean squared error of the UNet's prediction on x_0 noised to random timesteps."""
-    import torch.nn.functional as F
-
     x_t, t, target = noised(scheduler, x0, generator)
     with autocast(x0.device, compute_dtype):
         prediction = unet(x_t, t, encoder_hidden_states=context).sample
@@ -432,8 +429,6 @@ def diffusion_loss(unet, scheduler, x0: torch.Tensor, context: torch.Tensor, gen
 
 def training_scheduler(pipe):
     """A DDPM scheduler with the pipeline's noise schedule, for adding noise during training."""
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 

@@ -78,6 +78,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 
 from cpdm.unlearning.base import (
     Method,
@@ -156,8 +157,6 @@ class ESD(Method):
     """ESD; the subclasses pick the parameters (ESD-x: cross-attention, ESD-u: the rest)."""
 
     def run(self, pipe, request: UnlearnRequest, params: dict, options: TrainingOptions) -> dict[str, torch.Tensor]:
-        from diffusers import DDIMScheduler
-
         unet = pipe.unet
         device = unet.device
         frozen = copy.deepcopy(unet).requires_grad_(False).eval()

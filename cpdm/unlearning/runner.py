@@ -25,17 +25,6 @@ import torch
 
 from cpdm import __version__
 from cpdm.compute_device import check_device
-from cpdm.errors import CpdmError
-from cpdm.progress import JobCancelled
-from cpdm.unlearning import (
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_TRAINING_PRECISION,
-    DEFAULT_SEED,
-    get_method,
-    image_files,
-    read_preserve_file,
-)
-from cpdm.diffusion.pipeline import TINY_BASE, load_sd_pipeline
 from cpdm.diffusion.artifacts import (
     ArtifactError,
     base_unet_record,
@@ -45,7 +34,18 @@ from cpdm.diffusion.artifacts import (
     save_artifact,
     variant_dir,
 )
-from cpdm.unlearning.concepts import names_concept
+from cpdm.diffusion.pipeline import TINY_BASE, hf_cache_dir, load_sd_pipeline
+from cpdm.errors import CpdmError
+from cpdm.progress import JobCancelled
+from cpdm.store.rows import add_variant, get_variant, set_variant_status
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_TRAINING_PRECISION,
+    DEFAULT_SEED,
+    get_method,
+    image_files,
+    read_preserve_file,
+)
 from cpdm.unlearning.base import (
     NonFiniteLoss,
     TrainingOptions,
@@ -54,7 +54,7 @@ from cpdm.unlearning.base import (
     truncated_texts,
     unique_texts,
 )
-from cpdm.store.rows import add_variant, get_variant, set_variant_status
+from cpdm.unlearning.concepts import names_concept
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CACHE_NAME = "cache"  # the workspace's folder of reusable data (a method's own under it: cache/ablation/...)
@@ -71,9 +71,7 @@ def hub_revision(base: str) -> str | None:
     """The commit of a Hugging Face model in the local cache (refs/main), or None for folders and the tiny model."""
     if base == TINY_BASE or Path(base).expanduser().exists() or "/" not in base:
         return None
-    from cpdm.diffusion.pipeline import _hf_cache_dir
-
-    ref = Path(_hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
+    ref = Path(hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
     return ref.read_text().strip() if ref.is_file() else None
 
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from cpdm.diffusion.settings import (
+    BASELINE_VARIANT,
+    DEFAULT_SCHEDULER,
+    DTYPES,
+    PAPER_GUIDANCE,
+    PAPER_PER_PROMPT,
+    PAPER_SD_MODEL,
+    PAPER_SEED,
+    PAPER_STEPS,
+    SCHEDULERS,
+    SEED_MODES,
+    GenerationSettings,
+)
 from cpdm.jobs.kinds import log_notes
 from cpdm.jobs.parameters import OFFLINE_TINY, Parameter
 from cpdm.jobs.registry import parameterised_kind
+from cpdm.rating.protocol import default_protocol_path, load_protocol_file
 
 
 def _generate_parameters() -> list[Parameter]:
-    from cpdm.diffusion.settings import (
-        BASELINE_VARIANT, DEFAULT_SCHEDULER, DTYPES, PAPER_GUIDANCE, PAPER_PER_PROMPT, PAPER_SD_MODEL, PAPER_SEED,
-        PAPER_STEPS, SCHEDULERS, SEED_MODES,
-    )
-
     return [
         Parameter("variant", "str", BASELINE_VARIANT, "variant to generate with ('original' is created when missing)"),
         Parameter("base_model", "str", None, f"base model of a newly created 'original' (default {PAPER_SD_MODEL})"),
@@ -39,8 +48,6 @@ def _generate_parameters() -> list[Parameter]:
 
 
 def _generation_settings(params: dict):
-    from cpdm.diffusion.settings import GenerationSettings
-
     return GenerationSettings(per_prompt=params["per_prompt"], steps=params["steps"], guidance=params["guidance"],
                               seed=params["seed"], scheduler=params["scheduler"], negative=params["negative"],
                               height=params["height"], width=params["width"], seed_mode=params["seed_mode"])
@@ -48,8 +55,6 @@ def _generation_settings(params: dict):
 
 def _check_rate(protocol_file: str | None) -> float:
     """The share of attention-check pairs the protocol asks for (the default protocol's without a file)."""
-    from cpdm.rating.protocol import default_protocol_path, load_protocol_file
-
     _, protocol = load_protocol_file(protocol_file or default_protocol_path())
     return protocol.attention_checks.rate
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS, interrogate_anchors
 from cpdm.jobs.kinds import log_notes
 from cpdm.jobs.parameters import OFFLINE_TINY, Parameter
 from cpdm.jobs.registry import parameterised_kind
 
 
 def _interrogate_parameters() -> list[Parameter]:
-    from cpdm.curation.interrogate import DEFAULT_INTERROGATOR_CLIP, DEFAULT_MODE, MODES, TOP_FLAVORS
-
     return [
         Parameter("anchor_ids", "ids", None, "anchors to interrogate (default: all)"),
         Parameter("mode", "str", DEFAULT_MODE, "best, fast, classic, negative (clip-interrogator's) or metadata",
@@ -24,8 +23,6 @@ def _interrogate_parameters() -> list[Parameter]:
 
 def _run_interrogate(ws, params: dict, context) -> dict:
     """``cpdm prompts interrogate``: a first prompt for each anchor from CLIP-ranked term banks."""
-    from cpdm.curation.interrogate import interrogate_anchors
-
     report = interrogate_anchors(ws, params["anchor_ids"], mode=params["mode"], model=params["model"],
                                  offline_tiny=params["offline_tiny"],
                                  device=context.device, caption_model=params["caption_model"],

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from cpdm.curation.refine import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_SAMPLING_SEED,
+    DEFAULT_TIMEOUT_S,
+    REFINERS,
+    make_refiner,
+    refine_prompts,
+)
 from cpdm.jobs.parameters import Parameter
 from cpdm.jobs.registry import parameterised_kind
 
 
 def _refine_parameters() -> list[Parameter]:
-    from cpdm.curation.refine import DEFAULT_MAX_RETRIES, DEFAULT_SAMPLING_SEED, DEFAULT_TIMEOUT_S, REFINERS
-
     return [
         Parameter("refiner", "str", REFINERS[0],
                   "template: offline; openai: an endpoint from the environment; local: a chat model run here",
@@ -23,8 +29,6 @@ def _refine_parameters() -> list[Parameter]:
 
 
 def _make_refiner(ws, params: dict, device: str = "cpu"):
-    from cpdm.curation.refine import make_refiner
-
     extra = {"timeout_s": params["timeout_s"], "max_retries": params["retries"]} if params["refiner"] == "openai" else {}
     return make_refiner(params["refiner"], ws, model=params["model"], device=device, **extra)
 
@@ -36,8 +40,6 @@ def _check_refine(params: dict) -> None:
 
 def _run_refine(ws, params: dict, context) -> dict:
     """``cpdm prompts refine``: rewrite prompts so they elicit close imitation."""
-    from cpdm.curation.refine import refine_prompts
-
     refiner = _make_refiner(ws, params, context.device)
     report = refine_prompts(ws, refiner, params["prompt_ids"], n=params["n"], seed=params["seed"])
     context.log(report.summary())

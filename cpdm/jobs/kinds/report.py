@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
+from cpdm.compute_device import check_device
+from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
 from cpdm.errors import CpdmError
 from cpdm.jobs.kinds import json_number
 from cpdm.jobs.parameters import OFFLINE_TINY, Parameter
@@ -11,8 +14,6 @@ from cpdm.jobs.registry import parameterised_kind
 
 
 def _report_parameters() -> list[Parameter]:
-    from cpdm.diffusion.settings import BASELINE_VARIANT, PAPER_GUIDANCE, PAPER_SEED, PAPER_STEPS
-
     return [
         Parameter("variant", "str", None, "the unlearned variant", required=True),
         Parameter("vs", "str", BASELINE_VARIANT, "the variant to compare with"),
@@ -48,9 +49,6 @@ def report_path(ws, variant: str) -> Path:
 
 def _run_report(ws, params: dict, context) -> dict:
     """``cpdm unlearning report``: CM on the target concept and on the retain set, written as CSV."""
-    from cpdm.analysis.unlearning import ReportSettings, format_report, unlearning_report
-    from cpdm.compute_device import check_device
-
     settings = ReportSettings(seeds=tuple(params["seeds"]), steps=params["steps"], guidance=params["guidance"],
                               size=params["size"], max_prompts=params["max_prompts"],
                               max_retain_prompts=params["max_retain_prompts"],

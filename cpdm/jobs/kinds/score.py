@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE, lookup
 from cpdm.errors import CpdmError
 from cpdm.jobs.kinds import log_notes
 from cpdm.jobs.parameters import OFFLINE_TINY, Parameter
 from cpdm.jobs.registry import parameterised_kind
+from cpdm.rating.campaigns import campaign_id_by_name
+from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
+from cpdm.store.rows import variant_pair_ids
 
 
 def _score_parameters() -> list[Parameter]:
-    from cpdm.backbones import DEFAULT_SEMANTIC, DEFAULT_STYLE
-    from cpdm.scoring import DEFAULT_BATCH_SIZE, DEFAULT_SCORING_PRECISION, SCORING_PRECISIONS
-
     return [
         Parameter("variant", "str", None, "score the pairs of this variant's generations"),
         Parameter("campaign", "str", None, "score the pairs of this campaign"),
@@ -28,8 +29,6 @@ def _score_parameters() -> list[Parameter]:
 
 
 def _check_score(params: dict) -> None:
-    from cpdm.backbones import lookup
-
     scopes = [name for name in ("variant", "campaign", "pair_ids") if params[name]]
     if len(scopes) > 1:
         raise CpdmError(f"score job: give one of variant, campaign or pair_ids, not {' and '.join(scopes)}")
@@ -39,16 +38,12 @@ def _check_score(params: dict) -> None:
 
 def _score_scope(ws, params: dict) -> tuple[list[int] | None, int | None]:
     """(pair ids, campaign id) to score; both None means every pair."""
-    from cpdm.store.rows import variant_pair_ids
-
     if params["variant"]:
         pair_ids = variant_pair_ids(ws, params["variant"])
         if not pair_ids:
             raise CpdmError(f"variant {params['variant']!r} has no pairs yet (generate with it first)")
         return pair_ids, None
     if params["campaign"]:
-        from cpdm.rating.campaigns import campaign_id_by_name
-
         return None, campaign_id_by_name(ws, params["campaign"])
     return params["pair_ids"], None
 

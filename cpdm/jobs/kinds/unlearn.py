@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from cpdm.diffusion.settings import DEFAULT_SD_MODEL
 from cpdm.errors import CpdmError
 from cpdm.jobs.kinds import log_notes
 from cpdm.jobs.parameters import HYPERPARAMETERS, OFFLINE_TINY, Parameter
 from cpdm.jobs.registry import parameterised_kind
+from cpdm.store.rows import get_variant
+from cpdm.unlearning import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_SEED,
+    DEFAULT_TRAINING_PRECISION,
+    TRAINING_PRECISIONS,
+    image_files,
+    lookup,
+    names,
+    read_preserve_file,
+)
 
 
 def _unlearn_parameters() -> list[Parameter]:
-    from cpdm.diffusion.settings import DEFAULT_SD_MODEL
-    from cpdm.unlearning import (
-        DEFAULT_CHECKPOINT_EVERY,
-        DEFAULT_SEED,
-        DEFAULT_TRAINING_PRECISION,
-        TRAINING_PRECISIONS,
-        names,
-    )
-
     return [
         Parameter("method", "str", None, "unlearning method", choices=names(), required=True),
         Parameter("variant_name", "str", None, "name of the new variant", required=True),
@@ -43,8 +46,6 @@ def _check_unlearn(params: dict) -> None:
 
     Only the methods' table is read: queueing a job loads no method's code (nor torch).
     """
-    from cpdm.unlearning import image_files, lookup, read_preserve_file
-
     method = lookup(params["method"])
     if not params["variant_name"].strip():
         raise CpdmError("unlearn job: variant_name is required (name of the new variant)")
@@ -57,8 +58,6 @@ def _check_unlearn(params: dict) -> None:
 
 def _earlier_attempt(ws, variant_name: str, job_id: int | None):
     """The variant an earlier attempt of this job registered, or None."""
-    from cpdm.store.rows import get_variant
-
     if job_id is None:
         return None
     try:
