@@ -43,10 +43,11 @@ from cpdm.rating.campaigns import RATING_ROLES, get_campaign
 from cpdm.rating.judgments import (
     TripletItem, claim_triplet, claim_triplet_in, held_triplet, oldest_held_triplet, recount_triplet_load,
 )
-from cpdm.rating.pair_load import recount_pair_load
 from cpdm.rating.protocol import Protocol
 # Shared with triplets (cpdm.rating.judgments); imported here too for the callers that know them from here.
-from cpdm.rating.rules import answered_count, campaign_kind, campaign_settings, check_due, expire_stale  # noqa: F401
+from cpdm.rating.rules import (  # noqa: F401
+    answered_count, campaign_kind, campaign_settings, check_due, expire_stale, record_pair_claim, recount_pair_load,
+)
 from cpdm.store.time import format_time, utc_now
 from cpdm.store.writer import write_transaction
 
@@ -265,17 +266,7 @@ def claim_in(conn, campaign_id: int, rater, now: datetime, *, holds_nothing: boo
         if check is not None:
             pair, is_check = check, True
     expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
-    conn.execute(
-        "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
-        "VALUES (?, ?, ?, 'assigned', ?, ?) ON CONFLICT (campaign, pair, rater) DO UPDATE SET "
-        "status = 'assigned', assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
-        (campaign_id, pair, rater.id, now_text, format_time(expires)),
-    )
-    if not is_check:
-        conn.execute(
-            "UPDATE pair_load SET load = load + 1 WHERE campaign = ? AND role = ? AND pair = ?",
-            (campaign_id, rater.role, pair),
-        )
+    record_pair_claim(conn, campaign_id, pair, rater.id, rater.role, now_text, format_time(expires), not is_check)
     return _item_for(conn, campaign_id, pair, rater.id)
 
 

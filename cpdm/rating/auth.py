@@ -99,6 +99,11 @@ def revoke_rater(ws, rater_id: int) -> None:
             raise CpdmError(f"no rater with id {rater_id}")
 
 
+def flag_rater(conn, rater_id: int, reason: str) -> None:
+    """Flag a rater for review, in the caller's transaction (once: the first reason stays)."""
+    conn.execute("UPDATE raters SET flagged = 1, flag_reason = ? WHERE id = ? AND flagged = 0", (reason, rater_id))
+
+
 def list_raters(ws) -> list[Rater]:
     rows = ws.conn.execute(f"SELECT {_RATER_COLUMNS} FROM raters ORDER BY id").fetchall()
     return [_row_to_rater(row) for row in rows]

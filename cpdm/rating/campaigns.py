@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import Protocol, default_protocol_path, parse_protocol
+from cpdm.rating.rules import PAIRS, seed_load
 from cpdm.store.rows import make_check_pairs_in
 from cpdm.store.workspace import RATING_ROLES
 
@@ -136,19 +137,31 @@ def create_campaign(
             checks = make_check_pairs_in(conn, _anchors_of_pairs(ws, pair_ids))
             known.update((p, "check") for p in checks if p not in known)
             pair_ids = sorted(set(pair_ids) | set(checks))
-        campaign_id = conn.execute(
+        campaign_id = insert_campaign_in(conn, name, protocol_text, overlap)
+        add_campaign_pairs_in(conn, campaign_id, pair_ids)
+        seed_load(conn, PAIRS, campaign_id, [p for p in pair_ids if known[p] == "normal"])
+    return campaign_id
+
+
+def insert_campaign_in(conn, name: str, protocol_text: str, overlap: dict, *, design: str | None = None) -> int:
+    """A new campaign's row, in the caller's transaction: a rating campaign, or a 2afc one when ``design`` is given."""
+    if design is None:
+        return conn.execute(
             "INSERT INTO campaigns (name, protocol, overlap) VALUES (?, ?, ?)",
             (name, protocol_text, json.dumps(overlap)),
         ).lastrowid
-        conn.executemany(
-            "INSERT INTO campaign_pairs (campaign, pair) VALUES (?, ?)",
-            [(campaign_id, pair_id) for pair_id in pair_ids],
-        )
-        conn.executemany(
-            "INSERT INTO pair_load (campaign, role, pair, load) VALUES (?, ?, ?, 0)",
-            [(campaign_id, role, p) for p in pair_ids if known[p] == "normal" for role in RATING_ROLES],
-        )
-    return campaign_id
+    return conn.execute(
+        "INSERT INTO campaigns (name, protocol, overlap, kind, design) VALUES (?, ?, ?, '2afc', ?)",
+        (name, protocol_text, json.dumps(overlap), design),
+    ).lastrowid
+
+
+def add_campaign_pairs_in(conn, campaign_id: int, pair_ids) -> None:
+    """Link pairs to a campaign, in the caller's transaction (links already there are kept)."""
+    conn.executemany(
+        "INSERT INTO campaign_pairs (campaign, pair) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(campaign_id, pair_id) for pair_id in pair_ids],
+    )
 
 
 def create_campaign_from_filters(

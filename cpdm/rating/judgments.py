@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from cpdm.errors import CpdmError
 from cpdm.rating.rules import (
     TRIPLETS, Progress, SubmitResult, answered_count, campaign_settings, check_due, checked_submit, expire_stale,
-    flag_if_failing, update_load_after_submit,
+    flag_if_failing, mark_answered, record_triplet_claim, recount_triplet_load, update_load_after_submit,
 )
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.workspace import JUDGMENT_ANSWERS, RATING_ROLES
@@ -256,18 +256,8 @@ def claim_triplet_in(conn, campaign_id: int, rater, now: datetime, *,
     first, second = conn.execute("SELECT first_pair, second_pair FROM triplets WHERE id = ?", (triplet,)).fetchone()
     left = first if rng.random() < 0.5 else second
     expires = now + timedelta(minutes=protocol.timing.assignment_timeout_minutes)
-    conn.execute(
-        "INSERT INTO triplet_assignments (campaign, triplet, rater, status, left_pair, assigned_at, expires_at) "
-        "VALUES (?, ?, ?, 'assigned', ?, ?, ?) ON CONFLICT (campaign, triplet, rater) DO UPDATE SET "
-        "status = 'assigned', left_pair = excluded.left_pair, assigned_at = excluded.assigned_at, "
-        "expires_at = excluded.expires_at",
-        (campaign_id, triplet, rater.id, left, now_text, format_time(expires)),
-    )
-    if not is_check:
-        conn.execute(
-            "UPDATE triplet_load SET load = load + 1 WHERE campaign = ? AND role = ? AND triplet = ?",
-            (campaign_id, rater.role, triplet),
-        )
+    record_triplet_claim(conn, campaign_id, triplet, rater.id, rater.role, left, now_text, format_time(expires),
+                         not is_check)
     return _item_for(conn, campaign_id, triplet, rater.id)
 
 
@@ -375,10 +365,7 @@ def save_judgment_in(conn, rater, campaign_id, triplet_id, answers, nonce, skip_
             for question, answer in values.items()
         ],
     )
-    conn.execute(
-        "UPDATE triplet_assignments SET status = ? WHERE campaign = ? AND triplet = ? AND rater = ?",
-        ("skipped" if skipping else "done", campaign_id, triplet_id, rater.id),
-    )
+    mark_answered(conn, TRIPLETS, campaign_id, triplet_id, rater.id, skipping)
     update_load_after_submit(conn, TRIPLETS, campaign_id, triplet_id, rater.role, status, skipping)
     if kind != "normal" and not skipping:
         failed, answered = triplet_check_failures(conn, campaign_id, rater.id, protocol)
@@ -520,20 +507,6 @@ def triplet_campaign_status(ws, campaign_id: int) -> dict:
             "median_seconds": _median(seconds),
         })
     return {"kind": "2afc", "triplets": n_triplets, "pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
-
-
-def recount_triplet_load(conn, campaign_id: int, now_text: str) -> None:
-    """Rebuild a 2afc campaign's ``triplet_load`` from its assignments and judgments (see ``rebuild_pair_load``)."""
-    conn.execute("DELETE FROM triplet_load WHERE campaign = ?", (campaign_id,))
-    conn.executemany(
-        "INSERT INTO triplet_load (campaign, role, triplet, load) SELECT ct.campaign, ?, ct.triplet, ("
-        " SELECT COUNT(*) FROM (SELECT a.rater FROM triplet_assignments a WHERE a.campaign = ct.campaign"
-        "  AND a.triplet = ct.triplet AND (a.status = 'done' OR (a.status = 'assigned' AND a.expires_at > ?))"
-        "  UNION SELECT j.rater FROM judgments j WHERE j.campaign = ct.campaign AND j.triplet = ct.triplet"
-        "  AND j.answer IS NOT NULL) h JOIN raters x ON x.id = h.rater WHERE x.role = ?)"
-        " FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' WHERE ct.campaign = ?",
-        [(role, now_text, role, campaign_id) for role in RATING_ROLES],
-    )
 
 
 __all__ = [

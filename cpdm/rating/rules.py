@@ -27,7 +27,9 @@ import random
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
+from cpdm.rating.auth import flag_rater
 from cpdm.rating.protocol import Protocol, parse_protocol
+from cpdm.store.workspace import RATING_ROLES
 
 MAX_SKIP_REASON = 500
 
@@ -92,20 +94,44 @@ def work_tables(conn, campaign_id: int) -> WorkTables:
     return TRIPLETS if campaign_kind(conn, campaign_id) == "2afc" else PAIRS
 
 
+# The bookkeeping statements of each kind, with their tables named (one set per kind, so each statement says
+# which table it writes). These are the only writes to the four tables: every other module calls the
+# functions below.
+_STATEMENTS = {
+    "assignments": {
+        "expire": "UPDATE assignments SET status = 'expired' "
+                  "WHERE campaign = ? AND status = 'assigned' AND expires_at <= ? RETURNING pair, rater",
+        "release": "UPDATE pair_load SET load = load - 1 "
+                   "WHERE campaign = ? AND pair = ? AND role = (SELECT role FROM raters WHERE id = ?) AND load > 0",
+        "adjust": "UPDATE pair_load SET load = MAX(load + ?, 0) WHERE campaign = ? AND role = ? AND pair = ?",
+        "hold": "UPDATE pair_load SET load = load + 1 WHERE campaign = ? AND role = ? AND pair = ?",
+        "status": "UPDATE assignments SET status = ? WHERE campaign = ? AND pair = ? AND rater = ?",
+        "seed": "INSERT INTO pair_load (campaign, role, pair, load) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
+        "clear": "DELETE FROM pair_load WHERE campaign = ?",
+    },
+    "triplet_assignments": {
+        "expire": "UPDATE triplet_assignments SET status = 'expired' "
+                  "WHERE campaign = ? AND status = 'assigned' AND expires_at <= ? RETURNING triplet, rater",
+        "release": "UPDATE triplet_load SET load = load - 1 "
+                   "WHERE campaign = ? AND triplet = ? AND role = (SELECT role FROM raters WHERE id = ?) AND load > 0",
+        "adjust": "UPDATE triplet_load SET load = MAX(load + ?, 0) WHERE campaign = ? AND role = ? AND triplet = ?",
+        "hold": "UPDATE triplet_load SET load = load + 1 WHERE campaign = ? AND role = ? AND triplet = ?",
+        "status": "UPDATE triplet_assignments SET status = ? WHERE campaign = ? AND triplet = ? AND rater = ?",
+        "seed": "INSERT INTO triplet_load (campaign, role, triplet, load) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
+        "clear": "DELETE FROM triplet_load WHERE campaign = ?",
+    },
+}
+
+
+def _sql(tables: WorkTables, name: str) -> str:
+    return _STATEMENTS[tables.assignments][name]
+
+
 def expire_stale(conn, campaign_id: int, now_text: str, tables: WorkTables = PAIRS) -> int:
     """Expire assignments past their deadline and give their slots back; returns how many."""
-    t = tables
-    expired = conn.execute(
-        f"UPDATE {t.assignments} SET status = 'expired' "
-        f"WHERE campaign = ? AND status = 'assigned' AND expires_at <= ? RETURNING {t.item}, rater",
-        (campaign_id, now_text),
-    ).fetchall()
+    expired = conn.execute(_sql(tables, "expire"), (campaign_id, now_text)).fetchall()
     for item, rater in expired:
-        conn.execute(
-            f"UPDATE {t.load} SET load = load - 1 "
-            f"WHERE campaign = ? AND {t.item} = ? AND role = (SELECT role FROM raters WHERE id = ?) AND load > 0",
-            (campaign_id, item, rater),
-        )
+        conn.execute(_sql(tables, "release"), (campaign_id, item, rater))
     return len(expired)
 
 
@@ -118,9 +144,89 @@ def update_load_after_submit(conn, tables: WorkTables, campaign_id: int, item_id
         delta = 1
     else:
         return
+    conn.execute(_sql(tables, "adjust"), (delta, campaign_id, role, item_id))
+
+
+def record_pair_claim(conn, campaign_id: int, pair_id: int, rater_id: int, role: str, now_text: str,
+                      expires_text: str, counted: bool) -> None:
+    """Assign a pair to a rater (again, if an earlier assignment expired) and, unless it is a check, hold its slot."""
     conn.execute(
-        f"UPDATE {tables.load} SET load = MAX(load + ?, 0) WHERE campaign = ? AND role = ? AND {tables.item} = ?",
-        (delta, campaign_id, role, item_id),
+        "INSERT INTO assignments (campaign, pair, rater, status, assigned_at, expires_at) "
+        "VALUES (?, ?, ?, 'assigned', ?, ?) ON CONFLICT (campaign, pair, rater) DO UPDATE SET "
+        "status = 'assigned', assigned_at = excluded.assigned_at, expires_at = excluded.expires_at",
+        (campaign_id, pair_id, rater_id, now_text, expires_text),
+    )
+    if counted:
+        conn.execute(_sql(PAIRS, "hold"), (campaign_id, role, pair_id))
+
+
+def record_triplet_claim(conn, campaign_id: int, triplet_id: int, rater_id: int, role: str, left_pair: int,
+                         now_text: str, expires_text: str, counted: bool) -> None:
+    """Assign a triplet to a rater, with the pair shown on the left, and, unless it is a check, hold its slot."""
+    conn.execute(
+        "INSERT INTO triplet_assignments (campaign, triplet, rater, status, left_pair, assigned_at, expires_at) "
+        "VALUES (?, ?, ?, 'assigned', ?, ?, ?) ON CONFLICT (campaign, triplet, rater) DO UPDATE SET "
+        "status = 'assigned', left_pair = excluded.left_pair, assigned_at = excluded.assigned_at, "
+        "expires_at = excluded.expires_at",
+        (campaign_id, triplet_id, rater_id, left_pair, now_text, expires_text),
+    )
+    if counted:
+        conn.execute(_sql(TRIPLETS, "hold"), (campaign_id, role, triplet_id))
+
+
+def mark_answered(conn, tables: WorkTables, campaign_id: int, item_id: int, rater_id: int, skipping: bool) -> None:
+    """Close a rater's assignment to an item: ``skipped`` or ``done``."""
+    conn.execute(_sql(tables, "status"), ("skipped" if skipping else "done", campaign_id, item_id, rater_id))
+
+
+def seed_load(conn, tables: WorkTables, campaign_id: int, item_ids) -> None:
+    """Zero load rows, one per role, for a campaign's new normal items (rows already there are kept)."""
+    conn.executemany(_sql(tables, "seed"),
+                     [(campaign_id, role, item) for item in item_ids for role in RATING_ROLES])
+
+
+def recount_pair_load(conn, campaign_id: int, now_text: str) -> None:
+    """Rebuild a campaign's ``pair_load`` rows from its assignments and ratings, in the caller's transaction.
+
+    A rater holds a pair who rated it, or holds an assignment to it that has
+    not timed out at ``now_text``. Claims read these counters instead of
+    counting assignments.
+    """
+    conn.execute(_sql(PAIRS, "clear"), (campaign_id,))
+    roles = " UNION ALL ".join(f"SELECT '{role}' AS role" for role in RATING_ROLES)
+    conn.execute(
+        f"""
+        WITH holders AS (
+            SELECT pair, rater FROM assignments WHERE campaign = :campaign
+              AND (status = 'done' OR (status = 'assigned' AND expires_at > :now))
+            UNION
+            SELECT pair, rater FROM ratings WHERE campaign = :campaign AND value IS NOT NULL
+        ), counts AS (
+            SELECT h.pair, r.role, COUNT(*) AS n FROM holders h JOIN raters r ON r.id = h.rater
+            GROUP BY h.pair, r.role
+        )
+        INSERT INTO pair_load (campaign, role, pair, load)
+        SELECT cp.campaign, roles.role, cp.pair, COALESCE(c.n, 0)
+        FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair AND p.kind = 'normal'
+        CROSS JOIN ({roles}) AS roles
+        LEFT JOIN counts c ON c.pair = cp.pair AND c.role = roles.role
+        WHERE cp.campaign = :campaign
+        """,
+        {"campaign": campaign_id, "now": now_text},
+    )
+
+
+def recount_triplet_load(conn, campaign_id: int, now_text: str) -> None:
+    """Rebuild a 2afc campaign's ``triplet_load`` from its assignments and judgments (as :func:`recount_pair_load`)."""
+    conn.execute(_sql(TRIPLETS, "clear"), (campaign_id,))
+    conn.executemany(
+        "INSERT INTO triplet_load (campaign, role, triplet, load) SELECT ct.campaign, ?, ct.triplet, ("
+        " SELECT COUNT(*) FROM (SELECT a.rater FROM triplet_assignments a WHERE a.campaign = ct.campaign"
+        "  AND a.triplet = ct.triplet AND (a.status = 'done' OR (a.status = 'assigned' AND a.expires_at > ?))"
+        "  UNION SELECT j.rater FROM judgments j WHERE j.campaign = ct.campaign AND j.triplet = ct.triplet"
+        "  AND j.answer IS NOT NULL) h JOIN raters x ON x.id = h.rater WHERE x.role = ?)"
+        " FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' WHERE ct.campaign = ?",
+        [(role, now_text, role, campaign_id) for role in RATING_ROLES],
     )
 
 
@@ -148,10 +254,7 @@ def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate
 def flag_if_failing(conn, rater_id: int, failed: int, answered: int, max_failures: int) -> None:
     """Flag the rater (once; the first reason stays) when they failed more than ``max_failures`` checks."""
     if failed > max_failures:
-        conn.execute(
-            "UPDATE raters SET flagged = 1, flag_reason = ? WHERE id = ? AND flagged = 0",
-            (f"failed {failed} of {answered} attention checks", rater_id),
-        )
+        flag_rater(conn, rater_id, f"failed {failed} of {answered} attention checks")
 
 
 def validate_nonce(nonce: str) -> str:

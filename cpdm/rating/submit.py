@@ -22,8 +22,7 @@ from cpdm.rating.judgments import (
 )
 from cpdm.rating.rules import (  # noqa: F401  (SubmitResult and MAX_SKIP_REASON: also known from here)
     MAX_SKIP_REASON, PAIRS, Progress, SubmitResult, campaign_kind, campaign_settings, checked_submit,
-    flag_if_failing,
-    update_load_after_submit,
+    flag_if_failing, mark_answered, update_load_after_submit,
 )
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.writer import write_transaction
@@ -105,10 +104,7 @@ def save_in(conn, rater, campaign_id, pair_id, answers, nonce, skip_reason, now)
             for question, value in values.items()
         ],
     )
-    conn.execute(
-        "UPDATE assignments SET status = ? WHERE campaign = ? AND pair = ? AND rater = ?",
-        ("skipped" if skipping else "done", campaign_id, pair_id, rater.id),
-    )
+    mark_answered(conn, PAIRS, campaign_id, pair_id, rater.id, skipping)
     update_load_after_submit(conn, PAIRS, campaign_id, pair_id, rater.role, status, skipping)
     if kind != "normal" and not skipping:
         _judge_attention_checks(conn, campaign_id, rater.id, protocol)

@@ -27,17 +27,17 @@ does not change the others' triplets.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
 from itertools import combinations
 
 from cpdm.errors import CpdmError
-from cpdm.rating.campaigns import DEFAULT_OVERLAP, validate_overlap
+from cpdm.rating.campaigns import DEFAULT_OVERLAP, add_campaign_pairs_in, insert_campaign_in, validate_overlap
 from cpdm.rating.protocol import default_protocol_path, parse_protocol
+from cpdm.rating.rules import TRIPLETS, seed_load
 from cpdm.store.rows import make_check_pairs_in
-from cpdm.store.workspace import RATING_ROLES, TRIPLET_DESIGNS
+from cpdm.store.workspace import TRIPLET_DESIGNS
 from cpdm.store.writer import write_transaction
 
 # The priority of an offered triplet unless a design says otherwise; 0 keeps a triplet out of the queue.
@@ -226,15 +226,9 @@ def _add_triplets_in(conn, campaign_id: int, specs, priorities) -> list[int]:
         "ON CONFLICT (campaign, triplet) DO NOTHING",
         [(campaign_id, t, p) for t, p in zip(ids, priorities)],
     )
-    conn.executemany(
-        "INSERT INTO triplet_load (campaign, role, triplet, load) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
-        [(campaign_id, role, t) for t, spec in zip(ids, specs) if spec[3] == "normal" for role in RATING_ROLES],
-    )
+    seed_load(conn, TRIPLETS, campaign_id, [t for t, spec in zip(ids, specs) if spec[3] == "normal"])
     # The campaign's pairs: what scoring and the analysis read its scores through.
-    conn.executemany(
-        "INSERT INTO campaign_pairs (campaign, pair) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        sorted({(campaign_id, p) for spec in specs for p in spec[1:3]}),
-    )
+    add_campaign_pairs_in(conn, campaign_id, sorted({p for spec in specs for p in spec[1:3]}))
     return ids
 
 
@@ -295,10 +289,7 @@ def create_2afc_campaign(
         if include_checks:
             checks = _check_triplet_specs(conn, sorted({s[0] for s in specs}))
             specs, priorities = specs + checks, priorities + [DEFAULT_PRIORITY] * len(checks)
-        campaign_id = conn.execute(
-            "INSERT INTO campaigns (name, protocol, overlap, kind, design) VALUES (?, ?, ?, '2afc', ?)",
-            (name, protocol_text, json.dumps(overlap), design),
-        ).lastrowid
+        campaign_id = insert_campaign_in(conn, name, protocol_text, overlap, design=design)
         _add_triplets_in(conn, campaign_id, specs, priorities)
     return campaign_id
 

@@ -374,7 +374,7 @@ _SAME_GENERATION_KEY = (
 def _recount_pair_load_5(conn: sqlite3.Connection, campaign_id: int, now_text: str) -> None:
     """Rebuild a campaign's ``pair_load`` rows from its assignments and ratings, as version 5 counted them.
 
-    A frozen copy of :func:`cpdm.rating.pair_load.recount_pair_load` as it was when version 5 shipped:
+    A frozen copy of :func:`cpdm.rating.rules.recount_pair_load` as it was when version 5 shipped:
     a migration never changes, whatever the live recount becomes.
 
     A rater holds a pair who rated it, or holds an assignment to it that has
