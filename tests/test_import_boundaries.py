@@ -141,7 +141,7 @@ def test_no_module_of_the_library_is_in_an_import_cycle():
 # A module belongs to the floor of the longest name here that it is or lies under.
 FLOORS = (
     ("cpdm", "cpdm.errors", "cpdm.values", "cpdm.progress", "cpdm.compute_device", "cpdm.metric",
-     "cpdm.user_files"),  # plain facts
+     "cpdm.user_files", "cpdm.hf_cache"),  # plain facts
     ("cpdm.store",),  # the workspace
     ("cpdm.backbones", "cpdm.diffusion"),  # the models: the metric's, and Stable Diffusion
     ("cpdm.curation", "cpdm.rating", "cpdm.scoring", "cpdm.executor"),  # the executor: where batches compute

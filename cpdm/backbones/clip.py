@@ -34,6 +34,7 @@ from cpdm.backbones import BackboneError, backbone_key, check_mode
 from cpdm.compute_device import resolve_device
 from cpdm.backbones.embedding import EmbeddingBackbone
 from cpdm.errors import MissingWeightsError
+from cpdm.hf_cache import hf_hub_cache
 
 TINY_CLIP_NAME = "cpdm-tiny-clip"
 # A two-layer ViT on 32x32 inputs with 16-dim embeddings: about 1.7M parameters,
@@ -116,14 +117,6 @@ def find_cached_checkpoint(model: str, tag: str) -> Path | None:
         if cached.is_file():
             return cached
     return None
-
-
-def hf_hub_cache() -> Path:
-    """The Hugging Face hub cache, read from the environment now (not at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(hf_home).expanduser() / "hub"
 
 
 def missing_clip_message(model: str, tag: str) -> str:

@@ -103,7 +103,7 @@ def find_weights(name: str) -> Path | None:
         return Path(repo).expanduser()
     from huggingface_hub import try_to_load_from_cache
 
-    from cpdm.backbones.clip import hf_hub_cache
+    from cpdm.hf_cache import hf_hub_cache
 
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo, filename, cache_dir=hf_hub_cache())

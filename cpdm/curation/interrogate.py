@@ -360,7 +360,7 @@ def caption_weights_present(model: str) -> bool:
         return (Path(model).expanduser() / "config.json").is_file()
     from huggingface_hub import try_to_load_from_cache
 
-    from cpdm.backbones.clip import hf_hub_cache
+    from cpdm.hf_cache import hf_hub_cache
 
     found = try_to_load_from_cache(model, "config.json", cache_dir=hf_hub_cache())
     return isinstance(found, str)

@@ -17,7 +17,6 @@ in :mod:`cpdm.diffusion.architectures`.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import diffusers
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
-from huggingface_hub import constants as hub_constants
 from PIL import Image
 from transformers import CLIPTokenizer
 
@@ -43,6 +41,7 @@ from cpdm.diffusion.settings import (
 from cpdm.diffusion.tiny import tiny_clip_tokenizer, tiny_sd_pipeline
 from cpdm.diffusion.variants import apply_variant
 from cpdm.errors import CpdmError, MissingWeightsError
+from cpdm.hf_cache import hf_hub_cache
 from cpdm.store.images import encode_png
 from cpdm.store.workspace import BASELINE_METHOD
 
@@ -77,26 +76,13 @@ def _missing_weights_message(model: str) -> str:
     """Say which weights are missing, where we looked, and how to get them."""
     message = (
         f"Stable Diffusion weights for {model!r} are not on this machine (looked in the Hugging Face cache "
-        f"{hf_cache_dir()}). On a machine with a network run `hf download {model}` "
+        f"{hf_hub_cache()}). On a machine with a network run `hf download {model}` "
         "(older huggingface_hub: `huggingface-cli download`) and copy the cache here, or pass a local folder "
         "in diffusers layout; --offline-tiny uses a tiny random model instead"
     )
     if model == DEFAULT_SD_MODEL:
         message += f" (the {model} repository is mirrored as {SD15_MIRROR})"
     return message
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, then HF_HOME).
-
-    huggingface_hub reads these once at import; reading them per call lets a
-    process (or a test) point at another cache after diffusers was imported.
-    """
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return hub_constants.HF_HUB_CACHE
 
 
 def load_sd_pipeline(
@@ -123,7 +109,7 @@ def load_sd_pipeline(
         "feature_extractor": None,
         "requires_safety_checker": False,
         "local_files_only": True,
-        "cache_dir": hf_cache_dir(),
+        "cache_dir": str(hf_hub_cache()),
     }
     source = _pretrained_source(model)
     try:
@@ -200,7 +186,7 @@ def variant_tokenizer(variant, offline_tiny: bool = False):
     source = _pretrained_source(variant.base_model)
     try:
         return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True,
-                                             cache_dir=hf_cache_dir())
+                                             cache_dir=str(hf_hub_cache()))
     except (OSError, ValueError) as exc:
         if source is variant.base_model:
             raise MissingWeightsError(_missing_weights_message(source)) from exc

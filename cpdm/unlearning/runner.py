@@ -34,8 +34,9 @@ from cpdm.diffusion.artifacts import (
     save_artifact,
     variant_dir,
 )
-from cpdm.diffusion.pipeline import TINY_BASE, hf_cache_dir, load_sd_pipeline
+from cpdm.diffusion.pipeline import TINY_BASE, load_sd_pipeline
 from cpdm.errors import CpdmError
+from cpdm.hf_cache import hf_hub_cache
 from cpdm.progress import JobCancelled
 from cpdm.store.rows import add_variant, get_variant, set_variant_status
 from cpdm.unlearning import (
@@ -71,7 +72,7 @@ def hub_revision(base: str) -> str | None:
     """The commit of a Hugging Face model in the local cache (refs/main), or None for folders and the tiny model."""
     if base == TINY_BASE or Path(base).expanduser().exists() or "/" not in base:
         return None
-    ref = Path(hf_cache_dir()) / ("models--" + base.replace("/", "--")) / "refs" / "main"
+    ref = hf_hub_cache() / ("models--" + base.replace("/", "--")) / "refs" / "main"
     return ref.read_text().strip() if ref.is_file() else None
 
 
