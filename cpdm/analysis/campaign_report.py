@@ -8,6 +8,15 @@ handle rating campaigns here and comparative (2AFC) campaigns through
 :mod:`cpdm.analysis.campaign_data`, Markdown in
 :mod:`cpdm.analysis.report_markdown`, files in
 :mod:`cpdm.analysis.report_files`; their names are importable from here too.
+
+Why one file of this length: it is one job, the computing step of a
+campaign's analysis and calibration. run_analysis, the group and question
+comparisons, calibration, planning from a campaign and the side-by-side of
+two campaigns' weights all start from the same loaded campaign and the same
+choice of rater groups and backbone combinations, and each hands the 2afc
+case to two_afc_report at the same point; split, each part would import the
+others' loading and group helpers. Loading, Markdown and files already live
+in their own modules.
 """
 
 from __future__ import annotations

@@ -30,6 +30,13 @@ where it prefers the second, ½ on a tie). A rater's choice follows the
 difference of the two latent scores, logistic with the scale of the rating
 noise (:func:`rater_choices`), so a Likert rating and a choice carry the
 same rater's noise.
+
+Why one file of this length: it is one job, simulating studies from a pilot
+to size a new one. Ratings (plan_study) and comparative judgments
+(plan_judgments) share the pilot's frames, the rating scale and noise, the
+choice of w by Spearman rho and the rater choice model; the 2afc half
+compares its designs against the Likert one computed by the same helpers, so
+split, each half would import the other's internals.
 """
 
 from __future__ import annotations

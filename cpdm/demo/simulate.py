@@ -36,6 +36,13 @@ anchor's side. They claim with :func:`cpdm.rating.assignment.claim_next` and
 submit with :func:`cpdm.rating.judgments.submit_judgment`; in an active
 campaign the queue is refreshed every ``REFRESH_EVERY`` judgments, as the
 ``refresh-triplets`` job would.
+
+Why one file of this length: it is one job, simulated raters answering a
+campaign the way people do. Ratings and judgments share the raters, the
+latent closeness of a pair (metric ranks or the demo variant's effect, and
+the standardised log distances) and the turn-taking on a simulated clock
+through the app's own claim and submit; split, the judgments half would
+import the ratings half's internals.
 """
 
 from __future__ import annotations

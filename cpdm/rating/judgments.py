@@ -25,6 +25,13 @@ A submit saves one row per question in ``judgments``: ``answer`` is
 ``chosen_pair`` the pair on the chosen side (NULL for can't tell and for
 skips, whose answer is NULL with a reason). The nonce, duplicate and
 revocation rules are those of :func:`cpdm.rating.submit.submit`.
+
+Why one file of this length: it is one job, a rater's way through a 2afc
+campaign, mirroring what assignment.py and submit.py do for pairs. The claim
+(held triplet, claim facts, the least-judged walk, checks), the submit, the
+check failures it flags on, and the progress and status all read the same
+triplet_assignments and judgments rows (the item row through one private
+helper); the bookkeeping writes already live in rules.py.
 """
 
 from __future__ import annotations
