@@ -3,9 +3,9 @@ export (ratings), simulate-ratings.
 
 Why one file of this length: it is one job, the analysis commands of the
 command line, sharing their options (the campaign, which raters count, the
-backbones, resampling and folds) and their echoes of headlines; each command is a thin wrapper
-over cpdm.analysis, and a 2afc campaign takes a branch inside the same
-command rather than a command of its own.
+backbones, resampling and folds) and their echoes of headlines; each command
+is a thin wrapper over cpdm.analysis, and a 2afc campaign takes a branch
+inside the same command rather than a command of its own.
 """
 
 from __future__ import annotations
