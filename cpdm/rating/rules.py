@@ -16,6 +16,14 @@ parameterised by :class:`WorkTables`:
 
 :mod:`cpdm.rating.assignment` and :mod:`cpdm.rating.submit` (pairs) and
 :mod:`cpdm.rating.judgments` (triplets) build on it.
+
+It is the one writer of the four bookkeeping tables (each statement names
+its table): a claim (:func:`record_pair_claim`, :func:`record_triplet_claim`:
+an upsert of the assignment and, for a normal item, one UPDATE of its load,
+in the caller's transaction), a submit's status (:func:`mark_answered`), a
+new campaign's zero load rows (:func:`seed_load`) and the recounts
+(:func:`recount_pair_load`, :func:`recount_triplet_load`). A rater failing
+the checks is flagged through :func:`cpdm.rating.auth.flag_rater`.
 """
 
 from __future__ import annotations
