@@ -35,6 +35,10 @@ values, except :func:`gram_matrix`, which stays in torch for batching.
 
 The module also reads and writes the weights JSON that ``cpdm calibrate``
 exports and ``cpdm score --weights`` reads back (:class:`Weights`).
+
+Why one file of this length: the metric's formulas and the weights file
+that carries w, w_std and x_ref are one definition; keeping them together
+keeps a weights file from drifting away from the formulas it feeds.
 """
 
 from __future__ import annotations

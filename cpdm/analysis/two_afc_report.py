@@ -19,6 +19,10 @@ What it holds, per rater group (flagged raters out by default, as for ratings):
   within each anchor (:mod:`cpdm.analysis.bradley_terry`);
 - each backbone combination scored, side by side;
 - when a rating campaign covers the same pairs, its w beside this one's.
+
+Why one file of this length: it is the 2AFC twin of the rating report's
+computing step, one function per section of the report, each reading the
+same loaded judgments and groups; apart they would pass that state around.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Analysis commands: analyze (report folder), calibrate (weights JSON), plan (study size from a pilot),
-export (ratings), simulate-ratings."""
+export (ratings), simulate-ratings.
+
+Why one file of this length: each command is a thin click wrapper, but the
+five share their options (campaign, group, flagged and simulated raters,
+resampling) and their help texts, which read best next to each other.
+"""
 
 from __future__ import annotations
 
@@ -305,7 +310,7 @@ def plan_cmd(workspace, campaign, kind, target, replicates, anchors, max_judgmen
 def _plan_judgments(ws, campaign, target, replicates, anchors, max_judgments, assume_w, assume_noise,
                     include_flagged, exclude_simulated, seed) -> None:
     """`cpdm plan --kind 2afc`: judgments each design needs, from a pilot or from assumptions."""
-    from cpdm.analysis.planning import JUDGMENT_DESIGNS, JudgmentWorld, pilot_world, plan_judgments
+    from cpdm.analysis.judgment_planning import JUDGMENT_DESIGNS, JudgmentWorld, pilot_world, plan_judgments
 
     if campaign:
         world = pilot_world(ws, campaign, target=target, include_flagged=include_flagged,

@@ -389,9 +389,7 @@ def refresh_priorities(ws, campaign_id: int, now=None) -> RefreshResult:
         result = RefreshResult(campaign_id, count, "active", {g: asdict(m) for g, m in models.items()},
                                int((priority > 0).sum()), int(informative.sum()), len(changed), backbones)
     record = {**result.to_dict(), "seen": judgment_count(ws, campaign_id), "at": format_time(now or utc_now())}
-    with write_transaction(ws) as conn:
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
-                     "excluded.value", (f"{META_PREFIX}{campaign_id}", json.dumps(record)))
+    ws.set_meta(f"{META_PREFIX}{campaign_id}", json.dumps(record))
     return result
 
 
