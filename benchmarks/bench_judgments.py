@@ -1,6 +1,6 @@
 """Benchmark: how many judgments each design needs to pin w to ±0.1, for the same simulated raters.
 
-Designs (:func:`cpdm.analysis.planning.plan_judgments`): Likert ratings of
+Designs (:func:`cpdm.analysis.judgment_planning.plan_judgments`): Likert ratings of
 pairs on the copy question (w by Spearman ρ, as calibration chooses it),
 and 2AFC triplets, random, balanced or active (w maximising the 2AFC
 score; the active queue of :mod:`cpdm.rating.active`). The raters are those
@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpdm.analysis.planning import JUDGMENT_DESIGNS, PRECISION_TARGET, JudgmentWorld, plan_judgments  # noqa: E402
+from cpdm.analysis.judgment_planning import JUDGMENT_DESIGNS, JudgmentWorld, plan_judgments  # noqa: E402
+from cpdm.analysis.planning import PRECISION_TARGET  # noqa: E402
 from cpdm.demo.simulate import LENIENCY_SD, NOISE_SD, synthetic_study  # noqa: E402
 
 

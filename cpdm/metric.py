@@ -36,11 +36,9 @@ values, except :func:`gram_matrix`, which stays in torch for batching.
 The module also reads and writes the weights JSON that ``cpdm calibrate``
 exports and ``cpdm score --weights`` reads back (:class:`Weights`).
 
-Why one file of this length: it is one job, the metric CM and the numbers it
-is made of, as pure functions. The distances, Norm, the paper, weighted and
-release forms, the reference scale, the log spreads behind w_std and the
-weights file that carries w all check their inputs with the same helpers,
-and most of the length is the docstrings that state each formula.
+Why one file of this length: the metric's formulas and the weights file
+that carries w, w_std and x_ref are one definition; keeping them together
+keeps a weights file from drifting away from the formulas it feeds.
 """
 
 from __future__ import annotations

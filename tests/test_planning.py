@@ -13,7 +13,7 @@ from cpdm.analysis.calibration import (
     spearman_rows,
     weight_grid,
 )
-from cpdm.analysis.planning import PRECISION_TARGET, _ranks, plan_study
+from cpdm.analysis.planning import PRECISION_TARGET, rank_rows, plan_study
 from cpdm.errors import CpdmError
 from tests.clustered_study import clustered_study, reference_frame, with_human
 
@@ -38,7 +38,7 @@ def test_ranks_match_scipy_with_ties_and_padding():
 
     matrix = np.random.default_rng(0).integers(0, 4, (5, 12)).astype(float)
     matrix[1, 3] = matrix[4, :5] = np.nan
-    np.testing.assert_allclose(_ranks(matrix), stats.rankdata(matrix, axis=1, nan_policy="omit"))
+    np.testing.assert_allclose(rank_rows(matrix), stats.rankdata(matrix, axis=1, nan_policy="omit"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from cpdm.analysis.planning import (
+from cpdm.analysis.judgment_planning import (
     CANT_TELL_MARGIN,
     JUDGMENT_DESIGNS,
     JudgmentWorld,

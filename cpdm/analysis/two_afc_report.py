@@ -20,11 +20,9 @@ What it holds, per rater group (flagged raters out by default, as for ratings):
 - each backbone combination scored, side by side;
 - when a rating campaign covers the same pairs, its w beside this one's.
 
-Why one file of this length: it is one job, the analysis of one 2afc
-campaign, the counterpart of campaign_report for judgments. Loading, the
-per-group analysis, the question and backbone comparisons and calibration
-all read the same TwoAfcData and its rater groups and metric columns; the
-statistics themselves already live in two_afc_calibration and bradley_terry.
+Why one file of this length: it is the 2AFC twin of the rating report's
+computing step, one function per section of the report, each reading the
+same loaded judgments and groups; apart they would pass that state around.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Analysis commands: analyze (report folder), calibrate (weights JSON), plan (study size from a pilot),
 export (ratings), simulate-ratings.
 
-Why one file of this length: it is one job, the analysis commands of the
-command line, sharing their options (the campaign, which raters count, the
-backbones, resampling and folds) and their echoes of headlines; each command
-is a thin wrapper over cpdm.analysis, and a 2afc campaign takes a branch
-inside the same command rather than a command of its own.
+Why one file of this length: each command is a thin click wrapper, but the
+five share their options (campaign, group, flagged and simulated raters,
+resampling) and their help texts, which read best next to each other.
 """
 
 from __future__ import annotations
@@ -312,7 +310,7 @@ def plan_cmd(workspace, campaign, kind, target, replicates, anchors, max_judgmen
 def _plan_judgments(ws, campaign, target, replicates, anchors, max_judgments, assume_w, assume_noise,
                     include_flagged, exclude_simulated, seed) -> None:
     """`cpdm plan --kind 2afc`: judgments each design needs, from a pilot or from assumptions."""
-    from cpdm.analysis.planning import JUDGMENT_DESIGNS, JudgmentWorld, pilot_world, plan_judgments
+    from cpdm.analysis.judgment_planning import JUDGMENT_DESIGNS, JudgmentWorld, pilot_world, plan_judgments
 
     if campaign:
         world = pilot_world(ws, campaign, target=target, include_flagged=include_flagged,

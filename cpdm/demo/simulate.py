@@ -31,18 +31,15 @@ In a comparative (2AFC) campaign the same raters judge triplets
 difference of the two pairs' latent scores (the closeness above, on the
 1–5 scale of a rating), logistic with the scale of the rating noise, with
 "can't tell" now and then when the two are nearly equal
-(:func:`cpdm.analysis.planning.rater_choices`); an attention check gets the
+(:func:`cpdm.analysis.judgment_planning.rater_choices`); an attention check gets the
 anchor's side. They claim with :func:`cpdm.rating.assignment.claim_next` and
 submit with :func:`cpdm.rating.judgments.submit_judgment`; in an active
 campaign the queue is refreshed every ``REFRESH_EVERY`` judgments, as the
 ``refresh-triplets`` job would.
 
-Why one file of this length: it is one job, simulated raters answering a
-campaign the way people do. Ratings and judgments share the raters, the
-latent closeness of a pair (metric ranks or the demo variant's effect, and
-the standardised log distances) and the turn-taking on a simulated clock
-through the app's own claim and submit; split, the judgments half would
-import the ratings half's internals.
+Why one file of this length: ratings and 2AFC judgments come from the same
+simulated raters and latent scores, so both kinds live beside the raters'
+model they share.
 """
 
 from __future__ import annotations
@@ -398,7 +395,7 @@ def _latent_scores(pairs: pd.DataFrame, questions: list[str], high_minus_low: fl
 
 def _judgment_answers(item, kinds: dict, latent: dict, role: str, questions: list[str], rng) -> dict[str, str]:
     """A simulated rater's answers to one triplet: left, right or cant_tell for every question."""
-    from cpdm.analysis.planning import rater_choices
+    from cpdm.analysis.judgment_planning import rater_choices
 
     if item.kind == "check":
         identical = "left" if kinds[item.left_pair] == "check_identical" else "right"
