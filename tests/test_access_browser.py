@@ -188,6 +188,7 @@ def test_no_image_of_the_study_reaches_a_request_without_the_session(study, serv
             plots = shown_bytes(page, page.evaluate(PLOT_IMAGES_JS))
             assert_no_image_without_session(outsider, image_sources(page, requested), set(stored) | set(plots))
             if path == "calibration":
-                with page.expect_download() as download:  # made when pressed, for the signed-in researcher
+                # Made when pressed, for the signed-in researcher (a loaded CI machine may take a while).
+                with page.expect_download(timeout=120_000) as download:
                     page.locator(".st-key-cal_png button").click()
                 assert download.value.path().read_bytes() == plots[0]  # the plot on screen
