@@ -47,8 +47,15 @@ def test_w_per_level_of_an_answer_that_follows_the_role_shows_the_roles_differen
     assert table.loc["yes, it is my main work", "w"] < table.loc["no", "w"]
     for level in ("yes, it is my main work", "no"):
         assert table.loc[level, "w_ci_low"] <= table.loc[level, "w"] <= table.loc[level, "w_ci_high"]
+        # w_std is w read on the standardised log distances: the same conversion as the whole campaign's.
+        assert table.loc[level, "w_std_ci_low"] <= table.loc[level, "w_std"] <= table.loc[level, "w_std_ci_high"]
         assert -1 <= table.loc[level, "rho"] <= 1
-    assert "[" in result.screen_table()["w"].iloc[0]
+    assert "[" in result.screen_table()["w"].iloc[0] and "[" in result.screen_table()["w_std"].iloc[0]
+    # Both levels convert w with the reference pairs' spreads: w_std = w·a / (w·a + 1 − w), a = s_sem / s_style,
+    # so each level's (w, w_std) gives back the same a.
+    ratios = [w_std * (1 - w) / (w * (1 - w_std)) for w, w_std in
+              table.loc[["yes, it is my main work", "no"], ["w", "w_std"]].itertuples(index=False)]
+    assert ratios[0] == pytest.approx(ratios[1], rel=1e-9)
 
 
 def test_a_question_asked_per_artist_splits_each_raters_pairs_by_the_pairs_artist(ws, study):

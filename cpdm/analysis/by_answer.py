@@ -1,7 +1,8 @@
 """Calibration split by raters' background: w per level of an answer to the protocol's questionnaire.
 
-``cpdm calibrate --by art_years`` calibrates w, with its interval and the
-out-of-fold Spearman ρ, once per level of a background question
+``cpdm calibrate --by art_years`` calibrates w and w_std (the scale-free
+weight, :mod:`cpdm.metric`), with their intervals and the out-of-fold
+Spearman ρ, once per level of a background question
 (:mod:`cpdm.rating.background`), on the ratings of the raters at that level.
 Levels are:
 
@@ -35,7 +36,8 @@ from cpdm.errors import CpdmError
 from cpdm.rating.background import campaign_protocol
 from cpdm.rating.questionnaire import BackgroundQuestion
 
-BY_COLUMNS = ["level", "raters", "pairs", "ratings", "w", "w_ci_low", "w_ci_high", "rho", "ci_low", "ci_high", "note"]
+BY_COLUMNS = ["level", "raters", "pairs", "ratings", "w", "w_ci_low", "w_ci_high", "w_std", "w_std_ci_low",
+              "w_std_ci_high", "rho", "ci_low", "ci_high", "note"]
 
 
 @dataclass
@@ -58,6 +60,8 @@ class ByAnswer:
         return pd.DataFrame({
             "level": rows["level"], "raters": rows["raters"], "pairs": rows["pairs"],
             "w": [cell(*values) for values in zip(rows["w"], rows["w_ci_low"], rows["w_ci_high"])],
+            # The scale-free weight: the one to compare levels by, read as "how much they weigh content".
+            "w_std": [cell(*values) for values in zip(rows["w_std"], rows["w_std_ci_low"], rows["w_std_ci_high"])],
             "out-of-fold ρ": [cell(*values) for values in zip(rows["rho"], rows["ci_low"], rows["ci_high"])],
             "note": rows["note"],
         })
@@ -174,5 +178,7 @@ def _calibrate_level(data, ratings: pd.DataFrame, level: str, target: str, optio
         return {**row, "note": str(exc)}
     summary = calibration.summary.iloc[0]
     result.curves[level] = calibration.curve[["w", "rho_oof", "ci_low", "ci_high"]]
+    w_std_low, w_std_high = calibration.w_std_ci
     return {**row, "w": calibration.chosen_w, "w_ci_low": calibration.w_ci[0], "w_ci_high": calibration.w_ci[1],
+            "w_std": calibration.chosen_w_std, "w_std_ci_low": w_std_low, "w_std_ci_high": w_std_high,
             "rho": summary["rho"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"]}
