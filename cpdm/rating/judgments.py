@@ -37,14 +37,14 @@ helper); the bookkeeping writes already live in rules.py.
 from __future__ import annotations
 
 import random
-import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cpdm.errors import CpdmError
 from cpdm.rating.rules import (
     TRIPLETS, Progress, SubmitResult, answered_count, campaign_settings, check_due, checked_submit, expire_stale,
-    flag_if_failing, mark_answered, record_triplet_claim, recount_triplet_load, update_load_after_submit,
+    flag_if_failing, mark_answered, progress_tables, record_triplet_claim, recount_triplet_load,
+    update_load_after_submit,
 )
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.workspace import JUDGMENT_ANSWERS, RATING_ROLES
@@ -450,10 +450,6 @@ def triplet_role_complete(ws, campaign_id: int, role: str) -> bool:
     return row[0] == 0
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 1) if values else None
-
-
 def triplet_campaign_status(ws, campaign_id: int) -> dict:
     """Progress of a 2afc campaign for researchers, in the shape of :func:`cpdm.rating.submit.campaign_status`.
 
@@ -471,48 +467,14 @@ def triplet_campaign_status(ws, campaign_id: int) -> dict:
         "JOIN triplets t ON t.id = ct.triplet AND t.kind = 'normal' WHERE ct.campaign = :c AND ct.priority > 0",
         {"c": campaign_id},
     ).fetchone()
-    per_triplet = conn.execute(
+    answered = conn.execute(
         "SELECT j.rater, t.kind, MAX(j.answer IS NULL), MAX(j.seconds), MAX(j.too_fast) "
         "FROM judgments j JOIN triplets t ON t.id = j.triplet WHERE j.campaign = ? GROUP BY j.rater, j.triplet",
         (campaign_id,),
     ).fetchall()
-    by_rater: dict[int, list] = {}
-    for rater_id, kind, skipped, seconds, too_fast in per_triplet:
-        by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
-    raters = conn.execute(
-        "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
-        "AND (id IN (SELECT rater FROM triplet_assignments WHERE campaign = ?) OR (disabled = 0 AND id NOT IN "
-        "(SELECT rater FROM recruited_raters WHERE campaign != ?))) ORDER BY id",
-        (campaign_id, campaign_id),
-    ).fetchall()
-    per_rater = []
-    for rater_id, name, role, flagged, reason, disabled, simulated in raters:
-        items = by_rater.get(rater_id, [])
-        normal_done = [s for kind, skipped, s, _ in items if kind == "normal" and not skipped]
-        failed, answered = triplet_check_failures(conn, campaign_id, rater_id, protocol)
-        per_rater.append({
-            "rater": rater_id, "name": name, "role": role,
-            "done": len(normal_done),
-            "skipped": sum(1 for _, skipped, _, _ in items if skipped),
-            "checks": f"{answered - failed}/{answered} passed",
-            "too_fast": sum(1 for _, skipped, _, fast in items if fast and not skipped),
-            "median_seconds": _median([s for s in normal_done if s is not None]),
-            "flagged": bool(flagged), "flag_reason": reason or "",
-            "revoked": bool(disabled), "simulated": bool(simulated),
-        })
-    per_role = []
-    for role in RATING_ROLES:
-        rows = [r for r in per_rater if r["role"] == role]
-        needed = n_triplets * int(overlap.get(role, 0))
-        done = sum(r["done"] for r in rows)
-        seconds = [s for rid in (r["rater"] for r in rows) for kind, skipped, s, _ in by_rater.get(rid, [])
-                   if kind == "normal" and not skipped and s is not None]
-        per_role.append({
-            "role": role, "overlap": int(overlap.get(role, 0)), "needed": needed, "done": done,
-            "percent": round(100 * min(done, needed) / needed, 1) if needed else 100.0,
-            "raters": len(rows), "flagged": sum(r["flagged"] for r in rows),
-            "median_seconds": _median(seconds),
-        })
+    per_role, per_rater = progress_tables(
+        conn, campaign_id, TRIPLETS, answered, n_triplets, overlap,
+        lambda rater_id: triplet_check_failures(conn, campaign_id, rater_id, protocol))
     return {"kind": "2afc", "triplets": n_triplets, "pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
 
 

@@ -32,6 +32,7 @@ import functools
 import json
 import math
 import random
+import statistics
 from dataclasses import dataclass
 
 from cpdm.errors import CpdmError
@@ -244,6 +245,60 @@ def answered_count(conn, campaign_id: int, rater_id: int, tables: WorkTables = P
         f"SELECT COUNT(*) FROM {tables.assignments} WHERE campaign = ? AND rater = ? AND status IN ('done', 'skipped')",
         (campaign_id, rater_id),
     ).fetchone()[0]
+
+
+def median_seconds(values: list[float]) -> float | None:
+    """The median of answer times, to a tenth of a second; None without any."""
+    return round(statistics.median(values), 1) if values else None
+
+
+def progress_tables(conn, campaign_id: int, tables: WorkTables, answered, n_items: int, overlap: dict,
+                    check_failures) -> tuple[list[dict], list[dict]]:
+    """A campaign's status for researchers: (per role, per rater), for pairs and triplets alike.
+
+    ``answered`` holds one (rater, item kind, skipped, seconds, too fast)
+    per item a rater answered; ``check_failures(rater_id)`` gives (failed,
+    answered) attention checks. Listed raters are those who worked here and
+    active raters who may: not those recruited through another campaign's link.
+    """
+    by_rater: dict[int, list] = {}
+    for rater_id, kind, skipped, seconds, too_fast in answered:
+        by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
+    raters = conn.execute(
+        "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
+        f"AND (id IN (SELECT rater FROM {tables.assignments} WHERE campaign = ?) OR (disabled = 0 AND id NOT IN "
+        "(SELECT rater FROM recruited_raters WHERE campaign != ?))) ORDER BY id",
+        (campaign_id, campaign_id),
+    ).fetchall()
+    per_rater = []
+    for rater_id, name, role, flagged, reason, disabled, simulated in raters:
+        items = by_rater.get(rater_id, [])
+        normal_done = [s for kind, skipped, s, _ in items if kind == "normal" and not skipped]
+        failed, checked = check_failures(rater_id)
+        per_rater.append({
+            "rater": rater_id, "name": name, "role": role,
+            "done": len(normal_done),
+            "skipped": sum(1 for _, skipped, _, _ in items if skipped),
+            "checks": f"{checked - failed}/{checked} passed",
+            "too_fast": sum(1 for _, skipped, _, fast in items if fast and not skipped),
+            "median_seconds": median_seconds([s for s in normal_done if s is not None]),
+            "flagged": bool(flagged), "flag_reason": reason or "",
+            "revoked": bool(disabled), "simulated": bool(simulated),
+        })
+    per_role = []
+    for role in RATING_ROLES:
+        rows = [r for r in per_rater if r["role"] == role]
+        needed = n_items * int(overlap.get(role, 0))
+        done = sum(r["done"] for r in rows)
+        seconds = [s for rid in (r["rater"] for r in rows) for kind, skipped, s, _ in by_rater.get(rid, [])
+                   if kind == "normal" and not skipped and s is not None]
+        per_role.append({
+            "role": role, "overlap": int(overlap.get(role, 0)), "needed": needed, "done": done,
+            "percent": round(100 * min(done, needed) / needed, 1) if needed else 100.0,
+            "raters": len(rows), "flagged": sum(r["flagged"] for r in rows),
+            "median_seconds": median_seconds(seconds),
+        })
+    return per_role, per_rater
 
 
 def check_due(campaign_id: int, rater_id: int, seen: int, checks_seen: int, rate: float) -> bool:

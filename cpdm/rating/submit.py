@@ -13,7 +13,6 @@ progress and status functions here count triplets for those campaigns.
 
 from __future__ import annotations
 
-import statistics
 from datetime import datetime
 
 from cpdm.errors import CpdmError
@@ -22,7 +21,7 @@ from cpdm.rating.judgments import (
 )
 from cpdm.rating.rules import (  # noqa: F401  (SubmitResult and MAX_SKIP_REASON: also known from here)
     MAX_SKIP_REASON, PAIRS, Progress, SubmitResult, campaign_kind, campaign_settings, checked_submit,
-    flag_if_failing, mark_answered, update_load_after_submit,
+    flag_if_failing, mark_answered, progress_tables, update_load_after_submit,
 )
 from cpdm.store.time import format_time, parse_time, utc_now
 from cpdm.store.writer import write_transaction
@@ -200,10 +199,6 @@ def recruited_progress(ws, rater, recruitment) -> Progress:
     return Progress(progress.done, max(total, progress.done))
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 1) if values else None
-
-
 def campaign_status(ws, campaign_id: int) -> dict:
     """Progress of a campaign for researchers.
 
@@ -222,49 +217,14 @@ def campaign_status(ws, campaign_id: int) -> dict:
         "SELECT COUNT(*) FROM campaign_pairs cp JOIN pairs p ON p.id = cp.pair WHERE cp.campaign = ? AND p.kind = 'normal'",
         (campaign_id,),
     ).fetchone()[0]
-    per_pair = conn.execute(
-        "SELECT r.rater, r.pair, p.kind, MAX(r.value IS NULL), MAX(r.seconds), MAX(r.too_fast) "
+    answered = conn.execute(
+        "SELECT r.rater, p.kind, MAX(r.value IS NULL), MAX(r.seconds), MAX(r.too_fast) "
         "FROM ratings r JOIN pairs p ON p.id = r.pair WHERE r.campaign = ? GROUP BY r.rater, r.pair",
         (campaign_id,),
     ).fetchall()
-    by_rater: dict[int, list] = {}
-    for rater_id, _pair, kind, skipped, seconds, too_fast in per_pair:
-        by_rater.setdefault(rater_id, []).append((kind, bool(skipped), seconds, bool(too_fast)))
-    # Raters who worked here, and active raters who may: not those recruited through another campaign's link.
-    raters = conn.execute(
-        "SELECT id, name, role, flagged, flag_reason, disabled, simulated FROM raters WHERE role != 'researcher' "
-        "AND (id IN (SELECT rater FROM assignments WHERE campaign = ?) OR (disabled = 0 AND id NOT IN "
-        "(SELECT rater FROM recruited_raters WHERE campaign != ?))) ORDER BY id",
-        (campaign_id, campaign_id),
-    ).fetchall()
-    per_rater = []
-    for rater_id, name, role, flagged, reason, disabled, simulated in raters:
-        items = by_rater.get(rater_id, [])
-        normal_done = [s for kind, skipped, s, _ in items if kind == "normal" and not skipped]
-        failed, answered = attention_check_failures(conn, campaign_id, rater_id, protocol)
-        per_rater.append({
-            "rater": rater_id, "name": name, "role": role,
-            "done": len(normal_done),
-            "skipped": sum(1 for kind, skipped, _, _ in items if skipped),
-            "checks": f"{answered - failed}/{answered} passed",
-            "too_fast": sum(1 for _, skipped, _, fast in items if fast and not skipped),
-            "median_seconds": _median([s for s in normal_done if s is not None]),
-            "flagged": bool(flagged), "flag_reason": reason or "",
-            "revoked": bool(disabled), "simulated": bool(simulated),
-        })
-    per_role = []
-    for role in ("artist", "lay"):
-        rows = [r for r in per_rater if r["role"] == role]
-        needed = n_pairs * int(overlap.get(role, 0))
-        done = sum(r["done"] for r in rows)
-        seconds = [s for rid in (r["rater"] for r in rows) for kind, skipped, s, _ in by_rater.get(rid, [])
-                   if kind == "normal" and not skipped and s is not None]
-        per_role.append({
-            "role": role, "overlap": int(overlap.get(role, 0)), "needed": needed, "done": done,
-            "percent": round(100 * min(done, needed) / needed, 1) if needed else 100.0,
-            "raters": len(rows), "flagged": sum(r["flagged"] for r in rows),
-            "median_seconds": _median(seconds),
-        })
+    per_role, per_rater = progress_tables(
+        conn, campaign_id, PAIRS, answered, n_pairs, overlap,
+        lambda rater_id: attention_check_failures(conn, campaign_id, rater_id, protocol))
     return {"kind": "rating", "pairs": n_pairs, "per_role": per_role, "per_rater": per_rater}
 
 
