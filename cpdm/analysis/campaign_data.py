@@ -133,18 +133,20 @@ def load_campaign(ws, campaign: str, options: AnalysisOptions) -> CampaignData:
                         questions_of(all_ratings, list(scales)), counts, scales)
 
 
-def groups_with_ratings(data: CampaignData, options: AnalysisOptions, notes: list[str]) -> list[str]:
+def groups_with_answers(answers: pd.DataFrame, noun: str, campaign: str, options: AnalysisOptions,
+                        notes: list[str]) -> list[str]:
+    """The asked-for rater groups that gave ``answers`` (ratings or judgments); a group without any is noted."""
     groups = []
     for group in options.groups:
-        if len(data_module.select_group(data.ratings, group)) == 0:
-            message = f"no usable ratings from the {group} group in campaign {data.campaign!r}"
+        if len(data_module.select_group(answers, group)) == 0:
+            message = f"no usable {noun} from the {group} group in campaign {campaign!r}"
             if options.strict_groups:
                 raise CpdmError(message)
             notes.append(message + "; left out")
         else:
             groups.append(group)
     if not groups:
-        raise CpdmError(f"no rater group has usable ratings in campaign {data.campaign!r}")
+        raise CpdmError(f"no rater group has usable {noun} in campaign {campaign!r}")
     return groups
 
 

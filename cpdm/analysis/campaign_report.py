@@ -35,7 +35,7 @@ from cpdm.analysis.campaign_data import (  # noqa: F401  (re-exported: callers i
     AnalysisOptions,
     CampaignData,
     check_target,
-    groups_with_ratings,
+    groups_with_answers,
     load_campaign,
     paper_scale,
     protocol_questions,
@@ -209,7 +209,7 @@ def run_analysis(ws, campaign: str, options: AnalysisOptions | None = None):
     data = load_campaign(ws, campaign, options)
     check_target(data, options.target)
     notes: list[str] = []
-    groups = groups_with_ratings(data, options, notes)
+    groups = groups_with_answers(data.ratings, "ratings", data.campaign, options, notes)
     by_group = data_module.split_groups(data.ratings, groups)
 
     agreement = agreement_table(data.ratings, by_group, data.questions, level=options.level,

@@ -20,8 +20,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from cpdm.analysis.data import DEFAULT_TARGET, GROUPS, check_group
-from cpdm.errors import CpdmError
+from cpdm.analysis.data import DEFAULT_TARGET
 
 CHOICES = ("first", "second", "cant_tell")
 
@@ -98,12 +97,6 @@ def analysis_judgments(
     if not include_simulated:
         keep &= ~judgments["simulated"]
     return judgments[keep].reset_index(drop=True)
-
-
-def select_group(judgments: pd.DataFrame, group: str) -> pd.DataFrame:
-    """The judgments of one rater group (artists, lay or all)."""
-    roles = GROUPS[check_group(group)]
-    return judgments if roles is None else judgments[judgments["role"].isin(roles)]
 
 
 TRIPLET_COLUMNS = ["triplet", "anchor", "first_pair", "second_pair", "first_generation", "second_generation",

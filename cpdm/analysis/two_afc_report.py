@@ -34,7 +34,7 @@ import pandas as pd
 from cpdm.analysis import data as data_module
 from cpdm.analysis import judgments as judgments_module
 from cpdm.analysis.calibration import CalibrationResult
-from cpdm.analysis.campaign_data import AnalysisOptions, paper_scale, protocol_questions
+from cpdm.analysis.campaign_data import AnalysisOptions, groups_with_answers, paper_scale, protocol_questions
 from cpdm.analysis.combinations import paper_combination
 from cpdm.analysis.data import DEFAULT_TARGET
 from cpdm.analysis.groups import COMPARED_GROUPS, GroupComparison
@@ -113,7 +113,7 @@ def group_triplets(data: TwoAfcData, group: str, question: str, pairs: pd.DataFr
     """One group's triplets on ``question`` (p from its judgments) with both pairs' m_sem, m_style."""
     from cpdm.analysis.two_afc import with_pair_values
 
-    triplets = judgments_module.triplet_choices(judgments_module.select_group(data.judgments, group), question)
+    triplets = judgments_module.triplet_choices(data_module.select_group(data.judgments, group), question)
     return with_pair_values(triplets, data.pairs if pairs is None else pairs, PAIR_COLUMNS)
 
 
@@ -197,21 +197,6 @@ class TwoAfcAnalysis:
         return two_afc_markdown(self)
 
 
-def _groups_with_judgments(data: TwoAfcData, options: AnalysisOptions, notes: list[str]) -> list[str]:
-    groups = []
-    for group in options.groups:
-        if len(judgments_module.select_group(data.judgments, group)) == 0:
-            message = f"no usable judgments from the {group} group in campaign {data.campaign!r}"
-            if options.strict_groups:
-                raise CpdmError(message)
-            notes.append(message + "; left out")
-        else:
-            groups.append(group)
-    if not groups:
-        raise CpdmError(f"no rater group has usable judgments in campaign {data.campaign!r}")
-    return groups
-
-
 def _metric_columns(pairs: pd.DataFrame, x_ref: float | None, calibration: CalibrationResult | None) -> dict:
     """Metric columns on ``pairs`` (higher = more of a copy) and their labels in the score table."""
     from cpdm.metric import cm_paper, cm_weighted
@@ -248,8 +233,8 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
     if data.design == "active":
         notes.append("active design: most triplets were chosen where CM_w's order flips inside the interval of w, "
                      "so 2AFC scores and agreement describe those hard triplets, not a random sample of them")
-    groups = _groups_with_judgments(data, options, notes)
-    by_group = {group: judgments_module.select_group(data.judgments, group) for group in groups}
+    groups = groups_with_answers(data.judgments, "judgments", data.campaign, options, notes)
+    by_group = {group: data_module.select_group(data.judgments, group) for group in groups}
     agreement = agreement_rows(data.judgments, by_group, data.questions, n_boot=options.n_boot, seed=options.seed,
                                resample=options.resample)
     ceiling = pd.DataFrame([{"group": group, **split_half_agreement(by_group[group], target, seed=options.seed,
@@ -322,7 +307,7 @@ def run_2afc_analysis(ws, campaign: str, options: AnalysisOptions | None = None)
 
 def compare_2afc_questions(data: TwoAfcData, options: AnalysisOptions, notes: list[str]) -> list[GroupComparison]:
     """Artists' w against lay raters' w, by 2AFC score, for every question both groups answered."""
-    if any(len(judgments_module.select_group(data.judgments, group)) == 0 for group in COMPARED_GROUPS):
+    if any(len(data_module.select_group(data.judgments, group)) == 0 for group in COMPARED_GROUPS):
         return []
     comparisons = []
     for question in data.questions:
@@ -398,7 +383,7 @@ def calibrate_2afc_campaign(ws, campaign: str, target: str = DEFAULT_TARGET, gro
         raise CpdmError(f"no judgments for question {target!r} in campaign {campaign!r} "
                         f"(questions: {', '.join(data.questions)})")
     data_module.check_group(group)
-    judged = judgments_module.select_group(data.judgments, group)
+    judged = data_module.select_group(data.judgments, group)
     if len(judged) == 0:
         raise CpdmError(f"no usable judgments from the {group} group in campaign {campaign!r}")
     if data.backbones is None:
