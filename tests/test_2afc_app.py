@@ -92,3 +92,13 @@ def test_a_submit_that_reaches_a_new_session_first_is_saved(ws, world, monkeypat
     assert not fresh.exception, fresh.exception
     assert [row[2] for row in judgments(ws, rater)] == ["right", "cant_tell", "left"]
     assert panel(fresh)["triplet"] != shown["triplet"] and panel(fresh)["notice"] is None
+
+
+def test_the_progress_page_counts_a_2afc_campaigns_judgments(ws, world):
+    _, boss = create_rater(ws, "boss", "researcher")
+    at = open_app(boss)
+    at.switch_page("pages/progress.py").run()
+    assert not at.exception
+    per_role = at.dataframe[0].value.set_index("role")
+    assert per_role.loc["artist", "needed"] == 6  # 2 anchors x 3 triplets x overlap 1
+    assert [bar.text for bar in at.get("progress")] == ["artist: 0 of 6 judgments", "lay: 0 of 6 judgments"]
