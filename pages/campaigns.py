@@ -7,13 +7,14 @@ from cpdm.analysis.data import neutralise_formulas
 from cpdm.analysis.rater_export import approvals_frame, rater_frame
 from cpdm.rating import recruit
 from cpdm.rating.campaigns import (
-    DEFAULT_OVERLAP, create_campaign_from_filters, format_overlap, list_campaigns, pair_filter_options, select_pairs,
+    DEFAULT_OVERLAP, format_overlap, list_campaigns, pair_filter_options, select_pairs,
     set_campaign_status, set_overlap,
 )
 from cpdm.errors import CpdmError
 from cpdm.rating.protocol import list_protocol_files, load_protocol_file, parse_protocol
 from cpdm.store.time import utc_now
-from cpdm.store.workspace import open_workspace
+from cpdm.rating.triplets import create_campaign_for_protocol
+from cpdm.store.workspace import TRIPLET_DESIGNS, open_workspace
 from cpdm.app.ui import plain, require_researcher
 
 ws, rater = require_researcher()
@@ -43,6 +44,10 @@ with st.form("create_campaign"):
     artist_overlap = o1.number_input("Ratings per pair from artists", 0, 100, DEFAULT_OVERLAP["artist"])
     lay_overlap = o2.number_input("Ratings per pair from lay raters", 0, 100, DEFAULT_OVERLAP["lay"])
     include_checks = o3.checkbox("Mix in attention checks", value=True)
+    design = st.selectbox("Triplets (2afc protocols only)", TRIPLET_DESIGNS, index=TRIPLET_DESIGNS.index("balanced"),
+                          help="How a comparative campaign's triplets are chosen: random; balanced (each generation "
+                               "about equally often, each anchor the same number); active (a balanced warm-up, then "
+                               "the triplets that can still move w). A rating protocol ignores it.")
     created = st.form_submit_button("Create campaign", type="primary")
 
 if created:
@@ -54,8 +59,8 @@ if created:
             protocol_text, _ = load_protocol_file(protocol_choice)
         else:
             protocol_text = None
-        campaign_id, n_pairs = create_campaign_from_filters(
-            ws, name, categories=categories, artists=artists, variants=variants, protocol_text=protocol_text,
+        campaign_id, n_items, items = create_campaign_for_protocol(
+            ws, name, protocol_text, design=design, categories=categories, artists=artists, variants=variants,
             overlap={"artist": int(artist_overlap), "lay": int(lay_overlap)}, include_checks=include_checks,
         )
     except UnicodeDecodeError:
@@ -63,7 +68,7 @@ if created:
     except CpdmError as exc:
         st.error(str(exc))
     else:
-        st.success(f"Campaign {name.strip()!r} created with {n_pairs} pairs.")
+        st.success(f"Campaign {name.strip()!r} created with {n_items} {items}.")
         st.rerun()
 else:
     st.caption(f"{len(select_pairs(ws))} pairs in the workspace.")

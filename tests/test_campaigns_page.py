@@ -101,3 +101,20 @@ def test_an_overlap_the_campaign_cannot_have_is_shown_as_an_error(ws, page):
     next(b for b in page.button if b.label == "Set overlap").click().run()
     assert len(errors(page)) == 1 and "overlap asks no role for any rating" in errors(page)[0]
     assert campaign_named(ws, "study")["overlap"] == before
+
+
+def test_a_2afc_protocol_makes_a_2afc_campaign_with_the_chosen_design(ws, page):
+    page.text_input[0].input("duel")
+    protocol = next(box for box in page.selectbox if box.label == "Protocol")
+    protocol.select(next(option for option in protocol.options if option.endswith("2afc.toml")))
+    next(box for box in page.selectbox if box.label.startswith("Triplets")).select("active")
+    next(b for b in page.button if b.label == "Create campaign").click().run()
+    assert not page.exception and errors(page) == []
+    created = campaign_named(ws, "duel")
+    assert (created["kind"], created["design"]) == ("2afc", "active") and created["triplets"] > 0
+    assert get_campaign(ws, created["id"]).protocol.kind == "2afc"
+
+
+def test_a_rating_protocol_ignores_the_triplet_design(ws, page):
+    create(page, "plain")
+    assert (campaign_named(ws, "plain")["kind"], campaign_named(ws, "plain")["design"]) == ("rating", "")

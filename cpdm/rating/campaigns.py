@@ -164,6 +164,16 @@ def add_campaign_pairs_in(conn, campaign_id: int, pair_ids) -> None:
     )
 
 
+def matching_pairs(ws, *, categories=(), artists=(), variants=()) -> list[int]:
+    """:func:`select_pairs`, refusing an empty selection with an error that names the filters matching nothing."""
+    pair_ids = select_pairs(ws, categories=categories, artists=artists, variants=variants)
+    if not pair_ids:
+        filters = [f"{label} in {list(values)}" for label, values in
+                   (("category", categories), ("artist", artists), ("variant", variants)) if values]
+        raise CpdmError("no pairs match " + (" and ".join(filters) if filters else "(the workspace has no pairs)"))
+    return pair_ids
+
+
 def create_campaign_from_filters(
     ws,
     name: str,
@@ -180,11 +190,7 @@ def create_campaign_from_filters(
     The error for an empty selection names the filters, so the user knows
     what matched nothing.
     """
-    pair_ids = select_pairs(ws, categories=categories, artists=artists, variants=variants)
-    if not pair_ids:
-        filters = [f"{label} in {list(values)}" for label, values in
-                   (("category", categories), ("artist", artists), ("variant", variants)) if values]
-        raise CpdmError("no pairs match " + (" and ".join(filters) if filters else "(the workspace has no pairs)"))
+    pair_ids = matching_pairs(ws, categories=categories, artists=artists, variants=variants)
     campaign_id = create_campaign(
         ws, name, pair_ids, protocol_text=protocol_text, overlap=overlap, include_checks=include_checks
     )

@@ -33,7 +33,10 @@ import statistics
 from itertools import combinations
 
 from cpdm.errors import CpdmError
-from cpdm.rating.campaigns import DEFAULT_OVERLAP, add_campaign_pairs_in, insert_campaign_in, validate_overlap
+from cpdm.rating.campaigns import (
+    DEFAULT_OVERLAP, add_campaign_pairs_in, create_campaign_from_filters, insert_campaign_in, matching_pairs,
+    validate_overlap,
+)
 from cpdm.rating.protocol import default_protocol_path, parse_protocol
 from cpdm.rating.rules import TRIPLETS, seed_load
 from cpdm.store.rows import make_check_pairs_in
@@ -301,18 +304,29 @@ def create_2afc_campaign_from_filters(ws, name: str, *, categories=(), artists=(
     ``options`` are :func:`create_2afc_campaign`'s. The triplets counted are
     the normal ones offered now (an active campaign's warm-up).
     """
-    from cpdm.rating.campaigns import select_pairs
-
-    pair_ids = select_pairs(ws, categories=categories, artists=artists, variants=variants)
-    if not pair_ids:
-        filters = [f"{label} in {list(values)}" for label, values in
-                   (("category", categories), ("artist", artists), ("variant", variants)) if values]
-        raise CpdmError("no pairs match " + (" and ".join(filters) if filters else "(the workspace has no pairs)"))
+    pair_ids = matching_pairs(ws, categories=categories, artists=artists, variants=variants)
     campaign_id = create_2afc_campaign(ws, name, pair_ids, **options)
     offered = ws.conn.execute(
         "SELECT COUNT(*) FROM campaign_triplets ct JOIN triplets t ON t.id = ct.triplet "
         "WHERE ct.campaign = ? AND t.kind = 'normal' AND ct.priority > 0", (campaign_id,)).fetchone()[0]
     return campaign_id, offered
+
+
+def create_campaign_for_protocol(ws, name: str, protocol_text: str | None = None, *, design: str = "balanced",
+                                 **filters_and_options) -> tuple[int, int, str]:
+    """A campaign of the kind its protocol names; returns (campaign id, items offered, "pairs" or "triplets").
+
+    A rating protocol (or none: the shipped default) makes a rating campaign
+    over the matching pairs; a 2afc protocol a 2afc campaign with ``design``.
+    ``filters_and_options``: the filters and the options both kinds take
+    (overlap, include_checks). This is what the Campaigns page's form calls.
+    """
+    if protocol_text is not None and parse_protocol(protocol_text).kind == "2afc":
+        campaign_id, triplets = create_2afc_campaign_from_filters(
+            ws, name, protocol_text=protocol_text, design=design, **filters_and_options)
+        return campaign_id, triplets, "triplets"
+    campaign_id, pairs = create_campaign_from_filters(ws, name, protocol_text=protocol_text, **filters_and_options)
+    return campaign_id, pairs, "pairs"
 
 
 def add_triplets(ws, campaign_id: int, triplets, priority: float = DEFAULT_PRIORITY) -> list[int]:
